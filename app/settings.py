@@ -1,0 +1,58 @@
+"""Every knob of the service, read from the environment with the PLUMBLINE_ prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLUMBLINE_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./data/plumbline.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    # Signs dashboard sessions and encrypts webhook secrets; generated under data/ when unset.
+    secret_key: str | None = None
+    data_dir: Path = Path("./data")
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(default=10_000, ge=1)
+    max_text_chars: int = Field(default=16_384, ge=64)
+    default_page_size: int = Field(default=50, ge=1, le=1000)
+    max_page_size: int = Field(default=1000, ge=1)
+
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 10.0
+    drift_cron: str = "15 0 * * *"
+    retention_days: int = Field(default=90, ge=1)
+    run_scheduler: bool = True
+    run_workers: bool = True
+    worker_poll_s: float = 1.0
+    print_admin_key: bool = True
+    bootstrap_project: str = "demo"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+_current: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """The app's settings become the ones services see (create_app calls this)."""
+    global _current
+    _current = settings
+
+
+def get_settings() -> Settings:
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current

@@ -1,0 +1,174 @@
+"""The checkpoint registry over REST: registration, lineage, champions, rollback, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import AuditLog
+
+Headers = dict[str, str]
+
+
+def register(client: TestClient, auth: Headers, **body: Any) -> Any:
+    body.setdefault("model", "support-bot")
+    return client.post("/api/v1/checkpoints", json=body, headers=auth)
+
+
+def test_register_is_idempotent_and_conflicts_on_a_different_body(
+    client: TestClient, auth: Headers
+) -> None:
+    body = {
+        "version": "v1",
+        "kind": "lora",
+        "base_model": "llama-3-8b",
+        "training": {"optimizer": "adamw", "learning_rate": 2e-4, "batch_size": 16},
+        "tags": ["weekly", "support"],
+        "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "support-v1"},
+    }
+    first = register(client, auth, **body)
+    assert first.status_code == 201, first.text
+    again = register(client, auth, **{**body, "tags": ["support", "weekly"]})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    conflict = register(client, auth, **{**body, "kind": "full"})
+    assert conflict.status_code == 409
+    assert conflict.headers["content-type"] == "application/problem+json"
+    assert "different body" in conflict.json()["detail"]
+    got = client.get(f"/api/v1/checkpoints/{first.json()['id']}", headers=auth).json()
+    assert got["training"]["learning_rate"] == 2e-4
+    assert got["kind"] == "lora" and got["status"] == "registered"
+
+
+def test_parent_lineage_by_version_or_id_within_the_same_model(
+    client: TestClient, auth: Headers
+) -> None:
+    base = register(client, auth, version="base", kind="base").json()
+    by_version = register(client, auth, version="sft-1", parent="base").json()
+    by_id = register(client, auth, version="rlhf-1", kind="rlhf", parent=by_version["id"]).json()
+    assert by_version["parent_id"] == base["id"]
+    assert by_id["parent_id"] == by_version["id"] and by_id["parent_version"] == "sft-1"
+    missing = register(client, auth, version="x", parent="nope")
+    assert missing.status_code == 422 and "parent" in missing.json()["detail"]
+    other_model = register(client, auth, model="other-bot", version="y", parent=base["id"])
+    assert other_model.status_code == 422
+
+
+def test_list_filters_by_model_and_paginates_with_a_cursor(
+    client: TestClient, auth: Headers
+) -> None:
+    for i in range(5):
+        register(client, auth, version=f"v{i}")
+    register(client, auth, model="other-bot", version="v0")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"model": "support-bot", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/api/v1/checkpoints", params=params, headers=auth).json()
+        seen += [item["version"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["v4", "v3", "v2", "v1", "v0"]
+    bad = client.get("/api/v1/checkpoints", params={"cursor": "garbage!"}, headers=auth)
+    assert bad.status_code == 400
+
+
+def promote(client: TestClient, auth: Headers, checkpoint_id: int, **body: Any) -> Any:
+    body["checkpoint_id"] = checkpoint_id
+    return client.post("/api/v1/models/support-bot/promote", json=body, headers=auth)
+
+
+def test_promotion_needs_a_reason_first_then_a_gate_or_force(
+    client: TestClient, auth: Headers
+) -> None:
+    v1 = register(client, auth, version="v1").json()["id"]
+    v2 = register(client, auth, version="v2").json()["id"]
+    assert promote(client, auth, v1).status_code == 422
+    first = promote(client, auth, v1, reason="initial champion")
+    assert first.status_code == 200, first.text
+    assert first.json()["champion"]["id"] == v1
+    assert first.json()["rollback_target"] is None
+    unguarded = promote(client, auth, v2, reason="looks fine")
+    assert unguarded.status_code == 409 and "gate" in unguarded.json()["detail"]
+    assert promote(client, auth, v2, force=True).status_code == 422
+    forced = promote(client, auth, v2, force=True, reason="hotfix for outage #12")
+    assert forced.status_code == 200
+    state = forced.json()
+    assert state["champion"]["id"] == v2
+    assert state["rollback_target"] == {"checkpoint_id": v1, "version": "v1"}
+    assert state["history"][0]["forced"] is True
+    assert state["history"][0]["reason"] == "hotfix for outage #12"
+    assert promote(client, auth, v2, force=True, reason="again").status_code == 409
+    retired = client.get(f"/api/v1/checkpoints/{v1}", headers=auth).json()
+    assert retired["status"] == "retired"
+
+
+def test_rollback_skips_champions_that_were_rolled_back_for_cause(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = {v: register(client, auth, version=v).json()["id"] for v in ("v1", "v2", "v3", "v4")}
+    none_yet = client.post(
+        "/api/v1/models/support-bot/rollback", json={"reason": "x"}, headers=auth
+    )
+    assert none_yet.status_code == 409
+    promote(client, auth, ids["v1"], reason="first")
+    only_one = client.post(
+        "/api/v1/models/support-bot/rollback", json={"reason": "x"}, headers=auth
+    )
+    assert only_one.status_code == 409 and "known-good" in only_one.json()["detail"]
+    promote(client, auth, ids["v2"], force=True, reason="ship v2")
+    promote(client, auth, ids["v3"], force=True, reason="ship v3")
+    back = client.post(
+        "/api/v1/models/support-bot/rollback", json={"reason": "v3 refuses too much"}, headers=auth
+    ).json()
+    assert back["champion"]["version"] == "v2"
+    # v3 was rolled back for cause: v1 is now the known-good target, not v3.
+    assert back["rollback_target"]["version"] == "v1"
+    assert client.get(f"/api/v1/checkpoints/{ids['v3']}", headers=auth).json()["status"] == (
+        "rolled_back"
+    )
+    promote(client, auth, ids["v4"], force=True, reason="ship v4")
+    state = client.get("/api/v1/models/support-bot", headers=auth).json()
+    assert state["rollback_target"]["version"] == "v2"
+    named = client.post(
+        "/api/v1/models/support-bot/rollback",
+        json={"to": "v1", "reason": "back to the original"},
+        headers=auth,
+    ).json()
+    assert named["champion"]["version"] == "v1"
+    actions = [(h["action"], h["checkpoint_version"]) for h in named["history"]]
+    assert actions == [
+        ("rollback", "v1"),
+        ("promote", "v4"),
+        ("rollback", "v2"),
+        ("promote", "v3"),
+        ("promote", "v2"),
+        ("promote", "v1"),
+    ]
+    unknown = client.post(
+        "/api/v1/models/support-bot/rollback", json={"to": "v9", "reason": "x"}, headers=auth
+    )
+    assert unknown.status_code == 404
+
+
+def test_every_change_is_audited_with_the_acting_key(
+    client: TestClient, auth: Headers, db: Session
+) -> None:
+    v1 = register(client, auth, version="v1").json()["id"]
+    promote(client, auth, v1, reason="first")
+    entries = db.scalars(select(AuditLog).order_by(AuditLog.id)).all()
+    assert [e.action for e in entries] == ["checkpoint.registered", "champion.promote"]
+    assert all(e.actor == "acme-admin" and e.api_key_id is not None for e in entries)
+    assert entries[1].note == "first"
+
+
+def test_unknown_model_is_404(client: TestClient, auth: Headers) -> None:
+    response = client.get("/api/v1/models/ghost", headers=auth)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
