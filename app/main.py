@@ -12,6 +12,7 @@ from app import settings as settings_module
 from app.api import health, keys, registry
 from app.db import make_engine, make_sessionmaker
 from app.errors import install_handlers
+from app.jobs import BackgroundWorkers, registered_loops
 from app.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
 from app.settings import Settings
 
@@ -26,7 +27,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        workers = BackgroundWorkers(app.state.sessionmaker, settings)
+        if settings.run_workers:
+            workers.start(registered_loops())
         yield
+        workers.stop()
         engine.dispose()
 
     app = FastAPI(

@@ -5,8 +5,11 @@ refused; and a key of project B can neither read nor change anything of project 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,10 +24,22 @@ from app.services import keys
 from tests.conftest import new_key
 
 # Strings that exist only in project A: none may appear in a successful answer to B.
-MARKERS = ("alpha-secret-model", "alpha-v1", "alpha-v2")
+# Domains that seed more of A's data name it with the "alpha-secret" prefix too.
+MARKERS = ("alpha-secret", "alpha-v1", "alpha-v2")
 
 # Routes outside /api/v1 that carry project data and so must authorize too.
 EXTRA_PROTECTED_PREFIXES: tuple[str, ...] = ()
+
+
+def domain_samples() -> list[ModuleType]:
+    """Each domain keeps its own `tests/**/authz_samples.py`: `ORDER` (seeding order),
+    `seed(client, auth, ids)` adding A's resources and their path-parameter values to `ids`,
+    and `BODIES`, a mapping (method, path) -> function(ids) -> a well-formed body."""
+    modules = []
+    for path in sorted(Path(__file__).parent.rglob("authz_samples.py")):
+        name = ".".join(path.relative_to(Path(__file__).parent.parent).with_suffix("").parts)
+        modules.append(importlib.import_module(name))
+    return sorted(modules, key=lambda module: module.ORDER)
 
 
 def seed_project_a(client: TestClient, key: str) -> dict[str, Any]:
@@ -46,7 +61,11 @@ def seed_project_a(client: TestClient, key: str) -> dict[str, Any]:
         headers=auth,
     )
     key_id = client.get("/api/v1/keys", headers=auth).json()["items"][0]["id"]
-    return {"checkpoint_id": v2["id"], "model": "alpha-secret-model", "key_id": key_id}
+    ids: dict[str, Any] = {"checkpoint_id": v2["id"], "model": "alpha-secret-model"}
+    ids["key_id"] = key_id
+    for module in domain_samples():
+        module.seed(client, auth, ids)
+    return ids
 
 
 def sample_body(method: str, path: str, ids: dict[str, Any]) -> dict[str, Any] | None:
@@ -61,6 +80,9 @@ def sample_body(method: str, path: str, ids: dict[str, Any]) -> dict[str, Any] |
         ("POST", "/api/v1/models/{model}/rollback"): {"reason": "takeover"},
         ("POST", "/api/v1/keys"): {"name": "b", "role": "admin"},
     }
+    for module in domain_samples():
+        if (method, path) in module.BODIES:
+            return module.BODIES[(method, path)](ids)  # type: ignore[no-any-return]
     return bodies.get((method, path))
 
 
