@@ -1,0 +1,193 @@
+"""Time one deploy gate through the service on PostgreSQL: 20,000 rows x 8 evaluators x 50
+cohorts (all, 3 risk levels, 46 dimension values), champion run against candidate run.
+
+Reports the fetch (app.services.gates.load_pairs: three queries), the comparison compute
+(app.services.gates.decide: statistics, adjustment, verdict) and the whole create_gate
+(fetch + compute + storing the decision), each the median of several repeats.
+
+    .venv/bin/python bench/gates.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import migrate
+from app.db import make_engine, make_sessionmaker
+from app.models import (
+    Checkpoint,
+    Dataset,
+    DatasetRow,
+    DatasetVersion,
+    EvalResult,
+    EvaluationRun,
+    Model,
+    Project,
+)
+from app.models.project import Role
+from app.models.runs import RunStatus
+from app.schemas.gates import GateIn, GatePolicySpec
+from app.services import gates
+from app.services.keys import Principal
+from app.settings import Settings
+
+BASE_URL = os.environ.get(
+    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+ROWS, EVALUATORS, REPEATS = 20_000, 8, 5
+# 20 routes + 6 prompt versions + 20 user segments = 46 dimension cohorts.
+DIMENSIONS = {"route": 20, "prompt_version": 6, "user_segment": 20}
+
+
+def seed(session: Session, rng: np.random.Generator) -> tuple[int, int, int]:
+    """A project with a champion and a candidate run on one dataset version; returns
+    (project id, champion run id, candidate run id)."""
+    project = Project(name="bench", settings={})
+    session.add(project)
+    session.flush()
+    model = Model(project_id=project.id, name="bench-model")
+    session.add(model)
+    session.flush()
+    checkpoints = [
+        Checkpoint(project_id=project.id, model_id=model.id, version=v, kind="full", spec_hash=v)
+        for v in ("champion", "candidate")
+    ]
+    dataset = Dataset(project_id=project.id, name="golden")
+    session.add_all([*checkpoints, dataset])
+    session.flush()
+    version = DatasetVersion(
+        project_id=project.id,
+        dataset_id=dataset.id,
+        version=1,
+        content_hash="bench",
+        row_count=ROWS,
+        source="json",
+    )
+    session.add(version)
+    session.flush()
+    risks = rng.choice(["high", "medium", "low"], ROWS, p=[0.2, 0.5, 0.3])
+    picks = {dim: rng.integers(0, size, ROWS) for dim, size in DIMENSIONS.items()}
+    session.execute(
+        insert(DatasetRow),
+        [
+            {
+                "version_id": version.id,
+                "key": f"row-{i}",
+                "input": "q",
+                "cohort": {dim: f"{dim}-{picks[dim][i]}" for dim in DIMENSIONS},
+                "risk": risks[i],
+                "meta": {},
+                "row_hash": str(i),
+            }
+            for i in range(ROWS)
+        ],
+    )
+    run_ids = []
+    baseline = rng.beta(5.0, 2.0, (EVALUATORS, ROWS))
+    candidate = np.clip(baseline + rng.normal(-0.002, 0.05, baseline.shape), 0.0, 1.0)
+    for checkpoint, scores in zip(checkpoints, (baseline, candidate), strict=True):
+        run = EvaluationRun(
+            project_id=project.id,
+            checkpoint_id=checkpoint.id,
+            dataset_version_id=version.id,
+            evaluators=[{"name": f"evaluator-{e}"} for e in range(EVALUATORS)],
+            status=RunStatus.succeeded,
+            output_source="upload",
+        )
+        session.add(run)
+        session.flush()
+        run_ids.append(run.id)
+        for e in range(EVALUATORS):
+            session.execute(
+                insert(EvalResult),
+                [
+                    {
+                        "run_id": run.id,
+                        "key": f"row-{i}",
+                        "evaluator": f"evaluator-{e}",
+                        "score": float(scores[e, i]),
+                        "passed": bool(scores[e, i] >= 0.5),
+                    }
+                    for i in range(ROWS)
+                ],
+            )
+    session.commit()
+    return project.id, run_ids[0], run_ids[1]
+
+
+def median_seconds(action: Callable[[], Any]) -> dict[str, float]:
+    """Median wall time and this process's CPU time: the CPU figure stays honest when other
+    work shares the machine (the wall time of the fetch also includes the database's work)."""
+    action()  # warm-up: caches of scipy and of the database
+    wall, cpu = [], []
+    for _ in range(REPEATS):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        action()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return {"wall_s": round(statistics.median(wall), 4), "cpu_s": round(statistics.median(cpu), 4)}
+
+
+def run(sessions: sessionmaker[Session]) -> dict[str, Any]:
+    with sessions() as session:
+        project_id, baseline_id, candidate_id = seed(session, np.random.default_rng(20240601))
+    spec = GatePolicySpec()
+
+    def fetch() -> gates.PairedResults:
+        with sessions() as session:
+            candidate = session.get_one(EvaluationRun, candidate_id)
+            baseline = session.get_one(EvaluationRun, baseline_id)
+            return gates.load_pairs(session, candidate, baseline)
+
+    paired = fetch()
+    decision = gates.decide(paired, spec)
+    principal = Principal(project_id=project_id, key_id=None, role=Role.admin, actor="bench")
+
+    def whole_gate() -> None:
+        with sessions() as session:
+            body = GateIn(candidate_run_id=candidate_id, baseline_run_id=baseline_id)
+            gates.create_gate(session, principal, body)
+
+    return {
+        "rows": len(paired.keys),
+        "evaluators": len(paired.evaluators),
+        "cohorts": len(decision.comparisons) // len(paired.evaluators),
+        "comparisons": len(decision.comparisons),
+        "verdict": decision.verdict.value,
+        "fetch": median_seconds(fetch),
+        "compute": median_seconds(lambda: gates.decide(paired, spec)),
+        "create_gate": median_seconds(whole_gate),
+        "repeats": REPEATS,
+    }
+
+
+def main() -> None:
+    schema = f"bench_gates_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(Settings(database_url=BASE_URL))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in BASE_URL else "?"
+    url = f"{BASE_URL}{separator}options=-csearch_path%3D{schema}"
+    try:
+        migrate.upgrade(url)
+        engine = make_engine(Settings(database_url=url))
+        print(json.dumps(run(make_sessionmaker(engine)), indent=2))
+        engine.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
