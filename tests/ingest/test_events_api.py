@@ -1,0 +1,235 @@
+"""POST /api/v1/events: per-event validation, checkpoint resolution, bounded text,
+idempotent retries, backpressure; GET /api/v1/events and /api/v1/traces/{trace_id}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.api.events import ingest_gate
+from app.main import create_app
+from app.models import Event
+from app.settings import Settings
+from tests.conftest import new_key
+from tests.ingest.factories import event
+
+Headers = dict[str, str]
+
+
+def post(client: TestClient, auth: Headers, events: list[Any]) -> Any:
+    return client.post("/api/v1/events", json={"events": events}, headers=auth)
+
+
+def stored(db: Session) -> list[tuple[str, str]]:
+    """What the database holds; the read transaction ends at once (SQLite: one writer)."""
+    try:
+        rows = db.execute(select(Event.trace_id, Event.span_id).order_by(Event.trace_id)).all()
+    finally:
+        db.rollback()
+    return [(row[0], row[1]) for row in rows]
+
+
+def test_each_event_is_validated_on_its_own_and_only_valid_ones_are_stored(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    other = client.post(
+        "/api/v1/checkpoints", json={"model": "other-bot", "version": "o1"}, headers=auth
+    ).json()
+    batch = [
+        event(0),
+        {k: v for k, v in event(1).items() if k != "timestamp"},
+        event(2, probability=1.5),
+        event(3, checkpoint_version="v9"),
+        event(4, model="nobody"),
+        event(5, checkpoint_version=None, checkpoint_id=checkpoint["id"]),
+        event(6, checkpoint_id=other["id"]),
+        event(7, surprise=True),
+        "not an object",
+        event(9, model=None),
+        event(10, checkpoint_version=None, model=None, checkpoint_id=999_999),
+        event(11, cohort={"route": "r" * 201}),
+    ]
+    response = post(client, auth, batch)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 2 and body["duplicates"] == 0
+    rejected = {r["index"]: r for r in body["rejected"]}
+    assert sorted(rejected) == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert rejected[1]["field"] == "timestamp"
+    assert rejected[2]["field"] == "probability"
+    assert rejected[3]["field"] == "checkpoint" and "no version 'v9'" in rejected[3]["error"]
+    assert "no model named 'nobody'" in rejected[4]["error"]
+    assert "belongs to model 'other-bot'" in rejected[6]["error"]
+    assert rejected[7]["field"] == "surprise"
+    assert "checkpoint_id, or model and checkpoint_version" in rejected[9]["error"]
+    assert "no checkpoint 999999" in rejected[10]["error"]
+    assert "longer than 200" in rejected[11]["error"]
+    # The partial batch wrote exactly what it reported accepted.
+    assert stored(db) == [("trace-00000", "span-00000"), ("trace-00005", "span-00005")]
+
+
+def test_a_retry_never_double_counts(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    batch = [event(i) for i in range(3)] + [event(3, span_id=None), event(0)]
+    first = post(client, auth, batch).json()
+    assert (first["accepted"], first["duplicates"], first["rejected"]) == (4, 1, [])
+    again = post(client, auth, batch).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 5)
+    assert len(stored(db)) == 4
+    assert ("trace-00003", "") in stored(db)
+    # Same trace, another span: a different event.
+    assert post(client, auth, [event(0, span_id="span-other")]).json()["accepted"] == 1
+
+
+def test_text_is_bounded_and_marked_truncated(
+    settings: Settings, checkpoint: dict[str, Any]
+) -> None:
+    app = create_app(settings.model_copy(update={"max_text_chars": 100}))
+    auth = {"Authorization": f"Bearer {new_key(app, 'acme')}"}
+    with TestClient(app) as client:
+        post(client, auth, [event(0, input="x" * 250), event(1, output="y" * 100)])
+        items = client.get("/api/v1/events", headers=auth).json()["items"]
+    by_trace = {item["trace_id"]: item for item in items}
+    assert by_trace["trace-00000"]["input"] == "x" * 100
+    assert by_trace["trace-00000"]["truncated"] is True
+    assert by_trace["trace-00001"]["output"] == "y" * 100
+    assert by_trace["trace-00001"]["truncated"] is False
+
+
+def test_too_many_events_and_bad_envelopes_are_refused_whole(
+    settings: Settings, checkpoint: dict[str, Any]
+) -> None:
+    app = create_app(settings.model_copy(update={"max_events_per_request": 3}))
+    auth = {"Authorization": f"Bearer {new_key(app, 'acme')}"}
+    with TestClient(app) as client:
+        too_many = post(client, auth, [event(i) for i in range(4)])
+        assert too_many.status_code == 413
+        assert too_many.headers["content-type"] == "application/problem+json"
+        assert "limit is 3" in too_many.json()["detail"]
+        not_json = client.post(
+            "/api/v1/events",
+            content=b'{"events": [',
+            headers={**auth, "content-type": "application/json"},
+        )
+        assert not_json.status_code == 422 and "invalid JSON" in not_json.json()["detail"]
+        not_a_list = client.post("/api/v1/events", json={"events": 5}, headers=auth)
+        assert not_a_list.status_code == 422 and not_a_list.json()["errors"][0]["field"] == "events"
+        assert client.get("/api/v1/events", headers=auth).json()["items"] == []
+
+
+def test_values_the_database_cannot_store_are_refused_per_event(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    raw = (
+        '{"events": ['
+        + ",".join(
+            [
+                '{"trace_id": "nul", "timestamp": "2024-05-01T00:00:00Z", "model": "support-bot",'
+                ' "checkpoint_version": "v1", "output": "a\\u0000b"}',
+                '{"trace_id": "nan", "timestamp": "2024-05-01T00:00:00Z", "model": "support-bot",'
+                ' "checkpoint_version": "v1", "attributes": {"score": NaN}}',
+                '{"trace_id": "ok", "timestamp": "2024-05-01T00:00:00", "model": "support-bot",'
+                ' "checkpoint_version": "v1"}',
+            ]
+        )
+        + "]}"
+    )
+    response = client.post(
+        "/api/v1/events", content=raw, headers={**auth, "content-type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+    errors = {r["index"]: r["error"] for r in response.json()["rejected"]}
+    assert "NUL" in errors[0] and "attributes: holds NaN" in errors[1]
+    assert stored(db) == [("ok", "")]
+    naive = client.get("/api/v1/traces/ok", headers=auth).json()["events"][0]["timestamp"]
+    assert naive == "2024-05-01T00:00:00Z"
+
+
+def test_full_gate_answers_429_with_retry_after(
+    app: FastAPI, client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    gate = ingest_gate(app)
+    held = 0
+    while gate.try_acquire():
+        held += 1
+    assert held == gate.capacity
+    try:
+        refused = post(client, auth, [event(0)])
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == str(gate.retry_after_s)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert stored(db) == []
+    finally:
+        for _ in range(held):
+            gate.release()
+    assert post(client, auth, [event(0)]).status_code == 202
+    assert gate.in_flight == 0
+
+
+def test_listing_filters_and_pages_with_a_cursor(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+) -> None:
+    batch = [
+        event(0, eval_passed=True, fallback=False, refusal=False),
+        event(1, eval_passed=False, fallback=True, timestamp="2024-05-02T08:00:00Z"),
+        event(2, checkpoint_version="v2", refusal=True, cohort={"user_segment": "pro"}),
+        event(3, cohort={"route": "/search", "prompt_version": "p4", "user_segment": "free"}),
+        event(4, feedback="down"),
+    ]
+    assert post(client, auth, batch).json()["accepted"] == 5
+
+    def traces(**params: Any) -> list[str]:
+        response = client.get("/api/v1/events", params=params, headers=auth)
+        assert response.status_code == 200, response.text
+        return sorted(item["trace_id"][-1] for item in response.json()["items"])
+
+    assert traces() == ["0", "1", "2", "3", "4"]
+    assert traces(model="support-bot") == ["0", "1", "2", "3", "4"]
+    assert traces(model="nobody") == []
+    assert traces(checkpoint_id=checkpoint["id"]) == ["0", "1", "3", "4"]
+    assert traces(**{"from": "2024-05-02T00:00:00Z"}) == ["1"]
+    assert traces(to="2024-05-02T00:00:00Z") == ["0", "2", "3", "4"]
+    assert traces(route="/search") == ["3"]
+    assert traces(user_segment="pro") == ["2"]
+    assert traces(prompt_version="p4") == ["3"]
+    assert traces(eval_passed="false") == ["1"]
+    assert traces(fallback="true") == ["1"]
+    assert traces(refusal="true") == ["2"]
+    assert traces(feedback="down") == ["4"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/events", params=params, headers=auth).json()
+        seen += [item["trace_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"trace-0000{i}" for i in range(5)] and len(seen) == 5
+    item = client.get("/api/v1/events", params={"route": "/search"}, headers=auth).json()
+    first = item["items"][0]
+    assert (first["model"], first["checkpoint_version"]) == ("support-bot", "v1")
+    assert first["cohort"] == {"route": "/search", "prompt_version": "p4", "user_segment": "free"}
+    assert first["source"] == "rest" and first["latency_ms"] == 120.5
+
+
+def test_a_trace_returns_its_events_in_time_order(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+) -> None:
+    batch = [
+        event(0, trace_id="t-1", span_id="b", timestamp="2024-05-01T12:00:02Z"),
+        event(1, trace_id="t-1", span_id="a", timestamp="2024-05-01T12:00:01Z"),
+        event(2, trace_id="t-2"),
+    ]
+    post(client, auth, batch)
+    trace = client.get("/api/v1/traces/t-1", headers=auth).json()
+    assert [e["span_id"] for e in trace["events"]] == ["a", "b"]
+    assert trace["feedback"] is None
+    missing = client.get("/api/v1/traces/nope", headers=auth)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"

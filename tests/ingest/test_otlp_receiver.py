@@ -1,0 +1,327 @@
+"""POST /v1/traces end to end: the real OpenTelemetry SDK and its OTLP/HTTP exporter send
+spans to a real uvicorn server; the events must land exactly once with the mapped fields."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.util.types import Attributes
+
+from app.api.events import ingest_gate
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import new_key
+
+Headers = dict[str, str]
+PROTOBUF = "application/x-protobuf"
+
+
+def exporter(base_url: str, key: str, path: str = "/v1/traces") -> OTLPSpanExporter:
+    session = requests.Session()
+    session.trust_env = False  # 127.0.0.1 only, whatever proxy the environment names
+    return OTLPSpanExporter(
+        endpoint=base_url + path,
+        headers={"Authorization": f"Bearer {key}"},
+        compression=Compression.Gzip,
+        timeout=10,
+        session=session,
+    )
+
+
+def send_with_sdk(build: Callable[[Tracer], None], span_exporter: OTLPSpanExporter) -> None:
+    """The way an app does it: a TracerProvider with a BatchSpanProcessor, flushed."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-app"}))
+    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    build(provider.get_tracer("support-app"))
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+
+
+def recorded(build: Callable[[Tracer], None]) -> list[ReadableSpan]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(memory))
+    build(provider.get_tracer("support-app"))
+    provider.force_flush()
+    spans = list(memory.get_finished_spans())
+    provider.shutdown()
+    return spans
+
+
+def trace_id_of(spans: list[ReadableSpan]) -> str:
+    context = spans[0].context
+    assert context is not None
+    return format(context.trace_id, "032x")
+
+
+def openinference(tracer: Tracer) -> None:
+    server = {"http.route": "/chat", "session.id": "sess-1"}
+    with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER, attributes=server):
+        llm = {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "v2",
+            "metadata": json.dumps({"plumbline.model": "support-bot", "user_segment": "pro"}),
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content": "Where is my order?",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": "It ships today.",
+            "llm.prompt_template.version": "p3",
+        }
+        with tracer.start_as_current_span("ChatOpenAI", attributes=llm):
+            pass
+
+
+def genai(tracer: Tracer) -> None:
+    with tracer.start_as_current_span("agent", attributes={"gen_ai.span.kind": "AGENT"}):
+        llm = {
+            "gen_ai.span.kind": "LLM",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "support-ft",
+            "gen_ai.input.messages.0.message.role": "user",
+            "gen_ai.input.messages.0.message.content": "Cancel my plan",
+            "gen_ai.output.messages.0.message.role": "assistant",
+            "gen_ai.output.messages.0.message.content": "I can't help with that.",
+            "gen_ai.prompt.template.version": "7",
+            "metadata": json.dumps({"model": "support-bot", "checkpoint": "v1"}),
+        }
+        with tracer.start_as_current_span("chat support-ft", attributes=llm):
+            pass
+
+
+def plumbline(tracer: Tracer) -> None:
+    attributes: Attributes = {
+        "plumbline.model": "support-bot",
+        "plumbline.checkpoint": "v1",
+        "plumbline.route": "summarize",
+        "plumbline.user_segment": "enterprise",
+        "plumbline.fallback": True,
+        "plumbline.refusal": False,
+        "plumbline.eval_passed": True,
+        "input.value": "Summarize my ticket",
+        "output.value": "Your printer is offline.",
+    }
+    with tracer.start_as_current_span("manual llm call", attributes=attributes):
+        pass
+
+
+CONVENTIONS: dict[str, tuple[Callable[[Tracer], None], dict[str, Any]]] = {
+    "openinference": (
+        openinference,
+        {
+            "checkpoint_version": "v2",
+            "cohort": {"route": "/chat", "prompt_version": "p3", "user_segment": "pro"},
+            "input": "Where is my order?",
+            "output": "It ships today.",
+        },
+    ),
+    "genai": (
+        genai,
+        {
+            "checkpoint_version": "v1",
+            "cohort": {"prompt_version": "7"},
+            "input": "Cancel my plan",
+            "output": "I can't help with that.",
+        },
+    ),
+    "plumbline": (
+        plumbline,
+        {
+            "checkpoint_version": "v1",
+            "cohort": {"route": "summarize", "user_segment": "enterprise"},
+            "fallback": True,
+            "refusal": False,
+            "eval_passed": True,
+            "input": "Summarize my ticket",
+            "output": "Your printer is offline.",
+        },
+    ),
+}
+
+
+@pytest.fixture
+def key(app: FastAPI) -> str:
+    return new_key(app, "acme")
+
+
+def events_of(client: TestClient, auth: Headers) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = client.get("/api/v1/events", headers=auth).json()["items"]
+    return items
+
+
+@pytest.mark.parametrize("convention", sorted(CONVENTIONS))
+def test_the_real_exporter_lands_each_convention_exactly_once(
+    live_server: str, client: TestClient, auth: Headers, key: str, convention: str
+) -> None:
+    build, expected = CONVENTIONS[convention]
+    send_with_sdk(build, exporter(live_server, key))
+    events = events_of(client, auth)
+    assert len(events) == 1
+    stored = events[0]
+    assert stored["model"] == "support-bot" and stored["source"] == "otlp"
+    assert {field: stored[field] for field in expected} == expected
+    assert stored["latency_ms"] is not None and len(stored["trace_id"]) == 32
+
+
+def test_a_re_export_of_the_same_spans_is_stored_once(
+    live_server: str, client: TestClient, auth: Headers, key: str
+) -> None:
+    spans = recorded(openinference) + recorded(genai)
+    span_exporter = exporter(live_server, key, "/tracer/v1/traces")
+    assert span_exporter.export(spans) is SpanExportResult.SUCCESS
+    assert span_exporter.export(spans) is SpanExportResult.SUCCESS
+    span_exporter.shutdown()
+    assert len(events_of(client, auth)) == 2
+    trace = client.get(f"/api/v1/traces/{trace_id_of(spans)}", headers=auth).json()
+    assert len(trace["events"]) == 1
+
+
+def otlp_json(spans: list[ReadableSpan]) -> bytes:
+    """OTLP/JSON as the spec writes it: hex trace and span ids, lowerCamelCase keys."""
+    document = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    for resource_spans in document["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(document).encode()
+
+
+@pytest.fixture
+def http(live_server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server, trust_env=False, timeout=10) as session:
+        yield session
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_json_encoding_with_hex_ids(
+    http: httpx.Client, client: TestClient, auth: Headers, key: str, compressed: bool
+) -> None:
+    spans = recorded(plumbline)
+    body = otlp_json(spans)
+    headers = {"content-type": "application/json", "X-Api-Key": key}
+    if compressed:
+        body, headers["content-encoding"] = gzip.compress(body), "gzip"
+    response = http.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {}
+    trace = client.get(f"/api/v1/traces/{trace_id_of(spans)}", headers=auth).json()
+    assert trace["events"][0]["cohort"]["route"] == "summarize"
+
+
+def test_rejected_spans_come_back_as_partial_success(
+    http: httpx.Client, client: TestClient, auth: Headers, key: str
+) -> None:
+    def build(tracer: Tracer) -> None:
+        plumbline(tracer)
+        with tracer.start_as_current_span(
+            "unknown", attributes={"plumbline.model": "support-bot", "plumbline.checkpoint": "v9"}
+        ):
+            pass
+        with tracer.start_as_current_span("no model", attributes={"gen_ai.request.model": "x"}):
+            pass
+
+    body = encode_spans(recorded(build)).SerializeToString()
+    headers = {"content-type": PROTOBUF, "authorization": f"Bearer {key}"}
+    response = http.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == PROTOBUF
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "no version 'v9'" in answer.partial_success.error_message
+    assert "no Plumbline model" in answer.partial_success.error_message
+    assert len(events_of(client, auth)) == 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [(PROTOBUF, b"\xff\xff not protobuf"), ("application/json", b'{"resourceSpans": 7')],
+)
+def test_undecodable_bodies_get_400_with_a_google_rpc_status(
+    http: httpx.Client, key: str, content_type: str, body: bytes
+) -> None:
+    response = http.post(
+        "/v1/traces", content=body, headers={"content-type": content_type, "api_key": key}
+    )
+    assert response.status_code == 400
+    if content_type == PROTOBUF:
+        status = status_pb2.Status.FromString(response.content)
+        assert status.code == 3 and "protobuf" in status.message
+    else:
+        assert "not valid JSON" in response.json()["message"]
+
+
+def test_a_body_too_large_once_inflated_is_413(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"max_body_bytes": 64 * 1024}))
+    key = new_key(app, "acme")
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/traces",
+            content=gzip.compress(b"\0" * (200 * 1024)),
+            headers={"content-type": PROTOBUF, "content-encoding": "gzip", "x-api-key": key},
+        )
+    assert response.status_code == 413
+    assert "limit" in status_pb2.Status.FromString(response.content).message
+
+
+def test_without_a_key_the_answer_is_401_as_a_status(http: httpx.Client) -> None:
+    response = http.post("/v1/traces", content=b"", headers={"content-type": PROTOBUF})
+    assert response.status_code == 401
+    assert "API key" in status_pb2.Status.FromString(response.content).message
+
+
+def test_full_gate_answers_503_with_retry_after(
+    app: FastAPI, http: httpx.Client, client: TestClient, auth: Headers, key: str
+) -> None:
+    body = encode_spans(recorded(plumbline)).SerializeToString()
+    headers = {"content-type": PROTOBUF, "authorization": f"Bearer {key}"}
+    gate = ingest_gate(app)
+    held = 0
+    while gate.try_acquire():
+        held += 1
+    try:
+        response = http.post("/v1/traces", content=body, headers=headers)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == str(gate.retry_after_s)
+        assert "capacity" in status_pb2.Status.FromString(response.content).message
+    finally:
+        for _ in range(held):
+            gate.release()
+    assert events_of(client, auth) == []
+    assert http.post("/v1/traces", content=body, headers=headers).status_code == 200
+    assert len(events_of(client, auth)) == 1
+
+
+def test_more_llm_spans_than_one_request_may_carry_is_413(
+    settings: Settings, checkpoint: dict[str, Any]
+) -> None:
+    app = create_app(settings.model_copy(update={"max_events_per_request": 1}))
+    key = new_key(app, "acme")
+    body = encode_spans(recorded(plumbline) + recorded(genai)).SerializeToString()
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/traces", content=body, headers={"content-type": PROTOBUF, "x-api-key": key}
+        )
+    assert response.status_code == 413
+    assert "limit is 1" in status_pb2.Status.FromString(response.content).message
