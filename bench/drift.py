@@ -1,0 +1,164 @@
+"""The daily drift job on PostgreSQL: one day of 100k / 1M / 3M events, against a single bare
+GROUP BY of the four seed rates over the same day's rows.
+
+The "job" is app.services.drift.run_day: every signal (six rates, Brier, ECE) for every
+cohort (all, route, prompt_version, user_segment, plus a JSON-only `region`), replacing the
+day's rows, then monitors and alerts. A neighbouring day of half the volume sits in the table
+so the day's range scan is real. Prints one JSON line per size.
+
+    .venv/bin/python bench/drift.py [--sizes 100000,1000000,3000000] [--url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import migrate
+from app.db import make_engine, make_sessionmaker
+from app.models import Checkpoint, Model, Project
+from app.models.registry import CheckpointKind
+from app.services import drift
+from app.settings import Settings
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DAY = date(2030, 1, 15)
+
+GENERATE = """
+INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, ts, route,
+  prompt_version, user_segment, cohort, truncated, eval_passed, fallback, refusal,
+  should_refuse, feedback, probability, label, attributes, source, received_at)
+SELECT :project_id, :model_id, CASE WHEN g % 10 = 0 THEN :canary ELSE :champion END,
+  :prefix || g, '', CAST(:start AS timestamptz) + (g % 86400) * interval '1 second',
+  '/route-' || (g % 8), 'p' || (g % 3), seg, jsonb_build_object('route', '/route-' || (g % 8),
+  'prompt_version', 'p' || (g % 3), 'user_segment', seg, 'region', 'r' || (g % 5)),
+  false, random() > 0.1, random() < 0.03, random() < 0.05, random() < 0.1,
+  CASE WHEN g % 3 = 0 THEN CASE WHEN random() < 0.2 THEN -1 ELSE 1 END END,
+  CASE WHEN g % 4 = 0 THEN round(random()::numeric, 2)::float END,
+  CASE WHEN g % 4 = 0 THEN CASE WHEN random() < 0.5 THEN '1' ELSE '0' END END,
+  '{}'::jsonb, 'rest', now()
+FROM (SELECT g, (ARRAY['free', 'pro', 'enterprise', 'internal'])[1 + g % 4] AS seg
+      FROM generate_series(1, :n) AS g) AS s
+"""
+
+BARE = """
+SELECT checkpoint_id,
+  COUNT(*) FILTER (WHERE NOT eval_passed), COUNT(eval_passed),
+  COUNT(*) FILTER (WHERE fallback), COUNT(fallback),
+  COUNT(*) FILTER (WHERE refusal), COUNT(refusal),
+  COUNT(*) FILTER (WHERE feedback = -1), COUNT(feedback)
+FROM events WHERE project_id = :project_id AND ts >= :start AND ts < :end
+GROUP BY checkpoint_id
+"""
+
+
+def seed(sessions: sessionmaker[Session], n: int) -> int:
+    with sessions() as session:
+        project = Project(name=f"bench-{uuid.uuid4().hex[:6]}", settings={})
+        session.add(project)
+        session.flush()
+        model = Model(project_id=project.id, name="bench-model")
+        session.add(model)
+        session.flush()
+        checkpoints = [
+            Checkpoint(
+                project_id=project.id,
+                model_id=model.id,
+                version=version,
+                kind=CheckpointKind.full,
+                spec_hash=version,
+            )
+            for version in ("champion", "canary")
+        ]
+        session.add_all(checkpoints)
+        session.flush()
+        for day, count in ((DAY, n), (DAY - timedelta(days=1), n // 2)):
+            session.execute(
+                text(GENERATE),
+                {
+                    "project_id": project.id,
+                    "model_id": model.id,
+                    "champion": checkpoints[0].id,
+                    "canary": checkpoints[1].id,
+                    "prefix": f"{day.isoformat()}-",
+                    "start": f"{day.isoformat()} 00:00:00+00",
+                    "n": count,
+                },
+            )
+        session.commit()
+        session.execute(text("ANALYZE events"))
+        session.commit()
+        return project.id
+
+
+def median_seconds(action: Callable[[], object], repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def bench_size(sessions: sessionmaker[Session], n: int, repeats: int) -> dict[str, object]:
+    project_id = seed(sessions, n)
+    start, end = drift.day_bounds(DAY)
+    results: list[drift.DriftResult] = []
+
+    def job() -> None:
+        with sessions() as session:
+            results.append(drift.run_day(session, project_id, DAY, "bench"))
+
+    def bare() -> None:
+        with sessions() as session:
+            params = {"project_id": project_id, "start": start, "end": end}
+            session.execute(text(BARE), params).all()
+
+    bare()  # warm the cache for both alike
+    job_s = median_seconds(job, repeats)
+    bare_s = median_seconds(bare, repeats)
+    return {
+        "events": n,
+        "job_s": round(job_s, 3),
+        "bare_group_by_s": round(bare_s, 3),
+        "ratio": round(job_s / bare_s, 2),
+        "signal_rows": results[-1].signals,
+        "repeats": repeats,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    schema = f"bench_drift_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(Settings(database_url=args.url))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in args.url else "?"
+    url = f"{args.url}{separator}options=-csearch_path%3D{schema}"
+    try:
+        migrate.upgrade(url)
+        engine = make_engine(Settings(database_url=url))
+        sessions = make_sessionmaker(engine)
+        for size in (int(s) for s in args.sizes.split(",")):
+            print(json.dumps(bench_size(sessions, size, args.repeats)), flush=True)
+        engine.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Issue 6, point 6: thirty days of traffic, a new champion on day 20 that quadruples one
+user segment's refusal rate. The daily job must open exactly the expected alerts, a real
+receiver must get a verifiable webhook naming the previous champion as the rollback target,
+a receiver failing twice must get it on the third attempt, and rerunning a day must not
+open a duplicate."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from standardwebhooks import Webhook
+
+from app.db import today_utc, utcnow
+from app.models import WebhookDelivery
+from app.services.webhooks import deliver_webhooks
+from app.settings import Settings
+from tests.drift.traffic import Segment, day_of_traffic, post_events
+from tests.webhooks.receiver import Receiver, receiver
+
+Headers = dict[str, str]
+MODEL = "support-bot"
+SEGMENTS = (
+    Segment("free", 1500, ("/chat", "/search"), ("us", "eu"), 0.05),
+    Segment("enterprise", 400, ("/chat",), ("eu",), 0.05),
+    # Twelve requests a day whose refusal rate swings wildly: noise nobody should be paged for.
+    Segment("beta", 12, ("/search",), ("us",), 0.05),
+)
+CHANGE_DAY = 20
+# The enterprise segment lives on /chat in the EU, so exactly these refusal_rate cohorts move.
+EXPECTED = {
+    ("refusal_rate", "all", "all"),
+    ("refusal_rate", "user_segment", "enterprise"),
+    ("refusal_rate", "route", "/chat"),
+    ("refusal_rate", "prompt_version", "p3"),
+    ("refusal_rate", "region", "eu"),
+}
+
+
+def seed_thirty_days(client: TestClient, auth: Headers) -> tuple[list[Any], dict[str, int]]:
+    ids = {}
+    for version in ("v1", "v2"):
+        created = client.post(
+            "/api/v1/checkpoints", json={"model": MODEL, "version": version}, headers=auth
+        )
+        ids[version] = created.json()["id"]
+    client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v1"], "reason": "first champion"},
+        headers=auth,
+    ).raise_for_status()
+    client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v2"], "force": True, "reason": "weekly fine-tune"},
+        headers=auth,
+    ).raise_for_status()
+    rng = random.Random(20240601)
+    first = today_utc() - timedelta(days=30)
+    days = [first + timedelta(days=n) for n in range(30)]
+    events: list[dict[str, Any]] = []
+    for number, day in enumerate(days, start=1):
+        changed = number >= CHANGE_DAY
+        override = {"beta": rng.choice([0.0, 0.5, 0.9])}
+        if changed:
+            override["enterprise"] = 0.20
+        events += day_of_traffic(rng, day, MODEL, "v2" if changed else "v1", SEGMENTS, override)
+    post_events(client, auth, events)
+    return days, ids
+
+
+def drain(app: FastAPI, settings: Settings) -> None:
+    while deliver_webhooks(app.state.sessionmaker, settings):
+        pass
+
+
+def make_due_now(app: FastAPI) -> None:
+    """Backoff is real (seconds to minutes); the test moves retries to now instead of waiting."""
+    with app.state.sessionmaker() as session:
+        session.execute(update(WebhookDelivery).values(next_attempt_at=utcnow()))
+        session.commit()
+
+
+def subscribe(client: TestClient, auth: Headers, hook: Receiver) -> str:
+    created = client.post(
+        "/api/v1/webhooks",
+        json={"url": hook.url, "events": ["alert.opened", "alert.resolved", "champion.changed"]},
+        headers=auth,
+    )
+    assert created.status_code == 201, created.text
+    secret: str = created.json()["secret"]
+    assert secret.startswith("whsec_")
+    return secret
+
+
+def test_thirty_days_open_exactly_the_expected_alerts_and_webhooks_arrive_signed(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
+) -> None:
+    days, ids = seed_thirty_days(client, auth)
+    with receiver() as good, receiver(fail_first=2) as flaky:
+        good_secret = subscribe(client, auth, good)
+        flaky_secret = subscribe(client, auth, flaky)
+
+        run = client.post(
+            "/api/v1/drift/run", json={"date": days[-1].isoformat(), "backfill": 30}, headers=auth
+        )
+        assert run.status_code == 200, run.text
+        alerts = client.get("/api/v1/alerts", params={"limit": 100}, headers=auth).json()["items"]
+        opened = {(a["signal"], a["dimension"], a["value"]) for a in alerts}
+        assert opened == EXPECTED
+        assert run.json()["alerts_opened"] == len(EXPECTED)
+        for alert in alerts:
+            assert alert["status"] == "open"
+            assert alert["day"] >= days[CHANGE_DAY - 1].isoformat()  # none before the change
+            assert alert["checkpoint_version"] == "v2"
+            assert alert["observed"] > alert["band"]["high"] > alert["baseline"]
+            assert alert["rollback_target"] == {"checkpoint_id": ids["v1"], "version": "v1"}
+            assert alert["sample_trace_ids"]
+        segment_alert = next(a for a in alerts if a["value"] == "enterprise")
+        assert 0.03 < segment_alert["baseline"] < 0.07
+        assert segment_alert["day"] == days[CHANGE_DAY - 1].isoformat()
+        assert all("enterprise" in t for t in segment_alert["sample_trace_ids"])
+
+        drain(app, settings)
+        msg_id = f"alert.opened.{segment_alert['id']}"
+        [(headers, body)] = [(h, b) for h, b in good.requests if h["webhook-id"] == msg_id]
+        payload = Webhook(good_secret).verify(body, headers)
+        assert payload["type"] == "alert.opened"
+        data = payload["data"]
+        assert data["model"] == MODEL and data["signal"] == "refusal_rate"
+        assert data["cohort"] == {"dimension": "user_segment", "value": "enterprise"}
+        assert data["rollback"]["target"] == {"checkpoint_id": ids["v1"], "version": "v1"}
+        assert data["rollback"]["url"] == (
+            f"http://plumbline.test/models/{MODEL}/rollback?alert_id={segment_alert['id']}"
+        )
+        assert data["links"]["alert"] == f"http://plumbline.test/alerts/{segment_alert['id']}"
+        trace = data["sample_trace_ids"][0]
+        assert {"trace_id": trace, "url": f"http://plumbline.test/traces/{trace}"} in data["links"][
+            "traces"
+        ]
+        assert len(good.requests) == len(EXPECTED)
+
+        # The flaky receiver refused twice; each retry is signed afresh and the third lands.
+        assert flaky.requests == []
+        for _ in range(2):
+            make_due_now(app)
+            drain(app, settings)
+        assert len(flaky.requests) == len(EXPECTED)
+        assert flaky.attempts_by_msg[msg_id] == 3
+        [(flaky_headers, flaky_body)] = [
+            (h, b) for h, b in flaky.requests if b"enterprise" in b and h["webhook-id"] == msg_id
+        ]
+        assert Webhook(flaky_secret).verify(flaky_body, flaky_headers)["data"] == data
+        log = client.get(
+            f"/api/v1/webhooks/{_webhook_id(client, auth, flaky.url)}/deliveries", headers=auth
+        ).json()["items"]
+        assert {d["status"] for d in log} == {"succeeded"}
+        assert {d["attempts"] for d in log} == {3}
+
+        # Rerunning a day inside the incident opens nothing new and sends nothing new.
+        rerun = client.post(
+            "/api/v1/drift/run", json={"date": days[24].isoformat()}, headers=auth
+        ).json()
+        assert rerun["alerts_opened"] == 0
+        again = client.get("/api/v1/alerts", params={"limit": 100}, headers=auth).json()["items"]
+        assert sorted(a["id"] for a in again) == sorted(a["id"] for a in alerts)
+        drain(app, settings)
+        assert len(good.requests) == len(EXPECTED)
+
+        # Rollback from the alert: v1 is champion again, the alert says so, receivers hear it.
+        rolled = client.post(
+            f"/api/v1/models/{MODEL}/rollback",
+            json={"reason": "refusals quadrupled for enterprise", "alert_id": segment_alert["id"]},
+            headers=auth,
+        )
+        assert rolled.status_code == 200, rolled.text
+        assert rolled.json()["champion"]["version"] == "v1"
+        assert rolled.json()["history"][0]["alert_id"] == segment_alert["id"]
+        annotated = client.get(f"/api/v1/alerts/{segment_alert['id']}", headers=auth).json()
+        assert annotated["annotations"][-1]["kind"] == "rollback"
+        assert annotated["annotations"][-1]["version"] == "v1"
+        drain(app, settings)
+        changed = [
+            json.loads(b) for h, b in good.requests if h["webhook-id"].startswith("champion")
+        ]
+        assert [c["data"]["version"] for c in changed] == ["v1"]
+        assert changed[0]["data"]["alert_id"] == segment_alert["id"]
+
+
+def _webhook_id(client: TestClient, auth: Headers, url: str) -> int:
+    hooks = client.get("/api/v1/webhooks", headers=auth).json()["items"]
+    return int(next(h["id"] for h in hooks if h["url"] == url))

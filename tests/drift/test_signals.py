@@ -1,0 +1,153 @@
+"""The daily rollup against the same numbers computed in Python from the events sent."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.db import today_utc
+from app.stats.calibration import calibration_summary
+from tests.drift.traffic import at, post_events
+
+Headers = dict[str, str]
+
+
+def mixed_events(day_offset: int, count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    day = today_utc() - timedelta(days=day_offset)
+    events = []
+    for i in range(count):
+        maybe = lambda p: None if rng.random() < 0.2 else rng.random() < p  # noqa: E731
+        event: dict[str, Any] = {
+            "trace_id": f"t{seed}-{i}",
+            "timestamp": at(day, i * 37),
+            "model": "m",
+            "checkpoint_version": "v1",
+            "cohort": {
+                "route": rng.choice(["/a", "/b"]),
+                "user_segment": rng.choice(["free", "pro"]),
+                "locale": rng.choice(["en", "de", "fr"]),
+            },
+            "eval_passed": maybe(0.8),
+            "fallback": maybe(0.1),
+            "refusal": maybe(0.2),
+            "should_refuse": maybe(0.3),
+        }
+        if i % 3 == 0:
+            event["feedback"] = rng.choice(["up", "down"])
+        if i % 2 == 0:  # ties included: a tie always shares one bin
+            event["probability"] = round(rng.random(), 1)
+            event["label"] = rng.choice(["1", "0", "true", "false"])
+        events.append(event)
+    return events
+
+
+def expected_rates(events: list[dict[str, Any]]) -> dict[tuple[str, str, str], tuple[int, int]]:
+    conditions = {
+        "eval_fail_rate": (
+            lambda e: e["eval_passed"] is False,
+            lambda e: e["eval_passed"] is not None,
+        ),
+        "fallback_rate": (lambda e: e["fallback"] is True, lambda e: e["fallback"] is not None),
+        "refusal_rate": (lambda e: e["refusal"] is True, lambda e: e["refusal"] is not None),
+        "thumbs_down_rate": (lambda e: e.get("feedback") == "down", lambda e: "feedback" in e),
+        "over_refusal_rate": (
+            lambda e: e["refusal"] is True and e["should_refuse"] is False,
+            lambda e: e["refusal"] is not None and e["should_refuse"] is False,
+        ),
+        "under_refusal_rate": (
+            lambda e: e["refusal"] is False and e["should_refuse"] is True,
+            lambda e: e["refusal"] is not None and e["should_refuse"] is True,
+        ),
+    }
+    counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for event in events:
+        cohorts = [("all", "all"), *event["cohort"].items()]
+        for signal, (numerator, denominator) in conditions.items():
+            if not denominator(event):
+                continue
+            for dimension, value in cohorts:
+                counts[(signal, dimension, value)][0] += numerator(event)
+                counts[(signal, dimension, value)][1] += 1
+    return {key: (n, d) for key, (n, d) in counts.items()}
+
+
+def signals_of(client: TestClient, auth: Headers, **params: Any) -> list[dict[str, Any]]:
+    items, cursor = [], None
+    while True:
+        page = client.get(
+            "/api/v1/signals",
+            params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})},
+            headers=auth,
+        ).json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def test_every_rate_and_cohort_matches_python(client: TestClient, auth: Headers) -> None:
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    events = mixed_events(1, 600, seed=1)
+    neighbours = mixed_events(2, 50, seed=2) + mixed_events(0, 50, seed=3)  # other days
+    post_events(client, auth, events + neighbours)
+    day = (today_utc() - timedelta(days=1)).isoformat()
+    run = client.post("/api/v1/drift/run", json={"date": day}, headers=auth)
+    assert run.status_code == 200, run.text
+    rows = signals_of(client, auth, model="m", **{"from": day, "to": day})
+    got = {
+        (r["signal"], r["dimension"], r["value"]): (r["numerator"], r["denominator"])
+        for r in rows
+        if r["signal"].endswith("_rate")
+    }
+    assert got == expected_rates(events)
+    assert {r["dimension"] for r in rows} == {"all", "route", "user_segment", "locale"}
+    for row in rows:
+        assert row["day"] == day and row["checkpoint_version"] == "v1"
+
+    # Calibration per cohort, against app/stats on the same rows (labels "true" / "1" are 1).
+    scored = [e for e in events if "probability" in e]
+    for dimension, value in (("all", "all"), ("locale", "de"), ("route", "/b")):
+        members = [e for e in scored if dimension == "all" or e["cohort"][dimension] == value]
+        probs = np.array([e["probability"] for e in members])
+        labels = np.array([e["label"] in ("1", "true") for e in members])
+        summary = calibration_summary(probs, labels)
+        by_signal = {
+            r["signal"]: r for r in rows if (r["dimension"], r["value"]) == (dimension, value)
+        }
+        assert by_signal["brier_score"]["rate"] == pytest.approx(summary.decomposition.brier)
+        assert by_signal["brier_score"]["denominator"] == len(members)
+        assert by_signal["brier_score"]["extra"]["reliability"] == pytest.approx(
+            summary.decomposition.reliability
+        )
+        assert by_signal["ece"]["rate"] == pytest.approx(summary.ece)
+
+
+def test_rerunning_a_day_replaces_its_rows_and_counts_late_events(
+    client: TestClient, auth: Headers
+) -> None:
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    day = (today_utc() - timedelta(days=1)).isoformat()
+    events = mixed_events(1, 200, seed=4)
+    post_events(client, auth, events[:150])
+    client.post("/api/v1/drift/run", json={"date": day}, headers=auth).raise_for_status()
+    first = signals_of(client, auth, signal="refusal_rate", dimension="all")
+    post_events(client, auth, events[150:])  # late arrivals
+    client.post("/api/v1/drift/run", json={"date": day}, headers=auth).raise_for_status()
+    second = signals_of(client, auth, signal="refusal_rate", dimension="all")
+    assert len(first) == len(second) == 1
+    assert second[0]["denominator"] == expected_rates(events)[("refusal_rate", "all", "all")][1]
+    assert second[0]["denominator"] > first[0]["denominator"]
+
+
+def test_drift_run_validates_its_body(client: TestClient, auth: Headers) -> None:
+    bad = client.post("/api/v1/drift/run", json={"date": "yesterday"}, headers=auth)
+    assert bad.status_code == 422 and "date" in bad.json()["detail"]
+    empty = client.post("/api/v1/drift/run", json={}, headers=auth)
+    assert empty.status_code == 200 and empty.json()["signals"] == 0
