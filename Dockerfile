@@ -9,9 +9,7 @@ RUN pip install --no-cache-dir -r requirements.lock
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
-COPY templates ./templates
-COPY static ./static
-# Editable, so app/ finds migrations/, templates/ and static/ beside it as in the source tree.
+# Editable, so app/ finds migrations/ beside it as in the source tree.
 RUN pip install --no-cache-dir --no-deps -e . \
     && useradd --system --uid 10001 plumbline && mkdir -p /data && chown plumbline /data
 USER plumbline

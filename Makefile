@@ -18,6 +18,7 @@ install: $(STAMP)
 ## Install, migrate the embedded SQLite default, seed demo data on an empty database, serve.
 run: $(STAMP)
 	$(BIN)/plumbline migrate
+	$(BIN)/plumbline demo --if-empty
 	$(BIN)/plumbline serve
 
 ## The whole suite: SQLite always, PostgreSQL too when PLUMBLINE_TEST_DATABASE_URL is set.

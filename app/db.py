@@ -71,7 +71,12 @@ def insert_ignoring_conflicts(
     if not rows:
         return 0
     dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    stmt = (
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=conflict_columns)
+        # SQLAlchemy 2.1 reports rowcount of executemany only when asked to keep it.
+        .execution_options(preserve_rowcount=True)
+    )
     result = session.execute(stmt, list(rows))
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.services.runs import work_runs
+from app.services.webhooks import deliver_webhooks
 from app.settings import Settings
 
 log = logging.getLogger("plumbline.jobs")
@@ -31,7 +33,7 @@ class Loop:
 
 def registered_loops() -> list[Loop]:
     """The loops the service runs; each domain adds its own line here."""
-    return []
+    return [Loop("evaluation-runs", work_runs), Loop("webhook-deliveries", deliver_webhooks)]
 
 
 class BackgroundWorkers:

@@ -9,12 +9,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from app import settings as settings_module
-from app.api import health, keys, registry
+from app.api import datasets, drift, events, gates, health, keys, otlp, registry, runs, webhooks
 from app.db import make_engine, make_sessionmaker
 from app.errors import install_handlers
 from app.jobs import BackgroundWorkers, registered_loops
 from app.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
+from app.services.scheduler import start_scheduler
 from app.settings import Settings
+from app.web import install as install_dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers = BackgroundWorkers(app.state.sessionmaker, settings)
         if settings.run_workers:
             workers.start(registered_loops())
+        scheduler = (
+            start_scheduler(app.state.sessionmaker, settings) if settings.run_scheduler else None
+        )
         yield
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
         workers.stop()
         engine.dispose()
 
@@ -46,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, keys, registry):
+    for module in (health, keys, registry, gates, events, otlp, datasets, runs, drift, webhooks):
         app.include_router(module.router)
+    install_dashboard(app)
     return app

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=10_000, ge=1)
     max_text_chars: int = Field(default=16_384, ge=64)
+    # Ingest is CPU-bound Python: two requests in flight keep one parsing while the other is
+    # in the database, and bound memory to two bodies; more are refused with Retry-After.
+    ingest_max_in_flight: int = Field(default=2, ge=1)
+    ingest_retry_after_s: int = Field(default=1, ge=1)
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=1000, ge=1)
 

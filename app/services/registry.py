@@ -293,6 +293,11 @@ def rollback(
     assert current is not None and target is not None
     if target.id == current.id:
         raise Conflict(f"checkpoint {target.id} is already the champion")
+    if alert_id is not None:
+        # Imported here: alerts builds on this module (rollback targets, checkpoint names).
+        from app.services import alerts
+
+        alerts.record_rollback(session, principal, alert_id, model, target)
     _change_champion(
         session,
         principal,

@@ -1,0 +1,66 @@
+"""`plumbline demo --if-empty`: the story a newcomer clicks through, seeded once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from app.models import (
+    Alert,
+    Checkpoint,
+    DailySignal,
+    DatasetRow,
+    DatasetVersion,
+    EvaluationRun,
+    Gate,
+    WebhookDelivery,
+)
+from app.models.drift import AlertStatus
+from app.models.runs import RunStatus
+
+
+def demo_cli(database_url: str, data_dir: str) -> str:
+    env = {**os.environ, "PLUMBLINE_DATABASE_URL": database_url, "PLUMBLINE_DATA_DIR": data_dir}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "demo", "--if-empty"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_demo_seeds_the_whole_story_once(
+    database_url: str, app: FastAPI, tmp_path: os.PathLike[str]
+) -> None:
+    first = demo_cli(database_url, str(tmp_path))
+    assert "demo project 'demo': 3 checkpoints, 3 runs, 2 gates" in first
+    assert "already has models" in demo_cli(database_url, str(tmp_path))
+
+    with app.state.sessionmaker() as session:
+        checkpoints = session.scalars(select(Checkpoint).order_by(Checkpoint.id)).all()
+        assert [c.kind.value for c in checkpoints] == ["full", "lora", "rlhf"]
+        assert [c.parent_id for c in checkpoints] == [None, checkpoints[0].id, checkpoints[1].id]
+        assert all(c.training.get("optimizer") for c in checkpoints)
+        risks = set(session.scalars(select(DatasetRow.risk).distinct()))
+        assert {r.value for r in risks} == {"high", "medium", "low"}
+        assert session.scalar(select(func.count()).select_from(DatasetVersion)) == 2
+        statuses = set(session.scalars(select(EvaluationRun.status)))
+        assert statuses == {RunStatus.succeeded}
+        verdicts = sorted(v.value for v in session.scalars(select(Gate.verdict)))
+        assert verdicts == ["block", "pass"]
+        days = session.execute(select(func.min(DailySignal.day), func.max(DailySignal.day))).one()
+        assert (days[1] - days[0]).days == 44
+        open_alerts = session.scalars(select(Alert).where(Alert.status == AlertStatus.open)).all()
+        assert any(a.dimension == "user_segment" and a.value == "free" for a in open_alerts)
+        assert all(a.rollback_target_id == checkpoints[1].id for a in open_alerts)
+        opened = session.scalars(
+            select(WebhookDelivery.msg_id).where(WebhookDelivery.event_type == "alert.opened")
+        ).all()
+        assert {f"alert.opened.{a.id}" for a in open_alerts} <= set(opened)
