@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import Engine, Table, create_engine, event, func
+from sqlalchemy import Engine, Table, create_engine, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +30,14 @@ def make_engine(settings: Settings) -> Engine:
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=settings.db_pool_timeout_s,
+        connect_args={"connect_timeout": settings.db_connect_timeout_s},
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,6 +65,14 @@ def get_session(request: Request) -> Iterator[Session]:
     """FastAPI dependency: one session per request; services commit their own unit of work."""
     with request.app.state.sessionmaker() as session:
         yield session
+
+
+def database_answers(session: Session) -> bool:
+    try:
+        session.execute(text("SELECT 1"))
+    except Exception:  # any driver error means not ready; the reason is not the caller's business
+        return False
+    return True
 
 
 def is_postgres(session: Session) -> bool:
