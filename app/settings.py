@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=1000, ge=1)
 
+    # Fail fast when PostgreSQL is unreachable: a request answers 503 within these bounds
+    # instead of hanging on libpq's default (no connect timeout) or the pool's 30 s wait.
+    db_connect_timeout_s: int = Field(default=5, ge=1)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
     webhook_allow_private: bool = False
     webhook_timeout_s: float = 10.0
     drift_cron: str = "15 0 * * *"
