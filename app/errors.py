@@ -7,14 +7,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("plumbline.errors")
 
 PROBLEM_JSON = "application/problem+json"
+DATABASE_RETRY_AFTER_S = 5
 
 
 class Problem(Exception):
@@ -112,17 +115,48 @@ def install_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return problem_response(exc.status_code, "HTTP error", detail, headers=exc.headers)
 
+    # Registered by class (not only under Exception) so Starlette's ExceptionMiddleware answers
+    # them; the catch-all below runs in ServerErrorMiddleware, which re-raises after answering.
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(OverflowError)
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        from sqlalchemy.exc import OperationalError
-
-        if isinstance(exc, OperationalError):
+        if database_unavailable(exc):
             log.warning("database unavailable: %s", type(exc).__name__)
             return problem_response(
                 503,
                 "Service unavailable",
                 "the database is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            )
+        if isinstance(exc, sa_exc.DataError | OverflowError):
+            # The last line of defence for values a schema let through that the database
+            # cannot hold or compare: integers beyond its range (PostgreSQL's 32-bit ids,
+            # SQLite's 64 bits) or NUL characters in text. The session rolls back: no write.
+            return problem_response(
+                422,
+                "Invalid request",
+                "a value in the request cannot be stored: an integer beyond the database's "
+                "range or a NUL character in text",
             )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "Internal error", "an unexpected error occurred")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means "the database cannot serve us right now" (server down or
+    restarting, connection cut, pool exhausted, SQLite busy) rather than a bug in a query.
+    Such failures are transient: requests answer 503 with Retry-After, background work keeps
+    its claim and carries on when the database is back."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    transient = (
+        sa_exc.OperationalError,  # connect refused/timed out, server terminated, SQLite busy
+        sa_exc.InterfaceError,  # the connection was already closed under us
+        sa_exc.TimeoutError,  # no pooled connection came free within pool_timeout
+        psycopg.OperationalError,  # the same, when raised unwrapped by the driver
+        psycopg.InterfaceError,
+    )
+    return isinstance(exc, transient)

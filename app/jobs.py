@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.errors import database_unavailable
 from app.services.runs import work_runs
 from app.services.webhooks import deliver_webhooks
 from app.settings import Settings
@@ -55,8 +56,11 @@ class BackgroundWorkers:
         while not self.stopping.is_set():
             try:
                 found = loop.work(self.sessions, self.settings)
-            except Exception:
-                log.exception("background loop %s failed; retrying", loop.name)
+            except Exception as exc:
+                if database_unavailable(exc):  # expected during an outage: no traceback spam
+                    log.warning("background loop %s: database unavailable", loop.name)
+                else:
+                    log.exception("background loop %s failed; retrying", loop.name)
                 found = False
             if not found:
                 self.stopping.wait(self.settings.worker_poll_s)

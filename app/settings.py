@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     ingest_retry_after_s: int = Field(default=1, ge=1)
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=1000, ge=1)
+    # Abuse limits, per process (in-memory token buckets; 0 turns one off). Writes are counted
+    # per API key and sized so that real clients (batched ingest, CI jobs) never meet them;
+    # dashboard sign-in is counted per client IP to make key guessing and form floods slow.
+    write_rate_per_minute: int = Field(default=6000, ge=0)
+    login_rate_per_minute: int = Field(default=20, ge=0)
 
     # Fail fast when PostgreSQL is unreachable: a request answers 503 within these bounds
     # instead of hanging on libpq's default (no connect timeout) or the pool's 30 s wait.

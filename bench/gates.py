@@ -1,7 +1,8 @@
 """Time one deploy gate through the service on PostgreSQL: 20,000 rows x 8 evaluators x 50
 cohorts (all, 3 risk levels, 46 dimension values), champion run against candidate run.
 
-Reports the fetch (app.services.gates.load_pairs: three queries), the comparison compute
+Reports the fetch (app.services.gates.load_pairs: two queries, the results aggregated into
+arrays per run x evaluator in SQL, and the rows' risk and cohorts), the comparison compute
 (app.services.gates.decide: statistics, adjustment, verdict) and the whole create_gate
 (fetch + compute + storing the decision), each the median of several repeats.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -86,16 +86,18 @@ def sample_body(method: str, path: str, ids: dict[str, Any]) -> dict[str, Any] |
     return bodies.get((method, path))
 
 
-def protected_routes(app: FastAPI) -> Iterator[tuple[str, APIRoute]]:
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
+def protected_routes(app: FastAPI) -> Iterator[tuple[str, RouteContext]]:
+    # FastAPI >= 0.165 keeps included routers as `_IncludedRouter` entries in `app.routes`;
+    # iter_route_contexts flattens them into routes with their full, prefixed paths.
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute):
             continue
         if route.path.startswith("/api/") or route.path.startswith(EXTRA_PROTECTED_PREFIXES):
             for method in sorted(route.methods):
                 yield method, route
 
 
-def required_role(route: APIRoute) -> Role | None:
+def required_role(route: RouteContext) -> Role | None:
     for dependency in route.dependant.dependencies:
         role = getattr(dependency.call, "required_role", None)
         if role is not None:
@@ -131,6 +133,8 @@ def call(client: TestClient, method: str, path: str, body: Any, key: str | None)
 
 
 def test_every_api_route_demands_a_role(app: FastAPI) -> None:
+    walked = {route.path for _method, route in protected_routes(app)}
+    assert {"/api/v1/checkpoints", "/api/v1/events"} <= walked, "the route walk found nothing"
     unprotected = [
         f"{method} {route.path}"
         for method, route in protected_routes(app)

@@ -11,7 +11,10 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from app.db import get_session
+from app.errors import PROBLEM_JSON
 from app.models.project import Role
+from app.ratelimit import enforce
+from app.schemas.common import ProblemDetail
 from app.services import keys
 from app.services.keys import Principal
 from app.settings import Settings
@@ -27,10 +30,21 @@ def api_key_from(request: Request) -> str | None:
     return request.headers.get("x-api-key") or request.headers.get("api_key")
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def require(role: Role) -> Callable[[Request, Session], Principal]:
     def dependency(request: Request, session: SessionDep) -> Principal:
         principal = keys.authenticate(session, api_key_from(request))
         principal.require(role)
+        if request.method not in SAFE_METHODS:
+            settings: Settings = request.app.state.settings
+            key = (
+                ("key", principal.key_id) if principal.key_id else ("project", principal.project_id)
+            )
+            enforce(
+                request.app, "writes", settings.write_rate_per_minute, key, "writes with this key"
+            )
         return principal
 
     # Read by the authorization test to prove every API route demands a role.
@@ -82,7 +96,10 @@ class StrictJSONRequest(Request):
                 raise json.JSONDecodeError(
                     f"body is not valid UTF-8 (byte {exc.start})", "", exc.start
                 ) from exc
-            self._json = json.loads(text, parse_constant=_reject_constant)
+            try:
+                self._json = json.loads(text, parse_constant=_reject_constant)
+            except RecursionError as exc:
+                raise json.JSONDecodeError("JSON nested too deeply", text[:0], 0) from exc
         return self._json
 
 
@@ -96,5 +113,33 @@ class StrictJSONRoute(APIRoute):
         return strict_handler
 
 
-def api_router(prefix: str, tag: str) -> APIRouter:
-    return APIRouter(prefix=prefix, tags=[tag], route_class=StrictJSONRoute)
+def _problem(description: str) -> dict[str, Any]:
+    schema = ProblemDetail.model_json_schema()
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": schema}}}
+
+
+# The errors any API route may answer, documented once: every one is RFC 9457 problem+json.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("Malformed request, e.g. a cursor this API did not issue"),
+    401: _problem("No API key, or a revoked or unknown one"),
+    403: _problem("The key's role is too weak for this operation"),
+    404: _problem("No such resource in the key's project"),
+    409: _problem("The request conflicts with the current state"),
+    415: _problem("A body in a media type this operation does not take"),
+    413: _problem("The body is larger than PLUMBLINE_MAX_BODY_BYTES (or a batch limit)"),
+    422: _problem("Invalid request; `errors` names each field"),
+    429: _problem("Rate limit or ingest capacity reached; retry after Retry-After seconds"),
+    503: _problem("The database is unavailable; retry after Retry-After seconds"),
+}
+
+
+def api_router(
+    prefix: str, tag: str, responses: dict[int | str, dict[str, Any]] | None = None
+) -> APIRouter:
+    """`responses` replaces the problem+json error documentation (the OTLP receiver's differ)."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        route_class=StrictJSONRoute,
+        responses=PROBLEM_RESPONSES if responses is None else responses,
+    )

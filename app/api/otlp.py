@@ -18,7 +18,29 @@ from app.api.events import RawBody, ingest_slot
 from app.errors import Problem
 from app.services import ingest, otlp
 
-router = api_router("", "otlp")
+# OTLP/HTTP answers errors as google.rpc.Status in the request's encoding, not problem+json.
+_OTLP_BODIES = {
+    "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": {"type": "object"}},
+}
+
+
+def _rpc_status(description: str) -> dict[str, Any]:
+    return {"description": f"{description} (google.rpc.Status)", "content": _OTLP_BODIES}
+
+
+OTLP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "ExportTraceServiceResponse", "content": _OTLP_BODIES},
+    400: _rpc_status("Undecodable body"),
+    401: _rpc_status("No API key, or a revoked or unknown one"),
+    403: _rpc_status("The key cannot write"),
+    413: _rpc_status("Too large once decompressed"),
+    415: _rpc_status("Neither protobuf nor JSON"),
+    429: _rpc_status("Write rate limit reached; retry after Retry-After seconds"),
+    503: _rpc_status("At capacity or the database is unavailable; retry after Retry-After"),
+}
+
+router = api_router("", "otlp", responses=OTLP_RESPONSES)
 
 MAX_LISTED_REJECTIONS = 5
 
@@ -105,10 +127,11 @@ for path in ("/v1/traces", "/tracer/v1/traces"):
         route_class_override=OtlpRoute,
         response_class=Response,
         summary="OTLP/HTTP trace export (protobuf or JSON, gzip)",
-        responses={
-            200: {"content": {"application/x-protobuf": {}, "application/json": {}}},
-            400: {"description": "Undecodable body (google.rpc.Status)"},
-            413: {"description": "Too large once decompressed"},
-            503: {"description": "At capacity; retry after Retry-After seconds"},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "ExportTraceServiceRequest; Content-Encoding gzip or deflate",
+                "content": _OTLP_BODIES,
+            }
         },
     )

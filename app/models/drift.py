@@ -77,7 +77,19 @@ class Monitor(CreatedAt, Base):
     is_default: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_monitors_model_signal", "model_id", "signal"),)
+    __table_args__ = (
+        Index("ix_monitors_model_signal", "model_id", "signal"),
+        # One monitor per (model, signal, cohort); NULLs never collide in a unique index, so
+        # "any" is compared as '' (never a valid dimension or value). Migration 0002.
+        Index(
+            "uq_monitors_model_signal_cohort",
+            "model_id",
+            "signal",
+            text("coalesce(dimension, '')"),
+            text("coalesce(value, '')"),
+            unique=True,
+        ),
+    )
 
 
 class Alert(Base):

@@ -48,6 +48,8 @@ class Event(Base):
         UniqueConstraint("project_id", "trace_id", "span_id"),
         Index("ix_events_checkpoint_ts", "checkpoint_id", "ts"),
         Index("ix_events_project_ts", "project_id", "ts"),
+        # Newest-first listings (API and trace explorer) page by id within a project.
+        Index("ix_events_project_id", "project_id", "id"),
     )
 
 

@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
+# Ids are 32-bit integer columns on PostgreSQL: a larger one cannot name a stored row.
+MAX_ID = 2**31 - 1
+
 
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are mistakes, NaN and Infinity are not numbers."""

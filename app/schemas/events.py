@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
-from app.schemas.common import StrictModel
+from app.schemas.common import MAX_ID, StrictModel
 
 FeedbackValue = Literal["up", "down"]
 
@@ -37,7 +37,7 @@ class EventIn(StrictModel):
     timestamp: datetime
     model: str | None = Field(default=None, min_length=1, max_length=200)
     checkpoint_version: str | None = Field(default=None, min_length=1, max_length=200)
-    checkpoint_id: int | None = Field(default=None, ge=1)
+    checkpoint_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     cohort: dict[Annotated[str, Field(min_length=1, max_length=64)], ScalarText] = Field(
         default_factory=dict, max_length=32
     )

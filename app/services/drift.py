@@ -9,7 +9,9 @@ transaction, so late events are counted and nothing is doubled.
 Calibration (brier_score, ece) uses events carrying a probability and a 0/1 label
 ("1"/"true"/"yes" or "0"/"false"/"no", any case), over DEFAULT_BINS equal-mass bins per cohort
 (rank-based, so ties are never split), whose per-bin sums app/stats/calibration turns into
-the Brier decomposition and ECE."""
+the Brier decomposition and ECE. The brier_score row keeps those sums in
+extra["bins"] ([{"bin", "n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label"}], filled
+bins only) so a reliability diagram over any range of days is a sum of stored rows."""
 
 from __future__ import annotations
 
@@ -52,6 +54,15 @@ CALIBRATION_SIGNALS = ("brier_score", "ece")
 ALL_SIGNALS = (*RATE_SIGNALS, *CALIBRATION_SIGNALS)
 _POSITIVE_LABELS = "('1', 'true', 'yes')"
 _KNOWN_LABELS = "('1', 'true', 'yes', '0', 'false', 'no')"
+# Per-bin sums kept in the brier_score row's extra["bins"] (key in extra, column of the SQL):
+# exactly what app/stats/calibration needs, so days can be pooled later by adding them.
+_BIN_SUMS = (
+    ("n", "n"),
+    ("sum_prob", "sp"),
+    ("sum_label", "sy"),
+    ("sum_prob_sq", "spp"),
+    ("sum_prob_label", "spy"),
+)
 _MAX_DIMENSION = 100
 _MAX_VALUE = 200
 
@@ -238,12 +249,9 @@ def _calibration_rows(
             bins.setdefault((row.checkpoint_id, row.dimension, row.value), []).append(row)
     rows: list[SignalRow] = []
     for (checkpoint_id, dimension, value), groups in bins.items():
-        stats = BinStatistics.from_sums(
-            *(
-                [float(getattr(g, column)) for g in groups]
-                for column in ("n", "sp", "sy", "spp", "spy")
-            )
-        )
+        groups.sort(key=lambda g: int(g.bin))
+        sums = {name: [float(getattr(g, column)) for g in groups] for name, column in _BIN_SUMS}
+        stats = BinStatistics.from_sums(*sums.values())
         parts = brier_decomposition(stats)
         ece = expected_calibration_error(stats)
         total = round(stats.total)
@@ -253,7 +261,10 @@ def _calibration_rows(
             "uncertainty": parts.uncertainty,
             "within_bin_variance": parts.within_bin_variance,
             "within_bin_covariance": parts.within_bin_covariance,
-            "bins": len(groups),
+            "bins": [
+                {"bin": int(g.bin), **{name: sums[name][i] for name in sums}}
+                for i, g in enumerate(groups)
+            ],
         }
         model_id = model_of[checkpoint_id]
         rows.append(
@@ -279,7 +290,7 @@ def _calibration_rows(
                 ece * total,
                 total,
                 ece,
-                {"bins": len(groups)},
+                {"filled_bins": len(groups)},
             )
         )
     return rows

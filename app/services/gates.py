@@ -1,7 +1,8 @@
 """The deploy gate: a candidate run against a baseline run, per evaluator x cohort.
 
-The flow is fetch (two queries: the paired results, the rows' risk and cohorts), compare
-(app.stats, vectorised over cohorts), decide (non-inferiority per guarded cohort), store.
+The flow is fetch (two queries: each run x evaluator's results as arrays, the rows' risk and
+cohorts; paired by row in numpy), compare (app.stats, vectorised over cohorts), decide
+(non-inferiority per guarded cohort), store.
 Reading and computing happen outside any write transaction, because on SQLite every
 transaction holds the single writer lock.
 """
@@ -9,6 +10,7 @@ transaction holds the single writer lock.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,9 +18,10 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import ValidationError
-from sqlalchemy import and_, func, select
+from sqlalchemy import ClauseElement, Connection, Text, and_, cast, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import (
@@ -180,94 +183,158 @@ def _cohort_label(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class RunResults:
+    """One evaluator's results in one run, ordered by dataset row id."""
+
+    row_ids: IntArray
+    scores: FloatArray
+    passed: BoolArray
+
+    def at(self, picks: IntArray) -> RunResults:
+        return RunResults(self.row_ids[picks], self.scores[picks], self.passed[picks])
+
+
 def load_pairs(
     session: Session, candidate: EvaluationRun, baseline: EvaluationRun
 ) -> PairedResults:
-    """Both runs' results paired by (key, evaluator) in one join, plus the candidate version's
-    risk and cohorts per row in a second query; three queries in all."""
-    notes: list[str] = []
-    counts = session.execute(
-        select(EvalResult.run_id, EvalResult.evaluator, func.count())
-        .where(EvalResult.run_id.in_((candidate.id, baseline.id)))
-        .group_by(EvalResult.run_id, EvalResult.evaluator)
-    ).all()
-    per_run: dict[int, dict[str, int]] = {candidate.id: {}, baseline.id: {}}
-    for run_id, evaluator, count in counts:
-        per_run[run_id][evaluator] = count
-    for run, other, label in (
-        (candidate, baseline, "candidate"),
-        (baseline, candidate, "baseline"),
-    ):
-        only = sorted(set(per_run[run.id]) - set(per_run[other.id]))
-        if only:
-            notes.append(f"evaluators only in the {label} run, not compared: {', '.join(only)}")
-
-    # Core execution: plain tuples, no ORM row processing for 10^5 rows.
+    """Both runs' results as arrays per (run, evaluator) on the candidate version's rows (one
+    query), paired by row in numpy, and the shared rows' risk and cohorts (a second query)."""
     connection = session.connection()
-    cand, base = aliased(EvalResult), aliased(EvalResult)
-    results = connection.execute(
-        select(cand.evaluator, cand.key, base.score, cand.score, base.passed, cand.passed)
-        .join(
-            base,
-            and_(
-                base.run_id == baseline.id, base.key == cand.key, base.evaluator == cand.evaluator
-            ),
+    results = _fetch_results(connection, candidate.dataset_version_id, (baseline.id, candidate.id))
+    evaluators = {
+        run.id: {name for run_id, name in results if run_id == run.id}
+        for run in (baseline, candidate)
+    }
+    notes = [
+        f"evaluators only in the {label} run, not compared: {', '.join(sorted(only))}"
+        for label, only in (
+            ("candidate", evaluators[candidate.id] - evaluators[baseline.id]),
+            ("baseline", evaluators[baseline.id] - evaluators[candidate.id]),
         )
-        .where(cand.run_id == candidate.id)
-    ).all()
-    shared = {row[1] for row in results}
-    dataset_rows = [
-        row
-        for row in connection.execute(
-            select(DatasetRow.key, DatasetRow.risk, DatasetRow.cohort)
-            .where(DatasetRow.version_id == candidate.dataset_version_id)
-            .order_by(DatasetRow.id)
-        )
-        if row[0] in shared
+        if only
     ]
-    keys = [row[0] for row in dataset_rows]
-    index = {key: i for i, key in enumerate(keys)}
-    risk_rank = np.fromiter(
-        (RISK_RANK[Risk(row[1])] for row in dataset_rows), dtype=np.int64, count=len(keys)
-    )
-    dimensions: dict[str, list[str | None]] = {}
-    for i, (_key, _risk, cohort) in enumerate(dataset_rows):
-        for dimension, value in (cohort or {}).items():
-            dimensions.setdefault(dimension, [None] * len(keys))[i] = _cohort_label(value)
-    clashing = sorted(d for d in dimensions if d in RESERVED_DIMENSIONS)
-    for dimension in clashing:
+    matched: list[tuple[str, RunResults, RunResults]] = []
+    for name in sorted(evaluators[candidate.id] & evaluators[baseline.id]):
+        base, cand = results[(baseline.id, name)], results[(candidate.id, name)]
+        _, in_base, in_cand = np.intersect1d(
+            base.row_ids, cand.row_ids, assume_unique=True, return_indices=True
+        )
+        if len(in_base):
+            matched.append((name, base.at(in_base), cand.at(in_cand)))
+    no_rows = np.empty(0, np.int64)
+    shared = np.unique(np.concatenate([no_rows, *(base.row_ids for _, base, _ in matched)]))
+    keys, risk_rank, dimensions = _rows_context(connection, candidate.dataset_version_id, shared)
+    for dimension in sorted(d for d in dimensions if d in RESERVED_DIMENSIONS):
         del dimensions[dimension]
         notes.append(f"cohort dimension '{dimension}' clashes with a built-in cohort; ignored")
-    return PairedResults(keys, risk_rank, dimensions, _group_by_evaluator(results, index), notes)
-
-
-def _group_by_evaluator(results: Sequence[Any], index: dict[str, int]) -> list[EvaluatorPairs]:
-    """Splits the joined (evaluator, key, base score, cand score, base pass, cand pass) rows per
-    evaluator, as arrays aligned on the row index; column-wise, so numpy does the work."""
-    if not results:
-        return []
-    codes: dict[str, int] = {}
-    which = np.fromiter(
-        (codes.setdefault(row[0], len(codes)) for row in results), np.int64, len(results)
-    )
-    rows = np.fromiter((index.get(row[1], -1) for row in results), np.int64, len(results))
-    values = np.array([row[2:] for row in results], dtype=np.float64)
-    grouped = []
-    for name, code in sorted(codes.items()):
-        mask = (which == code) & (rows >= 0)
-        order = np.argsort(rows[mask], kind="stable")
-        picked = values[mask][order]
-        grouped.append(
-            EvaluatorPairs(
-                name,
-                rows[mask][order],
-                picked[:, 0],
-                picked[:, 1],
-                picked[:, 2].astype(np.bool_),
-                picked[:, 3].astype(np.bool_),
-            )
+    pairs = [
+        EvaluatorPairs(
+            name,
+            np.searchsorted(shared, base.row_ids),
+            base.scores,
+            cand.scores,
+            base.passed,
+            cand.passed,
         )
+        for name, base, cand in matched
+    ]
+    return PairedResults(keys, risk_rank, dimensions, pairs, notes)
+
+
+def _rows_context(
+    connection: Connection, version_id: int, row_ids: IntArray
+) -> tuple[list[str], IntArray, dict[str, list[str | None]]]:
+    """Key, risk rank and cohort labels of the version's rows `row_ids` (sorted), in that
+    order. The cohorts come as JSON text and are decoded in one call, not one per row."""
+    rows = _driver_rows(
+        connection,
+        select(DatasetRow.id, DatasetRow.key, DatasetRow.risk, cast(DatasetRow.cohort, Text))
+        .where(DatasetRow.version_id == version_id)
+        .order_by(DatasetRow.id),
+    )
+    all_ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
+    kept = [rows[i] for i in np.searchsorted(all_ids, row_ids)]
+    risk_rank = np.fromiter((RISK_RANK[Risk(row[2])] for row in kept), np.int64, len(kept))
+    cohorts = json.loads(f"[{','.join(row[3] or 'null' for row in kept)}]")
+    dimensions: dict[str, list[str | None]] = {}
+    for i, cohort in enumerate(cohorts):
+        for dimension, value in (cohort or {}).items():
+            column = dimensions.get(dimension)
+            if column is None:
+                column = dimensions[dimension] = [None] * len(kept)
+            column[i] = _cohort_label(value)
+    return [row[1] for row in kept], risk_rank, dimensions
+
+
+def _fetch_results(
+    connection: Connection, version_id: int, run_ids: tuple[int, int]
+) -> dict[tuple[int, str], RunResults]:
+    """Every result of the runs on a row of the version, per (run id, evaluator). The cost of
+    10^5 results is in building Python objects per result, so neither path does: PostgreSQL
+    aggregates each (run, evaluator) into arrays, SQLite's rows come as the driver's tuples."""
+    on_version = and_(DatasetRow.version_id == version_id, DatasetRow.key == EvalResult.key)
+    if connection.dialect.name == "postgresql":
+        aggregated = connection.execute(
+            select(
+                EvalResult.run_id,
+                EvalResult.evaluator,
+                func.array_agg(aggregate_order_by(DatasetRow.id, DatasetRow.id)),
+                func.array_agg(aggregate_order_by(EvalResult.score, DatasetRow.id)),
+                func.array_agg(aggregate_order_by(EvalResult.passed, DatasetRow.id)),
+            )
+            .join(DatasetRow, on_version)
+            .where(EvalResult.run_id.in_(run_ids))
+            .group_by(EvalResult.run_id, EvalResult.evaluator)
+        )
+        return {
+            (run_id, name): RunResults(
+                np.asarray(ids, np.int64),
+                np.asarray(scores, np.float64),
+                np.asarray(passed, np.bool_),
+            )
+            for run_id, name, ids, scores, passed in aggregated
+        }
+    rows = _driver_rows(
+        connection,
+        select(
+            EvalResult.run_id,
+            EvalResult.evaluator,
+            DatasetRow.id,
+            EvalResult.score,
+            EvalResult.passed,
+        )
+        .join(DatasetRow, on_version)
+        .where(EvalResult.run_id.in_(run_ids))
+        .order_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id),
+    )
+    if not rows:
+        return {}
+    run_column, name_column, ids, scores, passed = zip(*rows, strict=True)
+    row_ids = np.asarray(ids, np.int64)
+    score_values = np.asarray(scores, np.float64)
+    passed_values = np.asarray(passed, np.bool_)
+    grouped = {}
+    start = 0
+    for group, members in itertools.groupby(zip(run_column, name_column, strict=True)):
+        end = start + sum(1 for _ in members)
+        grouped[group] = RunResults(
+            row_ids[start:end], score_values[start:end], passed_values[start:end]
+        )
+        start = end
     return grouped
+
+
+def _driver_rows(connection: Connection, statement: ClauseElement) -> Sequence[Any]:
+    """The statement's rows as the driver's plain tuples, without a SQLAlchemy Row and type
+    processing each. Its parameters are inlined: they are integer ids of our own rows."""
+    sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(sql))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 # --- comparing and deciding ----------------------------------------------------------------
@@ -581,16 +648,39 @@ def _champion_run(
     return run
 
 
-def create_gate(session: Session, principal: Principal, body: GateIn) -> Gate:
-    """Compares, decides, and stores the decision; a block queues a `gate.blocked` event."""
-    candidate = _get_run(session, principal.project_id, body.candidate_run_id, "candidate_run_id")
-    checkpoint = registry.get_checkpoint(session, principal.project_id, candidate.checkpoint_id)
+@dataclass(frozen=True)
+class RunComparison:
+    """Everything a gate would decide about two runs, before anything is stored."""
+
+    model: Model
+    checkpoint: Checkpoint
+    candidate: EvaluationRun
+    baseline: EvaluationRun
+    spec: GatePolicySpec
+    policy_version: int | None
+    decision: Decision
+    notes: list[str]
+    shared_rows: int
+
+
+def compare_runs(
+    session: Session,
+    project_id: int,
+    candidate_run_id: int,
+    baseline_run_id: int | None,
+    policy: GatePolicySpec | None = None,
+) -> RunComparison:
+    """Compares and decides under the candidate model's policy, storing nothing: the gate
+    stores this, and the dashboard's "compare any two runs" only shows it. Ends the session's
+    read transaction (the statistics run without holding SQLite's lock)."""
+    candidate = _get_run(session, project_id, candidate_run_id, "candidate_run_id")
+    checkpoint = registry.get_checkpoint(session, project_id, candidate.checkpoint_id)
     model = session.get_one(Model, checkpoint.model_id)
     cand_version = session.get_one(DatasetVersion, candidate.dataset_version_id)
-    if body.baseline_run_id is None:
+    if baseline_run_id is None:
         baseline = _champion_run(session, model, candidate, cand_version)
     else:
-        baseline = _get_run(session, principal.project_id, body.baseline_run_id, "baseline_run_id")
+        baseline = _get_run(session, project_id, baseline_run_id, "baseline_run_id")
     if baseline.id == candidate.id:
         raise Unprocessable(
             "baseline_run_id: a run cannot be its own baseline", field="baseline_run_id"
@@ -603,7 +693,7 @@ def create_gate(session: Session, principal: Principal, body: GateIn) -> Gate:
             field="baseline_run_id",
         )
     stored = _latest_policy(session, model.id)
-    spec = effective_policy(stored, body.policy)
+    spec = effective_policy(stored, policy)
     paired = load_pairs(session, candidate, baseline)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 
@@ -616,27 +706,45 @@ def create_gate(session: Session, principal: Principal, body: GateIn) -> Gate:
             f"v{base_version.version}): only the {len(paired.keys)} keys both runs scored are "
             f"compared, with risk and cohorts from v{cand_version.version}",
         )
-    if body.policy is not None:
+    if policy is not None:
         notes.append(
-            "policy overridden in the request: " + ", ".join(sorted(body.policy.model_fields_set))
+            "policy overridden in the request: " + ", ".join(sorted(policy.model_fields_set))
         )
+    return RunComparison(
+        model,
+        checkpoint,
+        candidate,
+        baseline,
+        spec,
+        stored.version if stored else None,
+        decision,
+        notes,
+        len(paired.keys),
+    )
+
+
+def create_gate(session: Session, principal: Principal, body: GateIn) -> Gate:
+    """Compares, decides, and stores the decision; a block queues a `gate.blocked` event."""
+    compared = compare_runs(
+        session, principal.project_id, body.candidate_run_id, body.baseline_run_id, body.policy
+    )
     gate = Gate(
         project_id=principal.project_id,
-        model_id=model.id,
-        checkpoint_id=checkpoint.id,
-        candidate_run_id=candidate.id,
-        baseline_run_id=baseline.id,
-        policy=spec.model_dump(mode="json"),
-        policy_version=stored.version if stored else None,
-        verdict=decision.verdict,
-        reasons=decision.reasons,
-        comparisons=decision.comparisons,
-        notes={"messages": notes, "shared_rows": len(paired.keys)},
+        model_id=compared.model.id,
+        checkpoint_id=compared.checkpoint.id,
+        candidate_run_id=compared.candidate.id,
+        baseline_run_id=compared.baseline.id,
+        policy=compared.spec.model_dump(mode="json"),
+        policy_version=compared.policy_version,
+        verdict=compared.decision.verdict,
+        reasons=compared.decision.reasons,
+        comparisons=compared.decision.comparisons,
+        notes={"messages": compared.notes, "shared_rows": compared.shared_rows},
         api_key_id=principal.key_id,
     )
     session.add(gate)
     session.flush()
-    _record_outcome(session, principal, gate, model, checkpoint)
+    _record_outcome(session, principal, gate, compared.model, compared.checkpoint)
     session.commit()
     return gate
 

@@ -24,9 +24,12 @@ from datetime import date
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import is_postgres
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import ChampionHistory, DailySignal, IncidentDay, Model, Monitor
 from app.pagination import paginate
@@ -73,24 +76,38 @@ class DayJudgement:
 
 
 def ensure_defaults(session: Session, project_id: int, model_id: int) -> None:
-    """Every model gets the four seed monitors without configuration (created on first use)."""
+    """Every model gets the four seed monitors without configuration (created on first use).
+
+    Any process may get here first: the insert skips what the unique (model, signal, cohort)
+    index says exists, so concurrent callers never create a second set."""
     existing = set(
         session.scalars(
             select(Monitor.signal).where(Monitor.model_id == model_id, Monitor.dimension.is_(None))
         ).all()
     )
-    for signal in DEFAULT_SIGNALS:
-        if signal not in existing:
-            session.add(
-                Monitor(
-                    project_id=project_id,
-                    model_id=model_id,
-                    signal=signal,
-                    band=dict(DEFAULT_BAND),
-                    is_default=True,
-                )
-            )
-    session.flush()
+    missing = [signal for signal in DEFAULT_SIGNALS if signal not in existing]
+    if not missing:
+        return
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt = dialect_insert(Monitor).on_conflict_do_nothing(
+        index_elements=[
+            Monitor.model_id,
+            Monitor.signal,
+            text("coalesce(dimension, '')"),
+            text("coalesce(value, '')"),
+        ]
+    )
+    rows = [
+        {
+            "project_id": project_id,
+            "model_id": model_id,
+            "signal": signal,
+            "band": dict(DEFAULT_BAND),
+            "is_default": True,
+        }
+        for signal in missing
+    ]
+    session.execute(stmt, rows)
 
 
 def list_monitors(session: Session, principal: Principal, model_name: str | None) -> list[Monitor]:
@@ -161,7 +178,14 @@ def save_monitor(
     monitor.resolve_after_days = body.resolve_after_days
     monitor.enabled = body.enabled
     monitor.is_default = False
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another request saved this (model, signal, cohort) meanwhile
+        session.rollback()
+        raise Conflict(
+            "another request saved a monitor for this signal and cohort at the same time; "
+            "retry (PUT replaces it)"
+        ) from None
     audit.record(
         session,
         principal,

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.db import insert_ignoring_conflicts, is_postgres, utcnow
-from app.errors import NotFound, Unprocessable
+from app.errors import NotFound, Unprocessable, database_unavailable
 from app.evals import Evaluator, build_suite, evaluate_row
 from app.models import (
     Checkpoint,
@@ -350,11 +351,21 @@ class _Plan:
     endpoint: dict[str, Any] | None
 
 
+_interrupted: deque[_Plan] = deque()
+"""Runs this process was executing when the database went away. It still holds their claim,
+so it carries on with them (after the last committed chunk) once the database answers again;
+if the process dies instead, the lease recovery re-queues them for another worker."""
+
+
 def work_runs(sessions: sessionmaker[Session], settings: Settings) -> bool:
-    """One unit of background work: recover stale runs, then claim and execute one queued
-    run. Returns whether there was anything to do."""
-    recovered = _recover_stale(sessions)
-    plan = _claim(sessions)
+    """One unit of background work: resume a run a database outage interrupted, or recover
+    stale runs and claim one queued run, and execute it. Returns whether there was anything
+    to do."""
+    recovered = 0
+    plan = _take_interrupted()
+    if plan is None:
+        recovered = _recover_stale(sessions)
+        plan = _claim(sessions)
     if plan is None:
         return recovered > 0
     try:
@@ -362,9 +373,21 @@ def work_runs(sessions: sessionmaker[Session], settings: Settings) -> bool:
     except LostLease:
         log.warning("run %s: lease lost to another worker; stopped", plan.run_id)
     except Exception as exc:
+        if database_unavailable(exc):
+            # Not the run's fault: failing it would throw away a good run over an outage.
+            log.warning("run %s: database unavailable; resuming when it is back", plan.run_id)
+            _interrupted.append(plan)
+            return False
         log.exception("run %s failed", plan.run_id)
         _fail(sessions, plan, f"{type(exc).__name__}: {exc}")
     return True
+
+
+def _take_interrupted() -> _Plan | None:
+    try:
+        return _interrupted.popleft()
+    except IndexError:
+        return None
 
 
 def _recover_stale(sessions: sessionmaker[Session]) -> int:

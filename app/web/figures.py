@@ -18,8 +18,14 @@ from plotly.subplots import make_subplots
 
 from app.models import Checkpoint
 from app.services.monitors import _PSEUDO_COUNT, DEFAULT_BAND
+from app.stats.calibration import (
+    BinStatistics,
+    brier_decomposition,
+    expected_calibration_error,
+    reliability_diagram,
+)
 from app.stats.rates import rate_band
-from app.web.queries import CohortCell, SignalPoint
+from app.web.queries import CalibrationBin, CohortCell, SignalPoint
 
 PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f")
 KIND_COLORS = {
@@ -460,6 +466,58 @@ def per_signal(
     """Several signals of the whole population on one chart, one line per signal."""
     relabelled = [replace(p, value=signal_label(p.signal), signal=axis_signal) for p in points]
     return drift(relabelled, axis_signal, [], changes, title, banded)
+
+
+def reliability(bins: Sequence[CalibrationBin], title: str) -> str:
+    """Mean predicted probability against observed frequency per bin, one line per cohort
+    value, with the diagonal a calibrated model would follow; the legend carries each
+    value's Brier score and ECE over the pooled bins."""
+    grouped: dict[str, list[CalibrationBin]] = defaultdict(list)
+    for item in bins:
+        grouped[item.value].append(item)
+    figure = go.Figure(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"color": "#94a3b8", "dash": "dash", "width": 1},
+            name="perfectly calibrated",
+            hoverinfo="skip",
+        )
+    )
+    values = sorted(grouped, key=lambda v: (v != "all", v))
+    for color, value in zip(_cycle(len(values)), values, strict=True):
+        members = grouped[value]
+        stats = BinStatistics.from_sums(
+            *(
+                [getattr(m, name) for m in members]
+                for name in ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
+            )
+        )
+        points = reliability_diagram(stats)
+        brier = brier_decomposition(stats).brier
+        ece = expected_calibration_error(stats)
+        figure.add_trace(
+            go.Scatter(
+                x=[p.mean_prob for p in points],
+                y=[p.observed_freq for p in points],
+                customdata=[p.count for p in points],
+                mode="lines+markers",
+                line={"color": color, "width": 2},
+                marker={"size": 7},
+                name=f"{value} (Brier {brier:.3f}, ECE {ece:.3f})",
+                hovertemplate=(
+                    "mean predicted %{x:.3f}<br>observed %{y:.3f}<br>%{customdata:,} events"
+                    "<extra>%{fullData.name}</extra>"
+                ),
+            )
+        )
+    figure.update_xaxes(title="mean predicted probability", range=[0, 1], tickformat=".1f")
+    figure.update_yaxes(
+        title="observed frequency (share labelled 1)", range=[0, 1], tickformat=".1f"
+    )
+    figure.update_layout(hovermode="closest", title={"text": title})
+    return to_json(figure, height=380)
 
 
 def _cycle(n: int) -> list[str]:

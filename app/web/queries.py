@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Select, and_, case, cast, func, or_, select
+from sqlalchemy import Date, Select, and_, bindparam, case, cast, func, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
 from app.db import is_postgres
@@ -38,6 +38,7 @@ from app.models import (
 )
 from app.models.drift import AlertStatus
 from app.models.project import Role
+from app.models.runs import RunStatus
 
 SEED_SIGNALS = ("eval_fail_rate", "fallback_rate", "refusal_rate", "thumbs_down_rate")
 ALL_SIGNALS = (*SEED_SIGNALS, "over_refusal_rate", "under_refusal_rate", "brier_score", "ece")
@@ -218,6 +219,21 @@ def run_summary(session: Session, project_id: int, run_id: int) -> RunSummary:
     if row is None:
         raise NotFound(f"no run {run_id} in this project")
     return _run_summary(row)
+
+
+def comparable_runs(
+    session: Session, project_id: int, run: EvaluationRun, limit: int = 50
+) -> list[RunSummary]:
+    """Other succeeded runs on the same dataset (any version): the baselines /compare takes."""
+    stmt = _runs_query(project_id).where(
+        Dataset.id
+        == select(DatasetVersion.dataset_id)
+        .where(DatasetVersion.id == run.dataset_version_id)
+        .scalar_subquery(),
+        EvaluationRun.id != run.id,
+        EvaluationRun.status == RunStatus.succeeded,
+    )
+    return [_run_summary(row) for row in session.execute(stmt.limit(limit))]
 
 
 def run_in_project(session: Session, project_id: int, run_id: int) -> EvaluationRun:
@@ -425,6 +441,63 @@ def signal_series(
         rate = float(num) / den if den else None
         points.append(SignalPoint(name, signal, cohort_value, day, rate, float(num), int(den)))
     return points
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One equal-mass bin of one cohort value, its per-day sums added over the range."""
+
+    value: str
+    bin: int
+    n: float
+    sum_prob: float
+    sum_label: float
+    sum_prob_sq: float
+    sum_prob_label: float
+
+
+_BIN_FIELDS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
+
+
+def calibration_bins(
+    session: Session, project_id: int, *, model: str, dimension: str, start: date, end: date
+) -> list[CalibrationBin]:
+    """Per cohort value and bin index, the stored per-bin sums of the brier_score rows over
+    [start, end], added in SQL (the JSON array in `extra` is expanded by the database).
+    Rows without a `bins` array (written before it existed) contribute nothing."""
+    if is_postgres(session):
+        elements = (
+            "jsonb_array_elements(CASE WHEN jsonb_typeof(ds.extra -> 'bins') = 'array' "
+            "THEN ds.extra -> 'bins' ELSE '[]'::jsonb END) AS b"
+        )
+        field = "CAST(b.value ->> '{}' AS DOUBLE PRECISION)"
+    else:
+        elements = (
+            "json_each(CASE WHEN json_type(ds.extra, '$.bins') = 'array' "
+            "THEN json_extract(ds.extra, '$.bins') ELSE '[]' END) AS b"
+        )
+        field = "json_extract(b.value, '$.{}')"
+    sums = ", ".join(f"SUM({field.format(name)}) AS {name}" for name in _BIN_FIELDS)
+    bin_index = f"CAST({field.format('bin')} AS INTEGER)"
+    sql = (
+        f"SELECT ds.value, {bin_index} AS bin, {sums}\n"
+        f"FROM daily_signals ds JOIN models m ON m.id = ds.model_id CROSS JOIN {elements}\n"
+        "WHERE ds.project_id = :project_id AND m.name = :model AND ds.signal = 'brier_score'\n"
+        "  AND ds.dimension = :dimension AND ds.day >= :start AND ds.day <= :end\n"
+        f"GROUP BY ds.value, {bin_index} ORDER BY ds.value, bin"
+    )
+    stmt = text(sql).bindparams(bindparam("start", type_=Date()), bindparam("end", type_=Date()))
+    params = {
+        "project_id": project_id,
+        "model": model,
+        "dimension": dimension,
+        "start": start,
+        "end": end,
+    }
+    return [
+        CalibrationBin(row.value, int(row.bin), *(float(row[i + 2]) for i in range(5)))
+        for row in session.execute(stmt, params)
+    ]
 
 
 def _week_start(session: Session, day: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -13,7 +13,8 @@ from app.api.deps import SessionDep
 from app.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 from app.models.drift import AlertStatus
 from app.models.project import Role
-from app.services import alerts, keys, registry, webhooks
+from app.ratelimit import RateLimited, enforce
+from app.services import alerts, gates, keys, registry, webhooks
 from app.web import auth, figures, queries
 from app.web.auth import ViewerDep
 from app.web.rendering import redirect, render, safe_next, web_router
@@ -60,10 +61,15 @@ def login(
 ) -> HTMLResponse | RedirectResponse:
     auth.check_csrf(request, csrf_token)
     try:
+        client_ip = request.client.host if request.client else "unknown"
+        limit = request.app.state.settings.login_rate_per_minute
+        enforce(request.app, "logins", limit, client_ip, "sign-in attempts from this address")
         principal = keys.authenticate(session, api_key.strip())
-    except Unauthorized as failed:
+    except (RateLimited, Unauthorized) as failed:
         context = {"next": safe_next(next), "error": failed.detail}
-        return render(request, "login.html", context, status_code=401)
+        page = render(request, "login.html", context, status_code=failed.status)
+        page.headers.update(failed.extra.get("headers") or {})
+        return page
     assert principal.key_id is not None
     auth.sign_in(request, principal.key_id)
     return redirect(safe_next(next))
@@ -230,6 +236,7 @@ def run_page(
         "rows": rows[:PAGE_SIZE],
         "has_more": len(rows) > PAGE_SIZE,
         "filters": {"cohort": cohort, "evaluator": evaluator, "failures": failures, "page": page},
+        "comparable_runs": queries.comparable_runs(session, project_id, run),
         "pass_figure": figures.cohort_heatmap(cells, "pass_rate") if cells else None,
         "score_figure": figures.cohort_heatmap(cells, "mean_score") if cells else None,
     }
@@ -255,21 +262,49 @@ def gate_page(
 ) -> HTMLResponse:
     gate = queries.gate_in_project(session, viewer.principal.project_id, gate_id)
     model = queries.model_by_id(session, gate.model_id)
-    comparisons = sorted(
-        gate.comparisons,
-        key=lambda c: (not c.get("regressed"), str(c.get("evaluator")), figures.cohort_name(c)),
-    )
-    margin = gate.policy.get("margin")
-    metric = str(gate.policy.get("metric", "pass_rate"))
     context = {
         "viewer": viewer,
         "gate": gate,
         "model": model,
         "versions": queries.versions_by_id(session, {gate.checkpoint_id}),
-        "comparisons": [(c, figures.cohort_name(c)) for c in comparisons],
-        "forest_figure": figures.forest(comparisons, margin, metric) if comparisons else None,
+        **_cohort_changes(gate.comparisons, gate.policy),
     }
     return render(request, "gate.html", context)
+
+
+def _cohort_changes(comparisons: list[dict[str, Any]], policy: dict[str, Any]) -> dict[str, Any]:
+    """The forest plot and table rows of a decision, regressions first."""
+    ordered = sorted(
+        comparisons,
+        key=lambda c: (not c.get("regressed"), str(c.get("evaluator")), figures.cohort_name(c)),
+    )
+    margin = policy.get("margin")
+    metric = str(policy.get("metric", "pass_rate"))
+    return {
+        "comparisons": [(c, figures.cohort_name(c)) for c in ordered],
+        "forest_figure": figures.forest(ordered, margin, metric) if ordered else None,
+    }
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    baseline_run: Annotated[int, Query(ge=1)],
+    candidate_run: Annotated[int, Query(ge=1)],
+) -> HTMLResponse:
+    """Any two runs of one dataset, decided as a gate would under the candidate model's
+    current policy, without storing a gate or changing any checkpoint."""
+    compared = gates.compare_runs(session, viewer.principal.project_id, candidate_run, baseline_run)
+    context = {
+        "viewer": viewer,
+        "compared": compared,
+        "verdict": compared.decision.verdict.value,
+        "reasons": compared.decision.reasons,
+        **_cohort_changes(compared.decision.comparisons, compared.spec.model_dump(mode="json")),
+    }
+    return render(request, "compare.html", context)
 
 
 # --- drift and alerts --------------------------------------------------------------------------
@@ -319,6 +354,13 @@ def drift_page(
     ]
     changes = queries.champion_changes(session, project_id, model, start, end)
     calibration = series(["brier_score", "ece"], "all")
+    calibration_bins = (
+        queries.calibration_bins(
+            session, project_id, model=model, dimension=dimension, start=start, end=end
+        )
+        if model
+        else []
+    )
     refusal = series(["over_refusal_rate", "under_refusal_rate"], "all")
     context = {
         "viewer": viewer,
@@ -341,6 +383,13 @@ def drift_page(
             calibration, "brier_score", changes, "Brier score and ECE (lower is better)", not weekly
         )
         if calibration
+        else None,
+        "reliability_figure": figures.reliability(
+            calibration_bins,
+            f"Reliability {'of all traffic' if dimension == 'all' else 'per ' + dimension}, "
+            f"{start} to {end}",
+        )
+        if calibration_bins
         else None,
         "refusal_figure": figures.per_signal(
             refusal, "refusal_rate", changes, "Over- and under-refusal", not weekly

@@ -12,7 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db import today_utc
-from app.stats.calibration import calibration_summary
+from app.stats.calibration import (
+    DEFAULT_BINS,
+    bin_statistics,
+    calibration_summary,
+    equal_mass_bins,
+)
 from tests.drift.traffic import at, post_events
 
 Headers = dict[str, str]
@@ -127,6 +132,21 @@ def test_every_rate_and_cohort_matches_python(client: TestClient, auth: Headers)
             summary.decomposition.reliability
         )
         assert by_signal["ece"]["rate"] == pytest.approx(summary.ece)
+        extra = by_signal["brier_score"]["extra"]
+        for part in ("resolution", "uncertainty"):
+            assert extra[part] == pytest.approx(getattr(summary.decomposition, part))
+        # The stored per-bin sums are the ones app/stats computes from the raw arrays.
+        expected = bin_statistics(probs, labels, equal_mass_bins(probs), DEFAULT_BINS)
+        filled = np.flatnonzero(expected.count)
+        assert [b["bin"] for b in extra["bins"]] == filled.tolist()
+        for name, column in (
+            ("n", expected.count),
+            ("sum_prob", expected.sum_prob),
+            ("sum_label", expected.sum_label),
+            ("sum_prob_sq", expected.sum_prob_sq),
+            ("sum_prob_label", expected.sum_prob_label),
+        ):
+            assert [b[name] for b in extra["bins"]] == pytest.approx(column[filled].tolist())
 
 
 def test_rerunning_a_day_replaces_its_rows_and_counts_late_events(

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.gates.runs import add_run
+from tests.gates.support import add_run
 
 # After the registry (seeded by the authorization test itself) and the evaluation runs.
 ORDER = 40
@@ -17,19 +16,20 @@ ROWS = [
     {"key": f"alpha-secret-row-{i}", "risk": "high", "cohort": {"route": "alpha-secret-route"}}
     for i in range(6)
 ]
-SCORES = {"alpha-secret-evaluator": [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]}
+SCORES = {"exact_match": [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]}
 
 
 def seed(client: TestClient, auth: dict[str, str], ids: dict[str, Any]) -> None:
-    app: FastAPI = client.app  # type: ignore[assignment]
     model = client.get(f"/api/v1/models/{ids['model']}", headers=auth).json()
     champion_id = model["champion"]["id"]
-    add_run(app, champion_id, ROWS, SCORES, dataset="alpha-secret-golden")
-    candidate = add_run(app, ids["checkpoint_id"], ROWS, SCORES, dataset="alpha-secret-golden")
+    add_run(client, auth, champion_id, ROWS, SCORES, dataset="alpha-secret-golden")
+    candidate = add_run(
+        client, auth, ids["checkpoint_id"], ROWS, SCORES, dataset="alpha-secret-golden"
+    )
     ids["alpha_candidate_run_id"] = candidate
     client.put(
         f"/api/v1/models/{ids['model']}/gate-policy",
-        json={"floors": {"alpha-secret-evaluator": 0.1}},
+        json={"floors": {"exact_match": 0.1}},
         headers=auth,
     )
     gate = client.post("/api/v1/gates", json={"candidate_run_id": candidate}, headers=auth)

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.gates.runs import add_run
+from tests.gates.support import add_run
 from tests.gates.test_gates import EVALUATOR, champion_and_candidate, passing, rows_of
 
 
@@ -49,14 +49,18 @@ def test_exit_codes_follow_the_verdict(
 ) -> None:
     rows = rows_of("medical", 10, "high") + rows_of("general", 300, "high")
     champion, candidate = champion_and_candidate(client, auth)
-    baseline = add_run(app, champion, rows, {EVALUATOR: passing(rows)})
-    same = add_run(app, candidate, rows, {EVALUATOR: passing(rows)})
+    baseline = add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    same = add_run(client, auth, candidate, rows, {EVALUATOR: passing(rows)})
     worse = add_run(
-        app, candidate, rows, {EVALUATOR: passing(rows, {f"medical-{i}" for i in range(4)})}
+        client,
+        auth,
+        candidate,
+        rows,
+        {EVALUATOR: passing(rows, {f"medical-{i}" for i in range(4)})},
     )
     few = rows_of("rare", 3, "high")
-    few_base = add_run(app, champion, few, {EVALUATOR: [1.0, 0.0, 1.0]}, dataset="small")
-    few_cand = add_run(app, candidate, few, {EVALUATOR: [1.0, 1.0, 0.0]}, dataset="small")
+    few_base = add_run(client, auth, champion, few, {EVALUATOR: [1.0, 0.0, 1.0]}, dataset="small")
+    few_cand = add_run(client, auth, candidate, few, {EVALUATOR: [1.0, 1.0, 0.0]}, dataset="small")
 
     passed = plumbline_gate(server_url, admin_key, "--candidate-run", str(same))
     assert passed.returncode == 0, passed.stderr

@@ -9,13 +9,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from scipy import stats
-from sqlalchemy import select
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from app.models import AuditLog, WebhookDelivery, WebhookEndpoint
-from app.models.runs import RunStatus
-from tests.gates.runs import add_run
+from tests.gates.support import GRADED, add_run
 
 Headers = dict[str, str]
 Rows = list[dict[str, Any]]
@@ -69,7 +66,6 @@ def comparison(result: Any, dimension: str, value: str, evaluator: str = EVALUAT
 
 
 def runs_for(
-    app: FastAPI,
     client: TestClient,
     auth: Headers,
     rows: Rows,
@@ -77,7 +73,10 @@ def runs_for(
     candidate: dict[str, list[float]],
 ) -> tuple[int, int]:
     champion, newcomer = champion_and_candidate(client, auth)
-    return add_run(app, champion, rows, baseline), add_run(app, newcomer, rows, candidate)
+    return (
+        add_run(client, auth, champion, rows, baseline),
+        add_run(client, auth, newcomer, rows, candidate),
+    )
 
 
 def test_a_ten_row_high_risk_cohort_going_from_10_to_6_blocks(
@@ -86,19 +85,14 @@ def test_a_ten_row_high_risk_cohort_going_from_10_to_6_blocks(
     rows = rows_of("medical", 10, "high") + rows_of("general", 190, "low")
     failing = {f"medical-{i}" for i in range(4)}
     base_run, cand_run = runs_for(
-        app, client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows, failing)}
+        client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows, failing)}
     )
-    with app.state.sessionmaker() as session:
-        project_id = session.scalar(select(AuditLog.project_id).limit(1))
-        session.add(
-            WebhookEndpoint(
-                project_id=project_id,
-                url="http://127.0.0.1:9/hook",
-                events=["gate.blocked"],
-                secret_encrypted="unused-here",
-            )
-        )
-        session.commit()
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["gate.blocked"]},
+        headers=auth,
+    )
+    assert hook.status_code == 201, hook.text
 
     result = gate(client, auth, cand_run)  # baseline defaults to the champion's run
 
@@ -123,12 +117,13 @@ def test_a_ten_row_high_risk_cohort_going_from_10_to_6_blocks(
         client.get(f"/api/v1/checkpoints/{checkpoint_id}", headers=auth).json()["status"]
         == "blocked"
     )
-    with app.state.sessionmaker() as session:
-        deliveries = session.scalars(select(WebhookDelivery)).all()
-    assert [(d.event_type, d.msg_id) for d in deliveries] == [
+    deliveries = client.get(
+        f"/api/v1/webhooks/{hook.json()['id']}/deliveries", headers=auth
+    ).json()["items"]
+    assert [(d["event_type"], d["msg_id"]) for d in deliveries] == [
         ("gate.blocked", f"gate.{result['id']}.blocked")
     ]
-    assert deliveries[0].payload["data"]["reasons"] == blocking
+    assert deliveries[0]["payload"]["data"]["reasons"] == blocking
 
 
 def test_a_large_cohort_with_a_tiny_insignificant_drop_passes(
@@ -138,7 +133,6 @@ def test_a_large_cohort_with_a_tiny_insignificant_drop_passes(
     base_fail = {f"a-{i}" for i in range(50)} | {f"b-{i}" for i in range(50)}
     cand_fail = (base_fail - {"a-0"}) | {"a-100", "b-100", "b-101"}
     _, cand_run = runs_for(
-        app,
         client,
         auth,
         rows,
@@ -161,7 +155,6 @@ def test_a_medium_risk_regression_only_warns(
     base_fail = {f"core-{i}" for i in range(100)}
     cand_fail = (base_fail - {f"core-{i}" for i in range(10)}) | {f"billing-{i}" for i in range(12)}
     _, cand_run = runs_for(
-        app,
         client,
         auth,
         rows,
@@ -191,12 +184,12 @@ def test_identical_runs_pass_even_on_few_rows(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
     rows = rows_of("tiny", 12, "high", user_segment="free")
-    scores = {EVALUATOR: passing(rows, {"tiny-3"}), "similarity": [0.7] * 12}
-    _, cand_run = runs_for(app, client, auth, rows, scores, scores)
+    scores = {EVALUATOR: passing(rows, {"tiny-3"}), GRADED: [0.7] * 12}
+    _, cand_run = runs_for(client, auth, rows, scores, scores)
     result = gate(client, auth, cand_run)
     assert result["verdict"] == "pass"
     assert any("identical" in note for note in result["notes"])
-    assert {c["evaluator"] for c in result["comparisons"]} == {EVALUATOR, "similarity"}
+    assert {c["evaluator"] for c in result["comparisons"]} == {EVALUATOR, GRADED}
     assert all(c["delta"] == 0 for c in result["comparisons"])
 
 
@@ -207,8 +200,8 @@ def test_a_three_row_high_risk_cohort_is_underpowered_not_silently_passed(
     base_fail = {"general-1"}
     cand_fail = {"general-2"}
     champion, newcomer = champion_and_candidate(client, auth)
-    add_run(app, champion, rows, {EVALUATOR: passing(rows, base_fail)})
-    cand_run = add_run(app, newcomer, rows, {EVALUATOR: passing(rows, cand_fail)})
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows, base_fail)})
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, cand_fail)})
 
     result = gate(client, auth, cand_run)
 
@@ -249,9 +242,11 @@ def test_promotion_needs_a_passing_gate_for_that_checkpoint(
     rows = rows_of("x", 10, "high") + rows_of("y", 300, "high")
     champion, good = champion_and_candidate(client, auth)
     bad = checkpoint(client, auth, "v3")
-    add_run(app, champion, rows, {EVALUATOR: passing(rows)})
-    good_run = add_run(app, good, rows, {EVALUATOR: passing(rows)})
-    bad_run = add_run(app, bad, rows, {EVALUATOR: passing(rows, {f"x-{i}" for i in range(5)})})
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    good_run = add_run(client, auth, good, rows, {EVALUATOR: passing(rows)})
+    bad_run = add_run(
+        client, auth, bad, rows, {EVALUATOR: passing(rows, {f"x-{i}" for i in range(5)})}
+    )
     blocked, passed = gate(client, auth, bad_run), gate(client, auth, good_run)
     assert (blocked["verdict"], passed["verdict"]) == ("block", "pass")
 
@@ -282,12 +277,11 @@ def test_numbers_match_scipy_and_statsmodels_references(
     base_score = rng.beta(5, 2, len(rows))
     cand_score = np.clip(base_score + rng.normal(-0.01, 0.05, len(rows)), 0, 1)
     _, cand_run = runs_for(
-        app,
         client,
         auth,
         rows,
-        {EVALUATOR: base_pass.astype(float).tolist(), "similarity": base_score.tolist()},
-        {EVALUATOR: cand_pass.astype(float).tolist(), "similarity": cand_score.tolist()},
+        {EVALUATOR: base_pass.astype(float).tolist(), GRADED: base_score.tolist()},
+        {EVALUATOR: cand_pass.astype(float).tolist(), GRADED: cand_score.tolist()},
     )
     result = gate(client, auth, cand_run)
     big = slice(0, 400)
@@ -299,7 +293,7 @@ def test_numbers_match_scipy_and_statsmodels_references(
     assert (got["pass_rates"]["lost"], got["pass_rates"]["won"]) == (lost, won)
     assert got["delta"] == pytest.approx((won - lost) / 400)
 
-    scored = comparison(result, "route", "big", evaluator="similarity")["scores"]
+    scored = comparison(result, "route", "big", evaluator=GRADED)["scores"]
     diffs = cand_score[big] - base_score[big]
     reference = stats.ttest_rel(cand_score[big], base_score[big])
     assert scored["delta"] == pytest.approx(diffs.mean())
@@ -318,8 +312,8 @@ def test_different_dataset_versions_compare_only_shared_keys(
     old = rows_of("a", 250, "high") + rows_of("retired", 20, "high")
     new = rows_of("a", 250, "high") + rows_of("added", 30, "low")
     champion, newcomer = champion_and_candidate(client, auth)
-    base_run = add_run(app, champion, old, {EVALUATOR: passing(old)})
-    cand_run = add_run(app, newcomer, new, {EVALUATOR: passing(new, {"a-1"})})
+    base_run = add_run(client, auth, champion, old, {EVALUATOR: passing(old)})
+    cand_run = add_run(client, auth, newcomer, new, {EVALUATOR: passing(new, {"a-1"})})
     refused = client.post("/api/v1/gates", json={"candidate_run_id": cand_run}, headers=auth)
     assert refused.status_code == 409
     assert "no succeeded run on dataset version 2" in refused.json()["detail"]
@@ -335,22 +329,25 @@ def test_gate_requests_that_cannot_be_decided_get_clear_problems(
 ) -> None:
     rows = rows_of("a", 5, "high")
     lone = checkpoint(client, auth, "lone", model="solo")
-    lone_run = add_run(app, lone, rows, {EVALUATOR: passing(rows)})
+    lone_run = add_run(client, auth, lone, rows, {EVALUATOR: passing(rows)})
     no_champion = client.post("/api/v1/gates", json={"candidate_run_id": lone_run}, headers=auth)
     assert no_champion.status_code == 409 and "no champion" in no_champion.json()["detail"]
 
     champion, newcomer = champion_and_candidate(client, auth)
-    running = add_run(app, newcomer, rows, {EVALUATOR: passing(rows)}, status=RunStatus.running)
-    base_run = add_run(app, champion, rows, {EVALUATOR: passing(rows)})
-    other_dataset = add_run(app, champion, rows, {EVALUATOR: passing(rows)}, dataset="other")
-    cand_run = add_run(app, newcomer, rows, {EVALUATOR: passing(rows)})
+    base_run = add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    other_dataset = add_run(
+        client, auth, champion, rows, {EVALUATOR: passing(rows)}, dataset="other"
+    )
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    queued = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)}, finish=False)
 
     def problem(body: dict[str, Any]) -> tuple[int, str]:
         response = client.post("/api/v1/gates", json=body, headers=auth)
         assert response.headers["content-type"] == "application/problem+json"
         return response.status_code, response.json()["detail"]
 
-    assert problem({"candidate_run_id": running})[0] == 409
+    status, detail = problem({"candidate_run_id": queued})
+    assert status == 409 and "'queued'" in detail
     assert problem({"candidate_run_id": 999999})[0] == 404
     assert problem({"candidate_run_id": cand_run, "baseline_run_id": cand_run})[0] == 422
     status, detail = problem({"candidate_run_id": cand_run, "baseline_run_id": other_dataset})
@@ -390,7 +387,7 @@ def test_a_hard_floor_blocks_whatever_the_significance(
     rows = rows_of("main", 300, "high") + rows_of("edge", 4, "low")
     scores = passing(rows, {"edge-0", "edge-1", "edge-2"})
     base_run, cand_run = runs_for(
-        app, client, auth, rows, {EVALUATOR: scores}, {EVALUATOR: list(scores)}
+        client, auth, rows, {EVALUATOR: scores}, {EVALUATOR: list(scores)}
     )
     result = gate(client, auth, cand_run, policy={"floors": {EVALUATOR: 0.5}})
     assert result["verdict"] == "block"
@@ -399,3 +396,30 @@ def test_a_hard_floor_blocks_whatever_the_significance(
     assert any("hard floor" in r["message"] for r in result["reasons"])
     assert result["policy"]["floors"] == {EVALUATOR: 0.5}
     assert base_run
+
+
+def test_what_cannot_be_compared_is_named_in_the_notes(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    rows = [
+        {"key": f"a-{i}", "risk": "high", "cohort": {"route": "a", "risk": "pretend"}}
+        for i in range(30)
+    ]
+    _, cand_run = runs_for(
+        client,
+        auth,
+        rows,
+        {EVALUATOR: passing(rows)},
+        {EVALUATOR: passing(rows), GRADED: [0.9] * 30},
+    )
+    result = gate(client, auth, cand_run)
+    assert {c["evaluator"] for c in result["comparisons"]} == {EVALUATOR}
+    assert {(c["dimension"], c["value"]) for c in result["comparisons"]} == {
+        ("all", "all"),
+        ("risk", "high"),
+        ("route", "a"),
+    }
+    assert result["notes"][:2] == [
+        f"evaluators only in the candidate run, not compared: {GRADED}",
+        "cohort dimension 'risk' clashes with a built-in cohort; ignored",
+    ]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.models import Checkpoint, DailySignal, Event
+from app.models import Checkpoint, DailySignal, Event, JobRun
+from app.services import ingest
 from app.services.ingest import purge_expired_events
+from app.services.scheduler import DRIFT_JOB, RETENTION_JOB, run_daily_jobs, run_scheduled_retention
 from app.settings import Settings
 from tests.ingest.factories import event
 
@@ -63,3 +66,43 @@ def test_events_past_retention_are_deleted_and_rollups_stay(
         db.rollback()
     assert remaining == ["trace-00010", "trace-00011"]
     assert signals == 1
+
+
+def test_the_daily_jobs_purge_expired_events_once_a_day_after_drift(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    checkpoint: dict[str, Any],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client.post(
+        "/api/v1/events",
+        json={
+            "events": [event(i, timestamp=iso(40 + i)) for i in range(5)]
+            + [event(9, timestamp=iso(1))]
+        },
+        headers=auth,
+    )
+    monkeypatch.setattr(ingest, "RETENTION_BATCH_ROWS", 2)  # 5 expired rows: 2 + 2 + 1
+    sessions = app.state.sessionmaker
+    short = settings.model_copy(update={"retention_days": 30})
+    now = datetime.now(UTC)
+
+    assert run_scheduled_retention(sessions, short, now) == 3
+    assert run_scheduled_retention(sessions, short, now) is None  # claimed for today
+    client.post("/api/v1/events", json={"events": [event(20, timestamp=iso(50))]}, headers=auth)
+    run_daily_jobs(sessions, short, now + timedelta(days=1))
+
+    with sessions() as session:
+        remaining = session.scalars(select(Event.trace_id).order_by(Event.trace_id)).all()
+        claims = session.execute(
+            select(JobRun.job, JobRun.period, JobRun.status).order_by(JobRun.id)
+        ).all()
+    assert remaining == ["trace-00009"]
+    today, tomorrow = now.date(), now.date() + timedelta(days=1)
+    assert [tuple(c) for c in claims] == [
+        (RETENTION_JOB, today.isoformat(), "succeeded"),
+        (DRIFT_JOB, today.isoformat(), "succeeded"),  # the drift job's period is yesterday
+        (RETENTION_JOB, tomorrow.isoformat(), "succeeded"),
+    ]

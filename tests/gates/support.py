@@ -1,0 +1,83 @@
+"""Evaluation runs for the gate tests, made as a user makes them: a dataset version and an
+evaluation with uploaded outputs through the public API, then the worker drained in-process.
+
+Each evaluator's score is known from the outputs: `exact_match` scores 1 when the output is the
+row's expected answer and 0 otherwise; `stated_score` (the plugin of tests/gates/conftest.py)
+scores the `probability` uploaded with the output. Both pass at 0.5 or more."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.datasets.support import drain_worker
+
+Headers = dict[str, str]
+EXPECTED = "the expected answer"
+GRADED = "stated_score"
+
+
+def dataset_version(
+    client: TestClient, auth: Headers, dataset: str, rows: Sequence[dict[str, Any]]
+) -> int:
+    """The version of `dataset` holding `rows`: a new one unless they equal the latest."""
+    created = client.post("/api/v1/datasets", json={"name": dataset}, headers=auth)
+    assert created.status_code in (201, 409), created.text
+    golden = [{"input": row["key"], "expected": EXPECTED, **row} for row in rows]
+    version = client.post(
+        f"/api/v1/datasets/{dataset}/versions", json={"rows": golden}, headers=auth
+    )
+    assert version.status_code in (200, 201), version.text
+    return int(version.json()["version"])
+
+
+def outputs_scoring(
+    rows: Sequence[dict[str, Any]], scores: dict[str, Sequence[float]]
+) -> list[dict[str, Any]]:
+    """Uploaded outputs on which `scores[evaluator][i]` is what the evaluator gives rows[i]."""
+    assert set(scores) <= {"exact_match", GRADED}, f"no known outputs score {set(scores)}"
+    outputs = []
+    for i, row in enumerate(rows):
+        output: dict[str, Any] = {"key": row["key"], "output": EXPECTED}
+        if "exact_match" in scores:
+            assert scores["exact_match"][i] in (0.0, 1.0), "exact_match scores 0 or 1"
+            output["output"] = EXPECTED if scores["exact_match"][i] else "another answer"
+        if GRADED in scores:
+            output["probability"] = scores[GRADED][i]
+        outputs.append(output)
+    return outputs
+
+
+def add_run(
+    client: TestClient,
+    auth: Headers,
+    checkpoint_id: int,
+    rows: Sequence[dict[str, Any]],
+    scores: dict[str, Sequence[float]],
+    dataset: str = "golden",
+    finish: bool = True,
+) -> int:
+    """A run of `checkpoint_id` on the version of `dataset` holding `rows`, scored as `scores`
+    says; succeeded, or still queued when `finish` is false."""
+    version = dataset_version(client, auth, dataset, rows)
+    created = client.post(
+        f"/api/v1/datasets/{dataset}/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": version,
+            "evaluators": [{"name": name} for name in scores],
+            "outputs": outputs_scoring(rows, scores),
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    run_id = int(created.json()["run_id"])
+    if finish:
+        app: FastAPI = client.app  # type: ignore[assignment]
+        drain_worker(app)
+        run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
+        assert run["status"] == "succeeded", run
+    return run_id
