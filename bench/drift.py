@@ -19,17 +19,16 @@ import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
 
+from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import migrate
 from app.db import make_engine, make_sessionmaker
 from app.models import Checkpoint, Model, Project
 from app.models.registry import CheckpointKind
 from app.services import drift
 from app.settings import Settings
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DAY = date(2030, 1, 15)
 
 GENERATE = """
@@ -137,27 +136,16 @@ def bench_size(sessions: sessionmaker[Session], n: int, repeats: int) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--url", default=BENCH_DATABASE_URL)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    schema = f"bench_drift_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(Settings(database_url=args.url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in args.url else "?"
-    url = f"{args.url}{separator}options=-csearch_path%3D{schema}"
-    try:
-        migrate.upgrade(url)
+    with scratch_schema(args.url, "bench_drift") as url:
         engine = make_engine(Settings(database_url=url))
         sessions = make_sessionmaker(engine)
         for size in (int(s) for s in args.sizes.split(",")):
             print(json.dumps(bench_size(sessions, size, args.repeats)), flush=True)
         engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -12,25 +12,18 @@ schema of its own, dropped at the end.
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from scratch import BENCH_DATABASE_URL, scratch_schema
 
-from app import migrate
-from app.db import make_engine
 from app.main import create_app
 from app.models.project import Role
 from app.services import keys
 from app.services.runs import work_runs
 from app.settings import Settings
 
-BASE_URL = os.environ.get(
-    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 ROWS = 10_000
 ROUTES = ("billing", "shipping", "account", "returns")
 SEGMENTS = ("free", "pro", "enterprise")
@@ -66,14 +59,7 @@ def outputs() -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    schema = f"bench_evals_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(Settings(database_url=BASE_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in BASE_URL else "?"
-    url = f"{BASE_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
-        migrate.upgrade(url)
+    with scratch_schema(BENCH_DATABASE_URL, "bench_evals") as url:
         settings = Settings(
             database_url=url,
             run_workers=False,
@@ -128,10 +114,6 @@ def main() -> None:
                 }
             )
         )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -12,18 +12,16 @@ arrays per run x evaluator in SQL, and the rows' risk and cohorts), the comparis
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, text
+from scratch import BENCH_DATABASE_URL, scratch_schema
+from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import migrate
 from app.db import make_engine, make_sessionmaker
 from app.models import (
     Checkpoint,
@@ -42,9 +40,6 @@ from app.services import gates
 from app.services.keys import Principal
 from app.settings import Settings
 
-BASE_URL = os.environ.get(
-    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 ROWS, EVALUATORS, REPEATS = 20_000, 8, 5
 # 20 routes + 6 prompt versions + 20 user segments = 46 dimension cohorts.
 DIMENSIONS = {"route": 20, "prompt_version": 6, "user_segment": 20}
@@ -173,21 +168,10 @@ def run(sessions: sessionmaker[Session]) -> dict[str, Any]:
 
 
 def main() -> None:
-    schema = f"bench_gates_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(Settings(database_url=BASE_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in BASE_URL else "?"
-    url = f"{BASE_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
-        migrate.upgrade(url)
+    with scratch_schema(BENCH_DATABASE_URL, "bench_gates") as url:
         engine = make_engine(Settings(database_url=url))
         print(json.dumps(run(make_sessionmaker(engine)), indent=2))
         engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,17 +35,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from psycopg.types.json import Jsonb
+from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import text
 
-from app import migrate
 from app.db import make_engine, make_sessionmaker
 from app.models.project import Role
 from app.services import keys
 from app.settings import Settings
 
-BASE_URL = os.environ.get(
-    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 BATCHES, BATCH_SIZE, CLIENTS = 20, 10_000, 4
 OTLP_REQUESTS, OTLP_SPANS = 100, 1_000
 EPOCH = datetime(2024, 5, 1, tzinfo=UTC)
@@ -420,19 +416,8 @@ def run(url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    schema = f"bench_ingest_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(Settings(database_url=BASE_URL))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in BASE_URL else "?"
-    url = f"{BASE_URL}{separator}options=-csearch_path%3D{schema}"
-    try:
-        migrate.upgrade(url)
+    with scratch_schema(BENCH_DATABASE_URL, "bench_ingest") as url:
         print(json.dumps(run(url), indent=2))
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

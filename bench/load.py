@@ -28,7 +28,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 from ingest import free_port, otlp_body, rest_event
+from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import text
 
 from app import migrate
@@ -48,9 +48,6 @@ from app.models.project import Role
 from app.services import keys
 from app.settings import Settings
 
-BASE_URL = os.environ.get(
-    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BATCH_SIZE = 1000
@@ -343,20 +340,13 @@ def run(url: str, seconds: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--url", default=BASE_URL, help="PostgreSQL; a schema is made and dropped")
+    parser.add_argument(
+        "--url", default=BENCH_DATABASE_URL, help="PostgreSQL; a schema is made and dropped"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only, keep bench/results")
     args = parser.parse_args()
-    schema = f"bench_load_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(Settings(database_url=args.url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in args.url else "?"
-    try:
-        result = run(f"{args.url}{separator}options=-csearch_path%3D{schema}", args.seconds)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(args.url, "bench_load") as url:
+        result = run(url, args.seconds)
     print(json.dumps(result, indent=2))
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import insert, select, text
 
-from app import migrate
 from app.db import make_engine
 from app.main import create_app
 from app.models import Alert, ChampionHistory, Checkpoint, DailySignal, Event, Gate, Model
@@ -35,9 +33,6 @@ from app.models.registry import ChampionAction, CheckpointKind
 from app.services import demo, keys
 from app.settings import Settings
 
-DEFAULT_URL = os.environ.get(
-    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 SIGNALS = (
     "eval_fail_rate",
     "fallback_rate",
@@ -175,55 +170,43 @@ def measure(settings: Settings, key: str, paths: dict[str, str], repeats: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--url", default=BENCH_DATABASE_URL)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
-    schema = f"bench_pages_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(Settings(database_url=args.url))
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in args.url else "?"
-    url = f"{args.url}{separator}options=-csearch_path%3D{schema}"
-    try:
-        with tempfile.TemporaryDirectory() as data_dir:
-            settings = Settings(
-                database_url=url,
-                data_dir=data_dir,
-                run_workers=False,
-                run_scheduler=False,
-                log_level="WARNING",
-            )
-            migrate.upgrade(url)
-            app = create_app(settings)
-            today = datetime.now(UTC).date()
-            started = time.perf_counter()
-            demo.seed(app.state.sessionmaker, settings, today)
-            demo_s = time.perf_counter() - started
-            with app.state.sessionmaker() as session:
-                project = keys.get_or_create_project(session, demo.PROJECT)
-                _row, key = keys.create_key(session, project.id, Role.read, "bench")
-                session.commit()
-            signal_rows = seed_year_of_signals(settings, project.id, today)
-            results = measure(settings, key, pages(settings, today), args.repeats)
-            app.state.engine.dispose()
-        print(
-            json.dumps(
-                {
-                    "database": "postgresql",
-                    "demo_seed_s": round(demo_s, 2),
-                    "year_signal_rows": signal_rows,
-                    "cohorts": len(COHORTS) - 1,
-                    "repeats": args.repeats,
-                    "pages": results,
-                    "max_p95_ms": max(r["p95_ms"] for r in results),
-                },
-                indent=2,
-            )
+    with scratch_schema(args.url, "bench_pages") as url, tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(
+            database_url=url,
+            data_dir=data_dir,
+            run_workers=False,
+            run_scheduler=False,
+            log_level="WARNING",
         )
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        app = create_app(settings)
+        today = datetime.now(UTC).date()
+        started = time.perf_counter()
+        demo.seed(app.state.sessionmaker, settings, today)
+        demo_s = time.perf_counter() - started
+        with app.state.sessionmaker() as session:
+            project = keys.get_or_create_project(session, demo.PROJECT)
+            _row, key = keys.create_key(session, project.id, Role.read, "bench")
+            session.commit()
+        signal_rows = seed_year_of_signals(settings, project.id, today)
+        results = measure(settings, key, pages(settings, today), args.repeats)
+        app.state.engine.dispose()
+    print(
+        json.dumps(
+            {
+                "database": "postgresql",
+                "demo_seed_s": round(demo_s, 2),
+                "year_signal_rows": signal_rows,
+                "cohorts": len(COHORTS) - 1,
+                "repeats": args.repeats,
+                "pages": results,
+                "max_p95_ms": max(r["p95_ms"] for r in results),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""A throwaway PostgreSQL schema per benchmark run, so benchmarks never touch real data."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+
+from app import migrate
+from app.db import make_engine
+from app.settings import Settings
+
+BENCH_DATABASE_URL = os.environ.get(
+    "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextmanager
+def scratch_schema(base_url: str, prefix: str) -> Iterator[str]:
+    """Yields a URL whose search_path is a new schema migrated to head; drops it afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(Settings(database_url=base_url))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in base_url else "?"
+    url = f"{base_url}{separator}options=-csearch_path%3D{schema}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
