@@ -28,6 +28,7 @@ from app.schemas.events import (
     ProjectSettingsIn,
     ProjectSettingsOut,
     TraceOut,
+    body_is_plainly_storable,
 )
 from app.services import ingest, registry
 from app.services.ingest_queue import IngestGate
@@ -116,7 +117,13 @@ async def post_events(
     """Stores valid events, reports the rest by index; answered only after commit."""
     events = await run_in_threadpool(_parse_batch, body)
     outcome = await run_in_threadpool(
-        ingest.ingest_events, session, principal.project_id, events, settings, "rest"
+        ingest.ingest_events,
+        session,
+        principal.project_id,
+        events,
+        settings,
+        "rest",
+        body_is_plainly_storable(body),
     )
     return IngestResult(
         accepted=outcome.accepted,

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from app.schemas.common import MAX_ID, StrictModel
 
@@ -74,7 +82,9 @@ class EventIn(StrictModel):
         return self
 
     @model_validator(mode="after")
-    def _storable(self) -> EventIn:
+    def _storable(self, info: ValidationInfo) -> EventIn:
+        if info.context and info.context.get(STORABLE_CHECKED):
+            return self
         for name in _TEXT_FIELDS:
             problem = text_problem(getattr(self, name))
             if problem is not None:
@@ -91,6 +101,20 @@ _JSON_FIELDS = ("cohort", "attributes")
 
 
 # What PostgreSQL refuses (failing the whole batch with it) is found per event instead.
+
+# Validation context key: the whole request body was already shown free of what
+# `text_problem` and `json_problem` look for, so the per-event walk can be skipped.
+STORABLE_CHECKED = "storable_checked"
+
+# Everything a JSON body needs to carry a NUL, a lone surrogate, NaN or Infinity. Raw bytes
+# cannot: control characters and invalid UTF-8 fail JSON parsing before any event is read.
+_UNSTORABLE_TOKENS = re.compile(rb"\\u0000|\\u[dD][89abcdefABCDEF]|NaN|Infinity")
+
+
+def body_is_plainly_storable(body: bytes) -> bool:
+    """One C-speed scan of a batch instead of a Python walk of every string of every event
+    (a third of REST ingest's CPU); a match only sends the batch down the per-event path."""
+    return _UNSTORABLE_TOKENS.search(body) is None
 
 
 def text_problem(text: str | None) -> str | None:

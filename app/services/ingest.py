@@ -32,7 +32,7 @@ from app.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
 from app.models import Checkpoint, Event, Feedback, Model, Project
 from app.pagination import paginate
-from app.schemas.events import EventIn, FeedbackValue
+from app.schemas.events import STORABLE_CHECKED, EventIn, FeedbackValue
 from app.services import audit
 from app.services.keys import Principal
 from app.settings import Settings
@@ -85,12 +85,15 @@ def _rejection(index: int, exc: ValidationError) -> Rejection:
     return Rejection(index, location, f"{location}: {message}" if location else message)
 
 
-def validate_events(raw_events: Sequence[Any]) -> tuple[list[tuple[int, EventIn]], list[Rejection]]:
+def validate_events(
+    raw_events: Sequence[Any], storable_checked: bool = False
+) -> tuple[list[tuple[int, EventIn]], list[Rejection]]:
     valid: list[tuple[int, EventIn]] = []
     rejected: list[Rejection] = []
+    context = {STORABLE_CHECKED: storable_checked}
     for index, raw in enumerate(raw_events):
         try:
-            valid.append((index, EventIn.model_validate(raw)))
+            valid.append((index, EventIn.model_validate(raw, context=context)))
         except ValidationError as exc:
             rejected.append(_rejection(index, exc))
     return valid, rejected
@@ -294,15 +297,17 @@ def ingest_events(
     raw_events: Sequence[Any],
     settings: Settings,
     source: str = "rest",
+    storable_checked: bool = False,
 ) -> IngestOutcome:
-    """Validate, resolve and store one batch; returns what the committed transaction holds."""
+    """Validate, resolve and store one batch; returns what the committed transaction holds.
+    `storable_checked`: the caller scanned the raw body (`body_is_plainly_storable`)."""
     if len(raw_events) > settings.max_events_per_request:
         raise PayloadTooLarge(
             f"events: {len(raw_events)} events in one request; the limit is "
             f"{settings.max_events_per_request} (PLUMBLINE_MAX_EVENTS_PER_REQUEST)",
             field="events",
         )
-    valid, rejected = validate_events(raw_events)
+    valid, rejected = validate_events(raw_events, storable_checked)
     resolver = CheckpointResolver(session, project_id, [event for _, event in valid])
     project_settings = session.scalar(select(Project.settings).where(Project.id == project_id))
     online = OnlineEvaluation.for_project(project_settings or {})

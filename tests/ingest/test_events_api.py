@@ -3,8 +3,10 @@ idempotent retries, backpressure; GET /api/v1/events and /api/v1/traces/{trace_i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.api.events import ingest_gate
 from app.main import create_app
 from app.models import Event
+from app.schemas.events import body_is_plainly_storable, text_problem
 from app.settings import Settings
 from tests.conftest import new_key
 from tests.ingest.factories import event
@@ -233,3 +236,27 @@ def test_a_trace_returns_its_events_in_time_order(
     missing = client.get("/api/v1/traces/nope", headers=auth)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ('{"events": [{"input": "caf\\u00e9 \\ud83d\\ude00 ok"}]}', False),
+        ('{"events": [{"input": "nul \\u0000 here"}]}', False),
+        ('{"events": [{"input": "lone \\udc00"}]}', False),
+        ('{"events": [{"attributes": {"x": NaN}}]}', False),
+        ('{"events": [{"attributes": {"x": -Infinity}}]}', False),
+        ('{"events": [{"input": "caf\\u00e9, plain text, 3.5"}]}', True),
+        ('{"events": [{"input": "café — déjà vu"}]}', True),
+    ],
+)
+def test_the_whole_body_scan_sends_every_suspicious_batch_down_the_per_event_checks(
+    text: str, plain: bool
+) -> None:
+    """The scan may only say "plain" when no event can hold what PostgreSQL refuses;
+    escaped surrogate pairs (valid emoji) merely take the slower, exact path."""
+    assert body_is_plainly_storable(text.encode()) is plain
+    if plain:
+        parsed = json.loads(text)
+        for raw in parsed["events"]:
+            assert all(text_problem(v) is None for v in raw.values() if isinstance(v, str))
