@@ -35,11 +35,17 @@ def paginate(
     id_column: InstrumentedAttribute[int],
     cursor: str | None,
     limit: int,
+    *,
+    oldest_first: bool = False,
 ) -> tuple[Sequence[Any], str | None]:
-    """One page of `stmt` (which selects ORM entities) and the cursor of the next page."""
+    """One page of `stmt` (which selects ORM entities) and the cursor of the next page.
+    Newest first by default; `oldest_first` for rows read in their own order (dataset rows,
+    per-row results)."""
     if cursor:
-        stmt = stmt.where(id_column < decode_cursor(cursor))
-    rows = session.scalars(stmt.order_by(id_column.desc()).limit(limit + 1)).all()
+        after = decode_cursor(cursor)
+        stmt = stmt.where(id_column > after if oldest_first else id_column < after)
+    order = id_column if oldest_first else id_column.desc()
+    rows = session.scalars(stmt.order_by(order).limit(limit + 1)).all()
     if len(rows) <= limit:
         return rows, None
     page = rows[:limit]

@@ -35,7 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from psycopg.types.json import Jsonb
-from scratch import BENCH_DATABASE_URL, scratch_schema
+from scratch import BENCH_DATABASE_URL, scratch_schema, wait_until_healthy
 from sqlalchemy import text
 
 from app.db import make_engine, make_sessionmaker
@@ -252,16 +252,7 @@ def server_process(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.1)
+        wait_until_healthy(base, process, 60)
         yield base, process
     finally:
         process.terminate()

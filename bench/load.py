@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 from ingest import free_port, otlp_body, rest_event
-from scratch import BENCH_DATABASE_URL, scratch_schema
+from scratch import BENCH_DATABASE_URL, scratch_schema, wait_until_healthy
 from sqlalchemy import text
 
 from app import migrate
@@ -223,16 +223,7 @@ def serve(url: str) -> Iterator[tuple[str, int]]:
     process = subprocess.Popen(command, env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+        wait_until_healthy(base, process, 60)
         yield base, process.pid
     finally:
         process.terminate()

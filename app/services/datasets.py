@@ -16,14 +16,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Select, Table, and_, func, insert, literal, select
+from sqlalchemy import Table, and_, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.orm import Session, aliased
 
 from app.errors import Conflict, NotFound, Unprocessable
 from app.models import Dataset, DatasetRow, DatasetVersion, Event
 from app.models.datasets import ExpectedBehavior
-from app.pagination import decode_cursor, encode_cursor, paginate
+from app.pagination import paginate
 from app.schemas.datasets import FromTracesIn, RowIn
 from app.services import audit
 from app.services.keys import Principal
@@ -243,29 +243,12 @@ def list_versions(
     return paginate(session, stmt, DatasetVersion.id, cursor, limit)
 
 
-def paginate_forward(
-    session: Session,
-    stmt: Select[Any],
-    id_column: InstrumentedAttribute[int],
-    cursor: str | None,
-    limit: int,
-) -> tuple[Sequence[Any], str | None]:
-    """Like app.pagination.paginate but oldest first: rows and results read in file order."""
-    if cursor:
-        stmt = stmt.where(id_column > decode_cursor(cursor))
-    rows = session.scalars(stmt.order_by(id_column).limit(limit + 1)).all()
-    if len(rows) <= limit:
-        return rows, None
-    page = rows[:limit]
-    return page, encode_cursor(getattr(page[-1], id_column.key))
-
-
 def list_rows(
     session: Session, project_id: int, name: str, number: int, cursor: str | None, limit: int
 ) -> tuple[Sequence[DatasetRow], str | None]:
     version = get_version(session, project_id, name, number)
     stmt = select(DatasetRow).where(DatasetRow.version_id == version.id)
-    return paginate_forward(session, stmt, DatasetRow.id, cursor, limit)
+    return paginate(session, stmt, DatasetRow.id, cursor, limit, oldest_first=True)
 
 
 # ---------------------------------------------------------------------------- new versions

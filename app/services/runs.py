@@ -257,7 +257,7 @@ def list_results(
         stmt = stmt.where(EvalResult.passed == passed)
     if key is not None:
         stmt = stmt.where(EvalResult.key == key)
-    return datasets.paginate_forward(session, stmt, EvalResult.id, cursor, limit)
+    return paginate(session, stmt, EvalResult.id, cursor, limit, oldest_first=True)
 
 
 # ---------------------------------------------------------------------------- summary (SQL)
