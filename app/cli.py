@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
-from app import migrate
-from app.db import make_engine, make_sessionmaker, today_utc
+from app.core import migrate
+from app.core.db import make_engine, make_sessionmaker, today_utc
+from app.core.jobs import daily_jobs_lock
+from app.core.settings import Settings
+from app.drift import job as drift_job
+from app.keys import service as keys
 from app.models.project import Role
-from app.services import keys
-from app.settings import Settings
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -112,13 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _drift(settings: Settings, args: argparse.Namespace) -> int:
     """Computes signals and evaluates monitors for a day (default yesterday, UTC) or a run of
     days ending there, for every project; serialised with the scheduler by its lock."""
-    from app.services import drift
-    from app.services.scheduler import drift_lock
 
     day = args.date or today_utc() - timedelta(days=1)
     sessions = make_sessionmaker(make_engine(settings))
-    with drift_lock(sessions):
-        results = drift.run_all_projects(sessions, day, "cli", backfill=args.backfill)
+    with daily_jobs_lock(sessions):
+        results = drift_job.run_all_projects(sessions, day, "cli", backfill=args.backfill)
     for result in results:
         print(
             f"{result.day}\t{result.signals} signals\t{result.alerts_opened} alerts opened"
@@ -201,7 +201,7 @@ def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from app.services import demo
+    from app import demo
 
     migrate.upgrade(settings.database_url)
     sessions = make_sessionmaker(make_engine(settings))

@@ -1,7 +1,7 @@
 """The daily drift job on PostgreSQL: one day of 100k / 1M / 3M events, against a single bare
 GROUP BY of the four seed rates over the same day's rows.
 
-The "job" is app.services.drift.run_day: every signal (six rates, Brier, ECE) for every
+The "job" is app.drift.job.run_day: every signal (six rates, Brier, ECE) for every
 cohort (all, route, prompt_version, user_segment, plus a JSON-only `region`), replacing the
 day's rows, then monitors and alerts. A neighbouring day of half the volume sits in the table
 so the day's range scan is real. Prints one JSON line per size.
@@ -23,11 +23,12 @@ from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_sessionmaker
+from app.core.db import make_engine, make_sessionmaker
+from app.core.settings import Settings
+from app.drift import job as drift
+from app.drift import rollup
 from app.models import Checkpoint, Model, Project
 from app.models.registry import CheckpointKind
-from app.services import drift
-from app.settings import Settings
 
 DAY = date(2030, 1, 15)
 
@@ -109,7 +110,7 @@ def median_seconds(action: Callable[[], object], repeats: int) -> float:
 
 def bench_size(sessions: sessionmaker[Session], n: int, repeats: int) -> dict[str, object]:
     project_id = seed(sessions, n)
-    start, end = drift.day_bounds(DAY)
+    start, end = rollup.day_bounds(DAY)
     results: list[drift.DriftResult] = []
 
     def job() -> None:

@@ -18,11 +18,11 @@ from typing import Any
 from fastapi.testclient import TestClient
 from scratch import BENCH_DATABASE_URL, scratch_schema
 
+from app.core.settings import Settings
+from app.evaluations.service import work_runs
+from app.keys import service as keys
 from app.main import create_app
 from app.models.project import Role
-from app.services import keys
-from app.services.runs import work_runs
-from app.settings import Settings
 
 ROWS = 10_000
 ROUTES = ("billing", "shipping", "account", "returns")

@@ -22,7 +22,11 @@ from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_sessionmaker
+from app.core.auth import Principal
+from app.core.db import make_engine, make_sessionmaker
+from app.core.settings import Settings
+from app.gates import service as gates
+from app.gates.schemas import GateIn, GatePolicySpec
 from app.models import (
     Checkpoint,
     Dataset,
@@ -35,10 +39,6 @@ from app.models import (
 )
 from app.models.project import Role
 from app.models.runs import RunStatus
-from app.schemas.gates import GateIn, GatePolicySpec
-from app.services import gates
-from app.services.keys import Principal
-from app.settings import Settings
 
 ROWS, EVALUATORS, REPEATS = 20_000, 8, 5
 # 20 routes + 6 prompt versions + 20 user segments = 46 dimension cohorts.

@@ -38,10 +38,10 @@ from psycopg.types.json import Jsonb
 from scratch import BENCH_DATABASE_URL, scratch_schema, wait_until_healthy
 from sqlalchemy import text
 
-from app.db import make_engine, make_sessionmaker
+from app.core.db import make_engine, make_sessionmaker
+from app.core.settings import Settings
+from app.keys import service as keys
 from app.models.project import Role
-from app.services import keys
-from app.settings import Settings
 
 BATCHES, BATCH_SIZE, CLIENTS = 20, 10_000, 4
 OTLP_REQUESTS, OTLP_SPANS = 100, 1_000

@@ -42,11 +42,11 @@ from ingest import free_port, otlp_body, rest_event
 from scratch import BENCH_DATABASE_URL, scratch_schema, wait_until_healthy
 from sqlalchemy import text
 
-from app import migrate
-from app.db import make_engine, make_sessionmaker
+from app.core import migrate
+from app.core.db import make_engine, make_sessionmaker
+from app.core.settings import Settings
+from app.keys import service as keys
 from app.models.project import Role
-from app.services import keys
-from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -23,15 +23,16 @@ from fastapi.testclient import TestClient
 from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import insert, select, text
 
-from app.db import make_engine
+from app import demo
+from app.core.db import make_engine
+from app.core.settings import Settings
+from app.keys import service as keys
 from app.main import create_app
 from app.models import Alert, ChampionHistory, Checkpoint, DailySignal, Event, Gate, Model
 from app.models.drift import AlertStatus
 from app.models.gates import GateVerdict
 from app.models.project import Role
 from app.models.registry import ChampionAction, CheckpointKind
-from app.services import demo, keys
-from app.settings import Settings
 
 SIGNALS = (
     "eval_fail_rate",

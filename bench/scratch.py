@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import httpx
 from sqlalchemy import text
 
-from app import migrate
-from app.db import make_engine
-from app.settings import Settings
+from app.core import migrate
+from app.core.db import make_engine
+from app.core.settings import Settings
 
 BENCH_DATABASE_URL = os.environ.get(
     "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"

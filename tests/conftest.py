@@ -16,13 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from app import migrate
-from app.db import make_engine
+from app.core import migrate
+from app.core.db import make_engine
+from app.core.settings import Settings
+from app.keys import service as keys
 from app.main import create_app
 from app.models import Base
 from app.models.project import Role
-from app.services import keys
-from app.settings import Settings
 
 PG_URL = os.environ.get("PLUMBLINE_TEST_DATABASE_URL")
 REQUIRE_PG = os.environ.get("PLUMBLINE_REQUIRE_POSTGRES") == "1"

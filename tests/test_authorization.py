@@ -18,9 +18,10 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from app.core.auth import authenticate
+from app.keys import service as keys
 from app.models import Base
 from app.models.project import Role
-from app.services import keys
 from tests.conftest import new_key
 
 # Strings that exist only in project A: none may appear in a successful answer to B.
@@ -148,7 +149,7 @@ def test_no_key_revoked_key_and_weak_roles_are_refused(app: FastAPI, client: Tes
     ids = seed_project_a(client, admin)
     revoked = new_key(app, "alpha", Role.admin, "to-revoke")
     with app.state.sessionmaker() as session:
-        project_id = keys.authenticate(session, revoked).project_id
+        project_id = authenticate(session, revoked).project_id
         keys.revoke_named(session, project_id, "to-revoke")
         session.commit()
     weak = {Role.read: None, Role.write: new_key(app, "alpha", Role.read, "reader")}
@@ -174,7 +175,7 @@ def test_a_key_of_another_project_sees_and_changes_nothing(
     alpha_key = new_key(app, "alpha", Role.admin, "alpha-admin")
     ids = seed_project_a(client, alpha_key)
     with app.state.sessionmaker() as session:
-        alpha_id = keys.authenticate(session, alpha_key).project_id
+        alpha_id = authenticate(session, alpha_key).project_id
     before = fingerprint(app, alpha_id)
     bravo_key = new_key(app, "bravo", Role.admin, "bravo-admin")
     for method, route in protected_routes(app):

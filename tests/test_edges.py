@@ -74,8 +74,8 @@ def test_health_readiness_metrics_and_request_ids(client: TestClient, auth: Head
 
 
 def test_readiness_fails_when_the_database_is_gone(tmp_path: object) -> None:
+    from app.core.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", secret_key="k")
     with TestClient(create_app(settings)) as client:

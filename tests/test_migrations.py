@@ -10,10 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from app import migrate
-from app.db import make_engine
+from app.core import migrate
+from app.core.db import make_engine
+from app.core.settings import Settings
 from app.models import Base
-from app.settings import Settings
 from tests.conftest import BACKENDS, create_pg_schema, drop_pg_schema
 
 

@@ -36,6 +36,16 @@ def rate_band(
     return np.where(n > 0, low, 0.0), np.where(n > 0, high, 1.0)
 
 
+def smoothed_rate(numerator: npt.ArrayLike, denominator: npt.ArrayLike) -> FloatArray:
+    """A baseline rate that is never exactly 0 or 1: (x + 1/2) / (n + 1).
+
+    A clean history (0 of n) would otherwise make any later event "impossible" and every
+    band collapse; half an event each way (Jeffreys-style) keeps the band finite."""
+    x = np.asarray(numerator, dtype=np.float64)
+    n = np.asarray(denominator, dtype=np.float64)
+    return np.asarray((x + 0.5) / (n + 1.0), dtype=np.float64)
+
+
 def rate_pvalue(
     successes: npt.ArrayLike, n: npt.ArrayLike, baseline_rate: npt.ArrayLike
 ) -> FloatArray:

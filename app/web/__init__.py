@@ -1,16 +1,3 @@
-"""The server-rendered dashboard: HTML pages, their figures, and the static files they use."""
-
-from __future__ import annotations
-
-from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
-
-from app.web.rendering import WEB_ROOT
-
-
-def install(app: FastAPI) -> None:
-    """Adds the pages and mounts /static (CSS, app.js and the locally served plotly.min.js)."""
-    from app.web import views
-
-    app.include_router(views.router)
-    app.mount("/static", StaticFiles(directory=WEB_ROOT / "static"), name="static")
+"""The dashboard's shell, shared by every noun's pages.py: templates and the HTML route
+(`rendering`), sign-in sessions and CSRF (`auth`), the sign-in pages (`login`) and the chart
+toolkit (`figures`). It knows no product noun; the nouns build their pages on it."""

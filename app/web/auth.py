@@ -14,12 +14,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.api.deps import SessionDep
-from app.crypto import server_secret
-from app.errors import Forbidden
+from app.core.auth import Principal
+from app.core.crypto import server_secret
+from app.core.deps import SessionDep
+from app.core.errors import Forbidden
+from app.keys import queries as key_queries
 from app.models.project import Role
-from app.services.keys import Principal
-from app.web import queries
 
 SESSION_COOKIE = "plumbline_session"
 SESSION_MAX_AGE_S = 12 * 3600
@@ -47,7 +47,7 @@ class Viewer:
     principal: Principal
     project_name: str
     key_name: str
-    choices: list[queries.SessionKey]
+    choices: list[key_queries.SessionKey]
     csrf: str
 
     def can(self, role: Role | str) -> bool:
@@ -136,7 +136,7 @@ def switch_to(request: Request, key_id: int) -> None:
 def current_viewer(request: Request, db: SessionDep) -> Viewer:
     """The page dependency: the active key, re-checked against the database on every request."""
     web_session = read_session(request)
-    choices = queries.session_keys(db, web_session.key_ids)
+    choices = key_queries.session_keys(db, web_session.key_ids)
     active = next((k for k in choices if k.key_id == web_session.active_key_id), None)
     if active is None:
         if web_session.key_ids:

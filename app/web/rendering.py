@@ -7,22 +7,23 @@ security headers and (when it changed) the session cookie."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import date, datetime
-from pathlib import Path
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from pydantic import StringConstraints
 
-from app.errors import Problem, validation_errors
+from app.core.errors import Forbidden, Problem, Unprocessable, validation_errors
+from app.core.resources import resource_dir
+from app.models.project import Role
 from app.web import auth
 
-WEB_ROOT = Path(__file__).resolve().parent
-templates = Jinja2Templates(directory=WEB_ROOT / "templates")
+templates = Jinja2Templates(directory=resource_dir("templates"))
 templates.env.autoescape = True
 
 SECURITY_HEADERS = {
@@ -37,6 +38,29 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+
+
+# Parameters every page shares: bounded text, the CSRF form field, the page size of tables.
+PageText = Annotated[str, StringConstraints(max_length=200)]
+OptionalText = Annotated[str | None, Query(max_length=200)]
+CsrfField = Annotated[str, Form(max_length=200)]
+PAGE_SIZE = 50
+
+
+def date_window(start: date | None, end: date | None, default_days: int) -> tuple[date, date]:
+    """A page's [from, to] days: defaults to the last `default_days`, at most two years."""
+    end = end or datetime.now(UTC).date()
+    start = start or end - timedelta(days=default_days - 1)
+    if start > end:
+        raise Unprocessable("from: the start of the range is after its end", field="from")
+    if (end - start).days > 731:
+        raise Unprocessable("from: at most two years at a time", field="from")
+    return start, end
+
+
+def require_role(viewer: auth.Viewer, role: Role) -> None:
+    if not viewer.can(role):
+        raise Forbidden(f"this needs a '{role}' key; you signed in with '{viewer.principal.role}'")
 
 
 NO_VALUE = "\u2013"  # an en dash: the table cell has no value
@@ -120,7 +144,7 @@ class HtmlRoute(APIRoute):
 
 def _error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
     return render(
-        request, "error.html", {"status": status, "title": title, "detail": detail}, status
+        request, "web/error.html", {"status": status, "title": title, "detail": detail}, status
     )
 
 

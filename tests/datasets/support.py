@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.services.runs import work_runs
+from app.evaluations.service import work_runs
 
 Headers = dict[str, str]
 

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.client import Plumbline, PlumblineError
+from app.core.settings import Settings
 from app.evals import Groundedness, JSONValidation
 from app.main import create_app
-from app.settings import Settings
 from tests.conftest import new_key
 
 SCHEMA = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}

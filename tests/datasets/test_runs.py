@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app.db import utcnow
+from app.core.db import utcnow
+from app.evaluations.service import work_runs
 from app.models import EvalResult, EvaluationRun
 from app.models.runs import RunStatus
-from app.services.runs import work_runs
 from tests.datasets.support import (
     Headers,
     all_pages,

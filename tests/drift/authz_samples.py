@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.db import today_utc
+from app.core.db import today_utc
 from tests.drift.traffic import at
 
 ORDER = 50

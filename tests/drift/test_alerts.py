@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.db import today_utc
+from app.core.db import today_utc
+from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.models import JobRun, WebhookDelivery
-from app.services.scheduler import DRIFT_JOB, run_scheduled_drift, start_scheduler
+from app.schedule import start_scheduler
 from tests.drift.traffic import Segment, day_of_traffic, post_events
 
 Headers = dict[str, str]

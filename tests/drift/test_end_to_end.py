@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from standardwebhooks import Webhook
 
-from app.db import today_utc, utcnow
+from app.core.db import today_utc, utcnow
+from app.core.settings import Settings
 from app.models import WebhookDelivery
-from app.services.webhooks import deliver_webhooks
-from app.settings import Settings
+from app.webhooks.service import deliver_webhooks
 from tests.drift.traffic import Segment, day_of_traffic, post_events
 from tests.webhooks.receiver import Receiver, receiver
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app.drift.monitors import DEFAULT_BAND, DEFAULT_SIGNALS, ensure_defaults
 from app.models import Model, Monitor
-from app.services.monitors import DEFAULT_BAND, DEFAULT_SIGNALS, ensure_defaults
 
 Headers = dict[str, str]
 

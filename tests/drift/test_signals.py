@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import today_utc
+from app.core.db import today_utc
 from app.stats.calibration import (
     DEFAULT_BINS,
     bin_statistics,

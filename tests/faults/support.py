@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,10 +185,10 @@ def gated_server(
 
 _WORKER_CODE = """
 import sys, time
-from app.db import make_engine, make_sessionmaker
-from app.settings import Settings
-from app.services.runs import work_runs
-from app.services.webhooks import deliver_webhooks
+from app.core.db import make_engine, make_sessionmaker
+from app.core.settings import Settings
+from app.evaluations.service import work_runs
+from app.webhooks.service import deliver_webhooks
 work = {"runs": work_runs, "webhooks": deliver_webhooks}[sys.argv[1]]
 settings = Settings()
 sessions = make_sessionmaker(make_engine(settings))

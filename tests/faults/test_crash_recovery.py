@@ -14,14 +14,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app.db import is_postgres, utcnow
+from app.core.db import is_postgres, utcnow
+from app.core.jobs import JOB_STALE_AFTER
+from app.core.settings import Settings
+from app.drift.job import DRIFT_JOB, run_scheduled_drift
+from app.evaluations.service import LEASE
 from app.models import DriftRun, EvaluationRun, JobRun, WebhookDelivery
 from app.models.runs import RunStatus
 from app.models.webhooks import DeliveryStatus
-from app.services.runs import LEASE
-from app.services.scheduler import DRIFT_JOB, JOB_STALE_AFTER, run_scheduled_drift
-from app.services.webhooks import deliver_webhooks
-from app.settings import Settings
+from app.webhooks.service import deliver_webhooks
 from tests.datasets.support import Headers, drain_worker, make_dataset, register
 from tests.faults.support import chat_answer, chat_prompts, gated_server, kill, spawn_worker
 

@@ -18,12 +18,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from app.db import make_engine, make_sessionmaker
+from app.core.db import make_engine, make_sessionmaker
+from app.core.settings import Settings
+from app.evaluations.service import ENDPOINT_CHUNK, work_runs
 from app.main import create_app
 from app.models import EvaluationRun, Event
 from app.models.runs import RunStatus
-from app.services.runs import ENDPOINT_CHUNK, work_runs
-from app.settings import Settings
 from tests.conftest import new_key
 from tests.datasets.support import make_dataset, register
 from tests.faults.support import (

@@ -11,9 +11,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from app.core.settings import Settings
+from app.drift.job import run_scheduled_drift
 from app.main import create_app
-from app.services.scheduler import run_scheduled_drift
-from app.settings import Settings
 from tests.conftest import new_key
 from tests.datasets.support import Headers, register
 from tests.faults.support import gated_server

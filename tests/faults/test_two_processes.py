@@ -14,9 +14,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app.core.settings import Settings
+from app.drift.job import DRIFT_JOB
 from app.models import DriftRun, JobRun
-from app.services.scheduler import DRIFT_JOB
-from app.settings import Settings
 from tests.faults.support import ROOT
 
 DAYS = ["2031-04-02", "2031-04-03", "2031-04-04"]  # scheduler "now"s: periods are the day before
@@ -25,9 +25,9 @@ _SCHEDULER_CODE = """
 import json, sys, time
 from datetime import datetime, UTC
 from pathlib import Path
-from app.db import make_engine, make_sessionmaker
-from app.services.scheduler import run_scheduled_drift
-from app.settings import Settings
+from app.core.db import make_engine, make_sessionmaker
+from app.drift.job import run_scheduled_drift
+from app.core.settings import Settings
 barrier = Path(sys.argv[1])
 sessions = make_sessionmaker(make_engine(Settings()))
 (barrier / sys.argv[2]).touch()

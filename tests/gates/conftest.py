@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.core.settings import Settings
 from app.evals import ENTRY_POINT_GROUP, available_evaluators
-from app.settings import Settings
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.errors import PROBLEM_JSON
+from app.core.errors import PROBLEM_JSON
+from app.core.settings import Settings
 from app.models import (
     Checkpoint,
     Dataset,
@@ -23,7 +24,6 @@ from app.models import (
     Model,
     WebhookEndpoint,
 )
-from app.settings import Settings
 from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]

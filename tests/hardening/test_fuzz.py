@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from schemathesis.python import asgi
 
-from app.errors import PROBLEM_JSON
+from app.core.errors import PROBLEM_JSON
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 
 EXAMPLES_PER_OPERATION = 15
 OTLP_PATHS = ("/v1/traces", "/tracer/v1/traces")

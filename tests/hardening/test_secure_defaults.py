@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from app.errors import PROBLEM_JSON
+from app.core.errors import PROBLEM_JSON
+from app.core.settings import Settings
 from app.main import create_app
 from app.models.project import Role
-from app.settings import Settings
-from app.web import views
+from app.web.rendering import HtmlRoute
 from tests.conftest import new_key
 from tests.web.test_pages import csrf_of, sign_in
 
@@ -38,7 +38,7 @@ def dashboard_get_paths(app: FastAPI, ids: dict[str, Any]) -> list[str]:
     paths = []
     for route in iter_route_contexts(app.routes):
         original = route.original_route
-        if not isinstance(original, APIRoute) or original.endpoint.__module__ != views.__name__:
+        if not isinstance(original, HtmlRoute):
             continue
         if "GET" in (route.methods or set()):
             path = str(route.path)

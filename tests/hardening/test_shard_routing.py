@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from app.services.ingest import purge_expired_events
+from app.ingest.retention import purge_expired_events
 from tests.ingest.factories import event as event_body
 from tests.web.test_pages import sign_in
 

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.api.events import ingest_gate
+from app.core.settings import Settings
+from app.ingest.router import ingest_gate
+from app.ingest.schemas import body_is_plainly_storable, text_problem
 from app.main import create_app
 from app.models import Event
-from app.schemas.events import body_is_plainly_storable, text_problem
-from app.settings import Settings
 from tests.conftest import new_key
 from tests.ingest.factories import event
 

@@ -27,9 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Tracer
 from opentelemetry.util.types import Attributes
 
-from app.api.events import ingest_gate
+from app.core.settings import Settings
+from app.ingest.router import ingest_gate
 from app.main import create_app
-from app.settings import Settings
 from tests.conftest import new_key
 
 Headers = dict[str, str]

@@ -11,12 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.settings import Settings
+from app.drift.job import DRIFT_JOB
+from app.ingest import retention
+from app.ingest.retention import RETENTION_JOB, purge_expired_events, run_scheduled_retention
 from app.models import Checkpoint, DailySignal, Event, JobRun
-from app.services import ingest
-from app.services.ingest import purge_expired_events
-from app.services.scheduler import DRIFT_JOB, RETENTION_JOB, run_daily_jobs, run_scheduled_retention
-from app.settings import Settings
+from app.schedule import run_daily_jobs
 from tests.ingest.factories import event
 
 Headers = dict[str, str]
@@ -84,7 +85,7 @@ def test_the_daily_jobs_purge_expired_events_once_a_day_after_drift(
         },
         headers=auth,
     )
-    monkeypatch.setattr(ingest, "RETENTION_BATCH_ROWS", 2)  # 5 expired rows: 2 + 2 + 1
+    monkeypatch.setattr(retention, "RETENTION_BATCH_ROWS", 2)  # 5 expired rows: 2 + 2 + 1
     sessions = app.state.sessionmaker
     short = settings.model_copy(update={"retention_days": 30})
     now = datetime.now(UTC)

@@ -16,12 +16,12 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import demo
+from app.core.settings import Settings
 from app.models import Alert, Checkpoint, EvaluationRun, Event, Gate
 from app.models.drift import AlertStatus
 from app.models.gates import GateVerdict
 from app.models.project import Role
-from app.services import demo
-from app.settings import Settings
 from tests.conftest import new_key
 
 pytestmark = pytest.mark.browser

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import today_utc
+from app.core.db import today_utc
 from app.stats.calibration import DEFAULT_BINS, bin_statistics, equal_mass_bins
 from tests.drift.traffic import at, post_events
 from tests.web.test_pages import sign_in

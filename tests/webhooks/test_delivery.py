@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from app.services.webhook_delivery import (
+from app.webhooks.delivery import (
     MAX_DELAY_S,
     RESPONSE_EXCERPT_BYTES,
     USER_AGENT,

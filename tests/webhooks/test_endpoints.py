@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
-from app import crypto
-from app.db import utcnow
+from app.core import crypto
+from app.core.db import utcnow
+from app.core.settings import Settings
 from app.models import WebhookDelivery, WebhookEndpoint
-from app.services.webhook_delivery import MAX_ATTEMPTS, new_webhook_secret
-from app.services.webhooks import PAUSE_AFTER_FAILURES, deliver_webhooks
-from app.settings import Settings
+from app.webhooks.delivery import MAX_ATTEMPTS, new_webhook_secret
+from app.webhooks.service import PAUSE_AFTER_FAILURES, deliver_webhooks
 from tests.webhooks.receiver import receiver
 
 Headers = dict[str, str]

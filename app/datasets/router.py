@@ -1,0 +1,266 @@
+"""Datasets: create, add immutable versions (JSON rows or a streamed JSONL/CSV upload),
+list rows, diff two versions, promote production traces into a version."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from app.core.deps import Paging, Reader, SessionDep, Writer, api_router
+from app.core.errors import Problem, Unprocessable
+from app.core.schemas import Page, StrictModel
+from app.datasets import service as datasets
+from app.datasets.schemas import (
+    DatasetIn,
+    DatasetOut,
+    DiffOut,
+    FromTracesIn,
+    RowOut,
+    VersionCreatedOut,
+    VersionIn,
+    VersionOut,
+)
+from app.models import Dataset, DatasetRow, DatasetVersion
+from app.registry.schemas import ShortText
+
+router = api_router("/api/v1", "datasets")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], raw: Any) -> M:
+    """Validate a body read by hand (routes that also take multipart) with the same 422 shape
+    FastAPI gives declared bodies."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+async def json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Unprocessable(f"body: invalid JSON: {exc}", field="body") from None
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+def upload_part(form: Any, name: str) -> UploadFile:
+    part = form.get(name)
+    if not isinstance(part, UploadFile):
+        raise Unprocessable(f"{name}: the multipart body needs a file part '{name}'", field=name)
+    return part
+
+
+def file_kind(upload: UploadFile) -> str:
+    """'jsonl' or 'csv', from the file name or else its media type."""
+    filename = (upload.filename or "").lower()
+    media = (upload.content_type or "").lower()
+    if filename.endswith((".jsonl", ".ndjson")) or "ndjson" in media or "jsonl" in media:
+        return "jsonl"
+    if filename.endswith(".csv") or media.startswith("text/csv"):
+        return "csv"
+    raise Problem("file: upload a .jsonl or .csv file", status=415, field="file")
+
+
+def multipart_doc(model: type[BaseModel], file_part: str, text_parts: Sequence[str]) -> Any:
+    """OpenAPI for routes that take either a JSON body or a multipart upload."""
+    properties: dict[str, Any] = {file_part: {"type": "string", "format": "binary"}}
+    properties |= {part: {"type": "string"} for part in text_parts}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": model.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": properties, "required": [file_part]}
+                },
+            },
+        }
+    }
+
+
+def dataset_out(dataset: Dataset, latest: int | None) -> DatasetOut:
+    return DatasetOut(
+        id=dataset.id,
+        name=dataset.name,
+        description=dataset.description,
+        latest_version=latest,
+        created_at=dataset.created_at,
+    )
+
+
+def version_out(version: DatasetVersion) -> VersionOut:
+    return VersionOut(
+        version=version.version,
+        row_count=version.row_count,
+        content_hash=version.content_hash,
+        source=version.source,
+        note=version.note,
+        created_at=version.created_at,
+    )
+
+
+def row_out(row: DatasetRow) -> RowOut:
+    return RowOut(
+        key=row.key,
+        input=row.input,
+        expected=row.expected,
+        context=row.context,
+        cohort=row.cohort,
+        risk=row.risk,
+        expected_behavior=row.expected_behavior,
+        label=row.label,
+        metadata=row.meta,
+        row_hash=row.row_hash,
+    )
+
+
+def created_out(version: DatasetVersion, created: bool, response: Response) -> VersionCreatedOut:
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return VersionCreatedOut(**version_out(version).model_dump(), created=created)
+
+
+@router.post("/datasets", response_model=DatasetOut, status_code=status.HTTP_201_CREATED)
+def create_dataset(body: DatasetIn, principal: Writer, session: SessionDep) -> DatasetOut:
+    dataset = datasets.create_dataset(session, principal, body.name, body.description)
+    return dataset_out(dataset, None)
+
+
+@router.get("/datasets", response_model=Page[DatasetOut])
+def list_datasets(principal: Reader, session: SessionDep, paging: Paging) -> Page[DatasetOut]:
+    rows, cursor = datasets.list_datasets(
+        session, principal.project_id, paging.cursor, paging.limit
+    )
+    latest = datasets.latest_versions(session, [row.id for row in rows])
+    return Page(items=[dataset_out(row, latest.get(row.id)) for row in rows], next_cursor=cursor)
+
+
+@router.get("/datasets/{dataset_name}", response_model=DatasetOut)
+def get_dataset(dataset_name: str, principal: Reader, session: SessionDep) -> DatasetOut:
+    dataset = datasets.get_dataset(session, principal.project_id, dataset_name)
+    return dataset_out(dataset, datasets.latest_versions(session, [dataset.id]).get(dataset.id))
+
+
+class _VersionEnvelope(StrictModel):
+    """Rows are validated one by one by the service, so errors name the row number."""
+
+    rows: list[Any]
+    note: ShortText | None = None
+
+
+@router.post(
+    "/datasets/{dataset_name}/versions",
+    response_model=VersionCreatedOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": VersionCreatedOut, "description": "Same rows as the latest"}},
+    openapi_extra=multipart_doc(VersionIn, "file", ["note"]),
+)
+async def add_version(
+    dataset_name: str, request: Request, principal: Writer, session: SessionDep, response: Response
+) -> VersionCreatedOut:
+    if not is_multipart(request):
+        body = parse_model(_VersionEnvelope, await json_body(request))
+        version, created = await run_in_threadpool(
+            datasets.add_version,
+            session,
+            principal,
+            dataset_name,
+            datasets.json_rows(body.rows),
+            "json",
+            body.note,
+        )
+        return created_out(version, created, response)
+    async with request.form() as form:
+        upload = upload_part(form, "file")
+        kind = file_kind(upload)
+        note = form.get("note")
+        await upload.seek(0)
+        parse = datasets.jsonl_rows if kind == "jsonl" else datasets.csv_rows
+        version, created = await run_in_threadpool(
+            datasets.add_version,
+            session,
+            principal,
+            dataset_name,
+            parse(upload.file),
+            kind,
+            note if isinstance(note, str) and note else None,
+        )
+    return created_out(version, created, response)
+
+
+@router.post(
+    "/datasets/{dataset_name}/versions/from-traces",
+    response_model=VersionCreatedOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": VersionCreatedOut, "description": "Same rows as the latest"}},
+)
+def version_from_traces(
+    dataset_name: str,
+    body: FromTracesIn,
+    principal: Writer,
+    session: SessionDep,
+    response: Response,
+) -> VersionCreatedOut:
+    version, created = datasets.version_from_traces(session, principal, dataset_name, body)
+    return created_out(version, created, response)
+
+
+@router.get("/datasets/{dataset_name}/versions", response_model=Page[VersionOut])
+def list_versions(
+    dataset_name: str, principal: Reader, session: SessionDep, paging: Paging
+) -> Page[VersionOut]:
+    rows, cursor = datasets.list_versions(
+        session, principal.project_id, dataset_name, paging.cursor, paging.limit
+    )
+    return Page(items=[version_out(row) for row in rows], next_cursor=cursor)
+
+
+@router.get("/datasets/{dataset_name}/versions/{dataset_version}", response_model=VersionOut)
+def get_version(
+    dataset_name: str, dataset_version: int, principal: Reader, session: SessionDep
+) -> VersionOut:
+    return version_out(
+        datasets.get_version(session, principal.project_id, dataset_name, dataset_version)
+    )
+
+
+@router.get("/datasets/{dataset_name}/versions/{dataset_version}/rows", response_model=Page[RowOut])
+def list_rows(
+    dataset_name: str,
+    dataset_version: int,
+    principal: Reader,
+    session: SessionDep,
+    paging: Paging,
+) -> Page[RowOut]:
+    rows, cursor = datasets.list_rows(
+        session, principal.project_id, dataset_name, dataset_version, paging.cursor, paging.limit
+    )
+    return Page(items=[row_out(row) for row in rows], next_cursor=cursor)
+
+
+@router.get("/datasets/{dataset_name}/diff", response_model=DiffOut)
+def diff_versions(
+    dataset_name: str,
+    principal: Reader,
+    session: SessionDep,
+    from_version: Annotated[int, Query(alias="from", ge=1)],
+    to_version: Annotated[int, Query(alias="to", ge=1)],
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+) -> DiffOut:
+    diff = datasets.diff_versions(
+        session, principal.project_id, dataset_name, from_version, to_version, limit
+    )
+    return DiffOut(**diff)

@@ -1,0 +1,245 @@
+"""Production traffic over REST: event batches, feedback, trace explorer, online evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, Writer, api_router
+from app.core.errors import Problem
+from app.core.schemas import Page
+from app.core.settings import Settings
+from app.ingest import service as ingest
+from app.ingest.queue import IngestGate
+from app.ingest.schemas import (
+    EventBatchIn,
+    EventIn,
+    EventOut,
+    EventRejection,
+    FeedbackIn,
+    FeedbackOut,
+    FeedbackValue,
+    IngestResult,
+    ProjectSettingsIn,
+    ProjectSettingsOut,
+    TraceOut,
+    body_is_plainly_storable,
+)
+from app.models import Event
+from app.registry import service as registry
+
+router = api_router("/api/v1", "events")
+
+
+# --- Backpressure and raw bodies (shared with the OTLP receiver) ----------------------------
+
+
+def ingest_gate(app: FastAPI) -> IngestGate:
+    """The process's gate, made on first use (on the event loop, so made once)."""
+    gate: IngestGate | None = getattr(app.state, "ingest_gate", None)
+    if gate is None:
+        settings: Settings = app.state.settings
+        gate = app.state.ingest_gate = IngestGate(
+            settings.ingest_max_in_flight, settings.ingest_retry_after_s
+        )
+    return gate
+
+
+def ingest_slot(overload_status: int) -> Callable[[Request], AsyncIterator[None]]:
+    """Dependency holding a place in the gate for the whole request, or refusing it at once
+    with `overload_status` and Retry-After. Declared before the body and the key so that an
+    overloaded server reads neither."""
+
+    async def slot(request: Request) -> AsyncIterator[None]:
+        gate = ingest_gate(request.app)
+        if not gate.try_acquire():
+            raise Problem(
+                f"ingest is at capacity ({gate.capacity} requests in flight); retry after "
+                f"{gate.retry_after_s}s",
+                status=overload_status,
+                headers={"Retry-After": str(gate.retry_after_s)},
+            )
+        try:
+            yield
+        finally:
+            gate.release()
+
+    return slot
+
+
+async def request_body(request: Request) -> bytes:
+    """The raw body, read before the key is checked so no transaction waits on the upload."""
+    return await request.body()
+
+
+RestSlot = Annotated[None, Depends(ingest_slot(status.HTTP_429_TOO_MANY_REQUESTS))]
+RawBody = Annotated[bytes, Depends(request_body)]
+
+
+# --- Events ---------------------------------------------------------------------------------
+
+
+def _parse_batch(body: bytes) -> list[Any]:
+    try:
+        return EventBatchIn.model_validate_json(body).events
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+_BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {"events": {"type": "array", "items": EventIn.model_json_schema()}},
+}
+
+
+@router.post(
+    "/events",
+    response_model=IngestResult,
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BATCH_SCHEMA}},
+        }
+    },
+    responses={413: {"description": "More events than PLUMBLINE_MAX_EVENTS_PER_REQUEST"}},
+)
+async def post_events(
+    _slot: RestSlot, body: RawBody, principal: Writer, session: SessionDep, settings: SettingsDep
+) -> IngestResult:
+    """Stores valid events, reports the rest by index; answered only after commit."""
+    events = await run_in_threadpool(_parse_batch, body)
+    outcome = await run_in_threadpool(
+        ingest.ingest_events,
+        session,
+        principal.project_id,
+        events,
+        settings,
+        "rest",
+        body_is_plainly_storable(body),
+    )
+    return IngestResult(
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        rejected=[
+            EventRejection(index=r.index, field=r.field, error=r.error) for r in outcome.rejected
+        ],
+    )
+
+
+def events_out(session: Session, events: Sequence[Event]) -> list[EventOut]:
+    names = registry.names_by_id(session, {event.checkpoint_id for event in events})
+    return [
+        EventOut(
+            id=event.id,
+            trace_id=event.trace_id,
+            span_id=event.span_id or None,
+            timestamp=event.ts,
+            model=names[event.checkpoint_id][0],
+            checkpoint_id=event.checkpoint_id,
+            checkpoint_version=names[event.checkpoint_id][1],
+            cohort=event.cohort,
+            input=event.input,
+            output=event.output,
+            truncated=event.truncated,
+            eval_passed=event.eval_passed,
+            fallback=event.fallback,
+            refusal=event.refusal,
+            should_refuse=event.should_refuse,
+            feedback=ingest.FEEDBACK_NAMES.get(event.feedback) if event.feedback else None,
+            latency_ms=event.latency_ms,
+            probability=event.probability,
+            label=event.label,
+            attributes=event.attributes,
+            source=event.source,
+            received_at=event.received_at,
+        )
+        for event in events
+    ]
+
+
+@router.get("/events", response_model=Page[EventOut])
+def list_events(
+    principal: Reader,
+    session: SessionDep,
+    paging: Paging,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    checkpoint_id: int | None = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="exclusive")] = None,
+    route: Annotated[str | None, Query(max_length=200)] = None,
+    user_segment: Annotated[str | None, Query(max_length=100)] = None,
+    prompt_version: Annotated[str | None, Query(max_length=100)] = None,
+    eval_passed: bool | None = None,
+    fallback: bool | None = None,
+    refusal: bool | None = None,
+    feedback: FeedbackValue | None = None,
+) -> Page[EventOut]:
+    filters = ingest.EventFilters(
+        model=model,
+        checkpoint_id=checkpoint_id,
+        start=start,
+        end=end,
+        route=route,
+        user_segment=user_segment,
+        prompt_version=prompt_version,
+        eval_passed=eval_passed,
+        fallback=fallback,
+        refusal=refusal,
+        feedback=feedback,
+    )
+    rows, cursor = ingest.list_events(
+        session, principal.project_id, filters, paging.cursor, paging.limit
+    )
+    return Page(items=events_out(session, rows), next_cursor=cursor)
+
+
+@router.get("/traces/{trace_id}", response_model=TraceOut)
+def get_trace(trace_id: str, principal: Reader, session: SessionDep) -> TraceOut:
+    trace = ingest.get_trace(session, principal.project_id, trace_id)
+    feedback = trace.feedback
+    return TraceOut(
+        trace_id=trace.trace_id,
+        feedback=ingest.FEEDBACK_NAMES[feedback.value] if feedback else None,
+        feedback_comment=feedback.comment if feedback else None,
+        events=events_out(session, trace.events),
+    )
+
+
+# --- Feedback -------------------------------------------------------------------------------
+
+
+@router.post("/feedback", response_model=FeedbackOut)
+def post_feedback(body: FeedbackIn, principal: Writer, session: SessionDep) -> FeedbackOut:
+    """Before or after its events: the stored state ends the same either way."""
+    updated = ingest.record_feedback(
+        session, principal.project_id, body.trace_id, body.value, body.comment
+    )
+    return FeedbackOut(
+        trace_id=body.trace_id, value=body.value, comment=body.comment, events_updated=updated
+    )
+
+
+# --- Project settings -----------------------------------------------------------------------
+
+
+@router.get("/project/settings", response_model=ProjectSettingsOut)
+def get_project_settings(principal: Admin, session: SessionDep) -> ProjectSettingsOut:
+    stored = ingest.project_settings(session, principal.project_id)
+    return ProjectSettingsOut(online_eval=stored.get("online_eval") or {})
+
+
+@router.put("/project/settings", response_model=ProjectSettingsOut)
+def put_project_settings(
+    body: ProjectSettingsIn, principal: Admin, session: SessionDep
+) -> ProjectSettingsOut:
+    stored = ingest.set_online_eval(session, principal, body.online_eval)
+    return ProjectSettingsOut(online_eval=stored["online_eval"])

@@ -1,0 +1,128 @@
+"""Webhook endpoints, test sends and the delivery log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import Response, status
+
+from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, api_router
+from app.core.schemas import Page
+from app.models import WebhookDelivery, WebhookEndpoint
+from app.webhooks import service as webhooks
+from app.webhooks.schemas import (
+    DeliveryOut,
+    WebhookCreatedOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookPatch,
+)
+
+router = api_router("/api/v1", "webhooks")
+
+
+def _endpoint_out(endpoint: WebhookEndpoint) -> WebhookOut:
+    return WebhookOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=endpoint.events,
+        description=endpoint.description,
+        status=endpoint.status,
+        paused_reason=endpoint.paused_reason,
+        consecutive_failures=endpoint.consecutive_failures,
+        created_at=endpoint.created_at,
+    )
+
+
+def _deliveries_out(rows: Sequence[WebhookDelivery]) -> list[DeliveryOut]:
+    return [
+        DeliveryOut(
+            id=d.id,
+            webhook_id=d.endpoint_id,
+            event_type=d.event_type,
+            msg_id=d.msg_id,
+            status=d.status,
+            attempts=d.attempts,
+            next_attempt_at=d.next_attempt_at,
+            last_status_code=d.last_status_code,
+            last_response_excerpt=d.last_response_excerpt,
+            last_error=d.last_error,
+            last_duration_ms=d.last_duration_ms,
+            delivered_at=d.delivered_at,
+            created_at=d.created_at,
+            payload=d.payload,
+        )
+        for d in rows
+    ]
+
+
+@router.post("/webhooks", response_model=WebhookCreatedOut, status_code=status.HTTP_201_CREATED)
+def create_webhook(
+    body: WebhookIn, principal: Admin, session: SessionDep, settings: SettingsDep
+) -> WebhookCreatedOut:
+    """The signing secret is in this answer only; it is stored encrypted."""
+    endpoint, secret = webhooks.create_endpoint(session, principal, settings, body)
+    return WebhookCreatedOut(**_endpoint_out(endpoint).model_dump(), secret=secret)
+
+
+@router.get("/webhooks", response_model=Page[WebhookOut])
+def list_webhooks(principal: Reader, session: SessionDep, paging: Paging) -> Page[WebhookOut]:
+    rows, cursor = webhooks.list_endpoints(
+        session, principal.project_id, paging.cursor, paging.limit
+    )
+    return Page(items=[_endpoint_out(e) for e in rows], next_cursor=cursor)
+
+
+@router.get("/webhooks/{webhook_id}", response_model=WebhookOut)
+def get_webhook(webhook_id: int, principal: Reader, session: SessionDep) -> WebhookOut:
+    return _endpoint_out(webhooks.get_endpoint(session, principal.project_id, webhook_id))
+
+
+@router.patch("/webhooks/{webhook_id}", response_model=WebhookOut)
+def update_webhook(
+    webhook_id: int,
+    body: WebhookPatch,
+    principal: Admin,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> WebhookOut:
+    """Change url, events or description; status 'active' re-enables a paused endpoint."""
+    endpoint = webhooks.update_endpoint(session, principal, settings, webhook_id, body)
+    return _endpoint_out(endpoint)
+
+
+@router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_webhook(webhook_id: int, principal: Admin, session: SessionDep) -> Response:
+    webhooks.delete_endpoint(session, principal, webhook_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/webhooks/{webhook_id}/test",
+    response_model=DeliveryOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def test_webhook(webhook_id: int, principal: Admin, session: SessionDep) -> DeliveryOut:
+    """Queues a signed test message; its outcome appears in the delivery log."""
+    return _deliveries_out([webhooks.queue_test(session, principal, webhook_id)])[0]
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
+def list_deliveries(
+    webhook_id: int, principal: Reader, session: SessionDep, paging: Paging
+) -> Page[DeliveryOut]:
+    rows, cursor = webhooks.list_deliveries(
+        session, principal.project_id, webhook_id, paging.cursor, paging.limit
+    )
+    return Page(items=_deliveries_out(rows), next_cursor=cursor)
+
+
+@router.post(
+    "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def redeliver(
+    webhook_id: int, delivery_id: int, principal: Admin, session: SessionDep
+) -> DeliveryOut:
+    return _deliveries_out([webhooks.redeliver(session, principal, webhook_id, delivery_id)])[0]
