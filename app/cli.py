@@ -12,6 +12,7 @@ from typing import Any
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, today_utc
 from app.core.jobs import daily_jobs_lock
+from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift_job
 from app.keys import service as keys
@@ -118,7 +119,9 @@ def _drift(settings: Settings, args: argparse.Namespace) -> int:
     day = args.date or today_utc() - timedelta(days=1)
     sessions = make_sessionmaker(make_engine(settings))
     with daily_jobs_lock(sessions):
-        results = drift_job.run_all_projects(sessions, day, "cli", backfill=args.backfill)
+        results = drift_job.run_all_projects(
+            sessions, Links.of(settings), day, "cli", backfill=args.backfill
+        )
     for result in results:
         print(
             f"{result.day}\t{result.signals} signals\t{result.alerts_opened} alerts opened"

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.auth import Principal
+from app.core.links import Links
 from app.core.settings import Settings
 from app.datasets import service as datasets
 from app.drift import job as drift_job
@@ -98,14 +99,26 @@ def seed(
         )
         v1, v2, v3 = _register_checkpoints(session, principal)
         _golden_dataset(session, principal)
+    links = Links.of(settings)
     run_ids = _evaluate(sessions, settings, principal, (v1, v2, v3))
     with sessions() as session:
-        passed = gates.create_gate(session, principal, _gate_body(run_ids[1], run_ids[0]))
-        gates.create_gate(session, principal, _gate_body(run_ids[2], run_ids[1]))
-        registry.promote(session, principal, MODEL, v1, None, False, "first production model")
-        registry.promote(session, principal, MODEL, v2, passed.id, False, "better billing answers")
+        passed = gates.create_gate(session, principal, links, _gate_body(run_ids[1], run_ids[0]))
+        gates.create_gate(session, principal, links, _gate_body(run_ids[2], run_ids[1]))
         registry.promote(
-            session, principal, MODEL, v3, None, True, "friendlier tone; gate block judged noise"
+            session, principal, links, MODEL, v1, None, False, "first production model"
+        )
+        registry.promote(
+            session, principal, links, MODEL, v2, passed.id, False, "better billing answers"
+        )
+        registry.promote(
+            session,
+            principal,
+            links,
+            MODEL,
+            v3,
+            None,
+            True,
+            "friendlier tone; gate block judged noise",
         )
         backdate_champion_history(
             session,
@@ -121,7 +134,7 @@ def seed(
             events += ingest.ingest_events(session, principal.project_id, batch, settings).accepted
     with sessions() as session:
         results = drift_job.run_days(
-            session, principal.project_id, today - timedelta(days=1), DAYS, "demo"
+            session, links, principal.project_id, today - timedelta(days=1), DAYS, "demo"
         )
     return DemoSummary(
         PROJECT,

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.core import health
-from app.core import settings as settings_module
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
 from app.core.jobs import BackgroundWorkers
@@ -70,7 +69,6 @@ PAGE_ROUTERS = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    settings_module.configure(settings)
     configure_logging(settings.log_level, settings.log_json)
     engine = make_engine(settings)
 

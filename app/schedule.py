@@ -14,6 +14,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.jobs import Loop
+from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.evaluations.service import work_runs
@@ -31,7 +32,7 @@ def run_daily_jobs(
 ) -> None:
     """Drift first, then retention, which runs even when drift failed (its events still age)."""
     try:
-        run_scheduled_drift(sessions, now)
+        run_scheduled_drift(sessions, Links.of(settings), now)
     finally:
         run_scheduled_retention(sessions, settings, now)
 

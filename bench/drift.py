@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import make_engine, make_sessionmaker
+from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift
 from app.drift import rollup
@@ -115,7 +116,9 @@ def bench_size(sessions: sessionmaker[Session], n: int, repeats: int) -> dict[st
 
     def job() -> None:
         with sessions() as session:
-            results.append(drift.run_day(session, project_id, DAY, "bench"))
+            results.append(
+                drift.run_day(session, Links("http://127.0.0.1:8000"), project_id, DAY, "bench")
+            )
 
     def bare() -> None:
         with sessions() as session:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.auth import Principal
 from app.core.db import make_engine, make_sessionmaker
+from app.core.links import Links
 from app.core.settings import Settings
 from app.gates import service as gates
 from app.gates.schemas import GateIn, GatePolicySpec
@@ -152,7 +153,7 @@ def run(sessions: sessionmaker[Session]) -> dict[str, Any]:
     def whole_gate() -> None:
         with sessions() as session:
             body = GateIn(candidate_run_id=candidate_id, baseline_run_id=baseline_id)
-            gates.create_gate(session, principal, body)
+            gates.create_gate(session, principal, Links("http://127.0.0.1:8000"), body)
 
     return {
         "rows": len(paired.keys),

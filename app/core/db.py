@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 from sqlalchemy import Engine, Table, create_engine, event, func, text
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.core.errors import NotFound
 from app.core.settings import Settings
 
 
@@ -21,8 +23,6 @@ def make_engine(settings: Settings) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            from pathlib import Path
-
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -128,3 +128,30 @@ def utcnow() -> datetime:
 
 def today_utc() -> date:
     return utcnow().date()
+
+
+class _Owned(Protocol):
+    project_id: Any
+
+
+OwnedT = TypeVar("OwnedT", bound=_Owned)
+
+
+def get_owned(
+    session: Session,
+    entity: type[OwnedT],
+    project_id: int,
+    row_id: int,
+    what: str,
+    field: str | None = None,
+) -> OwnedT:
+    """The row of `entity` with this id, if it belongs to `project_id`: the one tenant check.
+
+    Another project's row answers exactly as a missing one (404 "no <what> <id>"), so ids of
+    other tenants cannot be probed. `field` names the request field the id came from."""
+    row = session.get(entity, row_id)
+    if row is None or row.project_id != project_id:
+        if field is None:
+            raise NotFound(f"no {what} {row_id}")
+        raise NotFound(f"{field}: no {what} {row_id}", field=field)
+    return row

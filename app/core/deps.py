@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.core.auth import Principal, authenticate
 from app.core.db import get_session
 from app.core.errors import PROBLEM_JSON
+from app.core.links import Links
 from app.core.ratelimit import enforce
 from app.core.schemas import ProblemDetail
 from app.core.settings import Settings
@@ -62,6 +63,13 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_links(request: Request) -> Links:
+    return Links.of(request.app.state.settings)
+
+
+LinksDep = Annotated[Links, Depends(get_links)]
 
 
 class PageParams:

@@ -18,6 +18,23 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=False)
 
 
+class OrmModel(BaseModel):
+    """Response bodies: read from ORM rows or typed query results by attribute
+    (`Out.model_validate(row)`), so a noun has one shape for the API, the pages and webhooks.
+
+    Names of related rows come through `validation_alias=AliasPath(...)` over the models'
+    relationships; building one from keyword arguments by field name works too."""
+
+    model_config = ConfigDict(from_attributes=True, validate_by_name=True, validate_by_alias=True)
+
+
+class CohortRef(BaseModel):
+    """One cohort: a dimension and one of its values; the whole population is all/all."""
+
+    dimension: str
+    value: str
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None

@@ -53,19 +53,3 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-
-_current: Settings | None = None
-
-
-def configure(settings: Settings) -> None:
-    """The app's settings become the ones services see (create_app calls this)."""
-    global _current
-    _current = settings
-
-
-def get_settings() -> Settings:
-    global _current
-    if _current is None:
-        _current = Settings()
-    return _current

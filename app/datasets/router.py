@@ -27,7 +27,7 @@ from app.datasets.schemas import (
     VersionIn,
     VersionOut,
 )
-from app.models import Dataset, DatasetRow, DatasetVersion
+from app.models import DatasetVersion
 from app.registry.schemas import ShortText
 
 router = api_router("/api/v1", "datasets")
@@ -91,52 +91,16 @@ def multipart_doc(model: type[BaseModel], file_part: str, text_parts: Sequence[s
     }
 
 
-def dataset_out(dataset: Dataset, latest: int | None) -> DatasetOut:
-    return DatasetOut(
-        id=dataset.id,
-        name=dataset.name,
-        description=dataset.description,
-        latest_version=latest,
-        created_at=dataset.created_at,
-    )
-
-
-def version_out(version: DatasetVersion) -> VersionOut:
-    return VersionOut(
-        version=version.version,
-        row_count=version.row_count,
-        content_hash=version.content_hash,
-        source=version.source,
-        note=version.note,
-        created_at=version.created_at,
-    )
-
-
-def row_out(row: DatasetRow) -> RowOut:
-    return RowOut(
-        key=row.key,
-        input=row.input,
-        expected=row.expected,
-        context=row.context,
-        cohort=row.cohort,
-        risk=row.risk,
-        expected_behavior=row.expected_behavior,
-        label=row.label,
-        metadata=row.meta,
-        row_hash=row.row_hash,
-    )
-
-
 def created_out(version: DatasetVersion, created: bool, response: Response) -> VersionCreatedOut:
     if not created:
         response.status_code = status.HTTP_200_OK
-    return VersionCreatedOut(**version_out(version).model_dump(), created=created)
+    return VersionCreatedOut(**VersionOut.model_validate(version).model_dump(), created=created)
 
 
 @router.post("/datasets", response_model=DatasetOut, status_code=status.HTTP_201_CREATED)
 def create_dataset(body: DatasetIn, principal: Writer, session: SessionDep) -> DatasetOut:
     dataset = datasets.create_dataset(session, principal, body.name, body.description)
-    return dataset_out(dataset, None)
+    return DatasetOut.model_validate(dataset)
 
 
 @router.get("/datasets", response_model=Page[DatasetOut])
@@ -144,14 +108,13 @@ def list_datasets(principal: Reader, session: SessionDep, paging: Paging) -> Pag
     rows, cursor = datasets.list_datasets(
         session, principal.project_id, paging.cursor, paging.limit
     )
-    latest = datasets.latest_versions(session, [row.id for row in rows])
-    return Page(items=[dataset_out(row, latest.get(row.id)) for row in rows], next_cursor=cursor)
+    return Page(items=[DatasetOut.model_validate(row) for row in rows], next_cursor=cursor)
 
 
 @router.get("/datasets/{dataset_name}", response_model=DatasetOut)
 def get_dataset(dataset_name: str, principal: Reader, session: SessionDep) -> DatasetOut:
     dataset = datasets.get_dataset(session, principal.project_id, dataset_name)
-    return dataset_out(dataset, datasets.latest_versions(session, [dataset.id]).get(dataset.id))
+    return DatasetOut.model_validate(dataset)
 
 
 class _VersionEnvelope(StrictModel):
@@ -225,14 +188,14 @@ def list_versions(
     rows, cursor = datasets.list_versions(
         session, principal.project_id, dataset_name, paging.cursor, paging.limit
     )
-    return Page(items=[version_out(row) for row in rows], next_cursor=cursor)
+    return Page(items=[VersionOut.model_validate(row) for row in rows], next_cursor=cursor)
 
 
 @router.get("/datasets/{dataset_name}/versions/{dataset_version}", response_model=VersionOut)
 def get_version(
     dataset_name: str, dataset_version: int, principal: Reader, session: SessionDep
 ) -> VersionOut:
-    return version_out(
+    return VersionOut.model_validate(
         datasets.get_version(session, principal.project_id, dataset_name, dataset_version)
     )
 
@@ -248,7 +211,7 @@ def list_rows(
     rows, cursor = datasets.list_rows(
         session, principal.project_id, dataset_name, dataset_version, paging.cursor, paging.limit
     )
-    return Page(items=[row_out(row) for row in rows], next_cursor=cursor)
+    return Page(items=[RowOut.model_validate(row) for row in rows], next_cursor=cursor)
 
 
 @router.get("/datasets/{dataset_name}/diff", response_model=DiffOut)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, Field, StringConstraints
 
-from app.core.schemas import StrictModel
+from app.core.schemas import OrmModel, StrictModel
 from app.models.datasets import ExpectedBehavior, Risk
 from app.registry.schemas import Name
 
@@ -22,7 +22,7 @@ class DatasetIn(StrictModel):
     description: Note | None = None
 
 
-class DatasetOut(BaseModel):
+class DatasetOut(OrmModel):
     id: int
     name: str
     description: str | None
@@ -52,7 +52,7 @@ class VersionIn(StrictModel):
     note: Note | None = None
 
 
-class VersionOut(BaseModel):
+class VersionOut(OrmModel):
     version: int
     row_count: int
     content_hash: str
@@ -76,7 +76,7 @@ class FromTracesIn(StrictModel):
     note: Note | None = None
 
 
-class RowOut(BaseModel):
+class RowOut(OrmModel):
     key: str
     input: Any
     expected: Any
@@ -85,7 +85,7 @@ class RowOut(BaseModel):
     risk: Risk
     expected_behavior: ExpectedBehavior | None
     label: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(validation_alias=AliasChoices("meta", "metadata"))
     row_hash: str
 
 
@@ -110,7 +110,7 @@ class SuiteIn(StrictModel):
     evaluators: list[EvaluatorSpecIn] = Field(min_length=1, max_length=100)
 
 
-class SuiteOut(BaseModel):
+class SuiteOut(OrmModel):
     name: str
     description: str | None
     evaluators: list[dict[str, Any]]

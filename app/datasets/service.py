@@ -209,15 +209,6 @@ def list_datasets(
     )
 
 
-def latest_versions(session: Session, dataset_ids: Iterable[int]) -> dict[int, int]:
-    rows = session.execute(
-        select(DatasetVersion.dataset_id, func.max(DatasetVersion.version))
-        .where(DatasetVersion.dataset_id.in_(list(dataset_ids)))
-        .group_by(DatasetVersion.dataset_id)
-    ).all()
-    return {dataset_id: version for dataset_id, version in rows}
-
-
 def get_version(
     session: Session, project_id: int, name: str, number: int | None = None
 ) -> DatasetVersion:

@@ -16,22 +16,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
-from app.core.db import utcnow
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.db import get_owned, utcnow
+from app.core.errors import Conflict
+from app.core.links import Links
 from app.core.pagination import paginate
-from app.core.settings import get_settings
 from app.drift.monitors import DayJudgement, Verdict
 from app.drift.rollup import sample_trace_ids
-from app.models import Alert, ChampionHistory, Checkpoint, Model
+from app.drift.schemas import AlertOut
+from app.models import Alert, ChampionHistory, Model
 from app.models.drift import AlertStatus
-from app.registry.service import names_by_id, rollback_target_id
+from app.registry.service import rollback_target_id
 from app.webhooks import outbox
 
 AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
@@ -43,7 +43,7 @@ def _key(alert: Alert) -> AlertKey:
 
 
 def apply_verdicts(
-    session: Session, model: Model, day: date, judgement: DayJudgement
+    session: Session, links: Links, model: Model, day: date, judgement: DayJudgement
 ) -> tuple[int, int]:
     """Opens, refreshes, reminds and resolves the model's alerts for `day`. -> (opened,
     resolved). Runs in the caller's transaction, so alerts and their outbox rows commit
@@ -64,15 +64,15 @@ def apply_verdicts(
         alert = unresolved.get(key)
         if verdict.outside:
             if alert is None and not _judged_by_resolved(session, key, day):
-                _open(session, model, day, verdict)
+                _open(session, links, model, day, verdict)
                 opened += 1
             elif alert is not None and day >= alert.last_day:
-                _refresh(session, alert, day, verdict)
+                _refresh(session, links, alert, day, verdict)
         elif alert is not None and day > alert.last_day:
             alert.days_in_band += 1
             alert.last_day = day
             if alert.days_in_band >= verdict.monitor.resolve_after_days:
-                _resolve(session, alert, "recovered", note=None)
+                _resolve(session, links, alert, "recovered", note=None)
                 resolved += 1
     for key, alert in unresolved.items():
         if key not in judged and day > alert.day:
@@ -108,7 +108,7 @@ def _rollback_target(session: Session, model_id: int) -> int | None:
     return rollback_target_id(history)
 
 
-def _open(session: Session, model: Model, day: date, verdict: Verdict) -> Alert:
+def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:
     row = verdict.row
     assert row.rate is not None  # judged rows always carry a rate
     alert = Alert(
@@ -137,11 +137,11 @@ def _open(session: Session, model: Model, day: date, verdict: Verdict) -> Alert:
     )
     session.add(alert)
     session.flush()
-    _notify(session, alert, "alert.opened", f"alert.opened.{alert.id}")
+    _notify(session, links, alert, "alert.opened", f"alert.opened.{alert.id}")
     return alert
 
 
-def _refresh(session: Session, alert: Alert, day: date, verdict: Verdict) -> None:
+def _refresh(session: Session, links: Links, alert: Alert, day: date, verdict: Verdict) -> None:
     row = verdict.row
     assert row.rate is not None
     is_new_day = day > alert.last_day
@@ -156,6 +156,7 @@ def _refresh(session: Session, alert: Alert, day: date, verdict: Verdict) -> Non
         alert.last_notified_at = utcnow()
         _notify(
             session,
+            links,
             alert,
             "alert.opened",
             f"alert.opened.{alert.id}.reminder.{day.isoformat()}",
@@ -163,14 +164,16 @@ def _refresh(session: Session, alert: Alert, day: date, verdict: Verdict) -> Non
         )
 
 
-def _resolve(session: Session, alert: Alert, resolution: str, note: str | None) -> None:
+def _resolve(
+    session: Session, links: Links, alert: Alert, resolution: str, note: str | None
+) -> None:
     alert.status = AlertStatus.resolved
     alert.resolved_at = utcnow()
     alert.resolution = resolution
     if note:
         _annotate_once(alert, {"kind": "note", "note": note, "at": utcnow().isoformat()})
     session.flush()
-    _notify(session, alert, "alert.resolved", f"alert.resolved.{alert.id}")
+    _notify(session, links, alert, "alert.resolved", f"alert.resolved.{alert.id}")
 
 
 def _annotate_once(alert: Alert, annotation: dict[str, Any]) -> None:
@@ -180,85 +183,27 @@ def _annotate_once(alert: Alert, annotation: dict[str, Any]) -> None:
 
 
 def _notify(
-    session: Session, alert: Alert, event_type: str, msg_id: str, reminder: bool = False
+    session: Session,
+    links: Links,
+    alert: Alert,
+    event_type: str,
+    msg_id: str,
+    reminder: bool = False,
 ) -> None:
-    data = describe(session, [alert])[0]
+    session.flush()  # a new alert needs its id; its relationships load on first use
+    data = alert_out(alert, links).model_dump(mode="json")
     if reminder:
         data["reminder"] = True
     outbox.emit(session, alert.project_id, event_type, msg_id, data)
 
 
-def describe(session: Session, alerts: Sequence[Alert]) -> list[dict[str, Any]]:
-    """The alert as the API and the webhook payload show it: numbers, links, rollback."""
-    ids = {a.checkpoint_id for a in alerts} | {
-        a.rollback_target_id for a in alerts if a.rollback_target_id
-    }
-    names = names_by_id(session, ids)
-    public_url = get_settings().public_url.rstrip("/")
-    documents = []
-    for alert in alerts:
-        model_name, version = names[alert.checkpoint_id]
-        target = None
-        rollback = None
-        if alert.rollback_target_id is not None:
-            target = {
-                "checkpoint_id": alert.rollback_target_id,
-                "version": names[alert.rollback_target_id][1],
-            }
-            rollback = {
-                "target": target,
-                "url": f"{public_url}/models/{quote(model_name, safe='')}/rollback"
-                f"?alert_id={alert.id}",
-            }
-        documents.append(
-            {
-                "id": alert.id,
-                "status": alert.status.value,
-                "model": model_name,
-                "checkpoint_id": alert.checkpoint_id,
-                "checkpoint_version": version,
-                "signal": alert.signal,
-                "dimension": alert.dimension,
-                "value": alert.value,
-                "cohort": {"dimension": alert.dimension, "value": alert.value},
-                "day": alert.day.isoformat(),
-                "last_day": alert.last_day.isoformat(),
-                "observed": alert.observed,
-                "band": {"low": alert.band_low, "high": alert.band_high},
-                "baseline": alert.baseline,
-                "volume": alert.volume,
-                "sample_trace_ids": alert.sample_trace_ids,
-                "rollback_target": target,
-                "rollback": rollback,
-                "monitor_id": alert.monitor_id,
-                "days_in_band": alert.days_in_band,
-                "opened_at": alert.opened_at.isoformat(),
-                "acknowledged_at": _iso(alert.acknowledged_at),
-                "resolved_at": _iso(alert.resolved_at),
-                "resolution": alert.resolution,
-                "annotations": alert.annotations,
-                "links": {
-                    "alert": f"{public_url}/alerts/{alert.id}",
-                    "dashboard": f"{public_url}/drift",
-                    "traces": [
-                        {"trace_id": t, "url": f"{public_url}/traces/{quote(t, safe='')}"}
-                        for t in alert.sample_trace_ids
-                    ],
-                },
-            }
-        )
-    return documents
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+def alert_out(alert: Alert, links: Links) -> AlertOut:
+    """The alert as the API, the pages and the webhook payload show it."""
+    return AlertOut.model_validate(alert, context={"links": links})
 
 
 def get_alert(session: Session, project_id: int, alert_id: int) -> Alert:
-    alert = session.get(Alert, alert_id)
-    if alert is None or alert.project_id != project_id:
-        raise NotFound(f"no alert {alert_id}")
-    return alert
+    return get_owned(session, Alert, project_id, alert_id, "alert")
 
 
 def list_alerts(
@@ -291,31 +236,13 @@ def acknowledge(session: Session, principal: Principal, alert_id: int, note: str
     return alert
 
 
-def resolve(session: Session, principal: Principal, alert_id: int, note: str | None) -> Alert:
+def resolve(
+    session: Session, principal: Principal, links: Links, alert_id: int, note: str | None
+) -> Alert:
     alert = get_alert(session, principal.project_id, alert_id)
     if alert.status is AlertStatus.resolved:
         raise Conflict(f"alert {alert_id} is already resolved")
-    _resolve(session, alert, "manual", note)
+    _resolve(session, links, alert, "manual", note)
     audit.record(session, principal, "alert.resolved", "alert", alert.id, note=note)
     session.commit()
     return alert
-
-
-def record_rollback(
-    session: Session, principal: Principal, alert_id: int, model: Model, target: Checkpoint
-) -> None:
-    """Called by the registry's rollback (same transaction): the alert is the reason, and the
-    alert remembers that it was acted on."""
-    alert = get_alert(session, principal.project_id, alert_id)
-    if alert.model_id != model.id:
-        raise Unprocessable(f"alert_id: alert {alert_id} is not about model '{model.name}'")
-    _annotate_once(
-        alert,
-        {
-            "kind": "rollback",
-            "checkpoint_id": target.id,
-            "version": target.version,
-            "actor": principal.actor,
-            "at": utcnow().isoformat(),
-        },
-    )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import utcnow
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
+from app.core.links import Links
 from app.drift import alerts, monitors
 from app.drift.rollup import compute_day, replace_day
 from app.drift.signals import SignalRow
@@ -31,7 +32,9 @@ class DriftResult:
     models: list[str] = field(default_factory=list)
 
 
-def run_day(session: Session, project_id: int, day: date, trigger: str) -> DriftResult:
+def run_day(
+    session: Session, links: Links, project_id: int, day: date, trigger: str
+) -> DriftResult:
     """Rollup, monitors and alerts for one day, committed as one unit of work."""
     rows = compute_day(session, project_id, day)
     replace_day(session, project_id, day, rows)
@@ -42,7 +45,7 @@ def run_day(session: Session, project_id: int, day: date, trigger: str) -> Drift
     models = session.scalars(select(Model).where(Model.project_id == project_id)).all()
     for model in models:
         verdicts = monitors.judge_day(session, model, day, by_model.get(model.id, []))
-        opened, resolved = alerts.apply_verdicts(session, model, day, verdicts)
+        opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
         result.alerts_opened += opened
         result.alerts_resolved += resolved
         if model.id in by_model:
@@ -63,18 +66,18 @@ def run_day(session: Session, project_id: int, day: date, trigger: str) -> Drift
 
 
 def run_days(
-    session: Session, project_id: int, last_day: date, backfill: int, trigger: str
+    session: Session, links: Links, project_id: int, last_day: date, backfill: int, trigger: str
 ) -> list[DriftResult]:
     """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days)."""
     first = last_day - timedelta(days=backfill - 1)
     return [
-        run_day(session, project_id, first + timedelta(days=offset), trigger)
+        run_day(session, links, project_id, first + timedelta(days=offset), trigger)
         for offset in range(backfill)
     ]
 
 
 def run_all_projects(
-    sessions: sessionmaker[Session], day: date, trigger: str, backfill: int = 1
+    sessions: sessionmaker[Session], links: Links, day: date, trigger: str, backfill: int = 1
 ) -> list[DriftResult]:
     """Every project's day, each project in its own transactions."""
     with sessions() as session:
@@ -82,12 +85,12 @@ def run_all_projects(
     results: list[DriftResult] = []
     for project_id in project_ids:
         with sessions() as session:
-            results += run_days(session, project_id, day, backfill, trigger)
+            results += run_days(session, links, project_id, day, backfill, trigger)
     return results
 
 
 def run_scheduled_drift(
-    sessions: sessionmaker[Session], now: datetime | None = None
+    sessions: sessionmaker[Session], links: Links, now: datetime | None = None
 ) -> list[DriftResult] | None:
     """Yesterday's drift for every project, unless another process has claimed it (-> None)."""
     day: date = (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
@@ -97,7 +100,7 @@ def run_scheduled_drift(
         if not claim_period(sessions, DRIFT_JOB, period, stale_before):
             return None
         try:
-            results = run_all_projects(sessions, day, "schedule")
+            results = run_all_projects(sessions, links, day, "schedule")
         except Exception as exc:
             log.exception("drift job for %s failed", period)
             finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__}: {exc}")

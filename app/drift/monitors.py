@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
-from app.core.db import is_postgres
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.db import get_owned, is_postgres
+from app.core.errors import Conflict, Unprocessable
 from app.core.pagination import paginate
 from app.drift.schemas import IncidentDayIn, MonitorIn
 from app.drift.signals import ALL_SIGNALS, DEFAULT_SIGNALS, RATE_SIGNALS, SignalRow
@@ -195,10 +195,7 @@ def save_monitor(
 
 
 def get_monitor(session: Session, project_id: int, monitor_id: int) -> Monitor:
-    monitor = session.get(Monitor, monitor_id)
-    if monitor is None or monitor.project_id != project_id:
-        raise NotFound(f"no monitor {monitor_id}")
-    return monitor
+    return get_owned(session, Monitor, project_id, monitor_id, "monitor")
 
 
 def _pick(monitors: Sequence[Monitor], signal: str, dimension: str, value: str) -> Monitor | None:
@@ -355,16 +352,7 @@ def _judge_baseline(
     return verdicts
 
 
-def model_names(session: Session, model_ids: set[int]) -> dict[int, str]:
-    if not model_ids:
-        return {}
-    rows = session.execute(select(Model.id, Model.name).where(Model.id.in_(model_ids))).all()
-    return {row[0]: row[1] for row in rows}
-
-
-def mark_incident_day(
-    session: Session, principal: Principal, body: IncidentDayIn
-) -> tuple[IncidentDay, str]:
+def mark_incident_day(session: Session, principal: Principal, body: IncidentDayIn) -> IncidentDay:
     """Marks a day as an incident: baselines skip it from now on. Marking it again is a no-op."""
     model = get_model(session, principal.project_id, body.model)
     row = session.scalar(
@@ -386,15 +374,13 @@ def mark_incident_day(
             body.note,
         )
         session.commit()
-    return row, model.name
+    return row
 
 
 def list_incident_days(
     session: Session, project_id: int, model_name: str | None, cursor: str | None, limit: int
-) -> tuple[list[tuple[IncidentDay, str]], str | None]:
+) -> tuple[Sequence[IncidentDay], str | None]:
     stmt = select(IncidentDay).where(IncidentDay.project_id == project_id)
     if model_name is not None:
         stmt = stmt.where(IncidentDay.model_id == get_model(session, project_id, model_name).id)
-    rows, next_cursor = paginate(session, stmt, IncidentDay.id, cursor, limit)
-    names = model_names(session, {r.model_id for r in rows})
-    return [(r, names[r.model_id]) for r in rows], next_cursor
+    return paginate(session, stmt, IncidentDay.id, cursor, limit)

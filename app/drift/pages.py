@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.core.deps import SessionDep
+from app.core.deps import LinksDep, SessionDep
 from app.core.errors import Unprocessable
 from app.drift import alerts
 from app.drift import figures as drift_figures
@@ -40,6 +40,7 @@ def drift_page(
     request: Request,
     viewer: ViewerDep,
     session: SessionDep,
+    links: LinksDep,
     model: OptionalText = None,
     signal: Annotated[str, Query(max_length=64)] = "eval_fail_rate",
     dimension: Annotated[str, Query(max_length=100)] = "all",
@@ -69,14 +70,14 @@ def drift_page(
         )
 
     points = series([signal], dimension)
-    alerts = drift_queries.alert_rows(
-        session, project_id, list(AlertStatus), model=model, start=start, end=end, limit=500
-    )
-    alert_marks = [
-        (a.day, a.value, a.observed, a.id)
-        for a in alerts
+    shown = [
+        alerts.alert_out(a, links)
+        for a in drift_queries.alerts(
+            session, project_id, list(AlertStatus), model=model, start=start, end=end, limit=500
+        )
         if a.signal == signal and a.dimension == dimension
     ]
+    alert_marks = [(a.day, a.value, a.observed, a.id) for a in shown]
     changes = registry_queries.champion_changes(session, project_id, model, start, end)
     calibration = series(["brier_score", "ece"], "all")
     calibration_bins = (
@@ -99,7 +100,7 @@ def drift_page(
             "from": start.isoformat(),
             "to": end.isoformat(),
         },
-        "alerts": [a for a in alerts if a.signal == signal and a.dimension == dimension],
+        "alerts": shown,
         "weekly": weekly,
         "drift_figure": drift_figures.drift(points, signal, alert_marks, changes, banded=not weekly)
         if points
@@ -130,6 +131,7 @@ def alerts_page(
     request: Request,
     viewer: ViewerDep,
     session: SessionDep,
+    links: LinksDep,
     status: Annotated[AlertStatus | None, Query()] = None,
     model: OptionalText = None,
 ) -> HTMLResponse:
@@ -137,7 +139,10 @@ def alerts_page(
     statuses = [status] if status else [AlertStatus.open, AlertStatus.acknowledged]
     context = {
         "viewer": viewer,
-        "alerts": drift_queries.alert_rows(session, project_id, statuses, model=model, limit=200),
+        "alerts": [
+            alerts.alert_out(a, links)
+            for a in drift_queries.alerts(session, project_id, statuses, model=model, limit=200)
+        ],
         "counts": drift_queries.alert_counts(session, project_id),
         "models": registry_queries.model_names(session, project_id),
         "filters": {"status": status.value if status else None, "model": model},
@@ -148,10 +153,10 @@ def alerts_page(
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
 def alert_page(
-    request: Request, alert_id: int, viewer: ViewerDep, session: SessionDep
+    request: Request, alert_id: int, viewer: ViewerDep, session: SessionDep, links: LinksDep
 ) -> HTMLResponse:
     project_id = viewer.principal.project_id
-    row, alert = drift_queries.alert_detail(session, project_id, alert_id)
+    row = alerts.alert_out(alerts.get_alert(session, project_id, alert_id), links)
     start, end = row.day - timedelta(days=21), row.day + timedelta(days=7)
     points = drift_queries.signal_series(
         session,
@@ -167,18 +172,13 @@ def alert_page(
     samples, _ = event_queries.events(
         session,
         project_id,
-        event_queries.EventFilter(trace_ids=tuple(alert.sample_trace_ids[:20])),
+        event_queries.EventFilter(trace_ids=tuple(row.sample_trace_ids[:20])),
         None,
         20,
-    )
-    target = registry_queries.versions_by_id(
-        session, {alert.rollback_target_id} if alert.rollback_target_id else set()
     )
     context = {
         "viewer": viewer,
         "alert": row,
-        "raw": alert,
-        "rollback_version": target.get(alert.rollback_target_id or 0),
         "samples": samples,
         "deliveries": webhook_queries.deliveries_for_alert(session, project_id, alert_id),
         "band_figure": drift_figures.drift(
@@ -206,9 +206,14 @@ def acknowledge_alert(
 
 @router.post("/alerts/{alert_id}/resolve")
 def resolve_alert(
-    request: Request, alert_id: int, viewer: ViewerDep, session: SessionDep, csrf_token: CsrfField
+    request: Request,
+    alert_id: int,
+    viewer: ViewerDep,
+    session: SessionDep,
+    links: LinksDep,
+    csrf_token: CsrfField,
 ) -> RedirectResponse:
     auth.check_csrf(request, csrf_token)
     require_role(viewer, Role.write)
-    alerts.resolve(session, viewer.principal, alert_id, "resolved on the dashboard")
+    alerts.resolve(session, viewer.principal, links, alert_id, "resolved on the dashboard")
     return redirect(f"/alerts/{alert_id}")

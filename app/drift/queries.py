@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, Select, bindparam, cast, func, select, text
+from sqlalchemy import Date, bindparam, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from app.core.db import is_postgres
-from app.core.errors import NotFound
 from app.core.pagination import paginate
 from app.models import (
     Alert,
-    Checkpoint,
     DailySignal,
     DriftRun,
     Model,
@@ -169,58 +167,7 @@ def last_drift_run(session: Session, project_id: int) -> DriftRun | None:
     )
 
 
-@dataclass(frozen=True)
-class AlertRow:
-    id: int
-    status: str
-    model: str
-    checkpoint_id: int
-    checkpoint_version: str
-    signal: str
-    dimension: str
-    value: str
-    day: date
-    observed: float
-    band_low: float | None
-    band_high: float | None
-    baseline: float | None
-    volume: int
-    opened_at: datetime
-
-
-def _alerts_query(project_id: int) -> Select:
-    return (
-        select(
-            Alert.id,
-            Alert.status,
-            Model.name,
-            Alert.checkpoint_id,
-            Checkpoint.version,
-            Alert.signal,
-            Alert.dimension,
-            Alert.value,
-            Alert.day,
-            Alert.observed,
-            Alert.band_low,
-            Alert.band_high,
-            Alert.baseline,
-            Alert.volume,
-            Alert.opened_at,
-        )
-        .join(Model, Model.id == Alert.model_id)
-        .join(Checkpoint, Checkpoint.id == Alert.checkpoint_id)
-        .where(Alert.project_id == project_id)
-        .order_by(Alert.id.desc())
-    )
-
-
-def _alert_row(row: Any) -> AlertRow:
-    values = list(row)
-    values[1] = values[1].value
-    return AlertRow(*values)
-
-
-def alert_rows(
+def alerts(
     session: Session,
     project_id: int,
     statuses: Sequence[AlertStatus],
@@ -229,15 +176,22 @@ def alert_rows(
     start: date | None = None,
     end: date | None = None,
     limit: int = 100,
-) -> list[AlertRow]:
-    stmt = _alerts_query(project_id).where(Alert.status.in_(statuses)).limit(limit)
+) -> Sequence[Alert]:
+    """Newest first: the alerts of some statuses, of one model and day range if given."""
+    stmt = (
+        select(Alert)
+        .join(Model, Model.id == Alert.model_id)
+        .where(Alert.project_id == project_id, Alert.status.in_(statuses))
+        .order_by(Alert.id.desc())
+        .limit(limit)
+    )
     if model is not None:
         stmt = stmt.where(Model.name == model)
     if start is not None:
         stmt = stmt.where(Alert.day >= start)
     if end is not None:
         stmt = stmt.where(Alert.day <= end)
-    return [_alert_row(row) for row in session.execute(stmt)]
+    return session.scalars(stmt).all()
 
 
 def alert_counts(session: Session, project_id: int) -> dict[str, int]:
@@ -249,15 +203,6 @@ def alert_counts(session: Session, project_id: int) -> dict[str, int]:
     counts = {status.value: 0 for status in AlertStatus}
     counts.update({status.value: n for status, n in rows})
     return counts
-
-
-def alert_detail(session: Session, project_id: int, alert_id: int) -> tuple[AlertRow, Alert]:
-    row = session.execute(_alerts_query(project_id).where(Alert.id == alert_id)).first()
-    if row is None:
-        raise NotFound(f"no alert {alert_id} in this project")
-    alert = session.get(Alert, alert_id)
-    assert alert is not None
-    return _alert_row(row), alert
 
 
 def list_signals(

@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    computed_field,
+    model_validator,
+)
 
-from app.core.schemas import StrictModel
+from app.core.links import Links
+from app.core.schemas import CohortRef, OrmModel, StrictModel
 from app.models.drift import AlertStatus
-from app.registry.schemas import CheckpointRef, Name
+from app.registry.schemas import CheckpointRef, HistoryEntryOut, Name
 
 Dimension = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 CohortValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -24,7 +34,7 @@ class DriftRunIn(StrictModel):
     backfill: int = Field(default=1, ge=1, le=90, description="Days ending with `date`.")
 
 
-class DriftDayOut(BaseModel):
+class DriftDayOut(OrmModel):
     day: date
     signals: int
     alerts_opened: int
@@ -37,11 +47,11 @@ class DriftRunOut(BaseModel):
     days: list[DriftDayOut]
 
 
-class SignalOut(BaseModel):
+class SignalOut(OrmModel):
     day: date
-    model: str
+    model: str = Field(validation_alias=AliasPath("checkpoint", "model", "name"))
     checkpoint_id: int
-    checkpoint_version: str
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
     signal: str
     dimension: str
     value: str
@@ -85,9 +95,9 @@ class MonitorIn(StrictModel):
     enabled: bool = True
 
 
-class MonitorOut(BaseModel):
+class MonitorOut(OrmModel):
     id: int
-    model: str
+    model: str = Field(validation_alias=AliasPath("model", "name"))
     signal: str
     band: dict[str, Any]
     dimension: str | None
@@ -104,19 +114,30 @@ class BandOut(BaseModel):
     high: float | None
 
 
-class AlertOut(BaseModel):
+class RollbackLink(BaseModel):
+    target: CheckpointRef
+    url: str = Field(description="The dashboard's rollback confirmation page for this alert.")
+
+
+class AlertOut(OrmModel):
+    """An alert as the API, the pages and the webhook payloads show it.
+
+    Validate it with the dashboard links in the context:
+    `AlertOut.model_validate(alert, context={"links": links})`."""
+
     id: int
     status: AlertStatus
-    model: str
+    model: str = Field(validation_alias=AliasPath("model", "name"))
     checkpoint_id: int
-    checkpoint_version: str
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
     signal: str
     dimension: str
     value: str
     day: date
     last_day: date
     observed: float
-    band: BandOut
+    band_low: float | None = Field(exclude=True)
+    band_high: float | None = Field(exclude=True)
     baseline: float | None
     volume: int
     sample_trace_ids: list[str]
@@ -127,8 +148,56 @@ class AlertOut(BaseModel):
     acknowledged_at: datetime | None
     resolved_at: datetime | None
     resolution: str | None
-    annotations: list[dict[str, Any]]
-    links: dict[str, Any]
+    stored_annotations: list[dict[str, Any]] = Field(
+        exclude=True, validation_alias=AliasChoices("stored_annotations", "annotations")
+    )
+    rollbacks: list[HistoryEntryOut] = Field(default_factory=list, exclude=True)
+    links: dict[str, Any] = Field(default_factory=dict)
+    rollback: RollbackLink | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def band(self) -> BandOut:
+        return BandOut(low=self.band_low, high=self.band_high)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cohort(self) -> CohortRef:
+        return CohortRef(dimension=self.dimension, value=self.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def annotations(self) -> list[dict[str, Any]]:
+        """What happened to the alert: no-data days and notes as stored, then each rollback
+        the registry made for it (its champion history is the record)."""
+        done = [
+            {
+                "kind": "rollback",
+                "checkpoint_id": entry.checkpoint_id,
+                "version": entry.checkpoint_version,
+                "actor": entry.actor,
+                "at": entry.at.isoformat(),
+            }
+            for entry in self.rollbacks
+        ]
+        return [a for a in self.stored_annotations if a.get("kind") != "rollback"] + done
+
+    @model_validator(mode="after")
+    def _with_links(self, info: ValidationInfo) -> AlertOut:
+        links = (info.context or {}).get("links")
+        if not isinstance(links, Links):  # re-validating a built AlertOut keeps its links
+            return self
+        self.links = {
+            "alert": links.page("alerts", self.id),
+            "dashboard": links.page("drift"),
+            "traces": [
+                {"trace_id": t, "url": links.page("traces", t)} for t in self.sample_trace_ids
+            ],
+        }
+        if self.rollback_target is not None:
+            url = links.page("models", self.model, "rollback", alert_id=self.id)
+            self.rollback = RollbackLink(target=self.rollback_target, url=url)
+        return self
 
 
 class AlertActionIn(StrictModel):
@@ -141,9 +210,9 @@ class IncidentDayIn(StrictModel):
     note: Note | None = None
 
 
-class IncidentDayOut(BaseModel):
+class IncidentDayOut(OrmModel):
     id: int
-    model: str
+    model: str = Field(validation_alias=AliasPath("model", "name"))
     day: date
     note: str | None
     created_at: datetime

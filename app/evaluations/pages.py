@@ -11,6 +11,7 @@ from app.core.deps import SessionDep
 from app.core.errors import Unprocessable
 from app.evaluations import figures as run_figures
 from app.evaluations import queries as run_queries
+from app.evaluations import service as runs
 from app.web.auth import ViewerDep
 from app.web.rendering import (
     PAGE_SIZE,
@@ -34,7 +35,7 @@ def run_page(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> HTMLResponse:
     project_id = viewer.principal.project_id
-    run = run_queries.run_in_project(session, project_id, run_id)
+    run = runs.owned_run(session, project_id, run_id)
     summary = run_queries.run_summary(session, project_id, run_id)
     cohort_filter = _parse_cohort(cohort)
     cells = run_queries.run_cohort_cells(session, run)

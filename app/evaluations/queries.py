@@ -91,13 +91,6 @@ def comparable_runs(
     return [_run_summary(row) for row in session.execute(stmt.limit(limit))]
 
 
-def run_in_project(session: Session, project_id: int, run_id: int) -> EvaluationRun:
-    run = session.get(EvaluationRun, run_id)
-    if run is None or run.project_id != project_id:
-        raise NotFound(f"no run {run_id} in this project")
-    return run
-
-
 @dataclass(frozen=True)
 class CohortCell:
     evaluator: str

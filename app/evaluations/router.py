@@ -15,42 +15,10 @@ from app.datasets.router import is_multipart, json_body, multipart_doc, parse_mo
 from app.datasets.schemas import SuiteIn, SuiteOut
 from app.evaluations import service as runs
 from app.evaluations import suites
-from app.evaluations.schemas import EvaluationIn, Progress, ResultOut, RunCreatedOut, RunOut
-from app.models import EvaluationSuite
+from app.evaluations.schemas import EvaluationIn, ResultOut, RunCreatedOut, RunOut
 from app.registry.schemas import Name
 
 router = api_router("/api/v1", "evaluations")
-
-
-def run_out(view: runs.RunView) -> RunOut:
-    run = view.run
-    return RunOut(
-        id=run.id,
-        status=run.status,
-        checkpoint_id=run.checkpoint_id,
-        dataset=view.dataset,
-        dataset_version=view.dataset_version,
-        suite=run.suite_name,
-        evaluators=run.evaluators,
-        output_source=run.output_source,
-        progress=Progress(done=run.progress_done, total=run.progress_total),
-        summary=run.summary,
-        error=run.error,
-        attempts=run.attempts,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-    )
-
-
-def suite_out(suite: EvaluationSuite) -> SuiteOut:
-    return SuiteOut(
-        name=suite.name,
-        description=suite.description,
-        evaluators=suite.evaluators,
-        created_at=suite.created_at,
-        updated_at=suite.updated_at,
-    )
 
 
 @router.post(
@@ -104,15 +72,15 @@ def list_runs(
     paging: Paging,
     checkpoint_id: Annotated[int | None, Query()] = None,
 ) -> Page[RunOut]:
-    views, cursor = runs.list_runs(
+    found, cursor = runs.list_runs(
         session, principal.project_id, checkpoint_id, paging.cursor, paging.limit
     )
-    return Page(items=[run_out(view) for view in views], next_cursor=cursor)
+    return Page(items=[RunOut.model_validate(run) for run in found], next_cursor=cursor)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: int, principal: Reader, session: SessionDep) -> RunOut:
-    return run_out(runs.get_run(session, principal.project_id, run_id))
+    return RunOut.model_validate(runs.owned_run(session, principal.project_id, run_id))
 
 
 @router.get("/runs/{run_id}/results", response_model=Page[ResultOut])
@@ -128,18 +96,7 @@ def list_results(
     rows, cursor = runs.list_results(
         session, principal.project_id, run_id, evaluator, passed, key, paging.cursor, paging.limit
     )
-    items = [
-        ResultOut(
-            key=row.key,
-            evaluator=row.evaluator,
-            score=row.score,
-            passed=row.passed,
-            reason=row.reason,
-            details=row.details,
-        )
-        for row in rows
-    ]
-    return Page(items=items, next_cursor=cursor)
+    return Page(items=[ResultOut.model_validate(row) for row in rows], next_cursor=cursor)
 
 
 @router.put(
@@ -154,15 +111,15 @@ def put_suite(
     suite, created = suites.put_suite(session, principal, suite_name, body.description, specs)
     if created:
         response.status_code = status.HTTP_201_CREATED
-    return suite_out(suite)
+    return SuiteOut.model_validate(suite)
 
 
 @router.get("/suites", response_model=Page[SuiteOut])
 def list_suites(principal: Reader, session: SessionDep, paging: Paging) -> Page[SuiteOut]:
     rows, cursor = suites.list_suites(session, principal.project_id, paging.cursor, paging.limit)
-    return Page(items=[suite_out(row) for row in rows], next_cursor=cursor)
+    return Page(items=[SuiteOut.model_validate(row) for row in rows], next_cursor=cursor)
 
 
 @router.get("/suites/{suite_name}", response_model=SuiteOut)
 def get_suite(suite_name: str, principal: Reader, session: SessionDep) -> SuiteOut:
-    return suite_out(suites.get_suite(session, principal.project_id, suite_name))
+    return SuiteOut.model_validate(suites.get_suite(session, principal.project_id, suite_name))

@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Field,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
 
-from app.core.schemas import StrictModel
+from app.core.schemas import OrmModel, StrictModel
 from app.datasets.schemas import EvaluatorSpecIn, RowKey
 from app.models.runs import RunStatus
 
@@ -47,16 +55,19 @@ class Progress(BaseModel):
     total: int
 
 
-class RunOut(BaseModel):
+class RunOut(OrmModel):
     id: int
     status: RunStatus
     checkpoint_id: int
-    dataset: str
-    dataset_version: int
-    suite: str | None
+    dataset: str = Field(validation_alias=AliasPath("dataset_version", "dataset", "name"))
+    dataset_version: int = Field(
+        validation_alias=AliasChoices(AliasPath("dataset_version", "version"), "dataset_version")
+    )
+    suite: str | None = Field(validation_alias=AliasChoices("suite_name", "suite"))
     evaluators: list[dict[str, Any]]
     output_source: str
-    progress: Progress
+    progress_done: int = Field(exclude=True)
+    progress_total: int = Field(exclude=True)
     summary: dict[str, Any] | None = Field(
         description="by_evaluator, by_risk and by_cohort: {n, mean_score, pass_rate} each; "
         "by_cohort includes the whole population as dimension 'all', value 'all'."
@@ -67,8 +78,13 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> Progress:
+        return Progress(done=self.progress_done, total=self.progress_total)
 
-class ResultOut(BaseModel):
+
+class ResultOut(OrmModel):
     key: str
     evaluator: str
     score: float

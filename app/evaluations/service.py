@@ -31,7 +31,7 @@ from sqlalchemy.sql.selectable import TableValuedAlias
 
 from app.core import audit
 from app.core.auth import Principal
-from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
+from app.core.db import get_owned, insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import NotFound, Unprocessable, database_unavailable
 from app.core.pagination import paginate
 from app.core.settings import Settings
@@ -41,7 +41,6 @@ from app.evaluations import suites
 from app.evaluations.schemas import EvaluationIn, OutputIn
 from app.models import (
     Checkpoint,
-    Dataset,
     DatasetRow,
     DatasetVersion,
     EvalResult,
@@ -202,44 +201,17 @@ def _valid_output(where: str, raw: Any) -> OutputIn:
 # ---------------------------------------------------------------------------- reading
 
 
-@dataclass(frozen=True)
-class RunView:
-    run: EvaluationRun
-    dataset: str
-    dataset_version: int
-
-
-def _views(session: Session, runs: Sequence[EvaluationRun]) -> list[RunView]:
-    labels = dict(
-        (row[0], (row[1], row[2]))
-        for row in session.execute(
-            select(DatasetVersion.id, Dataset.name, DatasetVersion.version)
-            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-            .where(DatasetVersion.id.in_({run.dataset_version_id for run in runs}))
-        )
-    )
-    return [RunView(run, *labels[run.dataset_version_id]) for run in runs]
-
-
-def _get_run(session: Session, project_id: int, run_id: int) -> EvaluationRun:
-    run = session.get(EvaluationRun, run_id)
-    if run is None or run.project_id != project_id:
-        raise NotFound(f"no run {run_id}")
-    return run
-
-
-def get_run(session: Session, project_id: int, run_id: int) -> RunView:
-    return _views(session, [_get_run(session, project_id, run_id)])[0]
+def owned_run(session: Session, project_id: int, run_id: int) -> EvaluationRun:
+    return get_owned(session, EvaluationRun, project_id, run_id, "run")
 
 
 def list_runs(
     session: Session, project_id: int, checkpoint_id: int | None, cursor: str | None, limit: int
-) -> tuple[list[RunView], str | None]:
+) -> tuple[Sequence[EvaluationRun], str | None]:
     stmt = select(EvaluationRun).where(EvaluationRun.project_id == project_id)
     if checkpoint_id is not None:
         stmt = stmt.where(EvaluationRun.checkpoint_id == checkpoint_id)
-    runs, next_cursor = paginate(session, stmt, EvaluationRun.id, cursor, limit)
-    return _views(session, runs), next_cursor
+    return paginate(session, stmt, EvaluationRun.id, cursor, limit)
 
 
 def list_results(
@@ -252,7 +224,7 @@ def list_results(
     cursor: str | None,
     limit: int,
 ) -> tuple[Sequence[EvalResult], str | None]:
-    _get_run(session, project_id, run_id)
+    owned_run(session, project_id, run_id)
     stmt = select(EvalResult).where(EvalResult.run_id == run_id)
     if evaluator is not None:
         stmt = stmt.where(EvalResult.evaluator == evaluator)

@@ -9,7 +9,6 @@ from fastapi.responses import HTMLResponse
 
 from app.core.deps import SessionDep
 from app.gates import figures as gate_figures
-from app.gates import queries as gate_queries
 from app.gates import service as gates
 from app.registry import queries as registry_queries
 from app.web.auth import ViewerDep
@@ -25,7 +24,7 @@ router = web_router()
 def gate_page(
     request: Request, gate_id: int, viewer: ViewerDep, session: SessionDep
 ) -> HTMLResponse:
-    gate = gate_queries.gate_in_project(session, viewer.principal.project_id, gate_id)
+    gate = gates.get_gate(session, viewer.principal.project_id, gate_id)
     model = registry_queries.model_by_id(session, gate.model_id)
     context = {
         "viewer": viewer,

@@ -7,17 +7,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.errors import NotFound
 from app.models import (
     Gate,
 )
-
-
-def gate_in_project(session: Session, project_id: int, gate_id: int) -> Gate:
-    gate = session.get(Gate, gate_id)
-    if gate is None or gate.project_id != project_id:
-        raise NotFound(f"no gate {gate_id} in this project")
-    return gate
 
 
 def gates_for_checkpoints(session: Session, checkpoint_ids: Sequence[int]) -> Sequence[Gate]:

@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from app.core.schemas import StrictModel
+from app.core.schemas import CohortRef, OrmModel, StrictModel
 from app.models.datasets import Risk
 from app.models.gates import GateVerdict
 from app.stats.policy import GatePolicy as StatsPolicy
@@ -72,12 +80,20 @@ class GatePolicySpec(StrictModel):
         return self
 
 
-class GatePolicyOut(BaseModel):
-    model: str
-    version: int | None = Field(description="None: the built-in default, never stored.")
-    policy: GatePolicySpec
-    actor: str | None = None
-    created_at: datetime | None = None
+class GatePolicyOut(OrmModel):
+    """Read from a PolicyState: the model, the stored version (if any) and the effective spec."""
+
+    model: str = Field(validation_alias=AliasPath("model", "name"))
+    version: int | None = Field(
+        default=None,
+        validation_alias=AliasPath("stored", "version"),
+        description="None: the built-in default, never stored.",
+    )
+    policy: GatePolicySpec = Field(validation_alias=AliasChoices("spec", "policy"))
+    actor: str | None = Field(default=None, validation_alias=AliasPath("stored", "actor"))
+    created_at: datetime | None = Field(
+        default=None, validation_alias=AliasPath("stored", "created_at")
+    )
 
 
 class GateIn(StrictModel):
@@ -90,11 +106,6 @@ class GateIn(StrictModel):
         default=None,
         description="Overrides the model's stored policy; only the fields given are replaced.",
     )
-
-
-class CohortRef(BaseModel):
-    dimension: str
-    value: str
 
 
 class ComparisonOut(BaseModel):
@@ -135,10 +146,10 @@ class ReasonOut(BaseModel):
     required_n: int | None = None
 
 
-class GateSummaryOut(BaseModel):
+class GateSummaryOut(OrmModel):
     id: int
     verdict: GateVerdict
-    model: str
+    model: str = Field(validation_alias=AliasPath("model", "name"))
     checkpoint_id: int
     candidate_run_id: int
     baseline_run_id: int
@@ -146,6 +157,12 @@ class GateSummaryOut(BaseModel):
     reasons: list[ReasonOut]
     notes: list[str]
     created_at: datetime
+
+    @field_validator("notes", mode="before")
+    @classmethod
+    def _messages(cls, notes: Any) -> Any:
+        """Stored as {"messages": [...]} on the gate row."""
+        return notes.get("messages", []) if isinstance(notes, dict) else notes
 
 
 class GateOut(GateSummaryOut):

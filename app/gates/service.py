@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.db import get_owned
+from app.core.errors import Conflict, Unprocessable
+from app.core.links import Links
 from app.core.pagination import paginate
-from app.core.settings import get_settings
 from app.gates.schemas import GateIn, GatePolicySpec
 from app.models import (
     Checkpoint,
@@ -603,9 +604,7 @@ def _comparison_out(item: _Compared, spec: GatePolicySpec) -> dict[str, Any]:
 
 
 def _get_run(session: Session, project_id: int, run_id: int, field_name: str) -> EvaluationRun:
-    run = session.get(EvaluationRun, run_id)
-    if run is None or run.project_id != project_id:
-        raise NotFound(f"{field_name}: no evaluation run {run_id}", field=field_name)
+    run = get_owned(session, EvaluationRun, project_id, run_id, "evaluation run", field_name)
     if run.status is not RunStatus.succeeded:
         raise Conflict(
             f"{field_name}: run {run_id} is '{run.status.value}'; only succeeded runs can be "
@@ -725,7 +724,7 @@ def compare_runs(
     )
 
 
-def create_gate(session: Session, principal: Principal, body: GateIn) -> Gate:
+def create_gate(session: Session, principal: Principal, links: Links, body: GateIn) -> Gate:
     """Compares, decides, and stores the decision; a block queues a `gate.blocked` event."""
     compared = compare_runs(
         session, principal.project_id, body.candidate_run_id, body.baseline_run_id, body.policy
@@ -746,13 +745,18 @@ def create_gate(session: Session, principal: Principal, body: GateIn) -> Gate:
     )
     session.add(gate)
     session.flush()
-    _record_outcome(session, principal, gate, compared.model, compared.checkpoint)
+    _record_outcome(session, principal, links, gate, compared.model, compared.checkpoint)
     session.commit()
     return gate
 
 
 def _record_outcome(
-    session: Session, principal: Principal, gate: Gate, model: Model, checkpoint: Checkpoint
+    session: Session,
+    principal: Principal,
+    links: Links,
+    gate: Gate,
+    model: Model,
+    checkpoint: Checkpoint,
 ) -> None:
     """Audit, the checkpoint's status, and on a block the `gate.blocked` event."""
     current = session.get_one(Checkpoint, checkpoint.id)
@@ -775,7 +779,7 @@ def _record_outcome(
     }
     audit.record(session, principal, "gate.decided", "gate", gate.id, details)
     if gate.verdict is GateVerdict.block:
-        url = f"{get_settings().public_url.rstrip('/')}/gates/{gate.id}"
+        url = links.page("gates", gate.id)
         blocking = [r for r in gate.reasons if r["severity"] == "block"]
         outbox.emit(
             session,
@@ -787,10 +791,7 @@ def _record_outcome(
 
 
 def get_gate(session: Session, project_id: int, gate_id: int) -> Gate:
-    gate = session.get(Gate, gate_id)
-    if gate is None or gate.project_id != project_id:
-        raise NotFound(f"no gate {gate_id}")
-    return gate
+    return get_owned(session, Gate, project_id, gate_id, "gate")
 
 
 def list_gates(
@@ -800,10 +801,3 @@ def list_gates(
     if checkpoint_id is not None:
         stmt = stmt.where(Gate.checkpoint_id == checkpoint_id)
     return paginate(session, stmt, Gate.id, cursor, limit)
-
-
-def model_names(session: Session, model_ids: set[int]) -> dict[int, str]:
-    if not model_ids:
-        return {}
-    rows = session.execute(select(Model.id, Model.name).where(Model.id.in_(model_ids))).all()
-    return {row[0]: row[1] for row in rows}

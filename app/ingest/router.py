@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,7 +10,6 @@ from fastapi import Depends, FastAPI, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 
 from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, Writer, api_router
 from app.core.errors import Problem
@@ -22,7 +21,6 @@ from app.ingest.schemas import (
     EventBatchIn,
     EventIn,
     EventOut,
-    EventRejection,
     FeedbackIn,
     FeedbackOut,
     FeedbackValue,
@@ -32,8 +30,6 @@ from app.ingest.schemas import (
     TraceOut,
     body_is_plainly_storable,
 )
-from app.models import Event
-from app.registry import service as registry
 
 router = api_router("/api/v1", "events")
 
@@ -126,44 +122,7 @@ async def post_events(
         "rest",
         body_is_plainly_storable(body),
     )
-    return IngestResult(
-        accepted=outcome.accepted,
-        duplicates=outcome.duplicates,
-        rejected=[
-            EventRejection(index=r.index, field=r.field, error=r.error) for r in outcome.rejected
-        ],
-    )
-
-
-def events_out(session: Session, events: Sequence[Event]) -> list[EventOut]:
-    names = registry.names_by_id(session, {event.checkpoint_id for event in events})
-    return [
-        EventOut(
-            id=event.id,
-            trace_id=event.trace_id,
-            span_id=event.span_id or None,
-            timestamp=event.ts,
-            model=names[event.checkpoint_id][0],
-            checkpoint_id=event.checkpoint_id,
-            checkpoint_version=names[event.checkpoint_id][1],
-            cohort=event.cohort,
-            input=event.input,
-            output=event.output,
-            truncated=event.truncated,
-            eval_passed=event.eval_passed,
-            fallback=event.fallback,
-            refusal=event.refusal,
-            should_refuse=event.should_refuse,
-            feedback=ingest.FEEDBACK_NAMES.get(event.feedback) if event.feedback else None,
-            latency_ms=event.latency_ms,
-            probability=event.probability,
-            label=event.label,
-            attributes=event.attributes,
-            source=event.source,
-            received_at=event.received_at,
-        )
-        for event in events
-    ]
+    return IngestResult.model_validate(outcome)
 
 
 @router.get("/events", response_model=Page[EventOut])
@@ -199,19 +158,12 @@ def list_events(
     rows, cursor = ingest.list_events(
         session, principal.project_id, filters, paging.cursor, paging.limit
     )
-    return Page(items=events_out(session, rows), next_cursor=cursor)
+    return Page(items=[EventOut.model_validate(e) for e in rows], next_cursor=cursor)
 
 
 @router.get("/traces/{trace_id}", response_model=TraceOut)
 def get_trace(trace_id: str, principal: Reader, session: SessionDep) -> TraceOut:
-    trace = ingest.get_trace(session, principal.project_id, trace_id)
-    feedback = trace.feedback
-    return TraceOut(
-        trace_id=trace.trace_id,
-        feedback=ingest.FEEDBACK_NAMES[feedback.value] if feedback else None,
-        feedback_comment=feedback.comment if feedback else None,
-        events=events_out(session, trace.events),
-    )
+    return TraceOut.model_validate(ingest.get_trace(session, principal.project_id, trace_id))
 
 
 # --- Feedback -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
+    AliasPath,
     BaseModel,
     BeforeValidator,
     Field,
@@ -16,9 +18,11 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.schemas import MAX_ID, StrictModel
+from app.core.schemas import MAX_ID, OrmModel, StrictModel
 
 FeedbackValue = Literal["up", "down"]
+# Stored as a small integer: +1 up, -1 down.
+FEEDBACK_NAMES: dict[int, FeedbackValue] = {1: "up", -1: "down"}
 
 # Column widths of the three cohort dimensions stored as their own columns.
 COHORT_COLUMN_WIDTHS = {"route": 200, "prompt_version": 100, "user_segment": 100}
@@ -155,13 +159,13 @@ class EventBatchIn(StrictModel):
     events: list[Any]
 
 
-class EventRejection(BaseModel):
+class EventRejection(OrmModel):
     index: int
     field: str | None = None
     error: str
 
 
-class IngestResult(BaseModel):
+class IngestResult(OrmModel):
     """accepted + duplicates + len(rejected) == number of events sent."""
 
     accepted: int
@@ -169,14 +173,21 @@ class IngestResult(BaseModel):
     rejected: list[EventRejection]
 
 
-class EventOut(BaseModel):
+def _feedback_name(value: Any) -> Any:
+    return FEEDBACK_NAMES.get(value) if isinstance(value, int) else value
+
+
+StoredFeedback = Annotated[FeedbackValue | None, BeforeValidator(_feedback_name)]
+
+
+class EventOut(OrmModel):
     id: int
     trace_id: str
-    span_id: str | None
-    timestamp: datetime
-    model: str
+    span_id: str | None = Field(description="None for an event without a span id.")
+    timestamp: datetime = Field(validation_alias=AliasChoices("ts", "timestamp"))
+    model: str = Field(validation_alias=AliasPath("checkpoint", "model", "name"))
     checkpoint_id: int
-    checkpoint_version: str
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
     cohort: dict[str, Any]
     input: str | None
     output: str | None
@@ -185,13 +196,18 @@ class EventOut(BaseModel):
     fallback: bool | None
     refusal: bool | None
     should_refuse: bool | None
-    feedback: FeedbackValue | None
+    feedback: StoredFeedback
     latency_ms: float | None
     probability: float | None
     label: str | None
     attributes: dict[str, Any]
     source: str
     received_at: datetime
+
+    @field_validator("span_id", mode="before")
+    @classmethod
+    def _no_empty_span(cls, span_id: Any) -> Any:
+        return span_id or None  # stored as '' so (trace_id, span_id) stays unique
 
 
 class FeedbackIn(StrictModel):
@@ -207,10 +223,12 @@ class FeedbackOut(BaseModel):
     events_updated: int
 
 
-class TraceOut(BaseModel):
+class TraceOut(OrmModel):
     trace_id: str
-    feedback: FeedbackValue | None
-    feedback_comment: str | None
+    feedback: StoredFeedback = Field(default=None, validation_alias=AliasPath("feedback", "value"))
+    feedback_comment: str | None = Field(
+        default=None, validation_alias=AliasPath("feedback", "comment")
+    )
     events: list[EventOut]
 
 

@@ -45,7 +45,6 @@ LOOKUP_CHUNK = 5000
 """Values per IN (...) list when reading by trace ids (SQLite allows 32,766 parameters)."""
 TRACE_EVENT_LIMIT = 1000
 FEEDBACK_SCORES: dict[str, int] = {"up": 1, "down": -1}
-FEEDBACK_NAMES: dict[int, FeedbackValue] = {1: "up", -1: "down"}
 ONLINE_EVALUATORS = frozenset({"refusal", "json_validation", "is_compliant"})
 """Cheap and deterministic, needing only the output: safe to run inside the ingest path."""
 EVENTS_TABLE = cast(Table, Event.__table__)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import status
 
-from app.core import audit
 from app.core.deps import Admin, Paging, SessionDep, api_router
 from app.core.schemas import Page
 from app.keys import service as keys
@@ -16,24 +15,15 @@ router = api_router("/api/v1/keys", "keys")
 @router.get("", response_model=Page[KeyOut])
 def list_keys(principal: Admin, session: SessionDep, paging: Paging) -> Page[KeyOut]:
     rows, cursor = keys.list_keys(session, principal.project_id, paging.cursor, paging.limit)
-    return Page(
-        items=[KeyOut.model_validate(r, from_attributes=True) for r in rows], next_cursor=cursor
-    )
+    return Page(items=[KeyOut.model_validate(r) for r in rows], next_cursor=cursor)
 
 
 @router.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
 def create_key(body: KeyIn, principal: Admin, session: SessionDep) -> KeyCreated:
-    key, plaintext = keys.create_key(session, principal.project_id, body.role, body.name)
-    audit.record(session, principal, "key.created", "api_key", key.id, {"role": body.role.value})
-    session.commit()
-    return KeyCreated(
-        **KeyOut.model_validate(key, from_attributes=True).model_dump(), key=plaintext
-    )
+    key, plaintext = keys.issue_key(session, principal, body.role, body.name)
+    return KeyCreated(**KeyOut.model_validate(key).model_dump(), key=plaintext)
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
 def revoke_key(key_id: int, principal: Admin, session: SessionDep) -> KeyOut:
-    key = keys.revoke_key(session, principal.project_id, key_id)
-    audit.record(session, principal, "key.revoked", "api_key", key.id)
-    session.commit()
-    return KeyOut.model_validate(key, from_attributes=True)
+    return KeyOut.model_validate(keys.revoke(session, principal, key_id))

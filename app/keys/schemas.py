@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import StringConstraints
 
-from app.core.schemas import StrictModel
+from app.core.schemas import OrmModel, StrictModel
 from app.models.project import Role
 
 
@@ -16,7 +16,7 @@ class KeyIn(StrictModel):
     role: Role = Role.read
 
 
-class KeyOut(BaseModel):
+class KeyOut(OrmModel):
     id: int
     name: str
     role: Role

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.core.auth import KEY_PREFIX, LOOKUP_CHARS, key_digest
-from app.core.db import utcnow
-from app.core.errors import NotFound
+from app.core import audit
+from app.core.auth import KEY_PREFIX, LOOKUP_CHARS, Principal, key_digest
+from app.core.db import get_owned, utcnow
 from app.core.pagination import paginate
 from app.models import ApiKey, Project
 from app.models.project import Role
@@ -47,9 +47,7 @@ def list_keys(
 
 
 def revoke_key(session: Session, project_id: int, key_id: int) -> ApiKey:
-    key = session.get(ApiKey, key_id)
-    if key is None or key.project_id != project_id:
-        raise NotFound(f"no API key {key_id} in this project")
+    key = get_owned(session, ApiKey, project_id, key_id, "API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     return key
@@ -61,3 +59,18 @@ def revoke_named(session: Session, project_id: int, name: str) -> None:
         .where(ApiKey.project_id == project_id, ApiKey.name == name, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+
+
+def issue_key(session: Session, principal: Principal, role: Role, name: str) -> tuple[ApiKey, str]:
+    """A key made through the API by an admin: audited with the key that made it."""
+    key, plaintext = create_key(session, principal.project_id, role, name)
+    audit.record(session, principal, "key.created", "api_key", key.id, {"role": role.value})
+    session.commit()
+    return key, plaintext
+
+
+def revoke(session: Session, principal: Principal, key_id: int) -> ApiKey:
+    key = revoke_key(session, principal.project_id, key_id)
+    audit.record(session, principal, "key.revoked", "api_key", key.id)
+    session.commit()
+    return key

@@ -6,8 +6,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, func, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
 
@@ -46,6 +46,8 @@ class DatasetVersion(CreatedAt, Base):
     source: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
 
+    dataset: Mapped[Dataset] = relationship(lazy="selectin")
+
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)
 
 
@@ -68,6 +70,15 @@ class DatasetRow(Base):
     row_hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("version_id", "key"),)
+
+
+# The newest version number of each dataset, read in the same SELECT as the dataset.
+Dataset.latest_version = column_property(
+    select(func.max(DatasetVersion.version))
+    .where(DatasetVersion.dataset_id == Dataset.id)
+    .correlate_except(DatasetVersion)
+    .scalar_subquery()
+)
 
 
 class EvaluationSuite(CreatedAt, Base):

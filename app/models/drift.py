@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
+from app.models.registry import ChampionHistory, Checkpoint, Model
 
 
 class AlertStatus(StrEnum):
@@ -34,6 +35,8 @@ class DailySignal(Base):
     rate: Mapped[float | None]
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
     __table_args__ = (
         UniqueConstraint("checkpoint_id", "day", "signal", "dimension", "value"),
@@ -76,6 +79,8 @@ class Monitor(CreatedAt, Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     is_default: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    model: Mapped[Model] = relationship(lazy="selectin")
 
     __table_args__ = (
         Index("ix_monitors_model_signal", "model_id", "signal"),
@@ -125,6 +130,19 @@ class Alert(Base):
     resolution: Mapped[str | None] = mapped_column(String(32))
     annotations: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
 
+    model: Mapped[Model] = relationship(lazy="selectin")
+    checkpoint: Mapped[Checkpoint] = relationship(foreign_keys=[checkpoint_id], lazy="selectin")
+    rollback_target: Mapped[Checkpoint | None] = relationship(
+        foreign_keys=[rollback_target_id], lazy="selectin"
+    )
+    # The registry's record of rollbacks made for this alert (champion_history.alert_id).
+    rollbacks: Mapped[list[ChampionHistory]] = relationship(
+        primaryjoin="ChampionHistory.alert_id == Alert.id",
+        order_by="ChampionHistory.id",
+        viewonly=True,
+        lazy="selectin",
+    )
+
     __table_args__ = (
         # One unresolved alert per (monitor, cohort, signal).
         Index(
@@ -151,5 +169,7 @@ class IncidentDay(CreatedAt, Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     day: Mapped[date]
     note: Mapped[str | None] = mapped_column(Text)
+
+    model: Mapped[Model] = relationship(lazy="selectin")
 
     __table_args__ = (UniqueConstraint("model_id", "day"),)

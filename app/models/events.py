@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType
+from app.models.registry import Checkpoint
 
 
 class Event(Base):
@@ -43,6 +44,8 @@ class Event(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     source: Mapped[str] = mapped_column(String(8), default="rest")
     received_at: Mapped[datetime]
+
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
     __table_args__ = (
         UniqueConstraint("project_id", "trace_id", "span_id"),

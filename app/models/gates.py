@@ -6,9 +6,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, CreatedAt, JSONType, str_enum
+from app.models.registry import Checkpoint, Model
 
 
 class GateVerdict(StrEnum):
@@ -37,6 +38,9 @@ class Gate(CreatedAt, Base):
     comparisons: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     notes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+    model: Mapped[Model] = relationship(lazy="selectin")
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
     __table_args__ = (
         Index("ix_gates_checkpoint", "checkpoint_id", "id"),

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, CreatedAt, JSONType, str_enum
 
@@ -65,6 +65,13 @@ class Checkpoint(CreatedAt, Base):
     # Hash of the registration body: same body again is idempotent, a different one conflicts.
     spec_hash: Mapped[str] = mapped_column(String(64))
 
+    # Loaded with the row (one extra SELECT per query, not per row): every shape of a
+    # checkpoint names its model, and most name its parent.
+    model: Mapped[Model] = relationship(lazy="selectin")
+    parent: Mapped[Checkpoint | None] = relationship(
+        remote_side=[id], lazy="selectin", join_depth=1
+    )
+
     __table_args__ = (
         UniqueConstraint("model_id", "version"),
         Index("ix_checkpoints_project_model", "project_id", "model_id"),
@@ -89,6 +96,11 @@ class ChampionHistory(CreatedAt, Base):
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
     actor: Mapped[str] = mapped_column(String(100))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+    checkpoint: Mapped[Checkpoint] = relationship(foreign_keys=[checkpoint_id], lazy="selectin")
+    previous_checkpoint: Mapped[Checkpoint | None] = relationship(
+        foreign_keys=[previous_checkpoint_id], lazy="selectin"
+    )
 
     __table_args__ = (Index("ix_champion_history_model", "model_id", "id"),)
 

@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum
+from app.models.datasets import DatasetVersion
 
 
 class RunStatus(StrEnum):
@@ -46,6 +47,8 @@ class EvaluationRun(CreatedAt, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+    dataset_version: Mapped[DatasetVersion] = relationship(lazy="selectin")
 
     __table_args__ = (
         Index("ix_evaluation_runs_status", "status", "id"),

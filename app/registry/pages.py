@@ -7,9 +7,11 @@ from typing import Annotated
 
 from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.orm import Session
 
-from app.core.deps import SessionDep
-from app.drift import queries as drift_queries
+from app.core.deps import LinksDep, SessionDep
+from app.core.links import Links
+from app.drift import alerts
 from app.evaluations import queries as run_queries
 from app.gates import queries as gate_queries
 from app.models.project import Role
@@ -58,22 +60,37 @@ def model_page(
     return render(request, "registry/model.html", context)
 
 
+def _rollback_form(
+    request: Request,
+    viewer: auth.Viewer,
+    session: Session,
+    links: Links,
+    model: str,
+    alert_id: int | None,
+    error: str | None = None,
+) -> HTMLResponse:
+    """The confirmation form (an alert's rollback link lands here), with the alert's summary."""
+    project_id = viewer.principal.project_id
+    state = registry.model_state(session, project_id, model)
+    alert = (
+        alerts.alert_out(alerts.get_alert(session, project_id, alert_id), links)
+        if alert_id
+        else None
+    )
+    context = {"viewer": viewer, "state": state, "alert": alert, "error": error}
+    return render(request, "registry/rollback.html", context, status_code=422 if error else 200)
+
+
 @router.get("/models/{model}/rollback", response_class=HTMLResponse)
 def rollback_page(
     request: Request,
     model: PageText,
     viewer: ViewerDep,
     session: SessionDep,
+    links: LinksDep,
     alert_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
-    state = registry.model_state(session, viewer.principal.project_id, model)
-    alert = (
-        drift_queries.alert_detail(session, viewer.principal.project_id, alert_id)[0]
-        if alert_id
-        else None
-    )
-    context = {"viewer": viewer, "state": state, "alert": alert, "error": None}
-    return render(request, "registry/rollback.html", context)
+    return _rollback_form(request, viewer, session, links, model, alert_id)
 
 
 @router.post("/models/{model}/rollback", response_model=None)
@@ -82,6 +99,7 @@ def rollback(
     model: PageText,
     viewer: ViewerDep,
     session: SessionDep,
+    links: LinksDep,
     csrf_token: CsrfField,
     reason: Annotated[str, Form(max_length=2000)] = "",
     alert_id: Annotated[int | None, Form(ge=1)] = None,
@@ -89,15 +107,10 @@ def rollback(
     auth.check_csrf(request, csrf_token)
     require_role(viewer, Role.write)
     if not reason.strip():
-        state = registry.model_state(session, viewer.principal.project_id, model)
-        alert = (
-            drift_queries.alert_detail(session, viewer.principal.project_id, alert_id)[0]
-            if alert_id
-            else None
-        )
-        context = {"viewer": viewer, "state": state, "alert": alert, "error": "Write a reason."}
-        return render(request, "registry/rollback.html", context, status_code=422)
-    registry.rollback(session, viewer.principal, model, None, reason.strip(), alert_id=alert_id)
+        return _rollback_form(request, viewer, session, links, model, alert_id, "Write a reason.")
+    registry.rollback(
+        session, viewer.principal, links, model, None, reason.strip(), alert_id=alert_id
+    )
     return redirect(f"/models/{model}?rolled_back=1")
 
 
@@ -106,7 +119,7 @@ def checkpoint_page(
     request: Request, checkpoint_id: int, viewer: ViewerDep, session: SessionDep
 ) -> HTMLResponse:
     project_id = viewer.principal.project_id
-    checkpoint = registry_queries.checkpoint_in_project(session, project_id, checkpoint_id)
+    checkpoint = registry.get_checkpoint(session, project_id, checkpoint_id)
     model = registry_queries.model_by_id(session, checkpoint.model_id)
     parent_ids = {checkpoint.parent_id} if checkpoint.parent_id else set()
     context = {

@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from app.core.errors import NotFound
 from app.models import (
     ChampionHistory,
     Checkpoint,
@@ -78,13 +77,6 @@ def model_checkpoints(session: Session, model_id: int) -> Sequence[Checkpoint]:
     return session.scalars(
         select(Checkpoint).where(Checkpoint.model_id == model_id).order_by(Checkpoint.id)
     ).all()
-
-
-def checkpoint_in_project(session: Session, project_id: int, checkpoint_id: int) -> Checkpoint:
-    checkpoint = session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None or checkpoint.project_id != project_id:
-        raise NotFound(f"no checkpoint {checkpoint_id} in this project")
-    return checkpoint
 
 
 def model_by_id(session: Session, model_id: int) -> Model:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.core.schemas import StrictModel
+from app.core.schemas import OrmModel, StrictModel
 from app.models.registry import ChampionAction, CheckpointKind, CheckpointStatus
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\s/][^/]*$")]
@@ -51,13 +51,15 @@ class CheckpointIn(StrictModel):
     )
 
 
-class CheckpointOut(BaseModel):
+class CheckpointOut(OrmModel):
     id: int
-    model: str
+    model: str = Field(validation_alias=AliasPath("model", "name"))
     version: str
     kind: CheckpointKind
     parent_id: int | None
-    parent_version: str | None
+    parent_version: str | None = Field(
+        default=None, validation_alias=AliasPath("parent", "version")
+    )
     base_model: str | None
     artifact_uri: str | None
     endpoint: dict[str, Any] | None
@@ -67,31 +69,35 @@ class CheckpointOut(BaseModel):
     created_at: datetime
 
 
-class CheckpointRef(BaseModel):
-    checkpoint_id: int
+class CheckpointRef(OrmModel):
+    checkpoint_id: int = Field(validation_alias=AliasChoices("checkpoint_id", "id"))
     version: str
 
 
-class HistoryEntryOut(BaseModel):
+class HistoryEntryOut(OrmModel):
     id: int
     action: ChampionAction
     checkpoint_id: int
-    checkpoint_version: str
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
     previous_checkpoint_id: int | None
-    previous_checkpoint_version: str | None
+    previous_checkpoint_version: str | None = Field(
+        default=None, validation_alias=AliasPath("previous_checkpoint", "version")
+    )
     reason: str | None
     forced: bool
     gate_id: int | None
     alert_id: int | None
     actor: str
-    at: datetime
+    at: datetime = Field(validation_alias=AliasChoices("at", "created_at"))
 
 
-class ModelOut(BaseModel):
-    name: str
+class ModelOut(OrmModel):
+    name: str = Field(validation_alias=AliasChoices(AliasPath("model", "name"), "name"))
     champion: CheckpointOut | None
     rollback_target: CheckpointRef | None
-    history: list[HistoryEntryOut]
+    history: list[HistoryEntryOut] = Field(
+        validation_alias=AliasChoices("newest_first", "history"), description="Newest first."
+    )
 
 
 class PromoteIn(StrictModel):

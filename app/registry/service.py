@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
+from app.core.db import get_owned
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.links import Links
 from app.core.pagination import paginate
-from app.core.settings import get_settings
-from app.models import ChampionHistory, Checkpoint, Gate, Model
+from app.models import Alert, ChampionHistory, Checkpoint, Gate, Model
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
 from app.registry.schemas import CheckpointIn
@@ -29,7 +30,11 @@ class ModelState:
     model: Model
     champion: Checkpoint | None
     rollback_target: Checkpoint | None
-    history: Sequence[ChampionHistory]
+    history: Sequence[ChampionHistory]  # oldest first
+
+    @property
+    def newest_first(self) -> list[ChampionHistory]:
+        return list(reversed(self.history))
 
 
 def get_model(session: Session, project_id: int, name: str) -> Model:
@@ -49,10 +54,7 @@ def _get_or_create_model(session: Session, project_id: int, name: str) -> Model:
 
 
 def get_checkpoint(session: Session, project_id: int, checkpoint_id: int) -> Checkpoint:
-    checkpoint = session.get(Checkpoint, checkpoint_id)
-    if checkpoint is None or checkpoint.project_id != project_id:
-        raise NotFound(f"no checkpoint {checkpoint_id}")
-    return checkpoint
+    return get_owned(session, Checkpoint, project_id, checkpoint_id, "checkpoint")
 
 
 def find_checkpoint(session: Session, model: Model, ref: int | str) -> Checkpoint | None:
@@ -210,9 +212,7 @@ def champion_of(session: Session, model_id: int) -> Checkpoint | None:
 def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -> Gate | None:
     if gate_id is None:
         return None
-    gate = session.get(Gate, gate_id)
-    if gate is None or gate.project_id != checkpoint.project_id:
-        raise NotFound(f"no gate {gate_id}")
+    gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
     if gate.checkpoint_id != checkpoint.id:
         raise Conflict(f"gate {gate_id} judged checkpoint {gate.checkpoint_id}, not this one")
     allowed = gate.verdict is GateVerdict.passed or (
@@ -229,6 +229,7 @@ def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -
 def promote(
     session: Session,
     principal: Principal,
+    links: Links,
     model_name: str,
     checkpoint_id: int,
     gate_id: int | None,
@@ -257,6 +258,7 @@ def promote(
     _change_champion(
         session,
         principal,
+        links,
         model,
         checkpoint,
         current,
@@ -272,6 +274,7 @@ def promote(
 def rollback(
     session: Session,
     principal: Principal,
+    links: Links,
     model_name: str,
     to: int | str | None,
     reason: str,
@@ -295,13 +298,11 @@ def rollback(
     if target.id == current.id:
         raise Conflict(f"checkpoint {target.id} is already the champion")
     if alert_id is not None:
-        # Imported here: alerts builds on this module (rollback targets, checkpoint names).
-        from app.drift import alerts
-
-        alerts.record_rollback(session, principal, alert_id, model, target)
+        _check_alert(session, principal.project_id, alert_id, model)
     _change_champion(
         session,
         principal,
+        links,
         model,
         target,
         current,
@@ -313,9 +314,18 @@ def rollback(
     return model_state(session, principal.project_id, model_name)
 
 
+def _check_alert(session: Session, project_id: int, alert_id: int, model: Model) -> None:
+    """A rollback made for an alert names it in the history (the alert's page and API show
+    the rollbacks made for it from there); the alert must be about this model."""
+    alert = get_owned(session, Alert, project_id, alert_id, "alert", "alert_id")
+    if alert.model_id != model.id:
+        raise Unprocessable(f"alert_id: alert {alert_id} is not about model '{model.name}'")
+
+
 def _change_champion(
     session: Session,
     principal: Principal,
+    links: Links,
     model: Model,
     new: Checkpoint,
     old: Checkpoint | None,
@@ -358,7 +368,6 @@ def _change_champion(
         "alert_id": alert_id,
     }
     audit.record(session, principal, f"champion.{action.value}", "model", model.id, details, reason)
-    public_url = get_settings().public_url.rstrip("/")
     outbox.emit(
         session,
         principal.project_id,
@@ -369,6 +378,6 @@ def _change_champion(
             "action": action.value,
             "previous_version": old.version if old else None,
             "reason": reason,
-            "url": f"{public_url}/models/{model.name}",
+            "url": links.page("models", model.name),
         },
     )

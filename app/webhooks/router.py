@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from fastapi import Response, status
 
 from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, api_router
 from app.core.schemas import Page
-from app.models import WebhookDelivery, WebhookEndpoint
 from app.webhooks import service as webhooks
 from app.webhooks.schemas import (
     DeliveryOut,
@@ -21,48 +18,13 @@ from app.webhooks.schemas import (
 router = api_router("/api/v1", "webhooks")
 
 
-def _endpoint_out(endpoint: WebhookEndpoint) -> WebhookOut:
-    return WebhookOut(
-        id=endpoint.id,
-        url=endpoint.url,
-        events=endpoint.events,
-        description=endpoint.description,
-        status=endpoint.status,
-        paused_reason=endpoint.paused_reason,
-        consecutive_failures=endpoint.consecutive_failures,
-        created_at=endpoint.created_at,
-    )
-
-
-def _deliveries_out(rows: Sequence[WebhookDelivery]) -> list[DeliveryOut]:
-    return [
-        DeliveryOut(
-            id=d.id,
-            webhook_id=d.endpoint_id,
-            event_type=d.event_type,
-            msg_id=d.msg_id,
-            status=d.status,
-            attempts=d.attempts,
-            next_attempt_at=d.next_attempt_at,
-            last_status_code=d.last_status_code,
-            last_response_excerpt=d.last_response_excerpt,
-            last_error=d.last_error,
-            last_duration_ms=d.last_duration_ms,
-            delivered_at=d.delivered_at,
-            created_at=d.created_at,
-            payload=d.payload,
-        )
-        for d in rows
-    ]
-
-
 @router.post("/webhooks", response_model=WebhookCreatedOut, status_code=status.HTTP_201_CREATED)
 def create_webhook(
     body: WebhookIn, principal: Admin, session: SessionDep, settings: SettingsDep
 ) -> WebhookCreatedOut:
     """The signing secret is in this answer only; it is stored encrypted."""
     endpoint, secret = webhooks.create_endpoint(session, principal, settings, body)
-    return WebhookCreatedOut(**_endpoint_out(endpoint).model_dump(), secret=secret)
+    return WebhookCreatedOut(**WebhookOut.model_validate(endpoint).model_dump(), secret=secret)
 
 
 @router.get("/webhooks", response_model=Page[WebhookOut])
@@ -70,12 +32,13 @@ def list_webhooks(principal: Reader, session: SessionDep, paging: Paging) -> Pag
     rows, cursor = webhooks.list_endpoints(
         session, principal.project_id, paging.cursor, paging.limit
     )
-    return Page(items=[_endpoint_out(e) for e in rows], next_cursor=cursor)
+    return Page(items=[WebhookOut.model_validate(e) for e in rows], next_cursor=cursor)
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookOut)
 def get_webhook(webhook_id: int, principal: Reader, session: SessionDep) -> WebhookOut:
-    return _endpoint_out(webhooks.get_endpoint(session, principal.project_id, webhook_id))
+    endpoint = webhooks.get_endpoint(session, principal.project_id, webhook_id)
+    return WebhookOut.model_validate(endpoint)
 
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookOut)
@@ -88,7 +51,7 @@ def update_webhook(
 ) -> WebhookOut:
     """Change url, events or description; status 'active' re-enables a paused endpoint."""
     endpoint = webhooks.update_endpoint(session, principal, settings, webhook_id, body)
-    return _endpoint_out(endpoint)
+    return WebhookOut.model_validate(endpoint)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -104,7 +67,7 @@ def delete_webhook(webhook_id: int, principal: Admin, session: SessionDep) -> Re
 )
 def test_webhook(webhook_id: int, principal: Admin, session: SessionDep) -> DeliveryOut:
     """Queues a signed test message; its outcome appears in the delivery log."""
-    return _deliveries_out([webhooks.queue_test(session, principal, webhook_id)])[0]
+    return DeliveryOut.model_validate(webhooks.queue_test(session, principal, webhook_id))
 
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[DeliveryOut])
@@ -114,7 +77,7 @@ def list_deliveries(
     rows, cursor = webhooks.list_deliveries(
         session, principal.project_id, webhook_id, paging.cursor, paging.limit
     )
-    return Page(items=_deliveries_out(rows), next_cursor=cursor)
+    return Page(items=[DeliveryOut.model_validate(d) for d in rows], next_cursor=cursor)
 
 
 @router.post(
@@ -125,4 +88,5 @@ def list_deliveries(
 def redeliver(
     webhook_id: int, delivery_id: int, principal: Admin, session: SessionDep
 ) -> DeliveryOut:
-    return _deliveries_out([webhooks.redeliver(session, principal, webhook_id, delivery_id)])[0]
+    delivery = webhooks.redeliver(session, principal, webhook_id, delivery_id)
+    return DeliveryOut.model_validate(delivery)

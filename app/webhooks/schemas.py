@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AliasChoices, Field, StringConstraints
 
-from app.core.schemas import StrictModel
+from app.core.schemas import OrmModel, StrictModel
 from app.models.webhooks import DeliveryStatus, EndpointStatus
 
 EventType = Literal["alert.opened", "alert.resolved", "champion.changed", "gate.blocked"]
@@ -33,7 +33,7 @@ class WebhookPatch(StrictModel):
     )
 
 
-class WebhookOut(BaseModel):
+class WebhookOut(OrmModel):
     id: int
     url: str
     events: list[str]
@@ -48,9 +48,9 @@ class WebhookCreatedOut(WebhookOut):
     secret: str = Field(description="Shown once: verify signatures with it.")
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(OrmModel):
     id: int
-    webhook_id: int
+    webhook_id: int = Field(validation_alias=AliasChoices("endpoint_id", "webhook_id"))
     event_type: str
     msg_id: str
     status: DeliveryStatus

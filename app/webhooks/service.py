@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import audit, crypto
 from app.core.auth import Principal
-from app.core.db import utcnow
+from app.core.db import get_owned, utcnow
 from app.core.errors import NotFound, Unprocessable
 from app.core.pagination import paginate
 from app.core.settings import Settings
@@ -103,10 +103,7 @@ def create_endpoint(
 
 
 def get_endpoint(session: Session, project_id: int, webhook_id: int) -> WebhookEndpoint:
-    endpoint = session.get(WebhookEndpoint, webhook_id)
-    if endpoint is None or endpoint.project_id != project_id:
-        raise NotFound(f"no webhook {webhook_id}")
-    return endpoint
+    return get_owned(session, WebhookEndpoint, project_id, webhook_id, "webhook")
 
 
 def list_endpoints(

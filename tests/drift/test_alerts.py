@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.db import today_utc
+from app.core.links import Links
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.models import JobRun, WebhookDelivery
 from app.schedule import start_scheduler
@@ -147,8 +148,10 @@ def test_monitor_and_incident_day_validation(client: TestClient, auth: Headers) 
 def test_the_scheduled_job_runs_once_per_period(app: FastAPI) -> None:
     sessions = app.state.sessionmaker
     now = datetime(2030, 5, 2, 0, 15, tzinfo=UTC)
-    assert run_scheduled_drift(sessions, now) == []
-    assert run_scheduled_drift(sessions, now) is None  # another process already claimed it
+    assert run_scheduled_drift(sessions, Links.of(app.state.settings), now) == []
+    assert (
+        run_scheduled_drift(sessions, Links.of(app.state.settings), now) is None
+    )  # another process already claimed it
     with sessions() as session:
         [claim] = session.scalars(select(JobRun).where(JobRun.job == DRIFT_JOB)).all()
     assert (claim.period, claim.status) == ("2030-05-01", "succeeded")

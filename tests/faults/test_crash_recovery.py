@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 
 from app.core.db import is_postgres, utcnow
 from app.core.jobs import JOB_STALE_AFTER
+from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.evaluations.service import LEASE
@@ -99,7 +100,9 @@ def claim_and_runs(app: FastAPI) -> tuple[JobRun, int]:
 
 def test_a_drift_period_abandoned_long_ago_is_taken_over(app: FastAPI, admin_key: str) -> None:
     leave_claim(app, utcnow() - JOB_STALE_AFTER - timedelta(minutes=1))
-    assert run_scheduled_drift(app.state.sessionmaker, NOW) is not None
+    assert (
+        run_scheduled_drift(app.state.sessionmaker, Links.of(app.state.settings), NOW) is not None
+    )
     claim, runs = claim_and_runs(app)
     assert (claim.period, claim.status, claim.error) == (PERIOD, "succeeded", None)
     assert claim.owner != "dead-host:4242" and claim.finished_at is not None
@@ -114,7 +117,7 @@ def test_a_fresh_drift_claim_is_taken_over_only_when_its_owner_provably_died(
     leave_claim(app, utcnow())
     with app.state.sessionmaker() as session:
         postgres = is_postgres(session)
-    result = run_scheduled_drift(app.state.sessionmaker, NOW)
+    result = run_scheduled_drift(app.state.sessionmaker, Links.of(app.state.settings), NOW)
     claim, runs = claim_and_runs(app)
     if postgres:
         assert result is not None and claim.status == "succeeded" and runs == 1

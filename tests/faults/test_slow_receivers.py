@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import run_scheduled_drift
 from app.main import create_app
@@ -73,7 +74,7 @@ def test_hanging_refusing_and_redirecting_receivers_never_block_ingest_or_the_sc
             response = client.post("/api/v1/events", json={"events": events}, headers=auth)
             assert response.status_code == 202 and response.json()["accepted"] == 100
         assert client.get("/api/v1/events", headers=auth).status_code == 200
-        assert run_scheduled_drift(app.state.sessionmaker) is not None
+        assert run_scheduled_drift(app.state.sessionmaker, Links.of(app.state.settings)) is not None
         assert hanging.answered == 0, "the receiver answered: the test proved nothing"
 
         hanging.release()

@@ -26,17 +26,19 @@ import json, sys, time
 from datetime import datetime, UTC
 from pathlib import Path
 from app.core.db import make_engine, make_sessionmaker
+from app.core.links import Links
 from app.drift.job import run_scheduled_drift
 from app.core.settings import Settings
 barrier = Path(sys.argv[1])
-sessions = make_sessionmaker(make_engine(Settings()))
+settings = Settings()
+sessions = make_sessionmaker(make_engine(settings))
 (barrier / sys.argv[2]).touch()
 while not (barrier / "go").exists():
     time.sleep(0.01)
 ran = []
 for day in sys.argv[3:]:
     now = datetime.fromisoformat(day).replace(hour=0, minute=15, tzinfo=UTC)
-    if run_scheduled_drift(sessions, now) is not None:
+    if run_scheduled_drift(sessions, Links.of(settings), now) is not None:
         ran.append(day)
 print(json.dumps(ran))
 """
