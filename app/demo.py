@@ -21,9 +21,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.auth import Principal
 from app.core.links import Links
 from app.core.settings import Settings
+from app.datasets import parsing
 from app.datasets import service as datasets
 from app.drift import job as drift_job
 from app.evaluations import service as runs
+from app.evaluations import worker
 from app.evaluations.schemas import EvaluationIn
 from app.gates import service as gates
 from app.gates.schemas import GateIn, GatePolicySpec
@@ -231,7 +233,7 @@ def _golden_dataset(session: Session, principal: Principal) -> None:
     datasets.create_dataset(session, principal, DATASET, "Support questions with known answers")
     for changed in (False, True):
         rows = _golden_rows(changed)
-        datasets.add_version(session, principal, DATASET, datasets.json_rows(rows), "json")
+        datasets.add_version(session, principal, DATASET, parsing.json_rows(rows), "json")
 
 
 def _outputs(version: int) -> list[dict[str, Any]]:
@@ -261,7 +263,7 @@ def _evaluate(
             body = EvaluationIn(checkpoint_id=checkpoint_id, evaluators=evaluators)
             pairs = ((o["key"], o) for o in outputs)
             run_ids.append(runs.create_run(session, principal, DATASET, body, pairs).id)
-    while runs.work_runs(sessions, settings):
+    while worker.work_runs(sessions, settings):
         pass
     return run_ids
 

@@ -17,9 +17,9 @@ from app.core.jobs import Loop
 from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
-from app.evaluations.service import work_runs
+from app.evaluations.worker import work_runs
 from app.ingest.retention import run_scheduled_retention
-from app.webhooks.service import deliver_webhooks
+from app.webhooks.sender import deliver_webhooks
 
 
 def registered_loops() -> list[Loop]:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from scratch import BENCH_DATABASE_URL, scratch_schema
 
 from app.core.settings import Settings
-from app.evaluations.service import work_runs
+from app.evaluations.worker import work_runs
 from app.keys import service as keys
 from app.main import create_app
 from app.models.project import Role

@@ -1,9 +1,9 @@
 """Time one deploy gate through the service on PostgreSQL: 20,000 rows x 8 evaluators x 50
 cohorts (all, 3 risk levels, 46 dimension values), champion run against candidate run.
 
-Reports the fetch (app.services.gates.load_pairs: two queries, the results aggregated into
+Reports the fetch (app.gates.pairs.load_pairs: two queries, the results aggregated into
 arrays per run x evaluator in SQL, and the rows' risk and cohorts), the comparison compute
-(app.services.gates.decide: statistics, adjustment, verdict) and the whole create_gate
+(app.gates.decision.decide: statistics, adjustment, verdict) and the whole create_gate
 (fetch + compute + storing the decision), each the median of several repeats.
 
     .venv/bin/python bench/gates.py
@@ -26,6 +26,7 @@ from app.core.auth import Principal
 from app.core.db import make_engine, make_sessionmaker
 from app.core.links import Links
 from app.core.settings import Settings
+from app.gates import decision, pairs
 from app.gates import service as gates
 from app.gates.schemas import GateIn, GatePolicySpec
 from app.models import (
@@ -140,14 +141,14 @@ def run(sessions: sessionmaker[Session]) -> dict[str, Any]:
         project_id, baseline_id, candidate_id = seed(session, np.random.default_rng(20240601))
     spec = GatePolicySpec()
 
-    def fetch() -> gates.PairedResults:
+    def fetch() -> pairs.PairedResults:
         with sessions() as session:
             candidate = session.get_one(EvaluationRun, candidate_id)
             baseline = session.get_one(EvaluationRun, baseline_id)
-            return gates.load_pairs(session, candidate, baseline)
+            return pairs.load_pairs(session, candidate, baseline)
 
     paired = fetch()
-    decision = gates.decide(paired, spec)
+    decided = decision.decide(paired, spec)
     principal = Principal(project_id=project_id, key_id=None, role=Role.admin, actor="bench")
 
     def whole_gate() -> None:
@@ -158,11 +159,11 @@ def run(sessions: sessionmaker[Session]) -> dict[str, Any]:
     return {
         "rows": len(paired.keys),
         "evaluators": len(paired.evaluators),
-        "cohorts": len(decision.comparisons) // len(paired.evaluators),
-        "comparisons": len(decision.comparisons),
-        "verdict": decision.verdict.value,
+        "cohorts": len(decided.comparisons) // len(paired.evaluators),
+        "comparisons": len(decided.comparisons),
+        "verdict": decided.verdict.value,
         "fetch": median_seconds(fetch),
-        "compute": median_seconds(lambda: gates.decide(paired, spec)),
+        "compute": median_seconds(lambda: decision.decide(paired, spec)),
         "create_gate": median_seconds(whole_gate),
         "repeats": REPEATS,
     }

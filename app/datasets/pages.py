@@ -19,6 +19,8 @@ from app.web.rendering import (
 )
 
 router = web_router()
+# Keys listed per kind of change on the page (the API pages through all of them).
+DIFF_KEYS = 500
 
 
 @router.get("/datasets/{name}", response_class=HTMLResponse)
@@ -52,7 +54,9 @@ def dataset_page(
         "versions": versions,
         "shown": shown,
         "other": other,
-        "diff": dataset_queries.version_diff(session, other.id, shown.id)
+        "diff": dataset_queries.diff_versions(
+            session, viewer.principal.project_id, name, other.version, shown.version, DIFF_KEYS
+        )
         if shown and other
         else None,
         "rows": rows[:PAGE_SIZE],

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.core.errors import NotFound
+from app.datasets import service
 from app.models import (
     Dataset,
     DatasetRow,
@@ -52,33 +53,35 @@ def dataset_rows(
     ).all()
 
 
-@dataclass(frozen=True)
-class VersionDiff:
-    added: list[str]
-    removed: list[str]
-    changed: list[str]
-
-
-def version_diff(session: Session, old_id: int, new_id: int) -> VersionDiff:
-    """Keys added, removed and changed (row hash differs) between two versions, in SQL."""
-    old = aliased(DatasetRow)
-    new = aliased(DatasetRow)
-    added = session.scalars(
-        select(new.key)
-        .outerjoin(old, and_(old.version_id == old_id, old.key == new.key))
-        .where(new.version_id == new_id, old.id.is_(None))
-        .order_by(new.key)
-    ).all()
-    removed = session.scalars(
-        select(old.key)
-        .outerjoin(new, and_(new.version_id == new_id, new.key == old.key))
-        .where(old.version_id == old_id, new.id.is_(None))
-        .order_by(old.key)
-    ).all()
-    changed = session.scalars(
-        select(new.key)
-        .join(old, and_(old.version_id == old_id, old.key == new.key))
-        .where(new.version_id == new_id, old.row_hash != new.row_hash)
-        .order_by(new.key)
-    ).all()
-    return VersionDiff(list(added), list(removed), list(changed))
+def diff_versions(
+    session: Session, project_id: int, name: str, old: int, new: int, limit: int
+) -> dict[str, Any]:
+    """Keys added, removed and changed (different row hash) from version `old` to `new`."""
+    a = service.get_version(session, project_id, name, old)
+    b = service.get_version(session, project_id, name, new)
+    row_a, row_b = aliased(DatasetRow), aliased(DatasetRow)
+    only_in_b = (
+        select(row_b.key)
+        .outerjoin(row_a, and_(row_a.version_id == a.id, row_a.key == row_b.key))
+        .where(row_b.version_id == b.id, row_a.id.is_(None))
+    )
+    only_in_a = (
+        select(row_a.key)
+        .outerjoin(row_b, and_(row_b.version_id == b.id, row_b.key == row_a.key))
+        .where(row_a.version_id == a.id, row_b.id.is_(None))
+    )
+    changed = (
+        select(row_b.key)
+        .join(row_a, and_(row_a.version_id == a.id, row_a.key == row_b.key))
+        .where(row_b.version_id == b.id, row_a.row_hash != row_b.row_hash)
+    )
+    result: dict[str, Any] = {"from_version": a.version, "to_version": b.version, "counts": {}}
+    truncated = False
+    for label, stmt in (("added", only_in_b), ("removed", only_in_a), ("changed", changed)):
+        count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        keys = session.scalars(stmt.order_by(stmt.selected_columns[0]).limit(limit)).all()
+        result[label] = list(keys)
+        result["counts"][label] = count
+        truncated = truncated or count > len(keys)
+    result["truncated"] = truncated
+    return result

@@ -16,6 +16,8 @@ from starlette.datastructures import UploadFile
 from app.core.deps import Paging, Reader, SessionDep, Writer, api_router
 from app.core.errors import Problem, Unprocessable
 from app.core.schemas import Page, StrictModel
+from app.datasets import parsing
+from app.datasets import queries as dataset_queries
 from app.datasets import service as datasets
 from app.datasets.schemas import (
     DatasetIn,
@@ -141,7 +143,7 @@ async def add_version(
             session,
             principal,
             dataset_name,
-            datasets.json_rows(body.rows),
+            parsing.json_rows(body.rows),
             "json",
             body.note,
         )
@@ -151,7 +153,7 @@ async def add_version(
         kind = file_kind(upload)
         note = form.get("note")
         await upload.seek(0)
-        parse = datasets.jsonl_rows if kind == "jsonl" else datasets.csv_rows
+        parse = parsing.jsonl_rows if kind == "jsonl" else parsing.csv_rows
         version, created = await run_in_threadpool(
             datasets.add_version,
             session,
@@ -223,7 +225,7 @@ def diff_versions(
     to_version: Annotated[int, Query(alias="to", ge=1)],
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
 ) -> DiffOut:
-    diff = datasets.diff_versions(
+    diff = dataset_queries.diff_versions(
         session, principal.project_id, dataset_name, from_version, to_version, limit
     )
     return DiffOut(**diff)

@@ -15,6 +15,7 @@ from app.drift import figures as drift_figures
 from app.drift import queries as drift_queries
 from app.drift import signals as signals
 from app.ingest import queries as event_queries
+from app.ingest.schemas import EventOut
 from app.models.drift import AlertStatus
 from app.models.project import Role
 from app.registry import queries as registry_queries
@@ -169,13 +170,14 @@ def alert_page(
         value=row.value,
     )
     changes = registry_queries.champion_changes(session, project_id, row.model, start, end)
-    samples, _ = event_queries.events(
+    sample_events, _ = event_queries.list_events(
         session,
         project_id,
-        event_queries.EventFilter(trace_ids=tuple(row.sample_trace_ids[:20])),
+        event_queries.EventFilters(trace_ids=tuple(row.sample_trace_ids[:20])),
         None,
         20,
     )
+    samples = [EventOut.model_validate(event) for event in sample_events]
     context = {
         "viewer": viewer,
         "alert": row,

@@ -8,6 +8,7 @@ from fastapi import Query, status
 
 from app.core.deps import Admin, LinksDep, Paging, Reader, SessionDep, Writer, api_router
 from app.core.schemas import Page
+from app.gates import policies
 from app.gates import service as gates
 from app.gates.schemas import (
     GateIn,
@@ -45,11 +46,11 @@ def get_gate(gate_id: int, principal: Reader, session: SessionDep) -> GateOut:
 
 @router.get("/models/{model}/gate-policy", response_model=GatePolicyOut)
 def get_gate_policy(model: str, principal: Reader, session: SessionDep) -> GatePolicyOut:
-    return GatePolicyOut.model_validate(gates.get_policy(session, principal.project_id, model))
+    return GatePolicyOut.model_validate(policies.get_policy(session, principal.project_id, model))
 
 
 @router.put("/models/{model}/gate-policy", response_model=GatePolicyOut)
 def put_gate_policy(
     model: str, body: GatePolicySpec, principal: Admin, session: SessionDep
 ) -> GatePolicyOut:
-    return GatePolicyOut.model_validate(gates.put_policy(session, principal, model, body))
+    return GatePolicyOut.model_validate(policies.put_policy(session, principal, model, body))

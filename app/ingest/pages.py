@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
 from fastapi import Query, Request
@@ -10,8 +10,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import StringConstraints
 
 from app.core.deps import SessionDep
-from app.core.errors import NotFound, Unprocessable
+from app.core.errors import Unprocessable
 from app.ingest import queries as event_queries
+from app.ingest.schemas import EventOut, TraceOut
 from app.registry import queries as registry_queries
 from app.web.auth import ViewerDep
 from app.web.rendering import (
@@ -37,22 +38,22 @@ def traces_page(
     flag: Annotated[str | None, Query(max_length=32)] = None,
     start: Annotated[date | None, Query(alias="from")] = None,
     end: Annotated[date | None, Query(alias="to")] = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    cursor: OptionalText = None,
 ) -> HTMLResponse:
-    if flag and flag not in event_queries.EVENT_FLAGS:
-        raise Unprocessable(f"flag: one of {', '.join(event_queries.EVENT_FLAGS)}", field="flag")
-    filters = event_queries.EventFilter(
+    if flag and flag not in event_queries.FLAGS:
+        raise Unprocessable(f"flag: one of {', '.join(event_queries.FLAGS)}", field="flag")
+    filters = event_queries.EventFilters(
         model=model or None,
         checkpoint_id=checkpoint,
         route=route or None,
         user_segment=user_segment or None,
         prompt_version=prompt_version or None,
-        flag=flag or None,
         start=datetime.combine(start, time(), UTC) if start else None,
-        end=datetime.combine(end, time.max, UTC) if end else None,
+        end=datetime.combine(end + timedelta(days=1), time(), UTC) if end else None,
+        **(event_queries.FLAGS[flag] if flag else {}),
     )
-    rows, next_before = event_queries.events(
-        session, viewer.principal.project_id, filters, before, PAGE_SIZE
+    rows, next_cursor = event_queries.list_events(
+        session, viewer.principal.project_id, filters, cursor, PAGE_SIZE
     )
     params = {
         "model": model,
@@ -66,11 +67,11 @@ def traces_page(
     }
     context = {
         "viewer": viewer,
-        "rows": rows,
-        "next_before": next_before,
+        "rows": [EventOut.model_validate(event) for event in rows],
+        "next_cursor": next_cursor,
         "filters": params,
         "models": registry_queries.model_names(session, viewer.principal.project_id),
-        "flags": list(event_queries.EVENT_FLAGS),
+        "flags": list(event_queries.FLAGS),
     }
     return render(request, "ingest/traces.html", context)
 
@@ -82,8 +83,6 @@ def trace_page(
     viewer: ViewerDep,
     session: SessionDep,
 ) -> HTMLResponse:
-    rows, feedback = event_queries.trace_events(session, viewer.principal.project_id, trace_id)
-    if not rows and feedback is None:
-        raise NotFound(f"no trace '{trace_id}' in this project")
-    context = {"viewer": viewer, "trace_id": trace_id, "rows": rows, "feedback": feedback}
+    trace = event_queries.get_trace(session, viewer.principal.project_id, trace_id)
+    context = {"viewer": viewer, "trace": TraceOut.model_validate(trace)}
     return render(request, "ingest/trace.html", context)

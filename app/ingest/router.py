@@ -15,6 +15,7 @@ from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, Writer
 from app.core.errors import Problem
 from app.core.schemas import Page
 from app.core.settings import Settings
+from app.ingest import queries as event_queries
 from app.ingest import service as ingest
 from app.ingest.queue import IngestGate
 from app.ingest.schemas import (
@@ -142,7 +143,7 @@ def list_events(
     refusal: bool | None = None,
     feedback: FeedbackValue | None = None,
 ) -> Page[EventOut]:
-    filters = ingest.EventFilters(
+    filters = event_queries.EventFilters(
         model=model,
         checkpoint_id=checkpoint_id,
         start=start,
@@ -155,7 +156,7 @@ def list_events(
         refusal=refusal,
         feedback=feedback,
     )
-    rows, cursor = ingest.list_events(
+    rows, cursor = event_queries.list_events(
         session, principal.project_id, filters, paging.cursor, paging.limit
     )
     return Page(items=[EventOut.model_validate(e) for e in rows], next_cursor=cursor)
@@ -163,7 +164,7 @@ def list_events(
 
 @router.get("/traces/{trace_id}", response_model=TraceOut)
 def get_trace(trace_id: str, principal: Reader, session: SessionDep) -> TraceOut:
-    return TraceOut.model_validate(ingest.get_trace(session, principal.project_id, trace_id))
+    return TraceOut.model_validate(event_queries.get_trace(session, principal.project_id, trace_id))
 
 
 # --- Feedback -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from app.core.schemas import MAX_ID, OrmModel, StrictModel
 
 FeedbackValue = Literal["up", "down"]
 # Stored as a small integer: +1 up, -1 down.
+FEEDBACK_SCORES: dict[str, int] = {"up": 1, "down": -1}
 FEEDBACK_NAMES: dict[int, FeedbackValue] = {1: "up", -1: "down"}
 
 # Column widths of the three cohort dimensions stored as their own columns.

@@ -31,10 +31,9 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.db import insert_ignoring_conflicts, is_postgres, upsert, utcnow
 from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
-from app.core.pagination import paginate
 from app.core.settings import Settings
 from app.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
-from app.ingest.schemas import STORABLE_CHECKED, EventIn, FeedbackValue
+from app.ingest.schemas import FEEDBACK_SCORES, STORABLE_CHECKED, EventIn, FeedbackValue
 from app.models import Checkpoint, Event, Feedback, Model, Project
 
 log = logging.getLogger("plumbline.ingest")
@@ -43,8 +42,6 @@ INSERT_CHUNK_ROWS = 1000
 """Rows per executemany on SQLite, where the whole batch shares one transaction anyway."""
 LOOKUP_CHUNK = 5000
 """Values per IN (...) list when reading by trace ids (SQLite allows 32,766 parameters)."""
-TRACE_EVENT_LIMIT = 1000
-FEEDBACK_SCORES: dict[str, int] = {"up": 1, "down": -1}
 ONLINE_EVALUATORS = frozenset({"refusal", "json_validation", "is_compliant"})
 """Cheap and deterministic, needing only the output: safe to run inside the ingest path."""
 EVENTS_TABLE = cast(Table, Event.__table__)
@@ -435,73 +432,6 @@ def record_feedback(
     )
     session.commit()
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
-
-
-# --- Reading --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilters:
-    model: str | None = None
-    checkpoint_id: int | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    route: str | None = None
-    user_segment: str | None = None
-    prompt_version: str | None = None
-    eval_passed: bool | None = None
-    fallback: bool | None = None
-    refusal: bool | None = None
-    feedback: FeedbackValue | None = None
-
-
-def list_events(
-    session: Session, project_id: int, filters: EventFilters, cursor: str | None, limit: int
-) -> tuple[Sequence[Event], str | None]:
-    """Newest first; `start` inclusive, `end` exclusive."""
-    stmt = select(Event).where(Event.project_id == project_id)
-    if filters.model is not None:
-        stmt = stmt.join(Model, Model.id == Event.model_id).where(Model.name == filters.model)
-    equal = {
-        Event.checkpoint_id: filters.checkpoint_id,
-        Event.route: filters.route,
-        Event.user_segment: filters.user_segment,
-        Event.prompt_version: filters.prompt_version,
-        Event.eval_passed: filters.eval_passed,
-        Event.fallback: filters.fallback,
-        Event.refusal: filters.refusal,
-        Event.feedback: FEEDBACK_SCORES[filters.feedback] if filters.feedback else None,
-    }
-    for column, wanted in equal.items():
-        if wanted is not None:
-            stmt = stmt.where(column == wanted)
-    if filters.start is not None:
-        stmt = stmt.where(Event.ts >= filters.start)
-    if filters.end is not None:
-        stmt = stmt.where(Event.ts < filters.end)
-    return paginate(session, stmt, Event.id, cursor, limit)
-
-
-@dataclass(frozen=True, slots=True)
-class Trace:
-    trace_id: str
-    events: Sequence[Event]
-    feedback: Feedback | None
-
-
-def get_trace(session: Session, project_id: int, trace_id: str) -> Trace:
-    events = session.scalars(
-        select(Event)
-        .where(Event.project_id == project_id, Event.trace_id == trace_id)
-        .order_by(Event.ts, Event.id)
-        .limit(TRACE_EVENT_LIMIT)
-    ).all()
-    feedback = session.scalar(
-        select(Feedback).where(Feedback.project_id == project_id, Feedback.trace_id == trace_id)
-    )
-    if not events and feedback is None:
-        raise NotFound(f"no trace '{trace_id}' in this project")
-    return Trace(trace_id, events, feedback)
 
 
 # --- Project settings -----------------------------------------------------------------------

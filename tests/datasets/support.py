@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app.evaluations.service import work_runs
+from app.evaluations.worker import work_runs
 
 Headers = dict[str, str]
 

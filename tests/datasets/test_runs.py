@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from app.core.db import utcnow
-from app.evaluations.service import work_runs
+from app.evaluations.worker import work_runs
 from app.models import EvalResult, EvaluationRun
 from app.models.runs import RunStatus
 from tests.datasets.support import (

@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from app.core.db import today_utc, utcnow
 from app.core.settings import Settings
 from app.models import WebhookDelivery
-from app.webhooks.service import deliver_webhooks
+from app.webhooks.sender import deliver_webhooks
 from tests.drift.traffic import Segment, day_of_traffic, post_events
 from tests.webhooks.receiver import Receiver, receiver
 

@@ -187,8 +187,8 @@ _WORKER_CODE = """
 import sys, time
 from app.core.db import make_engine, make_sessionmaker
 from app.core.settings import Settings
-from app.evaluations.service import work_runs
-from app.webhooks.service import deliver_webhooks
+from app.evaluations.worker import work_runs
+from app.webhooks.sender import deliver_webhooks
 work = {"runs": work_runs, "webhooks": deliver_webhooks}[sys.argv[1]]
 settings = Settings()
 sessions = make_sessionmaker(make_engine(settings))

@@ -19,11 +19,11 @@ from app.core.jobs import JOB_STALE_AFTER
 from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
-from app.evaluations.service import LEASE
+from app.evaluations.worker import LEASE
 from app.models import DriftRun, EvaluationRun, JobRun, WebhookDelivery
 from app.models.runs import RunStatus
 from app.models.webhooks import DeliveryStatus
-from app.webhooks.service import deliver_webhooks
+from app.webhooks.sender import deliver_webhooks
 from tests.datasets.support import Headers, drain_worker, make_dataset, register
 from tests.faults.support import chat_answer, chat_prompts, gated_server, kill, spawn_worker
 

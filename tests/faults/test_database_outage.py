@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 
 from app.core.db import make_engine, make_sessionmaker
 from app.core.settings import Settings
-from app.evaluations.service import ENDPOINT_CHUNK, work_runs
+from app.evaluations.worker import ENDPOINT_CHUNK, work_runs
 from app.main import create_app
 from app.models import EvaluationRun, Event
 from app.models.runs import RunStatus

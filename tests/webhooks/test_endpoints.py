@@ -15,7 +15,7 @@ from app.core.db import utcnow
 from app.core.settings import Settings
 from app.models import WebhookDelivery, WebhookEndpoint
 from app.webhooks.delivery import MAX_ATTEMPTS, new_webhook_secret
-from app.webhooks.service import PAUSE_AFTER_FAILURES, deliver_webhooks
+from app.webhooks.sender import PAUSE_AFTER_FAILURES, deliver_webhooks
 from tests.webhooks.receiver import receiver
 
 Headers = dict[str, str]
