@@ -6,11 +6,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /srv/plumbline
 COPY requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml setup.py README.md alembic.ini ./
 COPY app ./app
+COPY plumbline ./plumbline
 COPY migrations ./migrations
-# Editable, so app/ finds migrations/ beside it as in the source tree.
-RUN pip install --no-cache-dir --no-deps -e . \
+COPY templates ./templates
+COPY static ./static
+# A regular install: the wheel carries templates/, static/ and migrations/ (setup.py).
+RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --uid 10001 plumbline && mkdir -p /data && chown plumbline /data
 USER plumbline
 EXPOSE 8000

@@ -26,11 +26,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app plumbline tests bench
+	$(BIN)/ruff format --check app plumbline tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy app
+	$(BIN)/mypy app plumbline
 
 ## Regenerate the pinned lock files after editing pyproject.toml (needs uv: pip install uv).
 lock:

@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
+import httpx
+import uvicorn
+
+from app import demo
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, today_utc
 from app.core.jobs import daily_jobs_lock
@@ -16,14 +20,11 @@ from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift_job
 from app.keys import service as keys
+from app.main import create_app
 from app.models.project import Role
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app.main import create_app
-
     migrate.upgrade(settings.database_url)
     if settings.is_sqlite and settings.print_admin_key:
         _print_bootstrap_key(settings)
@@ -136,8 +137,6 @@ GATE_EXIT_CODES = {"pass": 0, "block": 1, "inconclusive": 3}
 def _gate(_settings: Settings, args: argparse.Namespace) -> int:
     """CI's deploy gate over HTTP: prints the verdict, its reasons and a table of the guarded
     and warning cohorts; the exit code is the verdict (2 for any error)."""
-    import httpx
-
     if not args.api_key:
         print("error: --api-key (or PLUMBLINE_API_KEY) is required", file=sys.stderr)
         return 2
@@ -204,8 +203,6 @@ def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from app import demo
-
     migrate.upgrade(settings.database_url)
     sessions = make_sessionmaker(make_engine(settings))
     if args.if_empty and demo.has_data(sessions):

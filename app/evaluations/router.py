@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from app.core.deps import Paging, Reader, SessionDep, Writer, api_router
 from app.core.errors import Unprocessable
 from app.core.schemas import Page
-from app.datasets.router import is_multipart, json_body, multipart_doc, parse_model, upload_part
+from app.core.uploads import is_multipart, json_body, multipart_doc, parse_model, upload_part
 from app.datasets.schemas import SuiteIn, SuiteOut
 from app.evaluations import service as runs
 from app.evaluations import suites

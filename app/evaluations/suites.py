@@ -13,8 +13,8 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import paginate
-from app.evals import Evaluator, EvaluatorConfigError, build_suite
 from app.models import EvaluationSuite
+from plumbline.evals import Evaluator, EvaluatorConfigError, build_suite
 
 
 def build_evaluators(

@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import database_unavailable
 from app.core.settings import Settings
-from app.evals import Evaluator, build_suite, evaluate_row
 from app.evaluations.endpoint_client import call_endpoint
 from app.evaluations.service import OUTPUTS_TABLE
 from app.evaluations.summary import compute_summary
@@ -38,6 +37,7 @@ from app.models import (
 )
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
+from plumbline.evals import Evaluator, build_suite, evaluate_row
 
 log = logging.getLogger("plumbline.runs")
 

@@ -17,7 +17,7 @@ from app.core.deps import SessionDep, SettingsDep, StrictJSONRoute, Writer, api_
 from app.core.errors import Problem
 from app.ingest import otlp
 from app.ingest import service as ingest
-from app.ingest.router import RawBody, ingest_slot
+from app.ingest.deps import RawBody, ingest_slot
 
 # OTLP/HTTP answers errors as google.rpc.Status in the request's encoding, not problem+json.
 _OTLP_BODIES = {

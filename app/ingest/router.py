@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi import Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, Writer, api_router
-from app.core.errors import Problem
 from app.core.schemas import Page
-from app.core.settings import Settings
 from app.ingest import queries as event_queries
 from app.ingest import service as ingest
-from app.ingest.queue import IngestGate
+from app.ingest.deps import RawBody, RestSlot
 from app.ingest.schemas import (
     EventBatchIn,
     EventIn,
@@ -33,54 +30,6 @@ from app.ingest.schemas import (
 )
 
 router = api_router("/api/v1", "events")
-
-
-# --- Backpressure and raw bodies (shared with the OTLP receiver) ----------------------------
-
-
-def ingest_gate(app: FastAPI) -> IngestGate:
-    """The process's gate, made on first use (on the event loop, so made once)."""
-    gate: IngestGate | None = getattr(app.state, "ingest_gate", None)
-    if gate is None:
-        settings: Settings = app.state.settings
-        gate = app.state.ingest_gate = IngestGate(
-            settings.ingest_max_in_flight, settings.ingest_retry_after_s
-        )
-    return gate
-
-
-def ingest_slot(overload_status: int) -> Callable[[Request], AsyncIterator[None]]:
-    """Dependency holding a place in the gate for the whole request, or refusing it at once
-    with `overload_status` and Retry-After. Declared before the body and the key so that an
-    overloaded server reads neither."""
-
-    async def slot(request: Request) -> AsyncIterator[None]:
-        gate = ingest_gate(request.app)
-        if not gate.try_acquire():
-            raise Problem(
-                f"ingest is at capacity ({gate.capacity} requests in flight); retry after "
-                f"{gate.retry_after_s}s",
-                status=overload_status,
-                headers={"Retry-After": str(gate.retry_after_s)},
-            )
-        try:
-            yield
-        finally:
-            gate.release()
-
-    return slot
-
-
-async def request_body(request: Request) -> bytes:
-    """The raw body, read before the key is checked so no transaction waits on the upload."""
-    return await request.body()
-
-
-RestSlot = Annotated[None, Depends(ingest_slot(status.HTTP_429_TOO_MANY_REQUESTS))]
-RawBody = Annotated[bytes, Depends(request_body)]
-
-
-# --- Events ---------------------------------------------------------------------------------
 
 
 def _parse_batch(body: bytes) -> list[Any]:

@@ -32,9 +32,9 @@ from app.core.auth import Principal
 from app.core.db import insert_ignoring_conflicts, is_postgres, upsert, utcnow
 from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.core.settings import Settings
-from app.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
 from app.ingest.schemas import FEEDBACK_SCORES, STORABLE_CHECKED, EventIn, FeedbackValue
 from app.models import Checkpoint, Event, Feedback, Model, Project
+from plumbline.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
 
 log = logging.getLogger("plumbline.ingest")
 

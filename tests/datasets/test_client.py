@@ -1,4 +1,4 @@
-"""The seed's workflow through app.client, against the app with its background worker on."""
+"""The seed's workflow through plumbline.client, against the app with its background worker on."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.client import Plumbline, PlumblineError
 from app.core.settings import Settings
-from app.evals import Groundedness, JSONValidation
 from app.main import create_app
+from plumbline.client import Plumbline, PlumblineError
+from plumbline.evals import Groundedness, JSONValidation
 from tests.conftest import new_key
 
 SCHEMA = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}

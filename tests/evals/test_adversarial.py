@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.evals import EvalResult, Evaluator, get_evaluator
+from plumbline.evals import EvalResult, Evaluator, get_evaluator
 
 # Minimal configuration plus the other row fields each evaluator needs, so that the
 # output is the only thing under attack.
@@ -65,7 +65,7 @@ def _assert_sane(evaluator: Evaluator[Any], result: EvalResult) -> None:
 
 
 def test_setups_cover_every_deterministic_builtin() -> None:
-    from app.evals import available_evaluators
+    from plumbline.evals import available_evaluators
 
     assert set(SETUPS) == set(available_evaluators()) - {"llm_judge"}
 

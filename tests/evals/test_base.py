@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from app.evals import (
+from plumbline.evals import (
     PARAMS_CONFIG,
     EvalResult,
     EvaluationError,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.evals import build_suite, evaluate_row
+from plumbline.evals import build_suite, evaluate_row
 
 SUITE_SPECS: list[dict[str, Any]] = [
     {"name": "groundedness"},

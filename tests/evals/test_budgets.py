@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.evals import LatencyBudget, LengthBudget
+from plumbline.evals import LatencyBudget, LengthBudget
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.evals import Classification
+from plumbline.evals import Classification
 
 
 @pytest.mark.parametrize(

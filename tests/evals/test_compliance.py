@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from app.evals import IsCompliant
-from app.evals.compliance import iban_valid, luhn_valid
+from plumbline.evals import IsCompliant
+from plumbline.evals.compliance import iban_valid, luhn_valid
 
 ALL_PII = ["email", "phone", "credit_card", "ssn", "iban"]
 

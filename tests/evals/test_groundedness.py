@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.evals import Groundedness
+from plumbline.evals import Groundedness
 
 CONTEXT = [
     "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app.evals import JSONValidation
+from plumbline.evals import JSONValidation
 
 SCHEMA = {
     "type": "object",

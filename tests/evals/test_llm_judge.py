@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from app.evals import EvaluationError, LLMJudge
-from app.evals.llm_judge import parse_verdict
+from plumbline.evals import EvaluationError, LLMJudge
+from plumbline.evals.llm_judge import parse_verdict
 
 KEY_ENV = "PLUMBLINE_TEST_JUDGE_KEY"
 SECRET = "sk-test-0123456789abcdef"

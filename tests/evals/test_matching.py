@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.evals import Contains, ExactMatch, Regex
+from plumbline.evals import Contains, ExactMatch, Regex
 
 
 @pytest.mark.parametrize(

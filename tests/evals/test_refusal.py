@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.evals import Refusal
+from plumbline.evals import Refusal
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.evals import (
+from plumbline.evals import (
     ENTRY_POINT_GROUP,
     EvaluatorConfigError,
     ExactMatch,
@@ -231,7 +231,7 @@ def test_build_suite_keeps_unknown_evaluator_type() -> None:
 PLUGIN_MODULE = """
 from pydantic import BaseModel
 
-from app.evals import PARAMS_CONFIG, Evaluator, Sample, Score, require_text
+from plumbline.evals import PARAMS_CONFIG, Evaluator, Sample, Score, require_text
 
 
 class WordCountParams(BaseModel):
@@ -322,7 +322,7 @@ def test_plugins_from_other_groups_are_ignored() -> None:
 def test_broken_entry_points_are_logged_and_skipped(
     installed_plugins: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.evals.registry"):
+    with caplog.at_level(logging.WARNING, logger="plumbline.evals.registry"):
         registry = available_evaluators(refresh=True)
     assert registry["exact_match"] is ExactMatch
     assert set(registry) == BUILTIN_NAMES | {"word_count"}

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from app.evals import Similarity
-from app.evals.text import lcs_length
+from plumbline.evals import Similarity
+from plumbline.evals.text import lcs_length
 
 
 def _reference_lcs(a: list[str], b: list[str]) -> int:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from app.evals import TaskCompletion
+from plumbline.evals import TaskCompletion
 
 BOOKING = [
     {"name": "search_flights", "arguments": {"from": "OSL", "to": "LHR"}},

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.core.settings import Settings
-from app.evals import ENTRY_POINT_GROUP, available_evaluators
+from plumbline.evals import ENTRY_POINT_GROUP, available_evaluators
 
 
 @pytest.fixture

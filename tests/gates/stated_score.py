@@ -4,8 +4,8 @@ output, so a test can give the gate graded scores it knows exactly."""
 
 from __future__ import annotations
 
-from app.evals import Evaluator, Sample, Score, require_number
-from app.evals.base import NoParams
+from plumbline.evals import Evaluator, Sample, Score, require_number
+from plumbline.evals.base import NoParams
 
 
 class StatedScore(Evaluator[NoParams]):

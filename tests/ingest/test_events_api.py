@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.settings import Settings
-from app.ingest.router import ingest_gate
+from app.ingest.deps import ingest_gate
 from app.ingest.schemas import body_is_plainly_storable, text_problem
 from app.main import create_app
 from app.models import Event

@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from opentelemetry.util.types import Attributes
 
 from app.core.settings import Settings
-from app.ingest.router import ingest_gate
+from app.ingest.deps import ingest_gate
 from app.main import create_app
 from tests.conftest import new_key
 

@@ -1,0 +1,236 @@
+"""`plumbline serve|migrate|keys ...`: the operator's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import uvicorn
+
+from app import demo
+from app.core import migrate
+from app.core.db import make_engine, make_sessionmaker, today_utc
+from app.core.jobs import daily_jobs_lock
+from app.core.links import Links
+from app.core.settings import Settings
+from app.drift import job as drift_job
+from app.keys import service as keys
+from app.main import create_app
+from app.models.project import Role
+
+
+def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    migrate.upgrade(settings.database_url)
+    if settings.is_sqlite and settings.print_admin_key:
+        _print_bootstrap_key(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=20,
+        access_log=False,
+    )
+    return 0
+
+
+def _print_bootstrap_key(settings: Settings) -> None:
+    """The embedded default is for trying things out: hand the newcomer a working admin key.
+    The previous bootstrap key is revoked, so only the latest printed key works."""
+    sessions = make_sessionmaker(make_engine(settings))
+    with sessions() as session:
+        project = keys.get_or_create_project(session, settings.bootstrap_project)
+        keys.revoke_named(session, project.id, "bootstrap")
+        _key, plaintext = keys.create_key(session, project.id, Role.admin, "bootstrap")
+        session.commit()
+    print(f"Admin API key for project '{settings.bootstrap_project}' (shown once):", flush=True)
+    print(plaintext, flush=True)
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    migrate.upgrade(settings.database_url)
+    print("database is at the latest schema")
+    return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    sessions = make_sessionmaker(make_engine(settings))
+    with sessions() as session:
+        project = keys.get_or_create_project(session, args.project)
+        if args.keys_command == "create":
+            key, plaintext = keys.create_key(session, project.id, Role(args.role), args.name)
+            session.commit()
+            print(f"created key {key.id} ({key.role.value}) for project '{project.name}'")
+            print(plaintext)
+        elif args.keys_command == "revoke":
+            key = keys.revoke_key(session, project.id, args.id)
+            session.commit()
+            print(f"revoked key {key.id}")
+        else:
+            rows, _ = keys.list_keys(session, project.id, None, 1000)
+            for row in rows:
+                state = "revoked" if row.revoked_at else "active"
+                print(f"{row.id}\t{row.prefix}\t{row.role.value}\t{state}\t{row.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plumbline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="migrate, then serve on PLUMBLINE_HOST:PLUMBLINE_PORT")
+    commands.add_parser("migrate", help="apply database migrations")
+    keys_parser = commands.add_parser("keys", help="manage API keys")
+    keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create a key; prints it on the last line")
+    create.add_argument("--project", required=True)
+    create.add_argument("--role", choices=[r.value for r in Role], default="read")
+    create.add_argument("--name", default="cli")
+    listing = keys_commands.add_parser("list")
+    listing.add_argument("--project", required=True)
+    revoke = keys_commands.add_parser("revoke")
+    revoke.add_argument("--project", required=True)
+    revoke.add_argument("id", type=int)
+    drift_parser = commands.add_parser("drift", help="daily drift signals and alerts")
+    drift_commands = drift_parser.add_subparsers(dest="drift_command", required=True)
+    drift_run = drift_commands.add_parser("run", help="compute a day (default yesterday, UTC)")
+    drift_run.add_argument("--date", type=date.fromisoformat, help="UTC day, YYYY-MM-DD")
+    drift_run.add_argument("--backfill", type=int, default=1, help="days ending with --date")
+    gate = commands.add_parser(
+        "gate", help="gate a run against the champion's: exit 0 pass, 1 block, 3 inconclusive"
+    )
+    gate.add_argument("--candidate-run", type=int, required=True)
+    gate.add_argument("--baseline-run", type=int, help="default: the champion's latest run")
+    gate.add_argument("--url", default="http://127.0.0.1:8000", help="the Plumbline server")
+    gate.add_argument("--api-key", default=os.environ.get("PLUMBLINE_API_KEY"))
+    gate.add_argument("--all", action="store_true", help="also print unguarded cohorts")
+    demo = commands.add_parser("demo", help="seed the demo project (support-bot, 45 days)")
+    demo.add_argument("--if-empty", action="store_true", help="skip when any model exists")
+    return parser
+
+
+def _drift(settings: Settings, args: argparse.Namespace) -> int:
+    """Computes signals and evaluates monitors for a day (default yesterday, UTC) or a run of
+    days ending there, for every project; serialised with the scheduler by its lock."""
+
+    day = args.date or today_utc() - timedelta(days=1)
+    sessions = make_sessionmaker(make_engine(settings))
+    with daily_jobs_lock(sessions):
+        results = drift_job.run_all_projects(
+            sessions, Links.of(settings), day, "cli", backfill=args.backfill
+        )
+    for result in results:
+        print(
+            f"{result.day}\t{result.signals} signals\t{result.alerts_opened} alerts opened"
+            f"\t{result.alerts_resolved} resolved"
+        )
+    return 0
+
+
+GATE_EXIT_CODES = {"pass": 0, "block": 1, "inconclusive": 3}
+
+
+def _gate(_settings: Settings, args: argparse.Namespace) -> int:
+    """CI's deploy gate over HTTP: prints the verdict, its reasons and a table of the guarded
+    and warning cohorts; the exit code is the verdict (2 for any error)."""
+    if not args.api_key:
+        print("error: --api-key (or PLUMBLINE_API_KEY) is required", file=sys.stderr)
+        return 2
+    body = {"candidate_run_id": args.candidate_run, "baseline_run_id": args.baseline_run}
+    try:
+        response = httpx.post(
+            f"{args.url.rstrip('/')}/api/v1/gates",
+            json=body,
+            headers={"Authorization": f"Bearer {args.api_key}"},
+            timeout=120,
+        )
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    if response.status_code != 201:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        print(f"error: HTTP {response.status_code}: {detail}", file=sys.stderr)
+        return 2
+    gate = response.json()
+    print(_gate_table(gate["comparisons"], args.all))
+    for note in gate["notes"]:
+        print(f"note: {note}")
+    for reason in gate["reasons"]:
+        print(f"{reason['severity']}: {reason['message']}")
+    print(f"gate {gate['id']}: {gate['verdict'].upper()}")
+    return GATE_EXIT_CODES[gate["verdict"]]
+
+
+def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    header = (
+        "evaluator",
+        "cohort",
+        "risk",
+        "n",
+        "baseline",
+        "candidate",
+        "delta [CI]",
+        "p",
+        "status",
+    )
+    lines = [header]
+    for c in comparisons:
+        if c["role"] == "report" and not show_all:
+            continue
+        delta = number(c["delta"])
+        if c["ci_low"] is not None and c["ci_high"] is not None:
+            delta += f" [{number(c['ci_low'])}, {number(c['ci_high'])}]"
+        p = c["p_adjusted"] if c["p_adjusted"] is not None else c["p_value"]
+        status = c["status"] + (" (warn)" if c["role"] == "warn" else "")
+        cohort = f"{c['dimension']}={c['value']}"
+        row = (c["evaluator"], cohort, c["risk"], str(c["n"]), number(c["baseline"]))
+        lines.append((*row, number(c["candidate"]), delta, f"{p:.3g}", status))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    migrate.upgrade(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings))
+    if args.if_empty and demo.has_data(sessions):
+        print("the database already has models; demo data not added")
+        return 0
+    summary = demo.seed(sessions, settings)
+    print(
+        f"demo project '{summary.project}': {summary.checkpoints} checkpoints, {summary.runs} "
+        f"runs, {summary.gates} gates, {summary.events} events, "
+        f"{summary.alerts_opened} alerts opened"
+    )
+    return 0
+
+
+HANDLERS = {
+    "serve": _serve,
+    "migrate": _migrate,
+    "keys": _keys,
+    "drift": _drift,
+    "gate": _gate,
+    "demo": _demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return HANDLERS[args.command](Settings(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

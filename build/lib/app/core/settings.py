@@ -1,0 +1,55 @@
+"""Every knob of the service, read from the environment with the PLUMBLINE_ prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLUMBLINE_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./data/plumbline.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    # Signs dashboard sessions and encrypts webhook secrets; generated under data/ when unset.
+    secret_key: str | None = None
+    data_dir: Path = Path("./data")
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(default=10_000, ge=1)
+    max_text_chars: int = Field(default=16_384, ge=64)
+    # Ingest is CPU-bound Python: two requests in flight keep one parsing while the other is
+    # in the database, and bound memory to two bodies; more are refused with Retry-After.
+    ingest_max_in_flight: int = Field(default=2, ge=1)
+    ingest_retry_after_s: int = Field(default=1, ge=1)
+    default_page_size: int = Field(default=50, ge=1, le=1000)
+    max_page_size: int = Field(default=1000, ge=1)
+    # Abuse limits, per process (in-memory token buckets; 0 turns one off). Writes are counted
+    # per API key and sized so that real clients (batched ingest, CI jobs) never meet them;
+    # dashboard sign-in is counted per client IP to make key guessing and form floods slow.
+    write_rate_per_minute: int = Field(default=6000, ge=0)
+    login_rate_per_minute: int = Field(default=20, ge=0)
+
+    # Fail fast when PostgreSQL is unreachable: a request answers 503 within these bounds
+    # instead of hanging on libpq's default (no connect timeout) or the pool's 30 s wait.
+    db_connect_timeout_s: int = Field(default=5, ge=1)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 10.0
+    drift_cron: str = "15 0 * * *"
+    retention_days: int = Field(default=90, ge=1)
+    run_scheduler: bool = True
+    run_workers: bool = True
+    worker_poll_s: float = 1.0
+    print_admin_key: bool = True
+    bootstrap_project: str = "demo"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,164 @@
+"""Dataset rows from a JSON body, a JSONL file or a CSV file, validated one at a time.
+
+Rows are yielded as they are read, so a 100,000-row upload never sits in memory whole. Row
+numbers in errors are 1-based: the position in `rows`, the line of a JSONL file, or the data
+record of a CSV file (header excluded)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from app.core.errors import Unprocessable
+from app.datasets.schemas import RowIn
+
+CSV_FIELDS = frozenset(
+    {"key", "input", "expected", "context", "risk", "expected_behavior", "label", "metadata"}
+)
+
+
+COHORT_PREFIX = "cohort."
+
+
+ParsedRows = Iterable[tuple[int, Any]]
+
+
+def row_problem(row: int, field: str, message: str) -> Unprocessable:
+    return Unprocessable(
+        f"row {row}: {field}: {message}",
+        row=row,
+        field=field,
+        errors=[{"row": row, "field": field, "message": message}],
+    )
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_rows(raw_rows: Sequence[Any]) -> ParsedRows:
+    return ((index + 1, raw) for index, raw in enumerate(raw_rows))
+
+
+def jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """One JSON object per line, read line by line; blank lines are skipped but counted."""
+    text = io.TextIOWrapper(stream, encoding="utf-8")
+    number = 0
+    try:
+        for number, line in enumerate(text, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line, parse_constant=_reject_constant)
+            except ValueError as exc:
+                raise row_problem(number, "line", f"invalid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise row_problem(number + 1, "line", "file is not valid UTF-8") from None
+    finally:
+        _release(text)
+
+
+def csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """Columns key, input, expected, context, risk, expected_behavior, label, metadata (a
+    JSON object) and cohort.<dimension>; cells are text and an empty cell means absent."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    number = 0
+    try:
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if header is None:
+            raise Unprocessable("file: the CSV file is empty", field="file")
+        _check_csv_header(header)
+        for number, cells in enumerate(reader, 1):
+            if not any(cells):
+                continue
+            if len(cells) != len(header):
+                raise row_problem(number, "row", f"{len(cells)} cells, header has {len(header)}")
+            yield number, _csv_record(number, header, cells)
+    except csv.Error as exc:
+        raise row_problem(number + 1, "row", f"malformed CSV: {exc}") from None
+    except UnicodeDecodeError:
+        raise row_problem(number + 1, "row", "file is not valid UTF-8") from None
+    finally:
+        _release(text)
+
+
+def _release(text: io.TextIOWrapper) -> None:
+    """Detach so the wrapper never closes the upload; a generator abandoned mid-file may only
+    be finalized after the upload was closed, which is fine."""
+    with contextlib.suppress(ValueError):
+        text.detach()
+
+
+def _check_csv_header(header: list[str]) -> None:
+    for column in header:
+        dimension = column.removeprefix(COHORT_PREFIX)
+        if column not in CSV_FIELDS and not (column.startswith(COHORT_PREFIX) and dimension):
+            raise Unprocessable(
+                f"file: unknown CSV column '{column}' (expected {', '.join(sorted(CSV_FIELDS))} "
+                "or cohort.<dimension>)",
+                field=column,
+            )
+    for required in ("key", "input"):
+        if required not in header:
+            raise Unprocessable(f"file: the CSV header needs a '{required}' column", field=required)
+    duplicates = {column for column in header if header.count(column) > 1}
+    if duplicates:
+        raise Unprocessable(f"file: duplicate CSV column '{min(duplicates)}'", field="file")
+
+
+def _csv_record(number: int, header: list[str], cells: list[str]) -> dict[str, Any]:
+    record: dict[str, Any] = {"cohort": {}}
+    for column, cell in zip(header, cells, strict=True):
+        if cell == "" and column != "input":
+            continue
+        if column.startswith(COHORT_PREFIX):
+            record["cohort"][column.removeprefix(COHORT_PREFIX)] = cell
+        elif column == "metadata":
+            try:
+                record["metadata"] = json.loads(cell, parse_constant=_reject_constant)
+            except ValueError as exc:
+                raise row_problem(number, "metadata", f"invalid JSON: {exc}") from None
+        else:
+            record[column] = cell
+    return record
+
+
+def validate_row(number: int, raw: Any) -> RowIn:
+    if not isinstance(raw, dict):
+        raise row_problem(number, "row", "must be a JSON object")
+    try:
+        return RowIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "row"
+        raise row_problem(number, field, first["msg"]) from None
+
+
+def row_values(version_id: int, row: RowIn) -> dict[str, Any]:
+    """Insert parameters of one row; its hash covers every field, so diffs see any change."""
+    content = row.model_dump(mode="json")
+    return {
+        "version_id": version_id,
+        "key": row.key,
+        "input": row.input,
+        "expected": row.expected,
+        "context": row.context,
+        "cohort": row.cohort,
+        "risk": row.risk,
+        "expected_behavior": row.expected_behavior,
+        "label": row.label,
+        "meta": row.metadata,
+        "row_hash": hashlib.sha256(canonical_json(content).encode()).hexdigest(),
+    }

@@ -1,0 +1,248 @@
+"""Alerts: where a day's verdicts become alert transitions and webhook messages.
+
+Per (monitor, signal, cohort) there is at most one unresolved alert (a partial unique index).
+- out of band, no unresolved alert: open one and emit alert.opened (msg id alert.opened.{id});
+- out of band again: refresh its numbers; remind (alert.opened, msg id
+  alert.opened.{id}.reminder.{day}) only once the monitor's cooldown has passed since the
+  last notification, and never while acknowledged;
+- in band: count a recovery day; after `resolve_after_days` consecutive ones resolve it and
+  emit alert.resolved. A day without data (or below min_volume) is annotated "no_data" and
+  neither counts as recovery nor breaks the count.
+Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
+already judged by a since-resolved alert opens no new one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import get_owned, utcnow
+from app.core.errors import Conflict
+from app.core.links import Links
+from app.core.pagination import paginate
+from app.drift.monitors import DayJudgement, Verdict
+from app.drift.rollup import sample_trace_ids
+from app.drift.schemas import AlertOut
+from app.models import Alert, ChampionHistory, Model
+from app.models.drift import AlertStatus
+from app.registry.service import rollback_target_id
+from app.webhooks import outbox
+
+AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
+UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
+
+
+def _key(alert: Alert) -> AlertKey:
+    return (alert.monitor_id, alert.signal, alert.dimension, alert.value)
+
+
+def apply_verdicts(
+    session: Session, links: Links, model: Model, day: date, judgement: DayJudgement
+) -> tuple[int, int]:
+    """Opens, refreshes, reminds and resolves the model's alerts for `day`. -> (opened,
+    resolved). Runs in the caller's transaction, so alerts and their outbox rows commit
+    together."""
+    unresolved = {
+        _key(a): a
+        for a in session.scalars(
+            select(Alert).where(Alert.model_id == model.id, Alert.status.in_(UNRESOLVED))
+        ).all()
+    }
+    opened = resolved = 0
+    judged: set[AlertKey] = set()
+    for verdict in judgement.verdicts:
+        if verdict.outside is None:
+            continue
+        key = (verdict.monitor.id, verdict.row.signal, verdict.row.dimension, verdict.row.value)
+        judged.add(key)
+        alert = unresolved.get(key)
+        if verdict.outside:
+            if alert is None and not _judged_by_resolved(session, key, day):
+                _open(session, links, model, day, verdict)
+                opened += 1
+            elif alert is not None and day >= alert.last_day:
+                _refresh(session, links, alert, day, verdict)
+        elif alert is not None and day > alert.last_day:
+            alert.days_in_band += 1
+            alert.last_day = day
+            if alert.days_in_band >= verdict.monitor.resolve_after_days:
+                _resolve(session, links, alert, "recovered", note=None)
+                resolved += 1
+    for key, alert in unresolved.items():
+        if key not in judged and day > alert.day:
+            _annotate_once(alert, {"kind": "no_data", "day": day.isoformat()})
+    session.flush()
+    return opened, resolved
+
+
+def _judged_by_resolved(session: Session, key: AlertKey, day: date) -> bool:
+    monitor_id, signal, dimension, value = key
+    return (
+        session.scalar(
+            select(Alert.id).where(
+                Alert.monitor_id == monitor_id,
+                Alert.signal == signal,
+                Alert.dimension == dimension,
+                Alert.value == value,
+                Alert.status == AlertStatus.resolved,
+                Alert.day <= day,
+                Alert.last_day >= day,
+            )
+        )
+        is not None
+    )
+
+
+def _rollback_target(session: Session, model_id: int) -> int | None:
+    history = session.scalars(
+        select(ChampionHistory)
+        .where(ChampionHistory.model_id == model_id)
+        .order_by(ChampionHistory.id)
+    ).all()
+    return rollback_target_id(history)
+
+
+def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:
+    row = verdict.row
+    assert row.rate is not None  # judged rows always carry a rate
+    alert = Alert(
+        project_id=model.project_id,
+        monitor_id=verdict.monitor.id,
+        model_id=model.id,
+        checkpoint_id=row.checkpoint_id,
+        signal=row.signal,
+        dimension=row.dimension,
+        value=row.value,
+        day=day,
+        last_day=day,
+        status=AlertStatus.open,
+        observed=row.rate,
+        band_low=verdict.low,
+        band_high=verdict.high,
+        baseline=verdict.baseline,
+        volume=row.denominator,
+        sample_trace_ids=sample_trace_ids(
+            session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
+        ),
+        rollback_target_id=_rollback_target(session, model.id),
+        days_in_band=0,
+        last_notified_at=utcnow(),
+        annotations=[],
+    )
+    session.add(alert)
+    session.flush()
+    _notify(session, links, alert, "alert.opened", f"alert.opened.{alert.id}")
+    return alert
+
+
+def _refresh(session: Session, links: Links, alert: Alert, day: date, verdict: Verdict) -> None:
+    row = verdict.row
+    assert row.rate is not None
+    is_new_day = day > alert.last_day
+    alert.last_day = day
+    alert.days_in_band = 0
+    alert.observed = row.rate
+    alert.band_low, alert.band_high, alert.baseline = verdict.low, verdict.high, verdict.baseline
+    alert.volume = row.denominator
+    cooldown = timedelta(hours=verdict.monitor.cooldown_hours)
+    last = alert.last_notified_at or alert.opened_at
+    if is_new_day and alert.status is AlertStatus.open and utcnow() - last >= cooldown:
+        alert.last_notified_at = utcnow()
+        _notify(
+            session,
+            links,
+            alert,
+            "alert.opened",
+            f"alert.opened.{alert.id}.reminder.{day.isoformat()}",
+            reminder=True,
+        )
+
+
+def _resolve(
+    session: Session, links: Links, alert: Alert, resolution: str, note: str | None
+) -> None:
+    alert.status = AlertStatus.resolved
+    alert.resolved_at = utcnow()
+    alert.resolution = resolution
+    if note:
+        _annotate_once(alert, {"kind": "note", "note": note, "at": utcnow().isoformat()})
+    session.flush()
+    _notify(session, links, alert, "alert.resolved", f"alert.resolved.{alert.id}")
+
+
+def _annotate_once(alert: Alert, annotation: dict[str, Any]) -> None:
+    # Reassigned, not appended: the JSON column does not track in-place mutation.
+    if annotation not in alert.annotations:
+        alert.annotations = [*alert.annotations, annotation]
+
+
+def _notify(
+    session: Session,
+    links: Links,
+    alert: Alert,
+    event_type: str,
+    msg_id: str,
+    reminder: bool = False,
+) -> None:
+    session.flush()  # a new alert needs its id; its relationships load on first use
+    data = alert_out(alert, links).model_dump(mode="json")
+    if reminder:
+        data["reminder"] = True
+    outbox.emit(session, alert.project_id, event_type, msg_id, data)
+
+
+def alert_out(alert: Alert, links: Links) -> AlertOut:
+    """The alert as the API, the pages and the webhook payload show it."""
+    return AlertOut.model_validate(alert, context={"links": links})
+
+
+def get_alert(session: Session, project_id: int, alert_id: int) -> Alert:
+    return get_owned(session, Alert, project_id, alert_id, "alert")
+
+
+def list_alerts(
+    session: Session,
+    project_id: int,
+    filters: dict[str, Any],
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Alert], str | None]:
+    stmt = select(Alert).where(Alert.project_id == project_id)
+    if filters.get("model") is not None:
+        model_id = session.scalar(
+            select(Model.id).where(Model.project_id == project_id, Model.name == filters["model"])
+        )
+        stmt = stmt.where(Alert.model_id == (model_id or -1))
+    for column in ("status", "signal", "dimension", "value"):
+        if filters.get(column) is not None:
+            stmt = stmt.where(getattr(Alert, column) == filters[column])
+    return paginate(session, stmt, Alert.id, cursor, limit)
+
+
+def acknowledge(session: Session, principal: Principal, alert_id: int, note: str | None) -> Alert:
+    alert = get_alert(session, principal.project_id, alert_id)
+    if alert.status is not AlertStatus.open:
+        raise Conflict(f"alert {alert_id} is {alert.status.value}; only open alerts are acked")
+    alert.status = AlertStatus.acknowledged
+    alert.acknowledged_at = utcnow()
+    audit.record(session, principal, "alert.acknowledged", "alert", alert.id, note=note)
+    session.commit()
+    return alert
+
+
+def resolve(
+    session: Session, principal: Principal, links: Links, alert_id: int, note: str | None
+) -> Alert:
+    alert = get_alert(session, principal.project_id, alert_id)
+    if alert.status is AlertStatus.resolved:
+        raise Conflict(f"alert {alert_id} is already resolved")
+    _resolve(session, links, alert, "manual", note)
+    audit.record(session, principal, "alert.resolved", "alert", alert.id, note=note)
+    session.commit()
+    return alert

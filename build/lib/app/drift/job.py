@@ -1,0 +1,111 @@
+"""The daily drift job: one UTC day's rollup, the monitors' verdicts and the alerts they open
+or resolve, committed as one unit of work per project and day; and its scheduled run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import utcnow
+from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
+from app.core.links import Links
+from app.drift import alerts, monitors
+from app.drift.rollup import compute_day, replace_day
+from app.drift.signals import SignalRow
+from app.models import DriftRun, Model, Project
+
+log = logging.getLogger("plumbline.scheduler")
+
+DRIFT_JOB = "drift.daily"
+
+
+@dataclass
+class DriftResult:
+    day: date
+    signals: int = 0
+    alerts_opened: int = 0
+    alerts_resolved: int = 0
+    models: list[str] = field(default_factory=list)
+
+
+def run_day(
+    session: Session, links: Links, project_id: int, day: date, trigger: str
+) -> DriftResult:
+    """Rollup, monitors and alerts for one day, committed as one unit of work."""
+    rows = compute_day(session, project_id, day)
+    replace_day(session, project_id, day, rows)
+    result = DriftResult(day=day, signals=len(rows))
+    by_model: dict[int, list[SignalRow]] = {}
+    for row in rows:
+        by_model.setdefault(row.model_id, []).append(row)
+    models = session.scalars(select(Model).where(Model.project_id == project_id)).all()
+    for model in models:
+        verdicts = monitors.judge_day(session, model, day, by_model.get(model.id, []))
+        opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
+        result.alerts_opened += opened
+        result.alerts_resolved += resolved
+        if model.id in by_model:
+            result.models.append(model.name)
+    session.add(
+        DriftRun(
+            project_id=project_id,
+            day=day,
+            trigger=trigger,
+            status="succeeded",
+            signals=result.signals,
+            alerts_opened=result.alerts_opened,
+            finished_at=utcnow(),
+        )
+    )
+    session.commit()
+    return result
+
+
+def run_days(
+    session: Session, links: Links, project_id: int, last_day: date, backfill: int, trigger: str
+) -> list[DriftResult]:
+    """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days)."""
+    first = last_day - timedelta(days=backfill - 1)
+    return [
+        run_day(session, links, project_id, first + timedelta(days=offset), trigger)
+        for offset in range(backfill)
+    ]
+
+
+def run_all_projects(
+    sessions: sessionmaker[Session], links: Links, day: date, trigger: str, backfill: int = 1
+) -> list[DriftResult]:
+    """Every project's day, each project in its own transactions."""
+    with sessions() as session:
+        project_ids = session.scalars(select(Project.id).order_by(Project.id)).all()
+    results: list[DriftResult] = []
+    for project_id in project_ids:
+        with sessions() as session:
+            results += run_days(session, links, project_id, day, backfill, trigger)
+    return results
+
+
+def run_scheduled_drift(
+    sessions: sessionmaker[Session], links: Links, now: datetime | None = None
+) -> list[DriftResult] | None:
+    """Yesterday's drift for every project, unless another process has claimed it (-> None)."""
+    day: date = (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
+    period = day.isoformat()
+    with daily_jobs_lock(sessions) as alone:
+        stale_before = utcnow() if alone else utcnow() - JOB_STALE_AFTER
+        if not claim_period(sessions, DRIFT_JOB, period, stale_before):
+            return None
+        try:
+            results = run_all_projects(sessions, links, day, "schedule")
+        except Exception as exc:
+            log.exception("drift job for %s failed", period)
+            finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__}: {exc}")
+            raise
+        # Inside the lock: once it is released, a 'running' claim reads as abandoned.
+        finish_period(sessions, DRIFT_JOB, period, None)
+    log.info("drift job for %s: %d signal rows", period, sum(r.signals for r in results))
+    return results

@@ -1,0 +1,228 @@
+"""Typed reads of daily signals, drift runs and alerts, shared by the API and the pages.
+
+Pages read the daily rollups (`daily_signals`), never the raw events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Date, bindparam, cast, func, select, text
+from sqlalchemy.orm import Session
+
+from app.core.db import is_postgres
+from app.core.pagination import paginate
+from app.models import (
+    Alert,
+    DailySignal,
+    DriftRun,
+    Model,
+)
+from app.models.drift import AlertStatus
+
+
+@dataclass(frozen=True)
+class SignalPoint:
+    model: str
+    signal: str
+    value: str
+    day: date
+    rate: float | None
+    numerator: float
+    denominator: int
+    band_low: float | None = None
+    band_high: float | None = None
+
+
+def signal_series(
+    session: Session,
+    project_id: int,
+    *,
+    signals: Sequence[str],
+    dimension: str,
+    start: date,
+    end: date,
+    model: str | None = None,
+    value: str | None = None,
+    weekly: bool = False,
+) -> list[SignalPoint]:
+    """Rates per model x signal x cohort value and day (or week, for long ranges), summed over
+    the day's checkpoints in SQL; a weekly point is dated by its Monday."""
+    numerator = func.sum(DailySignal.numerator)
+    denominator = func.sum(DailySignal.denominator)
+    bucket = _week_start(session, DailySignal.day) if weekly else DailySignal.day
+    stmt = (
+        select(
+            Model.name,
+            DailySignal.signal,
+            DailySignal.value,
+            bucket,
+            numerator,
+            denominator,
+        )
+        .join(Model, Model.id == DailySignal.model_id)
+        .where(
+            DailySignal.project_id == project_id,
+            DailySignal.signal.in_(signals),
+            DailySignal.dimension == dimension,
+            DailySignal.day >= start,
+            DailySignal.day <= end,
+        )
+        .group_by(Model.name, DailySignal.signal, DailySignal.value, bucket)
+        .order_by(Model.name, DailySignal.signal, DailySignal.value, bucket)
+    )
+    if model is not None:
+        stmt = stmt.where(Model.name == model)
+    if value is not None:
+        stmt = stmt.where(DailySignal.value == value)
+    points = []
+    for name, signal, cohort_value, day, num, den in session.execute(stmt):
+        rate = float(num) / den if den else None
+        points.append(SignalPoint(name, signal, cohort_value, day, rate, float(num), int(den)))
+    return points
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One equal-mass bin of one cohort value, its per-day sums added over the range."""
+
+    value: str
+    bin: int
+    n: float
+    sum_prob: float
+    sum_label: float
+    sum_prob_sq: float
+    sum_prob_label: float
+
+
+_BIN_FIELDS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
+
+
+def calibration_bins(
+    session: Session, project_id: int, *, model: str, dimension: str, start: date, end: date
+) -> list[CalibrationBin]:
+    """Per cohort value and bin index, the stored per-bin sums of the brier_score rows over
+    [start, end], added in SQL (the JSON array in `extra` is expanded by the database).
+    Rows without a `bins` array (written before it existed) contribute nothing."""
+    if is_postgres(session):
+        elements = (
+            "jsonb_array_elements(CASE WHEN jsonb_typeof(ds.extra -> 'bins') = 'array' "
+            "THEN ds.extra -> 'bins' ELSE '[]'::jsonb END) AS b"
+        )
+        field = "CAST(b.value ->> '{}' AS DOUBLE PRECISION)"
+    else:
+        elements = (
+            "json_each(CASE WHEN json_type(ds.extra, '$.bins') = 'array' "
+            "THEN json_extract(ds.extra, '$.bins') ELSE '[]' END) AS b"
+        )
+        field = "json_extract(b.value, '$.{}')"
+    sums = ", ".join(f"SUM({field.format(name)}) AS {name}" for name in _BIN_FIELDS)
+    bin_index = f"CAST({field.format('bin')} AS INTEGER)"
+    sql = (
+        f"SELECT ds.value, {bin_index} AS bin, {sums}\n"
+        f"FROM daily_signals ds JOIN models m ON m.id = ds.model_id CROSS JOIN {elements}\n"
+        "WHERE ds.project_id = :project_id AND m.name = :model AND ds.signal = 'brier_score'\n"
+        "  AND ds.dimension = :dimension AND ds.day >= :start AND ds.day <= :end\n"
+        f"GROUP BY ds.value, {bin_index} ORDER BY ds.value, bin"
+    )
+    stmt = text(sql).bindparams(bindparam("start", type_=Date()), bindparam("end", type_=Date()))
+    params = {
+        "project_id": project_id,
+        "model": model,
+        "dimension": dimension,
+        "start": start,
+        "end": end,
+    }
+    return [
+        CalibrationBin(row.value, int(row.bin), *(float(row[i + 2]) for i in range(5)))
+        for row in session.execute(stmt, params)
+    ]
+
+
+def _week_start(session: Session, day: Any) -> Any:
+    """The Monday of a day's ISO week, in SQL on either database."""
+    if is_postgres(session):
+        return cast(func.date_trunc("week", day), Date)
+    return func.date(day, "-6 days", "weekday 1", type_=Date)
+
+
+def signal_dimensions(session: Session, project_id: int) -> list[str]:
+    """Dimensions present in the rollups; `all` first."""
+    found = set(
+        session.scalars(
+            select(DailySignal.dimension).where(DailySignal.project_id == project_id).distinct()
+        )
+    )
+    return ["all", *sorted(found - {"all"})]
+
+
+def last_drift_run(session: Session, project_id: int) -> DriftRun | None:
+    return session.scalar(
+        select(DriftRun)
+        .where(DriftRun.project_id == project_id)
+        .order_by(DriftRun.id.desc())
+        .limit(1)
+    )
+
+
+def alerts(
+    session: Session,
+    project_id: int,
+    statuses: Sequence[AlertStatus],
+    *,
+    model: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int = 100,
+) -> Sequence[Alert]:
+    """Newest first: the alerts of some statuses, of one model and day range if given."""
+    stmt = (
+        select(Alert)
+        .join(Model, Model.id == Alert.model_id)
+        .where(Alert.project_id == project_id, Alert.status.in_(statuses))
+        .order_by(Alert.id.desc())
+        .limit(limit)
+    )
+    if model is not None:
+        stmt = stmt.where(Model.name == model)
+    if start is not None:
+        stmt = stmt.where(Alert.day >= start)
+    if end is not None:
+        stmt = stmt.where(Alert.day <= end)
+    return session.scalars(stmt).all()
+
+
+def alert_counts(session: Session, project_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Alert.status, func.count())
+        .where(Alert.project_id == project_id)
+        .group_by(Alert.status)
+    ).all()
+    counts = {status.value: 0 for status in AlertStatus}
+    counts.update({status.value: n for status, n in rows})
+    return counts
+
+
+def list_signals(
+    session: Session,
+    project_id: int,
+    filters: dict[str, Any],
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[DailySignal], str | None]:
+    stmt = select(DailySignal).where(DailySignal.project_id == project_id)
+    if filters.get("model") is not None:
+        model_id = session.scalar(
+            select(Model.id).where(Model.project_id == project_id, Model.name == filters["model"])
+        )
+        stmt = stmt.where(DailySignal.model_id == (model_id or -1))
+    for column in ("signal", "dimension", "value", "checkpoint_id"):
+        if filters.get(column) is not None:
+            stmt = stmt.where(getattr(DailySignal, column) == filters[column])
+    if filters.get("from") is not None:
+        stmt = stmt.where(DailySignal.day >= filters["from"])
+    if filters.get("to") is not None:
+        stmt = stmt.where(DailySignal.day <= filters["to"])
+    return paginate(session, stmt, DailySignal.id, cursor, limit)

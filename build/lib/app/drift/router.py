@@ -1,0 +1,175 @@
+"""Drift: run the daily job, read signals, configure monitors, work alerts, mark incidents."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated
+
+from fastapi import Query, Response, status
+
+from app.core.db import today_utc
+from app.core.deps import LinksDep, Paging, Reader, SessionDep, Writer, api_router
+from app.core.schemas import Page
+from app.drift import alerts, monitors
+from app.drift import job as drift_job
+from app.drift import queries as drift_queries
+from app.drift.schemas import (
+    AlertActionIn,
+    AlertOut,
+    DriftDayOut,
+    DriftRunIn,
+    DriftRunOut,
+    IncidentDayIn,
+    IncidentDayOut,
+    MonitorIn,
+    MonitorOut,
+    SignalOut,
+)
+from app.models.drift import AlertStatus
+
+router = api_router("/api/v1", "drift")
+
+Filter = Annotated[str | None, Query(max_length=200)]
+
+
+@router.post("/drift/run", response_model=DriftRunOut)
+def run_drift(
+    body: DriftRunIn, principal: Writer, session: SessionDep, links: LinksDep
+) -> DriftRunOut:
+    """Computes the day's signals (default yesterday, UTC) and evaluates the monitors.
+    Runs inline: one day is a handful of GROUP BY queries over that day's events."""
+    day = body.date or today_utc() - timedelta(days=1)
+    results = drift_job.run_days(session, links, principal.project_id, day, body.backfill, "api")
+    return DriftRunOut(
+        signals=sum(r.signals for r in results),
+        alerts_opened=sum(r.alerts_opened for r in results),
+        days=[DriftDayOut.model_validate(r) for r in results],
+    )
+
+
+@router.get("/signals", response_model=Page[SignalOut])
+def list_signals(
+    principal: Reader,
+    session: SessionDep,
+    paging: Paging,
+    model: Filter = None,
+    signal: Filter = None,
+    dimension: Filter = None,
+    value: Filter = None,
+    checkpoint_id: int | None = None,
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: date | None = None,
+) -> Page[SignalOut]:
+    filters = {
+        "model": model,
+        "signal": signal,
+        "dimension": dimension,
+        "value": value,
+        "checkpoint_id": checkpoint_id,
+        "from": from_,
+        "to": to,
+    }
+    rows, cursor = drift_queries.list_signals(
+        session, principal.project_id, filters, paging.cursor, paging.limit
+    )
+    return Page(items=[SignalOut.model_validate(r) for r in rows], next_cursor=cursor)
+
+
+@router.get("/monitors", response_model=Page[MonitorOut])
+def list_monitors(principal: Reader, session: SessionDep, model: Filter = None) -> Page[MonitorOut]:
+    """Every monitor, the four default baseline monitors of each model included."""
+    rows = monitors.list_monitors(session, principal, model)
+    return Page(items=[MonitorOut.model_validate(m) for m in rows])
+
+
+@router.post("/monitors", response_model=MonitorOut, status_code=status.HTTP_201_CREATED)
+def create_monitor(body: MonitorIn, principal: Writer, session: SessionDep) -> MonitorOut:
+    monitor, _ = monitors.save_monitor(session, principal, body, replace=False)
+    return MonitorOut.model_validate(monitor)
+
+
+@router.put(
+    "/monitors",
+    response_model=MonitorOut,
+    responses={201: {"model": MonitorOut, "description": "Created"}},
+)
+def put_monitor(
+    body: MonitorIn, principal: Writer, session: SessionDep, response: Response
+) -> MonitorOut:
+    """Replaces the monitor of (model, signal, dimension, value), or creates it."""
+    monitor, created = monitors.save_monitor(session, principal, body, replace=True)
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return MonitorOut.model_validate(monitor)
+
+
+@router.get("/alerts", response_model=Page[AlertOut])
+def list_alerts(
+    principal: Reader,
+    session: SessionDep,
+    links: LinksDep,
+    paging: Paging,
+    status: AlertStatus | None = None,
+    model: Filter = None,
+    signal: Filter = None,
+    dimension: Filter = None,
+    value: Filter = None,
+) -> Page[AlertOut]:
+    filters = {
+        "status": status,
+        "model": model,
+        "signal": signal,
+        "dimension": dimension,
+        "value": value,
+    }
+    rows, cursor = alerts.list_alerts(
+        session, principal.project_id, filters, paging.cursor, paging.limit
+    )
+    return Page(items=[alerts.alert_out(a, links) for a in rows], next_cursor=cursor)
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertOut)
+def get_alert(alert_id: int, principal: Reader, session: SessionDep, links: LinksDep) -> AlertOut:
+    return alerts.alert_out(alerts.get_alert(session, principal.project_id, alert_id), links)
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
+def acknowledge_alert(
+    alert_id: int,
+    principal: Writer,
+    session: SessionDep,
+    links: LinksDep,
+    body: AlertActionIn | None = None,
+) -> AlertOut:
+    alert = alerts.acknowledge(session, principal, alert_id, body.note if body else None)
+    return alerts.alert_out(alert, links)
+
+
+@router.post("/alerts/{alert_id}/resolve", response_model=AlertOut)
+def resolve_alert(
+    alert_id: int,
+    principal: Writer,
+    session: SessionDep,
+    links: LinksDep,
+    body: AlertActionIn | None = None,
+) -> AlertOut:
+    alert = alerts.resolve(session, principal, links, alert_id, body.note if body else None)
+    return alerts.alert_out(alert, links)
+
+
+@router.post("/incident-days", response_model=IncidentDayOut, status_code=status.HTTP_201_CREATED)
+def mark_incident_day(
+    body: IncidentDayIn, principal: Writer, session: SessionDep
+) -> IncidentDayOut:
+    """Excludes a day from every baseline window of the model (a known incident)."""
+    return IncidentDayOut.model_validate(monitors.mark_incident_day(session, principal, body))
+
+
+@router.get("/incident-days", response_model=Page[IncidentDayOut])
+def list_incident_days(
+    principal: Reader, session: SessionDep, paging: Paging, model: Filter = None
+) -> Page[IncidentDayOut]:
+    rows, cursor = monitors.list_incident_days(
+        session, principal.project_id, model, paging.cursor, paging.limit
+    )
+    return Page(items=[IncidentDayOut.model_validate(r) for r in rows], next_cursor=cursor)

@@ -1,0 +1,218 @@
+"""Drift signals, monitors, alerts and incident days: the public contract."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    computed_field,
+    model_validator,
+)
+
+from app.core.links import Links
+from app.core.schemas import CohortRef, OrmModel, StrictModel
+from app.models.drift import AlertStatus
+from app.registry.schemas import CheckpointRef, HistoryEntryOut, Name
+
+Dimension = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+CohortValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Note = Annotated[str, StringConstraints(max_length=2000)]
+
+
+Day = date  # the request field is named "date", which would shadow the type
+
+
+class DriftRunIn(StrictModel):
+    date: Day | None = Field(default=None, description="UTC day to compute; default yesterday.")
+    backfill: int = Field(default=1, ge=1, le=90, description="Days ending with `date`.")
+
+
+class DriftDayOut(OrmModel):
+    day: date
+    signals: int
+    alerts_opened: int
+    alerts_resolved: int
+
+
+class DriftRunOut(BaseModel):
+    signals: int
+    alerts_opened: int
+    days: list[DriftDayOut]
+
+
+class SignalOut(OrmModel):
+    day: date
+    model: str = Field(validation_alias=AliasPath("checkpoint", "model", "name"))
+    checkpoint_id: int
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
+    signal: str
+    dimension: str
+    value: str
+    numerator: float
+    denominator: int
+    rate: float | None
+    extra: dict[str, Any] | None
+
+
+class FixedBand(StrictModel):
+    type: Literal["fixed"]
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FixedBand:
+        if self.low is None and self.high is None:
+            raise ValueError("a fixed band needs low, high or both")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
+class BaselineBand(StrictModel):
+    type: Literal["baseline"]
+    window_days: int = Field(default=14, ge=1, le=365)
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)
+    min_days: int = Field(default=3, ge=1, le=365)
+    source: Literal["champion", "own"] = "champion"
+
+
+class MonitorIn(StrictModel):
+    model: Name
+    signal: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    band: Annotated[FixedBand | BaselineBand, Field(discriminator="type")]
+    dimension: Dimension | None = None
+    value: CohortValue | None = None
+    min_volume: int = Field(default=100, ge=1)
+    cooldown_hours: int = Field(default=24, ge=0, le=24 * 90)
+    resolve_after_days: int = Field(default=2, ge=1, le=90)
+    enabled: bool = True
+
+
+class MonitorOut(OrmModel):
+    id: int
+    model: str = Field(validation_alias=AliasPath("model", "name"))
+    signal: str
+    band: dict[str, Any]
+    dimension: str | None
+    value: str | None
+    min_volume: int
+    cooldown_hours: int
+    resolve_after_days: int
+    enabled: bool
+    is_default: bool
+
+
+class BandOut(BaseModel):
+    low: float | None
+    high: float | None
+
+
+class RollbackLink(BaseModel):
+    target: CheckpointRef
+    url: str = Field(description="The dashboard's rollback confirmation page for this alert.")
+
+
+class AlertOut(OrmModel):
+    """An alert as the API, the pages and the webhook payloads show it.
+
+    Validate it with the dashboard links in the context:
+    `AlertOut.model_validate(alert, context={"links": links})`."""
+
+    id: int
+    status: AlertStatus
+    model: str = Field(validation_alias=AliasPath("model", "name"))
+    checkpoint_id: int
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
+    signal: str
+    dimension: str
+    value: str
+    day: date
+    last_day: date
+    observed: float
+    band_low: float | None = Field(exclude=True)
+    band_high: float | None = Field(exclude=True)
+    baseline: float | None
+    volume: int
+    sample_trace_ids: list[str]
+    rollback_target: CheckpointRef | None
+    monitor_id: int
+    days_in_band: int
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    resolution: str | None
+    stored_annotations: list[dict[str, Any]] = Field(
+        exclude=True, validation_alias=AliasChoices("stored_annotations", "annotations")
+    )
+    rollbacks: list[HistoryEntryOut] = Field(default_factory=list, exclude=True)
+    links: dict[str, Any] = Field(default_factory=dict)
+    rollback: RollbackLink | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def band(self) -> BandOut:
+        return BandOut(low=self.band_low, high=self.band_high)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cohort(self) -> CohortRef:
+        return CohortRef(dimension=self.dimension, value=self.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def annotations(self) -> list[dict[str, Any]]:
+        """What happened to the alert: no-data days and notes as stored, then each rollback
+        the registry made for it (its champion history is the record)."""
+        done = [
+            {
+                "kind": "rollback",
+                "checkpoint_id": entry.checkpoint_id,
+                "version": entry.checkpoint_version,
+                "actor": entry.actor,
+                "at": entry.at.isoformat(),
+            }
+            for entry in self.rollbacks
+        ]
+        return [a for a in self.stored_annotations if a.get("kind") != "rollback"] + done
+
+    @model_validator(mode="after")
+    def _with_links(self, info: ValidationInfo) -> AlertOut:
+        links = (info.context or {}).get("links")
+        if not isinstance(links, Links):  # re-validating a built AlertOut keeps its links
+            return self
+        self.links = {
+            "alert": links.page("alerts", self.id),
+            "dashboard": links.page("drift"),
+            "traces": [
+                {"trace_id": t, "url": links.page("traces", t)} for t in self.sample_trace_ids
+            ],
+        }
+        if self.rollback_target is not None:
+            url = links.page("models", self.model, "rollback", alert_id=self.id)
+            self.rollback = RollbackLink(target=self.rollback_target, url=url)
+        return self
+
+
+class AlertActionIn(StrictModel):
+    note: Note | None = None
+
+
+class IncidentDayIn(StrictModel):
+    model: Name
+    day: date
+    note: Note | None = None
+
+
+class IncidentDayOut(OrmModel):
+    id: int
+    model: str = Field(validation_alias=AliasPath("model", "name"))
+    day: date
+    note: str | None
+    created_at: datetime

@@ -1,0 +1,211 @@
+"""Typed reads of evaluation runs and their results, shared by the API and the pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy.orm import Session
+
+from app.core.errors import NotFound
+from app.models import (
+    Checkpoint,
+    Dataset,
+    DatasetRow,
+    DatasetVersion,
+    EvalResult,
+    EvaluationRun,
+    RunOutput,
+)
+from app.models.runs import RunStatus
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    checkpoint_id: int
+    checkpoint_version: str
+    dataset: str
+    dataset_version: int
+    status: str
+    progress_done: int
+    progress_total: int
+    created_at: datetime
+
+
+def _runs_query(project_id: int) -> Select:
+    return (
+        select(
+            EvaluationRun.id,
+            EvaluationRun.checkpoint_id,
+            Checkpoint.version,
+            Dataset.name,
+            DatasetVersion.version,
+            EvaluationRun.status,
+            EvaluationRun.progress_done,
+            EvaluationRun.progress_total,
+            EvaluationRun.created_at,
+        )
+        .join(Checkpoint, Checkpoint.id == EvaluationRun.checkpoint_id)
+        .join(DatasetVersion, DatasetVersion.id == EvaluationRun.dataset_version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(EvaluationRun.project_id == project_id)
+        .order_by(EvaluationRun.id.desc())
+    )
+
+
+def _run_summary(row: Any) -> RunSummary:
+    rid, cid, version, dataset, dversion, status, done, total, created = row
+    return RunSummary(rid, cid, version, dataset, dversion, status.value, done, total, created)
+
+
+def runs_for_checkpoints(
+    session: Session, project_id: int, checkpoint_ids: Sequence[int], limit: int = 50
+) -> list[RunSummary]:
+    stmt = _runs_query(project_id).where(EvaluationRun.checkpoint_id.in_(checkpoint_ids))
+    return [_run_summary(row) for row in session.execute(stmt.limit(limit))]
+
+
+def run_summary(session: Session, project_id: int, run_id: int) -> RunSummary:
+    row = session.execute(_runs_query(project_id).where(EvaluationRun.id == run_id)).first()
+    if row is None:
+        raise NotFound(f"no run {run_id} in this project")
+    return _run_summary(row)
+
+
+def comparable_runs(
+    session: Session, project_id: int, run: EvaluationRun, limit: int = 50
+) -> list[RunSummary]:
+    """Other succeeded runs on the same dataset (any version): the baselines /compare takes."""
+    stmt = _runs_query(project_id).where(
+        Dataset.id
+        == select(DatasetVersion.dataset_id)
+        .where(DatasetVersion.id == run.dataset_version_id)
+        .scalar_subquery(),
+        EvaluationRun.id != run.id,
+        EvaluationRun.status == RunStatus.succeeded,
+    )
+    return [_run_summary(row) for row in session.execute(stmt.limit(limit))]
+
+
+@dataclass(frozen=True)
+class CohortCell:
+    evaluator: str
+    cohort: str
+    mean_score: float
+    pass_rate: float
+    n: int
+
+
+def run_cohort_dimensions(session: Session, version_id: int) -> list[str]:
+    """The cohort dimensions a dataset version uses (distinct cohort objects are few)."""
+    dimensions: set[str] = set()
+    for cohort in session.scalars(
+        select(DatasetRow.cohort).where(DatasetRow.version_id == version_id).distinct()
+    ):
+        dimensions.update((cohort or {}).keys())
+    return sorted(dimensions)
+
+
+def run_cohort_cells(session: Session, run: EvaluationRun) -> list[CohortCell]:
+    """Mean score and pass rate per evaluator x cohort, grouped in SQL: the whole population,
+    each risk level, and each value of each cohort dimension."""
+    base = (
+        select(EvalResult.evaluator)
+        .join(
+            DatasetRow,
+            and_(DatasetRow.version_id == run.dataset_version_id, DatasetRow.key == EvalResult.key),
+        )
+        .where(EvalResult.run_id == run.id)
+    )
+    measures = (
+        func.avg(EvalResult.score),
+        func.avg(case((EvalResult.passed.is_(True), 1.0), else_=0.0)),
+        func.count(),
+    )
+    cells: list[CohortCell] = []
+    whole = base.add_columns(*measures).group_by(EvalResult.evaluator)
+    for evaluator, mean, rate, n in session.execute(whole):
+        cells.append(CohortCell(evaluator, "all", float(mean), float(rate), n))
+    risk = base.add_columns(DatasetRow.risk, *measures).group_by(
+        EvalResult.evaluator, DatasetRow.risk
+    )
+    for evaluator, level, mean, rate, n in session.execute(risk):
+        cells.append(CohortCell(evaluator, f"risk={level.value}", float(mean), float(rate), n))
+    for dimension in run_cohort_dimensions(session, run.dataset_version_id):
+        value = DatasetRow.cohort[dimension].as_string()
+        grouped = (
+            base.add_columns(value, *measures)
+            .where(value.is_not(None))
+            .group_by(EvalResult.evaluator, value)
+        )
+        for evaluator, cohort_value, mean, rate, n in session.execute(grouped):
+            cells.append(
+                CohortCell(evaluator, f"{dimension}={cohort_value}", float(mean), float(rate), n)
+            )
+    return cells
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    key: str
+    evaluator: str
+    score: float
+    passed: bool
+    reason: str | None
+    risk: str
+    cohort: dict[str, Any]
+    input: Any
+    expected: Any
+    output: Any
+
+
+def run_result_rows(
+    session: Session,
+    run: EvaluationRun,
+    cohort: tuple[str, str] | None,
+    evaluator: str | None,
+    failures_only: bool,
+    offset: int,
+    limit: int,
+) -> list[ResultRow]:
+    stmt = (
+        select(
+            EvalResult.key,
+            EvalResult.evaluator,
+            EvalResult.score,
+            EvalResult.passed,
+            EvalResult.reason,
+            DatasetRow.risk,
+            DatasetRow.cohort,
+            DatasetRow.input,
+            DatasetRow.expected,
+            RunOutput.output,
+        )
+        .join(
+            DatasetRow,
+            and_(DatasetRow.version_id == run.dataset_version_id, DatasetRow.key == EvalResult.key),
+        )
+        .outerjoin(RunOutput, and_(RunOutput.run_id == run.id, RunOutput.key == EvalResult.key))
+        .where(EvalResult.run_id == run.id)
+        .order_by(EvalResult.key, EvalResult.evaluator)
+        .offset(offset)
+        .limit(limit)
+    )
+    if failures_only:
+        stmt = stmt.where(EvalResult.passed.is_(False))
+    if evaluator:
+        stmt = stmt.where(EvalResult.evaluator == evaluator)
+    if cohort is not None:
+        dimension, value = cohort
+        if dimension == "risk":
+            stmt = stmt.where(DatasetRow.risk == value)
+        elif dimension != "all":
+            stmt = stmt.where(DatasetRow.cohort[dimension].as_string() == value)
+    return [
+        ResultRow(k, e, s, p, r, risk.value, c or {}, i, x, o)
+        for k, e, s, p, r, risk, c, i, x, o in session.execute(stmt)
+    ]

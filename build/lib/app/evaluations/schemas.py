@@ -1,0 +1,93 @@
+"""Evaluation runs (`add_evaluation`), their per-row results, and saved suites' specs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Field,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
+
+from app.core.schemas import OrmModel, StrictModel
+from app.datasets.schemas import EvaluatorSpecIn, RowKey
+from app.models.runs import RunStatus
+
+
+class OutputIn(StrictModel):
+    key: RowKey
+    output: Any = None
+    trajectory: Any = None
+    probability: float | None = Field(default=None, ge=0, le=1)
+    latency_ms: float | None = Field(default=None, ge=0)
+
+
+class EvaluationIn(StrictModel):
+    """`evaluators` or a saved `suite`; `outputs` (or a multipart JSONL `outputs` file) unless
+    the checkpoint has an endpoint the worker can call."""
+
+    checkpoint_id: int
+    dataset_version: int | None = Field(default=None, ge=1, description="Default: the latest.")
+    evaluators: list[EvaluatorSpecIn] | None = Field(default=None, min_length=1, max_length=100)
+    suite: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    outputs: list[OutputIn] | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_evaluators(self) -> Self:
+        if (self.evaluators is None) == (self.suite is None):
+            raise ValueError("give exactly one of evaluators or suite")
+        return self
+
+
+class RunCreatedOut(BaseModel):
+    run_id: int
+    status: RunStatus
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class RunOut(OrmModel):
+    id: int
+    status: RunStatus
+    checkpoint_id: int
+    dataset: str = Field(validation_alias=AliasPath("dataset_version", "dataset", "name"))
+    dataset_version: int = Field(
+        validation_alias=AliasChoices(AliasPath("dataset_version", "version"), "dataset_version")
+    )
+    suite: str | None = Field(validation_alias=AliasChoices("suite_name", "suite"))
+    evaluators: list[dict[str, Any]]
+    output_source: str
+    progress_done: int = Field(exclude=True)
+    progress_total: int = Field(exclude=True)
+    summary: dict[str, Any] | None = Field(
+        description="by_evaluator, by_risk and by_cohort: {n, mean_score, pass_rate} each; "
+        "by_cohort includes the whole population as dimension 'all', value 'all'."
+    )
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> Progress:
+        return Progress(done=self.progress_done, total=self.progress_total)
+
+
+class ResultOut(OrmModel):
+    key: str
+    evaluator: str
+    score: float
+    passed: bool
+    reason: str | None
+    details: dict[str, Any] | None

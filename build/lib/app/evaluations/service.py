@@ -1,0 +1,199 @@
+"""Evaluation runs: `add_evaluation` records intent (a queued run plus the uploaded outputs,
+in one transaction) and answers 202; the worker (worker.py) executes it. Reads of runs and
+results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from pydantic import ValidationError
+from sqlalchemy import Table, insert, select
+from sqlalchemy.orm import Session
+
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import get_owned
+from app.core.errors import NotFound, Unprocessable
+from app.core.pagination import paginate
+from app.datasets import parsing
+from app.datasets import service as datasets
+from app.evaluations import suites
+from app.evaluations.schemas import EvaluationIn, OutputIn
+from app.models import (
+    DatasetRow,
+    DatasetVersion,
+    EvalResult,
+    EvaluationRun,
+    RunOutput,
+)
+from app.models.runs import RunStatus
+from app.registry import service as registry
+
+OUTPUT_INSERT_CHUNK = 5_000
+
+
+ParsedOutputs = Iterable[tuple[str, Any]]
+
+
+OUTPUTS_TABLE = cast(Table, RunOutput.__table__)
+
+
+def create_run(
+    session: Session,
+    principal: Principal,
+    dataset_name: str,
+    body: EvaluationIn,
+    outputs: ParsedOutputs | None,
+) -> EvaluationRun:
+    """Validates everything (checkpoint, version, evaluators, every output) before the run
+    exists; the run and its outputs commit together or not at all."""
+    try:
+        try:
+            checkpoint = registry.get_checkpoint(session, principal.project_id, body.checkpoint_id)
+        except NotFound:
+            raise Unprocessable(
+                f"checkpoint_id: no checkpoint {body.checkpoint_id}", field="checkpoint_id"
+            ) from None
+        version = datasets.get_version(
+            session, principal.project_id, dataset_name, body.dataset_version
+        )
+        if body.suite is not None:
+            try:
+                suite = suites.get_suite(session, principal.project_id, body.suite)
+            except NotFound as exc:
+                raise Unprocessable(f"suite: {exc.detail}", field="suite") from None
+            specs = suites.snapshot(suite.evaluators, "suite.evaluators")
+        else:
+            assert body.evaluators is not None
+            specs = suites.snapshot(
+                [spec.model_dump(exclude_none=True) for spec in body.evaluators]
+            )
+        if outputs is None and not checkpoint.endpoint:
+            raise Unprocessable(
+                f"outputs: required, because checkpoint {checkpoint.id} has no endpoint to call",
+                field="outputs",
+            )
+        run = EvaluationRun(
+            project_id=principal.project_id,
+            checkpoint_id=checkpoint.id,
+            dataset_version_id=version.id,
+            suite_name=body.suite,
+            evaluators=specs,
+            status=RunStatus.queued,
+            output_source="endpoint" if outputs is None else "uploaded",
+            progress_total=version.row_count,
+            api_key_id=principal.key_id,
+        )
+        session.add(run)
+        session.flush()
+        if outputs is not None:
+            _store_outputs(session, run, version, outputs)
+        audit.record(
+            session,
+            principal,
+            "run.created",
+            "evaluation_run",
+            run.id,
+            {
+                "checkpoint_id": checkpoint.id,
+                "dataset": dataset_name,
+                "dataset_version": version.version,
+                "evaluators": [spec["name"] for spec in specs],
+                "output_source": run.output_source,
+            },
+        )
+        session.commit()
+        return run
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def json_outputs(outputs: Sequence[OutputIn]) -> ParsedOutputs:
+    return ((f"outputs[{index}]", output) for index, output in enumerate(outputs))
+
+
+def jsonl_outputs(stream: Any) -> ParsedOutputs:
+    return ((f"outputs line {line}", raw) for line, raw in parsing.jsonl_rows(stream))
+
+
+def _store_outputs(
+    session: Session, run: EvaluationRun, version: DatasetVersion, outputs: ParsedOutputs
+) -> None:
+    """Streamed into run_outputs in chunks; every key must be a row of the version, once."""
+    expected = set(
+        session.scalars(select(DatasetRow.key).where(DatasetRow.version_id == version.id))
+    )
+    seen: set[str] = set()
+    chunk: list[dict[str, Any]] = []
+    for where, raw in outputs:
+        output = _valid_output(where, raw)
+        if output.key not in expected:
+            raise Unprocessable(
+                f"{where}.key: no row '{output.key}' in dataset version {version.version}",
+                field=f"{where}.key",
+            )
+        if output.key in seen:
+            raise Unprocessable(f"{where}.key: duplicate key '{output.key}'", field=f"{where}.key")
+        seen.add(output.key)
+        chunk.append({"run_id": run.id, **output.model_dump()})
+        if len(chunk) >= OUTPUT_INSERT_CHUNK:
+            session.execute(insert(RunOutput), chunk)
+            chunk = []
+    if chunk:
+        session.execute(insert(RunOutput), chunk)
+    missing = expected - seen
+    if missing:
+        raise Unprocessable(
+            f"outputs: {len(missing)} row(s) of dataset version {version.version} have no "
+            f"output (first: '{min(missing)}')",
+            field="outputs",
+        )
+
+
+def _valid_output(where: str, raw: Any) -> OutputIn:
+    if isinstance(raw, OutputIn):
+        return raw
+    if not isinstance(raw, dict):
+        raise Unprocessable(f"{where}: must be a JSON object", field=where)
+    try:
+        return OutputIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join([where, *(str(part) for part in first["loc"])])
+        raise Unprocessable(f"{field}: {first['msg']}", field=field) from None
+
+
+def owned_run(session: Session, project_id: int, run_id: int) -> EvaluationRun:
+    return get_owned(session, EvaluationRun, project_id, run_id, "run")
+
+
+def list_runs(
+    session: Session, project_id: int, checkpoint_id: int | None, cursor: str | None, limit: int
+) -> tuple[Sequence[EvaluationRun], str | None]:
+    stmt = select(EvaluationRun).where(EvaluationRun.project_id == project_id)
+    if checkpoint_id is not None:
+        stmt = stmt.where(EvaluationRun.checkpoint_id == checkpoint_id)
+    return paginate(session, stmt, EvaluationRun.id, cursor, limit)
+
+
+def list_results(
+    session: Session,
+    project_id: int,
+    run_id: int,
+    evaluator: str | None,
+    passed: bool | None,
+    key: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[EvalResult], str | None]:
+    owned_run(session, project_id, run_id)
+    stmt = select(EvalResult).where(EvalResult.run_id == run_id)
+    if evaluator is not None:
+        stmt = stmt.where(EvalResult.evaluator == evaluator)
+    if passed is not None:
+        stmt = stmt.where(EvalResult.passed == passed)
+    if key is not None:
+        stmt = stmt.where(EvalResult.key == key)
+    return paginate(session, stmt, EvalResult.id, cursor, limit, oldest_first=True)

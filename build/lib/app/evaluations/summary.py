@@ -1,0 +1,96 @@
+"""A finished run's summary, computed by the database: {n, mean_score, pass_rate} per
+evaluator, per evaluator and risk, and per evaluator and cohort dimension/value (the whole
+population included as all/all). Cohort dimensions are read from the rows' cohort JSON, so any
+dimension works without configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Float, and_, case, func, select, true
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import TableValuedAlias
+
+from app.core.db import is_postgres
+from app.models import (
+    DatasetRow,
+    EvalResult,
+    RunOutput,
+)
+
+
+def json_object_entries(session: Session, column: Any) -> TableValuedAlias:
+    """(key, value) rows of a JSON object column, as a table joinable per row: json_each on
+    SQLite, jsonb_each_text on PostgreSQL. Cohort values are stored as strings, so both
+    dialects yield the same text values."""
+    function = func.jsonb_each_text if is_postgres(session) else func.json_each
+    return function(column).table_valued("key", "value", joins_implicitly=True)
+
+
+def _rates() -> list[ColumnElement[Any]]:
+    return [
+        func.count().label("n"),
+        sql_cast(func.avg(EvalResult.score), Float).label("mean_score"),
+        sql_cast(func.avg(case((EvalResult.passed, 1.0), else_=0.0)), Float).label("pass_rate"),
+    ]
+
+
+def compute_summary(session: Session, run_id: int, version_id: int) -> dict[str, Any]:
+    """Mean score and pass rate per evaluator, per (evaluator, risk) and per (evaluator,
+    cohort dimension, value), each a GROUP BY in the database."""
+    joined = (
+        select()
+        .select_from(EvalResult)
+        .join(
+            DatasetRow, and_(DatasetRow.version_id == version_id, DatasetRow.key == EvalResult.key)
+        )
+    )
+    where = EvalResult.run_id == run_id
+    by_evaluator = session.execute(
+        select(EvalResult.evaluator, *_rates())
+        .where(where)
+        .group_by(EvalResult.evaluator)
+        .order_by(EvalResult.evaluator)
+    ).all()
+    by_risk = session.execute(
+        joined.add_columns(EvalResult.evaluator, DatasetRow.risk, *_rates())
+        .where(where)
+        .group_by(EvalResult.evaluator, DatasetRow.risk)
+        .order_by(EvalResult.evaluator, DatasetRow.risk)
+    ).all()
+    entries = json_object_entries(session, DatasetRow.cohort)
+    dimension, value = entries.c.key, entries.c.value
+    by_cohort = session.execute(
+        joined.join(entries, true())
+        .add_columns(EvalResult.evaluator, dimension, value, *_rates())
+        .where(where)
+        .group_by(EvalResult.evaluator, dimension, value)
+        .order_by(EvalResult.evaluator, dimension, value)
+    ).all()
+    errors = session.scalar(
+        select(func.count())
+        .select_from(RunOutput)
+        .where(RunOutput.run_id == run_id, RunOutput.error.is_not(None))
+    )
+
+    def rates(row: Any) -> dict[str, Any]:
+        return {"n": row.n, "mean_score": row.mean_score, "pass_rate": row.pass_rate}
+
+    return {
+        "by_evaluator": [{"evaluator": row.evaluator, **rates(row)} for row in by_evaluator],
+        "by_risk": [
+            {"evaluator": row.evaluator, "risk": str(row.risk.value), **rates(row)}
+            for row in by_risk
+        ],
+        "by_cohort": [
+            {"evaluator": row.evaluator, "dimension": "all", "value": "all", **rates(row)}
+            for row in by_evaluator
+        ]
+        + [
+            {"evaluator": row.evaluator, "dimension": row.key, "value": row.value, **rates(row)}
+            for row in by_cohort
+        ],
+        "output_errors": errors or 0,
+    }

@@ -1,0 +1,379 @@
+"""The run worker: `work_runs`, a background loop, claims one queued run at a time and
+executes it in short transactions: produce outputs from the checkpoint's endpoint if needed,
+evaluate rows in chunks, bulk-insert results, keep a heartbeat, then store the summary.
+
+Recovery: a `running` run whose heartbeat is older than LEASE is re-queued and resumes where
+it stopped (rows that have results are skipped), at most MAX_ATTEMPTS times; then it is
+failed with the reason. Each claim carries a token, so a worker that lost its lease cannot
+write over the worker that took over."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import Table, and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
+from app.core.errors import database_unavailable
+from app.core.settings import Settings
+from app.evaluations.endpoint_client import call_endpoint
+from app.evaluations.service import OUTPUTS_TABLE
+from app.evaluations.summary import compute_summary
+from app.models import (
+    Checkpoint,
+    DatasetRow,
+    EvalResult,
+    EvaluationRun,
+    RunOutput,
+)
+from app.models.registry import CheckpointStatus
+from app.models.runs import RunStatus
+from plumbline.evals import Evaluator, build_suite, evaluate_row
+
+log = logging.getLogger("plumbline.runs")
+
+LEASE = timedelta(seconds=60)
+
+
+MAX_ATTEMPTS = 3
+
+
+EVAL_CHUNK = 2_000
+
+
+ENDPOINT_CHUNK = 64
+
+
+ENDPOINT_CONCURRENCY = 8
+
+
+RESULTS_TABLE = cast(Table, EvalResult.__table__)
+
+
+class LostLease(Exception):
+    """Another worker re-queued or finished this run: stop without writing."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    run_id: int
+    token: str
+    version_id: int
+    checkpoint_id: int
+    evaluators: list[dict[str, Any]]
+    endpoint: dict[str, Any] | None
+
+
+_interrupted: deque[_Plan] = deque()
+"""Runs this process was executing when the database went away. It still holds their claim,
+so it carries on with them (after the last committed chunk) once the database answers again;
+if the process dies instead, the lease recovery re-queues them for another worker."""
+
+
+def work_runs(sessions: sessionmaker[Session], settings: Settings) -> bool:
+    """One unit of background work: resume a run a database outage interrupted, or recover
+    stale runs and claim one queued run, and execute it. Returns whether there was anything
+    to do."""
+    recovered = 0
+    plan = _take_interrupted()
+    if plan is None:
+        recovered = _recover_stale(sessions)
+        plan = _claim(sessions)
+    if plan is None:
+        return recovered > 0
+    try:
+        _execute(sessions, plan)
+    except LostLease:
+        log.warning("run %s: lease lost to another worker; stopped", plan.run_id)
+    except Exception as exc:
+        if database_unavailable(exc):
+            # Not the run's fault: failing it would throw away a good run over an outage.
+            log.warning("run %s: database unavailable; resuming when it is back", plan.run_id)
+            _interrupted.append(plan)
+            return False
+        log.exception("run %s failed", plan.run_id)
+        _fail(sessions, plan, f"{type(exc).__name__}: {exc}")
+    return True
+
+
+def _take_interrupted() -> _Plan | None:
+    try:
+        return _interrupted.popleft()
+    except IndexError:
+        return None
+
+
+def _recover_stale(sessions: sessionmaker[Session]) -> int:
+    stale = and_(
+        EvaluationRun.status == RunStatus.running,
+        or_(EvaluationRun.heartbeat_at.is_(None), EvaluationRun.heartbeat_at < utcnow() - LEASE),
+    )
+    with sessions() as session:
+        failed = session.execute(
+            update(EvaluationRun)
+            .where(stale, EvaluationRun.attempts >= MAX_ATTEMPTS)
+            .values(
+                status=RunStatus.failed,
+                finished_at=utcnow(),
+                claimed_by=None,
+                error=f"worker stopped responding (no heartbeat for {LEASE.seconds} s) "
+                f"on each of {MAX_ATTEMPTS} attempts",
+            )
+        )
+        requeued = session.execute(
+            update(EvaluationRun)
+            .where(stale, EvaluationRun.attempts < MAX_ATTEMPTS)
+            .values(status=RunStatus.queued, claimed_by=None)
+        )
+        session.commit()
+    count = int(failed.rowcount or 0) + int(requeued.rowcount or 0)  # type: ignore[attr-defined]
+    if count:
+        log.warning("recovered %d stale run(s)", count)
+    return count
+
+
+def _claim(sessions: sessionmaker[Session]) -> _Plan | None:
+    """SKIP LOCKED on PostgreSQL; on SQLite the conditional UPDATE inside BEGIN IMMEDIATE is
+    enough, since only one writer runs at a time."""
+    token = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    with sessions() as session:
+        candidate = (
+            select(EvaluationRun.id)
+            .where(EvaluationRun.status == RunStatus.queued)
+            .order_by(EvaluationRun.id)
+            .limit(1)
+        )
+        if is_postgres(session):
+            candidate = candidate.with_for_update(skip_locked=True)
+        run_id = session.scalar(candidate)
+        if run_id is None:
+            return None
+        now = utcnow()
+        claimed = session.execute(
+            update(EvaluationRun)
+            .where(EvaluationRun.id == run_id, EvaluationRun.status == RunStatus.queued)
+            .values(
+                status=RunStatus.running,
+                attempts=EvaluationRun.attempts + 1,
+                claimed_by=token,
+                heartbeat_at=now,
+                started_at=func.coalesce(EvaluationRun.started_at, now),
+            )
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            session.rollback()
+            return None
+        run = session.get_one(EvaluationRun, run_id)
+        checkpoint = session.get_one(Checkpoint, run.checkpoint_id)
+        plan = _Plan(
+            run_id=run.id,
+            token=token,
+            version_id=run.dataset_version_id,
+            checkpoint_id=checkpoint.id,
+            evaluators=run.evaluators,
+            endpoint=checkpoint.endpoint if run.output_source == "endpoint" else None,
+        )
+        session.commit()
+    return plan
+
+
+def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
+    evaluators = build_suite(plan.evaluators)
+    if plan.endpoint is not None:
+        _produce_outputs(sessions, plan, plan.endpoint)
+    after_id: int | None = _resume_after(sessions, plan)
+    while after_id is not None:
+        after_id = _evaluate_chunk(sessions, plan, evaluators, after_id)
+    with sessions() as session:
+        summary = compute_summary(session, plan.run_id, plan.version_id)
+        now = utcnow()
+        _owned_update(
+            session,
+            plan,
+            status=RunStatus.succeeded,
+            summary=summary,
+            finished_at=now,
+            heartbeat_at=now,
+            error=None,
+        )
+        session.execute(
+            update(Checkpoint)
+            .where(
+                Checkpoint.id == plan.checkpoint_id,
+                Checkpoint.status == CheckpointStatus.registered,
+            )
+            .values(status=CheckpointStatus.evaluated)
+        )
+        session.commit()
+
+
+def _owned_update(session: Session, plan: _Plan, **values: Any) -> None:
+    """Writes the run only while this worker still holds it."""
+    result = session.execute(
+        update(EvaluationRun)
+        .where(
+            EvaluationRun.id == plan.run_id,
+            EvaluationRun.claimed_by == plan.token,
+            EvaluationRun.status == RunStatus.running,
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise LostLease(plan.run_id)
+
+
+def _fail(sessions: sessionmaker[Session], plan: _Plan, reason: str) -> None:
+    with sessions() as session:
+        try:
+            _owned_update(
+                session, plan, status=RunStatus.failed, error=reason[:2000], finished_at=utcnow()
+            )
+            session.commit()
+        except LostLease:
+            pass
+
+
+def _resume_after(sessions: sessionmaker[Session], plan: _Plan) -> int:
+    """The row id to continue after. Rows are evaluated in id order and each chunk's results
+    commit together with its progress, so the finished rows are exactly a prefix."""
+    with sessions() as session:
+        last = session.scalar(
+            select(func.max(DatasetRow.id))
+            .join(EvalResult, EvalResult.key == DatasetRow.key)
+            .where(DatasetRow.version_id == plan.version_id, EvalResult.run_id == plan.run_id)
+        )
+        session.rollback()
+    return int(last or 0)
+
+
+def _evaluate_chunk(
+    sessions: sessionmaker[Session], plan: _Plan, evaluators: list[Evaluator[Any]], after_id: int
+) -> int | None:
+    """Evaluates the rows after row id `after_id`; the read and the write are separate short
+    transactions. Returns the last row id done, None when there is nothing left. Two simple
+    indexed reads, not a join: fresh tables have no planner statistics yet."""
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                DatasetRow.id,
+                DatasetRow.key,
+                DatasetRow.input,
+                DatasetRow.expected,
+                DatasetRow.context,
+                DatasetRow.expected_behavior,
+                DatasetRow.label,
+                DatasetRow.meta.label("metadata"),
+            )
+            .where(DatasetRow.version_id == plan.version_id, DatasetRow.id > after_id)
+            .order_by(DatasetRow.id)
+            .limit(EVAL_CHUNK)
+        ).all()
+        outputs = {
+            output.key: output
+            for output in session.execute(
+                select(
+                    RunOutput.key,
+                    RunOutput.output,
+                    RunOutput.trajectory,
+                    RunOutput.probability,
+                    RunOutput.latency_ms,
+                    RunOutput.error,
+                ).where(
+                    RunOutput.run_id == plan.run_id, RunOutput.key.in_([row.key for row in rows])
+                )
+            )
+        }
+        session.rollback()
+    if not rows:
+        return None
+    results: list[dict[str, Any]] = []
+    for row in rows:
+        record = row._asdict()
+        if record["expected_behavior"] is not None:
+            record["expected_behavior"] = record["expected_behavior"].value
+        output = outputs.get(row.key)
+        error = "no output was produced" if output is None else output.error
+        if output is not None and error is None:
+            outcomes = [
+                (result.score, result.passed, result.reason, result.details)
+                for result in evaluate_row(evaluators, record, output._asdict())
+            ]
+        else:
+            outcomes = [(0.0, False, f"no output: {error}", {"error": error})] * len(evaluators)
+        results.extend(
+            {
+                "run_id": plan.run_id,
+                "key": row.key,
+                "evaluator": evaluator.name,
+                "score": score,
+                "passed": passed,
+                "reason": reason,
+                "details": details,
+            }
+            for evaluator, (score, passed, reason, details) in zip(
+                evaluators, outcomes, strict=True
+            )
+        )
+    with sessions() as session:
+        insert_ignoring_conflicts(session, RESULTS_TABLE, results, ["run_id", "key", "evaluator"])
+        _owned_update(
+            session,
+            plan,
+            progress_done=EvaluationRun.progress_done + len(rows),
+            heartbeat_at=utcnow(),
+        )
+        session.commit()
+    return int(rows[-1].id)
+
+
+def _produce_outputs(
+    sessions: sessionmaker[Session], plan: _Plan, endpoint: dict[str, Any]
+) -> None:
+    """Calls the checkpoint's OpenAI-compatible endpoint for every row without an output,
+    ENDPOINT_CONCURRENCY at a time; no transaction is open while requests are in flight."""
+    headers = {}
+    key_env = endpoint.get("api_key_env")
+    if key_env:
+        api_key = os.environ.get(key_env)
+        if not api_key:
+            raise RuntimeError(f"endpoint.api_key_env: {key_env} is not set for the worker")
+        headers["Authorization"] = f"Bearer {api_key}"
+    produced = exists().where(RunOutput.run_id == plan.run_id, RunOutput.key == DatasetRow.key)
+    with (
+        httpx.Client(headers=headers, timeout=float(endpoint.get("timeout_s", 60))) as client,
+        ThreadPoolExecutor(ENDPOINT_CONCURRENCY, thread_name_prefix="plumbline-endpoint") as pool,
+    ):
+        while True:
+            with sessions() as session:
+                rows = session.execute(
+                    select(DatasetRow.key, DatasetRow.input)
+                    .where(DatasetRow.version_id == plan.version_id, ~produced)
+                    .order_by(DatasetRow.id)
+                    .limit(ENDPOINT_CHUNK)
+                ).all()
+                session.rollback()
+            if not rows:
+                return
+            outputs = list(pool.map(lambda row: call_endpoint(client, endpoint, row.input), rows))
+            with sessions() as session:
+                insert_ignoring_conflicts(
+                    session,
+                    OUTPUTS_TABLE,
+                    [
+                        {"run_id": plan.run_id, "key": row.key, **output}
+                        for row, output in zip(rows, outputs, strict=True)
+                    ],
+                    ["run_id", "key"],
+                )
+                _owned_update(session, plan, heartbeat_at=utcnow())
+                session.commit()

@@ -1,0 +1,81 @@
+"""The gate page's forest plot: one interval per evaluator x cohort against the margin."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from app.web.figures import to_json
+
+
+def forest(comparisons: Sequence[dict[str, Any]], margin: float | None, metric: str) -> str:
+    """Per-cohort change with its interval; regressed red, underpowered hollow grey."""
+    labels = [f"{c.get('evaluator', '?')} · {cohort_name(c)}" for c in comparisons]
+    colors = [
+        "#dc2626" if c.get("regressed") else "#94a3b8" if c.get("underpowered") else "#2563eb"
+        for c in comparisons
+    ]
+    deltas = [c.get("delta") for c in comparisons]
+    figure = go.Figure(
+        go.Scatter(
+            x=deltas,
+            y=labels,
+            mode="markers",
+            marker={
+                "color": colors,
+                "size": 11,
+                "symbol": [
+                    "circle-open" if c.get("underpowered") else "circle" for c in comparisons
+                ],
+            },
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [_gap(c.get("ci_high"), c.get("delta")) for c in comparisons],
+                "arrayminus": [_gap(c.get("delta"), c.get("ci_low")) for c in comparisons],
+                "color": "#475569",
+            },
+            customdata=[
+                [
+                    c.get("baseline"),
+                    c.get("candidate"),
+                    c.get("ci_low"),
+                    c.get("ci_high"),
+                    c.get("n"),
+                ]
+                for c in comparisons
+            ],
+            hovertemplate=(
+                "%{y}<br>Δ %{x:+.3f} [%{customdata[2]:+.3f}, %{customdata[3]:+.3f}]"
+                "<br>baseline %{customdata[0]:.3f} → candidate %{customdata[1]:.3f}"
+                "<br>n=%{customdata[4]}<extra></extra>"
+            ),
+            showlegend=False,
+        )
+    )
+    figure.add_vline(x=0, line={"color": "#111827", "width": 1})
+    if margin:
+        figure.add_vline(
+            x=-abs(margin),
+            line={"color": "#dc2626", "dash": "dash"},
+            annotation_text="non-inferiority margin",
+            annotation_position="top",
+        )
+    figure.update_xaxes(
+        title=f"candidate - baseline ({metric.replace('_', ' ')}, with interval)", zeroline=False
+    )
+    figure.update_yaxes(autorange="reversed")
+    return to_json(figure, height=140 + 30 * max(len(comparisons), 1))
+
+
+def cohort_name(comparison: dict[str, Any]) -> str:
+    cohort = comparison.get("cohort")
+    if isinstance(cohort, dict):
+        return f"{cohort.get('dimension')}={cohort.get('value')}"
+    return str(cohort if cohort is not None else comparison.get("cohort_name", "all"))
+
+
+def _gap(high: Any, low: Any) -> float:
+    return float(high) - float(low) if high is not None and low is not None else 0.0

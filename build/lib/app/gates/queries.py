@@ -1,0 +1,25 @@
+"""Typed reads of gate decisions, shared by the API and the pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    Gate,
+)
+
+
+def gates_for_checkpoints(session: Session, checkpoint_ids: Sequence[int]) -> Sequence[Gate]:
+    return session.scalars(
+        select(Gate).where(Gate.checkpoint_id.in_(checkpoint_ids)).order_by(Gate.id.desc())
+    ).all()
+
+
+def gate_verdicts(session: Session, gate_ids: set[int]) -> dict[int, str]:
+    if not gate_ids:
+        return {}
+    rows = session.execute(select(Gate.id, Gate.verdict).where(Gate.id.in_(gate_ids))).all()
+    return {gid: verdict.value for gid, verdict in rows}

@@ -1,0 +1,235 @@
+"""The deploy gate: a candidate run against a baseline run, per evaluator x cohort.
+
+Fetch (pairs.py), decide (decision.py, statistics in app.stats), store: this module is the
+orchestration and the gate's effects (checkpoint status, audit, the gate.blocked event)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import get_owned
+from app.core.errors import Conflict, Unprocessable
+from app.core.links import Links
+from app.core.pagination import paginate
+from app.gates.decision import Decision, decide
+from app.gates.pairs import load_pairs
+from app.gates.policies import effective_policy, latest_policy
+from app.gates.schemas import GateIn, GatePolicySpec
+from app.models import (
+    Checkpoint,
+    DatasetVersion,
+    EvaluationRun,
+    Gate,
+    Model,
+)
+from app.models.gates import GateVerdict
+from app.models.registry import CheckpointStatus
+from app.models.runs import RunStatus
+from app.registry import service as registry
+from app.webhooks import outbox
+
+
+def _get_run(session: Session, project_id: int, run_id: int, field_name: str) -> EvaluationRun:
+    run = get_owned(session, EvaluationRun, project_id, run_id, "evaluation run", field_name)
+    if run.status is not RunStatus.succeeded:
+        raise Conflict(
+            f"{field_name}: run {run_id} is '{run.status.value}'; only succeeded runs can be "
+            "gated (wait for it to finish)",
+            field=field_name,
+        )
+    return run
+
+
+def _champion_run(
+    session: Session, model: Model, candidate: EvaluationRun, version: DatasetVersion
+) -> EvaluationRun:
+    champion = registry.champion_of(session, model.id)
+    if champion is None:
+        raise Conflict(
+            f"model '{model.name}' has no champion to compare with: promote a first champion "
+            "or pass baseline_run_id",
+            field="baseline_run_id",
+        )
+    if champion.id == candidate.checkpoint_id:
+        raise Conflict(
+            f"checkpoint {champion.id} is already the champion: pass baseline_run_id",
+            field="baseline_run_id",
+        )
+    run = session.scalar(
+        select(EvaluationRun)
+        .where(
+            EvaluationRun.checkpoint_id == champion.id,
+            EvaluationRun.dataset_version_id == candidate.dataset_version_id,
+            EvaluationRun.status == RunStatus.succeeded,
+        )
+        .order_by(EvaluationRun.id.desc())
+        .limit(1)
+    )
+    if run is None:
+        raise Conflict(
+            f"the champion of '{model.name}' (checkpoint {champion.id}, version "
+            f"'{champion.version}') has no succeeded run on dataset version {version.version}: "
+            "evaluate the champion on it, or pass baseline_run_id",
+            field="baseline_run_id",
+        )
+    return run
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Everything a gate would decide about two runs, before anything is stored."""
+
+    model: Model
+    checkpoint: Checkpoint
+    candidate: EvaluationRun
+    baseline: EvaluationRun
+    spec: GatePolicySpec
+    policy_version: int | None
+    decision: Decision
+    notes: list[str]
+    shared_rows: int
+
+
+def compare_runs(
+    session: Session,
+    project_id: int,
+    candidate_run_id: int,
+    baseline_run_id: int | None,
+    policy: GatePolicySpec | None = None,
+) -> RunComparison:
+    """Compares and decides under the candidate model's policy, storing nothing: the gate
+    stores this, and the dashboard's "compare any two runs" only shows it. Ends the session's
+    read transaction (the statistics run without holding SQLite's lock)."""
+    candidate = _get_run(session, project_id, candidate_run_id, "candidate_run_id")
+    checkpoint = registry.get_checkpoint(session, project_id, candidate.checkpoint_id)
+    model = session.get_one(Model, checkpoint.model_id)
+    cand_version = session.get_one(DatasetVersion, candidate.dataset_version_id)
+    if baseline_run_id is None:
+        baseline = _champion_run(session, model, candidate, cand_version)
+    else:
+        baseline = _get_run(session, project_id, baseline_run_id, "baseline_run_id")
+    if baseline.id == candidate.id:
+        raise Unprocessable(
+            "baseline_run_id: a run cannot be its own baseline", field="baseline_run_id"
+        )
+    base_version = session.get_one(DatasetVersion, baseline.dataset_version_id)
+    if base_version.dataset_id != cand_version.dataset_id:
+        raise Unprocessable(
+            f"baseline_run_id: run {baseline.id} evaluated another dataset; "
+            "a gate compares runs on the same dataset",
+            field="baseline_run_id",
+        )
+    stored = latest_policy(session, model.id)
+    spec = effective_policy(stored, policy)
+    paired = load_pairs(session, candidate, baseline)
+    session.commit()  # ends the read transaction: the statistics run without holding a lock
+
+    decision = decide(paired, spec)
+    notes = list(decision.notes)
+    if base_version.id != cand_version.id:
+        notes.insert(
+            0,
+            f"dataset versions differ (candidate v{cand_version.version}, baseline "
+            f"v{base_version.version}): only the {len(paired.keys)} keys both runs scored are "
+            f"compared, with risk and cohorts from v{cand_version.version}",
+        )
+    if policy is not None:
+        notes.append(
+            "policy overridden in the request: " + ", ".join(sorted(policy.model_fields_set))
+        )
+    return RunComparison(
+        model,
+        checkpoint,
+        candidate,
+        baseline,
+        spec,
+        stored.version if stored else None,
+        decision,
+        notes,
+        len(paired.keys),
+    )
+
+
+def create_gate(session: Session, principal: Principal, links: Links, body: GateIn) -> Gate:
+    """Compares, decides, and stores the decision; a block queues a `gate.blocked` event."""
+    compared = compare_runs(
+        session, principal.project_id, body.candidate_run_id, body.baseline_run_id, body.policy
+    )
+    gate = Gate(
+        project_id=principal.project_id,
+        model_id=compared.model.id,
+        checkpoint_id=compared.checkpoint.id,
+        candidate_run_id=compared.candidate.id,
+        baseline_run_id=compared.baseline.id,
+        policy=compared.spec.model_dump(mode="json"),
+        policy_version=compared.policy_version,
+        verdict=compared.decision.verdict,
+        reasons=compared.decision.reasons,
+        comparisons=compared.decision.comparisons,
+        notes={"messages": compared.notes, "shared_rows": compared.shared_rows},
+        api_key_id=principal.key_id,
+    )
+    session.add(gate)
+    session.flush()
+    _record_outcome(session, principal, links, gate, compared.model, compared.checkpoint)
+    session.commit()
+    return gate
+
+
+def _record_outcome(
+    session: Session,
+    principal: Principal,
+    links: Links,
+    gate: Gate,
+    model: Model,
+    checkpoint: Checkpoint,
+) -> None:
+    """Audit, the checkpoint's status, and on a block the `gate.blocked` event."""
+    current = session.get_one(Checkpoint, checkpoint.id)
+    if gate.verdict is GateVerdict.block and current.status in (
+        CheckpointStatus.registered,
+        CheckpointStatus.evaluated,
+    ):
+        current.status = CheckpointStatus.blocked
+    elif gate.verdict is not GateVerdict.block and current.status is CheckpointStatus.blocked:
+        current.status = CheckpointStatus.evaluated
+    details = {
+        "gate_id": gate.id,
+        "model": model.name,
+        "checkpoint_id": checkpoint.id,
+        "version": checkpoint.version,
+        "candidate_run_id": gate.candidate_run_id,
+        "baseline_run_id": gate.baseline_run_id,
+        "verdict": gate.verdict.value,
+        "policy_version": gate.policy_version,
+    }
+    audit.record(session, principal, "gate.decided", "gate", gate.id, details)
+    if gate.verdict is GateVerdict.block:
+        url = links.page("gates", gate.id)
+        blocking = [r for r in gate.reasons if r["severity"] == "block"]
+        outbox.emit(
+            session,
+            principal.project_id,
+            "gate.blocked",
+            f"gate.{gate.id}.blocked",
+            {**details, "reasons": blocking, "url": url},
+        )
+
+
+def get_gate(session: Session, project_id: int, gate_id: int) -> Gate:
+    return get_owned(session, Gate, project_id, gate_id, "gate")
+
+
+def list_gates(
+    session: Session, project_id: int, checkpoint_id: int | None, cursor: str | None, limit: int
+) -> tuple[Sequence[Gate], str | None]:
+    stmt = select(Gate).where(Gate.project_id == project_id)
+    if checkpoint_id is not None:
+        stmt = stmt.where(Gate.checkpoint_id == checkpoint_id)
+    return paginate(session, stmt, Gate.id, cursor, limit)

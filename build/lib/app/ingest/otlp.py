@@ -1,0 +1,792 @@
+"""Pure half of the OTLP/HTTP trace receiver: decode export bodies, map LLM spans to events.
+
+Nothing here touches the database or the web framework, so the route stays a thin shell and
+the mapping is tested against the wire bytes the real OpenTelemetry SDK produces.
+
+Decisions worth knowing before changing anything:
+
+* Which spans become events. A span is an LLM span when ``openinference.span.kind`` or
+  ``gen_ai.span.kind`` is ``LLM`` (any case); when it has no kind, when
+  ``gen_ai.operation.name`` is a generation (chat, text_completion, generate_content) or,
+  lacking an operation, when it carries ``gen_ai.request.model``; and whenever it carries a
+  ``plumbline.model`` attribute. An LLM span with another LLM span below it in the batch is
+  treated as context instead: it is either an app span tagged ``plumbline.model`` around an
+  instrumented call, or a stacked instrumentor (LangChain over OpenAI) describing the same
+  call, and turning both into events would count that call twice.
+* Context. All spans hand down ``plumbline.*`` keys, ``metadata``, ``session.id`` (traceAI:
+  ``gen_ai.conversation.id``), ``user.id``, ``tag.tags`` and ``http.route`` to their
+  descendants in the same trace and the same export request. The nearest ancestor wins and
+  the span's own attributes win over every ancestor; on one span an explicit ``plumbline.*``
+  attribute wins over the same key in its metadata. The resource's attributes are the
+  outermost layer, so a deployment can set ``OTEL_RESOURCE_ATTRIBUTES=plumbline.model=...``
+  once. A parent exported in a later request is not seen.
+* Model versus checkpoint. ``model`` is the Plumbline model: ``plumbline.model``, else
+  ``model`` in the metadata. The model name the LLM reports (``llm.model_name``,
+  ``gen_ai.response.model``, ``gen_ai.request.model``) becomes ``checkpoint_version`` only
+  when no ``plumbline.checkpoint`` is given, because apps serving a fine-tune usually report
+  the served checkpoint (``ft:gpt-4o:acme:v7``) as the model name. That name never becomes
+  ``model``: an LLM span without a Plumbline model is rejected with a reason instead of being
+  filed under a model nobody registered.
+* Explicit beats derived wherever each was set: ``plumbline.route`` over ``http.route``,
+  ``plumbline.prompt_version`` over the prompt template version.
+* ``google.rpc.Status`` is declared here in a private descriptor pool because its generated
+  module ships with googleapis-common-protos, which only the dev dependencies install.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
+JSON_CONTENT_TYPE = "application/json"
+
+
+class OtlpRequestError(ValueError):
+    """A body the receiver refuses; ``http_status`` is the answer OTLP/HTTP prescribes."""
+
+    http_status: ClassVar[int] = 400
+
+
+class DecodeError(OtlpRequestError):
+    """The body is not a readable OTLP trace export; the message is meant for the sender."""
+
+
+class UnsupportedMediaType(DecodeError):
+    """A Content-Type or Content-Encoding this receiver does not speak."""
+
+    http_status = 415
+
+
+class PayloadTooLarge(OtlpRequestError):
+    """The body exceeds the cap once decompressed, which is what refuses gzip bombs."""
+
+    http_status = 413
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRejection:
+    """An LLM span that could not become an event: reported back, never dropped silently."""
+
+    trace_id: str
+    span_id: str
+    reason: str
+
+
+# --- Decoding -------------------------------------------------------------------------------
+
+_INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_ID_FIELDS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+
+
+def decode_export_request(
+    body: bytes, content_type: str, content_encoding: str | None, max_decompressed_bytes: int
+) -> ExportTraceServiceRequest:
+    """Parse an OTLP/HTTP trace export body in either encoding, compressed or not.
+
+    Raises UnsupportedMediaType, PayloadTooLarge or DecodeError, each carrying a message fit
+    to send back to the client.
+    """
+    media_type = _media_type(content_type)
+    if media_type not in (PROTOBUF_CONTENT_TYPE, JSON_CONTENT_TYPE):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}: "
+            f"send {PROTOBUF_CONTENT_TYPE} or {JSON_CONTENT_TYPE}"
+        )
+    payload = _decompress(body, content_encoding, max_decompressed_bytes)
+    if media_type == JSON_CONTENT_TYPE:
+        return _parse_json(payload)
+    return _parse_protobuf(payload)
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    encoding = (content_encoding or "").strip().lower() or "identity"
+    if encoding == "identity":
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
+        return body
+    wbits = _INFLATE_WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {content_encoding!r}: use gzip, deflate or none"
+        )
+    return _inflate(body, wbits, encoding, limit)
+
+
+def _inflate(body: bytes, wbits: int, encoding: str, limit: int) -> bytes:
+    """Inflate member after member (gzip allows concatenated members), never past ``limit``.
+
+    Asking zlib for one byte more than the remaining budget is what detects a bomb without
+    ever holding more than the budget in memory.
+    """
+    members: list[bytes] = []
+    budget = limit
+    pending = body
+    while pending:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            member = inflater.decompress(pending, budget + 1)
+        except zlib.error as exc:
+            raise DecodeError(f"body is not valid {encoding} data: {exc}") from exc
+        if len(member) > budget:
+            raise PayloadTooLarge(f"body inflates past the {limit}-byte limit")
+        if not inflater.eof:
+            raise DecodeError(f"{encoding} body is truncated")
+        members.append(member)
+        budget -= len(member)
+        pending = inflater.unused_data
+    return b"".join(members)
+
+
+def _parse_protobuf(payload: bytes) -> ExportTraceServiceRequest:
+    try:
+        return ExportTraceServiceRequest.FromString(payload)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+
+
+def _parse_json(payload: bytes) -> ExportTraceServiceRequest:
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise DecodeError("body must be a JSON object holding an ExportTraceServiceRequest")
+    _hex_ids_to_base64(document)
+    try:
+        # OTLP/JSON receivers must ignore unknown fields, so newer senders stay readable.
+        return json_format.ParseDict(
+            document, ExportTraceServiceRequest(), ignore_unknown_fields=True
+        )
+    except json_format.ParseError as exc:
+        raise DecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+
+
+def _hex_ids_to_base64(document: dict[str, Any]) -> None:
+    """OTLP/JSON spells span and link ids in hex, json_format reads bytes fields as base64.
+
+    Span events carry no ids, so spans and their links are the only places to rewrite.
+    """
+    for resource_spans in _json_children(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _json_children(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _json_children(scope_spans, "spans"):
+                _rewrite_ids(span)
+                for link in _json_children(span, "links"):
+                    _rewrite_ids(link)
+
+
+def _json_children(container: dict[str, Any], *keys: str) -> Iterable[dict[str, Any]]:
+    """Objects listed under any spelling of a field; json_format reports malformed ones."""
+    for key in keys:
+        items = container.get(key)
+        if isinstance(items, list):
+            yield from (item for item in items if isinstance(item, dict))
+
+
+def _rewrite_ids(holder: dict[str, Any]) -> None:
+    for key in _ID_FIELDS:
+        value = holder.get(key)
+        if isinstance(value, str):
+            holder[key] = _hex_to_base64(key, value)
+
+
+def _hex_to_base64(key: str, value: str) -> str:
+    try:
+        raw = binascii.a2b_hex(value)
+    except ValueError as exc:
+        raise DecodeError(f"{key} {value[:64]!r} is not hex (OTLP/JSON ids are hex)") from exc
+    return base64.b64encode(raw).decode("ascii")
+
+
+# --- Responses ------------------------------------------------------------------------------
+
+_INVALID_ARGUMENT = 3  # google.rpc.Code for a request that is itself at fault
+
+
+def _status_message_class() -> type[Message]:
+    """Declare google.rpc.Status with the same package, names and field numbers as upstream.
+
+    ``details`` (repeated Any) is left out: we never send any, and leaving it out changes
+    neither encoding of what we do send.
+    """
+    field = descriptor_pb2.FieldDescriptorProto
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="plumbline/google_rpc_status.proto", package="google.rpc", syntax="proto3"
+    )
+    status = file_proto.message_type.add(name="Status")
+    status.field.add(
+        name="code", json_name="code", number=1, type=field.TYPE_INT32, label=field.LABEL_OPTIONAL
+    )
+    status.field.add(
+        name="message",
+        json_name="message",
+        number=2,
+        type=field.TYPE_STRING,
+        label=field.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    message_class: type[Message] = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("google.rpc.Status")
+    )
+    return message_class
+
+
+_RpcStatus = _status_message_class()
+
+
+def response_content_type(request_content_type: str | None) -> str:
+    """OTLP/HTTP answers in the request's encoding; anything but JSON gets protobuf."""
+    if _media_type(request_content_type) == JSON_CONTENT_TYPE:
+        return JSON_CONTENT_TYPE
+    return PROTOBUF_CONTENT_TYPE
+
+
+def status_body(message: str, content_type: str | None) -> bytes:
+    """The google.rpc.Status body OTLP/HTTP sends with a 4xx, in the request's encoding."""
+    return _encode(_RpcStatus(code=_INVALID_ARGUMENT, message=message), content_type)
+
+
+def export_response(rejected: int, error_message: str, content_type: str | None) -> bytes:
+    """ExportTraceServiceResponse: empty on full success, ``partial_success`` otherwise."""
+    response = ExportTraceServiceResponse()
+    if rejected > 0:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = error_message
+    return _encode(response, content_type)
+
+
+def _encode(message: Message, content_type: str | None) -> bytes:
+    if response_content_type(content_type) == JSON_CONTENT_TYPE:
+        return json_format.MessageToJson(message, indent=None).encode()
+    serialized: bytes = message.SerializeToString()
+    return serialized
+
+
+# --- Attribute values -----------------------------------------------------------------------
+
+
+def _flatten(key_values: Iterable[KeyValue]) -> dict[str, Any]:
+    """OTLP attributes as a plain dict; a repeated key keeps its last value."""
+    return {key_value.key: _any_value(key_value.value) for key_value in key_values}
+
+
+def _any_value(value: AnyValue) -> Any:
+    """Plain Python for an AnyValue; bytes become base64 text so events stay JSON-safe."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return _flatten(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return None if kind is None else getattr(value, kind)
+
+
+def _as_text(value: Any) -> str | None:
+    """Identifiers may arrive as numbers (``"prompt_version": 3`` in metadata JSON)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _as_bool(value: Any) -> bool | None:
+    """Resource attributes set through OTEL_RESOURCE_ATTRIBUTES are always strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    """A number, or its text (resource attributes); NaN and infinities are not probabilities."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _as_count(value: Any) -> int | None:
+    """Some JavaScript emitters send whole numbers as doubles."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _as_checkpoint(value: Any) -> int | str | None:
+    """An integer names a checkpoint by id, anything else by version."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return _as_text(value)
+
+
+def _as_label(value: Any) -> str | int | float | bool | None:
+    """A label may be a class name, a class index or a flag; any scalar is kept as sent."""
+    return value if isinstance(value, str | int | float | bool) else None
+
+
+def _as_tags(value: Any) -> list[str] | None:
+    items = value if isinstance(value, list) else [value]
+    tags = [tag for tag in map(_as_text, items) if tag is not None]
+    return tags or None
+
+
+def _loads(text: str) -> Any:
+    """JSON embedded in an attribute, or None when the attribute is plain text."""
+    stripped = text.lstrip()
+    if not stripped.startswith(("{", "[")):
+        return None
+    try:
+        return json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+
+
+_Coerce = Callable[[Any], Any]
+_FactTable = tuple[tuple[str, tuple[str, ...], _Coerce], ...]
+
+
+def _pick_facts(attributes: Mapping[str, Any], table: _FactTable) -> dict[str, Any]:
+    """For each fact, the first of its attribute keys whose value has the right type."""
+    facts: dict[str, Any] = {}
+    for fact, keys, coerce in table:
+        for key in keys:
+            value = coerce(attributes.get(key))
+            if value is not None:
+                facts[fact] = value
+                break
+    return facts
+
+
+# --- Context facts --------------------------------------------------------------------------
+
+# Facts are kept under flat canonical keys so that merging layers with dict.update resolves
+# every key separately: a child's metadata can override one cohort dimension of its parent's.
+_COHORT_PREFIX = "cohort."
+_UNMAPPED_PREFIX = "unmapped."  # metadata Plumbline has no field for, kept in attributes
+_PLUMBLINE_PREFIX = "plumbline."
+_PLUMBLINE_FIELDS: dict[str, _Coerce] = {
+    "model": _as_text,
+    "checkpoint": _as_checkpoint,
+    "route": _as_text,
+    "user_segment": _as_text,
+    "prompt_version": _as_text,
+    "fallback": _as_bool,
+    "refusal": _as_bool,
+    "eval_passed": _as_bool,
+    "should_refuse": _as_bool,
+    "probability": _as_float,
+    "label": _as_label,
+}
+_SHARED_FACTS: _FactTable = (
+    ("session_id", ("session.id", "gen_ai.conversation.id"), _as_text),
+    ("user_id", ("user.id",), _as_text),
+    ("tags", ("tag.tags",), _as_tags),
+    ("http_route", ("http.route",), _as_text),
+)
+
+
+def _context_facts(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """What one span (or resource) says about the call, under canonical keys."""
+    facts = _pick_facts(attributes, _SHARED_FACTS)
+    metadata = attributes.get("metadata")
+    if metadata is not None:
+        _add_metadata_facts(facts, metadata)
+    for key, value in attributes.items():
+        if key.startswith(_PLUMBLINE_PREFIX):
+            _add_plumbline_fact(facts, key, key[len(_PLUMBLINE_PREFIX) :], value)
+    return facts
+
+
+def _add_metadata_facts(facts: dict[str, Any], metadata: Any) -> None:
+    """Metadata is a JSON object (or a kvlist); Plumbline keys may drop the prefix there."""
+    parsed = _loads(metadata) if isinstance(metadata, str) else metadata
+    if not isinstance(parsed, dict):
+        facts[_UNMAPPED_PREFIX + "metadata"] = metadata
+        return
+    for key, value in parsed.items():
+        name = key.removeprefix(_PLUMBLINE_PREFIX)
+        if name == "cohort" and isinstance(value, dict):
+            for dimension, dimension_value in value.items():
+                _add_plumbline_fact(
+                    facts, f"{key}.{dimension}", f"cohort.{dimension}", dimension_value
+                )
+        else:
+            _add_plumbline_fact(facts, key, name, value)
+
+
+def _add_plumbline_fact(facts: dict[str, Any], key: str, name: str, value: Any) -> None:
+    """File a Plumbline field under its canonical name; unknown or mistyped ones stay visible."""
+    is_dimension = name.startswith(_COHORT_PREFIX) and len(name) > len(_COHORT_PREFIX)
+    coerce = _as_text if is_dimension else _PLUMBLINE_FIELDS.get(name)
+    coerced = None if coerce is None else coerce(value)
+    if coerced is None:
+        facts[_UNMAPPED_PREFIX + key] = value
+    else:
+        facts[name] = coerced
+
+
+# --- Spans of one request -------------------------------------------------------------------
+
+_SpanKey = tuple[bytes, bytes]
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    """One span of the batch, with its attributes flattened once."""
+
+    span: Span
+    key: _SpanKey
+    parent_key: _SpanKey | None
+    attributes: dict[str, Any]
+    resource_facts: dict[str, Any]
+    context: dict[str, Any] | None = None  # own facts over the ancestors', once computed
+
+
+def _index_spans(request: ExportTraceServiceRequest) -> dict[_SpanKey, _Node]:
+    nodes: dict[_SpanKey, _Node] = {}
+    for resource_spans in request.resource_spans:
+        resource_facts = _context_facts(_flatten(resource_spans.resource.attributes))
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                trace_id = span.trace_id
+                parent_id = span.parent_span_id
+                key = (trace_id, span.span_id)
+                nodes[key] = _Node(  # a span sent twice in one request counts once
+                    span=span,
+                    key=key,
+                    parent_key=(trace_id, parent_id) if parent_id else None,
+                    attributes=_flatten(span.attributes),
+                    resource_facts=resource_facts,
+                )
+    return nodes
+
+
+_GENERATION_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
+
+
+def _is_llm_span(attributes: Mapping[str, Any]) -> bool:
+    if _PLUMBLINE_PREFIX + "model" in attributes:
+        return True
+    kind = attributes.get("openinference.span.kind", attributes.get("gen_ai.span.kind"))
+    if isinstance(kind, str):
+        return kind.upper() == "LLM"
+    operation = attributes.get("gen_ai.operation.name")
+    if isinstance(operation, str):
+        return operation.lower() in _GENERATION_OPERATIONS
+    return "gen_ai.request.model" in attributes
+
+
+def _keys_above(llm_nodes: Iterable[_Node], nodes: Mapping[_SpanKey, _Node]) -> set[_SpanKey]:
+    """Every span with an LLM span below it; each ancestor is visited once overall."""
+    above: set[_SpanKey] = set()
+    for node in llm_nodes:
+        parent_key = node.parent_key
+        while parent_key is not None and parent_key in nodes and parent_key not in above:
+            if parent_key == node.key:  # a span naming itself as parent is not its own wrapper
+                break
+            above.add(parent_key)
+            parent_key = nodes[parent_key].parent_key
+    return above
+
+
+def _chain_context(node: _Node, nodes: Mapping[_SpanKey, _Node]) -> dict[str, Any]:
+    """The span's facts over its ancestors' (nearest wins), memoized along the chain."""
+    pending: list[_Node] = []
+    seen: set[_Node] = set()  # a parent_span_id cycle must not loop forever
+    current: _Node | None = node
+    while current is not None and current.context is None and current not in seen:
+        pending.append(current)
+        seen.add(current)
+        current = nodes.get(current.parent_key) if current.parent_key else None
+    inherited = current.context if current is not None and current.context is not None else {}
+    for chain_node in reversed(pending):
+        inherited = chain_node.context = {**inherited, **_context_facts(chain_node.attributes)}
+    return inherited
+
+
+def spans_to_events(
+    request: ExportTraceServiceRequest,
+) -> tuple[list[dict[str, Any]], list[SpanRejection]]:
+    """Map the LLM spans of one export request to events for /api/v1/events.
+
+    Event keys: trace_id, span_id, timestamp (UTC datetime), model, checkpoint_version (str)
+    or checkpoint_id (int) when known, cohort, input, output, eval_passed, fallback, refusal,
+    should_refuse, latency_ms, probability, label, attributes. Each LLM span yields one event
+    or one rejection, unless an LLM span below it describes the same call (see the module
+    docstring); every other span only lends context.
+    """
+    nodes = _index_spans(request)
+    llm_nodes = [node for node in nodes.values() if _is_llm_span(node.attributes)]
+    above_llm_spans = _keys_above(llm_nodes, nodes)
+    events: list[dict[str, Any]] = []
+    rejections: list[SpanRejection] = []
+    for node in llm_nodes:
+        if node.key in above_llm_spans:
+            continue
+        outcome = _to_event(node, {**node.resource_facts, **_chain_context(node, nodes)})
+        if isinstance(outcome, SpanRejection):
+            rejections.append(outcome)
+        else:
+            events.append(outcome)
+    return events, rejections
+
+
+# --- One event ------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STATUS_NAMES = {1: "OK", 2: "ERROR"}
+_NO_MODEL = (
+    "no Plumbline model: set plumbline.model on the span, an ancestor span or the resource, "
+    "or model in its metadata"
+)
+_LLM_FACTS: _FactTable = (
+    ("model_name", ("llm.model_name", "gen_ai.response.model", "gen_ai.request.model"), _as_text),
+    (
+        "prompt_template_version",
+        ("llm.prompt_template.version", "gen_ai.prompt.template.version"),
+        _as_text,
+    ),
+    ("input_tokens", ("llm.token_count.prompt", "gen_ai.usage.input_tokens"), _as_count),
+    ("output_tokens", ("llm.token_count.completion", "gen_ai.usage.output_tokens"), _as_count),
+    ("total_tokens", ("llm.token_count.total", "gen_ai.usage.total_tokens"), _as_count),
+)
+
+
+def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanRejection:
+    span = node.span
+    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+    problem = _identity_problem(span) or (None if "model" in facts else _NO_MODEL)
+    if problem is not None:
+        return SpanRejection(trace_id, span_id, problem)
+    llm = _pick_facts(node.attributes, _LLM_FACTS)
+    return {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "timestamp": _EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000),
+        "model": facts["model"],
+        **_checkpoint(facts.get("checkpoint", llm.get("model_name"))),
+        "cohort": _cohort(facts, llm),
+        "input": _input_text(node.attributes),
+        "output": _output_text(node.attributes),
+        "eval_passed": facts.get("eval_passed"),
+        "fallback": facts.get("fallback"),
+        "refusal": facts.get("refusal"),
+        "should_refuse": facts.get("should_refuse"),
+        "latency_ms": _latency_ms(span),
+        "probability": facts.get("probability"),
+        "label": facts.get("label"),
+        "attributes": _event_attributes(span, facts, llm),
+    }
+
+
+def _identity_problem(span: Span) -> str | None:
+    """Events are keyed by trace and span id and placed in time by the start."""
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span.span_id) != 8 or not any(span.span_id):
+        return "span_id must be 8 bytes, not all zero"
+    if span.start_time_unix_nano == 0:
+        return "span has no start time"
+    return None
+
+
+def _checkpoint(checkpoint: int | str | None) -> dict[str, int | str]:
+    if isinstance(checkpoint, int):
+        return {"checkpoint_id": checkpoint}
+    if isinstance(checkpoint, str):
+        return {"checkpoint_version": checkpoint}
+    return {}
+
+
+def _cohort(facts: Mapping[str, Any], llm: Mapping[str, Any]) -> dict[str, str]:
+    cohort = {
+        key[len(_COHORT_PREFIX) :]: value
+        for key, value in facts.items()
+        if key.startswith(_COHORT_PREFIX)
+    }
+    named = {
+        "route": facts.get("route", facts.get("http_route")),
+        "prompt_version": facts.get("prompt_version", llm.get("prompt_template_version")),
+        "user_segment": facts.get("user_segment"),
+    }
+    cohort.update({key: value for key, value in named.items() if value is not None})
+    return cohort
+
+
+def _latency_ms(span: Span) -> float | None:
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    return (end - start) / 1e6 if end >= start else None
+
+
+def _event_attributes(
+    span: Span, facts: Mapping[str, Any], llm: Mapping[str, Any]
+) -> dict[str, Any]:
+    unmapped = {
+        key[len(_UNMAPPED_PREFIX) :]: value
+        for key, value in facts.items()
+        if key.startswith(_UNMAPPED_PREFIX)
+    }
+    attributes = {
+        "session_id": facts.get("session_id"),
+        "user_id": facts.get("user_id"),
+        "tags": facts.get("tags"),
+        **llm,
+        "span_name": span.name,
+        "status_code": _STATUS_NAMES.get(span.status.code, "UNSET"),
+        "status_message": span.status.message or None,
+        "metadata": unmapped or None,
+    }
+    if "total_tokens" not in llm and "input_tokens" in llm and "output_tokens" in llm:
+        attributes["total_tokens"] = llm["input_tokens"] + llm["output_tokens"]
+    return {key: value for key, value in attributes.items() if value is not None}
+
+
+# --- Input and output text ------------------------------------------------------------------
+
+_USER_ROLES = ("user", "human")
+_ASSISTANT_ROLES = ("assistant", "model", "ai")
+_TEXT_PART_TYPES = ("text", "input_text", "output_text")
+
+
+def _input_text(attributes: Mapping[str, Any]) -> str | None:
+    """The user's turn: the last user message, else ``input.value`` unwrapped if a request."""
+    messages = _messages(attributes, ("llm.input_messages", "gen_ai.input.messages"))
+    from_messages = _role_text(messages, _USER_ROLES, -1)
+    return from_messages or _value_text(attributes.get("input.value"), _request_text)
+
+
+def _output_text(attributes: Mapping[str, Any]) -> str | None:
+    """The model's answer: the first assistant message, else ``output.value`` unwrapped."""
+    messages = _messages(attributes, ("llm.output_messages", "gen_ai.output.messages"))
+    from_messages = _role_text(messages, _ASSISTANT_ROLES, 0)
+    return from_messages or _value_text(attributes.get("output.value"), _response_text)
+
+
+def _messages(attributes: Mapping[str, Any], names: tuple[str, ...]) -> list[Any]:
+    """Messages in whichever form the instrumentor wrote: indexed attributes or JSON."""
+    for name in names:
+        messages = _indexed_messages(attributes, name + ".") or _json_list(attributes.get(name))
+        if messages:
+            return messages
+    return []
+
+
+def _indexed_messages(attributes: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Rebuild ``<prefix><i>.message.role`` / ``.message.content`` into message dicts.
+
+    The ``message.`` segment is optional: some GenAI emitters write ``<prefix><i>.role``.
+    """
+    by_index: dict[int, dict[str, Any]] = {}
+    for key, value in attributes.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, field = key[len(prefix) :].partition(".")
+        field = field.removeprefix("message.")
+        if index.isdecimal() and field in ("role", "content"):
+            by_index.setdefault(int(index), {})[field] = value
+    return [by_index[index] for index in sorted(by_index)]
+
+
+def _json_list(value: Any) -> list[Any]:
+    parsed = _loads(value) if isinstance(value, str) else value
+    return parsed if isinstance(parsed, list) else []
+
+
+def _role_text(messages: list[Any], roles: tuple[str, ...], position: int) -> str | None:
+    """Text of the first (0) or last (-1) message whose role is one of ``roles``."""
+    matching = [
+        message
+        for message in messages
+        if isinstance(message, dict) and str(message.get("role", "")).lower() in roles
+    ]
+    return _content_text(matching[position]) if matching else None
+
+
+def _content_text(message: Mapping[str, Any]) -> str | None:
+    """Content as OpenAI (a string or typed parts) or OTel GenAI (``parts``) writes it."""
+    content = message.get("content", message.get("parts"))
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [text for text in map(_part_text, content) if text is not None]
+        return "\n".join(texts) or None
+    return None
+
+
+def _part_text(part: Any) -> str | None:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict) and part.get("type", "text") in _TEXT_PART_TYPES:
+        text = part.get("text", part.get("content"))
+        return text if isinstance(text, str) else None
+    return None
+
+
+def _value_text(raw: Any, unwrap: Callable[[Any], str | None]) -> str | None:
+    """``input.value``/``output.value`` often hold the whole request/response as JSON."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    parsed = _loads(raw)
+    return (None if parsed is None else unwrap(parsed)) or raw
+
+
+def _request_text(request: Any) -> str | None:
+    """The last user message of a chat request (or bare message list), a completion's prompt."""
+    if isinstance(request, dict):
+        prompt = request.get("prompt")
+        if isinstance(prompt, str):
+            return prompt
+        request = request.get("messages")
+    return _role_text(request, _USER_ROLES, -1) if isinstance(request, list) else None
+
+
+def _response_text(response: Any) -> str | None:
+    """The answer in a chat or completion response, or in a bare assistant message (list)."""
+    if isinstance(response, dict):
+        choices = response.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            return _choice_text(choices[0])
+        response = [response]
+    return _role_text(response, _ASSISTANT_ROLES, 0) if isinstance(response, list) else None
+
+
+def _choice_text(choice: Mapping[str, Any]) -> str | None:
+    message = choice.get("message")
+    if isinstance(message, dict):
+        return _content_text(message)
+    text = choice.get("text")
+    return text if isinstance(text, str) else None

@@ -1,0 +1,467 @@
+"""Production traffic in: every event is validated on its own, attributed to a registered
+checkpoint, bounded, optionally evaluated, and stored once however often it is retried.
+
+REST batches and OTLP exports both end in `ingest_events`, so both obey the same rules:
+
+* Idempotence: events are unique on (project_id, trace_id, span_id) with "" for a missing
+  span id; a retry inserts nothing and reports the events as duplicates.
+* Durability: the answer is computed from what the committed transaction inserted, so an
+  acknowledged event is on disk, and an event that is not reported accepted is not stored.
+* Feedback may arrive before or after its event. Both writers take a per-project PostgreSQL
+  advisory lock (ingest shared, feedback exclusive), so a feedback write and an insert of its
+  trace can never miss each other; SQLite serializes writers anyway (BEGIN IMMEDIATE).
+* Online evaluation fills `refusal` / `eval_passed` only when the client did not send them,
+  and an evaluator that cannot judge an event leaves the field empty instead of dropping it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from pydantic import ValidationError
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.orm import Session
+
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import insert_ignoring_conflicts, is_postgres, upsert, utcnow
+from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
+from app.core.settings import Settings
+from app.ingest.schemas import FEEDBACK_SCORES, STORABLE_CHECKED, EventIn, FeedbackValue
+from app.models import Checkpoint, Event, Feedback, Model, Project
+from plumbline.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
+
+log = logging.getLogger("plumbline.ingest")
+
+INSERT_CHUNK_ROWS = 1000
+"""Rows per executemany on SQLite, where the whole batch shares one transaction anyway."""
+LOOKUP_CHUNK = 5000
+"""Values per IN (...) list when reading by trace ids (SQLite allows 32,766 parameters)."""
+ONLINE_EVALUATORS = frozenset({"refusal", "json_validation", "is_compliant"})
+"""Cheap and deterministic, needing only the output: safe to run inside the ingest path."""
+EVENTS_TABLE = cast(Table, Event.__table__)
+EVENT_KEY = ("project_id", "trace_id", "span_id")
+_STAGING_TABLE = "plumbline_events_staging"
+_JSON_COLUMNS = frozenset({"cohort", "attributes"})
+FEEDBACK_TABLE = cast(Table, Feedback.__table__)
+_FEEDBACK_LOCK_NAMESPACE = 0x504C4642  # "PLFB": first key of the two-key advisory lock
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    field: str | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """accepted + duplicates + len(rejected) is the number of events the caller sent."""
+
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+# --- Validation ---------------------------------------------------------------------------
+
+
+def _rejection(index: int, exc: ValidationError) -> Rejection:
+    first = exc.errors(include_url=False)[0]
+    location = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more)"
+    return Rejection(index, location, f"{location}: {message}" if location else message)
+
+
+def validate_events(
+    raw_events: Sequence[Any], storable_checked: bool = False
+) -> tuple[list[tuple[int, EventIn]], list[Rejection]]:
+    valid: list[tuple[int, EventIn]] = []
+    rejected: list[Rejection] = []
+    context = {STORABLE_CHECKED: storable_checked}
+    for index, raw in enumerate(raw_events):
+        try:
+            valid.append((index, EventIn.model_validate(raw, context=context)))
+        except ValidationError as exc:
+            rejected.append(_rejection(index, exc))
+    return valid, rejected
+
+
+# --- Checkpoints --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCheckpoint:
+    id: int
+    model_id: int
+    model: str
+    version: str
+
+
+class CheckpointResolver:
+    """Every checkpoint a batch names, read in one query up front and then matched in memory."""
+
+    def __init__(self, session: Session, project_id: int, events: Sequence[EventIn]) -> None:
+        names = {event.model for event in events if event.model}
+        ids = {event.checkpoint_id for event in events if event.checkpoint_id}
+        self.by_id: dict[int, ResolvedCheckpoint] = {}
+        self.by_name: dict[tuple[str, str], ResolvedCheckpoint] = {}
+        self.models: set[str] = set()
+        if not names and not ids:
+            return
+        rows = session.execute(
+            select(Checkpoint.id, Checkpoint.model_id, Model.name, Checkpoint.version)
+            .join(Model, Model.id == Checkpoint.model_id)
+            .where(Checkpoint.project_id == project_id)
+            .where(Model.name.in_(names) | Checkpoint.id.in_(ids))
+        ).all()
+        for row in rows:
+            resolved = ResolvedCheckpoint(*row)
+            self.by_id[resolved.id] = resolved
+            self.by_name[(resolved.model, resolved.version)] = resolved
+            self.models.add(resolved.model)
+
+    def resolve(self, event: EventIn) -> ResolvedCheckpoint | str:
+        """The checkpoint, or why the event names none of this project's checkpoints."""
+        if event.checkpoint_id is not None:
+            found = self.by_id.get(event.checkpoint_id)
+            if found is None:
+                return f"no checkpoint {event.checkpoint_id} in this project"
+            if event.model is not None and event.model != found.model:
+                return (
+                    f"checkpoint {found.id} belongs to model '{found.model}', not '{event.model}'"
+                )
+            if event.checkpoint_version not in (None, found.version):
+                return (
+                    f"checkpoint {found.id} is version '{found.version}', "
+                    f"not '{event.checkpoint_version}'"
+                )
+            return found
+        assert event.model is not None and event.checkpoint_version is not None
+        found = self.by_name.get((event.model, event.checkpoint_version))
+        if found is not None:
+            return found
+        if event.model not in self.models:
+            return f"unknown checkpoint: no model named '{event.model}' (register it first)"
+        return (
+            f"unknown checkpoint: model '{event.model}' has no version '{event.checkpoint_version}'"
+        )
+
+
+# --- Online evaluation ---------------------------------------------------------------------
+
+
+def build_online_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator[Any]]:
+    """Evaluator name -> instance for a project's `online_eval` setting.
+
+    Raises EvaluatorConfigError naming the bad entry; `true` means defaults, `false` off,
+    an object gives {threshold?, params?}."""
+    evaluators: dict[str, Evaluator[Any]] = {}
+    for name, spec in config.items():
+        if name not in ONLINE_EVALUATORS:
+            allowed = ", ".join(sorted(ONLINE_EVALUATORS))
+            raise EvaluatorConfigError(name, f"not available online (allowed: {allowed})")
+        if spec is False:
+            continue
+        if spec is True:
+            spec = {}
+        if not isinstance(spec, Mapping) or set(spec) - {"threshold", "params"}:
+            raise EvaluatorConfigError(name, "must be true, false or {threshold?, params?}")
+        try:
+            evaluators[name] = get_evaluator(name, spec.get("threshold"), spec.get("params"))
+        except EvaluatorConfigError as exc:
+            raise exc.at(name) from None
+    return evaluators
+
+
+class OnlineEvaluation:
+    """Fills what the client left empty: `refusal` from the refusal evaluator, `eval_passed`
+    from every other configured evaluator (all must pass)."""
+
+    def __init__(self, evaluators: Mapping[str, Evaluator[Any]]) -> None:
+        self.refusal = evaluators.get("refusal")
+        self.verdicts = [ev for name, ev in evaluators.items() if name != "refusal"]
+
+    @classmethod
+    def for_project(cls, settings: Mapping[str, Any]) -> OnlineEvaluation:
+        """A stored configuration that no longer builds disables evaluation, never ingest."""
+        try:
+            return cls(build_online_evaluators(settings.get("online_eval") or {}))
+        except EvaluatorConfigError:
+            log.warning("online_eval setting is invalid; evaluating nothing", exc_info=True)
+            return cls({})
+
+    @property
+    def active(self) -> bool:
+        return self.refusal is not None or bool(self.verdicts)
+
+    def apply(self, row: dict[str, Any], event: EventIn) -> None:
+        sample = Sample(
+            input=event.input,
+            output=event.output,  # the whole output: a truncated one is rarely valid JSON
+            latency_ms=event.latency_ms,
+            expected_behavior=None
+            if event.should_refuse is None
+            else ("refuse" if event.should_refuse else "answer"),
+        )
+        if self.refusal is not None and row["refusal"] is None:
+            result = _judge(self.refusal, sample)
+            if result is not None:
+                row["refusal"] = bool(result.details.get("refused"))
+        if self.verdicts and row["eval_passed"] is None:
+            results = [_judge(evaluator, sample) for evaluator in self.verdicts]
+            if all(result is not None for result in results):
+                row["eval_passed"] = all(result.passed for result in results if result)
+
+
+def _judge(evaluator: Evaluator[Any], sample: Sample) -> EvalResult | None:
+    """A verdict, or None when the evaluator could not judge (bad input, a crash)."""
+    try:
+        result = evaluator.evaluate_sample(sample)
+    except Exception:  # a plugin's own evaluate_sample may not honour "never raises"
+        log.warning("online evaluator %s crashed", evaluator.name, exc_info=True)
+        return None
+    return None if "error" in result.details else result
+
+
+# --- Rows ---------------------------------------------------------------------------------
+
+
+def _bounded(text: str | None, limit: int) -> tuple[str | None, bool]:
+    if text is None or len(text) <= limit:
+        return text, False
+    return text[:limit], True
+
+
+def _row(
+    project_id: int,
+    event: EventIn,
+    checkpoint: ResolvedCheckpoint,
+    max_chars: int,
+    source: str,
+    received_at: datetime,
+) -> dict[str, Any]:
+    text_in, input_cut = _bounded(event.input, max_chars)
+    text_out, output_cut = _bounded(event.output, max_chars)
+    return {
+        "project_id": project_id,
+        "model_id": checkpoint.model_id,
+        "checkpoint_id": checkpoint.id,
+        "trace_id": event.trace_id,
+        "span_id": event.span_id or "",
+        "ts": event.timestamp,
+        "route": event.cohort.get("route"),
+        "prompt_version": event.cohort.get("prompt_version"),
+        "user_segment": event.cohort.get("user_segment"),
+        "cohort": event.cohort,
+        "input": text_in,
+        "output": text_out,
+        "truncated": input_cut or output_cut,
+        "eval_passed": event.eval_passed,
+        "fallback": event.fallback,
+        "refusal": event.refusal,
+        "should_refuse": event.should_refuse,
+        "feedback": FEEDBACK_SCORES.get(event.feedback or ""),
+        "latency_ms": event.latency_ms,
+        "probability": event.probability,
+        "label": event.label,
+        "attributes": event.attributes,
+        "source": source,
+        "received_at": received_at,
+    }
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- Ingest ---------------------------------------------------------------------------------
+
+
+def ingest_events(
+    session: Session,
+    project_id: int,
+    raw_events: Sequence[Any],
+    settings: Settings,
+    source: str = "rest",
+    storable_checked: bool = False,
+) -> IngestOutcome:
+    """Validate, resolve and store one batch; returns what the committed transaction holds.
+    `storable_checked`: the caller scanned the raw body (`body_is_plainly_storable`)."""
+    if len(raw_events) > settings.max_events_per_request:
+        raise PayloadTooLarge(
+            f"events: {len(raw_events)} events in one request; the limit is "
+            f"{settings.max_events_per_request} (PLUMBLINE_MAX_EVENTS_PER_REQUEST)",
+            field="events",
+        )
+    valid, rejected = validate_events(raw_events, storable_checked)
+    resolver = CheckpointResolver(session, project_id, [event for _, event in valid])
+    project_settings = session.scalar(select(Project.settings).where(Project.id == project_id))
+    online = OnlineEvaluation.for_project(project_settings or {})
+    # End the read before the CPU-bound part: on SQLite every transaction holds the write lock.
+    session.rollback()
+
+    received_at = utcnow()
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    repeated_in_batch = 0
+    for index, event in valid:
+        checkpoint = resolver.resolve(event)
+        if isinstance(checkpoint, str):
+            rejected.append(Rejection(index, "checkpoint", checkpoint))
+            continue
+        key = (event.trace_id, event.span_id or "")
+        if key in seen:
+            repeated_in_batch += 1
+            continue
+        seen.add(key)
+        row = _row(project_id, event, checkpoint, settings.max_text_chars, source, received_at)
+        if online.active:
+            online.apply(row, event)
+        rows.append(row)
+
+    inserted = _store(session, project_id, rows)
+    rejected.sort(key=lambda rejection: rejection.index)
+    return IngestOutcome(inserted, len(rows) - inserted + repeated_in_batch, rejected)
+
+
+def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int:
+    """One short transaction: stored feedback joined in, bulk insert, commit."""
+    if not rows:
+        return 0
+    _lock_feedback(session, project_id, exclusive=False)
+    if is_postgres(session):
+        inserted = _copy_new_rows(session, rows)
+    else:
+        stored = _stored_feedback(session, project_id, {row["trace_id"] for row in rows})
+        for row in rows:
+            row["feedback"] = stored.get(row["trace_id"], row["feedback"])
+        inserted = sum(
+            insert_ignoring_conflicts(session, EVENTS_TABLE, chunk, list(EVENT_KEY))
+            for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
+        )
+    session.commit()
+    return inserted
+
+
+def _copy_new_rows(session: Session, rows: list[dict[str, Any]]) -> int:
+    """PostgreSQL: COPY the batch into a per-connection staging table, then one
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING that also joins in stored feedback. Several
+    times faster than multi-row INSERTs (no 24,000-parameter statements to bind), and exact
+    about what was new. The staging table is created once per pooled connection and emptied
+    by every commit or rollback."""
+    columns = ", ".join(rows[0])
+    selected = ", ".join(
+        "COALESCE(f.value, s.feedback)" if name == "feedback" else f"s.{name}" for name in rows[0]
+    )
+    connection = session.connection()
+    connection.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING_TABLE} ON COMMIT DELETE ROWS "
+        f"AS SELECT {columns} FROM events WITH NO DATA"
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {_STAGING_TABLE} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(value) if name in _JSON_COLUMNS else value
+                    for name, value in row.items()
+                ]
+            )
+    result = connection.exec_driver_sql(
+        f"INSERT INTO events ({columns}) SELECT {selected} FROM {_STAGING_TABLE} s "
+        "LEFT JOIN feedback f ON f.project_id = s.project_id AND f.trace_id = s.trace_id "
+        # Key order: concurrent batches sharing keys wait on each other, never deadlock.
+        "ORDER BY s.trace_id, s.span_id "
+        f"ON CONFLICT ({', '.join(EVENT_KEY)}) DO NOTHING"
+    )
+    return max(int(result.rowcount or 0), 0)
+
+
+def _lock_feedback(session: Session, project_id: int, *, exclusive: bool) -> None:
+    """Feedback writers exclude ingest writers of the same project until they commit."""
+    if is_postgres(session):
+        lock = func.pg_advisory_xact_lock if exclusive else func.pg_advisory_xact_lock_shared
+        session.execute(select(lock(_FEEDBACK_LOCK_NAMESPACE, project_id)))
+
+
+def _stored_feedback(session: Session, project_id: int, trace_ids: set[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(trace_ids), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Feedback.trace_id, Feedback.value).where(
+                Feedback.project_id == project_id, Feedback.trace_id.in_(chunk)
+            )
+        ).all()
+        found.update({trace_id: value for trace_id, value in rows})
+    return found
+
+
+# --- Feedback -------------------------------------------------------------------------------
+
+
+def record_feedback(
+    session: Session, project_id: int, trace_id: str, value: FeedbackValue, comment: str | None
+) -> int:
+    """Latest feedback wins; returns how many stored events of the trace now carry it."""
+    _lock_feedback(session, project_id, exclusive=True)
+    score = FEEDBACK_SCORES[value]
+    upsert(
+        session,
+        FEEDBACK_TABLE,
+        [{"project_id": project_id, "trace_id": trace_id, "value": score, "comment": comment}],
+        ["project_id", "trace_id"],
+        ["value", "comment"],
+    )
+    result = session.execute(
+        update(Event)
+        .where(Event.project_id == project_id, Event.trace_id == trace_id)
+        .values(feedback=score)
+    )
+    session.commit()
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+# --- Project settings -----------------------------------------------------------------------
+
+
+def project_settings(session: Session, project_id: int) -> dict[str, Any]:
+    return dict(session.scalar(select(Project.settings).where(Project.id == project_id)) or {})
+
+
+def set_online_eval(
+    session: Session, principal: Principal, online_eval: dict[str, Any]
+) -> dict[str, Any]:
+    """Checked by building every evaluator now, so a bad setting fails here, not on ingest."""
+    try:
+        build_online_evaluators(online_eval)
+    except EvaluatorConfigError as exc:
+        raise Unprocessable(
+            f"online_eval.{exc.field}: {exc.problem}", field=f"online_eval.{exc.field}"
+        ) from None
+    project = session.get(Project, principal.project_id)
+    if project is None:
+        raise NotFound("project not found")
+    project.settings = {**(project.settings or {}), "online_eval": online_eval}
+    audit.record(
+        session,
+        principal,
+        "project.settings_changed",
+        "project",
+        project.id,
+        {"online_eval": online_eval},
+    )
+    session.commit()
+    return dict(project.settings)

@@ -1,0 +1,175 @@
+"""Daily signal rollups, the monitors that band them, and the alerts they open."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
+from app.models.registry import ChampionHistory, Checkpoint, Model
+
+
+class AlertStatus(StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
+class DailySignal(Base):
+    __tablename__ = "daily_signals"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    day: Mapped[date]
+    signal: Mapped[str] = mapped_column(String(32))
+    dimension: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(String(200))
+    numerator: Mapped[float]
+    denominator: Mapped[int]
+    rate: Mapped[float | None]
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
+
+    __table_args__ = (
+        UniqueConstraint("checkpoint_id", "day", "signal", "dimension", "value"),
+        Index("ix_daily_signals_model_signal_day", "model_id", "signal", "day"),
+        Index("ix_daily_signals_project_day", "project_id", "day"),
+    )
+
+
+class DriftRun(Base):
+    __tablename__ = "drift_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    day: Mapped[date]
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    signals: Mapped[int] = mapped_column(default=0)
+    alerts_opened: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_drift_runs_project", "project_id", "id"),)
+
+
+class Monitor(CreatedAt, Base):
+    __tablename__ = "monitors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    signal: Mapped[str] = mapped_column(String(32))
+    # NULL dimension: every dimension; a value narrows it to one cohort (an override).
+    dimension: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[str | None] = mapped_column(String(200))
+    band: Mapped[dict[str, Any]]
+    min_volume: Mapped[int] = mapped_column(default=100)
+    cooldown_hours: Mapped[int] = mapped_column(default=24)
+    resolve_after_days: Mapped[int] = mapped_column(default=2)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    is_default: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    model: Mapped[Model] = relationship(lazy="selectin")
+
+    __table_args__ = (
+        Index("ix_monitors_model_signal", "model_id", "signal"),
+        # One monitor per (model, signal, cohort); NULLs never collide in a unique index, so
+        # "any" is compared as '' (never a valid dimension or value). Migration 0002.
+        Index(
+            "uq_monitors_model_signal_cohort",
+            "model_id",
+            "signal",
+            text("coalesce(dimension, '')"),
+            text("coalesce(value, '')"),
+            unique=True,
+        ),
+    )
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    signal: Mapped[str] = mapped_column(String(32))
+    dimension: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str] = mapped_column(String(200))
+    day: Mapped[date]
+    last_day: Mapped[date]
+    status: Mapped[AlertStatus] = mapped_column(
+        str_enum(AlertStatus, "alert_status"), default=AlertStatus.open
+    )
+    observed: Mapped[float]
+    band_low: Mapped[float | None]
+    band_high: Mapped[float | None]
+    baseline: Mapped[float | None]
+    volume: Mapped[int]
+    sample_trace_ids: Mapped[list[str]] = mapped_column(JSONType)
+    rollback_target_id: Mapped[int | None] = mapped_column(
+        ForeignKey("checkpoints.id", ondelete="SET NULL")
+    )
+    days_in_band: Mapped[int] = mapped_column(default=0)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_notified_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(String(32))
+    annotations: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+
+    model: Mapped[Model] = relationship(lazy="selectin")
+    checkpoint: Mapped[Checkpoint] = relationship(foreign_keys=[checkpoint_id], lazy="selectin")
+    rollback_target: Mapped[Checkpoint | None] = relationship(
+        foreign_keys=[rollback_target_id], lazy="selectin"
+    )
+    # The registry's record of rollbacks made for this alert (champion_history.alert_id).
+    rollbacks: Mapped[list[ChampionHistory]] = relationship(
+        primaryjoin="ChampionHistory.alert_id == Alert.id",
+        order_by="ChampionHistory.id",
+        viewonly=True,
+        lazy="selectin",
+    )
+
+    __table_args__ = (
+        # One unresolved alert per (monitor, cohort, signal).
+        Index(
+            "uq_alerts_unresolved",
+            "monitor_id",
+            "signal",
+            "dimension",
+            "value",
+            unique=True,
+            sqlite_where=text("status != 'resolved'"),
+            postgresql_where=text("status != 'resolved'"),
+        ),
+        Index("ix_alerts_project_status", "project_id", "status", "id"),
+    )
+
+
+class IncidentDay(CreatedAt, Base):
+    """Days excluded from baseline windows (a known incident is not a normal day)."""
+
+    __tablename__ = "incident_days"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    day: Mapped[date]
+    note: Mapped[str | None] = mapped_column(Text)
+
+    model: Mapped[Model] = relationship(lazy="selectin")
+
+    __table_args__ = (UniqueConstraint("model_id", "day"),)

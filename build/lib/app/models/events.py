@@ -1,0 +1,70 @@
+"""Production traffic: one row per model call, and user feedback keyed by trace."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, BigIntPK, CreatedAt, JSONType
+from app.models.registry import Checkpoint
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    # Empty string, not NULL, when absent: NULLs never collide in a unique index.
+    span_id: Mapped[str] = mapped_column(String(32), default="")
+    ts: Mapped[datetime]
+    # The three common cohort dimensions are columns so drift can GROUP BY them cheaply;
+    # `cohort` keeps every dimension, these included.
+    route: Mapped[str | None] = mapped_column(String(200))
+    prompt_version: Mapped[str | None] = mapped_column(String(100))
+    user_segment: Mapped[str | None] = mapped_column(String(100))
+    cohort: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    truncated: Mapped[bool] = mapped_column(default=False)
+    eval_passed: Mapped[bool | None]
+    fallback: Mapped[bool | None]
+    refusal: Mapped[bool | None]
+    should_refuse: Mapped[bool | None]
+    # +1 thumbs up, -1 thumbs down.
+    feedback: Mapped[int | None] = mapped_column(SmallInteger)
+    latency_ms: Mapped[float | None]
+    probability: Mapped[float | None]
+    label: Mapped[str | None] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    source: Mapped[str] = mapped_column(String(8), default="rest")
+    received_at: Mapped[datetime]
+
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "trace_id", "span_id"),
+        Index("ix_events_checkpoint_ts", "checkpoint_id", "ts"),
+        Index("ix_events_project_ts", "project_id", "ts"),
+        # Newest-first listings (API and trace explorer) page by id within a project.
+        Index("ix_events_project_id", "project_id", "id"),
+    )
+
+
+class Feedback(CreatedAt, Base):
+    """Kept on its own so feedback that arrives before its event is not lost."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    value: Mapped[int] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("project_id", "trace_id"),)

@@ -1,0 +1,120 @@
+"""Models, their checkpoints, the append-only champion history and gate policies."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, CreatedAt, JSONType, str_enum
+
+
+class CheckpointKind(StrEnum):
+    full = "full"
+    lora = "lora"
+    rlhf = "rlhf"
+    quantized = "quantized"
+    base = "base"
+    api = "api"
+
+
+class CheckpointStatus(StrEnum):
+    registered = "registered"
+    evaluated = "evaluated"
+    champion = "champion"
+    retired = "retired"
+    blocked = "blocked"
+    rolled_back = "rolled_back"
+
+
+class ChampionAction(StrEnum):
+    promote = "promote"
+    rollback = "rollback"
+
+
+class Model(CreatedAt, Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+
+class Checkpoint(CreatedAt, Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[CheckpointKind] = mapped_column(str_enum(CheckpointKind, "checkpoint_kind"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    base_model: Mapped[str | None] = mapped_column(String(300))
+    artifact_uri: Mapped[str | None] = mapped_column(Text)
+    endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    training: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    status: Mapped[CheckpointStatus] = mapped_column(
+        str_enum(CheckpointStatus, "checkpoint_status"), default=CheckpointStatus.registered
+    )
+    # Hash of the registration body: same body again is idempotent, a different one conflicts.
+    spec_hash: Mapped[str] = mapped_column(String(64))
+
+    # Loaded with the row (one extra SELECT per query, not per row): every shape of a
+    # checkpoint names its model, and most name its parent.
+    model: Mapped[Model] = relationship(lazy="selectin")
+    parent: Mapped[Checkpoint | None] = relationship(
+        remote_side=[id], lazy="selectin", join_depth=1
+    )
+
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        Index("ix_checkpoints_project_model", "project_id", "model_id"),
+        Index("ix_checkpoints_parent", "parent_id"),
+    )
+
+
+class ChampionHistory(CreatedAt, Base):
+    """Append-only: the prior known-good checkpoint can always be found again."""
+
+    __tablename__ = "champion_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
+    previous_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    action: Mapped[ChampionAction] = mapped_column(str_enum(ChampionAction, "champion_action"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    forced: Mapped[bool] = mapped_column(default=False)
+    gate_id: Mapped[int | None] = mapped_column(ForeignKey("gates.id", ondelete="SET NULL"))
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(100))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+    checkpoint: Mapped[Checkpoint] = relationship(foreign_keys=[checkpoint_id], lazy="selectin")
+    previous_checkpoint: Mapped[Checkpoint | None] = relationship(
+        foreign_keys=[previous_checkpoint_id], lazy="selectin"
+    )
+
+    __table_args__ = (Index("ix_champion_history_model", "model_id", "id"),)
+
+
+class GatePolicy(CreatedAt, Base):
+    """Versioned: a stored gate records which policy version decided it."""
+
+    __tablename__ = "gate_policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    policy: Mapped[dict[str, Any]]
+    actor: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (UniqueConstraint("model_id", "version"),)

@@ -1,0 +1,87 @@
+"""Evaluation runs: a checkpoint's outputs on a dataset version, scored per row x evaluator."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum
+from app.models.datasets import DatasetVersion
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class EvaluationRun(CreatedAt, Base):
+    """Also the work item: a worker claims a queued row and keeps its heartbeat fresh."""
+
+    __tablename__ = "evaluation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    dataset_version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE")
+    )
+    suite_name: Mapped[str | None] = mapped_column(String(200))
+    evaluators: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    status: Mapped[RunStatus] = mapped_column(
+        str_enum(RunStatus, "run_status"), default=RunStatus.queued
+    )
+    output_source: Mapped[str] = mapped_column(String(16))
+    progress_done: Mapped[int] = mapped_column(default=0)
+    progress_total: Mapped[int] = mapped_column(default=0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    heartbeat_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+
+    dataset_version: Mapped[DatasetVersion] = relationship(lazy="selectin")
+
+    __table_args__ = (
+        Index("ix_evaluation_runs_status", "status", "id"),
+        Index("ix_evaluation_runs_checkpoint", "checkpoint_id", "dataset_version_id"),
+        Index("ix_evaluation_runs_project", "project_id", "id"),
+    )
+
+
+class RunOutput(Base):
+    __tablename__ = "run_outputs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    output: Mapped[Any | None] = mapped_column(JSONType)
+    trajectory: Mapped[Any | None] = mapped_column(JSONType)
+    probability: Mapped[float | None]
+    latency_ms: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+
+class EvalResult(Base):
+    __tablename__ = "eval_results"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    evaluator: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float]
+    passed: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (UniqueConstraint("run_id", "key", "evaluator"),)

@@ -1,0 +1,383 @@
+"""Checkpoints and champions: registration, lineage, promotion, rollback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import get_owned
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.links import Links
+from app.core.pagination import paginate
+from app.models import Alert, ChampionHistory, Checkpoint, Gate, Model
+from app.models.gates import GateVerdict
+from app.models.registry import ChampionAction, CheckpointStatus
+from app.registry.schemas import CheckpointIn
+from app.webhooks import outbox
+
+
+@dataclass(frozen=True)
+class ModelState:
+    model: Model
+    champion: Checkpoint | None
+    rollback_target: Checkpoint | None
+    history: Sequence[ChampionHistory]  # oldest first
+
+    @property
+    def newest_first(self) -> list[ChampionHistory]:
+        return list(reversed(self.history))
+
+
+def get_model(session: Session, project_id: int, name: str) -> Model:
+    model = session.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+    if model is None:
+        raise NotFound(f"no model named '{name}'")
+    return model
+
+
+def _get_or_create_model(session: Session, project_id: int, name: str) -> Model:
+    model = session.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+    if model is None:
+        model = Model(project_id=project_id, name=name)
+        session.add(model)
+        session.flush()
+    return model
+
+
+def get_checkpoint(session: Session, project_id: int, checkpoint_id: int) -> Checkpoint:
+    return get_owned(session, Checkpoint, project_id, checkpoint_id, "checkpoint")
+
+
+def find_checkpoint(session: Session, model: Model, ref: int | str) -> Checkpoint | None:
+    """A checkpoint of `model` by id (int) or version (str)."""
+    column = Checkpoint.id if isinstance(ref, int) else Checkpoint.version
+    return session.scalar(select(Checkpoint).where(Checkpoint.model_id == model.id, column == ref))
+
+
+def _spec_hash(body: CheckpointIn, parent_id: int | None) -> str:
+    spec = body.model_dump(mode="json", exclude={"parent"}, exclude_none=True)
+    spec["parent_id"] = parent_id
+    spec["tags"] = sorted(set(body.tags))
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def register_checkpoint(
+    session: Session, principal: Principal, body: CheckpointIn
+) -> tuple[Checkpoint, bool]:
+    """Returns (checkpoint, created). The same body again is idempotent; a different one for
+    an existing (model, version) is a conflict, because a version names one artifact."""
+    model = _get_or_create_model(session, principal.project_id, body.model)
+    parent_id = None
+    if body.parent is not None:
+        parent = find_checkpoint(session, model, body.parent)
+        if parent is None:
+            raise Unprocessable(
+                f"parent: no checkpoint '{body.parent}' in model '{body.model}'", field="parent"
+            )
+        parent_id = parent.id
+    spec_hash = _spec_hash(body, parent_id)
+    existing = find_checkpoint(session, model, body.version)
+    if existing is not None:
+        return _same_or_conflict(session, existing, spec_hash)
+    checkpoint = Checkpoint(
+        project_id=principal.project_id,
+        model_id=model.id,
+        version=body.version,
+        kind=body.kind,
+        parent_id=parent_id,
+        base_model=body.base_model,
+        artifact_uri=body.artifact_uri,
+        endpoint=body.endpoint.model_dump(mode="json") if body.endpoint else None,
+        training=body.training.model_dump(mode="json", exclude_none=True) if body.training else {},
+        tags=sorted(set(body.tags)),
+        spec_hash=spec_hash,
+    )
+    session.add(checkpoint)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent registration of the same version won the race.
+        session.rollback()
+        model = _get_or_create_model(session, principal.project_id, body.model)
+        raced = find_checkpoint(session, model, body.version)
+        if raced is None:
+            raise
+        return _same_or_conflict(session, raced, spec_hash)
+    audit.record(
+        session,
+        principal,
+        "checkpoint.registered",
+        "checkpoint",
+        checkpoint.id,
+        {"model": model.name, "version": checkpoint.version, "kind": checkpoint.kind.value},
+    )
+    session.commit()
+    return checkpoint, True
+
+
+def _same_or_conflict(
+    session: Session, existing: Checkpoint, spec_hash: str
+) -> tuple[Checkpoint, bool]:
+    session.rollback()
+    if existing.spec_hash != spec_hash:
+        raise Conflict(
+            f"version '{existing.version}' is already registered with a different body "
+            f"(checkpoint {existing.id}); register a new version instead",
+            checkpoint_id=existing.id,
+        )
+    return existing, False
+
+
+def list_checkpoints(
+    session: Session, project_id: int, model_name: str | None, cursor: str | None, limit: int
+) -> tuple[Sequence[Checkpoint], str | None]:
+    stmt = select(Checkpoint).where(Checkpoint.project_id == project_id)
+    if model_name is not None:
+        model = session.scalar(
+            select(Model).where(Model.project_id == project_id, Model.name == model_name)
+        )
+        stmt = stmt.where(Checkpoint.model_id == (model.id if model else -1))
+    return paginate(session, stmt, Checkpoint.id, cursor, limit)
+
+
+def names_by_id(session: Session, checkpoint_ids: set[int]) -> dict[int, tuple[str, str]]:
+    """checkpoint id -> (model name, version), in one query."""
+    if not checkpoint_ids:
+        return {}
+    rows = session.execute(
+        select(Checkpoint.id, Model.name, Checkpoint.version)
+        .join(Model, Model.id == Checkpoint.model_id)
+        .where(Checkpoint.id.in_(checkpoint_ids))
+    ).all()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
+    return session.scalars(
+        select(ChampionHistory)
+        .where(ChampionHistory.model_id == model.id)
+        .order_by(ChampionHistory.id)
+    ).all()
+
+
+def rollback_target_id(history: Sequence[ChampionHistory]) -> int | None:
+    """The most recent earlier champion that was not itself rolled back for cause.
+
+    A checkpoint counts as rolled back for cause from a rollback away from it until it is
+    promoted again; the current champion is never its own target."""
+    if not history:
+        return None
+    current = history[-1].checkpoint_id
+    rolled_back: set[int] = set()
+    for entry in history:
+        if entry.action is ChampionAction.rollback and entry.previous_checkpoint_id is not None:
+            rolled_back.add(entry.previous_checkpoint_id)
+        elif entry.action is ChampionAction.promote:
+            rolled_back.discard(entry.checkpoint_id)
+    for entry in reversed(history):
+        candidate = entry.checkpoint_id
+        if candidate != current and candidate not in rolled_back:
+            return candidate
+    return None
+
+
+def model_state(session: Session, project_id: int, name: str) -> ModelState:
+    model = get_model(session, project_id, name)
+    history = _history(session, model)
+    champion = session.get(Checkpoint, history[-1].checkpoint_id) if history else None
+    target_id = rollback_target_id(history)
+    target = session.get(Checkpoint, target_id) if target_id else None
+    return ModelState(model, champion, target, history)
+
+
+def champion_of(session: Session, model_id: int) -> Checkpoint | None:
+    latest = session.scalar(
+        select(ChampionHistory)
+        .where(ChampionHistory.model_id == model_id)
+        .order_by(ChampionHistory.id.desc())
+        .limit(1)
+    )
+    return session.get(Checkpoint, latest.checkpoint_id) if latest else None
+
+
+def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -> Gate | None:
+    if gate_id is None:
+        return None
+    gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
+    if gate.checkpoint_id != checkpoint.id:
+        raise Conflict(f"gate {gate_id} judged checkpoint {gate.checkpoint_id}, not this one")
+    allowed = gate.verdict is GateVerdict.passed or (
+        gate.verdict is GateVerdict.inconclusive and bool(gate.policy.get("allow_inconclusive"))
+    )
+    if not allowed:
+        raise Conflict(
+            f"gate {gate_id} verdict is '{gate.verdict.value}'; promotion needs 'pass' "
+            "(or force with a written reason)"
+        )
+    return gate
+
+
+def promote(
+    session: Session,
+    principal: Principal,
+    links: Links,
+    model_name: str,
+    checkpoint_id: int,
+    gate_id: int | None,
+    force: bool,
+    reason: str | None,
+) -> ModelState:
+    """Makes a checkpoint the champion. A model that already has a champion needs a passing
+    gate for the newcomer, or `force` with a written reason (audited)."""
+    model = get_model(session, principal.project_id, model_name)
+    checkpoint = get_checkpoint(session, principal.project_id, checkpoint_id)
+    if checkpoint.model_id != model.id:
+        raise Unprocessable(f"checkpoint {checkpoint_id} does not belong to model '{model_name}'")
+    current = champion_of(session, model.id)
+    if current is not None and current.id == checkpoint.id:
+        raise Conflict(f"checkpoint {checkpoint_id} is already the champion")
+    reason = (reason or "").strip() or None
+    gate = _check_gate(session, checkpoint, gate_id)
+    if gate is None:
+        if current is not None and not force:
+            raise Conflict(
+                "promotion needs a passing gate (gate_id) for this checkpoint, "
+                "or force=true with a written reason"
+            )
+        if reason is None:
+            raise Unprocessable("reason: a written reason is required without a gate")
+    _change_champion(
+        session,
+        principal,
+        links,
+        model,
+        checkpoint,
+        current,
+        ChampionAction.promote,
+        reason=reason,
+        forced=force and gate is None,
+        gate_id=gate.id if gate else None,
+    )
+    session.commit()
+    return model_state(session, principal.project_id, model_name)
+
+
+def rollback(
+    session: Session,
+    principal: Principal,
+    links: Links,
+    model_name: str,
+    to: int | str | None,
+    reason: str,
+    alert_id: int | None = None,
+) -> ModelState:
+    model = get_model(session, principal.project_id, model_name)
+    history = _history(session, model)
+    if not history:
+        raise Conflict(f"model '{model_name}' has no champion to roll back")
+    current = session.get(Checkpoint, history[-1].checkpoint_id)
+    if to is None:
+        target_id = rollback_target_id(history)
+        if target_id is None:
+            raise Conflict(f"model '{model_name}' has no earlier known-good checkpoint")
+        target = session.get(Checkpoint, target_id)
+    else:
+        target = find_checkpoint(session, model, to)
+        if target is None:
+            raise NotFound(f"to: no checkpoint '{to}' in model '{model_name}'")
+    assert current is not None and target is not None
+    if target.id == current.id:
+        raise Conflict(f"checkpoint {target.id} is already the champion")
+    if alert_id is not None:
+        _check_alert(session, principal.project_id, alert_id, model)
+    _change_champion(
+        session,
+        principal,
+        links,
+        model,
+        target,
+        current,
+        ChampionAction.rollback,
+        reason=reason,
+        alert_id=alert_id,
+    )
+    session.commit()
+    return model_state(session, principal.project_id, model_name)
+
+
+def _check_alert(session: Session, project_id: int, alert_id: int, model: Model) -> None:
+    """A rollback made for an alert names it in the history (the alert's page and API show
+    the rollbacks made for it from there); the alert must be about this model."""
+    alert = get_owned(session, Alert, project_id, alert_id, "alert", "alert_id")
+    if alert.model_id != model.id:
+        raise Unprocessable(f"alert_id: alert {alert_id} is not about model '{model.name}'")
+
+
+def _change_champion(
+    session: Session,
+    principal: Principal,
+    links: Links,
+    model: Model,
+    new: Checkpoint,
+    old: Checkpoint | None,
+    action: ChampionAction,
+    *,
+    reason: str | None,
+    forced: bool = False,
+    gate_id: int | None = None,
+    alert_id: int | None = None,
+) -> None:
+    if old is not None:
+        old.status = (
+            CheckpointStatus.rolled_back
+            if action is ChampionAction.rollback
+            else CheckpointStatus.retired
+        )
+    new.status = CheckpointStatus.champion
+    entry = ChampionHistory(
+        project_id=principal.project_id,
+        model_id=model.id,
+        checkpoint_id=new.id,
+        previous_checkpoint_id=old.id if old else None,
+        action=action,
+        reason=reason,
+        forced=forced,
+        gate_id=gate_id,
+        alert_id=alert_id,
+        actor=principal.actor,
+        api_key_id=principal.key_id,
+    )
+    session.add(entry)
+    session.flush()
+    details: dict[str, Any] = {
+        "model": model.name,
+        "checkpoint_id": new.id,
+        "version": new.version,
+        "previous_checkpoint_id": old.id if old else None,
+        "gate_id": gate_id,
+        "forced": forced,
+        "alert_id": alert_id,
+    }
+    audit.record(session, principal, f"champion.{action.value}", "model", model.id, details, reason)
+    outbox.emit(
+        session,
+        principal.project_id,
+        "champion.changed",
+        f"champion.changed.{entry.id}",
+        {
+            **details,
+            "action": action.value,
+            "previous_version": old.version if old else None,
+            "reason": reason,
+            "url": links.page("models", model.name),
+        },
+    )

@@ -1,0 +1,56 @@
+"""What runs in the background of every service process, and when.
+
+Loops over work rows (queued evaluation runs, due webhook deliveries) run continuously; the
+daily jobs run on PLUMBLINE_DRIFT_CRON (UTC): the drift job, then retention. A missed period
+(service down at the cron time) is caught up at the next start. How several processes share
+this safely is app/core/jobs.py."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.jobs import Loop
+from app.core.links import Links
+from app.core.settings import Settings
+from app.drift.job import DRIFT_JOB, run_scheduled_drift
+from app.evaluations.worker import work_runs
+from app.ingest.retention import run_scheduled_retention
+from app.webhooks.sender import deliver_webhooks
+
+
+def registered_loops() -> list[Loop]:
+    """The loops the service runs; each domain adds its own line here."""
+    return [Loop("evaluation-runs", work_runs), Loop("webhook-deliveries", deliver_webhooks)]
+
+
+def run_daily_jobs(
+    sessions: sessionmaker[Session], settings: Settings, now: datetime | None = None
+) -> None:
+    """Drift first, then retention, which runs even when drift failed (its events still age)."""
+    try:
+        run_scheduled_drift(sessions, Links.of(settings), now)
+    finally:
+        run_scheduled_retention(sessions, settings, now)
+
+
+def start_scheduler(sessions: sessionmaker[Session], settings: Settings) -> BackgroundScheduler:
+    """Started from the app's lifespan when settings.run_scheduler is on."""
+    scheduler = BackgroundScheduler(timezone=UTC)
+    trigger = CronTrigger.from_crontab(settings.drift_cron, timezone=UTC)
+    scheduler.add_job(
+        run_daily_jobs,
+        trigger,
+        args=[sessions, settings],
+        id=DRIFT_JOB,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=3600,
+    )
+    # Catch-up: periods nobody ran (the claims make this a no-op otherwise).
+    scheduler.add_job(run_daily_jobs, args=[sessions, settings], id=f"{DRIFT_JOB}.catch-up")
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,44 @@
+"""The dashboard's chart toolkit: one look (template, palette) and one way to hand a Plotly
+figure to the page as JSON (rendered by static/js/app.js). Each noun's figures.py builds on it.
+
+Every chart has axis titles with units and hover text with the numbers behind the point, so a
+chart answers "how much, out of how many" without a second query."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f")
+
+
+_FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
+
+
+_TEMPLATE = go.layout.Template(
+    layout={
+        "font": _FONT,
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#ffffff",
+        "xaxis": {"gridcolor": "#e5e7eb", "zerolinecolor": "#cbd5e1", "automargin": True},
+        "yaxis": {"gridcolor": "#e5e7eb", "zerolinecolor": "#cbd5e1", "automargin": True},
+        "hoverlabel": {"font": _FONT},
+        "legend": {"orientation": "h", "y": -0.2},
+        "colorway": list(PALETTE),
+    }
+)
+
+
+def to_json(figure: go.Figure, height: int = 320) -> str:
+    figure.update_layout(
+        template=_TEMPLATE, height=height, margin={"l": 56, "r": 16, "t": 36, "b": 48}
+    )
+    return str(figure.to_json())
+
+
+def palette_cycle(n: int) -> list[str]:
+    return [PALETTE[i % len(PALETTE)] for i in range(n)]
+
+
+def translucent(hex_color: str) -> str:
+    red, green, blue = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},0.15)"

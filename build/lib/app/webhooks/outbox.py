@@ -1,0 +1,47 @@
+"""Domain events to webhook deliveries, in the emitting transaction (the outbox pattern)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import WebhookDelivery, WebhookEndpoint
+from app.models.webhooks import EndpointStatus
+
+EVENT_TYPES = ("alert.opened", "alert.resolved", "champion.changed", "gate.blocked")
+
+
+def emit(
+    session: Session, project_id: int, event_type: str, msg_id: str, data: dict[str, Any]
+) -> int:
+    """Queues one delivery per subscribed endpoint; `msg_id` is stable per transition so a
+    repeated emit is a no-op and receivers can drop duplicates. Returns deliveries queued."""
+    endpoints = session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.project_id == project_id,
+            WebhookEndpoint.status != EndpointStatus.paused,
+        )
+    ).all()
+    queued = 0
+    for endpoint in endpoints:
+        if event_type not in endpoint.events:
+            continue
+        exists = session.scalar(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.msg_id == msg_id
+            )
+        )
+        if exists is None:
+            session.add(
+                WebhookDelivery(
+                    project_id=project_id,
+                    endpoint_id=endpoint.id,
+                    event_type=event_type,
+                    msg_id=msg_id,
+                    payload={"type": event_type, "data": data},
+                )
+            )
+            queued += 1
+    return queued

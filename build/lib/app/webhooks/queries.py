@@ -1,0 +1,58 @@
+"""Typed reads of webhook endpoints and deliveries, shared by the API and the pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.models import (
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+
+def webhook_endpoints(session: Session, project_id: int) -> Sequence[WebhookEndpoint]:
+    return session.scalars(
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.project_id == project_id)
+        .order_by(WebhookEndpoint.id)
+    ).all()
+
+
+def webhook_deliveries(
+    session: Session,
+    project_id: int,
+    endpoint_id: int | None,
+    status: str | None,
+    limit: int = 100,
+) -> Sequence[WebhookDelivery]:
+    stmt = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.project_id == project_id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(limit)
+    )
+    if endpoint_id is not None:
+        stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    return session.scalars(stmt).all()
+
+
+def deliveries_for_alert(
+    session: Session, project_id: int, alert_id: int
+) -> Sequence[WebhookDelivery]:
+    """Deliveries whose message id names this alert (alert.opened.<id>, alert.resolved.<id>)."""
+    return session.scalars(
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.project_id == project_id,
+            or_(
+                WebhookDelivery.msg_id == f"alert.opened.{alert_id}",
+                WebhookDelivery.msg_id == f"alert.resolved.{alert_id}",
+            ),
+        )
+        .order_by(WebhookDelivery.id)
+    ).all()

@@ -1,0 +1,65 @@
+"""Webhook endpoints and their delivery log: the public contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, StringConstraints
+
+from app.core.schemas import OrmModel, StrictModel
+from app.models.webhooks import DeliveryStatus, EndpointStatus
+
+EventType = Literal["alert.opened", "alert.resolved", "champion.changed", "gate.blocked"]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class WebhookIn(StrictModel):
+    url: Url
+    events: list[EventType] = Field(min_length=1, max_length=10)
+    secret: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Standard Webhooks secret (whsec_...); generated when absent."
+    )
+    description: Description | None = None
+
+
+class WebhookPatch(StrictModel):
+    url: Url | None = None
+    events: list[EventType] | None = Field(default=None, min_length=1, max_length=10)
+    description: Description | None = None
+    status: EndpointStatus | None = Field(
+        default=None, description="'active' re-enables a paused endpoint; 'paused' pauses it."
+    )
+
+
+class WebhookOut(OrmModel):
+    id: int
+    url: str
+    events: list[str]
+    description: str | None
+    status: EndpointStatus
+    paused_reason: str | None
+    consecutive_failures: int
+    created_at: datetime
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str = Field(description="Shown once: verify signatures with it.")
+
+
+class DeliveryOut(OrmModel):
+    id: int
+    webhook_id: int = Field(validation_alias=AliasChoices("endpoint_id", "webhook_id"))
+    event_type: str
+    msg_id: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_response_excerpt: str | None
+    last_error: str | None
+    last_duration_ms: float | None
+    delivered_at: datetime | None
+    created_at: datetime
+    payload: dict[str, Any]

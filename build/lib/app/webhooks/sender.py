@@ -1,0 +1,149 @@
+"""The outbox sender, a background loop.
+
+It claims due deliveries in a short transaction (FOR UPDATE SKIP LOCKED on PostgreSQL, plus a
+`claimed_until` lease on both databases so a crashed sender's claims expire), sends outside any
+transaction, then records each outcome in another short one. Failed attempts back off
+exponentially with full jitter, honouring Retry-After (delivery.next_delay); a delivery that
+exhausts MAX_ATTEMPTS is dead-lettered, one refused for good (4xx, forbidden target) fails at
+once. An endpoint whose attempts have failed PAUSE_AFTER_FAILURES times in a row is paused:
+its deliveries wait until it is re-enabled."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core import crypto
+from app.core.db import utcnow
+from app.core.settings import Settings
+from app.models import WebhookDelivery, WebhookEndpoint
+from app.models.webhooks import DeliveryStatus, EndpointStatus
+from app.webhooks.delivery import (
+    MAX_ATTEMPTS,
+    DeliveryAttempt,
+    envelope,
+    next_delay,
+    send,
+    sign,
+)
+
+log = logging.getLogger("plumbline.webhooks")
+
+BATCH_SIZE = 20
+
+
+# Two full retry budgets in a row: a receiver that has been failing for hours, not a blip.
+PAUSE_AFTER_FAILURES = 2 * MAX_ATTEMPTS
+
+
+_rng = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    delivery_id: int
+    url: str
+    secret: str
+    msg_id: str
+    body: bytes
+
+
+def deliver_webhooks(sessions: sessionmaker[Session], settings: Settings) -> bool:
+    """One batch of due deliveries; True when it found work (the loop polls again at once)."""
+    claimed = _claim(sessions, settings)
+    for item in claimed:
+        headers = sign(item.secret, item.msg_id, utcnow(), item.body)
+        attempt = send(
+            item.url, headers, item.body, settings.webhook_timeout_s, settings.webhook_allow_private
+        )
+        _record(sessions, item.delivery_id, attempt)
+    return bool(claimed)
+
+
+def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed]:
+    now = utcnow()
+    lease = timedelta(seconds=2 * settings.webhook_timeout_s + 30)
+    with sessions() as session:
+        rows = session.execute(
+            select(WebhookDelivery, WebhookEndpoint)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.pending,
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+                WebhookEndpoint.status == EndpointStatus.active,
+            )
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(BATCH_SIZE)
+            .with_for_update(skip_locked=True, of=WebhookDelivery)
+        ).all()
+        claimed = []
+        for delivery, endpoint in rows:
+            try:
+                secret = crypto.decrypt(settings, endpoint.secret_encrypted)
+            except crypto.SecretUnreadable as exc:
+                delivery.status = DeliveryStatus.failed
+                delivery.last_error = str(exc)
+                continue
+            delivery.claimed_until = now + lease
+            data = delivery.payload.get("data", {})
+            claimed.append(
+                _Claimed(
+                    delivery.id,
+                    endpoint.url,
+                    secret,
+                    delivery.msg_id,
+                    envelope(delivery.event_type, data, delivery.created_at),
+                )
+            )
+        session.commit()
+    return claimed
+
+
+def _record(sessions: sessionmaker[Session], delivery_id: int, attempt: DeliveryAttempt) -> None:
+    now = utcnow()
+    with sessions() as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        if delivery is None:  # endpoint deleted meanwhile
+            return
+        endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
+        assert endpoint is not None
+        delivery.attempts += 1
+        delivery.claimed_until = None
+        delivery.last_status_code = attempt.status_code
+        delivery.last_response_excerpt = attempt.response_excerpt
+        delivery.last_error = attempt.error
+        delivery.last_duration_ms = attempt.duration_ms
+        if attempt.ok:
+            delivery.status = DeliveryStatus.succeeded
+            delivery.delivered_at = now
+            endpoint.consecutive_failures = 0
+        else:
+            _after_failure(delivery, endpoint, attempt, now)
+        session.commit()
+
+
+def _after_failure(
+    delivery: WebhookDelivery, endpoint: WebhookEndpoint, attempt: DeliveryAttempt, now: datetime
+) -> None:
+    if attempt.retryable and delivery.attempts < MAX_ATTEMPTS:
+        delay = next_delay(delivery.attempts, attempt.retry_after_s, _rng)
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+    else:
+        delivery.status = DeliveryStatus.dead if attempt.retryable else DeliveryStatus.failed
+    endpoint.consecutive_failures += 1
+    if (
+        endpoint.consecutive_failures >= PAUSE_AFTER_FAILURES
+        and endpoint.status is EndpointStatus.active
+    ):
+        endpoint.status = EndpointStatus.paused
+        endpoint.paused_reason = (
+            f"paused after {endpoint.consecutive_failures} failed attempts in a row; "
+            f"last: {attempt.error or attempt.status_code}"
+        )
+        log.warning("webhook endpoint %s paused", endpoint.id)

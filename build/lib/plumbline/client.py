@@ -1,0 +1,184 @@
+"""A small Python client for Plumbline's REST API, mirroring the seed's workflow:
+
+    client = Plumbline("http://127.0.0.1:8000", api_key)
+    ckpt = client.register_checkpoint(model="support-bot", version="v7", kind="lora")
+    run = client.dataset("support-golden").add_evaluation(
+        checkpoint=ckpt, evaluators=[Groundedness(), JSONValidation(schema=...)], outputs=outputs
+    )
+    run.wait(timeout=300).summary
+
+Evaluator objects from `plumbline.evals` become specs through their `.spec()`; plain dicts
+({name, threshold?, params?}) work too. Any httpx.Client may be injected (tests pass the
+app's TestClient)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+
+class PlumblineError(Exception):
+    """The API answered with a problem+json error."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"HTTP {status}: {problem.get('detail', problem)}")
+        self.status = status
+        self.problem = problem
+
+
+class HasSpec(Protocol):
+    def spec(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: int
+    model: str
+    version: str
+    data: dict[str, Any]
+
+
+class Plumbline:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        http: httpx.Client | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.http = http or httpx.Client(timeout=timeout_s)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, f"{self.url}{path}", headers=self.headers, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"detail": response.text}
+            raise PlumblineError(response.status_code, problem)
+        return response.json()
+
+    def register_checkpoint(self, **body: Any) -> Checkpoint:
+        """POST /api/v1/checkpoints; registering the same body again returns the same one."""
+        data = self.request("POST", "/api/v1/checkpoints", json=body)
+        return Checkpoint(data["id"], data["model"], data["version"], data)
+
+    def dataset(self, name: str) -> Dataset:
+        return Dataset(self, name)
+
+    def run(self, run_id: int) -> Run:
+        return Run(self, run_id)
+
+    def save_suite(
+        self, name: str, evaluators: Iterable[HasSpec | Mapping[str, Any]], description: str = ""
+    ) -> dict[str, Any]:
+        body = {"evaluators": [as_spec(e) for e in evaluators], "description": description or None}
+        return self.request("PUT", f"/api/v1/suites/{name}", json=body)
+
+
+def as_spec(evaluator: HasSpec | Mapping[str, Any]) -> dict[str, Any]:
+    return dict(evaluator) if isinstance(evaluator, Mapping) else evaluator.spec()
+
+
+class Dataset:
+    def __init__(self, client: Plumbline, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def create(self, description: str | None = None) -> dict[str, Any]:
+        body = {"name": self.name, "description": description}
+        return self.client.request("POST", "/api/v1/datasets", json=body)
+
+    def add_version(
+        self, rows: list[dict[str, Any]] | None = None, *, file: str | Path | None = None
+    ) -> dict[str, Any]:
+        """From row dicts, or by uploading a .jsonl / .csv file (streamed by the server)."""
+        path = f"/api/v1/datasets/{self.name}/versions"
+        if file is None:
+            return self.client.request("POST", path, json={"rows": rows})
+        with Path(file).open("rb") as handle:
+            return self.client.request("POST", path, files={"file": (Path(file).name, handle)})
+
+    def add_evaluation(
+        self,
+        checkpoint: Checkpoint | int,
+        evaluators: Iterable[HasSpec | Mapping[str, Any]] | None = None,
+        *,
+        suite: str | None = None,
+        outputs: Iterable[Mapping[str, Any]] | None = None,
+        dataset_version: int | None = None,
+    ) -> Run:
+        """Queues a run (the server answers 202) and returns its handle; without outputs the
+        server calls the checkpoint's endpoint for every row."""
+        body: dict[str, Any] = {
+            "checkpoint_id": checkpoint.id if isinstance(checkpoint, Checkpoint) else checkpoint,
+        }
+        if evaluators is not None:
+            body["evaluators"] = [as_spec(e) for e in evaluators]
+        if suite is not None:
+            body["suite"] = suite
+        if outputs is not None:
+            body["outputs"] = [dict(output) for output in outputs]
+        if dataset_version is not None:
+            body["dataset_version"] = dataset_version
+        created = self.client.request(
+            "POST", f"/api/v1/datasets/{self.name}/evaluations", json=body
+        )
+        return Run(self.client, created["run_id"])
+
+
+class Run:
+    def __init__(self, client: Plumbline, run_id: int) -> None:
+        self.client = client
+        self.id = run_id
+        self.data: dict[str, Any] = {}
+
+    def refresh(self) -> Run:
+        self.data = self.client.request("GET", f"/api/v1/runs/{self.id}")
+        return self
+
+    @property
+    def status(self) -> str:
+        return str(self.refresh().data["status"])
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        if self.data.get("status") not in ("succeeded", "failed"):
+            self.refresh()
+        return self.data.get("summary")
+
+    def wait(self, timeout: float = 300.0, poll_s: float = 0.5) -> Run:
+        """Until the run succeeds (returns) or fails (raises); TimeoutError past `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.refresh().data["status"]
+            if status == "succeeded":
+                return self
+            if status == "failed":
+                raise RuntimeError(f"run {self.id} failed: {self.data.get('error')}")
+            if time.monotonic() > deadline:
+                progress = self.data["progress"]
+                raise TimeoutError(
+                    f"run {self.id} still {status} after {timeout} s "
+                    f"({progress['done']}/{progress['total']} rows)"
+                )
+            time.sleep(poll_s)
+
+    def results(self, **filters: Any) -> list[dict[str, Any]]:
+        """Every per-row result, following cursors; filters: evaluator, passed, key."""
+        items: list[dict[str, Any]] = []
+        params = {**filters, "limit": 1000}
+        while True:
+            page = self.client.request("GET", f"/api/v1/runs/{self.id}/results", params=params)
+            items += page["items"]
+            if page["next_cursor"] is None:
+                return items
+            params["cursor"] = page["next_cursor"]
