@@ -1,0 +1,380 @@
+"""app.stats.gate: the verdict table, the families, floors by bound, repeats and retries."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from app.stats.cohorts import CohortSpec
+from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
+from app.stats.margin import exact_pvalue, mcnemar_one_sided, score_bound
+
+DEFAULT = DecisionPolicy()
+
+
+def table(both: int, lost: int, won: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and candidate pass/fail rows with the given 2x2 cells."""
+    base = np.repeat([1.0, 1.0, 0.0, 0.0], [both, lost, won, neither])
+    cand = np.repeat([1.0, 0.0, 1.0, 0.0], [both, lost, won, neither])
+    return base, cand
+
+
+def one_cohort(
+    base: np.ndarray,
+    cand: np.ndarray,
+    policy: DecisionPolicy = DEFAULT,
+    spec: CohortSpec | None = None,
+    **kwargs: object,
+):  # type: ignore[no-untyped-def]
+    spec = spec or CohortSpec("risk=high", guarded=True, risk="high")
+    membership = np.ones((1, base.size), dtype=np.bool_)
+    return decide_gate(
+        [EvaluatorOutcomes("judge", base, cand)],
+        membership,
+        [spec],
+        policy,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class TestVerdictTable:
+    def test_a_collapse_in_a_guarded_cohort_blocks_on_the_exact_test(self) -> None:
+        decision = one_cohort(*table(20, 20, 0, 0))  # 40/40 -> 20/40
+        record = decision.records[0]
+        assert decision.verdict == "block"
+        assert record.status == "block" and record.method == "exact"
+        assert record.p_block == pytest.approx(exact_pvalue(40, 20, 0, -0.02, "lower"))
+        assert record.p_block_adjusted == pytest.approx(record.p_block)
+        assert "beyond the margin" in record.reason
+        assert decision.reasons[0]["severity"] == "block"
+
+    def test_identical_results_pass_only_with_enough_rows(self) -> None:
+        few = one_cohort(*table(40, 0, 0, 10))
+        assert few.verdict == "inconclusive"
+        assert "rows needed" in few.records[0].reason
+        assert few.records[0].required_n is not None and few.records[0].required_n > 50
+        many = one_cohort(*table(1500, 0, 0, 500))
+        assert many.verdict == "pass" and many.records[0].method == "score"
+        exact = one_cohort(*table(300, 0, 0, 100))
+        assert exact.verdict == "pass" and exact.records[0].method == "exact"
+
+    def test_a_significant_drop_inside_the_margin_warns_and_does_not_block(self) -> None:
+        # 20,000 rows, 400 lost and 250 won: a 0.75-point drop, p ~ 1e-9, inside 2 points.
+        decision = one_cohort(*table(17000, 400, 250, 2350))
+        record = decision.records[0]
+        assert record.p_drop == pytest.approx(float(mcnemar_one_sided(400, 250)))
+        assert record.p_drop < 1e-8 and record.p_block > 0.5
+        assert record.status == "pass"
+        assert record.warning is not None and "inside the margin" in record.warning
+        assert decision.verdict == "pass"
+        assert [r["severity"] for r in decision.reasons] == ["info", "warn"]
+
+    def test_a_noisy_cohort_is_inconclusive_with_the_rows_needed(self) -> None:
+        decision = one_cohort(*table(60, 12, 9, 19))
+        record = decision.records[0]
+        assert record.status == "inconclusive"
+        assert record.required_n is not None and record.required_n > 1000
+        assert f"about {record.required_n} rows" in record.reason
+        assert record.required_n == max(record.required_n_pass, record.required_n_block)  # type: ignore[type-var]
+
+    def test_too_few_discordant_rows_cannot_block_on_their_own(self) -> None:
+        # 5/5 -> 0/5 is significant even exactly (0.51^5 ~ 0.035) but rests on 5 rows.
+        base, cand = table(0, 5, 0, 0)
+        decision = one_cohort(base, cand)
+        assert decision.records[0].p_block <= 0.05
+        assert decision.records[0].status == "inconclusive"
+        assert "discordant rows" in decision.records[0].reason
+        lax = one_cohort(base, cand, dataclasses.replace(DEFAULT, min_discordant=1))
+        assert lax.verdict == "block"
+
+    def test_a_two_row_cohort_whose_rows_flip_cannot_block(self) -> None:
+        decision = one_cohort(*table(0, 2, 0, 0), dataclasses.replace(DEFAULT, min_discordant=1))
+        assert decision.records[0].p_block > 0.25
+        assert decision.verdict == "inconclusive"
+
+    def test_an_empty_guarded_cohort_is_inconclusive_and_json_safe(self) -> None:
+        base, cand = table(30, 1, 1, 8)
+        membership = np.array([[True] * 40, [False] * 40])
+        cohorts = [CohortSpec("all", guarded=True), CohortSpec("risk=high", True, "high")]
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        empty = decision.records[1]
+        assert empty.n == 0 and empty.status == "inconclusive" and empty.delta is None
+        assert empty.upper_bound is None and empty.required_n is None
+        json.dumps(decision.as_dict(), allow_nan=False)
+
+
+class TestFamilies:
+    def test_unguarded_cohorts_only_warn(self) -> None:
+        # A collapse in an unguarded cohort next to a quiet, large guarded population.
+        rng = np.random.default_rng(0)
+        quiet = (rng.random(3000) < 0.8).astype(float)
+        base = np.concatenate([np.ones(30), quiet])
+        cand = np.concatenate([np.repeat([1.0, 0.0], [5, 25]), quiet])
+        membership = np.zeros((2, base.size), dtype=np.bool_)
+        membership[0] = True
+        membership[1, :30] = True
+        cohorts = [CohortSpec("all", guarded=True), CohortSpec("route=billing")]
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        unguarded = decision.records[1]
+        assert unguarded.status == "warn" and "cannot block" in (unguarded.warning or "")
+        assert unguarded.required_n is None
+        assert decision.verdict != "block"
+        declared = [cohorts[0], CohortSpec("route=billing", guarded=True, risk="high")]
+        assert (
+            decide_gate(
+                [EvaluatorOutcomes("judge", base, cand)], membership, declared, DEFAULT
+            ).verdict
+            == "block"
+        )
+
+    def test_guarded_comparisons_share_one_budget(self) -> None:
+        # The same modest drop blocks alone, not when eight evaluators share alpha equally.
+        base, cand = table(40, 16, 4, 40)
+        p = exact_pvalue(100, 16, 4, -0.02, "lower")
+        assert 0.05 / 8 < p <= 0.05
+        alone = one_cohort(base, cand)
+        assert alone.verdict == "block"
+        rng = np.random.default_rng(1)
+        others = []
+        for j in range(7):
+            noise = (rng.random(100) < 0.7).astype(float)
+            others.append(EvaluatorOutcomes(f"other{j}", noise, noise))
+        membership = np.ones((1, 100), dtype=np.bool_)
+        equal = dataclasses.replace(DEFAULT, weighting="equal")
+        crowded = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand), *others],
+            membership,
+            [CohortSpec("risk=high", True, "high")],
+            equal,
+        )
+        assert crowded.records[0].p_block_adjusted == pytest.approx(min(1.0, 8 * p))
+        assert crowded.verdict != "block"
+
+    def test_budget_shares_follow_the_rows(self) -> None:
+        # Population (1000 rows) and high-risk cohort (100 rows): shares 1/11 and 10/11.
+        rng = np.random.default_rng(2)
+        base = (rng.random(1000) < 0.8).astype(float)
+        cand = base.copy()
+        high = np.arange(100)
+        cand[high[base[high] == 1][:12]] = 0.0
+        membership = np.zeros((2, 1000), dtype=np.bool_)
+        membership[0] = True
+        membership[1, :100] = True
+        cohorts = [CohortSpec("all", True), CohortSpec("risk=high", True, "high")]
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        high_record = decision.records[1]
+        p_all, p_high = decision.records[0].p_block, high_record.p_block
+        expected = min(1.0, p_high * 11 / 10) if p_high * 11 / 10 <= p_all * 11 else None
+        if expected is not None:
+            assert high_record.p_block_adjusted == pytest.approx(expected)
+        equal = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)],
+            membership,
+            cohorts,
+            dataclasses.replace(DEFAULT, weighting="equal"),
+        )
+        assert equal.records[1].p_block_adjusted >= high_record.p_block_adjusted  # type: ignore[operator]
+
+    def test_a_cohort_declared_twice_counts_once(self) -> None:
+        base, cand = table(40, 16, 4, 40)
+        membership = np.ones((2, 100), dtype=np.bool_)
+        cohorts = [CohortSpec("risk=high", True, "high"), CohortSpec("route=billing", True, "high")]
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        assert decision.records[0].p_block_adjusted == pytest.approx(decision.records[0].p_block)
+        assert decision.records[1].p_block_adjusted == pytest.approx(decision.records[0].p_block)
+
+    def test_bh_correction_is_available(self) -> None:
+        base, cand = table(20, 20, 0, 0)
+        decision = one_cohort(base, cand, dataclasses.replace(DEFAULT, correction="bh"))
+        assert decision.verdict == "block"
+
+    def test_the_pass_side_needs_every_guarded_comparison(self) -> None:
+        good_base, good_cand = table(1500, 0, 0, 500)
+        noisy_base, noisy_cand = table(1000, 250, 250, 500)
+        membership = np.ones((1, 2000), dtype=np.bool_)
+        decision = decide_gate(
+            [
+                EvaluatorOutcomes("clean", good_base, good_cand),
+                EvaluatorOutcomes("noisy", noisy_base, noisy_cand),
+            ],
+            membership,
+            [CohortSpec("all", True)],
+            DEFAULT,
+        )
+        assert [r.status for r in decision.records] == ["pass", "inconclusive"]
+        assert decision.verdict == "inconclusive"
+
+    def test_per_risk_margins(self) -> None:
+        base, cand = table(60, 12, 4, 24)
+        policy = dataclasses.replace(DEFAULT, risk_margins={"high": 0.2})
+        record = one_cohort(base, cand, policy).records[0]
+        assert record.margin == 0.2
+        assert record.p_pass == pytest.approx(exact_pvalue(100, 12, 4, -0.2, "upper"))
+        override = CohortSpec("risk=high", True, "high", margin=0.05)
+        assert one_cohort(base, cand, policy, override).records[0].margin == 0.05
+
+
+class TestFloors:
+    def test_a_floor_is_broken_only_when_shown(self) -> None:
+        # 95/100 against a floor of 0.97: below it as a point estimate, not shown below.
+        spec = CohortSpec("risk=high", True, "high", floor=0.97)
+        record = one_cohort(*table(95, 0, 0, 5), spec=spec).records[0]
+        assert record.p_floor_broken == pytest.approx(
+            stats.binomtest(95, 100, 0.97, alternative="less").pvalue
+        )
+        assert record.floor_status == "unclear"
+        assert record.status == "inconclusive" and "floor" in record.reason
+
+    def test_a_floor_shown_broken_blocks_even_when_nothing_changed(self) -> None:
+        # Identical runs are no shortcut: 160/200 against 0.9 blocks.
+        policy = dataclasses.replace(DEFAULT, floor=0.9)
+        decision = one_cohort(*table(160, 0, 0, 40), policy)
+        record = decision.records[0]
+        assert record.floor_status == "broken" and record.status == "block"
+        assert decision.verdict == "block" and "below the floor" in record.reason
+
+    def test_floors_apply_only_to_guarded_cohorts(self) -> None:
+        base, cand = table(160, 0, 0, 40)
+        membership = np.ones((2, 200), dtype=np.bool_)
+        cohorts = [CohortSpec("all", True), CohortSpec("route=x", floor=0.99)]
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        assert decision.records[1].floor is None and decision.records[1].status == "report"
+        assert decision.verdict != "block"
+
+    def test_evaluator_floors_and_floor_met(self) -> None:
+        policy = dataclasses.replace(DEFAULT, evaluator_floors={"judge": 0.5})
+        record = one_cohort(*table(1500, 0, 0, 500), policy).records[0]
+        assert record.floor == 0.5 and record.floor_status == "met" and record.status == "pass"
+
+
+class TestRepeats:
+    def test_per_row_means_take_the_score_test(self) -> None:
+        rng = np.random.default_rng(5)
+        pi = rng.beta(1.5, 0.5, 3000)
+        base = rng.binomial(3, pi) / 3
+        cand = rng.binomial(3, pi) / 3
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand, 3, 3)],
+            np.ones((1, 3000), dtype=np.bool_),
+            [CohortSpec("all", True)],
+            DEFAULT,
+        )
+        record = decision.records[0]
+        assert record.method == "score"
+        assert record.baseline_repeats == 3 and record.candidate_repeats == 3
+        assert record.lower_bound is not None and record.upper_bound is not None
+        assert record.lower_bound < record.delta < record.upper_bound  # type: ignore[operator]
+
+    def test_repeats_shrink_the_rows_needed(self) -> None:
+        rng = np.random.default_rng(6)
+        pi = rng.beta(1.5, 0.5, 1000)
+        needed = []
+        for k in (1, 3):
+            base = rng.binomial(k, pi) / k
+            cand = rng.binomial(k, pi) / k
+            decision = one_cohort(base, cand, spec=CohortSpec("all", True))
+            needed.append(decision.records[0].required_n)
+        assert needed[1] < needed[0] / 2  # type: ignore[operator]
+
+    def test_bounds_of_evaluators_with_different_values_are_their_own(self) -> None:
+        # Bounds are computed for all evaluators at once over the union of their values.
+        rng = np.random.default_rng(7)
+        pi = rng.beta(1.5, 0.5, 300)
+        binary = (rng.random(300) < pi).astype(float), (rng.random(300) < pi).astype(float)
+        thirds = rng.binomial(3, pi) / 3, rng.binomial(3, pi) / 3
+        decision = decide_gate(
+            [
+                EvaluatorOutcomes("binary", *binary),
+                EvaluatorOutcomes("thirds", *thirds, 3, 3),
+            ],
+            np.ones((1, 300), dtype=np.bool_),
+            [CohortSpec("all", True)],
+            DEFAULT,
+        )
+        for record, (base, cand) in zip(decision.records, (binary, thirds), strict=True):
+            values, counts = np.unique(np.round(cand - base, 12), return_counts=True)
+            weights = counts[None, :].astype(float)
+            upper = score_bound(values, weights, 0.95, "upper")[0]
+            lower = score_bound(values, weights, 0.975, "lower")[0]
+            assert record.upper_bound == pytest.approx(upper, abs=1e-9)
+            assert record.lower_bound == pytest.approx(lower, abs=1e-9)
+
+    def test_evaluator_on_a_subset_of_rows(self) -> None:
+        base, cand = table(20, 20, 0, 0)
+        membership = np.zeros((1, 100), dtype=np.bool_)
+        membership[0, 50:90] = True
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand, rows=np.arange(50, 90))],
+            membership,
+            [CohortSpec("risk=high", True, "high")],
+            DEFAULT,
+        )
+        assert decision.records[0].n == 40 and decision.verdict == "block"
+
+
+class TestRetries:
+    def test_a_block_sticks_unless_the_pooled_gate_passes(self) -> None:
+        base, cand = table(60, 12, 9, 19)
+        again = one_cohort(base, cand, attempt=2, previously_blocked=True)
+        assert again.verdict == "block" and again.alpha == pytest.approx(0.025)
+        assert "only a pass" in again.notes[-1]
+        lifted = one_cohort(*table(1500, 0, 0, 500), attempt=2, previously_blocked=True)
+        assert lifted.verdict == "pass"
+
+    def test_later_attempts_spend_less(self) -> None:
+        base, cand = table(40, 16, 4, 40)
+        p = exact_pvalue(100, 16, 4, -0.02, "lower")
+        assert p <= 0.05
+        assert one_cohort(base, cand).verdict == "block"
+        assert p > 0.05 / 8
+        assert one_cohort(base, cand, attempt=4).verdict != "block"
+
+
+class TestInputs:
+    def test_refuses_values_outside_zero_one_and_bad_shapes(self) -> None:
+        spec = [CohortSpec("all", True)]
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            decide_gate(
+                [EvaluatorOutcomes("e", [0.0, 2.0], [0.0, 1.0])],
+                np.ones((1, 2), bool),
+                spec,
+                DEFAULT,
+            )
+        with pytest.raises(ValueError, match="one CohortSpec"):
+            decide_gate(
+                [EvaluatorOutcomes("e", [0.0], [1.0])], np.ones((2, 1), bool), spec, DEFAULT
+            )
+        with pytest.raises(ValueError, match="repeats"):
+            decide_gate(
+                [EvaluatorOutcomes("e", [0.0], [1.0], 0)], np.ones((1, 1), bool), spec, DEFAULT
+            )
+        with pytest.raises(ValueError):
+            DecisionPolicy(margin=0.0)
+        with pytest.raises(ValueError):
+            DecisionPolicy(weighting="log")  # type: ignore[arg-type]
+
+    def test_bounds_never_change_a_verdict(self) -> None:
+        base, cand = table(60, 12, 4, 24)
+        with_bounds = one_cohort(base, cand)
+        without = one_cohort(base, cand, with_bounds=False)
+        exact = one_cohort(base, cand, exact_bounds=True)
+        assert with_bounds.verdict == without.verdict == exact.verdict
+        assert without.records[0].upper_bound is None
+        assert exact.records[0].bound_method == "exact"
+        assert exact.records[0].upper_bound == pytest.approx(
+            with_bounds.records[0].upper_bound, abs=0.03
+        )
