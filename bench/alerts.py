@@ -1,0 +1,480 @@
+"""Are the drift alerts right? False alerts, detection and persistence on simulated known truth.
+
+Phase A: the daily verdicts come from the pure statistics in app/stats through
+``judge_day`` (one model-day: every cohort x signal, both rules, one error budget), which
+the integration swaps for the real daily job on a database. Traffic: bench/traffic_sim.py.
+
+Scenarios (reference: 28 frozen days after 7 warm-up days; then monitoring days):
+- steady: false alerts over 60 days at 0%, 10% and 20% day-to-day relative wobble across
+  the 8 cohorts + "all" x 12 signals;
+- first_day: a 2x refusal-rate step on the 600/day cohort, caught on its first day?
+- persistent_1_3x: 1.3x on the 2,000/day cohort for 40 days: days to detect, stays open?
+- ramp: refusal 5% -> 10% over 30 days on the 1,200/day cohort: days to detect;
+- persistent_2x: 2x on the 1,200/day cohort for 40 days (the issue's case): stays open?
+
+    nice .venv/bin/python bench/alerts.py [--quick] [--seeds N] [--steady-seeds N]
+
+Prints one JSON object. Targets: 0 false alerts in 60 steady days at 0-10% wobble, <= 1
+at 20%; 2x at 600/day on day one in >= 85% of seeds; a persistent shift stays alerted
+while it lasts; a 5 -> 10% ramp within 15 days; 1.3x at 2,000/day within 10 days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.stats import alerting, budget
+from app.stats.bands import (
+    MAX_SCORE,
+    estimate_rate_reference,
+    rate_min_pvalue,
+    rate_normal_score,
+    rate_predictive_pvalue,
+)
+from app.stats.calibration import (
+    brier_day_signal,
+    ece_predictive_pvalue,
+    estimate_ece_reference,
+)
+from app.stats.continuous import (
+    estimate_mean_reference,
+    log_moments,
+    log_signal,
+    mean_normal_score,
+    mean_predictive_pvalue,
+)
+from app.stats.cusum import (
+    DEFAULT_HEADROOM,
+    DEFAULT_K,
+    DEFAULT_RELEASE,
+    cusum_update,
+    reference_error_sd,
+    release_level,
+)
+from app.stats.reference import Reference
+from bench.traffic_sim import (
+    CONTINUOUS,
+    RATE_SIGNALS,
+    Change,
+    Cohort,
+    Traffic,
+    TrafficSpec,
+    simulate,
+)
+
+CONTINUOUS_SIGNALS = tuple(f"{m}_{q}" for m in CONTINUOUS for q in ("p50", "p95"))
+SIGNALS = (*RATE_SIGNALS, "brier_score", "ece", *CONTINUOUS_SIGNALS)
+COHORTS = (
+    Cohort("s100", 100, zero_day_prob=0.02),
+    Cohort("s250", 250, zero_day_prob=0.01),
+    Cohort("s600", 600, high_risk=True),
+    Cohort("s1200", 1200),
+    Cohort("s2000", 2000),
+    Cohort("s3000", 3000, high_risk=True),
+    Cohort("s6000", 6000),
+    Cohort("s12000", 12000),
+)
+WARMUP, MONITOR = 7, 60
+
+
+@dataclass(frozen=True)
+class Config:
+    alpha: float = budget.DEFAULT_DAILY_ALPHA
+    band_share: float = budget.DEFAULT_BAND_SHARE
+    k: float = DEFAULT_K
+    headroom: float = DEFAULT_HEADROOM
+    release: float = DEFAULT_RELEASE
+    resolve_after: int = alerting.DEFAULT_RESOLVE_AFTER
+    reference_days: int = 28
+    population_weight: float = budget.POPULATION_WEIGHT
+    high_risk_weight: float = budget.HIGH_RISK_WEIGHT
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """The frozen references (cohorts x signals of each family) and hypothesis weights."""
+
+    rates: Reference
+    brier: Reference
+    ece: Reference
+    continuous: dict[str, Reference]
+    weights: np.ndarray  # (cohorts, SIGNALS)
+    reference_sd: np.ndarray  # the frozen centre's error in predictive SDs (cohorts, SIGNALS)
+
+
+@dataclass
+class State:
+    """What the daily job persists per cohort x signal (arrays (cohorts, SIGNALS))."""
+
+    cusum: np.ndarray
+    is_open: np.ndarray
+    days_in_control: np.ndarray
+
+    @classmethod
+    def fresh(cls, shape: tuple[int, int]) -> State:
+        return cls(np.zeros(shape), np.zeros(shape, bool), np.zeros(shape, np.int64))
+
+
+@dataclass
+class DayResult:
+    action: np.ndarray
+    rules: np.ndarray
+    pvalue: np.ndarray
+    band_alpha: np.ndarray
+    cusum: np.ndarray
+    cusum_h: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cal_fields(
+    cal: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return cal[..., 0, :], cal[..., 1, :], cal[..., 2, :], cal[..., 3, :], cal[..., 4, :]
+
+
+def _continuous_day(moments: np.ndarray, quantile: str) -> tuple[np.ndarray, np.ndarray]:
+    mean, var = log_moments(moments[..., 0], moments[..., 1], moments[..., 2])
+    column = 3 if quantile == "p50" else 4
+    return log_signal(quantile, moments[..., 0], mean, var, moments[..., column])  # type: ignore[arg-type]
+
+
+def freeze(traffic: Traffic, days: slice, cfg: Config) -> Frozen:
+    """References from the given reference days (vectorised over cohorts)."""
+    num = np.moveaxis(traffic.rate_num[days], 0, -1)  # (cohorts, signals, days)
+    den = np.moveaxis(traffic.rate_den[days], 0, -1)
+    c, s, d = num.shape
+    rates = estimate_rate_reference(num.reshape(c * s, d), den.reshape(c * s, d))
+    cal = traffic.calibration[days]
+    brier, brier_var = brier_day_signal(*_cal_fields(cal), traffic.calibration_fourth[days])
+    cont = {}
+    for m in CONTINUOUS:
+        for q in ("p50", "p95"):
+            value, var = _continuous_day(traffic.moments[m][days], q)
+            cont[f"{m}_{q}"] = estimate_mean_reference(value.T, var.T)
+    weights = budget.hypothesis_weights(
+        np.arange(c)[:, None] == 0,
+        np.array(traffic.high_risk)[:, None],
+        np.ones(len(SIGNALS)),
+        cfg.population_weight,
+        cfg.high_risk_weight,
+    )
+    brier_ref = estimate_mean_reference(brier.T, brier_var.T)
+    ece_ref = estimate_ece_reference(*(np.moveaxis(f, 0, 1) for f in _cal_fields(cal)[:4]))
+    days_used = np.concatenate(
+        [
+            rates.days_used.reshape(c, s),
+            brier_ref.days_used[:, None],
+            ece_ref.days_used[:, None],
+            *(cont[name].days_used[:, None] for name in CONTINUOUS_SIGNALS),
+        ],
+        axis=1,
+    )
+    return Frozen(
+        rates=rates,
+        brier=brier_ref,
+        ece=ece_ref,
+        continuous=cont,
+        weights=weights,
+        reference_sd=reference_error_sd(days_used),
+    )
+
+
+def judge_day(state: State, frozen: Frozen, traffic: Traffic, day: int, cfg: Config) -> DayResult:
+    """One model-day: p-values and scores per cohort x signal, one budget, CUSUM, alert step.
+
+    The function the integration replaces with the daily job (same inputs from the DB:
+    yesterday's state, the frozen reference, today's aggregates).
+    """
+    n_c, n_r = traffic.rate_num.shape[1:]
+    shape = (n_c, len(SIGNALS))
+    pvalue = np.full(shape, np.nan)
+    pmin = np.ones(shape)
+    z = np.full(shape, np.nan)
+    # Rates.
+    x, n = traffic.rate_num[day].ravel(), traffic.rate_den[day].ravel()
+    pvalue[:, :n_r] = rate_predictive_pvalue(x, n, frozen.rates).reshape(n_c, n_r)
+    pmin[:, :n_r] = rate_min_pvalue(n, frozen.rates).reshape(n_c, n_r)
+    z[:, :n_r] = rate_normal_score(x, n, frozen.rates).reshape(n_c, n_r)
+    # Brier (mean-type) and ECE (scaled chi-square).
+    cal = _cal_fields(traffic.calibration[day])
+    b, bv = brier_day_signal(*cal, traffic.calibration_fourth[day])
+    pvalue[:, n_r] = mean_predictive_pvalue(b, bv, frozen.brier)
+    z[:, n_r] = mean_normal_score(b, bv, frozen.brier)
+    ece_p = ece_predictive_pvalue(*cal[:4], frozen.ece.center, frozen.ece.predictive_var())
+    ece_p = np.where(frozen.ece.valid, ece_p, np.nan)
+    pvalue[:, n_r + 1] = ece_p
+    ece_p_score = ece_predictive_pvalue(
+        *cal[:4], frozen.ece.center, frozen.ece.predictive_var(None)
+    )
+    ece_p_score = np.where(frozen.ece.valid, ece_p_score, np.nan)
+    z[:, n_r + 1] = np.clip(stats.norm.isf(ece_p_score), -MAX_SCORE, MAX_SCORE)
+    # Latency and tokens.
+    for j, name in enumerate(CONTINUOUS_SIGNALS):
+        metric, q = name.rsplit("_", 1)
+        value, var = _continuous_day(traffic.moments[metric][day], q)
+        ref = frozen.continuous[name]
+        pvalue[:, n_r + 2 + j] = mean_predictive_pvalue(value, var, ref)
+        z[:, n_r + 2 + j] = mean_normal_score(value, var, ref)
+    has_data = np.isfinite(pvalue)
+    pmin[:, n_r:] = np.where(has_data[:, n_r:], 0.0, 1.0)
+    k = cfg.k
+    alloc = budget.allocate(
+        frozen.weights, pmin, has_data, cfg.alpha, cfg.band_share, k, 1, frozen.reference_sd
+    )
+    band_fired = has_data & (np.nan_to_num(pvalue, nan=1.0) < alloc.band_alpha)
+    cusum = cusum_update(state.cusum, z, k, alloc.cusum_h + cfg.headroom)
+    cusum_fired = has_data & (cusum > alloc.cusum_h)
+    cusum_quiet = cusum <= release_level(alloc.cusum_h, cfg.release)
+    step = alerting.alert_step(
+        state.is_open,
+        state.days_in_control,
+        band_fired,
+        cusum_fired,
+        has_data,
+        cfg.resolve_after,
+        cusum_quiet,
+    )
+    state.cusum, state.is_open, state.days_in_control = cusum, step.is_open, step.days_in_control
+    return DayResult(step.action, step.rules, pvalue, alloc.band_alpha, cusum, alloc.cusum_h)
+
+
+def run(spec: TrafficSpec, cfg: Config, monitor_days: int) -> list[DayResult]:
+    traffic = simulate(spec)
+    frozen = freeze(traffic, slice(WARMUP, WARMUP + cfg.reference_days), cfg)
+    state = State.fresh((len(traffic.cohorts), len(SIGNALS)))
+    start = WARMUP + cfg.reference_days
+    return [judge_day(state, frozen, traffic, start + t, cfg) for t in range(monitor_days)]
+
+
+def _spec(
+    cfg: Config, seed: int, wobble: float, days: int, changes: tuple[Change, ...] = ()
+) -> TrafficSpec:
+    return TrafficSpec(
+        COHORTS, WARMUP + cfg.reference_days + days, wobble=wobble, changes=changes, seed=seed
+    )
+
+
+def _wilson(successes: int, n: int) -> list[float]:
+    if n == 0:
+        return [0.0, 1.0]
+    z = 1.959964
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(centre - half, 3), round(centre + half, 3)]
+
+
+def _poisson_mean_ci(total: int, runs: int) -> list[float]:
+    low = stats.chi2.ppf(0.025, 2 * total) / 2 if total else 0.0
+    high = stats.chi2.ppf(0.975, 2 * total + 2) / 2
+    return [round(low / runs, 3), round(high / runs, 3)]
+
+
+def steady(seeds: int, cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for wobble in (0.0, 0.1, 0.2):
+        target = 1 if wobble > 0.15 else 0
+        per_seed, by_rule = [], {"band": 0, "cusum": 0, "both": 0}
+        by_signal: dict[str, int] = {}
+        for seed in range(seeds):
+            results = run(_spec(cfg, 1000 + seed, wobble, MONITOR), cfg, MONITOR)
+            opened = 0
+            for r in results:
+                hits = r.action == alerting.OPEN
+                opened += int(hits.sum())
+                for rule, name in ((1, "band"), (2, "cusum"), (3, "both")):
+                    by_rule[name] += int((hits & (r.rules == rule)).sum())
+                for j in np.flatnonzero(hits.any(0)):
+                    by_signal[SIGNALS[j]] = by_signal.get(SIGNALS[j], 0) + int(hits[:, j].sum())
+            per_seed.append(opened)
+        total = int(sum(per_seed))
+        out[f"wobble_{wobble:.1f}"] = {
+            "seeds": seeds,
+            "false_alerts_per_seed": per_seed,
+            "mean_per_60_days": round(total / seeds, 3),
+            "mean_ci95": _poisson_mean_ci(total, seeds),
+            "target_per_seed": target,
+            "seeds_meeting_target": sum(1 for v in per_seed if v <= target),
+            "by_rule": by_rule,
+            "by_signal": by_signal,
+        }
+    return out
+
+
+def _first_open(results: list[DayResult], cohort: int, signal: int, start: int) -> int | None:
+    for t in range(start, len(results)):
+        if results[t].action[cohort, signal] in (alerting.OPEN, alerting.STAY):
+            return t - start
+    return None
+
+
+def first_day(seeds: int, cfg: Config, wobble: float) -> dict[str, Any]:
+    cohort, signal = 1 + [c.name for c in COHORTS].index("s600"), SIGNALS.index("refusal_rate")
+    caught, levels = 0, []
+    for seed in range(seeds):
+        change = Change("s600", "refusal_rate", cfg.reference_days + WARMUP, 2.0)
+        results = run(_spec(cfg, 2000 + seed, wobble, 1, (change,)), cfg, 1)
+        caught += int(results[0].action[cohort, signal] == alerting.OPEN)
+        levels.append(float(results[0].band_alpha[cohort, signal]))
+    return {
+        "cohort_volume": 600,
+        "base_rate": 0.05,
+        "band_alpha_median": float(np.median(levels)),
+        "high_risk": True,
+        "wobble": wobble,
+        "seeds": seeds,
+        "caught_day_one": caught,
+        "rate": round(caught / seeds, 3),
+        "ci95": _wilson(caught, seeds),
+    }
+
+
+def persistent(
+    seeds: int,
+    cfg: Config,
+    wobble: float,
+    cohort_name: str,
+    multiplier: float,
+    ramp_days: int,
+    target_days: int,
+) -> dict[str, Any]:
+    """A change from monitoring day 10 for 40 days (a ramp reaches its multiplier after
+    ramp_days). Days to detect count shifted days seen at the first alert (1 = its first
+    day; a miss within the 40 days counts as never); then whether the alert stayed open to
+    the end, and the days to resolve after it."""
+    start, length, after = 10, 40, 15
+    cohort = 1 + [c.name for c in COHORTS].index(cohort_name)
+    signal = SIGNALS.index("refusal_rate")
+    delays: list[float] = []
+    stayed, resolved_after, rules = 0, [], {"band": 0, "cusum": 0, "both": 0}
+    for seed in range(seeds):
+        offset = WARMUP + cfg.reference_days
+        change = Change(
+            cohort_name,
+            "refusal_rate",
+            offset + start,
+            multiplier,
+            ramp_days,
+            offset + start + length,
+        )
+        results = run(
+            _spec(cfg, 3000 + seed, wobble, start + length + after, (change,)),
+            cfg,
+            start + length + after,
+        )
+        delay = _first_open(results, cohort, signal, start)
+        if delay is None or delay >= length:
+            delays.append(np.inf)
+            continue
+        delays.append(delay + 1.0)
+        rule = int(results[start + delay].rules[cohort, signal])
+        rules[{1: "band", 2: "cusum", 3: "both"}.get(rule, "band")] += 1
+        open_days = [
+            results[t].action[cohort, signal] in (alerting.OPEN, alerting.STAY)
+            for t in range(start + delay, start + length)
+        ]
+        stayed += int(all(open_days))
+        for t in range(start + length, len(results)):
+            if results[t].action[cohort, signal] == alerting.RESOLVE:
+                resolved_after.append(t - (start + length) + 1)
+                break
+    arr = np.array(delays)
+    detected = int(np.isfinite(arr).sum())
+    within = int((arr <= target_days).sum())
+
+    def q(level: float) -> float | None:
+        value = float(np.quantile(arr, level, method="inverted_cdf"))
+        return value if np.isfinite(value) else None
+
+    return {
+        "cohort": cohort_name,
+        "volume": next(c.volume for c in COHORTS if c.name == cohort_name),
+        "base_rate": 0.05,
+        "multiplier": multiplier,
+        "ramp_days": ramp_days,
+        "shift_days": length,
+        "wobble": wobble,
+        "seeds": seeds,
+        "detected": detected,
+        "days_to_detect": {"median": q(0.5), "p90": q(0.9), "max": q(1.0)},
+        "target_days": target_days,
+        "within_target": within,
+        "within_target_rate": round(within / seeds, 3),
+        "within_target_ci95": _wilson(within, seeds),
+        "detected_by_rule": rules,
+        "stayed_open_to_end": stayed,
+        "stayed_open_rate": round(stayed / max(detected, 1), 3),
+        "stayed_open_ci95": _wilson(stayed, detected),
+        "resolved_within_15_days_after_end": len(resolved_after),
+        "median_days_to_resolve_after_end": (
+            float(np.median(resolved_after)) if resolved_after else None
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few seeds: a smoke run")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per detection scenario")
+    parser.add_argument("--steady-seeds", type=int, default=None)
+    parser.add_argument("--wobble", type=float, default=0.1, help="wobble in detection scenarios")
+    parser.add_argument("--reference-days", type=int, default=28)
+    args = parser.parse_args()
+    seeds = args.seeds or (10 if args.quick else 50)
+    steady_seeds = args.steady_seeds or (2 if args.quick else 10)
+    cfg = Config(reference_days=args.reference_days)
+    began = time.process_time()
+    result: dict[str, Any] = {
+        "settings": {
+            "cohorts": [
+                {
+                    "name": c.name,
+                    "volume": c.volume,
+                    "high_risk": c.high_risk,
+                    "zero_day_prob": c.zero_day_prob,
+                }
+                for c in COHORTS
+            ],
+            "signals": list(SIGNALS),
+            "hypotheses_per_day": (len(COHORTS) + 1) * len(SIGNALS),
+            "warmup_days": WARMUP,
+            "reference_days": cfg.reference_days,
+            "steady_days": MONITOR,
+            "daily_alpha": cfg.alpha,
+            "band_share": cfg.band_share,
+            "cusum_k": cfg.k,
+            "cusum_headroom": cfg.headroom,
+            "cusum_release_fraction": cfg.release,
+            "resolve_after_days": cfg.resolve_after,
+            "weights": {
+                "all": cfg.population_weight,
+                "high_risk": cfg.high_risk_weight,
+                "other": 1.0,
+            },
+            "detection_wobble": args.wobble,
+            "quick": args.quick,
+        },
+        "steady": steady(steady_seeds, cfg),
+        "first_day_2x_600": first_day(seeds, cfg, args.wobble),
+        "first_day_2x_600_no_wobble": first_day(seeds, cfg, 0.0),
+        "persistent_1_3x_2000": persistent(seeds, cfg, args.wobble, "s2000", 1.3, 0, 10),
+        "ramp_5_to_10pct_1200": persistent(seeds, cfg, args.wobble, "s1200", 2.0, 30, 15),
+        "persistent_2x_1200": persistent(seeds, cfg, args.wobble, "s1200", 2.0, 0, 3),
+    }
+    result["cpu_seconds"] = round(time.process_time() - began, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
