@@ -9,6 +9,7 @@ virtual environment whose only other path is this environment's site-packages (a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,14 +20,43 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PIP = (sys.executable, "-m", "pip")
+SOURCES = (
+    "pyproject.toml",
+    "setup.py",
+    "README.md",
+    "app",
+    "plumbline",
+    "templates",
+    "static",
+    "migrations",
+)
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ directory of a fresh environment with only the wheel installed."""
     work = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools writes build/ beside the sources, and two test workers
+    # (or a developer's tree) must not share it.
+    source = work / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
-        [*PIP, "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-qw", str(work / "dist")],
+        [
+            *PIP,
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-qw",
+            str(work / "dist"),
+        ],
         check=True,
         cwd=work,
     )
