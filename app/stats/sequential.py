@@ -1,0 +1,251 @@
+"""Always-valid bounds for comparing a candidate's event rates with the champion's on live
+traffic. Each bound is one side of a confidence sequence: it holds at every moment at once, so
+a canary may be looked at after every ingest batch, on every page view or every few minutes,
+and stopped the first time a bound crosses its margin, without inflating the error
+(docs/statistics.md §12 argues the choices).
+
+Everything here takes counts, never events: the database aggregates, and both constructions
+depend on the data through counts alone.
+
+* `betting_lower` / `betting_upper`: exact, nonasymptotic bounds on the mean of observations in
+  [0, 1] that take finitely many values: a rate ({0, 1}) or a paired difference rescaled to
+  {0, 1/2, 1}. For each candidate mean m the bound bets a grid of constant fractions of its
+  capital on the data exceeding m ("diversified Kelly", Waudby-Smith & Ramdas 2023); under the
+  null the capital is a nonnegative supermartingale started at 1, so by Ville's inequality it
+  ever reaches 1/alpha with probability at most alpha. Constant bets make the capital a product
+  over observations, a function of the counts whatever their order.
+* `rate_difference_lower`: an asymptotic confidence sequence (Waudby-Smith et al. 2023) for the
+  difference of two rates observed in two independent arms of the same traffic, with Robbins'
+  (1970) normal-mixture boundary in its one-sided form (Howard et al. 2021).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+from app.stats._arrays import FloatArray
+
+DEFAULT_TARGET_TIME = 10_000.0
+"""Observations at which the normal-mixture boundary is tuned to be narrowest (a day of a
+10% canary share at 100,000 calls a day; the width changes slowly away from it)."""
+
+# Fractions c of the largest bet that keeps the capital positive: lambda = c/m when betting
+# on a mean above m. Geometric, from the small bets that win on small differences of rates
+# to bold bets that win fast on large ones; every fraction gets the same share of capital.
+BET_FRACTIONS: FloatArray = np.geomspace(1e-3, 0.95, 32)
+_BISECTIONS = 36  # 2^-36 < 2e-11: far below any margin a canary is decided on
+
+
+# --- The normal mixture (Robbins 1970; one-sided form, Howard et al. 2021) ----------------
+
+
+def mixture_rho(alpha: npt.ArrayLike, target_time: float = DEFAULT_TARGET_TIME) -> FloatArray:
+    """The mixture's prior precision, in units of intrinsic time, that makes the boundary
+    nearly narrowest at `target_time` (Waudby-Smith et al. 2023). Any fixed positive value
+    keeps the guarantee; it must not depend on the data."""
+    alphas = _checked_alpha(alpha)
+    if target_time <= 0:
+        raise ValueError("target_time must be positive")
+    log_term = 2.0 * np.log(1.0 / alphas)
+    return np.asarray(target_time / (log_term + np.log1p(log_term)), dtype=np.float64)
+
+
+def normal_mixture_log_value(
+    s: npt.ArrayLike, time: npt.ArrayLike, rho: npt.ArrayLike
+) -> FloatArray:
+    """log of the one-sided normal-mixture martingale at sum `s` and intrinsic time `time`:
+
+        M(s, v) = mean over lambda ~ |N(0, 1/rho)| of exp(lambda s - lambda^2 v / 2)
+                = 2 sqrt(rho / (v + rho)) exp(s^2 / (2 (v + rho))) Phi(s / sqrt(v + rho)).
+
+    For a process with sub-Gaussian (or, asymptotically, Gaussian) increments of unit variance
+    per unit of time it is a nonnegative supermartingale started at 1."""
+    s_arr = np.asarray(s, dtype=np.float64)
+    rhos = np.asarray(rho, dtype=np.float64)
+    w = np.asarray(time, dtype=np.float64) + rhos
+    value = (
+        math.log(2.0)
+        + 0.5 * np.log(rhos / w)
+        + s_arr * s_arr / (2.0 * w)
+        + special.log_ndtr(s_arr / np.sqrt(w))
+    )
+    return np.asarray(value, dtype=np.float64)
+
+
+def normal_mixture_boundary(
+    time: npt.ArrayLike, alpha: npt.ArrayLike, rho: npt.ArrayLike
+) -> FloatArray:
+    """The sum u(v) = sqrt(2 (v + rho) log(sqrt((v + rho) / rho) / (2 alpha) + 1)), at which the
+    one-sided mixture has already reached 1/alpha (Howard et al. 2021): a closed form slightly
+    above the exact crossing point, so P(exists v: S_v >= u(v)) <= alpha.
+
+    Why it is above: at s = u(v), M = Phi(x)/alpha + 2 sqrt(rho/w) Phi(x) with
+    x = u(v)/sqrt(w) >= sqrt(2 log 2) for alpha <= 1/2, and the Mills-ratio bound
+    1 - Phi(x) <= phi(x)/x makes that >= 1/alpha (docs/statistics.md §12.3)."""
+    alphas = _checked_alpha(alpha)
+    rhos = np.asarray(rho, dtype=np.float64)
+    w = np.asarray(time, dtype=np.float64) + rhos
+    value = np.sqrt(2.0 * w * np.log(np.sqrt(w / rhos) / (2.0 * alphas) + 1.0))
+    return np.asarray(value, dtype=np.float64)
+
+
+def rate_difference_lower(
+    x_a: npt.ArrayLike,
+    n_a: npt.ArrayLike,
+    x_b: npt.ArrayLike,
+    n_b: npt.ArrayLike,
+    alpha: npt.ArrayLike,
+    target_time: float = DEFAULT_TARGET_TIME,
+) -> FloatArray:
+    """Lower confidence-sequence bound for p_a - p_b from x_a of n_a and x_b of n_b events.
+
+    The arms are two streams of the same traffic. Counting time in observations
+    n = n_a + n_b, the difference of the two sample rates is an average of n per-observation
+    terms with variance sigma^2 = n (v_a / n_a + v_b / n_b); the bound subtracts
+    sigma u(n) / n = se u(n) / sqrt(n), with u the one-sided normal-mixture boundary and se the
+    familiar sqrt(v_a / n_a + v_b / n_b). v = p(1 - p) is taken at the smoothed rate
+    (x + 1/2) / (n + 1), so a clean arm still carries variance. Asymptotically valid at every
+    time at once (Waudby-Smith et al. 2023); -1 (nothing shown) while an arm is empty."""
+    xa, na, xb, nb = _two_arms(x_a, n_a, x_b, n_b)
+    safe_na, safe_nb = np.maximum(na, 1.0), np.maximum(nb, 1.0)
+    pa, pb = (xa + 0.5) / (safe_na + 1.0), (xb + 0.5) / (safe_nb + 1.0)
+    se = np.sqrt(pa * (1.0 - pa) / safe_na + pb * (1.0 - pb) / safe_nb)
+    time = safe_na + safe_nb
+    boundary = normal_mixture_boundary(time, alpha, mixture_rho(alpha, target_time))
+    lower = xa / safe_na - xb / safe_nb - se * boundary / np.sqrt(time)
+    empty = (na <= 0) | (nb <= 0)
+    return np.asarray(np.where(empty, -1.0, np.clip(lower, -1.0, 1.0)), dtype=np.float64)
+
+
+# --- Betting (Waudby-Smith & Ramdas 2023) ------------------------------------------------
+
+
+def log_capital_above(
+    m: npt.ArrayLike, counts: npt.ArrayLike, support: npt.ArrayLike
+) -> FloatArray:
+    """log of the capital after betting that the mean exceeds m, for each m (shape P) with
+    its counts (shape P x K) of the support values (K, in [0, 1]).
+
+    Each of the fractions c in BET_FRACTIONS bets lambda = c / m on every observation y: its
+    capital is prod (1 + lambda (y - m)) = prod (1 - c + c y / m) > 0. Under a mean of at most
+    m each factor has expectation at most 1. The capital is the average over the fractions;
+    every factor falls as m grows, so the capital does too."""
+    m_arr = np.asarray(m, dtype=np.float64)[..., None, None]
+    y = np.asarray(support, dtype=np.float64)
+    c = BET_FRACTIONS[:, None]
+    log_factors = np.log1p(c * (y / m_arr - 1.0))  # (P, G, K)
+    k = np.asarray(counts, dtype=np.float64)[..., None, :]
+    per_fraction = np.sum(k * log_factors, axis=-1)
+    capital = special.logsumexp(per_fraction, axis=-1) - math.log(len(BET_FRACTIONS))
+    return np.asarray(capital, dtype=np.float64)
+
+
+def betting_lower(
+    counts: npt.ArrayLike, support: npt.ArrayLike, alpha: npt.ArrayLike
+) -> FloatArray:
+    """Exact lower confidence-sequence bound on the mean: the smallest m the bets have not
+    rejected (capital < 1/alpha). `counts` has the support values on its last axis; any
+    leading shape is kept. 0 when nothing above 0 was observed."""
+    k = np.asarray(counts, dtype=np.float64)
+    y = np.asarray(support, dtype=np.float64)
+    if y.ndim != 1 or k.shape[-1:] != y.shape:
+        raise ValueError("counts must have one column per support value")
+    if np.any(y < 0) or np.any(y > 1) or np.any(k < 0):
+        raise ValueError("support must lie in [0, 1] and counts must be nonnegative")
+    shape = k.shape[:-1]
+    flat = k.reshape(-1, y.size)
+    threshold = np.broadcast_to(-np.log(np.asarray(alpha, dtype=np.float64)), shape).reshape(-1)
+    if np.any(threshold <= 0):
+        raise ValueError("alpha must lie strictly between 0 and 1")
+    # Invariant: every m <= lo is rejected (lo = 0 by convention), hi is not (at m = 1 no
+    # factor exceeds 1, so the capital never grows).
+    lo, hi = np.zeros(len(flat)), np.ones(len(flat))
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2.0
+        rejected = log_capital_above(mid, flat, y) >= threshold
+        lo, hi = np.where(rejected, mid, lo), np.where(rejected, hi, mid)
+    return lo.reshape(shape)
+
+
+def betting_upper(
+    counts: npt.ArrayLike, support: npt.ArrayLike, alpha: npt.ArrayLike
+) -> FloatArray:
+    """Exact upper bound on the mean: the lower bound of the reflected data 1 - y."""
+    reflected = 1.0 - np.asarray(support, dtype=np.float64)
+    return np.asarray(1.0 - betting_lower(counts, reflected, alpha), dtype=np.float64)
+
+
+_RATE_SUPPORT = np.array([0.0, 1.0])
+_PAIRED_SUPPORT = np.array([0.0, 0.5, 1.0])
+
+
+def rate_bounds(
+    x: npt.ArrayLike, n: npt.ArrayLike, alpha_lower: npt.ArrayLike, alpha_upper: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Exact confidence-sequence bounds on one rate, x events of n."""
+    xs, ns = np.asarray(x, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    if np.any((xs < 0) | (xs > ns)):
+        raise ValueError("x must lie between 0 and n")
+    counts = np.stack([ns - xs, xs], axis=-1)
+    return (
+        betting_lower(counts, _RATE_SUPPORT, alpha_lower),
+        betting_upper(counts, _RATE_SUPPORT, alpha_upper),
+    )
+
+
+def rate_difference_upper(
+    x_a: npt.ArrayLike,
+    n_a: npt.ArrayLike,
+    x_b: npt.ArrayLike,
+    n_b: npt.ArrayLike,
+    alpha: npt.ArrayLike,
+) -> FloatArray:
+    """Exact upper confidence-sequence bound for p_a - p_b: arm a's upper bound minus arm b's
+    lower bound, each at alpha / 2 (a union bound, so it holds whatever the arms' dependence).
+    1 (nothing shown) while an arm is empty."""
+    xa, na, xb, nb = _two_arms(x_a, n_a, x_b, n_b)
+    half = np.asarray(alpha, dtype=np.float64) / 2.0
+    upper_a = rate_bounds(xa, na, half, half)[1]
+    lower_b = rate_bounds(xb, nb, half, half)[0]
+    empty = (na <= 0) | (nb <= 0)
+    return np.asarray(np.where(empty, 1.0, np.clip(upper_a - lower_b, -1.0, 1.0)), dtype=np.float64)
+
+
+def paired_difference_bounds(
+    worse: npt.ArrayLike,
+    better: npt.ArrayLike,
+    pairs: npt.ArrayLike,
+    alpha_lower: npt.ArrayLike,
+    alpha_upper: npt.ArrayLike,
+) -> tuple[FloatArray, FloatArray]:
+    """Exact bounds on the mean paired difference d = candidate - champion in {-1, 0, 1}, from
+    the pairs where only the candidate had the event (`worse`), only the champion (`better`),
+    and all pairs. d is rescaled to (d + 1) / 2 in {0, 1/2, 1} for the bets."""
+    w, b, n = (np.asarray(v, dtype=np.float64) for v in (worse, better, pairs))
+    if np.any((w < 0) | (b < 0) | (w + b > n)):
+        raise ValueError("worse and better pairs must be nonnegative and at most all pairs")
+    counts = np.stack([b, n - w - b, w], axis=-1)
+    low = betting_lower(counts, _PAIRED_SUPPORT, alpha_lower)
+    high = betting_upper(counts, _PAIRED_SUPPORT, alpha_upper)
+    return 2.0 * low - 1.0, 2.0 * high - 1.0
+
+
+def _two_arms(
+    x_a: npt.ArrayLike, n_a: npt.ArrayLike, x_b: npt.ArrayLike, n_b: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    arms = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x_a, n_a, x_b, n_b)))
+    xa, na, xb, nb = arms
+    if np.any((xa < 0) | (xa > na) | (xb < 0) | (xb > nb)):
+        raise ValueError("counts must lie between 0 and their totals")
+    return xa, na, xb, nb
+
+
+def _checked_alpha(alpha: npt.ArrayLike) -> FloatArray:
+    alphas = np.asarray(alpha, dtype=np.float64)
+    if np.any(alphas <= 0.0) or np.any(alphas > 0.5):
+        raise ValueError("alpha must lie in (0, 0.5]")
+    return alphas
