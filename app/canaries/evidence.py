@@ -17,15 +17,15 @@ The decision, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from app.canaries.plan import Counts, Plan
-from app.canaries.schemas import ArmOut, ComparisonOut, EvidenceOut, Verdict
+from app.canaries.schemas import ArmOut, Comparison, ComparisonOut, EvidenceOut, Verdict
 from app.core.schemas import CohortRef
 from app.models.canaries import CanaryDecision
 from app.stats.sequential import (
@@ -35,6 +35,8 @@ from app.stats.sequential import (
 )
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Bounds:
     """One comparison's estimates and bounds, shape (bucket, cohort, signal of the comparison);
     `difference` is NaN where an arm (or the pairs) is empty."""
 
-    comparison: str
+    comparison: Comparison
     signals: tuple[str, ...]
     difference: FloatArray
     lower: FloatArray
@@ -91,6 +93,72 @@ def all_bounds(plan: Plan, counts: Counts) -> list[Bounds]:
     return bounds
 
 
+@dataclass(frozen=True)
+class Judged:
+    """One comparison's bounds and verdicts, shape (bucket, cohort, signal of the comparison).
+    `measured`: anything observed at all (either arm, or a pair)."""
+
+    bounds: Bounds
+    measured: BoolArray
+    worse: BoolArray
+    non_inferior: BoolArray
+    columns: tuple[int, ...]  # where each of the comparison's signals sits in plan.signals
+
+    def verdict(self, bucket: int, k: int, s: int) -> Verdict:
+        if not self.measured[bucket, k, s]:
+            return "unmeasured"
+        if self.worse[bucket, k, s]:
+            return "worse"
+        if self.non_inferior[bucket, k, s]:
+            return "non_inferior"
+        return "undecided"
+
+
+def judge(plan: Plan, counts: Counts) -> list[Judged]:
+    """Every comparison's verdicts after each bucket of `counts` (cumulative, or totals)."""
+    judged = []
+    for bounds in all_bounds(plan, counts):
+        columns = tuple(plan.signals.index(s) for s in bounds.signals)
+        margins = np.array([plan.margin(s) for s in bounds.signals])
+        if bounds.comparison == "served":
+            measured = (counts.events[0] + counts.events[1]) > 0
+        else:
+            measured = counts.pairs > 0
+        judged.append(
+            Judged(bounds, measured, bounds.lower > margins, bounds.upper < margins, columns)
+        )
+    return judged
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Per bucket: whether an evaluation then would roll back, or promote; and the pieces
+    of the promotion rule, for the reasons."""
+
+    rollback: BoolArray
+    promote: BoolArray
+    shown: IntArray  # hypotheses (signal x cohort) shown non-inferior
+    pending: BoolArray  # (bucket, cohort, signal): measured somewhere, shown nowhere
+
+
+def decide(plan: Plan, judged: list[Judged], hours: FloatArray, min_hours: float) -> Decisions:
+    """The decision rule of the module docstring, for every bucket at once: `judged` from
+    cumulative counts, `hours` of traffic at each bucket's end."""
+    buckets = len(hours)
+    shape = (buckets, len(plan.cohorts), len(plan.signals))
+    rollback = np.zeros(buckets, dtype=np.bool_)
+    shown = np.zeros(shape, dtype=np.bool_)
+    measured = np.zeros(shape, dtype=np.bool_)
+    for j in judged:
+        rollback |= j.worse.any(axis=(1, 2))
+        shown[:, :, j.columns] |= j.non_inferior & j.measured
+        measured[:, :, j.columns] |= j.measured
+    pending = measured & ~shown
+    proven = ~pending.any(axis=(1, 2)) & shown.any(axis=(1, 2))
+    promote = ~rollback & proven & (hours >= min_hours)
+    return Decisions(rollback, promote, shown.sum(axis=(1, 2)), pending)
+
+
 @dataclass
 class Assessment:
     comparisons: list[ComparisonOut]
@@ -110,69 +178,64 @@ class Assessment:
 
 def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessment:
     """The verdict of every comparison on the window's totals (one bucket), and the decision."""
-    comparisons = list(_comparisons(plan, totals))
-    worse = [c for c in comparisons if c.verdict == "worse"]
-    if worse:
+    judged = judge(plan, totals)
+    decided = decide(plan, judged, np.array([hours]), min_hours)
+    comparisons = [
+        _comparison(plan, totals, j, k, s)
+        for j in judged
+        for k in range(len(plan.cohorts))
+        for s in range(len(j.bounds.signals))
+    ]
+    if decided.rollback[0]:
+        worse = [c for c in comparisons if c.verdict == "worse"]
         return Assessment(comparisons, CanaryDecision.rollback, [_worse_reason(c) for c in worse])
-    pending, shown = [], 0
-    for group in _hypotheses(comparisons):
-        if any(c.verdict == "non_inferior" for c in group):
-            shown += 1
-        elif any(c.verdict != "unmeasured" for c in group):
-            pending.append(min(group, key=lambda c: c.upper))
+    pending = [
+        min(group, key=lambda c: c.upper)
+        for group in _hypotheses(comparisons)
+        if decided.pending[0, _cohort(plan, group[0]), plan.signals.index(group[0].signal)]
+    ]
+    shown = int(decided.shown[0])
     if pending or not shown:
         reasons = [_pending_reason(c) for c in pending] or ["no guarded signal measured yet"]
         return Assessment(comparisons, None, reasons)
     proven = f"non-inferior on every measured guarded signal and cohort ({shown})"
-    if hours < min_hours:
+    if not decided.promote[0]:
         wait = f"; promotion waits for {min_hours} h of traffic ({hours:.1f} h so far)"
         return Assessment(comparisons, None, [proven + wait])
     return Assessment(comparisons, CanaryDecision.promote, [proven])
 
 
-def _comparisons(plan: Plan, totals: Counts) -> Iterator[ComparisonOut]:
-    for bounds in all_bounds(plan, totals):
-        for k, (dimension, value) in enumerate(plan.cohorts):
-            cohort = CohortRef(dimension=dimension, value=value)
-            for s in range(len(bounds.signals)):
-                yield _comparison(plan, totals, bounds, k, s, cohort)
+def _cohort(plan: Plan, c: ComparisonOut) -> int:
+    return plan.cohorts.index((c.cohort.dimension, c.cohort.value))
 
 
-def _comparison(
-    plan: Plan, totals: Counts, bounds: Bounds, k: int, s: int, cohort: CohortRef
-) -> ComparisonOut:
+def _comparison(plan: Plan, totals: Counts, judged: Judged, k: int, s: int) -> ComparisonOut:
+    bounds = judged.bounds
     signal = bounds.signals[s]
-    margin = plan.margin(signal)
-    lower, upper = float(bounds.lower[0, k, s]), float(bounds.upper[0, k, s])
     difference = float(bounds.difference[0, k, s])
-    arms: dict[str, object] = {}
+    arms: dict[str, Any] = {}
     if bounds.comparison == "served":
-        column = plan.signals.index(signal)
-        candidate, champion = (
+        column = judged.columns[s]
+        arms["candidate"], arms["champion"] = (
             _arm(int(totals.events[arm, 0, k, column]), int(totals.with_signal[arm, 0, k, column]))
             for arm in (0, 1)
         )
-        measured = candidate.events + champion.events > 0
-        arms = {"candidate": candidate, "champion": champion}
     else:
-        pairs = int(totals.pairs[0, k, s])
-        measured = pairs > 0
-        arms = {
-            "pairs": pairs,
-            "candidate_worse": int(totals.worse[0, k, s]),
-            "candidate_better": int(totals.better[0, k, s]),
-        }
+        arms["pairs"] = int(totals.pairs[0, k, s])
+        arms["candidate_worse"] = int(totals.worse[0, k, s])
+        arms["candidate_better"] = int(totals.better[0, k, s])
+    dimension, value = plan.cohorts[k]
     return ComparisonOut(
         comparison=bounds.comparison,
         signal=signal,
-        cohort=cohort,
-        margin=margin,
+        cohort=CohortRef(dimension=dimension, value=value),
+        margin=plan.margin(signal),
         difference=None if np.isnan(difference) else difference,
-        lower=lower,
-        upper=upper,
+        lower=float(bounds.lower[0, k, s]),
+        upper=float(bounds.upper[0, k, s]),
         alpha_lower=bounds.alpha_lower,
         alpha_upper=float(bounds.alpha_upper[s]),
-        verdict=_verdict(measured, lower, upper, margin),
+        verdict=judged.verdict(0, k, s),
         **arms,
     )
 
@@ -181,16 +244,6 @@ def _arm(events: int, with_signal: int) -> ArmOut:
     return ArmOut(
         events=events, with_signal=with_signal, rate=with_signal / events if events else None
     )
-
-
-def _verdict(measured: bool, lower: float, upper: float, margin: float) -> Verdict:
-    if not measured:
-        return "unmeasured"
-    if lower > margin:
-        return "worse"
-    if upper < margin:
-        return "non_inferior"
-    return "undecided"
 
 
 def _hypotheses(comparisons: list[ComparisonOut]) -> list[list[ComparisonOut]]:

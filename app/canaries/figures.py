@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import plotly.graph_objects as go
 
 from app.canaries.service import History
@@ -23,6 +22,7 @@ def interval_over_time(history: History, signal: str, cohort: int) -> str | None
     figure = go.Figure()
     margin = history.plan.margin(signal)
     shown: list[float] = []
+    estimates: list[float] = []
     for color, bounds in zip(PALETTE, history.bounds, strict=False):
         if signal not in bounds.signals:
             continue
@@ -31,9 +31,14 @@ def interval_over_time(history: History, signal: str, cohort: int) -> str | None
         lower = [None if v <= -1.0 else float(v) for v in bounds.lower[:, cohort, s]]
         upper = [None if v >= 1.0 else float(v) for v in bounds.upper[:, cohort, s]]
         estimate = [None if math.isnan(v) else float(v) for v in bounds.difference[:, cohort, s]]
-        shown += [v for v in (*lower, *upper) if v is not None]
+        if all(v is None for v in (*lower, *upper)):
+            continue  # no bound yet on this comparison: no empty legend entries
+        shown += [v for v in (*lower, *upper, *estimate) if v is not None]
+        estimates += [abs(v) for v in estimate if v is not None]
         name = _LABELS[bounds.comparison]
-        hover = f"{name}<br>%{{x|%Y-%m-%d %H:%M}}<br>%{{y:+.4f}}<extra>%{{fullData.name}}</extra>"
+        hover = (
+            f"{name}<br>%{{x|%Y-%m-%d %H:%M}} UTC<br>%{{y:+.4f}}<extra>%{{fullData.name}}</extra>"
+        )
         figure.add_trace(
             go.Scatter(
                 x=history.times,
@@ -78,13 +83,14 @@ def interval_over_time(history: History, signal: str, cohort: int) -> str | None
         annotation_position="top left",
     )
     figure.add_hline(y=0, line={"color": "#111827", "width": 1})
-    low, high = float(np.min(shown)), float(np.max(shown))
-    span = 8 * margin
+    # Early bounds are wide: the axis keeps the estimates and the margin in view and cuts
+    # the rest of the band off instead of squashing them.
+    span = max(8 * margin, 2 * max(estimates, default=0.0))
+    low, high = max(min(shown), -span), min(max(max(shown), 2 * margin), span)
     figure.update_yaxes(
         title="candidate - champion (rate)",
-        range=[max(low, -span) - margin / 2, min(max(high, 2 * margin), span) + margin / 2],
+        range=[low - margin / 2, high + margin / 2],
         tickformat="+.3f",
     )
-    figure.update_xaxes(title="time (UTC)")
     figure.update_layout(title={"text": signal_label(signal), "font": {"size": 14}})
     return to_json(figure, height=300)

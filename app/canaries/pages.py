@@ -25,6 +25,8 @@ from app.web.rendering import CsrfField, redirect, render, require_role, web_rou
 router = web_router()
 
 ReasonField = Annotated[str, Form(max_length=2000)]
+# The evidence table leads with what decides: harm first, unmeasured comparisons last.
+_VERDICT_ORDER = {"worse": 0, "undecided": 1, "non_inferior": 2, "unmeasured": 3}
 
 
 @router.get("/canaries/{canary_id}", response_class=HTMLResponse)
@@ -55,6 +57,10 @@ def canary_page(
         "cohorts": [f"{d}={v}" for d, v in history.plan.cohorts],
         "chosen": cohort,
         "charts": charts,
+        "comparisons": sorted(
+            out.evidence.comparisons if out.evidence else [],
+            key=lambda c: _VERDICT_ORDER[c.verdict],
+        ),
         "accepts_canary": policy is None or policy.accepts_canary,
     }
     return render(request, "canaries/canary.html", context)

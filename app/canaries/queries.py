@@ -53,7 +53,8 @@ def load_counts(
         "bucket_hours": bucket_hours,
         **cohort_params,
     }
-    bucket = hour_bucket_sql(session, "e.ts", "start", "bucket_hours")
+    # Totals (one bucket) need no per-event arithmetic.
+    bucket = hour_bucket_sql(session, "e.ts", "start", "bucket_hours") if buckets > 1 else "0"
     shape = (buckets, len(plan.cohorts))
     events = np.zeros((2, *shape, len(plan.signals)), dtype=np.int64)
     with_signal = np.zeros_like(events)

@@ -201,7 +201,8 @@ def evaluate(
     evidence = assessment.evidence(now, canary.started_at, end).model_dump(mode="json")
     if assessment.decision is not None:
         status = CanaryStatus(assessment.decision.value)
-        reason = "; ".join(assessment.reasons)
+        more = len(assessment.reasons) - 1
+        reason = assessment.reasons[0] + (f" (and {more} more)" if more else "")
         _end(
             session,
             links,

@@ -127,7 +127,8 @@ def hour_bucket_sql(session: Session, column: str, start_param: str, hours_param
     """Raw SQL: which bucket of `:hours_param` hours since `:start_param` the timestamp
     `column` falls in (0, 1, ...; for timestamps at or after the start)."""
     if is_postgres(session):
-        elapsed = f"EXTRACT(EPOCH FROM ({column} - :{start_param})) / 3600.0"
+        # date_part is double precision; EXTRACT's numeric arithmetic is several times slower.
+        elapsed = f"date_part('epoch', {column} - :{start_param}) / 3600.0"
         return f"CAST(FLOOR({elapsed} / :{hours_param}) AS INTEGER)"
     # CAST truncates toward zero, which is the floor here: the elapsed time is not negative.
     elapsed = f"(julianday({column}) - julianday(:{start_param})) * 24.0"

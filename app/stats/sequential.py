@@ -37,7 +37,12 @@ DEFAULT_TARGET_TIME = 10_000.0
 # on a mean above m. Geometric, from the small bets that win on small differences of rates
 # to bold bets that win fast on large ones; every fraction gets the same share of capital.
 BET_FRACTIONS: FloatArray = np.geomspace(1e-3, 0.95, 32)
-_BISECTIONS = 36  # 2^-36 < 2e-11: far below any margin a canary is decided on
+_BISECTIONS = 52  # the normal-mixture boundary's bisection: relative precision 2^-52
+# Betting bounds: 14 halvings of log m over [MIN_MEAN, 1] bracket the root within 0.2%, and
+# Newton's method from the rejected side takes it to machine precision in a few steps.
+_MIN_MEAN = 1e-12
+_BRACKETING = 14
+_NEWTON_STEPS = 6
 
 
 # --- The normal mixture (Robbins 1970; one-sided form, Howard et al. 2021) ----------------
@@ -97,7 +102,7 @@ def normal_mixture_boundary(
     hi = np.broadcast_to(
         np.sqrt(2.0 * w * np.log(np.sqrt(w / rhos) / (2.0 * alphas) + 1.0)), lo.shape
     )
-    for _ in range(_BISECTIONS + 16):  # relative precision well below 1e-12
+    for _ in range(_BISECTIONS):
         mid = (lo + hi) / 2.0
         reached = normal_mixture_log_value(mid, times, rhos) >= threshold
         lo, hi = np.where(reached, lo, mid), np.where(reached, mid, hi)
@@ -143,24 +148,50 @@ def log_capital_above(
 
     Each of the fractions c in BET_FRACTIONS bets lambda = c / m on every observation y: its
     capital is prod (1 + lambda (y - m)) = prod (1 - c + c y / m) > 0. Under a mean of at most
-    m each factor has expectation at most 1. The capital is the average over the fractions;
-    every factor falls as m grows, so the capital does too."""
-    m_arr = np.asarray(m, dtype=np.float64)[..., None, None]
+    m each factor has expectation at most 1. The capital is the average over the fractions."""
+    return _log_capital(np.asarray(m, dtype=np.float64), *_split(counts, support))[0]
+
+
+def _split(
+    counts: npt.ArrayLike, support: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(log capital of the zero observations per fraction, counts and values of the positive
+    ones): a zero observation's factor 1 - c does not depend on m."""
+    k = np.asarray(counts, dtype=np.float64)
     y = np.asarray(support, dtype=np.float64)
+    positive = y > 0
+    zeros = k[..., ~positive].sum(axis=-1)[..., None] * np.log1p(-BET_FRACTIONS)
+    return zeros, k[..., positive], y[positive]
+
+
+def _log_capital(
+    m: FloatArray, zeros: FloatArray, counts: FloatArray, values: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """log capital at m and its derivative in m, per row (see `log_capital_above`)."""
     c = BET_FRACTIONS[:, None]
-    log_factors = np.log1p(c * (y / m_arr - 1.0))  # (P, G, K)
-    k = np.asarray(counts, dtype=np.float64)[..., None, :]
-    per_fraction = np.sum(k * log_factors, axis=-1)
-    capital = special.logsumexp(per_fraction, axis=-1) - math.log(len(BET_FRACTIONS))
-    return np.asarray(capital, dtype=np.float64)
+    shifted = 1.0 - c + c * values / m[..., None, None]  # (P, G, K+), each factor
+    per_fraction = zeros + np.sum(counts[..., None, :] * np.log(shifted), axis=-1)
+    capital = special.logsumexp(per_fraction, axis=-1)
+    weights = np.exp(per_fraction - capital[..., None])
+    slopes = np.sum(
+        counts[..., None, :] * (-c * values / m[..., None, None] ** 2) / shifted, axis=-1
+    )
+    slope = np.sum(weights * slopes, axis=-1)
+    return capital - math.log(len(BET_FRACTIONS)), slope
 
 
 def betting_lower(
     counts: npt.ArrayLike, support: npt.ArrayLike, alpha: npt.ArrayLike
 ) -> FloatArray:
-    """Exact lower confidence-sequence bound on the mean: the smallest m the bets have not
-    rejected (capital < 1/alpha). `counts` has the support values on its last axis; any
-    leading shape is kept. 0 when nothing above 0 was observed."""
+    """Exact lower confidence-sequence bound on the mean: the largest m the bets reject
+    (capital >= 1/alpha), below which they reject every m. `counts` has the support values on
+    its last axis; any leading shape is kept. 0 when nothing above 0 was observed (no bet
+    ever wins).
+
+    f(m) = log capital(m) - log(1/alpha) is decreasing and convex in m (a log-sum-exp of sums
+    of log(1 - c + c y / m), each decreasing and convex). So after bracketing the root by
+    bisection on log m, Newton's method from the rejected side never steps past it: every
+    iterate is itself a valid bound, and a few reach machine precision."""
     k = np.asarray(counts, dtype=np.float64)
     y = np.asarray(support, dtype=np.float64)
     if y.ndim != 1 or k.shape[-1:] != y.shape:
@@ -172,14 +203,39 @@ def betting_lower(
     threshold = np.broadcast_to(-np.log(np.asarray(alpha, dtype=np.float64)), shape).reshape(-1)
     if np.any(threshold <= 0):
         raise ValueError("alpha must lie strictly between 0 and 1")
-    # Invariant: every m <= lo is rejected (lo = 0 by convention), hi is not (at m = 1 no
-    # factor exceeds 1, so the capital never grows).
-    lo, hi = np.zeros(len(flat)), np.ones(len(flat))
-    for _ in range(_BISECTIONS):
+    lower = np.zeros(len(flat))
+    live = flat[:, y > 0].sum(axis=1) > 0
+    if np.any(live):
+        zeros, positive, values = _split(flat[live], y)
+        lower[live] = _rejected_up_to(zeros, positive, values, threshold[live])
+    return lower.reshape(shape)
+
+
+def _rejected_up_to(
+    zeros: FloatArray, counts: FloatArray, values: FloatArray, threshold: FloatArray
+) -> FloatArray:
+    """Per row, the root of the decreasing convex f(m) = log capital(m) - threshold in
+    (0, 1]; 0 where even m = MIN_MEAN is not rejected. At m = 1 no factor exceeds 1."""
+    rows = len(threshold)
+    lo, hi = np.full(rows, math.log(_MIN_MEAN)), np.zeros(rows)  # log m: lo rejected, hi not
+    none = _log_capital(np.exp(lo), zeros, counts, values)[0] < threshold
+    for _ in range(_BRACKETING):
         mid = (lo + hi) / 2.0
-        rejected = log_capital_above(mid, flat, y) >= threshold
+        rejected = _log_capital(np.exp(mid), zeros, counts, values)[0] >= threshold
         lo, hi = np.where(rejected, mid, lo), np.where(rejected, hi, mid)
-    return lo.reshape(shape)
+    m, ceiling = np.exp(lo), np.exp(hi)
+    rejected_at = m  # the last m known to be rejected: every m below it is too
+    for _ in range(_NEWTON_STEPS):
+        value, slope = _log_capital(m, zeros, counts, values)
+        excess = value - threshold
+        rejected_at = np.where(excess >= 0, m, rejected_at)
+        # From the rejected side the tangent of a decreasing convex function meets zero at or
+        # before the root (rounding may land a hair past it: then the last rejected m stays).
+        step = np.where(excess > 0, excess / np.maximum(-slope, 1e-300), 0.0)
+        m = np.minimum(m + step, ceiling)
+    final = _log_capital(m, zeros, counts, values)[0] >= threshold
+    m = np.where(final, m, rejected_at)
+    return np.where(none, 0.0, m)
 
 
 def betting_upper(
