@@ -19,6 +19,9 @@ Scenarios (defaults of a canary: six signals, margin 0.01, alpha 0.05, both comp
   canary is not stopped by a promotion (the time-uniform guarantee itself).
 - refusal_2x: twice the refusal rate on the candidate's 10% share: share decided rollback
   within one day (target >= 90%).
+  Also: how soon the exact alternative for the harm side would have decided.
+- refusal_1_5x: the same with a 1.5 times refusal rate (a smaller harm, for the same
+  comparison of the two harm-side bounds).
 - shadow_2x: the same candidate answering in shadow: share decided rollback within 2,000
   pairs, looked at after every 100 pairs (target >= 90%).
 - shadow_null: equal quality in shadow, 20,000 pairs: wrong rollbacks.
@@ -58,6 +61,7 @@ from app.keys import service as keys
 from app.main import create_app
 from app.models import Canary
 from app.models.project import Role
+from app.stats.sequential import rate_bounds
 
 SIGNALS = tuple(RATE_SIGNALS)
 # Base rates (fallback is rare, thumbs-down is among feedback only, refusal depends on
@@ -83,11 +87,15 @@ class Scenario:
     look_every: int = 100
     max_pairs: int | None = None
     signals: tuple[str, ...] = SIGNALS
+    # Also time the alternative the design rejected for the harm side (docs/statistics.md
+    # §12.3): an exact union of the two arms' bounds instead of the asymptotic one.
+    compare_exact: bool = False
 
 
 SCENARIOS = {
     "null_week": Scenario("null_week", 7.0),
-    "refusal_2x": Scenario("refusal_2x", 1.0, ("refusal", "times", 2.0)),
+    "refusal_2x": Scenario("refusal_2x", 1.0, ("refusal", "times", 2.0), compare_exact=True),
+    "refusal_1_5x": Scenario("refusal_1_5x", 1.0, ("refusal", "times", 1.5), compare_exact=True),
     "shadow_2x": Scenario("shadow_2x", 1.0, ("refusal", "times", 2.0), True, max_pairs=2000),
     "shadow_null": Scenario("shadow_null", 2.0, None, True, max_pairs=20_000),
     "at_margin": Scenario(
@@ -279,9 +287,19 @@ def run_seed(args: tuple[Scenario, int]) -> dict[str, Any]:
         outcome, at = "rollback", first_rollback
     elif first_promote is not None:
         outcome, at = "promote", first_promote
+    exact_hours = None
+    if scenario.compare_exact:
+        cumulative = counts.cumulative()
+        half = plan.alpha_lower / 2.0
+        candidate_low = rate_bounds(cumulative.with_signal[0], cumulative.events[0], half, half)[0]
+        champion_high = rate_bounds(cumulative.with_signal[1], cumulative.events[1], half, half)[1]
+        margins = np.array(plan.margins)
+        exact_at = _first((candidate_low - champion_high > margins).any(axis=(1, 2)))
+        exact_hours = None if exact_at is None else float(hours[exact_at])
     return {
         "seed": seed,
         "outcome": outcome,
+        "exact_harm_bound_hours": exact_hours,
         "events": None if at is None else (at + 1) * scenario.look_every,
         "hours": None if at is None else float(hours[at]),
         "rollback_crossed": first_rollback is not None,
@@ -325,6 +343,14 @@ def summarize(scenario: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "calls_to_rollback": quantiles([r["events"] for r in rollbacks]),
         "hours_to_promote": quantiles([r["hours"] for r in promotes]),
     }
+    if scenario.compare_exact:
+        exact = [
+            r["exact_harm_bound_hours"] for r in runs if r["exact_harm_bound_hours"] is not None
+        ]
+        summary["with_exact_harm_bound_instead"] = {
+            "rollback": share(exact),
+            "hours_to_rollback": quantiles(exact),
+        }
     return summary
 
 

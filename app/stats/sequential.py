@@ -30,8 +30,8 @@ from scipy import special
 from app.stats._arrays import FloatArray
 
 DEFAULT_TARGET_TIME = 10_000.0
-"""Observations at which the normal-mixture boundary is tuned to be narrowest (a day of a
-10% canary share at 100,000 calls a day; the width changes slowly away from it)."""
+"""Observations (both arms) at which the normal-mixture boundary is tuned to be narrowest:
+half a day at 20,000 calls a day. The width changes slowly away from it."""
 
 # Fractions c of the largest bet that keeps the capital positive: lambda = c/m when betting
 # on a mean above m. Geometric, from the small bets that win on small differences of rates
@@ -140,18 +140,6 @@ def rate_difference_lower(
 # --- Betting (Waudby-Smith & Ramdas 2023) ------------------------------------------------
 
 
-def log_capital_above(
-    m: npt.ArrayLike, counts: npt.ArrayLike, support: npt.ArrayLike
-) -> FloatArray:
-    """log of the capital after betting that the mean exceeds m, for each m (shape P) with
-    its counts (shape P x K) of the support values (K, in [0, 1]).
-
-    Each of the fractions c in BET_FRACTIONS bets lambda = c / m on every observation y: its
-    capital is prod (1 + lambda (y - m)) = prod (1 - c + c y / m) > 0. Under a mean of at most
-    m each factor has expectation at most 1. The capital is the average over the fractions."""
-    return _log_capital(np.asarray(m, dtype=np.float64), *_split(counts, support))[0]
-
-
 def _split(
     counts: npt.ArrayLike, support: npt.ArrayLike
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -167,7 +155,12 @@ def _split(
 def _log_capital(
     m: FloatArray, zeros: FloatArray, counts: FloatArray, values: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """log capital at m and its derivative in m, per row (see `log_capital_above`)."""
+    """log of the capital after betting that the mean exceeds m, and its derivative in m, per
+    row: zero observations' part, then the counts of the positive support values.
+
+    Each of the fractions c in BET_FRACTIONS bets lambda = c / m on every observation y: its
+    capital is prod (1 + lambda (y - m)) = prod (1 - c + c y / m) > 0. Under a mean of at most
+    m each factor has expectation at most 1. The capital is the average over the fractions."""
     c = BET_FRACTIONS[:, None]
     shifted = 1.0 - c + c * values / m[..., None, None]  # (P, G, K+), each factor
     per_fraction = zeros + np.sum(counts[..., None, :] * np.log(shifted), axis=-1)

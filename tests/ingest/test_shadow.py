@@ -16,12 +16,13 @@ from tests.conftest import new_key
 from tests.ingest.factories import event
 from tests.ingest.test_otlp_mapping import record
 from tests.ingest.test_otlp_receiver import exporter, send_with_sdk
+from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
 
 
 def test_rest_stores_shadow_answers_and_refuses_malformed_references(
-    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+    client: TestClient, auth: Headers, admin_key: str, checkpoint: dict[str, Any]
 ) -> None:
     batch = [
         event(1, checkpoint_version="v1"),
@@ -49,6 +50,10 @@ def test_rest_stores_shadow_answers_and_refuses_malformed_references(
     events = client.get("/api/v1/traces/trace-00001", headers=auth).json()["events"]
     shadow_of = {e["checkpoint_version"]: e["shadow_of"] for e in events}
     assert shadow_of == {"v1": None, "v2": "trace-00001"}
+    sign_in(client, admin_key)
+    page = client.get("/traces/trace-00001").text
+    assert page.count('<span class="badge">shadow</span>') == 1
+    assert "answered off the serving path" in page
 
 
 def _served_and_shadow(tracer: Tracer) -> None:
