@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.canaries import pages as canary_pages
+from app.canaries import router as canary_api
 from app.core import health
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
@@ -53,6 +55,7 @@ API_ROUTERS = (
     run_api,
     drift_api,
     webhook_api,
+    canary_api,
 )
 PAGE_ROUTERS = (
     login,
@@ -64,6 +67,7 @@ PAGE_ROUTERS = (
     trace_pages,
     dataset_pages,
     webhook_pages,
+    canary_pages,
 )
 
 

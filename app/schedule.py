@@ -1,6 +1,7 @@
 """What runs in the background of every service process, and when.
 
-Loops over work rows (queued evaluation runs, due webhook deliveries) run continuously; the
+Loops over work rows (queued evaluation runs, due webhook deliveries, running canaries due for
+their periodic evaluation) run continuously; the
 daily jobs run on PLUMBLINE_DRIFT_CRON (UTC): the drift job, then retention. A missed period
 (service down at the cron time) is caught up at the next start. How several processes share
 this safely is app/core/jobs.py."""
@@ -13,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.canaries.service import evaluate_due_canaries
 from app.core.jobs import Loop
 from app.core.links import Links
 from app.core.settings import Settings
@@ -24,7 +26,11 @@ from app.webhooks.sender import deliver_webhooks
 
 def registered_loops() -> list[Loop]:
     """The loops the service runs; each domain adds its own line here."""
-    return [Loop("evaluation-runs", work_runs), Loop("webhook-deliveries", deliver_webhooks)]
+    return [
+        Loop("evaluation-runs", work_runs),
+        Loop("webhook-deliveries", deliver_webhooks),
+        Loop("canary-evaluations", evaluate_due_canaries),
+    ]
 
 
 def run_daily_jobs(

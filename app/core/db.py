@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
-from sqlalchemy import Engine, Table, create_engine, event, func, text
+from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from app.core.errors import NotFound
 from app.core.settings import Settings
+from app.models.base import UTCDateTime
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -120,6 +121,35 @@ def utc_day(session: Session, column: ColumnElement[Any]) -> ColumnElement[Any]:
     if is_postgres(session):
         return func.date(func.timezone("UTC", column))
     return func.date(column)
+
+
+def hour_bucket_sql(session: Session, column: str, start_param: str, hours_param: str) -> str:
+    """Raw SQL: which bucket of `:hours_param` hours since `:start_param` the timestamp
+    `column` falls in (0, 1, ...; for timestamps at or after the start)."""
+    if is_postgres(session):
+        # date_part is double precision; EXTRACT's numeric arithmetic is several times slower.
+        elapsed = f"date_part('epoch', {column} - :{start_param}) / 3600.0"
+        return f"CAST(FLOOR({elapsed} / :{hours_param}) AS INTEGER)"
+    # CAST truncates toward zero, which is the floor here: the elapsed time is not negative.
+    elapsed = f"(julianday({column}) - julianday(:{start_param})) * 24.0"
+    return f"CAST({elapsed} / :{hours_param} AS INTEGER)"
+
+
+def text_with_times(sql: str, *time_params: str) -> TextClause:
+    """A raw-SQL statement whose named parameters are UTC timestamps, bound as the models
+    store them (naive UTC text on SQLite, timestamptz on PostgreSQL)."""
+    return text(sql).bindparams(*(bindparam(name, type_=UTCDateTime()) for name in time_params))
+
+
+def json_text_equals_sql(session: Session, column: str, key_param: str, value_param: str) -> str:
+    """Raw SQL: the JSON object `column` has key `:key_param` with text value `:value_param`.
+    Any key works (no JSON-path quoting): PostgreSQL's ->>, SQLite's json_each."""
+    if is_postgres(session):
+        return f"({column} ->> :{key_param}) = :{value_param}"
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({column}) AS kv "
+        f"WHERE kv.key = :{key_param} AND CAST(kv.value AS TEXT) = :{value_param})"
+    )
 
 
 def utcnow() -> datetime:

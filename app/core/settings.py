@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     run_scheduler: bool = True
     run_workers: bool = True
     worker_poll_s: float = 1.0
+    # How often the background loop re-evaluates each running canary (API reads and
+    # POST /canaries/{id}/evaluate evaluate at once as well).
+    canary_evaluate_every_s: int = Field(default=300, ge=1)
     print_admin_key: bool = True
     bootstrap_project: str = "demo"
     log_level: str = "INFO"

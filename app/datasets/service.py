@@ -128,13 +128,15 @@ def add_version(
 def version_from_traces(
     session: Session, principal: Principal, name: str, body: FromTracesIn
 ) -> tuple[DatasetVersion, bool]:
-    """A new version: the base version's rows plus one row per event of the given traces,
+    """A new version: the base version's rows plus one row per served event of the traces,
     keyed `trace:<trace_id>[:<span_id>]`. The row copies what it needs (input, output as
     expected, cohort, label, should_refuse as expected_behavior), so it outlives the trace."""
     try:
         events = session.scalars(
             select(Event)
             .where(Event.project_id == principal.project_id, Event.trace_id.in_(body.trace_ids))
+            # Served answers only: a shadow answer never reached the user.
+            .where(Event.shadow_of.is_(None))
             .order_by(Event.id)
         ).all()
         found = {event.trace_id for event in events}

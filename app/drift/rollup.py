@@ -66,7 +66,10 @@ def _aggregates() -> str:
     return ",\n  ".join(parts)
 
 
-_DAY_FILTER = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
+# Served traffic only: a shadow answer (shadow_of set) never reached a user.
+_DAY_FILTER = (
+    "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end AND e.shadow_of IS NULL"
+)
 
 
 def _extra_dimensions_source(postgres: bool, alias: str = "e") -> tuple[str, str]:

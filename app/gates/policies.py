@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,7 @@ from app.models import (
     Model,
 )
 from app.registry import service as registry
+from app.registry.queries import latest_policy
 from app.stats.policy import GatePolicy as StatsPolicy
 
 
@@ -27,15 +27,6 @@ class PolicyState:
     model: Model
     stored: GatePolicy | None
     spec: GatePolicySpec
-
-
-def latest_policy(session: Session, model_id: int) -> GatePolicy | None:
-    return session.scalar(
-        select(GatePolicy)
-        .where(GatePolicy.model_id == model_id)
-        .order_by(GatePolicy.version.desc())
-        .limit(1)
-    )
 
 
 def get_policy(session: Session, project_id: int, model_name: str) -> PolicyState:

@@ -67,6 +67,10 @@ class GatePolicySpec(StrictModel):
     allow_inconclusive: bool = Field(
         default=False, description="An inconclusive gate may still promote."
     )
+    accept_canary: bool = Field(
+        default=True,
+        description="A canary that decided 'promote' counts as a passing gate for promotion.",
+    )
     bootstrap_resamples: int = Field(default=_STATS.n_resamples, ge=100, le=20_000)
     seed: int = Field(default=_STATS.seed, ge=0, le=2**32 - 1)
 

@@ -29,6 +29,9 @@ Decisions worth knowing before changing anything:
   filed under a model nobody registered.
 * Explicit beats derived wherever each was set: ``plumbline.route`` over ``http.route``,
   ``plumbline.prompt_version`` over the prompt template version.
+* Shadow answers. ``plumbline.shadow_of`` (the served request's trace id) marks a span as the
+  candidate answering that request off the serving path; like every ``plumbline.*`` key it is
+  handed down to descendants, so it may sit on the shadow call's wrapper span.
 * ``google.rpc.Status`` is declared here in a private descriptor pool because its generated
   module ships with googleapis-common-protos, which only the dev dependencies install.
 """
@@ -410,6 +413,7 @@ _PLUMBLINE_FIELDS: dict[str, _Coerce] = {
     "should_refuse": _as_bool,
     "probability": _as_float,
     "label": _as_label,
+    "shadow_of": _as_text,
 }
 _SHARED_FACTS: _FactTable = (
     ("session_id", ("session.id", "gen_ai.conversation.id"), _as_text),
@@ -610,6 +614,7 @@ def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanReject
         "probability": facts.get("probability"),
         "label": facts.get("label"),
         "attributes": _event_attributes(span, facts, llm),
+        "shadow_of": facts.get("shadow_of"),
     }
 
 

@@ -65,6 +65,13 @@ class EventIn(StrictModel):
     probability: float | None = Field(default=None, ge=0, le=1)
     label: Annotated[ScalarText, Field(max_length=200)] | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
+    shadow_of: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="A shadow answer: the trace id of the served request it answered off the "
+        "serving path. Never counted as served traffic; canaries pair it with that trace.",
+    )
 
     @field_validator("timestamp")
     @classmethod
@@ -101,7 +108,16 @@ class EventIn(StrictModel):
         return self
 
 
-_TEXT_FIELDS = ("trace_id", "span_id", "model", "checkpoint_version", "input", "output", "label")
+_TEXT_FIELDS = (
+    "trace_id",
+    "span_id",
+    "model",
+    "checkpoint_version",
+    "input",
+    "output",
+    "label",
+    "shadow_of",
+)
 _JSON_FIELDS = ("cohort", "attributes")
 
 
@@ -204,6 +220,7 @@ class EventOut(OrmModel):
     attributes: dict[str, Any]
     source: str
     received_at: datetime
+    shadow_of: str | None
 
     @field_validator("span_id", mode="before")
     @classmethod

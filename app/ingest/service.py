@@ -275,6 +275,7 @@ def _row(
         "attributes": event.attributes,
         "source": source,
         "received_at": received_at,
+        "shadow_of": event.shadow_of,
     }
 
 

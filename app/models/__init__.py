@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and the app see the same metadata."""
 
 from app.models.base import Base
+from app.models.canaries import Canary
 from app.models.datasets import Dataset, DatasetRow, DatasetVersion, EvaluationSuite
 from app.models.drift import Alert, DailySignal, DriftRun, IncidentDay, Monitor
 from app.models.events import Event, Feedback
@@ -16,6 +17,7 @@ __all__ = [
     "ApiKey",
     "AuditLog",
     "Base",
+    "Canary",
     "ChampionHistory",
     "Checkpoint",
     "DailySignal",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType
@@ -44,6 +44,10 @@ class Event(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     source: Mapped[str] = mapped_column(String(8), default="rest")
     received_at: Mapped[datetime]
+    # A shadow answer: the trace id of the served request this event answered off the
+    # serving path. Never served traffic (drift leaves it out); canaries pair it with the
+    # served event of that trace.
+    shadow_of: Mapped[str | None] = mapped_column(String(64))
 
     checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
@@ -53,6 +57,15 @@ class Event(Base):
         Index("ix_events_project_ts", "project_id", "ts"),
         # Newest-first listings (API and trace explorer) page by id within a project.
         Index("ix_events_project_id", "project_id", "id"),
+        # Shadow answers of a served trace; partial, so served traffic (nearly every row)
+        # costs the index nothing on ingest.
+        Index(
+            "ix_events_project_shadow_of",
+            "project_id",
+            "shadow_of",
+            sqlite_where=text("shadow_of IS NOT NULL"),
+            postgresql_where=text("shadow_of IS NOT NULL"),
+        ),
     )
 
 

@@ -118,3 +118,9 @@ class GatePolicy(CreatedAt, Base):
     actor: Mapped[str] = mapped_column(String(100))
 
     __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    @property
+    def accepts_canary(self) -> bool:
+        """Whether a canary that decided 'promote' counts as a passing gate. Versions stored
+        before the field existed have no key and accept, as the policy's default does."""
+        return bool(self.policy.get("accept_canary", True))

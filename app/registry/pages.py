@@ -9,6 +9,7 @@ from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
+from app.canaries import queries as canary_queries
 from app.core.deps import LinksDep, SessionDep
 from app.core.links import Links
 from app.drift import alerts
@@ -51,6 +52,7 @@ def model_page(
             session, viewer.principal.project_id, checkpoint_ids
         ),
         "gates": gate_queries.gates_for_checkpoints(session, checkpoint_ids),
+        "canaries": canary_queries.canaries_of_model(session, state.model.id),
         "lineage_figure": registry_figures.lineage(
             checkpoints, state.champion.id if state.champion else None
         )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from app.models import (
     ChampionHistory,
     Checkpoint,
+    GatePolicy,
     Model,
 )
 
@@ -120,3 +121,13 @@ def champion_changes(
     return [
         (name, when, action.value, version) for name, when, action, version in session.execute(stmt)
     ]
+
+
+def latest_policy(session: Session, model_id: int) -> GatePolicy | None:
+    """The model's current gate policy version; None until one is stored (the default)."""
+    return session.scalar(
+        select(GatePolicy)
+        .where(GatePolicy.model_id == model_id)
+        .order_by(GatePolicy.version.desc())
+        .limit(1)
+    )

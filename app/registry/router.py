@@ -64,7 +64,15 @@ def promote(
     model: str, body: PromoteIn, principal: Writer, session: SessionDep, links: LinksDep
 ) -> ModelOut:
     state = registry.promote(
-        session, principal, links, model, body.checkpoint_id, body.gate_id, body.force, body.reason
+        session,
+        principal,
+        links,
+        model,
+        body.checkpoint_id,
+        body.gate_id,
+        body.force,
+        body.reason,
+        body.canary_id,
     )
     return ModelOut.model_validate(state)
 

@@ -103,6 +103,9 @@ class ModelOut(OrmModel):
 class PromoteIn(StrictModel):
     checkpoint_id: int
     gate_id: int | None = None
+    canary_id: int | None = Field(
+        default=None, description="A canary of this checkpoint that decided 'promote'."
+    )
     force: bool = False
     reason: ShortText | None = None
 

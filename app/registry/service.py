@@ -14,13 +14,15 @@ from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
-from app.core.db import get_owned
+from app.core.db import get_owned, utcnow
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.links import Links
 from app.core.pagination import paginate
-from app.models import Alert, ChampionHistory, Checkpoint, Gate, Model
+from app.models import Alert, Canary, ChampionHistory, Checkpoint, Gate, Model
+from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
+from app.registry.queries import latest_policy
 from app.registry.schemas import CheckpointIn
 from app.webhooks import outbox
 
@@ -209,6 +211,43 @@ def champion_of(session: Session, model_id: int) -> Checkpoint | None:
     return session.get(Checkpoint, latest.checkpoint_id) if latest else None
 
 
+def _check_canary(
+    session: Session, checkpoint: Checkpoint, current: Checkpoint | None, canary_id: int | None
+) -> Canary | None:
+    """A canary that decided 'promote' stands in for a passing gate when the model's gate
+    policy accepts canaries (`accept_canary`, on by default). Read through the models, so the
+    registry never imports the canaries package (which calls the registry)."""
+    if canary_id is None:
+        return None
+    canary = get_owned(session, Canary, checkpoint.project_id, canary_id, "canary", "canary_id")
+    if canary.checkpoint_id != checkpoint.id:
+        raise Conflict(
+            f"canary_id: canary {canary_id} compared checkpoint {canary.checkpoint_id}, not this "
+            "one",
+            field="canary_id",
+        )
+    if canary.decision is not CanaryDecision.promote or canary.status is not CanaryStatus.promote:
+        raise Conflict(
+            f"canary_id: canary {canary_id} is '{canary.status.value}'; promotion needs a canary "
+            "that decided 'promote' (or a passing gate, or force with a written reason)",
+            field="canary_id",
+        )
+    if current is None or current.id != canary.champion_id:
+        raise Conflict(
+            f"canary_id: canary {canary_id} compared against checkpoint {canary.champion_id}, "
+            "which is no longer the champion",
+            field="canary_id",
+        )
+    policy = latest_policy(session, checkpoint.model_id)
+    if policy is not None and not policy.accepts_canary:
+        raise Conflict(
+            f"canary_id: the gate policy (v{policy.version}) does not accept canaries "
+            "(accept_canary); promote with a passing gate",
+            field="canary_id",
+        )
+    return canary
+
+
 def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -> Gate | None:
     if gate_id is None:
         return None
@@ -235,9 +274,11 @@ def promote(
     gate_id: int | None,
     force: bool,
     reason: str | None,
+    canary_id: int | None = None,
 ) -> ModelState:
     """Makes a checkpoint the champion. A model that already has a champion needs a passing
-    gate for the newcomer, or `force` with a written reason (audited)."""
+    gate for the newcomer, or a canary of it that decided 'promote' (the canary records when
+    it was promoted on), or `force` with a written reason (all audited)."""
     model = get_model(session, principal.project_id, model_name)
     checkpoint = get_checkpoint(session, principal.project_id, checkpoint_id)
     if checkpoint.model_id != model.id:
@@ -247,11 +288,15 @@ def promote(
         raise Conflict(f"checkpoint {checkpoint_id} is already the champion")
     reason = (reason or "").strip() or None
     gate = _check_gate(session, checkpoint, gate_id)
-    if gate is None:
+    canary = _check_canary(session, checkpoint, current, canary_id)
+    if canary is not None:
+        reason = reason or f"canary {canary.id} decided promote"
+        canary.promoted_at = utcnow()
+    elif gate is None:
         if current is not None and not force:
             raise Conflict(
-                "promotion needs a passing gate (gate_id) for this checkpoint, "
-                "or force=true with a written reason"
+                "promotion needs a passing gate (gate_id) or a canary that decided 'promote' "
+                "(canary_id) for this checkpoint, or force=true with a written reason"
             )
         if reason is None:
             raise Unprocessable("reason: a written reason is required without a gate")
@@ -264,8 +309,9 @@ def promote(
         current,
         ChampionAction.promote,
         reason=reason,
-        forced=force and gate is None,
+        forced=force and gate is None and canary is None,
         gate_id=gate.id if gate else None,
+        canary_id=canary.id if canary else None,
     )
     session.commit()
     return model_state(session, principal.project_id, model_name)
@@ -335,6 +381,7 @@ def _change_champion(
     forced: bool = False,
     gate_id: int | None = None,
     alert_id: int | None = None,
+    canary_id: int | None = None,
 ) -> None:
     if old is not None:
         old.status = (
@@ -366,6 +413,7 @@ def _change_champion(
         "gate_id": gate_id,
         "forced": forced,
         "alert_id": alert_id,
+        "canary_id": canary_id,
     }
     audit.record(session, principal, f"champion.{action.value}", "model", model.id, details, reason)
     outbox.emit(

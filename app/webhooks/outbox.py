@@ -10,7 +10,13 @@ from sqlalchemy.orm import Session
 from app.models import WebhookDelivery, WebhookEndpoint
 from app.models.webhooks import EndpointStatus
 
-EVENT_TYPES = ("alert.opened", "alert.resolved", "champion.changed", "gate.blocked")
+EVENT_TYPES = (
+    "alert.opened",
+    "alert.resolved",
+    "champion.changed",
+    "gate.blocked",
+    "canary.decided",
+)
 
 
 def emit(

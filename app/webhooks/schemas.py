@@ -10,7 +10,9 @@ from pydantic import AliasChoices, Field, StringConstraints
 from app.core.schemas import OrmModel, StrictModel
 from app.models.webhooks import DeliveryStatus, EndpointStatus
 
-EventType = Literal["alert.opened", "alert.resolved", "champion.changed", "gate.blocked"]
+EventType = Literal[
+    "alert.opened", "alert.resolved", "champion.changed", "gate.blocked", "canary.decided"
+]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Description = Annotated[str, StringConstraints(max_length=2000)]
 

@@ -1,0 +1,272 @@
+"""Counts to bounds, verdicts and a canary's decision (the statistics: app.stats.sequential,
+argued in docs/statistics.md §12). Pure: nothing here reads or writes the database.
+
+Every signal is a rate where higher is worse, so each comparison is about
+difference = candidate - champion, and each bound is one side of a confidence sequence:
+- served: the candidate's share of live traffic against the champion's events of the same
+  window. Lower bound asymptotic (fast to detect harm), upper bound exact (slow to bless);
+- shadow: the candidate's shadow answers paired with the champion's served answers to the same
+  requests. Both bounds exact.
+
+The decision, in order:
+1. `rollback` as soon as one comparison's lower bound exceeds its signal's margin;
+2. `promote` once every guarded signal x cohort is shown non-inferior (an upper bound below the
+   margin in either comparison) or was never measured in any (a signal nobody records cannot
+   guard), at least one was shown, and `min_hours` of traffic have passed;
+3. otherwise none: keep running (the caller stops it inconclusive after `max_days`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.canaries.plan import Counts, Plan
+from app.canaries.schemas import ArmOut, Comparison, ComparisonOut, EvidenceOut, Verdict
+from app.core.schemas import CohortRef
+from app.models.canaries import CanaryDecision
+from app.stats.sequential import (
+    paired_difference_bounds,
+    rate_difference_lower,
+    rate_difference_upper,
+)
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """One comparison's estimates and bounds, shape (bucket, cohort, signal of the comparison);
+    `difference` is NaN where an arm (or the pairs) is empty."""
+
+    comparison: Comparison
+    signals: tuple[str, ...]
+    difference: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    alpha_lower: float
+    alpha_upper: FloatArray  # per signal
+
+
+def served_bounds(plan: Plan, counts: Counts) -> Bounds:
+    """Candidate share against champion share; `counts` cumulative (or totals)."""
+    n_c, n_b = counts.events[0], counts.events[1]
+    x_c, x_b = counts.with_signal[0], counts.with_signal[1]
+    alpha_upper = np.array([plan.alpha_upper(s) for s in plan.signals])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        difference = np.where((n_c > 0) & (n_b > 0), x_c / n_c - x_b / n_b, np.nan)
+    return Bounds(
+        "served",
+        plan.signals,
+        difference,
+        rate_difference_lower(x_c, n_c, x_b, n_b, plan.alpha_lower),
+        rate_difference_upper(x_c, n_c, x_b, n_b, alpha_upper),
+        plan.alpha_lower,
+        alpha_upper,
+    )
+
+
+def shadow_bounds(plan: Plan, counts: Counts) -> Bounds:
+    """Shadow answers paired with served ones; `counts` cumulative (or totals)."""
+    alpha_upper = np.array([plan.alpha_upper(s) for s in plan.paired_signals])
+    lower, upper = paired_difference_bounds(
+        counts.worse, counts.better, counts.pairs, plan.alpha_lower, alpha_upper
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        difference = np.where(
+            counts.pairs > 0, (counts.worse - counts.better) / counts.pairs, np.nan
+        )
+    return Bounds(
+        "shadow", plan.paired_signals, difference, lower, upper, plan.alpha_lower, alpha_upper
+    )
+
+
+def all_bounds(plan: Plan, counts: Counts) -> list[Bounds]:
+    bounds = [served_bounds(plan, counts)] if plan.served else []
+    if plan.paired_signals:
+        bounds.append(shadow_bounds(plan, counts))
+    return bounds
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One comparison's bounds and verdicts, shape (bucket, cohort, signal of the comparison).
+    `measured`: anything observed at all (either arm, or a pair)."""
+
+    bounds: Bounds
+    measured: BoolArray
+    worse: BoolArray
+    non_inferior: BoolArray
+    columns: tuple[int, ...]  # where each of the comparison's signals sits in plan.signals
+
+    def verdict(self, bucket: int, k: int, s: int) -> Verdict:
+        if not self.measured[bucket, k, s]:
+            return "unmeasured"
+        if self.worse[bucket, k, s]:
+            return "worse"
+        if self.non_inferior[bucket, k, s]:
+            return "non_inferior"
+        return "undecided"
+
+
+def judge(plan: Plan, counts: Counts) -> list[Judged]:
+    """Every comparison's verdicts after each bucket of `counts` (cumulative, or totals)."""
+    judged = []
+    for bounds in all_bounds(plan, counts):
+        columns = tuple(plan.signals.index(s) for s in bounds.signals)
+        margins = np.array([plan.margin(s) for s in bounds.signals])
+        if bounds.comparison == "served":
+            measured = (counts.events[0] + counts.events[1]) > 0
+        else:
+            measured = counts.pairs > 0
+        judged.append(
+            Judged(bounds, measured, bounds.lower > margins, bounds.upper < margins, columns)
+        )
+    return judged
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Per bucket: whether an evaluation then would roll back, or promote; and the pieces
+    of the promotion rule, for the reasons."""
+
+    rollback: BoolArray
+    promote: BoolArray
+    shown: IntArray  # hypotheses (signal x cohort) shown non-inferior
+    pending: BoolArray  # (bucket, cohort, signal): measured somewhere, shown nowhere
+
+
+def decide(plan: Plan, judged: list[Judged], hours: FloatArray, min_hours: float) -> Decisions:
+    """The decision rule of the module docstring, for every bucket at once: `judged` from
+    cumulative counts, `hours` of traffic at each bucket's end."""
+    buckets = len(hours)
+    shape = (buckets, len(plan.cohorts), len(plan.signals))
+    rollback = np.zeros(buckets, dtype=np.bool_)
+    shown = np.zeros(shape, dtype=np.bool_)
+    measured = np.zeros(shape, dtype=np.bool_)
+    for j in judged:
+        rollback |= j.worse.any(axis=(1, 2))
+        shown[:, :, j.columns] |= j.non_inferior & j.measured
+        measured[:, :, j.columns] |= j.measured
+    pending = measured & ~shown
+    proven = ~pending.any(axis=(1, 2)) & shown.any(axis=(1, 2))
+    promote = ~rollback & proven & (hours >= min_hours)
+    return Decisions(rollback, promote, shown.sum(axis=(1, 2)), pending)
+
+
+@dataclass
+class Assessment:
+    comparisons: list[ComparisonOut]
+    decision: CanaryDecision | None
+    reasons: list[str] = field(default_factory=list)
+
+    def evidence(self, evaluated_at: datetime, start: datetime, end: datetime) -> EvidenceOut:
+        return EvidenceOut(
+            evaluated_at=evaluated_at,
+            window_start=start,
+            window_end=end,
+            hours=round(max((end - start).total_seconds(), 0.0) / 3600.0, 3),
+            comparisons=self.comparisons,
+            reasons=self.reasons,
+        )
+
+
+def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessment:
+    """The verdict of every comparison on the window's totals (one bucket), and the decision."""
+    judged = judge(plan, totals)
+    decided = decide(plan, judged, np.array([hours]), min_hours)
+    comparisons = [
+        _comparison(plan, totals, j, k, s)
+        for j in judged
+        for k in range(len(plan.cohorts))
+        for s in range(len(j.bounds.signals))
+    ]
+    if decided.rollback[0]:
+        worse = [c for c in comparisons if c.verdict == "worse"]
+        return Assessment(comparisons, CanaryDecision.rollback, [_worse_reason(c) for c in worse])
+    pending = [
+        min(group, key=lambda c: c.upper)
+        for group in _hypotheses(comparisons)
+        if decided.pending[0, _cohort(plan, group[0]), plan.signals.index(group[0].signal)]
+    ]
+    shown = int(decided.shown[0])
+    if pending or not shown:
+        reasons = [_pending_reason(c) for c in pending] or ["no guarded signal measured yet"]
+        return Assessment(comparisons, None, reasons)
+    proven = f"non-inferior on every measured guarded signal and cohort ({shown})"
+    if not decided.promote[0]:
+        wait = f"; promotion waits for {min_hours} h of traffic ({hours:.1f} h so far)"
+        return Assessment(comparisons, None, [proven + wait])
+    return Assessment(comparisons, CanaryDecision.promote, [proven])
+
+
+def _cohort(plan: Plan, c: ComparisonOut) -> int:
+    return plan.cohorts.index((c.cohort.dimension, c.cohort.value))
+
+
+def _comparison(plan: Plan, totals: Counts, judged: Judged, k: int, s: int) -> ComparisonOut:
+    bounds = judged.bounds
+    signal = bounds.signals[s]
+    difference = float(bounds.difference[0, k, s])
+    arms: dict[str, Any] = {}
+    if bounds.comparison == "served":
+        column = judged.columns[s]
+        arms["candidate"], arms["champion"] = (
+            _arm(int(totals.events[arm, 0, k, column]), int(totals.with_signal[arm, 0, k, column]))
+            for arm in (0, 1)
+        )
+    else:
+        arms["pairs"] = int(totals.pairs[0, k, s])
+        arms["candidate_worse"] = int(totals.worse[0, k, s])
+        arms["candidate_better"] = int(totals.better[0, k, s])
+    dimension, value = plan.cohorts[k]
+    return ComparisonOut(
+        comparison=bounds.comparison,
+        signal=signal,
+        cohort=CohortRef(dimension=dimension, value=value),
+        margin=plan.margin(signal),
+        difference=None if np.isnan(difference) else difference,
+        lower=float(bounds.lower[0, k, s]),
+        upper=float(bounds.upper[0, k, s]),
+        alpha_lower=bounds.alpha_lower,
+        alpha_upper=float(bounds.alpha_upper[s]),
+        verdict=judged.verdict(0, k, s),
+        **arms,
+    )
+
+
+def _arm(events: int, with_signal: int) -> ArmOut:
+    return ArmOut(
+        events=events, with_signal=with_signal, rate=with_signal / events if events else None
+    )
+
+
+def _hypotheses(comparisons: list[ComparisonOut]) -> list[list[ComparisonOut]]:
+    """The comparisons grouped per guarded signal x cohort (each one hypothesis)."""
+    groups: dict[tuple[str, str, str], list[ComparisonOut]] = {}
+    for c in comparisons:
+        groups.setdefault((c.signal, c.cohort.dimension, c.cohort.value), []).append(c)
+    return list(groups.values())
+
+
+def _name(c: ComparisonOut) -> str:
+    return f"{c.signal} on {c.cohort.dimension}={c.cohort.value} ({c.comparison})"
+
+
+def _worse_reason(c: ComparisonOut) -> str:
+    return (
+        f"{_name(c)}: the candidate is worse by more than the margin: lower bound "
+        f"{c.lower:+.4f} > {c.margin:.4f} (difference {c.difference or 0.0:+.4f})"
+    )
+
+
+def _pending_reason(c: ComparisonOut) -> str:
+    return (
+        f"{_name(c)}: not yet shown non-inferior: upper bound {c.upper:+.4f} >= margin "
+        f"{c.margin:.4f}"
+    )

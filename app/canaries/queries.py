@@ -1,0 +1,174 @@
+"""Typed reads of canaries, and the counts a canary's comparisons rest on.
+
+The counts are GROUP BY in the database over the canary's window only, through the
+(checkpoint_id, ts) index: one scan of the two checkpoints' served events for every signal x
+cohort at once (COUNT ... FILTER), and one join of the candidate's shadow answers with the
+champion's served events of the same traces. Rows come back per arm and time bucket, never
+per event, so an evaluation's work is bounded by the window (at most `max_days`), not by the
+events' history."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from app.canaries.plan import ALL, Counts, Plan
+from app.core.db import hour_bucket_sql, is_postgres, json_text_equals_sql, text_with_times
+from app.drift.signals import COLUMN_DIMENSIONS, RATE_SIGNALS
+from app.models import Canary
+
+_WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
+
+
+def canaries_of_model(session: Session, model_id: int) -> Sequence[Canary]:
+    """Newest first: the model page lists them."""
+    return session.scalars(
+        select(Canary).where(Canary.model_id == model_id).order_by(Canary.id.desc())
+    ).all()
+
+
+def load_counts(
+    session: Session, canary: Canary, plan: Plan, end: datetime, bucket_hours: float
+) -> Counts:
+    """The canary's counts from `started_at` to `end`, in buckets of `bucket_hours` (pass the
+    window's length, or more, for totals). Runs in the caller's transaction."""
+    hours = max((end - canary.started_at).total_seconds() / 3600.0, 0.0)
+    buckets = max(1, math.ceil(hours / bucket_hours))
+    if is_postgres(session):
+        # Hundreds of aggregates over a large range tempt the planner into JIT compilation,
+        # which costs seconds and saves nothing here.
+        session.execute(text("SET LOCAL jit = off"))
+    conditions, cohort_params = _cohort_conditions(session, plan)
+    params = {
+        "project_id": canary.project_id,
+        "candidate": canary.checkpoint_id,
+        "champion": canary.champion_id,
+        "start": canary.started_at,
+        "end": end,
+        "bucket_hours": bucket_hours,
+        **cohort_params,
+    }
+    # Totals (one bucket) need no per-event arithmetic.
+    bucket = hour_bucket_sql(session, "e.ts", "start", "bucket_hours") if buckets > 1 else "0"
+    shape = (buckets, len(plan.cohorts))
+    events = np.zeros((2, *shape, len(plan.signals)), dtype=np.int64)
+    with_signal = np.zeros_like(events)
+    if plan.served:
+        sql = _served_sql(plan, conditions, bucket)
+        for row in session.execute(text_with_times(sql, "start", "end"), params).mappings():
+            arm, at = int(row["arm"]), min(max(int(row["bucket"]), 0), buckets - 1)
+            for k in range(len(plan.cohorts)):
+                for s in range(len(plan.signals)):
+                    events[arm, at, k, s] += int(row[f"d_{k}_{s}"])
+                    with_signal[arm, at, k, s] += int(row[f"n_{k}_{s}"])
+    pairs = np.zeros((*shape, len(plan.paired_signals)), dtype=np.int64)
+    worse, better = np.zeros_like(pairs), np.zeros_like(pairs)
+    if plan.paired_signals:
+        sql = _paired_sql(plan, conditions, bucket)
+        for row in session.execute(text_with_times(sql, "start", "end"), params).mappings():
+            at = min(max(int(row["bucket"]), 0), buckets - 1)
+            for k in range(len(plan.cohorts)):
+                for p in range(len(plan.paired_signals)):
+                    pairs[at, k, p] += int(row[f"p_{k}_{p}"] or 0)
+                    worse[at, k, p] += int(row[f"w_{k}_{p}"] or 0)
+                    better[at, k, p] += int(row[f"b_{k}_{p}"] or 0)
+    return Counts(events, with_signal, pairs, worse, better, bucket_hours)
+
+
+def _cohort_conditions(session: Session, plan: Plan) -> tuple[list[str], dict[str, str]]:
+    """SQL per guarded cohort over event row `e`, with its bound parameters."""
+    conditions: list[str] = []
+    params: dict[str, str] = {}
+    for k, (dimension, value) in enumerate(plan.cohorts):
+        if (dimension, value) == ALL:
+            conditions.append("1 = 1")
+            continue
+        params[f"cv{k}"] = value
+        if dimension in COLUMN_DIMENSIONS:
+            conditions.append(f"e.{dimension} = :cv{k}")
+        else:
+            params[f"cd{k}"] = dimension
+            conditions.append(json_text_equals_sql(session, "e.cohort", f"cd{k}", f"cv{k}"))
+    return conditions, params
+
+
+def _served_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
+    """Per arm and bucket: events judged on each signal and those counting against it."""
+    aggregates = []
+    for k, cohort in enumerate(conditions):
+        for s, signal in enumerate(plan.signals):
+            numerator, denominator = RATE_SIGNALS[signal]
+            aggregates.append(
+                f"COUNT(*) FILTER (WHERE ({cohort}) AND ({denominator})) AS d_{k}_{s}"
+            )
+            aggregates.append(f"COUNT(*) FILTER (WHERE ({cohort}) AND ({numerator})) AS n_{k}_{s}")
+    columns = ",\n  ".join(aggregates)
+    return (
+        f"SELECT CASE WHEN e.checkpoint_id = :candidate THEN 0 ELSE 1 END AS arm,\n"
+        f"  {bucket} AS bucket,\n  {columns}\n"
+        f"FROM events e\n"
+        f"WHERE {_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
+        f"AND e.shadow_of IS NULL\n"
+        f"GROUP BY 1, 2"
+    )
+
+
+def _outcome(signal: str) -> str:
+    """1 when the event counts against the signal, 0 when judged and clean, NULL when the
+    signal does not apply to it."""
+    numerator, denominator = RATE_SIGNALS[signal]
+    return f"CASE WHEN {denominator} THEN CASE WHEN {numerator} THEN 1 ELSE 0 END END"
+
+
+def _paired_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
+    """Per bucket of the shadow answer: pairs judged on each paired signal, and those where
+    only one side counted against it. A pair is one served trace: the candidate's shadow
+    answers to it against the champion's served events of it, each side counting against a
+    signal when any of its events does (most traces hold one event a side). The cohort is the
+    served request's."""
+    outcomes = [(p, _outcome(signal)) for p, signal in enumerate(plan.paired_signals)]
+    shadow_columns = ", ".join(f"MAX({sql}) AS o_{p}" for p, sql in outcomes)
+    served_columns = ", ".join(
+        [f"MAX({sql}) AS o_{p}" for p, sql in outcomes]
+        + [
+            f"MAX(CASE WHEN {cohort} THEN 1 ELSE 0 END) AS c_{k}"
+            for k, cohort in enumerate(conditions)
+        ]
+    )
+    sums = []
+    for k in range(len(conditions)):
+        for p, _sql in outcomes:
+            both = f"sv.c_{k} = 1 AND sh.o_{p} IS NOT NULL AND sv.o_{p} IS NOT NULL"
+            sums.append(f"SUM(CASE WHEN {both} THEN 1 ELSE 0 END) AS p_{k}_{p}")
+            sums.append(
+                f"SUM(CASE WHEN sv.c_{k} = 1 AND sh.o_{p} = 1 AND sv.o_{p} = 0 THEN 1 ELSE 0 END)"
+                f" AS w_{k}_{p}"
+            )
+            sums.append(
+                f"SUM(CASE WHEN sv.c_{k} = 1 AND sh.o_{p} = 0 AND sv.o_{p} = 1 THEN 1 ELSE 0 END)"
+                f" AS b_{k}_{p}"
+            )
+    columns = ",\n  ".join(sums)
+    return f"""
+WITH shadow AS (
+  SELECT e.shadow_of AS trace_id, MIN({bucket}) AS bucket, {shadow_columns}
+  FROM events e
+  WHERE {_WINDOW} AND e.checkpoint_id = :candidate AND e.shadow_of IS NOT NULL
+  GROUP BY e.shadow_of
+), served AS (
+  SELECT e.trace_id, {served_columns}
+  FROM events e
+  WHERE e.project_id = :project_id AND e.checkpoint_id = :champion AND e.shadow_of IS NULL
+    AND e.trace_id IN (SELECT trace_id FROM shadow)
+  GROUP BY e.trace_id
+)
+SELECT sh.bucket AS bucket,
+  {columns}
+FROM shadow sh JOIN served sv ON sv.trace_id = sh.trace_id
+GROUP BY sh.bucket
+"""

@@ -1,0 +1,232 @@
+"""Canaries: the public contract (requests, the canary, its evidence)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AliasPath,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from app.core.links import Links
+from app.core.schemas import MAX_ID, CohortRef, OrmModel, StrictModel
+from app.drift.signals import RATE_SIGNALS
+from app.models.canaries import CanaryDecision, CanaryStatus
+
+Comparison = Literal["served", "shadow"]
+COMPARISONS: tuple[Comparison, ...] = ("served", "shadow")
+Verdict = Literal["worse", "non_inferior", "undecided", "unmeasured"]
+
+DEFAULT_MARGIN = 0.01
+DEFAULT_ALPHA = 0.05
+DEFAULT_MAX_DAYS = 14
+DEFAULT_MIN_HOURS = 24
+MAX_COHORTS = 20
+
+
+def _known_signal(name: str) -> str:
+    if name not in RATE_SIGNALS:
+        raise ValueError(f"unknown signal '{name}' (known: {', '.join(RATE_SIGNALS)})")
+    return name
+
+
+SignalName = Annotated[str, AfterValidator(_known_signal)]
+Margin = Annotated[float, Field(gt=0, le=0.5)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class CanaryCohort(StrictModel):
+    """A guarded cohort besides the whole population: one dimension and one of its values."""
+
+    dimension: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    @model_validator(mode="after")
+    def _not_everyone(self) -> CanaryCohort:
+        if self.dimension == "all":
+            raise ValueError("the whole population (all/all) is always guarded; name a cohort")
+        return self
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    if len(set(map(str, items))) != len(items):
+        raise ValueError("each entry may appear once")
+    return items
+
+
+class CanaryIn(StrictModel):
+    """Everything the sequential test needs is fixed here, before any traffic is seen."""
+
+    checkpoint_id: int = Field(ge=1, le=MAX_ID, description="The candidate checkpoint.")
+    margin: Margin = Field(
+        default=DEFAULT_MARGIN,
+        description="Largest tolerated increase of a signal's rate (absolute, 0.01 = 1 point).",
+    )
+    signals: Annotated[list[SignalName], AfterValidator(_unique)] = Field(
+        default_factory=lambda: list(RATE_SIGNALS), min_length=1, max_length=len(RATE_SIGNALS)
+    )
+    margins: dict[SignalName, Margin] = Field(
+        default_factory=dict, description="Per-signal margins overriding `margin`."
+    )
+    cohorts: Annotated[list[CanaryCohort], AfterValidator(_unique)] = Field(
+        default_factory=list,
+        max_length=MAX_COHORTS,
+        description="Guarded cohorts in addition to the whole population.",
+    )
+    comparisons: Annotated[list[Comparison], AfterValidator(_unique)] = Field(
+        default_factory=lambda: list(COMPARISONS),
+        min_length=1,
+        description="served: the candidate's share of live traffic against the champion's; "
+        "shadow: the candidate's shadow answers paired with the champion's served ones.",
+    )
+    start: datetime | None = Field(
+        default=None, description="When the candidate started taking traffic; default now."
+    )
+    alpha: float = Field(
+        default=DEFAULT_ALPHA,
+        gt=0,
+        le=0.2,
+        description="Chance of a wrong rollback (family-wise) and of a wrong promotion.",
+    )
+    max_days: int = Field(
+        default=DEFAULT_MAX_DAYS, ge=1, le=60, description="Stop inconclusive after this."
+    )
+    min_hours: int = Field(
+        default=DEFAULT_MIN_HOURS,
+        ge=0,
+        le=24 * 60,
+        description="Traffic hours before a promotion (a rollback needs none).",
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @field_validator("margins")
+    @classmethod
+    def _guarded(cls, margins: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        unguarded = sorted(set(margins) - set(info.data.get("signals") or RATE_SIGNALS))
+        if unguarded:
+            raise ValueError(f"{', '.join(unguarded)} not among the guarded signals")
+        return margins
+
+    @field_validator("min_hours")
+    @classmethod
+    def _can_promote(cls, min_hours: int, info: ValidationInfo) -> int:
+        if min_hours > info.data.get("max_days", 60) * 24:
+            raise ValueError("longer than max_days: the canary could never promote")
+        return min_hours
+
+
+class CanaryStopIn(StrictModel):
+    reason: Reason
+
+
+class CanaryRollbackIn(StrictModel):
+    reason: Reason
+
+
+class ArmOut(BaseModel):
+    events: int
+    with_signal: int = Field(description="Events counting against the signal.")
+    rate: float | None
+
+
+class ComparisonOut(BaseModel):
+    """One guarded signal x cohort x comparison at the time of the evaluation.
+
+    `difference` is candidate - champion (positive is worse for every signal); `lower` and
+    `upper` are the confidence sequence's bounds, valid at every evaluation at once;
+    `worse` when lower > margin (rollback), `non_inferior` when upper < margin."""
+
+    comparison: Comparison
+    signal: str
+    cohort: CohortRef
+    margin: float
+    candidate: ArmOut | None = Field(default=None, description="served comparisons")
+    champion: ArmOut | None = Field(default=None, description="served comparisons")
+    pairs: int | None = Field(default=None, description="shadow comparisons")
+    candidate_worse: int | None = Field(default=None, description="pairs only the candidate had")
+    candidate_better: int | None = Field(default=None, description="pairs only the champion had")
+    difference: float | None
+    lower: float
+    upper: float
+    alpha_lower: float
+    alpha_upper: float
+    verdict: Verdict
+
+
+class EvidenceOut(BaseModel):
+    evaluated_at: datetime
+    window_start: datetime
+    window_end: datetime
+    hours: float = Field(description="Length of the window evaluated.")
+    comparisons: list[ComparisonOut]
+    reasons: list[str]
+
+
+class CanaryRollbackLink(BaseModel):
+    checkpoint_id: int
+    version: str
+    url: str = Field(description="The dashboard's rollback confirmation page for this canary.")
+
+
+class CanaryOut(OrmModel):
+    """A canary as the API, the pages and the `canary.decided` webhook show it.
+
+    Validate it with the dashboard links in the context:
+    `CanaryOut.model_validate(canary, context={"links": links})`."""
+
+    id: int
+    model: str = Field(validation_alias=AliasPath("model", "name"))
+    checkpoint_id: int
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
+    champion_id: int
+    champion_version: str = Field(validation_alias=AliasPath("champion", "version"))
+    status: CanaryStatus
+    decision: CanaryDecision | None
+    started_at: datetime
+    signals: list[str]
+    cohorts: list[CohortRef]
+    comparisons: list[str]
+    margin: float
+    margins: dict[str, float]
+    alpha: float
+    max_days: int
+    min_hours: int
+    evidence: EvidenceOut | None
+    evaluated_at: datetime | None
+    ended_at: datetime | None
+    ended_by: str | None
+    reason: str | None
+    rolled_back_at: datetime | None
+    promoted_at: datetime | None
+    actor: str
+    created_at: datetime
+    links: dict[str, str] = Field(default_factory=dict)
+    rollback: CanaryRollbackLink | None = None
+
+    @model_validator(mode="after")
+    def _with_links(self, info: ValidationInfo) -> CanaryOut:
+        links = (info.context or {}).get("links")
+        if not isinstance(links, Links):  # re-validating a built CanaryOut keeps its links
+            return self
+        self.links = {"canary": links.page("canaries", self.id)}
+        if self.status is CanaryStatus.rollback:
+            self.rollback = CanaryRollbackLink(
+                checkpoint_id=self.checkpoint_id,
+                version=self.checkpoint_version,
+                url=links.page("canaries", self.id, "rollback"),
+            )
+        return self

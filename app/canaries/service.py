@@ -1,0 +1,440 @@
+"""Canaries: start one, evaluate it (on demand, on every read, and every few minutes in the
+background), stop it, roll it back. Promotion on a canary's word is the registry's
+(`registry.service.promote` with `canary_id`): the registry checks the canary through the
+models, so it never imports this package.
+
+Invariants:
+- one running canary per model (a partial unique index; a race answers 409);
+- a canary leaves 'running' once, by a conditional UPDATE from 'running': when several
+  processes (the background loop, an API call, a page view) evaluate it at once, exactly one
+  records the decision, and only that one audits it and queues its `canary.decided` webhook,
+  in the same transaction; the others' evidence is dropped, so decided evidence is frozen;
+- each evaluation reads the counts in one short transaction and writes in another, so the
+  statistics never run while holding SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.canaries import queries
+from app.canaries.evidence import Bounds, all_bounds, assess
+from app.canaries.plan import Plan
+from app.canaries.schemas import CanaryIn, CanaryOut
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import get_owned, utcnow
+from app.core.errors import Conflict, Unprocessable
+from app.core.links import Links
+from app.core.pagination import paginate
+from app.core.settings import Settings
+from app.models import Canary, Checkpoint
+from app.models.canaries import CanaryDecision, CanaryStatus
+from app.models.project import Role
+from app.models.registry import CheckpointStatus
+from app.registry import service as registry
+from app.webhooks import outbox
+
+log = logging.getLogger("plumbline.canaries")
+
+SYSTEM_ACTOR = "plumbline canary"
+"""Who decides: the sequential test, whichever process or reader triggered the evaluation."""
+START_TOLERANCE = timedelta(minutes=5)  # clock skew between the caller and this server
+HISTORY_POINTS = 96  # points per line on the canary page: every 15 minutes of a day's canary
+
+
+def create_canary(
+    session: Session, principal: Principal, model_name: str, body: CanaryIn
+) -> Canary:
+    """Starts comparing `body.checkpoint_id` with the model's current champion."""
+    model = registry.get_model(session, principal.project_id, model_name)
+    candidate = get_owned(
+        session, Checkpoint, principal.project_id, body.checkpoint_id, "checkpoint", "checkpoint_id"
+    )
+    if candidate.model_id != model.id:
+        raise Unprocessable(
+            f"checkpoint_id: checkpoint {candidate.id} does not belong to model '{model.name}'",
+            field="checkpoint_id",
+        )
+    champion = registry.champion_of(session, model.id)
+    if champion is None:
+        raise Conflict(
+            f"model '{model.name}' has no champion to compare with: promote a first champion",
+            field="checkpoint_id",
+        )
+    if champion.id == candidate.id:
+        raise Conflict(
+            f"checkpoint_id: checkpoint {candidate.id} is the champion; a canary compares a "
+            "candidate with it",
+            field="checkpoint_id",
+        )
+    now = utcnow()
+    start = body.start or now
+    if start > now + START_TOLERANCE:
+        raise Unprocessable("start: in the future", field="start")
+    if start <= now - timedelta(days=body.max_days):
+        raise Unprocessable(
+            f"start: more than max_days ({body.max_days}) ago; the canary would end at once",
+            field="start",
+        )
+    _no_running_canary(session, model.id, model.name)
+    canary = Canary(
+        project_id=principal.project_id,
+        model_id=model.id,
+        checkpoint_id=candidate.id,
+        champion_id=champion.id,
+        status=CanaryStatus.running,
+        signals=list(body.signals),
+        cohorts=[c.model_dump() for c in body.cohorts],
+        comparisons=list(body.comparisons),
+        margin=body.margin,
+        margins=dict(body.margins),
+        alpha=body.alpha,
+        max_days=body.max_days,
+        min_hours=body.min_hours,
+        started_at=start,
+        next_evaluation_at=now,
+        actor=principal.actor,
+        api_key_id=principal.key_id,
+    )
+    session.add(canary)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()  # another request started one first (the partial unique index)
+        _no_running_canary(session, model.id, model.name)
+        raise
+    audit.record(
+        session,
+        principal,
+        "canary.started",
+        "canary",
+        canary.id,
+        {
+            "model": model.name,
+            "checkpoint_id": candidate.id,
+            "version": candidate.version,
+            "champion_id": champion.id,
+            "signals": canary.signals,
+            "cohorts": canary.cohorts,
+            "comparisons": canary.comparisons,
+            "margin": canary.margin,
+            "margins": canary.margins,
+            "alpha": canary.alpha,
+        },
+    )
+    session.commit()
+    return canary
+
+
+def _no_running_canary(session: Session, model_id: int, model_name: str) -> None:
+    running = session.scalar(
+        select(Canary.id).where(Canary.model_id == model_id, Canary.status == CanaryStatus.running)
+    )
+    if running is not None:
+        raise Conflict(
+            f"model '{model_name}' already has a running canary ({running}); stop it first",
+            canary_id=running,
+        )
+
+
+def get_canary(session: Session, project_id: int, canary_id: int) -> Canary:
+    return get_owned(session, Canary, project_id, canary_id, "canary")
+
+
+def list_canaries(
+    session: Session, project_id: int, model_name: str, cursor: str | None, limit: int
+) -> tuple[Sequence[Canary], str | None]:
+    model = registry.get_model(session, project_id, model_name)
+    stmt = select(Canary).where(Canary.project_id == project_id, Canary.model_id == model.id)
+    return paginate(session, stmt, Canary.id, cursor, limit)
+
+
+def canary_out(canary: Canary, links: Links) -> CanaryOut:
+    """The canary as the API, the pages and the webhook payload show it."""
+    return CanaryOut.model_validate(canary, context={"links": links})
+
+
+# --- Evaluation -----------------------------------------------------------------------------
+
+
+def evaluate(
+    session: Session, links: Links, canary: Canary, trigger: str, now: datetime | None = None
+) -> Canary:
+    """Computes the evidence on everything since `started_at` and applies the decision.
+
+    Looking at any time is safe: every bound is a confidence sequence. A canary that is not
+    running is returned unchanged (its evidence is the one it was decided on)."""
+    if canary.status is not CanaryStatus.running:
+        return canary
+    now = now or utcnow()
+    champion = registry.champion_of(session, canary.model_id)
+    if champion is None or champion.id != canary.champion_id:
+        now_champion = f"checkpoint {champion.id}" if champion else "none"
+        _end(
+            session,
+            links,
+            canary,
+            CanaryStatus.stopped,
+            None,
+            f"the champion changed (now {now_champion}); the comparison's baseline is gone",
+            trigger,
+            canary.evidence,
+            "champion_changed",
+        )
+        return canary
+    plan = Plan.of(canary)
+    deadline = canary.started_at + timedelta(days=canary.max_days)
+    end = max(min(now, deadline), canary.started_at)
+    hours = (end - canary.started_at).total_seconds() / 3600.0
+    totals = queries.load_counts(session, canary, plan, end, bucket_hours=max(hours, 1.0))
+    session.commit()  # ends the read transaction: the statistics run without holding a lock
+    assessment = assess(plan, totals, hours, canary.min_hours)
+    evidence = assessment.evidence(now, canary.started_at, end).model_dump(mode="json")
+    if assessment.decision is not None:
+        status = CanaryStatus(assessment.decision.value)
+        more = len(assessment.reasons) - 1
+        reason = assessment.reasons[0] + (f" (and {more} more)" if more else "")
+        _end(
+            session,
+            links,
+            canary,
+            status,
+            assessment.decision,
+            reason,
+            trigger,
+            evidence,
+            assessment.decision.value,
+        )
+    elif now >= deadline:
+        reason = f"inconclusive: no decision within max_days ({canary.max_days})"
+        _end(
+            session,
+            links,
+            canary,
+            CanaryStatus.stopped,
+            None,
+            reason,
+            trigger,
+            evidence,
+            "inconclusive",
+        )
+    else:
+        session.execute(
+            update(Canary)
+            .where(Canary.id == canary.id, Canary.status == CanaryStatus.running)
+            .values(evidence=evidence, evaluated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        session.refresh(canary)
+    return canary
+
+
+def _end(
+    session: Session,
+    links: Links,
+    canary: Canary,
+    status: CanaryStatus,
+    decision: CanaryDecision | None,
+    reason: str,
+    trigger: str,
+    evidence: dict[str, Any] | None,
+    outcome: str,
+) -> None:
+    """The sequential test's (or the deadline's, or a changed champion's) end of a running
+    canary, with its effects: audited and announced as `canary.decided`
+    (msg id canary.{id}.decided.{outcome}), unless another process ended it first."""
+    now = utcnow()
+    ended = session.execute(
+        update(Canary)
+        .where(Canary.id == canary.id, Canary.status == CanaryStatus.running)
+        .values(
+            status=status,
+            decision=decision,
+            evidence=evidence,
+            evaluated_at=now,
+            ended_at=now,
+            ended_by=SYSTEM_ACTOR,
+            reason=reason,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if ended.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        session.refresh(canary)
+        return
+    session.refresh(canary)
+    if decision is CanaryDecision.rollback:
+        candidate = session.get_one(Checkpoint, canary.checkpoint_id)
+        if candidate.status in (CheckpointStatus.registered, CheckpointStatus.evaluated):
+            candidate.status = CheckpointStatus.blocked  # as a blocking gate would
+    system = Principal(canary.project_id, None, Role.admin, SYSTEM_ACTOR)
+    details = _details(canary) | {"status": status.value, "trigger": trigger}
+    audit.record(session, system, "canary.decided", "canary", canary.id, details, reason)
+    _notify(session, links, canary, outcome)
+    session.commit()
+    log.info("canary %s: %s (%s)", canary.id, status.value, reason)
+
+
+def _notify(session: Session, links: Links, canary: Canary, outcome: str) -> None:
+    """`canary.decided`, with the evidence (and for a rollback, the confirmation link)."""
+    data = canary_out(canary, links).model_dump(mode="json")
+    outbox.emit(
+        session, canary.project_id, "canary.decided", f"canary.{canary.id}.decided.{outcome}", data
+    )
+
+
+def _details(canary: Canary) -> dict[str, Any]:
+    return {
+        "model_id": canary.model_id,
+        "checkpoint_id": canary.checkpoint_id,
+        "champion_id": canary.champion_id,
+        "decision": canary.decision.value if canary.decision else None,
+    }
+
+
+def evaluate_due_canaries(sessions: sessionmaker[Session], settings: Settings) -> bool:
+    """The background loop's batch: claims one running canary not evaluated for
+    `canary_evaluate_every_s` and evaluates it. The claim is a conditional UPDATE of
+    `next_evaluation_at`, so however many processes run the loop, each period's evaluation
+    of a canary happens once; the decision's own conditional UPDATE covers the rest."""
+    now = utcnow()
+    with sessions() as session:
+        due = session.scalar(
+            select(Canary.id)
+            .where(Canary.status == CanaryStatus.running, Canary.next_evaluation_at <= now)
+            .order_by(Canary.next_evaluation_at)
+            .limit(1)
+        )
+        if due is None:
+            session.rollback()
+            return False
+        claimed = session.execute(
+            update(Canary)
+            .where(
+                Canary.id == due,
+                Canary.status == CanaryStatus.running,
+                Canary.next_evaluation_at <= now,
+            )
+            .values(next_evaluation_at=now + timedelta(seconds=settings.canary_evaluate_every_s))
+        )
+        session.commit()
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            evaluate(session, Links.of(settings), session.get_one(Canary, due), "schedule")
+    return True
+
+
+@dataclass(frozen=True)
+class History:
+    """Each comparison's bounds as they stood at the end of each time bucket: what an
+    evaluation then would have shown (a confidence sequence holds at all of them at once)."""
+
+    plan: Plan
+    times: list[datetime]
+    bounds: list[Bounds]
+
+
+def history(session: Session, canary: Canary, now: datetime | None = None) -> History:
+    """The canary's window, up to now or its end, in at most HISTORY_POINTS buckets."""
+    plan = Plan.of(canary)
+    deadline = canary.started_at + timedelta(days=canary.max_days)
+    end = max(min(canary.ended_at or now or utcnow(), deadline), canary.started_at)
+    hours = (end - canary.started_at).total_seconds() / 3600.0
+    bucket_hours = max(hours / HISTORY_POINTS, 0.25)
+    counts = queries.load_counts(session, canary, plan, end, bucket_hours)
+    session.commit()  # ends the read transaction before the statistics
+    buckets = counts.events.shape[1]
+    times = [
+        min(canary.started_at + timedelta(hours=bucket_hours * (i + 1)), end)
+        for i in range(buckets)
+    ]
+    return History(plan, times, all_bounds(plan, counts.cumulative()))
+
+
+# --- People's actions -----------------------------------------------------------------------
+
+
+def stop(session: Session, principal: Principal, canary_id: int, reason: str) -> Canary:
+    """Ends a running canary without a decision (the candidate's traffic is someone else's
+    to turn off); audited."""
+    canary = get_canary(session, principal.project_id, canary_id)
+    now = utcnow()
+    stopped = session.execute(
+        update(Canary)
+        .where(Canary.id == canary.id, Canary.status == CanaryStatus.running)
+        .values(status=CanaryStatus.stopped, ended_at=now, ended_by=principal.actor, reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if stopped.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise Conflict(
+            f"canary {canary.id} is '{canary.status.value}'; only a running canary can be stopped"
+        )
+    audit.record(
+        session, principal, "canary.stopped", "canary", canary.id, _details(canary), reason
+    )
+    session.commit()
+    session.refresh(canary)
+    return canary
+
+
+def roll_back(
+    session: Session, principal: Principal, links: Links, canary_id: int, reason: str
+) -> Canary:
+    """Takes the candidate off live traffic: confirms a `rollback` decision, or overrides any
+    other state with one (then `canary.decided` goes out, decided by this key). The candidate
+    is marked rolled back. Not once it was promoted: roll the model back instead."""
+    canary = get_canary(session, principal.project_id, canary_id)
+    if canary.rolled_back_at is not None:
+        raise Conflict(f"canary {canary.id} was already rolled back")
+    if canary.promoted_at is not None:
+        raise Conflict(f"canary {canary.id}'s candidate was promoted; roll the model back instead")
+    champion = registry.champion_of(session, canary.model_id)
+    if champion is not None and champion.id == canary.checkpoint_id:
+        raise Conflict(
+            f"checkpoint {canary.checkpoint_id} is the champion; roll the model back instead"
+        )
+    decided_here = canary.status is not CanaryStatus.rollback
+    now = utcnow()
+    values: dict[str, Any] = {"rolled_back_at": now}
+    if decided_here:
+        values |= {
+            "status": CanaryStatus.rollback,
+            "decision": CanaryDecision.rollback,
+            "ended_at": canary.ended_at or now,
+            "ended_by": principal.actor,
+            "reason": reason,
+        }
+    rolled = session.execute(
+        update(Canary)
+        .where(
+            Canary.id == canary.id,
+            Canary.status == canary.status,
+            Canary.rolled_back_at.is_(None),
+            Canary.promoted_at.is_(None),
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if rolled.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise Conflict(f"canary {canary.id} changed meanwhile; reload and try again")
+    session.refresh(canary)
+    candidate = session.get_one(Checkpoint, canary.checkpoint_id)
+    candidate.status = CheckpointStatus.rolled_back
+    audit.record(
+        session, principal, "canary.rolled_back", "canary", canary.id, _details(canary), reason
+    )
+    if decided_here:
+        _notify(session, links, canary, CanaryDecision.rollback.value)
+    session.commit()
+    return canary

@@ -1,0 +1,202 @@
+"""Decisions on constructed traffic sent through the ingest API: a doubled refusal rate
+rolls back, a regression confined to a declared cohort rolls back naming it, shadow answers
+are paired with the served ones (and never count as served traffic), the deadline and a new
+champion end a canary, and the background loop evaluates each due canary once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from app.canaries.service import SYSTEM_ACTOR, evaluate, evaluate_due_canaries
+from app.core.db import utcnow
+from app.core.links import Links
+from app.core.settings import Settings
+from app.models import AuditLog, Canary, Checkpoint
+from app.models.registry import CheckpointStatus
+from tests.canaries.support import (
+    MODEL,
+    candidate_and_champion,
+    every,
+    hours_ago,
+    send,
+    served,
+    shadows,
+    start_canary,
+)
+
+Headers = dict[str, str]
+HOUR = timedelta(hours=1)
+
+
+def comparison(body: dict, kind: str, signal: str, value: str = "all") -> dict:
+    return next(
+        c
+        for c in body["evidence"]["comparisons"]
+        if (c["comparison"], c["signal"], c["cohort"]["value"]) == (kind, signal, value)
+    )
+
+
+def test_a_much_higher_refusal_rate_rolls_back_and_blocks_the_candidate(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    send(
+        client,
+        auth,
+        served("v1", 1800, every(20, refusal=True), hours_ago(1.5), HOUR),
+        served("v2", 200, every(4, refusal=True), hours_ago(1.5), HOUR),
+    )
+    decided = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert (decided["status"], decided["decision"]) == ("rollback", "rollback")
+    assert decided["ended_by"] == SYSTEM_ACTOR and decided["ended_at"] is not None
+    refusal = comparison(decided, "served", "refusal_rate")
+    assert refusal["candidate"] == {"events": 200, "with_signal": 50, "rate": 0.25}
+    assert refusal["champion"] == {"events": 1800, "with_signal": 90, "rate": 0.05}
+    assert refusal["verdict"] == "worse" and refusal["lower"] > 0.01
+    assert decided["reason"].startswith("refusal_rate on all=all (served): the candidate is worse")
+    assert decided["rollback"]["url"] == f"http://plumbline.test/canaries/{canary['id']}/rollback"
+    # The evidence it was decided on is frozen: more traffic changes nothing.
+    send(client, auth, served("v2", 200, every(20, refusal=True), hours_ago(1), HOUR, "late"))
+    again = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert again["evidence"] == decided["evidence"]
+    with app.state.sessionmaker() as session:
+        assert session.get_one(Checkpoint, ids["v2"]).status is CheckpointStatus.blocked
+        entry = session.scalars(select(AuditLog).where(AuditLog.action == "canary.decided")).one()
+    assert entry.actor == SYSTEM_ACTOR and entry.details["decision"] == "rollback"
+    assert entry.details["trigger"] == "read"
+
+
+def test_a_regression_confined_to_a_declared_cohort_rolls_back_naming_it(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    cohorts = [
+        {"dimension": "region", "value": "apac"},
+        {"dimension": "user_segment", "value": "pro"},
+    ]
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(3).isoformat(),
+        cohorts=cohorts,
+        signals=["refusal_rate"],
+    )
+
+    def region(i: int) -> dict[str, str]:
+        return {
+            "region": "apac" if i % 20 == 0 else "eu",
+            "user_segment": "pro" if i % 4 == 0 else "free",
+        }
+
+    def champion(i: int) -> dict[str, bool]:
+        return {"refusal": i % 20 == 1}  # 1 in 20, never in apac (every 20th call)
+
+    def apac_refuses(i: int) -> dict[str, bool]:
+        # apac: 3 of every 5 refused; elsewhere as the champion.
+        return {"refusal": (i // 20) % 5 < 3 if i % 20 == 0 else i % 20 == 1}
+
+    send(
+        client,
+        auth,
+        served("v1", 2000, champion, hours_ago(2.5), 2 * HOUR, cohort=region),
+        served("v2", 2000, apac_refuses, hours_ago(2.5), 2 * HOUR, cohort=region),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert decided["decision"] == "rollback", decided["evidence"]["reasons"]
+    apac = comparison(decided, "served", "refusal_rate", "apac")
+    assert apac["candidate"] == {"events": 100, "with_signal": 60, "rate": 0.6}
+    assert apac["champion"] == {"events": 100, "with_signal": 0, "rate": 0.0}
+    assert apac["verdict"] == "worse"
+    everyone = comparison(decided, "served", "refusal_rate", "all")
+    assert everyone["verdict"] != "worse"  # diluted below what the whole population shows
+    # Every apac call is also a pro call (i % 20 == 0 implies i % 4 == 0): pro is worse too.
+    pro = comparison(decided, "served", "refusal_rate", "pro")
+    assert pro["candidate"] == {"events": 500, "with_signal": 60, "rate": 0.12}
+    assert pro["champion"] == {"events": 500, "with_signal": 0, "rate": 0.0}
+    assert [r.split(":")[0] for r in decided["evidence"]["reasons"]] == [
+        "refusal_rate on region=apac (served)",
+        "refusal_rate on user_segment=pro (served)",
+    ]
+
+
+def test_shadow_answers_are_paired_with_the_served_ones_and_never_served_traffic(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    send(
+        client,
+        auth,
+        # The champion refuses 1 request in 50; the candidate, shadowing the same requests,
+        # 1 in 5 (and every one the champion refused).
+        served("v1", 500, every(50, refusal=True), hours_ago(1.5), HOUR, "req"),
+        shadows("v2", "req", 500, every(5, refusal=True), hours_ago(1.5), HOUR),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert decided["decision"] == "rollback"
+    paired = comparison(decided, "shadow", "refusal_rate")
+    assert (paired["pairs"], paired["candidate_worse"], paired["candidate_better"]) == (500, 90, 0)
+    assert paired["difference"] == 0.18 and paired["verdict"] == "worse"
+    unpaired = comparison(decided, "served", "refusal_rate")
+    assert unpaired["candidate"]["events"] == 0  # shadow answers are not served traffic
+    assert unpaired["champion"] == {"events": 500, "with_signal": 10, "rate": 0.02}
+    assert unpaired["verdict"] == "undecided"
+    # Fallback was never recorded on either side: no pair, nothing to show.
+    assert comparison(decided, "shadow", "fallback_rate")["verdict"] == "unmeasured"
+
+
+def test_the_deadline_ends_it_inconclusive_and_a_new_champion_ends_the_comparison(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    first = start_canary(
+        client, auth, ids["v2"], start=hours_ago(20).isoformat(), max_days=1, min_hours=0
+    )
+    send(
+        client,
+        auth,
+        served("v1", 50, every(10, refusal=True), hours_ago(19), HOUR),
+        served("v2", 50, every(10, refusal=True), hours_ago(19), HOUR),
+    )
+    with app.state.sessionmaker() as session:  # five hours from now: past the deadline
+        row = session.get_one(Canary, first["id"])
+        evaluate(session, Links.of(settings), row, "test", now=utcnow() + 5 * HOUR)
+    ended = client.get(f"/api/v1/canaries/{first['id']}", headers=auth).json()
+    assert (ended["status"], ended["decision"]) == ("stopped", None)
+    assert ended["reason"] == "inconclusive: no decision within max_days (1)"
+    assert ended["evidence"]["hours"] == 24.0
+
+    second = start_canary(client, auth, ids["v3"])
+    client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v2"], "force": True, "reason": "hotfix"},
+        headers=auth,
+    ).raise_for_status()
+    stopped = client.post(f"/api/v1/canaries/{second['id']}/evaluate", headers=auth).json()
+    assert stopped["status"] == "stopped"
+    assert stopped["reason"].startswith(f"the champion changed (now checkpoint {ids['v2']})")
+
+
+def test_the_background_loop_evaluates_each_due_canary_once(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"])
+    sessions = app.state.sessionmaker
+    assert evaluate_due_canaries(sessions, settings) is True
+    with sessions() as session:
+        row = session.get_one(Canary, canary["id"])
+        assert row.evaluated_at is not None and row.evidence is not None
+        assert row.next_evaluation_at > utcnow() + timedelta(seconds=250)
+    assert evaluate_due_canaries(sessions, settings) is False  # not due for five minutes
+    client.post(f"/api/v1/canaries/{canary['id']}/stop", json={"reason": "done"}, headers=auth)
+    with sessions() as session:
+        session.execute(update(Canary).values(next_evaluation_at=utcnow() - timedelta(hours=1)))
+        session.commit()
+    assert evaluate_due_canaries(sessions, settings) is False  # only running canaries are due

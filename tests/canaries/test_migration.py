@@ -1,0 +1,109 @@
+"""Migration 0006 on a database that already holds traffic: events survive the way up (as
+served traffic, shadow_of NULL) and the way back down, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from app.core import migrate
+from app.core.db import make_engine
+from app.core.settings import Settings
+from tests.conftest import BACKENDS, create_pg_schema, drop_pg_schema
+
+REVISION = "0006"
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'traffic.db'}"
+        return
+    schema, url = create_pg_schema("plc")
+    yield url
+    drop_pg_schema(schema)
+
+
+def _before_canaries(url: str) -> str:
+    """The revision 0006 follows, whatever it is re-chained to at merge time."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(url))
+    down = script.get_revision(REVISION).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+def _seed_traffic(url: str) -> None:
+    """Rows as the schema before 0006 holds them (plain SQL: the models are newer)."""
+    now = datetime(2024, 6, 1, 12, tzinfo=UTC)
+    engine = make_engine(Settings(database_url=url))
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO projects (id, name, settings, created_at) VALUES (1, 'p', '{}', :t)"),
+            {"t": now},
+        )
+        conn.execute(
+            text("INSERT INTO models (id, project_id, name, created_at) VALUES (1, 1, 'm', :t)"),
+            {"t": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO checkpoints (id, project_id, model_id, version, kind, training, "
+                "tags, status, spec_hash, created_at) "
+                "VALUES (1, 1, 1, 'v1', 'full', '{}', '[]', 'champion', 'h', :t)"
+            ),
+            {"t": now},
+        )
+        for i in range(20):
+            conn.execute(
+                text(
+                    "INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, "
+                    "ts, cohort, truncated, refusal, attributes, source, received_at) VALUES "
+                    "(1, 1, 1, :trace, '', :t, '{\"region\": \"eu\"}', :no, :refused, '{}', "
+                    "'rest', :t)"
+                ),
+                {"trace": f"t-{i}", "t": now, "no": False, "refused": i % 4 == 0},
+            )
+    engine.dispose()
+
+
+def _events(url: str) -> list[tuple[str, bool]]:
+    engine = make_engine(Settings(database_url=url))
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT trace_id, refusal FROM events ORDER BY id")).all()
+    engine.dispose()
+    return [(trace, bool(refused)) for trace, refused in rows]
+
+
+def _columns(url: str) -> tuple[set[str], set[str]]:
+    engine = make_engine(Settings(database_url=url))
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    columns = {c["name"] for c in inspector.get_columns("events")}
+    engine.dispose()
+    return tables, columns
+
+
+def test_upgrade_over_stored_events_and_back(database_url: str) -> None:
+    before = _before_canaries(database_url)
+    migrate.upgrade(database_url, before)
+    _seed_traffic(database_url)
+    expected = [(f"t-{i}", i % 4 == 0) for i in range(20)]
+
+    migrate.upgrade(database_url, "head")
+    tables, columns = _columns(database_url)
+    assert "canaries" in tables and "shadow_of" in columns
+    assert _events(database_url) == expected
+    engine = make_engine(Settings(database_url=database_url))
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT COUNT(*) FROM events WHERE shadow_of IS NULL")) == 20
+    engine.dispose()
+
+    migrate.downgrade(database_url, before)
+    tables, columns = _columns(database_url)
+    assert "canaries" not in tables and "shadow_of" not in columns
+    assert _events(database_url) == expected
