@@ -152,6 +152,7 @@ def run_cohort_cells(session: Session, run: EvaluationRun) -> list[CohortCell]:
 @dataclass(frozen=True)
 class ResultRow:
     key: str
+    repeat: int
     evaluator: str
     score: float
     passed: bool
@@ -175,6 +176,7 @@ def run_result_rows(
     stmt = (
         select(
             EvalResult.key,
+            EvalResult.repeat,
             EvalResult.evaluator,
             EvalResult.score,
             EvalResult.passed,
@@ -189,9 +191,16 @@ def run_result_rows(
             DatasetRow,
             and_(DatasetRow.version_id == run.dataset_version_id, DatasetRow.key == EvalResult.key),
         )
-        .outerjoin(RunOutput, and_(RunOutput.run_id == run.id, RunOutput.key == EvalResult.key))
+        .outerjoin(
+            RunOutput,
+            and_(
+                RunOutput.run_id == run.id,
+                RunOutput.key == EvalResult.key,
+                RunOutput.repeat == EvalResult.repeat,
+            ),
+        )
         .where(EvalResult.run_id == run.id)
-        .order_by(EvalResult.key, EvalResult.evaluator)
+        .order_by(EvalResult.key, EvalResult.repeat, EvalResult.evaluator)
         .offset(offset)
         .limit(limit)
     )
@@ -206,6 +215,6 @@ def run_result_rows(
         elif dimension != "all":
             stmt = stmt.where(DatasetRow.cohort[dimension].as_string() == value)
     return [
-        ResultRow(k, e, s, p, r, risk.value, c or {}, i, x, o)
-        for k, e, s, p, r, risk, c, i, x, o in session.execute(stmt)
+        ResultRow(k, rep, e, s, p, r, risk.value, c or {}, i, x, o)
+        for k, rep, e, s, p, r, risk, c, i, x, o in session.execute(stmt)
     ]
