@@ -1,9 +1,11 @@
 """Time the decision of one gate: 20,000 paired rows x 8 evaluators x 50 cohorts.
 
 Times app.stats.gate.decide_gate (every test, the weighted Holm budget, the BH warning
-families, required rows and the display bounds); data generation is excluded. Half the
-evaluators are pass/fail, half graded. "realistic" cohorts are one all-rows cohort plus 49
-overlapping random subsets with log-uniform sizes from 5 to 5,000 rows, five of them guarded;
+families, required rows and the display bounds); data generation is excluded. "realistic"
+cohorts are one all-rows cohort plus 49 overlapping random subsets with log-uniform sizes
+from 5 to 5,000 rows, five of them guarded, and all 8 evaluators pass/fail (metric
+"pass_rate", the default) or half of them graded (metric "mean_score" with continuous scores:
+nearly every row's difference is distinct, the costliest input of the score test);
 "worst_case" guards all 49 at exactly the exact test's largest size (400 rows), the most exact
 p-values a gate of this shape can cost. Exact p-values are cached per process, so each case
 reports its first ("cold", cache emptied) decision and the median of the next ones ("warm",
@@ -71,7 +73,11 @@ def timed(action: Callable[[], Any]) -> dict[str, float]:
 
 def main() -> None:
     rng = np.random.default_rng(20240601)
-    evaluators = [
+    binary = [
+        EvaluatorOutcomes(f"evaluator-{e}", *evaluator_runs(rng, binary=True))
+        for e in range(EVALUATORS)
+    ]
+    mixed = [
         EvaluatorOutcomes(f"evaluator-{e}", *evaluator_runs(rng, binary=e % 2 == 0))
         for e in range(EVALUATORS)
     ]
@@ -83,15 +89,21 @@ def main() -> None:
     def specs(guarded: Callable[[int], bool]) -> list[CohortSpec]:
         return [CohortSpec(f"cohort-{k}", guarded=k == 0 or guarded(k)) for k in range(COHORTS)]
 
-    def gate(membership: np.ndarray, cohorts: list[CohortSpec]) -> Callable[[], Any]:
+    def gate(
+        evaluators: list[EvaluatorOutcomes], membership: np.ndarray, cohorts: list[CohortSpec]
+    ) -> Callable[[], Any]:
         return lambda: decide_gate(evaluators, membership, cohorts, policy)
 
+    some = specs(lambda k: k % 10 == 1)
     result = {
         "rows": ROWS,
         "evaluators": EVALUATORS,
         "cohorts": COHORTS,
-        "realistic": timed(gate(realistic, specs(lambda k: k % 10 == 1))),
-        "worst_case_all_guarded_at_400_rows": timed(gate(worst_case, specs(lambda k: True))),
+        "realistic_pass_fail": timed(gate(binary, realistic, some)),
+        "realistic_half_graded": timed(gate(mixed, realistic, some)),
+        "worst_case_pass_fail_all_guarded_at_400_rows": timed(
+            gate(binary, worst_case, specs(lambda k: True))
+        ),
         "repeats": REPEATS,
     }
     print(json.dumps(result, indent=1))

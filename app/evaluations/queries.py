@@ -79,13 +79,14 @@ def run_summary(session: Session, project_id: int, run_id: int) -> RunSummary:
 def comparable_runs(
     session: Session, project_id: int, run: EvaluationRun, limit: int = 50
 ) -> list[RunSummary]:
-    """Other succeeded runs on the same dataset (any version): the baselines /compare takes."""
+    """Other checkpoints' succeeded runs on the same dataset (any version): the baselines
+    /compare takes (a gate compares two checkpoints, each pooled over its runs)."""
     stmt = _runs_query(project_id).where(
         Dataset.id
         == select(DatasetVersion.dataset_id)
         .where(DatasetVersion.id == run.dataset_version_id)
         .scalar_subquery(),
-        EvaluationRun.id != run.id,
+        EvaluationRun.checkpoint_id != run.checkpoint_id,
         EvaluationRun.status == RunStatus.succeeded,
     )
     return [_run_summary(row) for row in session.execute(stmt.limit(limit))]

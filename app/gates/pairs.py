@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ClauseElement, Connection, Text, and_, case, cast, func, select
+from sqlalchemy import ClauseElement, Connection, Select, Text, and_, case, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
@@ -101,7 +101,11 @@ def load_pairs(
     }
     version_id = candidate.dataset_version_id
     all_ids, keys, risks, cohorts = _version_rows(connection, version_id)
-    totals = _fetch_totals(connection, version_id, sides["candidate"] + sides["baseline"])
+    run_ids = sides["candidate"] + sides["baseline"]
+    repeats = session.scalar(
+        select(func.max(EvaluationRun.repeats)).where(EvaluationRun.id.in_(run_ids))
+    )
+    totals = _fetch_totals(connection, version_id, run_ids, one_call=repeats == 1)
     pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
     notes = [
         f"evaluators only in the {label} runs, not compared: {', '.join(sorted(only))}"
@@ -204,26 +208,35 @@ def _dimensions(cohorts: Sequence[dict[str, Any] | None]) -> dict[str, list[str 
 
 
 def _fetch_totals(
-    connection: Connection, version_id: int, run_ids: Sequence[int]
+    connection: Connection, version_id: int, run_ids: Sequence[int], one_call: bool
 ) -> dict[tuple[int, str], _Totals]:
     """Per (run id, evaluator), each scored row of the version: its passes, summed score and
-    calls, grouped by the database. The cost of 10^5 rows is in building Python objects per
-    row, so neither path does: PostgreSQL aggregates each (run, evaluator) into arrays,
-    SQLite's grouped rows come as the driver's tuples."""
+    calls, grouped by the database. With `one_call` (every run made one call per row: the
+    unique key then holds one result per run, key and evaluator) there is nothing to group,
+    and the plain results come (grouping 10^5 rows would be the query's costliest step). The
+    cost of 10^5 rows is in building Python objects per row, so neither dialect does:
+    PostgreSQL aggregates each (run, evaluator) into arrays, SQLite's rows come as the
+    driver's tuples."""
     on_version = and_(DatasetRow.version_id == version_id, DatasetRow.key == EvalResult.key)
-    grouped = (
-        select(
+    per_row: Select[*tuple[Any, ...]]
+    if one_call:
+        per_row = select(
             EvalResult.run_id,
             EvalResult.evaluator,
             DatasetRow.id.label("row_id"),
-            func.sum(case((EvalResult.passed, 1.0), else_=0.0)).label("passes"),
+            EvalResult.passed.label("passes"),
+            EvalResult.score.label("score"),
+        )
+    else:
+        per_row = select(
+            EvalResult.run_id,
+            EvalResult.evaluator,
+            DatasetRow.id.label("row_id"),
+            func.sum(case((EvalResult.passed, 1), else_=0)).label("passes"),
             func.sum(EvalResult.score).label("score"),
             func.count().label("calls"),
-        )
-        .join(DatasetRow, on_version)
-        .where(EvalResult.run_id.in_(run_ids))
-        .group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
-    )
+        ).group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
+    grouped = per_row.join(DatasetRow, on_version).where(EvalResult.run_id.in_(run_ids))
     if connection.dialect.name == "postgresql":
         g = grouped.subquery()
         aggregated = connection.execute(
@@ -232,45 +245,48 @@ def _fetch_totals(
                 g.c.evaluator,
                 *(
                     func.array_agg(aggregate_order_by(column, g.c.row_id))
-                    for column in (g.c.row_id, g.c.passes, g.c.score, g.c.calls)
+                    for column in list(g.c)[2:]
                 ),
             ).group_by(g.c.run_id, g.c.evaluator)
         )
-        return {
-            (run_id, name): _Totals(
-                np.asarray(ids, np.int64),
-                np.asarray(passes, np.float64),
-                np.asarray(scores, np.float64),
-                np.asarray(calls, np.int64),
-            )
-            for run_id, name, ids, passes, scores, calls in aggregated
-        }
+        return {(row[0], row[1]): _totals(*row[2:]) for row in aggregated}
     rows = _driver_rows(
         connection,
         grouped.order_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id),
     )
     if not rows:
         return {}
-    run_column, name_column, ids, passes, scores, calls = zip(*rows, strict=True)
-    all_totals = _Totals(
-        np.asarray(ids, np.int64),
-        np.asarray(passes, np.float64),
-        np.asarray(scores, np.float64),
-        np.asarray(calls, np.int64),
-    )
+    run_column, name_column, *columns = zip(*rows, strict=True)
+    everything = _totals(*columns)
     out = {}
     start = 0
     for group, members in itertools.groupby(zip(run_column, name_column, strict=True)):
         end = start + sum(1 for _ in members)
         part = slice(start, end)
         out[group] = _Totals(
-            all_totals.row_ids[part],
-            all_totals.passes[part],
-            all_totals.scores[part],
-            all_totals.calls[part],
+            everything.row_ids[part],
+            everything.passes[part],
+            everything.scores[part],
+            everything.calls[part],
         )
         start = end
     return out
+
+
+def _totals(
+    ids: Sequence[int],
+    passes: Sequence[Any],
+    scores: Sequence[float],
+    calls: Sequence[int] | None = None,
+) -> _Totals:
+    """Arrays of one (run, evaluator); without `calls`, one call per row."""
+    row_ids = np.asarray(ids, np.int64)
+    return _Totals(
+        row_ids,
+        np.asarray(passes, np.float64),
+        np.asarray(scores, np.float64),
+        np.ones(row_ids.size, np.int64) if calls is None else np.asarray(calls, np.int64),
+    )
 
 
 def _driver_rows(connection: Connection, statement: ClauseElement) -> Sequence[Any]:

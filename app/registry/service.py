@@ -211,8 +211,9 @@ def champion_of(session: Session, model_id: int) -> Checkpoint | None:
 
 def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -> Gate | None:
     """A gate that allows promoting `checkpoint`: its own, passing (or inconclusive under a
-    policy that allows it), and not followed by a blocking gate of the checkpoint on the same
-    dataset version: a block stands until a later pass (docs/statistics.md §7.3)."""
+    policy that allows it), and not followed by a blocking gate of the checkpoint: a block
+    stands until a later pass (docs/statistics.md §7.3), and the newest evidence wins whatever
+    dataset version it came from."""
     if gate_id is None:
         return None
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
@@ -230,7 +231,6 @@ def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -
         select(Gate.id)
         .where(
             Gate.checkpoint_id == checkpoint.id,
-            Gate.dataset_version_id == gate.dataset_version_id,
             Gate.id > gate.id,
             Gate.verdict == GateVerdict.block,
         )
@@ -239,8 +239,8 @@ def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -
     )
     if later_block is not None:
         raise Conflict(
-            f"gate {later_block} blocked this checkpoint on the same dataset version after gate "
-            f"{gate_id}; only a later passing gate lifts a block (or force with a written reason)"
+            f"gate {later_block} blocked this checkpoint after gate {gate_id}; only a later "
+            "passing gate lifts a block (or force with a written reason)"
         )
     return gate
 

@@ -406,7 +406,7 @@ def test_a_blocked_checkpoint_stays_blocked_until_its_pooled_runs_pass(
     status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
     assert status == "evaluated"
 
-    # A pass followed by a block on the same version can no longer promote.
+    # A pass followed by a block can no longer promote.
     fourth = gate(client, auth, rerun({f"core-{i}" for i in range(200)}))
     assert fourth["verdict"] == "block" and fourth["attempt"] == 4
     refused = client.post(
