@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from app.gates import service as gates_service
 from app.stats.cohorts import build_cohorts
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from tests.gates.support import GRADED, add_run
@@ -697,3 +698,24 @@ def test_what_cannot_be_compared_is_named_in_the_notes(
     assert "declared cohort route=b (high risk) has no rows both sides scored" in " ".join(
         declared["notes"]
     )
+
+
+def test_two_gates_claiming_one_attempt_number_store_one(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gates of one checkpoint on one version decided at the same moment both read
+    "attempt 1"; the unique (checkpoint, version, attempt) key stores the first and refuses
+    the second with 409, leaving nothing half-written. Simulated by the second reading what
+    the first read."""
+    rows = rows_of("a", 20, "high")
+    _, cand_run = runs_for(
+        client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows)}
+    )
+    first = gate(client, auth, cand_run)
+    monkeypatch.setattr(gates_service, "earlier_gates", lambda *_: (1, False))
+    clash = client.post("/api/v1/gates", json={"candidate_run_id": cand_run}, headers=auth)
+    assert clash.status_code == 409 and "at the same time" in clash.json()["detail"]
+    monkeypatch.undo()
+    listed = client.get("/api/v1/gates", headers=auth).json()["items"]
+    assert [g["id"] for g in listed] == [first["id"]]
+    assert gate(client, auth, cand_run)["attempt"] == 2
