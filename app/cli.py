@@ -135,8 +135,9 @@ GATE_EXIT_CODES = {"pass": 0, "block": 1, "inconclusive": 3}
 
 
 def _gate(_settings: Settings, args: argparse.Namespace) -> int:
-    """CI's deploy gate over HTTP: prints the verdict, its reasons and a table of the guarded
-    and warning cohorts; the exit code is the verdict (2 for any error)."""
+    """CI's deploy gate over HTTP: prints a table of the guarded cohorts (and the ones that
+    warn) with the rows each needs, the notes and reasons, and the verdict; the exit code is
+    the verdict (2 for any error)."""
     if not args.api_key:
         print("error: --api-key (or PLUMBLINE_API_KEY) is required", file=sys.stderr)
         return 2
@@ -164,11 +165,17 @@ def _gate(_settings: Settings, args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for reason in gate["reasons"]:
         print(f"{reason['severity']}: {reason['message']}")
-    print(f"gate {gate['id']}: {gate['verdict'].upper()}")
+    print(
+        f"gate {gate['id']}: {gate['verdict'].upper()} (attempt {gate['attempt']} of this "
+        f"checkpoint on {gate['dataset']} v{gate['dataset_version']}, alpha {gate['alpha']:.4g})"
+    )
     return GATE_EXIT_CODES[gate["verdict"]]
 
 
 def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
+    """Guarded comparisons and unguarded ones that warn (all with --all). `bounds` are the
+    one-sided bounds of the change; `needs` the rows a guarded cohort needs to decide."""
+
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
@@ -177,24 +184,28 @@ def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
         "cohort",
         "risk",
         "n",
+        "needs",
         "baseline",
         "candidate",
-        "delta [CI]",
+        "delta [bounds]",
         "p",
         "status",
     )
     lines = [header]
     for c in comparisons:
-        if c["role"] == "report" and not show_all:
+        if not (c["guarded"] or c["status"] == "warn" or show_all):
             continue
         delta = number(c["delta"])
         if c["ci_low"] is not None and c["ci_high"] is not None:
             delta += f" [{number(c['ci_low'])}, {number(c['ci_high'])}]"
         p = c["p_adjusted"] if c["p_adjusted"] is not None else c["p_value"]
-        status = c["status"] + (" (warn)" if c["role"] == "warn" else "")
+        status = "regressed" if c["status"] == "block" else c["status"]
+        needs = str(c["required_n"]) if c["required_n"] is not None else "-"
         cohort = f"{c['dimension']}={c['value']}"
-        row = (c["evaluator"], cohort, c["risk"], str(c["n"]), number(c["baseline"]))
-        lines.append((*row, number(c["candidate"]), delta, f"{p:.3g}", status))
+        row = (c["evaluator"], cohort, c["risk"] or "-", str(c["n"]), needs)
+        lines.append(
+            (*row, number(c["baseline"]), number(c["candidate"]), delta, f"{p:.3g}", status)
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()

@@ -205,10 +205,10 @@ def _register_checkpoints(session: Session, principal: Principal) -> tuple[int, 
 
 
 def _golden_rows(changed: bool) -> list[dict[str, Any]]:
-    """120 rows over routes x segments, a fifth of them requests the bot must refuse (high
+    """200 rows over routes x segments, a fifth of them requests the bot must refuse (high
     risk). Version 2 rewords a few expectations and adds cases."""
     rows = []
-    count = 140 if changed else 120
+    count = 240 if changed else 200
     for index in range(count):
         route = ROUTES[index % 3]
         segment = SEGMENTS[(index // 3) % 3]
@@ -229,11 +229,19 @@ def _golden_rows(changed: bool) -> list[dict[str, Any]]:
     return rows
 
 
+# Billing answers move money: version 2 declares the billing route a high-risk cohort, so
+# the gate guards it as a whole (its rows are medium risk one by one).
+DECLARED_RISK = {"route": {"billing": "high"}}
+
+
 def _golden_dataset(session: Session, principal: Principal) -> None:
     datasets.create_dataset(session, principal, DATASET, "Support questions with known answers")
     for changed in (False, True):
         rows = _golden_rows(changed)
-        datasets.add_version(session, principal, DATASET, parsing.json_rows(rows), "json")
+        declared = DECLARED_RISK if changed else None
+        datasets.add_version(
+            session, principal, DATASET, parsing.json_rows(rows), "json", cohort_risk=declared
+        )
 
 
 def _outputs(version: int) -> list[dict[str, Any]]:
@@ -269,9 +277,10 @@ def _evaluate(
 
 
 def _gate_body(candidate: int, baseline: int) -> GateIn:
-    """A golden set of 140 rows is small: the demo's policy tolerates a 10-point drop and
-    claims non-inferiority from 20 rows (the defaults would call every cohort inconclusive)."""
-    policy = GatePolicySpec(margin=0.1, min_rows=20)
+    """A golden set of 240 rows is small: at the default 2-point margin every guarded cohort
+    would need thousands of rows (the gate would say inconclusive, with the number). The
+    demo's policy tolerates a 10-point drop, which 48 unchanged high-risk rows can rule out."""
+    policy = GatePolicySpec(margin=0.1)
     return GateIn(candidate_run_id=candidate, baseline_run_id=baseline, policy=policy)
 
 

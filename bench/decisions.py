@@ -27,7 +27,11 @@ Scenarios (each with fixed seeds; counts, rates and Wilson 95% intervals):
 * ``retries``: up to 8 re-runs of a checkpoint with a real 15-point drop, fresh runs
   each time (what the old service allowed) against app.stats.retry's rule;
 * ``repeats_test_size``: the simulated size of the per-row-mean score test (k = 3)
-  at the null boundary, where no exact test exists.
+  at the null boundary, where no exact test exists;
+* ``api``: the same decisions through the HTTP API (the app in-process, its worker
+  drained in-process) on SQLite and on PostgreSQL, each gate's verdict and p-values
+  compared with decide_gate on the same arrays (needs PostgreSQL at
+  PLUMBLINE_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/test).
 
     nice .venv/bin/python bench/decisions.py [--quick] [--only NAME ...]
 """
@@ -37,14 +41,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi.testclient import TestClient
 from scipy import special, stats
+from scratch import BENCH_DATABASE_URL, scratch_schema
 from statsmodels.stats.proportion import proportion_confint
 
+from app.core import migrate
+from app.core.settings import Settings
+from app.evaluations.worker import work_runs
+from app.keys import service as keys
+from app.main import create_app
+from app.models.project import Role
 from app.stats.cohorts import CohortSpec, build_cohorts
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from app.stats.margin import score_test
@@ -83,6 +99,9 @@ class GoldenSet:
     shifts: np.ndarray  # per-row logit shift from the row's cohort values
     gammas: np.ndarray  # per-evaluator transform exponents
     beta: tuple[float, float] = field(default=(1.5, 0.5))
+    labels: dict[str, list[str]] = field(default_factory=dict)  # each dimension's row labels
+    risk: list[str] = field(default_factory=list)  # each row's risk level
+    declared: dict[str, dict[str, str]] = field(default_factory=dict)  # declared cohort risk
 
 
 def beta_for(base_rate: float, flip: float) -> tuple[float, float]:
@@ -133,6 +152,9 @@ def golden_set(structure: Structure) -> GoldenSet:
         shifts,
         gammas,
         beta_for(structure.base_rate, structure.flip),
+        dims,
+        [str(level) for level in risk],
+        declared,
     )
 
 
@@ -521,12 +543,170 @@ def repeats_test_size(replicates: int) -> dict[str, Any]:
     }
 
 
+# --- through the HTTP API ---------------------------------------------------------------
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a scratch PostgreSQL schema."""
+    if kind == "postgresql":
+        with scratch_schema(BENCH_DATABASE_URL, "bench_decisions") as url:
+            yield url
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        migrate.upgrade(url)
+        yield url
+
+
+class Api:
+    """The real app in-process (FastAPI's TestClient), the worker drained in-process."""
+
+    def __init__(self, client: TestClient, settings: Settings, key: str) -> None:
+        self.client, self.settings = client, settings
+        self.auth = {"Authorization": f"Bearer {key}"}
+
+    def post(self, path: str, body: dict[str, Any], status: int) -> Any:
+        response = self.client.post(path, json=body, headers=self.auth)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def run(self, checkpoint: int, version: int, calls: np.ndarray) -> int:
+        """A run whose k outputs per row pass exactly where `calls` (k x rows) says."""
+        repeats = calls.shape[0]
+        outputs = [
+            {"key": f"r{i}", "output": "ok" if passed else "no"}
+            | ({"repeat": r} if repeats > 1 else {})
+            for r in range(repeats)
+            for i, passed in enumerate(calls[r])
+        ]
+        body = {
+            "checkpoint_id": checkpoint,
+            "dataset_version": version,
+            "evaluators": [{"name": "exact_match"}],
+            "outputs": outputs,
+            "repeats": repeats,
+        }
+        run_id = int(self.post("/api/v1/datasets/golden/evaluations", body, 202)["run_id"])
+        app = self.client.app
+        while work_runs(app.state.sessionmaker, self.settings):  # type: ignore[attr-defined]
+            pass
+        return run_id
+
+
+def _compare(gate: dict[str, Any], decided: Any) -> tuple[bool, float]:
+    """Whether the API's verdict and every comparison's status match decide_gate's on the
+    same arrays, and the largest difference of their p-values."""
+    same = gate["verdict"] == decided.verdict
+    worst = 0.0
+    expected = {(r.dimension, r.value): r for r in decided.records}
+    for c in gate["comparisons"]:
+        record = expected[(c["dimension"], c["value"])]
+        same = same and c["status"] == record.status
+        for name in ("p_block", "p_pass", "p_drop"):
+            worst = max(worst, abs(c[name] - getattr(record, name)))
+    return same and len(expected) == len(gate["comparisons"]), worst
+
+
+def api_pass(trials: int) -> dict[str, Any]:
+    """Gates through the HTTP API on SQLite and PostgreSQL, against decide_gate on the same
+    arrays: the declared-segment structure (400 rows, risk=high rows forming a declared
+    cohort), one evaluator (exact_match on uploaded outputs). Per trial, in turn: an
+    unchanged candidate; a 15-point drop on the declared cohort; the same with 3 calls per
+    row on both sides; and a blocked candidate re-run and re-gated (pooled runs, attempt 2)."""
+    gs = golden_set(STRUCTURES[4])
+    rows = [
+        {
+            "key": f"r{i}",
+            "input": f"question {i}",
+            "expected": "ok",
+            "cohort": {dim: labels[i] for dim, labels in gs.labels.items()},
+            "risk": gs.risk[i],
+        }
+        for i in range(gs.structure.rows)
+    ]
+    settings_out = describe(gs) | {"declared": gs.declared, "evaluators": 1}
+    out: dict[str, Any] = {"settings": settings_out}
+    for kind in ("sqlite", "postgresql"):
+        rng = np.random.default_rng(600)
+        tally = {"gates": 0, "agree": 0, "max_p_difference": 0.0}
+        verdicts: dict[str, dict[str, int]] = {}
+        with database(kind) as url:
+            settings = Settings(
+                database_url=url, run_workers=False, run_scheduler=False, log_level="WARNING"
+            )
+            app = create_app(settings)
+            with app.state.sessionmaker() as session:
+                project = keys.get_or_create_project(session, "bench")
+                _key, secret = keys.create_key(session, project.id, Role.admin, "bench")
+                session.commit()
+            with TestClient(app) as client:
+                api = Api(client, settings, secret)
+                api.post("/api/v1/datasets", {"name": "golden"}, 201)
+                body = {"rows": rows, "cohort_risk": gs.declared}
+                version = api.post("/api/v1/datasets/golden/versions", body, 201)["version"]
+                for trial in range(trials):
+                    scenario = ("unchanged", "drop_15", "drop_15_k3", "retry_drop_30")[trial % 4]
+                    k = 3 if scenario == "drop_15_k3" else 1
+                    drop = {"unchanged": 0.0, "retry_drop_30": 0.3}.get(scenario, 0.15)
+                    pi = latent(gs, rng)[:, :1]
+                    worse = regress(pi, gs.high, drop, rng)
+                    checkpoints = [
+                        api.post(
+                            "/api/v1/checkpoints",
+                            {"model": f"m{trial}", "version": side},
+                            201,
+                        )["id"]
+                        for side in ("champion", "candidate")
+                    ]
+                    base = np.stack([run(pi, 1, rng)[:, 0] for _ in range(k)])
+                    cand = np.stack([run(worse, 1, rng)[:, 0] for _ in range(k)])
+                    base_run = api.run(checkpoints[0], version, base)
+                    cand_runs = [api.run(checkpoints[1], version, cand)]
+                    attempts = 2 if scenario == "retry_drop_30" else 1
+                    blocked = False
+                    for attempt in range(1, attempts + 1):
+                        if attempt > 1:
+                            cand = np.vstack([cand, run(worse, 1, rng)[:, 0]])
+                            cand_runs.append(api.run(checkpoints[1], version, cand[-1:]))
+                        gate = api.post(
+                            "/api/v1/gates",
+                            {"candidate_run_id": cand_runs[-1], "baseline_run_id": base_run},
+                            201,
+                        )
+                        means, calls = pool_runs(cand, np.ones_like(cand, dtype=np.int64))
+                        decided = decide_gate(
+                            [
+                                EvaluatorOutcomes(
+                                    "exact_match", base.mean(axis=0), means, base.shape[0], calls
+                                )
+                            ],
+                            gs.membership,
+                            gs.cohorts,
+                            POLICY,
+                            attempt=attempt,
+                            previously_blocked=blocked,
+                        )
+                        blocked = blocked or decided.verdict == "block"
+                        agree, worst = _compare(gate, decided)
+                        tally["gates"] += 1
+                        tally["agree"] += agree
+                        tally["max_p_difference"] = max(tally["max_p_difference"], worst)
+                        key = f"{scenario}_attempt_{attempt}" if attempts > 1 else scenario
+                        counts = verdicts.setdefault(key, {})
+                        counts[gate["verdict"]] = counts.get(gate["verdict"], 0) + 1
+            app.state.engine.dispose()
+        out[kind] = tally | {"verdicts_by_scenario": verdicts}
+    return out
+
+
 SCENARIOS = {
     "false_block": (false_block, 300, 60),
     "power_high_risk": (power_high_risk, 400, 60),
     "required_rows": (required_rows, 150, 30),
     "retries": (retries, 200, 40),
     "repeats_test_size": (repeats_test_size, 20000, 4000),
+    "api": (api_pass, 12, 4),
 }
 
 
@@ -553,6 +733,7 @@ def main() -> None:
             "power_high_risk": "within 10 points of the one-sided exact McNemar",
             "required_rows": "unchanged passes >= 0.80, a drop of 2x the margin blocks >= 0.90",
             "retries": "a real 15-point drop gets through <= 0.05",
+            "api": "the API's verdicts equal decide_gate's on the same arrays",
         },
     }
     for name in chosen:

@@ -13,6 +13,7 @@ app's TestClient)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -98,14 +99,23 @@ class Dataset:
         return self.client.request("POST", "/api/v1/datasets", json=body)
 
     def add_version(
-        self, rows: list[dict[str, Any]] | None = None, *, file: str | Path | None = None
+        self,
+        rows: list[dict[str, Any]] | None = None,
+        *,
+        file: str | Path | None = None,
+        cohort_risk: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
-        """From row dicts, or by uploading a .jsonl / .csv file (streamed by the server)."""
+        """From row dicts, or by uploading a .jsonl / .csv file (streamed by the server).
+        `cohort_risk` declares cohorts the gate guards, e.g. {"route": {"billing": "high"}}."""
         path = f"/api/v1/datasets/{self.name}/versions"
+        declared = {"cohort_risk": json.dumps(cohort_risk)} if cohort_risk else {}
         if file is None:
-            return self.client.request("POST", path, json={"rows": rows})
+            body = {"rows": rows, **({"cohort_risk": cohort_risk} if cohort_risk else {})}
+            return self.client.request("POST", path, json=body)
         with Path(file).open("rb") as handle:
-            return self.client.request("POST", path, files={"file": (Path(file).name, handle)})
+            return self.client.request(
+                "POST", path, data=declared, files={"file": (Path(file).name, handle)}
+            )
 
     def add_evaluation(
         self,
@@ -115,9 +125,11 @@ class Dataset:
         suite: str | None = None,
         outputs: Iterable[Mapping[str, Any]] | None = None,
         dataset_version: int | None = None,
+        repeats: int = 1,
     ) -> Run:
         """Queues a run (the server answers 202) and returns its handle; without outputs the
-        server calls the checkpoint's endpoint for every row."""
+        server calls the checkpoint's endpoint for every row, `repeats` times. With repeats
+        > 1, uploaded outputs carry `repeat` (0..repeats-1) and cover every key that often."""
         body: dict[str, Any] = {
             "checkpoint_id": checkpoint.id if isinstance(checkpoint, Checkpoint) else checkpoint,
         }
@@ -129,6 +141,8 @@ class Dataset:
             body["outputs"] = [dict(output) for output in outputs]
         if dataset_version is not None:
             body["dataset_version"] = dataset_version
+        if repeats != 1:
+            body["repeats"] = repeats
         created = self.client.request(
             "POST", f"/api/v1/datasets/{self.name}/evaluations", json=body
         )

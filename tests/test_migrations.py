@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app.core import migrate
 from app.core.db import make_engine
@@ -53,3 +56,99 @@ def test_models_and_migrations_agree(empty_database_url: str) -> None:
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+SEED_0003 = [
+    "INSERT INTO projects (id, name, settings, created_at) VALUES (1, 'p', '{}', :now)",
+    "INSERT INTO models (id, project_id, name, created_at) VALUES (1, 1, 'bot', :now)",
+    "INSERT INTO checkpoints (id, project_id, model_id, version, kind, status, training, tags, "
+    "spec_hash, created_at) VALUES (1, 1, 1, 'v1', 'full', 'champion', '{}', '[]', 'a', :now), "
+    "(2, 1, 1, 'v2', 'lora', 'blocked', '{}', '[]', 'b', :now)",
+    "INSERT INTO datasets (id, project_id, name, created_at) VALUES (1, 1, 'golden', :now)",
+    "INSERT INTO dataset_versions (id, project_id, dataset_id, version, content_hash, row_count, "
+    "source, created_at) VALUES (1, 1, 1, 1, 'h1', 2, 'json', :now), "
+    "(2, 1, 1, 2, 'h2', 2, 'json', :now)",
+    "INSERT INTO dataset_rows (id, version_id, key, input, cohort, risk, metadata, row_hash) "
+    "VALUES (1, 1, 'k1', '\"q\"', '{}', 'high', '{}', 'r1'), "
+    "(2, 1, 'k2', '\"q\"', '{}', 'low', '{}', 'r2')",
+    "INSERT INTO evaluation_runs (id, project_id, checkpoint_id, dataset_version_id, evaluators, "
+    "status, output_source, progress_done, progress_total, attempts, created_at) VALUES "
+    "(1, 1, 1, 1, '[]', 'succeeded', 'uploaded', 2, 2, 1, :now), "
+    "(2, 1, 2, 1, '[]', 'succeeded', 'uploaded', 2, 2, 1, :now), "
+    "(3, 1, 2, 2, '[]', 'succeeded', 'uploaded', 2, 2, 1, :now)",
+    "INSERT INTO run_outputs (id, run_id, key) VALUES (1, 2, 'k1'), (2, 2, 'k2')",
+    "INSERT INTO eval_results (id, run_id, key, evaluator, score, passed) VALUES "
+    "(1, 2, 'k1', 'exact_match', 1.0, true), (2, 2, 'k2', 'exact_match', 0.0, false)",
+    # Checkpoint 2 gated three times on version 1 (block, then inconclusive, then pass) and
+    # once on version 2.
+    "INSERT INTO gates (id, project_id, model_id, checkpoint_id, candidate_run_id, "
+    "baseline_run_id, policy, verdict, reasons, comparisons, notes, created_at) VALUES "
+    "(1, 1, 1, 2, 2, 1, '{}', 'block', '[]', '[]', '{}', :now), "
+    "(2, 1, 1, 2, 2, 1, '{}', 'inconclusive', '[]', '[]', '{}', :now), "
+    "(3, 1, 1, 2, 3, 1, '{}', 'pass', '[]', '[]', '{}', :now), "
+    "(4, 1, 1, 2, 2, 1, '{}', 'pass', '[]', '[]', '{}', :now)",
+]
+
+
+def test_0004_upgrades_and_downgrades_a_database_holding_rows(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url, "0003")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0003:
+                conn.execute(text(statement), {"now": datetime(2026, 1, 1, tzinfo=UTC)})
+        migrate.upgrade(empty_database_url, "0004")
+        with engine.begin() as conn:
+            gates = conn.execute(
+                text(
+                    "SELECT id, dataset_version_id, attempt, previously_blocked, alpha, "
+                    "candidate_run_ids, baseline_run_ids FROM gates ORDER BY id"
+                )
+            ).all()
+            assert [
+                (g.id, g.dataset_version_id, g.attempt, bool(g.previously_blocked)) for g in gates
+            ] == [
+                (1, 1, 1, False),
+                (2, 1, 2, True),
+                (3, 2, 1, False),
+                (4, 1, 3, True),
+            ]
+            assert {g.alpha for g in gates} == {None}
+            assert [(as_json(g.candidate_run_ids), as_json(g.baseline_run_ids)) for g in gates] == [
+                ([2], [1]),
+                ([2], [1]),
+                ([3], [1]),
+                ([2], [1]),
+            ]
+            assert conn.execute(text("SELECT DISTINCT repeats FROM evaluation_runs")).all() == [
+                (1,)
+            ]
+            assert conn.execute(text("SELECT DISTINCT repeat FROM eval_results")).all() == [(0,)]
+            assert conn.execute(text("SELECT DISTINCT repeat FROM run_outputs")).all() == [(0,)]
+            risks = conn.execute(text("SELECT cohort_risk FROM dataset_versions")).scalars()
+            assert [as_json(r) for r in risks] == [{}, {}]
+            # A second call of a row is now storable; the old key refused it.
+            conn.execute(
+                text(
+                    "INSERT INTO eval_results (id, run_id, key, evaluator, repeat, score, passed) "
+                    "VALUES (3, 2, 'k1', 'exact_match', 1, 0.0, false)"
+                )
+            )
+            conn.execute(
+                text("INSERT INTO run_outputs (id, run_id, key, repeat) VALUES (3, 2, 'k1', 1)")
+            )
+        migrate.downgrade(empty_database_url, "0003")
+        with engine.begin() as conn:
+            results = conn.execute(text("SELECT id, key FROM eval_results ORDER BY id")).all()
+            assert [tuple(r) for r in results] == [(1, "k1"), (2, "k2")]
+            assert conn.execute(text("SELECT COUNT(*) FROM run_outputs")).scalar() == 2
+            assert conn.execute(text("SELECT COUNT(*) FROM gates")).scalar() == 4
+            assert "attempt" not in {c["name"] for c in inspect(conn).get_columns("gates")}
+        migrate.upgrade(empty_database_url)
+    finally:
+        engine.dispose()
+
+
+def as_json(value: Any) -> Any:
+    """JSON columns read back as text on SQLite and decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value

@@ -34,6 +34,19 @@ async def json_body(request: Request) -> Any:
         raise Unprocessable(f"body: invalid JSON: {exc}", field="body") from None
 
 
+def json_form_field(form: Any, name: str) -> Any:
+    """A multipart text part holding JSON (None when absent or empty)."""
+    raw = form.get(name)
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise Unprocessable(f"{name}: must be a text part holding JSON", field=name)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise Unprocessable(f"{name}: invalid JSON: {exc}", field=name) from None
+
+
 def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 

@@ -10,6 +10,8 @@ from fastapi.responses import HTMLResponse
 from app.core.deps import SessionDep
 from app.core.errors import NotFound
 from app.datasets import queries as dataset_queries
+from app.evaluations.schemas import MAX_REPEATS
+from app.gates.planning import DEFAULT_POLICY, PRIOR_FLIP_RATE, plan_version
 from app.web.auth import ViewerDep
 from app.web.rendering import (
     PAGE_SIZE,
@@ -32,7 +34,12 @@ def dataset_page(
     version: Annotated[int | None, Query(ge=1)] = None,
     compare: Annotated[int | None, Query(ge=1)] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    flip_rate: Annotated[float, Query(ge=0, le=0.5)] = PRIOR_FLIP_RATE,
+    margin: Annotated[float, Query(gt=0, lt=0.5)] = DEFAULT_POLICY.margin,
+    repeats: Annotated[int, Query(ge=1, le=MAX_REPEATS)] = 1,
 ) -> HTMLResponse:
+    """Versions, the shown version's guarded cohorts with the rows they need (from a stated
+    prior flip rate, and from the latest gate's observed discordance), its rows, and a diff."""
     dataset, versions = dataset_queries.dataset_with_versions(
         session, viewer.principal.project_id, name
     )
@@ -62,5 +69,6 @@ def dataset_page(
         "rows": rows[:PAGE_SIZE],
         "has_more": len(rows) > PAGE_SIZE,
         "page": page,
+        "plan": plan_version(session, shown, flip_rate, margin, repeats) if shown else None,
     }
     return render(request, "datasets/dataset.html", context)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from app.core.errors import Unprocessable
 from app.datasets.schemas import RowIn
+from app.models.datasets import Risk
 
 CSV_FIELDS = frozenset(
     {"key", "input", "expected", "context", "risk", "expected_behavior", "label", "metadata"}
@@ -162,3 +163,50 @@ def row_values(version_id: int, row: RowIn) -> dict[str, Any]:
         "meta": row.metadata,
         "row_hash": hashlib.sha256(canonical_json(content).encode()).hexdigest(),
     }
+
+
+# Cohorts whose names the gate builds itself: declaring them would be ambiguous.
+RESERVED_DIMENSIONS = ("all", "risk")
+MAX_DECLARED_COHORTS = 1_000
+
+
+def cohort_risk(raw: Any) -> dict[str, dict[str, str]]:
+    """A version's declared cohort risk, {dimension: {value: level}}, checked for shape; the
+    problem names the offending entry (`cohort_risk.route.billing`). Whether each declared
+    cohort has rows is the service's check, once the rows are read."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise Unprocessable(
+            "cohort_risk: must be an object {dimension: {value: level}}", field="cohort_risk"
+        )
+    declared: dict[str, dict[str, str]] = {}
+    for dimension, values in raw.items():
+        where = f"cohort_risk.{dimension}"
+        if not 0 < len(dimension) <= 100 or any(c.isspace() for c in dimension):
+            raise Unprocessable(
+                f"{where}: a dimension is 1-100 characters without spaces", field=where
+            )
+        if dimension in RESERVED_DIMENSIONS:
+            raise Unprocessable(
+                f"{where}: '{dimension}' is a built-in cohort; declare a row's risk with its "
+                "`risk` field instead",
+                field=where,
+            )
+        if not isinstance(values, dict):
+            raise Unprocessable(f"{where}: must be an object {{value: level}}", field=where)
+        for value, level in values.items():
+            at = f"{where}.{value}"
+            if not 0 < len(value) <= 200:
+                raise Unprocessable(f"{at}: a cohort value is 1-200 characters", field=at)
+            if level not in [risk.value for risk in Risk]:
+                raise Unprocessable(
+                    f"{at}: {json.dumps(level)} is not a risk level (high, medium, low)",
+                    field=at,
+                )
+            declared.setdefault(dimension, {})[value] = level
+    if sum(len(values) for values in declared.values()) > MAX_DECLARED_COHORTS:
+        raise Unprocessable(
+            f"cohort_risk: at most {MAX_DECLARED_COHORTS} declared cohorts", field="cohort_risk"
+        )
+    return declared

@@ -14,6 +14,7 @@ from app.core.uploads import (
     file_kind,
     is_multipart,
     json_body,
+    json_form_field,
     multipart_doc,
     parse_model,
     upload_part,
@@ -64,10 +65,12 @@ def get_dataset(dataset_name: str, principal: Reader, session: SessionDep) -> Da
 
 
 class _VersionEnvelope(StrictModel):
-    """Rows are validated one by one by the service, so errors name the row number."""
+    """Rows are validated one by one by the service, so errors name the row number, and the
+    declared cohort risk by the service too, so errors name the entry."""
 
     rows: list[Any]
     note: ShortText | None = None
+    cohort_risk: Any = None
 
 
 @router.post(
@@ -75,7 +78,7 @@ class _VersionEnvelope(StrictModel):
     response_model=VersionCreatedOut,
     status_code=status.HTTP_201_CREATED,
     responses={200: {"model": VersionCreatedOut, "description": "Same rows as the latest"}},
-    openapi_extra=multipart_doc(VersionIn, "file", ["note"]),
+    openapi_extra=multipart_doc(VersionIn, "file", ["note", "cohort_risk"]),
 )
 async def add_version(
     dataset_name: str, request: Request, principal: Writer, session: SessionDep, response: Response
@@ -90,12 +93,14 @@ async def add_version(
             parsing.json_rows(body.rows),
             "json",
             body.note,
+            body.cohort_risk,
         )
         return created_out(version, created, response)
     async with request.form() as form:
         upload = upload_part(form, "file")
         kind = file_kind(upload)
         note = form.get("note")
+        declared = json_form_field(form, "cohort_risk")
         await upload.seek(0)
         parse = parsing.jsonl_rows if kind == "jsonl" else parsing.csv_rows
         version, created = await run_in_threadpool(
@@ -106,6 +111,7 @@ async def add_version(
             parse(upload.file),
             kind,
             note if isinstance(note, str) and note else None,
+            declared,
         )
     return created_out(version, created, response)
 

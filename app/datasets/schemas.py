@@ -15,6 +15,13 @@ RowKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Dimension = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\s]+$")]
 DimensionValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Note = Annotated[str, StringConstraints(max_length=2000)]
+CohortRisk = dict[Dimension, dict[DimensionValue, Risk]]
+COHORT_RISK_DOC = (
+    "Declared risk of cohorts, {dimension: {value: level}}, e.g. "
+    '{"route": {"billing": "high"}}: the gate guards the whole population, the risk=<level> '
+    "cohorts of its policy's block_risks, and the cohorts declared at those levels. A slice "
+    "does not inherit risk from its rows. Each declared cohort must have rows in the version."
+)
 
 
 class DatasetIn(StrictModel):
@@ -46,10 +53,12 @@ class RowIn(StrictModel):
 
 
 class VersionIn(StrictModel):
-    """JSON form of a new version; the same endpoint takes a multipart `file` (.jsonl/.csv)."""
+    """JSON form of a new version; the same endpoint takes a multipart `file` (.jsonl/.csv),
+    with `note` and `cohort_risk` (JSON text) as form fields."""
 
     rows: list[RowIn]
     note: Note | None = None
+    cohort_risk: CohortRisk = Field(default_factory=dict, description=COHORT_RISK_DOC)
 
 
 class VersionOut(OrmModel):
@@ -58,6 +67,7 @@ class VersionOut(OrmModel):
     content_hash: str
     source: str
     note: str | None
+    cohort_risk: dict[str, dict[str, str]] = Field(description=COHORT_RISK_DOC)
     created_at: datetime
 
 

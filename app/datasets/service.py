@@ -17,6 +17,7 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import paginate
+from app.datasets import parsing
 from app.datasets.parsing import ParsedRows, row_problem, row_values, validate_row
 from app.datasets.schemas import FromTracesIn
 from app.models import Dataset, DatasetRow, DatasetVersion, Event
@@ -98,19 +99,24 @@ def add_version(
     rows: ParsedRows,
     source: str,
     note: str | None = None,
+    cohort_risk: Any = None,
 ) -> tuple[DatasetVersion, bool]:
-    """Returns (version, created). Rows equal to the latest version's (same content hash)
-    create nothing and return that version, so re-uploading in CI is harmless."""
+    """Returns (version, created). Rows and declared cohort risk equal to the latest
+    version's (same content hash) create nothing and return that version, so re-uploading in
+    CI is harmless. Every declared cohort must be a dimension value some row has."""
     try:
+        declared = parsing.cohort_risk(cohort_risk)
         dataset = get_dataset(session, principal.project_id, name, lock=True)
-        version = _new_version(session, dataset, source, note)
+        version = _new_version(session, dataset, source, note, declared)
         seen: dict[str, int] = {}
+        present: set[tuple[str, str]] = set()
         chunk: list[dict[str, Any]] = []
         for number, raw in rows:
             row = validate_row(number, raw)
             if row.key in seen:
                 raise row_problem(number, "key", f"duplicate key (first on row {seen[row.key]})")
             seen[row.key] = number
+            present.update(item for item in row.cohort.items() if item[0] in declared)
             chunk.append(row_values(version.id, row))
             if len(chunk) >= INSERT_CHUNK:
                 session.execute(insert(DatasetRow), chunk)
@@ -119,10 +125,23 @@ def add_version(
             session.execute(insert(DatasetRow), chunk)
         if not seen:
             raise Unprocessable("rows: a version needs at least one row", field="rows")
+        _check_declared_present(declared, present)
         return _finish_version(session, principal, dataset, version)
     except BaseException:
         session.rollback()
         raise
+
+
+def _check_declared_present(
+    declared: dict[str, dict[str, str]], present: set[tuple[str, str]]
+) -> None:
+    for dimension, values in sorted(declared.items()):
+        for value in sorted(values):
+            if (dimension, value) not in present:
+                where = f"cohort_risk.{dimension}.{value}"
+                raise Unprocessable(
+                    f"{where}: no row of this version has {dimension}={value}", field=where
+                )
 
 
 def version_from_traces(
@@ -130,7 +149,8 @@ def version_from_traces(
 ) -> tuple[DatasetVersion, bool]:
     """A new version: the base version's rows plus one row per served event of the traces,
     keyed `trace:<trace_id>[:<span_id>]`. The row copies what it needs (input, output as
-    expected, cohort, label, should_refuse as expected_behavior), so it outlives the trace."""
+    expected, cohort, label, should_refuse as expected_behavior), so it outlives the trace.
+    The base version's declared cohort risk carries over."""
     try:
         events = session.scalars(
             select(Event)
@@ -156,7 +176,8 @@ def version_from_traces(
             if body.base_version is not None
             else _latest_or_none(session, dataset)
         )
-        version = _new_version(session, dataset, "traces", body.note)
+        declared = base.cohort_risk if base is not None else {}
+        version = _new_version(session, dataset, "traces", body.note, declared)
         new_keys = {row.key for row in trace_rows}
         if base is not None:
             _copy_rows(session, base, version, exclude_keys=new_keys)
@@ -215,7 +236,11 @@ def _latest_or_none(session: Session, dataset: Dataset) -> DatasetVersion | None
 
 
 def _new_version(
-    session: Session, dataset: Dataset, source: str, note: str | None
+    session: Session,
+    dataset: Dataset,
+    source: str,
+    note: str | None,
+    cohort_risk: dict[str, dict[str, str]],
 ) -> DatasetVersion:
     latest = _latest_or_none(session, dataset)
     version = DatasetVersion(
@@ -226,6 +251,7 @@ def _new_version(
         row_count=0,
         source=source,
         note=note,
+        cohort_risk=cohort_risk,
     )
     session.add(version)
     session.flush()
@@ -249,22 +275,25 @@ def _copy_rows(
     session.execute(insert(table).from_select([column.name for column in columns], source))
 
 
-def content_hash(session: Session, version_id: int) -> tuple[str, int]:
+def content_hash(session: Session, version_id: int, cohort_risk: dict[str, Any]) -> tuple[str, int]:
     """sha256 over the row hashes in key order (sorted here, so the order is the same on
-    every database whatever its collation); returns (hash, row count)."""
+    every database whatever its collation), then the declared cohort risk if any (it changes
+    what a gate guards, so it is part of what a version is); returns (hash, row count)."""
     pairs = session.execute(
         select(DatasetRow.key, DatasetRow.row_hash).where(DatasetRow.version_id == version_id)
     ).all()
     digest = hashlib.sha256()
     for _key, row_hash in sorted(pairs):
         digest.update(row_hash.encode() + b"\n")
+    if cohort_risk:
+        digest.update(b"cohort_risk " + parsing.canonical_json(cohort_risk).encode())
     return digest.hexdigest(), len(pairs)
 
 
 def _finish_version(
     session: Session, principal: Principal, dataset: Dataset, version: DatasetVersion
 ) -> tuple[DatasetVersion, bool]:
-    version.content_hash, version.row_count = content_hash(session, version.id)
+    version.content_hash, version.row_count = content_hash(session, version.id, version.cohort_risk)
     previous = session.scalar(
         select(DatasetVersion).where(
             DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version.version - 1
@@ -285,6 +314,7 @@ def _finish_version(
             "rows": version.row_count,
             "content_hash": version.content_hash,
             "source": version.source,
+            "cohort_risk": version.cohort_risk,
         },
     )
     session.commit()

@@ -79,13 +79,14 @@ def run_summary(session: Session, project_id: int, run_id: int) -> RunSummary:
 def comparable_runs(
     session: Session, project_id: int, run: EvaluationRun, limit: int = 50
 ) -> list[RunSummary]:
-    """Other succeeded runs on the same dataset (any version): the baselines /compare takes."""
+    """Other checkpoints' succeeded runs on the same dataset (any version): the baselines
+    /compare takes (a gate compares two checkpoints, each pooled over its runs)."""
     stmt = _runs_query(project_id).where(
         Dataset.id
         == select(DatasetVersion.dataset_id)
         .where(DatasetVersion.id == run.dataset_version_id)
         .scalar_subquery(),
-        EvaluationRun.id != run.id,
+        EvaluationRun.checkpoint_id != run.checkpoint_id,
         EvaluationRun.status == RunStatus.succeeded,
     )
     return [_run_summary(row) for row in session.execute(stmt.limit(limit))]
@@ -152,6 +153,7 @@ def run_cohort_cells(session: Session, run: EvaluationRun) -> list[CohortCell]:
 @dataclass(frozen=True)
 class ResultRow:
     key: str
+    repeat: int
     evaluator: str
     score: float
     passed: bool
@@ -175,6 +177,7 @@ def run_result_rows(
     stmt = (
         select(
             EvalResult.key,
+            EvalResult.repeat,
             EvalResult.evaluator,
             EvalResult.score,
             EvalResult.passed,
@@ -189,9 +192,16 @@ def run_result_rows(
             DatasetRow,
             and_(DatasetRow.version_id == run.dataset_version_id, DatasetRow.key == EvalResult.key),
         )
-        .outerjoin(RunOutput, and_(RunOutput.run_id == run.id, RunOutput.key == EvalResult.key))
+        .outerjoin(
+            RunOutput,
+            and_(
+                RunOutput.run_id == run.id,
+                RunOutput.key == EvalResult.key,
+                RunOutput.repeat == EvalResult.repeat,
+            ),
+        )
         .where(EvalResult.run_id == run.id)
-        .order_by(EvalResult.key, EvalResult.evaluator)
+        .order_by(EvalResult.key, EvalResult.repeat, EvalResult.evaluator)
         .offset(offset)
         .limit(limit)
     )
@@ -206,6 +216,6 @@ def run_result_rows(
         elif dimension != "all":
             stmt = stmt.where(DatasetRow.cohort[dimension].as_string() == value)
     return [
-        ResultRow(k, e, s, p, r, risk.value, c or {}, i, x, o)
-        for k, e, s, p, r, risk, c, i, x, o in session.execute(stmt)
+        ResultRow(k, rep, e, s, p, r, risk.value, c or {}, i, x, o)
+        for k, rep, e, s, p, r, risk, c, i, x, o in session.execute(stmt)
     ]

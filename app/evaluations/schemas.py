@@ -19,9 +19,20 @@ from app.core.schemas import OrmModel, StrictModel
 from app.datasets.schemas import EvaluatorSpecIn, RowKey
 from app.models.runs import RunStatus
 
+# Calls per row one run may make: enough to measure flips and cut their noise by an order
+# of magnitude, few enough that an endpoint run stays a bounded job.
+MAX_REPEATS = 20
+
 
 class OutputIn(StrictModel):
     key: RowKey
+    repeat: int | None = Field(
+        default=None,
+        ge=0,
+        lt=MAX_REPEATS,
+        description="Which call of the row this output is, 0..repeats-1; required when "
+        "repeats > 1 (every key needs every repeat).",
+    )
     output: Any = None
     trajectory: Any = None
     probability: float | None = Field(default=None, ge=0, le=1)
@@ -36,6 +47,14 @@ class EvaluationIn(StrictModel):
     dataset_version: int | None = Field(default=None, ge=1, description="Default: the latest.")
     evaluators: list[EvaluatorSpecIn] | None = Field(default=None, min_length=1, max_length=100)
     suite: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    repeats: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPEATS,
+        description="Calls per row: the endpoint is called this many times per row, or the "
+        "outputs carry repeat 0..repeats-1 for every key. The gate compares per-row mean pass "
+        "rates, and the summary reports each evaluator's flip rate.",
+    )
     outputs: list[OutputIn] | None = None
 
     @model_validator(mode="after")
@@ -66,11 +85,14 @@ class RunOut(OrmModel):
     suite: str | None = Field(validation_alias=AliasChoices("suite_name", "suite"))
     evaluators: list[dict[str, Any]]
     output_source: str
+    repeats: int
     progress_done: int = Field(exclude=True)
     progress_total: int = Field(exclude=True)
     summary: dict[str, Any] | None = Field(
-        description="by_evaluator, by_risk and by_cohort: {n, mean_score, pass_rate} each; "
-        "by_cohort includes the whole population as dimension 'all', value 'all'."
+        description="by_evaluator, by_risk and by_cohort: {n (rows), calls, mean_score, "
+        "pass_rate} each, rates over all calls; by_cohort includes the whole population as "
+        "dimension 'all', value 'all'. by_evaluator adds flip_rate and flip_rate_se: how "
+        "often two calls of the same row get different verdicts (null with one call per row)."
     )
     error: str | None
     attempts: int
@@ -86,6 +108,7 @@ class RunOut(OrmModel):
 
 class ResultOut(OrmModel):
     key: str
+    repeat: int
     evaluator: str
     score: float
     passed: bool

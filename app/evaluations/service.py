@@ -82,13 +82,14 @@ def create_run(
             evaluators=specs,
             status=RunStatus.queued,
             output_source="endpoint" if outputs is None else "uploaded",
+            repeats=body.repeats,
             progress_total=version.row_count,
             api_key_id=principal.key_id,
         )
         session.add(run)
         session.flush()
         if outputs is not None:
-            _store_outputs(session, run, version, outputs)
+            _store_outputs(session, run, version, outputs, body.repeats)
         audit.record(
             session,
             principal,
@@ -101,6 +102,7 @@ def create_run(
                 "dataset_version": version.version,
                 "evaluators": [spec["name"] for spec in specs],
                 "output_source": run.output_source,
+                "repeats": run.repeats,
             },
         )
         session.commit()
@@ -119,37 +121,70 @@ def jsonl_outputs(stream: Any) -> ParsedOutputs:
 
 
 def _store_outputs(
-    session: Session, run: EvaluationRun, version: DatasetVersion, outputs: ParsedOutputs
+    session: Session,
+    run: EvaluationRun,
+    version: DatasetVersion,
+    outputs: ParsedOutputs,
+    repeats: int,
 ) -> None:
-    """Streamed into run_outputs in chunks; every key must be a row of the version, once."""
+    """Streamed into run_outputs in chunks; every (key, repeat) of the version's rows, once.
+    With one call per row the repeat index may be left out (it is 0)."""
     expected = set(
         session.scalars(select(DatasetRow.key).where(DatasetRow.version_id == version.id))
     )
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
     chunk: list[dict[str, Any]] = []
     for where, raw in outputs:
         output = _valid_output(where, raw)
+        repeat = _repeat_of(where, output, repeats)
         if output.key not in expected:
             raise Unprocessable(
                 f"{where}.key: no row '{output.key}' in dataset version {version.version}",
                 field=f"{where}.key",
             )
-        if output.key in seen:
-            raise Unprocessable(f"{where}.key: duplicate key '{output.key}'", field=f"{where}.key")
-        seen.add(output.key)
-        chunk.append({"run_id": run.id, **output.model_dump()})
+        if (output.key, repeat) in seen:
+            which = f" (repeat {repeat})" if repeats > 1 else ""
+            raise Unprocessable(
+                f"{where}.key: duplicate key '{output.key}'{which}", field=f"{where}.key"
+            )
+        seen.add((output.key, repeat))
+        chunk.append({"run_id": run.id, **output.model_dump(), "repeat": repeat})
         if len(chunk) >= OUTPUT_INSERT_CHUNK:
             session.execute(insert(RunOutput), chunk)
             chunk = []
     if chunk:
         session.execute(insert(RunOutput), chunk)
-    missing = expected - seen
-    if missing:
-        raise Unprocessable(
-            f"outputs: {len(missing)} row(s) of dataset version {version.version} have no "
-            f"output (first: '{min(missing)}')",
-            field="outputs",
+    if len(seen) < len(expected) * repeats:
+        key, repeat = next(
+            (key, repeat)
+            for key in sorted(expected)
+            for repeat in range(repeats)
+            if (key, repeat) not in seen
         )
+        missing = len(expected) * repeats - len(seen)
+        if repeats == 1:
+            what = f"{missing} row(s) of dataset version {version.version} have no output"
+            first = f"'{key}'"
+        else:
+            what = f"{missing} (key, repeat) pair(s) of {repeats} repeats have no output"
+            first = f"'{key}' repeat {repeat}"
+        raise Unprocessable(f"outputs: {what} (first: {first})", field="outputs")
+
+
+def _repeat_of(where: str, output: OutputIn, repeats: int) -> int:
+    if output.repeat is None:
+        if repeats > 1:
+            raise Unprocessable(
+                f"{where}.repeat: required with repeats = {repeats} (0..{repeats - 1})",
+                field=f"{where}.repeat",
+            )
+        return 0
+    if output.repeat >= repeats:
+        raise Unprocessable(
+            f"{where}.repeat: {output.repeat} is not below repeats = {repeats}",
+            field=f"{where}.repeat",
+        )
+    return output.repeat
 
 
 def _valid_output(where: str, raw: Any) -> OutputIn:

@@ -1,12 +1,16 @@
-"""A finished run's summary, computed by the database: {n, mean_score, pass_rate} per
+"""A finished run's summary, computed by the database: {n, calls, mean_score, pass_rate} per
 evaluator, per evaluator and risk, and per evaluator and cohort dimension/value (the whole
-population included as all/all). Cohort dimensions are read from the rows' cohort JSON, so any
-dimension works without configuration."""
+population included as all/all). `n` counts rows, `calls` results (rows x repeats); the rates
+are over all calls. Cohort dimensions are read from the rows' cohort JSON, so any dimension
+works without configuration. With repeats, each evaluator's flip rate (how often two calls of
+the same row disagree, app.stats.planning.flip_rate) comes from its per-row pass counts, which
+the database groups."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Float, and_, case, func, select, true
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
@@ -19,6 +23,7 @@ from app.models import (
     EvalResult,
     RunOutput,
 )
+from app.stats.planning import flip_rate
 
 
 def json_object_entries(session: Session, column: Any) -> TableValuedAlias:
@@ -31,15 +36,16 @@ def json_object_entries(session: Session, column: Any) -> TableValuedAlias:
 
 def _rates() -> list[ColumnElement[Any]]:
     return [
-        func.count().label("n"),
+        func.count(func.distinct(EvalResult.key)).label("n"),
+        func.count().label("calls"),
         sql_cast(func.avg(EvalResult.score), Float).label("mean_score"),
         sql_cast(func.avg(case((EvalResult.passed, 1.0), else_=0.0)), Float).label("pass_rate"),
     ]
 
 
-def compute_summary(session: Session, run_id: int, version_id: int) -> dict[str, Any]:
+def compute_summary(session: Session, run_id: int, version_id: int, repeats: int) -> dict[str, Any]:
     """Mean score and pass rate per evaluator, per (evaluator, risk) and per (evaluator,
-    cohort dimension, value), each a GROUP BY in the database."""
+    cohort dimension, value), each a GROUP BY in the database; flip rates with repeats."""
     joined = (
         select()
         .select_from(EvalResult)
@@ -75,11 +81,26 @@ def compute_summary(session: Session, run_id: int, version_id: int) -> dict[str,
         .where(RunOutput.run_id == run_id, RunOutput.error.is_not(None))
     )
 
+    flips = _flip_rates(session, run_id) if repeats > 1 else {}
+
     def rates(row: Any) -> dict[str, Any]:
-        return {"n": row.n, "mean_score": row.mean_score, "pass_rate": row.pass_rate}
+        return {
+            "n": row.n,
+            "calls": row.calls,
+            "mean_score": row.mean_score,
+            "pass_rate": row.pass_rate,
+        }
+
+    def flip(evaluator: str) -> dict[str, Any]:
+        estimate, standard_error = flips.get(evaluator, (None, None))
+        return {"flip_rate": estimate, "flip_rate_se": standard_error}
 
     return {
-        "by_evaluator": [{"evaluator": row.evaluator, **rates(row)} for row in by_evaluator],
+        "repeats": repeats,
+        "by_evaluator": [
+            {"evaluator": row.evaluator, **rates(row), **flip(row.evaluator)}
+            for row in by_evaluator
+        ],
         "by_risk": [
             {"evaluator": row.evaluator, "risk": str(row.risk.value), **rates(row)}
             for row in by_risk
@@ -94,3 +115,28 @@ def compute_summary(session: Session, run_id: int, version_id: int) -> dict[str,
         ],
         "output_errors": errors or 0,
     }
+
+
+def _flip_rates(session: Session, run_id: int) -> dict[str, tuple[float | None, float | None]]:
+    """(estimate, standard error) of each evaluator's flip rate, from its passes and calls per
+    row (grouped in the database)."""
+    per_row = session.execute(
+        select(
+            EvalResult.evaluator,
+            func.sum(case((EvalResult.passed, 1), else_=0)),
+            func.count(),
+        )
+        .where(EvalResult.run_id == run_id)
+        .group_by(EvalResult.evaluator, EvalResult.key)
+        .order_by(EvalResult.evaluator)
+    ).all()
+    grouped: dict[str, tuple[list[int], list[int]]] = {}
+    for evaluator, passes, calls in per_row:
+        column = grouped.setdefault(evaluator, ([], []))
+        column[0].append(int(passes))
+        column[1].append(int(calls))
+    out = {}
+    for evaluator, (passes, calls) in grouped.items():
+        rate = flip_rate(np.asarray(passes), np.asarray(calls))
+        out[evaluator] = (rate.estimate, rate.standard_error)
+    return out

@@ -5,7 +5,11 @@ evaluate rows in chunks, bulk-insert results, keep a heartbeat, then store the s
 Recovery: a `running` run whose heartbeat is older than LEASE is re-queued and resumes where
 it stopped (rows that have results are skipped), at most MAX_ATTEMPTS times; then it is
 failed with the reason. Each claim carries a token, so a worker that lost its lease cannot
-write over the worker that took over."""
+write over the worker that took over.
+
+With `repeats` k a row is k calls: its k outputs are produced (or uploaded) first, and a chunk
+commits all k x evaluators results of each of its rows together, so the finished rows stay a
+prefix and the resume rule is unchanged."""
 
 from __future__ import annotations
 
@@ -71,6 +75,7 @@ class _Plan:
     checkpoint_id: int
     evaluators: list[dict[str, Any]]
     endpoint: dict[str, Any] | None
+    repeats: int
 
 
 _interrupted: deque[_Plan] = deque()
@@ -181,6 +186,7 @@ def _claim(sessions: sessionmaker[Session]) -> _Plan | None:
             checkpoint_id=checkpoint.id,
             evaluators=run.evaluators,
             endpoint=checkpoint.endpoint if run.output_source == "endpoint" else None,
+            repeats=run.repeats,
         )
         session.commit()
     return plan
@@ -194,7 +200,7 @@ def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
     while after_id is not None:
         after_id = _evaluate_chunk(sessions, plan, evaluators, after_id)
     with sessions() as session:
-        summary = compute_summary(session, plan.run_id, plan.version_id)
+        summary = compute_summary(session, plan.run_id, plan.version_id, plan.repeats)
         now = utcnow()
         _owned_update(
             session,
@@ -259,9 +265,9 @@ def _resume_after(sessions: sessionmaker[Session], plan: _Plan) -> int:
 def _evaluate_chunk(
     sessions: sessionmaker[Session], plan: _Plan, evaluators: list[Evaluator[Any]], after_id: int
 ) -> int | None:
-    """Evaluates the rows after row id `after_id`; the read and the write are separate short
-    transactions. Returns the last row id done, None when there is nothing left. Two simple
-    indexed reads, not a join: fresh tables have no planner statistics yet."""
+    """Evaluates every repeat of the rows after row id `after_id`; the read and the write are
+    separate short transactions. Returns the last row id done, None when there is nothing
+    left. Two simple indexed reads, not a join: fresh tables have no planner statistics yet."""
     with sessions() as session:
         rows = session.execute(
             select(
@@ -276,13 +282,14 @@ def _evaluate_chunk(
             )
             .where(DatasetRow.version_id == plan.version_id, DatasetRow.id > after_id)
             .order_by(DatasetRow.id)
-            .limit(EVAL_CHUNK)
+            .limit(max(1, EVAL_CHUNK // plan.repeats))
         ).all()
         outputs = {
-            output.key: output
+            (output.key, output.repeat): output
             for output in session.execute(
                 select(
                     RunOutput.key,
+                    RunOutput.repeat,
                     RunOutput.output,
                     RunOutput.trajectory,
                     RunOutput.probability,
@@ -301,31 +308,36 @@ def _evaluate_chunk(
         record = row._asdict()
         if record["expected_behavior"] is not None:
             record["expected_behavior"] = record["expected_behavior"].value
-        output = outputs.get(row.key)
-        error = "no output was produced" if output is None else output.error
-        if output is not None and error is None:
-            outcomes = [
-                (result.score, result.passed, result.reason, result.details)
-                for result in evaluate_row(evaluators, record, output._asdict())
-            ]
-        else:
-            outcomes = [(0.0, False, f"no output: {error}", {"error": error})] * len(evaluators)
-        results.extend(
-            {
-                "run_id": plan.run_id,
-                "key": row.key,
-                "evaluator": evaluator.name,
-                "score": score,
-                "passed": passed,
-                "reason": reason,
-                "details": details,
-            }
-            for evaluator, (score, passed, reason, details) in zip(
-                evaluators, outcomes, strict=True
+        for repeat in range(plan.repeats):
+            output = outputs.get((row.key, repeat))
+            error = "no output was produced" if output is None else output.error
+            if output is not None and error is None:
+                outcomes = [
+                    (result.score, result.passed, result.reason, result.details)
+                    for result in evaluate_row(evaluators, record, output._asdict())
+                ]
+            else:
+                failed = (0.0, False, f"no output: {error}", {"error": error})
+                outcomes = [failed] * len(evaluators)
+            results.extend(
+                {
+                    "run_id": plan.run_id,
+                    "key": row.key,
+                    "repeat": repeat,
+                    "evaluator": evaluator.name,
+                    "score": score,
+                    "passed": passed,
+                    "reason": reason,
+                    "details": details,
+                }
+                for evaluator, (score, passed, reason, details) in zip(
+                    evaluators, outcomes, strict=True
+                )
             )
-        )
     with sessions() as session:
-        insert_ignoring_conflicts(session, RESULTS_TABLE, results, ["run_id", "key", "evaluator"])
+        insert_ignoring_conflicts(
+            session, RESULTS_TABLE, results, ["run_id", "key", "evaluator", "repeat"]
+        )
         _owned_update(
             session,
             plan,
@@ -339,8 +351,9 @@ def _evaluate_chunk(
 def _produce_outputs(
     sessions: sessionmaker[Session], plan: _Plan, endpoint: dict[str, Any]
 ) -> None:
-    """Calls the checkpoint's OpenAI-compatible endpoint for every row without an output,
-    ENDPOINT_CONCURRENCY at a time; no transaction is open while requests are in flight."""
+    """Calls the checkpoint's OpenAI-compatible endpoint for every (row, repeat) without an
+    output, ENDPOINT_CONCURRENCY at a time, one repeat after another; no transaction is open
+    while requests are in flight."""
     headers = {}
     key_env = endpoint.get("api_key_env")
     if key_env:
@@ -348,32 +361,39 @@ def _produce_outputs(
         if not api_key:
             raise RuntimeError(f"endpoint.api_key_env: {key_env} is not set for the worker")
         headers["Authorization"] = f"Bearer {api_key}"
-    produced = exists().where(RunOutput.run_id == plan.run_id, RunOutput.key == DatasetRow.key)
     with (
         httpx.Client(headers=headers, timeout=float(endpoint.get("timeout_s", 60))) as client,
         ThreadPoolExecutor(ENDPOINT_CONCURRENCY, thread_name_prefix="plumbline-endpoint") as pool,
     ):
-        while True:
-            with sessions() as session:
-                rows = session.execute(
-                    select(DatasetRow.key, DatasetRow.input)
-                    .where(DatasetRow.version_id == plan.version_id, ~produced)
-                    .order_by(DatasetRow.id)
-                    .limit(ENDPOINT_CHUNK)
-                ).all()
-                session.rollback()
-            if not rows:
-                return
-            outputs = list(pool.map(lambda row: call_endpoint(client, endpoint, row.input), rows))
-            with sessions() as session:
-                insert_ignoring_conflicts(
-                    session,
-                    OUTPUTS_TABLE,
-                    [
-                        {"run_id": plan.run_id, "key": row.key, **output}
-                        for row, output in zip(rows, outputs, strict=True)
-                    ],
-                    ["run_id", "key"],
+        for repeat in range(plan.repeats):
+            produced = exists().where(
+                RunOutput.run_id == plan.run_id,
+                RunOutput.key == DatasetRow.key,
+                RunOutput.repeat == repeat,
+            )
+            while True:
+                with sessions() as session:
+                    rows = session.execute(
+                        select(DatasetRow.key, DatasetRow.input)
+                        .where(DatasetRow.version_id == plan.version_id, ~produced)
+                        .order_by(DatasetRow.id)
+                        .limit(ENDPOINT_CHUNK)
+                    ).all()
+                    session.rollback()
+                if not rows:
+                    break
+                outputs = list(
+                    pool.map(lambda row: call_endpoint(client, endpoint, row.input), rows)
                 )
-                _owned_update(session, plan, heartbeat_at=utcnow())
-                session.commit()
+                with sessions() as session:
+                    insert_ignoring_conflicts(
+                        session,
+                        OUTPUTS_TABLE,
+                        [
+                            {"run_id": plan.run_id, "key": row.key, "repeat": repeat, **output}
+                            for row, output in zip(rows, outputs, strict=True)
+                        ],
+                        ["run_id", "key", "repeat"],
+                    )
+                    _owned_update(session, plan, heartbeat_at=utcnow())
+                    session.commit()

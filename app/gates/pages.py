@@ -31,17 +31,21 @@ def gate_page(
         "gate": gate,
         "model": model,
         "versions": registry_queries.versions_by_id(session, {gate.checkpoint_id}),
+        "notes": gate.notes.get("messages", []),
         **_cohort_changes(gate.comparisons, gate.policy),
     }
     return render(request, "gates/gate.html", context)
 
 
 def _cohort_changes(comparisons: list[dict[str, Any]], policy: dict[str, Any]) -> dict[str, Any]:
-    """The forest plot and table rows of a decision, regressions first."""
+    """The forest plot and table rows of a decision: blocks first, then the other guarded
+    comparisons, then warnings, then the rest."""
     ordered = sorted(
         comparisons,
         key=lambda c: (
             not c.get("regressed"),
+            not c.get("guarded"),
+            c.get("status") != "warn",
             str(c.get("evaluator")),
             gate_figures.cohort_name(c),
         ),
@@ -70,6 +74,6 @@ def compare_page(
         "compared": compared,
         "verdict": compared.decision.verdict.value,
         "reasons": compared.decision.reasons,
-        **_cohort_changes(compared.decision.comparisons, compared.spec.model_dump(mode="json")),
+        **_cohort_changes(compared.decision.comparisons, compared.spec.as_stored()),
     }
     return render(request, "gates/compare.html", context)

@@ -1,8 +1,13 @@
-"""Fetching two runs' results paired by dataset row, as arrays.
+"""Fetching what a gate compares: two checkpoints' pooled runs, paired by dataset row.
 
-Two queries (each run x evaluator's results aggregated in the database, and the rows' risk
-and cohorts), paired by row key in numpy. Reading happens outside any write transaction:
-on SQLite every transaction holds the single writer lock."""
+A gate compares checkpoints, not single runs. Each side is every succeeded run of its
+checkpoint on its run's dataset version (the candidate's version for the candidate), so a
+re-run adds evidence instead of redrawing it and no run can be picked for luck
+(docs/statistics.md §7.3). The database groups each run x evaluator x row into (passes,
+summed score, calls); numpy pools each side's runs into per-row means over all calls
+(app.stats.retry.pool_runs) and pairs the sides by row key on the candidate's version, with
+the rows' risk and cohorts. Reading happens outside any write transaction: on SQLite every
+transaction holds the single writer lock."""
 
 from __future__ import annotations
 
@@ -13,54 +18,157 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ClauseElement, Connection, Text, and_, cast, func, select
+from sqlalchemy import ClauseElement, Connection, Select, Text, and_, case, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
-from app.models import (
-    DatasetRow,
-    EvalResult,
-    EvaluationRun,
-)
-from app.models.datasets import Risk
-from app.stats._arrays import BoolArray, FloatArray, IntArray
-
-RISK_BY_RANK = (Risk.low, Risk.medium, Risk.high)
-
-
-RISK_RANK = {risk: rank for rank, risk in enumerate(RISK_BY_RANK)}
-
-
-# Cohort dimensions that would collide with the built-in cohorts of the same name.
-RESERVED_DIMENSIONS = ("all", "risk")
+from app.datasets.parsing import RESERVED_DIMENSIONS
+from app.models import DatasetRow, EvalResult, EvaluationRun
+from app.models.runs import RunStatus
+from app.stats._arrays import FloatArray, IntArray
+from app.stats.retry import pool_runs
 
 
 @dataclass(frozen=True)
 class EvaluatorPairs:
-    """One evaluator's results on the rows both runs scored; `rows` index PairedResults.keys."""
+    """One evaluator's per-row means on the rows both sides scored; `rows` index
+    PairedResults.keys. Pass rates and scores are means over each side's calls of a row."""
 
     name: str
     rows: IntArray
-    baseline_scores: FloatArray
-    candidate_scores: FloatArray
-    baseline_passed: BoolArray
-    candidate_passed: BoolArray
-
-    @property
-    def identical(self) -> bool:
-        return bool(
-            np.array_equal(self.baseline_scores, self.candidate_scores)
-            and np.array_equal(self.baseline_passed, self.candidate_passed)
-        )
+    baseline_pass_rate: FloatArray
+    candidate_pass_rate: FloatArray
+    baseline_score: FloatArray
+    candidate_score: FloatArray
+    baseline_calls: IntArray
+    candidate_calls: IntArray
 
 
 @dataclass(frozen=True)
 class PairedResults:
     keys: list[str]
-    risk_rank: IntArray
+    risks: list[str]
     dimensions: dict[str, list[str | None]]
     evaluators: list[EvaluatorPairs]
+    candidate_run_ids: list[int]
+    baseline_run_ids: list[int]
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """One run x evaluator: per row (dataset row ids, ascending) passes, summed score, calls."""
+
+    row_ids: IntArray
+    passes: FloatArray
+    scores: FloatArray
+    calls: IntArray
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's pooled per-row means over the version's rows (NaN where never scored)."""
+
+    pass_rate: FloatArray
+    score: FloatArray
+    calls: IntArray
+
+
+def pooled_run_ids(session: Session, run: EvaluationRun) -> list[int]:
+    """Every succeeded run of `run`'s checkpoint on `run`'s dataset version, ascending."""
+    return list(
+        session.scalars(
+            select(EvaluationRun.id)
+            .where(
+                EvaluationRun.checkpoint_id == run.checkpoint_id,
+                EvaluationRun.dataset_version_id == run.dataset_version_id,
+                EvaluationRun.status == RunStatus.succeeded,
+            )
+            .order_by(EvaluationRun.id)
+        )
+    )
+
+
+def load_pairs(
+    session: Session, candidate: EvaluationRun, baseline: EvaluationRun
+) -> PairedResults:
+    """Both sides' pooled runs as per-row means per evaluator on the candidate version's rows
+    (one grouped query), and the shared rows' risk and cohorts (a second query)."""
+    connection = session.connection()
+    sides = {
+        "candidate": pooled_run_ids(session, candidate),
+        "baseline": pooled_run_ids(session, baseline),
+    }
+    version_id = candidate.dataset_version_id
+    all_ids, keys, risks, cohorts = _version_rows(connection, version_id)
+    run_ids = sides["candidate"] + sides["baseline"]
+    repeats = session.scalar(
+        select(func.max(EvaluationRun.repeats)).where(EvaluationRun.id.in_(run_ids))
+    )
+    totals = _fetch_totals(connection, version_id, run_ids, one_call=repeats == 1)
+    pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
+    notes = [
+        f"evaluators only in the {label} runs, not compared: {', '.join(sorted(only))}"
+        for label, only in (
+            ("candidate", set(pooled["candidate"]) - set(pooled["baseline"])),
+            ("baseline", set(pooled["baseline"]) - set(pooled["candidate"])),
+        )
+        if only
+    ]
+    both: dict[str, tuple[_Side, _Side, IntArray]] = {}
+    for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
+        base, cand = pooled["baseline"][name], pooled["candidate"][name]
+        scored = np.flatnonzero((base.calls > 0) & (cand.calls > 0))
+        if scored.size:
+            both[name] = (base, cand, scored)
+    no_rows = np.empty(0, np.int64)
+    shared = np.unique(np.concatenate([no_rows, *(scored for _, _, scored in both.values())]))
+    dimensions = _dimensions([cohorts[i] for i in shared])
+    for dimension in sorted(d for d in dimensions if d in RESERVED_DIMENSIONS):
+        del dimensions[dimension]
+        notes.append(f"cohort dimension '{dimension}' clashes with a built-in cohort; ignored")
+    pairs = [
+        EvaluatorPairs(
+            name,
+            np.searchsorted(shared, scored),
+            base.pass_rate[scored],
+            cand.pass_rate[scored],
+            base.score[scored],
+            cand.score[scored],
+            base.calls[scored],
+            cand.calls[scored],
+        )
+        for name, (base, cand, scored) in both.items()
+    ]
+    return PairedResults(
+        [keys[i] for i in shared],
+        [risks[i] for i in shared],
+        dimensions,
+        pairs,
+        sides["candidate"],
+        sides["baseline"],
+        notes,
+    )
+
+
+def _pool(
+    totals: dict[tuple[int, str], _Totals], run_ids: Sequence[int], all_ids: IntArray
+) -> dict[str, _Side]:
+    """Per evaluator, the runs' per-row totals stacked over the version's rows and pooled."""
+    names = sorted({name for run_id, name in totals if run_id in run_ids})
+    out = {}
+    for name in names:
+        runs = [totals[(run_id, name)] for run_id in run_ids if (run_id, name) in totals]
+        shape = (len(runs), all_ids.size)
+        passes, scores, calls = np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64)
+        for i, run in enumerate(runs):
+            at = np.searchsorted(all_ids, run.row_ids)
+            passes[i, at], scores[i, at], calls[i, at] = run.passes, run.scores, run.calls
+        pass_rate, pooled_calls = pool_runs(passes, calls)
+        # Scores lie in [0, 1]; the clip only absorbs rounding in the database's sums.
+        score, _ = pool_runs(np.clip(scores, 0.0, calls), calls)
+        out[name] = _Side(pass_rate, score, pooled_calls)
+    return out
 
 
 def _cohort_label(value: Any) -> str | None:
@@ -71,146 +179,114 @@ def _cohort_label(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
-@dataclass(frozen=True)
-class RunResults:
-    """One evaluator's results in one run, ordered by dataset row id."""
-
-    row_ids: IntArray
-    scores: FloatArray
-    passed: BoolArray
-
-    def at(self, picks: IntArray) -> RunResults:
-        return RunResults(self.row_ids[picks], self.scores[picks], self.passed[picks])
-
-
-def load_pairs(
-    session: Session, candidate: EvaluationRun, baseline: EvaluationRun
-) -> PairedResults:
-    """Both runs' results as arrays per (run, evaluator) on the candidate version's rows (one
-    query), paired by row in numpy, and the shared rows' risk and cohorts (a second query)."""
-    connection = session.connection()
-    results = _fetch_results(connection, candidate.dataset_version_id, (baseline.id, candidate.id))
-    evaluators = {
-        run.id: {name for run_id, name in results if run_id == run.id}
-        for run in (baseline, candidate)
-    }
-    notes = [
-        f"evaluators only in the {label} run, not compared: {', '.join(sorted(only))}"
-        for label, only in (
-            ("candidate", evaluators[candidate.id] - evaluators[baseline.id]),
-            ("baseline", evaluators[baseline.id] - evaluators[candidate.id]),
-        )
-        if only
-    ]
-    matched: list[tuple[str, RunResults, RunResults]] = []
-    for name in sorted(evaluators[candidate.id] & evaluators[baseline.id]):
-        base, cand = results[(baseline.id, name)], results[(candidate.id, name)]
-        _, in_base, in_cand = np.intersect1d(
-            base.row_ids, cand.row_ids, assume_unique=True, return_indices=True
-        )
-        if len(in_base):
-            matched.append((name, base.at(in_base), cand.at(in_cand)))
-    no_rows = np.empty(0, np.int64)
-    shared = np.unique(np.concatenate([no_rows, *(base.row_ids for _, base, _ in matched)]))
-    keys, risk_rank, dimensions = _rows_context(connection, candidate.dataset_version_id, shared)
-    for dimension in sorted(d for d in dimensions if d in RESERVED_DIMENSIONS):
-        del dimensions[dimension]
-        notes.append(f"cohort dimension '{dimension}' clashes with a built-in cohort; ignored")
-    pairs = [
-        EvaluatorPairs(
-            name,
-            np.searchsorted(shared, base.row_ids),
-            base.scores,
-            cand.scores,
-            base.passed,
-            cand.passed,
-        )
-        for name, base, cand in matched
-    ]
-    return PairedResults(keys, risk_rank, dimensions, pairs, notes)
-
-
-def _rows_context(
-    connection: Connection, version_id: int, row_ids: IntArray
-) -> tuple[list[str], IntArray, dict[str, list[str | None]]]:
-    """Key, risk rank and cohort labels of the version's rows `row_ids` (sorted), in that
-    order. The cohorts come as JSON text and are decoded in one call, not one per row."""
+def _version_rows(
+    connection: Connection, version_id: int
+) -> tuple[IntArray, list[str], list[str], list[dict[str, Any] | None]]:
+    """Ids (ascending), keys, risk levels and cohorts of every row of the version. The
+    cohorts come as JSON text and are decoded in one call, not one per row."""
     rows = _driver_rows(
         connection,
         select(DatasetRow.id, DatasetRow.key, DatasetRow.risk, cast(DatasetRow.cohort, Text))
         .where(DatasetRow.version_id == version_id)
         .order_by(DatasetRow.id),
     )
-    all_ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
-    kept = [rows[i] for i in np.searchsorted(all_ids, row_ids)]
-    risk_rank = np.fromiter((RISK_RANK[Risk(row[2])] for row in kept), np.int64, len(kept))
-    cohorts = json.loads(f"[{','.join(row[3] or 'null' for row in kept)}]")
+    ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
+    cohorts = json.loads(f"[{','.join(row[3] or 'null' for row in rows)}]")
+    return ids, [row[1] for row in rows], [str(row[2]) for row in rows], cohorts
+
+
+def _dimensions(cohorts: Sequence[dict[str, Any] | None]) -> dict[str, list[str | None]]:
+    """Each dimension's label per row (None where a row has no value for it)."""
     dimensions: dict[str, list[str | None]] = {}
     for i, cohort in enumerate(cohorts):
         for dimension, value in (cohort or {}).items():
             column = dimensions.get(dimension)
             if column is None:
-                column = dimensions[dimension] = [None] * len(kept)
+                column = dimensions[dimension] = [None] * len(cohorts)
             column[i] = _cohort_label(value)
-    return [row[1] for row in kept], risk_rank, dimensions
+    return dimensions
 
 
-def _fetch_results(
-    connection: Connection, version_id: int, run_ids: tuple[int, int]
-) -> dict[tuple[int, str], RunResults]:
-    """Every result of the runs on a row of the version, per (run id, evaluator). The cost of
-    10^5 results is in building Python objects per result, so neither path does: PostgreSQL
-    aggregates each (run, evaluator) into arrays, SQLite's rows come as the driver's tuples."""
+def _fetch_totals(
+    connection: Connection, version_id: int, run_ids: Sequence[int], one_call: bool
+) -> dict[tuple[int, str], _Totals]:
+    """Per (run id, evaluator), each scored row of the version: its passes, summed score and
+    calls, grouped by the database. With `one_call` (every run made one call per row: the
+    unique key then holds one result per run, key and evaluator) there is nothing to group,
+    and the plain results come (grouping 10^5 rows would be the query's costliest step). The
+    cost of 10^5 rows is in building Python objects per row, so neither dialect does:
+    PostgreSQL aggregates each (run, evaluator) into arrays, SQLite's rows come as the
+    driver's tuples."""
     on_version = and_(DatasetRow.version_id == version_id, DatasetRow.key == EvalResult.key)
-    if connection.dialect.name == "postgresql":
-        aggregated = connection.execute(
-            select(
-                EvalResult.run_id,
-                EvalResult.evaluator,
-                func.array_agg(aggregate_order_by(DatasetRow.id, DatasetRow.id)),
-                func.array_agg(aggregate_order_by(EvalResult.score, DatasetRow.id)),
-                func.array_agg(aggregate_order_by(EvalResult.passed, DatasetRow.id)),
-            )
-            .join(DatasetRow, on_version)
-            .where(EvalResult.run_id.in_(run_ids))
-            .group_by(EvalResult.run_id, EvalResult.evaluator)
-        )
-        return {
-            (run_id, name): RunResults(
-                np.asarray(ids, np.int64),
-                np.asarray(scores, np.float64),
-                np.asarray(passed, np.bool_),
-            )
-            for run_id, name, ids, scores, passed in aggregated
-        }
-    rows = _driver_rows(
-        connection,
-        select(
+    per_row: Select[*tuple[Any, ...]]
+    if one_call:
+        per_row = select(
             EvalResult.run_id,
             EvalResult.evaluator,
-            DatasetRow.id,
-            EvalResult.score,
-            EvalResult.passed,
+            DatasetRow.id.label("row_id"),
+            EvalResult.passed.label("passes"),
+            EvalResult.score.label("score"),
         )
-        .join(DatasetRow, on_version)
-        .where(EvalResult.run_id.in_(run_ids))
-        .order_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id),
+    else:
+        per_row = select(
+            EvalResult.run_id,
+            EvalResult.evaluator,
+            DatasetRow.id.label("row_id"),
+            func.sum(case((EvalResult.passed, 1), else_=0)).label("passes"),
+            func.sum(EvalResult.score).label("score"),
+            func.count().label("calls"),
+        ).group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
+    grouped = per_row.join(DatasetRow, on_version).where(EvalResult.run_id.in_(run_ids))
+    if connection.dialect.name == "postgresql":
+        g = grouped.subquery()
+        aggregated = connection.execute(
+            select(
+                g.c.run_id,
+                g.c.evaluator,
+                *(
+                    func.array_agg(aggregate_order_by(column, g.c.row_id))
+                    for column in list(g.c)[2:]
+                ),
+            ).group_by(g.c.run_id, g.c.evaluator)
+        )
+        return {(row[0], row[1]): _totals(*row[2:]) for row in aggregated}
+    rows = _driver_rows(
+        connection,
+        grouped.order_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id),
     )
     if not rows:
         return {}
-    run_column, name_column, ids, scores, passed = zip(*rows, strict=True)
-    row_ids = np.asarray(ids, np.int64)
-    score_values = np.asarray(scores, np.float64)
-    passed_values = np.asarray(passed, np.bool_)
-    grouped = {}
+    run_column, name_column, *columns = zip(*rows, strict=True)
+    everything = _totals(*columns)
+    out = {}
     start = 0
     for group, members in itertools.groupby(zip(run_column, name_column, strict=True)):
         end = start + sum(1 for _ in members)
-        grouped[group] = RunResults(
-            row_ids[start:end], score_values[start:end], passed_values[start:end]
+        part = slice(start, end)
+        out[group] = _Totals(
+            everything.row_ids[part],
+            everything.passes[part],
+            everything.scores[part],
+            everything.calls[part],
         )
         start = end
-    return grouped
+    return out
+
+
+def _totals(
+    ids: Sequence[int],
+    passes: Sequence[Any],
+    scores: Sequence[float],
+    calls: Sequence[int] | None = None,
+) -> _Totals:
+    """Arrays of one (run, evaluator); without `calls`, one call per row."""
+    row_ids = np.asarray(ids, np.int64)
+    return _Totals(
+        row_ids,
+        np.asarray(passes, np.float64),
+        np.asarray(scores, np.float64),
+        np.ones(row_ids.size, np.int64) if calls is None else np.asarray(calls, np.int64),
+    )
 
 
 def _driver_rows(connection: Connection, statement: ClauseElement) -> Sequence[Any]:

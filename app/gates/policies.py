@@ -19,7 +19,6 @@ from app.models import (
 )
 from app.registry import service as registry
 from app.registry.queries import latest_policy
-from app.stats.policy import GatePolicy as StatsPolicy
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,7 @@ def get_policy(session: Session, project_id: int, model_name: str) -> PolicyStat
     """The model's current policy; the built-in default (version None) until one is stored."""
     model = registry.get_model(session, project_id, model_name)
     stored = latest_policy(session, model.id)
-    spec = GatePolicySpec.model_validate(stored.policy) if stored else GatePolicySpec()
-    return PolicyState(model, stored, spec)
+    return PolicyState(model, stored, effective_policy(stored, None))
 
 
 def put_policy(
@@ -47,7 +45,7 @@ def put_policy(
         project_id=principal.project_id,
         model_id=model.id,
         version=(latest.version if latest else 0) + 1,
-        policy=spec.model_dump(mode="json"),
+        policy=spec.as_stored(),
         actor=principal.actor,
     )
     session.add(row)
@@ -70,29 +68,16 @@ def put_policy(
 
 def effective_policy(stored: GatePolicy | None, override: GatePolicySpec | None) -> GatePolicySpec:
     """The stored policy (or the default) with the request's explicitly given fields on top."""
-    base = stored.policy if stored else GatePolicySpec().model_dump(mode="json")
-    if override is None:
-        return GatePolicySpec.model_validate(base)
-    merged = {**base, **override.model_dump(mode="json", exclude_unset=True)}
+    base = stored.policy if stored else GatePolicySpec().as_stored()
+    given = override.model_dump(mode="json", exclude_unset=True) if override else {}
     try:
-        return GatePolicySpec.model_validate(merged)
+        return GatePolicySpec.model_validate({**base, **given})
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise Unprocessable(f"policy: {first['msg']}", field="policy") from exc
-
-
-def stats_policy(spec: GatePolicySpec) -> StatsPolicy:
-    try:
-        return StatsPolicy(
-            metric=spec.metric,
-            margin=spec.margin,
-            alpha=spec.alpha,
-            power=spec.power,
-            min_effect=spec.min_effect,
-            min_n=spec.min_rows,
-            correction=spec.correction,
-            n_resamples=spec.bootstrap_resamples,
-            seed=spec.seed,
+        where = ".".join(str(part) for part in first["loc"])
+        stale = (
+            "" if given else f" (stored policy v{stored.version if stored else '-'}: PUT a new one)"
         )
-    except ValueError as exc:
-        raise Unprocessable(f"policy: {exc}", field="policy") from exc
+        raise Unprocessable(
+            f"policy: {where + ': ' if where else ''}{first['msg']}{stale}", field="policy"
+        ) from exc

@@ -1,7 +1,10 @@
-"""The deploy gate: a candidate run against a baseline run, per evaluator x cohort.
+"""The deploy gate: a candidate checkpoint against a baseline checkpoint, per evaluator x
+cohort, each side pooled over its runs on its dataset version.
 
 Fetch (pairs.py), decide (decision.py, statistics in app.stats), store: this module is the
-orchestration and the gate's effects (checkpoint status, audit, the gate.blocked event)."""
+orchestration, the retry rule's bookkeeping (a gate's attempt number on its checkpoint and
+dataset version, and whether it was blocked there before) and the gate's effects (checkpoint
+status, audit, the gate.blocked event)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core import audit
@@ -18,8 +22,8 @@ from app.core.errors import Conflict, Unprocessable
 from app.core.links import Links
 from app.core.pagination import paginate
 from app.gates.decision import Decision, decide
-from app.gates.pairs import load_pairs
-from app.gates.policies import effective_policy, latest_policy
+from app.gates.pairs import PairedResults, load_pairs
+from app.gates.policies import effective_policy
 from app.gates.schemas import GateIn, GatePolicySpec
 from app.models import (
     Checkpoint,
@@ -32,6 +36,7 @@ from app.models.gates import GateVerdict
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
 from app.registry import service as registry
+from app.registry.queries import latest_policy
 from app.webhooks import outbox
 
 
@@ -91,9 +96,24 @@ class RunComparison:
     baseline: EvaluationRun
     spec: GatePolicySpec
     policy_version: int | None
+    paired: PairedResults
     decision: Decision
     notes: list[str]
-    shared_rows: int
+
+    @property
+    def shared_rows(self) -> int:
+        return len(self.paired.keys)
+
+
+def earlier_gates(session: Session, checkpoint_id: int, version_id: int) -> tuple[int, bool]:
+    """(attempt of the next gate, whether any earlier one blocked) for a checkpoint on a
+    dataset version: every earlier gate counts, whatever its verdict or baseline."""
+    verdicts = session.scalars(
+        select(Gate.verdict).where(
+            Gate.checkpoint_id == checkpoint_id, Gate.dataset_version_id == version_id
+        )
+    ).all()
+    return len(verdicts) + 1, GateVerdict.block in verdicts
 
 
 def compare_runs(
@@ -104,7 +124,8 @@ def compare_runs(
     policy: GatePolicySpec | None = None,
 ) -> RunComparison:
     """Compares and decides under the candidate model's policy, storing nothing: the gate
-    stores this, and the dashboard's "compare any two runs" only shows it. Ends the session's
+    stores this, and the dashboard's "compare any two runs" only shows it, decided as the next
+    gate would be (pooled runs, its attempt, an earlier block standing). Ends the session's
     read transaction (the statistics run without holding SQLite's lock)."""
     candidate = _get_run(session, project_id, candidate_run_id, "candidate_run_id")
     checkpoint = registry.get_checkpoint(session, project_id, candidate.checkpoint_id)
@@ -118,6 +139,12 @@ def compare_runs(
         raise Unprocessable(
             "baseline_run_id: a run cannot be its own baseline", field="baseline_run_id"
         )
+    if baseline.checkpoint_id == candidate.checkpoint_id:
+        raise Unprocessable(
+            f"baseline_run_id: run {baseline.id} is of the candidate's own checkpoint; a gate "
+            "compares two checkpoints (each side pools all its runs on its dataset version)",
+            field="baseline_run_id",
+        )
     base_version = session.get_one(DatasetVersion, baseline.dataset_version_id)
     if base_version.dataset_id != cand_version.dataset_id:
         raise Unprocessable(
@@ -127,10 +154,17 @@ def compare_runs(
         )
     stored = latest_policy(session, model.id)
     spec = effective_policy(stored, policy)
+    attempt, previously_blocked = earlier_gates(session, checkpoint.id, cand_version.id)
     paired = load_pairs(session, candidate, baseline)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 
-    decision = decide(paired, spec)
+    decision = decide(
+        paired,
+        spec,
+        cand_version.cohort_risk,
+        attempt=attempt,
+        previously_blocked=previously_blocked,
+    )
     notes = list(decision.notes)
     if base_version.id != cand_version.id:
         notes.insert(
@@ -150,33 +184,54 @@ def compare_runs(
         baseline,
         spec,
         stored.version if stored else None,
+        paired,
         decision,
         notes,
-        len(paired.keys),
     )
 
 
 def create_gate(session: Session, principal: Principal, links: Links, body: GateIn) -> Gate:
-    """Compares, decides, and stores the decision; a block queues a `gate.blocked` event."""
+    """Compares, decides, and stores the decision with its attempt number, budget and pooled
+    runs; a block queues a `gate.blocked` event. Two gates of one checkpoint on one version
+    decided at once would share an attempt number: the unique key refuses the second (409)."""
     compared = compare_runs(
         session, principal.project_id, body.candidate_run_id, body.baseline_run_id, body.policy
     )
+    decision = compared.decision
     gate = Gate(
         project_id=principal.project_id,
         model_id=compared.model.id,
         checkpoint_id=compared.checkpoint.id,
         candidate_run_id=compared.candidate.id,
         baseline_run_id=compared.baseline.id,
-        policy=compared.spec.model_dump(mode="json"),
+        dataset_version_id=compared.candidate.dataset_version_id,
+        attempt=decision.attempt,
+        previously_blocked=decision.previously_blocked,
+        alpha=decision.alpha,
+        candidate_run_ids=compared.paired.candidate_run_ids,
+        baseline_run_ids=compared.paired.baseline_run_ids,
+        policy=compared.spec.as_stored(),
         policy_version=compared.policy_version,
-        verdict=compared.decision.verdict,
-        reasons=compared.decision.reasons,
-        comparisons=compared.decision.comparisons,
-        notes={"messages": compared.notes, "shared_rows": compared.shared_rows},
+        verdict=decision.verdict,
+        reasons=decision.reasons,
+        comparisons=decision.comparisons,
+        notes={
+            "messages": compared.notes,
+            "shared_rows": compared.shared_rows,
+            "guarded_comparisons": decision.guarded_comparisons,
+        },
         api_key_id=principal.key_id,
     )
     session.add(gate)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(
+            f"another gate of checkpoint {compared.checkpoint.id} on this dataset version was "
+            "decided at the same time; retry (it will count as the next attempt)",
+            field="candidate_run_id",
+        ) from None
     _record_outcome(session, principal, links, gate, compared.model, compared.checkpoint)
     session.commit()
     return gate
@@ -208,6 +263,11 @@ def _record_outcome(
         "baseline_run_id": gate.baseline_run_id,
         "verdict": gate.verdict.value,
         "policy_version": gate.policy_version,
+        "dataset_version_id": gate.dataset_version_id,
+        "attempt": gate.attempt,
+        "alpha": gate.alpha,
+        "candidate_run_ids": gate.candidate_run_ids,
+        "baseline_run_ids": gate.baseline_run_ids,
     }
     audit.record(session, principal, "gate.decided", "gate", gate.id, details)
     if gate.verdict is GateVerdict.block:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, func, select
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, func, select, text
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
@@ -45,6 +45,9 @@ class DatasetVersion(CreatedAt, Base):
     row_count: Mapped[int]
     source: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
+    # Declared risk of cohorts, {dimension: {value: level}}: what the gate guards besides the
+    # whole population and the risk=<level> cohorts. Part of the version's content hash.
+    cohort_risk: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
 
     dataset: Mapped[Dataset] = relationship(lazy="selectin")
 

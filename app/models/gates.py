@@ -5,10 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index
+from sqlalchemy import ForeignKey, Index, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, CreatedAt, JSONType, str_enum
+from app.models.datasets import DatasetVersion
 from app.models.registry import Checkpoint, Model
 
 
@@ -19,6 +20,12 @@ class GateVerdict(StrEnum):
 
 
 class Gate(CreatedAt, Base):
+    """One decision. Gates of a checkpoint on a dataset version (the candidate run's) are
+    numbered `attempt` 1, 2, ... (unique): attempt L spends alpha / 2^(L-1), pools every
+    succeeded run of the checkpoint on the version (`candidate_run_ids`; the baseline's
+    checkpoint likewise, `baseline_run_ids`), and after a block (`previously_blocked`) only
+    a pass lifts it (docs/statistics.md §7.3)."""
+
     __tablename__ = "gates"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -31,6 +38,19 @@ class Gate(CreatedAt, Base):
     baseline_run_id: Mapped[int] = mapped_column(
         ForeignKey("evaluation_runs.id", ondelete="CASCADE")
     )
+    dataset_version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    previously_blocked: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The error budget this attempt spent; None for gates decided before budgets were stored.
+    alpha: Mapped[float | None]
+    candidate_run_ids: Mapped[list[int]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'")
+    )
+    baseline_run_ids: Mapped[list[int]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'")
+    )
     policy: Mapped[dict[str, Any]]
     policy_version: Mapped[int | None]
     verdict: Mapped[GateVerdict] = mapped_column(str_enum(GateVerdict, "gate_verdict"))
@@ -41,8 +61,10 @@ class Gate(CreatedAt, Base):
 
     model: Mapped[Model] = relationship(lazy="selectin")
     checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
+    dataset_version: Mapped[DatasetVersion] = relationship(lazy="selectin")
 
     __table_args__ = (
+        UniqueConstraint("checkpoint_id", "dataset_version_id", "attempt"),
         Index("ix_gates_checkpoint", "checkpoint_id", "id"),
         Index("ix_gates_project", "project_id", "id"),
     )

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum
@@ -37,6 +37,8 @@ class EvaluationRun(CreatedAt, Base):
         str_enum(RunStatus, "run_status"), default=RunStatus.queued
     )
     output_source: Mapped[str] = mapped_column(String(16))
+    # Calls per row: each row's output is produced (or uploaded) and scored this many times.
+    repeats: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     progress_done: Mapped[int] = mapped_column(default=0)
     progress_total: Mapped[int] = mapped_column(default=0)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -58,30 +60,36 @@ class EvaluationRun(CreatedAt, Base):
 
 
 class RunOutput(Base):
+    """One call's output: (run, key, repeat) is unique; repeat counts 0..run.repeats-1."""
+
     __tablename__ = "run_outputs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
+    repeat: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     output: Mapped[Any | None] = mapped_column(JSONType)
     trajectory: Mapped[Any | None] = mapped_column(JSONType)
     probability: Mapped[float | None]
     latency_ms: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("run_id", "key"),)
+    __table_args__ = (UniqueConstraint("run_id", "key", "repeat"),)
 
 
 class EvalResult(Base):
+    """One evaluator's verdict on one call (the output of `repeat`) of one row."""
+
     __tablename__ = "eval_results"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     evaluator: Mapped[str] = mapped_column(String(100))
+    repeat: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     score: Mapped[float]
     passed: Mapped[bool]
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
-    __table_args__ = (UniqueConstraint("run_id", "key", "evaluator"),)
+    __table_args__ = (UniqueConstraint("run_id", "key", "evaluator", "repeat"),)

@@ -249,6 +249,10 @@ def _check_canary(
 
 
 def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -> Gate | None:
+    """A gate that allows promoting `checkpoint`: its own, passing (or inconclusive under a
+    policy that allows it), and not followed by a blocking gate of the checkpoint: a block
+    stands until a later pass (docs/statistics.md §7.3), and the newest evidence wins whatever
+    dataset version it came from."""
     if gate_id is None:
         return None
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
@@ -261,6 +265,21 @@ def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -
         raise Conflict(
             f"gate {gate_id} verdict is '{gate.verdict.value}'; promotion needs 'pass' "
             "(or force with a written reason)"
+        )
+    later_block = session.scalar(
+        select(Gate.id)
+        .where(
+            Gate.checkpoint_id == checkpoint.id,
+            Gate.id > gate.id,
+            Gate.verdict == GateVerdict.block,
+        )
+        .order_by(Gate.id)
+        .limit(1)
+    )
+    if later_block is not None:
+        raise Conflict(
+            f"gate {later_block} blocked this checkpoint after gate {gate_id}; only a later "
+            "passing gate lifts a block (or force with a written reason)"
         )
     return gate
 

@@ -430,31 +430,20 @@ def _family_drop_adjusted(
 
 
 def _fill_bounds(evaluated: list[_Evaluated], alpha: float, exact: bool) -> None:
-    """Display bounds for every comparison, in one vectorised score inversion over all of them.
-
-    The cohorts of all evaluators are stacked over the union of their observed
-    differences (a value an evaluator never saw has count 0 there, which the
-    constrained fit ignores). ``exact`` inverts the exact test where it decided.
+    """Display bounds for every comparison: one vectorised score inversion per evaluator
+    over its own observed differences (pass/fail evaluators keep the closed-form fit; a
+    union with a graded evaluator's thousands of values would lose it and cost their
+    product). ``exact`` inverts the exact test where it decided.
     """
-    support = np.unique(np.concatenate([ev.support for ev in evaluated]))
-    blocks = []
-    for ev in evaluated:
-        stacked = np.zeros((ev.counts.shape[0], support.size))
-        stacked[:, np.searchsorted(support, ev.support)] = ev.counts
-        blocks.append(stacked)
-    counts = np.vstack(blocks)
-    filled = counts.sum(axis=1) > 0
-    upper = np.full(counts.shape[0], np.nan)
-    lower = np.full(counts.shape[0], np.nan)
-    if filled.any():
-        upper[filled] = score_bound(support, counts[filled], 1.0 - alpha, "upper")
-        lower[filled] = score_bound(support, counts[filled], 1.0 - alpha / 2.0, "lower")
-    start = 0
     for ev in evaluated:
         size = ev.counts.shape[0]
-        ev.upper, ev.lower = upper[start : start + size], lower[start : start + size]
+        filled = ev.n > 0
+        ev.upper, ev.lower = np.full(size, np.nan), np.full(size, np.nan)
+        if filled.any():
+            counts = ev.counts[filled]
+            ev.upper[filled] = score_bound(ev.support, counts, 1.0 - alpha, "upper")
+            ev.lower[filled] = score_bound(ev.support, counts, 1.0 - alpha / 2.0, "lower")
         ev.bound_method = ["score" if rows else "none" for rows in ev.n]
-        start += size
         if not exact:
             continue
         for k in range(size):
@@ -575,9 +564,12 @@ def _value_counts(values: FloatArray, weights: FloatArray) -> tuple[FloatArray, 
     support, index = np.unique(np.round(values, 12), return_inverse=True)
     if support.size == 0:
         return np.zeros(1), np.zeros((weights.shape[0], 1))
-    onehot = np.zeros((values.size, support.size))
-    onehot[np.arange(values.size), index] = 1.0
-    return support, weights @ onehot
+    # One bincount per cohort, not a (rows x support) indicator matrix: graded scores make
+    # nearly every row's value distinct, and that matrix would be rows^2.
+    counts = np.empty((weights.shape[0], support.size))
+    for k, row_weights in enumerate(weights):
+        counts[k] = np.bincount(index, weights=row_weights, minlength=support.size)
+    return support, counts
 
 
 def _num(value: float) -> float | None:

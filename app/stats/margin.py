@@ -55,7 +55,7 @@ DEFAULT_EXACT_MAX_N = 400
 # Berger-Boos: the nuisance supremum is taken over a 1 - gamma interval for psi, plus gamma.
 DEFAULT_GAMMA = 0.001
 _BISECTION_STEPS = 64
-_BOUND_STEPS = 36
+_BOUND_STEPS = 26
 
 
 # --- the constrained maximum-likelihood variance ---------------------------------------
@@ -118,6 +118,40 @@ def restricted_variance(
     return restricted_moments(support, counts, mu0, lo, hi)[0]
 
 
+@dataclass(frozen=True)
+class _Entries:
+    """A (cohorts x values) count matrix as its present entries: graded scores make nearly
+    every row's value distinct, and dense passes over cohorts x values would cost
+    cohorts x rows each. Built once per test (or bound), reused by every step."""
+
+    cohorts: int
+    row: npt.NDArray[np.intp]
+    value: FloatArray
+    count: FloatArray
+    n: FloatArray
+    mean: FloatArray
+    trinomial: bool  # every value in {-1, 0, 1}: Tango's closed form applies
+
+
+def _sums(row: npt.NDArray[np.intp], weights: npt.ArrayLike, cohorts: int) -> FloatArray:
+    """Per cohort, the sum of `weights` over its entries."""
+    return np.asarray(np.bincount(row, weights=weights, minlength=cohorts), dtype=np.float64)
+
+
+def _entries(support: npt.ArrayLike, counts: npt.ArrayLike) -> _Entries:
+    values = np.asarray(support, dtype=np.float64)
+    weights = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    cohorts = weights.shape[0]
+    row, col = np.nonzero(weights > 0)
+    count = weights[row, col]
+    value = values[col]
+    n = _sums(row, count, cohorts)
+    total = _sums(row, count * value, cohorts)
+    mean = total / np.where(n > 0, n, 1.0)
+    trinomial = bool(np.all(np.isin(values, (-1.0, 0.0, 1.0))))
+    return _Entries(cohorts, row, value, count, n, mean, trinomial)
+
+
 def restricted_moments(
     support: npt.ArrayLike,
     counts: npt.ArrayLike,
@@ -136,61 +170,95 @@ def restricted_moments(
     beyond, lam sits at that end and the remaining mass goes to the end lo or hi).
     For values in {-1, 0, 1} this is exactly Tango's constrained trinomial MLE.
     """
-    values = np.asarray(support, dtype=np.float64)
-    weights = np.atleast_2d(np.asarray(counts, dtype=np.float64))
-    null = np.broadcast_to(np.asarray(mu0, dtype=np.float64), weights.shape[:1]).copy()
+    entries = _entries(support, counts)
+    null = np.broadcast_to(np.asarray(mu0, dtype=np.float64), (entries.cohorts,)).copy()
+    return _moments(entries, null, lo, hi)
+
+
+def _moments(
+    entries: _Entries, null: FloatArray, lo: float, hi: float
+) -> tuple[FloatArray, FloatArray]:
     if np.any(null <= lo) or np.any(null >= hi):
         raise ValueError("mu0 must lie strictly inside (lo, hi)")
-    if lo == -1.0 and hi == 1.0 and np.all(np.isin(values, (-1.0, 0.0, 1.0))):
-        return _trinomial_moments(values, weights, null)
-    n = weights.sum(axis=1)
-    dev = values[None, :] - null[:, None]
-    present = weights > 0
+    if lo == -1.0 and hi == 1.0 and entries.trinomial:
+        return _trinomial_moments(entries, null)
+    cohorts, row, count, n = entries.cohorts, entries.row, entries.count, entries.n
+    dev = entries.value - null[row]
     lam_max = 1.0 / (null - lo)
     lam_min = -1.0 / (hi - null)
-    has_lo = np.any(present & (values[None, :] <= lo + 1e-12), axis=1)
-    has_hi = np.any(present & (values[None, :] >= hi - 1e-12), axis=1)
+    at_lo = entries.value <= lo + 1e-12
+    at_hi = entries.value >= hi - 1e-12
+    has_lo = _sums(row, at_lo, cohorts) > 0
+    has_hi = _sums(row, at_hi, cohorts) > 0
 
     def score(lam: FloatArray, skip: npt.NDArray[np.bool_]) -> FloatArray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(present & ~skip, weights * dev / (1.0 + lam[:, None] * dev), 0.0)
-        return np.asarray(terms.sum(axis=1), dtype=np.float64)
+            terms = np.where(skip, 0.0, count * dev / (1.0 + lam[row] * dev))
+        return _sums(row, terms, cohorts)
 
-    at_lo = values[None, :] <= lo + 1e-12
-    at_hi = values[None, :] >= hi - 1e-12
-    clamp_lo = ~has_lo & (score(lam_max, np.broadcast_to(at_lo, dev.shape).copy()) >= 0.0)
-    clamp_hi = (
-        ~has_hi & ~clamp_lo & (score(lam_min, np.broadcast_to(at_hi, dev.shape).copy()) <= 0.0)
-    )
-    low, high = lam_min.copy(), lam_max.copy()
-    no_skip = np.zeros(dev.shape, dtype=np.bool_)
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2.0
-        positive = score(middle, no_skip) > 0.0
-        low = np.where(positive, middle, low)
-        high = np.where(positive, high, middle)
-    lam = np.where(clamp_lo, lam_max, np.where(clamp_hi, lam_min, (low + high) / 2.0))
+    clamp_lo = ~has_lo & (score(lam_max, at_lo) >= 0.0)
+    clamp_hi = ~has_hi & ~clamp_lo & (score(lam_min, at_hi) <= 0.0)
+    active = (n > 0) & ~clamp_lo & ~clamp_hi
+    lam = _root(row, count, dev, lam_min, lam_max, active)
+    lam = np.where(clamp_lo, lam_max, np.where(clamp_hi, lam_min, lam))
     safe_n = np.where(n > 0, n, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(present, weights / (safe_n[:, None] * (1.0 + lam[:, None] * dev)), 0.0)
-    rest = np.clip(1.0 - w.sum(axis=1), 0.0, 1.0)
+        w = count / (safe_n[row] * (1.0 + lam[row] * dev))
+    rest = np.clip(1.0 - _sums(row, w, cohorts), 0.0, 1.0)
     end = np.where(clamp_lo, lo, hi)
-    extra = np.where(clamp_lo | clamp_hi, rest * (end - null) ** 2, 0.0)
-    variance = (w * dev * dev).sum(axis=1) + extra
-    third = (w * dev**3).sum(axis=1) + np.where(clamp_lo | clamp_hi, rest * (end - null) ** 3, 0.0)
+    clamped = clamp_lo | clamp_hi
+    extra = np.where(clamped, rest * (end - null) ** 2, 0.0)
+    variance = _sums(row, w * dev * dev, cohorts) + extra
+    third = _sums(row, w * dev**3, cohorts) + np.where(clamped, rest * (end - null) ** 3, 0.0)
     return (
         np.asarray(np.where(n > 0, variance, np.nan), dtype=np.float64),
         np.asarray(np.where(n > 0, third, np.nan), dtype=np.float64),
     )
 
 
-def _trinomial_moments(
-    values: FloatArray, weights: FloatArray, null: FloatArray
-) -> tuple[FloatArray, FloatArray]:
+def _root(
+    row: npt.NDArray[np.intp],
+    count: FloatArray,
+    dev: FloatArray,
+    low: FloatArray,
+    high: FloatArray,
+    active: npt.NDArray[np.bool_],
+) -> FloatArray:
+    """Per `active` cohort, the lam in (low, high) where sum_j n_j d_j / (1 + lam d_j) = 0.
+
+    The sum falls strictly in lam, so an active cohort's root (one that is not clamped at
+    an end) is bracketed and unique: Newton steps, falling back to bisection whenever a
+    step would leave the bracket, which shrinks every step. Stops when every active
+    cohort's step is below 1e-13 (or after _BISECTION_STEPS steps, where bisection alone
+    would have reached the same precision). Other cohorts' values are meaningless.
+    """
+    cohorts = low.size
+    low, high = low.copy(), high.copy()
+    lam = (low + high) / 2.0
+    for _ in range(_BISECTION_STEPS):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = dev / (1.0 + lam[row] * dev)
+        value = _sums(row, count * ratio, cohorts)
+        slope = -_sums(row, count * ratio * ratio, cohorts)
+        low = np.where(value > 0.0, lam, low)
+        high = np.where(value > 0.0, high, lam)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = lam - value / slope
+        inside = np.isfinite(newton) & (newton > low) & (newton < high)
+        step = np.where(inside, newton, (low + high) / 2.0)
+        done = ~active | (np.abs(step - lam) <= 1e-13)
+        lam = step
+        if done.all():
+            break
+    return np.asarray(lam, dtype=np.float64)
+
+
+def _trinomial_moments(entries: _Entries, null: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Closed form of ``restricted_moments`` for differences in {-1, 0, 1} (Tango's MLE)."""
-    lost = weights[:, values == -1.0].sum(axis=1)
-    won = weights[:, values == 1.0].sum(axis=1)
-    n = weights.sum(axis=1)
+    cohorts, row, count = entries.cohorts, entries.row, entries.count
+    lost = _sums(row, count * (entries.value == -1.0), cohorts)
+    won = _sums(row, count * (entries.value == 1.0), cohorts)
+    n = entries.n
     p_b, p_c = tango_restricted(lost, won, n, null)
     p_0 = 1.0 - p_b - p_c
     variance = p_b * (1.0 + null) ** 2 + p_c * (1.0 - null) ** 2 + p_0 * null**2
@@ -209,13 +277,10 @@ def score_z(
     hi: float = 1.0,
 ) -> FloatArray:
     """sqrt(n) (mean - mu0) / sqrt(restricted variance) per cohort (``restricted_variance``)."""
-    values = np.asarray(support, dtype=np.float64)
-    weights = np.atleast_2d(np.asarray(counts, dtype=np.float64))
-    null = np.broadcast_to(np.asarray(mu0, dtype=np.float64), weights.shape[:1])
-    n = weights.sum(axis=1)
-    mean = (weights @ values) / np.where(n > 0, n, 1.0)
-    variance = restricted_variance(values, weights, null, lo, hi)
-    return _standardise(n * (mean - null), n * np.nan_to_num(variance))
+    entries = _entries(support, counts)
+    null = np.broadcast_to(np.asarray(mu0, dtype=np.float64), (entries.cohorts,)).copy()
+    variance = _moments(entries, null, lo, hi)[0]
+    return _standardise(entries.n * (entries.mean - null), entries.n * np.nan_to_num(variance))
 
 
 def score_test(
@@ -235,15 +300,19 @@ def score_test(
     coverage. Without it a rare, one-sided failure pattern makes the plain score test
     reject too often in the tail that the skew points to.
     """
-    values = np.asarray(support, dtype=np.float64)
-    weights = np.atleast_2d(np.asarray(counts, dtype=np.float64))
-    null = np.broadcast_to(np.asarray(mu0, dtype=np.float64), weights.shape[:1])
-    n = weights.sum(axis=1)
+    entries = _entries(support, counts)
+    null = np.broadcast_to(np.asarray(mu0, dtype=np.float64), (entries.cohorts,)).copy()
+    return _score_test(entries, null, tail, lo, hi)
+
+
+def _score_test(
+    entries: _Entries, null: FloatArray, tail: Tail, lo: float, hi: float
+) -> tuple[FloatArray, FloatArray]:
+    n = entries.n
     safe_n = np.where(n > 0, n, 1.0)
-    mean = (weights @ values) / safe_n
-    variance, third = restricted_moments(values, weights, null, lo, hi)
+    variance, third = _moments(entries, null, lo, hi)
     variance, third = np.nan_to_num(variance), np.nan_to_num(third)
-    z = _standardise(n * (mean - null), n * variance)
+    z = _standardise(n * (entries.mean - null), n * variance)
     with np.errstate(divide="ignore", invalid="ignore"):
         kappa = np.where(variance > 1e-300, third / (variance**1.5 * np.sqrt(safe_n)), 0.0)
     finite = np.isfinite(z)
@@ -456,14 +525,14 @@ def score_bound(
     it, "mean >= mu0" is rejected), so the change lies below it with confidence
     ``level``; ``lower`` mirrors it with the upper-tail test.
     """
-    weights = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    entries = _entries(support, counts)
     alpha = 1.0 - level
-    low = np.full(weights.shape[0], lo + 1e-9)
-    high = np.full(weights.shape[0], hi - 1e-9)
+    low = np.full(entries.cohorts, lo + 1e-9)
+    high = np.full(entries.cohorts, hi - 1e-9)
     tail: Tail = "lower" if side == "upper" else "upper"
     for _ in range(_BOUND_STEPS):
         middle = (low + high) / 2.0
-        rejected = score_test(support, weights, middle, tail, lo, hi)[1] <= alpha
+        rejected = _score_test(entries, middle, tail, lo, hi)[1] <= alpha
         if side == "upper":  # rejection at mu0 means the bound lies below mu0
             high = np.where(rejected, middle, high)
             low = np.where(rejected, low, middle)
@@ -471,7 +540,7 @@ def score_bound(
             low = np.where(rejected, middle, low)
             high = np.where(rejected, high, middle)
     bound = (low + high) / 2.0
-    n = weights.sum(axis=1)
+    n = entries.n
     return np.asarray(np.where(n > 0, bound, hi if side == "upper" else lo), dtype=np.float64)
 
 

@@ -54,3 +54,22 @@ def test_register_dataset_add_evaluation_wait_and_read_the_summary(
             golden.add_evaluation(checkpoint=ckpt, evaluators=[{"name": "vibes"}], outputs=outputs)
         assert error.value.status == 422
         assert error.value.problem["field"] == "evaluators[0].name"
+
+        # Declared cohort risk on an uploaded version, and two calls per row.
+        declared = golden.add_version(file=rows, cohort_risk={"user_segment": {"free": "high"}})
+        assert declared["version"] == 2
+        assert declared["cohort_risk"] == {"user_segment": {"free": "high"}}
+        twice = golden.add_evaluation(
+            checkpoint=ckpt,
+            evaluators=[JSONValidation(schema=SCHEMA)],
+            outputs=[{**o, "repeat": r} for r in range(2) for o in outputs[:1]]
+            + [{"key": "r2", "repeat": 0, "output": "not json"}]
+            + [{"key": "r2", "repeat": 1, "output": '{"answer": "2 days"}'}],
+            repeats=2,
+        )
+        repeated = twice.wait(timeout=30, poll_s=0.05).summary
+        assert repeated is not None and repeated["repeats"] == 2
+        [json_row] = repeated["by_evaluator"]
+        assert (json_row["calls"], json_row["pass_rate"]) == (4, pytest.approx(0.75))
+        assert json_row["flip_rate"] == pytest.approx(0.5)  # r2's two calls disagree
+        assert {r["repeat"] for r in twice.results(key="r2")} == {0, 1}

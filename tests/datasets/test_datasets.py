@@ -310,3 +310,90 @@ def test_traces_are_promoted_into_a_new_version_that_outlives_them(
         headers=auth,
     )
     assert unknown.status_code == 422 and unknown.json()["field"] == "trace_ids[0]"
+
+
+def test_declared_cohort_risk_is_validated_stored_and_part_of_the_version(
+    client: TestClient, auth: Headers, db: Session
+) -> None:
+    make_dataset(client, auth, "golden", ROWS)
+    path = "/api/v1/datasets/golden/versions"
+
+    def post(cohort_risk: Any) -> Any:
+        return client.post(path, json={"rows": ROWS, "cohort_risk": cohort_risk}, headers=auth)
+
+    cases = [
+        (["route"], "cohort_risk"),
+        ({"route": "high"}, "cohort_risk.route"),
+        ({"route": {"billing": "severe"}}, "cohort_risk.route.billing"),
+        ({"route": {"billing": None}}, "cohort_risk.route.billing"),
+        ({"route": {"payments": "high"}}, "cohort_risk.route.payments"),  # no such rows
+        ({"locale": {"de": "high"}}, "cohort_risk.locale.de"),
+        ({"risk": {"high": "high"}}, "cohort_risk.risk"),
+        ({"all": {"all": "high"}}, "cohort_risk.all"),
+        ({"my route": {"x": "high"}}, "cohort_risk.my route"),
+        ({"route": {"": "high"}}, "cohort_risk.route."),
+    ]
+    for declared, field in cases:
+        response = post(declared)
+        assert response.status_code == 422, (declared, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["field"] == field, (declared, response.json())
+    assert count_rows(client.app, DatasetVersion) == 1  # type: ignore[arg-type]
+
+    declared = {"route": {"billing": "high", "shipping": "low"}}
+    created = post(declared)
+    assert created.status_code == 201, created.text
+    assert created.json()["version"] == 2 and created.json()["cohort_risk"] == declared
+    # Same rows, different declaration: a different version; the same declaration: no copy.
+    assert created.json()["content_hash"] != canonical_hash(ROWS)
+    again = post({"route": {"shipping": "low", "billing": "high"}})
+    assert again.status_code == 200 and again.json()["version"] == 2
+    plain = post(None)
+    assert plain.status_code == 201 and plain.json()["content_hash"] == canonical_hash(ROWS)
+    assert plain.json()["cohort_risk"] == {}
+    listed = client.get(path, headers=auth).json()["items"]
+    assert [v["cohort_risk"] for v in listed] == [{}, declared, {}]
+
+    jsonl = "\n".join(json.dumps(row) for row in ROWS).encode()
+    uploaded = client.post(
+        path,
+        data={"cohort_risk": json.dumps({"user_segment": {"free": "high"}})},
+        files={"file": ("rows.jsonl", io.BytesIO(jsonl), "application/x-ndjson")},
+        headers=auth,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["cohort_risk"] == {"user_segment": {"free": "high"}}
+    for bad, field in (
+        ("{not json", "cohort_risk"),
+        ('{"user_segment": {"vip": "high"}}', "cohort_risk.user_segment.vip"),
+    ):
+        refused = client.post(
+            path,
+            data={"cohort_risk": bad},
+            files={"file": ("rows.jsonl", io.BytesIO(jsonl), "application/x-ndjson")},
+            headers=auth,
+        )
+        assert refused.status_code == 422 and refused.json()["field"] == field, refused.text
+
+    # A version promoted from traces keeps its base version's declaration.
+    checkpoint_id = register(client, auth)
+    project_id, model_id = db.execute(select(Model.project_id, Model.id)).one()
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    db.add(
+        Event(
+            project_id=project_id,
+            model_id=model_id,
+            checkpoint_id=checkpoint_id,
+            trace_id="trace-c",
+            ts=now,
+            input="Refund?",
+            output="Yes.",
+            received_at=now,
+        )
+    )
+    db.commit()
+    promoted = client.post(
+        f"{path}/from-traces", json={"trace_ids": ["trace-c"], "base_version": 2}, headers=auth
+    )
+    assert promoted.status_code == 201, promoted.text
+    assert promoted.json()["cohort_risk"] == declared

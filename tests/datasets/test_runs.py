@@ -4,7 +4,10 @@ endpoint calls against a local OpenAI-compatible server, restart recovery."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import math
+import statistics
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -62,7 +65,18 @@ def add_evaluation(client: TestClient, auth: Headers, dataset: str = "golden", *
 
 
 def rates(n: int, mean_score: float, pass_rate: float) -> dict[str, Any]:
-    return {"n": n, "mean_score": pytest.approx(mean_score), "pass_rate": pytest.approx(pass_rate)}
+    """One call per row: as many calls as rows."""
+    return {
+        "n": n,
+        "calls": n,
+        "mean_score": pytest.approx(mean_score),
+        "pass_rate": pytest.approx(pass_rate),
+    }
+
+
+def evaluator_rates(n: int, mean_score: float, pass_rate: float) -> dict[str, Any]:
+    """by_evaluator adds the flip rate, unknown with one call per row."""
+    return {**rates(n, mean_score, pass_rate), "flip_rate": None, "flip_rate_se": None}
 
 
 def test_uploaded_outputs_are_evaluated_and_summarized_in_sql(
@@ -89,8 +103,8 @@ def test_uploaded_outputs_are_evaluated_and_summarized_in_sql(
     # Hand-computed from CASES: exact scores 1,0,1,1,0,1; contains 1,.5,0,.5,0,1 (pass >= .5).
     summary = run["summary"]
     assert summary["by_evaluator"] == [
-        {"evaluator": "contains", **rates(6, 3 / 6, 4 / 6)},
-        {"evaluator": "exact_match", **rates(6, 4 / 6, 4 / 6)},
+        {"evaluator": "contains", **evaluator_rates(6, 3 / 6, 4 / 6)},
+        {"evaluator": "exact_match", **evaluator_rates(6, 4 / 6, 4 / 6)},
     ]
     assert summary["by_risk"] == [
         {"evaluator": "contains", "risk": "high", **rates(3, 1.5 / 3, 2 / 3)},
@@ -210,7 +224,7 @@ def test_outputs_upload_as_jsonl_and_suites_saved_by_name(
     assert run["status"] == "succeeded" and run["suite"] == "support"
     assert run["summary"]["by_evaluator"][1] == {
         "evaluator": "exact_match",
-        **rates(6, 4 / 6, 4 / 6),
+        **evaluator_rates(6, 4 / 6, 4 / 6),
     }
 
     bad_line = b'{"key": "k1", "output": "x"}\n{"key": "k2", "probability": 3}\n'
@@ -282,7 +296,7 @@ def test_endpoint_outputs_with_a_failing_row_that_never_fails_the_run(
     # Six rows as in the uploaded case, plus k7 failing every evaluator.
     assert run["summary"]["by_evaluator"][1] == {
         "evaluator": "exact_match",
-        **rates(7, 4 / 7, 4 / 7),
+        **evaluator_rates(7, 4 / 7, 4 / 7),
     }
     failed = client.get(
         f"/api/v1/runs/{run['id']}/results", params={"key": "k7"}, headers=auth
@@ -337,3 +351,206 @@ def test_a_run_left_running_by_a_dead_worker_resumes_then_fails_after_three_atte
     with app.state.sessionmaker() as session:
         statuses = set(session.scalars(select(EvaluationRun.status)))
     assert RunStatus.running not in statuses and RunStatus.queued not in statuses
+
+
+def disagreeing_pairs(verdicts: list[bool]) -> float:
+    """Share of ordered pairs of distinct calls of one row that disagree, counted."""
+    pairs = list(itertools.permutations(range(len(verdicts)), 2))
+    return sum(verdicts[i] != verdicts[j] for i, j in pairs) / len(pairs)
+
+
+def expected_flip(per_row: list[list[bool]]) -> tuple[float, float]:
+    """Mean over rows of the disagreeing share, and its standard error (rows' SD / sqrt(n))."""
+    shares = [disagreeing_pairs(calls) for calls in per_row]
+    return statistics.fmean(shares), statistics.stdev(shares) / math.sqrt(len(shares))
+
+
+def test_uploaded_repeats_are_stored_scored_per_call_and_give_flip_rates(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    # Three calls per row: repeat 1 answers k1 vaguely, repeat 2 answers k4 wrongly.
+    changed = {(1, "k1"): "Refund soon", (2, "k4"): "wrong"}
+    outputs = [
+        {**output, "repeat": r, "output": changed.get((r, output["key"]), output["output"])}
+        for r in range(3)
+        for output in OUTPUTS
+    ]
+    body = {"checkpoint_id": checkpoint_id, "evaluators": EVALUATORS, "repeats": 3}
+    created = add_evaluation(client, auth, **body, outputs=outputs)
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded" and run["repeats"] == 3
+    assert run["progress"] == {"done": 6, "total": 6}
+
+    results = all_pages(client, auth, f"/api/v1/runs/{run['id']}/results")
+    assert len(results) == 6 * 3 * 2
+    verdicts: dict[tuple[str, str], list[bool]] = {}
+    for result in sorted(results, key=lambda r: r["repeat"]):
+        verdicts.setdefault((result["evaluator"], result["key"]), []).append(result["passed"])
+    assert verdicts[("exact_match", "k1")] == [True, False, True]
+    assert verdicts[("contains", "k4")] == [True, True, False]
+
+    summary = {row["evaluator"]: row for row in run["summary"]["by_evaluator"]}
+    assert run["summary"]["repeats"] == 3
+    for name in ("exact_match", "contains"):
+        per_row = [verdicts[(name, key)] for key, *_ in CASES]
+        estimate, standard_error = expected_flip(per_row)
+        passes = sum(sum(calls) for calls in per_row)
+        assert summary[name]["n"] == 6 and summary[name]["calls"] == 18
+        assert summary[name]["pass_rate"] == pytest.approx(passes / 18)
+        assert summary[name]["flip_rate"] == pytest.approx(estimate)
+        assert summary[name]["flip_rate_se"] == pytest.approx(standard_error)
+    assert summary["exact_match"]["flip_rate"] == pytest.approx((2 / 3 + 2 / 3) / 6)
+    billing = next(
+        c
+        for c in run["summary"]["by_cohort"]
+        if (c["evaluator"], c["dimension"], c["value"]) == ("exact_match", "route", "billing")
+    )
+    assert (billing["n"], billing["calls"]) == (3, 9)
+    assert billing["pass_rate"] == pytest.approx((2 + 0 + 3) / 9)
+
+
+def test_repeats_are_validated_before_a_run_exists(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    base = {"checkpoint_id": checkpoint_id, "evaluators": EVALUATORS, "repeats": 2}
+    complete = [{**output, "repeat": r} for r in range(2) for output in OUTPUTS]
+    cases = [
+        ([*complete[:3], {**complete[3], "repeat": None}, *complete[4:]], "outputs[3].repeat"),
+        ([*complete[:5], {**complete[5], "repeat": 2}, *complete[6:]], "outputs[5].repeat"),
+        ([*complete, complete[7]], "outputs[12].key"),
+        (complete[:-1], "outputs"),
+        (OUTPUTS, "outputs[0].repeat"),
+    ]
+    for outputs, field in cases:
+        sent = [{k: v for k, v in output.items() if v is not None} for output in outputs]
+        response = add_evaluation(client, auth, **base, outputs=sent)
+        assert response.status_code == 422, (field, response.text)
+        assert response.json().get("field") == field, (field, response.json())
+    missing = add_evaluation(client, auth, **base, outputs=complete[:-1]).json()["detail"]
+    assert "1 (key, repeat) pair(s)" in missing and "'k6' repeat 1" in missing
+    for repeats in (0, 21):
+        response = add_evaluation(client, auth, **{**base, "repeats": repeats}, outputs=complete)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["field"] == "body.repeats"
+    one_call = add_evaluation(
+        client, auth, **{**base, "repeats": 1}, outputs=[{**o, "repeat": 1} for o in OUTPUTS]
+    )
+    assert one_call.status_code == 422 and one_call.json()["field"] == "outputs[0].repeat"
+    assert count_rows(app, EvaluationRun) == 0
+
+
+class FlakyChatHandler(ChatHandler):
+    """Answers k1 right on its first call and vaguely on its second: a nondeterministic row."""
+
+    seen: dict[str, int] = {}
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        body = self.rfile.read(length)
+        question = json.loads(body)["messages"][-1]["content"]
+        calls = type(self).seen[question] = type(self).seen.get(question, 0) + 1
+        if question == "question k1" and calls % 2 == 0:
+            type(self).calls.append(question)
+            payload = json.dumps(
+                {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Soon"}}]}
+            ).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self.rfile = io.BytesIO(body)
+        super().do_POST()
+
+
+@pytest.fixture
+def flaky_server() -> Iterator[str]:
+    FlakyChatHandler.calls = []
+    FlakyChatHandler.seen = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyChatHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_endpoint_runs_call_every_row_repeats_times(
+    app: FastAPI, client: TestClient, auth: Headers, flaky_server: str
+) -> None:
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(
+        client, auth, endpoint={"base_url": flaky_server, "model": "support-v1", "timeout_s": 5}
+    )
+    created = add_evaluation(
+        client, auth, checkpoint_id=checkpoint_id, evaluators=EVALUATORS, repeats=2
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded" and run["output_source"] == "endpoint"
+    assert sorted(FlakyChatHandler.calls) == sorted([f"question {k}" for k, *_ in CASES] * 2)
+    k1 = client.get(f"/api/v1/runs/{run['id']}/results", params={"key": "k1"}, headers=auth)
+    exact = sorted(
+        (r["repeat"], r["passed"]) for r in k1.json()["items"] if r["evaluator"] == "exact_match"
+    )
+    assert exact == [(0, True), (1, False)]
+    summary = {row["evaluator"]: row for row in run["summary"]["by_evaluator"]}
+    # k1 is the only row whose two calls disagree (for exact_match): 1 of 6 rows.
+    assert summary["exact_match"]["flip_rate"] == pytest.approx(1 / 6)
+    assert summary["exact_match"]["calls"] == 12
+
+
+def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    outputs = [{**output, "repeat": r} for r in range(2) for output in OUTPUTS]
+    run_id = add_evaluation(
+        client,
+        auth,
+        checkpoint_id=checkpoint_id,
+        evaluators=EVALUATORS,
+        outputs=outputs,
+        repeats=2,
+    ).json()["run_id"]
+    with app.state.sessionmaker() as session:
+        # A worker died after committing k1's chunk: both calls, both evaluators.
+        session.execute(
+            update(EvaluationRun)
+            .where(EvaluationRun.id == run_id)
+            .values(
+                status=RunStatus.running,
+                attempts=1,
+                heartbeat_at=utcnow() - timedelta(minutes=5),
+                progress_done=1,
+            )
+        )
+        session.add_all(
+            EvalResult(
+                run_id=run_id,
+                key="k1",
+                repeat=repeat,
+                evaluator=name,
+                score=1.0,
+                passed=True,
+                reason="first",
+            )
+            for name in ("exact_match", "contains")
+            for repeat in range(2)
+        )
+        session.commit()
+    drain_worker(app)
+    run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
+    assert run["status"] == "succeeded" and run["progress"] == {"done": 6, "total": 6}
+    results = all_pages(client, auth, f"/api/v1/runs/{run_id}/results")
+    assert len(results) == 6 * 2 * 2
+    assert {r["reason"] for r in results if r["key"] == "k1"} == {"first"}

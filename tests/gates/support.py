@@ -3,11 +3,12 @@ evaluation with uploaded outputs through the public API, then the worker drained
 
 Each evaluator's score is known from the outputs: `exact_match` scores 1 when the output is the
 row's expected answer and 0 otherwise; `stated_score` (the plugin of tests/gates/conftest.py)
-scores the `probability` uploaded with the output. Both pass at 0.5 or more."""
+scores the `probability` uploaded with the output. Both pass at 0.5 or more. With repeats, a
+row's score may be one per call."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,34 +21,54 @@ EXPECTED = "the expected answer"
 GRADED = "stated_score"
 
 
+Scores = Mapping[str, Sequence[float | Sequence[float]]]
+
+
 def dataset_version(
-    client: TestClient, auth: Headers, dataset: str, rows: Sequence[dict[str, Any]]
+    client: TestClient,
+    auth: Headers,
+    dataset: str,
+    rows: Sequence[dict[str, Any]],
+    cohort_risk: dict[str, dict[str, str]] | None = None,
 ) -> int:
-    """The version of `dataset` holding `rows`: a new one unless they equal the latest."""
+    """The version of `dataset` holding `rows` (and `cohort_risk`): a new one unless they
+    equal the latest."""
     created = client.post("/api/v1/datasets", json={"name": dataset}, headers=auth)
     assert created.status_code in (201, 409), created.text
     golden = [{"input": row["key"], "expected": EXPECTED, **row} for row in rows]
     version = client.post(
-        f"/api/v1/datasets/{dataset}/versions", json={"rows": golden}, headers=auth
+        f"/api/v1/datasets/{dataset}/versions",
+        json={"rows": golden, "cohort_risk": cohort_risk},
+        headers=auth,
     )
     assert version.status_code in (200, 201), version.text
     return int(version.json()["version"])
 
 
+def score_of(value: float | Sequence[float], repeat: int) -> float:
+    """A row's score on call `repeat`: one score for every call, or one per call."""
+    return float(value) if isinstance(value, int | float) else float(value[repeat])
+
+
 def outputs_scoring(
-    rows: Sequence[dict[str, Any]], scores: dict[str, Sequence[float]]
+    rows: Sequence[dict[str, Any]], scores: Scores, repeats: int = 1
 ) -> list[dict[str, Any]]:
-    """Uploaded outputs on which `scores[evaluator][i]` is what the evaluator gives rows[i]."""
+    """Uploaded outputs on which `scores[evaluator][i]` is what the evaluator gives rows[i]
+    (on each call, or per call: `scores[evaluator][i][repeat]`)."""
     assert set(scores) <= {"exact_match", GRADED}, f"no known outputs score {set(scores)}"
     outputs = []
-    for i, row in enumerate(rows):
-        output: dict[str, Any] = {"key": row["key"], "output": EXPECTED}
-        if "exact_match" in scores:
-            assert scores["exact_match"][i] in (0.0, 1.0), "exact_match scores 0 or 1"
-            output["output"] = EXPECTED if scores["exact_match"][i] else "another answer"
-        if GRADED in scores:
-            output["probability"] = scores[GRADED][i]
-        outputs.append(output)
+    for repeat in range(repeats):
+        for i, row in enumerate(rows):
+            output: dict[str, Any] = {"key": row["key"], "output": EXPECTED}
+            if repeats > 1:
+                output["repeat"] = repeat
+            if "exact_match" in scores:
+                exact = score_of(scores["exact_match"][i], repeat)
+                assert exact in (0.0, 1.0), "exact_match scores 0 or 1"
+                output["output"] = EXPECTED if exact else "another answer"
+            if GRADED in scores:
+                output["probability"] = score_of(scores[GRADED][i], repeat)
+            outputs.append(output)
     return outputs
 
 
@@ -56,20 +77,24 @@ def add_run(
     auth: Headers,
     checkpoint_id: int,
     rows: Sequence[dict[str, Any]],
-    scores: dict[str, Sequence[float]],
+    scores: Scores,
     dataset: str = "golden",
     finish: bool = True,
+    cohort_risk: dict[str, dict[str, str]] | None = None,
+    repeats: int = 1,
 ) -> int:
-    """A run of `checkpoint_id` on the version of `dataset` holding `rows`, scored as `scores`
-    says; succeeded, or still queued when `finish` is false."""
-    version = dataset_version(client, auth, dataset, rows)
+    """A run of `checkpoint_id` on the version of `dataset` holding `rows` (and
+    `cohort_risk`), `repeats` calls per row scored as `scores` says; succeeded, or still
+    queued when `finish` is false."""
+    version = dataset_version(client, auth, dataset, rows, cohort_risk)
     created = client.post(
         f"/api/v1/datasets/{dataset}/evaluations",
         json={
             "checkpoint_id": checkpoint_id,
             "dataset_version": version,
             "evaluators": [{"name": name} for name in scores],
-            "outputs": outputs_scoring(rows, scores),
+            "outputs": outputs_scoring(rows, scores, repeats),
+            "repeats": repeats,
         },
         headers=auth,
     )

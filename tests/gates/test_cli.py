@@ -44,42 +44,74 @@ def plumbline_gate(url: str, key: str, *args: str) -> subprocess.CompletedProces
     )
 
 
-def test_exit_codes_follow_the_verdict(
+def table_rows(stdout: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The table's rows by (evaluator, cohort), cells by column (the bounds column holds
+    spaces, so cells are split off from both ends)."""
+    lines = stdout.splitlines()
+    header = lines[0].split()
+    assert header[:5] == ["evaluator", "cohort", "risk", "n", "needs"]
+    out = {}
+    for line in lines[1:]:
+        if not line.startswith(EVALUATOR):
+            break
+        cells = line.split()
+        row = dict(zip(header[:7], cells[:7], strict=True)) | {"status": cells[-1]}
+        out[(row["evaluator"], row["cohort"])] = row
+    return out
+
+
+def test_exit_codes_follow_the_verdict_and_the_table_shows_rows_needed(
     app: FastAPI, client: TestClient, auth: dict[str, str], admin_key: str, server_url: str
 ) -> None:
-    rows = rows_of("medical", 10, "high") + rows_of("general", 300, "high")
     champion, candidate = champion_and_candidate(client, auth)
-    baseline = add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
-    same = add_run(client, auth, candidate, rows, {EVALUATOR: passing(rows)})
+    # 300 unchanged high-risk rows rule out a 2-point drop (185 would do).
+    steady = rows_of("general", 300, "high")
+    add_run(client, auth, champion, steady, {EVALUATOR: passing(steady)})
+    same = add_run(client, auth, candidate, steady, {EVALUATOR: passing(steady)})
+    # A declared 40-row cohort losing half its rows.
+    declared = {"route": {"medical": "high"}}
+    rows = rows_of("medical", 40, "high") + rows_of("other", 100, "low")
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)}, "med", cohort_risk=declared)
     worse = add_run(
         client,
         auth,
         candidate,
         rows,
-        {EVALUATOR: passing(rows, {f"medical-{i}" for i in range(4)})},
+        {EVALUATOR: passing(rows, {f"medical-{i}" for i in range(20)})},
+        "med",
+        cohort_risk=declared,
     )
     few = rows_of("rare", 3, "high")
-    few_base = add_run(client, auth, champion, few, {EVALUATOR: [1.0, 0.0, 1.0]}, dataset="small")
-    few_cand = add_run(client, auth, candidate, few, {EVALUATOR: [1.0, 1.0, 0.0]}, dataset="small")
+    add_run(client, auth, champion, few, {EVALUATOR: [1.0, 0.0, 1.0]}, dataset="small")
+    few_cand = add_run(client, auth, candidate, few, {EVALUATOR: [1.0, 1.0, 0.0]}, "small")
 
     passed = plumbline_gate(server_url, admin_key, "--candidate-run", str(same))
     assert passed.returncode == 0, passed.stderr
-    assert "PASS" in passed.stdout
-    header = passed.stdout.splitlines()[0].split()
-    assert header[:6] == ["evaluator", "cohort", "risk", "n", "baseline", "candidate"]
+    assert "PASS (attempt 1 of this checkpoint on golden v1, alpha 0.05)" in passed.stdout
+    assert table_rows(passed.stdout)[(EVALUATOR, "all=all")]["status"] == "pass"
 
-    blocked = plumbline_gate(
-        server_url, admin_key, "--candidate-run", str(worse), "--baseline-run", str(baseline)
-    )
+    blocked = plumbline_gate(server_url, admin_key, "--candidate-run", str(worse))
     assert blocked.returncode == 1, blocked.stderr
-    assert "route=medical" in blocked.stdout and "regressed" in blocked.stdout
+    medical = table_rows(blocked.stdout)[(EVALUATOR, "route=medical")]
+    assert (medical["risk"], medical["n"], medical["status"]) == ("high", "40", "regressed")
     assert "BLOCK" in blocked.stdout
+    # Unguarded cohorts without a warning are left out unless --all.
+    assert (EVALUATOR, "route=other") not in table_rows(blocked.stdout)
 
-    unsure = plumbline_gate(
-        server_url, admin_key, "--candidate-run", str(few_cand), "--baseline-run", str(few_base)
-    )
+    unsure = plumbline_gate(server_url, admin_key, "--candidate-run", str(few_cand))
     assert unsure.returncode == 3, unsure.stderr
-    assert "rows needed" in unsure.stdout
+    stored = client.get("/api/v1/gates", params={"checkpoint_id": candidate}, headers=auth)
+    newest = max(g["id"] for g in stored.json()["items"])
+    last = client.get(f"/api/v1/gates/{newest}", headers=auth).json()
+    needs = {
+        f"{c['dimension']}={c['value']}": c["required_n"]
+        for c in last["comparisons"]
+        if c["guarded"]
+    }
+    shown = table_rows(unsure.stdout)
+    assert {cohort: int(row["needs"]) for (_, cohort), row in shown.items()} == needs
+    assert all(int(row["needs"]) > 3 for row in shown.values())
+    assert "rows needed to decide" in unsure.stdout
 
     missing = plumbline_gate(server_url, admin_key, "--candidate-run", "999999")
     assert missing.returncode == 2 and "404" in missing.stderr

@@ -1,4 +1,12 @@
-"""The deploy gate over REST with constructed runs whose answer is known, on both databases."""
+"""The deploy gate over REST with constructed runs whose answer is known, on both databases.
+
+The rules (docs/statistics.md §3-§7): the guarded family is the whole population, the
+risk=<level> cohorts of `block_risks` and the cohorts declared at those levels; a guarded
+comparison blocks when a drop beyond its margin is shown (exact or score test, weighted Holm
+over the family, at least `min_discordant` rows that changed), passes when a drop of the margin
+is ruled out, and is inconclusive otherwise, with the rows it needs; every other cohort can only
+warn. Each side pools every succeeded run of its checkpoint on its dataset version; re-gating a
+checkpoint on a version spends alpha / 2^(attempt-1), and a block stands until a pass."""
 
 from __future__ import annotations
 
@@ -9,10 +17,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from scipy import stats
-from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
+from app.gates import service as gates_service
+from app.stats.cohorts import build_cohorts
+from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from tests.gates.support import GRADED, add_run
+from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
 Rows = list[dict[str, Any]]
@@ -71,19 +82,20 @@ def runs_for(
     rows: Rows,
     baseline: dict[str, list[float]],
     candidate: dict[str, list[float]],
+    **run: Any,
 ) -> tuple[int, int]:
     champion, newcomer = champion_and_candidate(client, auth)
     return (
-        add_run(client, auth, champion, rows, baseline),
-        add_run(client, auth, newcomer, rows, candidate),
+        add_run(client, auth, champion, rows, baseline, **run),
+        add_run(client, auth, newcomer, rows, candidate, **run),
     )
 
 
-def test_a_ten_row_high_risk_cohort_going_from_10_to_6_blocks(
+def test_a_high_risk_cohort_going_from_40_to_20_blocks(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    rows = rows_of("medical", 10, "high") + rows_of("general", 190, "low")
-    failing = {f"medical-{i}" for i in range(4)}
+    rows = rows_of("medical", 40, "high") + rows_of("general", 190, "low")
+    failing = {f"medical-{i}" for i in range(20)}
     base_run, cand_run = runs_for(
         client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows, failing)}
     )
@@ -98,17 +110,25 @@ def test_a_ten_row_high_risk_cohort_going_from_10_to_6_blocks(
 
     assert result["verdict"] == "block"
     assert result["baseline_run_id"] == base_run
+    assert (result["attempt"], result["alpha"], result["previously_blocked"]) == (1, 0.05, False)
+    assert (result["candidate_run_ids"], result["baseline_run_ids"]) == ([cand_run], [base_run])
+    assert (result["dataset"], result["dataset_version"]) == ("golden", 1)
     high = comparison(result, "risk", "high")
-    assert (high["n"], high["baseline"], high["candidate"]) == (10, 1.0, 0.6)
-    assert high["delta"] == pytest.approx(-0.4)
-    assert high["status"] == "regressed" and high["regressed"] and high["guarded"]
+    assert (high["n"], high["baseline"], high["candidate"]) == (40, 1.0, 0.5)
+    assert high["delta"] == pytest.approx(-0.5)
+    assert high["status"] == "block" and high["regressed"] and high["guarded"]
+    assert high["method"] == "exact" and high["p_block"] < 0.005
     assert high["ci_high"] < -0.02
-    assert high["pass_rates"]["lost"] == 4 and high["pass_rates"]["won"] == 0
+    assert (high["lost"], high["won"], high["discordant"]) == (20, 0, 20)
+    # "Some drop" on pass/fail pairs is the one-sided exact McNemar (sign) test.
+    assert high["p_drop"] == pytest.approx(stats.binomtest(0, 20, 0.5, "less").pvalue)
     blocking = [r for r in result["reasons"] if r["severity"] == "block"]
     assert {(r["dimension"], r["value"]) for r in blocking} >= {("risk", "high")}
-    assert any("medical" in r["message"] and "1.000 -> 0.600" in r["message"] for r in blocking)
+    assert any("risk=high" in r["message"] and "1.000 -> 0.500" in r["message"] for r in blocking)
     low = comparison(result, "risk", "low")
-    assert low["role"] == "warn" and not low["regressed"]
+    assert low["role"] == "warn" and not low["guarded"] and not low["regressed"]
+    medical = comparison(result, "route", "medical")
+    assert medical["risk"] is None and not medical["guarded"] and medical["status"] == "warn"
 
     stored = client.get(f"/api/v1/gates/{result['id']}", headers=auth).json()
     assert stored["verdict"] == "block" and stored["comparisons"] == result["comparisons"]
@@ -123,7 +143,35 @@ def test_a_ten_row_high_risk_cohort_going_from_10_to_6_blocks(
     assert [(d["event_type"], d["msg_id"]) for d in deliveries] == [
         ("gate.blocked", f"gate.{result['id']}.blocked")
     ]
-    assert deliveries[0]["payload"]["data"]["reasons"] == blocking
+    payload = deliveries[0]["payload"]["data"]
+    assert payload["reasons"] == blocking and payload["attempt"] == 1
+
+
+def test_a_few_flipped_rows_cannot_block_on_their_own(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """10/10 -> 6/10 blocked under the old rule; its exact p (0.033) is below alpha, but 4 rows
+    that changed are fewer than min_discordant (6): an event of four rows does not stop a
+    release alone. A 2-row cohort whose two rows flip (p = 0.26) is nowhere near."""
+    rows = rows_of("medical", 10, "high") + rows_of("rare", 2, "high", segment="vip")
+    rows += rows_of("general", 300, "low")
+    failing = {f"medical-{i}" for i in range(4)} | {"rare-0", "rare-1"}
+    _, cand_run = runs_for(
+        client,
+        auth,
+        rows,
+        {EVALUATOR: passing(rows)},
+        {EVALUATOR: passing(rows, failing)},
+        cohort_risk={"route": {"medical": "high", "rare": "high"}},
+    )
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "inconclusive"
+    medical = comparison(result, "route", "medical")
+    assert medical["guarded"] and medical["risk"] == "high"
+    assert medical["method"] == "exact" and medical["p_block"] < 0.05
+    assert medical["status"] == "inconclusive" and "only 4 discordant rows" in medical["reason"]
+    rare = comparison(result, "route", "rare")
+    assert rare["status"] == "inconclusive" and rare["p_block"] > 0.2
 
 
 def test_a_large_cohort_with_a_tiny_insignificant_drop_passes(
@@ -143,58 +191,91 @@ def test_a_large_cohort_with_a_tiny_insignificant_drop_passes(
     assert result["verdict"] == "pass", result["reasons"]
     everyone = comparison(result, "all", "all")
     assert everyone["delta"] == pytest.approx(-0.002)
-    assert everyone["p_value"] > 0.5 and everyone["status"] == "non_inferior"
-    assert everyone["ci_low"] > -0.02
+    assert everyone["method"] == "score"  # 1,000 rows: above the exact test's 400
+    assert everyone["p_value"] > 0.5 and everyone["status"] == "pass"
+    assert everyone["p_pass"] < 0.025 and everyone["ci_low"] > -0.02
     assert result["reasons"][0]["severity"] == "info"
 
 
-def test_a_medium_risk_regression_only_warns(
+def test_a_slice_with_high_risk_rows_only_warns_until_its_risk_is_declared(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    rows = rows_of("core", 1000, "high") + rows_of("billing", 40, "medium")
-    base_fail = {f"core-{i}" for i in range(100)}
-    cand_fail = (base_fail - {f"core-{i}" for i in range(10)}) | {f"billing-{i}" for i in range(12)}
-    _, cand_run = runs_for(
-        client,
-        auth,
-        rows,
-        {EVALUATOR: passing(rows, base_fail)},
-        {EVALUATOR: passing(rows, cand_fail)},
+    """route=billing holds 6 high-risk rows among 60. The old gate gave it their risk and
+    blocked; now it is not guarded until its risk is declared, on the dataset version or in
+    the policy."""
+    billing = rows_of("billing", 60, "low")
+    for row in billing[:6]:
+        row["risk"] = "high"
+    rows = billing + rows_of("core", 200, "high") + rows_of("misc", 800, "low")
+    lost = {f"billing-{i}" for i in range(10, 30)}  # 20 low-risk billing rows now fail
+    scores = ({EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows, lost)})
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, scores[0])
+    plain = add_run(client, auth, newcomer, rows, scores[1])
+
+    result = gate(client, auth, plain)
+    assert result["verdict"] == "inconclusive", result["reasons"]
+    slice_ = comparison(result, "route", "billing")
+    assert slice_["risk"] is None and not slice_["guarded"]
+    assert slice_["status"] == "warn" and "cannot block" in slice_["warning"]
+    assert comparison(result, "risk", "high")["status"] == "pass"  # 206 unchanged rows
+    everyone = comparison(result, "all", "all")
+    # 20 of 1,060 rows lost: a significant drop, but inside the margin: a warning.
+    assert everyone["delta"] == pytest.approx(-20 / 1060)
+    assert everyone["status"] == "inconclusive" and "inside the margin" in everyone["warning"]
+    warned = {(r["dimension"], r["value"]) for r in result["reasons"] if r["severity"] == "warn"}
+    assert {("route", "billing"), ("all", "all")} <= warned
+
+    by_policy = gate(client, auth, plain, policy={"cohort_risk": {"route": {"billing": "high"}}})
+    assert by_policy["verdict"] == "block" and by_policy["attempt"] == 2
+    declared = comparison(by_policy, "route", "billing")
+    assert declared["guarded"] and declared["risk"] == "high" and declared["status"] == "block"
+    assert "policy overridden in the request: cohort_risk" in by_policy["notes"]
+
+    add_run(client, auth, champion, rows, scores[0], cohort_risk={"route": {"billing": "high"}})
+    on_version = add_run(
+        client, auth, newcomer, rows, scores[1], cohort_risk={"route": {"billing": "high"}}
     )
-    result = gate(client, auth, cand_run)
-    assert result["verdict"] == "pass", result["reasons"]
-    billing = comparison(result, "route", "billing")
-    assert billing["risk"] == "medium" and billing["role"] == "warn"
-    assert billing["status"] == "regressed" and not billing["guarded"]
-    warnings = [r for r in result["reasons"] if r["severity"] == "warn"]
-    assert {(r["dimension"], r["value"]) for r in warnings} == {
-        ("route", "billing"),
-        ("risk", "medium"),
-    }
-    assert all("warning only" in r["message"] for r in warnings)
-
-    strict = gate(
-        client, auth, cand_run, policy={"block_risks": ["high", "medium"], "warn_risks": []}
-    )
-    assert strict["verdict"] == "block"
-    assert "policy overridden in the request" in " ".join(strict["notes"])
+    by_version = gate(client, auth, on_version)
+    assert (by_version["dataset_version"], by_version["attempt"]) == (2, 1)
+    assert by_version["verdict"] == "block"
+    assert comparison(by_version, "route", "billing")["status"] == "block"
+    # The policy can also lower a declared cohort out of the guarded family.
+    lowered = gate(client, auth, on_version, policy={"cohort_risk": {"route": {"billing": "low"}}})
+    assert not comparison(lowered, "route", "billing")["guarded"]
+    assert lowered["verdict"] == "block" and lowered["previously_blocked"]  # the block stands
 
 
-def test_identical_runs_pass_even_on_few_rows(
+def test_identical_runs_pass_only_with_enough_rows(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    rows = rows_of("tiny", 12, "high", user_segment="free")
-    scores = {EVALUATOR: passing(rows, {"tiny-3"}), GRADED: [0.7] * 12}
-    _, cand_run = runs_for(client, auth, rows, scores, scores)
+    """No shortcut: identical results are data like any other. With no row changed, ruling out
+    a 2-point drop needs 0.98^n + 0.001 <= 0.025, i.e. 185 rows."""
+    few = rows_of("tiny", 12, "high", user_segment="free")
+    scores = {EVALUATOR: passing(few, {"tiny-3"}), GRADED: [0.7] * 12}
+    _, cand_run = runs_for(client, auth, few, scores, scores)
     result = gate(client, auth, cand_run)
-    assert result["verdict"] == "pass"
-    assert any("identical" in note for note in result["notes"])
+    assert result["verdict"] == "inconclusive"
     assert {c["evaluator"] for c in result["comparisons"]} == {EVALUATOR, GRADED}
     assert all(c["delta"] == 0 for c in result["comparisons"])
+    high = comparison(result, "risk", "high")
+    assert high["underpowered"] and 180 <= high["required_n_pass"] <= 200
+    assert high["required_n"] >= high["required_n_pass"]
+
+    many = rows_of("big", 400, "high")
+    same = {EVALUATOR: passing(many), GRADED: [0.7] * 400}
+    champion = checkpoint(client, auth, "v1")
+    add_run(client, auth, champion, many, same, dataset="large")
+    newcomer = int(result["checkpoint_id"])
+    large = gate(client, auth, add_run(client, auth, newcomer, many, same, dataset="large"))
+    assert large["verdict"] == "pass", large["reasons"]
+    # 0.98^400 + 0.001 = 0.0013 bounds it; the supremum over the discordance stops where the
+    # data rule it out (Berger-Boos), leaving gamma = 0.001.
+    assert comparison(large, "all", "all")["p_pass"] <= 0.98**400 + 0.001
 
 
 def test_a_three_row_high_risk_cohort_is_underpowered_not_silently_passed(
-    app: FastAPI, client: TestClient, auth: Headers
+    app: FastAPI, client: TestClient, auth: Headers, admin_key: str
 ) -> None:
     rows = rows_of("general", 600, "low") + rows_of("rare", 3, "high")
     base_fail = {"general-1"}
@@ -206,14 +287,21 @@ def test_a_three_row_high_risk_cohort_is_underpowered_not_silently_passed(
     result = gate(client, auth, cand_run)
 
     assert result["verdict"] == "inconclusive"
-    rare = comparison(result, "route", "rare")
-    assert rare["n"] == 3 and rare["status"] == "inconclusive"
+    rare = comparison(result, "risk", "high")
+    assert rare["n"] == 3 and rare["status"] == "inconclusive" and rare["guarded"]
     assert rare["underpowered"] and rare["required_n"] > 3
+    assert "rows needed to decide" in rare["reason"]
     explained = [r for r in result["reasons"] if r["severity"] == "inconclusive"]
     assert any(
-        r["value"] == "rare" and r["required_n"] == rare["required_n"] and "rows" in r["message"]
+        r["value"] == "high" and r["required_n"] == rare["required_n"] and "rows" in r["message"]
         for r in explained
     )
+    sign_in(client, admin_key)
+    page = client.get(f"/gates/{result['id']}")
+    assert page.status_code == 200
+    assert "Rows needed" in page.text and f">{rare['required_n']}<" in page.text
+    assert "Attempt" in page.text and "alpha 0.0500 spent" in page.text
+
     refused = client.post(
         "/api/v1/models/bot/promote",
         json={"checkpoint_id": newcomer, "gate_id": result["id"]},
@@ -227,6 +315,7 @@ def test_a_three_row_high_risk_cohort_is_underpowered_not_silently_passed(
     assert lenient.status_code == 200 and lenient.json()["version"] == 1
     allowed = gate(client, auth, cand_run)
     assert allowed["verdict"] == "inconclusive" and allowed["policy_version"] == 1
+    assert (allowed["attempt"], allowed["alpha"]) == (2, 0.025)
     promoted = client.post(
         "/api/v1/models/bot/promote",
         json={"checkpoint_id": newcomer, "gate_id": allowed["id"]},
@@ -239,16 +328,25 @@ def test_a_three_row_high_risk_cohort_is_underpowered_not_silently_passed(
 def test_promotion_needs_a_passing_gate_for_that_checkpoint(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    rows = rows_of("x", 10, "high") + rows_of("y", 300, "high")
+    # 40 high-risk rows cannot rule out a 2-point drop (they need 185); a 10-point margin for
+    # high-risk cohorts can be ruled out on 36 unchanged rows.
+    checkpoint(client, auth, "v0")
+    policy = client.put(
+        "/api/v1/models/bot/gate-policy", json={"risk_margins": {"high": 0.1}}, headers=auth
+    )
+    assert policy.status_code == 200, policy.text
+    rows = rows_of("x", 40, "high") + rows_of("y", 300, "low")
     champion, good = champion_and_candidate(client, auth)
     bad = checkpoint(client, auth, "v3")
     add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
     good_run = add_run(client, auth, good, rows, {EVALUATOR: passing(rows)})
     bad_run = add_run(
-        client, auth, bad, rows, {EVALUATOR: passing(rows, {f"x-{i}" for i in range(5)})}
+        client, auth, bad, rows, {EVALUATOR: passing(rows, {f"x-{i}" for i in range(20)})}
     )
     blocked, passed = gate(client, auth, bad_run), gate(client, auth, good_run)
     assert (blocked["verdict"], passed["verdict"]) == ("block", "pass")
+    assert comparison(passed, "risk", "high")["margin"] == 0.1
+    assert comparison(passed, "all", "all")["margin"] == 0.02
 
     def promote(checkpoint_id: int, **body: Any) -> Any:
         return client.post(
@@ -267,11 +365,64 @@ def test_promotion_needs_a_passing_gate_for_that_checkpoint(
     assert [g["id"] for g in listed["items"]] == [passed["id"]]
 
 
-def test_numbers_match_scipy_and_statsmodels_references(
+def test_a_blocked_checkpoint_stays_blocked_until_its_pooled_runs_pass(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The retry rule through the API: re-running until the dice fall right does not work.
+    Each gate pools every run of the checkpoint on the version, attempt L spends
+    alpha / 2^(L-1), and after a block only a pass lifts it."""
+    checkpoint(client, auth, "v0")
+    client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.1}, headers=auth)
+    rows = rows_of("core", 200, "high")
+    worse = {f"core-{i}" for i in range(40)}
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+
+    def rerun(failing: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+        return add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, failing)})
+
+    first_run = rerun(worse)
+    first = gate(client, auth, first_run)
+    assert first["verdict"] == "block" and first["attempt"] == 1
+
+    # A clean re-run alone would pass; pooled with the first it still shows a 10-point drop.
+    second_run = rerun()
+    second = gate(client, auth, second_run)
+    assert second["candidate_run_ids"] == [first_run, second_run]
+    assert (second["attempt"], second["alpha"], second["previously_blocked"]) == (2, 0.025, True)
+    everyone = comparison(second, "all", "all")
+    assert everyone["delta"] == pytest.approx(-0.1) and everyone["candidate_repeats"] == 2
+    assert everyone["method"] == "score"  # per-row means over two calls
+    assert second["verdict"] == "block"
+    assert any("only a pass on the pooled runs lifts the block" in n for n in second["notes"])
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    assert status == "blocked"
+
+    # Three more clean runs: the pooled drop is 4 points, inside the 10-point margin.
+    third_run = [rerun() for _ in range(3)][-1]
+    third = gate(client, auth, third_run)
+    assert (third["attempt"], third["alpha"]) == (3, 0.0125)
+    assert comparison(third, "all", "all")["delta"] == pytest.approx(-0.04)
+    assert third["verdict"] == "pass", third["reasons"]
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    assert status == "evaluated"
+
+    # A pass followed by a block can no longer promote.
+    fourth = gate(client, auth, rerun({f"core-{i}" for i in range(200)}))
+    assert fourth["verdict"] == "block" and fourth["attempt"] == 4
+    refused = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": third["id"]},
+        headers=auth,
+    )
+    assert refused.status_code == 409 and f"gate {fourth['id']} blocked" in refused.json()["detail"]
+
+
+def test_numbers_match_scipy_statsmodels_and_the_decision_code(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
     rng = np.random.default_rng(7)
-    rows = rows_of("big", 400, "high") + rows_of("small", 40, "high")
+    rows = rows_of("big", 400, "high") + rows_of("small", 40, "low")
     base_pass = rng.random(len(rows)) < 0.8
     cand_pass = np.where(rng.random(len(rows)) < 0.1, ~base_pass, base_pass)
     base_score = rng.beta(5, 2, len(rows))
@@ -283,27 +434,89 @@ def test_numbers_match_scipy_and_statsmodels_references(
         {EVALUATOR: base_pass.astype(float).tolist(), GRADED: base_score.tolist()},
         {EVALUATOR: cand_pass.astype(float).tolist(), GRADED: cand_score.tolist()},
     )
-    result = gate(client, auth, cand_run)
+    policy = {"metric": "mean_score", "correction": "holm", "weighting": "equal"}
+    result = gate(client, auth, cand_run, policy=policy)
+
     big = slice(0, 400)
     got = comparison(result, "route", "big")
     lost = int(np.sum(base_pass[big] & ~cand_pass[big]))
     won = int(np.sum(~base_pass[big] & cand_pass[big]))
-    table = [[0, lost], [won, 0]]
-    assert got["p_value"] == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-9)
-    assert (got["pass_rates"]["lost"], got["pass_rates"]["won"]) == (lost, won)
+    assert (got["lost"], got["won"]) == (lost, won)
     assert got["delta"] == pytest.approx((won - lost) / 400)
+    # Some drop, unguarded: the one-sided exact McNemar test (scipy's binomial test).
+    assert got["p_drop"] == pytest.approx(stats.binomtest(won, lost + won, 0.5, "less").pvalue)
 
-    scored = comparison(result, "route", "big", evaluator=GRADED)["scores"]
-    diffs = cand_score[big] - base_score[big]
-    reference = stats.ttest_rel(cand_score[big], base_score[big])
-    assert scored["delta"] == pytest.approx(diffs.mean())
-    assert scored["p_value"] == pytest.approx(reference.pvalue, rel=1e-6)
-    low, high = reference.confidence_interval(0.95)
-    assert (scored["ci_low"], scored["ci_high"]) == (pytest.approx(low), pytest.approx(high))
-
+    # The guarded family: all (440 rows) and risk=high (400) x 2 evaluators, equal shares:
+    # Holm's adjustment of the block p-values (statsmodels).
     guarded = [c for c in result["comparisons"] if c["guarded"]]
-    holm = multipletests([c["p_value"] for c in guarded], method="holm")[1]
-    assert [c["p_adjusted"] for c in guarded] == pytest.approx(list(holm))
+    assert {(c["dimension"], c["value"]) for c in guarded} == {("all", "all"), ("risk", "high")}
+    raw = [c["p_block"] if c["discordant"] >= 6 else 1.0 for c in guarded]
+    holm = multipletests(raw, method="holm")[1]
+    assert [c["p_block_adjusted"] for c in guarded] == pytest.approx(list(holm))
+    # Unguarded "some drop" p-values: one Benjamini-Hochberg family.
+    unguarded = [c for c in result["comparisons"] if not c["guarded"]]
+    raw = [c["p_drop"] if c["discordant"] >= 6 else 1.0 for c in unguarded]
+    bh = multipletests(raw, method="fdr_bh")[1]
+    assert [c["p_drop_adjusted"] for c in unguarded] == pytest.approx(list(bh))
+
+    # Every record equals the decision code's on arrays built here from the known scores.
+    risk = [row["risk"] for row in rows]
+    route = [row["cohort"]["route"] for row in rows]
+    cohorts, membership = build_cohorts({"route": route}, risk, block_risks=["high"])
+    decided = decide_gate(
+        [
+            EvaluatorOutcomes(EVALUATOR, base_pass.astype(float), cand_pass.astype(float)),
+            EvaluatorOutcomes(GRADED, base_score, cand_score),
+        ],
+        membership,
+        cohorts,
+        DecisionPolicy(weighting="equal"),
+    )
+    assert result["verdict"] == decided.verdict
+    expected = {(r.evaluator, r.dimension, r.value): r for r in decided.records}
+    for c in result["comparisons"]:
+        record = expected[(c["evaluator"], c["dimension"], c["value"])]
+        assert c["status"] == record.status and c["method"] == record.method
+        assert c["p_block"] == pytest.approx(record.p_block, rel=1e-9)
+        assert c["p_pass"] == pytest.approx(record.p_pass, rel=1e-9)
+        assert c["required_n"] == record.required_n
+        assert c["upper_bound"] == pytest.approx(record.upper_bound, rel=1e-6, abs=1e-9)
+
+
+def test_repeats_reach_the_gate_as_per_row_means(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    rng = np.random.default_rng(11)
+    rows = rows_of("core", 150, "high") + rows_of("edge", 50, "low")
+    latent = rng.beta(1.5, 0.5, len(rows))  # most rows nearly always pass, some flip
+    base = (rng.random((len(rows), 3)) < latent[:, None]).astype(float)
+    cand = (rng.random((len(rows), 3)) < latent[:, None] * 0.97).astype(float)
+    _, cand_run = runs_for(
+        client,
+        auth,
+        rows,
+        {EVALUATOR: base.tolist()},
+        {EVALUATOR: cand.tolist()},
+        repeats=3,
+    )
+    result = gate(client, auth, cand_run)
+    risk = [row["risk"] for row in rows]
+    route = [row["cohort"]["route"] for row in rows]
+    cohorts, membership = build_cohorts({"route": route}, risk, block_risks=["high"])
+    decided = decide_gate(
+        [EvaluatorOutcomes(EVALUATOR, base.mean(axis=1), cand.mean(axis=1), 3, 3)],
+        membership,
+        cohorts,
+        DecisionPolicy(),
+    )
+    assert result["verdict"] == decided.verdict
+    for c, record in zip(result["comparisons"], decided.records, strict=True):
+        assert c["cohort"] == {"dimension": record.dimension, "value": record.value}
+        assert (c["baseline_repeats"], c["candidate_repeats"]) == (3, 3)
+        assert c["method"] == "score" and record.method == "score"
+        assert c["delta"] == pytest.approx(record.delta)
+        assert c["p_block"] == pytest.approx(record.p_block, rel=1e-9)
+        assert c["required_n"] == record.required_n
 
 
 def test_different_dataset_versions_compare_only_shared_keys(
@@ -322,6 +535,7 @@ def test_different_dataset_versions_compare_only_shared_keys(
     assert comparison(result, "all", "all")["n"] == 250
     assert {c["value"] for c in result["comparisons"]} == {"all", "high", "a"}
     assert "only the 250 keys both runs scored" in result["notes"][0]
+    assert result["dataset_version"] == 2
 
 
 def test_gate_requests_that_cannot_be_decided_get_clear_problems(
@@ -339,6 +553,7 @@ def test_gate_requests_that_cannot_be_decided_get_clear_problems(
         client, auth, champion, rows, {EVALUATOR: passing(rows)}, dataset="other"
     )
     cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    own_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
     queued = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)}, finish=False)
 
     def problem(body: dict[str, Any]) -> tuple[int, str]:
@@ -350,13 +565,26 @@ def test_gate_requests_that_cannot_be_decided_get_clear_problems(
     assert status == 409 and "'queued'" in detail
     assert problem({"candidate_run_id": 999999})[0] == 404
     assert problem({"candidate_run_id": cand_run, "baseline_run_id": cand_run})[0] == 422
+    status, detail = problem({"candidate_run_id": cand_run, "baseline_run_id": own_run})
+    assert status == 422 and "candidate's own checkpoint" in detail
     status, detail = problem({"candidate_run_id": cand_run, "baseline_run_id": other_dataset})
     assert status == 422 and "another dataset" in detail
     status, detail = problem({"candidate_run_id": cand_run, "policy": {"margin": 2}})
     assert status == 422 and "margin" in detail
-    status, detail = problem({"candidate_run_id": cand_run, "policy": {"warn_risks": ["high"]}})
-    assert status == 422 and "overlap" in detail
-    assert gate(client, auth, cand_run, baseline_run_id=base_run)["verdict"] == "pass"
+    status, detail = problem(
+        {"candidate_run_id": cand_run, "policy": {"risk_margins": {"high": 0.7}}}
+    )
+    assert status == 422 and "risk_margins" in detail
+    status, detail = problem(
+        {"candidate_run_id": cand_run, "policy": {"cohort_risk": {"risk": {"high": "high"}}}}
+    )
+    assert status == 422 and "built-in cohort" in detail
+    # Nothing was stored by a refused request: the first gate is attempt 1.
+    decided = gate(client, auth, cand_run, baseline_run_id=base_run)
+    assert decided["attempt"] == 1
+    # Five unchanged rows cannot rule out a 2-point drop: inconclusive, with the rows needed.
+    assert decided["verdict"] == "inconclusive"
+    assert comparison(decided, "all", "all")["required_n"] > 5
 
 
 def test_gate_policy_is_versioned_and_a_request_override_is_recorded(
@@ -365,37 +593,80 @@ def test_gate_policy_is_versioned_and_a_request_override_is_recorded(
     checkpoint(client, auth, "v1")
     default = client.get("/api/v1/models/bot/gate-policy", headers=auth).json()
     assert default["version"] is None and default["policy"]["block_risks"] == ["high"]
+    assert (
+        default["policy"]["min_discordant"] == 6 and default["policy"]["weighting"] == "inverse_n"
+    )
     first = client.put(
         "/api/v1/models/bot/gate-policy", json={"margin": 0.05, "floor": 0.5}, headers=auth
     ).json()
     second = client.put(
-        "/api/v1/models/bot/gate-policy", json={"margin": 0.03}, headers=auth
+        "/api/v1/models/bot/gate-policy",
+        json={"margin": 0.03, "risk_margins": {"low": 0.1}, "block_power": 0.95},
+        headers=auth,
     ).json()
     assert (first["version"], second["version"]) == (1, 2)
     current = client.get("/api/v1/models/bot/gate-policy", headers=auth).json()
     assert current["version"] == 2 and current["policy"]["margin"] == 0.03
+    assert current["policy"]["risk_margins"] == {"low": 0.1}
     assert current["policy"]["floor"] is None
     bad = client.put("/api/v1/models/bot/gate-policy", json={"alpha": 0}, headers=auth)
     assert bad.status_code == 422 and "alpha" in bad.json()["detail"]
+    unknown = client.put("/api/v1/models/bot/gate-policy", json={"margins": 0.1}, headers=auth)
+    assert unknown.status_code == 422
+    # Fields of the old policy are accepted (clients still send them) and ignored.
+    retired = client.put(
+        "/api/v1/models/bot/gate-policy",
+        json={"min_rows": 20, "bootstrap_resamples": 2000, "seed": 0, "warn_risks": ["low"]},
+        headers=auth,
+    )
+    assert retired.status_code == 200, retired.text
     missing = client.get("/api/v1/models/nope/gate-policy", headers=auth)
     assert missing.status_code == 404
 
+    rows = rows_of("a", 20, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    result = gate(client, auth, add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)}))
+    assert result["policy_version"] == 3
+    assert (
+        "retired policy fields, ignored: bootstrap_resamples, min_rows, seed, warn_risks"
+        in (result["notes"])
+    )
 
-def test_a_hard_floor_blocks_whatever_the_significance(
+
+def test_floors_are_judged_by_their_bound_on_guarded_cohorts_only(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    rows = rows_of("main", 300, "high") + rows_of("edge", 4, "low")
-    scores = passing(rows, {"edge-0", "edge-1", "edge-2"})
-    base_run, cand_run = runs_for(
-        client, auth, rows, {EVALUATOR: scores}, {EVALUATOR: list(scores)}
-    )
-    result = gate(client, auth, cand_run, policy={"floors": {EVALUATOR: 0.5}})
-    assert result["verdict"] == "block"
-    edge = comparison(result, "route", "edge")
-    assert edge["below_floor"] and edge["regressed"] and edge["p_value"] == 1.0
-    assert any("hard floor" in r["message"] for r in result["reasons"])
-    assert result["policy"]["floors"] == {EVALUATOR: 0.5}
-    assert base_run
+    champion, newcomer = champion_and_candidate(client, auth)
+
+    def decide(rows: Rows, failing: set[str], dataset: str, floor: float) -> Any:
+        scores = {EVALUATOR: passing(rows, failing)}
+        add_run(client, auth, champion, rows, scores, dataset=dataset)
+        run = add_run(client, auth, newcomer, rows, scores, dataset=dataset)
+        return gate(client, auth, run, policy={"floors": {EVALUATOR: floor}})
+
+    # 95/100 against a floor of 0.97: below it as a point estimate, not shown below it
+    # (exact p = 0.18): unclear, so the cohort cannot pass, but it does not block.
+    rows = rows_of("main", 100, "high")
+    unclear = decide(rows, {f"main-{i}" for i in range(5)}, "unclear", 0.97)
+    high = comparison(unclear, "risk", "high")
+    assert high["floor_status"] == "unclear" and not high["below_floor"]
+    assert high["p_floor_broken"] == pytest.approx(stats.binomtest(95, 100, 0.97, "less").pvalue)
+    assert unclear["verdict"] == "inconclusive"
+
+    # 160/200 against 0.9 is shown below it (p = 2e-5) and blocks though nothing changed.
+    rows = rows_of("main", 200, "high") + rows_of("edge", 4, "low")
+    failing = {f"main-{i}" for i in range(40)} | {"edge-0", "edge-1", "edge-2"}
+    broken = decide(rows, failing, "broken", 0.9)
+    assert broken["verdict"] == "block"
+    high = comparison(broken, "risk", "high")
+    assert high["floor_status"] == "broken" and high["below_floor"] and high["regressed"]
+    assert high["delta"] == 0 and high["p_floor_broken"] < 1e-4
+    assert any("below the floor" in r["message"] for r in broken["reasons"])
+    # An unguarded cohort under the floor is not judged against it.
+    edge = comparison(broken, "route", "edge")
+    assert edge["floor"] is None and not edge["below_floor"] and not edge["regressed"]
+    assert broken["policy"]["floors"] == {EVALUATOR: 0.9}
 
 
 def test_what_cannot_be_compared_is_named_in_the_notes(
@@ -420,6 +691,31 @@ def test_what_cannot_be_compared_is_named_in_the_notes(
         ("route", "a"),
     }
     assert result["notes"][:2] == [
-        f"evaluators only in the candidate run, not compared: {GRADED}",
+        f"evaluators only in the candidate runs, not compared: {GRADED}",
         "cohort dimension 'risk' clashes with a built-in cohort; ignored",
     ]
+    declared = gate(client, auth, cand_run, policy={"cohort_risk": {"route": {"b": "high"}}})
+    assert "declared cohort route=b (high risk) has no rows both sides scored" in " ".join(
+        declared["notes"]
+    )
+
+
+def test_two_gates_claiming_one_attempt_number_store_one(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gates of one checkpoint on one version decided at the same moment both read
+    "attempt 1"; the unique (checkpoint, version, attempt) key stores the first and refuses
+    the second with 409, leaving nothing half-written. Simulated by the second reading what
+    the first read."""
+    rows = rows_of("a", 20, "high")
+    _, cand_run = runs_for(
+        client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows)}
+    )
+    first = gate(client, auth, cand_run)
+    monkeypatch.setattr(gates_service, "earlier_gates", lambda *_: (1, False))
+    clash = client.post("/api/v1/gates", json={"candidate_run_id": cand_run}, headers=auth)
+    assert clash.status_code == 409 and "at the same time" in clash.json()["detail"]
+    monkeypatch.undo()
+    listed = client.get("/api/v1/gates", headers=auth).json()["items"]
+    assert [g["id"] for g in listed] == [first["id"]]
+    assert gate(client, auth, cand_run)["attempt"] == 2

@@ -113,7 +113,14 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
         expect(page.locator(".chart .main-svg").first).to_be_visible()
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
         visit(f"/gates/{ids['gate_pass']}", "gate-pass", "pass", charts=1)
-        visit(f"/gates/{ids['gate_block']}", "gate-block", "block", "regressed", charts=1)
+        visit(
+            f"/gates/{ids['gate_block']}",
+            "gate-block",
+            "block",
+            "regressed",
+            "Rows needed",
+            charts=1,
+        )
         visit("/drift", "drift", "Reliability", "Calibration", "Refusal correctness", charts=4)
         visit("/alerts", "alerts", "eval_fail_rate", "user_segment=free")
         visit(f"/alerts/{ids['alert']}", "alert", "observed", "Sample traces", charts=1)
@@ -123,7 +130,8 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
             "/datasets/support-golden?version=2&compare=1",
             "dataset",
             "Changes from v1 to v2",
-            "20 added",
+            "40 added",
+            "route=billing: 80 rows; needs ~",
         )
         visit("/webhooks", "webhooks", "alert.opened", "127.0.0.1:9")
 
