@@ -133,7 +133,9 @@ def seed(
     events = 0
     with sessions() as session:
         for batch in _chunks(_traffic(rng, today), 5000):
-            events += ingest.ingest_events(session, principal.project_id, batch, settings).accepted
+            validated = ingest.validate_events(batch)
+            outcome = ingest.ingest_events(session, principal.project_id, validated, settings)
+            events += outcome.accepted
     with sessions() as session:
         results = drift_job.run_days(
             session, links, principal.project_id, today - timedelta(days=1), DAYS, "demo"

@@ -5,6 +5,7 @@ and the tests."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -84,6 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = (
             start_scheduler(app.state.sessionmaker, settings) if settings.run_scheduler else None
         )
+        # Everything imported and built so far lives as long as the process: moved out of the
+        # collector's reach, a full collection during an ingest batch walks the batch's
+        # objects only, not the whole application again (a third of REST ingest CPU before).
+        gc.freeze()
         yield
         if scheduler is not None:
             scheduler.shutdown(wait=False)

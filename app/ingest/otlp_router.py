@@ -106,8 +106,9 @@ async def export_traces(
             status_code=exc.http_status,
             media_type=media_type,
         )
+    batch = await run_in_threadpool(ingest.validate_events, events)
     outcome = await run_in_threadpool(
-        ingest.ingest_events, session, principal.project_id, events, settings, "otlp"
+        ingest.ingest_events, session, principal.project_id, batch, settings, "otlp"
     )
     reasons = [f"span {r.trace_id}/{r.span_id}: {r.reason}" for r in span_rejections]
     reasons += [

@@ -176,6 +176,12 @@ class EventBatchIn(StrictModel):
     events: list[Any]
 
 
+class EventBatch(StrictModel):
+    """The same body validated in one pass, for batches whose every event is valid."""
+
+    events: list[EventIn]
+
+
 class EventRejection(OrmModel):
     index: int
     field: str | None = None
