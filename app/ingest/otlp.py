@@ -42,6 +42,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -292,7 +293,16 @@ def _encode(message: Message, content_type: str | None) -> bytes:
 
 def _flatten(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     """OTLP attributes as a plain dict; a repeated key keeps its last value."""
-    return {key_value.key: _any_value(key_value.value) for key_value in key_values}
+    flat: dict[str, Any] = {}
+    for key_value in key_values:
+        value = key_value.value
+        kind = value.WhichOneof("value")
+        # Scalars, nearly every attribute, are read here without another call.
+        flat[key_value.key] = getattr(value, kind) if kind in _SCALARS else _any_value(value)
+    return flat
+
+
+_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 
 
 def _any_value(value: AnyValue) -> Any:
@@ -387,7 +397,8 @@ def _pick_facts(attributes: Mapping[str, Any], table: _FactTable) -> dict[str, A
     facts: dict[str, Any] = {}
     for fact, keys, coerce in table:
         for key in keys:
-            value = coerce(attributes.get(key))
+            raw = attributes.get(key)
+            value = None if raw is None else coerce(raw)
             if value is not None:
                 facts[fact] = value
                 break
@@ -597,6 +608,7 @@ def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanReject
     if problem is not None:
         return SpanRejection(trace_id, span_id, problem)
     llm = _pick_facts(node.attributes, _LLM_FACTS)
+    indexed = _indexed_messages(node.attributes)
     return {
         "trace_id": trace_id,
         "span_id": span_id,
@@ -604,8 +616,8 @@ def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanReject
         "model": facts["model"],
         **_checkpoint(facts.get("checkpoint", llm.get("model_name"))),
         "cohort": _cohort(facts, llm),
-        "input": _input_text(node.attributes),
-        "output": _output_text(node.attributes),
+        "input": _input_text(node.attributes, indexed),
+        "output": _output_text(node.attributes, indexed),
         "eval_passed": facts.get("eval_passed"),
         "fallback": facts.get("fallback"),
         "refusal": facts.get("refusal"),
@@ -687,43 +699,54 @@ _ASSISTANT_ROLES = ("assistant", "model", "ai")
 _TEXT_PART_TYPES = ("text", "input_text", "output_text")
 
 
-def _input_text(attributes: Mapping[str, Any]) -> str | None:
+def _input_text(attributes: Mapping[str, Any], indexed: _IndexedMessages) -> str | None:
     """The user's turn: the last user message, else ``input.value`` unwrapped if a request."""
-    messages = _messages(attributes, ("llm.input_messages", "gen_ai.input.messages"))
+    messages = _messages(attributes, indexed, _INPUT_MESSAGES)
     from_messages = _role_text(messages, _USER_ROLES, -1)
     return from_messages or _value_text(attributes.get("input.value"), _request_text)
 
 
-def _output_text(attributes: Mapping[str, Any]) -> str | None:
+def _output_text(attributes: Mapping[str, Any], indexed: _IndexedMessages) -> str | None:
     """The model's answer: the first assistant message, else ``output.value`` unwrapped."""
-    messages = _messages(attributes, ("llm.output_messages", "gen_ai.output.messages"))
+    messages = _messages(attributes, indexed, _OUTPUT_MESSAGES)
     from_messages = _role_text(messages, _ASSISTANT_ROLES, 0)
     return from_messages or _value_text(attributes.get("output.value"), _response_text)
 
 
-def _messages(attributes: Mapping[str, Any], names: tuple[str, ...]) -> list[Any]:
+_INPUT_MESSAGES = ("llm.input_messages", "gen_ai.input.messages")
+_OUTPUT_MESSAGES = ("llm.output_messages", "gen_ai.output.messages")
+# ``<name>.<i>.message.role`` / ``.message.content``; the ``message.`` segment is optional
+# because some GenAI emitters write ``<name>.<i>.role``.
+_INDEXED_MESSAGE_KEY = re.compile(
+    r"(llm\.input_messages|llm\.output_messages|gen_ai\.input\.messages"
+    r"|gen_ai\.output\.messages)\.(\d+)\.(?:message\.)?(role|content)"
+)
+_IndexedMessages = dict[str, list[dict[str, Any]]]
+
+
+def _messages(
+    attributes: Mapping[str, Any], indexed: _IndexedMessages, names: tuple[str, ...]
+) -> list[Any]:
     """Messages in whichever form the instrumentor wrote: indexed attributes or JSON."""
     for name in names:
-        messages = _indexed_messages(attributes, name + ".") or _json_list(attributes.get(name))
+        messages = indexed.get(name) or _json_list(attributes.get(name))
         if messages:
             return messages
     return []
 
 
-def _indexed_messages(attributes: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
-    """Rebuild ``<prefix><i>.message.role`` / ``.message.content`` into message dicts.
-
-    The ``message.`` segment is optional: some GenAI emitters write ``<prefix><i>.role``.
-    """
-    by_index: dict[int, dict[str, Any]] = {}
+def _indexed_messages(attributes: Mapping[str, Any]) -> _IndexedMessages:
+    """Every message list spelled as indexed attributes, rebuilt into message dicts in one
+    pass over the span's attributes (name -> messages in index order)."""
+    by_name: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attributes.items():
-        if not key.startswith(prefix):
+        if not key.startswith(("llm.", "gen_ai.")):
             continue
-        index, _, field = key[len(prefix) :].partition(".")
-        field = field.removeprefix("message.")
-        if index.isdecimal() and field in ("role", "content"):
-            by_index.setdefault(int(index), {})[field] = value
-    return [by_index[index] for index in sorted(by_index)]
+        match = _INDEXED_MESSAGE_KEY.fullmatch(key)
+        if match is not None:
+            name, index, field = match.groups()
+            by_name.setdefault(name, {}).setdefault(int(index), {})[field] = value
+    return {name: [found[i] for i in sorted(found)] for name, found in by_name.items()}
 
 
 def _json_list(value: Any) -> list[Any]:
