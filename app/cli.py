@@ -20,16 +20,23 @@ from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift_job
 from app.keys import service as keys
-from app.main import create_app
 from app.models.project import Role
 
 
-def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """N worker processes (default: the machine's cores) on one port, each a whole service:
+    API, pages, background loops and scheduler, sharing nothing but the database (claims,
+    leases and job claims keep the background work exactly-once; docs/scale-out.md)."""
     migrate.upgrade(settings.database_url)
     if settings.is_sqlite and settings.print_admin_key:
         _print_bootstrap_key(settings)
+    workers = args.workers or settings.workers or os.cpu_count() or 1
     uvicorn.run(
-        create_app(settings),
+        # An import string, so each worker process builds its own app (from the same
+        # environment this process read its settings from).
+        "app.main:create_app",
+        factory=True,
+        workers=workers,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -82,7 +89,14 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plumbline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="migrate, then serve on PLUMBLINE_HOST:PLUMBLINE_PORT")
+    serve = commands.add_parser(
+        "serve", help="migrate, then serve on PLUMBLINE_HOST:PLUMBLINE_PORT"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default PLUMBLINE_WORKERS, else the machine's cores)",
+    )
     commands.add_parser("migrate", help="apply database migrations")
     keys_parser = commands.add_parser("keys", help="manage API keys")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     drift_cron: str = "15 0 * * *"
     retention_days: int = Field(default=90, ge=1)
+    # `plumbline serve` worker processes; 0 means one per core of the machine.
+    workers: int = Field(default=0, ge=0)
     run_scheduler: bool = True
     run_workers: bool = True
     worker_poll_s: float = 1.0
