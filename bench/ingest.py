@@ -7,7 +7,15 @@
   convention, an LLM span under a server span) posted to /v1/traces by CLIENTS clients.
 * Baselines on the same rows: a binary COPY and a 1,000-row multi-row INSERT with psycopg,
   no validation, no HTTP; the ratios say what the service costs on top of the database.
-* Server memory: the uvicorn process's peak and final RSS, sampled during the run.
+* The server is `plumbline serve --workers N`, run once with N = 1 and once with N = 2 on
+  the same data (the events table is emptied in between). The top-level `rest`, `otlp` and
+  `ratios` are N = 1 (comparable with runs before --workers existed); `workers_2` holds the
+  same for N = 2.
+* Server memory: the RSS of every server process (the supervisor and each worker), sampled
+  every 50 ms; `server_rss_mb.peak` is the largest single process over both runs, `idle`
+  the largest single process before the first request.
+* Server CPU: user + system CPU time of all server processes (from /proc) across each phase;
+  `otlp.server_cpu_ms_per_span` is that delta divided by the spans sent.
 
     .venv/bin/python bench/ingest.py
 """
@@ -236,7 +244,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_process(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server_process(url: str, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {
         **os.environ,
@@ -246,35 +254,84 @@ def server_process(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         "PLUMBLINE_PRINT_ADMIN_KEY": "false",
         "PLUMBLINE_LOG_LEVEL": "WARNING",
         "PLUMBLINE_SECRET_KEY": "bench-secret-key-bench-secret-key",
+        "PLUMBLINE_HOST": "127.0.0.1",
+        "PLUMBLINE_PORT": str(port),
     }
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "app.cli", "serve", "--workers", str(workers)]
     process = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, process, 60)
+        deadline = time.monotonic() + 60
+        while workers > 1 and len(process_tree(process.pid)) < workers + 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
+        time.sleep(1)  # every worker past its startup
         yield base, process
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grew = {pid}, True
+    while grew:
+        found = {child for child, parent in parents.items() if parent in tree} - tree
+        grew = bool(found)
+        tree |= found
+    return sorted(tree)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class RssSampler:
-    """Peak resident memory of a process, from /proc, every 50 ms."""
+    """Peak resident memory of each server process, from /proc, every 50 ms."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.peak_mb, self.stop = pid, 0.0, threading.Event()
+        self.pids = process_tree(pid)
+        self.peak_mb, self.stop = dict.fromkeys(self.pids, 0.0), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def current_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """The largest single process now."""
+        return max(rss_mb(pid) for pid in self.pids)
 
     def _run(self) -> None:
         while not self.stop.wait(0.05):
-            self.peak_mb = max(self.peak_mb, self.current_mb())
+            for pid in self.pids:
+                self.peak_mb[pid] = max(self.peak_mb[pid], rss_mb(pid))
 
     def __enter__(self) -> RssSampler:
         self.thread.start()
@@ -312,7 +369,82 @@ def post_all(
     return elapsed
 
 
+def serve_and_send(
+    url: str, workers: int, headers: dict[str, str], bodies: list[bytes], otlp_bodies: list[bytes]
+) -> dict[str, Any]:
+    """One server with `workers` processes: the REST bodies, the OTLP bodies, a retry."""
+    engine = make_engine(Settings(database_url=url))
+
+    def count_events() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM events")).scalar_one())
+
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE events"))
+    events = BATCHES * BATCH_SIZE
+    with server_process(url, workers) as (base, process), RssSampler(process.pid) as rss:
+        idle_mb = rss.current_mb()
+        cpu_before = cpu_seconds(rss.pids)
+        rest_s = post_all(base, "/api/v1/events", bodies, headers, 202)
+        rest_cpu = cpu_seconds(rss.pids) - cpu_before
+        rest_stored = count_events()
+        otlp_headers = {
+            "Authorization": headers["Authorization"],
+            "content-type": "application/x-protobuf",
+            "content-encoding": "gzip",
+        }
+        cpu_before = cpu_seconds(rss.pids)
+        otlp_s = post_all(base, "/v1/traces", otlp_bodies, otlp_headers, 200)
+        otlp_cpu = cpu_seconds(rss.pids) - cpu_before
+        otlp_stored = count_events() - rest_stored
+        retry_s = post_all(base, "/api/v1/events", bodies[:2], headers, 202)
+        final_mb = rss.current_mb()
+    assert count_events() == rest_stored + otlp_stored, "a retry was counted twice"
+    engine.dispose()
+    spans = OTLP_REQUESTS * OTLP_SPANS
+    return {
+        "workers": workers,
+        "rest": {
+            "events": events,
+            "stored": rest_stored,
+            "batches": BATCHES,
+            "batch_size": BATCH_SIZE,
+            "clients": CLIENTS,
+            "seconds": round(rest_s, 2),
+            "events_per_s": round(events / rest_s),
+            "server_cpu_us_per_event": round(rest_cpu / events * 1e6, 1),
+        },
+        "otlp": {
+            "requests": OTLP_REQUESTS,
+            "spans": spans,
+            "llm_spans_stored": otlp_stored,
+            "seconds": round(otlp_s, 2),
+            "spans_per_s": round(spans / otlp_s),
+            "events_per_s": round(otlp_stored / otlp_s),
+            "server_cpu_ms_per_span": round(otlp_cpu / spans * 1e3, 4),
+        },
+        "retry_of_two_batches_seconds": round(retry_s, 2),
+        "server_rss_mb": {
+            "idle": round(idle_mb),
+            "peak": round(max(rss.peak_mb.values())),
+            "final": round(final_mb),
+            "peak_per_process": [round(mb) for mb in rss.peak_mb.values()],
+        },
+    }
+
+
+def ratios(result: dict[str, Any], copy_rate: float, insert_rate: float) -> dict[str, float]:
+    rest_rate = result["rest"]["events"] / result["rest"]["seconds"]
+    otlp_rate = result["otlp"]["llm_spans_stored"] / result["otlp"]["seconds"]
+    return {
+        "rest_vs_binary_copy": round(rest_rate / copy_rate, 3),
+        "rest_vs_multirow_insert": round(rest_rate / insert_rate, 3),
+        "otlp_events_vs_binary_copy": round(otlp_rate / copy_rate, 3),
+    }
+
+
 def run(url: str) -> dict[str, Any]:
+    load_before = os.getloadavg()
     settings = Settings(database_url=url)
     engine = make_engine(settings)
     with make_sessionmaker(engine)() as session:
@@ -320,39 +452,24 @@ def run(url: str) -> dict[str, Any]:
         _row, key = keys.create_key(session, project.id, Role.write, "bench")
         session.commit()
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-
-    def count_events() -> int:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM events")).scalar_one())
-
-    with server_process(url) as (base, process):
-        with httpx.Client(base_url=base, trust_env=False) as client:
-            created = client.post(
-                "/api/v1/checkpoints",
-                json={"model": "support-bot", "version": "v1"},
-                headers=headers,
-            )
-            created.raise_for_status()
-        events = [rest_event(n) for n in range(BATCHES * BATCH_SIZE)]
-        bodies = [
-            json.dumps({"events": events[i : i + BATCH_SIZE]}).encode()
-            for i in range(0, len(events), BATCH_SIZE)
-        ]
-        otlp_bodies = [otlp_body(i) for i in range(OTLP_REQUESTS)]
-        with RssSampler(process.pid) as rss:
-            idle_mb = rss.current_mb()
-            rest_s = post_all(base, "/api/v1/events", bodies, headers, 202)
-            rest_stored = count_events()
-            otlp_headers = {
-                "Authorization": f"Bearer {key}",
-                "content-type": "application/x-protobuf",
-                "content-encoding": "gzip",
-            }
-            otlp_s = post_all(base, "/v1/traces", otlp_bodies, otlp_headers, 200)
-            otlp_stored = count_events() - rest_stored
-            retry_s = post_all(base, "/api/v1/events", bodies[:2], headers, 202)
-            final_mb = rss.current_mb()
-        assert count_events() == rest_stored + otlp_stored, "a retry was counted twice"
+    with (
+        server_process(url, 1) as (base, _process),
+        httpx.Client(base_url=base, trust_env=False) as client,
+    ):
+        created = client.post(
+            "/api/v1/checkpoints",
+            json={"model": "support-bot", "version": "v1"},
+            headers=headers,
+        )
+        created.raise_for_status()
+    events = [rest_event(n) for n in range(BATCHES * BATCH_SIZE)]
+    bodies = [
+        json.dumps({"events": events[i : i + BATCH_SIZE]}).encode()
+        for i in range(0, len(events), BATCH_SIZE)
+    ]
+    otlp_bodies = [otlp_body(i) for i in range(OTLP_REQUESTS)]
+    one = serve_and_send(url, 1, headers, bodies, otlp_bodies)
+    two = serve_and_send(url, 2, headers, bodies, otlp_bodies)
 
     with engine.connect() as conn:
         ids = conn.execute(text("SELECT project_id, model_id, id FROM checkpoints LIMIT 1")).one()
@@ -368,41 +485,25 @@ def run(url: str) -> dict[str, Any]:
     engine.dispose()
 
     total = len(events)
-    rest_rate = total / rest_s
     copy_rate, insert_rate = total / copy_s, total / insert_s
+    two["ratios"] = ratios(two, copy_rate, insert_rate)
     return {
-        "rest": {
-            "events": total,
-            "stored": rest_stored,
-            "batches": BATCHES,
-            "batch_size": BATCH_SIZE,
-            "clients": CLIENTS,
-            "seconds": round(rest_s, 2),
-            "events_per_s": round(rest_rate),
-        },
-        "otlp": {
-            "requests": OTLP_REQUESTS,
-            "spans": OTLP_REQUESTS * OTLP_SPANS,
-            "llm_spans_stored": otlp_stored,
-            "seconds": round(otlp_s, 2),
-            "spans_per_s": round(OTLP_REQUESTS * OTLP_SPANS / otlp_s),
-            "events_per_s": round(otlp_stored / otlp_s),
-        },
-        "retry_of_two_batches_seconds": round(retry_s, 2),
+        "rest": one["rest"],
+        "otlp": one["otlp"],
+        "retry_of_two_batches_seconds": one["retry_of_two_batches_seconds"],
         "baseline": {
             "binary_copy_rows_per_s": round(copy_rate),
             "multirow_insert_rows_per_s": round(insert_rate),
         },
-        "ratios": {
-            "rest_vs_binary_copy": round(rest_rate / copy_rate, 3),
-            "rest_vs_multirow_insert": round(rest_rate / insert_rate, 3),
-            "otlp_events_vs_binary_copy": round(otlp_stored / otlp_s / copy_rate, 3),
-        },
+        "ratios": ratios(one, copy_rate, insert_rate),
         "server_rss_mb": {
-            "idle": round(idle_mb),
-            "peak": round(rss.peak_mb),
-            "final": round(final_mb),
+            "idle": max(one["server_rss_mb"]["idle"], two["server_rss_mb"]["idle"]),
+            "peak": max(one["server_rss_mb"]["peak"], two["server_rss_mb"]["peak"]),
+            "workers_1": one["server_rss_mb"],
+            "workers_2": two["server_rss_mb"],
         },
+        "workers_2": {key: two[key] for key in ("rest", "otlp", "ratios")},
+        "load_average": {"before": load_before, "after": os.getloadavg()},
     }
 
 

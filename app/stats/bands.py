@@ -26,9 +26,9 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from app.stats._arrays import FloatArray, IntArray
+from app.stats.lazy import scipy_stats as stats
 from app.stats.reference import (
     DEFAULT_DESIGN_TAIL,
     DEFAULT_MAX_TRIM_FRACTION,

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import chi2
 
 from app.stats._arrays import FloatArray, IntArray, as_bool_vector, as_float_vector
+from app.stats.lazy import scipy_stats
 from app.stats.reference import DEFAULT_MIN_DAYS, Reference, robust_random_effects
 
 # Ten equal-mass bins: every bin holds a tenth of the data, so no bin's observed
@@ -363,13 +363,13 @@ def ece_predictive_pvalue(
     safe_var = np.where(ok, var, 1.0)
     safe_mean = np.where(ok, mean, 1.0)
     scale, df = safe_var / (2 * safe_mean), 2 * safe_mean**2 / safe_var
-    upper = chi2.sf(stat / scale, df)
+    upper = scipy_stats.chi2.sf(stat / scale, df)
     if side == "upper":
         p = upper
     elif side == "lower":
-        p = chi2.cdf(stat / scale, df)
+        p = scipy_stats.chi2.cdf(stat / scale, df)
     elif side == "two-sided":
-        p = np.minimum(1.0, 2 * np.minimum(upper, chi2.cdf(stat / scale, df)))
+        p = np.minimum(1.0, 2 * np.minimum(upper, scipy_stats.chi2.cdf(stat / scale, df)))
     else:
         raise ValueError("side must be upper, lower or two-sided")
     return np.asarray(np.where(ok, p, np.nan), dtype=np.float64)

@@ -43,9 +43,11 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize, special, stats
 
 from app.stats._arrays import FloatArray
+from app.stats.lazy import scipy_optimize as optimize
+from app.stats.lazy import scipy_special as special
+from app.stats.lazy import scipy_stats as stats
 
 Tail = Literal["lower", "upper"]
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from app.stats._arrays import FloatArray
+from app.stats.lazy import scipy_stats as stats
 from app.stats.margin import restricted_variance
 
 

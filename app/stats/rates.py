@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from app.stats._arrays import BoolArray, FloatArray
+from app.stats.lazy import scipy_stats as stats
 
 DEFAULT_ALPHA = 0.01
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from app.stats._arrays import BoolArray, FloatArray, IntArray
+from app.stats.lazy import scipy_stats as stats
 
 # Median of chi-square(1): E-median of z^2 for a normal z; the robust tau^2 solves for it.
-_CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))
+_CHI2_1_MEDIAN = 0.454936423119572  # stats.chi2.ppf(0.5, 1), a constant: scipy loads lazily
 DEFAULT_TRIM_Z = 4.0
 DEFAULT_MAX_TRIM_FRACTION = 0.25
 DEFAULT_MIN_DAYS = 5

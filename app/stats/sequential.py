@@ -25,9 +25,9 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 from app.stats._arrays import FloatArray
+from app.stats.lazy import scipy_special as special
 
 DEFAULT_TARGET_TIME = 10_000.0
 """Observations (both arms) at which the normal-mixture boundary is tuned to be narrowest:

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
+from app.stats import reference
 from app.stats.reference import (
     dersimonian_laird,
     robust_between_var,
@@ -90,3 +91,8 @@ def test_variance_inflation_is_the_t_over_normal_quantile_ratio() -> None:
     np.testing.assert_allclose(kappa, expected)
     assert kappa[0] > kappa[1] > kappa[2] > 1.0
     assert kappa[2] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_the_chi2_median_constant_is_scipys() -> None:
+    """Written as a literal so importing the module does not load scipy."""
+    assert pytest.approx(float(stats.chi2.ppf(0.5, 1)), rel=1e-14) == reference._CHI2_1_MEDIAN
