@@ -342,15 +342,20 @@ class RssSampler:
         self.thread.join()
 
 
+THROTTLED: list[int] = []
+
+
 def post_all(
     base: str, path: str, bodies: list[bytes], headers: dict[str, str], expect: int
 ) -> float:
-    """Posts every body with CLIENTS concurrent clients, retrying 429/503; wall seconds."""
+    """Posts every body with CLIENTS concurrent clients, retrying 429/503 after Retry-After
+    (each one counted in THROTTLED); wall seconds."""
 
     def send(client: httpx.Client, body: bytes) -> None:
         while True:
             response = client.post(path, content=body, headers=headers)
             if response.status_code in (429, 503):
+                THROTTLED.append(response.status_code)
                 time.sleep(float(response.headers.get("retry-after", "1")))
                 continue
             if response.status_code != expect:
@@ -385,7 +390,9 @@ def serve_and_send(
     with server_process(url, workers) as (base, process), RssSampler(process.pid) as rss:
         idle_mb = rss.current_mb()
         cpu_before = cpu_seconds(rss.pids)
+        THROTTLED.clear()
         rest_s = post_all(base, "/api/v1/events", bodies, headers, 202)
+        rest_throttled = len(THROTTLED)
         rest_cpu = cpu_seconds(rss.pids) - cpu_before
         rest_stored = count_events()
         otlp_headers = {
@@ -394,7 +401,9 @@ def serve_and_send(
             "content-encoding": "gzip",
         }
         cpu_before = cpu_seconds(rss.pids)
+        THROTTLED.clear()
         otlp_s = post_all(base, "/v1/traces", otlp_bodies, otlp_headers, 200)
+        otlp_throttled = len(THROTTLED)
         otlp_cpu = cpu_seconds(rss.pids) - cpu_before
         otlp_stored = count_events() - rest_stored
         retry_s = post_all(base, "/api/v1/events", bodies[:2], headers, 202)
@@ -413,6 +422,7 @@ def serve_and_send(
             "seconds": round(rest_s, 2),
             "events_per_s": round(events / rest_s),
             "server_cpu_us_per_event": round(rest_cpu / events * 1e6, 1),
+            "throttled": rest_throttled,
         },
         "otlp": {
             "requests": OTLP_REQUESTS,
@@ -422,6 +432,7 @@ def serve_and_send(
             "spans_per_s": round(spans / otlp_s),
             "events_per_s": round(otlp_stored / otlp_s),
             "server_cpu_ms_per_span": round(otlp_cpu / spans * 1e3, 4),
+            "throttled": otlp_throttled,
         },
         "retry_of_two_batches_seconds": round(retry_s, 2),
         "server_rss_mb": {

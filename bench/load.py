@@ -38,7 +38,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-from ingest import free_port, otlp_body, rest_event
+from ingest import OTLP_SPANS, free_port, otlp_body, process_tree, rest_event
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from scratch import BENCH_DATABASE_URL, scratch_schema, wait_until_healthy
 from sqlalchemy import text
 
@@ -67,6 +68,7 @@ class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     throttled: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    accepted: int = 0  # events the server acknowledged as newly stored
     error_samples: list[str] = field(default_factory=list)
 
     def record(self, label: str, seconds: float) -> None:
@@ -115,7 +117,18 @@ async def ingest_loop(
             stats.record(label, seconds)
             if response.status_code != expect:
                 stats.error(label, f"{response.status_code} {response.text[:200]}")
+            else:
+                stats.accepted += accepted_events(response)
         body = next(bodies)
+
+
+def accepted_events(response: httpx.Response) -> int:
+    """What an ingest answer acknowledges: REST says it; an OTLP export of these bodies
+    (distinct spans, OTLP_SPANS // 2 of them LLM calls) stores every LLM span not rejected."""
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return int(response.json()["accepted"])
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    return OTLP_SPANS // 2 - answer.partial_success.rejected_spans
 
 
 async def read_loop(
@@ -230,14 +243,22 @@ def serve(url: str) -> Iterator[tuple[str, int]]:
         process.wait(timeout=60)
 
 
-def memory_mb(pid: int) -> dict[str, float]:
-    """VmHWM is the kernel's own peak-RSS mark for the process: no sampling gaps."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmHWM", "VmRSS"):
-            fields[name] = round(int(value.split()[0]) / 1024, 1)
-    return {"peak_rss_mb": fields["VmHWM"], "final_rss_mb": fields["VmRSS"]}
+def memory_mb(pid: int) -> dict[str, Any]:
+    """VmHWM is the kernel's own peak-RSS mark for a process: no sampling gaps. Read for the
+    server and each of its worker processes; the peak is the largest single process."""
+    per_process = []
+    for member in process_tree(pid):
+        fields = {}
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                fields[name] = round(int(value.split()[0]) / 1024, 1)
+        per_process.append(fields)
+    return {
+        "peak_rss_mb": max(fields["VmHWM"] for fields in per_process),
+        "final_rss_mb": max(fields["VmRSS"] for fields in per_process),
+        "peak_rss_mb_per_process": [fields["VmHWM"] for fields in per_process],
+    }
 
 
 def summarize(
@@ -259,6 +280,7 @@ def summarize(
     return {
         "seconds": round(elapsed, 1),
         "events_stored": events,
+        "events_accepted": stats.accepted,
         "events_per_s": round(events / elapsed),
         "requests": sum(e["requests"] for e in endpoints.values()),
         "errors": sum(stats.errors.values()),

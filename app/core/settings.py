@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # in the database, and bound memory to two bodies; more are refused with Retry-After.
     ingest_max_in_flight: int = Field(default=2, ge=1)
     ingest_retry_after_s: int = Field(default=1, ge=1)
+    # A request finding every place taken waits this long for one before it is refused.
+    ingest_queue_wait_s: float = Field(default=2.0, ge=0)
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=1000, ge=1)
     # Abuse limits, per process (in-memory token buckets; 0 turns one off). Writes are counted

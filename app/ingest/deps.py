@@ -19,19 +19,21 @@ def ingest_gate(app: FastAPI) -> IngestGate:
     if gate is None:
         settings: Settings = app.state.settings
         gate = app.state.ingest_gate = IngestGate(
-            settings.ingest_max_in_flight, settings.ingest_retry_after_s
+            settings.ingest_max_in_flight,
+            settings.ingest_retry_after_s,
+            settings.ingest_queue_wait_s,
         )
     return gate
 
 
 def ingest_slot(overload_status: int) -> Callable[[Request], AsyncIterator[None]]:
-    """Dependency holding a place in the gate for the whole request, or refusing it at once
-    with `overload_status` and Retry-After. Declared before the body and the key so that an
-    overloaded server reads neither."""
+    """Dependency holding a place in the gate while the route runs, or refusing the request
+    with `overload_status` and Retry-After when no place comes free within the gate's wait.
+    Declared before the body and the key so that an overloaded server reads neither."""
 
     async def slot(request: Request) -> AsyncIterator[None]:
         gate = ingest_gate(request.app)
-        if not gate.try_acquire():
+        if not await gate.acquire():
             raise Problem(
                 f"ingest is at capacity ({gate.capacity} requests in flight); retry after "
                 f"{gate.retry_after_s}s",
@@ -51,5 +53,10 @@ async def request_body(request: Request) -> bytes:
     return await request.body()
 
 
-RestSlot = Annotated[None, Depends(ingest_slot(status.HTTP_429_TOO_MANY_REQUESTS))]
+# scope="function": the place is given back as soon as the route returns, before the answer
+# is sent; a client that sends its next batch the moment it reads the answer then finds the
+# place free instead of being told to wait Retry-After seconds for nothing.
+RestSlot = Annotated[
+    None, Depends(ingest_slot(status.HTTP_429_TOO_MANY_REQUESTS), scope="function")
+]
 RawBody = Annotated[bytes, Depends(request_body)]

@@ -45,7 +45,9 @@ router = api_router("", "otlp", responses=OTLP_RESPONSES)
 
 MAX_LISTED_REJECTIONS = 5
 
-OtlpSlot = Annotated[None, Depends(ingest_slot(status.HTTP_503_SERVICE_UNAVAILABLE))]
+OtlpSlot = Annotated[
+    None, Depends(ingest_slot(status.HTTP_503_SERVICE_UNAVAILABLE), scope="function")
+]  # given back before the answer is sent, as RestSlot
 
 
 class OtlpRoute(StrictJSONRoute):

@@ -4,7 +4,10 @@ idempotent retries, backpressure; GET /api/v1/events and /api/v1/traces/{trace_i
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from fastapi import FastAPI
@@ -172,6 +175,48 @@ def test_full_gate_answers_429_with_retry_after(
             gate.release()
     assert post(client, auth, [event(0)]).status_code == 202
     assert gate.in_flight == 0
+
+
+def test_a_batch_arriving_at_a_full_gate_waits_for_a_place_instead_of_being_refused(
+    app: FastAPI, client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    """The place is given back by another thread while the request waits (within the
+    gate's wait): the request is admitted and stored, not answered 429."""
+    gate = ingest_gate(app)
+    held = 0
+    while gate.try_acquire():
+        held += 1
+    assert gate.wait_s > 0
+    waiting = threading.Event()
+
+    def release_once_a_request_waits() -> None:
+        waiting.wait(30)
+        gate.release()
+
+    releaser = threading.Thread(target=release_once_a_request_waits)
+    releaser.start()
+    try:
+        with patch.object(gate, "try_acquire", side_effect=_noting(gate.try_acquire, waiting)):
+            admitted = post(client, auth, [event(0)])
+    finally:
+        releaser.join()
+        for _ in range(held - 1):
+            gate.release()
+    assert admitted.status_code == 202
+    assert stored(db) == [("trace-00000", "span-00000")]
+    assert gate.in_flight == 0
+
+
+def _noting(try_acquire: Callable[[], bool], waiting: threading.Event) -> Callable[[], bool]:
+    """try_acquire that flags `waiting` when it finds the gate full."""
+
+    def attempt() -> bool:
+        got = try_acquire()
+        if not got:
+            waiting.set()
+        return got
+
+    return attempt
 
 
 def test_listing_filters_and_pages_with_a_cursor(
