@@ -69,6 +69,7 @@ class Stats:
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     throttled: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     accepted: int = 0  # events the server acknowledged as newly stored
+    server_errors: int = 0  # answers 5xx, among the errors
     error_samples: list[str] = field(default_factory=list)
 
     def record(self, label: str, seconds: float) -> None:
@@ -76,6 +77,8 @@ class Stats:
 
     def error(self, label: str, what: str) -> None:
         self.errors[label] += 1
+        if what[:1] == "5":  # "<status> <body>" of an unexpected answer
+            self.server_errors += 1
         if len(self.error_samples) < 20:
             self.error_samples.append(f"{label}: {what}")
 
