@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import math
 
-import plotly.graph_objects as go
-
 from app.canaries.service import History
 from app.drift.signals import signal_label
-from app.web.figures import PALETTE, to_json, translucent
+from app.web.figures import PALETTE, go, to_json, translucent
 
 _LABELS = {"served": "served share", "shadow": "shadow pairs"}
 

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from app.drift.monitors import DEFAULT_BAND
 from app.drift.queries import CalibrationBin, SignalPoint
@@ -24,7 +22,7 @@ from app.stats.calibration import (
     reliability_diagram,
 )
 from app.stats.rates import rate_band, smoothed_rate
-from app.web.figures import PALETTE, palette_cycle, to_json, translucent
+from app.web.figures import PALETTE, go, palette_cycle, plotly_subplots, to_json, translucent
 
 
 def _is_rate(signal: str) -> bool:
@@ -39,7 +37,7 @@ def _hover(signal: str) -> str:
 
 def small_multiples(points: Sequence[SignalPoint], signals: Sequence[str]) -> str:
     """One panel per seed signal, one line per model: the overview's glance at last month."""
-    figure = make_subplots(
+    figure = plotly_subplots.make_subplots(
         rows=2, cols=2, subplot_titles=[signal_label(s) for s in signals], vertical_spacing=0.18
     )
     models = sorted({p.model for p in points})

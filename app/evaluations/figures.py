@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import plotly.graph_objects as go
-
 from app.evaluations.queries import CohortCell
-from app.web.figures import to_json
+from app.web.figures import go, to_json
 
 
 def cohort_heatmap(cells: Sequence[CohortCell], metric: str) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import plotly.graph_objects as go
-
-from app.web.figures import to_json
+from app.web.figures import go, to_json
 
 
 def forest(comparisons: Sequence[dict[str, Any]], margin: float | None, metric: str) -> str:

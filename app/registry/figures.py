@@ -6,10 +6,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import plotly.graph_objects as go
-
 from app.models import Checkpoint
-from app.web.figures import to_json
+from app.web.figures import go, to_json
 
 KIND_COLORS = {
     "base": "#64748b",

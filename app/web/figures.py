@@ -6,7 +6,20 @@ chart answers "how much, out of how many" without a second query."""
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+from typing import TYPE_CHECKING
+
+from app.stats.lazy import LazyModule
+
+# Plotly loads when the first figure is built, not when the app starts: a process that only
+# ingests never needs it (see app/stats/lazy.py). Every figures.py takes `go` from here.
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+    import plotly.subplots as plotly_subplots
+else:
+    go = LazyModule("plotly.graph_objects")
+    plotly_subplots = LazyModule("plotly.subplots")
+
+__all__ = ["PALETTE", "go", "palette_cycle", "plotly_subplots", "to_json", "translucent"]
 
 PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f")
 
@@ -14,8 +27,9 @@ PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#b
 _FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
 
-_TEMPLATE = go.layout.Template(
-    layout={
+# A plain dict, which update_layout takes as a template, so importing this builds no figure.
+_TEMPLATE = {
+    "layout": {
         "font": _FONT,
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
@@ -25,7 +39,7 @@ _TEMPLATE = go.layout.Template(
         "legend": {"orientation": "h", "y": -0.2},
         "colorway": list(PALETTE),
     }
-)
+}
 
 
 def to_json(figure: go.Figure, height: int = 320) -> str:

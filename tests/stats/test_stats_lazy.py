@@ -1,5 +1,5 @@
-"""The lazy stand-ins for scipy: the app imports without scipy, and a stand-in reads through
-to the real module once used."""
+"""The lazy stand-ins for scipy and plotly: the app imports without them, and a stand-in
+reads through to the real module once used."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ from scipy import stats
 from app.stats.lazy import LazyModule
 
 
-def test_the_app_imports_without_scipy_and_loads_it_on_first_use() -> None:
+def test_the_app_imports_without_scipy_or_plotly_and_loads_them_on_first_use() -> None:
     code = (
         "import sys\n"
         "import app.main\n"
         "assert 'scipy' not in sys.modules, sorted(m for m in sys.modules if 'scipy' in m)\n"
+        "assert 'plotly' not in sys.modules, sorted(m for m in sys.modules if 'plotly' in m)\n"
         "from app.stats.rates import rate_band\n"
         "print(rate_band(0.1, 100))\n"
         "assert 'scipy.stats' in sys.modules\n"
+        "from app.web.figures import go, to_json\n"
+        "assert '\"height\":200' in to_json(go.Figure(), 200).replace(' ', '')\n"
+        "assert 'plotly.graph_objects' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
