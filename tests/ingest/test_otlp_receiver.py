@@ -254,6 +254,32 @@ def test_rejected_spans_come_back_as_partial_success(
     assert len(events_of(client, auth)) == 1
 
 
+def test_spans_holding_what_postgresql_refuses_are_rejected_one_by_one(
+    http: httpx.Client, client: TestClient, auth: Headers, key: str
+) -> None:
+    """The whole-batch scan only decides who takes the exact per-event checks: a NUL in the
+    text and NaN in the metadata are refused per span, the clean span beside them is stored."""
+
+    def build(tracer: Tracer) -> None:
+        plumbline(tracer)
+        base = {"plumbline.model": "support-bot", "plumbline.checkpoint": "v1"}
+        with tracer.start_as_current_span("nul", attributes={**base, "input.value": "a\x00b"}):
+            pass
+        nan_metadata = {**base, "metadata": json.dumps({"score": float("nan")})}
+        with tracer.start_as_current_span("nan", attributes=nan_metadata):
+            pass
+
+    body = encode_spans(recorded(build)).SerializeToString()
+    headers = {"content-type": PROTOBUF, "authorization": f"Bearer {key}"}
+    response = http.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 2
+    assert "NUL" in answer.partial_success.error_message
+    assert "NaN" in answer.partial_success.error_message
+    assert [event["input"] for event in events_of(client, auth)] == ["Summarize my ticket"]
+
+
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [(PROTOBUF, b"\xff\xff not protobuf"), ("application/json", b'{"resourceSpans": 7')],
