@@ -837,3 +837,29 @@ def test_responses_use_the_request_encoding_and_default_to_protobuf() -> None:
     assert response_content_type(PROTOBUF_CONTENT_TYPE) == PROTOBUF_CONTENT_TYPE
     assert response_content_type("text/plain") == PROTOBUF_CONTENT_TYPE
     assert response_content_type(None) == PROTOBUF_CONTENT_TYPE
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_indexed_messages_are_ordered_by_number_and_odd_keys_are_ignored(wire: Wire) -> None:
+    """Twelve turns: message 11 is the last user turn (after 2, not between 1 and 2); keys
+    that are not `<list>.<number>.[message.]role|content` never become messages."""
+
+    def build(tracer: Tracer) -> None:
+        llm: Attributes = {"plumbline.model": "support-bot", "plumbline.checkpoint": "v1"}
+        for index in range(12):
+            role = "user" if index % 2 == 0 or index == 11 else "assistant"
+            llm[f"llm.input_messages.{index}.message.role"] = role
+            llm[f"llm.input_messages.{index}.message.content"] = f"turn {index}"
+        llm["llm.input_messages.x.message.role"] = "user"
+        llm["llm.input_messages.x.message.content"] = "not a turn"
+        llm["llm.input_messages.12.message.name"] = "ignored"
+        llm["llm.output_messages.0.message.contents.0.message_content.text"] = "a part"
+        llm["gen_ai.output.messages.0.role"] = "assistant"
+        llm["gen_ai.output.messages.0.content"] = "the answer"
+        with tracer.start_as_current_span("chat", attributes=llm):
+            pass
+
+    event = only_event(record(build), wire)
+    assert event["input"] == "turn 11"
+    # llm.output_messages has no role/content pair, so the GenAI list answers.
+    assert event["output"] == "the answer"
