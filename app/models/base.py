@@ -58,6 +58,18 @@ def str_enum(enum_cls: type[StrEnum], name: str) -> Enum:
     )
 
 
+def postgresql_primary_key(*columns: str) -> dict[str, Any]:
+    """A `__table_args__` entry naming a tenant table's primary key on PostgreSQL, where it
+    carries the distribution column `project_id` (Citus) and, on a partitioned table, the
+    partition key. The migrations build it; tests/test_migrations.py checks the two agree.
+    SQLite keeps `id` alone (only INTEGER PRIMARY KEY auto-increments), and so does the ORM's
+    identity: `id` comes from one sequence, so it is unique on its own."""
+    return {"info": {PG_PRIMARY_KEY: columns}}
+
+
+PG_PRIMARY_KEY = "postgresql_primary_key"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

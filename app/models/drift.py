@@ -9,7 +9,15 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
+from app.models.base import (
+    Base,
+    BigIntPK,
+    CreatedAt,
+    JSONType,
+    postgresql_primary_key,
+    str_enum,
+    utcnow,
+)
 from app.models.registry import ChampionHistory, Checkpoint, Model
 
 
@@ -39,9 +47,18 @@ class DailySignal(Base):
     checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
     __table_args__ = (
-        UniqueConstraint("checkpoint_id", "day", "signal", "dimension", "value"),
+        UniqueConstraint(
+            "project_id",
+            "checkpoint_id",
+            "day",
+            "signal",
+            "dimension",
+            "value",
+            name="uq_daily_signals_project_checkpoint_day_signal",
+        ),
         Index("ix_daily_signals_model_signal_day", "model_id", "signal", "day"),
         Index("ix_daily_signals_project_day", "project_id", "day"),
+        postgresql_primary_key("project_id", "id"),
     )
 
 
@@ -59,7 +76,10 @@ class DriftRun(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_drift_runs_project", "project_id", "id"),)
+    __table_args__ = (
+        Index("ix_drift_runs_project", "project_id", "id"),
+        postgresql_primary_key("project_id", "id"),
+    )
 
 
 class Monitor(CreatedAt, Base):
@@ -172,4 +192,9 @@ class IncidentDay(CreatedAt, Base):
 
     model: Mapped[Model] = relationship(lazy="selectin")
 
-    __table_args__ = (UniqueConstraint("model_id", "day"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "project_id", "model_id", "day", name="uq_incident_days_project_model_day"
+        ),
+        postgresql_primary_key("project_id", "id"),
+    )

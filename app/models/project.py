@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, BigIntPK, CreatedAt, str_enum
+from app.models.base import Base, BigIntPK, CreatedAt, postgresql_primary_key, str_enum
 
 
 class Role(StrEnum):
@@ -59,4 +59,7 @@ class AuditLog(CreatedAt, Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     note: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_audit_log_project_created", "project_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_audit_log_project_created", "project_id", "created_at"),
+        postgresql_primary_key("project_id", "id"),
+    )
