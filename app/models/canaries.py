@@ -10,7 +10,15 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, CreatedAt, JSONType, postgresql_primary_key, str_enum, utcnow
+from app.models.base import (
+    Base,
+    CreatedAt,
+    JSONType,
+    TenantKeyed,
+    postgresql_primary_key,
+    str_enum,
+    utcnow,
+)
 from app.models.registry import Checkpoint, Model
 
 
@@ -26,7 +34,7 @@ class CanaryDecision(StrEnum):
     rollback = "rollback"
 
 
-class Canary(CreatedAt, Base):
+class Canary(TenantKeyed, CreatedAt, Base):
     """One candidate against one champion, from `started_at` on.
 
     Invariants: at most one running canary per model (a partial unique index, so two

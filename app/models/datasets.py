@@ -14,6 +14,7 @@ from app.models.base import (
     BigIntPK,
     CreatedAt,
     JSONType,
+    TenantKeyed,
     postgresql_primary_key,
     str_enum,
     utcnow,
@@ -92,7 +93,7 @@ Dataset.latest_version = column_property(
 )
 
 
-class EvaluationSuite(CreatedAt, Base):
+class EvaluationSuite(TenantKeyed, CreatedAt, Base):
     __tablename__ = "evaluation_suites"
 
     id: Mapped[int] = mapped_column(primary_key=True)

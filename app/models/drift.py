@@ -14,6 +14,7 @@ from app.models.base import (
     BigIntPK,
     CreatedAt,
     JSONType,
+    TenantKeyed,
     postgresql_primary_key,
     str_enum,
     utcnow,
@@ -27,7 +28,7 @@ class AlertStatus(StrEnum):
     resolved = "resolved"
 
 
-class DailySignal(Base):
+class DailySignal(TenantKeyed, Base):
     __tablename__ = "daily_signals"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -62,7 +63,7 @@ class DailySignal(Base):
     )
 
 
-class DriftRun(Base):
+class DriftRun(TenantKeyed, Base):
     __tablename__ = "drift_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -157,7 +158,8 @@ class Alert(Base):
     )
     # The registry's record of rollbacks made for this alert (champion_history.alert_id).
     rollbacks: Mapped[list[ChampionHistory]] = relationship(
-        primaryjoin="ChampionHistory.alert_id == Alert.id",
+        primaryjoin="and_(ChampionHistory.project_id == Alert.project_id, "
+        "ChampionHistory.alert_id == Alert.id)",
         order_by="ChampionHistory.id",
         viewonly=True,
         lazy="selectin",
@@ -179,7 +181,7 @@ class Alert(Base):
     )
 
 
-class IncidentDay(CreatedAt, Base):
+class IncidentDay(TenantKeyed, CreatedAt, Base):
     """Days excluded from baseline windows (a known incident is not a normal day)."""
 
     __tablename__ = "incident_days"

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType, postgresql_primary_key
+from app.models.base import Base, BigIntPK, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key
 from app.models.registry import Checkpoint
 
 
-class Event(Base):
+class Event(TenantKeyed, Base):
     """One model call. On PostgreSQL the table is partitioned by UTC day on `ts` (one
     partition per day, `events_YYYYMMDD`; app/ingest/partitions.py): retention drops whole
     days. A unique key of a partitioned table must contain `ts`, which would let a retry with
@@ -94,7 +94,7 @@ class EventKey(Base):
     span_id: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
-class Feedback(CreatedAt, Base):
+class Feedback(TenantKeyed, CreatedAt, Base):
     """Kept on its own so feedback that arrives before its event is not lost."""
 
     __tablename__ = "feedback"

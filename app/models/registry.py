@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, CreatedAt, JSONType, postgresql_primary_key, str_enum
+from app.models.base import Base, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key, str_enum
 
 
 class CheckpointKind(StrEnum):
@@ -79,7 +79,7 @@ class Checkpoint(CreatedAt, Base):
     )
 
 
-class ChampionHistory(CreatedAt, Base):
+class ChampionHistory(TenantKeyed, CreatedAt, Base):
     """Append-only: the prior known-good checkpoint can always be found again."""
 
     __tablename__ = "champion_history"
@@ -108,7 +108,7 @@ class ChampionHistory(CreatedAt, Base):
     )
 
 
-class GatePolicy(CreatedAt, Base):
+class GatePolicy(TenantKeyed, CreatedAt, Base):
     """Versioned: a stored gate records which policy version decided it."""
 
     __tablename__ = "gate_policies"

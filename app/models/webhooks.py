@@ -14,6 +14,7 @@ from app.models.base import (
     BigIntPK,
     CreatedAt,
     JSONType,
+    TenantKeyed,
     postgresql_primary_key,
     str_enum,
     utcnow,
@@ -52,7 +53,7 @@ class WebhookEndpoint(CreatedAt, Base):
     __table_args__ = (Index("ix_webhook_endpoints_project", "project_id"),)
 
 
-class WebhookDelivery(CreatedAt, Base):
+class WebhookDelivery(TenantKeyed, CreatedAt, Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
