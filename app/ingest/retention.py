@@ -48,7 +48,7 @@ def purge_expired_events(sessions: sessionmaker[Session], settings: Settings) ->
     more = False
     with sessions() as session:
         for project_id in project_ids:
-            more = _delete_expired_rows(session, project_id, cutoff) or more
+            more = delete_expired_rows(session, project_id, cutoff) or more
     return more
 
 
@@ -85,29 +85,29 @@ def drop_expired_partitions(engine: Engine, project_ids: list[int], cutoff: date
     return len(leftovers)
 
 
-def _delete_expired_rows(session: Session, project_id: int, cutoff: datetime) -> bool:
+def delete_expired_rows(session: Session, project_id: int, cutoff: datetime) -> bool:
     """One batch of one project's expired rows and their keys, oldest first, walking the
-    (project_id, ts) index. Returns whether the batch was full."""
-    expired = (
+    (project_id, ts) index. The batch's ids are read first, so the keys deleted are exactly
+    those of the events deleted. Returns whether the batch was full."""
+    ids = session.scalars(
         select(Event.id)
         .where(Event.project_id == project_id, Event.ts < cutoff)
         .order_by(Event.ts)
         .limit(RETENTION_BATCH_ROWS)
-    )
-    gone = session.execute(
-        delete(Event)
-        .where(Event.project_id == project_id, Event.id.in_(expired))
-        .returning(Event.trace_id, Event.span_id)
     ).all()
-    if gone:
+    if ids:
+        batch = Event.project_id == project_id, Event.id.in_(ids)
         session.execute(
             delete(_KEYS).where(
                 _KEYS.c.project_id == project_id,
-                tuple_(_KEYS.c.trace_id, _KEYS.c.span_id).in_([tuple(row) for row in gone]),
+                tuple_(_KEYS.c.trace_id, _KEYS.c.span_id).in_(
+                    select(Event.trace_id, Event.span_id).where(*batch)
+                ),
             )
         )
+        session.execute(delete(Event).where(*batch))
     session.commit()
-    return len(gone) == RETENTION_BATCH_ROWS
+    return len(ids) == RETENTION_BATCH_ROWS
 
 
 def run_scheduled_retention(
