@@ -64,6 +64,12 @@ GROUP BY checkpoint_id
 
 def seed(sessions: sessionmaker[Session], n: int) -> int:
     with sessions() as session:
+        engine = session.get_bind()
+    # Rows written here bypass ingest, which would make their day partitions on demand. Made
+    # first: attaching a partition waits for transactions writing the tables events refers to.
+    assert isinstance(engine, Engine)
+    create_partitions(engine, [DAY - timedelta(days=1), DAY])
+    with sessions() as session:
         project = Project(name=f"bench-{uuid.uuid4().hex[:6]}", settings={})
         session.add(project)
         session.flush()
@@ -82,10 +88,6 @@ def seed(sessions: sessionmaker[Session], n: int) -> int:
         ]
         session.add_all(checkpoints)
         session.flush()
-        # Rows written here bypass ingest, which would make their day partitions on demand.
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
-        create_partitions(engine, [DAY - timedelta(days=1), DAY])
         for day, count in ((DAY, n), (DAY - timedelta(days=1), n // 2)):
             session.execute(
                 text(GENERATE),

@@ -11,7 +11,7 @@ removes the oldest EXPIRED days twice, from identical copies of the data:
 Both remove the same rows and keys; the JSON says how long each took, and what the deleted
 rows leave behind (dead tuples until VACUUM; a dropped partition leaves none).
 
-    nice .venv/bin/python bench/retention.py [--days 10 --expired 5 --per-day 200000]
+    nice .venv/bin/python bench/retention.py [--days 6 --expired 3 --per-day 100000]
 """
 
 from __future__ import annotations
@@ -142,9 +142,9 @@ def one_path(base_url: str, path: str, days: int, expired: int, per_day: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=BENCH_DATABASE_URL)
-    parser.add_argument("--days", type=int, default=10)
-    parser.add_argument("--expired", type=int, default=5)
-    parser.add_argument("--per-day", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=6)
+    parser.add_argument("--expired", type=int, default=3)
+    parser.add_argument("--per-day", type=int, default=100_000)
     args = parser.parse_args()
     drop = one_path(args.url, "partitions", args.days, args.expired, args.per_day)
     rows = one_path(args.url, "rows", args.days, args.expired, args.per_day)

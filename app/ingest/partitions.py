@@ -4,8 +4,12 @@ no-op there).
 `events` is partitioned by RANGE on `ts`, one partition per UTC day named `events_YYYYMMDD`,
 and has no default partition. A partition is made in two steps: a plain table `LIKE events`,
 then `ATTACH PARTITION`, which takes only SHARE UPDATE EXCLUSIVE on `events`, so it waits for
-no insert or read (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE). Who creates
-them:
+no insert or read (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE). Cloning the
+foreign keys onto the new partition takes SHARE ROW EXCLUSIVE on the tables they refer to
+(projects, models, checkpoints), so it waits for transactions writing those (registrations,
+promotions: short) — and a caller must not hold such a write itself in an open transaction
+while it creates partitions; DDL_LOCK_TIMEOUT bounds any wait (the error is an
+OperationalError: a 503 with Retry-After on the ingest path). Who creates them:
 
 * the daily jobs (app/schedule.py) create today and PARTITION_DAYS_AHEAD days ahead, so
   ordinary traffic always finds its partition;
