@@ -2,7 +2,8 @@
 
 Loops over work rows (queued evaluation runs, due webhook deliveries, running canaries due for
 their periodic evaluation) run continuously; the
-daily jobs run on PLUMBLINE_DRIFT_CRON (UTC): the drift job, then retention. A missed period
+daily jobs run on PLUMBLINE_DRIFT_CRON (UTC): the event partitions of the coming days
+(PostgreSQL), the drift job, then retention. A missed period
 (service down at the cron time) is caught up at the next start. How several processes share
 this safely is app/core/jobs.py."""
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.canaries.service import evaluate_due_canaries
@@ -20,6 +22,7 @@ from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.evaluations.worker import work_runs
+from app.ingest.partitions import create_partitions_ahead
 from app.ingest.retention import run_scheduled_retention
 from app.webhooks.sender import deliver_webhooks
 
@@ -36,7 +39,13 @@ def registered_loops() -> list[Loop]:
 def run_daily_jobs(
     sessions: sessionmaker[Session], settings: Settings, now: datetime | None = None
 ) -> None:
-    """Drift first, then retention, which runs even when drift failed (its events still age)."""
+    """Partitions ahead first (idempotent, so every process may run it: ingest would create a
+    missing day on demand anyway, this keeps DDL off the ingest path), then drift, then
+    retention, which runs even when drift failed (its events still age)."""
+    with sessions() as session:
+        engine = session.get_bind()
+    assert isinstance(engine, Engine)  # sessions are bound to the app's engine
+    create_partitions_ahead(engine, (now or datetime.now(UTC)).astimezone(UTC).date())
     try:
         run_scheduled_drift(sessions, Links.of(settings), now)
     finally:

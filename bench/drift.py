@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 
 from scratch import BENCH_DATABASE_URL, scratch_schema
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import make_engine, make_sessionmaker
@@ -28,6 +28,7 @@ from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift
 from app.drift import rollup
+from app.ingest.partitions import create_partitions
 from app.models import Checkpoint, Model, Project
 from app.models.registry import CheckpointKind
 
@@ -62,6 +63,12 @@ GROUP BY checkpoint_id
 
 
 def seed(sessions: sessionmaker[Session], n: int) -> int:
+    with sessions() as session:
+        engine = session.get_bind()
+    # Rows written here bypass ingest, which would make their day partitions on demand. Made
+    # first: attaching a partition waits for transactions writing the tables events refers to.
+    assert isinstance(engine, Engine)
+    create_partitions(engine, [DAY - timedelta(days=1), DAY])
     with sessions() as session:
         project = Project(name=f"bench-{uuid.uuid4().hex[:6]}", settings={})
         session.add(project)

@@ -229,7 +229,9 @@ def raw_multirow_insert(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...
             cursor.execute(
                 f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES "
                 + ", ".join([placeholders] * len(part))
-                + " ON CONFLICT (project_id, trace_id, span_id) DO NOTHING",
+                # No conflict target: events holds no unique key of its own once partitioned
+                # (the service claims keys in event_keys); any unique index still counts.
+                + " ON CONFLICT DO NOTHING",
                 [value for row in part for value in row],
             )
     conn.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, Engine
 
+from app.core import migrate
 from app.core.db import make_engine
 from app.models import Base
 from app.core.settings import Settings
@@ -20,6 +21,7 @@ def run_with_connection(connection: Connection) -> None:
         # Batch mode lets SQLite ALTER by copying the table.
         render_as_batch=True,
         compare_type=True,
+        include_name=migrate.include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

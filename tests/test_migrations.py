@@ -17,6 +17,7 @@ from app.core import migrate
 from app.core.db import make_engine
 from app.core.settings import Settings
 from app.models import Base
+from app.models.base import PG_PRIMARY_KEY
 from tests.conftest import BACKENDS, create_pg_schema, drop_pg_schema
 
 
@@ -31,11 +32,13 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 
 def table_names(url: str) -> set[str]:
+    """The tables a model describes: day partitions of events are left out."""
     engine = make_engine(Settings(database_url=url))
     try:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        names = set(inspect(engine).get_table_names()) - {"alembic_version"}
     finally:
         engine.dispose()
+    return {name for name in names if migrate.include_name(name, "table", {})}
 
 
 def test_upgrade_to_head_then_down_to_base(empty_database_url: str) -> None:
@@ -52,7 +55,9 @@ def test_models_and_migrations_agree(empty_database_url: str) -> None:
     migrate.upgrade(empty_database_url)
     engine = make_engine(Settings(database_url=empty_database_url))
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": migrate.include_name}
+        )
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []
@@ -152,3 +157,120 @@ def test_0004_upgrades_and_downgrades_a_database_holding_rows(empty_database_url
 def as_json(value: Any) -> Any:
     """JSON columns read back as text on SQLite and decoded on PostgreSQL."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+SEED_0006 = [
+    *SEED_0003[:3],
+    "INSERT INTO events (id, project_id, model_id, checkpoint_id, trace_id, span_id, ts, cohort, "
+    "truncated, attributes, source, received_at, feedback) VALUES "
+    "(1, 1, 1, 1, 't1', '', '2026-01-01 10:00:00', '{}', false, '{}', 'rest', :now, -1), "
+    "(2, 1, 1, 1, 't1', 's2', '2026-01-01 23:59:59', '{}', false, '{}', 'rest', :now, -1), "
+    "(3, 1, 1, 2, 't2', '', '2026-01-02 00:00:00', '{}', false, '{}', 'otlp', :now, NULL)",
+    # Feedback on a stored trace, and feedback waiting for its trace.
+    "INSERT INTO feedback (id, project_id, trace_id, value, created_at) VALUES "
+    "(1, 1, 't1', -1, :now), (2, 1, 't9', 1, :now)",
+]
+NEW_EVENT = (
+    "INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, ts, cohort, "
+    "truncated, attributes, source, received_at) VALUES "
+    "(1, 1, 1, :trace, '', :ts, '{}', false, '{}', 'rest', :now)"
+)
+
+
+def primary_keys(conn: Any) -> dict[str, list[str]]:
+    inspector = inspect(conn)
+    return {
+        table: inspector.get_pk_constraint(table)["constrained_columns"]
+        for table in Base.metadata.tables
+    }
+
+
+def test_0008_partitions_a_database_holding_events_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0006")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    now = datetime(2026, 1, 3, tzinfo=UTC)
+    stored_day = datetime(2026, 1, 2, 12, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0006:
+                conn.execute(text(statement), {"now": now})
+            if postgres:  # where the sequence stands when ids 1-3 came from it
+                conn.execute(text("SELECT setval('events_id_seq', 3)"))
+        migrate.upgrade(empty_database_url, "0008")
+        with engine.begin() as conn:
+            events = conn.execute(
+                text("SELECT id, trace_id, span_id, feedback FROM events ORDER BY id")
+            ).all()
+            assert [tuple(e) for e in events] == [
+                (1, "t1", "", -1),
+                (2, "t1", "s2", -1),
+                (3, "t2", "", None),
+            ]
+            keys = conn.execute(
+                text("SELECT project_id, trace_id, span_id FROM event_keys ORDER BY 2, 3")
+            ).all()
+            assert [tuple(k) for k in keys] == [(1, "t1", ""), (1, "t1", "s2"), (1, "t2", "")]
+            assert conn.execute(text("SELECT COUNT(*) FROM feedback")).scalar() == 2
+            # The id sequence survived the rebuild: a new row takes the next id.
+            conn.execute(text(NEW_EVENT), {"trace": "t3", "ts": stored_day, "now": now})
+            assert conn.execute(text("SELECT MAX(id) FROM events")).scalar() == 4
+            if postgres:
+                partitions = conn.execute(
+                    text(
+                        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                        "JOIN pg_class c ON c.oid = i.inhrelid "
+                        "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+                    )
+                ).all()
+                bounds = dict(partitions)
+                today = f"events_{datetime.now(UTC):%Y%m%d}"
+                assert {"events_20260101", "events_20260102", today} <= set(bounds)
+                assert "'2026-01-01 00:00:00+00'" in bounds["events_20260101"]
+                assert conn.execute(text("SELECT COUNT(*) FROM events_20260101")).scalar() == 2
+                assert conn.execute(text("SELECT COUNT(*) FROM events_20260102")).scalar() == 2
+                # A second row of a key is not refused by events (its unique key would need
+                # ts) but by event_keys, which ingest claims first.
+                conn.execute(text(NEW_EVENT), {"trace": "t1", "ts": stored_day, "now": now})
+                assert primary_keys(conn)["events"] == ["project_id", "id", "ts"]
+                conn.execute(text("DELETE FROM events WHERE id = 5"))
+        migrate.downgrade(empty_database_url, "0006")
+        with engine.begin() as conn:
+            ids = conn.execute(text("SELECT id FROM events ORDER BY id")).scalars().all()
+            assert ids == [1, 2, 3, 4]
+            assert "event_keys" not in inspect(conn).get_table_names()
+            assert inspect(conn).get_pk_constraint("events")["constrained_columns"] == ["id"]
+            uniques = inspect(conn).get_unique_constraints("events")
+            assert [u["column_names"] for u in uniques] == [["project_id", "trace_id", "span_id"]]
+            conn.execute(text(NEW_EVENT), {"trace": "t5", "ts": stored_day, "now": now})
+            assert conn.execute(text("SELECT MAX(id) FROM events")).scalar() > 4
+        migrate.upgrade(empty_database_url)
+    finally:
+        engine.dispose()
+
+
+def test_tenant_primary_keys_carry_project_id_on_postgresql(empty_database_url: str) -> None:
+    """The keys the models declare for PostgreSQL (`postgresql_primary_key`) are the keys the
+    migrations built; every unique key of a table whose primary key carries project_id
+    carries it too (Citus distributes such a table by project_id)."""
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(Settings(database_url=empty_database_url))
+    try:
+        with engine.connect() as conn:
+            built = primary_keys(conn)
+            inspector = inspect(conn)
+            postgres = conn.dialect.name == "postgresql"
+            for name, table in Base.metadata.tables.items():
+                declared = [column.name for column in table.primary_key.columns]
+                expected = list(table.info.get(PG_PRIMARY_KEY, declared)) if postgres else declared
+                assert built[name] == expected, name
+                if "project_id" in expected:
+                    uniques = [u["column_names"] for u in inspector.get_unique_constraints(name)]
+                    uniques += [
+                        i["column_names"] for i in inspector.get_indexes(name) if i["unique"]
+                    ]
+                    assert all("project_id" in columns for columns in uniques), (name, uniques)
+    finally:
+        engine.dispose()

@@ -50,7 +50,7 @@ def canary_page(
         (signal, canary_figures.interval_over_time(history, signal, cohort))
         for signal in history.plan.signals
     ]
-    policy = registry_queries.latest_policy(session, canary.model_id)
+    policy = registry_queries.latest_policy(session, canary.project_id, canary.model_id)
     context = {
         "viewer": viewer,
         "canary": out,

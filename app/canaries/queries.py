@@ -25,10 +25,12 @@ from app.models import Canary
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
 
 
-def canaries_of_model(session: Session, model_id: int) -> Sequence[Canary]:
+def canaries_of_model(session: Session, project_id: int, model_id: int) -> Sequence[Canary]:
     """Newest first: the model page lists them."""
     return session.scalars(
-        select(Canary).where(Canary.model_id == model_id).order_by(Canary.id.desc())
+        select(Canary)
+        .where(Canary.project_id == project_id, Canary.model_id == model_id)
+        .order_by(Canary.id.desc())
     ).all()
 
 

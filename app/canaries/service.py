@@ -36,7 +36,7 @@ from app.core.errors import Conflict, Unprocessable
 from app.core.links import Links
 from app.core.pagination import paginate
 from app.core.settings import Settings
-from app.models import Canary, Checkpoint
+from app.models import Canary, Checkpoint, Model
 from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.project import Role
 from app.models.registry import CheckpointStatus
@@ -64,7 +64,7 @@ def create_canary(
             f"checkpoint_id: checkpoint {candidate.id} does not belong to model '{model.name}'",
             field="checkpoint_id",
         )
-    champion = registry.champion_of(session, model.id)
+    champion = registry.champion_of(session, model.project_id, model.id)
     if champion is None:
         raise Conflict(
             f"model '{model.name}' has no champion to compare with: promote a first champion",
@@ -85,7 +85,7 @@ def create_canary(
             f"start: more than max_days ({body.max_days}) ago; the canary would end at once",
             field="start",
         )
-    _no_running_canary(session, model.id, model.name)
+    _no_running_canary(session, model)
     canary = Canary(
         project_id=principal.project_id,
         model_id=model.id,
@@ -110,7 +110,7 @@ def create_canary(
         session.flush()
     except IntegrityError:
         session.rollback()  # another request started one first (the partial unique index)
-        _no_running_canary(session, model.id, model.name)
+        _no_running_canary(session, model)
         raise
     audit.record(
         session,
@@ -135,13 +135,17 @@ def create_canary(
     return canary
 
 
-def _no_running_canary(session: Session, model_id: int, model_name: str) -> None:
+def _no_running_canary(session: Session, model: Model) -> None:
     running = session.scalar(
-        select(Canary.id).where(Canary.model_id == model_id, Canary.status == CanaryStatus.running)
+        select(Canary.id).where(
+            Canary.project_id == model.project_id,
+            Canary.model_id == model.id,
+            Canary.status == CanaryStatus.running,
+        )
     )
     if running is not None:
         raise Conflict(
-            f"model '{model_name}' already has a running canary ({running}); stop it first",
+            f"model '{model.name}' already has a running canary ({running}); stop it first",
             canary_id=running,
         )
 
@@ -176,7 +180,7 @@ def evaluate(
     if canary.status is not CanaryStatus.running:
         return canary
     now = now or utcnow()
-    champion = registry.champion_of(session, canary.model_id)
+    champion = registry.champion_of(session, canary.project_id, canary.model_id)
     if champion is None or champion.id != canary.champion_id:
         now_champion = f"checkpoint {champion.id}" if champion else "none"
         _end(
@@ -230,7 +234,11 @@ def evaluate(
     else:
         session.execute(
             update(Canary)
-            .where(Canary.id == canary.id, Canary.status == CanaryStatus.running)
+            .where(
+                Canary.project_id == canary.project_id,
+                Canary.id == canary.id,
+                Canary.status == CanaryStatus.running,
+            )
             .values(evidence=evidence, evaluated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -256,7 +264,11 @@ def _end(
     now = utcnow()
     ended = session.execute(
         update(Canary)
-        .where(Canary.id == canary.id, Canary.status == CanaryStatus.running)
+        .where(
+            Canary.project_id == canary.project_id,
+            Canary.id == canary.id,
+            Canary.status == CanaryStatus.running,
+        )
         .values(
             status=status,
             decision=decision,
@@ -309,18 +321,21 @@ def evaluate_due_canaries(sessions: sessionmaker[Session], settings: Settings) -
     of a canary happens once; the decision's own conditional UPDATE covers the rest."""
     now = utcnow()
     with sessions() as session:
-        due = session.scalar(
-            select(Canary.id)
+        # The one statement that looks across projects: the queue of due canaries.
+        found = session.execute(
+            select(Canary.project_id, Canary.id)
             .where(Canary.status == CanaryStatus.running, Canary.next_evaluation_at <= now)
             .order_by(Canary.next_evaluation_at)
             .limit(1)
-        )
-        if due is None:
+        ).first()
+        if found is None:
             session.rollback()
             return False
+        project_id, due = found
         claimed = session.execute(
             update(Canary)
             .where(
+                Canary.project_id == project_id,
                 Canary.id == due,
                 Canary.status == CanaryStatus.running,
                 Canary.next_evaluation_at <= now,
@@ -329,7 +344,8 @@ def evaluate_due_canaries(sessions: sessionmaker[Session], settings: Settings) -
         )
         session.commit()
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            evaluate(session, Links.of(settings), session.get_one(Canary, due), "schedule")
+            canary = get_canary(session, project_id, due)
+            evaluate(session, Links.of(settings), canary, "schedule")
     return True
 
 
@@ -370,7 +386,11 @@ def stop(session: Session, principal: Principal, canary_id: int, reason: str) ->
     now = utcnow()
     stopped = session.execute(
         update(Canary)
-        .where(Canary.id == canary.id, Canary.status == CanaryStatus.running)
+        .where(
+            Canary.project_id == canary.project_id,
+            Canary.id == canary.id,
+            Canary.status == CanaryStatus.running,
+        )
         .values(status=CanaryStatus.stopped, ended_at=now, ended_by=principal.actor, reason=reason)
         .execution_options(synchronize_session=False)
     )
@@ -398,7 +418,7 @@ def roll_back(
         raise Conflict(f"canary {canary.id} was already rolled back")
     if canary.promoted_at is not None:
         raise Conflict(f"canary {canary.id}'s candidate was promoted; roll the model back instead")
-    champion = registry.champion_of(session, canary.model_id)
+    champion = registry.champion_of(session, canary.project_id, canary.model_id)
     if champion is not None and champion.id == canary.checkpoint_id:
         raise Conflict(
             f"checkpoint {canary.checkpoint_id} is the champion; roll the model back instead"
@@ -417,6 +437,7 @@ def roll_back(
     rolled = session.execute(
         update(Canary)
         .where(
+            Canary.project_id == canary.project_id,
             Canary.id == canary.id,
             Canary.status == canary.status,
             Canary.rolled_back_at.is_(None),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
-from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, text
+from sqlalchemy import Engine, Table, bindparam, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
@@ -161,6 +161,7 @@ def today_utc() -> date:
 
 
 class _Owned(Protocol):
+    id: Any
     project_id: Any
 
 
@@ -178,9 +179,10 @@ def get_owned(
     """The row of `entity` with this id, if it belongs to `project_id`: the one tenant check.
 
     Another project's row answers exactly as a missing one (404 "no <what> <id>"), so ids of
-    other tenants cannot be probed. `field` names the request field the id came from."""
-    row = session.get(entity, row_id)
-    if row is None or row.project_id != project_id:
+    other tenants cannot be probed. `field` names the request field the id came from. The
+    statement names the project, so a store distributed by project_id reads one shard."""
+    row = session.scalar(select(entity).where(entity.id == row_id, entity.project_id == project_id))
+    if row is None:
         if field is None:
             raise NotFound(f"no {what} {row_id}")
         raise NotFound(f"{field}: no {what} {row_id}", field=field)

@@ -99,10 +99,10 @@ def _judged_by_resolved(session: Session, key: AlertKey, day: date) -> bool:
     )
 
 
-def _rollback_target(session: Session, model_id: int) -> int | None:
+def _rollback_target(session: Session, model: Model) -> int | None:
     history = session.scalars(
         select(ChampionHistory)
-        .where(ChampionHistory.model_id == model_id)
+        .where(ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id)
         .order_by(ChampionHistory.id)
     ).all()
     return rollback_target_id(history)
@@ -130,7 +130,7 @@ def _open(session: Session, links: Links, model: Model, day: date, verdict: Verd
         sample_trace_ids=sample_trace_ids(
             session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
         ),
-        rollback_target_id=_rollback_target(session, model.id),
+        rollback_target_id=_rollback_target(session, model),
         days_in_band=0,
         last_notified_at=utcnow(),
         annotations=[],

@@ -215,14 +215,17 @@ def _pick(monitors: Sequence[Monitor], signal: str, dimension: str, value: str) 
 
 
 def _baseline_days(
-    session: Session, model_id: int, checkpoint_id: int, day: date, window: int
+    session: Session, model: Model, checkpoint_id: int, day: date, window: int
 ) -> list[date]:
     """The checkpoint's last `window` days with data before `day`, incident days excluded."""
-    incidents = select(IncidentDay.day).where(IncidentDay.model_id == model_id)
+    incidents = select(IncidentDay.day).where(
+        IncidentDay.project_id == model.project_id, IncidentDay.model_id == model.id
+    )
     return list(
         session.scalars(
             select(DailySignal.day)
             .where(
+                DailySignal.project_id == model.project_id,
                 DailySignal.checkpoint_id == checkpoint_id,
                 DailySignal.day < day,
                 DailySignal.dimension == "all",
@@ -243,7 +246,9 @@ def _baseline_checkpoint(
     if band.get("source") != "own":
         history = session.scalars(
             select(ChampionHistory)
-            .where(ChampionHistory.model_id == model.id)
+            .where(
+                ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id
+            )
             .order_by(ChampionHistory.id)
         ).all()
         if history:
@@ -255,7 +260,7 @@ def _baseline_checkpoint(
             candidates.append((current, min_days))
     candidates.append((served, min_days))
     for checkpoint_id, needed in candidates:
-        days = _baseline_days(session, model.id, checkpoint_id, day, window)
+        days = _baseline_days(session, model, checkpoint_id, day, window)
         if len(days) >= needed:
             return checkpoint_id, days
     return None
@@ -356,7 +361,11 @@ def mark_incident_day(session: Session, principal: Principal, body: IncidentDayI
     """Marks a day as an incident: baselines skip it from now on. Marking it again is a no-op."""
     model = get_model(session, principal.project_id, body.model)
     row = session.scalar(
-        select(IncidentDay).where(IncidentDay.model_id == model.id, IncidentDay.day == body.day)
+        select(IncidentDay).where(
+            IncidentDay.project_id == model.project_id,
+            IncidentDay.model_id == model.id,
+            IncidentDay.day == body.day,
+        )
     )
     if row is None:
         row = IncidentDay(

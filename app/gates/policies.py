@@ -31,7 +31,7 @@ class PolicyState:
 def get_policy(session: Session, project_id: int, model_name: str) -> PolicyState:
     """The model's current policy; the built-in default (version None) until one is stored."""
     model = registry.get_model(session, project_id, model_name)
-    stored = latest_policy(session, model.id)
+    stored = latest_policy(session, model.project_id, model.id)
     return PolicyState(model, stored, effective_policy(stored, None))
 
 
@@ -40,7 +40,7 @@ def put_policy(
 ) -> PolicyState:
     """Stores a new version; earlier versions stay, so every gate can name the one it used."""
     model = registry.get_model(session, principal.project_id, model_name)
-    latest = latest_policy(session, model.id)
+    latest = latest_policy(session, model.project_id, model.id)
     row = GatePolicy(
         project_id=principal.project_id,
         model_id=model.id,

@@ -54,7 +54,7 @@ def _get_run(session: Session, project_id: int, run_id: int, field_name: str) ->
 def _champion_run(
     session: Session, model: Model, candidate: EvaluationRun, version: DatasetVersion
 ) -> EvaluationRun:
-    champion = registry.champion_of(session, model.id)
+    champion = registry.champion_of(session, model.project_id, model.id)
     if champion is None:
         raise Conflict(
             f"model '{model.name}' has no champion to compare with: promote a first champion "
@@ -152,7 +152,7 @@ def compare_runs(
             "a gate compares runs on the same dataset",
             field="baseline_run_id",
         )
-    stored = latest_policy(session, model.id)
+    stored = latest_policy(session, model.project_id, model.id)
     spec = effective_policy(stored, policy)
     attempt, previously_blocked = earlier_gates(session, checkpoint.id, cand_version.id)
     paired = load_pairs(session, candidate, baseline)

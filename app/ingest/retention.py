@@ -1,47 +1,113 @@
-"""Retention: events older than PLUMBLINE_RETENTION_DAYS are deleted (the daily rollups
-stay), in bounded batches, once a day after the drift job (app/schedule.py), under the same
-lock so its deletes never compete with a drift backfill reading the same days."""
+"""Retention: events older than PLUMBLINE_RETENTION_DAYS are removed (the daily rollups
+stay), with their exactly-once keys, once a day after the drift job (app/schedule.py), under
+the same lock so it never competes with a drift backfill reading the same days.
+
+The window is one setting for the whole deployment, so every project's window ends at the same
+instant, `cutoff`. On PostgreSQL every day partition that ends at or before the cutoff holds
+nothing but expired rows of every project and is dropped whole (detach, delete its keys,
+drop: app/ingest/partitions.py); only the rows before the cutoff in the day the cutoff falls
+in are deleted row by row, in bounded batches. SQLite (one table) deletes every expired row
+in batches. Were windows ever per project, whole partitions past the longest window would
+still drop, and the days between a project's window and the longest would be row deletes of
+that project only."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, Table, delete, select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import utcnow
+from app.core.db import is_postgres, utcnow
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.settings import Settings
-from app.models import Event, Project
+from app.ingest.partitions import attached_partitions, detach_expired, expired_partitions
+from app.models import Event, EventKey, Project
 
 log = logging.getLogger("plumbline.scheduler")
 
 RETENTION_JOB = "retention.daily"
 RETENTION_BATCH_ROWS = 5000
+_KEYS = cast(Table, EventKey.__table__)
 
 
 def purge_expired_events(sessions: sessionmaker[Session], settings: Settings) -> bool:
-    """Deletes events older than `retention_days` in bounded batches (daily rollups stay).
-
-    Per project, so each delete walks the (project_id, ts) index from its oldest end instead
-    of scanning history. Returns whether a full batch was deleted, i.e. more may be left."""
+    """Removes events older than `retention_days` (daily rollups stay): whole partitions
+    first (PostgreSQL), then one bounded batch of row deletes per project. Returns whether a
+    full batch was deleted, i.e. more rows may be left."""
     cutoff = utcnow() - timedelta(days=settings.retention_days)
+    with sessions() as session:
+        project_ids = list(session.scalars(select(Project.id)).all())
+        postgres = is_postgres(session)
+        engine = session.get_bind()
+    if postgres:
+        assert isinstance(engine, Engine)
+        drop_expired_partitions(engine, project_ids, cutoff)
     more = False
     with sessions() as session:
-        project_ids = session.scalars(select(Project.id)).all()
         for project_id in project_ids:
-            expired = (
-                select(Event.id)
-                .where(Event.project_id == project_id, Event.ts < cutoff)
-                .order_by(Event.ts)
-                .limit(RETENTION_BATCH_ROWS)
-            )
-            result = session.execute(delete(Event).where(Event.id.in_(expired)))
-            session.commit()
-            deleted = max(int(getattr(result, "rowcount", 0) or 0), 0)
-            more = more or deleted == RETENTION_BATCH_ROWS
+            more = delete_expired_rows(session, project_id, cutoff) or more
     return more
+
+
+def drop_expired_partitions(engine: Engine, project_ids: list[int], cutoff: datetime) -> int:
+    """Drops every day partition that ends at or before `cutoff`; returns how many. Each is
+    detached first (a moment's ACCESS EXCLUSIVE on `events`), so deleting its keys, project by
+    project, blocks no ingest; a run that died half-way is finished by the next."""
+    with engine.connect() as connection:
+        expired = [
+            name
+            for day, name in sorted(attached_partitions(connection).items())
+            if datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) <= cutoff
+        ]
+        connection.rollback()
+        for name in expired:
+            detach_expired(connection, datetime.strptime(name[-8:], "%Y%m%d").date())
+            connection.commit()
+        leftovers = expired_partitions(connection)
+        connection.rollback()
+        for name in leftovers:
+            for project_id in project_ids:
+                connection.execute(
+                    text(
+                        f"DELETE FROM event_keys k USING {name} e "
+                        "WHERE e.project_id = :project_id AND k.project_id = :project_id "
+                        "AND k.trace_id = e.trace_id AND k.span_id = e.span_id"
+                    ),
+                    {"project_id": project_id},
+                )
+                connection.commit()
+            connection.execute(text(f"DROP TABLE {name}"))
+            connection.commit()
+            log.info("retention: dropped partition %s", name)
+    return len(leftovers)
+
+
+def delete_expired_rows(session: Session, project_id: int, cutoff: datetime) -> bool:
+    """One batch of one project's expired rows and their keys, oldest first, walking the
+    (project_id, ts) index. The batch's ids are read first, so the keys deleted are exactly
+    those of the events deleted. Returns whether the batch was full."""
+    ids = session.scalars(
+        select(Event.id)
+        .where(Event.project_id == project_id, Event.ts < cutoff)
+        .order_by(Event.ts)
+        .limit(RETENTION_BATCH_ROWS)
+    ).all()
+    if ids:
+        batch = Event.project_id == project_id, Event.id.in_(ids)
+        session.execute(
+            delete(_KEYS).where(
+                _KEYS.c.project_id == project_id,
+                tuple_(_KEYS.c.trace_id, _KEYS.c.span_id).in_(
+                    select(Event.trace_id, Event.span_id).where(*batch)
+                ),
+            )
+        )
+        session.execute(delete(Event).where(*batch))
+    session.commit()
+    return len(ids) == RETENTION_BATCH_ROWS
 
 
 def run_scheduled_retention(

@@ -4,7 +4,9 @@ checkpoint, bounded, optionally evaluated, and stored once however often it is r
 REST batches and OTLP exports both end in `ingest_events`, so both obey the same rules:
 
 * Idempotence: events are unique on (project_id, trace_id, span_id) with "" for a missing
-  span id; a retry inserts nothing and reports the events as duplicates.
+  span id; a retry inserts nothing and reports the events as duplicates, even when it carries
+  another timestamp. The key is claimed in `event_keys` first (`_insert_staged_rows`), because the
+  partitioned `events` of PostgreSQL can only hold unique keys that contain `ts`.
 * Durability: the answer is computed from what the committed transaction inserted, so an
   acknowledged event is on disk, and an event that is not reported accepted is not stored.
 * Feedback may arrive before or after its event. Both writers take a per-project PostgreSQL
@@ -24,15 +26,16 @@ from typing import Any, cast
 
 from psycopg.types.json import JsonbBinaryDumper
 from pydantic import ValidationError
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
-from app.core.db import insert_ignoring_conflicts, is_postgres, upsert, utcnow
+from app.core.db import is_postgres, upsert, utcnow
 from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.core.settings import Settings
+from app.ingest.partitions import MISSING_DAYS_SQL, create_partitions
 from app.ingest.schemas import (
     FEEDBACK_SCORES,
     STORABLE_CHECKED,
@@ -41,7 +44,7 @@ from app.ingest.schemas import (
     EventIn,
     FeedbackValue,
 )
-from app.models import Checkpoint, Event, Feedback, Model, Project
+from app.models import Checkpoint, Event, EventKey, Feedback, Model, Project
 from plumbline.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
 
 log = logging.getLogger("plumbline.ingest")
@@ -53,6 +56,7 @@ LOOKUP_CHUNK = 5000
 ONLINE_EVALUATORS = frozenset({"refusal", "json_validation", "is_compliant"})
 """Cheap and deterministic, needing only the output: safe to run inside the ingest path."""
 EVENTS_TABLE = cast(Table, Event.__table__)
+EVENT_KEYS_TABLE = cast(Table, EventKey.__table__)
 EVENT_KEY = ("project_id", "trace_id", "span_id")
 EVENT_COLUMNS = tuple(column.name for column in EVENTS_TABLE.columns if column.name != "id")
 """Every column an ingested row fills, read from the table so a new column cannot be missed
@@ -385,11 +389,26 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
         for row in rows:
             row["feedback"] = stored.get(row["trace_id"], row["feedback"])
         inserted = sum(
-            insert_ignoring_conflicts(session, EVENTS_TABLE, chunk, list(EVENT_KEY))
-            for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
+            _insert_claimed_sqlite(session, chunk) for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
         )
     session.commit()
     return inserted
+
+
+def _insert_claimed_sqlite(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """SQLite's exactly-once step: claim the keys, insert the events whose key was claimed.
+    SQLite runs one writer at a time (BEGIN IMMEDIATE), so nobody claims in between."""
+    claimed = session.execute(
+        sqlite.insert(EVENT_KEYS_TABLE)
+        .on_conflict_do_nothing()
+        .returning(EVENT_KEYS_TABLE.c.trace_id, EVENT_KEYS_TABLE.c.span_id),
+        [{name: row[name] for name in EVENT_KEY} for row in rows],
+    ).all()
+    keys = {(trace_id, span_id) for trace_id, span_id in claimed}
+    new = [row for row in rows if (row["trace_id"], row["span_id"]) in keys]
+    if new:
+        session.execute(insert(EVENTS_TABLE), new)
+    return len(new)
 
 
 def _copy_new_rows(session: Session, rows: list[dict[str, Any]]) -> int:
@@ -417,20 +436,37 @@ def _copy_new_rows(session: Session, rows: list[dict[str, Any]]) -> int:
 
 
 def _insert_staged_rows(session: Session) -> int:
-    """The exactly-once step: one INSERT ... SELECT ... ON CONFLICT DO NOTHING from the
-    staging table on the event key, joining in stored feedback; returns the rows inserted,
-    which is exactly what was new."""
+    """PostgreSQL's exactly-once step, from the staged batch (keys unique within it):
+
+    1. the batch's days without a partition get one, in a transaction of their own
+       (app/ingest/partitions.py), so the insert never fails for want of a partition;
+    2. one statement claims the keys in `event_keys` (ON CONFLICT DO NOTHING RETURNING) and
+       inserts the events whose key it claimed, joining in stored feedback. A concurrent
+       transaction claiming the same key waits on the key's unique index until this one
+       commits (then it skips the key) or rolls back (then it claims it); the timestamp plays
+       no part, so a retry with another `ts` is a duplicate too. Keys are claimed in key
+       order, so concurrent batches sharing keys wait on each other, never deadlock.
+
+    Returns the rows inserted, which is exactly what was new."""
+    connection = session.connection()
     columns = ", ".join(EVENT_COLUMNS)
     selected = ", ".join(
         "COALESCE(f.value, s.feedback)" if name == "feedback" else f"s.{name}"
         for name in EVENT_COLUMNS
     )
-    result = session.connection().exec_driver_sql(
+    missing = connection.exec_driver_sql(MISSING_DAYS_SQL.format(staging=_STAGING_TABLE))
+    days = list(missing.scalars())
+    if days:
+        create_partitions(connection.engine, days)
+    key = ", ".join(EVENT_KEY)
+    result = connection.exec_driver_sql(
+        f"WITH claimed AS (INSERT INTO event_keys ({key}) "
+        f"SELECT {key} FROM {_STAGING_TABLE} ORDER BY trace_id, span_id "
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
         f"INSERT INTO events ({columns}) SELECT {selected} FROM {_STAGING_TABLE} s "
-        "LEFT JOIN feedback f ON f.project_id = s.project_id AND f.trace_id = s.trace_id "
-        # Key order: concurrent batches sharing keys wait on each other, never deadlock.
-        "ORDER BY s.trace_id, s.span_id "
-        f"ON CONFLICT ({', '.join(EVENT_KEY)}) DO NOTHING"
+        "JOIN claimed c ON c.project_id = s.project_id AND c.trace_id = s.trace_id "
+        "AND c.span_id = s.span_id "
+        "LEFT JOIN feedback f ON f.project_id = s.project_id AND f.trace_id = s.trace_id"
     )
     return max(int(result.rowcount or 0), 0)
 

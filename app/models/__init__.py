@@ -4,7 +4,7 @@ from app.models.base import Base
 from app.models.canaries import Canary
 from app.models.datasets import Dataset, DatasetRow, DatasetVersion, EvaluationSuite
 from app.models.drift import Alert, DailySignal, DriftRun, IncidentDay, Monitor
-from app.models.events import Event, Feedback
+from app.models.events import Event, EventKey, Feedback
 from app.models.gates import Gate
 from app.models.jobs import JobRun
 from app.models.project import ApiKey, AuditLog, Project
@@ -29,6 +29,7 @@ __all__ = [
     "EvaluationRun",
     "EvaluationSuite",
     "Event",
+    "EventKey",
     "Feedback",
     "Gate",
     "GatePolicy",

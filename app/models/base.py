@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Enum, Integer, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -56,6 +56,30 @@ def str_enum(enum_cls: type[StrEnum], name: str) -> Enum:
         values_callable=lambda members: [m.value for m in members],
         validate_strings=True,
     )
+
+
+def postgresql_primary_key(*columns: str) -> dict[str, Any]:
+    """A `__table_args__` entry naming a tenant table's primary key on PostgreSQL, where it
+    carries the distribution column `project_id` (Citus) and, on a partitioned table, the
+    partition key. The migrations build it; tests/test_migrations.py checks the two agree.
+    SQLite keeps `id` alone (only INTEGER PRIMARY KEY auto-increments), and so does the ORM's
+    identity: `id` comes from one sequence, so it is unique on its own."""
+    return {"info": {PG_PRIMARY_KEY: columns}}
+
+
+PG_PRIMARY_KEY = "postgresql_primary_key"
+
+
+class TenantKeyed:
+    """A table distributed by project_id: the ORM identifies its rows by (project_id, id)
+    too, so the UPDATEs of a flush and the SELECT of a refresh name the project (one shard),
+    and `session.get` takes `(project_id, id)`. The table's own key is the model's
+    `postgresql_primary_key`; SQLite's stays `id` for its auto-increment."""
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        table = cls.__table__  # type: ignore[attr-defined]
+        return {"primary_key": [table.c.project_id, table.c.id]}
 
 
 def utcnow() -> datetime:

@@ -10,7 +10,15 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, CreatedAt, JSONType, str_enum, utcnow
+from app.models.base import (
+    Base,
+    CreatedAt,
+    JSONType,
+    TenantKeyed,
+    postgresql_primary_key,
+    str_enum,
+    utcnow,
+)
 from app.models.registry import Checkpoint, Model
 
 
@@ -26,7 +34,7 @@ class CanaryDecision(StrEnum):
     rollback = "rollback"
 
 
-class Canary(CreatedAt, Base):
+class Canary(TenantKeyed, CreatedAt, Base):
     """One candidate against one champion, from `started_at` on.
 
     Invariants: at most one running canary per model (a partial unique index, so two
@@ -80,6 +88,7 @@ class Canary(CreatedAt, Base):
     __table_args__ = (
         Index(
             "uq_canaries_running_model",
+            "project_id",
             "model_id",
             unique=True,
             sqlite_where=text("status = 'running'"),
@@ -88,4 +97,5 @@ class Canary(CreatedAt, Base):
         Index("ix_canaries_model", "model_id", "id"),
         Index("ix_canaries_project", "project_id", "id"),
         Index("ix_canaries_due", "status", "next_evaluation_at"),
+        postgresql_primary_key("project_id", "id"),
     )

@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, func, select, text
 from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
+from app.models.base import (
+    Base,
+    BigIntPK,
+    CreatedAt,
+    JSONType,
+    TenantKeyed,
+    postgresql_primary_key,
+    str_enum,
+    utcnow,
+)
 
 
 class Risk(StrEnum):
@@ -84,7 +93,7 @@ Dataset.latest_version = column_property(
 )
 
 
-class EvaluationSuite(CreatedAt, Base):
+class EvaluationSuite(TenantKeyed, CreatedAt, Base):
     __tablename__ = "evaluation_suites"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -94,4 +103,7 @@ class EvaluationSuite(CreatedAt, Base):
     evaluators: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        postgresql_primary_key("project_id", "id"),
+    )

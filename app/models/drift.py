@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
+from app.models.base import (
+    Base,
+    BigIntPK,
+    CreatedAt,
+    JSONType,
+    TenantKeyed,
+    postgresql_primary_key,
+    str_enum,
+    utcnow,
+)
 from app.models.registry import ChampionHistory, Checkpoint, Model
 
 
@@ -19,7 +28,7 @@ class AlertStatus(StrEnum):
     resolved = "resolved"
 
 
-class DailySignal(Base):
+class DailySignal(TenantKeyed, Base):
     __tablename__ = "daily_signals"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -39,13 +48,22 @@ class DailySignal(Base):
     checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
     __table_args__ = (
-        UniqueConstraint("checkpoint_id", "day", "signal", "dimension", "value"),
+        UniqueConstraint(
+            "project_id",
+            "checkpoint_id",
+            "day",
+            "signal",
+            "dimension",
+            "value",
+            name="uq_daily_signals_project_checkpoint_day_signal",
+        ),
         Index("ix_daily_signals_model_signal_day", "model_id", "signal", "day"),
         Index("ix_daily_signals_project_day", "project_id", "day"),
+        postgresql_primary_key("project_id", "id"),
     )
 
 
-class DriftRun(Base):
+class DriftRun(TenantKeyed, Base):
     __tablename__ = "drift_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,7 +77,10 @@ class DriftRun(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_drift_runs_project", "project_id", "id"),)
+    __table_args__ = (
+        Index("ix_drift_runs_project", "project_id", "id"),
+        postgresql_primary_key("project_id", "id"),
+    )
 
 
 class Monitor(CreatedAt, Base):
@@ -137,7 +158,8 @@ class Alert(Base):
     )
     # The registry's record of rollbacks made for this alert (champion_history.alert_id).
     rollbacks: Mapped[list[ChampionHistory]] = relationship(
-        primaryjoin="ChampionHistory.alert_id == Alert.id",
+        primaryjoin="and_(ChampionHistory.project_id == Alert.project_id, "
+        "ChampionHistory.alert_id == Alert.id)",
         order_by="ChampionHistory.id",
         viewonly=True,
         lazy="selectin",
@@ -159,7 +181,7 @@ class Alert(Base):
     )
 
 
-class IncidentDay(CreatedAt, Base):
+class IncidentDay(TenantKeyed, CreatedAt, Base):
     """Days excluded from baseline windows (a known incident is not a normal day)."""
 
     __tablename__ = "incident_days"
@@ -172,4 +194,9 @@ class IncidentDay(CreatedAt, Base):
 
     model: Mapped[Model] = relationship(lazy="selectin")
 
-    __table_args__ = (UniqueConstraint("model_id", "day"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "project_id", "model_id", "day", name="uq_incident_days_project_model_day"
+        ),
+        postgresql_primary_key("project_id", "id"),
+    )

@@ -8,11 +8,17 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType
+from app.models.base import Base, BigIntPK, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key
 from app.models.registry import Checkpoint
 
 
-class Event(Base):
+class Event(TenantKeyed, Base):
+    """One model call. On PostgreSQL the table is partitioned by UTC day on `ts` (one
+    partition per day, `events_YYYYMMDD`; app/ingest/partitions.py): retention drops whole
+    days. A unique key of a partitioned table must contain `ts`, which would let a retry with
+    another timestamp store a second row, so exactly-once lives in `event_keys` instead; on
+    SQLite (one table) the same key table serves, so both databases follow one rule."""
+
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -52,7 +58,9 @@ class Event(Base):
     checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
 
     __table_args__ = (
-        UniqueConstraint("project_id", "trace_id", "span_id"),
+        # A trace's events: the trace view, feedback written after its events, promotion of
+        # traces into a dataset. Not unique (see the class docstring): event_keys is.
+        Index("ix_events_project_trace", "project_id", "trace_id"),
         Index("ix_events_checkpoint_ts", "checkpoint_id", "ts"),
         Index("ix_events_project_ts", "project_id", "ts"),
         # Newest-first listings (API and trace explorer) page by id within a project.
@@ -66,10 +74,27 @@ class Event(Base):
             sqlite_where=text("shadow_of IS NOT NULL"),
             postgresql_where=text("shadow_of IS NOT NULL"),
         ),
+        postgresql_primary_key("project_id", "id", "ts"),
     )
 
 
-class Feedback(CreatedAt, Base):
+class EventKey(Base):
+    """The exactly-once claim of an event: ingest inserts the key first (ON CONFLICT DO
+    NOTHING RETURNING) and stores only the events whose key it claimed, in one transaction.
+    A concurrent writer of the same key waits on the unique index until the first commits
+    (then skips) or rolls back (then claims it), so a key is stored once whatever the
+    timestamps of the copies. Retention deletes a key together with its event."""
+
+    __tablename__ = "event_keys"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    span_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class Feedback(TenantKeyed, CreatedAt, Base):
     """Kept on its own so feedback that arrives before its event is not lost."""
 
     __tablename__ = "feedback"
@@ -80,4 +105,7 @@ class Feedback(CreatedAt, Base):
     value: Mapped[int] = mapped_column(SmallInteger)
     comment: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("project_id", "trace_id"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "trace_id"),
+        postgresql_primary_key("project_id", "id"),
+    )

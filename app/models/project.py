@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, BigIntPK, CreatedAt, str_enum
+from app.models.base import Base, BigIntPK, CreatedAt, TenantKeyed, postgresql_primary_key, str_enum
 
 
 class Role(StrEnum):
@@ -46,7 +46,7 @@ class ApiKey(CreatedAt, Base):
     __table_args__ = (Index("ix_api_keys_project", "project_id"),)
 
 
-class AuditLog(CreatedAt, Base):
+class AuditLog(TenantKeyed, CreatedAt, Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -59,4 +59,7 @@ class AuditLog(CreatedAt, Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     note: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_audit_log_project_created", "project_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_audit_log_project_created", "project_id", "created_at"),
+        postgresql_primary_key("project_id", "id"),
+    )

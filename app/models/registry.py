@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, CreatedAt, JSONType, str_enum
+from app.models.base import Base, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key, str_enum
 
 
 class CheckpointKind(StrEnum):
@@ -79,7 +79,7 @@ class Checkpoint(CreatedAt, Base):
     )
 
 
-class ChampionHistory(CreatedAt, Base):
+class ChampionHistory(TenantKeyed, CreatedAt, Base):
     """Append-only: the prior known-good checkpoint can always be found again."""
 
     __tablename__ = "champion_history"
@@ -102,10 +102,13 @@ class ChampionHistory(CreatedAt, Base):
         foreign_keys=[previous_checkpoint_id], lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_champion_history_model", "model_id", "id"),)
+    __table_args__ = (
+        Index("ix_champion_history_model", "model_id", "id"),
+        postgresql_primary_key("project_id", "id"),
+    )
 
 
-class GatePolicy(CreatedAt, Base):
+class GatePolicy(TenantKeyed, CreatedAt, Base):
     """Versioned: a stored gate records which policy version decided it."""
 
     __tablename__ = "gate_policies"
@@ -117,7 +120,12 @@ class GatePolicy(CreatedAt, Base):
     policy: Mapped[dict[str, Any]]
     actor: Mapped[str] = mapped_column(String(100))
 
-    __table_args__ = (UniqueConstraint("model_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "project_id", "model_id", "version", name="uq_gate_policies_project_model_version"
+        ),
+        postgresql_primary_key("project_id", "id"),
+    )
 
     @property
     def accepts_canary(self) -> bool:

@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum, utcnow
+from app.models.base import (
+    Base,
+    BigIntPK,
+    CreatedAt,
+    JSONType,
+    TenantKeyed,
+    postgresql_primary_key,
+    str_enum,
+    utcnow,
+)
 
 
 class EndpointStatus(StrEnum):
@@ -44,7 +53,7 @@ class WebhookEndpoint(CreatedAt, Base):
     __table_args__ = (Index("ix_webhook_endpoints_project", "project_id"),)
 
 
-class WebhookDelivery(CreatedAt, Base):
+class WebhookDelivery(TenantKeyed, CreatedAt, Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -67,7 +76,10 @@ class WebhookDelivery(CreatedAt, Base):
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
-        UniqueConstraint("endpoint_id", "msg_id"),
+        UniqueConstraint(
+            "project_id", "endpoint_id", "msg_id", name="uq_webhook_deliveries_project_endpoint_msg"
+        ),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        postgresql_primary_key("project_id", "id"),
     )

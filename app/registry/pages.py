@@ -52,7 +52,9 @@ def model_page(
             session, viewer.principal.project_id, checkpoint_ids
         ),
         "gates": gate_queries.gates_for_checkpoints(session, checkpoint_ids),
-        "canaries": canary_queries.canaries_of_model(session, state.model.id),
+        "canaries": canary_queries.canaries_of_model(
+            session, state.model.project_id, state.model.id
+        ),
         "lineage_figure": registry_figures.lineage(
             checkpoints, state.champion.id if state.champion else None
         )

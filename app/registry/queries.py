@@ -123,11 +123,11 @@ def champion_changes(
     ]
 
 
-def latest_policy(session: Session, model_id: int) -> GatePolicy | None:
+def latest_policy(session: Session, project_id: int, model_id: int) -> GatePolicy | None:
     """The model's current gate policy version; None until one is stored (the default)."""
     return session.scalar(
         select(GatePolicy)
-        .where(GatePolicy.model_id == model_id)
+        .where(GatePolicy.project_id == project_id, GatePolicy.model_id == model_id)
         .order_by(GatePolicy.version.desc())
         .limit(1)
     )

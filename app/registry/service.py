@@ -166,7 +166,7 @@ def names_by_id(session: Session, checkpoint_ids: set[int]) -> dict[int, tuple[s
 def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
     return session.scalars(
         select(ChampionHistory)
-        .where(ChampionHistory.model_id == model.id)
+        .where(ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id)
         .order_by(ChampionHistory.id)
     ).all()
 
@@ -201,10 +201,10 @@ def model_state(session: Session, project_id: int, name: str) -> ModelState:
     return ModelState(model, champion, target, history)
 
 
-def champion_of(session: Session, model_id: int) -> Checkpoint | None:
+def champion_of(session: Session, project_id: int, model_id: int) -> Checkpoint | None:
     latest = session.scalar(
         select(ChampionHistory)
-        .where(ChampionHistory.model_id == model_id)
+        .where(ChampionHistory.project_id == project_id, ChampionHistory.model_id == model_id)
         .order_by(ChampionHistory.id.desc())
         .limit(1)
     )
@@ -238,7 +238,7 @@ def _check_canary(
             "which is no longer the champion",
             field="canary_id",
         )
-    policy = latest_policy(session, checkpoint.model_id)
+    policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
     if policy is not None and not policy.accepts_canary:
         raise Conflict(
             f"canary_id: the gate policy (v{policy.version}) does not accept canaries "
@@ -302,7 +302,7 @@ def promote(
     checkpoint = get_checkpoint(session, principal.project_id, checkpoint_id)
     if checkpoint.model_id != model.id:
         raise Unprocessable(f"checkpoint {checkpoint_id} does not belong to model '{model_name}'")
-    current = champion_of(session, model.id)
+    current = champion_of(session, model.project_id, model.id)
     if current is not None and current.id == checkpoint.id:
         raise Conflict(f"checkpoint {checkpoint_id} is already the champion")
     reason = (reason or "").strip() or None

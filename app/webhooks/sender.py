@@ -46,6 +46,7 @@ _rng = random.SystemRandom()
 
 @dataclass(frozen=True)
 class _Claimed:
+    project_id: int
     delivery_id: int
     url: str
     secret: str
@@ -61,7 +62,7 @@ def deliver_webhooks(sessions: sessionmaker[Session], settings: Settings) -> boo
         attempt = send(
             item.url, headers, item.body, settings.webhook_timeout_s, settings.webhook_allow_private
         )
-        _record(sessions, item.delivery_id, attempt)
+        _record(sessions, item.project_id, item.delivery_id, attempt)
     return bool(claimed)
 
 
@@ -94,6 +95,7 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
             data = delivery.payload.get("data", {})
             claimed.append(
                 _Claimed(
+                    delivery.project_id,
                     delivery.id,
                     endpoint.url,
                     secret,
@@ -105,10 +107,12 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
     return claimed
 
 
-def _record(sessions: sessionmaker[Session], delivery_id: int, attempt: DeliveryAttempt) -> None:
+def _record(
+    sessions: sessionmaker[Session], project_id: int, delivery_id: int, attempt: DeliveryAttempt
+) -> None:
     now = utcnow()
     with sessions() as session:
-        delivery = session.get(WebhookDelivery, delivery_id)
+        delivery = session.get(WebhookDelivery, (project_id, delivery_id))
         if delivery is None:  # endpoint deleted meanwhile
             return
         endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)

@@ -148,7 +148,9 @@ def list_deliveries(
     session: Session, project_id: int, webhook_id: int, cursor: str | None, limit: int
 ) -> tuple[Sequence[WebhookDelivery], str | None]:
     endpoint = get_endpoint(session, project_id, webhook_id)
-    stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+    stmt = select(WebhookDelivery).where(
+        WebhookDelivery.project_id == project_id, WebhookDelivery.endpoint_id == endpoint.id
+    )
     return paginate(session, stmt, WebhookDelivery.id, cursor, limit)
 
 
@@ -157,7 +159,7 @@ def redeliver(
 ) -> WebhookDelivery:
     """Sends the same message (same webhook-id) again with a fresh attempt budget."""
     endpoint = get_endpoint(session, principal.project_id, webhook_id)
-    delivery = session.get(WebhookDelivery, delivery_id)
+    delivery = session.get(WebhookDelivery, (principal.project_id, delivery_id))
     if delivery is None or delivery.endpoint_id != endpoint.id:
         raise NotFound(f"no delivery {delivery_id} for webhook {webhook_id}")
     delivery.status = DeliveryStatus.pending

@@ -165,7 +165,7 @@ def test_the_deadline_ends_it_inconclusive_and_a_new_champion_ends_the_compariso
         served("v2", 50, every(10, refusal=True), hours_ago(19), HOUR),
     )
     with app.state.sessionmaker() as session:  # five hours from now: past the deadline
-        row = session.get_one(Canary, first["id"])
+        row = session.scalars(select(Canary).where(Canary.id == first["id"])).one()
         evaluate(session, Links.of(settings), row, "test", now=utcnow() + 5 * HOUR)
     ended = client.get(f"/api/v1/canaries/{first['id']}", headers=auth).json()
     assert (ended["status"], ended["decision"]) == ("stopped", None)
@@ -191,7 +191,7 @@ def test_the_background_loop_evaluates_each_due_canary_once(
     sessions = app.state.sessionmaker
     assert evaluate_due_canaries(sessions, settings) is True
     with sessions() as session:
-        row = session.get_one(Canary, canary["id"])
+        row = session.scalars(select(Canary).where(Canary.id == canary["id"])).one()
         assert row.evaluated_at is not None and row.evidence is not None
         assert row.next_evaluation_at > utcnow() + timedelta(seconds=250)
     assert evaluate_due_canaries(sessions, settings) is False  # not due for five minutes

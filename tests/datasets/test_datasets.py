@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.ingest.partitions import create_partitions
 from app.models import DatasetRow, DatasetVersion, Event, Model
 from tests.datasets.support import Headers, all_pages, count_rows, make_dataset, register
 
@@ -243,6 +244,7 @@ def test_traces_are_promoted_into_a_new_version_that_outlives_them(
     checkpoint_id = register(client, auth)
     project_id, model_id = db.execute(select(Model.project_id, Model.id)).one()
     now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    create_partitions(db.get_bind(), [now.date()])  # rows written here bypass ingest
     db.add_all(
         [
             Event(
@@ -379,6 +381,7 @@ def test_declared_cohort_risk_is_validated_stored_and_part_of_the_version(
     checkpoint_id = register(client, auth)
     project_id, model_id = db.execute(select(Model.project_id, Model.id)).one()
     now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    create_partitions(db.get_bind(), [now.date()])  # rows written here bypass ingest
     db.add(
         Event(
             project_id=project_id,

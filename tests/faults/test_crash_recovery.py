@@ -148,7 +148,9 @@ def test_a_webhook_send_cut_by_a_crash_is_sent_again_after_the_claim_expires(
             kill(sender)
         receiver.release()
         with app.state.sessionmaker() as session:
-            row = session.get_one(WebhookDelivery, delivery["id"])
+            row = session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.id == delivery["id"])
+            ).one()
             assert row.status == DeliveryStatus.pending and row.attempts == 0
             assert row.claimed_until is not None and row.claimed_until > utcnow()
         # The dead sender's claim holds until it expires: nobody sends twice meanwhile...

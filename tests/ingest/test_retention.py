@@ -90,7 +90,10 @@ def test_the_daily_jobs_purge_expired_events_once_a_day_after_drift(
     short = settings.model_copy(update={"retention_days": 30})
     now = datetime.now(UTC)
 
-    assert run_scheduled_retention(sessions, short, now) == 3
+    # SQLite deletes rows in batches; PostgreSQL drops the five expired days whole, leaving
+    # no rows for its batch.
+    postgres = settings.database_url.startswith("postgresql")
+    assert run_scheduled_retention(sessions, short, now) == (1 if postgres else 3)
     assert run_scheduled_retention(sessions, short, now) is None  # claimed for today
     client.post("/api/v1/events", json={"events": [event(20, timestamp=iso(50))]}, headers=auth)
     run_daily_jobs(sessions, short, now + timedelta(days=1))
