@@ -22,7 +22,7 @@ from app.core.db import utcnow
 from app.core.settings import Settings
 from app.ingest import partitions
 from app.ingest.retention import purge_expired_events
-from app.ingest.service import IngestOutcome, ingest_events
+from app.ingest.service import IngestOutcome, ingest_events, validate_events
 from app.models import Event, EventKey, Project
 from app.schedule import run_daily_jobs
 from tests.ingest.factories import event
@@ -101,7 +101,7 @@ def test_concurrent_submissions_of_the_same_keys_store_each_once(
         ]
         with app.state.sessionmaker() as session:
             start.wait()
-            return ingest_events(session, project_id, batch, settings)
+            return ingest_events(session, project_id, validate_events(batch), settings)
 
     with ThreadPoolExecutor(writers) as pool:
         outcomes = list(pool.map(write, range(writers)))
@@ -159,7 +159,7 @@ def test_a_writer_waits_for_an_uncommitted_claim_of_its_key(
 
             def write() -> IngestOutcome:
                 with app.state.sessionmaker() as session:
-                    return ingest_events(session, project_id, [event(0)], settings)
+                    return ingest_events(session, project_id, validate_events([event(0)]), settings)
 
             pending = pool.submit(write)
             _wait_until_blocked(app, settings)
