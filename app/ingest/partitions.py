@@ -46,12 +46,28 @@ _PREFIX = "events_"
 EXPIRED_PREFIX = "expired_events_"
 
 
+def _digits(day: date) -> str:
+    """YYYYMMDD, zero-padded for years before 1000 too (strftime's %Y is not, on glibc)."""
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
 def partition_name(day: date) -> str:
-    return f"{_PREFIX}{day:%Y%m%d}"
+    return f"{_PREFIX}{_digits(day)}"
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
+def partition_day(name: str) -> date:
+    """The day of a partition's (or an expired partition's) name."""
+    digits = name[-8:]
+    return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+
+
+def _bounds(day: date) -> str:
+    """The partition bound of a UTC day; the last day Python can represent ends at MAXVALUE."""
+    start = datetime.combine(day, time(), tzinfo=UTC).isoformat()
+    if day == date.max:
+        return f"FROM ('{start}') TO (MAXVALUE)"
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC).isoformat()
+    return f"FROM ('{start}') TO ('{end}')"
 
 
 def attached_partitions(connection: Connection) -> dict[date, str]:
@@ -62,7 +78,7 @@ def attached_partitions(connection: Connection) -> dict[date, str]:
             "WHERE i.inhparent = 'events'::regclass"
         )
     ).scalars()
-    return {datetime.strptime(name.removeprefix(_PREFIX), "%Y%m%d").date(): name for name in names}
+    return {partition_day(name): name for name in names}
 
 
 def expired_partitions(connection: Connection) -> list[str]:
@@ -97,11 +113,7 @@ def create_partitions(engine: Engine, days: Iterable[date]) -> list[date]:
                 text(f"CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
             )
             connection.execute(
-                text(
-                    f"ALTER TABLE events ATTACH PARTITION {name} FOR VALUES "
-                    f"FROM ('{_day_start(day).isoformat()}') "
-                    f"TO ('{_day_start(day + timedelta(days=1)).isoformat()}')"
-                )
+                text(f"ALTER TABLE events ATTACH PARTITION {name} FOR VALUES {_bounds(day)}")
             )
             created.append(day)
         connection.commit()
@@ -129,7 +141,7 @@ def detach_expired(connection: Connection, day: date) -> str:
     connection.execute(text(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"))
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK_KEY})
     name = partition_name(day)
-    expired = f"{EXPIRED_PREFIX}{day:%Y%m%d}"
+    expired = f"{EXPIRED_PREFIX}{_digits(day)}"
     connection.execute(text(f"ALTER TABLE events DETACH PARTITION {name}"))
     connection.execute(text(f"ALTER TABLE {name} RENAME TO {expired}"))
     return expired

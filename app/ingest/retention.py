@@ -14,7 +14,7 @@ that project only."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Engine, Table, delete, select, text, tuple_
@@ -23,7 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import is_postgres, utcnow
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.settings import Settings
-from app.ingest.partitions import attached_partitions, detach_expired, expired_partitions
+from app.ingest.partitions import (
+    attached_partitions,
+    detach_expired,
+    expired_partitions,
+    partition_day,
+)
 from app.models import Event, EventKey, Project
 
 log = logging.getLogger("plumbline.scheduler")
@@ -60,11 +65,12 @@ def drop_expired_partitions(engine: Engine, project_ids: list[int], cutoff: date
         expired = [
             name
             for day, name in sorted(attached_partitions(connection).items())
-            if datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) <= cutoff
+            # The day ends at or before the cutoff.
+            if day < cutoff.astimezone(UTC).date()
         ]
         connection.rollback()
         for name in expired:
-            detach_expired(connection, datetime.strptime(name[-8:], "%Y%m%d").date())
+            detach_expired(connection, partition_day(name))
             connection.commit()
         leftovers = expired_partitions(connection)
         connection.rollback()

@@ -53,6 +53,11 @@ INSERT_CHUNK_ROWS = 1000
 """Rows per executemany on SQLite, where the whole batch shares one transaction anyway."""
 LOOKUP_CHUNK = 5000
 """Values per IN (...) list when reading by trace ids (SQLite allows 32,766 parameters)."""
+MAX_NEW_DAYS_PER_BATCH = 100
+"""PostgreSQL: days without a partition one batch may bring (each becomes a partition, made on
+demand). Ordinary traffic brings none (the daily jobs make the coming days), a backfill a few
+dozen; a batch of timestamps scattered over centuries would otherwise create one table per
+day it names, so it is refused whole (422, nothing stored) and asked to split."""
 ONLINE_EVALUATORS = frozenset({"refusal", "json_validation", "is_compliant"})
 """Cheap and deterministic, needing only the output: safe to run inside the ingest path."""
 EVENTS_TABLE = cast(Table, Event.__table__)
@@ -456,6 +461,13 @@ def _insert_staged_rows(session: Session) -> int:
     )
     missing = connection.exec_driver_sql(MISSING_DAYS_SQL.format(staging=_STAGING_TABLE))
     days = list(missing.scalars())
+    if len(days) > MAX_NEW_DAYS_PER_BATCH:
+        raise Unprocessable(
+            f"events: the batch's timestamps fall on {len(days)} days that have no partition "
+            f"yet; at most {MAX_NEW_DAYS_PER_BATCH} new days per request (send them in "
+            "several requests)",
+            field="events",
+        )
     if days:
         create_partitions(connection.engine, days)
     key = ", ".join(EVENT_KEY)

@@ -78,8 +78,17 @@ def _is_postgres() -> bool:
     return op.get_bind().dialect.name == "postgresql"
 
 
-def _day_start(day: date) -> str:
-    return datetime.combine(day, time(), tzinfo=UTC).isoformat()
+def _partition(day: date) -> str:
+    """A UTC day's partition (names zero-padded for years before 1000; the last day Python can
+    represent ends at MAXVALUE), as app/ingest/partitions.py makes them at run time."""
+    start = datetime.combine(day, time(), tzinfo=UTC).isoformat()
+    end = (
+        "MAXVALUE"
+        if day == date.max
+        else f"'{datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC).isoformat()}'"
+    )
+    name = f"events_{day.year:04d}{day.month:02d}{day.day:02d}"
+    return f"CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ('{start}') TO ({end})"
 
 
 def upgrade() -> None:
@@ -135,10 +144,7 @@ def _partition_events() -> None:
     today = datetime.now(UTC).date()
     days = set(stored) | {today + timedelta(days=n) for n in range(DAYS_AHEAD + 1)}
     for day in sorted(days):
-        op.execute(
-            f"CREATE TABLE events_{day:%Y%m%d} PARTITION OF events FOR VALUES "
-            f"FROM ('{_day_start(day)}') TO ('{_day_start(day + timedelta(days=1))}')"
-        )
+        op.execute(_partition(day))
     op.execute("INSERT INTO events SELECT * FROM events_unpartitioned")
     op.execute("DROP TABLE events_unpartitioned")
     op.execute("ALTER SEQUENCE events_id_seq OWNED BY events.id")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.settings import Settings
-from app.ingest import partitions
+from app.ingest import partitions, service
 from app.ingest.retention import purge_expired_events
 from app.ingest.service import IngestOutcome, ingest_events, validate_events
 from app.models import Event, EventKey, Project
@@ -294,3 +294,23 @@ def test_partition_ddl_waits_for_no_insert(app: FastAPI, settings: Settings, db:
     finally:
         db.rollback()
     assert f"{day:%Y-%m-%d}" in partition_days(app)
+
+
+def test_a_batch_naming_too_many_new_days_is_refused_whole(
+    client: TestClient,
+    auth: Headers,
+    checkpoint: dict[str, Any],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each new day becomes a table: a batch scattered over many days is a 422, never a
+    thousand partitions; within the bound it is stored."""
+    if not is_postgres(settings):
+        pytest.skip("SQLite keeps one table")
+    monkeypatch.setattr(service, "MAX_NEW_DAYS_PER_BATCH", 3)
+    start = datetime(2150, 1, 1, tzinfo=UTC)
+    scattered = [event(i, timestamp=iso(start + timedelta(days=30 * i))) for i in range(4)]
+    refused = client.post("/api/v1/events", json={"events": scattered}, headers=auth)
+    assert refused.status_code == 422 and refused.json()["field"] == "events", refused.text
+    accepted = client.post("/api/v1/events", json={"events": scattered[:3]}, headers=auth)
+    assert accepted.json()["accepted"] == 3
