@@ -122,7 +122,9 @@ def fingerprint(app: FastAPI, project_id: int) -> str:
                 continue
             columns = [c for c in table.c if c.name != "last_used_at"]
             rows = session.execute(
-                select(*columns).where(table.c.project_id == project_id).order_by(table.c.id)
+                select(*columns)
+                .where(table.c.project_id == project_id)
+                .order_by(*table.primary_key.columns)
             ).all()
             digest.update(json.dumps([table.name, [list(r) for r in rows]], default=str).encode())
     return digest.hexdigest()

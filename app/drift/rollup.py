@@ -28,6 +28,7 @@ count's sum of log x, denominator the count."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -80,28 +81,33 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def _count(condition: str) -> str:
+    """COUNT of rows meeting `condition`; COUNT(column) for a bare IS NOT NULL (cheaper)."""
+    match = re.fullmatch(r"(e\.\w+) IS NOT NULL", condition)
+    return f"COUNT({match.group(1)})" if match else f"COUNT(*) FILTER (WHERE {condition})"
+
+
 def _fine_sql() -> str:
-    """The one scan: every additive sum per full cohort combination (and probability)."""
-    calibrated = f"e.probability IS NOT NULL AND lower(e.label) IN {_KNOWN_LABELS}"
+    """The one scan: every additive sum per full cohort combination, probability and label.
+
+    Grouping by the raw probability and label (not by the calibration predicates) keeps the
+    label tests out of the per-event work: the small fine table applies them."""
     parts = ["COUNT(*) AS volume"]
     for name, (numerator, denominator) in RATE_SIGNALS.items():
-        parts.append(f"COUNT(*) FILTER (WHERE {numerator}) AS {name}_num")
-        parts.append(f"COUNT(*) FILTER (WHERE {denominator}) AS {name}_den")
-    for metric, expression in CONTINUOUS_METRICS.items():
-        parts.append(f"COUNT({expression}) AS {metric}_n")
-        parts.append(f"SUM(ln({expression})) AS {metric}_s1")
-        parts.append(f"SUM(ln({expression}) * ln({expression})) AS {metric}_s2")
-    parts.append(f"COUNT(*) FILTER (WHERE {calibrated}) AS cal_n")
-    parts.append(
-        f"COUNT(*) FILTER (WHERE {calibrated} AND lower(e.label) IN {_POSITIVE_LABELS}) AS cal_sy"
+        parts.append(f"{_count(numerator)} AS {name}_num")
+        parts.append(f"{_count(denominator)} AS {name}_den")
+    for metric, (expression, present) in CONTINUOUS_METRICS.items():
+        parts.append(f"COUNT(*) FILTER (WHERE {present}) AS {metric}_n")
+        parts.append(f"SUM(ln({expression})) FILTER (WHERE {present}) AS {metric}_s1")
+        parts.append(
+            f"SUM(ln({expression}) * ln({expression})) FILTER (WHERE {present}) AS {metric}_s2"
+        )
+    keys = (
+        "e.checkpoint_id, e.route, e.prompt_version, e.user_segment, e.cohort, e.probability, "
+        "e.label"
     )
-    keys = "e.checkpoint_id, e.route, e.prompt_version, e.user_segment, e.cohort"
     aggregates = ",\n  ".join(parts)
-    return (
-        f"SELECT {keys}, CASE WHEN {calibrated} THEN e.probability END AS probability,\n"
-        f"  {aggregates}\nFROM events e WHERE {_DAY_FILTER}\n"
-        f"GROUP BY {keys}, CASE WHEN {calibrated} THEN e.probability END"
-    )
+    return f"SELECT {keys},\n  {aggregates}\nFROM events e WHERE {_DAY_FILTER}\nGROUP BY {keys}"
 
 
 def _summed_columns() -> list[str]:
@@ -173,8 +179,9 @@ def _calibration_sql(postgres: bool) -> str:
     1 + the rows with a smaller probability, i.e. the running count before its value."""
     per_probability = _per_cohort_sql(
         postgres,
-        "SUM(e.cal_n) AS n, SUM(e.cal_sy) AS sy",
-        "e.probability IS NOT NULL",
+        "SUM(e.volume) AS n, "
+        f"SUM(CASE WHEN lower(e.label) IN {_POSITIVE_LABELS} THEN e.volume ELSE 0 END) AS sy",
+        f"e.probability IS NOT NULL AND lower(e.label) IN {_KNOWN_LABELS}",
         also_by="e.probability",
     )
     return f"""
@@ -214,9 +221,11 @@ def compute_day(session: Session, project_id: int, day: date) -> list[SignalRow]
     written, and dropped before returning)."""
     postgres = is_postgres(session)
     if postgres:
-        # The lateral JSON expansion inflates row estimates enough to trigger JIT compilation,
-        # which costs seconds here and saves nothing on queries this size.
+        # The JSON group key inflates the planner's group estimate (~100x here), which makes
+        # it sort the day's rows to disk under the default work_mem and compile with JIT;
+        # the real group count is small, so a hash aggregate in memory is right.
         session.execute(text("SET LOCAL jit = off"))
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
     model_of = dict(
         session.execute(
             select(Checkpoint.id, Checkpoint.model_id).where(Checkpoint.project_id == project_id)
@@ -359,7 +368,7 @@ def sample_trace_ids(
     if signal in RATE_SIGNALS:
         condition = RATE_SIGNALS[signal][0]
     elif metric in CONTINUOUS_METRICS:
-        condition = f"({CONTINUOUS_METRICS[metric]}) IS NOT NULL"
+        condition = CONTINUOUS_METRICS[metric][1]
     else:
         condition = "e.probability IS NOT NULL"
     join, cohort = "", "TRUE"

@@ -27,13 +27,14 @@ RATE_SIGNALS: dict[str, tuple[str, str]] = {
     ),
 }
 CALIBRATION_SIGNALS = ("brier_score", "ece")
-# Continuous, skewed per-event values: metric -> SQL expression of x > 0 per event row `e`
-# (tokens as 1 + total tokens, so a zero-token answer has a log). Judged on the log scale.
-CONTINUOUS_METRICS: dict[str, str] = {
-    "latency": "CASE WHEN e.latency_ms > 0 THEN e.latency_ms END",
+# Continuous, skewed per-event values: metric -> (SQL expression of x > 0, condition for the
+# event to carry one), per event row `e`; tokens as 1 + total tokens, so a zero-token answer
+# has a log. Judged on the log scale.
+CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
+    "latency": ("e.latency_ms", "e.latency_ms > 0"),
     "tokens": (
-        "CASE WHEN e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL "
-        "THEN 1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0) END"
+        "1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0)",
+        "(e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL)",
     ),
 }
 QUANTILES = ("p50", "p95")

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from app.core.db import today_utc
 from app.stats.calibration import (
-    debiased_ece,
     DEFAULT_BINS,
     bin_statistics,
     calibration_summary,
+    debiased_ece,
     equal_mass_bins,
 )
 from tests.drift.traffic import at, post_events
