@@ -36,6 +36,9 @@ from app.registry.service import get_model
 from app.stats.alerting import DEFAULT_RESOLVE_AFTER
 
 DEFAULT_BAND: dict[str, Any] = {"type": "baseline", "side": "upper"}
+# No volume floor: the predictive band is exact at any volume and the budget leaves out
+# cohorts too small to ever reach significance, so a small cohort pages no one anyway.
+DEFAULT_MIN_VOLUME = 1
 
 
 def ensure_defaults(session: Session, project_id: int, model_id: int) -> None:
@@ -66,6 +69,7 @@ def ensure_defaults(session: Session, project_id: int, model_id: int) -> None:
             "model_id": model_id,
             "signal": signal,
             "band": dict(DEFAULT_BAND),
+            "min_volume": DEFAULT_MIN_VOLUME,
             "resolve_after_days": DEFAULT_RESOLVE_AFTER,
             "is_default": True,
         }

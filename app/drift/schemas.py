@@ -103,7 +103,13 @@ class MonitorIn(StrictModel):
     band: Annotated[FixedBand | BaselineBand, Field(discriminator="type")]
     dimension: Dimension | None = None
     value: CohortValue | None = None
-    min_volume: int = Field(default=100, ge=1)
+    min_volume: int = Field(
+        default=1,
+        ge=1,
+        description="Days below this volume are not judged. 1: every day is (the band is "
+        "exact at any volume and the error budget skips cohorts that cannot reach "
+        "significance).",
+    )
     cooldown_hours: int = Field(default=24, ge=0, le=24 * 90)
     resolve_after_days: int = Field(
         default=3,

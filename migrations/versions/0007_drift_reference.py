@@ -131,9 +131,39 @@ def upgrade() -> None:
             name=op.f("pk_drift_judgements"),
         ),
     )
+    _set_defaults(NEW_DEFAULT_BAND, 1, 3)
+
+
+# The default monitors' settings before and after: the trailing-window band becomes the
+# frozen-reference band (judged in the signal's harmful direction), with no volume floor and
+# three in-control days to resolve.
+OLD_DEFAULT_BAND = (
+    '{"type": "baseline", "window_days": 14, "alpha": 0.001, "min_days": 3, "source": "champion"}'
+)
+NEW_DEFAULT_BAND = '{"type": "baseline", "side": "upper"}'
+
+
+def _set_defaults(band: str, min_volume: int, resolve_after_days: int) -> None:
+    monitors = sa.table(
+        "monitors",
+        sa.column("band", JSON),
+        sa.column("min_volume", sa.Integer()),
+        sa.column("resolve_after_days", sa.Integer()),
+        sa.column("is_default", sa.Boolean()),
+    )
+    op.execute(
+        monitors.update()
+        .where(monitors.c.is_default == sa.true())
+        .values(
+            band=band,
+            min_volume=min_volume,
+            resolve_after_days=resolve_after_days,
+        )
+    )
 
 
 def downgrade() -> None:
+    _set_defaults(OLD_DEFAULT_BAND, 100, 2)
     op.drop_table("drift_judgements")
     op.drop_index("ix_drift_references_project_status", table_name="drift_references")
     op.drop_table("drift_references")
