@@ -179,8 +179,10 @@ def _calibration_sql(postgres: bool) -> str:
     1 + the rows with a smaller probability, i.e. the running count before its value."""
     per_probability = _per_cohort_sql(
         postgres,
-        "SUM(e.volume) AS n, "
-        f"SUM(CASE WHEN lower(e.label) IN {_POSITIVE_LABELS} THEN e.volume ELSE 0 END) AS sy",
+        # BIGINT again: PostgreSQL sums a BIGINT into a NUMERIC, and the bin number below
+        # must be an integer division.
+        "CAST(SUM(e.volume) AS BIGINT) AS n, CAST(SUM(CASE WHEN lower(e.label) IN "
+        f"{_POSITIVE_LABELS} THEN e.volume ELSE 0 END) AS BIGINT) AS sy",
         f"e.probability IS NOT NULL AND lower(e.label) IN {_KNOWN_LABELS}",
         also_by="e.probability",
     )

@@ -13,6 +13,7 @@ Revision ID: 0007
 Revises: 0006
 """
 
+import json
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -137,28 +138,29 @@ def upgrade() -> None:
 # The default monitors' settings before and after: the trailing-window band becomes the
 # frozen-reference band (judged in the signal's harmful direction), with no volume floor and
 # three in-control days to resolve.
-OLD_DEFAULT_BAND = (
-    '{"type": "baseline", "window_days": 14, "alpha": 0.001, "min_days": 3, "source": "champion"}'
-)
-NEW_DEFAULT_BAND = '{"type": "baseline", "side": "upper"}'
+OLD_DEFAULT_BAND = {
+    "type": "baseline",
+    "window_days": 14,
+    "alpha": 0.001,
+    "min_days": 3,
+    "source": "champion",
+}
+NEW_DEFAULT_BAND = {"type": "baseline", "side": "upper"}
 
 
-def _set_defaults(band: str, min_volume: int, resolve_after_days: int) -> None:
-    monitors = sa.table(
-        "monitors",
-        sa.column("band", JSON),
-        sa.column("min_volume", sa.Integer()),
-        sa.column("resolve_after_days", sa.Integer()),
-        sa.column("is_default", sa.Boolean()),
-    )
-    op.execute(
-        monitors.update()
-        .where(monitors.c.is_default == sa.true())
-        .values(
-            band=band,
-            min_volume=min_volume,
-            resolve_after_days=resolve_after_days,
-        )
+def _set_defaults(band: dict[str, object], min_volume: int, resolve_after_days: int) -> None:
+    """The default monitors' band and settings (the band as JSON text, cast on PostgreSQL)."""
+    value = "CAST(:band AS jsonb)" if op.get_bind().dialect.name == "postgresql" else ":band"
+    op.get_bind().execute(
+        sa.text(
+            f"UPDATE monitors SET band = {value}, min_volume = :min_volume, "
+            "resolve_after_days = :resolve_after_days WHERE is_default"
+        ),
+        {
+            "band": json.dumps(band),
+            "min_volume": min_volume,
+            "resolve_after_days": resolve_after_days,
+        },
     )
 
 
