@@ -334,7 +334,7 @@ def _mean_signal(row: SignalRow) -> tuple[float, float]:
     return log_signal_of(
         row.signal,
         row.denominator,
-        row.numerator,
+        float((row.extra or {}).get("sum_log", np.nan)),
         float((row.extra or {}).get("sum_log_sq", np.nan)),
     )
 

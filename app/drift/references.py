@@ -375,7 +375,7 @@ def _log_reference(
             values[i, j], within[i, j] = log_signal_of(
                 signals[i],
                 row.denominator,
-                row.numerator,
+                float((row.extra or {}).get("sum_log", np.nan)),
                 float((row.extra or {}).get("sum_log_sq", np.nan)),
             )
     return estimate_mean_reference(values, within)
@@ -395,8 +395,9 @@ _FAMILY_REFERENCE = {
 def rebaseline(
     session: Session, principal: Principal, model_name: str, body: RebaselineIn
 ) -> DriftReference:
-    """Freezes the current champion's last known-good days in [first_day, last_day] (default:
-    the REFERENCE_DAYS known-good days before today) as the model's reference. Audited."""
+    """Freezes the current champion's last REFERENCE_DAYS known-good days in [first_day,
+    last_day] (default: the year before today) as the model's reference, whenever it served
+    them. Audited."""
     model = get_model(session, principal.project_id, model_name)
     today = today_utc()
     last = body.last_day or today - timedelta(days=1)
@@ -404,14 +405,15 @@ def rebaseline(
         raise Unprocessable("first_day: must not be after last_day", field="first_day")
     if last >= today:
         raise Unprocessable("last_day: must be before today (UTC)", field="last_day")
-    periods = champion_periods(session, model, last)
+    # The champion now (a rollback today counts), and whichever of its own days served.
+    periods = champion_periods(session, model, today)
     if not periods:
         raise Unprocessable(
             f"model '{model.name}' has no traffic to take a reference from", field="model"
         )
-    current = periods[-1]
-    first = body.first_day or max(current.start, last - timedelta(days=365))
-    days = known_good_days(session, model, current.checkpoint_id, first, last + timedelta(days=1))
+    checkpoint_id = periods[-1].checkpoint_id
+    first = body.first_day or last - timedelta(days=365)
+    days = known_good_days(session, model, checkpoint_id, first, last + timedelta(days=1))
     days = days[-REFERENCE_DAYS:]
     if len(days) < MIN_REFERENCE_DAYS:
         raise Unprocessable(
@@ -420,7 +422,7 @@ def rebaseline(
             field="first_day",
         )
     reference = freeze(
-        session, model, current.checkpoint_id, days, "rebaseline", body.reason, principal.actor
+        session, model, checkpoint_id, days, "rebaseline", body.reason, principal.actor
     )
     audit.record(
         session,

@@ -23,8 +23,9 @@ any range of days drawn, from stored rows.
 Latency and tokens (signals.CONTINUOUS_METRICS) are summarised by the count, sum of log x
 and sum of (log x)^2 per cohort; their p50/p95 rows are the quantiles of the log-normal
 fitted to those moments (app/stats/continuous.lognormal_quantile_signal), which regroup
-exactly, unlike order statistics. extra keeps {"sum_log", "sum_log_sq"}; numerator is the
-count's sum of log x, denominator the count."""
+exactly, unlike order statistics. extra keeps {"sum_log", "sum_log_sq"} (what the judge
+uses); as for the calibration rows, numerator = value x denominator (the count), so summing
+rows gives a volume-weighted value."""
 
 from __future__ import annotations
 
@@ -287,7 +288,7 @@ def _cohort_rows(model_id: int, group: Any) -> list[SignalRow]:
                     f"{metric}_{q}",
                     dimension,
                     value,
-                    s1,
+                    shown * count,
                     count,
                     shown,
                     {"sum_log": s1, "sum_log_sq": s2},

@@ -44,6 +44,8 @@ ALL_SIGNALS = (*RATE_SIGNALS, *CALIBRATION_SIGNALS, *CONTINUOUS_SIGNALS)
 # Monitored by default on every model, without configuration: every signal, each alerting in
 # its harmful direction (all of them: up) against the model's frozen reference.
 DEFAULT_SIGNALS = ALL_SIGNALS
+# The seed's four headline rates: the overview's glance at every model.
+HEADLINE_SIGNALS = ("eval_fail_rate", "fallback_rate", "refusal_rate", "thumbs_down_rate")
 SIGNAL_LABELS = {
     "eval_fail_rate": "Eval failure rate",
     "fallback_rate": "Fallback rate",
@@ -75,3 +77,17 @@ class SignalRow:
     denominator: int
     rate: float | None
     extra: dict[str, Any] | None = None
+
+
+def format_value(signal: str, value: float | None) -> str:
+    """A signal's value as the pages show it: a percentage for rates, milliseconds or tokens
+    for latency and token signals, three decimals for calibration."""
+    if value is None:
+        return "n/a"
+    if signal in RATE_SIGNALS:
+        return f"{value:.1%}"
+    if signal.startswith("latency_"):
+        return f"{value:,.0f} ms"
+    if signal.startswith("tokens_"):
+        return f"{value:,.0f} tokens"
+    return f"{value:.3f}"
