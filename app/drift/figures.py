@@ -209,7 +209,7 @@ def drift(
         figure.add_trace(
             go.Scatter(
                 x=[a.opened for a in alerts],
-                y=[a.observed for a in alerts],
+                y=[_value_on(all_series, a.value, a.opened) or a.observed for a in alerts],
                 mode="markers",
                 marker={"symbol": "x", "size": 13, "color": "#dc2626", "line": {"width": 2}},
                 name="alert opened",
