@@ -2,7 +2,8 @@
 GROUP BY of the four seed rates over the same day's rows.
 
 The "job" is app.drift.job.run_day: every signal (six rates, Brier, calibration error,
-latency and token p50/p95) for every cohort (all, route, prompt_version, user_segment, plus a JSON-only `region`), replacing the
+latency and token p50/p95) for every cohort (all, route, prompt_version, user_segment, plus
+a JSON-only `region`), replacing the
 day's rows, then monitors and alerts. A neighbouring day of half the volume sits in the table
 so the day's range scan is real. Prints one JSON line per size.
 

@@ -35,13 +35,26 @@ class DriftResult:
 def run_day(
     session: Session, links: Links, project_id: int, day: date, trigger: str
 ) -> DriftResult:
-    """Rollup, references, verdicts and alerts for one day, committed as one unit of work.
+    """Rollup, references, verdicts and alerts for one day, committed as one unit of work."""
+    rows = compute_day(session, project_id, day)
+    replace_day(session, project_id, day, rows)
+    return judge_rows(session, links, project_id, day, rows, trigger)
+
+
+def judge_rows(
+    session: Session,
+    links: Links,
+    project_id: int,
+    day: date,
+    rows: list[SignalRow],
+    trigger: str,
+) -> DriftResult:
+    """The day's stored rows judged, alerts moved, the run recorded; commits.
 
     Per model: its reference is frozen first when one is due (references.active_for_day;
     the day being judged never enters it), then every monitored row of the served
-    checkpoint is judged (judge.judge_day) and the verdicts move the alerts."""
-    rows = compute_day(session, project_id, day)
-    replace_day(session, project_id, day, rows)
+    checkpoint is judged (judge.judge_day) and the verdicts move the alerts. bench/alerts.py
+    calls this with simulated rows it stored itself, so it measures this very code."""
     result = DriftResult(day=day, signals=len(rows))
     by_model: dict[int, list[SignalRow]] = {}
     for row in rows:
