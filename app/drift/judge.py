@@ -57,6 +57,7 @@ from app.stats.cusum import (
     reference_error_sd,
     release_level,
 )
+from app.stats.reference import Reference
 
 DAILY_ALPHA = budget.DEFAULT_DAILY_ALPHA
 # How far back the CUSUM state is looked up (a cohort silent for longer starts again at 0).
@@ -241,37 +242,46 @@ def _judge_against_reference(
     pmin = np.ones(count)
     score = np.full(count, np.nan)
     within = np.full(count, np.nan)  # mean-type signals: today's within-day variance
-    for i, v in enumerate(verdicts):
+    for v in verdicts:
         v.reference = reference
-        if not ref.valid[i] or v.row.denominator < v.monitor.min_volume:
-            continue
-        one = _row_reference(ref, i)
-        side: Side = v.side  # type: ignore[assignment]
-        signal = v.row.signal
-        if signal in RATE_SIGNALS:
-            x, n = round(v.row.numerator), v.row.denominator
-            pvalue[i] = rate_predictive_pvalue(x, n, one, side)[0]
-            pmin[i] = rate_min_pvalue(n, one, side)[0]
-            score[i] = rate_normal_score(x, n, one)[0]
-        elif signal == "ece":
-            n_k, sp, sy, spp = bin_arrays(v.row.extra)[:4]
-            pvalue[i] = ece_predictive_pvalue(
-                n_k, sp, sy, spp, one.center, one.predictive_var(), side
-            )[0]
+    usable = np.array(
+        [
+            bool(ref.valid[i]) and v.row.denominator >= v.monitor.min_volume
+            for i, v in enumerate(verdicts)
+        ],
+        dtype=bool,
+    )
+    # Vectorised per family and side: one call of each statistic for all rows alike.
+    for (family, side), rows in _groups(verdicts, usable).items():
+        idx = np.array(rows)
+        part = _rows(ref, idx)
+        if family == "rate":
+            x = np.array([round(verdicts[i].row.numerator) for i in rows])
+            n = np.array([verdicts[i].row.denominator for i in rows])
+            pvalue[idx] = rate_predictive_pvalue(x, n, part, side)
+            pmin[idx] = rate_min_pvalue(n, part, side)
+            score[idx] = rate_normal_score(x, n, part)
+        elif family == "ece":
+            bins = np.stack([bin_arrays(verdicts[i].row.extra)[:4] for i in rows], axis=1)
+            n_k, sp, sy, spp = bins[0], bins[1], bins[2], bins[3]
+            pvalue[idx] = ece_predictive_pvalue(
+                n_k, sp, sy, spp, part.center, part.predictive_var(), side
+            )
             mid = ece_predictive_pvalue(
-                n_k, sp, sy, spp, one.center, one.predictive_var(None), "upper"
-            )[0]
-            score[i] = np.clip(stats.norm.isf(mid), -MAX_SCORE, MAX_SCORE)
+                n_k, sp, sy, spp, part.center, part.predictive_var(None), "upper"
+            )
+            score[idx] = np.clip(stats.norm.isf(mid), -MAX_SCORE, MAX_SCORE)
+            pmin[idx] = 0.0
         else:
-            value, var = _mean_signal(v.row)
-            within[i] = var
-            pvalue[i] = mean_predictive_pvalue(value, var, one, side)[0]
-            score[i] = mean_normal_score(value, var, one)[0]
-            v.extra["log_value"] = value
-        if np.isfinite(pvalue[i]):
-            v.judged = True
-            if signal not in RATE_SIGNALS:
-                pmin[i] = 0.0
+            pairs = np.array([_mean_signal(verdicts[i].row) for i in rows]).reshape(-1, 2)
+            value, var = pairs[:, 0], pairs[:, 1]
+            within[idx] = var
+            pvalue[idx] = mean_predictive_pvalue(value, var, part, side)
+            score[idx] = mean_normal_score(value, var, part)
+            pmin[idx] = 0.0
+    for i, v in enumerate(verdicts):
+        v.judged = bool(np.isfinite(pvalue[i]))
+    pmin = np.where(np.isfinite(pvalue), pmin, 1.0)
     judged = np.array([v.judged for v in verdicts])
     if not judged.any():
         return
@@ -311,18 +321,36 @@ def _judge_against_reference(
         statistic = max(upper[i], lower[i])
         v.cusum_fired = bool(np.isfinite(h[i]) and statistic > h[i])
         v.in_control = bool(statistic <= release[i])
-        _display(v, _row_reference(ref, i), float(within[i]))
+        v.observed = v.row.rate
+    judged = np.array([v.judged for v in verdicts], dtype=bool)
+    _display(verdicts, ref, judged, alloc.band_alpha, within)
 
 
-def _row_reference(ref: Any, i: int) -> Any:
-    """The i-th row of a Reference as a one-row Reference."""
-    return type(ref)(
-        center=ref.center[i : i + 1],
-        between_var=ref.between_var[i : i + 1],
-        center_var=ref.center_var[i : i + 1],
-        days_used=ref.days_used[i : i + 1],
-        days_excluded=ref.days_excluded[i : i + 1],
-        valid=ref.valid[i : i + 1],
+def _family(signal: str) -> str:
+    if signal in RATE_SIGNALS:
+        return "rate"
+    return "ece" if signal == "ece" else "mean"
+
+
+def _groups(verdicts: list[Verdict], usable: np.ndarray) -> dict[tuple[str, Side], list[int]]:
+    """Row indexes of the usable verdicts by (family, side)."""
+    groups: dict[tuple[str, Side], list[int]] = {}
+    for i, v in enumerate(verdicts):
+        if usable[i]:
+            side: Side = v.side  # type: ignore[assignment]
+            groups.setdefault((_family(v.row.signal), side), []).append(i)
+    return groups
+
+
+def _rows(ref: Reference, idx: np.ndarray) -> Reference:
+    """The rows `idx` of a Reference."""
+    return Reference(
+        center=ref.center[idx],
+        between_var=ref.between_var[idx],
+        center_var=ref.center_var[idx],
+        days_used=ref.days_used[idx],
+        days_excluded=ref.days_excluded[idx],
+        valid=ref.valid[idx],
     )
 
 
@@ -339,33 +367,46 @@ def _mean_signal(row: SignalRow) -> tuple[float, float]:
     )
 
 
-def _display(v: Verdict, one: Any, within: float) -> None:
-    """Observed value, reference centre and band on the signal's own scale."""
-    signal = v.row.signal
-    side: Side = v.side  # type: ignore[assignment]
-    v.observed = v.row.rate
-    centre = float(one.center[0])
-    tested = v.band_alpha > 0
-    if signal in RATE_SIGNALS:
-        v.center = centre
-        if tested:
-            low, high = rate_predictive_band(v.row.denominator, one, v.band_alpha, side)
-            v.band_low, v.band_high = float(low[0]), float(high[0])
-    elif signal == "ece":
-        v.center = float(np.sqrt(max(centre, 0.0)))
-    else:
-        continuous = signal in CONTINUOUS_SIGNALS
-        shift = -1.0 if signal.startswith("tokens_") else 0.0
+def _display(
+    verdicts: list[Verdict],
+    ref: Reference,
+    judged: np.ndarray,
+    band_alpha: np.ndarray,
+    within: np.ndarray,
+) -> None:
+    """Reference centre and band edges on each signal's own scale (a rate, ms, tokens), for
+    the judged rows; a band only where the row was tested (alpha > 0)."""
+    for (family, side), rows in _groups(verdicts, judged).items():
+        idx = np.array(rows)
+        part = _rows(ref, idx)
+        tested = band_alpha[idx] > 0
+        if family == "rate":
+            n = np.array([verdicts[i].row.denominator for i in rows])
+            low, high = rate_predictive_band(n, part, band_alpha[idx], side)
+            for j, i in enumerate(rows):
+                verdicts[i].center = float(part.center[j])
+                if tested[j]:
+                    verdicts[i].band_low, verdicts[i].band_high = float(low[j]), float(high[j])
+        elif family == "ece":
+            for j, i in enumerate(rows):
+                verdicts[i].center = float(np.sqrt(max(float(part.center[j]), 0.0)))
+        else:
+            low, high = mean_predictive_band(within[idx], part, band_alpha[idx], side)
+            for j, i in enumerate(rows):
+                v = verdicts[i]
+                v.center = _shown(v.row.signal, float(part.center[j]))
+                if tested[j]:
+                    v.band_low = _shown(v.row.signal, float(low[j]))
+                    v.band_high = _shown(v.row.signal, float(high[j]))
 
-        def shown(x: float) -> float | None:
-            if not np.isfinite(x):
-                return None
-            return float(np.exp(x)) + shift if continuous else x
 
-        v.center = shown(centre)
-        if tested:
-            low, high = mean_predictive_band(within, one, v.band_alpha, side)
-            v.band_low, v.band_high = shown(float(low[0])), shown(float(high[0]))
+def _shown(signal: str, x: float) -> float | None:
+    """A judged-scale value on the signal's own scale: exp for latency, exp - 1 for tokens."""
+    if not np.isfinite(x):
+        return None
+    if signal in CONTINUOUS_SIGNALS:
+        return float(np.exp(x)) - (1.0 if signal.startswith("tokens_") else 0.0)
+    return x
 
 
 def _previous_state(
