@@ -572,7 +572,7 @@ def daily_job(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         result: dict[str, Any] = {
             "database": "postgresql" if args.url else "sqlite",
             "steady": job_steady(sessions, args.job_steady_seeds, cfg),
-            "first_day_2x_600": job_first_day(sessions, seeds, cfg, args.wobble),
+            "first_day_2x_600": job_first_day(sessions, args.job_first_day_seeds, cfg, args.wobble),
             "persistent_1_3x_2000": job_persistent(
                 sessions, seeds, cfg, args.wobble, "s2000", 1.3, 0, 10
             ),
@@ -599,6 +599,7 @@ def main() -> None:
     )
     parser.add_argument("--job-seeds", type=int, default=20, help="seeds per job scenario")
     parser.add_argument("--job-steady-seeds", type=int, default=5)
+    parser.add_argument("--job-first-day-seeds", type=int, default=50)
     parser.add_argument("--url", default=None, help="database for the job (default: SQLite)")
     args = parser.parse_args()
     seeds = args.seeds or (10 if args.quick else 50)
