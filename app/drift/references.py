@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core import audit
 from app.core.auth import Principal
 from app.core.db import today_utc
-from app.core.errors import Unprocessable
+from app.core.errors import Conflict, Unprocessable
 from app.drift.schemas import RebaselineIn
 from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS
 from app.models import (
@@ -421,9 +422,13 @@ def rebaseline(
             f"a reference needs at least {MIN_REFERENCE_DAYS}",
             field="first_day",
         )
-    reference = freeze(
-        session, model, checkpoint_id, days, "rebaseline", body.reason, principal.actor
-    )
+    try:
+        reference = freeze(
+            session, model, checkpoint_id, days, "rebaseline", body.reason, principal.actor
+        )
+    except IntegrityError:  # the daily job (or another request) froze a version meanwhile
+        session.rollback()
+        raise Conflict("another reference was frozen at the same time; retry") from None
     audit.record(
         session,
         principal,
