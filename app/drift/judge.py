@@ -25,7 +25,7 @@ rows (replacing any earlier run of that day); alerts.py turns the verdicts into 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -91,7 +91,6 @@ class Verdict:
     cusum_fired: bool = False
     in_control: bool = True
     reference: DriftReference | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rules(self) -> list[str]:
