@@ -100,38 +100,49 @@ class Verdict:
         """What the API and webhook show of why the alert is open (JSON-ready)."""
         ref = self.reference
         release = None if self.cusum_h is None else float(release_level(self.cusum_h))
-        return {
-            "day": day.isoformat(),
-            "rules": self.rules,
-            "observed": self.observed,
-            "volume": self.row.denominator,
-            "band": {
-                "low": self.band_low,
-                "high": self.band_high,
-                "alpha": self.band_alpha,
-                "p_value": self.pvalue,
-                "side": self.side,
-            },
-            "cusum": {
-                "statistic": max(self.cusum, self.cusum_lower),
-                "threshold": self.cusum_h,
-                "release": release,
-                "k": DEFAULT_K,
-                "score": self.score,
-            },
-            "reference": None
-            if ref is None
-            else {
-                "version": ref.version,
-                "checkpoint_id": ref.checkpoint_id,
-                "checkpoint_version": ref.checkpoint.version,
-                "first_day": ref.first_day.isoformat(),
-                "last_day": ref.last_day.isoformat(),
-                "days": len(ref.days),
-                "trigger": ref.trigger,
-                "center": self.center,
-            },
-        }
+        return _finite(
+            {
+                "day": day.isoformat(),
+                "rules": self.rules,
+                "observed": self.observed,
+                "volume": self.row.denominator,
+                "band": {
+                    "low": self.band_low,
+                    "high": self.band_high,
+                    "alpha": self.band_alpha,
+                    "p_value": self.pvalue,
+                    "side": self.side,
+                },
+                "cusum": {
+                    "statistic": max(self.cusum, self.cusum_lower),
+                    "threshold": self.cusum_h,
+                    "release": release,
+                    "k": DEFAULT_K,
+                    "score": self.score,
+                },
+                "reference": None
+                if ref is None
+                else {
+                    "version": ref.version,
+                    "checkpoint_id": ref.checkpoint_id,
+                    "checkpoint_version": ref.checkpoint.version,
+                    "first_day": ref.first_day.isoformat(),
+                    "last_day": ref.last_day.isoformat(),
+                    "days": len(ref.days),
+                    "trigger": ref.trigger,
+                    "center": self.center,
+                },
+            }
+        )
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (JSONB and strict parsers refuse them)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
