@@ -80,7 +80,7 @@ def list_signals(
 
 @router.get("/monitors", response_model=Page[MonitorOut])
 def list_monitors(principal: Reader, session: SessionDep, model: Filter = None) -> Page[MonitorOut]:
-    """Every monitor, the four default baseline monitors of each model included."""
+    """Every monitor, the default baseline monitors of each model (one per signal) included."""
     rows = monitors.list_monitors(session, principal, model)
     return Page(items=[MonitorOut.model_validate(m) for m in rows])
 
