@@ -239,15 +239,16 @@ def compute_day(session: Session, project_id: int, day: date) -> list[SignalRow]
         _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {_fine_sql()}"),
         _day_params(project_id, day),
     )
-    try:
-        rows: list[SignalRow] = []
-        for group in session.execute(text(_rollup_sql(postgres))).mappings():
-            dimension, value = group["dimension"], group["value"]
-            if _storable(dimension, value):
-                rows += _cohort_rows(model_of[group["checkpoint_id"]], group)
-        rows += _calibration_rows(session, postgres, model_of)
-    finally:
-        session.execute(text(f"DROP TABLE IF EXISTS {_FINE}"))
+    # Not in a `finally`: after an error PostgreSQL's transaction is aborted (its rollback
+    # takes the table along) and a DROP would only mask the error; any leftover (SQLite may
+    # have committed the CREATE) is dropped at the start of the next call.
+    rows: list[SignalRow] = []
+    for group in session.execute(text(_rollup_sql(postgres))).mappings():
+        dimension, value = group["dimension"], group["value"]
+        if _storable(dimension, value):
+            rows += _cohort_rows(model_of[group["checkpoint_id"]], group)
+    rows += _calibration_rows(session, postgres, model_of)
+    session.execute(text(f"DROP TABLE {_FINE}"))
     return rows
 
 
