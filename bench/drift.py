@@ -1,8 +1,9 @@
 """The daily drift job on PostgreSQL: one day of 100k / 1M / 3M events, against a single bare
 GROUP BY of the four seed rates over the same day's rows.
 
-The "job" is app.drift.job.run_day: every signal (six rates, Brier, ECE) for every
-cohort (all, route, prompt_version, user_segment, plus a JSON-only `region`), replacing the
+The "job" is app.drift.job.run_day: every signal (six rates, Brier, calibration error,
+latency and token p50/p95) for every cohort (all, route, prompt_version, user_segment, plus
+a JSON-only `region`), replacing the
 day's rows, then monitors and alerts. A neighbouring day of half the volume sits in the table
 so the day's range scan is real. Prints one JSON line per size.
 
@@ -37,7 +38,8 @@ DAY = date(2030, 1, 15)
 GENERATE = """
 INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, ts, route,
   prompt_version, user_segment, cohort, truncated, eval_passed, fallback, refusal,
-  should_refuse, feedback, probability, label, attributes, source, received_at)
+  should_refuse, feedback, probability, label, latency_ms, input_tokens, output_tokens,
+  attributes, source, received_at)
 SELECT :project_id, :model_id, CASE WHEN g % 10 = 0 THEN :canary ELSE :champion END,
   :prefix || g, '', CAST(:start AS timestamptz) + (g % 86400) * interval '1 second',
   '/route-' || (g % 8), 'p' || (g % 3), seg, jsonb_build_object('route', '/route-' || (g % 8),
@@ -46,6 +48,8 @@ SELECT :project_id, :model_id, CASE WHEN g % 10 = 0 THEN :canary ELSE :champion 
   CASE WHEN g % 3 = 0 THEN CASE WHEN random() < 0.2 THEN -1 ELSE 1 END END,
   CASE WHEN g % 4 = 0 THEN round(random()::numeric, 2)::float END,
   CASE WHEN g % 4 = 0 THEN CASE WHEN random() < 0.5 THEN '1' ELSE '0' END END,
+  round(exp(6.5 + 0.5 * random())::numeric, 1)::float, 200 + (random() * 400)::int,
+  50 + (random() * 300)::int,
   '{}'::jsonb, 'rest', now()
 FROM (SELECT g, (ARRAY['free', 'pro', 'enterprise', 'internal'])[1 + g % 4] AS seg
       FROM generate_series(1, :n) AS g) AS s

@@ -7,8 +7,8 @@ from sqlalchemy import Connection, Engine
 
 from app.core import migrate
 from app.core.db import make_engine
-from app.models import Base
 from app.core.settings import Settings
+from app.models import Base
 
 config = context.config
 target_metadata = Base.metadata

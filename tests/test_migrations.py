@@ -274,3 +274,98 @@ def test_tenant_primary_keys_carry_project_id_on_postgresql(empty_database_url: 
                     assert all("project_id" in columns for columns in uniques), (name, uniques)
     finally:
         engine.dispose()
+
+
+SEED_DRIFT_0006 = [
+    "INSERT INTO projects (id, name, settings, created_at) VALUES (1, 'p', '{}', :now)",
+    "INSERT INTO models (id, project_id, name, created_at) VALUES (1, 1, 'bot', :now)",
+    "INSERT INTO checkpoints (id, project_id, model_id, version, kind, status, training, tags, "
+    "spec_hash, created_at) VALUES (1, 1, 1, 'v1', 'full', 'champion', '{}', '[]', 'a', :now)",
+    "INSERT INTO events (id, project_id, model_id, checkpoint_id, trace_id, span_id, ts, cohort, "
+    "truncated, latency_ms, attributes, source, received_at) VALUES "
+    "(1, 1, 1, 1, 't1', '', :now, '{}', false, 120.5, '{}', 'rest', :now)",
+    "INSERT INTO monitors (id, project_id, model_id, signal, band, min_volume, cooldown_hours, "
+    "resolve_after_days, enabled, is_default, created_at, updated_at) VALUES "
+    "(1, 1, 1, 'refusal_rate', :old_band, 100, 24, 2, true, true, :now, :now), "
+    '(2, 1, 1, \'fallback_rate\', \'{"type": "fixed", "high": 0.5}\', 10, 24, 2, true, '
+    "false, :now, :now)",
+    "INSERT INTO alerts (id, project_id, monitor_id, model_id, checkpoint_id, signal, dimension, "
+    "value, day, last_day, status, observed, volume, sample_trace_ids, days_in_band, opened_at, "
+    "annotations) VALUES (1, 1, 1, 1, 1, 'refusal_rate', 'all', 'all', '2026-01-01', "
+    "'2026-01-01', 'open', 0.3, 400, '[]', 0, :now, '[]')",
+]
+OLD_DEFAULT_BAND = {
+    "type": "baseline",
+    "window_days": 14,
+    "alpha": 0.001,
+    "min_days": 3,
+    "source": "champion",
+}
+
+
+def test_0007_upgrades_and_downgrades_a_database_holding_rows(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url, "0006")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    params = {"now": datetime(2026, 1, 1, tzinfo=UTC), "old_band": json.dumps(OLD_DEFAULT_BAND)}
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_DRIFT_0006:
+                conn.execute(text(statement), params)
+        migrate.upgrade(empty_database_url, "0007")
+        with engine.begin() as conn:
+            event = conn.execute(
+                text("SELECT latency_ms, input_tokens, output_tokens FROM events")
+            ).one()
+            assert tuple(event) == (120.5, None, None)
+            monitors = conn.execute(
+                text("SELECT id, band, min_volume, resolve_after_days FROM monitors ORDER BY id")
+            ).all()
+            # The default monitor now judges against the frozen reference; a configured one
+            # keeps its settings.
+            assert [
+                (m.id, as_json(m.band), m.min_volume, m.resolve_after_days) for m in monitors
+            ] == [
+                (1, {"type": "baseline", "side": "upper"}, 1, 3),
+                (2, {"type": "fixed", "high": 0.5}, 10, 2),
+            ]
+            assert conn.execute(text("SELECT evidence FROM alerts")).scalar() is None
+            conn.execute(
+                text(
+                    "INSERT INTO drift_references (project_id, model_id, version, checkpoint_id, "
+                    "status, trigger, first_day, last_day, days, stats, created_at) VALUES "
+                    "(1, 1, 1, 1, 'active', 'warmup', '2026-01-01', '2026-01-28', '[]', '{}', "
+                    ":now)"
+                ),
+                params,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO drift_judgements (project_id, model_id, day, signal, dimension, "
+                    "value, checkpoint_id, reference_version, side, volume, band_alpha, cusum, "
+                    "cusum_lower, rules) VALUES (1, 1, '2026-02-01', 'refusal_rate', 'all', "
+                    "'all', 1, 1, 'upper', 400, 0.0001, 1.5, 0, 2)"
+                )
+            )
+            keys = inspect(conn).get_pk_constraint("drift_judgements")["constrained_columns"]
+            assert keys[0] == "project_id"
+            refs = inspect(conn).get_pk_constraint("drift_references")["constrained_columns"]
+            assert refs == ["project_id", "model_id", "version"]
+        migrate.downgrade(empty_database_url, "0006")
+        with engine.begin() as conn:
+            assert "drift_references" not in inspect(conn).get_table_names()
+            assert "drift_judgements" not in inspect(conn).get_table_names()
+            assert "input_tokens" not in {c["name"] for c in inspect(conn).get_columns("events")}
+            assert "evidence" not in {c["name"] for c in inspect(conn).get_columns("alerts")}
+            assert conn.execute(text("SELECT COUNT(*) FROM events")).scalar() == 1
+            assert conn.execute(text("SELECT COUNT(*) FROM alerts")).scalar() == 1
+            monitor = conn.execute(
+                text("SELECT band, min_volume, resolve_after_days FROM monitors WHERE id = 1")
+            ).one()
+            assert (as_json(monitor.band), monitor.min_volume, monitor.resolve_after_days) == (
+                OLD_DEFAULT_BAND,
+                100,
+                2,
+            )
+        migrate.upgrade(empty_database_url)
+    finally:
+        engine.dispose()

@@ -1,13 +1,19 @@
 """Alerts: where a day's verdicts become alert transitions and webhook messages.
 
 Per (monitor, signal, cohort) there is at most one unresolved alert (a partial unique index).
-- out of band, no unresolved alert: open one and emit alert.opened (msg id alert.opened.{id});
-- out of band again: refresh its numbers; remind (alert.opened, msg id
+Each judged verdict goes through app/stats/alerting.alert_step with the alert's state
+(unresolved?, days in control) and the day's two rules:
+- OPEN (either rule fired, no unresolved alert): open one with its evidence (which rule,
+  band, p-value, CUSUM statistic and threshold, reference window) and emit alert.opened
+  (msg id alert.opened.{id});
+- STAY while a rule fires: refresh its numbers and evidence; remind (alert.opened, msg id
   alert.opened.{id}.reminder.{day}) only once the monitor's cooldown has passed since the
-  last notification, and never while acknowledged;
-- in band: count a recovery day; after `resolve_after_days` consecutive ones resolve it and
-  emit alert.resolved. A day without data (or below min_volume) is annotated "no_data" and
-  neither counts as recovery nor breaks the count.
+  last notification, and never while acknowledged. A day with no rule firing but the CUSUM
+  still above its release level stays open and restarts the recovery count, so an alert
+  stays open as long as a persistent shift lasts;
+- RESOLVE after `resolve_after_days` consecutive in-control days (band quiet and CUSUM at or
+  below its release level): emit alert.resolved. A day without data (or not judged) is
+  annotated "no_data" and neither counts as recovery nor breaks the count.
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
 already judged by a since-resolved alert opens no new one."""
 
@@ -26,12 +32,13 @@ from app.core.db import get_owned, utcnow
 from app.core.errors import Conflict
 from app.core.links import Links
 from app.core.pagination import paginate
-from app.drift.monitors import DayJudgement, Verdict
+from app.drift.judge import DayJudgement, Verdict
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
 from app.models import Alert, ChampionHistory, Model
 from app.models.drift import AlertStatus
 from app.registry.service import rollback_target_id
+from app.stats.alerting import OPEN, RESOLVE, STAY, alert_step
 from app.webhooks import outbox
 
 AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
@@ -51,27 +58,45 @@ def apply_verdicts(
     unresolved = {
         _key(a): a
         for a in session.scalars(
-            select(Alert).where(Alert.model_id == model.id, Alert.status.in_(UNRESOLVED))
+            select(Alert).where(
+                Alert.project_id == model.project_id,
+                Alert.model_id == model.id,
+                Alert.status.in_(UNRESOLVED),
+            )
         ).all()
     }
     opened = resolved = 0
     judged: set[AlertKey] = set()
     for verdict in judgement.verdicts:
-        if verdict.outside is None:
+        if not verdict.judged:
             continue
         key = (verdict.monitor.id, verdict.row.signal, verdict.row.dimension, verdict.row.value)
         judged.add(key)
         alert = unresolved.get(key)
-        if verdict.outside:
-            if alert is None and not _judged_by_resolved(session, key, day):
+        if alert is not None and day <= alert.last_day:
+            continue  # this day was judged already (a rerun)
+        step = alert_step(
+            alert is not None,
+            alert.days_in_band if alert is not None else 0,
+            verdict.band_fired,
+            verdict.cusum_fired,
+            True,
+            verdict.monitor.resolve_after_days,
+            verdict.in_control,
+        )
+        action = int(step.action)
+        if action == OPEN:
+            if not _judged_by_resolved(session, key, day):
                 _open(session, links, model, day, verdict)
                 opened += 1
-            elif alert is not None and day >= alert.last_day:
+        elif action in (STAY, RESOLVE) and alert is not None:
+            alert.days_in_band = int(step.days_in_control)
+            if verdict.band_fired or verdict.cusum_fired:
                 _refresh(session, links, alert, day, verdict)
-        elif alert is not None and day > alert.last_day:
-            alert.days_in_band += 1
-            alert.last_day = day
-            if alert.days_in_band >= verdict.monitor.resolve_after_days:
+            else:
+                alert.last_day = max(alert.last_day, day)
+            if action == RESOLVE:
+                alert.days_in_band = verdict.monitor.resolve_after_days
                 _resolve(session, links, alert, "recovered", note=None)
                 resolved += 1
     for key, alert in unresolved.items():
@@ -110,7 +135,6 @@ def _rollback_target(session: Session, model: Model) -> int | None:
 
 def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:
     row = verdict.row
-    assert row.rate is not None  # judged rows always carry a rate
     alert = Alert(
         project_id=model.project_id,
         monitor_id=verdict.monitor.id,
@@ -122,10 +146,10 @@ def _open(session: Session, links: Links, model: Model, day: date, verdict: Verd
         day=day,
         last_day=day,
         status=AlertStatus.open,
-        observed=row.rate,
-        band_low=verdict.low,
-        band_high=verdict.high,
-        baseline=verdict.baseline,
+        observed=verdict.observed if verdict.observed is not None else 0.0,
+        band_low=verdict.band_low,
+        band_high=verdict.band_high,
+        baseline=verdict.center,
         volume=row.denominator,
         sample_trace_ids=sample_trace_ids(
             session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
@@ -134,6 +158,7 @@ def _open(session: Session, links: Links, model: Model, day: date, verdict: Verd
         days_in_band=0,
         last_notified_at=utcnow(),
         annotations=[],
+        evidence=verdict.evidence(day),
     )
     session.add(alert)
     session.flush()
@@ -143,13 +168,14 @@ def _open(session: Session, links: Links, model: Model, day: date, verdict: Verd
 
 def _refresh(session: Session, links: Links, alert: Alert, day: date, verdict: Verdict) -> None:
     row = verdict.row
-    assert row.rate is not None
     is_new_day = day > alert.last_day
-    alert.last_day = day
-    alert.days_in_band = 0
-    alert.observed = row.rate
-    alert.band_low, alert.band_high, alert.baseline = verdict.low, verdict.high, verdict.baseline
+    alert.last_day = max(alert.last_day, day)
+    if verdict.observed is not None:
+        alert.observed = verdict.observed
+    alert.band_low, alert.band_high = verdict.band_low, verdict.band_high
+    alert.baseline = verdict.center
     alert.volume = row.denominator
+    alert.evidence = verdict.evidence(day)
     cooldown = timedelta(hours=verdict.monitor.cooldown_hours)
     last = alert.last_notified_at or alert.opened_at
     if is_new_day and alert.status is AlertStatus.open and utcnow() - last >= cooldown:

@@ -1,5 +1,9 @@
-"""Drift figures: signal series with their bands, alert marks and champion changes,
-the overview's small multiples, and the reliability diagram."""
+"""Drift figures: signal series with the bands the daily job judged them by, the frozen
+reference window, where alerts opened and resolved, champion changes; the CUSUM statistics
+against their thresholds; the overview's small multiples, and the reliability diagram.
+
+The bands come from the stored verdicts (drift_judgements), never recomputed here, so the
+chart shows exactly what the job decided on."""
 
 from __future__ import annotations
 
@@ -12,16 +16,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.drift.monitors import DEFAULT_BAND
-from app.drift.queries import CalibrationBin, SignalPoint
-from app.drift.signals import signal_label
+from app.drift.queries import CalibrationBin, JudgementPoint, SignalPoint
+from app.drift.signals import CONTINUOUS_SIGNALS, signal_label
 from app.stats.calibration import (
     BinStatistics,
     brier_decomposition,
     expected_calibration_error,
     reliability_diagram,
 )
-from app.stats.rates import rate_band, smoothed_rate
 from app.web.figures import PALETTE, go, palette_cycle, plotly_subplots, to_json, translucent
 
 
@@ -30,9 +32,27 @@ def _is_rate(signal: str) -> bool:
 
 
 def _hover(signal: str) -> str:
-    value = "%{y:.1%}" if _is_rate(signal) else "%{y:.4f}"
-    counts = "%{customdata[0]:,.0f} of %{customdata[1]:,} calls"
+    if _is_rate(signal):
+        value, counts = "%{y:.1%}", "%{customdata[0]:,.0f} of %{customdata[1]:,} calls"
+    elif signal in CONTINUOUS_SIGNALS:
+        value, counts = "%{y:,.0f}", "%{customdata[1]:,} calls"
+    else:
+        value, counts = "%{y:.4f}", "%{customdata[1]:,} scored calls"
     return f"%{{x|%Y-%m-%d}}<br>{value}<br>{counts}<extra>%{{fullData.name}}</extra>"
+
+
+def _tick_format(signal: str) -> str:
+    return ".1%" if _is_rate(signal) else (",.0f" if signal in CONTINUOUS_SIGNALS else ".3f")
+
+
+BandKey = tuple[str, date]  # (cohort value, day)
+
+
+def judged_bands(
+    verdicts: Sequence[JudgementPoint],
+) -> dict[BandKey, tuple[float | None, float | None]]:
+    """Each judged day's band by (cohort value, day), from the stored verdicts."""
+    return {(v.value, v.day): (v.band_low, v.band_high) for v in verdicts}
 
 
 def small_multiples(points: Sequence[SignalPoint], signals: Sequence[str]) -> str:
@@ -45,7 +65,7 @@ def small_multiples(points: Sequence[SignalPoint], signals: Sequence[str]) -> st
         row, col = divmod(index, 2)
         for color, model in zip(PALETTE, models, strict=False):
             chosen = [p for p in points if p.signal == signal and p.model == model]
-            for series in series_of(chosen, signal, banded=False):
+            for series in series_of(chosen, signal):
                 figure.add_trace(
                     go.Scatter(
                         x=series.days,
@@ -79,8 +99,13 @@ class Series:
     band_high: npt.NDArray[np.float64] | None
 
 
-def series_of(points: Sequence[SignalPoint], signal: str, banded: bool = True) -> list[Series]:
-    """Points grouped by cohort value (`all` first), each with its trailing band."""
+def series_of(
+    points: Sequence[SignalPoint],
+    signal: str,
+    bands: dict[BandKey, tuple[float | None, float | None]] | None = None,
+) -> list[Series]:
+    """Points grouped by cohort value (`all` first), each with the band it was judged by (NaN
+    on days not judged, or untested; an open side is drawn to the axis: 0 or the value)."""
     grouped: dict[str, list[SignalPoint]] = defaultdict(list)
     for point in points:
         grouped[point.value].append(point)
@@ -90,9 +115,18 @@ def series_of(points: Sequence[SignalPoint], signal: str, banded: bool = True) -
         numerators = np.array([p.numerator for p in members], dtype=float)
         denominators = np.array([p.denominator for p in members], dtype=float)
         rates = np.array([np.nan if p.rate is None else p.rate for p in members], dtype=float)
-        low, high = (
-            trailing_band(numerators, denominators) if banded and _is_rate(signal) else (None, None)
-        )
+        low = high = None
+        if bands:
+            edges = [bands.get((value, p.day), (None, None)) for p in members]
+            if any(e != (None, None) for e in edges):
+                known = [e[1] is not None or e[0] is not None for e in edges]
+                low = np.array([e[0] if e[0] is not None else 0.0 for e in edges], dtype=float)
+                high = np.array(
+                    [e[1] if e[1] is not None else r for e, r in zip(edges, rates, strict=True)],
+                    dtype=float,
+                )
+                low[~np.array(known)] = np.nan
+                high[~np.array(known)] = np.nan
         result.append(
             Series(
                 value,
@@ -106,41 +140,40 @@ def series_of(points: Sequence[SignalPoint], signal: str, banded: bool = True) -
     return result
 
 
-def trailing_band(
-    numerators: npt.NDArray[np.float64], denominators: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None]:
-    """Each day's band: the range of rates expected at that day's volume if the cohort's rate
-    over its previous `window_days` days with data still held (the default monitor's band
-    settings, without its split of alpha over the cohorts judged that day). Rollups do not
-    store the band, so the chart recomputes it from the same sums. The first `window_days`
-    days have no band (NaN)."""
-    window = int(DEFAULT_BAND["window_days"])
-    if len(numerators) <= window:
-        return None, None
-    cumulative_num = np.concatenate([[0.0], np.cumsum(numerators)])
-    cumulative_den = np.concatenate([[0.0], np.cumsum(denominators)])
-    idx = np.arange(window, len(numerators))
-    baseline = smoothed_rate(
-        cumulative_num[idx] - cumulative_num[idx - window],
-        cumulative_den[idx] - cumulative_den[idx - window],
-    )
-    low, high = rate_band(baseline, denominators[idx], 1.0 - float(DEFAULT_BAND["alpha"]))
-    padding = np.full(window, np.nan)
-    return np.concatenate([padding, low]), np.concatenate([padding, high])
+@dataclass(frozen=True)
+class ReferenceSpan:
+    """A frozen reference's window, as the chart shades it."""
+
+    first_day: date
+    last_day: date
+    label: str
+
+
+@dataclass(frozen=True)
+class AlertMark:
+    """Where an alert opened (and resolved, when it did) on the chart."""
+
+    alert_id: int
+    value: str
+    opened: date
+    observed: float
+    resolved: date | None
 
 
 def drift(
     points: Sequence[SignalPoint],
     signal: str,
-    alert_days: Sequence[tuple[date, str, float, int]],
+    alerts: Sequence[AlertMark],
     changes: Sequence[tuple[str, datetime, str, str]],
     title: str | None = None,
-    banded: bool = True,
+    bands: dict[BandKey, tuple[float | None, float | None]] | None = None,
+    references: Sequence[ReferenceSpan] = (),
 ) -> str:
-    """One line per cohort value, its band shaded, alert markers, and a dotted vertical line
-    wherever the champion changed."""
+    """One line per cohort value, the band it was judged by shaded, the frozen reference
+    window(s) shaded in grey, alert markers (x where one opened, o where it resolved), and a
+    dotted vertical line wherever the champion changed."""
     figure = go.Figure()
-    all_series = series_of(points, signal, banded)
+    all_series = series_of(points, signal, bands)
     for color, series in zip(palette_cycle(len(all_series)), all_series, strict=True):
         if series.band_low is not None and series.band_high is not None:
             has_band = ~np.isnan(series.band_low)
@@ -170,23 +203,60 @@ def drift(
                 hovertemplate=_hover(signal),
             )
         )
-    if alert_days:
+    if alerts:
         figure.add_trace(
             go.Scatter(
-                x=[day for day, _value, _observed, _id in alert_days],
-                y=[observed for _day, _value, observed, _id in alert_days],
+                x=[a.opened for a in alerts],
+                y=[_value_on(all_series, a.value, a.opened) or a.observed for a in alerts],
                 mode="markers",
                 marker={"symbol": "x", "size": 13, "color": "#dc2626", "line": {"width": 2}},
-                name="alert",
-                customdata=[[value, alert_id] for _d, value, _o, alert_id in alert_days],
+                name="alert opened",
+                customdata=[[a.value, a.alert_id] for a in alerts],
                 hovertemplate=(
-                    "alert %{customdata[1]} on %{customdata[0]}<br>%{x|%Y-%m-%d}<extra></extra>"
+                    "alert %{customdata[1]} opened on %{customdata[0]}<br>%{x|%Y-%m-%d}"
+                    "<extra></extra>"
+                ),
+            )
+        )
+    resolved = [(a, _value_on(all_series, a.value, a.resolved)) for a in alerts if a.resolved]
+    if resolved:
+        figure.add_trace(
+            go.Scatter(
+                x=[a.resolved for a, _ in resolved],
+                y=[y for _, y in resolved],
+                mode="markers",
+                marker={
+                    "symbol": "circle-open",
+                    "size": 13,
+                    "color": "#16a34a",
+                    "line": {"width": 2},
+                },
+                name="alert resolved",
+                customdata=[[a.value, a.alert_id] for a, _ in resolved],
+                hovertemplate=(
+                    "alert %{customdata[1]} resolved on %{customdata[0]}<br>%{x|%Y-%m-%d}"
+                    "<extra></extra>"
                 ),
             )
         )
     figure.update_layout(
-        shapes=[_change_line(when, action) for _model, when, action, _version in changes],
+        shapes=[_reference_rect(r) for r in references]
+        + [_change_line(when, action) for _model, when, action, _version in changes],
         annotations=[
+            {
+                "x": r.first_day.isoformat(),
+                "xref": "x",
+                "y": 0,
+                "yref": "paper",
+                "text": r.label,
+                "showarrow": False,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "font": {"size": 10, "color": "#475569"},
+            }
+            for r in references
+        ]
+        + [
             {
                 "x": when.isoformat(),
                 "xref": "x",
@@ -203,12 +273,80 @@ def drift(
     )
     figure.update_yaxes(
         title=signal_label(signal) + (" (% of calls)" if _is_rate(signal) else ""),
-        tickformat=".1%" if _is_rate(signal) else ".3f",
+        tickformat=_tick_format(signal),
         rangemode="tozero",
     )
     figure.update_xaxes(title="day (UTC)", type="date")
     figure.update_layout(hovermode="closest", title={"text": title or signal_label(signal)})
     return to_json(figure, height=360)
+
+
+def _value_on(all_series: Sequence[Series], value: str, day: date | None) -> float | None:
+    """The cohort's value on a day (None when it has no point that day)."""
+    for series in all_series:
+        if series.value == value and day is not None:
+            hit = np.flatnonzero(series.days == np.datetime64(day, "D"))
+            if hit.size:
+                return float(series.rates[hit[0]])
+    return None
+
+
+def _reference_rect(reference: ReferenceSpan) -> dict[str, Any]:
+    """The frozen reference's days, shaded behind the lines."""
+    return {
+        "type": "rect",
+        "xref": "x",
+        "yref": "paper",
+        "x0": reference.first_day.isoformat(),
+        "x1": reference.last_day.isoformat(),
+        "y0": 0,
+        "y1": 1,
+        "fillcolor": "rgba(100, 116, 139, 0.12)",
+        "line": {"width": 0},
+        "layer": "below",
+    }
+
+
+def cusum(verdicts: Sequence[JudgementPoint], signal: str, title: str) -> str:
+    """Per cohort value, the CUSUM statistic after each judged day and its threshold h
+    (dashed; an alert opens above it). Untested days (h unknown) have no threshold point."""
+    figure = go.Figure()
+    grouped: dict[str, list[JudgementPoint]] = defaultdict(list)
+    for verdict in verdicts:
+        grouped[verdict.value].append(verdict)
+    values = sorted(grouped, key=lambda v: (v != "all", v))
+    for color, value in zip(palette_cycle(len(values)), values, strict=True):
+        members = grouped[value]
+        days = np.array([m.day for m in members], dtype="datetime64[D]")
+        figure.add_trace(
+            go.Scatter(
+                x=days,
+                y=np.array([m.cusum for m in members], dtype=float),
+                mode="lines+markers",
+                marker={"size": 4},
+                line={"color": color, "width": 2},
+                name=f"{value} CUSUM",
+                legendgroup=value,
+                hovertemplate="%{x|%Y-%m-%d}<br>S = %{y:.2f}<extra>%{fullData.name}</extra>",
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=days,
+                y=np.array(
+                    [np.nan if m.cusum_h is None else m.cusum_h for m in members], dtype=float
+                ),
+                mode="lines",
+                line={"color": color, "width": 1, "dash": "dash"},
+                name=f"{value} threshold",
+                legendgroup=value,
+                hovertemplate="%{x|%Y-%m-%d}<br>h = %{y:.2f}<extra>%{fullData.name}</extra>",
+            )
+        )
+    figure.update_yaxes(title="CUSUM statistic (predictive SDs)", rangemode="tozero")
+    figure.update_xaxes(title="day (UTC)", type="date")
+    figure.update_layout(hovermode="closest", title={"text": title})
+    return to_json(figure, height=300)
 
 
 def _change_line(when: datetime, action: str) -> dict[str, Any]:
@@ -231,11 +369,10 @@ def per_signal(
     axis_signal: str,
     changes: Sequence[Any],
     title: str,
-    banded: bool = True,
 ) -> str:
     """Several signals of the whole population on one chart, one line per signal."""
     relabelled = [replace(p, value=signal_label(p.signal), signal=axis_signal) for p in points]
-    return drift(relabelled, axis_signal, [], changes, title, banded)
+    return drift(relabelled, axis_signal, [], changes, title)
 
 
 def reliability(bins: Sequence[CalibrationBin], title: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import utcnow
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.links import Links
-from app.drift import alerts, monitors
+from app.drift import alerts, judge, monitors, references
 from app.drift.rollup import compute_day, replace_day
 from app.drift.signals import SignalRow
 from app.models import DriftRun, Model, Project
@@ -35,16 +35,38 @@ class DriftResult:
 def run_day(
     session: Session, links: Links, project_id: int, day: date, trigger: str
 ) -> DriftResult:
-    """Rollup, monitors and alerts for one day, committed as one unit of work."""
+    """Rollup, references, verdicts and alerts for one day, committed as one unit of work."""
     rows = compute_day(session, project_id, day)
     replace_day(session, project_id, day, rows)
+    return judge_rows(session, links, project_id, day, rows, trigger)
+
+
+def judge_rows(
+    session: Session,
+    links: Links,
+    project_id: int,
+    day: date,
+    rows: list[SignalRow],
+    trigger: str,
+) -> DriftResult:
+    """The day's stored rows judged, alerts moved, the run recorded; commits.
+
+    Per model: its reference is frozen first when one is due (references.active_for_day;
+    the day being judged never enters it), then every monitored row of the served
+    checkpoint is judged (judge.judge_day) and the verdicts move the alerts. bench/alerts.py
+    calls this with simulated rows it stored itself, so it measures this very code."""
     result = DriftResult(day=day, signals=len(rows))
     by_model: dict[int, list[SignalRow]] = {}
     for row in rows:
         by_model.setdefault(row.model_id, []).append(row)
     models = session.scalars(select(Model).where(Model.project_id == project_id)).all()
+    high_risk = judge.declared_high_risk(session, project_id) if by_model else set()
     for model in models:
-        verdicts = monitors.judge_day(session, model, day, by_model.get(model.id, []))
+        monitors.ensure_defaults(session, project_id, model.id)
+        reference = references.active_for_day(session, model, day)
+        verdicts = judge.judge_day(
+            session, model, day, by_model.get(model.id, []), reference, high_risk
+        )
         opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
         result.alerts_opened += opened
         result.alerts_resolved += resolved

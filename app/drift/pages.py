@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.core.deps import LinksDep, SessionDep
 from app.core.errors import Unprocessable
-from app.drift import alerts
+from app.drift import alerts, references
 from app.drift import figures as drift_figures
 from app.drift import queries as drift_queries
 from app.drift import signals as signals
+from app.drift.schemas import AlertOut, RebaselineIn
 from app.ingest import queries as event_queries
 from app.ingest.schemas import EventOut
-from app.models.drift import AlertStatus
+from app.models.drift import AlertStatus, DriftReference
 from app.models.project import Role
 from app.registry import queries as registry_queries
 from app.web import auth
@@ -78,8 +79,22 @@ def drift_page(
         )
         if a.signal == signal and a.dimension == dimension
     ]
-    alert_marks = [(a.day, a.value, a.observed, a.id) for a in shown]
     changes = registry_queries.champion_changes(session, project_id, model, start, end)
+    verdicts = (
+        drift_queries.judgements(
+            session,
+            project_id,
+            model=model,
+            signal=signal,
+            dimension=dimension,
+            start=start,
+            end=end,
+        )
+        if model and not weekly
+        else []
+    )
+    frozen = drift_queries.references(session, project_id, model, start, end) if model else []
+    spans = [_reference_span(r) for r in frozen if r.last_day >= start and r.first_day <= end]
     calibration = series(["brier_score", "ece"], "all")
     calibration_bins = (
         drift_queries.calibration_bins(
@@ -89,6 +104,9 @@ def drift_page(
         else []
     )
     refusal = series(["over_refusal_rate", "under_refusal_rate"], "all")
+    latency = series(["latency_p50", "latency_p95"], "all")
+    tokens = series(["tokens_p50", "tokens_p95"], "all")
+    active = next((r for r in frozen if r.status == "active"), None)
     context = {
         "viewer": viewer,
         "models": models,
@@ -103,11 +121,39 @@ def drift_page(
         },
         "alerts": shown,
         "weekly": weekly,
-        "drift_figure": drift_figures.drift(points, signal, alert_marks, changes, banded=not weekly)
+        "reference": None
+        if active is None
+        else {
+            "version": active.version,
+            "checkpoint": active.checkpoint.version,
+            "first_day": active.first_day.isoformat(),
+            "last_day": active.last_day.isoformat(),
+            "days": len(active.days),
+            "trigger": active.trigger.replace("_", " "),
+            "reason": active.reason,
+        },
+        "drift_figure": drift_figures.drift(
+            points,
+            signal,
+            [_alert_mark(a) for a in shown],
+            changes,
+            bands=drift_figures.judged_bands(verdicts),
+            references=spans,
+        )
         if points
         else None,
+        "cusum_figure": drift_figures.cusum(
+            verdicts,
+            signal,
+            f"CUSUM of {signals.signal_label(signal)} against its threshold",
+        )
+        if verdicts
+        else None,
         "calibration_figure": drift_figures.per_signal(
-            calibration, "brier_score", changes, "Brier score and ECE (lower is better)", not weekly
+            calibration,
+            "brier_score",
+            changes,
+            "Brier score and calibration error (lower is better)",
         )
         if calibration
         else None,
@@ -119,12 +165,92 @@ def drift_page(
         if calibration_bins
         else None,
         "refusal_figure": drift_figures.per_signal(
-            refusal, "refusal_rate", changes, "Over- and under-refusal", not weekly
+            refusal, "refusal_rate", changes, "Over- and under-refusal"
         )
         if refusal
         else None,
+        "latency_figure": drift_figures.per_signal(
+            latency, "latency_p50", changes, "Latency p50 and p95 (ms)"
+        )
+        if latency
+        else None,
+        "tokens_figure": drift_figures.per_signal(
+            tokens, "tokens_p50", changes, "Tokens per call, p50 and p95"
+        )
+        if tokens
+        else None,
     }
     return render(request, "drift/drift.html", context)
+
+
+def _reference_span(reference: DriftReference) -> drift_figures.ReferenceSpan:
+    return drift_figures.ReferenceSpan(
+        reference.first_day,
+        reference.last_day,
+        f"reference v{reference.version} ({reference.checkpoint.version})",
+    )
+
+
+def _alert_mark(alert: AlertOut) -> drift_figures.AlertMark:
+    resolved = alert.last_day if alert.status == AlertStatus.resolved else None
+    return drift_figures.AlertMark(alert.id, alert.value, alert.day, alert.observed, resolved)
+
+
+def _evidence_rows(alert: AlertOut) -> list[tuple[str, str]]:
+    """The alert's evidence as (label, text) rows for the alert page."""
+    evidence = alert.evidence
+    if not evidence:
+        return []
+    band, cusum, reference = evidence["band"], evidence["cusum"], evidence.get("reference")
+    show = signals.format_value
+    rows = [
+        ("Rules that fired", " and ".join(evidence["rules"]) or "none"),
+        ("Judged day", str(evidence["day"])),
+        ("Observed", show(alert.signal, evidence["observed"])),
+        (
+            "Band",
+            f"{show(alert.signal, band['low'])} to {show(alert.signal, band['high'])} "
+            f"({band['side']}, alpha = {band['alpha']:.2g}, p = {band['p_value']:.2g})"
+            if band["p_value"] is not None
+            else "not tested",
+        ),
+        (
+            "CUSUM",
+            f"S = {cusum['statistic']:.2f} against h = {cusum['threshold']:.2f} "
+            f"(back in control at ≤ {cusum['release']:.2f})"
+            if cusum["threshold"] is not None
+            else f"S = {cusum['statistic']:.2f}",
+        ),
+    ]
+    if reference:
+        rows.append(
+            (
+                "Reference",
+                f"v{reference['version']}: {reference['checkpoint_version']}, "
+                f"{reference['first_day']} to {reference['last_day']} ({reference['days']} days, "
+                f"{reference['trigger'].replace('_', ' ')}), centre "
+                f"{show(alert.signal, reference['center'])}",
+            )
+        )
+    return rows
+
+
+@router.post("/drift/rebaseline")
+def rebaseline(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    csrf_token: CsrfField,
+    model: Annotated[str, Form(min_length=1, max_length=200)],
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> RedirectResponse:
+    """The drift page's rebaseline button: the API's rebaseline, with the form's reason."""
+    auth.check_csrf(request, csrf_token)
+    require_role(viewer, Role.write)
+    references.rebaseline(
+        session, viewer.principal, model, RebaselineIn.model_validate({"reason": reason})
+    )
+    return redirect(f"/drift?model={model}")
 
 
 @router.get("/alerts", response_class=HTMLResponse)
@@ -178,19 +304,40 @@ def alert_page(
         20,
     )
     samples = [EventOut.model_validate(event) for event in sample_events]
+    verdicts = drift_queries.judgements(
+        session,
+        project_id,
+        model=row.model,
+        signal=row.signal,
+        dimension=row.dimension,
+        start=start,
+        end=end,
+    )
+    verdicts = [v for v in verdicts if v.value == row.value]
     context = {
         "viewer": viewer,
         "alert": row,
+        "numbers": {
+            "observed": signals.format_value(row.signal, row.observed),
+            "band_low": signals.format_value(row.signal, row.band.low),
+            "band_high": signals.format_value(row.signal, row.band.high),
+            "baseline": signals.format_value(row.signal, row.baseline),
+        },
+        "evidence": _evidence_rows(row),
         "samples": samples,
         "deliveries": webhook_queries.deliveries_for_alert(session, project_id, alert_id),
         "band_figure": drift_figures.drift(
             points,
             row.signal,
-            [(row.day, row.value, row.observed, row.id)],
+            [_alert_mark(row)],
             changes,
             f"{signals.signal_label(row.signal)} · {row.dimension}={row.value}",
+            bands=drift_figures.judged_bands(verdicts),
         )
         if points
+        else None,
+        "cusum_figure": drift_figures.cusum(verdicts, row.signal, "CUSUM against its threshold")
+        if verdicts
         else None,
     }
     return render(request, "drift/alert.html", context)

@@ -17,6 +17,8 @@ from app.core.pagination import paginate
 from app.models import (
     Alert,
     DailySignal,
+    DriftJudgement,
+    DriftReference,
     DriftRun,
     Model,
 )
@@ -226,3 +228,83 @@ def list_signals(
     if filters.get("to") is not None:
         stmt = stmt.where(DailySignal.day <= filters["to"])
     return paginate(session, stmt, DailySignal.id, cursor, limit)
+
+
+@dataclass(frozen=True)
+class JudgementPoint:
+    """One cohort value's verdict of one day: its band, CUSUM and threshold (None: untested)."""
+
+    value: str
+    day: date
+    center: float | None
+    band_low: float | None
+    band_high: float | None
+    cusum: float
+    cusum_h: float | None
+    rules: int
+
+
+def judgements(
+    session: Session,
+    project_id: int,
+    *,
+    model: str,
+    signal: str,
+    dimension: str,
+    start: date,
+    end: date,
+) -> list[JudgementPoint]:
+    """The stored verdicts of one model x signal x dimension over [start, end], by value, day."""
+    rows = session.execute(
+        select(
+            DriftJudgement.value,
+            DriftJudgement.day,
+            DriftJudgement.center,
+            DriftJudgement.band_low,
+            DriftJudgement.band_high,
+            DriftJudgement.cusum,
+            DriftJudgement.cusum_lower,
+            DriftJudgement.cusum_h,
+            DriftJudgement.rules,
+        )
+        .join(Model, Model.id == DriftJudgement.model_id)
+        .where(
+            DriftJudgement.project_id == project_id,
+            Model.name == model,
+            DriftJudgement.signal == signal,
+            DriftJudgement.dimension == dimension,
+            DriftJudgement.day >= start,
+            DriftJudgement.day <= end,
+        )
+        .order_by(DriftJudgement.value, DriftJudgement.day)
+    ).all()
+    return [
+        JudgementPoint(
+            r.value,
+            r.day,
+            r.center,
+            r.band_low,
+            r.band_high,
+            max(float(r.cusum), float(r.cusum_lower)),
+            r.cusum_h,
+            int(r.rules),
+        )
+        for r in rows
+    ]
+
+
+def references(
+    session: Session, project_id: int, model: str, start: date, end: date
+) -> Sequence[DriftReference]:
+    """The model's references whose window overlaps [start, end], or that are active."""
+    return session.scalars(
+        select(DriftReference)
+        .join(Model, Model.id == DriftReference.model_id)
+        .where(
+            DriftReference.project_id == project_id,
+            Model.name == model,
+            (DriftReference.status == "active")
+            | ((DriftReference.first_day <= end) & (DriftReference.last_day >= start)),
+        )
+        .order_by(DriftReference.version)
+    ).all()

@@ -1,4 +1,5 @@
-"""Drift: run the daily job, read signals, configure monitors, work alerts, mark incidents."""
+"""Drift: run the daily job, read signals, configure monitors, work alerts, mark incidents,
+rebaseline a model's frozen reference."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import Query, Response, status
 from app.core.db import today_utc
 from app.core.deps import LinksDep, Paging, Reader, SessionDep, Writer, api_router
 from app.core.schemas import Page
-from app.drift import alerts, monitors
+from app.drift import alerts, monitors, references
 from app.drift import job as drift_job
 from app.drift import queries as drift_queries
 from app.drift.schemas import (
@@ -23,6 +24,8 @@ from app.drift.schemas import (
     IncidentDayOut,
     MonitorIn,
     MonitorOut,
+    RebaselineIn,
+    ReferenceOut,
     SignalOut,
 )
 from app.models.drift import AlertStatus
@@ -77,7 +80,7 @@ def list_signals(
 
 @router.get("/monitors", response_model=Page[MonitorOut])
 def list_monitors(principal: Reader, session: SessionDep, model: Filter = None) -> Page[MonitorOut]:
-    """Every monitor, the four default baseline monitors of each model included."""
+    """Every monitor, the default baseline monitors of each model (one per signal) included."""
     rows = monitors.list_monitors(session, principal, model)
     return Page(items=[MonitorOut.model_validate(m) for m in rows])
 
@@ -173,3 +176,29 @@ def list_incident_days(
         session, principal.project_id, model, paging.cursor, paging.limit
     )
     return Page(items=[IncidentDayOut.model_validate(r) for r in rows], next_cursor=cursor)
+
+
+@router.delete("/models/{model}/incident-days/{day}", status_code=status.HTTP_204_NO_CONTENT)
+def unmark_incident_day(model: str, day: date, principal: Writer, session: SessionDep) -> None:
+    """Removes a day's incident mark: references frozen from now on may take the day again."""
+    monitors.unmark_incident_day(session, principal, model, day)
+
+
+@router.post(
+    "/models/{model}/rebaseline",
+    response_model=ReferenceOut,
+    status_code=status.HTTP_201_CREATED,
+)
+def rebaseline(
+    model: str, body: RebaselineIn, principal: Writer, session: SessionDep
+) -> ReferenceOut:
+    """Freezes the champion's known-good days in [first_day, last_day] (default: its last 28
+    before today) as the model's new reference, with a reason; audited. Its CUSUMs restart."""
+    return ReferenceOut.model_validate(references.rebaseline(session, principal, model, body))
+
+
+@router.get("/models/{model}/references", response_model=Page[ReferenceOut])
+def list_references(model: str, principal: Reader, session: SessionDep) -> Page[ReferenceOut]:
+    """The model's frozen references, newest first; the `active` one judges new days."""
+    rows = references.list_references(session, principal.project_id, model)
+    return Page(items=[ReferenceOut.model_validate(r) for r in rows])

@@ -76,11 +76,25 @@ class FixedBand(StrictModel):
 
 
 class BaselineBand(StrictModel):
+    """Judged against the model's frozen reference (band + CUSUM, one budget per model-day).
+
+    `side`: "upper" alerts on increases only (every signal's harmful direction);
+    "two-sided" alerts on decreases too. The settings of the earlier trailing-window band
+    (window_days, alpha, min_days, source) are accepted and dropped: the reference and the
+    error budget are per model now."""
+
     type: Literal["baseline"]
-    window_days: int = Field(default=14, ge=1, le=365)
-    alpha: float = Field(default=0.001, gt=0, lt=0.5)
-    min_days: int = Field(default=3, ge=1, le=365)
-    source: Literal["champion", "own"] = "champion"
+    side: Literal["upper", "two-sided"] = "upper"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in _RETIRED_BASELINE_FIELDS}
+        return data
+
+
+_RETIRED_BASELINE_FIELDS = frozenset({"window_days", "alpha", "min_days", "source"})
 
 
 class MonitorIn(StrictModel):
@@ -89,9 +103,21 @@ class MonitorIn(StrictModel):
     band: Annotated[FixedBand | BaselineBand, Field(discriminator="type")]
     dimension: Dimension | None = None
     value: CohortValue | None = None
-    min_volume: int = Field(default=100, ge=1)
+    min_volume: int = Field(
+        default=1,
+        ge=1,
+        description="Days below this volume are not judged. 1: every day is (the band is "
+        "exact at any volume and the error budget skips cohorts that cannot reach "
+        "significance).",
+    )
     cooldown_hours: int = Field(default=24, ge=0, le=24 * 90)
-    resolve_after_days: int = Field(default=2, ge=1, le=90)
+    resolve_after_days: int = Field(
+        default=3,
+        ge=1,
+        le=90,
+        description="Consecutive in-control days (band quiet, CUSUM at or below its release "
+        "level) before an alert resolves.",
+    )
     enabled: bool = True
 
 
@@ -152,6 +178,13 @@ class AlertOut(OrmModel):
         exclude=True, validation_alias=AliasChoices("stored_annotations", "annotations")
     )
     rollbacks: list[HistoryEntryOut] = Field(default_factory=list, exclude=True)
+    evidence: dict[str, Any] | None = Field(
+        default=None,
+        description="Why it is open, as of its last day a rule fired: {day, rules: ['band' "
+        "and/or 'cusum'], observed, volume, band: {low, high, alpha, p_value, side}, cusum: "
+        "{statistic, threshold, release, k, score}, reference: {version, checkpoint_id, "
+        "checkpoint_version, first_day, last_day, days, trigger, center}}.",
+    )
     links: dict[str, Any] = Field(default_factory=dict)
     rollback: RollbackLink | None = None
 
@@ -216,3 +249,37 @@ class IncidentDayOut(OrmModel):
     day: date
     note: str | None
     created_at: datetime
+
+
+class RebaselineIn(StrictModel):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    first_day: date | None = Field(
+        default=None, description="First day of the window (default: the champion's start)."
+    )
+    last_day: date | None = Field(
+        default=None, description="Last day of the window (default: yesterday, UTC)."
+    )
+
+
+class ReferenceOut(OrmModel):
+    """A frozen reference: the known-good days a model is judged against."""
+
+    version: int
+    model: str = Field(validation_alias=AliasPath("model", "name"))
+    checkpoint_id: int
+    checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
+    status: str
+    trigger: str = Field(description="warmup, champion_change or rebaseline")
+    first_day: date
+    last_day: date
+    days: list[date]
+    reason: str | None
+    actor: str | None
+    created_at: datetime
+    stats: dict[str, Any] = Field(exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cohorts(self) -> int:
+        """Cohort x signal summaries the reference holds."""
+        return len(self.stats)

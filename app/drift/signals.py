@@ -27,9 +27,25 @@ RATE_SIGNALS: dict[str, tuple[str, str]] = {
     ),
 }
 CALIBRATION_SIGNALS = ("brier_score", "ece")
-ALL_SIGNALS = (*RATE_SIGNALS, *CALIBRATION_SIGNALS)
-# Monitored by default on every model, without configuration (the seed's four).
-DEFAULT_SIGNALS = ("eval_fail_rate", "fallback_rate", "refusal_rate", "thumbs_down_rate")
+# Continuous, skewed per-event values: metric -> (SQL expression of x > 0, condition for the
+# event to carry one), per event row `e`; tokens as 1 + total tokens, so a zero-token answer
+# has a log. Judged on the log scale.
+CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
+    "latency": ("e.latency_ms", "e.latency_ms > 0"),
+    "tokens": (
+        "1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0)",
+        "(e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL)",
+    ),
+}
+QUANTILES = ("p50", "p95")
+# latency_p50, latency_p95, tokens_p50, tokens_p95
+CONTINUOUS_SIGNALS = tuple(f"{m}_{q}" for m in CONTINUOUS_METRICS for q in QUANTILES)
+ALL_SIGNALS = (*RATE_SIGNALS, *CALIBRATION_SIGNALS, *CONTINUOUS_SIGNALS)
+# Monitored by default on every model, without configuration: every signal, each alerting in
+# its harmful direction (all of them: up) against the model's frozen reference.
+DEFAULT_SIGNALS = ALL_SIGNALS
+# The seed's four headline rates: the overview's glance at every model.
+HEADLINE_SIGNALS = ("eval_fail_rate", "fallback_rate", "refusal_rate", "thumbs_down_rate")
 SIGNAL_LABELS = {
     "eval_fail_rate": "Eval failure rate",
     "fallback_rate": "Fallback rate",
@@ -38,7 +54,11 @@ SIGNAL_LABELS = {
     "over_refusal_rate": "Over-refusal rate",
     "under_refusal_rate": "Under-refusal rate",
     "brier_score": "Brier score",
-    "ece": "Expected calibration error",
+    "ece": "Calibration error (debiased)",
+    "latency_p50": "Latency p50 (ms)",
+    "latency_p95": "Latency p95 (ms)",
+    "tokens_p50": "Tokens p50",
+    "tokens_p95": "Tokens p95",
 }
 
 
@@ -57,3 +77,17 @@ class SignalRow:
     denominator: int
     rate: float | None
     extra: dict[str, Any] | None = None
+
+
+def format_value(signal: str, value: float | None) -> str:
+    """A signal's value as the pages show it: a percentage for rates, milliseconds or tokens
+    for latency and token signals, three decimals for calibration."""
+    if value is None:
+        return "n/a"
+    if signal in RATE_SIGNALS:
+        return f"{value:.1%}"
+    if signal.startswith("latency_"):
+        return f"{value:,.0f} ms"
+    if signal.startswith("tokens_"):
+        return f"{value:,.0f} tokens"
+    return f"{value:.3f}"

@@ -560,9 +560,9 @@ def spans_to_events(
 
     Event keys: trace_id, span_id, timestamp (UTC datetime), model, checkpoint_version (str)
     or checkpoint_id (int) when known, cohort, input, output, eval_passed, fallback, refusal,
-    should_refuse, latency_ms, probability, label, attributes. Each LLM span yields one event
-    or one rejection, unless an LLM span below it describes the same call (see the module
-    docstring); every other span only lends context.
+    should_refuse, latency_ms, input_tokens, output_tokens, probability, label, attributes.
+    Each LLM span yields one event or one rejection, unless an LLM span below it describes
+    the same call (see the module docstring); every other span only lends context.
     """
     nodes = _index_spans(request)
     llm_nodes = [node for node in nodes.values() if _is_llm_span(node.attributes)]
@@ -623,6 +623,8 @@ def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanReject
         "refusal": facts.get("refusal"),
         "should_refuse": facts.get("should_refuse"),
         "latency_ms": _latency_ms(span),
+        "input_tokens": llm.get("input_tokens"),
+        "output_tokens": llm.get("output_tokens"),
         "probability": facts.get("probability"),
         "label": facts.get("label"),
         "attributes": _event_attributes(span, facts, llm),

@@ -64,6 +64,8 @@ class EventIn(StrictModel):
     should_refuse: bool | None = None
     feedback: FeedbackValue | None = None
     latency_ms: float | None = Field(default=None, ge=0)
+    input_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    output_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     probability: float | None = Field(default=None, ge=0, le=1)
     label: Annotated[ScalarText, Field(max_length=200)] | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
@@ -230,6 +232,8 @@ class EventOut(OrmModel):
     should_refuse: bool | None
     feedback: StoredFeedback
     latency_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
     probability: float | None
     label: str | None
     attributes: dict[str, Any]

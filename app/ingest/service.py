@@ -320,6 +320,8 @@ def _row(
         "should_refuse": event.should_refuse,
         "feedback": FEEDBACK_SCORES.get(event.feedback or ""),
         "latency_ms": event.latency_ms,
+        "input_tokens": event.input_tokens,
+        "output_tokens": event.output_tokens,
         "probability": event.probability,
         "label": event.label,
         "attributes": event.attributes,

@@ -3,7 +3,15 @@
 from app.models.base import Base
 from app.models.canaries import Canary
 from app.models.datasets import Dataset, DatasetRow, DatasetVersion, EvaluationSuite
-from app.models.drift import Alert, DailySignal, DriftRun, IncidentDay, Monitor
+from app.models.drift import (
+    Alert,
+    DailySignal,
+    DriftJudgement,
+    DriftReference,
+    DriftRun,
+    IncidentDay,
+    Monitor,
+)
 from app.models.events import Event, EventKey, Feedback
 from app.models.gates import Gate
 from app.models.jobs import JobRun
@@ -24,6 +32,8 @@ __all__ = [
     "Dataset",
     "DatasetRow",
     "DatasetVersion",
+    "DriftJudgement",
+    "DriftReference",
     "DriftRun",
     "EvalResult",
     "EvaluationRun",

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import (
@@ -150,6 +150,10 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(String(32))
     annotations: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # Why it is open: which rule fired, the band, the CUSUM statistic and threshold, and the
+    # frozen reference it was judged against (app/drift/judge.py). NULL on alerts opened
+    # before migration 0007.
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     model: Mapped[Model] = relationship(lazy="selectin")
     checkpoint: Mapped[Checkpoint] = relationship(foreign_keys=[checkpoint_id], lazy="selectin")
@@ -200,3 +204,74 @@ class IncidentDay(TenantKeyed, CreatedAt, Base):
         ),
         postgresql_primary_key("project_id", "id"),
     )
+
+
+class DriftReference(Base):
+    """A model's frozen reference: the known-good days of one checkpoint and, per cohort x
+    signal, the random-effects summary of them (app/stats/reference.py).
+
+    Versions count up per model; exactly one is ``active`` once any exists (the one the
+    daily job judges against). A reference never changes after it is written: a champion
+    change or a rebaseline writes a new version and marks the old one ``superseded``.
+    ``stats`` maps "signal|dimension|value" to [centre, between-day variance, variance of
+    the centre, days used, days excluded]. No surrogate id: the key carries project_id
+    (distribution-ready)."""
+
+    __tablename__ = "drift_references"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(32))
+    first_day: Mapped[date]
+    last_day: Mapped[date]
+    days: Mapped[list[str]] = mapped_column(JSONType)
+    stats: Mapped[dict[str, list[float]]] = mapped_column(JSONType)
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
+    model: Mapped[Model] = relationship(lazy="selectin")
+
+    __table_args__ = (Index("ix_drift_references_project_status", "project_id", "status"),)
+
+
+class DriftJudgement(Base):
+    """One model-day's verdict on one cohort x signal: the band, the CUSUM state after the
+    day, and which rules fired. The CUSUM of the next day starts from the latest earlier row
+    judged against the same reference version; rerunning a day rewrites its rows."""
+
+    __tablename__ = "drift_judgements"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    signal: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"))
+    reference_version: Mapped[int | None]
+    side: Mapped[str] = mapped_column(String(16))
+    observed: Mapped[float | None]
+    volume: Mapped[int]
+    center: Mapped[float | None]
+    band_low: Mapped[float | None]
+    band_high: Mapped[float | None]
+    band_alpha: Mapped[float]
+    pvalue: Mapped[float | None]
+    score: Mapped[float | None]
+    cusum: Mapped[float]
+    cusum_lower: Mapped[float]
+    cusum_h: Mapped[float | None]
+    rules: Mapped[int] = mapped_column(SmallInteger)

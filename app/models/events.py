@@ -45,6 +45,9 @@ class Event(TenantKeyed, Base):
     # +1 thumbs up, -1 thumbs down.
     feedback: Mapped[int | None] = mapped_column(SmallInteger)
     latency_ms: Mapped[float | None]
+    # Token counts of the call (REST fields; OTLP gen_ai.usage.* / llm.token_count.*).
+    input_tokens: Mapped[int | None]
+    output_tokens: Mapped[int | None]
     probability: Mapped[float | None]
     label: Mapped[str | None] = mapped_column(String(200))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -31,7 +31,7 @@ def overview(
     project_id = viewer.principal.project_id
     start, end = date_window(None, None, 30)
     points = drift_queries.signal_series(
-        session, project_id, signals=signals.DEFAULT_SIGNALS, dimension="all", start=start, end=end
+        session, project_id, signals=signals.HEADLINE_SIGNALS, dimension="all", start=start, end=end
     )
     context = {
         "viewer": viewer,
@@ -43,7 +43,7 @@ def overview(
         "alert_counts": drift_queries.alert_counts(session, project_id),
         "drift_run": drift_queries.last_drift_run(session, project_id),
         "datasets": dataset_queries.dataset_names(session, project_id),
-        "signals_figure": drift_figures.small_multiples(points, signals.DEFAULT_SIGNALS)
+        "signals_figure": drift_figures.small_multiples(points, signals.HEADLINE_SIGNALS)
         if points
         else None,
     }

@@ -100,6 +100,47 @@ def log_signal(
     )
 
 
+# Normal quantiles of the log-normal fit used for the daily p50 / p95 of latency and tokens.
+LOGNORMAL_Z: dict[str, float] = {"p50": 0.0, "p95": float(stats.norm.ppf(0.95))}
+
+
+def lognormal_quantile(
+    statistic: str, mean_log: npt.ArrayLike, var_log: npt.ArrayLike
+) -> FloatArray:
+    """log of the ``statistic`` ("p50" or "p95") quantile of the log-normal with these log
+    moments: mean + z_q sd. For display (no minimum count)."""
+    z = LOGNORMAL_Z[statistic]
+    sd = np.sqrt(np.maximum(np.asarray(var_log, dtype=np.float64), 0.0))
+    return np.asarray(np.asarray(mean_log, dtype=np.float64) + z * sd, dtype=np.float64)
+
+
+def lognormal_quantile_signal(
+    statistic: str, count: npt.ArrayLike, mean_log: npt.ArrayLike, var_log: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """(log quantile of the fitted log-normal, its sampling variance); NaN when not judged.
+
+    The day's p50 / p95 from its log moments (count, mean and variance of log x), which the
+    rollup can regroup exactly across cohorts, unlike order statistics. Value m + z s with
+    z = Phi^-1(q); for a normal sample m and s are independent, Var(m) = s^2 / n and
+    Var(s) ~ s^2 / (2 (n - 1)), so Var = s^2 / n + z^2 s^2 / (2 (n - 1)) (delta method).
+    A tail that fattens shows as a larger s, so the fitted p95 rises with it. Below
+    MIN_COUNT[statistic] values the day is not judged.
+    """
+    n = np.asarray(count, dtype=np.float64)
+    var = np.asarray(var_log, dtype=np.float64)
+    z = LOGNORMAL_Z[statistic]
+    enough = n >= MIN_COUNT[statistic]
+    safe_n = np.where(enough, n, 2.0)
+    spread = np.maximum(np.where(np.isfinite(var), var, 0.0), 1e-6)
+    value = lognormal_quantile(statistic, mean_log, spread)
+    within = spread / safe_n + z * z * spread / (2.0 * (safe_n - 1.0))
+    ok = enough & np.isfinite(value)
+    return (
+        np.asarray(np.where(ok, value, np.nan), dtype=np.float64),
+        np.asarray(np.where(ok, within, np.nan), dtype=np.float64),
+    )
+
+
 def estimate_mean_reference(
     values: npt.ArrayLike,
     within_var: npt.ArrayLike,

@@ -1,5 +1,5 @@
-"""Project A's drift data (signals, monitors, an alert, an incident day) for the generic
-authorization test."""
+"""Project A's drift data (signals, monitors, an alert, an incident day; its day is the
+`day` path value) for the generic authorization test."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def seed(client: TestClient, auth: dict[str, str], ids: dict[str, Any]) -> None:
         json={"model": ids["model"], "day": day.isoformat(), "note": "alpha-secret outage"},
         headers=auth,
     ).raise_for_status()
+    ids["day"] = day.isoformat()
 
 
 BODIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -64,4 +65,5 @@ BODIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("POST", "/api/v1/incident-days"): lambda ids: {"model": ids["model"], "day": "2024-01-01"},
     ("POST", "/api/v1/alerts/{alert_id}/ack"): lambda ids: {},
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): lambda ids: {},
+    ("POST", "/api/v1/models/{model}/rebaseline"): lambda ids: {"reason": "takeover"},
 }

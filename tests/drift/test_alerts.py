@@ -1,10 +1,11 @@
-"""Alert lifecycle, monitors and incident days over the API; the scheduler's once-per-period
-claim."""
+"""Alert lifecycle through the daily job: a frozen reference, a persistent shift that keeps
+its alert open with evidence until it ends, recovery, reruns; monitors, incident days,
+rebaseline and their validation over the API; the scheduler's once-per-period claim."""
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,12 +15,17 @@ from sqlalchemy import select
 from app.core.db import today_utc
 from app.core.links import Links
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
-from app.models import JobRun, WebhookDelivery
+from app.drift.references import REFERENCE_DAYS, WARMUP_DAYS
+from app.drift.signals import ALL_SIGNALS
+from app.models import AuditLog, JobRun, WebhookDelivery
 from app.schedule import start_scheduler
-from tests.drift.traffic import Segment, day_of_traffic, post_events
+from tests.drift.traffic import Segment, Shift, day_of_traffic, post_events
 
 Headers = dict[str, str]
-STEADY = (Segment("free", 400, ("/chat",), ("us",), 0.05),)
+STEADY = (Segment("free", 300, ("/chat",), ("us",), 0.05),)
+STEADY_DAYS = WARMUP_DAYS + REFERENCE_DAYS + 1  # the reference freezes before the last one
+SHIFT_DAYS, RECOVERY_DAYS = 8, 14
+TOTAL = STEADY_DAYS + SHIFT_DAYS + RECOVERY_DAYS
 
 
 def setup_model(client: TestClient, auth: Headers) -> None:
@@ -31,14 +37,34 @@ def setup_model(client: TestClient, auth: Headers) -> None:
     ).raise_for_status()
 
 
-def traffic(days_ago: int, refusal: float, seed: int) -> list[dict[str, Any]]:
-    day = today_utc() - timedelta(days=days_ago)
-    return list(day_of_traffic(random.Random(seed), day, "m", "v1", STEADY, {"free": refusal}))
+def day_at(index: int) -> date:
+    """Day `index` of the story (0 = first), the last story day being yesterday."""
+    return today_utc() - timedelta(days=TOTAL - index)
 
 
-def run(client: TestClient, auth: Headers, days_ago: int) -> dict[str, Any]:
-    day = (today_utc() - timedelta(days=days_ago)).isoformat()
-    response = client.post("/api/v1/drift/run", json={"date": day}, headers=auth)
+def traffic(index: int, refusal: float, seed: int, shifts: tuple[Shift, ...] = ()) -> list[Any]:
+    day = day_at(index)
+    return list(
+        day_of_traffic(
+            random.Random(seed),
+            day,
+            "m",
+            "v1",
+            STEADY,
+            {"free": refusal},
+            wobble=0.1,
+            shifts=shifts,
+            seed=seed,
+        )
+    )
+
+
+def run(client: TestClient, auth: Headers, index: int, backfill: int = 1) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/drift/run",
+        json={"date": day_at(index).isoformat(), "backfill": backfill},
+        headers=auth,
+    )
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -48,7 +74,7 @@ def refusal_alerts(client: TestClient, auth: Headers) -> list[dict[str, Any]]:
     return list(client.get("/api/v1/alerts", params=params, headers=auth).json()["items"])
 
 
-def test_alert_opens_skips_a_day_without_data_and_resolves_after_two_days_in_band(
+def test_a_persistent_shift_stays_alerted_with_evidence_and_resolves_after_recovery(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
     setup_model(client, auth)
@@ -58,45 +84,84 @@ def test_alert_opens_skips_a_day_without_data_and_resolves_after_two_days_in_ban
         headers=auth,
     )
     assert hook.status_code == 201
-    events = [e for ago in range(12, 6, -1) for e in traffic(ago, 0.05, ago)]
-    events += traffic(6, 0.30, 6) + traffic(4, 0.05, 4) + traffic(3, 0.05, 3)
+    shift_start = STEADY_DAYS
+    no_data = shift_start + 4
+    shift = Shift("free", "refusal", day_at(shift_start), 3.0, end=day_at(shift_start + SHIFT_DAYS))
+    events = [
+        e for index in range(TOTAL) if index != no_data for e in traffic(index, 0.05, 7, (shift,))
+    ]
     post_events(client, auth, events)
-    for ago in range(12, 6, -1):
-        assert run(client, auth, ago)["alerts_opened"] == 0
-    assert run(client, auth, 6)["alerts_opened"] >= 1
-    [alert] = refusal_alerts(client, auth)
-    assert alert["status"] == "open" and alert["volume"] == 400
-    assert alert["band"]["low"] <= alert["baseline"] <= alert["band"]["high"] < alert["observed"]
 
-    run(client, auth, 5)  # no traffic at all that day
-    [alert] = refusal_alerts(client, auth)
-    assert alert["status"] == "open" and alert["days_in_band"] == 0
-    assert {"kind": "no_data", "day": alert["last_day"]} not in alert["annotations"]
-    assert any(a["kind"] == "no_data" for a in alert["annotations"])
+    steady = run(client, auth, STEADY_DAYS - 1, backfill=STEADY_DAYS)
+    assert steady["alerts_opened"] == 0
+    [reference] = client.get("/api/v1/models/m/references", headers=auth).json()["items"]
+    assert (reference["version"], reference["status"], reference["trigger"]) == (
+        1,
+        "active",
+        "warmup",
+    )
+    assert reference["first_day"] == day_at(WARMUP_DAYS).isoformat()
+    assert len(reference["days"]) == REFERENCE_DAYS and reference["cohorts"] > 0
 
-    run(client, auth, 4)
-    run(client, auth, 4)  # a rerun does not count the same day twice
-    assert refusal_alerts(client, auth)[0]["days_in_band"] == 1
-    run(client, auth, 3)
+    opened_on = None
+    for index in range(shift_start, shift_start + SHIFT_DAYS):
+        run(client, auth, index)
+        alerts = refusal_alerts(client, auth)
+        if alerts and opened_on is None:
+            opened_on = index
+        if opened_on is not None:  # once open, open for as long as the shift lasts
+            [alert] = alerts
+            assert alert["status"] == "open", (index, alert)
+    assert opened_on is not None and opened_on <= shift_start + 2
     [alert] = refusal_alerts(client, auth)
-    assert alert["status"] == "resolved" and alert["resolution"] == "recovered"
-    run(client, auth, 6)  # the day that opened it, again: judged already, no new alert
+    evidence = alert["evidence"]
+    assert set(evidence["rules"]) <= {"band", "cusum"} and evidence["rules"]
+    assert evidence["cusum"]["threshold"] > 0 and evidence["cusum"]["statistic"] >= 0
+    assert evidence["band"]["side"] == "upper" and 0 < evidence["band"]["alpha"] < 0.002
+    assert evidence["reference"]["version"] == 1
+    assert evidence["reference"]["first_day"] == reference["first_day"]
+    assert evidence["reference"]["last_day"] == reference["last_day"]
+    assert alert["baseline"] == evidence["reference"]["center"]
+    assert any(
+        a == {"kind": "no_data", "day": day_at(no_data).isoformat()} for a in alert["annotations"]
+    )
+
+    resolved_on = None
+    for index in range(shift_start + SHIFT_DAYS, TOTAL):
+        run(client, auth, index)
+        run(client, auth, index)  # a rerun does not count the same day twice
+        [alert] = refusal_alerts(client, auth)
+        if alert["status"] == "resolved":
+            resolved_on = index
+            break
+    # Resolved only after the shift ended, after at least three in-control days.
+    assert resolved_on is not None and resolved_on >= shift_start + SHIFT_DAYS + 2
+    assert alert["resolution"] == "recovered"
+    run(client, auth, opened_on)  # the day that opened it, again: judged already, no new alert
     assert len(refusal_alerts(client, auth)) == 1
     with app.state.sessionmaker() as session:
         msg_ids = set(session.scalars(select(WebhookDelivery.msg_id)).all())
     assert {f"alert.opened.{alert['id']}", f"alert.resolved.{alert['id']}"} <= msg_ids
+    # Alert days never enter a later reference: a rebaseline over the whole story skips them.
+    if resolved_on < TOTAL - 1:
+        run(client, auth, TOTAL - 1, backfill=TOTAL - 1 - resolved_on)
+    rebased = client.post(
+        "/api/v1/models/m/rebaseline",
+        json={"reason": "new normal", "first_day": day_at(shift_start - 3).isoformat()},
+        headers=auth,
+    )
+    assert rebased.status_code == 201, rebased.text
+    taken = set(rebased.json()["days"])
+    alert_days = {day_at(i).isoformat() for i in range(opened_on, resolved_on + 1)}
+    assert taken and not taken & alert_days
+    assert day_at(no_data).isoformat() not in taken
 
 
 def test_fixed_band_override_ack_and_resolve(client: TestClient, auth: Headers) -> None:
     setup_model(client, auth)
-    post_events(client, auth, traffic(1, 0.05, 1))
+    post_events(client, auth, traffic(TOTAL - 1, 0.05, 1))
     defaults = client.get("/api/v1/monitors", params={"model": "m"}, headers=auth).json()
-    assert {m["signal"] for m in defaults["items"]} == {
-        "eval_fail_rate",
-        "fallback_rate",
-        "refusal_rate",
-        "thumbs_down_rate",
-    }
+    assert {m["signal"] for m in defaults["items"]} == set(ALL_SIGNALS)
     assert all(m["is_default"] and m["band"]["type"] == "baseline" for m in defaults["items"])
     override = {
         "model": "m",
@@ -112,7 +177,7 @@ def test_fixed_band_override_ack_and_resolve(client: TestClient, auth: Headers) 
     replaced = client.put("/api/v1/monitors", json={**override, "cooldown_hours": 1}, headers=auth)
     assert replaced.status_code == 200 and replaced.json()["id"] == created.json()["id"]
 
-    assert run(client, auth, 1)["alerts_opened"] == 1
+    assert run(client, auth, TOTAL - 1)["alerts_opened"] == 1
     [alert] = client.get("/api/v1/alerts", params={"status": "open"}, headers=auth).json()["items"]
     assert (alert["dimension"], alert["value"], alert["band"]["high"]) == ("route", "/chat", 0.01)
     assert alert["rollback_target"] is None  # one champion so far: nothing to roll back to
@@ -125,11 +190,25 @@ def test_fixed_band_override_ack_and_resolve(client: TestClient, auth: Headers) 
     assert client.get("/api/v1/alerts/999999", headers=auth).status_code == 404
 
 
-def test_monitor_and_incident_day_validation(client: TestClient, auth: Headers) -> None:
+def test_monitor_and_incident_day_validation(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
     setup_model(client, auth)
-    bad_band = {"model": "m", "signal": "brier_score", "band": {"type": "baseline"}}
-    response = client.post("/api/v1/monitors", json=bad_band, headers=auth)
-    assert response.status_code == 422 and "band" in response.json()["detail"]
+    bad_side = {"model": "m", "signal": "brier_score", "band": {"type": "baseline", "side": "x"}}
+    response = client.post("/api/v1/monitors", json=bad_side, headers=auth)
+    assert response.status_code == 422 and "side" in response.json()["detail"]
+    assert response.headers["content-type"].startswith("application/problem+json")
+    # The trailing-window band's settings are accepted and dropped (the reference is per model).
+    legacy = {
+        "model": "m",
+        "signal": "latency_p95",
+        "band": {"type": "baseline", "window_days": 14, "alpha": 0.001, "side": "two-sided"},
+    }
+    saved = client.put("/api/v1/monitors", json=legacy, headers=auth)  # replaces the default
+    assert saved.status_code == 200 and saved.json()["band"] == {
+        "type": "baseline",
+        "side": "two-sided",
+    }
     unknown = {"model": "m", "signal": "vibes", "band": {"type": "fixed", "high": 1}}
     assert "signal" in client.post("/api/v1/monitors", json=unknown, headers=auth).json()["detail"]
     empty_band = {"model": "m", "signal": "ece", "band": {"type": "fixed"}}
@@ -143,6 +222,49 @@ def test_monitor_and_incident_day_validation(client: TestClient, auth: Headers) 
     assert marked.status_code == 201
     listed = client.get("/api/v1/incident-days", params={"model": "m"}, headers=auth).json()
     assert [(d["day"], d["note"]) for d in listed["items"]] == [(day, "outage")]
+    assert client.delete(f"/api/v1/models/m/incident-days/{day}", headers=auth).status_code == 204
+    gone = client.delete(f"/api/v1/models/m/incident-days/{day}", headers=auth)
+    assert gone.status_code == 404 and gone.headers["content-type"].startswith(
+        "application/problem+json"
+    )
+    assert client.get("/api/v1/incident-days", headers=auth).json()["items"] == []
+    bad_day = client.delete("/api/v1/models/m/incident-days/yesterday", headers=auth)
+    assert bad_day.status_code == 422
+    with app.state.sessionmaker() as session:
+        actions = set(session.scalars(select(AuditLog.action)).all())
+    assert {"incident_day.marked", "incident_day.unmarked"} <= actions
+
+
+def test_rebaseline_validates_its_input(app: FastAPI, client: TestClient, auth: Headers) -> None:
+    setup_model(client, auth)
+    url = "/api/v1/models/m/rebaseline"
+    no_reason = client.post(url, json={}, headers=auth)
+    assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
+    assert no_reason.headers["content-type"].startswith("application/problem+json")
+    assert client.post(url, json={"reason": ""}, headers=auth).status_code == 422
+    today = today_utc().isoformat()
+    future = client.post(url, json={"reason": "r", "last_day": today}, headers=auth)
+    assert future.status_code == 422 and "last_day" in future.json()["detail"]
+    backwards = client.post(
+        url,
+        json={"reason": "r", "first_day": today, "last_day": day_at(TOTAL - 2).isoformat()},
+        headers=auth,
+    )
+    assert backwards.status_code == 422 and "first_day" in backwards.json()["detail"]
+    # Too few known-good days (none here): refused, nothing written, nothing audited.
+    post_events(client, auth, traffic(TOTAL - 1, 0.05, 1))
+    run(client, auth, TOTAL - 1)
+    few = client.post(url, json={"reason": "r"}, headers=auth)
+    assert few.status_code == 422 and "known-good" in few.json()["detail"]
+    assert client.get("/api/v1/models/m/references", headers=auth).json()["items"] == []
+    assert (
+        client.post(
+            "/api/v1/models/nope/rebaseline", json={"reason": "r"}, headers=auth
+        ).status_code
+        == 404
+    )
+    with app.state.sessionmaker() as session:
+        assert "drift.rebaselined" not in set(session.scalars(select(AuditLog.action)).all())
 
 
 def test_the_scheduled_job_runs_once_per_period(app: FastAPI) -> None:

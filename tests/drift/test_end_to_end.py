@@ -1,8 +1,8 @@
-"""Issue 6, point 6: thirty days of traffic, a new champion on day 20 that quadruples one
-user segment's refusal rate. The daily job must open exactly the expected alerts, a real
-receiver must get a verifiable webhook naming the previous champion as the rollback target,
-a receiver failing twice must get it on the third attempt, and rerunning a day must not
-open a duplicate."""
+"""Issue 6, point 6 (issue 13's frozen reference): forty-five days of traffic, a new
+champion on day 38 that quadruples one user segment's refusal rate. The daily job must open
+exactly the expected alerts, a real receiver must get a verifiable webhook (with the
+evidence) naming the previous champion as the rollback target, a receiver failing twice must
+get it on the third attempt, and rerunning a day must not open a duplicate."""
 
 from __future__ import annotations
 
@@ -31,18 +31,24 @@ SEGMENTS = (
     # Twelve requests a day whose refusal rate swings wildly: noise nobody should be paged for.
     Segment("beta", 12, ("/search",), ("us",), 0.05),
 )
-CHANGE_DAY = 20
-# The enterprise segment lives on /chat in the EU, so exactly these refusal_rate cohorts move.
+DAYS = 45
+CHANGE_DAY = 38  # v1's reference (7 warm-up days, then 28) is frozen by then
+# The enterprise segment lives on /chat in the EU, so exactly these cohorts move, in refusal
+# and in over-refusal (refusals of requests that should be answered, i.e. nearly all).
 EXPECTED = {
-    ("refusal_rate", "all", "all"),
-    ("refusal_rate", "user_segment", "enterprise"),
-    ("refusal_rate", "route", "/chat"),
-    ("refusal_rate", "prompt_version", "p3"),
-    ("refusal_rate", "region", "eu"),
+    (signal, dimension, value)
+    for signal in ("refusal_rate", "over_refusal_rate")
+    for dimension, value in (
+        ("all", "all"),
+        ("user_segment", "enterprise"),
+        ("route", "/chat"),
+        ("prompt_version", "p3"),
+        ("region", "eu"),
+    )
 }
 
 
-def seed_thirty_days(client: TestClient, auth: Headers) -> tuple[list[Any], dict[str, int]]:
+def seed_days(client: TestClient, auth: Headers) -> tuple[list[Any], dict[str, int]]:
     ids = {}
     for version in ("v1", "v2"):
         created = client.post(
@@ -60,15 +66,17 @@ def seed_thirty_days(client: TestClient, auth: Headers) -> tuple[list[Any], dict
         headers=auth,
     ).raise_for_status()
     rng = random.Random(20240601)
-    first = today_utc() - timedelta(days=30)
-    days = [first + timedelta(days=n) for n in range(30)]
+    first = today_utc() - timedelta(days=DAYS)
+    days = [first + timedelta(days=n) for n in range(DAYS)]
     events: list[dict[str, Any]] = []
     for number, day in enumerate(days, start=1):
         changed = number >= CHANGE_DAY
         override = {"beta": rng.choice([0.0, 0.5, 0.9])}
         if changed:
             override["enterprise"] = 0.20
-        events += day_of_traffic(rng, day, MODEL, "v2" if changed else "v1", SEGMENTS, override)
+        events += day_of_traffic(
+            rng, day, MODEL, "v2" if changed else "v1", SEGMENTS, override, wobble=0.1
+        )
     post_events(client, auth, events)
     return days, ids
 
@@ -97,16 +105,16 @@ def subscribe(client: TestClient, auth: Headers, hook: Receiver) -> str:
     return secret
 
 
-def test_thirty_days_open_exactly_the_expected_alerts_and_webhooks_arrive_signed(
+def test_a_champion_change_opens_the_expected_alerts_and_webhooks_arrive_signed(
     app: FastAPI, client: TestClient, auth: Headers, settings: Settings
 ) -> None:
-    days, ids = seed_thirty_days(client, auth)
+    days, ids = seed_days(client, auth)
     with receiver() as good, receiver(fail_first=2) as flaky:
         good_secret = subscribe(client, auth, good)
         flaky_secret = subscribe(client, auth, flaky)
 
         run = client.post(
-            "/api/v1/drift/run", json={"date": days[-1].isoformat(), "backfill": 30}, headers=auth
+            "/api/v1/drift/run", json={"date": days[-1].isoformat(), "backfill": DAYS}, headers=auth
         )
         assert run.status_code == 200, run.text
         alerts = client.get("/api/v1/alerts", params={"limit": 100}, headers=auth).json()["items"]
@@ -117,11 +125,17 @@ def test_thirty_days_open_exactly_the_expected_alerts_and_webhooks_arrive_signed
             assert alert["status"] == "open"
             assert alert["day"] >= days[CHANGE_DAY - 1].isoformat()  # none before the change
             assert alert["checkpoint_version"] == "v2"
-            assert alert["observed"] > alert["band"]["high"] > alert["baseline"]
+            # Open on the band (today's rate above it) or on the CUSUM (a run of high days).
+            evidence = alert["evidence"]
+            assert alert["band"]["high"] > alert["baseline"] == evidence["reference"]["center"]
+            assert alert["observed"] > alert["band"]["high"] or "cusum" in evidence["rules"]
+            assert evidence["reference"]["checkpoint_version"] == "v1"
             assert alert["rollback_target"] == {"checkpoint_id": ids["v1"], "version": "v1"}
             assert alert["sample_trace_ids"]
-        segment_alert = next(a for a in alerts if a["value"] == "enterprise")
-        assert 0.03 < segment_alert["baseline"] < 0.07
+        segment_alert = next(
+            a for a in alerts if a["value"] == "enterprise" and a["signal"] == "refusal_rate"
+        )
+        assert 0.07 < segment_alert["baseline"] < 0.12  # 5% of answers + nearly all risky
         assert segment_alert["day"] == days[CHANGE_DAY - 1].isoformat()
         assert all("enterprise" in t for t in segment_alert["sample_trace_ids"])
 
@@ -132,6 +146,38 @@ def test_thirty_days_open_exactly_the_expected_alerts_and_webhooks_arrive_signed
         assert payload["type"] == "alert.opened"
         data = payload["data"]
         assert data["model"] == MODEL and data["signal"] == "refusal_rate"
+        # Every field the payload carried before, plus the evidence of the day it opened.
+        assert {
+            "id",
+            "status",
+            "model",
+            "checkpoint_id",
+            "checkpoint_version",
+            "signal",
+            "dimension",
+            "value",
+            "cohort",
+            "day",
+            "last_day",
+            "observed",
+            "band",
+            "baseline",
+            "volume",
+            "sample_trace_ids",
+            "rollback_target",
+            "monitor_id",
+            "days_in_band",
+            "annotations",
+            "links",
+            "rollback",
+            "evidence",
+        } <= set(data)
+        opened_evidence = data["evidence"]
+        assert opened_evidence["day"] == segment_alert["day"] and opened_evidence["rules"]
+        assert opened_evidence["reference"]["checkpoint_version"] == "v1"
+        assert opened_evidence["reference"]["days"] == 28
+        assert opened_evidence["band"]["high"] == data["band"]["high"] < data["observed"]
+        assert opened_evidence["cusum"]["threshold"] > opened_evidence["cusum"]["release"] > 0
         assert data["cohort"] == {"dimension": "user_segment", "value": "enterprise"}
         assert data["rollback"]["target"] == {"checkpoint_id": ids["v1"], "version": "v1"}
         assert data["rollback"]["url"] == (
@@ -163,7 +209,7 @@ def test_thirty_days_open_exactly_the_expected_alerts_and_webhooks_arrive_signed
 
         # Rerunning a day inside the incident opens nothing new and sends nothing new.
         rerun = client.post(
-            "/api/v1/drift/run", json={"date": days[24].isoformat()}, headers=auth
+            "/api/v1/drift/run", json={"date": days[CHANGE_DAY + 2].isoformat()}, headers=auth
         ).json()
         assert rerun["alerts_opened"] == 0
         again = client.get("/api/v1/alerts", params={"limit": 100}, headers=auth).json()["items"]

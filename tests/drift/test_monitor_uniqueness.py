@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.drift.monitors import DEFAULT_BAND, DEFAULT_SIGNALS, ensure_defaults
+from app.drift.signals import ALL_SIGNALS
 from app.models import Model, Monitor
 
 Headers = dict[str, str]
@@ -80,5 +81,5 @@ def test_the_api_still_shows_any_cohort_as_null_and_refuses_a_second_monitor(
     assert other.status_code == 201
     listed = client.get("/api/v1/monitors", params={"model": "m"}, headers=auth).json()["items"]
     defaults = [m for m in listed if m["is_default"]]
-    assert len(defaults) == 4
+    assert len(defaults) == len(ALL_SIGNALS)
     assert all(m["dimension"] is None and m["value"] is None for m in defaults)

@@ -16,6 +16,7 @@ from app.stats.calibration import (
     DEFAULT_BINS,
     bin_statistics,
     calibration_summary,
+    debiased_ece,
     equal_mass_bins,
 )
 from tests.drift.traffic import at, post_events
@@ -131,12 +132,20 @@ def test_every_rate_and_cohort_matches_python(client: TestClient, auth: Headers)
         assert by_signal["brier_score"]["extra"]["reliability"] == pytest.approx(
             summary.decomposition.reliability
         )
-        assert by_signal["ece"]["rate"] == pytest.approx(summary.ece)
         extra = by_signal["brier_score"]["extra"]
         for part in ("resolution", "uncertainty"):
             assert extra[part] == pytest.approx(getattr(summary.decomposition, part))
         # The stored per-bin sums are the ones app/stats computes from the raw arrays.
         expected = bin_statistics(probs, labels, equal_mass_bins(probs), DEFAULT_BINS)
+        # The calibration error shown is the debiased one (the plug-in ECE reads high on
+        # small cohorts), from the same bins.
+        assert by_signal["ece"]["rate"] == pytest.approx(
+            float(
+                debiased_ece(
+                    expected.count, expected.sum_prob, expected.sum_label, expected.sum_prob_sq
+                )
+            )
+        )
         filled = np.flatnonzero(expected.count)
         assert [b["bin"] for b in extra["bins"]] == filled.tolist()
         for name, column in (
@@ -171,3 +180,50 @@ def test_drift_run_validates_its_body(client: TestClient, auth: Headers) -> None
     assert bad.status_code == 422 and "date" in bad.json()["detail"]
     empty = client.post("/api/v1/drift/run", json={}, headers=auth)
     assert empty.status_code == 200 and empty.json()["signals"] == 0
+
+
+def test_latency_and_token_signals_are_the_log_normal_fit_of_the_rest_fields(
+    client: TestClient, auth: Headers
+) -> None:
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    day = today_utc() - timedelta(days=1)
+    rng = np.random.default_rng(3)
+    latency = np.round(np.exp(rng.normal(6.0, 0.5, 120)), 1)
+    tokens_in = rng.integers(50, 400, 120)
+    tokens_out = rng.integers(0, 200, 120)
+    events = [
+        {
+            "trace_id": f"t-{i}",
+            "timestamp": at(day, i * 60),
+            "model": "m",
+            "checkpoint_version": "v1",
+            "cohort": {"route": "/a" if i % 2 else "/b"},
+            "latency_ms": float(latency[i]),
+            "input_tokens": int(tokens_in[i]),
+            "output_tokens": int(tokens_out[i]),
+        }
+        for i in range(120)
+    ]
+    post_events(client, auth, events)
+    stored = client.get("/api/v1/events", params={"limit": 1}, headers=auth).json()["items"][0]
+    assert stored["input_tokens"] is not None and stored["output_tokens"] is not None
+    client.post("/api/v1/drift/run", json={"date": day.isoformat()}, headers=auth)
+    rows = {
+        (r["signal"], r["dimension"], r["value"]): r
+        for r in signals_of(client, auth, model="m")
+        if r["signal"].startswith(("latency_", "tokens_"))
+    }
+    z95 = 1.6448536269514722
+    for route, members in (("all", np.arange(120)), ("/a", np.arange(1, 120, 2))):
+        key_dim = "all" if route == "all" else "route"
+        logs = np.log(latency[members])
+        total = np.log(1.0 + tokens_in[members] + tokens_out[members])
+        for name, values, shift in (("latency", logs, 0.0), ("tokens", total, 1.0)):
+            mean, sd = values.mean(), values.std(ddof=1)
+            p50 = rows[(f"{name}_p50", key_dim, route)]
+            p95 = rows[(f"{name}_p95", key_dim, route)]
+            assert p50["rate"] == pytest.approx(np.exp(mean) - shift, rel=1e-9)
+            assert p95["rate"] == pytest.approx(np.exp(mean + z95 * sd) - shift, rel=1e-9)
+            assert p50["denominator"] == len(members)
+            assert p50["extra"]["sum_log"] == pytest.approx(values.sum(), rel=1e-9)
+            assert p50["extra"]["sum_log_sq"] == pytest.approx((values**2).sum(), rel=1e-9)

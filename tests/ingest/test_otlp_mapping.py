@@ -178,6 +178,7 @@ def test_openinference_llm_span_under_a_server_span(wire: Wire) -> None:
         None
     ] * 4
     assert event["probability"] is None and event["label"] is None
+    assert (event["input_tokens"], event["output_tokens"]) == (31, 7)
     assert event["attributes"] == {
         "session_id": "sess-1",
         "user_id": "user-1",
@@ -279,6 +280,8 @@ def test_genai_indexed_messages_as_traceai_emits_them(wire: Wire, segment: str) 
     assert attributes["session_id"] == "conv-9"
     assert (attributes["input_tokens"], attributes["output_tokens"]) == (12, 5)
     assert attributes["total_tokens"] == 17
+    # The token counts are event fields too: the drift job's token signals read them.
+    assert (event["input_tokens"], event["output_tokens"]) == (12, 5)
 
 
 def test_genai_json_string_messages_of_the_otel_semantic_conventions() -> None:

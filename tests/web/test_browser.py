@@ -121,9 +121,33 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
             "Rows needed",
             charts=1,
         )
-        visit("/drift", "drift", "Reliability", "Calibration", "Refusal correctness", charts=4)
+        visit(
+            "/drift",
+            "drift",
+            "Frozen reference",
+            "reference v2",
+            "v2-lora's known-good days",
+            "Reliability",
+            "Calibration",
+            "Refusal correctness",
+            "Latency",
+            charts=6,  # signal, CUSUM, reliability, calibration, refusal, latency
+        )
+        # The signal chart shades the reference window and marks where alerts opened.
+        expect(page.locator(".chart .legend").first).to_contain_text("alert opened")
+        expect(page.locator(".chart").nth(1)).to_contain_text("threshold")
+        expect(page.locator("[data-testid=rebaseline-form] button")).to_be_visible()
         visit("/alerts", "alerts", "eval_fail_rate", "user_segment=free")
-        visit(f"/alerts/{ids['alert']}", "alert", "observed", "Sample traces", charts=1)
+        visit(
+            f"/alerts/{ids['alert']}",
+            "alert",
+            "observed",
+            "Why it is open",
+            "Reference",
+            "v2-lora",
+            "Sample traces",
+            charts=2,
+        )
         visit("/traces?flag=thumbs_down", "traces", "support-bot", "thumbs down")
         visit(f"/traces/{ids['trace']}", "trace", "Input", "Output")
         visit(
@@ -155,6 +179,16 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
         page.click("button:has-text('Confirm rollback to v2-lora')")
         expect(page.locator(".notice")).to_contain_text("The champion is now v2-lora")
         page.screenshot(path=str(shots / "model-after-rollback.png"), full_page=True)
+
+        # v2-lora is champion again: rebaseline on its known-good days from the drift page.
+        page.goto(server + "/drift?model=support-bot")
+        page.fill("#rebaseline-reason", "back on v2-lora after the rollback")
+        page.click("[data-testid=rebaseline-form] button")
+        expect(page.locator("[data-testid=reference-window]")).to_contain_text("reference v3")
+        expect(page.locator("[data-testid=reference-window]")).to_contain_text(
+            "back on v2-lora after the rollback"
+        )
+        page.screenshot(path=str(shots / "drift-rebaselined.png"), full_page=True)
 
         # A phone-sized viewport keeps the overview usable.
         page.set_viewport_size({"width": 390, "height": 844})

@@ -9,12 +9,15 @@ import sys
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app.core.links import Links
+from app.drift.alerts import alert_out
 from app.models import (
     Alert,
     Checkpoint,
     DailySignal,
     DatasetRow,
     DatasetVersion,
+    DriftReference,
     EvaluationRun,
     Gate,
     WebhookDelivery,
@@ -60,6 +63,24 @@ def test_demo_seeds_the_whole_story_once(
         open_alerts = session.scalars(select(Alert).where(Alert.status == AlertStatus.open)).all()
         assert any(a.dimension == "user_segment" and a.value == "free" for a in open_alerts)
         assert all(a.rollback_target_id == checkpoints[1].id for a in open_alerts)
+        # v3-rlhf's two regressions are open on the whole population, judged against v2-lora's
+        # frozen reference (v2 never finished its own window, so it froze when v3 took over).
+        whole = {a.signal: a for a in open_alerts if a.dimension == "all"}
+        for signal in ("under_refusal_rate", "eval_fail_rate"):
+            alert = whole[signal]
+            assert alert.checkpoint.version == "v3-rlhf"
+            assert alert.evidence is not None and alert.evidence["rules"]
+            assert alert.evidence["reference"]["checkpoint_version"] == "v2-lora"
+            assert alert.evidence["reference"]["trigger"] == "champion_change"
+            assert alert.observed > alert.baseline
+            shown = alert_out(alert, Links.of(app.state.settings))
+            assert shown.rollback is not None and shown.rollback.target.version == "v2-lora"
+            assert shown.rollback.url.endswith(f"/rollback?alert_id={alert.id}")
+        assert all(a.checkpoint.version == "v3-rlhf" for a in open_alerts)
+        [active] = session.scalars(
+            select(DriftReference).where(DriftReference.status == "active")
+        ).all()
+        assert active.checkpoint_id == checkpoints[1].id
         opened = session.scalars(
             select(WebhookDelivery.msg_id).where(WebhookDelivery.event_type == "alert.opened")
         ).all()

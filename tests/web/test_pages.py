@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ChampionHistory
+from app.models import ChampionHistory, DriftReference
 from app.models.project import Role
 from app.models.registry import ChampionAction
 from app.web.auth import SESSION_COOKIE
@@ -102,8 +102,22 @@ def test_forms_need_the_session_csrf_token(
         "/models/support-bot/rollback", data={"csrf_token": foreign_token, "reason": "because"}
     )
     assert stolen.status_code == 403
+    # The drift page's rebaseline button: refused without the session's token, and with it
+    # the service's own validation answers (no known-good days here), nothing frozen.
+    page = client.get("/drift?model=support-bot")
+    assert 'action="/drift/rebaseline"' in page.text
+    forged_rebaseline = client.post(
+        "/drift/rebaseline", data={"csrf_token": "forged", "model": "support-bot", "reason": "r"}
+    )
+    assert forged_rebaseline.status_code == 403
+    refused = client.post(
+        "/drift/rebaseline",
+        data={"csrf_token": csrf_of(page.text), "model": "support-bot", "reason": "r"},
+    )
+    assert refused.status_code == 422 and "known-good" in refused.text
     history = db.scalars(select(ChampionHistory)).all()
     assert [h.action for h in history] == [ChampionAction.promote, ChampionAction.promote]
+    assert db.scalars(select(DriftReference)).all() == []
 
 
 def test_rollback_confirmation_then_post_changes_the_champion(

@@ -1,0 +1,494 @@
+"""One model-day's verdicts: both rules, one error budget, the CUSUM state carried forward.
+
+For the day's served checkpoint (the one with the most all-traffic events), every signal row
+covered by an enabled monitor is judged:
+
+- "baseline" monitors (every default) against the model's frozen reference
+  (references.py): the predictive band (app/stats/bands for rates, continuous for Brier and
+  the log-scale latency/token quantiles, calibration for the debiased calibration error) and a
+  one-sided CUSUM of the standardized residual (app/stats/cusum), in the monitor's side (the
+  signal's harmful direction, up, unless it asks for "two-sided");
+- the whole day's tests share one budget (app/stats/budget.allocate): the expected number
+  of false alerts per model-day is DAILY_ALPHA, weighted toward the whole population and the
+  cohorts a dataset version declares high-risk, with hypotheses that cannot reach
+  significance at today's volume left out of the count (weighted Tarone); the CUSUM's
+  threshold follows its share;
+- "fixed" monitors compare the value with their bounds (outside the budget: their bounds
+  are the user's).
+
+The CUSUM statistic after each day is stored in drift_judgements; the next day starts from
+the latest earlier row judged against the same reference version (a new reference starts
+the statistic again at 0). A day without data leaves it unchanged. Judging writes the day's
+rows (replacing any earlier run of that day); alerts.py turns the verdicts into alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from app.drift.references import bin_arrays, log_signal_of, stats_key, to_reference
+from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS, SignalRow
+from app.models import DatasetVersion, DriftJudgement, DriftReference, Model, Monitor
+from app.stats import budget
+from app.stats.bands import (
+    MAX_SCORE,
+    Side,
+    rate_min_pvalue,
+    rate_normal_score,
+    rate_predictive_band,
+    rate_predictive_pvalue,
+)
+from app.stats.calibration import brier_day_signal, ece_predictive_pvalue
+from app.stats.continuous import mean_normal_score, mean_predictive_band, mean_predictive_pvalue
+from app.stats.cusum import (
+    DEFAULT_HEADROOM,
+    DEFAULT_K,
+    DEFAULT_RELEASE,
+    cusum_threshold,
+    cusum_update,
+    reference_error_sd,
+    release_level,
+)
+from app.stats.lazy import scipy_stats as stats
+from app.stats.reference import Reference
+
+DAILY_ALPHA = budget.DEFAULT_DAILY_ALPHA
+# How far back the CUSUM state is looked up (a cohort silent for longer starts again at 0).
+STATE_LOOKBACK_DAYS = 60
+
+
+@dataclass
+class Verdict:
+    """One monitor's verdict on one cohort x signal of the day.
+
+    ``judged`` is False when the row was not tested (too little volume, no reference yet):
+    such a day neither counts as recovery nor breaks a count. ``band_fired`` /
+    ``cusum_fired`` are the rules; ``in_control`` means quiet *and* the CUSUM at or below its
+    release level. Values are on the signal's own scale (a rate, ms, tokens)."""
+
+    monitor: Monitor
+    row: SignalRow
+    side: str
+    judged: bool = False
+    observed: float | None = None
+    center: float | None = None
+    band_low: float | None = None
+    band_high: float | None = None
+    band_alpha: float = 0.0
+    pvalue: float | None = None
+    score: float | None = None
+    cusum: float = 0.0
+    cusum_lower: float = 0.0
+    cusum_h: float | None = None
+    band_fired: bool = False
+    cusum_fired: bool = False
+    in_control: bool = True
+    reference: DriftReference | None = None
+
+    @property
+    def rules(self) -> list[str]:
+        return [name for name, on in (("band", self.band_fired), ("cusum", self.cusum_fired)) if on]
+
+    def evidence(self, day: date) -> dict[str, Any]:
+        """What the API and webhook show of why the alert is open (JSON-ready)."""
+        ref = self.reference
+        release = None if self.cusum_h is None else float(release_level(self.cusum_h))
+        return _finite(
+            {
+                "day": day.isoformat(),
+                "rules": self.rules,
+                "observed": self.observed,
+                "volume": self.row.denominator,
+                "band": {
+                    "low": self.band_low,
+                    "high": self.band_high,
+                    "alpha": self.band_alpha,
+                    "p_value": self.pvalue,
+                    "side": self.side,
+                },
+                "cusum": {
+                    "statistic": max(self.cusum, self.cusum_lower),
+                    "threshold": self.cusum_h,
+                    "release": release,
+                    "k": DEFAULT_K,
+                    "score": self.score,
+                },
+                "reference": None
+                if ref is None
+                else {
+                    "version": ref.version,
+                    "checkpoint_id": ref.checkpoint_id,
+                    "checkpoint_version": ref.checkpoint.version,
+                    "first_day": ref.first_day.isoformat(),
+                    "last_day": ref.last_day.isoformat(),
+                    "days": len(ref.days),
+                    "trigger": ref.trigger,
+                    "center": self.center,
+                },
+            }
+        )
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null (JSONB and strict parsers refuse them)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class DayJudgement:
+    verdicts: list[Verdict]
+    # Cohorts that had data the day, whether judged or not: the rest had no data.
+    seen: set[tuple[str, str, str]]
+
+
+def pick_monitor(
+    monitors: Sequence[Monitor], signal: str, dimension: str, value: str
+) -> Monitor | None:
+    """The most specific enabled monitor for a cohort: (dimension, value) > dimension > all."""
+    best: tuple[int, int, Monitor] | None = None
+    for monitor in monitors:
+        if not monitor.enabled or monitor.signal != signal:
+            continue
+        if monitor.dimension is not None and monitor.dimension != dimension:
+            continue
+        if monitor.value is not None and monitor.value != value:
+            continue
+        rank = (monitor.dimension is not None) + (monitor.value is not None)
+        if best is None or (rank, monitor.id) > best[:2]:
+            best = (rank, monitor.id, monitor)
+    return best[2] if best else None
+
+
+def declared_high_risk(session: Session, project_id: int) -> set[tuple[str, str]]:
+    """(dimension, value) cohorts any dataset version of the project declares high-risk."""
+    out: set[tuple[str, str]] = set()
+    for declared in session.scalars(
+        select(DatasetVersion.cohort_risk).where(DatasetVersion.project_id == project_id)
+    ).all():
+        for dimension, values in (declared or {}).items():
+            for value, risk in (values or {}).items():
+                if risk == "high":
+                    out.add((dimension, value))
+    return out
+
+
+def judge_day(
+    session: Session,
+    model: Model,
+    day: date,
+    rows: Sequence[SignalRow],
+    reference: DriftReference | None,
+    high_risk: set[tuple[str, str]],
+) -> DayJudgement:
+    """The day's verdicts for the model (writes its drift_judgements rows, no commit)."""
+    session.execute(
+        delete(DriftJudgement).where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.day == day,
+        )
+    )
+    volumes = {r.checkpoint_id: r.denominator for r in rows if r.dimension == "all"}
+    if not rows:
+        return DayJudgement([], set())
+    served = max(volumes or {rows[0].checkpoint_id: 0}, key=lambda c: (volumes.get(c, 0), c))
+    served_rows = [r for r in rows if r.checkpoint_id == served]
+    monitors = session.scalars(
+        select(Monitor).where(Monitor.project_id == model.project_id, Monitor.model_id == model.id)
+    ).all()
+    verdicts = [
+        Verdict(monitor, row, _side(monitor))
+        for row in served_rows
+        if (monitor := pick_monitor(monitors, row.signal, row.dimension, row.value)) is not None
+    ]
+    _judge_fixed([v for v in verdicts if v.monitor.band.get("type") == "fixed"])
+    referenced = [v for v in verdicts if v.monitor.band.get("type") != "fixed"]
+    if reference is not None and referenced:
+        _judge_against_reference(session, model, day, referenced, reference, high_risk)
+    _store(session, model, day, verdicts)
+    return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows})
+
+
+def _side(monitor: Monitor) -> str:
+    return str(monitor.band.get("side") or "upper")
+
+
+def _judge_fixed(verdicts: list[Verdict]) -> None:
+    for v in verdicts:
+        low, high = v.monitor.band.get("low"), v.monitor.band.get("high")
+        v.band_low, v.band_high, v.observed = low, high, v.row.rate
+        if v.row.denominator < v.monitor.min_volume or v.row.rate is None:
+            continue
+        v.judged = True
+        rate = v.row.rate
+        v.band_fired = (low is not None and rate < low) or (high is not None and rate > high)
+
+
+def _judge_against_reference(
+    session: Session,
+    model: Model,
+    day: date,
+    verdicts: list[Verdict],
+    reference: DriftReference,
+    high_risk: set[tuple[str, str]],
+) -> None:
+    count = len(verdicts)
+    entries = [
+        reference.stats.get(stats_key(v.row.signal, v.row.dimension, v.row.value)) for v in verdicts
+    ]
+    ref = to_reference(entries)
+    pvalue = np.full(count, np.nan)
+    pmin = np.ones(count)
+    score = np.full(count, np.nan)
+    within = np.full(count, np.nan)  # mean-type signals: today's within-day variance
+    for v in verdicts:
+        v.reference = reference
+    usable = np.array(
+        [
+            bool(ref.valid[i]) and v.row.denominator >= v.monitor.min_volume
+            for i, v in enumerate(verdicts)
+        ],
+        dtype=bool,
+    )
+    # Vectorised per family and side: one call of each statistic for all rows alike.
+    for (family, side), rows in _groups(verdicts, usable).items():
+        idx = np.array(rows)
+        part = _rows(ref, idx)
+        if family == "rate":
+            x = np.array([round(verdicts[i].row.numerator) for i in rows])
+            n = np.array([verdicts[i].row.denominator for i in rows])
+            pvalue[idx] = rate_predictive_pvalue(x, n, part, side)
+            pmin[idx] = rate_min_pvalue(n, part, side)
+            score[idx] = rate_normal_score(x, n, part)
+        elif family == "ece":
+            bins = np.stack([bin_arrays(verdicts[i].row.extra)[:4] for i in rows], axis=1)
+            n_k, sp, sy, spp = bins[0], bins[1], bins[2], bins[3]
+            pvalue[idx] = ece_predictive_pvalue(
+                n_k, sp, sy, spp, part.center, part.predictive_var(), side
+            )
+            mid = ece_predictive_pvalue(
+                n_k, sp, sy, spp, part.center, part.predictive_var(None), "upper"
+            )
+            score[idx] = np.clip(stats.norm.isf(mid), -MAX_SCORE, MAX_SCORE)
+            pmin[idx] = 0.0
+        else:
+            pairs = np.array([_mean_signal(verdicts[i].row) for i in rows]).reshape(-1, 2)
+            value, var = pairs[:, 0], pairs[:, 1]
+            within[idx] = var
+            pvalue[idx] = mean_predictive_pvalue(value, var, part, side)
+            score[idx] = mean_normal_score(value, var, part)
+            pmin[idx] = 0.0
+    for i, v in enumerate(verdicts):
+        v.judged = bool(np.isfinite(pvalue[i]))
+    pmin = np.where(np.isfinite(pvalue), pmin, 1.0)
+    judged = np.array([v.judged for v in verdicts])
+    if not judged.any():
+        return
+    weights = budget.hypothesis_weights(
+        [v.row.dimension == "all" for v in verdicts],
+        [(v.row.dimension, v.row.value) in high_risk for v in verdicts],
+    )
+    two_sided = np.array([v.side == "two-sided" for v in verdicts])
+    sd = reference_error_sd(ref.days_used)
+    alloc = budget.allocate(
+        weights, pmin, judged, DAILY_ALPHA, budget.DEFAULT_BAND_SHARE, DEFAULT_K, 1, sd
+    )
+    with np.errstate(divide="ignore"):
+        arl_two = np.where(
+            alloc.cusum_alpha > 0, 2.0 / np.maximum(alloc.cusum_alpha, 1e-300), np.inf
+        )
+    h = np.where(two_sided, cusum_threshold(arl_two, DEFAULT_K, sd), alloc.cusum_h)
+    previous = _previous_state(session, model, day, reference.version)
+    state = np.array(
+        [previous.get((v.row.signal, v.row.dimension, v.row.value), (0.0, 0.0)) for v in verdicts]
+    ).reshape(-1, 2)
+    upper_prev, lower_prev = state[:, 0], state[:, 1]
+    z = np.where(judged, score, np.nan)
+    cap = h + DEFAULT_HEADROOM
+    upper = cusum_update(upper_prev, z, DEFAULT_K, cap)
+    lower = np.where(two_sided, cusum_update(lower_prev, -z, DEFAULT_K, cap), 0.0)
+    release = release_level(h, DEFAULT_RELEASE)
+    for i, v in enumerate(verdicts):
+        v.cusum, v.cusum_lower = float(upper[i]), float(lower[i])
+        if not v.judged:
+            continue
+        v.pvalue = float(pvalue[i])
+        v.score = float(score[i])
+        v.band_alpha = float(alloc.band_alpha[i])
+        v.cusum_h = float(h[i]) if np.isfinite(h[i]) else None
+        v.band_fired = bool(pvalue[i] < alloc.band_alpha[i])
+        statistic = max(upper[i], lower[i])
+        v.cusum_fired = bool(np.isfinite(h[i]) and statistic > h[i])
+        v.in_control = bool(statistic <= release[i])
+        v.observed = v.row.rate
+    judged = np.array([v.judged for v in verdicts], dtype=bool)
+    _display(verdicts, ref, judged, alloc.band_alpha, within)
+
+
+def _family(signal: str) -> str:
+    if signal in RATE_SIGNALS:
+        return "rate"
+    return "ece" if signal == "ece" else "mean"
+
+
+def _groups(verdicts: list[Verdict], usable: np.ndarray) -> dict[tuple[str, Side], list[int]]:
+    """Row indexes of the usable verdicts by (family, side)."""
+    groups: dict[tuple[str, Side], list[int]] = {}
+    for i, v in enumerate(verdicts):
+        if usable[i]:
+            side: Side = v.side  # type: ignore[assignment]
+            groups.setdefault((_family(v.row.signal), side), []).append(i)
+    return groups
+
+
+def _rows(ref: Reference, idx: np.ndarray) -> Reference:
+    """The rows `idx` of a Reference."""
+    return Reference(
+        center=ref.center[idx],
+        between_var=ref.between_var[idx],
+        center_var=ref.center_var[idx],
+        days_used=ref.days_used[idx],
+        days_excluded=ref.days_excluded[idx],
+        valid=ref.valid[idx],
+    )
+
+
+def _mean_signal(row: SignalRow) -> tuple[float, float]:
+    """(value, within-day variance) of a Brier or latency/token row on its judged scale."""
+    if row.signal == "brier_score":
+        value, var = brier_day_signal(*bin_arrays(row.extra))
+        return float(value), float(var)
+    return log_signal_of(
+        row.signal,
+        row.denominator,
+        float((row.extra or {}).get("sum_log", np.nan)),
+        float((row.extra or {}).get("sum_log_sq", np.nan)),
+    )
+
+
+def _display(
+    verdicts: list[Verdict],
+    ref: Reference,
+    judged: np.ndarray,
+    band_alpha: np.ndarray,
+    within: np.ndarray,
+) -> None:
+    """Reference centre and band edges on each signal's own scale (a rate, ms, tokens), for
+    the judged rows; a band only where the row was tested (alpha > 0)."""
+    for (family, side), rows in _groups(verdicts, judged).items():
+        idx = np.array(rows)
+        part = _rows(ref, idx)
+        tested = band_alpha[idx] > 0
+        if family == "rate":
+            n = np.array([verdicts[i].row.denominator for i in rows])
+            low, high = rate_predictive_band(n, part, band_alpha[idx], side)
+            for j, i in enumerate(rows):
+                verdicts[i].center = float(part.center[j])
+                if tested[j]:
+                    verdicts[i].band_low, verdicts[i].band_high = float(low[j]), float(high[j])
+        elif family == "ece":
+            for j, i in enumerate(rows):
+                verdicts[i].center = float(np.sqrt(max(float(part.center[j]), 0.0)))
+        else:
+            low, high = mean_predictive_band(within[idx], part, band_alpha[idx], side)
+            for j, i in enumerate(rows):
+                v = verdicts[i]
+                v.center = _shown(v.row.signal, float(part.center[j]))
+                if tested[j]:
+                    v.band_low = _shown(v.row.signal, float(low[j]))
+                    v.band_high = _shown(v.row.signal, float(high[j]))
+
+
+def _shown(signal: str, x: float) -> float | None:
+    """A judged-scale value on the signal's own scale: exp for latency, exp - 1 for tokens."""
+    if not np.isfinite(x):
+        return None
+    if signal in CONTINUOUS_SIGNALS:
+        return float(np.exp(x)) - (1.0 if signal.startswith("tokens_") else 0.0)
+    return x
+
+
+def _previous_state(
+    session: Session, model: Model, day: date, version: int
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """Per cohort x signal, the CUSUM pair after its latest earlier day on this reference."""
+    latest = (
+        select(
+            DriftJudgement.signal,
+            DriftJudgement.dimension,
+            DriftJudgement.value,
+            func.max(DriftJudgement.day).label("day"),
+        )
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.reference_version == version,
+            DriftJudgement.day < day,
+            DriftJudgement.day >= day - timedelta(days=STATE_LOOKBACK_DAYS),
+        )
+        .group_by(DriftJudgement.signal, DriftJudgement.dimension, DriftJudgement.value)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            DriftJudgement.signal,
+            DriftJudgement.dimension,
+            DriftJudgement.value,
+            DriftJudgement.cusum,
+            DriftJudgement.cusum_lower,
+        )
+        .join(
+            latest,
+            (DriftJudgement.signal == latest.c.signal)
+            & (DriftJudgement.dimension == latest.c.dimension)
+            & (DriftJudgement.value == latest.c.value)
+            & (DriftJudgement.day == latest.c.day),
+        )
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+        )
+    ).all()
+    return {(r[0], r[1], r[2]): (float(r[3]), float(r[4])) for r in rows}
+
+
+def _store(session: Session, model: Model, day: date, verdicts: list[Verdict]) -> None:
+    rows = [
+        {
+            "project_id": model.project_id,
+            "model_id": model.id,
+            "day": day,
+            "signal": v.row.signal,
+            "dimension": v.row.dimension,
+            "value": v.row.value,
+            "checkpoint_id": v.row.checkpoint_id,
+            "reference_version": v.reference.version if v.reference is not None else None,
+            "side": v.side,
+            "observed": v.row.rate,
+            "volume": v.row.denominator,
+            "center": v.center,
+            "band_low": v.band_low,
+            "band_high": v.band_high,
+            "band_alpha": v.band_alpha,
+            "pvalue": v.pvalue,
+            "score": v.score,
+            "cusum": v.cusum,
+            "cusum_lower": v.cusum_lower,
+            "cusum_h": v.cusum_h,
+            "rules": (1 if v.band_fired else 0) + (2 if v.cusum_fired else 0),
+        }
+        for v in verdicts
+    ]
+    if rows:
+        session.execute(insert(DriftJudgement), rows)

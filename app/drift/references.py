@@ -1,0 +1,459 @@
+"""Frozen references: which known-good days a model is judged against, and their summaries.
+
+The reference is the champion's known-good period. Invariants:
+- A model has at most one ``active`` reference; a new one supersedes it and is never edited.
+- Known-good days are days the checkpoint served (it has an all-traffic row) that are not a
+  marked incident day and on which no alert of the model was unresolved (from an alert's
+  first day to its last judged day; to today while it is unresolved).
+- Automatic freezing (``active_for_day``, called by the daily job before judging a day):
+  once the current champion has REFERENCE_DAYS known-good days after its WARMUP_DAYS, its
+  first REFERENCE_DAYS such days are frozen ("warmup"). Until then the day is judged against
+  the previous champion's reference; if that one was never frozen (it was replaced before
+  completing its window), its last known-good days are frozen when the champion changes
+  ("champion_change"), provided there are at least MIN_REFERENCE_DAYS of them.
+- ``rebaseline`` freezes the current champion's last known-good days on request, with a
+  reason, audited. The CUSUM restarts from 0 against a new reference (judge.py keys its
+  state by reference version).
+
+A model with no champion history is judged against its most-served checkpoint, counted from
+that checkpoint's first day of traffic. Per cohort x signal the stored summary is what
+app/stats needs to rebuild a ``Reference``; see DriftReference.stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core import audit
+from app.core.auth import Principal
+from app.core.db import today_utc
+from app.core.errors import Conflict, Unprocessable
+from app.drift.schemas import RebaselineIn
+from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS
+from app.models import (
+    Alert,
+    ChampionHistory,
+    DailySignal,
+    DriftReference,
+    IncidentDay,
+    Model,
+)
+from app.models.drift import AlertStatus
+from app.registry.service import get_model
+from app.stats.bands import estimate_rate_reference
+from app.stats.calibration import (
+    DEFAULT_BINS,
+    brier_day_signal,
+    estimate_ece_reference,
+)
+from app.stats.continuous import (
+    estimate_mean_reference,
+    log_moments,
+    lognormal_quantile_signal,
+)
+from app.stats.reference import DEFAULT_MIN_DAYS, Reference
+
+WARMUP_DAYS = 7
+REFERENCE_DAYS = 28
+MIN_REFERENCE_DAYS = DEFAULT_MIN_DAYS
+ACTIVE, SUPERSEDED = "active", "superseded"
+BIN_FIELDS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
+
+StatsKey = tuple[str, str, str]  # (signal, dimension, value)
+
+
+def stats_key(signal: str, dimension: str, value: str) -> str:
+    return f"{signal}|{dimension}|{value}"
+
+
+def to_reference(entries: Sequence[Sequence[float] | None]) -> Reference:
+    """Rebuilds app/stats' Reference for a list of stored entries (None: no reference)."""
+    rows = np.array(
+        [list(e) if e is not None else [np.nan, np.nan, np.nan, 0, 0] for e in entries],
+        dtype=np.float64,
+    ).reshape(-1, 5)
+    used = rows[:, 3].astype(np.int64)
+    valid = (used >= MIN_REFERENCE_DAYS) & np.isfinite(rows[:, 0])
+    return Reference(
+        center=rows[:, 0],
+        between_var=rows[:, 1],
+        center_var=rows[:, 2],
+        days_used=used,
+        days_excluded=rows[:, 4].astype(np.int64),
+        valid=np.asarray(valid, dtype=np.bool_),
+    )
+
+
+# --- Known-good days --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A checkpoint's time as the model's champion: [start, end) in days (end None: now)."""
+
+    checkpoint_id: int
+    start: date
+    end: date | None
+
+
+def champion_periods(session: Session, model: Model, day: date) -> list[Period]:
+    """The champions up to and including `day`, oldest first, from the registry's history.
+
+    Without any history, the model's most-served checkpoint from its first day of traffic."""
+    history = session.scalars(
+        select(ChampionHistory)
+        .where(ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id)
+        .order_by(ChampionHistory.id)
+    ).all()
+    entries = [
+        (h.checkpoint_id, h.created_at.date()) for h in history if h.created_at.date() <= day
+    ]
+    if not entries:
+        served = session.execute(
+            select(DailySignal.checkpoint_id, func.min(DailySignal.day))
+            .where(
+                DailySignal.project_id == model.project_id,
+                DailySignal.model_id == model.id,
+                DailySignal.dimension == "all",
+                DailySignal.day <= day,
+            )
+            .group_by(DailySignal.checkpoint_id)
+            .order_by(func.sum(DailySignal.denominator).desc(), DailySignal.checkpoint_id)
+            .limit(1)
+        ).first()
+        return [Period(served[0], served[1], None)] if served else []
+    periods: list[Period] = []
+    for index, (checkpoint_id, start) in enumerate(entries):
+        end = entries[index + 1][1] if index + 1 < len(entries) else None
+        periods.append(Period(checkpoint_id, start, end))
+    return periods
+
+
+def known_good_days(
+    session: Session, model: Model, checkpoint_id: int, first: date, end: date
+) -> list[date]:
+    """Days in [first, end) the checkpoint served, minus incident days and alert days."""
+    if first >= end:
+        return []
+    served = session.scalars(
+        select(DailySignal.day)
+        .where(
+            DailySignal.project_id == model.project_id,
+            DailySignal.checkpoint_id == checkpoint_id,
+            DailySignal.dimension == "all",
+            DailySignal.day >= first,
+            DailySignal.day < end,
+        )
+        .distinct()
+        .order_by(DailySignal.day)
+    ).all()
+    bad = excluded_days(session, model, first, end)
+    return [d for d in served if d not in bad]
+
+
+def excluded_days(session: Session, model: Model, first: date, end: date) -> set[date]:
+    """Incident days and days with an unresolved alert of the model, in [first, end)."""
+    bad = set(
+        session.scalars(
+            select(IncidentDay.day).where(
+                IncidentDay.project_id == model.project_id,
+                IncidentDay.model_id == model.id,
+                IncidentDay.day >= first,
+                IncidentDay.day < end,
+            )
+        ).all()
+    )
+    spans = session.execute(
+        select(Alert.day, Alert.last_day, Alert.status).where(
+            Alert.project_id == model.project_id,
+            Alert.model_id == model.id,
+            Alert.day < end,
+        )
+    ).all()
+    for opened, last, status in spans:
+        stop = end if status is not AlertStatus.resolved else min(end, last + timedelta(days=1))
+        day = max(opened, first)
+        while day < stop:
+            bad.add(day)
+            day += timedelta(days=1)
+    return bad
+
+
+# --- Freezing ---------------------------------------------------------------------------------
+
+
+def active_reference(session: Session, model: Model) -> DriftReference | None:
+    return session.scalar(
+        select(DriftReference).where(
+            DriftReference.project_id == model.project_id,
+            DriftReference.model_id == model.id,
+            DriftReference.status == ACTIVE,
+        )
+    )
+
+
+def active_for_day(session: Session, model: Model, day: date) -> DriftReference | None:
+    """The reference `day` is judged against, freezing one first when one is due."""
+    active = active_reference(session, model)
+    periods = champion_periods(session, model, day)
+    if not periods:
+        return active
+    current = periods[-1]
+    if active is not None and active.checkpoint_id == current.checkpoint_id:
+        return active
+    days = known_good_days(
+        session, model, current.checkpoint_id, current.start + timedelta(days=WARMUP_DAYS), day
+    )
+    if len(days) >= REFERENCE_DAYS:
+        return freeze(session, model, current.checkpoint_id, days[:REFERENCE_DAYS], "warmup")
+    if len(periods) >= 2:
+        previous = periods[-2]
+        if active is None or active.checkpoint_id != previous.checkpoint_id:
+            first = previous.start + timedelta(days=WARMUP_DAYS)
+            end = previous.end or day
+            days = known_good_days(session, model, previous.checkpoint_id, first, end)
+            if len(days) >= MIN_REFERENCE_DAYS:
+                return freeze(
+                    session,
+                    model,
+                    previous.checkpoint_id,
+                    days[-REFERENCE_DAYS:],
+                    "champion_change",
+                )
+    return active
+
+
+def freeze(
+    session: Session,
+    model: Model,
+    checkpoint_id: int,
+    days: Sequence[date],
+    trigger: str,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> DriftReference:
+    """Writes a new active reference from the checkpoint's stored rows on `days`."""
+    latest = session.scalar(
+        select(func.max(DriftReference.version)).where(
+            DriftReference.project_id == model.project_id, DriftReference.model_id == model.id
+        )
+    )
+    session.execute(
+        update(DriftReference)
+        .where(
+            DriftReference.project_id == model.project_id,
+            DriftReference.model_id == model.id,
+            DriftReference.status == ACTIVE,
+        )
+        .values(status=SUPERSEDED)
+    )
+    reference = DriftReference(
+        project_id=model.project_id,
+        model_id=model.id,
+        version=(latest or 0) + 1,
+        checkpoint_id=checkpoint_id,
+        status=ACTIVE,
+        trigger=trigger,
+        first_day=min(days),
+        last_day=max(days),
+        days=[d.isoformat() for d in sorted(days)],
+        stats=summarize(session, model.project_id, checkpoint_id, days),
+        reason=reason,
+        actor=actor,
+    )
+    session.add(reference)
+    session.flush()
+    return reference
+
+
+def summarize(
+    session: Session, project_id: int, checkpoint_id: int, days: Sequence[date]
+) -> dict[str, list[float]]:
+    """Per cohort x signal: [centre, between-day var, var of centre, days used, excluded]."""
+    rows = session.scalars(
+        select(DailySignal).where(
+            DailySignal.project_id == project_id,
+            DailySignal.checkpoint_id == checkpoint_id,
+            DailySignal.day.in_(list(days)),
+        )
+    ).all()
+    index = {d: i for i, d in enumerate(sorted(days))}
+    by_key: dict[StatsKey, dict[int, DailySignal]] = {}
+    for row in rows:
+        by_key.setdefault((row.signal, row.dimension, row.value), {})[index[row.day]] = row
+    width = len(index)
+    out: dict[str, list[float]] = {}
+    families: dict[str, list[StatsKey]] = {"rate": [], "brier": [], "ece": [], "log": []}
+    for key in by_key:
+        signal = key[0]
+        if signal in RATE_SIGNALS:
+            families["rate"].append(key)
+        elif signal == "brier_score":
+            families["brier"].append(key)
+        elif signal == "ece":
+            families["ece"].append(key)
+        elif signal in CONTINUOUS_SIGNALS:
+            families["log"].append(key)
+    for family, keys in families.items():
+        if not keys:
+            continue
+        matrix = [by_key[k] for k in keys]
+        reference = _FAMILY_REFERENCE[family](matrix, width, [k[0] for k in keys])
+        for i, key in enumerate(keys):
+            if reference.valid[i]:
+                out[stats_key(*key)] = [
+                    float(reference.center[i]),
+                    float(reference.between_var[i]),
+                    float(reference.center_var[i]),
+                    int(reference.days_used[i]),
+                    int(reference.days_excluded[i]),
+                ]
+    return out
+
+
+def bin_arrays(extra: dict[str, Any] | None) -> np.ndarray:
+    """(5, DEFAULT_BINS) per-bin sums from a calibration row's extra["bins"] (zeros: empty)."""
+    out = np.zeros((len(BIN_FIELDS), DEFAULT_BINS))
+    for entry in (extra or {}).get("bins", []):
+        b = int(entry["bin"])
+        if 0 <= b < DEFAULT_BINS:
+            out[:, b] = [float(entry[f]) for f in BIN_FIELDS]
+    return out
+
+
+def log_signal_of(
+    signal: str, count: float, sum_log: float, sum_log_sq: float
+) -> tuple[float, float]:
+    """(log-scale daily value, within-day variance) of a latency/token row; NaN: not judged."""
+    mean, var = log_moments(count, sum_log, sum_log_sq)
+    value, within = lognormal_quantile_signal(signal.rsplit("_", 1)[1], count, mean, var)
+    return float(value), float(within)
+
+
+def _rate_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str]) -> Reference:
+    num = np.zeros((len(matrix), width))
+    den = np.zeros((len(matrix), width))
+    for i, days in enumerate(matrix):
+        for j, row in days.items():
+            num[i, j], den[i, j] = row.numerator, row.denominator
+    return estimate_rate_reference(np.minimum(num, den), den)
+
+
+def _brier_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str]) -> Reference:
+    values = np.full((len(matrix), width), np.nan)
+    within = np.full((len(matrix), width), np.nan)
+    for i, days in enumerate(matrix):
+        for j, row in days.items():
+            bins = bin_arrays(row.extra)
+            value, var = brier_day_signal(*bins)
+            values[i, j], within[i, j] = float(value), float(var)
+    return estimate_mean_reference(values, within)
+
+
+def _ece_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str]) -> Reference:
+    sums = np.zeros((len(BIN_FIELDS), len(matrix), width, DEFAULT_BINS))
+    for i, days in enumerate(matrix):
+        for j, row in days.items():
+            sums[:, i, j, :] = bin_arrays(row.extra)
+    return estimate_ece_reference(sums[0], sums[1], sums[2], sums[3])
+
+
+def _log_reference(
+    matrix: list[dict[int, DailySignal]], width: int, signals: list[str]
+) -> Reference:
+    values = np.full((len(matrix), width), np.nan)
+    within = np.full((len(matrix), width), np.nan)
+    for i, days in enumerate(matrix):
+        for j, row in days.items():
+            values[i, j], within[i, j] = log_signal_of(
+                signals[i],
+                row.denominator,
+                float((row.extra or {}).get("sum_log", np.nan)),
+                float((row.extra or {}).get("sum_log_sq", np.nan)),
+            )
+    return estimate_mean_reference(values, within)
+
+
+_FAMILY_REFERENCE = {
+    "rate": _rate_reference,
+    "brier": _brier_reference,
+    "ece": _ece_reference,
+    "log": _log_reference,
+}
+
+
+# --- Rebaseline -------------------------------------------------------------------------------
+
+
+def rebaseline(
+    session: Session, principal: Principal, model_name: str, body: RebaselineIn
+) -> DriftReference:
+    """Freezes the current champion's last REFERENCE_DAYS known-good days in [first_day,
+    last_day] (default: the year before today) as the model's reference, whenever it served
+    them. Audited."""
+    model = get_model(session, principal.project_id, model_name)
+    today = today_utc()
+    last = body.last_day or today - timedelta(days=1)
+    if body.first_day is not None and body.first_day > last:
+        raise Unprocessable("first_day: must not be after last_day", field="first_day")
+    if last >= today:
+        raise Unprocessable("last_day: must be before today (UTC)", field="last_day")
+    # The champion now (a rollback today counts), and whichever of its own days served.
+    periods = champion_periods(session, model, today)
+    if not periods:
+        raise Unprocessable(
+            f"model '{model.name}' has no traffic to take a reference from", field="model"
+        )
+    checkpoint_id = periods[-1].checkpoint_id
+    first = body.first_day or last - timedelta(days=365)
+    days = known_good_days(session, model, checkpoint_id, first, last + timedelta(days=1))
+    days = days[-REFERENCE_DAYS:]
+    if len(days) < MIN_REFERENCE_DAYS:
+        raise Unprocessable(
+            f"first_day: only {len(days)} known-good day(s) of the champion in that window; "
+            f"a reference needs at least {MIN_REFERENCE_DAYS}",
+            field="first_day",
+        )
+    try:
+        reference = freeze(
+            session, model, checkpoint_id, days, "rebaseline", body.reason, principal.actor
+        )
+    except IntegrityError:  # the daily job (or another request) froze a version meanwhile
+        session.rollback()
+        raise Conflict("another reference was frozen at the same time; retry") from None
+    audit.record(
+        session,
+        principal,
+        "drift.rebaselined",
+        "model",
+        model.id,
+        {
+            "version": reference.version,
+            "checkpoint_id": reference.checkpoint_id,
+            "first_day": reference.first_day.isoformat(),
+            "last_day": reference.last_day.isoformat(),
+            "days": len(days),
+        },
+        body.reason,
+    )
+    session.commit()
+    return reference
+
+
+def list_references(session: Session, project_id: int, model_name: str) -> list[DriftReference]:
+    model = get_model(session, project_id, model_name)
+    return list(
+        session.scalars(
+            select(DriftReference)
+            .where(DriftReference.project_id == project_id, DriftReference.model_id == model.id)
+            .order_by(DriftReference.version.desc())
+        ).all()
+    )
