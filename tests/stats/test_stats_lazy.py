@@ -8,6 +8,7 @@ import sys
 
 from scipy import stats
 
+from app.stats.continuous import LOGNORMAL_Z
 from app.stats.lazy import LazyModule
 
 
@@ -32,3 +33,7 @@ def test_a_stand_in_reads_through_to_the_module() -> None:
     assert lazy.norm is stats.norm
     assert lazy.chi2.ppf(0.5, 1) == stats.chi2.ppf(0.5, 1)
     assert "norm" in vars(lazy)  # kept after the first read
+
+
+def test_the_written_out_normal_quantiles_are_scipys() -> None:
+    assert {"p50": stats.norm.ppf(0.5), "p95": stats.norm.ppf(0.95)} == LOGNORMAL_Z
