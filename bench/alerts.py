@@ -345,6 +345,56 @@ def first_day(seeds: int, cfg: Config, wobble: float) -> dict[str, Any]:
     }
 
 
+def _shift_summary(
+    cohort_name: str,
+    multiplier: float,
+    ramp_days: int,
+    length: int,
+    wobble: float,
+    seeds: int,
+    target_days: int,
+    delays: list[float],
+    rules: dict[str, int],
+    stayed: int,
+    resolved_after: list[int],
+) -> dict[str, Any]:
+    """One shift scenario's JSON, from the days to detect of each seed (inf = missed), the
+    rule that opened each first alert, how many stayed open to the end and the days each
+    took to resolve after it: the in-memory and the daily-job runs report alike."""
+    arr = np.array(delays)
+    detected = int(np.isfinite(arr).sum())
+    within = int((arr <= target_days).sum())
+
+    def q(level: float) -> float | None:
+        value = float(np.quantile(arr, level, method="inverted_cdf"))
+        return value if np.isfinite(value) else None
+
+    return {
+        "cohort": cohort_name,
+        "volume": next(c.volume for c in COHORTS if c.name == cohort_name),
+        "base_rate": 0.05,
+        "multiplier": multiplier,
+        "ramp_days": ramp_days,
+        "shift_days": length,
+        "wobble": wobble,
+        "seeds": seeds,
+        "detected": detected,
+        "days_to_detect": {"median": q(0.5), "p90": q(0.9), "max": q(1.0)},
+        "target_days": target_days,
+        "within_target": within,
+        "within_target_rate": round(within / seeds, 3),
+        "within_target_ci95": _wilson(within, seeds),
+        "detected_by_rule": rules,
+        "stayed_open_to_end": stayed,
+        "stayed_open_rate": round(stayed / max(detected, 1), 3),
+        "stayed_open_ci95": _wilson(stayed, detected),
+        "resolved_within_15_days_after_end": len(resolved_after),
+        "median_days_to_resolve_after_end": (
+            float(np.median(resolved_after)) if resolved_after else None
+        ),
+    }
+
+
 def persistent(
     seeds: int,
     cfg: Config,
@@ -394,38 +444,19 @@ def persistent(
             if results[t].action[cohort, signal] == alerting.RESOLVE:
                 resolved_after.append(t - (start + length) + 1)
                 break
-    arr = np.array(delays)
-    detected = int(np.isfinite(arr).sum())
-    within = int((arr <= target_days).sum())
-
-    def q(level: float) -> float | None:
-        value = float(np.quantile(arr, level, method="inverted_cdf"))
-        return value if np.isfinite(value) else None
-
-    return {
-        "cohort": cohort_name,
-        "volume": next(c.volume for c in COHORTS if c.name == cohort_name),
-        "base_rate": 0.05,
-        "multiplier": multiplier,
-        "ramp_days": ramp_days,
-        "shift_days": length,
-        "wobble": wobble,
-        "seeds": seeds,
-        "detected": detected,
-        "days_to_detect": {"median": q(0.5), "p90": q(0.9), "max": q(1.0)},
-        "target_days": target_days,
-        "within_target": within,
-        "within_target_rate": round(within / seeds, 3),
-        "within_target_ci95": _wilson(within, seeds),
-        "detected_by_rule": rules,
-        "stayed_open_to_end": stayed,
-        "stayed_open_rate": round(stayed / max(detected, 1), 3),
-        "stayed_open_ci95": _wilson(stayed, detected),
-        "resolved_within_15_days_after_end": len(resolved_after),
-        "median_days_to_resolve_after_end": (
-            float(np.median(resolved_after)) if resolved_after else None
-        ),
-    }
+    return _shift_summary(
+        cohort_name,
+        multiplier,
+        ramp_days,
+        length,
+        wobble,
+        seeds,
+        target_days,
+        delays,
+        rules,
+        stayed,
+        resolved_after,
+    )
 
 
 # --- The same scenarios through the real daily job on a database (bench/alerts_job.py) -----
@@ -531,37 +562,19 @@ def job_persistent(
         stayed += int(not first.resolved or first.last >= end)
         if first.resolved and first.last >= end:
             resolved_after.append(first.last - end)
-    arr = np.array(delays)
-    detected = int(np.isfinite(arr).sum())
-    within = int((arr <= target_days).sum())
-
-    def q(level: float) -> float | None:
-        value = float(np.quantile(arr, level, method="inverted_cdf"))
-        return value if np.isfinite(value) else None
-
-    return {
-        "cohort": cohort_name,
-        "volume": next(c.volume for c in COHORTS if c.name == cohort_name),
-        "base_rate": 0.05,
-        "multiplier": multiplier,
-        "ramp_days": ramp_days,
-        "shift_days": length,
-        "wobble": wobble,
-        "seeds": seeds,
-        "detected": detected,
-        "days_to_detect": {"median": q(0.5), "p90": q(0.9), "max": q(1.0)},
-        "target_days": target_days,
-        "within_target": within,
-        "within_target_rate": round(within / seeds, 3),
-        "within_target_ci95": _wilson(within, seeds),
-        "detected_by_rule": rules,
-        "stayed_open_to_end": stayed,
-        "stayed_open_rate": round(stayed / max(detected, 1), 3),
-        "resolved_within_15_days_after_end": len(resolved_after),
-        "median_days_to_resolve_after_end": (
-            float(np.median(resolved_after)) if resolved_after else None
-        ),
-    }
+    return _shift_summary(
+        cohort_name,
+        multiplier,
+        ramp_days,
+        length,
+        wobble,
+        seeds,
+        target_days,
+        delays,
+        rules,
+        stayed,
+        resolved_after,
+    )
 
 
 def daily_job(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
