@@ -357,12 +357,10 @@ def ingest_events(
     resolver = CheckpointResolver(session, project_id, [event for _, event in valid])
     project_settings = session.scalar(select(Project.settings).where(Project.id == project_id))
     online = OnlineEvaluation.for_project(project_settings or {})
-    if not is_postgres(session):
-        # End the read before the CPU-bound part: on SQLite every transaction holds the write
-        # lock. PostgreSQL keeps it (READ COMMITTED, share locks on the lookup tables only,
-        # which partition creation does not wait for), so the batch is stored on the same
-        # pooled connection: no second checkout, pre-ping and reset per request.
-        session.rollback()
+    # End the read before the CPU-bound part: on SQLite every transaction holds the write lock.
+    # (Keeping it open on PostgreSQL, to save the second pool checkout, measured no faster
+    # in-process on 2026-11-30 - 50-58 us per event either way - so both databases end it.)
+    session.rollback()
 
     received_at = utcnow()
     rows: list[dict[str, Any]] = []
@@ -389,8 +387,7 @@ def ingest_events(
 
 
 def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int:
-    """Stored feedback joined in, bulk insert, commit: one short write transaction (on
-    PostgreSQL the tail of the one that read the checkpoints, see `ingest_events`)."""
+    """One short transaction: stored feedback joined in, bulk insert, commit."""
     if not rows:
         return 0
     _lock_feedback(session, project_id, exclusive=False)
