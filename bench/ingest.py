@@ -387,7 +387,7 @@ def serve_and_send(
             return int(conn.execute(text("SELECT count(*) FROM events")).scalar_one())
 
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE events"))
+        conn.execute(text("TRUNCATE events, event_keys"))  # keys too: a rerun stores anew
     events = BATCHES * BATCH_SIZE
     with server_process(url, workers) as (base, process), RssSampler(process.pid) as rss:
         idle_mb = rss.current_mb()

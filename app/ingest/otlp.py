@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -744,11 +745,23 @@ def _indexed_messages(attributes: Mapping[str, Any]) -> _IndexedMessages:
     for key, value in attributes.items():
         if not key.startswith(("llm.", "gen_ai.")):
             continue
-        match = _INDEXED_MESSAGE_KEY.fullmatch(key)
-        if match is not None:
-            name, index, field = match.groups()
-            by_name.setdefault(name, {}).setdefault(int(index), {})[field] = value
+        slot = _message_slot(key)
+        if slot is not None:
+            name, index, field = slot
+            by_name.setdefault(name, {}).setdefault(index, {})[field] = value
     return {name: [found[i] for i in sorted(found)] for name, found in by_name.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _message_slot(key: str) -> tuple[str, int, str] | None:
+    """(list name, index, role or content) of an indexed message key. Every span of an
+    instrumentor repeats the same few keys, so each is parsed once (bounded: a sender
+    inventing keys only evicts)."""
+    match = _INDEXED_MESSAGE_KEY.fullmatch(key)
+    if match is None:
+        return None
+    name, index, field = match.groups()
+    return name, int(index), field
 
 
 def _json_list(value: Any) -> list[Any]:

@@ -133,13 +133,17 @@ STORABLE_CHECKED = "storable_checked"
 
 # Everything a JSON body needs to carry a NUL, a lone surrogate, NaN or Infinity. Raw bytes
 # cannot: control characters and invalid UTF-8 fail JSON parsing before any event is read.
-_UNSTORABLE_TOKENS = re.compile(rb"\\u0000|\\u[dD][89abcdefABCDEF]|NaN|Infinity")
+_UNSTORABLE_ESCAPES = re.compile(rb"\\u0000|\\u[dD][89abcdefABCDEF]")
 
 
 def body_is_plainly_storable(body: bytes) -> bool:
     """One C-speed scan of a batch instead of a Python walk of every string of every event
     (a third of REST ingest's CPU); a match only sends the batch down the per-event path."""
-    return _UNSTORABLE_TOKENS.search(body) is None
+    return (
+        b"NaN" not in body
+        and b"Infinity" not in body
+        and (b"\\u" not in body or _UNSTORABLE_ESCAPES.search(body) is None)
+    )  # substring tests run at memchr speed; the escape pattern only where escapes exist
 
 
 def events_are_plainly_storable(events: Sequence[Mapping[str, Any]]) -> bool:

@@ -358,6 +358,8 @@ def ingest_events(
     project_settings = session.scalar(select(Project.settings).where(Project.id == project_id))
     online = OnlineEvaluation.for_project(project_settings or {})
     # End the read before the CPU-bound part: on SQLite every transaction holds the write lock.
+    # (Keeping it open on PostgreSQL, to save the second pool checkout, measured no faster
+    # in-process on 2026-11-30 - 50-58 us per event either way - so both databases end it.)
     session.rollback()
 
     received_at = utcnow()
@@ -390,14 +392,20 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
         return 0
     _lock_feedback(session, project_id, exclusive=False)
     if is_postgres(session):
-        inserted = _copy_new_rows(session, rows)
-    else:
-        stored = _stored_feedback(session, project_id, {row["trace_id"] for row in rows})
-        for row in rows:
-            row["feedback"] = stored.get(row["trace_id"], row["feedback"])
-        inserted = sum(
-            _insert_claimed_sqlite(session, chunk) for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
-        )
+        pooled = session.connection().connection.info
+        inserted = _copy_new_rows(session, rows, staging_exists=_STAGING_TABLE in pooled)
+        session.commit()
+        # Only a committed transaction proves the table outlives it (a rolled-back CREATE
+        # leaves none), so the mark is set after the commit, on the pooled connection, which
+        # keeps its temporary tables until it is closed (and its `info` with them).
+        pooled[_STAGING_TABLE] = True
+        return inserted
+    stored = _stored_feedback(session, project_id, {row["trace_id"] for row in rows})
+    for row in rows:
+        row["feedback"] = stored.get(row["trace_id"], row["feedback"])
+    inserted = sum(
+        _insert_claimed_sqlite(session, chunk) for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
+    )
     session.commit()
     return inserted
 
@@ -418,17 +426,19 @@ def _insert_claimed_sqlite(session: Session, rows: Sequence[dict[str, Any]]) -> 
     return len(new)
 
 
-def _copy_new_rows(session: Session, rows: list[dict[str, Any]]) -> int:
+def _copy_new_rows(session: Session, rows: list[dict[str, Any]], staging_exists: bool) -> int:
     """PostgreSQL: binary COPY of the batch into a per-connection staging table, then
     `_insert_staged_rows`. Several times faster than multi-row INSERTs (no 24,000-parameter
     statements to bind), and binary COPY skips formatting every value as text. The staging
-    table is created once per pooled connection and emptied by every commit or rollback."""
+    table is created once per pooled connection (`staging_exists`: a committed transaction
+    of this connection already made it) and emptied by every commit or rollback."""
     columns = ", ".join(EVENT_COLUMNS)
     connection = session.connection()
-    connection.exec_driver_sql(
-        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING_TABLE} ON COMMIT DELETE ROWS "
-        f"AS SELECT {columns} FROM events WITH NO DATA"
-    )
+    if not staging_exists:
+        connection.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING_TABLE} ON COMMIT DELETE ROWS "
+            f"AS SELECT {columns} FROM events WITH NO DATA"
+        )
     driver = connection.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:

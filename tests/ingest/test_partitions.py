@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
+from app.core.errors import Unprocessable
 from app.core.settings import Settings
 from app.ingest import partitions, service
 from app.ingest.retention import purge_expired_events
@@ -314,3 +315,29 @@ def test_a_batch_naming_too_many_new_days_is_refused_whole(
     assert refused.status_code == 422 and refused.json()["field"] == "events", refused.text
     accepted = client.post("/api/v1/events", json={"events": scattered[:3]}, headers=auth)
     assert accepted.json()["accepted"] == 3
+
+
+def test_a_staging_table_made_by_a_refused_batch_is_made_again(
+    app: FastAPI, checkpoint: dict[str, Any], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL creates the staging table once per pooled connection; the connection only
+    counts as having one after a commit, so a batch refused after creating it (the creation
+    rolled back with it) leaves the connection's next batch to create it again."""
+    if not is_postgres(settings):
+        pytest.skip("SQLite inserts without a staging table")
+    engine = create_engine(app.state.engine.url, pool_size=1, max_overflow=0)  # one connection
+    project_id = project_id_of(app)
+    start = datetime(2160, 1, 1, tzinfo=UTC)
+    # The later batches' day exists, so they need no DDL connection of their own.
+    partitions.create_partitions(app.state.engine, [start.date()])
+    scattered = [event(i, timestamp=iso(start + timedelta(days=30 * i))) for i in range(4)]
+    monkeypatch.setattr(service, "MAX_NEW_DAYS_PER_BATCH", 2)
+    try:
+        with Session(engine) as session, pytest.raises(Unprocessable):
+            ingest_events(session, project_id, validate_events(scattered), settings)
+        for attempt in range(2):  # the second batch finds the table the first one committed
+            with Session(engine) as session:
+                batch = validate_events([event(10 + attempt, timestamp=iso(start))])
+                assert ingest_events(session, project_id, batch, settings).accepted == 1
+    finally:
+        engine.dispose()
