@@ -80,7 +80,7 @@ def served(settings: Settings, workers: int) -> Iterator[tuple[str, subprocess.P
             assert process.poll() is None, "plumbline serve exited"
             assert time.monotonic() < deadline, "plumbline serve never answered"
             try:
-                if httpx.get(base + "/healthz", trust_env=False).status_code == 200:
+                if httpx.get(base + "/healthz", trust_env=False, timeout=30).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -133,7 +133,9 @@ def test_two_worker_processes_do_each_piece_of_work_exactly_once(
                 }
                 for n in range(400)
             ]
-            with httpx.Client(base_url=base, headers=auth, trust_env=False) as http:
+            # A generous timeout: a loaded CI machine may take seconds to create the day's partition
+            # while both workers run their start-up jobs (this test asserts outcomes, not speed).
+            with httpx.Client(base_url=base, headers=auth, trust_env=False, timeout=60) as http:
                 answers = [
                     http.post("/api/v1/events", json={"events": events[i : i + 50]}).json()
                     for i in range(0, len(events), 50)
