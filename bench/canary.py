@@ -389,7 +389,7 @@ def end_to_end(url: str) -> dict[str, Any]:
 
             counts, hours = count_looks(plan, day, len(day.hours), None)
             expected = decide(plan, judge(plan, counts.cumulative()), hours, DEFAULT_MIN_HOURS)
-            row = session.get_one(Canary, canary_a)
+            row = session.get_one(Canary, (project.id, canary_a))
             evaluated = canaries.evaluate(session, links, row, "bench", start + timedelta(days=1))
             served = [
                 c for c in (evaluated.evidence or {})["comparisons"] if c["comparison"] == "served"
@@ -417,14 +417,14 @@ def end_to_end(url: str) -> dict[str, Any]:
             )
             timings: dict[str, list[float]] = {"evaluate": [], "history": []}
             for _ in range(5):
-                row = session.get_one(Canary, canary_b)
+                row = session.get_one(Canary, (project.id, canary_b))
                 begin = time.perf_counter()
                 canaries.evaluate(session, links, row, "bench")
                 timings["evaluate"].append(time.perf_counter() - begin)
                 begin = time.perf_counter()
                 canaries.history(session, row)
                 timings["history"].append(time.perf_counter() - begin)
-            week_status = session.get_one(Canary, canary_b).status.value
+            week_status = session.get_one(Canary, (project.id, canary_b)).status.value
         app.state.engine.dispose()
     return {
         "scenario": "end_to_end",
