@@ -14,6 +14,8 @@ Scenarios (reference: 28 frozen days after 7 warm-up days; then monitoring days)
 - persistent_1_3x: 1.3x on the 2,000/day cohort for 40 days: days to detect, stays open?
 - ramp: refusal 5% -> 10% over 30 days on the 1,200/day cohort: days to detect;
 - persistent_2x: 2x on the 1,200/day cohort for 40 days (the issue's case): stays open?
+- persistent_2x_600: the first-day step held for 40 days: the share caught within 1, 2, 3
+  ... days (every shift scenario reports ``detected_within_days``).
 
     nice .venv/bin/python bench/alerts.py [--quick] [--seeds N] [--steady-seeds N]
         [--job-only] [--job-seeds N] [--job-steady-seeds N] [--url postgresql://...]
@@ -91,6 +93,8 @@ COHORTS = (
     Cohort("s12000", 12000),
 )
 WARMUP, MONITOR = 7, 60
+WITHIN_DAYS = (1, 2, 3, 5, 10, 15)
+"""Detection delays each shift scenario reports the share of seeds caught within."""
 
 
 @dataclass(frozen=True)
@@ -324,14 +328,22 @@ def _first_open(results: list[DayResult], cohort: int, signal: int, start: int) 
     return None
 
 
+def _weekday_lead(seed: int) -> int:
+    """Monitoring days before the first-day step starts: seed by seed it falls on each
+    weekday in turn, since volume follows a weekly cycle (±15%) and a step on the busiest
+    weekday is caught more often than on the quietest."""
+    return seed % 7
+
+
 def first_day(seeds: int, cfg: Config, wobble: float) -> dict[str, Any]:
     cohort, signal = 1 + [c.name for c in COHORTS].index("s600"), SIGNALS.index("refusal_rate")
     caught, levels = 0, []
     for seed in range(seeds):
-        change = Change("s600", "refusal_rate", cfg.reference_days + WARMUP, 2.0)
-        results = run(_spec(cfg, 2000 + seed, wobble, 1, (change,)), cfg, 1)
-        caught += int(results[0].action[cohort, signal] == alerting.OPEN)
-        levels.append(float(results[0].band_alpha[cohort, signal]))
+        lead = _weekday_lead(seed)
+        change = Change("s600", "refusal_rate", cfg.reference_days + WARMUP + lead, 2.0)
+        results = run(_spec(cfg, 2000 + seed, wobble, lead + 1, (change,)), cfg, lead + 1)
+        caught += int(results[lead].action[cohort, signal] == alerting.OPEN)
+        levels.append(float(results[lead].band_alpha[cohort, signal]))
     return {
         "cohort_volume": 600,
         "base_rate": 0.05,
@@ -384,6 +396,9 @@ def _shift_summary(
         "within_target": within,
         "within_target_rate": round(within / seeds, 3),
         "within_target_ci95": _wilson(within, seeds),
+        "detected_within_days": {
+            str(days): round(int((arr <= days).sum()) / seeds, 3) for days in WITHIN_DAYS
+        },
         "detected_by_rule": rules,
         "stayed_open_to_end": stayed,
         "stayed_open_rate": round(stayed / max(detected, 1), 3),
@@ -496,11 +511,12 @@ def job_steady(sessions: Any, seeds: int, cfg: Config) -> dict[str, Any]:
 
 
 def job_first_day(sessions: Any, seeds: int, cfg: Config, wobble: float) -> dict[str, Any]:
-    day = cfg.reference_days + WARMUP
     caught = 0
     for seed in range(seeds):
+        lead = _weekday_lead(seed)
+        day = cfg.reference_days + WARMUP + lead
         change = Change("s600", "refusal_rate", day, 2.0)
-        found = _job_alerts(sessions, _spec(cfg, 2000 + seed, wobble, 1, (change,)))
+        found = _job_alerts(sessions, _spec(cfg, 2000 + seed, wobble, lead + 1, (change,)))
         caught += int(
             any(
                 a.signal == "refusal_rate" and a.cohort == "s600" and a.opened == day for a in found
@@ -595,6 +611,9 @@ def daily_job(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
             "persistent_2x_1200": job_persistent(
                 sessions, seeds, cfg, args.wobble, "s1200", 2.0, 0, 3
             ),
+            "persistent_2x_600": job_persistent(
+                sessions, seeds, cfg, args.wobble, "s600", 2.0, 0, 1
+            ),
         }
     result["wall_seconds"] = round(time.perf_counter() - began, 1)
     return result
@@ -658,6 +677,7 @@ def main() -> None:
         "persistent_1_3x_2000": persistent(seeds, cfg, args.wobble, "s2000", 1.3, 0, 10),
         "ramp_5_to_10pct_1200": persistent(seeds, cfg, args.wobble, "s1200", 2.0, 30, 15),
         "persistent_2x_1200": persistent(seeds, cfg, args.wobble, "s1200", 2.0, 0, 3),
+        "persistent_2x_600": persistent(seeds, cfg, args.wobble, "s600", 2.0, 0, 1),
     }
     result["cpu_seconds"] = round(time.process_time() - began, 1)
     result["daily_job"] = daily_job(args, cfg)
