@@ -45,11 +45,7 @@ REFERENCE_TENANT_TABLES = {
 On Citus they are reference tables, replicated to every node, so a statement on them never
 needs routing, and foreign keys into them stay valid (docs/scale-out.md). The ORM reaches
 them by `id` (relationship loads, flushes); their tenant check is `get_owned`."""
-CHILD_TABLES = {"dataset_rows", "run_outputs", "eval_results"}
-"""Exception, by table: tenant data without a project_id column yet, reached through their
-parent's id (dataset_versions, evaluation_runs). docs/scale-out.md lists adding project_id to
-them as the step before they can be distributed."""
-TENANT_TABLES = DISTRIBUTED_TABLES | REFERENCE_TENANT_TABLES | CHILD_TABLES
+TENANT_TABLES = DISTRIBUTED_TABLES | REFERENCE_TENANT_TABLES
 
 UNSCOPED_ALLOWED: dict[str, str] = {
     r"^SELECT canaries\.project_id, canaries\.id FROM canaries WHERE canaries\.status = ": (
@@ -133,6 +129,7 @@ def test_every_tenant_statement_is_scoped_to_one_project(app: FastAPI, client: T
 
 
 def test_the_table_lists_cover_every_table() -> None:
-    """A new table must be placed: distributed, reference, child or global."""
+    """A new table must be placed: distributed, reference or global."""
     assert set(Base.metadata.tables) == TENANT_TABLES | GLOBAL_TABLES
     assert {"events", "event_keys", "feedback", "daily_signals", "audit_log"} <= DISTRIBUTED_TABLES
+    assert {"dataset_rows", "run_outputs", "eval_results"} <= DISTRIBUTED_TABLES
