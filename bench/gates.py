@@ -80,6 +80,7 @@ def seed(session: Session, rng: np.random.Generator) -> tuple[int, int, int]:
         insert(DatasetRow),
         [
             {
+                "project_id": project.id,
                 "version_id": version.id,
                 "key": f"row-{i}",
                 "input": "q",
@@ -111,6 +112,7 @@ def seed(session: Session, rng: np.random.Generator) -> tuple[int, int, int]:
                 insert(EvalResult),
                 [
                     {
+                        "project_id": project.id,
                         "run_id": run.id,
                         "key": f"row-{i}",
                         "evaluator": f"evaluator-{e}",

@@ -12,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from app.core import migrate
 from app.core.db import make_engine
@@ -367,5 +368,115 @@ def test_0007_upgrades_and_downgrades_a_database_holding_rows(empty_database_url
                 2,
             )
         migrate.upgrade(empty_database_url)
+    finally:
+        engine.dispose()
+
+
+SEED_0008 = [
+    "INSERT INTO projects (id, name, settings, created_at) VALUES "
+    "(1, 'p', '{}', :now), (2, 'q', '{}', :now)",
+    "INSERT INTO models (id, project_id, name, created_at) VALUES "
+    "(1, 1, 'bot', :now), (2, 2, 'bot', :now)",
+    "INSERT INTO checkpoints (id, project_id, model_id, version, kind, status, training, tags, "
+    "spec_hash, created_at) VALUES (1, 1, 1, 'v1', 'full', 'champion', '{}', '[]', 'a', :now), "
+    "(2, 2, 2, 'v1', 'full', 'champion', '{}', '[]', 'b', :now)",
+    "INSERT INTO datasets (id, project_id, name, created_at) VALUES "
+    "(1, 1, 'golden', :now), (2, 2, 'golden', :now)",
+    "INSERT INTO dataset_versions (id, project_id, dataset_id, version, content_hash, row_count, "
+    "source, created_at) VALUES (1, 1, 1, 1, 'h1', 2, 'json', :now), "
+    "(2, 2, 2, 1, 'h2', 1, 'json', :now)",
+    # Both projects have a row keyed 'k1': the key is unique per version, not per table.
+    "INSERT INTO dataset_rows (id, version_id, key, input, cohort, risk, metadata, row_hash) "
+    "VALUES (1, 1, 'k1', '\"q\"', '{}', 'high', '{}', 'r1'), "
+    "(2, 1, 'k2', '\"q\"', '{}', 'low', '{}', 'r2'), "
+    "(3, 2, 'k1', '\"q\"', '{}', 'low', '{}', 'r3')",
+    "INSERT INTO evaluation_runs (id, project_id, checkpoint_id, dataset_version_id, evaluators, "
+    "status, output_source, progress_done, progress_total, attempts, created_at) VALUES "
+    "(1, 1, 1, 1, '[]', 'succeeded', 'uploaded', 2, 2, 1, :now), "
+    "(2, 2, 2, 2, '[]', 'succeeded', 'uploaded', 1, 1, 1, :now)",
+    "INSERT INTO run_outputs (id, run_id, key, repeat) VALUES "
+    "(1, 1, 'k1', 0), (2, 1, 'k2', 0), (3, 2, 'k1', 0)",
+    "INSERT INTO eval_results (id, run_id, key, evaluator, repeat, score, passed) VALUES "
+    "(1, 1, 'k1', 'exact_match', 0, 1.0, true), (2, 1, 'k2', 'exact_match', 0, 0.0, false), "
+    "(3, 2, 'k1', 'exact_match', 0, 1.0, true)",
+]
+CHILD_UNIQUES = {
+    "dataset_rows": ["version_id", "key"],
+    "run_outputs": ["run_id", "key", "repeat"],
+    "eval_results": ["run_id", "key", "evaluator", "repeat"],
+}
+CHILD_TABLES = tuple(CHILD_UNIQUES)
+
+
+def test_0009_gives_child_tables_their_parents_project_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0008")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0008:
+                conn.execute(text(statement), {"now": datetime(2026, 1, 1, tzinfo=UTC)})
+            if postgres:  # where the sequences stand when ids 1-3 came from them
+                for table in CHILD_TABLES:
+                    conn.execute(text(f"SELECT setval('{table}_id_seq', 3)"))
+        migrate.upgrade(empty_database_url, "0009")
+        with engine.begin() as conn:
+            for table in CHILD_TABLES:
+                owners = conn.execute(text(f"SELECT id, project_id FROM {table} ORDER BY id"))
+                assert [tuple(row) for row in owners] == [(1, 1), (2, 1), (3, 2)], table
+                column = next(
+                    c for c in inspect(conn).get_columns(table) if c["name"] == "project_id"
+                )
+                assert column["nullable"] is False, table
+                uniques = [u["column_names"] for u in inspect(conn).get_unique_constraints(table)]
+                assert uniques == [["project_id", *CHILD_UNIQUES[table]]], table
+            keys = primary_keys(conn)
+            expected_key = ["project_id", "id"] if postgres else ["id"]
+            assert [keys[table] for table in CHILD_TABLES] == [expected_key] * 3
+            # New rows take the next id and must name their project.
+            conn.execute(
+                text(
+                    "INSERT INTO eval_results (project_id, run_id, key, evaluator, repeat, "
+                    "score, passed) VALUES (2, 2, 'k1', 'exact_match', 1, 0.0, false)"
+                )
+            )
+            assert conn.execute(text("SELECT MAX(id) FROM eval_results")).scalar() == 4
+            conn.execute(text("DELETE FROM eval_results WHERE id = 4"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("INSERT INTO run_outputs (run_id, key, repeat) VALUES (2, 'k9', 0)"))
+        migrate.downgrade(empty_database_url, "0008")
+        with engine.begin() as conn:
+            for table in CHILD_TABLES:
+                assert "project_id" not in {c["name"] for c in inspect(conn).get_columns(table)}
+                uniques = [u["column_names"] for u in inspect(conn).get_unique_constraints(table)]
+                assert uniques == [CHILD_UNIQUES[table]], table
+                assert conn.execute(
+                    text(f"SELECT id FROM {table} ORDER BY id")
+                ).scalars().all() == [
+                    1,
+                    2,
+                    3,
+                ]
+            assert [primary_keys(conn)[table] for table in CHILD_TABLES] == [["id"]] * 3
+            rows = conn.execute(text("SELECT version_id, key, risk FROM dataset_rows ORDER BY id"))
+            assert [tuple(row) for row in rows] == [
+                (1, "k1", "high"),
+                (1, "k2", "low"),
+                (2, "k1", "low"),
+            ]
+            scores = conn.execute(text("SELECT run_id, key, score FROM eval_results ORDER BY id"))
+            assert [tuple(row) for row in scores] == [
+                (1, "k1", 1.0),
+                (1, "k2", 0.0),
+                (2, "k1", 1.0),
+            ]
+            # The old schema takes a row without a project again.
+            conn.execute(text("INSERT INTO run_outputs (run_id, key, repeat) VALUES (2, 'k9', 0)"))
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            owners = conn.execute(text("SELECT key, project_id FROM run_outputs ORDER BY id"))
+            assert [tuple(row) for row in owners] == [("k1", 1), ("k2", 1), ("k1", 2), ("k9", 2)]
     finally:
         engine.dispose()

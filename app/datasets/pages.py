@@ -51,7 +51,7 @@ def dataset_page(
     if compare and other is None:
         raise NotFound(f"dataset '{name}' has no version {compare}")
     rows = (
-        dataset_queries.dataset_rows(session, shown.id, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
+        dataset_queries.dataset_rows(session, shown, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1)
         if shown
         else []
     )

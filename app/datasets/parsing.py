@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from app.core.errors import Unprocessable
 from app.datasets.schemas import RowIn
-from app.models.datasets import Risk
+from app.models.datasets import DatasetVersion, Risk
 
 CSV_FIELDS = frozenset(
     {"key", "input", "expected", "context", "risk", "expected_behavior", "label", "metadata"}
@@ -147,11 +147,13 @@ def validate_row(number: int, raw: Any) -> RowIn:
         raise row_problem(number, field, first["msg"]) from None
 
 
-def row_values(version_id: int, row: RowIn) -> dict[str, Any]:
-    """Insert parameters of one row; its hash covers every field, so diffs see any change."""
+def row_values(version: DatasetVersion, row: RowIn) -> dict[str, Any]:
+    """Insert parameters of one row of `version` (in its project); its hash covers every
+    field, so diffs see any change."""
     content = row.model_dump(mode="json")
     return {
-        "version_id": version_id,
+        "project_id": version.project_id,
+        "version_id": version.id,
         "key": row.key,
         "input": row.input,
         "expected": row.expected,

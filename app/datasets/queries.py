@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.core.errors import NotFound
@@ -42,11 +42,11 @@ def dataset_with_versions(
 
 
 def dataset_rows(
-    session: Session, version_id: int, offset: int, limit: int
+    session: Session, version: DatasetVersion, offset: int, limit: int
 ) -> Sequence[DatasetRow]:
     return session.scalars(
         select(DatasetRow)
-        .where(DatasetRow.version_id == version_id)
+        .where(DatasetRow.project_id == version.project_id, DatasetRow.version_id == version.id)
         .order_by(DatasetRow.key)
         .offset(offset)
         .limit(limit)
@@ -56,24 +56,31 @@ def dataset_rows(
 def diff_versions(
     session: Session, project_id: int, name: str, old: int, new: int, limit: int
 ) -> dict[str, Any]:
-    """Keys added, removed and changed (different row hash) from version `old` to `new`."""
+    """Keys added, removed and changed (different row hash) from version `old` to `new`.
+    Both sides of each join name the project (one shard, joined on the distribution
+    column)."""
     a = service.get_version(session, project_id, name, old)
     b = service.get_version(session, project_id, name, new)
     row_a, row_b = aliased(DatasetRow), aliased(DatasetRow)
+
+    def of_version(row: type[DatasetRow], version: DatasetVersion) -> ColumnElement[bool]:
+        return and_(row.project_id == project_id, row.version_id == version.id)
+
+    same_key = row_a.key == row_b.key
     only_in_b = (
         select(row_b.key)
-        .outerjoin(row_a, and_(row_a.version_id == a.id, row_a.key == row_b.key))
-        .where(row_b.version_id == b.id, row_a.id.is_(None))
+        .outerjoin(row_a, and_(of_version(row_a, a), same_key))
+        .where(of_version(row_b, b), row_a.id.is_(None))
     )
     only_in_a = (
         select(row_a.key)
-        .outerjoin(row_b, and_(row_b.version_id == b.id, row_b.key == row_a.key))
-        .where(row_a.version_id == a.id, row_b.id.is_(None))
+        .outerjoin(row_b, and_(of_version(row_b, b), same_key))
+        .where(of_version(row_a, a), row_b.id.is_(None))
     )
     changed = (
         select(row_b.key)
-        .join(row_a, and_(row_a.version_id == a.id, row_a.key == row_b.key))
-        .where(row_b.version_id == b.id, row_a.row_hash != row_b.row_hash)
+        .join(row_a, and_(of_version(row_a, a), same_key))
+        .where(of_version(row_b, b), row_a.row_hash != row_b.row_hash)
     )
     result: dict[str, Any] = {"from_version": a.version, "to_version": b.version, "counts": {}}
     truncated = False

@@ -88,7 +88,9 @@ def list_rows(
     session: Session, project_id: int, name: str, number: int, cursor: str | None, limit: int
 ) -> tuple[Sequence[DatasetRow], str | None]:
     version = get_version(session, project_id, name, number)
-    stmt = select(DatasetRow).where(DatasetRow.version_id == version.id)
+    stmt = select(DatasetRow).where(
+        DatasetRow.project_id == version.project_id, DatasetRow.version_id == version.id
+    )
     return paginate(session, stmt, DatasetRow.id, cursor, limit, oldest_first=True)
 
 
@@ -117,7 +119,7 @@ def add_version(
                 raise row_problem(number, "key", f"duplicate key (first on row {seen[row.key]})")
             seen[row.key] = number
             present.update(item for item in row.cohort.items() if item[0] in declared)
-            chunk.append(row_values(version.id, row))
+            chunk.append(row_values(version, row))
             if len(chunk) >= INSERT_CHUNK:
                 session.execute(insert(DatasetRow), chunk)
                 chunk = []
@@ -181,7 +183,7 @@ def version_from_traces(
         new_keys = {row.key for row in trace_rows}
         if base is not None:
             _copy_rows(session, base, version, exclude_keys=new_keys)
-        values = {row.key: row_values(version.id, row) for row in trace_rows}
+        values = {row.key: row_values(version, row) for row in trace_rows}
         session.execute(insert(DatasetRow), list(values.values()))
         return _finish_version(session, principal, dataset, version)
     except BaseException:
@@ -261,7 +263,8 @@ def _new_version(
 def _copy_rows(
     session: Session, base: DatasetVersion, target: DatasetVersion, exclude_keys: set[str]
 ) -> None:
-    """INSERT ... SELECT inside the database: a base version is never loaded into Python."""
+    """INSERT ... SELECT inside the database: a base version is never loaded into Python.
+    Both versions belong to one dataset, so to one project."""
     table = cast(Table, DatasetRow.__table__)
     columns = [column for column in table.c if column.name != "id"]
     source = select(
@@ -269,31 +272,33 @@ def _copy_rows(
             literal(target.id).label("version_id") if column.name == "version_id" else column
             for column in columns
         )
-    ).where(table.c.version_id == base.id)
+    ).where(table.c.project_id == base.project_id, table.c.version_id == base.id)
     if exclude_keys:
         source = source.where(table.c.key.not_in(sorted(exclude_keys)))
     session.execute(insert(table).from_select([column.name for column in columns], source))
 
 
-def content_hash(session: Session, version_id: int, cohort_risk: dict[str, Any]) -> tuple[str, int]:
+def content_hash(session: Session, version: DatasetVersion) -> tuple[str, int]:
     """sha256 over the row hashes in key order (sorted here, so the order is the same on
     every database whatever its collation), then the declared cohort risk if any (it changes
     what a gate guards, so it is part of what a version is); returns (hash, row count)."""
     pairs = session.execute(
-        select(DatasetRow.key, DatasetRow.row_hash).where(DatasetRow.version_id == version_id)
+        select(DatasetRow.key, DatasetRow.row_hash).where(
+            DatasetRow.project_id == version.project_id, DatasetRow.version_id == version.id
+        )
     ).all()
     digest = hashlib.sha256()
     for _key, row_hash in sorted(pairs):
         digest.update(row_hash.encode() + b"\n")
-    if cohort_risk:
-        digest.update(b"cohort_risk " + parsing.canonical_json(cohort_risk).encode())
+    if version.cohort_risk:
+        digest.update(b"cohort_risk " + parsing.canonical_json(version.cohort_risk).encode())
     return digest.hexdigest(), len(pairs)
 
 
 def _finish_version(
     session: Session, principal: Principal, dataset: Dataset, version: DatasetVersion
 ) -> tuple[DatasetVersion, bool]:
-    version.content_hash, version.row_count = content_hash(session, version.id, version.cohort_risk)
+    version.content_hash, version.row_count = content_hash(session, version)
     previous = session.scalar(
         select(DatasetVersion).where(
             DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version.version - 1

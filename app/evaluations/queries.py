@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
@@ -92,6 +92,16 @@ def comparable_runs(
     return [_run_summary(row) for row in session.execute(stmt.limit(limit))]
 
 
+def _row_of_result(run: EvaluationRun) -> ColumnElement[bool]:
+    """Joins a result of `run` to its dataset row: same project (the distribution column),
+    the run's version, same key."""
+    return and_(
+        DatasetRow.project_id == EvalResult.project_id,
+        DatasetRow.version_id == run.dataset_version_id,
+        DatasetRow.key == EvalResult.key,
+    )
+
+
 @dataclass(frozen=True)
 class CohortCell:
     evaluator: str
@@ -101,11 +111,17 @@ class CohortCell:
     n: int
 
 
-def run_cohort_dimensions(session: Session, version_id: int) -> list[str]:
-    """The cohort dimensions a dataset version uses (distinct cohort objects are few)."""
+def run_cohort_dimensions(session: Session, run: EvaluationRun) -> list[str]:
+    """The cohort dimensions the run's dataset version uses (distinct cohort objects are
+    few)."""
     dimensions: set[str] = set()
     for cohort in session.scalars(
-        select(DatasetRow.cohort).where(DatasetRow.version_id == version_id).distinct()
+        select(DatasetRow.cohort)
+        .where(
+            DatasetRow.project_id == run.project_id,
+            DatasetRow.version_id == run.dataset_version_id,
+        )
+        .distinct()
     ):
         dimensions.update((cohort or {}).keys())
     return sorted(dimensions)
@@ -116,11 +132,8 @@ def run_cohort_cells(session: Session, run: EvaluationRun) -> list[CohortCell]:
     each risk level, and each value of each cohort dimension."""
     base = (
         select(EvalResult.evaluator)
-        .join(
-            DatasetRow,
-            and_(DatasetRow.version_id == run.dataset_version_id, DatasetRow.key == EvalResult.key),
-        )
-        .where(EvalResult.run_id == run.id)
+        .join(DatasetRow, _row_of_result(run))
+        .where(EvalResult.project_id == run.project_id, EvalResult.run_id == run.id)
     )
     measures = (
         func.avg(EvalResult.score),
@@ -136,7 +149,7 @@ def run_cohort_cells(session: Session, run: EvaluationRun) -> list[CohortCell]:
     )
     for evaluator, level, mean, rate, n in session.execute(risk):
         cells.append(CohortCell(evaluator, f"risk={level.value}", float(mean), float(rate), n))
-    for dimension in run_cohort_dimensions(session, run.dataset_version_id):
+    for dimension in run_cohort_dimensions(session, run):
         value = DatasetRow.cohort[dimension].as_string()
         grouped = (
             base.add_columns(value, *measures)
@@ -188,19 +201,17 @@ def run_result_rows(
             DatasetRow.expected,
             RunOutput.output,
         )
-        .join(
-            DatasetRow,
-            and_(DatasetRow.version_id == run.dataset_version_id, DatasetRow.key == EvalResult.key),
-        )
+        .join(DatasetRow, _row_of_result(run))
         .outerjoin(
             RunOutput,
             and_(
+                RunOutput.project_id == EvalResult.project_id,
                 RunOutput.run_id == run.id,
                 RunOutput.key == EvalResult.key,
                 RunOutput.repeat == EvalResult.repeat,
             ),
         )
-        .where(EvalResult.run_id == run.id)
+        .where(EvalResult.project_id == run.project_id, EvalResult.run_id == run.id)
         .order_by(EvalResult.key, EvalResult.repeat, EvalResult.evaluator)
         .offset(offset)
         .limit(limit)

@@ -130,7 +130,11 @@ def _store_outputs(
     """Streamed into run_outputs in chunks; every (key, repeat) of the version's rows, once.
     With one call per row the repeat index may be left out (it is 0)."""
     expected = set(
-        session.scalars(select(DatasetRow.key).where(DatasetRow.version_id == version.id))
+        session.scalars(
+            select(DatasetRow.key).where(
+                DatasetRow.project_id == version.project_id, DatasetRow.version_id == version.id
+            )
+        )
     )
     seen: set[tuple[str, int]] = set()
     chunk: list[dict[str, Any]] = []
@@ -148,7 +152,14 @@ def _store_outputs(
                 f"{where}.key: duplicate key '{output.key}'{which}", field=f"{where}.key"
             )
         seen.add((output.key, repeat))
-        chunk.append({"run_id": run.id, **output.model_dump(), "repeat": repeat})
+        chunk.append(
+            {
+                "project_id": run.project_id,
+                "run_id": run.id,
+                **output.model_dump(),
+                "repeat": repeat,
+            }
+        )
         if len(chunk) >= OUTPUT_INSERT_CHUNK:
             session.execute(insert(RunOutput), chunk)
             chunk = []
@@ -224,7 +235,9 @@ def list_results(
     limit: int,
 ) -> tuple[Sequence[EvalResult], str | None]:
     owned_run(session, project_id, run_id)
-    stmt = select(EvalResult).where(EvalResult.run_id == run_id)
+    stmt = select(EvalResult).where(
+        EvalResult.project_id == project_id, EvalResult.run_id == run_id
+    )
     if evaluator is not None:
         stmt = stmt.where(EvalResult.evaluator == evaluator)
     if passed is not None:

@@ -43,17 +43,25 @@ def _rates() -> list[ColumnElement[Any]]:
     ]
 
 
-def compute_summary(session: Session, run_id: int, version_id: int, repeats: int) -> dict[str, Any]:
+def compute_summary(
+    session: Session, project_id: int, run_id: int, version_id: int, repeats: int
+) -> dict[str, Any]:
     """Mean score and pass rate per evaluator, per (evaluator, risk) and per (evaluator,
-    cohort dimension, value), each a GROUP BY in the database; flip rates with repeats."""
+    cohort dimension, value), each a GROUP BY in the database; flip rates with repeats. Every
+    statement names the run's project, and joins on it (one shard)."""
     joined = (
         select()
         .select_from(EvalResult)
         .join(
-            DatasetRow, and_(DatasetRow.version_id == version_id, DatasetRow.key == EvalResult.key)
+            DatasetRow,
+            and_(
+                DatasetRow.project_id == EvalResult.project_id,
+                DatasetRow.version_id == version_id,
+                DatasetRow.key == EvalResult.key,
+            ),
         )
     )
-    where = EvalResult.run_id == run_id
+    where = and_(EvalResult.project_id == project_id, EvalResult.run_id == run_id)
     by_evaluator = session.execute(
         select(EvalResult.evaluator, *_rates())
         .where(where)
@@ -78,10 +86,14 @@ def compute_summary(session: Session, run_id: int, version_id: int, repeats: int
     errors = session.scalar(
         select(func.count())
         .select_from(RunOutput)
-        .where(RunOutput.run_id == run_id, RunOutput.error.is_not(None))
+        .where(
+            RunOutput.project_id == project_id,
+            RunOutput.run_id == run_id,
+            RunOutput.error.is_not(None),
+        )
     )
 
-    flips = _flip_rates(session, run_id) if repeats > 1 else {}
+    flips = _flip_rates(session, where) if repeats > 1 else {}
 
     def rates(row: Any) -> dict[str, Any]:
         return {
@@ -117,16 +129,18 @@ def compute_summary(session: Session, run_id: int, version_id: int, repeats: int
     }
 
 
-def _flip_rates(session: Session, run_id: int) -> dict[str, tuple[float | None, float | None]]:
+def _flip_rates(
+    session: Session, of_run: ColumnElement[bool]
+) -> dict[str, tuple[float | None, float | None]]:
     """(estimate, standard error) of each evaluator's flip rate, from its passes and calls per
-    row (grouped in the database)."""
+    row (grouped in the database); `of_run` picks the run's results."""
     per_row = session.execute(
         select(
             EvalResult.evaluator,
             func.sum(case((EvalResult.passed, 1), else_=0)),
             func.count(),
         )
-        .where(EvalResult.run_id == run_id)
+        .where(of_run)
         .group_by(EvalResult.evaluator, EvalResult.key)
         .order_by(EvalResult.evaluator)
     ).all()

@@ -69,6 +69,7 @@ class LostLease(Exception):
 
 @dataclass(frozen=True)
 class _Plan:
+    project_id: int
     run_id: int
     token: str
     version_id: int
@@ -180,6 +181,7 @@ def _claim(sessions: sessionmaker[Session]) -> _Plan | None:
         run = session.get_one(EvaluationRun, run_id)
         checkpoint = session.get_one(Checkpoint, run.checkpoint_id)
         plan = _Plan(
+            project_id=run.project_id,
             run_id=run.id,
             token=token,
             version_id=run.dataset_version_id,
@@ -200,7 +202,9 @@ def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
     while after_id is not None:
         after_id = _evaluate_chunk(sessions, plan, evaluators, after_id)
     with sessions() as session:
-        summary = compute_summary(session, plan.run_id, plan.version_id, plan.repeats)
+        summary = compute_summary(
+            session, plan.project_id, plan.run_id, plan.version_id, plan.repeats
+        )
         now = utcnow()
         _owned_update(
             session,
@@ -255,8 +259,18 @@ def _resume_after(sessions: sessionmaker[Session], plan: _Plan) -> int:
     with sessions() as session:
         last = session.scalar(
             select(func.max(DatasetRow.id))
-            .join(EvalResult, EvalResult.key == DatasetRow.key)
-            .where(DatasetRow.version_id == plan.version_id, EvalResult.run_id == plan.run_id)
+            .join(
+                EvalResult,
+                and_(
+                    EvalResult.project_id == DatasetRow.project_id,
+                    EvalResult.key == DatasetRow.key,
+                ),
+            )
+            .where(
+                DatasetRow.project_id == plan.project_id,
+                DatasetRow.version_id == plan.version_id,
+                EvalResult.run_id == plan.run_id,
+            )
         )
         session.rollback()
     return int(last or 0)
@@ -280,7 +294,11 @@ def _evaluate_chunk(
                 DatasetRow.label,
                 DatasetRow.meta.label("metadata"),
             )
-            .where(DatasetRow.version_id == plan.version_id, DatasetRow.id > after_id)
+            .where(
+                DatasetRow.project_id == plan.project_id,
+                DatasetRow.version_id == plan.version_id,
+                DatasetRow.id > after_id,
+            )
             .order_by(DatasetRow.id)
             .limit(max(1, EVAL_CHUNK // plan.repeats))
         ).all()
@@ -296,7 +314,9 @@ def _evaluate_chunk(
                     RunOutput.latency_ms,
                     RunOutput.error,
                 ).where(
-                    RunOutput.run_id == plan.run_id, RunOutput.key.in_([row.key for row in rows])
+                    RunOutput.project_id == plan.project_id,
+                    RunOutput.run_id == plan.run_id,
+                    RunOutput.key.in_([row.key for row in rows]),
                 )
             )
         }
@@ -321,6 +341,7 @@ def _evaluate_chunk(
                 outcomes = [failed] * len(evaluators)
             results.extend(
                 {
+                    "project_id": plan.project_id,
                     "run_id": plan.run_id,
                     "key": row.key,
                     "repeat": repeat,
@@ -336,7 +357,10 @@ def _evaluate_chunk(
             )
     with sessions() as session:
         insert_ignoring_conflicts(
-            session, RESULTS_TABLE, results, ["run_id", "key", "evaluator", "repeat"]
+            session,
+            RESULTS_TABLE,
+            results,
+            ["project_id", "run_id", "key", "evaluator", "repeat"],
         )
         _owned_update(
             session,
@@ -367,6 +391,7 @@ def _produce_outputs(
     ):
         for repeat in range(plan.repeats):
             produced = exists().where(
+                RunOutput.project_id == DatasetRow.project_id,
                 RunOutput.run_id == plan.run_id,
                 RunOutput.key == DatasetRow.key,
                 RunOutput.repeat == repeat,
@@ -375,7 +400,11 @@ def _produce_outputs(
                 with sessions() as session:
                     rows = session.execute(
                         select(DatasetRow.key, DatasetRow.input)
-                        .where(DatasetRow.version_id == plan.version_id, ~produced)
+                        .where(
+                            DatasetRow.project_id == plan.project_id,
+                            DatasetRow.version_id == plan.version_id,
+                            ~produced,
+                        )
                         .order_by(DatasetRow.id)
                         .limit(ENDPOINT_CHUNK)
                     ).all()
@@ -390,10 +419,16 @@ def _produce_outputs(
                         session,
                         OUTPUTS_TABLE,
                         [
-                            {"run_id": plan.run_id, "key": row.key, "repeat": repeat, **output}
+                            {
+                                "project_id": plan.project_id,
+                                "run_id": plan.run_id,
+                                "key": row.key,
+                                "repeat": repeat,
+                                **output,
+                            }
                             for row, output in zip(rows, outputs, strict=True)
                         ],
-                        ["run_id", "key", "repeat"],
+                        ["project_id", "run_id", "key", "repeat"],
                     )
                     _owned_update(session, plan, heartbeat_at=utcnow())
                     session.commit()

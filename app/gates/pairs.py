@@ -99,13 +99,13 @@ def load_pairs(
         "candidate": pooled_run_ids(session, candidate),
         "baseline": pooled_run_ids(session, baseline),
     }
-    version_id = candidate.dataset_version_id
-    all_ids, keys, risks, cohorts = _version_rows(connection, version_id)
+    project_id, version_id = candidate.project_id, candidate.dataset_version_id
+    all_ids, keys, risks, cohorts = _version_rows(connection, project_id, version_id)
     run_ids = sides["candidate"] + sides["baseline"]
     repeats = session.scalar(
         select(func.max(EvaluationRun.repeats)).where(EvaluationRun.id.in_(run_ids))
     )
-    totals = _fetch_totals(connection, version_id, run_ids, one_call=repeats == 1)
+    totals = _fetch_totals(connection, project_id, version_id, run_ids, one_call=repeats == 1)
     pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
     notes = [
         f"evaluators only in the {label} runs, not compared: {', '.join(sorted(only))}"
@@ -180,14 +180,14 @@ def _cohort_label(value: Any) -> str | None:
 
 
 def _version_rows(
-    connection: Connection, version_id: int
+    connection: Connection, project_id: int, version_id: int
 ) -> tuple[IntArray, list[str], list[str], list[dict[str, Any] | None]]:
     """Ids (ascending), keys, risk levels and cohorts of every row of the version. The
     cohorts come as JSON text and are decoded in one call, not one per row."""
     rows = _driver_rows(
         connection,
         select(DatasetRow.id, DatasetRow.key, DatasetRow.risk, cast(DatasetRow.cohort, Text))
-        .where(DatasetRow.version_id == version_id)
+        .where(DatasetRow.project_id == project_id, DatasetRow.version_id == version_id)
         .order_by(DatasetRow.id),
     )
     ids = np.fromiter((row[0] for row in rows), np.int64, len(rows))
@@ -208,7 +208,11 @@ def _dimensions(cohorts: Sequence[dict[str, Any] | None]) -> dict[str, list[str 
 
 
 def _fetch_totals(
-    connection: Connection, version_id: int, run_ids: Sequence[int], one_call: bool
+    connection: Connection,
+    project_id: int,
+    version_id: int,
+    run_ids: Sequence[int],
+    one_call: bool,
 ) -> dict[tuple[int, str], _Totals]:
     """Per (run id, evaluator), each scored row of the version: its passes, summed score and
     calls, grouped by the database. With `one_call` (every run made one call per row: the
@@ -216,8 +220,13 @@ def _fetch_totals(
     and the plain results come (grouping 10^5 rows would be the query's costliest step). The
     cost of 10^5 rows is in building Python objects per row, so neither dialect does:
     PostgreSQL aggregates each (run, evaluator) into arrays, SQLite's rows come as the
-    driver's tuples."""
-    on_version = and_(DatasetRow.version_id == version_id, DatasetRow.key == EvalResult.key)
+    driver's tuples. Both tables are read in the one project and joined on it (the
+    distribution column: one shard)."""
+    on_version = and_(
+        DatasetRow.project_id == EvalResult.project_id,
+        DatasetRow.version_id == version_id,
+        DatasetRow.key == EvalResult.key,
+    )
     per_row: Select[*tuple[Any, ...]]
     if one_call:
         per_row = select(
@@ -236,7 +245,9 @@ def _fetch_totals(
             func.sum(EvalResult.score).label("score"),
             func.count().label("calls"),
         ).group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
-    grouped = per_row.join(DatasetRow, on_version).where(EvalResult.run_id.in_(run_ids))
+    grouped = per_row.join(DatasetRow, on_version).where(
+        EvalResult.project_id == project_id, EvalResult.run_id.in_(run_ids)
+    )
     if connection.dialect.name == "postgresql":
         g = grouped.subquery()
         aggregated = connection.execute(

@@ -108,7 +108,9 @@ def _guarded_cohorts(
     """(dimension, value, risk, rows) of every guarded cohort with rows, counted in SQL."""
     high = session.scalar(
         select(func.count()).where(
-            DatasetRow.version_id == version.id, DatasetRow.risk == Risk.high
+            DatasetRow.project_id == version.project_id,
+            DatasetRow.version_id == version.id,
+            DatasetRow.risk == Risk.high,
         )
     )
     cohorts: list[tuple[str, str, str | None, int]] = [("all", "all", None, version.row_count)]
@@ -120,6 +122,7 @@ def _guarded_cohorts(
                 continue
             rows = session.scalar(
                 select(func.count()).where(
+                    DatasetRow.project_id == version.project_id,
                     DatasetRow.version_id == version.id,
                     DatasetRow.cohort[dimension].as_string() == value,
                 )

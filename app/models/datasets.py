@@ -63,10 +63,16 @@ class DatasetVersion(CreatedAt, Base):
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)
 
 
-class DatasetRow(Base):
+class DatasetRow(TenantKeyed, Base):
+    """Distributed by project_id like the other per-project tables that grow (migration
+    0009); `project_id` repeats its version's, so every read and write names the project
+    and never needs the version to route. The foreign key to `dataset_versions` (a reference
+    table on Citus) stays by `id`."""
+
     __tablename__ = "dataset_rows"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     input: Mapped[Any] = mapped_column(JSONType)
@@ -81,7 +87,10 @@ class DatasetRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     row_hash: Mapped[str] = mapped_column(String(64))
 
-    __table_args__ = (UniqueConstraint("version_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "version_id", "key"),
+        postgresql_primary_key("project_id", "id"),
+    )
 
 
 # The newest version number of each dataset, read in the same SELECT as the dataset.

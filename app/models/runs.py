@@ -9,7 +9,15 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.models.base import Base, BigIntPK, CreatedAt, JSONType, str_enum
+from app.models.base import (
+    Base,
+    BigIntPK,
+    CreatedAt,
+    JSONType,
+    TenantKeyed,
+    postgresql_primary_key,
+    str_enum,
+)
 from app.models.datasets import DatasetVersion
 
 
@@ -59,12 +67,14 @@ class EvaluationRun(CreatedAt, Base):
     )
 
 
-class RunOutput(Base):
-    """One call's output: (run, key, repeat) is unique; repeat counts 0..run.repeats-1."""
+class RunOutput(TenantKeyed, Base):
+    """One call's output: (run, key, repeat) is unique; repeat counts 0..run.repeats-1.
+    `project_id` repeats its run's: the table is distributed by it (migration 0009)."""
 
     __tablename__ = "run_outputs"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     repeat: Mapped[int] = mapped_column(default=0, server_default=text("0"))
@@ -74,15 +84,20 @@ class RunOutput(Base):
     latency_ms: Mapped[float | None]
     error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("run_id", "key", "repeat"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "run_id", "key", "repeat"),
+        postgresql_primary_key("project_id", "id"),
+    )
 
 
-class EvalResult(Base):
-    """One evaluator's verdict on one call (the output of `repeat`) of one row."""
+class EvalResult(TenantKeyed, Base):
+    """One evaluator's verdict on one call (the output of `repeat`) of one row.
+    `project_id` repeats its run's: the table is distributed by it (migration 0009)."""
 
     __tablename__ = "eval_results"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     run_id: Mapped[int] = mapped_column(ForeignKey("evaluation_runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(200))
     evaluator: Mapped[str] = mapped_column(String(100))
@@ -92,4 +107,7 @@ class EvalResult(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
-    __table_args__ = (UniqueConstraint("run_id", "key", "evaluator", "repeat"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "run_id", "key", "evaluator", "repeat"),
+        postgresql_primary_key("project_id", "id"),
+    )

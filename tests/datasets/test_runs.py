@@ -323,9 +323,16 @@ def test_a_run_left_running_by_a_dead_worker_resumes_then_fails_after_three_atte
             .where(EvaluationRun.id == resumed_id)
             .values(status=RunStatus.running, attempts=1, heartbeat_at=stale, progress_done=1)
         )
+        project_id = session.get_one(EvaluationRun, resumed_id).project_id
         session.add_all(
             EvalResult(
-                run_id=resumed_id, key="k1", evaluator=name, score=1.0, passed=True, reason="first"
+                project_id=project_id,
+                run_id=resumed_id,
+                key="k1",
+                evaluator=name,
+                score=1.0,
+                passed=True,
+                reason="first",
             )
             for name in ("exact_match", "contains")
         )
@@ -534,8 +541,10 @@ def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
                 progress_done=1,
             )
         )
+        project_id = session.get_one(EvaluationRun, run_id).project_id
         session.add_all(
             EvalResult(
+                project_id=project_id,
                 run_id=run_id,
                 key="k1",
                 repeat=repeat,
