@@ -103,6 +103,11 @@ def seed_year_of_signals(settings: Settings, project_id: int, today: date) -> in
                     )
         for start in range(0, len(rows), 10_000):
             conn.execute(insert(DailySignal), rows[start : start + 10_000])
+    # A year of rollups accumulates over a year, and autovacuum analyzes the table long before
+    # then; bulk-inserted here, the table would otherwise be read with or without statistics
+    # depending on whether autovacuum happened to get there first (plans, and timings, differ).
+    with sessions.begin() as conn:
+        conn.execute(text("ANALYZE daily_signals"))
     sessions.dispose()
     return len(rows)
 

@@ -6,6 +6,7 @@ chart answers "how much, out of how many" without a second query."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING
 
 from app.stats.lazy import LazyModule
@@ -27,7 +28,7 @@ PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#b
 _FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
 
-# A plain dict, which update_layout takes as a template, so importing this builds no figure.
+# A plain dict, so importing this module builds no plotly object; _template() makes it one.
 _TEMPLATE = {
     "layout": {
         "font": _FONT,
@@ -42,9 +43,18 @@ _TEMPLATE = {
 }
 
 
+@cache
+def _template() -> go.layout.Template:
+    """The look, built once on the first figure. Given a Template, update_layout replaces the
+    figure's template; given a plain dict it merges it into plotly's default "plotly" template
+    instead, which put ~6 KB of that template (and its title and shape defaults) into every
+    figure and cost ~20 ms of validation per figure."""
+    return go.layout.Template(_TEMPLATE)
+
+
 def to_json(figure: go.Figure, height: int = 320) -> str:
     figure.update_layout(
-        template=_TEMPLATE, height=height, margin={"l": 56, "r": 16, "t": 36, "b": 48}
+        template=_template(), height=height, margin={"l": 56, "r": 16, "t": 36, "b": 48}
     )
     return str(figure.to_json())
 
