@@ -34,7 +34,15 @@ from app.core.settings import Settings
 from app.drift.job import judge_rows
 from app.drift.rollup import replace_day
 from app.drift.signals import SignalRow
-from app.models import Alert, Checkpoint, Dataset, DatasetVersion, Model, Project
+from app.models import (
+    Alert,
+    Checkpoint,
+    Dataset,
+    DatasetVersion,
+    DriftJudgement,
+    Model,
+    Project,
+)
 from app.models.registry import CheckpointKind
 from app.stats.calibration import brier_day_signal, debiased_ece
 from app.stats.continuous import log_moments, lognormal_quantile
@@ -48,7 +56,7 @@ _STORED_BINS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
 @dataclass(frozen=True)
 class JobAlert:
     """An alert as the bench needs it: which cohort x signal, its first and last day (the
-    resolution day when resolved) as day indexes, and the rules recorded when it opened."""
+    resolution day when resolved) as day indexes, and the rules that fired on its first day."""
 
     signal: str
     cohort: str
@@ -177,6 +185,16 @@ def run(sessions: sessionmaker[Session], spec: TrafficSpec) -> list[JobAlert]:
         alerts = session.scalars(
             select(Alert).where(Alert.project_id == project_id).order_by(Alert.id)
         ).all()
+        # The alert's evidence is refreshed while it stays open; the rules that opened it are
+        # the opening day's judgement (bit 1: band, bit 2: CUSUM).
+        fired = {
+            (j.day, j.signal, j.dimension, j.value): j.rules
+            for j in session.scalars(
+                select(DriftJudgement).where(
+                    DriftJudgement.project_id == project_id, DriftJudgement.rules > 0
+                )
+            )
+        }
         return [
             JobAlert(
                 a.signal,
@@ -184,7 +202,11 @@ def run(sessions: sessionmaker[Session], spec: TrafficSpec) -> list[JobAlert]:
                 (a.day - FIRST_DAY).days,
                 (a.last_day - FIRST_DAY).days,
                 a.status.value == "resolved",
-                tuple((a.evidence or {}).get("rules", ())),
+                _rule_names(fired.get((a.day, a.signal, a.dimension, a.value), 0)),
             )
             for a in alerts
         ]
+
+
+def _rule_names(bits: int) -> tuple[str, ...]:
+    return tuple(name for bit, name in ((1, "band"), (2, "cusum")) if bits & bit)
