@@ -502,11 +502,11 @@ def _index_spans(request: ExportTraceServiceRequest) -> dict[_SpanKey, _Node]:
                 parent_id = span.parent_span_id
                 key = (trace_id, span.span_id)
                 nodes[key] = _Node(  # a span sent twice in one request counts once
-                    span=span,
-                    key=key,
-                    parent_key=(trace_id, parent_id) if parent_id else None,
-                    attributes=_flatten(span.attributes),
-                    resource_facts=resource_facts,
+                    span,
+                    key,
+                    (trace_id, parent_id) if parent_id else None,
+                    _flatten(span.attributes),
+                    resource_facts,
                 )
     return nodes
 
@@ -573,7 +573,9 @@ def spans_to_events(
     for node in llm_nodes:
         if node.key in above_llm_spans:
             continue
-        outcome = _to_event(node, {**node.resource_facts, **_chain_context(node, nodes)})
+        context = _chain_context(node, nodes)  # memoized on the node: never mutated
+        facts = {**node.resource_facts, **context} if node.resource_facts else context
+        outcome = _to_event(node, facts)
         if isinstance(outcome, SpanRejection):
             rejections.append(outcome)
         else:
@@ -602,7 +604,7 @@ _LLM_FACTS: _FactTable = (
 )
 
 
-def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanRejection:
+def _to_event(node: _Node, facts: Mapping[str, Any]) -> dict[str, Any] | SpanRejection:
     span = node.span
     trace_id, span_id = node.key  # read once from the span by _index_spans
     start = span.start_time_unix_nano
@@ -755,7 +757,7 @@ def _indexed_messages(attributes: Mapping[str, Any]) -> _IndexedMessages:
     pass over the span's attributes (name -> messages in index order)."""
     by_name: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attributes.items():
-        if not key.startswith(("llm.", "gen_ai.")):
+        if "messages." not in key:  # in every name _INDEXED_MESSAGE_KEY matches
             continue
         slot = _message_slot(key)
         if slot is not None:
