@@ -502,11 +502,11 @@ def _index_spans(request: ExportTraceServiceRequest) -> dict[_SpanKey, _Node]:
                 parent_id = span.parent_span_id
                 key = (trace_id, span.span_id)
                 nodes[key] = _Node(  # a span sent twice in one request counts once
-                    span=span,
-                    key=key,
-                    parent_key=(trace_id, parent_id) if parent_id else None,
-                    attributes=_flatten(span.attributes),
-                    resource_facts=resource_facts,
+                    span,
+                    key,
+                    (trace_id, parent_id) if parent_id else None,
+                    _flatten(span.attributes),
+                    resource_facts,
                 )
     return nodes
 
@@ -573,7 +573,9 @@ def spans_to_events(
     for node in llm_nodes:
         if node.key in above_llm_spans:
             continue
-        outcome = _to_event(node, {**node.resource_facts, **_chain_context(node, nodes)})
+        context = _chain_context(node, nodes)  # memoized on the node: never mutated
+        facts = {**node.resource_facts, **context} if node.resource_facts else context
+        outcome = _to_event(node, facts)
         if isinstance(outcome, SpanRejection):
             rejections.append(outcome)
         else:
@@ -602,44 +604,50 @@ _LLM_FACTS: _FactTable = (
 )
 
 
-def _to_event(node: _Node, facts: dict[str, Any]) -> dict[str, Any] | SpanRejection:
+def _to_event(node: _Node, facts: Mapping[str, Any]) -> dict[str, Any] | SpanRejection:
     span = node.span
-    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-    problem = _identity_problem(span) or (None if "model" in facts else _NO_MODEL)
+    trace_id, span_id = node.key  # read once from the span by _index_spans
+    start = span.start_time_unix_nano
+    problem = _identity_problem(trace_id, span_id, start) or (
+        None if "model" in facts else _NO_MODEL
+    )
     if problem is not None:
-        return SpanRejection(trace_id, span_id, problem)
-    llm = _pick_facts(node.attributes, _LLM_FACTS)
-    indexed = _indexed_messages(node.attributes)
+        return SpanRejection(trace_id.hex(), span_id.hex(), problem)
+    attributes = node.attributes
+    llm = _pick_facts(attributes, _LLM_FACTS)
+    indexed = _indexed_messages(attributes)
+    cohort, unmapped = _prefixed_facts(facts)
+    end = span.end_time_unix_nano
     return {
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "timestamp": _EPOCH + timedelta(microseconds=span.start_time_unix_nano // 1000),
+        "trace_id": trace_id.hex(),
+        "span_id": span_id.hex(),
+        "timestamp": _EPOCH + timedelta(microseconds=start // 1000),
         "model": facts["model"],
         **_checkpoint(facts.get("checkpoint", llm.get("model_name"))),
-        "cohort": _cohort(facts, llm),
-        "input": _input_text(node.attributes, indexed),
-        "output": _output_text(node.attributes, indexed),
+        "cohort": _cohort(cohort, facts, llm),
+        "input": _input_text(attributes, indexed),
+        "output": _output_text(attributes, indexed),
         "eval_passed": facts.get("eval_passed"),
         "fallback": facts.get("fallback"),
         "refusal": facts.get("refusal"),
         "should_refuse": facts.get("should_refuse"),
-        "latency_ms": _latency_ms(span),
+        "latency_ms": (end - start) / 1e6 if end >= start else None,
         "input_tokens": llm.get("input_tokens"),
         "output_tokens": llm.get("output_tokens"),
         "probability": facts.get("probability"),
         "label": facts.get("label"),
-        "attributes": _event_attributes(span, facts, llm),
+        "attributes": _event_attributes(span, facts, llm, unmapped),
         "shadow_of": facts.get("shadow_of"),
     }
 
 
-def _identity_problem(span: Span) -> str | None:
+def _identity_problem(trace_id: bytes, span_id: bytes, start: int) -> str | None:
     """Events are keyed by trace and span id and placed in time by the start."""
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+    if len(trace_id) != 16 or not any(trace_id):
         return "trace_id must be 16 bytes, not all zero"
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(span_id) != 8 or not any(span_id):
         return "span_id must be 8 bytes, not all zero"
-    if span.start_time_unix_nano == 0:
+    if start == 0:
         return "span has no start time"
     return None
 
@@ -652,34 +660,40 @@ def _checkpoint(checkpoint: int | str | None) -> dict[str, int | str]:
     return {}
 
 
-def _cohort(facts: Mapping[str, Any], llm: Mapping[str, Any]) -> dict[str, str]:
-    cohort = {
-        key[len(_COHORT_PREFIX) :]: value
-        for key, value in facts.items()
-        if key.startswith(_COHORT_PREFIX)
-    }
-    named = {
-        "route": facts.get("route", facts.get("http_route")),
-        "prompt_version": facts.get("prompt_version", llm.get("prompt_template_version")),
-        "user_segment": facts.get("user_segment"),
-    }
-    cohort.update({key: value for key, value in named.items() if value is not None})
-    return cohort
+def _prefixed_facts(facts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(cohort dimensions, unmapped metadata) of the facts, prefixes removed, in one pass.
+    Only these two kinds of fact name hold a dot, so every other fact costs one test."""
+    cohort: dict[str, Any] = {}
+    unmapped: dict[str, Any] = {}
+    for key, value in facts.items():
+        if "." not in key:
+            continue
+        if key.startswith(_COHORT_PREFIX):
+            cohort[key[len(_COHORT_PREFIX) :]] = value
+        elif key.startswith(_UNMAPPED_PREFIX):
+            unmapped[key[len(_UNMAPPED_PREFIX) :]] = value
+    return cohort, unmapped
 
 
-def _latency_ms(span: Span) -> float | None:
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    return (end - start) / 1e6 if end >= start else None
+def _cohort(
+    dimensions: dict[str, Any], facts: Mapping[str, Any], llm: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The named dimensions, where known, over the ``cohort.*`` ones (``dimensions``)."""
+    route = facts.get("route", facts.get("http_route"))
+    if route is not None:
+        dimensions["route"] = route
+    prompt_version = facts.get("prompt_version", llm.get("prompt_template_version"))
+    if prompt_version is not None:
+        dimensions["prompt_version"] = prompt_version
+    user_segment = facts.get("user_segment")
+    if user_segment is not None:
+        dimensions["user_segment"] = user_segment
+    return dimensions
 
 
 def _event_attributes(
-    span: Span, facts: Mapping[str, Any], llm: Mapping[str, Any]
+    span: Span, facts: Mapping[str, Any], llm: Mapping[str, Any], unmapped: dict[str, Any]
 ) -> dict[str, Any]:
-    unmapped = {
-        key[len(_UNMAPPED_PREFIX) :]: value
-        for key, value in facts.items()
-        if key.startswith(_UNMAPPED_PREFIX)
-    }
     attributes = {
         "session_id": facts.get("session_id"),
         "user_id": facts.get("user_id"),
@@ -743,7 +757,7 @@ def _indexed_messages(attributes: Mapping[str, Any]) -> _IndexedMessages:
     pass over the span's attributes (name -> messages in index order)."""
     by_name: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attributes.items():
-        if not key.startswith(("llm.", "gen_ai.")):
+        if "messages." not in key:  # in every name _INDEXED_MESSAGE_KEY matches
             continue
         slot = _message_slot(key)
         if slot is not None:

@@ -18,7 +18,6 @@ from app.core.errors import Problem
 from app.ingest import otlp
 from app.ingest import service as ingest
 from app.ingest.deps import RawBody, ingest_slot
-from app.ingest.schemas import events_are_plainly_storable
 
 # OTLP/HTTP answers errors as google.rpc.Status in the request's encoding, not problem+json.
 _OTLP_BODIES = {
@@ -79,10 +78,6 @@ def _decode(
     return otlp.spans_to_events(request)
 
 
-def _validate(events: list[dict[str, Any]]) -> ingest.ValidatedBatch:
-    return ingest.validate_events(events, events_are_plainly_storable(events))
-
-
 def _summary(reasons: list[str]) -> str:
     listed = "; ".join(reasons[:MAX_LISTED_REJECTIONS])
     more = len(reasons) - MAX_LISTED_REJECTIONS
@@ -113,7 +108,7 @@ async def export_traces(
             status_code=exc.http_status,
             media_type=media_type,
         )
-    batch = await run_in_threadpool(_validate, events)
+    batch = await run_in_threadpool(ingest.validate_built_events, events)
     outcome = await run_in_threadpool(
         ingest.ingest_events, session, principal.project_id, batch, settings, "otlp"
     )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -144,13 +142,6 @@ def body_is_plainly_storable(body: bytes) -> bool:
         and b"Infinity" not in body
         and (b"\\u" not in body or _UNSTORABLE_ESCAPES.search(body) is None)
     )  # substring tests run at memchr speed; the escape pattern only where escapes exist
-
-
-def events_are_plainly_storable(events: Sequence[Mapping[str, Any]]) -> bool:
-    """The same scan for events built in memory (the OTLP receiver's): one C-speed json.dumps
-    of the whole batch (ASCII-escaped, so a NUL or a surrogate shows as its escape and NaN as
-    itself) instead of walking every string of every event in Python."""
-    return body_is_plainly_storable(json.dumps(events, default=str).encode())
 
 
 def text_problem(text: str | None) -> str | None:

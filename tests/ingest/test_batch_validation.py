@@ -5,6 +5,7 @@ per-event path answers it (rejections by index and field, the rest kept)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -71,3 +72,40 @@ def test_a_batch_with_invalid_events_is_answered_as_the_per_event_path_answers_i
 def test_a_malformed_envelope_is_a_validation_error_for_the_caller(body: bytes) -> None:
     with pytest.raises(ValidationError):
         ingest.validate_batch_json(body, storable_checked=True)
+
+
+def built(index: int, **overrides: Any) -> dict[str, Any]:
+    """An event as the OTLP receiver builds it in memory: a datetime, not its text."""
+    return event(index, timestamp=datetime(2024, 5, 1, 12, tzinfo=UTC), **overrides)
+
+
+def test_a_clean_built_batch_validates_in_one_pass_to_what_the_per_event_path_gives() -> None:
+    events = [
+        built(0),
+        built(1, cohort={"route": "/a", "tier": 3}, label=7, probability=0.25),
+        built(2, span_id=None, attributes={"nested": {"list": [1, "two", None, 0.5]}}),
+        built(3, input="café — déjà vu ✓", output=None),
+    ]
+    fast = ingest.validate_built_events(events)
+    assert fast == per_event(events)
+    assert [index for index, _ in fast.valid] == [0, 1, 2, 3]
+
+
+def test_unstorable_built_events_are_rejected_by_index_as_the_per_event_path_does() -> None:
+    """No body scan vouches for built events: each event's own walk must still find a NUL, a
+    lone surrogate or a NaN anywhere in it, nested included."""
+    events = [
+        built(0),
+        built(1, input="nul \x00 here"),
+        built(2, attributes={"metadata": {"deep": ["ok", float("nan")]}}),
+        built(3, output="lone \ud800 surrogate"),
+        built(4, cohort={"route": "/x\x00"}),
+        built(5),
+    ]
+    batch = ingest.validate_built_events(events)
+    assert batch == per_event(events)
+    assert [index for index, _ in batch.valid] == [0, 5]
+    assert [r.index for r in batch.rejected] == [1, 2, 3, 4]
+    assert "NUL" in batch.rejected[0].error
+    assert "NaN" in batch.rejected[1].error
+    assert "surrogate" in batch.rejected[2].error

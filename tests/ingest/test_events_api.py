@@ -78,6 +78,25 @@ def test_each_event_is_validated_on_its_own_and_only_valid_ones_are_stored(
     assert stored(db) == [("trace-00000", "span-00000"), ("trace-00005", "span-00005")]
 
 
+@pytest.mark.parametrize("named_by", ["id only", "name only"])
+def test_a_batch_naming_checkpoints_one_way_only_resolves_them(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session, named_by: str
+) -> None:
+    """The checkpoint lookup takes the batch's ids and names as two IN lists; either may be
+    empty, and the other must still find its checkpoints (and miss unknown ones)."""
+    if named_by == "id only":
+        known = {"model": None, "checkpoint_version": None, "checkpoint_id": checkpoint["id"]}
+        unknown = {"model": None, "checkpoint_version": None, "checkpoint_id": 999_999}
+    else:
+        known, unknown = {"checkpoint_version": "v1"}, {"checkpoint_version": "v404"}
+    response = post(client, auth, [event(0, **known), event(1, **unknown)])
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "checkpoint")]
+    assert stored(db) == [("trace-00000", "span-00000")]
+
+
 def test_a_retry_never_double_counts(
     client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
 ) -> None:
