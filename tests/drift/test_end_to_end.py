@@ -190,13 +190,16 @@ def test_a_champion_change_opens_the_expected_alerts_and_webhooks_arrive_signed(
         ]
         assert len(good.requests) == len(EXPECTED)
 
-        # The flaky receiver refused twice; each retry is signed afresh and the third lands.
-        assert flaky.requests == []
-        for _ in range(2):
+        # The flaky receiver refuses each message twice; each retry is signed afresh and the
+        # third lands. A retry's delay is jittered from 0 s, so on a slow machine one may come
+        # due during a drain already: retries are moved to now until every message landed.
+        for _ in range(3):
+            if len(flaky.requests) == len(EXPECTED):
+                break
             make_due_now(app)
             drain(app, settings)
         assert len(flaky.requests) == len(EXPECTED)
-        assert flaky.attempts_by_msg[msg_id] == 3
+        assert set(flaky.attempts_by_msg.values()) == {3}
         [(flaky_headers, flaky_body)] = [
             (h, b) for h, b in flaky.requests if b"enterprise" in b and h["webhook-id"] == msg_id
         ]
