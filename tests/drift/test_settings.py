@@ -20,6 +20,7 @@ from app.models import AuditLog, DriftJudgement, DriftReference
 from app.models.project import Role
 from tests.conftest import new_key
 from tests.drift.traffic import Segment, day_of_traffic, post_events
+from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
 URL = "/api/v1/drift/settings"
@@ -119,6 +120,18 @@ def test_only_an_admin_changes_them_and_a_reader_reads_them(
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
     assert client.get(URL, headers=reader).json()["reference_days"] == 56
+
+
+def test_the_drift_page_states_the_project_settings(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    client.put(URL, json={"reference_days": 56, "warmup_days": 3}, headers=auth)
+    sign_in(client, admin_key)
+    page = client.get("/drift?model=m")
+    assert page.status_code == 200
+    assert "after its 3-day warm-up, once 56 of them exist" in page.text
+    assert "freezes the champion's last 56 known-good days" in page.text
 
 
 def run_days(client: TestClient, auth: Headers, seed: int) -> None:
