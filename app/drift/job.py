@@ -55,8 +55,8 @@ def judge_rows(
     The project's drift settings are read once. Per model: its reference is frozen first
     when one is due (references.active_for_day; the day being judged never enters it), then
     every monitored row of the served checkpoint is judged (judge.judge_day) and the
-    verdicts move the alerts. bench/alerts.py
-    calls this with simulated rows it stored itself, so it measures this very code."""
+    verdicts move the alerts. bench/alerts.py calls this with simulated rows it stored
+    itself, so it measures this very code."""
     result = DriftResult(day=day, signals=len(rows))
     by_model: dict[int, list[SignalRow]] = {}
     for row in rows:

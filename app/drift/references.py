@@ -419,8 +419,9 @@ def rebaseline(
         )
     checkpoint_id = periods[-1].checkpoint_id
     first = body.first_day or last - timedelta(days=365)
+    length = drift_settings(session, principal.project_id).reference_days
     days = known_good_days(session, model, checkpoint_id, first, last + timedelta(days=1))
-    days = days[-drift_settings(session, principal.project_id).reference_days :]
+    days = days[-length:]
     if len(days) < MIN_REFERENCE_DAYS:
         raise Unprocessable(
             f"first_day: only {len(days)} known-good day(s) of the champion in that window; "
