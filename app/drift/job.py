@@ -15,6 +15,7 @@ from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish
 from app.core.links import Links
 from app.drift import alerts, judge, monitors, references
 from app.drift.rollup import compute_day, replace_day
+from app.drift.settings import drift_settings
 from app.drift.signals import SignalRow
 from app.models import DriftRun, Model, Project
 
@@ -51,21 +52,29 @@ def judge_rows(
 ) -> DriftResult:
     """The day's stored rows judged, alerts moved, the run recorded; commits.
 
-    Per model: its reference is frozen first when one is due (references.active_for_day;
-    the day being judged never enters it), then every monitored row of the served
-    checkpoint is judged (judge.judge_day) and the verdicts move the alerts. bench/alerts.py
-    calls this with simulated rows it stored itself, so it measures this very code."""
+    The project's drift settings are read once. Per model: its reference is frozen first
+    when one is due (references.active_for_day; the day being judged never enters it), then
+    every monitored row of the served checkpoint is judged (judge.judge_day) and the
+    verdicts move the alerts. bench/alerts.py calls this with simulated rows it stored
+    itself, so it measures this very code."""
     result = DriftResult(day=day, signals=len(rows))
     by_model: dict[int, list[SignalRow]] = {}
     for row in rows:
         by_model.setdefault(row.model_id, []).append(row)
     models = session.scalars(select(Model).where(Model.project_id == project_id)).all()
     high_risk = judge.declared_high_risk(session, project_id) if by_model else set()
+    settings = drift_settings(session, project_id)
     for model in models:
         monitors.ensure_defaults(session, project_id, model.id)
-        reference = references.active_for_day(session, model, day)
+        reference = references.active_for_day(session, model, day, settings)
         verdicts = judge.judge_day(
-            session, model, day, by_model.get(model.id, []), reference, high_risk
+            session,
+            model,
+            day,
+            by_model.get(model.id, []),
+            reference,
+            high_risk,
+            settings.daily_alpha,
         )
         opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
         result.alerts_opened += opened

@@ -9,10 +9,10 @@ covered by an enabled monitor is judged:
   one-sided CUSUM of the standardized residual (app/stats/cusum), in the monitor's side (the
   signal's harmful direction, up, unless it asks for "two-sided");
 - the whole day's tests share one budget (app/stats/budget.allocate): the expected number
-  of false alerts per model-day is DAILY_ALPHA, weighted toward the whole population and the
-  cohorts a dataset version declares high-risk, with hypotheses that cannot reach
-  significance at today's volume left out of the count (weighted Tarone); the CUSUM's
-  threshold follows its share;
+  of false alerts per model-day is the project's ``daily_alpha`` (DriftSettings), weighted
+  toward the whole population and the cohorts a dataset version declares high-risk, with
+  hypotheses that cannot reach significance at today's volume left out of the count
+  (weighted Tarone); the CUSUM's threshold follows its share;
 - "fixed" monitors compare the value with their bounds (outside the budget: their bounds
   are the user's).
 
@@ -59,7 +59,6 @@ from app.stats.cusum import (
 from app.stats.lazy import scipy_stats as stats
 from app.stats.reference import Reference
 
-DAILY_ALPHA = budget.DEFAULT_DAILY_ALPHA
 # How far back the CUSUM state is looked up (a cohort silent for longer starts again at 0).
 STATE_LOOKBACK_DAYS = 60
 
@@ -190,8 +189,10 @@ def judge_day(
     rows: Sequence[SignalRow],
     reference: DriftReference | None,
     high_risk: set[tuple[str, str]],
+    daily_alpha: float,
 ) -> DayJudgement:
-    """The day's verdicts for the model (writes its drift_judgements rows, no commit)."""
+    """The day's verdicts for the model (writes its drift_judgements rows, no commit);
+    `daily_alpha` is the project's error budget for the model-day."""
     session.execute(
         delete(DriftJudgement).where(
             DriftJudgement.project_id == model.project_id,
@@ -215,7 +216,7 @@ def judge_day(
     _judge_fixed([v for v in verdicts if v.monitor.band.get("type") == "fixed"])
     referenced = [v for v in verdicts if v.monitor.band.get("type") != "fixed"]
     if reference is not None and referenced:
-        _judge_against_reference(session, model, day, referenced, reference, high_risk)
+        _judge_against_reference(session, model, day, referenced, reference, high_risk, daily_alpha)
     _store(session, model, day, verdicts)
     return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows})
 
@@ -242,6 +243,7 @@ def _judge_against_reference(
     verdicts: list[Verdict],
     reference: DriftReference,
     high_risk: set[tuple[str, str]],
+    daily_alpha: float,
 ) -> None:
     count = len(verdicts)
     entries = [
@@ -302,7 +304,7 @@ def _judge_against_reference(
     two_sided = np.array([v.side == "two-sided" for v in verdicts])
     sd = reference_error_sd(ref.days_used)
     alloc = budget.allocate(
-        weights, pmin, judged, DAILY_ALPHA, budget.DEFAULT_BAND_SHARE, DEFAULT_K, 1, sd
+        weights, pmin, judged, daily_alpha, budget.DEFAULT_BAND_SHARE, DEFAULT_K, 1, sd
     )
     with np.errstate(divide="ignore"):
         arl_two = np.where(

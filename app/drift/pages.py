@@ -15,6 +15,7 @@ from app.drift import figures as drift_figures
 from app.drift import queries as drift_queries
 from app.drift import signals as signals
 from app.drift.schemas import AlertOut, RebaselineIn
+from app.drift.settings import drift_settings
 from app.ingest import queries as event_queries
 from app.ingest.schemas import EventOut
 from app.models.drift import AlertStatus, DriftReference
@@ -132,6 +133,7 @@ def drift_page(
             "trigger": active.trigger.replace("_", " "),
             "reason": active.reason,
         },
+        "drift_settings": drift_settings(session, project_id),
         "drift_figure": drift_figures.drift(
             points,
             signal,

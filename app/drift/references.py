@@ -6,14 +6,17 @@ The reference is the champion's known-good period. Invariants:
   marked incident day and on which no alert of the model was unresolved (from an alert's
   first day to its last judged day; to today while it is unresolved).
 - Automatic freezing (``active_for_day``, called by the daily job before judging a day):
-  once the current champion has REFERENCE_DAYS known-good days after its WARMUP_DAYS, its
-  first REFERENCE_DAYS such days are frozen ("warmup"). Until then the day is judged against
-  the previous champion's reference; if that one was never frozen (it was replaced before
-  completing its window), its last known-good days are frozen when the champion changes
+  once the current champion has ``reference_days`` known-good days after its
+  ``warmup_days`` (the project's DriftSettings), its first ``reference_days`` such days are
+  frozen ("warmup"). Until then the day is judged against the previous champion's
+  reference; if that one was never frozen (it was replaced before completing its window),
+  its last known-good days (at most ``reference_days``) are frozen when the champion changes
   ("champion_change"), provided there are at least MIN_REFERENCE_DAYS of them.
-- ``rebaseline`` freezes the current champion's last known-good days on request, with a
-  reason, audited. The CUSUM restarts from 0 against a new reference (judge.py keys its
-  state by reference version).
+- ``rebaseline`` freezes the current champion's last ``reference_days`` known-good days on
+  request, with a reason, audited. The CUSUM restarts from 0 against a new reference
+  (judge.py keys its state by reference version).
+- Changing the settings never touches a frozen reference: the new values apply at the next
+  freeze (the warm-up of a new champion, a champion change, or a rebaseline).
 
 A model with no champion history is judged against its most-served checkpoint, counted from
 that checkpoint's first day of traffic. Per cohort x signal the stored summary is what
@@ -36,7 +39,8 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.db import today_utc
 from app.core.errors import Conflict, Unprocessable
-from app.drift.schemas import RebaselineIn
+from app.drift.schemas import DriftSettings, RebaselineIn
+from app.drift.settings import drift_settings
 from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS
 from app.models import (
     Alert,
@@ -61,8 +65,6 @@ from app.stats.continuous import (
 )
 from app.stats.reference import DEFAULT_MIN_DAYS, Reference
 
-WARMUP_DAYS = 7
-REFERENCE_DAYS = 28
 MIN_REFERENCE_DAYS = DEFAULT_MIN_DAYS
 ACTIVE, SUPERSEDED = "active", "superseded"
 BIN_FIELDS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
@@ -200,8 +202,13 @@ def active_reference(session: Session, model: Model) -> DriftReference | None:
     )
 
 
-def active_for_day(session: Session, model: Model, day: date) -> DriftReference | None:
-    """The reference `day` is judged against, freezing one first when one is due."""
+def active_for_day(
+    session: Session, model: Model, day: date, settings: DriftSettings
+) -> DriftReference | None:
+    """The reference `day` is judged against, freezing one first when one is due (with the
+    project's `settings`; an already frozen reference is kept whatever they say now)."""
+    warmup = timedelta(days=settings.warmup_days)
+    length = settings.reference_days
     active = active_reference(session, model)
     periods = champion_periods(session, model, day)
     if not periods:
@@ -209,15 +216,13 @@ def active_for_day(session: Session, model: Model, day: date) -> DriftReference 
     current = periods[-1]
     if active is not None and active.checkpoint_id == current.checkpoint_id:
         return active
-    days = known_good_days(
-        session, model, current.checkpoint_id, current.start + timedelta(days=WARMUP_DAYS), day
-    )
-    if len(days) >= REFERENCE_DAYS:
-        return freeze(session, model, current.checkpoint_id, days[:REFERENCE_DAYS], "warmup")
+    days = known_good_days(session, model, current.checkpoint_id, current.start + warmup, day)
+    if len(days) >= length:
+        return freeze(session, model, current.checkpoint_id, days[:length], "warmup")
     if len(periods) >= 2:
         previous = periods[-2]
         if active is None or active.checkpoint_id != previous.checkpoint_id:
-            first = previous.start + timedelta(days=WARMUP_DAYS)
+            first = previous.start + warmup
             end = previous.end or day
             days = known_good_days(session, model, previous.checkpoint_id, first, end)
             if len(days) >= MIN_REFERENCE_DAYS:
@@ -225,7 +230,7 @@ def active_for_day(session: Session, model: Model, day: date) -> DriftReference 
                     session,
                     model,
                     previous.checkpoint_id,
-                    days[-REFERENCE_DAYS:],
+                    days[-length:],
                     "champion_change",
                 )
     return active
@@ -396,9 +401,9 @@ _FAMILY_REFERENCE = {
 def rebaseline(
     session: Session, principal: Principal, model_name: str, body: RebaselineIn
 ) -> DriftReference:
-    """Freezes the current champion's last REFERENCE_DAYS known-good days in [first_day,
-    last_day] (default: the year before today) as the model's reference, whenever it served
-    them. Audited."""
+    """Freezes the current champion's last `reference_days` (the project's setting)
+    known-good days in [first_day, last_day] (default: the year before today) as the
+    model's reference, whenever it served them. Audited."""
     model = get_model(session, principal.project_id, model_name)
     today = today_utc()
     last = body.last_day or today - timedelta(days=1)
@@ -414,8 +419,9 @@ def rebaseline(
         )
     checkpoint_id = periods[-1].checkpoint_id
     first = body.first_day or last - timedelta(days=365)
+    length = drift_settings(session, principal.project_id).reference_days
     days = known_good_days(session, model, checkpoint_id, first, last + timedelta(days=1))
-    days = days[-REFERENCE_DAYS:]
+    days = days[-length:]
     if len(days) < MIN_REFERENCE_DAYS:
         raise Unprocessable(
             f"first_day: only {len(days)} known-good day(s) of the champion in that window; "

@@ -1,5 +1,5 @@
 """Drift: run the daily job, read signals, configure monitors, work alerts, mark incidents,
-rebaseline a model's frozen reference."""
+rebaseline a model's frozen reference, read and change the project's drift settings."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ from typing import Annotated
 from fastapi import Query, Response, status
 
 from app.core.db import today_utc
-from app.core.deps import LinksDep, Paging, Reader, SessionDep, Writer, api_router
+from app.core.deps import Admin, LinksDep, Paging, Reader, SessionDep, Writer, api_router
 from app.core.schemas import Page
 from app.drift import alerts, monitors, references
 from app.drift import job as drift_job
 from app.drift import queries as drift_queries
+from app.drift import settings as drift_settings
 from app.drift.schemas import (
     AlertActionIn,
     AlertOut,
     DriftDayOut,
     DriftRunIn,
     DriftRunOut,
+    DriftSettings,
     IncidentDayIn,
     IncidentDayOut,
     MonitorIn,
@@ -192,8 +194,9 @@ def unmark_incident_day(model: str, day: date, principal: Writer, session: Sessi
 def rebaseline(
     model: str, body: RebaselineIn, principal: Writer, session: SessionDep
 ) -> ReferenceOut:
-    """Freezes the champion's known-good days in [first_day, last_day] (default: its last 28
-    before today) as the model's new reference, with a reason; audited. Its CUSUMs restart."""
+    """Freezes the champion's known-good days in [first_day, last_day] (default: its last
+    `reference_days` before today) as the model's new reference, with a reason; audited.
+    Its CUSUMs restart."""
     return ReferenceOut.model_validate(references.rebaseline(session, principal, model, body))
 
 
@@ -202,3 +205,16 @@ def list_references(model: str, principal: Reader, session: SessionDep) -> Page[
     """The model's frozen references, newest first; the `active` one judges new days."""
     rows = references.list_references(session, principal.project_id, model)
     return Page(items=[ReferenceOut.model_validate(r) for r in rows])
+
+
+@router.get("/drift/settings", response_model=DriftSettings)
+def get_drift_settings(principal: Reader, session: SessionDep) -> DriftSettings:
+    """The project's reference length, warm-up and daily error budget (defaults if unset)."""
+    return drift_settings.drift_settings(session, principal.project_id)
+
+
+@router.put("/drift/settings", response_model=DriftSettings)
+def put_drift_settings(body: DriftSettings, principal: Admin, session: SessionDep) -> DriftSettings:
+    """Replaces the drift settings (missing fields take the defaults); audited. A frozen
+    reference stays as it is: new lengths apply at the next freeze."""
+    return drift_settings.set_drift_settings(session, principal, body)

@@ -20,6 +20,7 @@ from app.core.links import Links
 from app.core.schemas import CohortRef, OrmModel, StrictModel
 from app.models.drift import AlertStatus
 from app.registry.schemas import CheckpointRef, HistoryEntryOut, Name
+from app.stats.budget import DEFAULT_DAILY_ALPHA
 
 Dimension = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 CohortValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -283,3 +284,37 @@ class ReferenceOut(OrmModel):
     def cohorts(self) -> int:
         """Cohort x signal summaries the reference holds."""
         return len(self.stats)
+
+
+DEFAULT_REFERENCE_DAYS = 28
+DEFAULT_WARMUP_DAYS = 7
+
+
+class DriftSettings(StrictModel):
+    """A project's drift settings, stored under projects.settings["drift"].
+
+    Missing fields take the defaults, so a project that never set them behaves as before.
+    A frozen reference stays frozen: new reference_days / warmup_days apply at the next
+    freeze (warm-up, champion change or rebaseline); daily_alpha applies from the next
+    judged day."""
+
+    reference_days: int = Field(
+        default=DEFAULT_REFERENCE_DAYS,
+        ge=14,
+        le=120,
+        strict=True,
+        description="Known-good days a frozen reference holds (longer: slow shifts sooner).",
+    )
+    warmup_days: int = Field(
+        default=DEFAULT_WARMUP_DAYS,
+        ge=0,
+        le=30,
+        strict=True,
+        description="Days after a champion starts before its days may enter a reference.",
+    )
+    daily_alpha: float = Field(
+        default=DEFAULT_DAILY_ALPHA,
+        ge=1e-4,
+        le=0.05,
+        description="Expected false alerts per model-day, shared by all of its tests.",
+    )

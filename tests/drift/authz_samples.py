@@ -66,4 +66,5 @@ BODIES: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("POST", "/api/v1/alerts/{alert_id}/ack"): lambda ids: {},
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): lambda ids: {},
     ("POST", "/api/v1/models/{model}/rebaseline"): lambda ids: {"reason": "takeover"},
+    ("PUT", "/api/v1/drift/settings"): lambda ids: {"reference_days": 56},
 }

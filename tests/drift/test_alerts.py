@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.core.db import today_utc
 from app.core.links import Links
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
-from app.drift.references import REFERENCE_DAYS, WARMUP_DAYS
+from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
 from app.drift.signals import ALL_SIGNALS
 from app.models import AuditLog, JobRun, WebhookDelivery
 from app.schedule import start_scheduler
@@ -23,7 +23,8 @@ from tests.drift.traffic import Segment, Shift, day_of_traffic, post_events
 
 Headers = dict[str, str]
 STEADY = (Segment("free", 300, ("/chat",), ("us",), 0.05),)
-STEADY_DAYS = WARMUP_DAYS + REFERENCE_DAYS + 1  # the reference freezes before the last one
+# The reference freezes before the last one.
+STEADY_DAYS = DEFAULT_WARMUP_DAYS + DEFAULT_REFERENCE_DAYS + 1
 SHIFT_DAYS, RECOVERY_DAYS = 8, 14
 TOTAL = STEADY_DAYS + SHIFT_DAYS + RECOVERY_DAYS
 
@@ -100,8 +101,8 @@ def test_a_persistent_shift_stays_alerted_with_evidence_and_resolves_after_recov
         "active",
         "warmup",
     )
-    assert reference["first_day"] == day_at(WARMUP_DAYS).isoformat()
-    assert len(reference["days"]) == REFERENCE_DAYS and reference["cohorts"] > 0
+    assert reference["first_day"] == day_at(DEFAULT_WARMUP_DAYS).isoformat()
+    assert len(reference["days"]) == DEFAULT_REFERENCE_DAYS and reference["cohorts"] > 0
 
     opened_on = None
     for index in range(shift_start, shift_start + SHIFT_DAYS):

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.db import today_utc
-from app.drift.references import REFERENCE_DAYS, WARMUP_DAYS
+from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
 from app.models import DailySignal, DriftJudgement, DriftReference
 from app.stats.bands import (
     estimate_rate_reference,
@@ -32,7 +32,7 @@ SEGMENTS = (
     Segment("free", 500, ("/chat", "/search"), ("us", "eu"), 0.05),
     Segment("pro", 300, ("/chat",), ("eu",), 0.05),
 )
-STEADY = WARMUP_DAYS + REFERENCE_DAYS
+STEADY = DEFAULT_WARMUP_DAYS + DEFAULT_REFERENCE_DAYS
 SHIFTED = 6
 TOTAL = STEADY + SHIFTED
 
@@ -71,7 +71,7 @@ def test_verdicts_match_the_statistics_on_the_stored_rows(
     with app.state.sessionmaker() as session:
         [reference] = session.scalars(select(DriftReference)).all()
         ref_days = [date.fromisoformat(d) for d in reference.days]
-        assert ref_days == [day_at(i) for i in range(WARMUP_DAYS, STEADY)]
+        assert ref_days == [day_at(i) for i in range(DEFAULT_WARMUP_DAYS, STEADY)]
 
         def stored(signal: str, dimension: str, value: str) -> dict[date, DailySignal]:
             return {
