@@ -36,16 +36,13 @@ from app.drift.rollup import replace_day
 from app.drift.signals import SignalRow
 from app.models import (
     Alert,
-    Checkpoint,
     Dataset,
     DatasetVersion,
     DriftJudgement,
-    Model,
-    Project,
 )
-from app.models.registry import CheckpointKind
 from app.stats.calibration import brier_day_signal, debiased_ece
 from app.stats.continuous import log_moments, lognormal_quantile
+from bench.scratch import bench_model
 from bench.traffic_sim import BIN_FIELDS, CONTINUOUS, RATE_SIGNALS, Traffic, TrafficSpec, simulate
 
 FIRST_DAY = date(2030, 1, 1)
@@ -80,21 +77,9 @@ def database(url: str | None = None) -> Iterator[sessionmaker[Session]]:
 
 
 def _setup(session: Session, traffic: Traffic, seed: int) -> tuple[int, int, int]:
-    project = Project(name=f"bench-alerts-{seed}-{id(traffic)}", settings={})
-    session.add(project)
-    session.flush()
-    model = Model(project_id=project.id, name="bench-model")
-    session.add(model)
-    session.flush()
-    checkpoint = Checkpoint(
-        project_id=project.id,
-        model_id=model.id,
-        version="v1",
-        kind=CheckpointKind.full,
-        spec_hash=f"v1-{project.id}",
-    )
+    project, model, [checkpoint] = bench_model(session, f"bench-alerts-{seed}-{id(traffic)}")
     dataset = Dataset(project_id=project.id, name="golden")
-    session.add_all([checkpoint, dataset])
+    session.add(dataset)
     session.flush()
     risky = {
         name: "high" for name, high in zip(traffic.cohorts, traffic.high_risk, strict=True) if high

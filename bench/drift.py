@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
 
-from scratch import BENCH_DATABASE_URL, scratch_schema
+from scratch import BENCH_DATABASE_URL, bench_model, scratch_schema
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,8 +30,6 @@ from app.core.settings import Settings
 from app.drift import job as drift
 from app.drift import rollup
 from app.ingest.partitions import create_partitions
-from app.models import Checkpoint, Model, Project
-from app.models.registry import CheckpointKind
 
 DAY = date(2030, 1, 15)
 
@@ -74,24 +72,9 @@ def seed(sessions: sessionmaker[Session], n: int) -> int:
     assert isinstance(engine, Engine)
     create_partitions(engine, [DAY - timedelta(days=1), DAY])
     with sessions() as session:
-        project = Project(name=f"bench-{uuid.uuid4().hex[:6]}", settings={})
-        session.add(project)
-        session.flush()
-        model = Model(project_id=project.id, name="bench-model")
-        session.add(model)
-        session.flush()
-        checkpoints = [
-            Checkpoint(
-                project_id=project.id,
-                model_id=model.id,
-                version=version,
-                kind=CheckpointKind.full,
-                spec_hash=version,
-            )
-            for version in ("champion", "canary")
-        ]
-        session.add_all(checkpoints)
-        session.flush()
+        project, model, checkpoints = bench_model(
+            session, f"bench-{uuid.uuid4().hex[:6]}", ("champion", "canary")
+        )
         for day, count in ((DAY, n), (DAY - timedelta(days=1), n // 2)):
             session.execute(
                 text(GENERATE),

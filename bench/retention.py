@@ -22,15 +22,13 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 
-from scratch import BENCH_DATABASE_URL, scratch_schema
+from scratch import BENCH_DATABASE_URL, bench_model, scratch_schema
 from sqlalchemy import Engine, text
 
 from app.core.db import make_engine, make_sessionmaker
 from app.core.settings import Settings
 from app.ingest.partitions import create_partitions
 from app.ingest.retention import delete_expired_rows, drop_expired_partitions
-from app.models import Checkpoint, Model, Project
-from app.models.registry import CheckpointKind
 
 FIRST_DAY = date(2031, 3, 1)
 GENERATE = """
@@ -47,20 +45,7 @@ FROM generate_series(1, :n) AS g
 def seed(engine: Engine, days: int, per_day: int) -> tuple[int, int]:
     sessions = make_sessionmaker(engine)
     with sessions() as session:
-        project = Project(name=f"bench-retention-{time.time_ns()}", settings={})
-        session.add(project)
-        session.flush()
-        model = Model(project_id=project.id, name="bench-model")
-        session.add(model)
-        session.flush()
-        checkpoint = Checkpoint(
-            project_id=project.id,
-            model_id=model.id,
-            version="v1",
-            kind=CheckpointKind.full,
-            spec_hash="v1",
-        )
-        session.add(checkpoint)
+        project, model, [checkpoint] = bench_model(session, f"bench-retention-{time.time_ns()}")
         session.commit()
         ids = project.id, model.id, checkpoint.id
     create_partitions(engine, [FIRST_DAY + timedelta(days=n) for n in range(days)])

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL schema per benchmark run, so benchmarks never touch real data."""
+"""A throwaway PostgreSQL schema per benchmark run, so benchmarks never touch real data, and
+the registry rows a benchmark writing events straight into the database needs."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from contextlib import contextmanager
 
 import httpx
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from app.core import migrate
 from app.core.db import make_engine
 from app.core.settings import Settings
+from app.models import Checkpoint, Model, Project
+from app.models.registry import CheckpointKind
 
 BENCH_DATABASE_URL = os.environ.get(
     "PLUMBLINE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -51,3 +55,29 @@ def wait_until_healthy(base: str, process: subprocess.Popen[bytes], timeout_s: f
         if time.monotonic() > deadline or process.poll() is not None:
             raise RuntimeError("server did not start")
         time.sleep(0.1)
+
+
+def bench_model(
+    session: Session, project_name: str, versions: tuple[str, ...] = ("v1",)
+) -> tuple[Project, Model, list[Checkpoint]]:
+    """A new project with one model, "bench-model", and a full checkpoint per version, flushed
+    (not committed): what events written around the ingest API refer to."""
+    project = Project(name=project_name, settings={})
+    session.add(project)
+    session.flush()
+    model = Model(project_id=project.id, name="bench-model")
+    session.add(model)
+    session.flush()
+    checkpoints = [
+        Checkpoint(
+            project_id=project.id,
+            model_id=model.id,
+            version=version,
+            kind=CheckpointKind.full,
+            spec_hash=version,
+        )
+        for version in versions
+    ]
+    session.add_all(checkpoints)
+    session.flush()
+    return project, model, checkpoints
