@@ -357,121 +357,124 @@ def first_day(seeds: int, cfg: Config, wobble: float) -> dict[str, Any]:
     }
 
 
-def _shift_summary(
-    cohort_name: str,
-    multiplier: float,
-    ramp_days: int,
-    length: int,
-    wobble: float,
-    seeds: int,
-    target_days: int,
-    delays: list[float],
-    rules: dict[str, int],
-    stayed: int,
-    resolved_after: list[int],
-) -> dict[str, Any]:
-    """One shift scenario's JSON, from the days to detect of each seed (inf = missed), the
-    rule that opened each first alert, how many stayed open to the end and the days each
-    took to resolve after it: the in-memory and the daily-job runs report alike."""
-    arr = np.array(delays)
-    detected = int(np.isfinite(arr).sum())
-    within = int((arr <= target_days).sum())
-
-    def q(level: float) -> float | None:
-        value = float(np.quantile(arr, level, method="inverted_cdf"))
-        return value if np.isfinite(value) else None
-
-    return {
-        "cohort": cohort_name,
-        "volume": next(c.volume for c in COHORTS if c.name == cohort_name),
-        "base_rate": 0.05,
-        "multiplier": multiplier,
-        "ramp_days": ramp_days,
-        "shift_days": length,
-        "wobble": wobble,
-        "seeds": seeds,
-        "detected": detected,
-        "days_to_detect": {"median": q(0.5), "p90": q(0.9), "max": q(1.0)},
-        "target_days": target_days,
-        "within_target": within,
-        "within_target_rate": round(within / seeds, 3),
-        "within_target_ci95": _wilson(within, seeds),
-        "detected_within_days": {
-            str(days): round(int((arr <= days).sum()) / seeds, 3) for days in WITHIN_DAYS
-        },
-        "detected_by_rule": rules,
-        "stayed_open_to_end": stayed,
-        "stayed_open_rate": round(stayed / max(detected, 1), 3),
-        "stayed_open_ci95": _wilson(stayed, detected),
-        "resolved_within_15_days_after_end": len(resolved_after),
-        "median_days_to_resolve_after_end": (
-            float(np.median(resolved_after)) if resolved_after else None
-        ),
-    }
+SHIFT_START, SHIFT_LENGTH, AFTER_SHIFT = 10, 40, 15
+"""Monitoring days before a shift scenario's change, its length, and the days watched after."""
 
 
-def persistent(
-    seeds: int,
-    cfg: Config,
-    wobble: float,
-    cohort_name: str,
-    multiplier: float,
-    ramp_days: int,
-    target_days: int,
-) -> dict[str, Any]:
-    """A change from monitoring day 10 for 40 days (a ramp reaches its multiplier after
-    ramp_days). Days to detect count shifted days seen at the first alert (1 = its first
-    day; a miss within the 40 days counts as never); then whether the alert stayed open to
-    the end, and the days to resolve after it."""
-    start, length, after = 10, 40, 15
-    cohort = 1 + [c.name for c in COHORTS].index(cohort_name)
-    signal = SIGNALS.index("refusal_rate")
-    delays: list[float] = []
-    stayed, resolved_after, rules = 0, [], {"band": 0, "cusum": 0, "both": 0}
-    for seed in range(seeds):
-        offset = WARMUP + cfg.reference_days
-        change = Change(
-            cohort_name,
+@dataclass(frozen=True)
+class Shift:
+    """A refusal-rate change on one cohort from monitoring day SHIFT_START for SHIFT_LENGTH
+    days (a ramp reaches its multiplier after ramp_days), then AFTER_SHIFT days back to
+    normal; ``target_days`` is the detection delay the scenario is judged by."""
+
+    cohort: str
+    multiplier: float
+    ramp_days: int
+    target_days: int
+
+    def change(self, cfg: Config) -> Change:
+        start = WARMUP + cfg.reference_days + SHIFT_START
+        return Change(
+            self.cohort,
             "refusal_rate",
-            offset + start,
-            multiplier,
-            ramp_days,
-            offset + start + length,
+            start,
+            self.multiplier,
+            self.ramp_days,
+            start + SHIFT_LENGTH,
         )
-        results = run(
-            _spec(cfg, 3000 + seed, wobble, start + length + after, (change,)),
-            cfg,
-            start + length + after,
-        )
+
+
+SHIFTS = {
+    "persistent_1_3x_2000": Shift("s2000", 1.3, 0, 10),
+    "ramp_5_to_10pct_1200": Shift("s1200", 2.0, 30, 15),
+    "persistent_2x_1200": Shift("s1200", 2.0, 0, 3),
+    "persistent_2x_600": Shift("s600", 2.0, 0, 1),
+}
+"""The shift scenarios, in memory and through the daily job alike."""
+
+
+@dataclass
+class ShiftTally:
+    """What a shift scenario saw, seed by seed: the days to detect (shifted days seen at the
+    first alert, 1 = its first day; inf = missed within the shift), the rule that opened each
+    first alert, how many stayed open to the shift's end, and the days each took to resolve
+    after it."""
+
+    delays: list[float] = field(default_factory=list)
+    rules: dict[str, int] = field(default_factory=lambda: {"band": 0, "cusum": 0, "both": 0})
+    stayed: int = 0
+    resolved_after: list[int] = field(default_factory=list)
+
+    def summary(self, shift: Shift, wobble: float) -> dict[str, Any]:
+        """The scenario's JSON: the in-memory and the daily-job runs report alike."""
+        seeds = len(self.delays)
+        arr = np.array(self.delays)
+        detected = int(np.isfinite(arr).sum())
+        within = int((arr <= shift.target_days).sum())
+
+        def q(level: float) -> float | None:
+            value = float(np.quantile(arr, level, method="inverted_cdf"))
+            return value if np.isfinite(value) else None
+
+        return {
+            "cohort": shift.cohort,
+            "volume": next(c.volume for c in COHORTS if c.name == shift.cohort),
+            "base_rate": 0.05,
+            "multiplier": shift.multiplier,
+            "ramp_days": shift.ramp_days,
+            "shift_days": SHIFT_LENGTH,
+            "wobble": wobble,
+            "seeds": seeds,
+            "detected": detected,
+            "days_to_detect": {"median": q(0.5), "p90": q(0.9), "max": q(1.0)},
+            "target_days": shift.target_days,
+            "within_target": within,
+            "within_target_rate": round(within / seeds, 3),
+            "within_target_ci95": _wilson(within, seeds),
+            "detected_within_days": {
+                str(days): round(int((arr <= days).sum()) / seeds, 3) for days in WITHIN_DAYS
+            },
+            "detected_by_rule": self.rules,
+            "stayed_open_to_end": self.stayed,
+            "stayed_open_rate": round(self.stayed / max(detected, 1), 3),
+            "stayed_open_ci95": _wilson(self.stayed, detected),
+            "resolved_within_15_days_after_end": len(self.resolved_after),
+            "median_days_to_resolve_after_end": (
+                float(np.median(self.resolved_after)) if self.resolved_after else None
+            ),
+        }
+
+
+def persistent(seeds: int, cfg: Config, wobble: float, shift: Shift) -> dict[str, Any]:
+    """A shift judged in memory: when it is first alerted, whether the alert stays open to
+    its end, and when it resolves after."""
+    start, end, days = (
+        SHIFT_START,
+        SHIFT_START + SHIFT_LENGTH,
+        SHIFT_START + SHIFT_LENGTH + AFTER_SHIFT,
+    )
+    cohort = 1 + [c.name for c in COHORTS].index(shift.cohort)
+    signal = SIGNALS.index("refusal_rate")
+    tally = ShiftTally()
+    for seed in range(seeds):
+        results = run(_spec(cfg, 3000 + seed, wobble, days, (shift.change(cfg),)), cfg, days)
         delay = _first_open(results, cohort, signal, start)
-        if delay is None or delay >= length:
-            delays.append(np.inf)
+        if delay is None or delay >= SHIFT_LENGTH:
+            tally.delays.append(np.inf)
             continue
-        delays.append(delay + 1.0)
+        tally.delays.append(delay + 1.0)
         rule = int(results[start + delay].rules[cohort, signal])
-        rules[{1: "band", 2: "cusum", 3: "both"}.get(rule, "band")] += 1
+        tally.rules[{1: "band", 2: "cusum", 3: "both"}.get(rule, "band")] += 1
         open_days = [
             results[t].action[cohort, signal] in (alerting.OPEN, alerting.STAY)
-            for t in range(start + delay, start + length)
+            for t in range(start + delay, end)
         ]
-        stayed += int(all(open_days))
-        for t in range(start + length, len(results)):
+        tally.stayed += int(all(open_days))
+        for t in range(end, len(results)):
             if results[t].action[cohort, signal] == alerting.RESOLVE:
-                resolved_after.append(t - (start + length) + 1)
+                tally.resolved_after.append(t - end + 1)
                 break
-    return _shift_summary(
-        cohort_name,
-        multiplier,
-        ramp_days,
-        length,
-        wobble,
-        seeds,
-        target_days,
-        delays,
-        rules,
-        stayed,
-        resolved_after,
-    )
+    return tally.summary(shift, wobble)
 
 
 # --- The same scenarios through the real daily job on a database (bench/alerts_job.py) -----
@@ -536,61 +539,32 @@ def job_first_day(sessions: Any, seeds: int, cfg: Config, wobble: float) -> dict
 
 
 def job_persistent(
-    sessions: Any,
-    seeds: int,
-    cfg: Config,
-    wobble: float,
-    cohort_name: str,
-    multiplier: float,
-    ramp_days: int,
-    target_days: int,
+    sessions: Any, seeds: int, cfg: Config, wobble: float, shift: Shift
 ) -> dict[str, Any]:
     """As ``persistent``, read from the alerts the daily job left: the first alert of the
     cohort's refusal rate at or after the change; whether it covered every day to the end."""
-    start, length, after = 10, 40, 15
-    offset = WARMUP + cfg.reference_days
-    delays: list[float] = []
-    stayed, resolved_after = 0, []
-    rules = {"band": 0, "cusum": 0, "both": 0}
+    start = WARMUP + cfg.reference_days + SHIFT_START
+    end = start + SHIFT_LENGTH - 1
+    days = SHIFT_START + SHIFT_LENGTH + AFTER_SHIFT
+    tally = ShiftTally()
     for seed in range(seeds):
-        change = Change(
-            cohort_name,
-            "refusal_rate",
-            offset + start,
-            multiplier,
-            ramp_days,
-            offset + start + length,
-        )
         found = [
             a
             for a in _job_alerts(
-                sessions, _spec(cfg, 3000 + seed, wobble, start + length + after, (change,))
+                sessions, _spec(cfg, 3000 + seed, wobble, days, (shift.change(cfg),))
             )
-            if a.signal == "refusal_rate" and a.cohort == cohort_name and a.last >= offset + start
+            if a.signal == "refusal_rate" and a.cohort == shift.cohort and a.last >= start
         ]
         first = min(found, key=lambda a: a.opened, default=None)
-        if first is None or first.opened >= offset + start + length:
-            delays.append(np.inf)
+        if first is None or first.opened >= start + SHIFT_LENGTH:
+            tally.delays.append(np.inf)
             continue
-        delays.append(max(first.opened - (offset + start), 0) + 1.0)
-        rules["both" if len(first.rules) == 2 else (first.rules or ("band",))[0]] += 1
-        end = offset + start + length - 1
-        stayed += int(not first.resolved or first.last >= end)
+        tally.delays.append(max(first.opened - start, 0) + 1.0)
+        tally.rules["both" if len(first.rules) == 2 else (first.rules or ("band",))[0]] += 1
+        tally.stayed += int(not first.resolved or first.last >= end)
         if first.resolved and first.last >= end:
-            resolved_after.append(first.last - end)
-    return _shift_summary(
-        cohort_name,
-        multiplier,
-        ramp_days,
-        length,
-        wobble,
-        seeds,
-        target_days,
-        delays,
-        rules,
-        stayed,
-        resolved_after,
-    )
+            tally.resolved_after.append(first.last - end)
+    return tally.summary(shift, wobble)
 
 
 def daily_job(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
@@ -602,18 +576,10 @@ def daily_job(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
             "database": "postgresql" if args.url else "sqlite",
             "steady": job_steady(sessions, args.job_steady_seeds, cfg),
             "first_day_2x_600": job_first_day(sessions, args.job_first_day_seeds, cfg, args.wobble),
-            "persistent_1_3x_2000": job_persistent(
-                sessions, seeds, cfg, args.wobble, "s2000", 1.3, 0, 10
-            ),
-            "ramp_5_to_10pct_1200": job_persistent(
-                sessions, seeds, cfg, args.wobble, "s1200", 2.0, 30, 15
-            ),
-            "persistent_2x_1200": job_persistent(
-                sessions, seeds, cfg, args.wobble, "s1200", 2.0, 0, 3
-            ),
-            "persistent_2x_600": job_persistent(
-                sessions, seeds, cfg, args.wobble, "s600", 2.0, 0, 1
-            ),
+            **{
+                name: job_persistent(sessions, seeds, cfg, args.wobble, shift)
+                for name, shift in SHIFTS.items()
+            },
         }
     result["wall_seconds"] = round(time.perf_counter() - began, 1)
     return result
@@ -674,10 +640,7 @@ def main() -> None:
         "steady": steady(steady_seeds, cfg),
         "first_day_2x_600": first_day(seeds, cfg, args.wobble),
         "first_day_2x_600_no_wobble": first_day(seeds, cfg, 0.0),
-        "persistent_1_3x_2000": persistent(seeds, cfg, args.wobble, "s2000", 1.3, 0, 10),
-        "ramp_5_to_10pct_1200": persistent(seeds, cfg, args.wobble, "s1200", 2.0, 30, 15),
-        "persistent_2x_1200": persistent(seeds, cfg, args.wobble, "s1200", 2.0, 0, 3),
-        "persistent_2x_600": persistent(seeds, cfg, args.wobble, "s600", 2.0, 0, 1),
+        **{name: persistent(seeds, cfg, args.wobble, shift) for name, shift in SHIFTS.items()},
     }
     result["cpu_seconds"] = round(time.process_time() - began, 1)
     result["daily_job"] = daily_job(args, cfg)
