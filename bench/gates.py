@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scratch import BENCH_DATABASE_URL, scratch_schema
+from scratch import BENCH_DATABASE_URL, bench_model, scratch_schema
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,14 +31,11 @@ from app.gates import decision, pairs
 from app.gates import service as gates
 from app.gates.schemas import GateIn, GatePolicySpec
 from app.models import (
-    Checkpoint,
     Dataset,
     DatasetRow,
     DatasetVersion,
     EvalResult,
     EvaluationRun,
-    Model,
-    Project,
 )
 from app.models.project import Role
 from app.models.runs import RunStatus
@@ -51,18 +48,9 @@ DIMENSIONS = {"route": 20, "prompt_version": 6, "user_segment": 20}
 def seed(session: Session, rng: np.random.Generator) -> tuple[int, int, int]:
     """A project with a champion and a candidate run on one dataset version; returns
     (project id, champion run id, candidate run id)."""
-    project = Project(name="bench", settings={})
-    session.add(project)
-    session.flush()
-    model = Model(project_id=project.id, name="bench-model")
-    session.add(model)
-    session.flush()
-    checkpoints = [
-        Checkpoint(project_id=project.id, model_id=model.id, version=v, kind="full", spec_hash=v)
-        for v in ("champion", "candidate")
-    ]
+    project, _model, checkpoints = bench_model(session, "bench", ("champion", "candidate"))
     dataset = Dataset(project_id=project.id, name="golden")
-    session.add_all([*checkpoints, dataset])
+    session.add(dataset)
     session.flush()
     version = DatasetVersion(
         project_id=project.id,
