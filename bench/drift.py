@@ -3,7 +3,7 @@ GROUP BY of the four seed rates over the same day's rows.
 
 The "job" is app.drift.job.run_day: every signal (six rates, Brier, calibration error,
 latency and token p50/p95) for every cohort (all, route, prompt_version, user_segment, plus
-a JSON-only `region`), replacing the
+a JSON-only `region`; each event's cohort interned as ingest interns it), replacing the
 day's rows, then monitors and alerts. A neighbouring day of half the volume sits in the table
 so the day's range scan is real. Prints one JSON line per size.
 
@@ -29,19 +29,21 @@ from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift
 from app.drift import rollup
+from app.ingest.cohorts import assign_cohort_ids
 from app.ingest.partitions import create_partitions
 
 DAY = date(2030, 1, 15)
 
 GENERATE = """
 INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, ts, route,
-  prompt_version, user_segment, cohort, truncated, eval_passed, fallback, refusal,
+  prompt_version, user_segment, cohort, cohort_id, truncated, eval_passed, fallback, refusal,
   should_refuse, feedback, probability, label, latency_ms, input_tokens, output_tokens,
   attributes, source, received_at)
 SELECT :project_id, :model_id, CASE WHEN g % 10 = 0 THEN :canary ELSE :champion END,
   :prefix || g, '', CAST(:start AS timestamptz) + (g % 86400) * interval '1 second',
   '/route-' || (g % 8), 'p' || (g % 3), seg, jsonb_build_object('route', '/route-' || (g % 8),
   'prompt_version', 'p' || (g % 3), 'user_segment', seg, 'region', 'r' || (g % 5)),
+  (CAST(:cohort_ids AS bigint[]))[1 + g % :combinations],
   false, random() > 0.1, random() < 0.03, random() < 0.05, random() < 0.1,
   CASE WHEN g % 3 = 0 THEN CASE WHEN random() < 0.2 THEN -1 ELSE 1 END END,
   CASE WHEN g % 4 = 0 THEN round(random()::numeric, 2)::float END,
@@ -64,6 +66,37 @@ GROUP BY checkpoint_id
 """
 
 
+COMBINATIONS = 120
+"""Distinct cohorts GENERATE writes: event g has combination g % 120 (route g % 8, prompt
+version g % 3, segment g % 4, region g % 5)."""
+
+
+def combination(index: int) -> dict[str, str]:
+    segment = ("free", "pro", "enterprise", "internal")[index % 4]
+    return {
+        "route": f"/route-{index % 8}",
+        "prompt_version": f"p{index % 3}",
+        "user_segment": segment,
+        "region": f"r{index % 5}",
+    }
+
+
+def interned_cohort_ids(session: Session, project_id: int) -> list[int]:
+    """The ids ingest would give GENERATE's cohorts, in combination order (interned by the
+    same function, app/ingest/cohorts.py)."""
+    rows = [
+        {
+            "cohort": (cohort := combination(index)),
+            "route": cohort["route"],
+            "prompt_version": cohort["prompt_version"],
+            "user_segment": cohort["user_segment"],
+        }
+        for index in range(COMBINATIONS)
+    ]
+    assign_cohort_ids(session, project_id, rows)
+    return [row["cohort_id"] for row in rows]
+
+
 def seed(sessions: sessionmaker[Session], n: int) -> int:
     with sessions() as session:
         engine = session.get_bind()
@@ -75,6 +108,7 @@ def seed(sessions: sessionmaker[Session], n: int) -> int:
         project, model, checkpoints = bench_model(
             session, f"bench-{uuid.uuid4().hex[:6]}", ("champion", "canary")
         )
+        cohort_ids = interned_cohort_ids(session, project.id)
         for day, count in ((DAY, n), (DAY - timedelta(days=1), n // 2)):
             session.execute(
                 text(GENERATE),
@@ -86,6 +120,8 @@ def seed(sessions: sessionmaker[Session], n: int) -> int:
                     "prefix": f"{day.isoformat()}-",
                     "start": f"{day.isoformat()} 00:00:00+00",
                     "n": count,
+                    "cohort_ids": cohort_ids,
+                    "combinations": COMBINATIONS,
                 },
             )
         session.commit()

@@ -31,33 +31,24 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def variants() -> dict[str, str]:
     """The scan as the job runs it, and the same scan without one of its ingredients."""
-    scan = rollup._fine_sql()
-    keys = scan.split("\nGROUP BY ")[1]
-    aggregates = scan.split("e.label,\n", 1)[1].split("\nFROM ")[0]
-    source = "FROM events e WHERE " + scan.split("\nFROM events e WHERE ")[1].split("\n")[0]
-    columns_only = keys.replace("e.cohort, ", "")
-    region = columns_only + ", e.cohort ->> 'region'"
-    hashed = columns_only + ", jsonb_hash_extended(e.cohort, 0)"
+    aggregates = rollup.scan_aggregates()
+    source = f"FROM events e WHERE {rollup.DAY_FILTER}"
+    interned = "e.checkpoint_id, e.cohort_id, e.probability, e.label"
+    columns = "e.checkpoint_id, e.route, e.prompt_version, e.user_segment, e.probability, e.label"
+    json_keys = columns.replace("e.user_segment, ", "e.user_segment, e.cohort, ")
     return {
         "bare_group_by": BARE,
-        "job_scan": scan,
+        "job_scan": rollup._fine_sql(legacy_rows=False),
+        # A day that also holds events stored before cohorts were interned (migration 0010).
+        "job_scan_with_legacy_fallback": rollup._fine_sql(legacy_rows=True),
         "scan_only_count": f"SELECT COUNT(*) {source}",
         "checkpoint_all_aggregates": (
             f"SELECT e.checkpoint_id, {aggregates} {source} GROUP BY e.checkpoint_id"
         ),
-        "all_keys_count_only": f"SELECT {keys}, COUNT(*) {source} GROUP BY {keys}",
-        "column_keys_count_only": (
-            f"SELECT {columns_only}, COUNT(*) {source} GROUP BY {columns_only}"
-        ),
-        "job_scan_without_cohort_key": (
-            f"SELECT {columns_only}, {aggregates} {source} GROUP BY {columns_only}"
-        ),
-        "job_scan_region_key_instead_of_cohort": (
-            f"SELECT {region}, {aggregates} {source} GROUP BY {region}"
-        ),
-        "job_scan_cohort_hash_instead_of_cohort": (
-            f"SELECT {hashed}, {aggregates} {source} GROUP BY {hashed}"
-        ),
+        "interned_keys_count_only": f"SELECT {interned}, COUNT(*) {source} GROUP BY {interned}",
+        # The scan before cohorts were interned (migration 0010): grouped by the JSON.
+        "json_cohort_scan": f"SELECT {json_keys}, {aggregates} {source} GROUP BY {json_keys}",
+        "json_keys_count_only": f"SELECT {json_keys}, COUNT(*) {source} GROUP BY {json_keys}",
     }
 
 

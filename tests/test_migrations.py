@@ -179,10 +179,13 @@ NEW_EVENT = (
 
 
 def primary_keys(conn: Any) -> dict[str, list[str]]:
+    """Of the model tables the database holds at its revision."""
     inspector = inspect(conn)
+    present = set(inspector.get_table_names())
     return {
         table: inspector.get_pk_constraint(table)["constrained_columns"]
         for table in Base.metadata.tables
+        if table in present
     }
 
 
@@ -478,5 +481,49 @@ def test_0009_gives_child_tables_their_parents_project_and_comes_back(
         with engine.begin() as conn:
             owners = conn.execute(text("SELECT key, project_id FROM run_outputs ORDER BY id"))
             assert [tuple(row) for row in owners] == [("k1", 1), ("k2", 1), ("k1", 2), ("k9", 2)]
+    finally:
+        engine.dispose()
+
+
+def test_0010_adds_interned_cohorts_beside_stored_events_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0009")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    now = datetime.now(UTC)  # today has a day partition on PostgreSQL
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0008[:3]:
+                conn.execute(text(statement), {"now": now})
+            for trace in ("t1", "t2"):
+                conn.execute(text(NEW_EVENT), {"trace": trace, "ts": now, "now": now})
+        migrate.upgrade(empty_database_url, "0010")
+        with engine.begin() as conn:
+            # Stored events keep their rows, without a cohort id: drift groups them by JSON.
+            stored = conn.execute(text("SELECT trace_id, cohort_id FROM events ORDER BY trace_id"))
+            assert [tuple(row) for row in stored] == [("t1", None), ("t2", None)]
+            assert conn.execute(text("SELECT COUNT(*) FROM event_cohorts")).scalar() == 0
+            assert primary_keys(conn)["event_cohorts"] == (
+                ["project_id", "id"] if postgres else ["id"]
+            )
+            cohort = {"project_id": 1, "digest": "d", "cohort": '{"route": "/a"}', "route": "/a"}
+            insert_cohort = text(
+                "INSERT INTO event_cohorts (project_id, digest, cohort, route) "
+                "VALUES (:project_id, :digest, :cohort, :route)"
+            )
+            conn.execute(insert_cohort, cohort)
+            conn.execute(text("UPDATE events SET cohort_id = 1 WHERE trace_id = 't1'"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert_cohort, cohort)  # one row per project and digest
+        migrate.downgrade(empty_database_url, "0009")
+        with engine.begin() as conn:
+            assert "event_cohorts" not in inspect(conn).get_table_names()
+            assert "cohort_id" not in {c["name"] for c in inspect(conn).get_columns("events")}
+            traces = conn.execute(text("SELECT trace_id FROM events ORDER BY trace_id"))
+            assert traces.scalars().all() == ["t1", "t2"]
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT COUNT(cohort_id) FROM events")).scalar() == 0
     finally:
         engine.dispose()

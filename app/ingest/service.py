@@ -35,6 +35,7 @@ from app.core.auth import Principal
 from app.core.db import is_postgres, upsert, utcnow
 from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
 from app.core.settings import Settings
+from app.ingest.cohorts import assign_cohort_ids
 from app.ingest.partitions import MISSING_DAYS_SQL, create_partitions
 from app.ingest.schemas import (
     FEEDBACK_SCORES,
@@ -415,10 +416,12 @@ def ingest_events(
 
 
 def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int:
-    """One short transaction: stored feedback joined in, bulk insert, commit."""
+    """One short transaction: cohorts interned, stored feedback joined in, bulk insert,
+    commit."""
     if not rows:
         return 0
     _lock_feedback(session, project_id, exclusive=False)
+    assign_cohort_ids(session, project_id, rows)
     if is_postgres(session):
         pooled = session.connection().connection.info
         inserted = _copy_new_rows(session, rows, staging_exists=_STAGING_TABLE in pooled)

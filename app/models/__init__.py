@@ -12,7 +12,7 @@ from app.models.drift import (
     IncidentDay,
     Monitor,
 )
-from app.models.events import Event, EventKey, Feedback
+from app.models.events import Event, EventCohort, EventKey, Feedback
 from app.models.gates import Gate
 from app.models.jobs import JobRun
 from app.models.project import ApiKey, AuditLog, Project
@@ -39,6 +39,7 @@ __all__ = [
     "EvaluationRun",
     "EvaluationSuite",
     "Event",
+    "EventCohort",
     "EventKey",
     "Feedback",
     "Gate",

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, BigIntPK, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key
@@ -35,6 +44,12 @@ class Event(TenantKeyed, Base):
     prompt_version: Mapped[str | None] = mapped_column(String(100))
     user_segment: Mapped[str | None] = mapped_column(String(100))
     cohort: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The row of `event_cohorts` holding this exact `cohort`, filled by ingest: the drift scan
+    # groups by this integer instead of hashing and comparing the JSON of every event. NULL
+    # for rows stored before it existed (drift groups those by `cohort` itself). No foreign
+    # key: one would be checked for every ingested event, and cohorts are never deleted
+    # apart from their project, which takes its events along.
+    cohort_id: Mapped[int | None] = mapped_column(BigInteger)
     input: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)
     truncated: Mapped[bool] = mapped_column(default=False)
@@ -66,6 +81,15 @@ class Event(TenantKeyed, Base):
         Index("ix_events_project_trace", "project_id", "trace_id"),
         Index("ix_events_checkpoint_ts", "checkpoint_id", "ts"),
         Index("ix_events_project_ts", "project_id", "ts"),
+        # Whether a day holds events stored before cohorts were interned (the drift scan then
+        # groups those by their JSON): partial, so no interned event ever enters it.
+        Index(
+            "ix_events_project_ts_without_cohort",
+            "project_id",
+            "ts",
+            sqlite_where=text("cohort_id IS NULL"),
+            postgresql_where=text("cohort_id IS NULL"),
+        ),
         # Newest-first listings (API and trace explorer) page by id within a project.
         Index("ix_events_project_id", "project_id", "id"),
         # Shadow answers of a served trace; partial, so served traffic (nearly every row)
@@ -78,6 +102,29 @@ class Event(TenantKeyed, Base):
             postgresql_where=text("shadow_of IS NOT NULL"),
         ),
         postgresql_primary_key("project_id", "id", "ts"),
+    )
+
+
+class EventCohort(TenantKeyed, Base):
+    """One distinct cohort (the whole JSON of dimension values) a project's events carry,
+    interned by ingest (app/ingest/cohorts.py). `digest` is the SHA-256 of the cohort's
+    canonical JSON (keys sorted), so two events whose cohorts are equal share a row whatever
+    their key order; `route`, `prompt_version` and `user_segment` repeat what the cohort says,
+    as the events' own columns do. Rows are never updated: an id names one cohort for good."""
+
+    __tablename__ = "event_cohorts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64))
+    cohort: Mapped[dict[str, Any]]
+    route: Mapped[str | None] = mapped_column(String(200))
+    prompt_version: Mapped[str | None] = mapped_column(String(100))
+    user_segment: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "digest"),
+        postgresql_primary_key("project_id", "id"),
     )
 
 
