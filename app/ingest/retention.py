@@ -17,7 +17,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Engine, Table, delete, select, text, tuple_
+from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import is_postgres, utcnow
@@ -60,8 +60,11 @@ def purge_expired_events(sessions: sessionmaker[Session], settings: Settings) ->
 def drop_expired_partitions(engine: Engine, project_ids: list[int], cutoff: datetime) -> int:
     """Drops every day partition that ends at or before `cutoff`; returns how many. Each is
     detached first (a moment's ACCESS EXCLUSIVE on `events`), so deleting its keys, project by
-    project, blocks no ingest; a run that died half-way is finished by the next."""
+    project, blocks no ingest; a run that died half-way is finished by the next, before it
+    detaches anything: late events may have made that day's partition again since, and
+    detaching it renames it to the name the leftover still holds."""
     with engine.connect() as connection:
+        dropped = _drop_detached(connection, project_ids)
         expired = [
             name
             for day, name in sorted(attached_partitions(connection).items())
@@ -72,22 +75,27 @@ def drop_expired_partitions(engine: Engine, project_ids: list[int], cutoff: date
         for name in expired:
             detach_expired(connection, partition_day(name))
             connection.commit()
-        leftovers = expired_partitions(connection)
-        connection.rollback()
-        for name in leftovers:
-            for project_id in project_ids:
-                connection.execute(
-                    text(
-                        f"DELETE FROM event_keys k USING {name} e "
-                        "WHERE e.project_id = :project_id AND k.project_id = :project_id "
-                        "AND k.trace_id = e.trace_id AND k.span_id = e.span_id"
-                    ),
-                    {"project_id": project_id},
-                )
-                connection.commit()
-            connection.execute(text(f"DROP TABLE {name}"))
+        return dropped + _drop_detached(connection, project_ids)
+
+
+def _drop_detached(connection: Connection, project_ids: list[int]) -> int:
+    """Drops every detached expired partition with its exactly-once keys; returns how many."""
+    leftovers = expired_partitions(connection)
+    connection.rollback()
+    for name in leftovers:
+        for project_id in project_ids:
+            connection.execute(
+                text(
+                    f"DELETE FROM event_keys k USING {name} e "
+                    "WHERE e.project_id = :project_id AND k.project_id = :project_id "
+                    "AND k.trace_id = e.trace_id AND k.span_id = e.span_id"
+                ),
+                {"project_id": project_id},
+            )
             connection.commit()
-            log.info("retention: dropped partition %s", name)
+        connection.execute(text(f"DROP TABLE {name}"))
+        connection.commit()
+        log.info("retention: dropped partition %s", name)
     return len(leftovers)
 
 

@@ -275,11 +275,19 @@ def test_retention_finishes_a_partition_left_detached_by_a_dead_run(
         connection.commit()
     assert stored(app) == [] and key_count(app) == 1
 
-    purge_expired_events(app.state.sessionmaker, settings)
+    # Late events for that day make its partition again before the next run.
+    late = client.post(
+        "/api/v1/events", json={"events": [event(1, timestamp=iso(old))]}, headers=auth
+    )
+    assert late.json()["accepted"] == 1 and key_count(app) == 2
+
+    # The day is past retention: its new partition is detached under the leftover's name.
+    purge_expired_events(app.state.sessionmaker, settings.model_copy(update={"retention_days": 30}))
 
     with engine.connect() as connection:
         assert partitions.expired_partitions(connection) == []
-    assert key_count(app) == 0
+    assert f"{old:%Y-%m-%d}" not in partition_days(app)
+    assert stored(app) == [] and key_count(app) == 0
 
 
 def test_partition_ddl_waits_for_no_insert(app: FastAPI, settings: Settings, db: Session) -> None:
