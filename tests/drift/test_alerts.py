@@ -19,7 +19,7 @@ from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
 from app.drift.signals import ALL_SIGNALS
 from app.models import AuditLog, JobRun, WebhookDelivery
 from app.schedule import start_scheduler
-from tests.drift.traffic import Segment, Shift, day_of_traffic, post_events
+from tests.drift.traffic import Segment, Shift, day_of_traffic, post_events, run_drift
 
 Headers = dict[str, str]
 STEADY = (Segment("free", 300, ("/chat",), ("us",), 0.05),)
@@ -61,13 +61,7 @@ def traffic(index: int, refusal: float, seed: int, shifts: tuple[Shift, ...] = (
 
 
 def run(client: TestClient, auth: Headers, index: int, backfill: int = 1) -> dict[str, Any]:
-    response = client.post(
-        "/api/v1/drift/run",
-        json={"date": day_at(index).isoformat(), "backfill": backfill},
-        headers=auth,
-    )
-    assert response.status_code == 200, response.text
-    return dict(response.json())
+    return dict(run_drift(client, auth, day_at(index), backfill))
 
 
 def refusal_alerts(client: TestClient, auth: Headers) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from app.core.db import today_utc, utcnow
 from app.core.settings import Settings
 from app.models import WebhookDelivery
 from app.webhooks.sender import deliver_webhooks
-from tests.drift.traffic import Segment, day_of_traffic, post_events
+from tests.drift.traffic import Segment, day_of_traffic, post_events, run_drift
 from tests.webhooks.receiver import Receiver, receiver
 
 Headers = dict[str, str]
@@ -113,14 +113,11 @@ def test_a_champion_change_opens_the_expected_alerts_and_webhooks_arrive_signed(
         good_secret = subscribe(client, auth, good)
         flaky_secret = subscribe(client, auth, flaky)
 
-        run = client.post(
-            "/api/v1/drift/run", json={"date": days[-1].isoformat(), "backfill": DAYS}, headers=auth
-        )
-        assert run.status_code == 200, run.text
+        run = run_drift(client, auth, days[-1], DAYS)
         alerts = client.get("/api/v1/alerts", params={"limit": 100}, headers=auth).json()["items"]
         opened = {(a["signal"], a["dimension"], a["value"]) for a in alerts}
         assert opened == EXPECTED
-        assert run.json()["alerts_opened"] == len(EXPECTED)
+        assert run["alerts_opened"] == len(EXPECTED)
         for alert in alerts:
             assert alert["status"] == "open"
             assert alert["day"] >= days[CHANGE_DAY - 1].isoformat()  # none before the change

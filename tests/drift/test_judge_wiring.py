@@ -25,7 +25,7 @@ from app.stats.bands import (
 from app.stats.budget import DEFAULT_DAILY_ALPHA
 from app.stats.continuous import estimate_mean_reference, log_moments, lognormal_quantile_signal
 from app.stats.cusum import DEFAULT_HEADROOM, DEFAULT_K
-from tests.drift.traffic import Segment, Shift, day_of_traffic, post_events
+from tests.drift.traffic import Segment, Shift, day_of_traffic, post_events, run_drift
 
 Headers = dict[str, str]
 SEGMENTS = (
@@ -61,12 +61,7 @@ def test_verdicts_match_the_statistics_on_the_stored_rows(
         )
     ]
     post_events(client, auth, events)
-    ran = client.post(
-        "/api/v1/drift/run",
-        json={"date": day_at(TOTAL - 1).isoformat(), "backfill": TOTAL},
-        headers=auth,
-    )
-    assert ran.status_code == 200, ran.text
+    run_drift(client, auth, day_at(TOTAL - 1), TOTAL)
 
     with app.state.sessionmaker() as session:
         [reference] = session.scalars(select(DriftReference)).all()

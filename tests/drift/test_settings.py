@@ -19,7 +19,7 @@ from app.core.db import today_utc
 from app.models import AuditLog, DriftJudgement, DriftReference
 from app.models.project import Role
 from tests.conftest import new_key
-from tests.drift.traffic import Segment, day_of_traffic, post_events
+from tests.drift.traffic import Segment, day_of_traffic, post_events, run_drift
 from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
@@ -145,12 +145,7 @@ def run_days(client: TestClient, auth: Headers, seed: int) -> None:
         )
     ]
     post_events(client, auth, events)
-    ran = client.post(
-        "/api/v1/drift/run",
-        json={"date": day_at(DAYS - 1).isoformat(), "backfill": DAYS},
-        headers=auth,
-    )
-    assert ran.status_code == 200, ran.text
+    run_drift(client, auth, day_at(DAYS - 1), DAYS)
 
 
 def test_a_shorter_reference_freezes_sooner_in_its_project_only(

@@ -32,6 +32,17 @@ def post_events(client: TestClient, auth: Headers, events: Sequence[dict[str, An
         assert response.json()["rejected"] == [], response.json()["rejected"][:3]
 
 
+def run_drift(client: TestClient, auth: Headers, last_day: date, backfill: int = 1) -> Any:
+    """POST /api/v1/drift/run for `backfill` days ending with `last_day`; must succeed."""
+    response = client.post(
+        "/api/v1/drift/run",
+        json={"date": last_day.isoformat(), "backfill": backfill},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def at(day: date, seconds: int) -> str:
     moment = datetime.combine(day, time.min, tzinfo=UTC) + timedelta(seconds=seconds % 86400)
     return moment.isoformat()

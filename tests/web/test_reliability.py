@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.core.db import today_utc
 from app.stats.calibration import DEFAULT_BINS, bin_statistics, equal_mass_bins
-from tests.drift.traffic import at, post_events
+from tests.drift.traffic import at, post_events, run_drift
 from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
@@ -73,10 +73,7 @@ def test_the_drift_page_draws_the_reliability_of_each_cohort_over_the_range(
     days = [yesterday - timedelta(days=1), yesterday]
     events_by_day = [scored_events(day, 300, seed) for seed, day in enumerate(days)]
     post_events(client, auth, [e for events in events_by_day for e in events])
-    run = client.post(
-        "/api/v1/drift/run", json={"date": yesterday.isoformat(), "backfill": 2}, headers=auth
-    )
-    assert run.status_code == 200, run.text
+    run_drift(client, auth, yesterday, 2)
     sign_in(client, admin_key)
 
     page = client.get(
