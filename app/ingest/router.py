@@ -27,6 +27,7 @@ from app.ingest.schemas import (
     TraceOut,
     body_is_plainly_storable,
 )
+from app.keys import service as projects
 
 router = api_router("/api/v1", "events")
 
@@ -129,7 +130,7 @@ def post_feedback(body: FeedbackIn, principal: Writer, session: SessionDep) -> F
 
 @router.get("/project/settings", response_model=ProjectSettingsOut)
 def get_project_settings(principal: Admin, session: SessionDep) -> ProjectSettingsOut:
-    stored = ingest.project_settings(session, principal.project_id)
+    stored = projects.project_settings(session, principal.project_id)
     return ProjectSettingsOut(online_eval=stored.get("online_eval") or {})
 
 

@@ -30,10 +30,9 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.core import audit
 from app.core.auth import Principal
 from app.core.db import is_postgres, upsert, utcnow
-from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
+from app.core.errors import PayloadTooLarge, Unprocessable
 from app.core.settings import Settings
 from app.ingest.cohorts import assign_cohort_ids
 from app.ingest.partitions import MISSING_DAYS_SQL, create_partitions
@@ -45,6 +44,7 @@ from app.ingest.schemas import (
     EventIn,
     FeedbackValue,
 )
+from app.keys import service as projects
 from app.models import Checkpoint, Event, EventKey, Feedback, Model, Project
 from plumbline.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
 
@@ -581,10 +581,6 @@ def record_feedback(
 # --- Project settings -----------------------------------------------------------------------
 
 
-def project_settings(session: Session, project_id: int) -> dict[str, Any]:
-    return dict(session.scalar(_PROJECT_SETTINGS, {"project_id": project_id}) or {})
-
-
 def set_online_eval(
     session: Session, principal: Principal, online_eval: dict[str, Any]
 ) -> dict[str, Any]:
@@ -595,17 +591,4 @@ def set_online_eval(
         raise Unprocessable(
             f"online_eval.{exc.field}: {exc.problem}", field=f"online_eval.{exc.field}"
         ) from None
-    project = session.get(Project, principal.project_id)
-    if project is None:
-        raise NotFound("project not found")
-    project.settings = {**(project.settings or {}), "online_eval": online_eval}
-    audit.record(
-        session,
-        principal,
-        "project.settings_changed",
-        "project",
-        project.id,
-        {"online_eval": online_eval},
-    )
-    session.commit()
-    return dict(project.settings)
+    return projects.set_project_setting(session, principal, "online_eval", online_eval)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.core import audit
 from app.core.auth import KEY_PREFIX, LOOKUP_CHARS, Principal, key_digest
 from app.core.db import get_owned, utcnow
+from app.core.errors import NotFound
 from app.core.pagination import paginate
 from app.models import ApiKey, Project
 from app.models.project import Role
@@ -74,3 +76,25 @@ def revoke(session: Session, principal: Principal, key_id: int) -> ApiKey:
     audit.record(session, principal, "key.revoked", "api_key", key.id)
     session.commit()
     return key
+
+
+def project_settings(session: Session, project_id: int) -> dict[str, Any]:
+    """The project's settings: one JSON object, a key per noun that keeps some ("online_eval"
+    for ingest, "drift" for the drift job)."""
+    return dict(session.scalar(select(Project.settings).where(Project.id == project_id)) or {})
+
+
+def set_project_setting(
+    session: Session, principal: Principal, key: str, value: Any
+) -> dict[str, Any]:
+    """Replaces one key of the principal's project settings, keeping the others; audited as
+    project.settings_changed; commits. Returns the settings as stored."""
+    project = session.get(Project, principal.project_id)
+    if project is None:
+        raise NotFound("project not found")
+    project.settings = {**(project.settings or {}), key: value}
+    audit.record(
+        session, principal, "project.settings_changed", "project", project.id, {key: value}
+    )
+    session.commit()
+    return dict(project.settings)
