@@ -51,8 +51,8 @@ def assign_cohort_ids(session: Session, project_id: int, rows: Sequence[dict[str
     # order become two keys here, which the digest then unites.
     digests: dict[tuple[Any, ...], str] = {}
     first_row: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        items = tuple(row["cohort"].items())
+    keys = [tuple(row["cohort"].items()) for row in rows]
+    for row, items in zip(rows, keys, strict=True):
         if items not in digests:
             digest = digests[items] = cohort_digest(row["cohort"])
             first_row.setdefault(digest, row)
@@ -77,8 +77,8 @@ def assign_cohort_ids(session: Session, project_id: int, rows: Sequence[dict[str
         )
         ids.update(_ids(session, project_id, missing))
     by_items = {items: ids[digest] for items, digest in digests.items()}
-    for row in rows:
-        row["cohort_id"] = by_items[tuple(row["cohort"].items())]
+    for row, items in zip(rows, keys, strict=True):
+        row["cohort_id"] = by_items[items]
 
 
 def _ids(session: Session, project_id: int, digests: Iterable[str]) -> dict[str, int]:
