@@ -34,7 +34,7 @@ from app.keys import service as keys
 from app.models import ChampionHistory, Checkpoint, Model
 from app.models.project import Role
 from app.registry import service as registry
-from app.registry.schemas import CheckpointIn
+from app.registry.schemas import CheckpointIn, Pricing
 from app.webhooks import service as webhooks
 from app.webhooks.schemas import WebhookIn
 
@@ -45,6 +45,9 @@ DAYS = 45
 V2_PROMOTED_DAYS_AGO = 30
 V3_PROMOTED_DAYS_AGO = 7
 EVENTS_PER_DAY = 400
+VERBOSITY = 1.6
+# Serving cost of the 8B base on the team's own GPUs, the same for every fine-tune of it.
+PRICING = Pricing(usd_per_million_input_tokens=0.2, usd_per_million_output_tokens=0.6)
 # Port 9 (discard) on loopback: nothing listens, so the delivery log shows honest retries.
 DEMO_WEBHOOK_URL = "http://127.0.0.1:9/plumbline-demo-receiver"
 
@@ -203,6 +206,8 @@ def _register_checkpoints(session: Session, principal: Principal) -> tuple[int, 
         ),
     ]
     ids = [registry.register_checkpoint(session, principal, body)[0].id for body in bodies]
+    for checkpoint_id in ids:
+        registry.set_pricing(session, principal, checkpoint_id, PRICING)
     return ids[0], ids[1], ids[2]
 
 
@@ -319,12 +324,15 @@ def _serving(age_days: int) -> str:
 
 def _traffic(rng: random.Random, today: date) -> Iterator[dict[str, Any]]:
     """Production calls: steady rates per cohort, until v3 makes the free tier's risky requests
-    get answered (under-refusal) and its answers fail evaluation more often."""
+    get answered (under-refusal) and its answers fail evaluation more often, and answers at
+    greater length for everyone (tokens and cost per call)."""
     for age in range(DAYS, 0, -1):
         day = today - timedelta(days=age)
         version = _serving(age)
         regressed = version == "v3-rlhf"
         weekday_boost = 1.0 if day.weekday() < 5 else 0.7
+        # Token counts from their own stream, so the rest of the day's calls stay as they were.
+        lengths = random.Random(day.toordinal())
         for index in range(int(EVENTS_PER_DAY * weekday_boost)):
             route = rng.choice(ROUTES)
             segment = rng.choices(SEGMENTS, weights=(5, 3, 2))[0]
@@ -353,6 +361,11 @@ def _traffic(rng: random.Random, today: date) -> Iterator[dict[str, Any]]:
                 "should_refuse": risky,
                 "feedback": _feedback(rng, eval_passed),
                 "latency_ms": round(rng.lognormvariate(6.2, 0.4), 1),
+                "input_tokens": round(lengths.lognormvariate(5.8, 0.4)),
+                # The friendlier tone came with longer answers: v3 writes ~60% more tokens.
+                "output_tokens": round(
+                    lengths.lognormvariate(4.8, 0.5) * (VERBOSITY if regressed else 1.0)
+                ),
                 "probability": round(probability, 3),
                 "label": "1" if rng.random() < probability * (0.8 if bad_day else 1.0) else "0",
             }

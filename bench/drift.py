@@ -2,7 +2,8 @@
 GROUP BY of the four seed rates over the same day's rows.
 
 The "job" is app.drift.job.run_day: every signal (six rates, Brier, calibration error,
-latency and token p50/p95) for every cohort (all, route, prompt_version, user_segment, plus
+latency and token p50/p95; then again with both checkpoints priced, adding cost p50/p95) for
+every cohort (all, route, prompt_version, user_segment, plus
 a JSON-only `region`; each event's cohort interned as ingest interns it), replacing the
 day's rows, then monitors and alerts. A neighbouring day of half the volume sits in the table
 so the day's range scan is real. Prints one JSON line per size.
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 
 from scratch import BENCH_DATABASE_URL, bench_model, scratch_schema
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import make_engine, make_sessionmaker
@@ -31,6 +32,7 @@ from app.drift import job as drift
 from app.drift import rollup
 from app.ingest.cohorts import assign_cohort_ids
 from app.ingest.partitions import create_partitions
+from app.models import Checkpoint
 
 DAY = date(2030, 1, 15)
 
@@ -130,6 +132,18 @@ def seed(sessions: sessionmaker[Session], n: int) -> int:
         return project.id
 
 
+PRICES = {"usd_per_million_input_tokens": 0.5, "usd_per_million_output_tokens": 1.5}
+
+
+def price_checkpoints(sessions: sessionmaker[Session], project_id: int) -> None:
+    """Prices both checkpoints, so the job also joins prices and sums each call's cost."""
+    with sessions() as session:
+        session.execute(
+            update(Checkpoint).where(Checkpoint.project_id == project_id).values(**PRICES)
+        )
+        session.commit()
+
+
 def median_seconds(action: Callable[[], object], repeats: int) -> float:
     timings = []
     for _ in range(repeats):
@@ -158,12 +172,19 @@ def bench_size(sessions: sessionmaker[Session], n: int, repeats: int) -> dict[st
     bare()  # warm the cache for both alike
     job_s = median_seconds(job, repeats)
     bare_s = median_seconds(bare, repeats)
+    unpriced_rows = results[-1].signals
+    price_checkpoints(sessions, project_id)
+    priced_s = median_seconds(job, repeats)
     return {
         "events": n,
         "job_s": round(job_s, 3),
         "bare_group_by_s": round(bare_s, 3),
         "ratio": round(job_s / bare_s, 2),
-        "signal_rows": results[-1].signals,
+        "signal_rows": unpriced_rows,
+        # The same day once both checkpoints have prices: the cost signals are added.
+        "priced_job_s": round(priced_s, 3),
+        "priced_ratio": round(priced_s / bare_s, 2),
+        "priced_signal_rows": results[-1].signals,
         "repeats": repeats,
     }
 

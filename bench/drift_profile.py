@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from drift import BARE, DAY, seed
+from drift import BARE, DAY, price_checkpoints, seed
 from scratch import BENCH_DATABASE_URL, scratch_schema
 from sqlalchemy import Connection, text
 
@@ -31,16 +31,18 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def variants() -> dict[str, str]:
     """The scan as the job runs it, and the same scan without one of its ingredients."""
-    aggregates = rollup.scan_aggregates()
+    aggregates = rollup.scan_aggregates(priced=False)
     source = f"FROM events e WHERE {rollup.DAY_FILTER}"
     interned = "e.checkpoint_id, e.cohort_id, e.probability, e.label"
     columns = "e.checkpoint_id, e.route, e.prompt_version, e.user_segment, e.probability, e.label"
     json_keys = columns.replace("e.user_segment, ", "e.user_segment, e.cohort, ")
     return {
         "bare_group_by": BARE,
-        "job_scan": rollup._fine_sql(legacy_rows=False),
+        "job_scan": rollup._fine_sql(legacy_rows=False, priced=False),
         # A day that also holds events stored before cohorts were interned (migration 0010).
-        "job_scan_with_legacy_fallback": rollup._fine_sql(legacy_rows=True),
+        "job_scan_with_legacy_fallback": rollup._fine_sql(legacy_rows=True, priced=False),
+        # A project with priced checkpoints: the scan joins their prices and sums the cost.
+        "job_scan_priced": rollup._fine_sql(legacy_rows=False, priced=True),
         "scan_only_count": f"SELECT COUNT(*) {source}",
         "checkpoint_all_aggregates": (
             f"SELECT e.checkpoint_id, {aggregates} {source} GROUP BY e.checkpoint_id"
@@ -76,7 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     with scratch_schema(args.url, "bench_drift_profile") as url:
         engine = make_engine(Settings(database_url=url))
-        project_id = seed(make_sessionmaker(engine), args.events)
+        sessions = make_sessionmaker(engine)
+        project_id = seed(sessions, args.events)
+        price_checkpoints(sessions, project_id)  # only job_scan_priced reads the prices
         start, end = rollup.day_bounds(DAY)
         params = {"project_id": project_id, "start": start, "end": end}
         cpu: dict[str, float] = {}

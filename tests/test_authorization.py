@@ -79,6 +79,10 @@ def sample_body(method: str, path: str, ids: dict[str, Any]) -> dict[str, Any] |
             "reason": "takeover",
         },
         ("POST", "/api/v1/models/{model}/rollback"): {"reason": "takeover"},
+        ("PUT", "/api/v1/checkpoints/{checkpoint_id}/pricing"): {
+            "usd_per_million_input_tokens": 0,
+            "usd_per_million_output_tokens": 0,
+        },
         ("POST", "/api/v1/keys"): {"name": "b", "role": "admin"},
     }
     for module in domain_samples():

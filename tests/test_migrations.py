@@ -527,3 +527,39 @@ def test_0010_adds_interned_cohorts_beside_stored_events_and_comes_back(
             assert conn.execute(text("SELECT COUNT(cohort_id) FROM events")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_0011_adds_unpriced_checkpoint_prices_and_comes_back(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url, "0010")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0008[:3]:
+                conn.execute(text(statement), {"now": now})
+        migrate.upgrade(empty_database_url, "0011")
+        prices = text(
+            "SELECT id, usd_per_million_input_tokens, usd_per_million_output_tokens "
+            "FROM checkpoints ORDER BY id"
+        )
+        with engine.begin() as conn:
+            # Registered checkpoints stay, unpriced: no cost signals until someone prices them.
+            assert [tuple(r) for r in conn.execute(prices)] == [(1, None, None), (2, None, None)]
+            conn.execute(
+                text(
+                    "UPDATE checkpoints SET usd_per_million_input_tokens = 0.5, "
+                    "usd_per_million_output_tokens = 1.5 WHERE id = 1"
+                )
+            )
+            assert [tuple(r) for r in conn.execute(prices)] == [(1, 0.5, 1.5), (2, None, None)]
+        migrate.downgrade(empty_database_url, "0010")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("checkpoints")}
+            assert not columns & {"usd_per_million_input_tokens", "usd_per_million_output_tokens"}
+            versions = conn.execute(text("SELECT id, version, spec_hash FROM checkpoints"))
+            assert sorted(tuple(r) for r in versions) == [(1, "v1", "a"), (2, "v1", "b")]
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [tuple(r) for r in conn.execute(prices)] == [(1, None, None), (2, None, None)]
+    finally:
+        engine.dispose()

@@ -172,3 +172,73 @@ def test_unknown_model_is_404(client: TestClient, auth: Headers) -> None:
     response = client.get("/api/v1/models/ghost", headers=auth)
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
+
+
+PRICES = {"usd_per_million_input_tokens": 0.25, "usd_per_million_output_tokens": 2.0}
+
+
+def test_pricing_is_set_and_cleared_apart_from_the_registration_and_audited(
+    client: TestClient, auth: Headers, db: Session
+) -> None:
+    body = {"version": "v1", "kind": "quantized"}
+    checkpoint = register(client, auth, **body).json()
+    assert checkpoint["pricing"] is None
+    url = f"/api/v1/checkpoints/{checkpoint['id']}/pricing"
+    priced = client.put(url, json=PRICES, headers=auth)
+    assert priced.status_code == 200, priced.text
+    assert priced.json()["pricing"] == PRICES
+    assert (
+        client.get(f"/api/v1/checkpoints/{checkpoint['id']}", headers=auth).json()["pricing"]
+        == PRICES
+    )
+    # Prices are not part of what a version names: registering the same body again still
+    # answers 200 with the same checkpoint, now priced.
+    again = register(client, auth, **body)
+    assert again.status_code == 200 and again.json()["pricing"] == PRICES
+    cheaper = {**PRICES, "usd_per_million_output_tokens": 1.0}
+    assert client.put(url, json=cheaper, headers=auth).json()["pricing"] == cheaper
+    cleared = client.delete(url, headers=auth)
+    assert cleared.status_code == 204
+    assert (
+        client.get(f"/api/v1/checkpoints/{checkpoint['id']}", headers=auth).json()["pricing"]
+        is None
+    )
+    entries = db.scalars(
+        select(AuditLog).where(AuditLog.action.like("checkpoint.pricing%")).order_by(AuditLog.id)
+    ).all()
+    assert [(e.action, e.details) for e in entries] == [
+        ("checkpoint.pricing_set", {"before": None, "after": PRICES}),
+        ("checkpoint.pricing_set", {"before": PRICES, "after": cheaper}),
+        ("checkpoint.pricing_cleared", {"before": cheaper, "after": None}),
+    ]
+
+
+def test_bad_prices_are_refused_naming_the_field_and_change_nothing(
+    client: TestClient, auth: Headers
+) -> None:
+    checkpoint = register(client, auth, version="v1").json()
+    url = f"/api/v1/checkpoints/{checkpoint['id']}/pricing"
+    assert client.put(url, json=PRICES, headers=auth).status_code == 200
+    for bad, field in (
+        ({**PRICES, "usd_per_million_input_tokens": -1}, "usd_per_million_input_tokens"),
+        ({"usd_per_million_input_tokens": 1}, "usd_per_million_output_tokens"),
+        ({**PRICES, "currency": "EUR"}, "currency"),
+        ({**PRICES, "usd_per_million_output_tokens": "cheap"}, "usd_per_million_output_tokens"),
+    ):
+        response = client.put(url, json=bad, headers=auth)
+        assert response.status_code == 422, bad
+        assert response.headers["content-type"] == "application/problem+json"
+        assert field in response.text
+    # JSON has no Infinity, but Python's encoder writes one: refused, not stored.
+    infinite = client.put(
+        url,
+        content=b'{"usd_per_million_input_tokens": Infinity, "usd_per_million_output_tokens": 1}',
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert infinite.status_code == 422
+    missing = client.put("/api/v1/checkpoints/999999/pricing", json=PRICES, headers=auth)
+    assert missing.status_code == 404
+    assert (
+        client.get(f"/api/v1/checkpoints/{checkpoint['id']}", headers=auth).json()["pricing"]
+        == PRICES
+    )

@@ -35,14 +35,20 @@ def _hover(signal: str) -> str:
     if _is_rate(signal):
         value, counts = "%{y:.1%}", "%{customdata[0]:,.0f} of %{customdata[1]:,} calls"
     elif signal in CONTINUOUS_SIGNALS:
-        value, counts = "%{y:,.0f}", "%{customdata[1]:,} calls"
+        value, counts = f"%{{y:{_tick_format(signal)}}}", "%{customdata[1]:,} calls"
     else:
         value, counts = "%{y:.4f}", "%{customdata[1]:,} scored calls"
     return f"%{{x|%Y-%m-%d}}<br>{value}<br>{counts}<extra>%{{fullData.name}}</extra>"
 
 
 def _tick_format(signal: str) -> str:
-    return ".1%" if _is_rate(signal) else (",.0f" if signal in CONTINUOUS_SIGNALS else ".3f")
+    """d3 format of the signal's values: percent, dollars (cost per call is a fraction of a
+    cent, so significant digits), whole ms and tokens, or three decimals."""
+    if _is_rate(signal):
+        return ".1%"
+    if signal.startswith("cost_"):
+        return "$.3~g"
+    return ",.0f" if signal in CONTINUOUS_SIGNALS else ".3f"
 
 
 BandKey = tuple[str, date]  # (cohort value, day)

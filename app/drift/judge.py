@@ -34,7 +34,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.drift.references import bin_arrays, log_signal_of, stats_key, to_reference
-from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS, SignalRow
+from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS, SignalRow, shown_from_log
 from app.models import DatasetVersion, DriftJudgement, DriftReference, Model, Monitor
 from app.stats import budget
 from app.stats.bands import (
@@ -413,11 +413,11 @@ def _display(
 
 
 def _shown(signal: str, x: float) -> float | None:
-    """A judged-scale value on the signal's own scale: exp for latency, exp - 1 for tokens."""
+    """A judged-scale value on the signal's own scale (log scale for latency, tokens, cost)."""
     if not np.isfinite(x):
         return None
     if signal in CONTINUOUS_SIGNALS:
-        return float(np.exp(x)) - (1.0 if signal.startswith("tokens_") else 0.0)
+        return shown_from_log(signal, x)
     return x
 
 

@@ -107,6 +107,7 @@ def drift_page(
     refusal = series(["over_refusal_rate", "under_refusal_rate"], "all")
     latency = series(["latency_p50", "latency_p95"], "all")
     tokens = series(["tokens_p50", "tokens_p95"], "all")
+    cost = series(["cost_p50", "cost_p95"], "all")
     active = next((r for r in frozen if r.status == "active"), None)
     context = {
         "viewer": viewer,
@@ -180,6 +181,11 @@ def drift_page(
             tokens, "tokens_p50", changes, "Tokens per call, p50 and p95"
         )
         if tokens
+        else None,
+        "cost_figure": drift_figures.per_signal(
+            cost, "cost_p50", changes, "Cost per call, p50 and p95 (USD, at checkpoint prices)"
+        )
+        if cost
         else None,
     }
     return render(request, "drift/drift.html", context)

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.orm import Session
 
@@ -43,9 +42,12 @@ from app.core.db import is_postgres, utcnow
 from app.drift.signals import (
     COLUMN_DIMENSIONS,
     CONTINUOUS_METRICS,
+    PRICED_METRICS,
+    PRICES_JOIN,
     QUANTILES,
     RATE_SIGNALS,
     SignalRow,
+    shown_from_log,
 )
 from app.models import Checkpoint, DailySignal
 from app.models.base import UTCDateTime
@@ -92,13 +94,19 @@ def _count(condition: str) -> str:
 _LEGACY_COHORT_COLUMNS = (*COLUMN_DIMENSIONS, "cohort")
 
 
-def scan_aggregates() -> str:
-    """The additive sums the scan takes per group (the select list after the keys)."""
+def scan_aggregates(priced: bool) -> str:
+    """The additive sums the scan takes per group (the select list after the keys).
+    `priced`: some checkpoint of the project has prices, so the scan joins PRICES_JOIN and
+    sums the cost metric; otherwise the cost sums are zero constants (no join, no per-event
+    work), keeping the fine table's shape."""
     parts = ["COUNT(*) AS volume"]
     for name, (numerator, denominator) in RATE_SIGNALS.items():
         parts.append(f"{_count(numerator)} AS {name}_num")
         parts.append(f"{_count(denominator)} AS {name}_den")
     for metric, (expression, present) in CONTINUOUS_METRICS.items():
+        if metric in PRICED_METRICS and not priced:
+            parts += [f"0 AS {metric}_n", f"0.0 AS {metric}_s1", f"0.0 AS {metric}_s2"]
+            continue
         parts.append(f"COUNT(*) FILTER (WHERE {present}) AS {metric}_n")
         parts.append(f"SUM(ln({expression})) FILTER (WHERE {present}) AS {metric}_s1")
         parts.append(
@@ -107,7 +115,7 @@ def scan_aggregates() -> str:
     return ",\n  ".join(parts)
 
 
-def _fine_sql(legacy_rows: bool) -> str:
+def _fine_sql(legacy_rows: bool, priced: bool) -> str:
     """The one scan: every additive sum per full cohort combination, probability and label.
 
     Events are grouped by their interned cohort (`cohort_id`, an integer: app/ingest/
@@ -116,7 +124,8 @@ def _fine_sql(legacy_rows: bool) -> str:
     `legacy_rows`: the day holds events stored without a cohort id (before migration 0010),
     which are grouped by their columns and JSON, as before; the CASE is NULL for every
     interned event, so it splits no group of theirs, but it costs a fifth of the scan, so a
-    day without such events (`_has_legacy_rows`) leaves it out. Grouping by the raw
+    day without such events (`_LEGACY_ROWS`) leaves it out. `priced`: see scan_aggregates.
+    Grouping by the raw
     probability and label (not by the calibration predicates) keeps the label tests out of
     the per-event work: the small fine table applies them."""
     # Without legacy rows the columns are NULL of the column's type (the planner folds the
@@ -135,8 +144,9 @@ def _fine_sql(legacy_rows: bool) -> str:
     cohort = ", ".join(f"COALESCE(c.{c}, g.{c}) AS {c}" for c in _LEGACY_COHORT_COLUMNS)
     sums = ", ".join(f"g.{c}" for c in _summed_columns())
     return (
-        f"WITH grouped AS (\nSELECT {selected},\n  {scan_aggregates()}\n"
-        f"FROM events e WHERE {DAY_FILTER}\nGROUP BY {keys}\n)\n"
+        f"WITH grouped AS (\nSELECT {selected},\n  {scan_aggregates(priced)}\n"
+        f"FROM events e {PRICES_JOIN if priced else ''}\nWHERE {DAY_FILTER}\n"
+        f"GROUP BY {keys}\n)\n"
         f"SELECT g.checkpoint_id, {cohort}, g.probability, g.label, {sums}\n"
         "FROM grouped g LEFT JOIN event_cohorts c "
         "ON c.project_id = :project_id AND c.id = g.cohort_id"
@@ -270,15 +280,17 @@ def compute_day(session: Session, project_id: int, day: date) -> list[SignalRow]
         # in memory is right.
         session.execute(text("SET LOCAL jit = off"))
         session.execute(text("SET LOCAL work_mem = '64MB'"))
-    model_of = dict(
-        session.execute(
-            select(Checkpoint.id, Checkpoint.model_id).where(Checkpoint.project_id == project_id)
-        ).all()
-    )
+    checkpoints = session.execute(
+        select(Checkpoint.id, Checkpoint.model_id, Checkpoint.usd_per_million_input_tokens).where(
+            Checkpoint.project_id == project_id
+        )
+    ).all()
+    model_of = {checkpoint_id: model_id for checkpoint_id, model_id, _ in checkpoints}
+    priced = any(price is not None for _, _, price in checkpoints)
     session.execute(text(f"DROP TABLE IF EXISTS {_FINE}"))
     legacy_rows = bool(session.scalar(_typed(_LEGACY_ROWS), _day_params(project_id, day)))
     session.execute(
-        _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {_fine_sql(legacy_rows)}"),
+        _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {_fine_sql(legacy_rows, priced)}"),
         _day_params(project_id, day),
     )
     # Not in a `finally`: after an error PostgreSQL's transaction is aborted (its rollback
@@ -322,13 +334,13 @@ def _cohort_rows(model_id: int, group: Any) -> list[SignalRow]:
         s1, s2 = float(group[f"{metric}_s1"]), float(group[f"{metric}_s2"])
         mean, var = log_moments(count, s1, s2)
         for q in QUANTILES:
-            shown = float(np.exp(lognormal_quantile(q, mean, var)))
-            shown -= 1.0 if metric == "tokens" else 0.0
+            signal = f"{metric}_{q}"
+            shown = shown_from_log(signal, float(lognormal_quantile(q, mean, var)))
             rows.append(
                 SignalRow(
                     model_id,
                     checkpoint_id,
-                    f"{metric}_{q}",
+                    signal,
                     dimension,
                     value,
                     shown * count,
@@ -417,11 +429,13 @@ def sample_trace_ids(
         condition = CONTINUOUS_METRICS[metric][1]
     else:
         condition = "e.probability IS NOT NULL"
-    join, cohort = "", "TRUE"
+    join = PRICES_JOIN if metric in PRICED_METRICS else ""
+    cohort = "TRUE"
     if dimension in COLUMN_DIMENSIONS:
         cohort = f"e.{dimension} = :value"
     elif dimension != "all":
-        join, kv_value = _extra_dimensions_source(is_postgres(session))
+        cohort_join, kv_value = _extra_dimensions_source(is_postgres(session))
+        join = f"{join} {cohort_join}"
         cohort = f"kv.key = :dimension AND {kv_value} = :value"
     sql = (
         f"SELECT DISTINCT e.trace_id FROM events e {join} WHERE {DAY_FILTER} "

@@ -7,6 +7,7 @@ denominator condition, evaluated per event row `e` in SQL."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +31,31 @@ CALIBRATION_SIGNALS = ("brier_score", "ece")
 # Continuous, skewed per-event values: metric -> (SQL expression of x > 0, condition for the
 # event to carry one), per event row `e`; tokens as 1 + total tokens, so a zero-token answer
 # has a log. Judged on the log scale.
+_HAS_TOKENS = "(e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL)"
 CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "latency": ("e.latency_ms", "e.latency_ms > 0"),
-    "tokens": (
-        "1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0)",
-        "(e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL)",
+    "tokens": ("1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0)", _HAS_TOKENS),
+    # The call's cost in micro-dollars (USD per million tokens x tokens), plus one as for
+    # tokens, from its checkpoint's prices: row `p` of PRICES_JOIN (calls of an unpriced
+    # checkpoint carry no cost).
+    "cost": (
+        "1 + COALESCE(p.usd_per_million_input_tokens * e.input_tokens, 0)"
+        " + COALESCE(p.usd_per_million_output_tokens * e.output_tokens, 0)",
+        f"p.usd_per_million_input_tokens IS NOT NULL AND {_HAS_TOKENS}",
     ),
 }
+PRICES_JOIN = "LEFT JOIN checkpoints p ON p.project_id = :project_id AND p.id = e.checkpoint_id"
+"""What the cost metric's SQL needs beside the event row `e`: its checkpoint's prices."""
+PRICED_METRICS = ("cost",)
+# x as shown = (exp(log x) - offset) x scale: tokens and cost are logged as 1 + x, and cost
+# is logged in micro-dollars but shown in dollars.
+_SHOWN_FROM_LOG: dict[str, tuple[float, float]] = {
+    "latency": (0.0, 1.0),
+    "tokens": (1.0, 1.0),
+    "cost": (1.0, 1e-6),
+}
 QUANTILES = ("p50", "p95")
-# latency_p50, latency_p95, tokens_p50, tokens_p95
+# latency_p50, latency_p95, tokens_p50, tokens_p95, cost_p50, cost_p95
 CONTINUOUS_SIGNALS = tuple(f"{m}_{q}" for m in CONTINUOUS_METRICS for q in QUANTILES)
 ALL_SIGNALS = (*RATE_SIGNALS, *CALIBRATION_SIGNALS, *CONTINUOUS_SIGNALS)
 # Monitored by default on every model, without configuration: every signal, each alerting in
@@ -59,11 +76,20 @@ SIGNAL_LABELS = {
     "latency_p95": "Latency p95 (ms)",
     "tokens_p50": "Tokens p50",
     "tokens_p95": "Tokens p95",
+    "cost_p50": "Cost per call p50 (USD)",
+    "cost_p95": "Cost per call p95 (USD)",
 }
 
 
 def signal_label(signal: str) -> str:
     return SIGNAL_LABELS.get(signal, signal)
+
+
+def shown_from_log(signal: str, log_value: float) -> float:
+    """A latency, token or cost signal's log-scale value (what the judge and the rollup's
+    log-normal fit work on) on the scale the signal is shown in: ms, tokens, USD."""
+    offset, scale = _SHOWN_FROM_LOG[signal.rsplit("_", 1)[0]]
+    return (math.exp(log_value) - offset) * scale
 
 
 @dataclass(frozen=True)
@@ -80,8 +106,9 @@ class SignalRow:
 
 
 def format_value(signal: str, value: float | None) -> str:
-    """A signal's value as the pages show it: a percentage for rates, milliseconds or tokens
-    for latency and token signals, three decimals for calibration."""
+    """A signal's value as the pages show it: a percentage for rates, milliseconds, tokens or
+    dollars (three significant digits) for latency, token and cost signals, three decimals
+    for calibration."""
     if value is None:
         return "n/a"
     if signal in RATE_SIGNALS:
@@ -90,4 +117,6 @@ def format_value(signal: str, value: float | None) -> str:
         return f"{value:,.0f} ms"
     if signal.startswith("tokens_"):
         return f"{value:,.0f} tokens"
+    if signal.startswith("cost_"):
+        return f"${value:.3g}"
     return f"{value:.3f}"

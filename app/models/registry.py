@@ -64,6 +64,11 @@ class Checkpoint(CreatedAt, Base):
     )
     # Hash of the registration body: same body again is idempotent, a different one conflicts.
     spec_hash: Mapped[str] = mapped_column(String(64))
+    # What serving costs, set apart from registration (prices change, the artifact does not):
+    # both or neither (the pricing service writes them together), in USD per million tokens.
+    # The drift job prices each call with its checkpoint's current prices (cost signals).
+    usd_per_million_input_tokens: Mapped[float | None]
+    usd_per_million_output_tokens: Mapped[float | None]
 
     # Loaded with the row (one extra SELECT per query, not per row): every shape of a
     # checkpoint names its model, and most name its parent.
@@ -71,6 +76,16 @@ class Checkpoint(CreatedAt, Base):
     parent: Mapped[Checkpoint | None] = relationship(
         remote_side=[id], lazy="selectin", join_depth=1
     )
+
+    @property
+    def pricing(self) -> dict[str, float] | None:
+        """The prices as the API shows them (None: not priced, so no cost signals)."""
+        if self.usd_per_million_input_tokens is None or self.usd_per_million_output_tokens is None:
+            return None
+        return {
+            "usd_per_million_input_tokens": self.usd_per_million_input_tokens,
+            "usd_per_million_output_tokens": self.usd_per_million_output_tokens,
+        }
 
     __table_args__ = (
         UniqueConstraint("model_id", "version"),

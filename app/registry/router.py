@@ -13,6 +13,7 @@ from app.registry.schemas import (
     CheckpointIn,
     CheckpointOut,
     ModelOut,
+    Pricing,
     PromoteIn,
     RollbackIn,
 )
@@ -52,6 +53,19 @@ def list_checkpoints(
 def get_checkpoint(checkpoint_id: int, principal: Reader, session: SessionDep) -> CheckpointOut:
     checkpoint = registry.get_checkpoint(session, principal.project_id, checkpoint_id)
     return CheckpointOut.model_validate(checkpoint)
+
+
+@router.put("/checkpoints/{checkpoint_id}/pricing", response_model=CheckpointOut)
+def set_pricing(
+    checkpoint_id: int, body: Pricing, principal: Writer, session: SessionDep
+) -> CheckpointOut:
+    checkpoint = registry.set_pricing(session, principal, checkpoint_id, body)
+    return CheckpointOut.model_validate(checkpoint)
+
+
+@router.delete("/checkpoints/{checkpoint_id}/pricing", status_code=status.HTTP_204_NO_CONTENT)
+def clear_pricing(checkpoint_id: int, principal: Writer, session: SessionDep) -> None:
+    registry.set_pricing(session, principal, checkpoint_id, None)
 
 
 @router.get("/models/{model}", response_model=ModelOut)

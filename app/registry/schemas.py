@@ -51,6 +51,14 @@ class CheckpointIn(StrictModel):
     )
 
 
+class Pricing(StrictModel):
+    """What serving a checkpoint costs, in USD per million tokens. The drift job prices each
+    call as input tokens x input price + output tokens x output price (cost signals)."""
+
+    usd_per_million_input_tokens: float = Field(ge=0, le=1_000_000)
+    usd_per_million_output_tokens: float = Field(ge=0, le=1_000_000)
+
+
 class CheckpointOut(OrmModel):
     id: int
     model: str = Field(validation_alias=AliasPath("model", "name"))
@@ -66,6 +74,9 @@ class CheckpointOut(OrmModel):
     training: dict[str, Any]
     tags: list[str]
     status: CheckpointStatus
+    pricing: Pricing | None = Field(
+        description="Set with PUT /api/v1/checkpoints/{id}/pricing; null: not priced."
+    )
     created_at: datetime
 
 

@@ -23,7 +23,7 @@ from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
 from app.registry.queries import latest_policy
-from app.registry.schemas import CheckpointIn
+from app.registry.schemas import CheckpointIn, Pricing
 from app.webhooks import outbox
 
 
@@ -137,6 +137,32 @@ def _same_or_conflict(
             checkpoint_id=existing.id,
         )
     return existing, False
+
+
+def set_pricing(
+    session: Session, principal: Principal, checkpoint_id: int, pricing: Pricing | None
+) -> Checkpoint:
+    """Sets (or, with None, clears) what serving the checkpoint costs, audited with the
+    prices it replaces. Both prices change together. The drift job prices calls with the
+    prices current when it runs: days computed before keep their costs until recomputed."""
+    checkpoint = get_checkpoint(session, principal.project_id, checkpoint_id)
+    before = checkpoint.pricing
+    checkpoint.usd_per_million_input_tokens = (
+        pricing.usd_per_million_input_tokens if pricing else None
+    )
+    checkpoint.usd_per_million_output_tokens = (
+        pricing.usd_per_million_output_tokens if pricing else None
+    )
+    audit.record(
+        session,
+        principal,
+        "checkpoint.pricing_set" if pricing else "checkpoint.pricing_cleared",
+        "checkpoint",
+        checkpoint.id,
+        {"before": before, "after": checkpoint.pricing},
+    )
+    session.commit()
+    return checkpoint
 
 
 def list_checkpoints(

@@ -222,10 +222,17 @@ def test_drift_run_validates_its_body(client: TestClient, auth: Headers) -> None
     assert empty.status_code == 200 and empty.json()["signals"] == 0
 
 
-def test_latency_and_token_signals_are_the_log_normal_fit_of_the_rest_fields(
+def test_latency_token_and_cost_signals_are_the_log_normal_fit_of_the_rest_fields(
     client: TestClient, auth: Headers
 ) -> None:
-    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    v1 = client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    client.post("/api/v1/checkpoints", json={"model": "m2", "version": "v1"}, headers=auth)
+    priced = client.put(
+        f"/api/v1/checkpoints/{v1.json()['id']}/pricing",
+        json={"usd_per_million_input_tokens": 0.5, "usd_per_million_output_tokens": 1.5},
+        headers=auth,
+    )
+    assert priced.status_code == 200, priced.text
     day = today_utc() - timedelta(days=1)
     rng = np.random.default_rng(3)
     latency = np.round(np.exp(rng.normal(6.0, 0.5, 120)), 1)
@@ -244,26 +251,37 @@ def test_latency_and_token_signals_are_the_log_normal_fit_of_the_rest_fields(
         }
         for i in range(120)
     ]
-    post_events(client, auth, events)
+    # The same calls on an unpriced checkpoint of another model: tokens, but no cost.
+    unpriced = [{**e, "trace_id": f"u-{i}", "model": "m2"} for i, e in enumerate(events)]
+    post_events(client, auth, events + unpriced)
     stored = client.get("/api/v1/events", params={"limit": 1}, headers=auth).json()["items"][0]
     assert stored["input_tokens"] is not None and stored["output_tokens"] is not None
     client.post("/api/v1/drift/run", json={"date": day.isoformat()}, headers=auth)
     rows = {
         (r["signal"], r["dimension"], r["value"]): r
         for r in signals_of(client, auth, model="m")
-        if r["signal"].startswith(("latency_", "tokens_"))
+        if r["signal"].startswith(("latency_", "tokens_", "cost_"))
     }
+    unpriced_signals = {r["signal"] for r in signals_of(client, auth, model="m2")}
+    assert {"tokens_p50", "tokens_p95"} <= unpriced_signals
+    assert not any(s.startswith("cost_") for s in unpriced_signals)
     z95 = 1.6448536269514722
     for route, members in (("all", np.arange(120)), ("/a", np.arange(1, 120, 2))):
         key_dim = "all" if route == "all" else "route"
         logs = np.log(latency[members])
         total = np.log(1.0 + tokens_in[members] + tokens_out[members])
-        for name, values, shift in (("latency", logs, 0.0), ("tokens", total, 1.0)):
+        # Micro-dollars: USD per million tokens x tokens; shown in dollars.
+        cost = np.log(1.0 + 0.5 * tokens_in[members] + 1.5 * tokens_out[members])
+        for name, values, shift, scale in (
+            ("latency", logs, 0.0, 1.0),
+            ("tokens", total, 1.0, 1.0),
+            ("cost", cost, 1.0, 1e-6),
+        ):
             mean, sd = values.mean(), values.std(ddof=1)
             p50 = rows[(f"{name}_p50", key_dim, route)]
             p95 = rows[(f"{name}_p95", key_dim, route)]
-            assert p50["rate"] == pytest.approx(np.exp(mean) - shift, rel=1e-9)
-            assert p95["rate"] == pytest.approx(np.exp(mean + z95 * sd) - shift, rel=1e-9)
+            assert p50["rate"] == pytest.approx((np.exp(mean) - shift) * scale, rel=1e-9)
+            assert p95["rate"] == pytest.approx((np.exp(mean + z95 * sd) - shift) * scale, rel=1e-9)
             assert p50["denominator"] == len(members)
             assert p50["extra"]["sum_log"] == pytest.approx(values.sum(), rel=1e-9)
             assert p50["extra"]["sum_log_sq"] == pytest.approx((values**2).sum(), rel=1e-9)

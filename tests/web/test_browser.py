@@ -103,7 +103,14 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
 
         visit("/", "overview", "support-bot", "v3-rlhf", "open alerts", charts=1)
         visit("/models/support-bot", "model", "Lineage", "v1-full", "v2-lora", "forced", charts=1)
-        visit(f"/checkpoints/{ids['v3']}", "checkpoint", "rlhf", "ppo", "tone-preferences")
+        visit(
+            f"/checkpoints/{ids['v3']}",
+            "checkpoint",
+            "rlhf",
+            "ppo",
+            "tone-preferences",
+            "$0.2 / $0.6 per million input / output tokens",
+        )
         visit(f"/runs/{ids['run_v3']}", "run", "Pass rate by evaluator", "exact_match", charts=1)
         # Compare any two runs: from the run page's form, decided but not stored.
         page.goto(server + f"/runs/{ids['run_v3']}")
@@ -131,7 +138,9 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
             "Calibration",
             "Refusal correctness",
             "Latency",
-            charts=6,  # signal, CUSUM, reliability, calibration, refusal, latency
+            "Tokens",
+            "Cost",
+            charts=8,  # signal, CUSUM, reliability, calibration, refusal, latency, tokens, cost
         )
         # The signal chart shades the reference window and marks where alerts opened.
         expect(page.locator(".chart .legend").first).to_contain_text("alert opened")

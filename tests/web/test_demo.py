@@ -76,6 +76,10 @@ def test_demo_seeds_the_whole_story_once(
             shown = alert_out(alert, Links.of(app.state.settings))
             assert shown.rollback is not None and shown.rollback.target.version == "v2-lora"
             assert shown.rollback.url.endswith(f"/rollback?alert_id={alert.id}")
+        # v3's longer answers: more tokens per call at the same prices, and a cost that grew
+        # more than the tokens did, since the extra tokens are output tokens (3x the price).
+        grew = {s: whole[s].observed / whole[s].baseline for s in ("tokens_p50", "cost_p50")}
+        assert 1.1 < grew["tokens_p50"] < grew["cost_p50"]
         assert all(a.checkpoint.version == "v3-rlhf" for a in open_alerts)
         [active] = session.scalars(
             select(DriftReference).where(DriftReference.status == "active")
