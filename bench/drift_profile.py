@@ -31,18 +31,20 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def variants() -> dict[str, str]:
     """The scan as the job runs it, and the same scan without one of its ingredients."""
-    aggregates = rollup.scan_aggregates(priced=False)
+    aggregates = rollup.scan_aggregates(priced=False, postgres=True)
     source = f"FROM events e WHERE {rollup.DAY_FILTER}"
     interned = "e.checkpoint_id, e.cohort_id, e.probability, e.label"
     columns = "e.checkpoint_id, e.route, e.prompt_version, e.user_segment, e.probability, e.label"
     json_keys = columns.replace("e.user_segment, ", "e.user_segment, e.cohort, ")
     return {
         "bare_group_by": BARE,
-        "job_scan": rollup._fine_sql(legacy_rows=False, priced=False),
+        "job_scan": rollup._fine_sql(legacy_rows=False, priced=False, postgres=True),
         # A day that also holds events stored before cohorts were interned (migration 0010).
-        "job_scan_with_legacy_fallback": rollup._fine_sql(legacy_rows=True, priced=False),
+        "job_scan_with_legacy_fallback": rollup._fine_sql(
+            legacy_rows=True, priced=False, postgres=True
+        ),
         # A project with priced checkpoints: the scan joins their prices and sums the cost.
-        "job_scan_priced": rollup._fine_sql(legacy_rows=False, priced=True),
+        "job_scan_priced": rollup._fine_sql(legacy_rows=False, priced=True, postgres=True),
         "scan_only_count": f"SELECT COUNT(*) {source}",
         "checkpoint_all_aggregates": (
             f"SELECT e.checkpoint_id, {aggregates} {source} GROUP BY e.checkpoint_id"

@@ -94,28 +94,58 @@ def _count(condition: str) -> str:
 _LEGACY_COHORT_COLUMNS = (*COLUMN_DIMENSIONS, "cohort")
 
 
-def scan_aggregates(priced: bool) -> str:
+def scan_aggregates(priced: bool, postgres: bool) -> str:
     """The additive sums the scan takes per group (the select list after the keys).
+
     `priced`: some checkpoint of the project has prices, so the scan joins PRICES_JOIN and
-    sums the cost metric; otherwise the cost sums are zero constants (no join, no per-event
-    work), keeping the fine table's shape."""
+    sums the cost metric; otherwise the cost sums are constants (no events, no join, no
+    per-event work), keeping the fine table's shape. The log moments of a continuous metric need
+    ln x once per event: on PostgreSQL avg(ln x) and var_pop(ln x) share one transition
+    state (count, sum and centred sum of squares), so ln is evaluated once, where SUM(ln x)
+    beside SUM(ln x * ln x) evaluated it three times; _fine_columns turns them back into the
+    sums (exact to ~1e-14). SQLite has no var_pop and takes the sums."""
     parts = ["COUNT(*) AS volume"]
     for name, (numerator, denominator) in RATE_SIGNALS.items():
         parts.append(f"{_count(numerator)} AS {name}_num")
         parts.append(f"{_count(denominator)} AS {name}_den")
+    first, second = ("mean", "var") if postgres else ("s1", "s2")
     for metric, (expression, present) in CONTINUOUS_METRICS.items():
         if metric in PRICED_METRICS and not priced:
-            parts += [f"0 AS {metric}_n", f"0.0 AS {metric}_s1", f"0.0 AS {metric}_s2"]
+            none = "CAST(NULL AS DOUBLE PRECISION)"
+            parts += [
+                f"0 AS {metric}_n",
+                f"{none} AS {metric}_{first}",
+                f"{none} AS {metric}_{second}",
+            ]
             continue
-        parts.append(f"COUNT(*) FILTER (WHERE {present}) AS {metric}_n")
-        parts.append(f"SUM(ln({expression})) FILTER (WHERE {present}) AS {metric}_s1")
-        parts.append(
-            f"SUM(ln({expression}) * ln({expression})) FILTER (WHERE {present}) AS {metric}_s2"
-        )
+        log, where = f"ln({expression})", f"FILTER (WHERE {present})"
+        parts.append(f"COUNT(*) {where} AS {metric}_n")
+        if postgres:
+            parts.append(f"avg({log}) {where} AS {metric}_mean")
+            parts.append(f"var_pop({log}) {where} AS {metric}_var")
+        else:
+            parts.append(f"SUM({log}) {where} AS {metric}_s1")
+            parts.append(f"SUM({log} * {log}) {where} AS {metric}_s2")
     return ",\n  ".join(parts)
 
 
-def _fine_sql(legacy_rows: bool, priced: bool) -> str:
+def _fine_columns(postgres: bool) -> str:
+    """The fine table's sums, from the scan's groups `g`: every column of _summed_columns,
+    the log moments as sums (n·mean and n·(var + mean²) on PostgreSQL; scan_aggregates)."""
+    columns = []
+    for column in _summed_columns():
+        metric, _, moment = column.rpartition("_")
+        if postgres and moment == "s1":
+            columns.append(f"g.{metric}_mean * g.{metric}_n AS {column}")
+        elif postgres and moment == "s2":
+            mean = f"g.{metric}_mean"
+            columns.append(f"(g.{metric}_var + {mean} * {mean}) * g.{metric}_n AS {column}")
+        else:
+            columns.append(f"g.{column}")
+    return ", ".join(columns)
+
+
+def _fine_sql(legacy_rows: bool, priced: bool, postgres: bool) -> str:
     """The one scan: every additive sum per full cohort combination, probability and label.
 
     Events are grouped by their interned cohort (`cohort_id`, an integer: app/ingest/
@@ -142,12 +172,11 @@ def _fine_sql(legacy_rows: bool, priced: bool) -> str:
         + ["e.probability", "e.label"]
     )
     cohort = ", ".join(f"COALESCE(c.{c}, g.{c}) AS {c}" for c in _LEGACY_COHORT_COLUMNS)
-    sums = ", ".join(f"g.{c}" for c in _summed_columns())
     return (
-        f"WITH grouped AS (\nSELECT {selected},\n  {scan_aggregates(priced)}\n"
+        f"WITH grouped AS (\nSELECT {selected},\n  {scan_aggregates(priced, postgres)}\n"
         f"FROM events e {PRICES_JOIN if priced else ''}\nWHERE {DAY_FILTER}\n"
         f"GROUP BY {keys}\n)\n"
-        f"SELECT g.checkpoint_id, {cohort}, g.probability, g.label, {sums}\n"
+        f"SELECT g.checkpoint_id, {cohort}, g.probability, g.label, {_fine_columns(postgres)}\n"
         "FROM grouped g LEFT JOIN event_cohorts c "
         "ON c.project_id = :project_id AND c.id = g.cohort_id"
     )
@@ -290,7 +319,7 @@ def compute_day(session: Session, project_id: int, day: date) -> list[SignalRow]
     session.execute(text(f"DROP TABLE IF EXISTS {_FINE}"))
     legacy_rows = bool(session.scalar(_typed(_LEGACY_ROWS), _day_params(project_id, day)))
     session.execute(
-        _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {_fine_sql(legacy_rows, priced)}"),
+        _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {_fine_sql(legacy_rows, priced, postgres)}"),
         _day_params(project_id, day),
     )
     # Not in a `finally`: after an error PostgreSQL's transaction is aborted (its rollback
