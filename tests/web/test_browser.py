@@ -157,6 +157,15 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
             "Sample traces",
             charts=2,
         )
+        # A cost alert reads in dollars, with its reference and the calls it links.
+        visit(
+            f"/alerts/{ids['cost_alert']}",
+            "cost-alert",
+            "Cost per call p50 (USD)",
+            "$0.000",
+            "Sample traces",
+            charts=2,
+        )
         visit("/traces?flag=thumbs_down", "traces", "support-bot", "thumbs down")
         visit(f"/traces/{ids['trace']}", "trace", "Input", "Output")
         visit(
@@ -220,6 +229,12 @@ def _demo_ids(db: Session) -> dict[str, int | str]:
         .order_by(Alert.id)
     )
     assert alert is not None, "the demo should leave an open alert on the free tier"
+    cost_alert = db.scalar(
+        select(Alert.id).where(
+            Alert.status == AlertStatus.open, Alert.signal == "cost_p50", Alert.dimension == "all"
+        )
+    )
+    assert cost_alert is not None, "v3's longer answers should leave a cost alert open"
     trace = db.scalar(select(Event.trace_id).where(Event.feedback == -1).limit(1))
     run_v3 = db.scalar(
         select(EvaluationRun.id).where(EvaluationRun.checkpoint_id == versions["v3-rlhf"])
@@ -231,5 +246,6 @@ def _demo_ids(db: Session) -> dict[str, int | str]:
         "gate_pass": gates[GateVerdict.passed],
         "gate_block": gates[GateVerdict.block],
         "alert": alert,
+        "cost_alert": cost_alert,
         "trace": trace,
     }
