@@ -33,7 +33,7 @@ from app.core.links import Links
 from app.core.settings import Settings
 from app.drift.job import judge_rows
 from app.drift.rollup import replace_day
-from app.drift.signals import SignalRow
+from app.drift.signals import SignalRow, shown_from_log
 from app.models import (
     Alert,
     Dataset,
@@ -142,8 +142,7 @@ def day_rows(traffic: Traffic, day: int, model_id: int, checkpoint_id: int) -> l
                 continue
             mean, var = log_moments(count, s1, s2)
             for q in ("p50", "p95"):
-                shown = float(np.exp(lognormal_quantile(q, mean, var)))
-                shown -= 1.0 if metric == "tokens" else 0.0
+                shown = shown_from_log(f"{metric}_{q}", float(lognormal_quantile(q, mean, var)))
                 add(
                     f"{metric}_{q}",
                     shown * count,

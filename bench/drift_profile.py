@@ -43,8 +43,14 @@ def variants() -> dict[str, str]:
         "job_scan_with_legacy_fallback": rollup._fine_sql(
             legacy_rows=True, priced=False, postgres=True
         ),
+        # The log moments as SUM(ln x) and SUM(ln x * ln x), as SQLite takes them (ln three
+        # times per event and metric; the job's avg/var_pop share one ln).
+        "job_scan_summed_logs": rollup._fine_sql(legacy_rows=False, priced=False, postgres=False),
         # A project with priced checkpoints: the scan joins their prices and sums the cost.
         "job_scan_priced": rollup._fine_sql(legacy_rows=False, priced=True, postgres=True),
+        "job_scan_priced_summed_logs": rollup._fine_sql(
+            legacy_rows=False, priced=True, postgres=False
+        ),
         "scan_only_count": f"SELECT COUNT(*) {source}",
         "checkpoint_all_aggregates": (
             f"SELECT e.checkpoint_id, {aggregates} {source} GROUP BY e.checkpoint_id"

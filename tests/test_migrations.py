@@ -552,6 +552,10 @@ def test_0011_adds_unpriced_checkpoint_prices_and_comes_back(empty_database_url:
                 )
             )
             assert [tuple(r) for r in conn.execute(prices)] == [(1, 0.5, 1.5), (2, None, None)]
+        # Both prices or neither: a cost needs the pair.
+        for half in ("usd_per_million_input_tokens = NULL", "usd_per_million_output_tokens = 2"):
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(text(f"UPDATE checkpoints SET {half} WHERE id IN (1, 2)"))
         migrate.downgrade(empty_database_url, "0010")
         with engine.begin() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("checkpoints")}

@@ -195,10 +195,16 @@ def test_pricing_is_set_and_cleared_apart_from_the_registration_and_audited(
     # answers 200 with the same checkpoint, now priced.
     again = register(client, auth, **body)
     assert again.status_code == 200 and again.json()["pricing"] == PRICES
+    # The same prices again change nothing, so nothing is audited.
+    assert client.put(url, json=PRICES, headers=auth).json()["pricing"] == PRICES
     cheaper = {**PRICES, "usd_per_million_output_tokens": 1.0}
     assert client.put(url, json=cheaper, headers=auth).json()["pricing"] == cheaper
     cleared = client.delete(url, headers=auth)
     assert cleared.status_code == 204
+    again_cleared = client.delete(url, headers=auth)
+    assert again_cleared.status_code == 404
+    assert again_cleared.headers["content-type"] == "application/problem+json"
+    assert "no prices" in again_cleared.json()["detail"]
     assert (
         client.get(f"/api/v1/checkpoints/{checkpoint['id']}", headers=auth).json()["pricing"]
         is None

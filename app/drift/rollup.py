@@ -4,7 +4,8 @@ One scan of the day's rows. The events of [day, day + 1) are read once through t
 (project_id, ts) index and grouped by their full cohort (checkpoint and the interned cohort,
 `cohort_id`, whose dimensions `event_cohorts` then supplies) and, for labelled rows with a
 probability, that probability:
-every rate's numerator and denominator, the log moments of latency and tokens and the
+every rate's numerator and denominator, the log moments of latency, tokens and (for
+checkpoints with prices, joined in) cost, and the
 calibration counts are computed in that one GROUP BY into a temporary table, which holds
 one row per distinct cohort combination, not per event. The per-dimension rollup (the whole
 population, each column dimension, each other cohort JSON key) then re-aggregates that small
@@ -21,7 +22,7 @@ sums in extra["bins"] ([{"bin", "n", "sum_prob", "sum_label", "sum_prob_sq",
 "sum_prob_label"}], filled bins only) so a day can be judged, and a reliability diagram over
 any range of days drawn, from stored rows.
 
-Latency and tokens (signals.CONTINUOUS_METRICS) are summarised by the count, sum of log x
+Latency, tokens and cost (signals.CONTINUOUS_METRICS) are summarised by the count, sum of log x
 and sum of (log x)^2 per cohort; their p50/p95 rows are the quantiles of the log-normal
 fitted to those moments (app/stats/continuous.lognormal_quantile_signal), which regroup
 exactly, unlike order statistics. extra keeps {"sum_log", "sum_log_sq"} (what the judge

@@ -35,12 +35,13 @@ _HAS_TOKENS = "(e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL)"
 CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "latency": ("e.latency_ms", "e.latency_ms > 0"),
     "tokens": ("1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0)", _HAS_TOKENS),
-    # The call's cost in micro-dollars (USD per million tokens x tokens), plus one as for
-    # tokens, from its checkpoint's prices: row `p` of PRICES_JOIN (calls of an unpriced
-    # checkpoint carry no cost).
+    # The call's cost in nano-dollars (1000 x USD per million tokens x tokens), plus one so
+    # that a zero-cost call has a log: one nano-dollar is negligible next to any real call
+    # (300 tokens at $0.02 per million cost 6,000), so the +1 flattens no shift. From the
+    # checkpoint's prices, row `p` of PRICES_JOIN; calls of an unpriced checkpoint carry none.
     "cost": (
-        "1 + COALESCE(p.usd_per_million_input_tokens * e.input_tokens, 0)"
-        " + COALESCE(p.usd_per_million_output_tokens * e.output_tokens, 0)",
+        "1 + 1000 * (COALESCE(p.usd_per_million_input_tokens * e.input_tokens, 0)"
+        " + COALESCE(p.usd_per_million_output_tokens * e.output_tokens, 0))",
         f"p.usd_per_million_input_tokens IS NOT NULL AND {_HAS_TOKENS}",
     ),
 }
@@ -48,11 +49,11 @@ PRICES_JOIN = "LEFT JOIN checkpoints p ON p.project_id = :project_id AND p.id = 
 """What the cost metric's SQL needs beside the event row `e`: its checkpoint's prices."""
 PRICED_METRICS = ("cost",)
 # x as shown = (exp(log x) - offset) x scale: tokens and cost are logged as 1 + x, and cost
-# is logged in micro-dollars but shown in dollars.
+# is logged in nano-dollars but shown in dollars.
 _SHOWN_FROM_LOG: dict[str, tuple[float, float]] = {
     "latency": (0.0, 1.0),
     "tokens": (1.0, 1.0),
-    "cost": (1.0, 1e-6),
+    "cost": (1.0, 1e-9),
 }
 QUANTILES = ("p50", "p95")
 # latency_p50, latency_p95, tokens_p50, tokens_p95, cost_p50, cost_p95
@@ -105,6 +106,13 @@ class SignalRow:
     extra: dict[str, Any] | None = None
 
 
+def format_dollars(value: float) -> str:
+    """Three significant digits in fixed point ($0.000195, $0.00000600, $1.50): a call costs
+    a fraction of a cent, and an exponent would hide how small."""
+    decimals = 2 if value <= 0 else max(2, 2 - math.floor(math.log10(value)))
+    return f"${value:,.{decimals}f}"
+
+
 def format_value(signal: str, value: float | None) -> str:
     """A signal's value as the pages show it: a percentage for rates, milliseconds, tokens or
     dollars (three significant digits) for latency, token and cost signals, three decimals
@@ -118,5 +126,5 @@ def format_value(signal: str, value: float | None) -> str:
     if signal.startswith("tokens_"):
         return f"{value:,.0f} tokens"
     if signal.startswith("cost_"):
-        return f"${value:.3g}"
+        return format_dollars(value)
     return f"{value:.3f}"

@@ -61,7 +61,9 @@ class EventIn(StrictModel):
     refusal: bool | None = None
     should_refuse: bool | None = None
     feedback: FeedbackValue | None = None
-    latency_ms: float | None = Field(default=None, ge=0)
+    # At most ~11.6 days: a bound that keeps the drift job's log moments finite (a 1e300 ms
+    # call would overflow exp() of its cohort's fitted p95), far beyond any real call.
+    latency_ms: float | None = Field(default=None, ge=0, le=1e9)
     input_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     output_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     probability: float | None = Field(default=None, ge=0, le=1)

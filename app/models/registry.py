@@ -5,10 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key, str_enum
+
+PRICING_PAIR = "(usd_per_million_input_tokens IS NULL) = (usd_per_million_output_tokens IS NULL)"
 
 
 class CheckpointKind(StrEnum):
@@ -65,8 +67,8 @@ class Checkpoint(CreatedAt, Base):
     # Hash of the registration body: same body again is idempotent, a different one conflicts.
     spec_hash: Mapped[str] = mapped_column(String(64))
     # What serving costs, set apart from registration (prices change, the artifact does not):
-    # both or neither (the pricing service writes them together), in USD per million tokens.
-    # The drift job prices each call with its checkpoint's current prices (cost signals).
+    # both or neither (CHECK "pricing_pair"), in USD per million tokens. The drift job prices
+    # each call with its checkpoint's current prices (cost signals).
     usd_per_million_input_tokens: Mapped[float | None]
     usd_per_million_output_tokens: Mapped[float | None]
 
@@ -91,6 +93,7 @@ class Checkpoint(CreatedAt, Base):
         UniqueConstraint("model_id", "version"),
         Index("ix_checkpoints_project_model", "project_id", "model_id"),
         Index("ix_checkpoints_parent", "parent_id"),
+        CheckConstraint(PRICING_PAIR, name="pricing_pair"),
     )
 
 

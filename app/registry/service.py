@@ -143,10 +143,16 @@ def set_pricing(
     session: Session, principal: Principal, checkpoint_id: int, pricing: Pricing | None
 ) -> Checkpoint:
     """Sets (or, with None, clears) what serving the checkpoint costs, audited with the
-    prices it replaces. Both prices change together. The drift job prices calls with the
-    prices current when it runs: days computed before keep their costs until recomputed."""
+    prices it replaces; setting the prices it has already is a no-op, clearing prices it
+    does not have is a 404. Both prices change together. The drift job prices calls with
+    the prices current when it runs: days computed before keep their costs until
+    recomputed."""
     checkpoint = get_checkpoint(session, principal.project_id, checkpoint_id)
     before = checkpoint.pricing
+    if pricing is None and before is None:
+        raise NotFound(f"checkpoint {checkpoint_id} has no prices to clear")
+    if pricing is not None and before == pricing.model_dump():
+        return checkpoint
     checkpoint.usd_per_million_input_tokens = (
         pricing.usd_per_million_input_tokens if pricing else None
     )

@@ -6,10 +6,12 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.core.db import today_utc
 from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
+from app.drift.signals import format_value
 from tests.drift.traffic import Segment, day_of_traffic, post_events, run_drift
 
 Headers = dict[str, str]
@@ -68,5 +70,25 @@ def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
         # Three times the reference's cost per call (the same tokens, three times the price).
         assert 2.5 < alert["observed"] / alert["baseline"] < 3.5
         assert alert["sample_trace_ids"], "a cost alert links calls that carry a cost"
+    # A cohort from the events' JSON (the scan joins the prices and expands the JSON): the
+    # same shift, with the calls that carry a cost linked.
+    [region] = [a for a in alerts if a["signal"] == "cost_p50" and a["dimension"] == "region"]
+    assert region["value"] == "us" and region["status"] == "open"
+    assert region["sample_trace_ids"]
     # The tokens per call did not move, and neither did latency: no alert there.
     assert not [a for a in alerts if a["signal"].startswith(("tokens_", "latency_"))]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0.000195, "$0.000195"),
+        (6e-06, "$0.00000600"),
+        (0.0123456, "$0.0123"),
+        (1.5, "$1.50"),
+        (1234.5, "$1,234.50"),
+        (0.0, "$0.00"),
+    ],
+)
+def test_a_cost_reads_in_dollars_with_three_significant_digits(value: float, shown: str) -> None:
+    assert format_value("cost_p95", value) == shown

@@ -49,6 +49,7 @@ def test_a_batch_with_invalid_events_is_answered_as_the_per_event_path_answers_i
         event(12, cohort={"route": "x" * 201}),
         event(13, probability=1.5, latency_ms=-1),
         "not an event",
+        event(14, latency_ms=1e300),
         *CLEAN[3:],
     ]
     body = json.dumps({"events": events}).encode()
@@ -60,9 +61,10 @@ def test_a_batch_with_invalid_events_is_answered_as_the_per_event_path_answers_i
         (5, "cohort"),
         (6, "latency_ms"),
         (7, None),
+        (8, "latency_ms"),
     ]
     assert "(and 1 more)" in batch.rejected[3].error
-    assert [index for index, _ in batch.valid] == [0, 1, 2, 8, 9, 10, 11, 12]
+    assert [index for index, _ in batch.valid] == [0, 1, 2, 9, 10, 11, 12, 13]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import demo
 from app.core.settings import Settings
+from app.drift.signals import format_value
 from app.models import Alert, Checkpoint, EvaluationRun, Event, Gate
 from app.models.drift import AlertStatus
 from app.models.gates import GateVerdict
@@ -162,7 +163,7 @@ def test_follow_a_regression_from_the_overview_to_the_rollback(
             f"/alerts/{ids['cost_alert']}",
             "cost-alert",
             "Cost per call p50 (USD)",
-            "$0.000",
+            str(ids["cost_observed"]),
             "Sample traces",
             charts=2,
         )
@@ -230,7 +231,7 @@ def _demo_ids(db: Session) -> dict[str, int | str]:
     )
     assert alert is not None, "the demo should leave an open alert on the free tier"
     cost_alert = db.scalar(
-        select(Alert.id).where(
+        select(Alert).where(
             Alert.status == AlertStatus.open, Alert.signal == "cost_p50", Alert.dimension == "all"
         )
     )
@@ -246,6 +247,8 @@ def _demo_ids(db: Session) -> dict[str, int | str]:
         "gate_pass": gates[GateVerdict.passed],
         "gate_block": gates[GateVerdict.block],
         "alert": alert,
-        "cost_alert": cost_alert,
+        "cost_alert": cost_alert.id,
+        # As the alert page shows it: dollars, three significant digits in fixed point.
+        "cost_observed": format_value("cost_p50", cost_alert.observed),
         "trace": trace,
     }
