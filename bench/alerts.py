@@ -72,6 +72,7 @@ from app.stats.reference import Reference
 from bench import alerts_job
 from bench.traffic_sim import (
     CONTINUOUS,
+    PRICED_CONTINUOUS,
     RATE_SIGNALS,
     Change,
     Cohort,
@@ -80,8 +81,6 @@ from bench.traffic_sim import (
     simulate,
 )
 
-CONTINUOUS_SIGNALS = tuple(f"{m}_{q}" for m in CONTINUOUS for q in ("p50", "p95"))
-SIGNALS = (*RATE_SIGNALS, "brier_score", "ece", *CONTINUOUS_SIGNALS)
 COHORTS = (
     Cohort("s100", 100, zero_day_prob=0.02),
     Cohort("s250", 250, zero_day_prob=0.01),
@@ -108,6 +107,17 @@ class Config:
     reference_days: int = 28
     population_weight: float = budget.POPULATION_WEIGHT
     high_risk_weight: float = budget.HIGH_RISK_WEIGHT
+    priced: bool = False  # the model's checkpoints have prices: cost is judged too
+
+    @property
+    def continuous_signals(self) -> tuple[str, ...]:
+        metrics = PRICED_CONTINUOUS if self.priced else CONTINUOUS
+        return tuple(f"{m}_{q}" for m in metrics for q in ("p50", "p95"))
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """Every hypothesis of a cohort, in the order of the state arrays' columns."""
+        return (*RATE_SIGNALS, "brier_score", "ece", *self.continuous_signals)
 
 
 @dataclass(frozen=True)
@@ -118,13 +128,13 @@ class Frozen:
     brier: Reference
     ece: Reference
     continuous: dict[str, Reference]
-    weights: np.ndarray  # (cohorts, SIGNALS)
-    reference_sd: np.ndarray  # the frozen centre's error in predictive SDs (cohorts, SIGNALS)
+    weights: np.ndarray  # (cohorts, Config.signals)
+    reference_sd: np.ndarray  # the frozen centre's error in predictive SDs (cohorts, signals)
 
 
 @dataclass
 class State:
-    """What the daily job persists per cohort x signal (arrays (cohorts, SIGNALS))."""
+    """What the daily job persists per cohort x signal (arrays (cohorts, Config.signals))."""
 
     cusum: np.ndarray
     is_open: np.ndarray
@@ -167,14 +177,14 @@ def freeze(traffic: Traffic, days: slice, cfg: Config) -> Frozen:
     cal = traffic.calibration[days]
     brier, brier_var = brier_day_signal(*_cal_fields(cal), traffic.calibration_fourth[days])
     cont = {}
-    for m in CONTINUOUS:
-        for q in ("p50", "p95"):
-            value, var = _continuous_day(traffic.moments[m][days], q)
-            cont[f"{m}_{q}"] = estimate_mean_reference(value.T, var.T)
+    for name in cfg.continuous_signals:
+        m, q = name.rsplit("_", 1)
+        value, var = _continuous_day(traffic.moments[m][days], q)
+        cont[name] = estimate_mean_reference(value.T, var.T)
     weights = budget.hypothesis_weights(
         np.arange(c)[:, None] == 0,
         np.array(traffic.high_risk)[:, None],
-        np.ones(len(SIGNALS)),
+        np.ones(len(cfg.signals)),
         cfg.population_weight,
         cfg.high_risk_weight,
     )
@@ -185,7 +195,7 @@ def freeze(traffic: Traffic, days: slice, cfg: Config) -> Frozen:
             rates.days_used.reshape(c, s),
             brier_ref.days_used[:, None],
             ece_ref.days_used[:, None],
-            *(cont[name].days_used[:, None] for name in CONTINUOUS_SIGNALS),
+            *(cont[name].days_used[:, None] for name in cfg.continuous_signals),
         ],
         axis=1,
     )
@@ -206,7 +216,7 @@ def judge_day(state: State, frozen: Frozen, traffic: Traffic, day: int, cfg: Con
     yesterday's state, the frozen reference, today's aggregates).
     """
     n_c, n_r = traffic.rate_num.shape[1:]
-    shape = (n_c, len(SIGNALS))
+    shape = (n_c, len(cfg.signals))
     pvalue = np.full(shape, np.nan)
     pmin = np.ones(shape)
     z = np.full(shape, np.nan)
@@ -228,8 +238,8 @@ def judge_day(state: State, frozen: Frozen, traffic: Traffic, day: int, cfg: Con
     )
     ece_p_score = np.where(frozen.ece.valid, ece_p_score, np.nan)
     z[:, n_r + 1] = np.clip(stats.norm.isf(ece_p_score), -MAX_SCORE, MAX_SCORE)
-    # Latency and tokens.
-    for j, name in enumerate(CONTINUOUS_SIGNALS):
+    # Latency, tokens and (priced) cost.
+    for j, name in enumerate(cfg.continuous_signals):
         metric, q = name.rsplit("_", 1)
         value, var = _continuous_day(traffic.moments[metric][day], q)
         ref = frozen.continuous[name]
@@ -261,7 +271,7 @@ def judge_day(state: State, frozen: Frozen, traffic: Traffic, day: int, cfg: Con
 def run(spec: TrafficSpec, cfg: Config, monitor_days: int) -> list[DayResult]:
     traffic = simulate(spec)
     frozen = freeze(traffic, slice(WARMUP, WARMUP + cfg.reference_days), cfg)
-    state = State.fresh((len(traffic.cohorts), len(SIGNALS)))
+    state = State.fresh((len(traffic.cohorts), len(cfg.signals)))
     start = WARMUP + cfg.reference_days
     return [judge_day(state, frozen, traffic, start + t, cfg) for t in range(monitor_days)]
 
@@ -270,7 +280,12 @@ def _spec(
     cfg: Config, seed: int, wobble: float, days: int, changes: tuple[Change, ...] = ()
 ) -> TrafficSpec:
     return TrafficSpec(
-        COHORTS, WARMUP + cfg.reference_days + days, wobble=wobble, changes=changes, seed=seed
+        COHORTS,
+        WARMUP + cfg.reference_days + days,
+        wobble=wobble,
+        changes=changes,
+        seed=seed,
+        priced=cfg.priced,
     )
 
 
@@ -305,7 +320,8 @@ def steady(seeds: int, cfg: Config) -> dict[str, Any]:
                 for rule, name in ((1, "band"), (2, "cusum"), (3, "both")):
                     by_rule[name] += int((hits & (r.rules == rule)).sum())
                 for j in np.flatnonzero(hits.any(0)):
-                    by_signal[SIGNALS[j]] = by_signal.get(SIGNALS[j], 0) + int(hits[:, j].sum())
+                    name = cfg.signals[j]
+                    by_signal[name] = by_signal.get(name, 0) + int(hits[:, j].sum())
             per_seed.append(opened)
         total = int(sum(per_seed))
         out[f"wobble_{wobble:.1f}"] = {
@@ -336,7 +352,7 @@ def _weekday_lead(seed: int) -> int:
 
 
 def first_day(seeds: int, cfg: Config, wobble: float) -> dict[str, Any]:
-    cohort, signal = 1 + [c.name for c in COHORTS].index("s600"), SIGNALS.index("refusal_rate")
+    cohort, signal = 1 + [c.name for c in COHORTS].index("s600"), cfg.signals.index("refusal_rate")
     caught, levels = 0, []
     for seed in range(seeds):
         lead = _weekday_lead(seed)
@@ -454,7 +470,7 @@ def persistent(seeds: int, cfg: Config, wobble: float, shift: Shift) -> dict[str
         SHIFT_START + SHIFT_LENGTH + AFTER_SHIFT,
     )
     cohort = 1 + [c.name for c in COHORTS].index(shift.cohort)
-    signal = SIGNALS.index("refusal_rate")
+    signal = cfg.signals.index("refusal_rate")
     tally = ShiftTally()
     for seed in range(seeds):
         results = run(_spec(cfg, 3000 + seed, wobble, days, (shift.change(cfg),)), cfg, days)
@@ -599,10 +615,17 @@ def main() -> None:
     parser.add_argument("--job-steady-seeds", type=int, default=5)
     parser.add_argument("--job-first-day-seeds", type=int, default=50)
     parser.add_argument("--url", default=None, help="database for the job (default: SQLite)")
+    parser.add_argument(
+        "--priced",
+        action="store_true",
+        help="the model's checkpoints have prices: cost p50/p95 are judged too (in memory only)",
+    )
     args = parser.parse_args()
+    if args.job_only and args.priced:
+        parser.error("--priced runs in memory only")
     seeds = args.seeds or (10 if args.quick else 50)
     steady_seeds = args.steady_seeds or (2 if args.quick else 10)
-    cfg = Config(reference_days=args.reference_days)
+    cfg = Config(reference_days=args.reference_days, priced=args.priced)
     began = time.process_time()
     if args.job_only:
         print(json.dumps({"daily_job": daily_job(args, cfg)}))
@@ -618,8 +641,8 @@ def main() -> None:
                 }
                 for c in COHORTS
             ],
-            "signals": list(SIGNALS),
-            "hypotheses_per_day": (len(COHORTS) + 1) * len(SIGNALS),
+            "signals": list(cfg.signals),
+            "hypotheses_per_day": (len(COHORTS) + 1) * len(cfg.signals),
             "warmup_days": WARMUP,
             "reference_days": cfg.reference_days,
             "steady_days": MONITOR,
@@ -643,7 +666,8 @@ def main() -> None:
         **{name: persistent(seeds, cfg, args.wobble, shift) for name, shift in SHIFTS.items()},
     }
     result["cpu_seconds"] = round(time.process_time() - began, 1)
-    result["daily_job"] = daily_job(args, cfg)
+    if not args.priced:  # the job's figures are the unpriced product's (bench/alerts_job.py)
+        result["daily_job"] = daily_job(args, cfg)
     print(json.dumps(result))
 
 

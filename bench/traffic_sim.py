@@ -14,7 +14,11 @@ Roughness modelled per cohort x signal:
 - calibration: a labelled fraction of events carries a probability p ~ Beta(2, 3) whose
   true event probability is expit(logit(p) + miscalibration + daily wobble);
 - latency and tokens: row-level log-normal with a 3% slow/long tail, a daily wobble of the
-  log location with SD ``wobble``.
+  log location with SD ``wobble``;
+- cost (``TrafficSpec.priced``): each call's tokens at an effective price per token that
+  varies from call to call (log-SD 0.25: the input/output mix), in nano-dollars as the SQL
+  logs it, so cost inherits the tokens' tail and wobble; drawn from its own stream, so
+  pricing a spec leaves every other draw unchanged.
 Cohort 0 is "all": the union of the segment cohorts, aggregated from their rows.
 """
 
@@ -46,6 +50,10 @@ BASE_RATES: Mapping[str, float] = {
 FEEDBACK_SHARE = 0.3  # thumbs_down_rate's denominator: events with feedback
 SHOULD_REFUSE_SHARE = 0.05  # under_refusal_rate's denominator; the rest is over_refusal's
 CONTINUOUS = ("latency", "tokens")
+PRICED_CONTINUOUS = (*CONTINUOUS, "cost")
+# Effective USD per million tokens of a call (input and output mixed) and the log-SD of the
+# mix from call to call: 300 tokens cost about $0.00024.
+COST_PRICE, COST_MIX_SD = 0.8, 0.25
 # Per metric: the median of x and the SD of log x (tokens: of log(1 + tokens)).
 CONTINUOUS_BASE: Mapping[str, tuple[float, float]] = {
     "latency": (800.0, 0.5),
@@ -100,6 +108,11 @@ class TrafficSpec:
     changes: tuple[Change, ...] = ()
     seed: int = 0
     base_rates: Mapping[str, float] = field(default_factory=lambda: dict(BASE_RATES))
+    priced: bool = False  # also the cost per call (moments["cost"])
+
+    @property
+    def continuous(self) -> tuple[str, ...]:
+        return PRICED_CONTINUOUS if self.priced else CONTINUOUS
 
 
 @dataclass(frozen=True)
@@ -139,10 +152,12 @@ def simulate(spec: TrafficSpec) -> Traffic:
     true_rate = np.zeros((days, n_seg, n_sig))
     rows_cal: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(days)]
     rows_cont: dict[str, list[list[np.ndarray]]] = {
-        m: [[] for _ in range(days)] for m in CONTINUOUS
+        m: [[] for _ in range(days)] for m in spec.continuous
     }
+    cost_children = np.random.SeedSequence([spec.seed, 1]).spawn(n_seg)
     for ci, cohort in enumerate(spec.cohorts):
         rng = np.random.default_rng(children[ci])
+        cost_rng = np.random.default_rng(cost_children[ci])
         n = _volumes(rng, spec, cohort)
         volume[:, ci + 1] = n
         rates = _true_rates(rng, spec, cohort)
@@ -159,11 +174,15 @@ def simulate(spec: TrafficSpec) -> Traffic:
             rows_cal[t].append((p, (rng.random(labelled) < q).astype(np.float64)))
             for m in CONTINUOUS:
                 rows_cont[m][t].append(_continuous_rows(rng, m, int(n[t]), cont_shift[m][t]))
+            if spec.priced:
+                tokens = np.expm1(rows_cont["tokens"][t][-1])
+                mix = np.exp(cost_rng.normal(0.0, COST_MIX_SD, tokens.size))
+                rows_cont["cost"][t].append(np.log1p(1000.0 * COST_PRICE * tokens * mix))
     volume[:, 0] = volume[:, 1:].sum(1)
     num[:, 0], den[:, 0] = num[:, 1:].sum(1), den[:, 1:].sum(1)
     calibration = np.zeros((days, n_seg + 1, len(BIN_FIELDS), DEFAULT_BINS))
     fourth = np.zeros((days, n_seg + 1))
-    moments = {m: np.zeros((days, n_seg + 1, len(MOMENT_FIELDS))) for m in CONTINUOUS}
+    moments = {m: np.zeros((days, n_seg + 1, len(MOMENT_FIELDS))) for m in spec.continuous}
     for t in range(days):
         groups_cal = [_concat(rows_cal[t]), *rows_cal[t]]
         for ci, (p, y) in enumerate(groups_cal):
@@ -177,7 +196,7 @@ def simulate(spec: TrafficSpec) -> Traffic:
                     s.sum_prob_label,
                 ]
                 fourth[t, ci] = float(np.sum((p - y) ** 4))
-        for m in CONTINUOUS:
+        for m in spec.continuous:
             parts = rows_cont[m][t]
             for ci, x in enumerate([np.concatenate(parts), *parts]):
                 moments[m][t, ci] = _moments(x)

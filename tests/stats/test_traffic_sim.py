@@ -112,3 +112,19 @@ def test_latency_change_multiplies_the_values() -> None:
     m = simulate(spec).moments["latency"][:, 1]
     log_mean = m[:, 1] / m[:, 0]
     assert log_mean[10:].mean() - log_mean[:10].mean() == pytest.approx(np.log(1.5), abs=0.01)
+
+
+def test_a_priced_run_adds_the_cost_of_the_same_calls_and_changes_no_other_draw() -> None:
+    unpriced = simulate(TrafficSpec(BIG, 20, seed=5))
+    priced = simulate(TrafficSpec(BIG, 20, seed=5, priced=True))
+    assert set(priced.moments) == {*unpriced.moments, "cost"}
+    for metric, moments in unpriced.moments.items():
+        assert np.array_equal(priced.moments[metric], moments)
+    assert np.array_equal(priced.rate_num, unpriced.rate_num)
+    tokens, cost = priced.moments["tokens"][:, 1], priced.moments["cost"][:, 1]
+    assert np.array_equal(cost[:, 0], tokens[:, 0])  # one cost per call
+    # Nano-dollars at 0.8 USD per million tokens with a mean-zero log mix: the daily log means
+    # sit ln(800) above the tokens' and move with them (the same calls).
+    gap = cost[:, 1] / cost[:, 0] - tokens[:, 1] / tokens[:, 0]
+    assert gap.mean() == pytest.approx(np.log(800.0), abs=0.02)
+    assert gap.std() < 0.02
