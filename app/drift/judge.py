@@ -33,8 +33,20 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from app.drift.references import bin_arrays, log_signal_of, stats_key, to_reference
-from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS, SignalRow, shown_from_log
+from app.drift.references import (
+    bin_arrays,
+    log_signal_of,
+    priced_entry,
+    stats_key,
+    to_reference,
+)
+from app.drift.signals import (
+    CONTINUOUS_SIGNALS,
+    PRICED_SIGNALS,
+    RATE_SIGNALS,
+    SignalRow,
+    shown_from_log,
+)
 from app.models import DatasetVersion, DriftJudgement, DriftReference, Model, Monitor
 from app.stats import budget
 from app.stats.bands import (
@@ -246,8 +258,20 @@ def _judge_against_reference(
     daily_alpha: float,
 ) -> None:
     count = len(verdicts)
-    entries = [
+    pricing = reference.checkpoint.pricing
+    current = (
+        None
+        if pricing is None
+        else (pricing["usd_per_million_input_tokens"], pricing["usd_per_million_output_tokens"])
+    )
+    entries: list[Sequence[float] | None] = [
         reference.stats.get(stats_key(v.row.signal, v.row.dimension, v.row.value)) for v in verdicts
+    ]
+    # Cost is judged against the reference at its checkpoint's current prices (a repricing
+    # is not a shift); the stored reference itself never changes.
+    entries = [
+        priced_entry(e, current) if v.row.signal in PRICED_SIGNALS else e
+        for e, v in zip(entries, verdicts, strict=True)
     ]
     ref = to_reference(entries)
     pvalue = np.full(count, np.nan)

@@ -25,7 +25,8 @@ app/stats needs to rebuild a ``Reference``; see DriftReference.stats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -79,7 +80,7 @@ def stats_key(signal: str, dimension: str, value: str) -> str:
 def to_reference(entries: Sequence[Sequence[float] | None]) -> Reference:
     """Rebuilds app/stats' Reference for a list of stored entries (None: no reference)."""
     rows = np.array(
-        [list(e) if e is not None else [np.nan, np.nan, np.nan, 0, 0] for e in entries],
+        [list(e[:5]) if e is not None else [np.nan, np.nan, np.nan, 0, 0] for e in entries],
         dtype=np.float64,
     ).reshape(-1, 5)
     used = rows[:, 3].astype(np.int64)
@@ -320,8 +321,46 @@ def summarize(
                     float(reference.center_var[i]),
                     int(reference.days_used[i]),
                     int(reference.days_excluded[i]),
+                    *_frozen_prices(by_key[key].values()),
                 ]
     return out
+
+
+def _frozen_prices(rows: Iterable[DailySignal]) -> list[float]:
+    """A cost row's entry ends with the [input, output] prices its days were computed at,
+    when every day had the same ones (see priced_entry); nothing for other signals, or for
+    a window whose prices changed (its centre mixes two price levels)."""
+    prices = {tuple((row.extra or {}).get("prices") or ()) for row in rows}
+    if len(prices) != 1:
+        return []
+    return [float(p) for p in prices.pop()]
+
+
+def priced_entry(
+    entry: Sequence[float] | None, current: tuple[float, float] | None
+) -> Sequence[float] | None:
+    """A cost entry at the reference checkpoint's `current` prices, so that repricing the
+    checkpoint is not read as a cost shift.
+
+    A cost of x nano-dollars is logged as ln(1 + x) ~ ln x, so scaling both prices by k moves
+    the centre by ln k and leaves the day-to-day and the centre's variances as they were.
+    The entry is unchanged when the prices did not change (or were not recorded: a window
+    whose prices changed, or a reference frozen before prices were recorded); None (not
+    judged: rebaseline at the new prices) when they changed by different factors, since
+    ln(a·in + b·out) then moves by an amount that depends on each call's input/output mix,
+    which the stored moments do not keep."""
+    if entry is None or len(entry) < 7:
+        return entry
+    frozen = (entry[5], entry[6])
+    if current == frozen:
+        return entry
+    if current is None or any(f == 0.0 and c != 0.0 for c, f in zip(current, frozen, strict=True)):
+        return None
+    ratios = [c / f for c, f in zip(current, frozen, strict=True) if f > 0.0]
+    scale = ratios[0] if ratios else 0.0
+    if scale <= 0.0 or not all(math.isclose(r, scale, rel_tol=1e-9) for r in ratios):
+        return None
+    return [entry[0] + math.log(scale), *entry[1:5], *current]
 
 
 def bin_arrays(extra: dict[str, Any] | None) -> np.ndarray:

@@ -311,17 +311,20 @@ def compute_day(session: Session, project_id: int, day: date) -> list[SignalRow]
         session.execute(text("SET LOCAL jit = off"))
         session.execute(text("SET LOCAL work_mem = '64MB'"))
     checkpoints = session.execute(
-        select(Checkpoint.id, Checkpoint.model_id, Checkpoint.usd_per_million_input_tokens).where(
-            Checkpoint.project_id == project_id
-        )
+        select(
+            Checkpoint.id,
+            Checkpoint.model_id,
+            Checkpoint.usd_per_million_input_tokens,
+            Checkpoint.usd_per_million_output_tokens,
+        ).where(Checkpoint.project_id == project_id)
     ).all()
-    model_of = {checkpoint_id: model_id for checkpoint_id, model_id, _ in checkpoints}
-    priced = any(price is not None for _, _, price in checkpoints)
+    model_of = {checkpoint_id: model_id for checkpoint_id, model_id, _, _ in checkpoints}
+    prices_of = {c: [i, o] for c, _, i, o in checkpoints if i is not None and o is not None}
     session.execute(text(f"DROP TABLE IF EXISTS {_FINE}"))
     legacy_rows = bool(session.scalar(_typed(_LEGACY_ROWS), _day_params(project_id, day)))
+    scan = _fine_sql(legacy_rows, priced=bool(prices_of), postgres=postgres)
     session.execute(
-        _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {_fine_sql(legacy_rows, priced, postgres)}"),
-        _day_params(project_id, day),
+        _typed(f"CREATE TEMPORARY TABLE {_FINE} AS {scan}"), _day_params(project_id, day)
     )
     # Not in a `finally`: after an error PostgreSQL's transaction is aborted (its rollback
     # takes the table along) and a DROP would only mask the error; any leftover (SQLite may
@@ -330,13 +333,17 @@ def compute_day(session: Session, project_id: int, day: date) -> list[SignalRow]
     for group in session.execute(text(_rollup_sql(postgres))).mappings():
         dimension, value = group["dimension"], group["value"]
         if _storable(dimension, value):
-            rows += _cohort_rows(model_of[group["checkpoint_id"]], group)
+            checkpoint_id = group["checkpoint_id"]
+            rows += _cohort_rows(model_of[checkpoint_id], prices_of.get(checkpoint_id), group)
     rows += _calibration_rows(session, postgres, model_of)
     session.execute(text(f"DROP TABLE {_FINE}"))
     return rows
 
 
-def _cohort_rows(model_id: int, group: Any) -> list[SignalRow]:
+def _cohort_rows(model_id: int, prices: list[float] | None, group: Any) -> list[SignalRow]:
+    """The group's signal rows. The cost rows keep the `prices` they were computed with in
+    extra["prices"] ([input, output] USD per million tokens), which a reference frozen from
+    them records (references.summarize), so a later price change can be told from a shift."""
     checkpoint_id, dimension, value = group["checkpoint_id"], group["dimension"], group["value"]
     rows: list[SignalRow] = []
     for name in RATE_SIGNALS:
@@ -366,6 +373,9 @@ def _cohort_rows(model_id: int, group: Any) -> list[SignalRow]:
         for q in QUANTILES:
             signal = f"{metric}_{q}"
             shown = shown_from_log(signal, float(lognormal_quantile(q, mean, var)))
+            extra: dict[str, Any] = {"sum_log": s1, "sum_log_sq": s2}
+            if metric in PRICED_METRICS:
+                extra["prices"] = prices
             rows.append(
                 SignalRow(
                     model_id,
@@ -376,7 +386,7 @@ def _cohort_rows(model_id: int, group: Any) -> list[SignalRow]:
                     shown * count,
                     count,
                     shown,
-                    {"sum_log": s1, "sum_log_sq": s2},
+                    extra,
                 )
             )
     return rows

@@ -58,6 +58,7 @@ _SHOWN_FROM_LOG: dict[str, tuple[float, float]] = {
 QUANTILES = ("p50", "p95")
 # latency_p50, latency_p95, tokens_p50, tokens_p95, cost_p50, cost_p95
 CONTINUOUS_SIGNALS = tuple(f"{m}_{q}" for m in CONTINUOUS_METRICS for q in QUANTILES)
+PRICED_SIGNALS = tuple(f"{m}_{q}" for m in PRICED_METRICS for q in QUANTILES)
 ALL_SIGNALS = (*RATE_SIGNALS, *CALIBRATION_SIGNALS, *CONTINUOUS_SIGNALS)
 # Monitored by default on every model, without configuration: every signal, each alerting in
 # its harmful direction (all of them: up) against the model's frozen reference.

@@ -214,8 +214,9 @@ class DriftReference(Base):
     daily job judges against). A reference never changes after it is written: a champion
     change or a rebaseline writes a new version and marks the old one ``superseded``.
     ``stats`` maps "signal|dimension|value" to [centre, between-day variance, variance of
-    the centre, days used, days excluded]. No surrogate id: the key carries project_id
-    (distribution-ready)."""
+    the centre, days used, days excluded], and a cost entry then to the [input, output]
+    prices its days were computed at (app/drift/references.priced_entry). No surrogate id:
+    the key carries project_id (distribution-ready)."""
 
     __tablename__ = "drift_references"
 

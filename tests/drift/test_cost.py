@@ -3,15 +3,20 @@ a fine-tuned model ships", where the tokens per call hold and only the price mov
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import date, timedelta
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.core.db import today_utc
+from app.drift.references import priced_entry
 from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
 from app.drift.signals import format_value
+from app.models import DriftJudgement
 from tests.drift.traffic import Segment, day_of_traffic, post_events, run_drift
 
 Headers = dict[str, str]
@@ -92,3 +97,82 @@ def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
 )
 def test_a_cost_reads_in_dollars_with_three_significant_digits(value: float, shown: str) -> None:
     assert format_value("cost_p95", value) == shown
+
+
+def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Both prices doubled after the reference froze: the reference is judged at the new
+    prices (its centre up by ln 2), so no cost alert. Then only the output price moves: how
+    much the cost moves depends on each call's input/output mix, so cost is not judged until
+    a reference at the new prices exists. Without the repricing the doubling alerts at once
+    (the 3x test above)."""
+    days = STEADY + 5
+    model_day = lambda index: today_utc() - timedelta(days=days - index)  # noqa: E731
+    checkpoint = client.post(
+        "/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth
+    ).json()["id"]
+    url = f"/api/v1/checkpoints/{checkpoint}/pricing"
+
+    def price(input_price: float, output_price: float) -> None:
+        body = {
+            "usd_per_million_input_tokens": input_price,
+            "usd_per_million_output_tokens": output_price,
+        }
+        assert client.put(url, json=body, headers=auth).status_code == 200
+
+    price(1.0, 2.0)
+    post_events(
+        client,
+        auth,
+        [
+            event
+            for index in range(days)
+            for event in day_of_traffic(
+                random.Random(index), model_day(index), "m", "v1", SEGMENTS, wobble=0.1, seed=9
+            )
+        ],
+    )
+    run_drift(client, auth, model_day(STEADY), STEADY + 1)  # freezes, then judges a day
+    price(2.0, 4.0)
+    run_drift(client, auth, model_day(STEADY + 2), 2)
+    price(2.0, 6.0)
+    run_drift(client, auth, model_day(STEADY + 4), 2)
+
+    alerts = client.get("/api/v1/alerts", params={"model": "m"}, headers=auth).json()["items"]
+    assert not [a for a in alerts if a["signal"].startswith("cost_")]
+    with app.state.sessionmaker() as session:
+        judged = {
+            j.day: j
+            for j in session.scalars(
+                select(DriftJudgement).where(
+                    DriftJudgement.signal == "cost_p50", DriftJudgement.dimension == "all"
+                )
+            )
+        }
+    before, doubled = judged[model_day(STEADY)], judged[model_day(STEADY + 1)]
+    assert before.pvalue is not None and doubled.pvalue is not None
+    assert before.center is not None and doubled.center is not None
+    # The centre as shown (dollars) doubled with the prices.
+    assert doubled.center / before.center == pytest.approx(2.0, rel=1e-3)
+    for index in (STEADY + 3, STEADY + 4):
+        assert judged[model_day(index)].pvalue is None  # mix-dependent: not judged
+
+
+def test_a_frozen_cost_entry_is_rescaled_only_by_a_common_price_factor() -> None:
+    entry = [12.0, 0.01, 0.001, 28, 0, 1.0, 2.0]
+    assert priced_entry(entry, (1.0, 2.0)) == entry
+    assert priced_entry(entry, (3.0, 6.0)) == pytest.approx(
+        [12.0 + math.log(3.0), 0.01, 0.001, 28, 0, 3.0, 6.0]
+    )
+    assert priced_entry(entry, (3.0, 2.0)) is None  # the mix decides: not judged
+    assert priced_entry(entry, None) is None  # no longer priced
+    free_input = [12.0, 0.01, 0.001, 28, 0, 0.0, 2.0]
+    assert priced_entry(free_input, (0.0, 1.0)) == pytest.approx(
+        [12.0 + math.log(0.5), 0.01, 0.001, 28, 0, 0.0, 1.0]
+    )
+    assert priced_entry(free_input, (0.5, 1.0)) is None
+    assert priced_entry(entry, (0.0, 0.0)) is None
+    # A window whose prices changed, or frozen before prices were kept: as stored.
+    assert priced_entry(entry[:5], (3.0, 6.0)) == entry[:5]
+    assert priced_entry(None, (3.0, 6.0)) is None
