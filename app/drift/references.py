@@ -26,7 +26,7 @@ app/stats needs to rebuild a ``Reference``; see DriftReference.stats.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -42,7 +42,7 @@ from app.core.db import today_utc
 from app.core.errors import Conflict, Unprocessable
 from app.drift.schemas import DriftSettings, RebaselineIn
 from app.drift.settings import drift_settings
-from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS
+from app.drift.signals import CONTINUOUS_SIGNALS, PRICED_SIGNALS, RATE_SIGNALS
 from app.models import (
     Alert,
     ChampionHistory,
@@ -321,19 +321,22 @@ def summarize(
                     float(reference.center_var[i]),
                     int(reference.days_used[i]),
                     int(reference.days_excluded[i]),
-                    *_frozen_prices(by_key[key].values()),
                 ]
+    for key in families["log"]:
+        if key[0] in PRICED_SIGNALS and stats_key(*key) in out:
+            prices = {tuple((r.extra or {}).get("prices") or ()) for r in by_key[key].values()}
+            if len(prices) == 1 and (only := prices.pop()):
+                out[stats_key(*key)] += [float(p) for p in only]
+            else:
+                # Days at different prices (or some computed before cost rows kept theirs):
+                # the centre would sit between two cost levels, so cost has no reference.
+                del out[stats_key(*key)]
     return out
 
 
-def _frozen_prices(rows: Iterable[DailySignal]) -> list[float]:
-    """A cost row's entry ends with the [input, output] prices its days were computed at,
-    when every day had the same ones (see priced_entry); nothing for other signals, or for
-    a window whose prices changed (its centre mixes two price levels)."""
-    prices = {tuple((row.extra or {}).get("prices") or ()) for row in rows}
-    if len(prices) != 1:
-        return []
-    return [float(p) for p in prices.pop()]
+MIN_REPRICED_COST = 10_000.0
+"""Nano-dollars (a thousandth of a cent). ln(1 + kx) - ln(1 + x) - ln k = ln((1/k + x)/(1 + x))
+is about (1 - k)/(kx): under 1e-4 in size while both x and kx are at least this."""
 
 
 def priced_entry(
@@ -344,21 +347,27 @@ def priced_entry(
 
     A cost of x nano-dollars is logged as ln(1 + x) ~ ln x, so scaling both prices by k moves
     the centre by ln k and leaves the day-to-day and the centre's variances as they were.
-    The entry is unchanged when the prices did not change (or were not recorded: a window
-    whose prices changed, or a reference frozen before prices were recorded); None (not
-    judged: rebaseline at the new prices) when they changed by different factors, since
+    The shift is ln k to within 1e-4 while the centre's cost stays at least
+    MIN_REPRICED_COST nano-dollars at both prices (a thousandth of a cent: below any real
+    call). The entry is unchanged when the prices did not change, when the checkpoint
+    has no prices now (the frozen ones still say what it cost), or when none were recorded
+    (a reference frozen before cost rows kept their prices). None (not judged: a reference
+    at the new prices is needed) when the two prices changed by different factors, since
     ln(a·in + b·out) then moves by an amount that depends on each call's input/output mix,
-    which the stored moments do not keep."""
-    if entry is None or len(entry) < 7:
+    which the stored moments do not keep, or when the calls are too cheap for the
+    approximation."""
+    if entry is None or len(entry) < 7 or current is None:
         return entry
     frozen = (entry[5], entry[6])
     if current == frozen:
         return entry
-    if current is None or any(f == 0.0 and c != 0.0 for c, f in zip(current, frozen, strict=True)):
+    if any(f == 0.0 and c != 0.0 for c, f in zip(current, frozen, strict=True)):
         return None
     ratios = [c / f for c, f in zip(current, frozen, strict=True) if f > 0.0]
     scale = ratios[0] if ratios else 0.0
     if scale <= 0.0 or not all(math.isclose(r, scale, rel_tol=1e-9) for r in ratios):
+        return None
+    if math.exp(entry[0]) * min(scale, 1.0) < MIN_REPRICED_COST:
         return None
     return [entry[0] + math.log(scale), *entry[1:5], *current]
 

@@ -16,7 +16,7 @@ from app.core.db import today_utc
 from app.drift.references import priced_entry
 from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
 from app.drift.signals import format_value
-from app.models import DriftJudgement
+from app.models import DriftJudgement, DriftReference
 from tests.drift.traffic import Segment, day_of_traffic, post_events, run_drift
 
 Headers = dict[str, str]
@@ -107,7 +107,7 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
     much the cost moves depends on each call's input/output mix, so cost is not judged until
     a reference at the new prices exists. Without the repricing the doubling alerts at once
     (the 3x test above)."""
-    days = STEADY + 5
+    days = STEADY + 6
     model_day = lambda index: today_utc() - timedelta(days=days - index)  # noqa: E731
     checkpoint = client.post(
         "/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth
@@ -138,6 +138,13 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
     run_drift(client, auth, model_day(STEADY + 2), 2)
     price(2.0, 6.0)
     run_drift(client, auth, model_day(STEADY + 4), 2)
+    # A rebaseline now takes days at three price levels: cost gets no reference from them
+    # (its centre would sit between levels), every other signal does.
+    rebaselined = client.post(
+        "/api/v1/models/m/rebaseline", json={"reason": "new prices"}, headers=auth
+    )
+    assert rebaselined.status_code == 201, rebaselined.text
+    run_drift(client, auth, model_day(STEADY + 5), 1)
 
     alerts = client.get("/api/v1/alerts", params={"model": "m"}, headers=auth).json()["items"]
     assert not [a for a in alerts if a["signal"].startswith("cost_")]
@@ -155,24 +162,35 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
     assert before.center is not None and doubled.center is not None
     # The centre as shown (dollars) doubled with the prices.
     assert doubled.center / before.center == pytest.approx(2.0, rel=1e-3)
-    for index in (STEADY + 3, STEADY + 4):
-        assert judged[model_day(index)].pvalue is None  # mix-dependent: not judged
+    for index in (STEADY + 3, STEADY + 4, STEADY + 5):
+        assert judged[model_day(index)].pvalue is None  # mix-dependent, then mixed: not judged
+    with app.state.sessionmaker() as session:
+        newest = session.scalars(
+            select(DriftReference).order_by(DriftReference.version.desc())
+        ).first()
+    assert newest is not None and newest.trigger == "rebaseline"
+    assert "tokens_p50|all|all" in newest.stats and "cost_p50|all|all" not in newest.stats
 
 
 def test_a_frozen_cost_entry_is_rescaled_only_by_a_common_price_factor() -> None:
-    entry = [12.0, 0.01, 0.001, 28, 0, 1.0, 2.0]
+    entry = [12.0, 0.01, 0.001, 28, 0, 1.0, 2.0]  # centre e^12: ~163,000 nano-dollars
     assert priced_entry(entry, (1.0, 2.0)) == entry
-    assert priced_entry(entry, (3.0, 6.0)) == pytest.approx(
-        [12.0 + math.log(3.0), 0.01, 0.001, 28, 0, 3.0, 6.0]
-    )
+    tripled = priced_entry(entry, (3.0, 6.0))
+    assert tripled == pytest.approx([12.0 + math.log(3.0), 0.01, 0.001, 28, 0, 3.0, 6.0])
+    # The approximation it rests on, at this cost: ln(1 + 3x) - ln(1 + x) is ln 3.
+    x = math.exp(12.0) - 1.0
+    assert math.log1p(3 * x) - math.log1p(x) == pytest.approx(math.log(3.0), abs=1e-4)
     assert priced_entry(entry, (3.0, 2.0)) is None  # the mix decides: not judged
-    assert priced_entry(entry, None) is None  # no longer priced
+    # No prices now: the frozen ones still say what the checkpoint cost.
+    assert priced_entry(entry, None) == entry
     free_input = [12.0, 0.01, 0.001, 28, 0, 0.0, 2.0]
     assert priced_entry(free_input, (0.0, 1.0)) == pytest.approx(
         [12.0 + math.log(0.5), 0.01, 0.001, 28, 0, 0.0, 1.0]
     )
     assert priced_entry(free_input, (0.5, 1.0)) is None
     assert priced_entry(entry, (0.0, 0.0)) is None
-    # A window whose prices changed, or frozen before prices were kept: as stored.
+    # Calls so cheap that the +1 nano-dollar matters: not judged after a repricing.
+    assert priced_entry([8.0, *entry[1:]], (0.5, 1.0)) is None
+    # Frozen before cost rows kept their prices: as stored.
     assert priced_entry(entry[:5], (3.0, 6.0)) == entry[:5]
     assert priced_entry(None, (3.0, 6.0)) is None
