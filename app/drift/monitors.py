@@ -48,7 +48,11 @@ def ensure_defaults(session: Session, project_id: int, model_id: int) -> None:
     index says exists, so concurrent callers never create a second set."""
     existing = set(
         session.scalars(
-            select(Monitor.signal).where(Monitor.model_id == model_id, Monitor.dimension.is_(None))
+            select(Monitor.signal).where(
+                Monitor.project_id == project_id,
+                Monitor.model_id == model_id,
+                Monitor.dimension.is_(None),
+            )
         ).all()
     )
     missing = [signal for signal in DEFAULT_SIGNALS if signal not in existing]

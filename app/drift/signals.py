@@ -34,7 +34,12 @@ CALIBRATION_SIGNALS = ("brier_score", "ece")
 _HAS_TOKENS = "(e.input_tokens IS NOT NULL OR e.output_tokens IS NOT NULL)"
 CONTINUOUS_METRICS: dict[str, tuple[str, str]] = {
     "latency": ("e.latency_ms", "e.latency_ms > 0"),
-    "tokens": ("1 + COALESCE(e.input_tokens, 0) + COALESCE(e.output_tokens, 0)", _HAS_TOKENS),
+    # In double precision: two int4 counts near their bound (ingest allows 2**31 - 1 each)
+    # would overflow int4 addition and fail the day's whole scan on PostgreSQL.
+    "tokens": (
+        "1 + CAST(COALESCE(e.input_tokens, 0) AS DOUBLE PRECISION) + COALESCE(e.output_tokens, 0)",
+        _HAS_TOKENS,
+    ),
     # The call's cost in nano-dollars (1000 x USD per million tokens x tokens), plus one so
     # that a zero-cost call has a log: one nano-dollar is negligible next to any real call
     # (300 tokens at $0.02 per million cost 6,000), so the +1 flattens no shift. From the

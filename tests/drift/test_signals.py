@@ -287,3 +287,31 @@ def test_latency_token_and_cost_signals_are_the_log_normal_fit_of_the_rest_field
             assert p50["denominator"] == len(members)
             assert p50["extra"]["sum_log"] == pytest.approx(values.sum(), rel=1e-9)
             assert p50["extra"]["sum_log_sq"] == pytest.approx((values**2).sum(), rel=1e-9)
+
+
+def test_token_counts_at_their_bound_do_not_overflow_the_scan(
+    client: TestClient, auth: Headers
+) -> None:
+    """Ingest takes each count up to 2**31 - 1; their sum overflows a 32-bit integer, which
+    would fail the whole day's scan on PostgreSQL if it were added as one."""
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    day = today_utc() - timedelta(days=1)
+    huge = 2**31 - 1
+    events = [
+        {
+            "trace_id": f"t-{i}",
+            "timestamp": at(day, i * 60),
+            "model": "m",
+            "checkpoint_version": "v1",
+            "cohort": {"route": "/a"},
+            "input_tokens": huge if i == 0 else 100,
+            "output_tokens": huge if i == 0 else 50,
+        }
+        for i in range(40)
+    ]
+    post_events(client, auth, events)
+    response = client.post("/api/v1/drift/run", json={"date": day.isoformat()}, headers=auth)
+    assert response.status_code == 200, response.text
+    rows = {r["signal"]: r for r in signals_of(client, auth, model="m", dimension="all")}
+    logs = np.log([1.0 + 2 * huge] + [151.0] * 39)
+    assert rows["tokens_p50"]["extra"]["sum_log"] == pytest.approx(logs.sum(), rel=1e-9)
