@@ -328,8 +328,8 @@ def summarize(
             if len(prices) == 1 and (only := prices.pop()):
                 out[stats_key(*key)] += [float(p) for p in only]
             else:
-                # Days at different prices (or some computed before cost rows kept theirs):
-                # the centre would sit between two cost levels, so cost has no reference.
+                # Days computed at different prices: the centre would sit between two cost
+                # levels, so cost has no reference.
                 del out[stats_key(*key)]
     return out
 
@@ -349,14 +349,13 @@ def priced_entry(
     the centre by ln k and leaves the day-to-day and the centre's variances as they were.
     The shift is ln k to within 1e-4 while the centre's cost stays at least
     MIN_REPRICED_COST nano-dollars at both prices (a thousandth of a cent: below any real
-    call). The entry is unchanged when the prices did not change, when the checkpoint
-    has no prices now (the frozen ones still say what it cost), or when none were recorded
-    (a reference frozen before cost rows kept their prices). None (not judged: a reference
+    call). The entry is unchanged when the prices did not change, or when the checkpoint
+    has no prices now (the frozen ones still say what it cost). None (not judged: a reference
     at the new prices is needed) when the two prices changed by different factors, since
     ln(a·in + b·out) then moves by an amount that depends on each call's input/output mix,
     which the stored moments do not keep, or when the calls are too cheap for the
     approximation."""
-    if entry is None or len(entry) < 7 or current is None:
+    if entry is None or current is None:
         return entry
     frozen = (entry[5], entry[6])
     if current == frozen:
