@@ -259,18 +259,13 @@ def _judge_against_reference(
 ) -> None:
     count = len(verdicts)
     pricing = reference.checkpoint.pricing
-    current = (
-        None
-        if pricing is None
-        else (pricing["usd_per_million_input_tokens"], pricing["usd_per_million_output_tokens"])
-    )
     entries: list[Sequence[float] | None] = [
         reference.stats.get(stats_key(v.row.signal, v.row.dimension, v.row.value)) for v in verdicts
     ]
     # Cost is judged against the reference at its checkpoint's current prices (a repricing
     # is not a shift); the stored reference itself never changes.
     entries = [
-        priced_entry(e, current) if v.row.signal in PRICED_SIGNALS else e
+        priced_entry(e, pricing) if v.row.signal in PRICED_SIGNALS else e
         for e, v in zip(entries, verdicts, strict=True)
     ]
     ref = to_reference(entries)

@@ -340,10 +340,10 @@ is about (1 - k)/(kx): under 1e-4 in size while both x and kx are at least this.
 
 
 def priced_entry(
-    entry: Sequence[float] | None, current: tuple[float, float] | None
+    entry: Sequence[float] | None, pricing: dict[str, float] | None
 ) -> Sequence[float] | None:
-    """A cost entry at the reference checkpoint's `current` prices, so that repricing the
-    checkpoint is not read as a cost shift.
+    """A cost entry at the reference checkpoint's current `pricing` (Checkpoint.pricing), so
+    that repricing the checkpoint is not read as a cost shift.
 
     A cost of x nano-dollars is logged as ln(1 + x) ~ ln x, so scaling both prices by k moves
     the centre by ln k and leaves the day-to-day and the centre's variances as they were.
@@ -355,8 +355,9 @@ def priced_entry(
     ln(a·in + b·out) then moves by an amount that depends on each call's input/output mix,
     which the stored moments do not keep, or when the calls are too cheap for the
     approximation."""
-    if entry is None or current is None:
+    if entry is None or pricing is None:
         return entry
+    current = (pricing["usd_per_million_input_tokens"], pricing["usd_per_million_output_tokens"])
     frozen = (entry[5], entry[6])
     if current == frozen:
         return entry

@@ -156,9 +156,8 @@ def _fine_sql(legacy_rows: bool, priced: bool, postgres: bool) -> str:
     which are grouped by their columns and JSON, as before; the CASE is NULL for every
     interned event, so it splits no group of theirs, but it costs a fifth of the scan, so a
     day without such events (`_LEGACY_ROWS`) leaves it out. `priced`: see scan_aggregates.
-    Grouping by the raw
-    probability and label (not by the calibration predicates) keeps the label tests out of
-    the per-event work: the small fine table applies them."""
+    Grouping by the raw probability and label (not by the calibration predicates) keeps the
+    label tests out of the per-event work: the small fine table applies them."""
     # Without legacy rows the columns are NULL of the column's type (the planner folds the
     # CASE into a constant, which costs the grouping nothing), so the fine table has one
     # shape either way.

@@ -45,7 +45,7 @@ from app.ingest.schemas import (
     FeedbackValue,
 )
 from app.keys import service as projects
-from app.models import Checkpoint, Event, EventKey, Feedback, Model, Project
+from app.models import Checkpoint, Event, EventKey, Feedback, Model
 from plumbline.evals import EvalResult, Evaluator, EvaluatorConfigError, Sample, get_evaluator
 
 log = logging.getLogger("plumbline.ingest")
@@ -183,7 +183,6 @@ _NAMED_CHECKPOINTS = (
 """Built once, as the other statements every ingest request runs: building one anew cost more
 of the server's CPU than running it (2026-11-30, in-process: ~0.9 ms of a 500-event OTLP
 request's fixed ~3.3 ms, which REST's 10,000-event batches hardly notice)."""
-_PROJECT_SETTINGS = select(Project.settings).where(Project.id == bindparam("project_id"))
 
 
 class CheckpointResolver:
@@ -384,8 +383,7 @@ def ingest_events(
         )
     valid, rejected = batch.valid, list(batch.rejected)
     resolver = CheckpointResolver(session, project_id, [event for _, event in valid])
-    project_settings = session.scalar(_PROJECT_SETTINGS, {"project_id": project_id})
-    online = OnlineEvaluation.for_project(project_settings or {})
+    online = OnlineEvaluation.for_project(projects.project_settings(session, project_id))
     # End the read before the CPU-bound part: on SQLite every transaction holds the write lock.
     # (Keeping it open on PostgreSQL, to save the second pool checkout, measured no faster
     # in-process on 2026-11-30 - 50-58 us per event either way - so both databases end it.)

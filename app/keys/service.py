@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.core import audit
@@ -78,10 +78,14 @@ def revoke(session: Session, principal: Principal, key_id: int) -> ApiKey:
     return key
 
 
+_SETTINGS = select(Project.settings).where(Project.id == bindparam("project_id"))
+"""Built once: every ingest request reads the settings (app/ingest/service.py says why)."""
+
+
 def project_settings(session: Session, project_id: int) -> dict[str, Any]:
     """The project's settings: one JSON object, a key per noun that keeps some ("online_eval"
     for ingest, "drift" for the drift job)."""
-    return dict(session.scalar(select(Project.settings).where(Project.id == project_id)) or {})
+    return dict(session.scalar(_SETTINGS, {"project_id": project_id}) or {})
 
 
 def set_project_setting(

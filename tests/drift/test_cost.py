@@ -172,23 +172,30 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
     assert "tokens_p50|all|all" in newest.stats and "cost_p50|all|all" not in newest.stats
 
 
+def prices(input_price: float, output_price: float) -> dict[str, float]:
+    return {
+        "usd_per_million_input_tokens": input_price,
+        "usd_per_million_output_tokens": output_price,
+    }
+
+
 def test_a_frozen_cost_entry_is_rescaled_only_by_a_common_price_factor() -> None:
     entry = [12.0, 0.01, 0.001, 28, 0, 1.0, 2.0]  # centre e^12: ~163,000 nano-dollars
-    assert priced_entry(entry, (1.0, 2.0)) == entry
-    tripled = priced_entry(entry, (3.0, 6.0))
+    assert priced_entry(entry, prices(1.0, 2.0)) == entry
+    tripled = priced_entry(entry, prices(3.0, 6.0))
     assert tripled == pytest.approx([12.0 + math.log(3.0), 0.01, 0.001, 28, 0, 3.0, 6.0])
     # The approximation it rests on, at this cost: ln(1 + 3x) - ln(1 + x) is ln 3.
     x = math.exp(12.0) - 1.0
     assert math.log1p(3 * x) - math.log1p(x) == pytest.approx(math.log(3.0), abs=1e-4)
-    assert priced_entry(entry, (3.0, 2.0)) is None  # the mix decides: not judged
+    assert priced_entry(entry, prices(3.0, 2.0)) is None  # the mix decides: not judged
     # No prices now: the frozen ones still say what the checkpoint cost.
     assert priced_entry(entry, None) == entry
     free_input = [12.0, 0.01, 0.001, 28, 0, 0.0, 2.0]
-    assert priced_entry(free_input, (0.0, 1.0)) == pytest.approx(
+    assert priced_entry(free_input, prices(0.0, 1.0)) == pytest.approx(
         [12.0 + math.log(0.5), 0.01, 0.001, 28, 0, 0.0, 1.0]
     )
-    assert priced_entry(free_input, (0.5, 1.0)) is None
-    assert priced_entry(entry, (0.0, 0.0)) is None
+    assert priced_entry(free_input, prices(0.5, 1.0)) is None
+    assert priced_entry(entry, prices(0.0, 0.0)) is None
     # Calls so cheap that the +1 nano-dollar matters: not judged after a repricing.
-    assert priced_entry([8.0, *entry[1:]], (0.5, 1.0)) is None
-    assert priced_entry(None, (3.0, 6.0)) is None
+    assert priced_entry([8.0, *entry[1:]], prices(0.5, 1.0)) is None
+    assert priced_entry(None, prices(3.0, 6.0)) is None
