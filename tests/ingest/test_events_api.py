@@ -175,6 +175,29 @@ def test_values_the_database_cannot_store_are_refused_per_event(
     assert naive == "2024-05-01T00:00:00Z"
 
 
+def test_json_values_are_stored_as_sent_whichever_encoder_writes_them(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+) -> None:
+    """PostgreSQL's COPY encodes cohort and attributes with orjson, and an integer beyond
+    64 bits (which orjson refuses) with json.dumps: both must store exactly what was sent."""
+    plain = {"score": 0.1, "small": 2.5e-7, "flag": False, "none": None, "tags": ["é", "🙂"]}
+    wide = {**plain, "id": 2**70, "nested": {"ids": [2**64, -(2**63) - 1]}}
+    response = post(
+        client,
+        auth,
+        [
+            event(0, attributes=plain, cohort={"route": "/ü", "tier": "gold"}),
+            event(1, attributes=wide),
+        ],
+    )
+    assert response.status_code == 202 and response.json()["accepted"] == 2, response.text
+    first = client.get("/api/v1/traces/trace-00000", headers=auth).json()["events"][0]
+    second = client.get("/api/v1/traces/trace-00001", headers=auth).json()["events"][0]
+    assert first["attributes"] == plain
+    assert first["cohort"] == {"route": "/ü", "tier": "gold"}
+    assert second["attributes"] == wide
+
+
 def test_full_gate_answers_429_with_retry_after(
     app: FastAPI, client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
 ) -> None:
