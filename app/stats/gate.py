@@ -317,11 +317,11 @@ def decide_gate(
                     k,
                     policy,
                     alpha,
-                    margin_adj[(e, k)],
+                    margin_adj.get((e, k), 1.0),
                     floor_adj.get((e, k)),
                     drop_adj[(e, k)],
                     n_guarded,
-                    share_of[(e, k)],
+                    share_of.get((e, k), 0.0),
                 )
             )
         else:
@@ -371,11 +371,17 @@ def _block_family(
     weights. Tests of one evaluator on identical rows against the same value (a
     ``risk=high`` cohort that coincides with a declared cohort, say) are one test.
     A comparison with fewer than ``min_discordant`` discordant rows (a floor test with
-    fewer rows) enters with p = 1: it cannot block on its own.
+    fewer rows) enters with p = 1: it cannot block on its own. A comparison without rows
+    (an evaluator that scored none of the cohort's rows) is left out: it can never reject,
+    and its share (1/n weights count it as one row) would starve every other test. Which
+    rows both sides scored is design, not outcome, so leaving it out keeps the control.
+    Left-out comparisons have no entry in the returned dictionaries.
     """
     tests: list[tuple[str, int, int, float, float]] = []  # kind, evaluator, cohort, p, value
     for e, k in guarded:
         ev = evaluated[e]
+        if ev.n[k] == 0:
+            continue
         enough = ev.lost[k] + ev.won[k] >= policy.min_discordant
         tests.append(("margin", e, k, float(ev.p_block[k]) if enough else 1.0, ev.margins[k]))
         floor = ev.floors[k]

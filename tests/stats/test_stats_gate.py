@@ -12,6 +12,7 @@ from scipy import stats
 from app.stats.cohorts import CohortSpec
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from app.stats.margin import exact_pvalue, mcnemar_one_sided, score_bound
+from app.stats.multiplicity import design_weights, weighted_holm
 
 DEFAULT = DecisionPolicy()
 
@@ -110,6 +111,32 @@ class TestVerdictTable:
 
 
 class TestFamilies:
+    def test_a_comparison_without_rows_takes_no_share_of_the_budget(self) -> None:
+        """Evaluator "b" scored none of the guarded billing rows. Its empty comparison can
+        never reject; counted as one row under 1/n weights it took 93% of alpha and turned a
+        clear block of evaluator "a" on the whole population into inconclusive."""
+        n = 400
+        billing = np.arange(n) >= 340
+        base, cand = np.ones(n), np.ones(n)
+        cand[:24] = 0.0  # "a": 24 of 400 lost, none won
+        membership = np.vstack([np.ones(n, dtype=np.bool_), billing])
+        cohorts = [
+            CohortSpec("all", guarded=True),
+            CohortSpec("route=billing", guarded=True, risk="high"),
+        ]
+        scored = np.flatnonzero(~billing)
+        b = EvaluatorOutcomes("b", np.ones(scored.size), np.ones(scored.size), rows=scored)
+        decision = decide_gate(
+            [EvaluatorOutcomes("a", base, cand), b], membership, cohorts, DEFAULT
+        )
+        a_all, a_billing, b_all, b_billing = decision.records
+        assert (b_billing.n, b_billing.status) == (0, "inconclusive")
+        # The family is the three comparisons with rows, weighted 1/n (Holm).
+        family = [a_all.p_block, a_billing.p_block, b_all.p_block]
+        expected = weighted_holm(family, design_weights([400, 60, 340], 1.0))
+        assert a_all.p_block_adjusted == pytest.approx(expected[0])
+        assert a_all.status == "block" and decision.verdict == "block"
+
     def test_unguarded_cohorts_only_warn(self) -> None:
         # A collapse in an unguarded cohort next to a quiet, large guarded population.
         rng = np.random.default_rng(0)
