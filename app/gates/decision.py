@@ -5,15 +5,17 @@ and the comparisons and reasons a person reads."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from app.core.errors import Unprocessable
 from app.gates.pairs import EvaluatorPairs, PairedResults
 from app.gates.schemas import GatePolicySpec
 from app.models.gates import GateVerdict
-from app.stats.cohorts import build_cohorts
+from app.stats.cohorts import CohortSpec, build_cohorts
 from app.stats.gate import ComparisonRecord, EvaluatorOutcomes, decide_gate
 
 
@@ -58,9 +60,13 @@ def decide(
             field="baseline_run_id",
         )
     declared = declared_risk(version_risk, spec)
+    blocking = [risk.value for risk in spec.block_risks]
+    unpaired = _unpaired_guarded(paired, declared, blocking)
     for dimension, values in sorted(declared.items()):
         labels = set(paired.dimensions.get(dimension, ()))
         for value in sorted(set(values) - labels):
+            if (dimension, value) in {(cohort.dimension, cohort.value) for cohort in unpaired}:
+                continue  # compared with no rows: inconclusive
             notes.append(
                 f"declared cohort {dimension}={value} ({values[value]} risk) has no rows both "
                 "sides scored: it is not compared"
@@ -68,10 +74,14 @@ def decide(
     cohorts, membership = build_cohorts(
         paired.dimensions,
         paired.risks,
-        block_risks=[risk.value for risk in spec.block_risks],
+        block_risks=blocking,
         declared_risk=declared,
         guard_population=spec.guard_population,
     )
+    if unpaired:
+        cohorts = [*cohorts, *unpaired]
+        empty = np.zeros((len(unpaired), membership.shape[1]), dtype=np.bool_)
+        membership = np.vstack([membership, empty])
     try:
         decided = decide_gate(
             [_outcomes(pairs, spec) for pairs in paired.evaluators],
@@ -96,6 +106,35 @@ def decide(
         previously_blocked,
         decided.guarded_comparisons,
     )
+
+
+def _unpaired_guarded(
+    paired: PairedResults, declared: Mapping[str, Mapping[str, str]], blocking: Sequence[str]
+) -> list[CohortSpec]:
+    """Guarded cohorts the candidate's version has rows of but neither side scored in common
+    (a baseline run on an older version never saw them): each is compared with no rows, so
+    it is inconclusive and the gate cannot pass on the rows it did compare. The guarded
+    family is what the candidate's version and the policy declare, never what happens to
+    be shared (docs/statistics.md §6.1)."""
+    specs = [
+        CohortSpec(f"risk={level}", guarded=True, risk=level, dimension="risk", value=level)
+        for level in blocking
+        if level in paired.unpaired_risks
+    ]
+    for dimension, values in sorted(paired.unpaired_cohorts.items()):
+        levels = declared.get(dimension, {})
+        specs.extend(
+            CohortSpec(
+                f"{dimension}={value}",
+                guarded=True,
+                risk=levels[value],
+                dimension=dimension,
+                value=value,
+            )
+            for value in sorted(values)
+            if levels.get(value) in blocking
+        )
+    return specs
 
 
 def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:

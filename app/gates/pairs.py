@@ -53,6 +53,11 @@ class PairedResults:
     candidate_run_ids: list[int]
     baseline_run_ids: list[int]
     notes: list[str] = field(default_factory=list)
+    unpaired_risks: set[str] = field(default_factory=set)
+    """Risk levels the candidate's version has rows of, none of them scored by both sides."""
+    unpaired_cohorts: dict[str, set[str]] = field(default_factory=dict)
+    """Per dimension, the cohorts the candidate's version has rows of, none of them scored
+    by both sides (a baseline run on an older version never saw them)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,15 @@ def load_pairs(
     for dimension in sorted(d for d in dimensions if d in RESERVED_DIMENSIONS):
         del dimensions[dimension]
         notes.append(f"cohort dimension '{dimension}' clashes with a built-in cohort; ignored")
+    unpaired_cohorts = {
+        dimension: unpaired
+        for dimension, labels in _dimensions(cohorts).items()
+        if dimension not in RESERVED_DIMENSIONS
+        and (
+            unpaired := {label for label in labels if label is not None}
+            - set(dimensions.get(dimension, ()))
+        )
+    }
     pairs = [
         EvaluatorPairs(
             name,
@@ -148,6 +162,8 @@ def load_pairs(
         sides["candidate"],
         sides["baseline"],
         notes,
+        set(risks) - {risks[i] for i in shared},
+        unpaired_cohorts,
     )
 
 

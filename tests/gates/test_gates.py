@@ -700,6 +700,48 @@ def test_what_cannot_be_compared_is_named_in_the_notes(
     )
 
 
+@pytest.mark.parametrize(
+    ("new_rows", "cohort_risk", "guarded"),
+    [
+        (rows_of("billing", 60, "low"), {"route": {"billing": "high"}}, ("route", "billing")),
+        (rows_of("medical", 60, "high"), None, ("risk", "high")),
+    ],
+    ids=["declared-cohort", "risk-high-rows"],
+)
+def test_a_guarded_cohort_the_baseline_never_scored_keeps_the_gate_from_passing(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    new_rows: Rows,
+    cohort_risk: dict[str, dict[str, str]] | None,
+    guarded: tuple[str, str],
+) -> None:
+    """The baseline ran on v1; v2 adds a guarded cohort that the candidate fails entirely.
+    The guarded family is what v2 and the policy declare, not what both runs happen to
+    share: the cohort is compared with no rows, so the gate cannot pass."""
+    old = rows_of("general", 400, "low")
+    champion, newcomer = champion_and_candidate(client, auth)
+    base_run = add_run(client, auth, champion, old, {EVALUATOR: passing(old)})
+    new = old + new_rows
+    failing = {row["key"] for row in new_rows}
+    cand_run = add_run(
+        client, auth, newcomer, new, {EVALUATOR: passing(new, failing)}, cohort_risk=cohort_risk
+    )
+    result = gate(client, auth, cand_run, baseline_run_id=base_run)
+    assert result["verdict"] == "inconclusive"
+    unscored = comparison(result, *guarded)
+    assert unscored["role"] == "block" and unscored["status"] == "inconclusive"
+    assert unscored["n"] == 0 and "no rows" in unscored["reason"]
+    assert comparison(result, "all", "all")["status"] == "pass"
+    assert not any("not compared" in note for note in result["notes"] if guarded[1] in note)
+    promote = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": result["id"]},
+        headers=auth,
+    )
+    assert promote.status_code == 409
+
+
 def test_two_gates_claiming_one_attempt_number_store_one(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
