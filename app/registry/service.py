@@ -18,7 +18,7 @@ from app.core.db import get_owned, utcnow
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.links import Links
 from app.core.pagination import paginate
-from app.models import Alert, Canary, ChampionHistory, Checkpoint, Gate, Model
+from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun, Gate, Model
 from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
@@ -280,9 +280,13 @@ def _check_canary(
     return canary
 
 
-def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -> Gate | None:
-    """A gate that allows promoting `checkpoint`: its own, passing (or inconclusive under a
-    policy that allows it), and not followed by a blocking gate of the checkpoint: a block
+def _check_gate(
+    session: Session, checkpoint: Checkpoint, current: Checkpoint | None, gate_id: int | None
+) -> Gate | None:
+    """A gate that allows promoting `checkpoint` over `current`: its own, compared with
+    `current` (a gate against another run, or against a champion since replaced, says
+    nothing about replacing this one), passing (or inconclusive under a policy that allows
+    it), and not followed by a blocking gate or a canary that decided rollback: a block
     stands until a later pass (docs/statistics.md §7.3), and the newest evidence wins whatever
     dataset version it came from."""
     if gate_id is None:
@@ -290,6 +294,15 @@ def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
     if gate.checkpoint_id != checkpoint.id:
         raise Conflict(f"gate {gate_id} judged checkpoint {gate.checkpoint_id}, not this one")
+    compared_with = session.scalar(
+        select(EvaluationRun.checkpoint_id).where(EvaluationRun.id == gate.baseline_run_id)
+    )
+    if current is not None and compared_with != current.id:
+        raise Conflict(
+            f"gate {gate_id} compared with checkpoint {compared_with}, not with the champion "
+            f"(checkpoint {current.id}); gate against the champion's run (or force with a "
+            "written reason)"
+        )
     allowed = gate.verdict is GateVerdict.passed or (
         gate.verdict is GateVerdict.inconclusive and bool(gate.policy.get("allow_inconclusive"))
     )
@@ -312,6 +325,22 @@ def _check_gate(session: Session, checkpoint: Checkpoint, gate_id: int | None) -
         raise Conflict(
             f"gate {later_block} blocked this checkpoint after gate {gate_id}; only a later "
             "passing gate lifts a block (or force with a written reason)"
+        )
+    later_rollback = session.scalar(
+        select(Canary.id)
+        .where(
+            Canary.project_id == checkpoint.project_id,
+            Canary.checkpoint_id == checkpoint.id,
+            Canary.decision == CanaryDecision.rollback,
+            Canary.ended_at > gate.created_at,
+        )
+        .order_by(Canary.id)
+        .limit(1)
+    )
+    if later_rollback is not None:
+        raise Conflict(
+            f"canary {later_rollback} decided rollback for this checkpoint after gate {gate_id}; "
+            "only a later passing gate lifts it (or force with a written reason)"
         )
     return gate
 
@@ -338,7 +367,7 @@ def promote(
     if current is not None and current.id == checkpoint.id:
         raise Conflict(f"checkpoint {checkpoint_id} is already the champion")
     reason = (reason or "").strip() or None
-    gate = _check_gate(session, checkpoint, gate_id)
+    gate = _check_gate(session, checkpoint, current, gate_id)
     canary = _check_canary(session, checkpoint, current, canary_id)
     if canary is not None:
         reason = reason or f"canary {canary.id} decided promote"

@@ -27,6 +27,7 @@ from tests.canaries.support import (
     shadows,
     start_canary,
 )
+from tests.gates.support import add_run
 
 Headers = dict[str, str]
 HOUR = timedelta(hours=1)
@@ -69,6 +70,39 @@ def test_a_much_higher_refusal_rate_rolls_back_and_blocks_the_candidate(
         entry = session.scalars(select(AuditLog).where(AuditLog.action == "canary.decided")).one()
     assert entry.actor == SYSTEM_ACTOR and entry.details["decision"] == "rollback"
     assert entry.details["trigger"] == "read"
+
+
+def test_a_rollback_decided_after_a_passing_gate_stops_promotion_with_that_gate(
+    client: TestClient, auth: Headers
+) -> None:
+    """The newest evidence wins: the gate passed on the golden set, then the canary saw the
+    candidate refuse five times as often on live traffic. Only a later passing gate (or
+    force) promotes it now."""
+    ids = candidate_and_champion(client, auth)
+    rows = [{"key": f"r{i}", "risk": "low", "cohort": {"route": "r"}} for i in range(400)]
+    add_run(client, auth, ids["v1"], rows, {"exact_match": [1.0] * 400})
+    candidate_run = add_run(client, auth, ids["v2"], rows, {"exact_match": [1.0] * 400})
+    passed = client.post(
+        "/api/v1/gates", json={"candidate_run_id": candidate_run}, headers=auth
+    ).json()
+    assert passed["verdict"] == "pass"
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    send(
+        client,
+        auth,
+        served("v1", 1800, every(20, refusal=True), hours_ago(1.5), HOUR),
+        served("v2", 200, every(4, refusal=True), hours_ago(1.5), HOUR),
+    )
+    assert client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()["decision"] == (
+        "rollback"
+    )
+    promoted = client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v2"], "gate_id": passed["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 409
+    assert f"canary {canary['id']} decided rollback" in promoted.json()["detail"]
 
 
 def test_a_regression_confined_to_a_declared_cohort_rolls_back_naming_it(

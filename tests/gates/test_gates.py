@@ -360,9 +360,37 @@ def test_promotion_needs_a_passing_gate_for_that_checkpoint(
     assert promote(bad).status_code == 409
     forced = promote(bad, force=True, reason="hotfix, accepted by the on-call lead")
     assert forced.status_code == 200 and forced.json()["history"][0]["forced"] is True
-    assert promote(good, gate_id=passed["id"]).status_code == 200
+    stale = promote(good, gate_id=passed["id"])  # compared with v1, no longer the champion
+    assert stale.status_code == 409 and "not with the champion" in stale.json()["detail"]
+    against_champion = gate(client, auth, good_run, baseline_run_id=bad_run)
+    assert against_champion["verdict"] == "pass"
+    assert promote(good, gate_id=against_champion["id"]).status_code == 200
     listed = client.get(f"/api/v1/gates?checkpoint_id={good}", headers=auth).json()
-    assert [g["id"] for g in listed["items"]] == [passed["id"]]
+    assert [g["id"] for g in listed["items"]] == [against_champion["id"], passed["id"]]
+
+
+def test_promotion_needs_a_gate_against_the_champion_itself(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A pass against a run of another model's checkpoint as weak as the candidate says
+    nothing about replacing a champion that passes every row."""
+    rows = rows_of("general", 400, "low")
+    everything = {row["key"] for row in rows}
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    other = checkpoint(client, auth, "o1", model="other-bot")
+    other_run = add_run(client, auth, other, rows, {EVALUATOR: passing(rows, everything)})
+    weak_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, everything)})
+    against_other = gate(client, auth, weak_run, baseline_run_id=other_run)
+    assert against_other["verdict"] == "pass"
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": against_other["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 409
+    assert f"compared with checkpoint {other}, not with the champion" in (promoted.json()["detail"])
+    assert gate(client, auth, weak_run)["verdict"] == "block"  # against the champion
 
 
 def test_a_blocked_checkpoint_stays_blocked_until_its_pooled_runs_pass(
