@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.canaries.plan import UNPAIRED_SIGNALS
 from app.core.links import Links
 from app.core.schemas import MAX_ID, CohortRef, OrmModel, StrictModel
 from app.drift.signals import RATE_SIGNALS
@@ -127,6 +128,34 @@ class CanaryIn(StrictModel):
         if min_hours > info.data.get("max_days", 60) * 24:
             raise ValueError("longer than max_days: the canary could never promote")
         return min_hours
+
+    @field_validator("comparisons")
+    @classmethod
+    def _every_signal_compared(
+        cls, comparisons: list[Comparison], info: ValidationInfo
+    ) -> list[Comparison]:
+        """Shadow answers reach no user, so they collect no feedback: without the served
+        comparison nothing judges thumbs-down. Asked for by name (in `signals` or
+        `margins`), that is refused; the default signals leave it out (`_judged_signals`),
+        so no canary has a signal nothing judges, or an empty family that never decides."""
+        if "served" in comparisons:
+            return comparisons
+        named = set(info.data.get("margins") or ())
+        if info.data.get("signals") != list(RATE_SIGNALS):
+            named |= set(info.data.get("signals") or ())
+        unjudged = sorted(named & UNPAIRED_SIGNALS)
+        if unjudged:
+            raise ValueError(
+                f"without 'served' nothing judges {', '.join(unjudged)} (shadow answers get "
+                "no feedback)"
+            )
+        return comparisons
+
+    @model_validator(mode="after")
+    def _judged_signals(self) -> CanaryIn:
+        if "served" not in self.comparisons:
+            self.signals = [signal for signal in self.signals if signal not in UNPAIRED_SIGNALS]
+        return self
 
 
 class CanaryStopIn(StrictModel):

@@ -99,6 +99,24 @@ def test_bad_input_names_the_field(client: TestClient, auth: Headers) -> None:
             "cohorts.0",
         ),
         ({"checkpoint_id": ids["v2"], "comparisons": ["canary"]}, 422, "comparisons.0"),
+        (  # shadow answers get no feedback: nothing would judge thumbs-down
+            {
+                "checkpoint_id": ids["v2"],
+                "comparisons": ["shadow"],
+                "signals": ["thumbs_down_rate"],
+            },
+            422,
+            "comparisons",
+        ),
+        (
+            {
+                "checkpoint_id": ids["v2"],
+                "comparisons": ["shadow"],
+                "margins": {"thumbs_down_rate": 0.02},
+            },
+            422,
+            "comparisons",
+        ),
         ({"checkpoint_id": ids["v2"], "alpha": 0.5}, 422, "alpha"),
         ({"checkpoint_id": ids["v2"], "max_days": 0}, 422, "max_days"),
         ({"checkpoint_id": ids["v2"], "max_days": 1, "min_hours": 48}, 422, "min_hours"),
@@ -129,6 +147,9 @@ def test_bad_input_names_the_field(client: TestClient, auth: Headers) -> None:
     )
     # Nothing was half-written.
     assert client.get(f"/api/v1/models/{MODEL}/canaries", headers=auth).json()["items"] == []
+    # By default a shadow-only canary guards every signal its shadow answers can show.
+    shadow_only = start_canary(client, auth, ids["v2"], comparisons=["shadow"])
+    assert "thumbs_down_rate" not in shadow_only["signals"] and len(shadow_only["signals"]) == 5
 
 
 def test_conflicts_the_champion_no_champion_and_one_running_canary(
