@@ -212,10 +212,9 @@ def judge_day(
             DriftJudgement.day == day,
         )
     )
-    volumes = {r.checkpoint_id: r.denominator for r in rows if r.dimension == "all"}
     if not rows:
         return DayJudgement([], set())
-    served = max(volumes or {rows[0].checkpoint_id: 0}, key=lambda c: (volumes.get(c, 0), c))
+    served = served_checkpoint(rows)
     served_rows = [r for r in rows if r.checkpoint_id == served]
     monitors = session.scalars(
         select(Monitor).where(Monitor.project_id == model.project_id, Monitor.model_id == model.id)
@@ -231,6 +230,22 @@ def judge_day(
         _judge_against_reference(session, model, day, referenced, reference, high_risk, daily_alpha)
     _store(session, model, day, verdicts)
     return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows})
+
+
+def served_checkpoint(rows: Sequence[SignalRow]) -> int:
+    """The checkpoint with the most calls that day (ties: the newer id). A call counts once
+    per checkpoint, whichever signal it feeds: each whole-population rate row carries its
+    checkpoint's event count (extra["events"]); a row's own denominator counts only the calls
+    with that signal's fields (those with should_refuse for under-refusal, with latency for
+    latency), so taking the last row's denominator judged a canary over a larger champion."""
+    volumes: dict[int, int] = {}
+    for row in rows:
+        if row.dimension == "all":
+            events = max(row.denominator, int((row.extra or {}).get("events", 0)))
+            volumes[row.checkpoint_id] = max(volumes.get(row.checkpoint_id, 0), events)
+    if not volumes:
+        return rows[0].checkpoint_id
+    return max(volumes, key=lambda checkpoint_id: (volumes[checkpoint_id], checkpoint_id))
 
 
 def _side(monitor: Monitor) -> str:

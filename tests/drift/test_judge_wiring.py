@@ -5,7 +5,7 @@ reference, the band's p-value and edges, the CUSUM recurrence and the error budg
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.core.db import today_utc
 from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
-from app.models import DailySignal, DriftJudgement, DriftReference
+from app.models import Checkpoint, DailySignal, DriftJudgement, DriftReference
 from app.stats.bands import (
     estimate_rate_reference,
     rate_normal_score,
@@ -155,3 +155,37 @@ def test_verdicts_match_the_statistics_on_the_stored_rows(
             )
         ).all()
         assert quiet and all(j.rules == 0 for j in quiet)
+
+
+def test_the_checkpoint_with_the_most_calls_is_judged(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The champion took 1,000 calls (a tenth of them with should_refuse), a canary 300
+    (none): the champion is the served checkpoint, whichever signal's denominator is smaller
+    (under-refusal counts only the should-refuse calls: 100 against 300)."""
+    day = today_utc() - timedelta(days=1)
+    for version in ("champ", "canary"):
+        client.post("/api/v1/checkpoints", json={"model": "m", "version": version}, headers=auth)
+    start = datetime.combine(day, time(12), UTC)
+
+    def call(trace: str, version: str, i: int, should_refuse: bool) -> dict[str, object]:
+        return {
+            "trace_id": trace,
+            "timestamp": (start + timedelta(seconds=i)).isoformat(),
+            "model": "m",
+            "checkpoint_version": version,
+            "refusal": i % 20 == 0,
+            "should_refuse": should_refuse,
+        }
+
+    post_events(
+        client,
+        auth,
+        [call(f"a{i}", "champ", i, i % 10 == 0) for i in range(1000)]
+        + [call(f"b{i}", "canary", i, False) for i in range(300)],
+    )
+    run_drift(client, auth, day)
+    with app.state.sessionmaker() as session:
+        champion = session.scalar(select(Checkpoint.id).where(Checkpoint.version == "champ"))
+        judged = set(session.scalars(select(DriftJudgement.checkpoint_id)))
+    assert judged == {champion}
