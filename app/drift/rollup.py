@@ -201,8 +201,10 @@ def _summed_columns() -> list[str]:
 
 def _extra_dimensions_source(postgres: bool, alias: str = "e") -> tuple[str, str]:
     """FROM-clause expansion of the cohort JSON into (kv.key, value) rows, minus the keys
-    that are columns already (they are grouped from the columns)."""
-    excluded = ", ".join(f"'{d}'" for d in COLUMN_DIMENSIONS)
+    that are columns already (they are grouped from the columns) and `all`, the whole
+    population's name, which ingest refuses as a key (events stored before it did would
+    otherwise collide with the population row and fail the day)."""
+    excluded = ", ".join(f"'{d}'" for d in (*COLUMN_DIMENSIONS, "all"))
     if postgres:
         join = (
             f"CROSS JOIN LATERAL jsonb_each_text({alias}.cohort - ARRAY[{excluded}]::text[]) AS kv"

@@ -85,6 +85,8 @@ class EventIn(StrictModel):
     @field_validator("cohort")
     @classmethod
     def _cohort_widths(cls, cohort: dict[str, str]) -> dict[str, str]:
+        if "all" in cohort:
+            raise ValueError("'all' names the whole population; give the dimension another name")
         for dimension, value in cohort.items():
             width = COHORT_COLUMN_WIDTHS.get(dimension, 200)
             if len(value) > width:

@@ -200,6 +200,39 @@ def test_events_stored_before_cohort_interning_roll_up_exactly_like_interned_one
         assert rows_of_the_day() == interned
 
 
+def test_a_cohort_key_named_all_is_refused_and_old_ones_are_left_out_of_the_rollup(
+    client: TestClient, auth: Headers, db: Session
+) -> None:
+    """`all` names the whole population: ingest refuses it as a cohort key, and events stored
+    before it did (here written into the stored JSON, interned and not) neither fail the day
+    on a second population row nor change it."""
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    event = {**mixed_events(1, 1, seed=9)[0], "cohort": {"all": "x"}}
+    refused = client.post("/api/v1/events", json={"events": [event]}, headers=auth).json()
+    assert refused["accepted"] == 0
+    assert refused["rejected"][0]["error"].startswith("cohort: 'all' names the whole population")
+    post_events(client, auth, mixed_events(1, 200, seed=7))
+    day = (today_utc() - timedelta(days=1)).isoformat()
+
+    def rows_of_the_day() -> dict[tuple[str, str, str], Any]:
+        run = client.post("/api/v1/drift/run", json={"date": day}, headers=auth)
+        assert run.status_code == 200, run.text
+        return {
+            (r["signal"], r["dimension"], r["value"]): rounded([r["numerator"], r["denominator"]])
+            for r in signals_of(client, auth, model="m", **{"from": day, "to": day})
+        }
+
+    before = rows_of_the_day()
+    with_all = "json_insert(cohort, '$.all', 'x')"
+    if db.get_bind().dialect.name == "postgresql":
+        with_all = """cohort || '{"all": "x"}'::jsonb"""
+    db.execute(text(f"UPDATE event_cohorts SET cohort = {with_all}"))
+    db.execute(text(f"UPDATE events SET cohort = {with_all}"))
+    db.execute(text("UPDATE events SET cohort_id = NULL WHERE id % 2 = 0"))
+    db.commit()
+    assert rows_of_the_day() == before
+
+
 def test_rerunning_a_day_replaces_its_rows_and_counts_late_events(
     client: TestClient, auth: Headers
 ) -> None:
