@@ -134,7 +134,7 @@ def _drift(settings: Settings, args: argparse.Namespace) -> int:
     day = args.date or today_utc() - timedelta(days=1)
     sessions = make_sessionmaker(make_engine(settings))
     with daily_jobs_lock(sessions):
-        results = drift_job.run_all_projects(
+        results, failures = drift_job.run_all_projects(
             sessions, Links.of(settings), day, "cli", backfill=args.backfill
         )
     for result in results:
@@ -142,7 +142,9 @@ def _drift(settings: Settings, args: argparse.Namespace) -> int:
             f"{result.day}\t{result.signals} signals\t{result.alerts_opened} alerts opened"
             f"\t{result.alerts_resolved} resolved"
         )
-    return 0
+    for failure in failures:
+        print(f"error: drift failed for {failure} (the other projects ran)", file=sys.stderr)
+    return 1 if failures else 0
 
 
 GATE_EXIT_CODES = {"pass": 0, "block": 1, "inconclusive": 3}

@@ -109,15 +109,43 @@ def run_days(
 
 def run_all_projects(
     sessions: sessionmaker[Session], links: Links, day: date, trigger: str, backfill: int = 1
-) -> list[DriftResult]:
-    """Every project's day, each project in its own transactions."""
+) -> tuple[list[DriftResult], list[str]]:
+    """Every project's days, each project in its own transactions -> (results, failures).
+
+    A project whose day fails is rolled back to its last committed day, recorded as a failed
+    run of its own (a DriftRun with the error) and named in the failures; the other projects
+    go on, so one project's bad data never costs every later project its rollup and alerts."""
     with sessions() as session:
         project_ids = session.scalars(select(Project.id).order_by(Project.id)).all()
     results: list[DriftResult] = []
+    failures: list[str] = []
     for project_id in project_ids:
         with sessions() as session:
-            results += run_days(session, links, project_id, day, backfill, trigger)
-    return results
+            try:
+                results += run_days(session, links, project_id, day, backfill, trigger)
+            except Exception as exc:
+                failures.append(_record_failure(session, project_id, day, trigger, exc))
+    return results, failures
+
+
+def _record_failure(
+    session: Session, project_id: int, day: date, trigger: str, exc: Exception
+) -> str:
+    session.rollback()
+    log.exception("drift for project %s up to %s failed", project_id, day)
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    session.add(
+        DriftRun(
+            project_id=project_id,
+            day=day,
+            trigger=trigger,
+            status="failed",
+            error=error,
+            finished_at=utcnow(),
+        )
+    )
+    session.commit()
+    return f"project {project_id}: {type(exc).__name__}"
 
 
 def run_scheduled_drift(
@@ -131,12 +159,12 @@ def run_scheduled_drift(
         if not claim_period(sessions, DRIFT_JOB, period, stale_before):
             return None
         try:
-            results = run_all_projects(sessions, links, day, "schedule")
+            results, failures = run_all_projects(sessions, links, day, "schedule")
         except Exception as exc:
             log.exception("drift job for %s failed", period)
             finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__}: {exc}")
             raise
         # Inside the lock: once it is released, a 'running' claim reads as abandoned.
-        finish_period(sessions, DRIFT_JOB, period, None)
+        finish_period(sessions, DRIFT_JOB, period, "; ".join(failures) or None)
     log.info("drift job for %s: %d signal rows", period, sum(r.signals for r in results))
     return results
