@@ -15,7 +15,9 @@ Each judged verdict goes through app/stats/alerting.alert_step with the alert's 
   below its release level): emit alert.resolved. A day without data (or not judged) is
   annotated "no_data" and neither counts as recovery nor breaks the count.
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
-already judged by a since-resolved alert opens no new one."""
+already judged by a since-resolved alert opens no new one. An alert whose monitor no longer
+judges its cohort (disabled, or a more specific monitor covers it now) is resolved
+`monitor_changed` at the next run, since nothing would ever judge it again."""
 
 from __future__ import annotations
 
@@ -32,10 +34,10 @@ from app.core.db import get_owned, utcnow
 from app.core.errors import Conflict
 from app.core.links import Links
 from app.core.pagination import paginate
-from app.drift.judge import DayJudgement, Verdict
+from app.drift.judge import DayJudgement, Verdict, pick_monitor
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
-from app.models import Alert, ChampionHistory, Model
+from app.models import Alert, ChampionHistory, Model, Monitor
 from app.models.drift import AlertStatus
 from app.registry.service import rollback_target_id
 from app.stats.alerting import OPEN, RESOLVE, STAY, alert_step
@@ -65,7 +67,8 @@ def apply_verdicts(
             )
         ).all()
     }
-    opened = resolved = 0
+    resolved = _resolve_unmonitored(session, links, model, unresolved)
+    opened = 0
     judged: set[AlertKey] = set()
     for verdict in judgement.verdicts:
         if not verdict.judged:
@@ -104,6 +107,35 @@ def apply_verdicts(
             _annotate_once(alert, {"kind": "no_data", "day": day.isoformat()})
     session.flush()
     return opened, resolved
+
+
+def _resolve_unmonitored(
+    session: Session, links: Links, model: Model, unresolved: dict[AlertKey, Alert]
+) -> int:
+    """Resolves (`monitor_changed`) the alerts whose monitor no longer judges their cohort:
+    it was disabled, or a more specific monitor covers the cohort now. Nothing would ever
+    judge them again, so they would stay open for good and keep every later day out of the
+    model's known-good days (no reference could freeze). The monitor now in charge judges
+    the cohort from today and opens an alert of its own if the shift goes on. Removes them
+    from `unresolved`; -> how many."""
+    monitors = session.scalars(
+        select(Monitor).where(Monitor.project_id == model.project_id, Monitor.model_id == model.id)
+    ).all()
+    resolved = 0
+    for key, alert in list(unresolved.items()):
+        _monitor_id, signal, dimension, value = key
+        now_judged_by = pick_monitor(monitors, signal, dimension, value)
+        if now_judged_by is not None and now_judged_by.id == alert.monitor_id:
+            continue
+        note = (
+            f"monitor {now_judged_by.id} judges this cohort now"
+            if now_judged_by is not None
+            else f"monitor {alert.monitor_id} was disabled and no other monitor judges this cohort"
+        )
+        _resolve(session, links, alert, "monitor_changed", note)
+        del unresolved[key]
+        resolved += 1
+    return resolved
 
 
 def _judged_by_resolved(session: Session, key: AlertKey, day: date) -> bool:

@@ -185,6 +185,34 @@ def test_fixed_band_override_ack_and_resolve(client: TestClient, auth: Headers) 
     assert client.get("/api/v1/alerts/999999", headers=auth).status_code == 404
 
 
+def test_an_alert_whose_monitor_no_longer_judges_its_cohort_is_resolved(
+    client: TestClient, auth: Headers
+) -> None:
+    """A more specific monitor takes the cohort over, or the monitor is disabled: nothing
+    would judge the old alert again, so it would stay open for good (and keep every later day
+    out of the known-good days). It resolves `monitor_changed` at the next run."""
+    setup_model(client, auth)
+    by_route = {"model": "m", "signal": "eval_fail_rate", "dimension": "route"}
+    fixed = {"type": "fixed", "high": 0.01}
+    assert client.put("/api/v1/monitors", json={**by_route, "band": fixed}, headers=auth).is_success
+    post_events(client, auth, traffic(TOTAL - 2, 0.05, 1))
+    assert run(client, auth, TOTAL - 2)["alerts_opened"] == 1
+    [first] = client.get("/api/v1/alerts", params={"status": "open"}, headers=auth).json()["items"]
+    narrower = {**by_route, "value": "/chat", "band": {"type": "fixed", "high": 0.02}}
+    assert client.post("/api/v1/monitors", json=narrower, headers=auth).status_code == 201
+    post_events(client, auth, traffic(TOTAL - 1, 0.05, 2))
+    assert run(client, auth, TOTAL - 1)["alerts_opened"] == 1  # the narrower monitor's own
+    old = client.get(f"/api/v1/alerts/{first['id']}", headers=auth).json()
+    assert (old["status"], old["resolution"]) == ("resolved", "monitor_changed")
+    [second] = client.get("/api/v1/alerts", params={"status": "open"}, headers=auth).json()["items"]
+    assert second["band"]["high"] == 0.02
+    disabled = {**narrower, "enabled": False}
+    assert client.put("/api/v1/monitors", json=disabled, headers=auth).is_success
+    run(client, auth, TOTAL - 1)
+    gone = client.get(f"/api/v1/alerts/{second['id']}", headers=auth).json()
+    assert (gone["status"], gone["resolution"]) == ("resolved", "monitor_changed")
+
+
 def test_monitor_and_incident_day_validation(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
