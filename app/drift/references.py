@@ -12,6 +12,10 @@ The reference is the champion's known-good period. Invariants:
   reference; if that one was never frozen (it was replaced before completing its window),
   its last known-good days (at most ``reference_days``) are frozen when the champion changes
   ("champion_change"), provided there are at least MIN_REFERENCE_DAYS of them.
+- A champion that returns (rolled back to, promoted again) gets its own latest reference
+  back, copied as a new version ("champion_returned").
+- Only the newest day moves references: an earlier day run again is judged against the
+  version that judged it and freezes nothing.
 - ``rebaseline`` freezes the current champion's last ``reference_days`` known-good days on
   request, with a reason, audited. The CUSUM restarts from 0 against a new reference
   (judge.py keys its state by reference version).
@@ -47,6 +51,7 @@ from app.models import (
     Alert,
     ChampionHistory,
     DailySignal,
+    DriftJudgement,
     DriftReference,
     IncidentDay,
     Model,
@@ -207,7 +212,17 @@ def active_for_day(
     session: Session, model: Model, day: date, settings: DriftSettings
 ) -> DriftReference | None:
     """The reference `day` is judged against, freezing one first when one is due (with the
-    project's `settings`; an already frozen reference is kept whatever they say now)."""
+    project's `settings`; an already frozen reference is kept whatever they say now).
+
+    Only the newest day moves references: a day before the latest judged one (a rerun for
+    late events, or a gap filled later) is judged against the reference that judged it, or
+    else the newest one frozen from days before it, and freezes nothing. Rerunning an old
+    champion's day used to freeze that champion again, and the next day the current one,
+    restarting every CUSUM (its state is kept per reference version) under a running shift.
+    A champion that returns (a rollback, a re-promotion) gets its own reference back
+    ("champion_returned") instead of the one it replaced."""
+    if _judged_after(session, model, day):
+        return _reference_that_judges_past_day(session, model, day)
     warmup = timedelta(days=settings.warmup_days)
     length = settings.reference_days
     active = active_reference(session, model)
@@ -220,6 +235,20 @@ def active_for_day(
     days = known_good_days(session, model, current.checkpoint_id, current.start + warmup, day)
     if len(days) >= length:
         return freeze(session, model, current.checkpoint_id, days[:length], "warmup")
+    own = session.scalar(
+        select(DriftReference)
+        .where(
+            DriftReference.project_id == model.project_id,
+            DriftReference.model_id == model.id,
+            DriftReference.checkpoint_id == current.checkpoint_id,
+        )
+        .order_by(DriftReference.version.desc())
+        .limit(1)
+    )
+    if own is not None:
+        return _supersede_with(
+            session, model, own.checkpoint_id, own.days, own.stats, "champion_returned"
+        )
     if len(periods) >= 2:
         previous = periods[-2]
         if active is None or active.checkpoint_id != previous.checkpoint_id:
@@ -237,6 +266,45 @@ def active_for_day(
     return active
 
 
+def _judged_after(session: Session, model: Model, day: date) -> bool:
+    return (
+        session.scalar(
+            select(DriftJudgement.day)
+            .where(
+                DriftJudgement.project_id == model.project_id,
+                DriftJudgement.model_id == model.id,
+                DriftJudgement.day > day,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _reference_that_judges_past_day(
+    session: Session, model: Model, day: date
+) -> DriftReference | None:
+    """The version that judged `day` before, else the newest frozen from earlier days."""
+    version = session.scalar(
+        select(func.max(DriftJudgement.reference_version)).where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.day == day,
+        )
+    )
+    of_model = (DriftReference.project_id == model.project_id, DriftReference.model_id == model.id)
+    if version is not None:
+        return session.scalar(
+            select(DriftReference).where(*of_model, DriftReference.version == version)
+        )
+    return session.scalar(
+        select(DriftReference)
+        .where(*of_model, DriftReference.last_day < day)
+        .order_by(DriftReference.version.desc())
+        .limit(1)
+    )
+
+
 def freeze(
     session: Session,
     model: Model,
@@ -247,6 +315,22 @@ def freeze(
     actor: str | None = None,
 ) -> DriftReference:
     """Writes a new active reference from the checkpoint's stored rows on `days`."""
+    stats = summarize(session, model.project_id, checkpoint_id, days)
+    iso_days = [d.isoformat() for d in sorted(days)]
+    return _supersede_with(session, model, checkpoint_id, iso_days, stats, trigger, reason, actor)
+
+
+def _supersede_with(
+    session: Session,
+    model: Model,
+    checkpoint_id: int,
+    days: list[str],
+    stats: dict[str, list[float]],
+    trigger: str,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> DriftReference:
+    """The model's next reference version, active, the current one superseded."""
     latest = session.scalar(
         select(func.max(DriftReference.version)).where(
             DriftReference.project_id == model.project_id, DriftReference.model_id == model.id
@@ -268,10 +352,10 @@ def freeze(
         checkpoint_id=checkpoint_id,
         status=ACTIVE,
         trigger=trigger,
-        first_day=min(days),
-        last_day=max(days),
-        days=[d.isoformat() for d in sorted(days)],
-        stats=summarize(session, model.project_id, checkpoint_id, days),
+        first_day=date.fromisoformat(days[0]),
+        last_day=date.fromisoformat(days[-1]),
+        days=days,
+        stats=stats,
         reason=reason,
         actor=actor,
     )

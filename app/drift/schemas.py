@@ -270,7 +270,7 @@ class ReferenceOut(OrmModel):
     checkpoint_id: int
     checkpoint_version: str = Field(validation_alias=AliasPath("checkpoint", "version"))
     status: str
-    trigger: str = Field(description="warmup, champion_change or rebaseline")
+    trigger: str = Field(description="warmup, champion_change, champion_returned or rebaseline")
     first_day: date
     last_day: date
     days: list[date]

@@ -1,0 +1,158 @@
+"""Which reference a day is judged against when the champion changes back, or when an old day
+is run again: references move only with the newest day, and a returning champion gets its own
+reference back."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from app.core.db import today_utc
+from app.models import ChampionHistory, DriftJudgement, DriftReference
+from tests.drift.traffic import at, post_events, run_drift
+
+Headers = dict[str, str]
+CALLS = 500
+
+
+def story(
+    app: FastAPI, client: TestClient, auth: Headers, champions: list[tuple[str, date]]
+) -> dict[str, int]:
+    """Checkpoints A and B of model m and the champion history `champions` (version, from
+    day), with 14-day references and no warm-up."""
+    settings = {"reference_days": 14, "warmup_days": 0}
+    assert client.put("/api/v1/drift/settings", json=settings, headers=auth).is_success
+    ids = {
+        version: client.post(
+            "/api/v1/checkpoints", json={"model": "m", "version": version}, headers=auth
+        ).json()["id"]
+        for version in ("A", "B")
+    }
+    for index, (version, _) in enumerate(champions):
+        if index and champions[index - 1][0] == "B" and version == "A":
+            body: dict[str, Any] = {"to": "A", "reason": "back to A"}
+            assert client.post("/api/v1/models/m/rollback", json=body, headers=auth).is_success
+        else:
+            body = {"checkpoint_id": ids[version], "force": True, "reason": f"ship {version}"}
+            assert client.post("/api/v1/models/m/promote", json=body, headers=auth).is_success
+    with app.state.sessionmaker() as session:
+        history = session.scalars(select(ChampionHistory).order_by(ChampionHistory.id)).all()
+        for entry, (_, start) in zip(history, champions, strict=True):
+            moved = datetime.combine(start, time(12), tzinfo=UTC)
+            session.execute(
+                update(ChampionHistory)
+                .where(ChampionHistory.id == entry.id)
+                .values(created_at=moved)
+            )
+        session.commit()
+    return ids
+
+
+def calls(day: date, version: str, refused: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "trace_id": f"{day}-{k}",
+            "timestamp": at(day, k),
+            "model": "m",
+            "checkpoint_version": version,
+            "refusal": k < refused,
+        }
+        for k in range(CALLS)
+    ]
+
+
+def references(app: FastAPI) -> list[tuple[int, int, str, str]]:
+    with app.state.sessionmaker() as session:
+        return [
+            (r.version, r.checkpoint_id, r.status, r.trigger)
+            for r in session.scalars(select(DriftReference).order_by(DriftReference.version))
+        ]
+
+
+def refusal_alerts(client: TestClient, auth: Headers) -> list[dict[str, Any]]:
+    params = {"model": "m", "signal": "refusal_rate"}
+    return list(client.get("/api/v1/alerts", params=params, headers=auth).json()["items"])
+
+
+def test_rerunning_an_old_day_keeps_the_references_and_the_open_alert(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A from day 0, B from day 16; from day 30 B refuses 6.4% instead of 5% for good (1.35
+    predictive SD a day: the CUSUM holds the alert open). A late event makes the team rerun
+    day 15, A's last: it must neither freeze A again nor restart B's CUSUM."""
+    first = today_utc() - timedelta(days=52)
+    day = [first + timedelta(days=i) for i in range(50)]
+    story(app, client, auth, [("A", day[0] - timedelta(days=1)), ("B", day[16])])
+    post_events(
+        client,
+        auth,
+        [
+            e
+            for i in range(50)
+            for e in calls(day[i], "A" if i < 16 else "B", 32 if i >= 30 else 25)
+        ],
+    )
+    run_drift(client, auth, day[46], 47)
+    assert [a["status"] for a in refusal_alerts(client, auth)] == ["open"]
+    before = references(app)
+    with app.state.sessionmaker() as session:
+        judged_before = session.scalar(
+            select(DriftJudgement.reference_version).where(
+                DriftJudgement.day == day[15], DriftJudgement.signal == "refusal_rate"
+            )
+        )
+    run_drift(client, auth, day[15])  # a late event: day 15 again
+    for i in (47, 48, 49):  # the shift goes on
+        run_drift(client, auth, day[i])
+    assert references(app) == before
+    with app.state.sessionmaker() as session:
+        again = session.scalar(
+            select(DriftJudgement.reference_version).where(
+                DriftJudgement.day == day[15], DriftJudgement.signal == "refusal_rate"
+            )
+        )
+    assert again == judged_before
+    assert [a["status"] for a in refusal_alerts(client, auth)] == ["open"]
+
+
+def test_a_champion_rolled_back_to_is_judged_against_its_own_reference(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A refuses 5% (its normal), B 2%. After the rollback to A, judging A's normal traffic
+    against B's reference would alert for good (and keep A's days out of any new reference)."""
+    first = today_utc() - timedelta(days=47)
+    day = [first + timedelta(days=i) for i in range(46)]
+    ids = story(
+        app,
+        client,
+        auth,
+        [("A", day[0] - timedelta(days=1)), ("B", day[16]), ("A", day[36])],
+    )
+    post_events(
+        client,
+        auth,
+        [
+            e
+            for i in range(46)
+            for e in calls(day[i], "B" if 16 <= i < 36 else "A", 10 if 16 <= i < 36 else 25)
+        ],
+    )
+    run_drift(client, auth, day[45], 46)
+    assert refusal_alerts(client, auth) == []
+    frozen = references(app)
+    assert [(checkpoint, trigger) for _, checkpoint, _, trigger in frozen] == [
+        (ids["A"], "warmup"),
+        (ids["B"], "warmup"),
+        (ids["A"], "champion_returned"),
+    ]
+    with app.state.sessionmaker() as session:
+        restored, original = session.scalars(
+            select(DriftReference)
+            .where(DriftReference.checkpoint_id == ids["A"])
+            .order_by(DriftReference.version)
+        ).all()[::-1]
+    assert (restored.days, restored.stats) == (original.days, original.stats)
