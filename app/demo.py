@@ -27,6 +27,7 @@ from app.drift import job as drift_job
 from app.evaluations import service as runs
 from app.evaluations import worker
 from app.evaluations.schemas import EvaluationIn
+from app.gates import policies as gate_policies
 from app.gates import service as gates
 from app.gates.schemas import GateIn, GatePolicySpec
 from app.ingest import service as ingest
@@ -107,6 +108,7 @@ def seed(
     links = Links.of(settings)
     run_ids = _evaluate(sessions, settings, principal, (v1, v2, v3))
     with sessions() as session:
+        gate_policies.put_policy(session, principal, MODEL, DEMO_POLICY)
         passed = gates.create_gate(session, principal, links, _gate_body(run_ids[1], run_ids[0]))
         gates.create_gate(session, principal, links, _gate_body(run_ids[2], run_ids[1]))
         registry.promote(
@@ -283,12 +285,16 @@ def _evaluate(
     return run_ids
 
 
+DEMO_POLICY = GatePolicySpec(margin=0.1)
+"""The model's stored gate policy: a golden set of 240 rows is small, and at the default
+2-point margin every guarded cohort would need thousands of rows (the gate would say
+inconclusive, with the number). The demo tolerates a 10-point drop, which 48 unchanged
+high-risk rows can rule out. Stored, not sent with each gate: promotion takes only gates
+decided under the model's own policy."""
+
+
 def _gate_body(candidate: int, baseline: int) -> GateIn:
-    """A golden set of 240 rows is small: at the default 2-point margin every guarded cohort
-    would need thousands of rows (the gate would say inconclusive, with the number). The
-    demo's policy tolerates a 10-point drop, which 48 unchanged high-risk rows can rule out."""
-    policy = GatePolicySpec(margin=0.1)
-    return GateIn(candidate_run_id=candidate, baseline_run_id=baseline, policy=policy)
+    return GateIn(candidate_run_id=candidate, baseline_run_id=baseline)
 
 
 def backdate_champion_history(session: Session, when: dict[int, datetime]) -> None:

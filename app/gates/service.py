@@ -219,6 +219,7 @@ def create_gate(session: Session, principal: Principal, links: Links, body: Gate
             "messages": compared.notes,
             "shared_rows": compared.shared_rows,
             "guarded_comparisons": decision.guarded_comparisons,
+            "policy_overrides": sorted(body.policy.model_fields_set) if body.policy else [],
         },
         api_key_id=principal.key_id,
     )

@@ -288,7 +288,9 @@ def _check_gate(
     nothing about replacing this one), passing (or inconclusive under a policy that allows
     it), and not followed by a blocking gate or a canary that decided rollback: a block
     stands until a later pass (docs/statistics.md §7.3), and the newest evidence wins whatever
-    dataset version it came from."""
+    dataset version it came from. The gate must have been decided under the model's stored
+    gate policy as it is now: a writer's request override (say, guarding nothing and allowing
+    inconclusive) explores, but never promotes past the policy an admin set."""
     if gate_id is None:
         return None
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
@@ -310,6 +312,19 @@ def _check_gate(
         raise Conflict(
             f"gate {gate_id} verdict is '{gate.verdict.value}'; promotion needs 'pass' "
             "(or force with a written reason)"
+        )
+    overrides = gate.notes.get("policy_overrides") or []
+    if overrides:
+        raise Conflict(
+            f"gate {gate_id} was decided with the request overriding the model's gate policy "
+            f"({', '.join(overrides)}); promotion takes a gate decided under the policy itself "
+            "(an admin changes it), or force with a written reason"
+        )
+    policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
+    if gate.policy_version != (policy.version if policy else None):
+        raise Conflict(
+            f"the model's gate policy changed since gate {gate_id} (v{gate.policy_version} -> "
+            f"v{policy.version if policy else None}); decide a new gate under it"
         )
     later_block = session.scalar(
         select(Gate.id)

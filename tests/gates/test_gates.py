@@ -393,6 +393,43 @@ def test_promotion_needs_a_gate_against_the_champion_itself(
     assert gate(client, auth, weak_run)["verdict"] == "block"  # against the champion
 
 
+def test_promotion_takes_only_a_gate_decided_under_the_models_policy_as_it_is(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A writer's request may override the policy to explore (here: guard nothing and allow
+    inconclusive, for a candidate that fails every row), but that gate never promotes; nor
+    does a gate decided before an admin changed the policy."""
+    rows = rows_of("general", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    failing_run = add_run(
+        client, auth, newcomer, rows, {EVALUATOR: passing(rows, {r["key"] for r in rows})}
+    )
+    loosened = {"guard_population": False, "block_risks": [], "allow_inconclusive": True}
+    explored = gate(client, auth, failing_run, policy=loosened)
+    assert explored["verdict"] == "inconclusive"
+
+    def promote(checkpoint_id: int, gate_id: int) -> Any:
+        return client.post(
+            "/api/v1/models/bot/promote",
+            json={"checkpoint_id": checkpoint_id, "gate_id": gate_id},
+            headers=auth,
+        )
+
+    refused = promote(newcomer, explored["id"])
+    assert refused.status_code == 409
+    assert "allow_inconclusive, block_risks, guard_population" in refused.json()["detail"]
+    good = checkpoint(client, auth, "v3")
+    good_run = add_run(client, auth, good, rows, {EVALUATOR: passing(rows)})
+    passed = gate(client, auth, good_run, baseline_run_id=None)
+    assert passed["verdict"] == "pass"
+    policy = {"risk_margins": {"high": 0.05}}
+    assert client.put("/api/v1/models/bot/gate-policy", json=policy, headers=auth).is_success
+    stale = promote(good, passed["id"])
+    assert stale.status_code == 409 and "policy changed since gate" in stale.json()["detail"]
+    assert promote(good, gate(client, auth, good_run)["id"]).status_code == 200
+
+
 def test_a_blocked_checkpoint_stays_blocked_until_its_pooled_runs_pass(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
