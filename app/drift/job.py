@@ -7,10 +7,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import utcnow
+from app.core.db import is_postgres, utcnow
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.links import Links
 from app.drift import alerts, judge, monitors, references
@@ -22,6 +22,8 @@ from app.models import DriftRun, Model, Project
 log = logging.getLogger("plumbline.scheduler")
 
 DRIFT_JOB = "drift.daily"
+_PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
+"""Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
 
 
 @dataclass
@@ -36,7 +38,15 @@ class DriftResult:
 def run_day(
     session: Session, links: Links, project_id: int, day: date, trigger: str
 ) -> DriftResult:
-    """Rollup, references, verdicts and alerts for one day, committed as one unit of work."""
+    """Rollup, references, verdicts and alerts for one day, committed as one unit of work.
+
+    One run per project at a time: two overlapping runs (the API's beside the schedule's, or
+    two clicks) would both replace the day's rows, freeze the same reference version and open
+    the same alert, and the second failed with a 500. On PostgreSQL a per-project advisory lock
+    held until commit makes the second wait and then redo the day (every step is idempotent);
+    SQLite's transactions hold its one write lock from their first statement anyway."""
+    if is_postgres(session):
+        session.execute(_PROJECT_DRIFT_LOCK, {"project_id": project_id})
     rows = compute_day(session, project_id, day)
     replace_day(session, project_id, day, rows)
     return judge_rows(session, links, project_id, day, rows, trigger)

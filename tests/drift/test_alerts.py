@@ -5,6 +5,7 @@ rebaseline and their validation over the API; the scheduler's once-per-period cl
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -211,6 +212,36 @@ def test_an_alert_whose_monitor_no_longer_judges_its_cohort_is_resolved(
     run(client, auth, TOTAL - 1)
     gone = client.get(f"/api/v1/alerts/{second['id']}", headers=auth).json()
     assert (gone["status"], gone["resolution"]) == ("resolved", "monitor_changed")
+
+
+def test_two_runs_of_one_day_at_once_both_succeed_and_open_one_alert(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The API's run beside the schedule's (or two clicks): the second waits for the first
+    and redoes the day, instead of colliding on the day's rows (a 500 on PostgreSQL)."""
+    setup_model(client, auth)
+    monitor = {"model": "m", "signal": "refusal_rate", "band": {"type": "fixed", "high": 0.01}}
+    assert client.put("/api/v1/monitors", json=monitor, headers=auth).is_success
+    post_events(client, auth, traffic(TOTAL - 1, 0.05, 3))
+    day = day_at(TOTAL - 1).isoformat()
+    start = threading.Barrier(2)
+    codes: list[int] = []
+
+    def run_the_day() -> None:
+        with TestClient(app) as own:
+            start.wait()
+            response = own.post("/api/v1/drift/run", json={"date": day}, headers=auth)
+            codes.append(response.status_code)
+
+    runs = [threading.Thread(target=run_the_day) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join()
+    assert codes == [200, 200]
+    opened = client.get("/api/v1/alerts", params={"status": "open"}, headers=auth).json()
+    keys = [(a["signal"], a["dimension"], a["value"]) for a in opened["items"]]
+    assert ("refusal_rate", "all", "all") in keys and len(keys) == len(set(keys))
 
 
 def test_monitor_and_incident_day_validation(
