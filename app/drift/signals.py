@@ -94,9 +94,16 @@ def signal_label(signal: str) -> str:
 
 def shown_from_log(signal: str, log_value: float) -> float:
     """A latency, token or cost signal's log-scale value (what the judge and the rollup's
-    log-normal fit work on) on the scale the signal is shown in: ms, tokens, USD."""
+    log-normal fit work on) on the scale the signal is shown in: ms, tokens, USD.
+
+    A band edge can lie beyond a double's range (e^709.78) when the reference days were wild
+    (latencies of 1e-300 ms next to seconds): it is shown as e^709, past any real value,
+    instead of failing the day with an OverflowError."""
     offset, scale = _SHOWN_FROM_LOG[signal.rsplit("_", 1)[0]]
-    return (math.exp(log_value) - offset) * scale
+    return (math.exp(min(log_value, _LARGEST_LOG)) - offset) * scale
+
+
+_LARGEST_LOG = 709.0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.core.db import today_utc
 from app.drift.references import priced_entry
 from app.drift.schemas import DEFAULT_REFERENCE_DAYS, DEFAULT_WARMUP_DAYS
-from app.drift.signals import format_value
+from app.drift.signals import format_value, shown_from_log
 from app.models import DriftJudgement, DriftReference
 from tests.drift.traffic import Segment, day_of_traffic, post_events, run_drift
 
@@ -97,6 +97,15 @@ def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
 )
 def test_a_cost_reads_in_dollars_with_three_significant_digits(value: float, shown: str) -> None:
     assert format_value("cost_p95", value) == shown
+
+
+@pytest.mark.parametrize("signal", ["latency_p95", "tokens_p50", "cost_p95"])
+def test_a_log_scale_value_beyond_a_doubles_range_is_shown_not_raised(signal: str) -> None:
+    """A band edge of wild reference days (1e-300 ms latencies beside seconds) can exceed
+    e^709.78; the day must not fail on an OverflowError."""
+    assert math.isfinite(shown_from_log(signal, 1500.0))
+    assert shown_from_log(signal, 1500.0) == shown_from_log(signal, 709.0)
+    assert shown_from_log("latency_p95", math.log(250.0)) == pytest.approx(250.0)
 
 
 def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
