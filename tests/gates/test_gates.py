@@ -777,6 +777,7 @@ def test_a_guarded_cohort_the_baseline_never_scored_keeps_the_gate_from_passing(
     app: FastAPI,
     client: TestClient,
     auth: Headers,
+    admin_key: str,
     new_rows: Rows,
     cohort_risk: dict[str, dict[str, str]] | None,
     guarded: tuple[str, str],
@@ -799,6 +800,9 @@ def test_a_guarded_cohort_the_baseline_never_scored_keeps_the_gate_from_passing(
     assert unscored["n"] == 0 and "no rows" in unscored["reason"]
     assert comparison(result, "all", "all")["status"] == "pass"
     assert not any("not compared" in note for note in result["notes"] if guarded[1] in note)
+    sign_in(client, admin_key)
+    page = client.get(f"/gates/{result['id']}")
+    assert page.status_code == 200 and "no rows of this cohort were scored" in page.text
     promote = client.post(
         "/api/v1/models/bot/promote",
         json={"checkpoint_id": newcomer, "gate_id": result["id"]},
