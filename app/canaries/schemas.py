@@ -129,32 +129,24 @@ class CanaryIn(StrictModel):
             raise ValueError("longer than max_days: the canary could never promote")
         return min_hours
 
-    @field_validator("comparisons")
-    @classmethod
-    def _every_signal_compared(
-        cls, comparisons: list[Comparison], info: ValidationInfo
-    ) -> list[Comparison]:
+    @model_validator(mode="after")
+    def _every_signal_judged(self) -> CanaryIn:
         """Shadow answers reach no user, so they collect no feedback: without the served
-        comparison nothing judges thumbs-down. Asked for by name (in `signals` or
-        `margins`), that is refused; the default signals leave it out (`_judged_signals`),
-        so no canary has a signal nothing judges, or an empty family that never decides."""
-        if "served" in comparisons:
-            return comparisons
-        named = set(info.data.get("margins") or ())
-        if info.data.get("signals") != list(RATE_SIGNALS):
-            named |= set(info.data.get("signals") or ())
+        comparison nothing judges thumbs-down. Asked for by name (sent in `signals`, or given
+        a margin), that is refused; the default signals leave it out, so no canary has a
+        signal nothing judges, or an empty family that never decides."""
+        if "served" in self.comparisons:
+            return self
+        named = set(self.margins)
+        if "signals" in self.model_fields_set:
+            named |= set(self.signals)
         unjudged = sorted(named & UNPAIRED_SIGNALS)
         if unjudged:
             raise ValueError(
-                f"without 'served' nothing judges {', '.join(unjudged)} (shadow answers get "
-                "no feedback)"
+                f"signals: without the 'served' comparison nothing judges {', '.join(unjudged)} "
+                "(shadow answers get no feedback)"
             )
-        return comparisons
-
-    @model_validator(mode="after")
-    def _judged_signals(self) -> CanaryIn:
-        if "served" not in self.comparisons:
-            self.signals = [signal for signal in self.signals if signal not in UNPAIRED_SIGNALS]
+        self.signals = [signal for signal in self.signals if signal not in UNPAIRED_SIGNALS]
         return self
 
 

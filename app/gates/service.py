@@ -99,6 +99,9 @@ class RunComparison:
     paired: PairedResults
     decision: Decision
     notes: list[str]
+    policy_overrides: list[str]
+    """Policy fields whose value the request changed from the model's stored policy (or the
+    default): a gate with any never promotes (registry.service._check_gate)."""
 
     @property
     def shared_rows(self) -> int:
@@ -154,6 +157,9 @@ def compare_runs(
         )
     stored = latest_policy(session, model.project_id, model.id)
     spec = effective_policy(stored, policy)
+    as_is = effective_policy(stored, None).as_stored()
+    changed = spec.as_stored()
+    overrides = sorted(k for k in changed.keys() | as_is.keys() if changed.get(k) != as_is.get(k))
     attempt, previously_blocked = earlier_gates(session, checkpoint.id, cand_version.id)
     paired = load_pairs(session, candidate, baseline)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
@@ -187,6 +193,7 @@ def compare_runs(
         paired,
         decision,
         notes,
+        overrides,
     )
 
 
@@ -219,7 +226,7 @@ def create_gate(session: Session, principal: Principal, links: Links, body: Gate
             "messages": compared.notes,
             "shared_rows": compared.shared_rows,
             "guarded_comparisons": decision.guarded_comparisons,
-            "policy_overrides": sorted(body.policy.model_fields_set) if body.policy else [],
+            "policy_overrides": compared.policy_overrides,
         },
         api_key_id=principal.key_id,
     )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -280,6 +280,10 @@ def _check_canary(
     return canary
 
 
+_OVERRIDE_MESSAGE = "policy overridden in the request"
+"""How a gate decided before its overrides were stored (notes["policy_overrides"]) said so."""
+
+
 def _check_gate(
     session: Session, checkpoint: Checkpoint, current: Checkpoint | None, gate_id: int | None
 ) -> Gate | None:
@@ -313,7 +317,10 @@ def _check_gate(
             f"gate {gate_id} verdict is '{gate.verdict.value}'; promotion needs 'pass' "
             "(or force with a written reason)"
         )
-    overrides = gate.notes.get("policy_overrides") or []
+    overrides = gate.notes.get("policy_overrides")
+    if overrides is None:  # decided before 2026-11-30: only its messages say so
+        messages = gate.notes.get("messages") or []
+        overrides = [m for m in messages if m.startswith(_OVERRIDE_MESSAGE)]
     if overrides:
         raise Conflict(
             f"gate {gate_id} was decided with the request overriding the model's gate policy "
@@ -347,7 +354,8 @@ def _check_gate(
             Canary.project_id == checkpoint.project_id,
             Canary.checkpoint_id == checkpoint.id,
             Canary.decision == CanaryDecision.rollback,
-            Canary.ended_at > gate.created_at,
+            # a rollback by hand of a canary stopped earlier keeps its ended_at
+            func.coalesce(Canary.rolled_back_at, Canary.ended_at) > gate.created_at,
         )
         .order_by(Canary.id)
         .limit(1)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.db import utcnow
+from app.drift.signals import RATE_SIGNALS
 from app.models import AuditLog, Checkpoint
 from app.models.registry import CheckpointStatus
 from tests.canaries.support import (
@@ -99,23 +100,13 @@ def test_bad_input_names_the_field(client: TestClient, auth: Headers) -> None:
             "cohorts.0",
         ),
         ({"checkpoint_id": ids["v2"], "comparisons": ["canary"]}, 422, "comparisons.0"),
-        (  # shadow answers get no feedback: nothing would judge thumbs-down
-            {
-                "checkpoint_id": ids["v2"],
-                "comparisons": ["shadow"],
-                "signals": ["thumbs_down_rate"],
-            },
-            422,
-            "comparisons",
-        ),
-        (
-            {
-                "checkpoint_id": ids["v2"],
-                "comparisons": ["shadow"],
-                "margins": {"thumbs_down_rate": 0.02},
-            },
-            422,
-            "comparisons",
+        *(  # shadow answers get no feedback: nothing would judge thumbs-down
+            ({"checkpoint_id": ids["v2"], "comparisons": ["shadow"], **named}, 422, "body")
+            for named in (
+                {"signals": ["thumbs_down_rate"]},
+                {"signals": list(RATE_SIGNALS)},
+                {"margins": {"thumbs_down_rate": 0.02}},
+            )
         ),
         ({"checkpoint_id": ids["v2"], "alpha": 0.5}, 422, "alpha"),
         ({"checkpoint_id": ids["v2"], "max_days": 0}, 422, "max_days"),
@@ -139,6 +130,8 @@ def test_bad_input_names_the_field(client: TestClient, auth: Headers) -> None:
         problem = response.json()
         named = problem.get("field") or problem["errors"][0]["field"]
         assert named.removeprefix("body.").startswith(field), (body, problem)
+        if field == "body":
+            assert "nothing judges thumbs_down_rate" in problem["errors"][0]["message"]
     assert (
         client.post(
             "/api/v1/models/nope/canaries", json={"checkpoint_id": ids["v2"]}, headers=auth

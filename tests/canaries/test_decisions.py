@@ -105,6 +105,33 @@ def test_a_rollback_decided_after_a_passing_gate_stops_promotion_with_that_gate(
     assert f"canary {canary['id']} decided rollback" in promoted.json()["detail"]
 
 
+def test_a_rollback_by_hand_after_the_gate_stops_promotion_even_of_a_canary_stopped_before(
+    client: TestClient, auth: Headers
+) -> None:
+    """Stopped before the gate, rolled back by hand after it: the rollback is the newer
+    evidence, whatever the canary's earlier end."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"])
+    stop = {"reason": "pause"}
+    assert client.post(f"/api/v1/canaries/{canary['id']}/stop", json=stop, headers=auth).is_success
+    rows = [{"key": f"r{i}", "risk": "low", "cohort": {"route": "r"}} for i in range(400)]
+    add_run(client, auth, ids["v1"], rows, {"exact_match": [1.0] * 400})
+    candidate_run = add_run(client, auth, ids["v2"], rows, {"exact_match": [1.0] * 400})
+    passed = client.post(
+        "/api/v1/gates", json={"candidate_run_id": candidate_run}, headers=auth
+    ).json()
+    assert passed["verdict"] == "pass"
+    back = {"reason": "live traffic looks bad"}
+    rolled = client.post(f"/api/v1/canaries/{canary['id']}/rollback", json=back, headers=auth)
+    assert rolled.status_code == 200 and rolled.json()["decision"] == "rollback"
+    promoted = client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v2"], "gate_id": passed["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 409
+
+
 def test_a_regression_confined_to_a_declared_cohort_rolls_back_naming_it(
     client: TestClient, auth: Headers
 ) -> None:

@@ -20,6 +20,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from app.gates import service as gates_service
+from app.models import Gate
 from app.stats.cohorts import build_cohorts
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from tests.gates.support import GRADED, add_run
@@ -419,10 +420,17 @@ def test_promotion_takes_only_a_gate_decided_under_the_models_policy_as_it_is(
     refused = promote(newcomer, explored["id"])
     assert refused.status_code == 409
     assert "allow_inconclusive, block_risks, guard_population" in refused.json()["detail"]
+    with app.state.sessionmaker() as session:  # as a gate decided before overrides were stored
+        stored = session.get_one(Gate, explored["id"])
+        stored.notes = {k: v for k, v in stored.notes.items() if k != "policy_overrides"}
+        session.commit()
+    legacy = promote(newcomer, explored["id"])
+    assert legacy.status_code == 409 and "policy overridden in the request" in legacy.text
     good = checkpoint(client, auth, "v3")
     good_run = add_run(client, auth, good, rows, {EVALUATOR: passing(rows)})
-    passed = gate(client, auth, good_run, baseline_run_id=None)
+    passed = gate(client, auth, good_run, policy={"margin": 0.02})  # the stored value again
     assert passed["verdict"] == "pass"
+    assert "policy overridden in the request: margin" in passed["notes"]  # what it sent
     policy = {"risk_margins": {"high": 0.05}}
     assert client.put("/api/v1/models/bot/gate-policy", json=policy, headers=auth).is_success
     stale = promote(good, passed["id"])
