@@ -102,6 +102,11 @@ class EventIn(StrictModel):
     @model_validator(mode="after")
     def _storable(self, info: ValidationInfo) -> EventIn:
         if info.context and info.context.get(STORABLE_CHECKED):
+            # The body scan cannot see a number past a double's range, which parses as
+            # Infinity (1e400); only `attributes` can hold one (every other number is bounded,
+            # cohort values and labels become text).
+            if self.attributes and not _all_finite(self.attributes):
+                raise ValueError(f"attributes: {_NOT_FINITE}")
             return self
         for name in _TEXT_FIELDS:
             problem = text_problem(getattr(self, name))
@@ -161,6 +166,24 @@ def text_problem(text: str | None) -> str | None:
     return None
 
 
+_NOT_FINITE = "holds NaN or Infinity, which JSON cannot"
+
+
+def _all_finite(value: Any) -> bool:
+    """No float in the JSON value is NaN or infinite (strings are not looked at)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
 def json_problem(value: Any) -> str | None:
     """A walk, not a json.dumps: most events carry a few small attributes, checked in µs."""
     pending = [value]
@@ -171,7 +194,7 @@ def json_problem(value: Any) -> str | None:
             if problem is not None:
                 return problem
         elif isinstance(item, float) and not math.isfinite(item):
-            return "holds NaN or Infinity, which JSON cannot"
+            return _NOT_FINITE
         elif isinstance(item, dict):
             pending.extend(item.keys())
             pending.extend(item.values())

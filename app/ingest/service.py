@@ -464,7 +464,8 @@ def _json_bytes(value: Any) -> bytes:
     event for the two columns where json.dumps took 9.3 us (the benchmark's REST event,
     2026-11-30), about a sixth of the server's CPU per event; json.dumps only for what orjson
     refuses (integers beyond 64 bits). Values reaching here were checked storable (no NaN,
-    NUL or lone surrogate), and both encoders write the same JSON value for them."""
+    Infinity, NUL or lone surrogate), and both encoders write the same JSON value for them
+    (orjson would write a non-finite float as null, silently)."""
     try:
         return orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError

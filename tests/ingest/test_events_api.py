@@ -173,6 +173,17 @@ def test_values_the_database_cannot_store_are_refused_per_event(
     assert stored(db) == [("ok", "")]
     naive = client.get("/api/v1/traces/ok", headers=auth).json()["events"][0]["timestamp"]
     assert naive == "2024-05-01T00:00:00Z"
+    # A number past a double's range parses as Infinity, which the body scan cannot see.
+    overflow = (
+        '{"events": [{"trace_id": "huge", "timestamp": "2024-05-01T00:00:00Z", "model": '
+        '"support-bot", "checkpoint_version": "v1", "attributes": {"x": [1, {"y": 1e400}]}}]}'
+    )
+    assert body_is_plainly_storable(overflow.encode())
+    refused = client.post(
+        "/api/v1/events", content=overflow, headers={**auth, "content-type": "application/json"}
+    ).json()
+    assert refused["rejected"][0]["error"] == "attributes: holds NaN or Infinity, which JSON cannot"
+    assert stored(db) == [("ok", "")]
 
 
 def test_json_values_are_stored_as_sent_whichever_encoder_writes_them(
