@@ -73,6 +73,9 @@ from app.stats.reference import DEFAULT_MIN_DAYS, Reference
 
 MIN_REFERENCE_DAYS = DEFAULT_MIN_DAYS
 ACTIVE, SUPERSEDED = "active", "superseded"
+RETURNED = "champion_returned"
+"""Trigger of a returning champion's own reference, copied: it stands in until the champion
+has a full window of known-good days in its new period, which is then frozen ("warmup")."""
 BIN_FIELDS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
 
 StatsKey = tuple[str, str, str]  # (signal, dimension, value)
@@ -230,11 +233,16 @@ def active_for_day(
     if not periods:
         return active
     current = periods[-1]
-    if active is not None and active.checkpoint_id == current.checkpoint_id:
-        return active
+    own_active = (
+        active if active is not None and active.checkpoint_id == current.checkpoint_id else None
+    )
+    if own_active is not None and own_active.trigger != RETURNED:  # a returned copy stands in
+        return own_active
     days = known_good_days(session, model, current.checkpoint_id, current.start + warmup, day)
     if len(days) >= length:
         return freeze(session, model, current.checkpoint_id, days[:length], "warmup")
+    if own_active is not None:
+        return own_active
     own = session.scalar(
         select(DriftReference)
         .where(
@@ -246,9 +254,7 @@ def active_for_day(
         .limit(1)
     )
     if own is not None:
-        return _supersede_with(
-            session, model, own.checkpoint_id, own.days, own.stats, "champion_returned"
-        )
+        return _supersede_with(session, model, own.checkpoint_id, own.days, own.stats, RETURNED)
     if len(periods) >= 2:
         previous = periods[-2]
         if active is None or active.checkpoint_id != previous.checkpoint_id:
@@ -284,24 +290,27 @@ def _judged_after(session: Session, model: Model, day: date) -> bool:
 def _reference_that_judges_past_day(
     session: Session, model: Model, day: date
 ) -> DriftReference | None:
-    """The version that judged `day` before, else the newest frozen from earlier days."""
+    """The version that judged `day` before; for a day never judged, the one that judged the
+    latest day before it (what would have judged it in order); else none."""
     version = session.scalar(
-        select(func.max(DriftJudgement.reference_version)).where(
+        select(DriftJudgement.reference_version)
+        .where(
             DriftJudgement.project_id == model.project_id,
             DriftJudgement.model_id == model.id,
-            DriftJudgement.day == day,
+            DriftJudgement.reference_version.is_not(None),
+            DriftJudgement.day <= day,
         )
-    )
-    of_model = (DriftReference.project_id == model.project_id, DriftReference.model_id == model.id)
-    if version is not None:
-        return session.scalar(
-            select(DriftReference).where(*of_model, DriftReference.version == version)
-        )
-    return session.scalar(
-        select(DriftReference)
-        .where(*of_model, DriftReference.last_day < day)
-        .order_by(DriftReference.version.desc())
+        .order_by(DriftJudgement.day.desc())
         .limit(1)
+    )
+    if version is None:
+        return None
+    return session.scalar(
+        select(DriftReference).where(
+            DriftReference.project_id == model.project_id,
+            DriftReference.model_id == model.id,
+            DriftReference.version == version,
+        )
     )
 
 

@@ -156,3 +156,69 @@ def test_a_champion_rolled_back_to_is_judged_against_its_own_reference(
             .order_by(DriftReference.version)
         ).all()[::-1]
     assert (restored.days, restored.stats) == (original.days, original.stats)
+
+
+def test_a_day_never_judged_and_filled_later_is_judged_as_it_would_have_been_in_order(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A, then B from day 16, A again from day 36. Day 33 (B's) was missed and is run after
+    days 34-45: it is judged against B's reference, which judged day 32, not against A's
+    restored copy (whose window ended before day 33 too)."""
+    first = today_utc() - timedelta(days=47)
+    day = [first + timedelta(days=i) for i in range(46)]
+    ids = story(
+        app, client, auth, [("A", day[0] - timedelta(days=1)), ("B", day[16]), ("A", day[36])]
+    )
+    post_events(
+        client,
+        auth,
+        [
+            event
+            for i in range(46)
+            for event in calls(day[i], "B" if 16 <= i < 36 else "A", 10 if 16 <= i < 36 else 25)
+        ],
+    )
+    run_drift(client, auth, day[32], 33)
+    run_drift(client, auth, day[45], 12)  # days 34 to 45
+    run_drift(client, auth, day[33])  # the missed day
+    with app.state.sessionmaker() as session:
+        judged = session.execute(
+            select(DriftJudgement.checkpoint_id, DriftJudgement.reference_version).where(
+                DriftJudgement.day == day[33],
+                DriftJudgement.signal == "refusal_rate",
+                DriftJudgement.dimension == "all",
+            )
+        ).one()
+        b_reference = session.scalar(
+            select(DriftReference.version).where(DriftReference.checkpoint_id == ids["B"])
+        )
+    assert tuple(judged) == (ids["B"], b_reference)
+
+
+def test_a_returning_champions_copied_reference_stands_in_until_its_own_window_is_full(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A served 8 days before B replaced it (frozen from those 8 at the change), B 22 days,
+    then A again: A's 8-day copy judges it until A has 14 known-good days of its new period,
+    which are then frozen as for any champion."""
+    first = today_utc() - timedelta(days=52)
+    day = [first + timedelta(days=i) for i in range(50)]
+    ids = story(
+        app, client, auth, [("A", day[0] - timedelta(days=1)), ("B", day[8]), ("A", day[30])]
+    )
+    post_events(
+        client,
+        auth,
+        [
+            event
+            for i in range(50)
+            for event in calls(day[i], "B" if 8 <= i < 30 else "A", 10 if 8 <= i < 30 else 25)
+        ],
+    )
+    run_drift(client, auth, day[49], 50)
+    assert [(checkpoint, trigger) for _, checkpoint, _, trigger in references(app)] == [
+        (ids["A"], "champion_change"),
+        (ids["B"], "warmup"),
+        (ids["A"], "champion_returned"),
+        (ids["A"], "warmup"),
+    ]
