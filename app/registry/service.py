@@ -290,7 +290,8 @@ def _check_gate(
     """A gate that allows promoting `checkpoint` over `current`: its own, compared with
     `current` (a gate against another run, or against a champion since replaced, says
     nothing about replacing this one), passing (or inconclusive under a policy that allows
-    it), and not followed by a blocking gate or a canary that decided rollback: a block
+    it), and not followed by a blocking gate, a canary that decided rollback or a rollback
+    of the model away from it in production: a block
     stands until a later pass (docs/statistics.md §7.3), and the newest evidence wins whatever
     dataset version it came from. The gate must have been decided under the model's stored
     gate policy as it is now: a writer's request override (say, guarding nothing and allowing
@@ -364,6 +365,21 @@ def _check_gate(
         raise Conflict(
             f"canary {later_rollback} decided rollback for this checkpoint after gate {gate_id}; "
             "only a later passing gate lifts it (or force with a written reason)"
+        )
+    rolled_back_from = session.scalar(
+        select(ChampionHistory.id)
+        .where(
+            ChampionHistory.project_id == checkpoint.project_id,
+            ChampionHistory.previous_checkpoint_id == checkpoint.id,
+            ChampionHistory.action == ChampionAction.rollback,
+            ChampionHistory.created_at > gate.created_at,
+        )
+        .limit(1)
+    )
+    if rolled_back_from is not None:
+        raise Conflict(
+            f"the model was rolled back from this checkpoint after gate {gate_id}; only a later "
+            "passing gate promotes it again (or force with a written reason)"
         )
     return gate
 

@@ -394,6 +394,26 @@ def test_promotion_needs_a_gate_against_the_champion_itself(
     assert gate(client, auth, weak_run)["verdict"] == "block"  # against the champion
 
 
+def test_a_rollback_in_production_after_the_gate_stops_promoting_again_with_it(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The gate passed and promoted v2; production then rolled v2 back for cause. That is
+    newer evidence than the gate, as a canary's rollback is: only a later gate promotes v2."""
+    rows = rows_of("general", 400, "low")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    candidate_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    passed = gate(client, auth, candidate_run)
+    body = {"checkpoint_id": newcomer, "gate_id": passed["id"]}
+    assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
+    back = {"to": "v1", "reason": "refusals doubled in production"}
+    assert client.post("/api/v1/models/bot/rollback", json=back, headers=auth).status_code == 200
+    again = client.post("/api/v1/models/bot/promote", json=body, headers=auth)
+    assert again.status_code == 409 and "rolled back from this checkpoint" in again.text
+    body["gate_id"] = gate(client, auth, candidate_run)["id"]
+    assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
+
+
 def test_promotion_takes_only_a_gate_decided_under_the_models_policy_as_it_is(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
