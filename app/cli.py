@@ -15,6 +15,7 @@ import uvicorn
 from app import demo
 from app.core import migrate
 from app.core.db import make_engine, make_sessionmaker, today_utc
+from app.core.errors import Unprocessable
 from app.core.jobs import daily_jobs_lock
 from app.core.links import Links
 from app.core.settings import Settings
@@ -133,6 +134,11 @@ def _drift(settings: Settings, args: argparse.Namespace) -> int:
 
     day = args.date or today_utc() - timedelta(days=1)
     sessions = make_sessionmaker(make_engine(settings))
+    try:
+        drift_job.ended_day(day)
+    except Unprocessable as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
     with daily_jobs_lock(sessions):
         results, failures = drift_job.run_all_projects(
             sessions, Links.of(settings), day, "cli", backfill=args.backfill

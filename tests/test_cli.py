@@ -9,6 +9,8 @@ import sys
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.core.db import today_utc
+
 
 def plumbline(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PLUMBLINE_DATABASE_URL": database_url}
@@ -42,3 +44,19 @@ def test_keys_create_prints_a_working_key_alone_on_its_last_line(
 def test_migrate_is_idempotent(database_url: str) -> None:
     assert "latest schema" in plumbline(database_url, "migrate").stdout
     assert "latest schema" in plumbline(database_url, "migrate").stdout
+
+
+def test_drift_runs_ended_days_and_refuses_one_in_progress(
+    database_url: str, client: TestClient, app: FastAPI
+) -> None:
+    plumbline(database_url, "drift", "run", "--backfill", "2")  # check=True: exit 0
+    today = str(today_utc())
+    early = subprocess.run(
+        [sys.executable, "-m", "app.cli", "drift", "run", "--date", today],
+        env={**os.environ, "PLUMBLINE_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert early.returncode == 2
+    assert f"error: date: {today} has not ended yet" in early.stderr

@@ -10,7 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import is_postgres, utcnow
+from app.core.db import is_postgres, today_utc, utcnow
+from app.core.errors import Unprocessable
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.links import Links
 from app.drift import alerts, judge, monitors, references
@@ -109,12 +110,26 @@ def judge_rows(
 def run_days(
     session: Session, links: Links, project_id: int, last_day: date, backfill: int, trigger: str
 ) -> list[DriftResult]:
-    """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days)."""
+    """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days).
+    `last_day` must have ended (`ended_day`)."""
+    ended_day(last_day)
     first = last_day - timedelta(days=backfill - 1)
     return [
         run_day(session, links, project_id, first + timedelta(days=offset), trigger)
         for offset in range(backfill)
     ]
+
+
+def ended_day(day: date) -> date:
+    """`day`, refused (422) unless it is over in UTC: a day in progress holds part of its
+    traffic, which would read as a volume drop and a shift, and as the newest judged day it
+    would stop references moving for every day before it (references.active_for_day)."""
+    if day >= today_utc():
+        raise Unprocessable(
+            f"date: {day} has not ended yet (UTC); the latest day to run is yesterday",
+            field="date",
+        )
+    return day
 
 
 def run_all_projects(
@@ -125,6 +140,7 @@ def run_all_projects(
     A project whose day fails is rolled back to its last committed day, recorded as a failed
     run of its own (a DriftRun with the error) and named in the failures; the other projects
     go on, so one project's bad data never costs every later project its rollup and alerts."""
+    ended_day(day)
     with sessions() as session:
         project_ids = session.scalars(select(Project.id).order_by(Project.id)).all()
     results: list[DriftResult] = []

@@ -255,6 +255,10 @@ def test_drift_run_validates_its_body(client: TestClient, auth: Headers) -> None
     assert bad.status_code == 422 and "date" in bad.json()["detail"]
     empty = client.post("/api/v1/drift/run", json={}, headers=auth)
     assert empty.status_code == 200 and empty.json()["signals"] == 0
+    for not_over in (today_utc(), today_utc() + timedelta(days=3)):
+        early = client.post("/api/v1/drift/run", json={"date": str(not_over)}, headers=auth)
+        assert early.status_code == 422 and early.json()["field"] == "date"
+        assert "has not ended yet" in early.json()["detail"]
 
 
 def test_latency_token_and_cost_signals_are_the_log_normal_fit_of_the_rest_fields(
