@@ -334,54 +334,52 @@ def _check_gate(
             f"the model's gate policy changed since gate {gate_id} (v{gate.policy_version} -> "
             f"v{policy.version if policy else None}); decide a new gate under it"
         )
-    later_block = session.scalar(
-        select(Gate.id)
-        .where(
-            Gate.checkpoint_id == checkpoint.id,
-            Gate.id > gate.id,
-            Gate.verdict == GateVerdict.block,
-        )
-        .order_by(Gate.id)
-        .limit(1)
-    )
-    if later_block is not None:
+    newer = _newer_evidence_against(session, checkpoint, gate)
+    if newer is not None:
         raise Conflict(
-            f"gate {later_block} blocked this checkpoint after gate {gate_id}; only a later "
-            "passing gate lifts a block (or force with a written reason)"
-        )
-    later_rollback = session.scalar(
-        select(Canary.id)
-        .where(
-            Canary.project_id == checkpoint.project_id,
-            Canary.checkpoint_id == checkpoint.id,
-            Canary.decision == CanaryDecision.rollback,
-            # a rollback by hand of a canary stopped earlier keeps its ended_at
-            func.coalesce(Canary.rolled_back_at, Canary.ended_at) > gate.created_at,
-        )
-        .order_by(Canary.id)
-        .limit(1)
-    )
-    if later_rollback is not None:
-        raise Conflict(
-            f"canary {later_rollback} decided rollback for this checkpoint after gate {gate_id}; "
-            "only a later passing gate lifts it (or force with a written reason)"
-        )
-    rolled_back_from = session.scalar(
-        select(ChampionHistory.id)
-        .where(
-            ChampionHistory.project_id == checkpoint.project_id,
-            ChampionHistory.previous_checkpoint_id == checkpoint.id,
-            ChampionHistory.action == ChampionAction.rollback,
-            ChampionHistory.created_at > gate.created_at,
-        )
-        .limit(1)
-    )
-    if rolled_back_from is not None:
-        raise Conflict(
-            f"the model was rolled back from this checkpoint after gate {gate_id}; only a later "
-            "passing gate promotes it again (or force with a written reason)"
+            f"{newer} after gate {gate_id}; only a later passing gate lifts it (or force with a "
+            "written reason)"
         )
     return gate
+
+
+def _newer_evidence_against(session: Session, checkpoint: Checkpoint, gate: Gate) -> str | None:
+    """What happened to `checkpoint` after `gate` that outweighs it, if anything: a blocking
+    gate, a canary that decided rollback (a rollback by hand of a canary stopped earlier keeps
+    its ended_at, hence the coalesce), or a rollback of the model away from it."""
+    evidence = (
+        (
+            select(Gate.id).where(
+                Gate.checkpoint_id == checkpoint.id,
+                Gate.id > gate.id,
+                Gate.verdict == GateVerdict.block,
+            ),
+            "gate {} blocked this checkpoint",
+        ),
+        (
+            select(Canary.id).where(
+                Canary.project_id == checkpoint.project_id,
+                Canary.checkpoint_id == checkpoint.id,
+                Canary.decision == CanaryDecision.rollback,
+                func.coalesce(Canary.rolled_back_at, Canary.ended_at) > gate.created_at,
+            ),
+            "canary {} decided rollback for this checkpoint",
+        ),
+        (
+            select(ChampionHistory.id).where(
+                ChampionHistory.project_id == checkpoint.project_id,
+                ChampionHistory.previous_checkpoint_id == checkpoint.id,
+                ChampionHistory.action == ChampionAction.rollback,
+                ChampionHistory.created_at > gate.created_at,
+            ),
+            "the model was rolled back from this checkpoint (history entry {})",
+        ),
+    )
+    for statement, message in evidence:
+        found = session.scalar(statement.order_by(statement.selected_columns[0]).limit(1))
+        if found is not None:
+            return message.format(found)
+    return None
 
 
 def promote(

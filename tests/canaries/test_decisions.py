@@ -72,6 +72,18 @@ def test_a_much_higher_refusal_rate_rolls_back_and_blocks_the_candidate(
     assert entry.details["trigger"] == "read"
 
 
+def passing_gate(client: TestClient, auth: Headers, ids: dict[str, int]) -> dict:
+    """A gate of v2 against the champion v1 that passes: identical answers on 400 rows."""
+    rows = [{"key": f"r{i}", "risk": "low", "cohort": {"route": "r"}} for i in range(400)]
+    add_run(client, auth, ids["v1"], rows, {"exact_match": [1.0] * 400})
+    candidate_run = add_run(client, auth, ids["v2"], rows, {"exact_match": [1.0] * 400})
+    passed: dict = client.post(
+        "/api/v1/gates", json={"candidate_run_id": candidate_run}, headers=auth
+    ).json()
+    assert passed["verdict"] == "pass"
+    return passed
+
+
 def test_a_rollback_decided_after_a_passing_gate_stops_promotion_with_that_gate(
     client: TestClient, auth: Headers
 ) -> None:
@@ -79,13 +91,7 @@ def test_a_rollback_decided_after_a_passing_gate_stops_promotion_with_that_gate(
     candidate refuse five times as often on live traffic. Only a later passing gate (or
     force) promotes it now."""
     ids = candidate_and_champion(client, auth)
-    rows = [{"key": f"r{i}", "risk": "low", "cohort": {"route": "r"}} for i in range(400)]
-    add_run(client, auth, ids["v1"], rows, {"exact_match": [1.0] * 400})
-    candidate_run = add_run(client, auth, ids["v2"], rows, {"exact_match": [1.0] * 400})
-    passed = client.post(
-        "/api/v1/gates", json={"candidate_run_id": candidate_run}, headers=auth
-    ).json()
-    assert passed["verdict"] == "pass"
+    passed = passing_gate(client, auth, ids)
     canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
     send(
         client,
@@ -114,13 +120,7 @@ def test_a_rollback_by_hand_after_the_gate_stops_promotion_even_of_a_canary_stop
     canary = start_canary(client, auth, ids["v2"])
     stop = {"reason": "pause"}
     assert client.post(f"/api/v1/canaries/{canary['id']}/stop", json=stop, headers=auth).is_success
-    rows = [{"key": f"r{i}", "risk": "low", "cohort": {"route": "r"}} for i in range(400)]
-    add_run(client, auth, ids["v1"], rows, {"exact_match": [1.0] * 400})
-    candidate_run = add_run(client, auth, ids["v2"], rows, {"exact_match": [1.0] * 400})
-    passed = client.post(
-        "/api/v1/gates", json={"candidate_run_id": candidate_run}, headers=auth
-    ).json()
-    assert passed["verdict"] == "pass"
+    passed = passing_gate(client, auth, ids)
     back = {"reason": "live traffic looks bad"}
     rolled = client.post(f"/api/v1/canaries/{canary['id']}/rollback", json=back, headers=auth)
     assert rolled.status_code == 200 and rolled.json()["decision"] == "rollback"

@@ -78,6 +78,34 @@ def refusal_alerts(client: TestClient, auth: Headers) -> list[dict[str, Any]]:
     return list(client.get("/api/v1/alerts", params=params, headers=auth).json()["items"])
 
 
+def a_then_b_then_a(
+    app: FastAPI, client: TestClient, auth: Headers, days: int, b_from: int, a_again: int
+) -> tuple[list[date], dict[str, int]]:
+    """`days` days ending the day before yesterday: A (refusing 5%, its normal) until day
+    `b_from`, B (2%) until day `a_again`, A again after; the traffic sent, nothing run."""
+    first = today_utc() - timedelta(days=days + 1)
+    day = [first + timedelta(days=i) for i in range(days)]
+    ids = story(
+        app,
+        client,
+        auth,
+        [("A", day[0] - timedelta(days=1)), ("B", day[b_from]), ("A", day[a_again])],
+    )
+    served_by_b = range(b_from, a_again)
+    post_events(
+        client,
+        auth,
+        [
+            event
+            for i in range(days)
+            for event in calls(
+                day[i], "B" if i in served_by_b else "A", 10 if i in served_by_b else 25
+            )
+        ],
+    )
+    return day, ids
+
+
 def test_rerunning_an_old_day_keeps_the_references_and_the_open_alert(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
@@ -124,23 +152,7 @@ def test_a_champion_rolled_back_to_is_judged_against_its_own_reference(
 ) -> None:
     """A refuses 5% (its normal), B 2%. After the rollback to A, judging A's normal traffic
     against B's reference would alert for good (and keep A's days out of any new reference)."""
-    first = today_utc() - timedelta(days=47)
-    day = [first + timedelta(days=i) for i in range(46)]
-    ids = story(
-        app,
-        client,
-        auth,
-        [("A", day[0] - timedelta(days=1)), ("B", day[16]), ("A", day[36])],
-    )
-    post_events(
-        client,
-        auth,
-        [
-            e
-            for i in range(46)
-            for e in calls(day[i], "B" if 16 <= i < 36 else "A", 10 if 16 <= i < 36 else 25)
-        ],
-    )
+    day, ids = a_then_b_then_a(app, client, auth, 46, 16, 36)
     run_drift(client, auth, day[45], 46)
     assert refusal_alerts(client, auth) == []
     frozen = references(app)
@@ -164,20 +176,7 @@ def test_a_day_never_judged_and_filled_later_is_judged_as_it_would_have_been_in_
     """A, then B from day 16, A again from day 36. Day 33 (B's) was missed and is run after
     days 34-45: it is judged against B's reference, which judged day 32, not against A's
     restored copy (whose window ended before day 33 too)."""
-    first = today_utc() - timedelta(days=47)
-    day = [first + timedelta(days=i) for i in range(46)]
-    ids = story(
-        app, client, auth, [("A", day[0] - timedelta(days=1)), ("B", day[16]), ("A", day[36])]
-    )
-    post_events(
-        client,
-        auth,
-        [
-            event
-            for i in range(46)
-            for event in calls(day[i], "B" if 16 <= i < 36 else "A", 10 if 16 <= i < 36 else 25)
-        ],
-    )
+    day, ids = a_then_b_then_a(app, client, auth, 46, 16, 36)
     run_drift(client, auth, day[32], 33)
     run_drift(client, auth, day[45], 12)  # days 34 to 45
     run_drift(client, auth, day[33])  # the missed day
@@ -201,20 +200,7 @@ def test_a_returning_champions_copied_reference_stands_in_until_its_own_window_i
     """A served 8 days before B replaced it (frozen from those 8 at the change), B 22 days,
     then A again: A's 8-day copy judges it until A has 14 known-good days of its new period,
     which are then frozen as for any champion."""
-    first = today_utc() - timedelta(days=52)
-    day = [first + timedelta(days=i) for i in range(50)]
-    ids = story(
-        app, client, auth, [("A", day[0] - timedelta(days=1)), ("B", day[8]), ("A", day[30])]
-    )
-    post_events(
-        client,
-        auth,
-        [
-            event
-            for i in range(50)
-            for event in calls(day[i], "B" if 8 <= i < 30 else "A", 10 if 8 <= i < 30 else 25)
-        ],
-    )
+    day, ids = a_then_b_then_a(app, client, auth, 50, 8, 30)
     run_drift(client, auth, day[49], 50)
     assert [(checkpoint, trigger) for _, checkpoint, _, trigger in references(app)] == [
         (ids["A"], "champion_change"),
