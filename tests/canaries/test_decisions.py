@@ -6,6 +6,7 @@ champion end a canary, and the background loop evaluates each due canary once.""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -41,10 +42,11 @@ def comparison(body: dict, kind: str, signal: str, value: str = "all") -> dict:
     )
 
 
-def test_a_much_higher_refusal_rate_rolls_back_and_blocks_the_candidate(
-    app: FastAPI, client: TestClient, auth: Headers
-) -> None:
-    ids = candidate_and_champion(client, auth)
+def refusing_five_times_as_often(
+    client: TestClient, auth: Headers, ids: dict[str, int]
+) -> dict[str, Any]:
+    """A canary of v2 started two hours ago; in the last 1.5 hours the champion refused 5% of
+    1,800 calls and v2 25% of 200: enough to decide rollback at once."""
     canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
     send(
         client,
@@ -52,6 +54,14 @@ def test_a_much_higher_refusal_rate_rolls_back_and_blocks_the_candidate(
         served("v1", 1800, every(20, refusal=True), hours_ago(1.5), HOUR),
         served("v2", 200, every(4, refusal=True), hours_ago(1.5), HOUR),
     )
+    return canary
+
+
+def test_a_much_higher_refusal_rate_rolls_back_and_blocks_the_candidate(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = refusing_five_times_as_often(client, auth, ids)
     decided = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
     assert (decided["status"], decided["decision"]) == ("rollback", "rollback")
     assert decided["ended_by"] == SYSTEM_ACTOR and decided["ended_at"] is not None
@@ -92,13 +102,7 @@ def test_a_rollback_decided_after_a_passing_gate_stops_promotion_with_that_gate(
     force) promotes it now."""
     ids = candidate_and_champion(client, auth)
     passed = passing_gate(client, auth, ids)
-    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
-    send(
-        client,
-        auth,
-        served("v1", 1800, every(20, refusal=True), hours_ago(1.5), HOUR),
-        served("v2", 200, every(4, refusal=True), hours_ago(1.5), HOUR),
-    )
+    canary = refusing_five_times_as_often(client, auth, ids)
     assert client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()["decision"] == (
         "rollback"
     )
