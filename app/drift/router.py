@@ -43,7 +43,7 @@ def run_drift(
 ) -> DriftRunOut:
     """Computes the day's signals (default yesterday, UTC) and evaluates the monitors.
     Runs inline: one day is a handful of GROUP BY queries over that day's events."""
-    day = body.date or today_utc() - timedelta(days=1)
+    day = drift_job.ended_day(body.date or today_utc() - timedelta(days=1))
     results = drift_job.run_days(session, links, principal.project_id, day, body.backfill, "api")
     return DriftRunOut(
         signals=sum(r.signals for r in results),
