@@ -67,7 +67,7 @@ def apply_verdicts(
             )
         ).all()
     }
-    resolved = _resolve_unmonitored(session, links, model, unresolved)
+    resolved = _resolve_unmonitored(session, links, judgement.monitors, unresolved)
     opened = 0
     judged: set[AlertKey] = set()
     for verdict in judgement.verdicts:
@@ -110,7 +110,7 @@ def apply_verdicts(
 
 
 def _resolve_unmonitored(
-    session: Session, links: Links, model: Model, unresolved: dict[AlertKey, Alert]
+    session: Session, links: Links, monitors: Sequence[Monitor], unresolved: dict[AlertKey, Alert]
 ) -> int:
     """Resolves (`monitor_changed`) the alerts whose monitor no longer judges their cohort:
     it was disabled, or a more specific monitor covers the cohort now. Nothing would ever
@@ -118,9 +118,6 @@ def _resolve_unmonitored(
     model's known-good days (no reference could freeze). The monitor now in charge judges
     the cohort from today and opens an alert of its own if the shift goes on. Removes them
     from `unresolved`; -> how many."""
-    monitors = session.scalars(
-        select(Monitor).where(Monitor.project_id == model.project_id, Monitor.model_id == model.id)
-    ).all()
     resolved = 0
     for key, alert in list(unresolved.items()):
         _monitor_id, signal, dimension, value = key

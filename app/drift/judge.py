@@ -161,6 +161,8 @@ class DayJudgement:
     verdicts: list[Verdict]
     # Cohorts that had data the day, whether judged or not: the rest had no data.
     seen: set[tuple[str, str, str]]
+    # The model's monitors as the day was judged (alerts.py: which monitor judges a cohort).
+    monitors: Sequence[Monitor]
 
 
 def pick_monitor(
@@ -212,13 +214,13 @@ def judge_day(
             DriftJudgement.day == day,
         )
     )
-    if not rows:
-        return DayJudgement([], set())
-    served = served_checkpoint(rows)
-    served_rows = [r for r in rows if r.checkpoint_id == served]
     monitors = session.scalars(
         select(Monitor).where(Monitor.project_id == model.project_id, Monitor.model_id == model.id)
     ).all()
+    if not rows:
+        return DayJudgement([], set(), monitors)
+    served = served_checkpoint(rows)
+    served_rows = [r for r in rows if r.checkpoint_id == served]
     verdicts = [
         Verdict(monitor, row, _side(monitor))
         for row in served_rows
@@ -229,7 +231,7 @@ def judge_day(
     if reference is not None and referenced:
         _judge_against_reference(session, model, day, referenced, reference, high_risk, daily_alpha)
     _store(session, model, day, verdicts)
-    return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows})
+    return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows}, monitors)
 
 
 def served_checkpoint(rows: Sequence[SignalRow]) -> int:
