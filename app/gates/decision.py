@@ -62,11 +62,12 @@ def decide(
     declared = declared_risk(version_risk, spec)
     blocking = [risk.value for risk in spec.block_risks]
     unpaired = _unpaired_guarded(paired, declared, blocking)
+    compared_without_rows = {(cohort.dimension, cohort.value) for cohort in unpaired}
     for dimension, values in sorted(declared.items()):
         labels = set(paired.dimensions.get(dimension, ()))
         for value in sorted(set(values) - labels):
-            if (dimension, value) in {(cohort.dimension, cohort.value) for cohort in unpaired}:
-                continue  # compared with no rows: inconclusive
+            if (dimension, value) in compared_without_rows:
+                continue  # inconclusive, not merely noted
             notes.append(
                 f"declared cohort {dimension}={value} ({values[value]} risk) has no rows both "
                 "sides scored: it is not compared"
