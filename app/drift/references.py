@@ -128,24 +128,44 @@ def champion_periods(session: Session, model: Model, day: date) -> list[Period]:
         (h.checkpoint_id, h.created_at.date()) for h in history if h.created_at.date() <= day
     ]
     if not entries:
-        served = session.execute(
-            select(DailySignal.checkpoint_id, func.min(DailySignal.day))
-            .where(
-                DailySignal.project_id == model.project_id,
-                DailySignal.model_id == model.id,
-                DailySignal.dimension == "all",
-                DailySignal.day <= day,
-            )
-            .group_by(DailySignal.checkpoint_id)
-            .order_by(func.sum(DailySignal.denominator).desc(), DailySignal.checkpoint_id)
-            .limit(1)
-        ).first()
-        return [Period(served[0], served[1], None)] if served else []
+        return _most_served_since_first_day(session, model, day)
     periods: list[Period] = []
     for index, (checkpoint_id, start) in enumerate(entries):
         end = entries[index + 1][1] if index + 1 < len(entries) else None
         periods.append(Period(checkpoint_id, start, end))
     return periods
+
+
+def _most_served_since_first_day(session: Session, model: Model, day: date) -> list[Period]:
+    """The model's most-served checkpoint up to `day`, from its first day of traffic.
+
+    A call feeds several signals, so denominators are never summed across signals (that
+    would favour the checkpoint whose calls carry more fields); each checkpoint's volume is
+    its best-covered signal's total, and the larger volume wins (ties: the older id)."""
+    totals = session.execute(
+        select(
+            DailySignal.checkpoint_id,
+            DailySignal.signal,
+            func.sum(DailySignal.denominator),
+            func.min(DailySignal.day),
+        )
+        .where(
+            DailySignal.project_id == model.project_id,
+            DailySignal.model_id == model.id,
+            DailySignal.dimension == "all",
+            DailySignal.day <= day,
+        )
+        .group_by(DailySignal.checkpoint_id, DailySignal.signal)
+    ).all()
+    volume: dict[int, int] = {}
+    first_day: dict[int, date] = {}
+    for checkpoint_id, _signal, total, first in totals:
+        volume[checkpoint_id] = max(volume.get(checkpoint_id, 0), int(total or 0))
+        first_day[checkpoint_id] = min(first_day.get(checkpoint_id, first), first)
+    if not volume:
+        return []
+    served = min(volume, key=lambda checkpoint_id: (-volume[checkpoint_id], checkpoint_id))
+    return [Period(served, first_day[served], None)]
 
 
 def known_good_days(

@@ -208,3 +208,36 @@ def test_a_returning_champions_copied_reference_stands_in_until_its_own_window_i
         (ids["A"], "champion_returned"),
         (ids["A"], "warmup"),
     ]
+
+
+def test_without_champion_history_the_most_called_checkpoint_is_the_reference(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """No promotion on record: the reference is the checkpoint with the most calls. A's 200
+    calls a day report five fields each and B's 400 calls only refusal; a call counted once
+    per field it reports would make A the most served (1,000 a day against 400)."""
+    settings = {"reference_days": 14, "warmup_days": 0}
+    assert client.put("/api/v1/drift/settings", json=settings, headers=auth).is_success
+    ids = {
+        version: client.post(
+            "/api/v1/checkpoints", json={"model": "m", "version": version}, headers=auth
+        ).json()["id"]
+        for version in ("A", "B")
+    }
+    first = today_utc() - timedelta(days=16)
+    days = [first + timedelta(days=i) for i in range(15)]  # the 14-day window freezes
+    a_fields = {"eval_passed": True, "fallback": False, "should_refuse": False}
+    post_events(
+        client,
+        auth,
+        [
+            *(
+                {**e, **a_fields, "trace_id": f"A{e['trace_id']}", "latency_ms": 300.0}
+                for d in days
+                for e in calls(d, "A", 10)[:200]
+            ),
+            *(e for d in days for e in calls(d, "B", 20)[:400]),
+        ],
+    )
+    run_drift(client, auth, days[-1], len(days))
+    assert {checkpoint for _, checkpoint, _, _ in references(app)} == {ids["B"]}
