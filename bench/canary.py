@@ -268,7 +268,7 @@ def count_looks(
             mine = arm == a
             events[a, :, 0, i] = np.bincount(bucket, mine & denominator[:, s], looks)
             with_signal[a, :, 0, i] = np.bincount(bucket, mine & numerator[:, s], looks)
-    return Counts(events, with_signal, pairs, worse, better, 0.0), hours
+    return Counts(events, with_signal, pairs, worse, better, np.zeros_like(pairs), 0.0), hours
 
 
 # --- One seed ---------------------------------------------------------------------------------

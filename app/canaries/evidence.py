@@ -123,7 +123,7 @@ def judge(plan: Plan, counts: Counts) -> list[Judged]:
         if bounds.comparison == "served":
             measured = (counts.events[0] + counts.events[1]) > 0
         else:
-            measured = counts.pairs > 0
+            measured = (counts.pairs + counts.one_sided) > 0
         judged.append(
             Judged(bounds, measured, bounds.lower > margins, bounds.upper < margins, columns)
         )

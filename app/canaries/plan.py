@@ -77,13 +77,16 @@ class Counts:
     Served, shape (arm, bucket, cohort, signal) with arm 0 the candidate and 1 the champion:
     `events` judged on the signal and those counting against it (`with_signal`). Shadow, shape
     (bucket, cohort, paired signal): `pairs` where both answers were judged, those where only
-    the candidate's counted against the signal (`worse`) and only the champion's (`better`)."""
+    the candidate's counted against the signal (`worse`) and only the champion's (`better`),
+    and requests answered by both where only one side was judged on it (`one_sided`: a
+    candidate whose answers stopped carrying a field leaves the signal measured, unproven)."""
 
     events: IntArray
     with_signal: IntArray
     pairs: IntArray
     worse: IntArray
     better: IntArray
+    one_sided: IntArray
     bucket_hours: float
 
     def cumulative(self) -> Counts:
@@ -94,5 +97,6 @@ class Counts:
             np.cumsum(self.pairs, axis=0),
             np.cumsum(self.worse, axis=0),
             np.cumsum(self.better, axis=0),
+            np.cumsum(self.one_sided, axis=0),
             self.bucket_hours,
         )

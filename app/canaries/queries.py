@@ -69,7 +69,7 @@ def load_counts(
                     events[arm, at, k, s] += int(row[f"d_{k}_{s}"])
                     with_signal[arm, at, k, s] += int(row[f"n_{k}_{s}"])
     pairs = np.zeros((*shape, len(plan.paired_signals)), dtype=np.int64)
-    worse, better = np.zeros_like(pairs), np.zeros_like(pairs)
+    worse, better, one_sided = np.zeros_like(pairs), np.zeros_like(pairs), np.zeros_like(pairs)
     if plan.paired_signals:
         sql = _paired_sql(plan, conditions, bucket)
         for row in session.execute(text_with_times(sql, "start", "end"), params).mappings():
@@ -79,7 +79,8 @@ def load_counts(
                     pairs[at, k, p] += int(row[f"p_{k}_{p}"] or 0)
                     worse[at, k, p] += int(row[f"w_{k}_{p}"] or 0)
                     better[at, k, p] += int(row[f"b_{k}_{p}"] or 0)
-    return Counts(events, with_signal, pairs, worse, better, bucket_hours)
+                    one_sided[at, k, p] += int(row[f"s_{k}_{p}"] or 0)
+    return Counts(events, with_signal, pairs, worse, better, one_sided, bucket_hours)
 
 
 def _cohort_conditions(session: Session, plan: Plan) -> tuple[list[str], dict[str, str]]:
@@ -128,8 +129,8 @@ def _outcome(signal: str) -> str:
 
 
 def _paired_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
-    """Per bucket of the shadow answer: pairs judged on each paired signal, and those where
-    only one side counted against it. A pair is one served trace: the candidate's shadow
+    """Per bucket of the shadow answer: pairs judged on each paired signal, those where only
+    one side counted against it, and requests only one side was judged on. A pair is one served trace: the candidate's shadow
     answers to it against the champion's served events of it, each side counting against a
     signal when any of its events does (most traces hold one event a side). The cohort is the
     served request's."""
@@ -155,6 +156,8 @@ def _paired_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
                 f"SUM(CASE WHEN sv.c_{k} = 1 AND sh.o_{p} = 0 AND sv.o_{p} = 1 THEN 1 ELSE 0 END)"
                 f" AS b_{k}_{p}"
             )
+            one_side = f"sv.c_{k} = 1 AND (sh.o_{p} IS NULL) <> (sv.o_{p} IS NULL)"
+            sums.append(f"SUM(CASE WHEN {one_side} THEN 1 ELSE 0 END) AS s_{k}_{p}")
     columns = ",\n  ".join(sums)
     return f"""
 WITH shadow AS (

@@ -85,6 +85,14 @@ def create_canary(
             f"start: more than max_days ({body.max_days}) ago; the canary would end at once",
             field="start",
         )
+    took_over = registry.champion_change_since(session, model.project_id, model.id, start)
+    if took_over is not None:
+        raise Unprocessable(
+            f"start: before the champion was replaced at {took_over.created_at.isoformat()} "
+            f"(history entry {took_over.id}); the comparison would count hours of another "
+            "champion: start at or after that time",
+            field="start",
+        )
     _no_running_canary(session, model)
     canary = Canary(
         project_id=principal.project_id,
@@ -170,6 +178,26 @@ def canary_out(canary: Canary, links: Links) -> CanaryOut:
 # --- Evaluation -----------------------------------------------------------------------------
 
 
+def _baseline_gone(session: Session, canary: Canary) -> str | None:
+    """Why the canary's baseline no longer holds, if it does not: the champion is another
+    checkpoint now, or it changed and changed back since the start (the two arms then did
+    not see the same champion throughout, and the bounds assume they did)."""
+    champion = registry.champion_of(session, canary.project_id, canary.model_id)
+    if champion is None or champion.id != canary.champion_id:
+        now_champion = f"checkpoint {champion.id}" if champion else "none"
+        return f"the champion changed (now {now_champion}); the comparison's baseline is gone"
+    changed = registry.champion_change_since(
+        session, canary.project_id, canary.model_id, canary.started_at
+    )
+    if changed is None:
+        return None
+    return (
+        f"the champion changed during the canary and back (history entry {changed.id}, "
+        f"{changed.action.value} of checkpoint {changed.checkpoint_id}); the two arms did not "
+        "see the same champion throughout"
+    )
+
+
 def evaluate(
     session: Session, links: Links, canary: Canary, trigger: str, now: datetime | None = None
 ) -> Canary:
@@ -180,16 +208,15 @@ def evaluate(
     if canary.status is not CanaryStatus.running:
         return canary
     now = now or utcnow()
-    champion = registry.champion_of(session, canary.project_id, canary.model_id)
-    if champion is None or champion.id != canary.champion_id:
-        now_champion = f"checkpoint {champion.id}" if champion else "none"
+    baseline_gone = _baseline_gone(session, canary)
+    if baseline_gone is not None:
         _end(
             session,
             links,
             canary,
             CanaryStatus.stopped,
             None,
-            f"the champion changed (now {now_champion}); the comparison's baseline is gone",
+            baseline_gone,
             trigger,
             canary.evidence,
             "champion_changed",

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -243,6 +244,26 @@ def champion_of(session: Session, project_id: int, model_id: int) -> Checkpoint 
     return session.get(Checkpoint, latest.checkpoint_id) if latest else None
 
 
+def champion_change_since(
+    session: Session, project_id: int, model_id: int, since: datetime
+) -> ChampionHistory | None:
+    """The model's first champion change after `since` that replaced one checkpoint with
+    another (promotion or rollback; a first champion replaces none), if any. A comparison with
+    "the champion" holds only while nothing replaced it: a change that was changed back still
+    put another checkpoint in production in between."""
+    return session.scalar(
+        select(ChampionHistory)
+        .where(
+            ChampionHistory.project_id == project_id,
+            ChampionHistory.model_id == model_id,
+            ChampionHistory.previous_checkpoint_id.is_not(None),
+            ChampionHistory.created_at > since,
+        )
+        .order_by(ChampionHistory.id)
+        .limit(1)
+    )
+
+
 def _check_canary(
     session: Session, checkpoint: Checkpoint, current: Checkpoint | None, canary_id: int | None
 ) -> Canary | None:
@@ -268,6 +289,24 @@ def _check_canary(
         raise Conflict(
             f"canary_id: canary {canary_id} compared against checkpoint {canary.champion_id}, "
             "which is no longer the champion",
+            field="canary_id",
+        )
+    changed = champion_change_since(
+        session, checkpoint.project_id, checkpoint.model_id, canary.started_at
+    )
+    if changed is not None:
+        raise Conflict(
+            f"canary_id: the champion changed since canary {canary_id} started (history entry "
+            f"{changed.id}, {changed.action.value} of checkpoint {changed.checkpoint_id}); its "
+            "comparison no longer describes replacing the champion: run a new canary or gate",
+            field="canary_id",
+        )
+    decided_at = canary.ended_at or canary.started_at
+    newer = _newer_evidence_against(session, checkpoint, decided_at, None)
+    if newer is not None:
+        raise Conflict(
+            f"canary_id: {newer} after canary {canary_id} decided promote; only a later "
+            "passing gate or canary lifts it (or force with a written reason)",
             field="canary_id",
         )
     policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
@@ -334,7 +373,7 @@ def _check_gate(
             f"the model's gate policy changed since gate {gate_id} (v{gate.policy_version} -> "
             f"v{policy.version if policy else None}); decide a new gate under it"
         )
-    newer = _newer_evidence_against(session, checkpoint, gate)
+    newer = _newer_evidence_against(session, checkpoint, gate.created_at, gate)
     if newer is not None:
         raise Conflict(
             f"{newer} after gate {gate_id}; only a later passing gate lifts it (or force with a "
@@ -343,15 +382,21 @@ def _check_gate(
     return gate
 
 
-def _newer_evidence_against(session: Session, checkpoint: Checkpoint, gate: Gate) -> str | None:
-    """What happened to `checkpoint` after `gate` that outweighs it, if anything: a blocking
-    gate, a canary that decided rollback (a rollback by hand of a canary stopped earlier keeps
-    its ended_at, hence the coalesce), or a rollback of the model away from it."""
+def _newer_evidence_against(
+    session: Session, checkpoint: Checkpoint, since: datetime, after_gate: Gate | None
+) -> str | None:
+    """What happened to `checkpoint` after the evidence decided at `since` (a gate's or a
+    canary's) that outweighs it, if anything: a blocking gate (after `after_gate` by id, ids
+    being the order gates were decided in), a canary that decided rollback (a rollback by
+    hand of a canary stopped earlier keeps its ended_at, hence the coalesce), or a rollback of
+    the model away from it."""
+    later_gate = Gate.id > after_gate.id if after_gate is not None else Gate.created_at > since
     evidence = (
         (
             select(Gate.id).where(
+                Gate.project_id == checkpoint.project_id,
                 Gate.checkpoint_id == checkpoint.id,
-                Gate.id > gate.id,
+                later_gate,
                 Gate.verdict == GateVerdict.block,
             ),
             "gate {} blocked this checkpoint",
@@ -361,7 +406,7 @@ def _newer_evidence_against(session: Session, checkpoint: Checkpoint, gate: Gate
                 Canary.project_id == checkpoint.project_id,
                 Canary.checkpoint_id == checkpoint.id,
                 Canary.decision == CanaryDecision.rollback,
-                func.coalesce(Canary.rolled_back_at, Canary.ended_at) > gate.created_at,
+                func.coalesce(Canary.rolled_back_at, Canary.ended_at) > since,
             ),
             "canary {} decided rollback for this checkpoint",
         ),
@@ -370,7 +415,7 @@ def _newer_evidence_against(session: Session, checkpoint: Checkpoint, gate: Gate
                 ChampionHistory.project_id == checkpoint.project_id,
                 ChampionHistory.previous_checkpoint_id == checkpoint.id,
                 ChampionHistory.action == ChampionAction.rollback,
-                ChampionHistory.created_at > gate.created_at,
+                ChampionHistory.created_at > since,
             ),
             "the model was rolled back from this checkpoint (history entry {})",
         ),

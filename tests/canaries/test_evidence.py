@@ -39,7 +39,7 @@ def counts(
     for (k, signal), (n, w, b) in (paired or {}).items():
         s = p.paired_signals.index(signal)
         pairs[0, k, s], worse[0, k, s], better[0, k, s] = n, w, b
-    return Counts(events, with_signal, pairs, worse, better, 24.0)
+    return Counts(events, with_signal, pairs, worse, better, np.zeros_like(pairs), 24.0)
 
 
 def test_the_plan_splits_alpha_over_the_rollback_family_only() -> None:

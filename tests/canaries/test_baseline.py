@@ -1,0 +1,116 @@
+"""What a canary decides on: a signal only the champion's side reports is measured, not set
+aside (docs/statistics.md §12.1, §12.6), and the baseline is one champion throughout: a canary
+cannot start before the champion took over, and stops when it changes, even if it changes
+back."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.models import ChampionHistory
+from tests.canaries.support import (
+    MODEL,
+    candidate_and_champion,
+    hours_ago,
+    send,
+    served,
+    shadows,
+    start_canary,
+)
+
+Headers = dict[str, str]
+DAY = timedelta(hours=24)
+
+
+def test_a_shadow_only_canary_does_not_promote_past_a_signal_the_candidate_stopped_reporting(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["refusal_rate", "fallback_rate"],
+        comparisons=["shadow"],
+        margin=0.05,
+    )
+
+    def champion(i: int) -> dict[str, Any]:
+        return {"refusal": i % 20 == 0, "fallback": i % 20 == 0}
+
+    def candidate(i: int) -> dict[str, Any]:
+        # The candidate's answers carry no refusal flag at all (say its refusal detector
+        # broke on the new output format); fallback as the champion's.
+        return {"fallback": i % 20 == 0}
+
+    send(
+        client,
+        auth,
+        served("v1", 2000, champion, hours_ago(28), DAY, "req"),
+        shadows("v2", "req", 2000, candidate, hours_ago(28), DAY),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    refusal = next(c for c in decided["evidence"]["comparisons"] if c["signal"] == "refusal_rate")
+    # The champion judged refusal on 2,000 requests; nothing showed the candidate
+    # non-inferior on it: measured, unproven, and the canary keeps running.
+    assert refusal["verdict"] == "undecided" and refusal["pairs"] == 0
+    assert decided["status"] == "running" and decided["decision"] is None
+
+
+def test_a_champion_that_changed_and_changed_back_ends_the_canary(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    promote = client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v3"], "force": True, "reason": "hotfix"},
+        headers=auth,
+    )
+    assert promote.status_code == 200
+    back = client.post(
+        f"/api/v1/models/{MODEL}/rollback",
+        json={"to": ids["v1"], "reason": "hotfix broke things"},
+        headers=auth,
+    )
+    assert back.status_code == 200
+    # The baseline was not the champion for a while: the two arms no longer saw the same
+    # traffic, which is what ends a canary when the champion changes.
+    body = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert body["status"] == "stopped", body["status"]
+    assert "changed during the canary and back" in body["reason"]
+
+
+def test_a_canary_cannot_start_before_the_champion_took_over(
+    app: Any, client: TestClient, auth: Headers
+) -> None:
+    """v3 replaced v1 three hours ago; a canary of v2 started ten hours ago would compare v2's
+    ten hours with v3's three (v2 refusing as often as whoever was champion, 20% then 2%,
+    was rolled back on those hours), so such a start is refused and a later one accepted."""
+    ids = candidate_and_champion(client, auth)
+    promoted = client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": ids["v3"], "force": True, "reason": "new champion"},
+        headers=auth,
+    )
+    assert promoted.status_code == 200
+    with app.state.sessionmaker() as session:  # it happened 3 hours ago
+        session.execute(
+            update(ChampionHistory)
+            .where(ChampionHistory.checkpoint_id == ids["v3"])
+            .values(created_at=hours_ago(3))
+        )
+        session.commit()
+    early = client.post(
+        f"/api/v1/models/{MODEL}/canaries",
+        json={"checkpoint_id": ids["v2"], "start": hours_ago(10).isoformat()},
+        headers=auth,
+    )
+    assert early.status_code == 422 and early.json()["field"] == "start", early.text
+    assert "before the champion was replaced" in early.json()["detail"]
+    start_canary(client, auth, ids["v2"], start=hours_ago(2.9).isoformat())

@@ -1,0 +1,85 @@
+"""A canary's 'promote' decision does not outlive newer evidence against its candidate, as a
+gate's does not (docs/reference.md, "the newest evidence wins")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.canaries.support import (
+    MODEL,
+    candidate_and_champion,
+    every,
+    hours_ago,
+    send,
+    served,
+    start_canary,
+)
+
+Headers = dict[str, str]
+PROMOTE = f"/api/v1/models/{MODEL}/promote"
+
+
+def promoting_canary(client: TestClient, auth: Headers, ids: dict[str, int]) -> dict[str, Any]:
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["refusal_rate"],
+        comparisons=["served"],
+        margin=0.05,
+    )
+    window = timedelta(hours=24)
+    send(
+        client,
+        auth,
+        served("v1", 2000, every(20, refusal=True), hours_ago(28), window, "a"),
+        served("v2", 2000, every(20, refusal=True), hours_ago(28), window, "b"),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert decided["decision"] == "promote", decided["evidence"]["reasons"]
+    return decided
+
+
+def test_a_promote_canary_is_spent_once_the_model_was_rolled_back_from_its_candidate(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = promoting_canary(client, auth, ids)
+    body = {"checkpoint_id": ids["v2"], "canary_id": canary["id"]}
+    assert client.post(PROMOTE, json=body, headers=auth).status_code == 200
+    # Production shows v2 is bad: the model is rolled back to v1 for cause.
+    back = client.post(
+        f"/api/v1/models/{MODEL}/rollback",
+        json={"to": ids["v1"], "reason": "v2 broke production"},
+        headers=auth,
+    )
+    assert back.status_code == 200, back.text
+    again = client.post(PROMOTE, json=body, headers=auth)
+    assert again.status_code == 409, again.json()
+    assert "the champion changed since canary" in again.json()["detail"]
+
+
+def test_a_promote_canary_does_not_promote_after_a_newer_canary_decided_rollback(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    first = promoting_canary(client, auth, ids)
+    # A second canary of the same candidate, later, sees it refuse five times as often.
+    second = start_canary(client, auth, ids["v2"], start=hours_ago(1.8).isoformat())
+    send(
+        client,
+        auth,
+        served("v1", 1800, every(20, refusal=True), hours_ago(1.5), timedelta(hours=1), "c"),
+        served("v2", 200, every(4, refusal=True), hours_ago(1.5), timedelta(hours=1), "d"),
+    )
+    decided = client.post(f"/api/v1/canaries/{second['id']}/evaluate", headers=auth).json()
+    assert decided["decision"] == "rollback"
+    promoted = client.post(
+        PROMOTE, json={"checkpoint_id": ids["v2"], "canary_id": first["id"]}, headers=auth
+    )
+    assert promoted.status_code == 409, promoted.json()
+    assert f"canary {second['id']} decided rollback" in promoted.json()["detail"]
