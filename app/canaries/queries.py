@@ -130,9 +130,10 @@ def _outcome(signal: str) -> str:
 
 def _paired_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
     """Per bucket of the shadow answer: pairs judged on each paired signal, those where only
-    one side counted against it, and requests only one side was judged on. A pair is one served trace: the candidate's shadow
-    answers to it against the champion's served events of it, each side counting against a
-    signal when any of its events does (most traces hold one event a side). The cohort is the
+    one side counted against it, and requests only one side was judged on. A pair is one
+    served trace: the candidate's shadow answers to it against the champion's served events
+    of it, each side counting against a signal when any of its events does (most traces hold
+    one event a side). The cohort is the
     served request's."""
     outcomes = [(p, _outcome(signal)) for p, signal in enumerate(plan.paired_signals)]
     shadow_columns = ", ".join(f"MAX({sql}) AS o_{p}" for p, sql in outcomes)
