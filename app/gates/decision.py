@@ -55,8 +55,9 @@ def decide(
     any guarded block or broken floor, passes when every guarded comparison passes."""
     notes = list(paired.notes)
     if not paired.keys or not paired.evaluators:
+        why = f" ({'; '.join(paired.notes)})" if paired.notes else ""
         raise Unprocessable(
-            "the two runs share no scored (key, evaluator) pair to compare",
+            f"the two runs share no scored (key, evaluator) pair to compare{why}",
             field="baseline_run_id",
         )
     declared = declared_risk(version_risk, spec)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import ClauseElement, Connection, Select, Text, and_, case, cast, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from app.datasets.parsing import RESERVED_DIMENSIONS
 from app.models import DatasetRow, EvalResult, EvaluationRun
@@ -112,16 +112,38 @@ def load_pairs(
     )
     totals = _fetch_totals(connection, project_id, version_id, run_ids, one_call=repeats == 1)
     pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
-    notes = [
-        f"evaluators only in the {label} runs, not compared: {', '.join(sorted(only))}"
-        for label, only in (
-            ("candidate", set(pooled["candidate"]) - set(pooled["baseline"])),
-            ("baseline", set(pooled["baseline"]) - set(pooled["candidate"])),
+    notes = []
+    changed = _rows_asked_differently(session, project_id, version_id, baseline.dataset_version_id)
+    if changed.size:
+        unpaired_rows = np.isin(all_ids, changed)
+        for side in pooled["baseline"].values():
+            side.calls[unpaired_rows] = 0
+        notes.append(
+            f"{changed.size} row(s) changed what they ask or expect since the baseline's "
+            "dataset version (same key, other content): not paired"
         )
-        if only
-    ]
+    candidate_only = set(pooled["candidate"]) - set(pooled["baseline"])
+    if candidate_only:
+        listed = ", ".join(sorted(candidate_only))
+        notes.append(f"evaluators only in the candidate runs, not compared: {listed}")
+    # What the baseline was judged on and the candidate was not (or not the same way) cannot
+    # be passed over: each is compared on no rows, which leaves its guarded cohorts
+    # inconclusive (docs/statistics.md §6.1), never a better verdict than a bad score.
+    uncompared = sorted(set(pooled["baseline"]) - set(pooled["candidate"]))
+    if uncompared:
+        notes.append(
+            f"evaluators only in the baseline runs, compared on no rows: {', '.join(uncompared)}"
+        )
+    differing = _differing_specs(session, run_ids)
     both: dict[str, tuple[_Side, _Side, IntArray]] = {}
     for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
+        if name in differing:
+            notes.append(
+                f"evaluator '{name}' was not set up the same way in every compared run "
+                f"({differing[name]}): its scores do not measure one thing, compared on no rows"
+            )
+            uncompared.append(name)
+            continue
         base, cand = pooled["baseline"][name], pooled["candidate"][name]
         scored = np.flatnonzero((base.calls > 0) & (cand.calls > 0))
         if scored.size:
@@ -154,6 +176,7 @@ def load_pairs(
         )
         for name, (base, cand, scored) in both.items()
     ]
+    pairs += [_no_rows(name) for name in sorted(uncompared)]
     return PairedResults(
         [keys[i] for i in shared],
         [risks[i] for i in shared],
@@ -165,6 +188,77 @@ def load_pairs(
         set(risks) - {risks[i] for i in shared},
         unpaired_cohorts,
     )
+
+
+_SCORED_CONTENT = ("input", "expected", "context", "expected_behavior", "label", "meta")
+"""What evaluators read of a row (Sample); a row's cohort and risk are not scored."""
+
+
+def _rows_asked_differently(
+    session: Session, project_id: int, version_id: int, baseline_version_id: int
+) -> IntArray:
+    """Rows of the candidate's version whose scored content differs from the row of the same
+    key in the baseline's version: answers to different questions are not a pair. Only rows
+    whose hash differs (any field, cohort and risk included) are read and compared."""
+    if baseline_version_id == version_id:
+        return np.empty(0, np.int64)
+    ours, theirs = aliased(DatasetRow), aliased(DatasetRow)
+    rows = session.execute(
+        select(
+            ours.id,
+            *(getattr(ours, name) for name in _SCORED_CONTENT),
+            *(getattr(theirs, name) for name in _SCORED_CONTENT),
+        )
+        .join(
+            theirs,
+            and_(
+                theirs.project_id == ours.project_id,
+                theirs.version_id == baseline_version_id,
+                theirs.key == ours.key,
+            ),
+        )
+        .where(
+            ours.project_id == project_id,
+            ours.version_id == version_id,
+            ours.row_hash != theirs.row_hash,
+        )
+    ).all()
+    width = len(_SCORED_CONTENT)
+    changed = [row[0] for row in rows if row[1 : 1 + width] != row[1 + width :]]
+    return np.asarray(changed, np.int64)
+
+
+def _no_rows(name: str) -> EvaluatorPairs:
+    empty, counts = np.empty(0), np.empty(0, np.int64)
+    return EvaluatorPairs(name, counts, empty, empty, empty, empty, counts, counts)
+
+
+def _differing_specs(session: Session, run_ids: Sequence[int]) -> dict[str, str]:
+    """Evaluators whose stored spec (threshold, params, every default filled in at creation)
+    differs between the runs: per name, the differing settings as "key: a | b"."""
+    specs: dict[str, list[dict[str, Any]]] = {}
+    for evaluators in session.scalars(
+        select(EvaluationRun.evaluators).where(EvaluationRun.id.in_(run_ids))
+    ):
+        for spec in evaluators:
+            forms = specs.setdefault(str(spec.get("name")), [])
+            if spec not in forms:
+                forms.append(spec)
+    differing = {}
+    for name, forms in specs.items():
+        if len(forms) < 2:
+            continue
+        settings = []
+        for key in sorted({key for form in forms for key in form}):
+            values = sorted({_canonical(form.get(key)) for form in forms})
+            if len(values) > 1:
+                settings.append(f"{key}: {' | '.join(values)}")
+        differing[name] = "; ".join(settings)
+    return differing
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _pool(

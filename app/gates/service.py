@@ -260,8 +260,8 @@ def _record_outcome(
         CheckpointStatus.evaluated,
     ):
         current.status = CheckpointStatus.blocked
-    elif gate.verdict is not GateVerdict.block and current.status is CheckpointStatus.blocked:
-        current.status = CheckpointStatus.evaluated
+    elif gate.verdict is GateVerdict.passed and current.status is CheckpointStatus.blocked:
+        current.status = CheckpointStatus.evaluated  # a block stands until a later pass
     details = {
         "gate_id": gate.id,
         "model": model.name,

@@ -373,6 +373,14 @@ def _check_gate(
             f"the model's gate policy changed since gate {gate_id} (v{gate.policy_version} -> "
             f"v{policy.version if policy else None}); decide a new gate under it"
         )
+    if gate.verdict is GateVerdict.inconclusive:
+        standing = _standing_block(session, checkpoint, gate)
+        if standing is not None:
+            raise Conflict(
+                f"gate {standing} blocked this checkpoint and no later gate passed it; an "
+                f"inconclusive gate ({gate_id}) cannot promote past a block (or force with a "
+                "written reason)"
+            )
     newer = _newer_evidence_against(session, checkpoint, gate.created_at, gate)
     if newer is not None:
         raise Conflict(
@@ -380,6 +388,23 @@ def _check_gate(
             "written reason)"
         )
     return gate
+
+
+def _standing_block(session: Session, checkpoint: Checkpoint, gate: Gate) -> int | None:
+    """The newest gate before `gate` that blocked `checkpoint`, unless a gate passed it since
+    (on whatever dataset: the newest evidence wins, and inconclusive evidence is none)."""
+    decisive = session.execute(
+        select(Gate.id, Gate.verdict)
+        .where(
+            Gate.project_id == checkpoint.project_id,
+            Gate.checkpoint_id == checkpoint.id,
+            Gate.id < gate.id,
+            Gate.verdict.in_((GateVerdict.block, GateVerdict.passed)),
+        )
+        .order_by(Gate.id.desc())
+        .limit(1)
+    ).first()
+    return decisive.id if decisive is not None and decisive.verdict is GateVerdict.block else None
 
 
 def _newer_evidence_against(

@@ -1,0 +1,181 @@
+"""Gate and promotion verdicts on evidence that does not mean what a plain pairing assumes:
+evaluators set up differently or left out, rows that changed between versions, a block
+followed by an inconclusive gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.datasets.support import drain_worker
+from tests.gates.support import GRADED, add_run, dataset_version, outputs_scoring
+from tests.gates.test_gates import (
+    EVALUATOR,
+    champion_and_candidate,
+    checkpoint,
+    comparison,
+    gate,
+    passing,
+    rows_of,
+)
+
+Headers = dict[str, str]
+
+
+def run_with_threshold(
+    client: TestClient,
+    auth: Headers,
+    checkpoint_id: int,
+    rows: list[dict[str, Any]],
+    scores: list[float],
+    threshold: float,
+) -> int:
+    version = dataset_version(client, auth, "golden", rows)
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": version,
+            "evaluators": [{"name": GRADED, "threshold": threshold}],
+            "outputs": outputs_scoring(rows, {GRADED: scores}),
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    return int(created.json()["run_id"])
+
+
+def test_pass_rates_judged_at_different_thresholds_are_not_compared_as_one(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The champion's run judges `stated_score` at threshold 0.5; the candidate's run names
+    the same evaluator with threshold 0.1. Every score fell from 0.6 to 0.2 (every row would
+    fail at the champion's threshold): pass rates at two thresholds are not one measure (the
+    gate used to compare them and pass), so with nothing else to compare the gate is refused,
+    naming the difference."""
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    run_with_threshold(client, auth, champion, rows, [0.6] * 400, threshold=0.5)
+    cand_run = run_with_threshold(client, auth, newcomer, rows, [0.2] * 400, threshold=0.1)
+    refused = client.post("/api/v1/gates", json={"candidate_run_id": cand_run}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert f"'{GRADED}' was not set up the same way" in detail and "0.1 | 0.5" in detail
+
+
+def test_an_evaluator_set_up_differently_beside_a_passing_one_leaves_the_gate_inconclusive(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The same two runs with an exact-match evaluator both sides set up alike and passing
+    everywhere: the differently set-up one is compared on no rows, so the gate cannot pass."""
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    run_ids = []
+    for checkpoint_id, score, threshold in ((champion, 0.6, 0.5), (newcomer, 0.2, 0.1)):
+        version = dataset_version(client, auth, "golden", rows)
+        created = client.post(
+            "/api/v1/datasets/golden/evaluations",
+            json={
+                "checkpoint_id": checkpoint_id,
+                "dataset_version": version,
+                "evaluators": [{"name": EVALUATOR}, {"name": GRADED, "threshold": threshold}],
+                "outputs": outputs_scoring(rows, {EVALUATOR: passing(rows), GRADED: [score] * 400}),
+            },
+            headers=auth,
+        )
+        assert created.status_code == 202, created.text
+        run_ids.append(int(created.json()["run_id"]))
+    drain_worker(app)
+    result = gate(client, auth, run_ids[1])
+    assert result["verdict"] == "inconclusive"
+    assert any("was not set up the same way" in note for note in result["notes"])
+
+
+def test_a_block_is_not_lifted_by_an_inconclusive_gate_on_another_dataset(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A block stands until a later *pass* (docs/statistics.md §7.6, reference.md
+    "Promotion"; `allow_inconclusive` "cannot promote past a block"). Here the candidate is
+    blocked on the 200-row golden set (a 20-point drop in the high-risk cohort); then an
+    inconclusive gate on a 5-row smoke dataset (attempt 1 there) both clears the checkpoint's
+    `blocked` status and promoted it under `allow_inconclusive`; now neither."""
+    checkpoint(client, auth, "v0")
+    put = client.put(
+        "/api/v1/models/bot/gate-policy", json={"allow_inconclusive": True}, headers=auth
+    )
+    assert put.status_code == 200, put.text
+    rows = rows_of("core", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    bad = add_run(
+        client, auth, newcomer, rows, {EVALUATOR: passing(rows, {f"core-{i}" for i in range(40)})}
+    )
+    blocked = gate(client, auth, bad)
+    assert blocked["verdict"] == "block"
+
+    smoke = rows_of("smoke", 5, "high")
+    add_run(client, auth, champion, smoke, {EVALUATOR: passing(smoke)}, dataset="smoke")
+    smoke_run = add_run(client, auth, newcomer, smoke, {EVALUATOR: passing(smoke)}, dataset="smoke")
+    later = gate(client, auth, smoke_run)
+    assert later["verdict"] == "inconclusive"
+
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": later["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 409, "promoted past a standing block on an inconclusive gate"
+    assert status == "blocked", status
+
+
+def test_an_evaluator_the_candidate_never_ran_cannot_be_passed_over(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The champion was judged by `exact_match` and `stated_score` (say, a safety judge);
+    the candidate's run simply leaves `stated_score` out, and its scores there would have
+    collapsed. Leaving an evaluator out must not yield a better verdict than scoring it badly:
+    it is compared on no rows, which is inconclusive (docs/statistics.md §5.2/§6.1)."""
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows), GRADED: [0.9] * 400})
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    result = gate(client, auth, cand_run)
+    assert any("only in the baseline runs, compared on no rows" in n for n in result["notes"])
+    assert result["verdict"] == "inconclusive"
+
+
+def test_rows_whose_content_changed_between_versions_are_not_paired(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Champion and candidate give the very same output on every row. The champion ran on
+    v1; v2 corrected the expected answer of 60 of the 200 high-risk rows (same keys). Paired
+    by key alone, the 60 re-labelled rows counted as lost and an unchanged model was blocked
+    for a 30-point drop; rows that ask or expect something else are not paired."""
+    v1 = rows_of("core", 200, "high")
+    v2 = [{**row, "expected": "a corrected answer"} if i < 60 else row for i, row in enumerate(v1)]
+    champion, newcomer = champion_and_candidate(client, auth)
+    base_run = add_run(client, auth, champion, v1, {EVALUATOR: [1.0] * 200})
+    # The same output ("the expected answer") for every row, now scored against v2.
+    version = dataset_version(client, auth, "golden", v2)
+    assert version == 2
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": newcomer,
+            "dataset_version": version,
+            "evaluators": [{"name": EVALUATOR}],
+            "outputs": outputs_scoring(v1, {EVALUATOR: [1.0] * 200}),
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    result = gate(client, auth, int(created.json()["run_id"]), baseline_run_id=base_run)
+    high = comparison(result, "risk", "high")
+    assert result["verdict"] != "block", (high["lost"], high["reason"])
+    assert (high["n"], high["lost"]) == (140, 0)
+    assert any("60 row(s) changed what they ask" in note for note in result["notes"])
