@@ -7,12 +7,15 @@ import re
 from typing import Any
 
 _FENCE_RE = re.compile(
-    r"\A\s*```(?:json)?[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.DOTALL | re.IGNORECASE
+    r"\A\s*```(?:json)?[ \t]*\r?\n(.*?)(?:\r?\n)?[ \t]*```\s*\Z", re.DOTALL | re.IGNORECASE
 )
 
 
 def unfence(text: str) -> str:
-    """Models often wrap JSON in a ```json block; only a block spanning the whole text counts."""
+    """Models often wrap JSON in a ```json block; only a block spanning the whole text counts.
+
+    Line breaks may be LF or CRLF (outputs that went through Windows tooling or HTTP bodies).
+    """
     match = _FENCE_RE.match(text)
     return match.group(1) if match else text
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from plumbline.evals.base import (
     PARAMS_CONFIG,
     Evaluator,
+    InvalidInput,
     Phrase,
     RegexPattern,
     Sample,
@@ -17,7 +18,7 @@ from plumbline.evals.base import (
     require_text,
     require_texts,
 )
-from plumbline.evals.text import clip, collapse_whitespace
+from plumbline.evals.text import canonical, clip, collapse_whitespace, fold_case
 
 MAX_LISTED = 20
 
@@ -31,7 +32,11 @@ class ExactMatchParams(BaseModel):
 
 
 class ExactMatch(Evaluator[ExactMatchParams]):
-    """`expected` may list several acceptable answers; matching any one scores 1."""
+    """`expected` may list several acceptable answers; matching any one scores 1.
+
+    Texts are compared in NFC, so an accent typed precomposed or as a combining mark is the
+    same answer (see `text.canonical` for why not NFKC).
+    """
 
     name = "exact_match"
     default_threshold = 1.0
@@ -42,7 +47,7 @@ class ExactMatch(Evaluator[ExactMatchParams]):
             text = collapse_whitespace(text)
         elif self.params.strip:
             text = text.strip()
-        return text if self.params.case_sensitive else text.casefold()
+        return canonical(text) if self.params.case_sensitive else fold_case(text)
 
     def _score(self, sample: Sample) -> Score:
         output = self._normalize(require_text("output", sample.output))
@@ -66,14 +71,19 @@ class ContainsParams(BaseModel):
 
 
 class Contains(Evaluator[ContainsParams]):
-    """Mode all: score is the share of substrings found. Mode any: 1 if one is found."""
+    """Mode all: score is the share of substrings found. Mode any: 1 if one is found.
+
+    Output and substrings are compared in NFC (case-folded when case-insensitive). A blank
+    substring would be found in every output, so the row's `expected` must not hold one:
+    such a row fails as invalid input instead of passing.
+    """
 
     name = "contains"
     default_threshold = 1.0
     params_model = ContainsParams
 
     def _fold(self, text: str) -> str:
-        return text if self.params.case_sensitive else text.casefold()
+        return canonical(text) if self.params.case_sensitive else fold_case(text)
 
     def _prepare(self) -> None:
         configured = self.params.substrings
@@ -83,15 +93,26 @@ class Contains(Evaluator[ContainsParams]):
         haystack = self._fold(require_text("output", sample.output))
         needles = self._needles
         if needles is None:
-            needles = [self._fold(s) for s in require_texts("expected", sample.expected)]
+            needles = [self._fold(s) for s in _row_substrings(sample.expected)]
         found = [needle in haystack for needle in needles]
         hits = sum(found)
         missing = [clip(needle, 100) for needle, ok in zip(needles, found, strict=True) if not ok]
         details = {"found": hits, "total": len(needles), "missing": missing[:MAX_LISTED]}
         if self.params.mode == "any":
             return float(hits > 0), f"{hits}/{len(needles)} substrings found (any)", details
-        score = hits / len(needles) if needles else 0.0
-        return score, f"{hits}/{len(needles)} substrings found", details
+        return hits / len(needles), f"{hits}/{len(needles)} substrings found", details
+
+
+def _row_substrings(expected: object) -> list[str]:
+    """The row's expected text(s), held to the rule params.substrings follow (`Phrase`)."""
+    substrings = require_texts("expected", expected)
+    if not substrings:
+        raise InvalidInput("expected must hold at least one substring to look for")
+    if any(not substring.strip() for substring in substrings):
+        raise InvalidInput(
+            "expected must not be empty or only whitespace (it would be found in any output)"
+        )
+    return substrings
 
 
 class RegexParams(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections import deque
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
@@ -162,8 +163,13 @@ def _arguments_match(expected: dict[str, Any], actual: Any) -> bool:
 
 
 def _match(expected: list[ExpectedCall], calls: list[Step], strict: bool) -> list[Step | None]:
-    """Greedy one-to-one pairing, preferring calls whose arguments match and, in strict
-    mode, calls after the previous match so in-order trajectories are recognised as such.
+    """Pair each expected call with at most one actual call and vice versa."""
+    return _match_in_order(expected, calls) if strict else _match_any_order(expected, calls)
+
+
+def _match_in_order(expected: list[ExpectedCall], calls: list[Step]) -> list[Step | None]:
+    """Greedy one-to-one pairing in listed order, preferring calls whose arguments match and
+    calls after the previous match, so in-order trajectories are recognised as such.
     """
     used: set[int] = set()
     last_index = -1
@@ -174,7 +180,7 @@ def _match(expected: list[ExpectedCall], calls: list[Step], strict: bool) -> lis
             candidates,
             key=lambda c: (
                 not _arguments_match(want.arguments, c.arguments),
-                strict and c.index <= last_index,
+                c.index <= last_index,
             ),
             default=None,
         )
@@ -183,6 +189,74 @@ def _match(expected: list[ExpectedCall], calls: list[Step], strict: bool) -> lis
             last_index = chosen.index
         matches.append(chosen)
     return matches
+
+
+def _match_any_order(expected: list[ExpectedCall], calls: list[Step]) -> list[Step | None]:
+    """A pairing with the most expected calls matched and the most argument sets matched,
+    so the score does not depend on the order of the calls or of the expectations.
+
+    Greedy pairing is not enough: a bare "search" listed first would take the one search
+    call a later {"name": "search", "arguments": ...} needed. So first a maximum bipartite
+    matching (augmenting paths) between the expectations that name arguments and the calls
+    whose arguments fit them; then every expectation still open, bare or not, takes an
+    unused call of its tool. Any expectation of a tool can take any call of it, so filling
+    up reaches the largest possible number of matched calls (per tool, the smaller of
+    expected and actual count) without undoing an argument match: both components are at
+    their maximum together. Ties go to earlier expectations and earlier calls.
+    """
+    fitting = [
+        [
+            position
+            for position, call in enumerate(calls)
+            if call.name == want.name and _arguments_match(want.arguments, call.arguments)
+        ]
+        if want.arguments
+        else []
+        for want in expected
+    ]
+    call_of: dict[int, int] = {}  # expectation -> position of its call
+    owner: dict[int, int] = {}  # position of a call -> its expectation
+    for start in range(len(expected)):
+        _augment(start, fitting, call_of, owner)
+    unused = [call for position, call in enumerate(calls) if position not in owner]
+    matches: list[Step | None] = []
+    for number, want in enumerate(expected):
+        if number in call_of:
+            matches.append(calls[call_of[number]])
+            continue
+        chosen = next((call for call in unused if call.name == want.name), None)
+        if chosen is not None:
+            unused.remove(chosen)
+        matches.append(chosen)
+    return matches
+
+
+def _augment(
+    start: int, edges: list[list[int]], call_of: dict[int, int], owner: dict[int, int]
+) -> bool:
+    """Match expectation `start` along a shortest augmenting path (breadth-first, so no
+    recursion however many calls there are); False when none exists.
+    """
+    reached_from: dict[int, int] = {}  # call position -> expectation it was reached from
+    queue = deque([start])
+    while queue:
+        expectation = queue.popleft()
+        for position in edges[expectation]:
+            if position in reached_from:
+                continue
+            reached_from[position] = expectation
+            if position in owner:
+                queue.append(owner[position])
+                continue
+            while True:  # flip the path back to start
+                expectation = reached_from[position]
+                previous = call_of.get(expectation)
+                call_of[expectation] = position
+                owner[position] = expectation
+                if previous is None:
+                    return True
+                position = previous
+    return False
 
 
 def _recall(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,19 +38,40 @@ class Sentence:
     end: int
 
 
+def canonical(text: str) -> str:
+    """NFC, so canonically equivalent spellings compare equal.
+
+    "é" may arrive precomposed (U+00E9, what most models and keyboards emit) or as "e" plus
+    a combining accent (NFD, e.g. text typed or copied on macOS); Unicode says the two are
+    the same text. NFC only merges such canonical equivalents. NFKC would also fold
+    compatibility characters (superscript "x²" to "x2", fractions such as "½", full-width
+    letters and digits to ASCII), which changes what an answer says, so it is not used.
+    """
+    return unicodedata.normalize("NFC", text)
+
+
+def fold_case(text: str) -> str:
+    """Canonical caseless form (Unicode's canonical caseless match, in NFC).
+
+    Decomposing before casefold matters for a few characters (e.g. U+0345, the combining
+    iota subscript); composing afterwards keeps the result comparable with `canonical`.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", text).casefold())
+
+
 def tokens(text: str) -> list[str]:
-    return _TOKEN_RE.findall(text.casefold())
+    return _TOKEN_RE.findall(fold_case(text))
 
 
 def count_tokens(text: str) -> int:
-    return sum(1 for _ in _TOKEN_RE.finditer(text))
+    return sum(1 for _ in _TOKEN_RE.finditer(canonical(text)))
 
 
 def content_terms(text: str) -> set[str]:
     """Tokens that carry meaning, with plurals folded so "profits" supports "profit"."""
     return {
         token[:-1] if len(token) > 3 and token[-1] == "s" and token[-2] != "s" else token
-        for token in _TOKEN_RE.findall(text.casefold())
+        for token in _TOKEN_RE.findall(fold_case(text))
         if token not in STOPWORDS
     }
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from plumbline.evals import LatencyBudget, LengthBudget
@@ -51,6 +53,13 @@ def test_min_chars_scores_the_share_reached() -> None:
 def test_tokens_count_cjk_characters_and_ignore_emoji() -> None:
     result = LengthBudget(max_tokens=100).evaluate(output="東京は首都 🎉 ok")
     assert result.details["tokens"] == 6
+
+
+def test_tokens_are_counted_the_same_for_composed_and_decomposed_accents() -> None:
+    text = "naïve façade"  # decomposed, "ï" would split "naïve" in two
+    budget = LengthBudget(max_tokens=100)
+    assert budget.evaluate(output=text).details["tokens"] == 2
+    assert budget.evaluate(output=unicodedata.normalize("NFD", text)).details["tokens"] == 2
 
 
 def test_huge_output_is_measured() -> None:

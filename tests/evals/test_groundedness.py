@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from plumbline.evals import Groundedness
@@ -78,6 +80,12 @@ def test_cjk_output_is_checked_character_by_character() -> None:
 def test_rtl_and_emoji_text_is_handled() -> None:
     context = "שלום עולם. مرحبا بالعالم"
     result = Groundedness().evaluate(output="שלום עולם 🎉. مرحبا بالعالم!", context=context)
+    assert result.score == 1.0
+
+
+def test_decomposed_accents_in_the_context_still_support_the_answer() -> None:
+    context = unicodedata.normalize("NFD", "Die Filiale in Zürich öffnet um neun.")
+    result = Groundedness().evaluate(output="Zürich öffnet um neun.", context=context)
     assert result.score == 1.0
 
 

@@ -72,6 +72,15 @@ def test_code_fence_is_accepted_only_when_allowed() -> None:
     assert JSONValidation(allow_code_fence=True).evaluate(output=prose).score == 0.0
 
 
+@pytest.mark.parametrize(
+    "fenced",
+    ['```json\r\n{"refund": true}\r\n```', '```\r\n{"refund": true}\r\n```\r\n'],
+)
+def test_a_code_fence_with_crlf_line_endings_is_accepted(fenced: str) -> None:
+    result = JSONValidation(allow_code_fence=True).evaluate(output=fenced)
+    assert result.passed, result.reason
+
+
 def test_invalid_schema_is_rejected_at_construction() -> None:
     with pytest.raises(ValueError, match=r"params.schema: invalid JSON Schema"):
         JSONValidation(schema={"type": "object", "required": "name"})

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from plumbline.evals import Contains, ExactMatch, Regex
+
+COMPOSED = "Café crème in Zürich"  # NFC: what most models emit
+DECOMPOSED = unicodedata.normalize("NFD", COMPOSED)  # e.g. a golden row typed on macOS
 
 
 @pytest.mark.parametrize(
@@ -35,6 +40,21 @@ def test_exact_match_needs_an_expected_answer() -> None:
     assert result.details["error"] == "expected must be a string or a list of strings, got None"
 
 
+@pytest.mark.parametrize("params", [{}, {"case_sensitive": False}])
+def test_exact_match_treats_canonically_equal_text_as_equal(params: dict[str, bool]) -> None:
+    assert COMPOSED != DECOMPOSED
+    for output, expected in [(COMPOSED, DECOMPOSED), (DECOMPOSED, COMPOSED)]:
+        result = ExactMatch(**params).evaluate(output=output, expected=expected)
+        assert result.passed, result.reason
+
+
+def test_exact_match_does_not_fold_compatibility_characters() -> None:
+    """NFC, not NFKC: "x²" is not the answer "x2", nor full-width "H2O" the ASCII one."""
+    assert ExactMatch().evaluate(output="x²", expected="x2").score == 0.0
+    full_width = "\uff28\uff12\uff2f"
+    assert ExactMatch(case_sensitive=False).evaluate(output=full_width, expected="h2o").score == 0.0
+
+
 def test_contains_all_scores_the_share_found() -> None:
     evaluator = Contains(substrings=["refund", "14 days", "receipt"])
     result = evaluator.evaluate(output="Refunds within 14 days with a receipt.")
@@ -56,6 +76,35 @@ def test_contains_falls_back_to_expected() -> None:
     assert evaluator.evaluate(output="The capital is Paris.", expected="Paris").score == 1.0
     assert evaluator.evaluate(output="It is 東京 🎉", expected=["東京", "🎉"]).score == 1.0
     assert evaluator.evaluate(output="Lyon", expected=["Paris", "Lyon"]).score == 0.5
+
+
+@pytest.mark.parametrize("params", [{}, {"case_sensitive": False}])
+def test_contains_finds_canonically_equal_text(params: dict[str, bool]) -> None:
+    output = f"Order: {DECOMPOSED}, no sugar."
+    assert Contains(**params).evaluate(output=output, expected="Zürich").score == 1.0
+    configured = Contains(substrings=[unicodedata.normalize("NFD", "crème")], **params)
+    assert configured.evaluate(output=COMPOSED).score == 1.0
+
+
+@pytest.mark.parametrize(
+    ("expected", "problem"),
+    [
+        ("", "expected must not be empty or only whitespace"),
+        ("  \n", "expected must not be empty or only whitespace"),
+        (["Paris", ""], "expected must not be empty or only whitespace"),
+        ([], "expected must hold at least one substring"),
+    ],
+)
+def test_contains_reports_a_row_whose_expected_has_nothing_to_look_for(
+    expected: object, problem: str
+) -> None:
+    """A blank substring is found in any output: from params it is refused at construction,
+    from the row it must fail that row (reported as invalid input), not pass it."""
+    for mode in ("all", "any"):
+        result = Contains(mode=mode).evaluate(output="a completely wrong answer", expected=expected)
+        assert (result.score, result.passed) == (0.0, False)
+        assert result.reason.startswith("invalid input: ")
+        assert result.details["error"].startswith(problem)
 
 
 def test_regex_search_and_fullmatch() -> None:

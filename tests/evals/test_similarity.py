@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 
 import pytest
 
@@ -64,6 +65,15 @@ def test_empty_texts(output: str, expected: str, score: float) -> None:
 def test_cjk_is_compared_per_character() -> None:
     result = Similarity().evaluate(output="東京は首都", expected="東京は日本の首都")
     assert result.score == pytest.approx(2 * 1.0 * (5 / 8) / (1.0 + 5 / 8))
+
+
+def test_canonically_equal_texts_score_one() -> None:
+    composed = "Café crème in Zürich"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    for metric in ("f1", "rouge_l"):
+        result = Similarity(metric=metric).evaluate(output=composed, expected=decomposed)
+        assert result.score == 1.0
 
 
 def test_huge_output_against_short_reference() -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from typing import Any
 
 import pytest
@@ -65,6 +67,74 @@ def test_matching_prefers_the_call_with_the_right_arguments() -> None:
     result = TaskCompletion(expected_tools=expected).evaluate(trajectory=trajectory)
     assert result.score == 1.0
     assert result.details["extra"] == [{"tool": "book_flight", "index": 0}]
+
+
+def test_any_order_scores_the_same_calls_the_same_whatever_their_order() -> None:
+    evaluator = TaskCompletion(
+        expected_tools=["search", {"name": "search", "arguments": {"q": "refund policy"}}]
+    )
+    calls = [
+        {"name": "search", "arguments": {"q": "refund policy"}},
+        {"name": "search", "arguments": {"q": "refund window"}},
+    ]
+    # A greedy pairing let the bare "search" take the refund-policy call in this order,
+    # leaving the expectation with arguments only the wrong one.
+    given_order = evaluator.evaluate(trajectory=calls, output="done")
+    reversed_order = evaluator.evaluate(trajectory=calls[::-1], output="done")
+    assert given_order.score == reversed_order.score == 1.0
+    assert given_order.details["argument_mismatches"] == []
+
+
+def test_a_bare_tool_name_does_not_take_the_only_call_an_argument_set_fits() -> None:
+    expected = ["book_flight", {"name": "book_flight", "arguments": {"flight": "BA763"}}]
+    trajectory = [{"name": "book_flight", "arguments": {"flight": "BA763"}}]
+    result = TaskCompletion(expected_tools=expected).evaluate(trajectory=trajectory)
+    assert _components(result) == {"recall": 0.5, "arguments": 1.0}
+    assert result.details["missing"] == ["book_flight"]
+
+
+def _best_any_order_score(expected: list[Any], calls: list[dict[str, Any]]) -> float:
+    """Exhaustive search over every one-to-one pairing of expectations with same-name calls."""
+    wants = [{"name": w, "arguments": {}} if isinstance(w, str) else w for w in expected]
+    constrained = sum(1 for want in wants if want["arguments"])
+    best = 0.0
+    for pairing in itertools.product([None, *range(len(calls))], repeat=len(wants)):
+        used = [position for position in pairing if position is not None]
+        if len(used) != len(set(used)) or any(
+            position is not None and calls[position]["name"] != want["name"]
+            for want, position in zip(wants, pairing, strict=True)
+        ):
+            continue
+        fitting = sum(
+            position is not None
+            and bool(want["arguments"])
+            and want["arguments"].items() <= calls[position]["arguments"].items()
+            for want, position in zip(wants, pairing, strict=True)
+        )
+        components = [len(used) / len(wants)] + ([fitting / constrained] if constrained else [])
+        best = max(best, sum(components) / len(components))
+    return best
+
+
+def test_any_order_matching_is_optimal_and_independent_of_both_orders() -> None:
+    rng = random.Random(11)
+    for _ in range(150):
+        expected: list[Any] = [
+            tool if rng.random() < 0.4 else {"name": tool, "arguments": {"q": rng.choice("xyz")}}
+            for tool in rng.choices("ab", k=rng.randint(1, 4))
+        ]
+        calls = [
+            {"name": rng.choice("ab"), "arguments": {"q": rng.choice("xyz")}}
+            for _ in range(rng.randint(0, 5))
+        ]
+        score = TaskCompletion(expected_tools=expected).evaluate(trajectory=calls).score
+        assert score == pytest.approx(_best_any_order_score(expected, calls))
+        shuffled_expected = rng.sample(expected, len(expected))
+        shuffled_calls = rng.sample(calls, len(calls))
+        shuffled = TaskCompletion(expected_tools=shuffled_expected).evaluate(
+            trajectory=shuffled_calls
+        )
+        assert shuffled.score == pytest.approx(score)
 
 
 def test_order_counts_only_in_strict_mode() -> None:
