@@ -22,7 +22,7 @@ judges its cohort (disabled, or a more specific monitor covers it now) is resolv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -95,7 +95,7 @@ def apply_verdicts(
         elif action in (STAY, RESOLVE) and alert is not None:
             alert.days_in_band = int(step.days_in_control)
             if verdict.band_fired or verdict.cusum_fired:
-                _refresh(session, links, alert, day, verdict)
+                _refresh(session, links, model, alert, day, verdict)
             else:
                 alert.last_day = max(alert.last_day, day)
             if action == RESOLVE:
@@ -153,13 +153,21 @@ def _judged_by_resolved(session: Session, key: AlertKey, day: date) -> bool:
     )
 
 
-def _rollback_target(session: Session, model: Model) -> int | None:
+def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: int) -> int | None:
+    """The known-good checkpoint to go back to from `checkpoint_id`, as the champion history
+    stood at the end of the judged `day` (a backfill after later promotions must not name a
+    checkpoint of later days, or the regressing one itself); the whole history when the
+    registry knew no champion yet that day (traffic older than its first promotion). Never
+    `checkpoint_id` itself."""
     history = session.scalars(
         select(ChampionHistory)
         .where(ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id)
         .order_by(ChampionHistory.id)
     ).all()
-    return rollback_target_id(history)
+    end_of_day = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+    known_then = [entry for entry in history if entry.created_at < end_of_day]
+    target = rollback_target_id(known_then or history)
+    return None if target == checkpoint_id else target
 
 
 def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:
@@ -183,7 +191,7 @@ def _open(session: Session, links: Links, model: Model, day: date, verdict: Verd
         sample_trace_ids=sample_trace_ids(
             session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
         ),
-        rollback_target_id=_rollback_target(session, model),
+        rollback_target_id=_rollback_target(session, model, day, row.checkpoint_id),
         days_in_band=0,
         last_notified_at=utcnow(),
         annotations=[],
@@ -195,9 +203,27 @@ def _open(session: Session, links: Links, model: Model, day: date, verdict: Verd
     return alert
 
 
-def _refresh(session: Session, links: Links, alert: Alert, day: date, verdict: Verdict) -> None:
+def _refresh(
+    session: Session, links: Links, model: Model, alert: Alert, day: date, verdict: Verdict
+) -> None:
     row = verdict.row
     is_new_day = day > alert.last_day
+    if is_new_day and row.checkpoint_id != alert.checkpoint_id:
+        # Another checkpoint serves now (a rollback or promotion while the shift went on): the
+        # alert is about its traffic, its samples and where to go back to from it.
+        alert.checkpoint_id = row.checkpoint_id
+        alert.rollback_target_id = _rollback_target(session, model, day, row.checkpoint_id)
+        alert.sample_trace_ids = sample_trace_ids(
+            session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
+        )
+        _annotate_once(
+            alert,
+            {
+                "kind": "checkpoint_changed",
+                "day": day.isoformat(),
+                "checkpoint_id": row.checkpoint_id,
+            },
+        )
     alert.last_day = max(alert.last_day, day)
     if verdict.observed is not None:
         alert.observed = verdict.observed

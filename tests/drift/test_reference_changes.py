@@ -13,10 +13,10 @@ from sqlalchemy import select, update
 
 from app.core.db import today_utc
 from app.models import ChampionHistory, DriftJudgement, DriftReference
-from tests.drift.traffic import at, post_events, run_drift
+from tests.drift.champions import calls
+from tests.drift.traffic import post_events, run_drift
 
 Headers = dict[str, str]
-CALLS = 500
 
 
 def story(
@@ -50,19 +50,6 @@ def story(
             )
         session.commit()
     return ids
-
-
-def calls(day: date, version: str, refused: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "trace_id": f"{day}-{k}",
-            "timestamp": at(day, k),
-            "model": "m",
-            "checkpoint_version": version,
-            "refusal": k < refused,
-        }
-        for k in range(CALLS)
-    ]
 
 
 def references(app: FastAPI) -> list[tuple[int, int, str, str]]:

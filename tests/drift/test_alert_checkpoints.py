@@ -1,0 +1,91 @@
+"""Which checkpoint an alert blames and names to roll back to: the known-good one as the
+champion history stood on the judged day, never the regressing one, and the serving one once
+another checkpoint took over while the shift went on."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.drift.champions import (
+    alerts,
+    calls,
+    checkpoints,
+    date_history,
+    days_ending_day_before_yesterday,
+    promote,
+    rollback,
+    settings,
+)
+from tests.drift.traffic import post_events, run_drift
+
+
+def test_a_backfilled_alert_names_the_champion_before_the_regressing_one(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A champion from day 0, B from day 16; B's refusals jump 5% -> 20% from day 30.
+    C is promoted on day 36 (the fix) and the drift job is then backfilled (it was down).
+    The alert on B (opened ~day 30) must say: roll back to A (the champion before B),
+    not to B itself."""
+    day = days_ending_day_before_yesterday(40)
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", ["A", "B", "C"])
+    for v in ("A", "B", "C"):
+        promote(client, auth, "m", ids[v])
+    date_history(app, [day[0], day[16], day[36]])
+    events = []
+    for i in range(36):
+        version = "A" if i < 16 else "B"
+        events += calls(day[i], version, 100 if i >= 30 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[35], 36)
+    [alert] = [a for a in alerts(client, auth, signal="refusal_rate", dimension="all")]
+    assert alert["checkpoint_id"] == ids["B"]
+    target = alert["rollback_target"]
+    assert target is not None and target["checkpoint_id"] != ids["B"], target
+    assert target["checkpoint_id"] == ids["A"]
+
+
+def test_an_alert_kept_open_by_the_rolled_back_to_checkpoint_names_it(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A from day 0 (reference days 0-13), B from day 16. From day 20 refusals jump to 20%
+    (an upstream outage: whichever checkpoint serves). The alert opens on B and names A as the
+    rollback target; the team rolls back to A on day 23 (the job runs day by day, as in
+    production); the refusals stay at 20% on A's traffic for days 23-29, so the alert stays
+    open and is refreshed (and re-notified) from A's rows. It must then not keep saying
+    "checkpoint B regressed, roll back to A" while A is the checkpoint serving and failing."""
+    day = days_ending_day_before_yesterday(30)
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", ["A", "B"])
+    promote(client, auth, "m", ids["A"])
+    promote(client, auth, "m", ids["B"])
+    date_history(app, [day[0], day[16]])
+    events = []
+    for i in range(30):
+        version = "B" if 16 <= i < 23 else "A"
+        events += calls(day[i], version, 100 if i >= 20 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[22], 23)
+    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert opened["checkpoint_id"] == ids["B"]
+    assert opened["rollback_target"]["checkpoint_id"] == ids["A"]
+    rollback(client, auth, "m", "A")  # as the alert advised
+    date_history(app, [day[0], day[16], day[23]])
+    for i in range(23, 30):
+        run_drift(client, auth, day[i])
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert alert["id"] == opened["id"]
+    assert alert["evidence"]["day"] == day[29].isoformat()  # refreshed from A's traffic
+    stale = (
+        alert["checkpoint_id"] == ids["B"]
+        and alert["rollback_target"] is not None
+        and alert["rollback_target"]["checkpoint_id"] == ids["A"]
+    )
+    assert not stale, (alert["checkpoint_id"], alert["rollback_target"], alert["evidence"]["day"])
+    assert alert["checkpoint_id"] == ids["A"] and alert["rollback_target"] is None
+    assert {
+        "kind": "checkpoint_changed",
+        "day": day[23].isoformat(),
+        "checkpoint_id": ids["A"],
+    } in (alert["annotations"])
