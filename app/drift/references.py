@@ -274,7 +274,9 @@ def active_for_day(
         .limit(1)
     )
     if own is not None:
-        return _supersede_with(session, model, own.checkpoint_id, own.days, own.stats, RETURNED)
+        returned = _returned_reference(session, model, own)
+        if returned is not None:
+            return returned
     if len(periods) >= 2:
         previous = periods[-2]
         if active is None or active.checkpoint_id != previous.checkpoint_id:
@@ -290,6 +292,23 @@ def active_for_day(
                     "champion_change",
                 )
     return active
+
+
+def _returned_reference(
+    session: Session, model: Model, own: DriftReference
+) -> DriftReference | None:
+    """A returning champion's last reference, frozen again as "champion_returned": a copy
+    while its days are all still known-good, else re-summarised from those that are (a day
+    marked as an incident since never enters a reference frozen afterwards); None when fewer
+    than MIN_REFERENCE_DAYS remain."""
+    days = sorted(date.fromisoformat(d) for d in own.days)
+    bad = excluded_days(session, model, days[0], days[-1] + timedelta(days=1)) if days else set()
+    kept = [d for d in days if d not in bad]
+    if len(kept) == len(days):
+        return _supersede_with(session, model, own.checkpoint_id, own.days, own.stats, RETURNED)
+    if len(kept) < MIN_REFERENCE_DAYS:
+        return None
+    return freeze(session, model, own.checkpoint_id, kept, RETURNED)
 
 
 def _judged_after(session: Session, model: Model, day: date) -> bool:

@@ -13,7 +13,15 @@ from sqlalchemy import select, update
 
 from app.core.db import today_utc
 from app.models import ChampionHistory, DriftJudgement, DriftReference
-from tests.drift.champions import calls
+from tests.drift.champions import (
+    calls,
+    checkpoints,
+    date_history,
+    days_ending_day_before_yesterday,
+    promote,
+    rollback,
+    settings,
+)
 from tests.drift.traffic import post_events, run_drift
 
 Headers = dict[str, str]
@@ -228,3 +236,40 @@ def test_without_champion_history_the_most_called_checkpoint_is_the_reference(
     )
     run_drift(client, auth, days[-1], len(days))
     assert {checkpoint for _, checkpoint, _, _ in references(app)} == {ids["B"]}
+
+
+def test_a_day_marked_as_incident_does_not_enter_a_reference_frozen_after_the_mark(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A is champion from day 0 (14-day reference, no warm-up: days 0-13 frozen on day 14);
+    day 3 was an outage (refusals 30%). The team marks day 3 as an incident on day 20. B is
+    promoted on day 16 (its reference frozen on day 30) and rolled back to A on day 33: A's
+    reference frozen again then (a copy used to hold day 3) is re-summarised without it."""
+    day = days_ending_day_before_yesterday(38)
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", ["A", "B"])
+    promote(client, auth, "m", ids["A"])
+    promote(client, auth, "m", ids["B"])
+    rollback(client, auth, "m", "A")
+    date_history(app, [day[0], day[16], day[33]])
+    events = []
+    for i in range(38):
+        version = "B" if 16 <= i < 33 else "A"
+        events += calls(day[i], version, 150 if i == 3 else (10 if version == "B" else 25))
+    post_events(client, auth, events)
+    run_drift(client, auth, day[19], 20)
+    r = client.post(
+        "/api/v1/incident-days",
+        json={"model": "m", "day": day[3].isoformat(), "note": "outage"},
+        headers=auth,
+    )
+    assert r.status_code == 201, r.text
+    run_drift(client, auth, day[37], 18)  # days 20..37
+    with app.state.sessionmaker() as session:
+        active = session.scalar(select(DriftReference).where(DriftReference.status == "active"))
+        assert active is not None
+        created_after_mark = active.version
+        assert active.checkpoint_id == ids["A"]
+        trigger, taken = active.trigger, active.days
+    assert created_after_mark >= 3 and trigger == "champion_returned"
+    assert day[3].isoformat() not in taken and len(taken) == 13, (trigger, taken)
