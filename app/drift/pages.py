@@ -251,13 +251,14 @@ def rebaseline(
     csrf_token: CsrfField,
     model: Annotated[str, Form(min_length=1, max_length=200)],
     reason: Annotated[str, Form(max_length=2000)] = "",
+    accept_alert_days: Annotated[bool, Form()] = False,
 ) -> RedirectResponse:
-    """The drift page's rebaseline button: the API's rebaseline, with the form's reason."""
+    """The drift page's rebaseline button: the API's rebaseline, with the form's reason and
+    whether alert days are accepted as the new normal."""
     auth.check_csrf(request, csrf_token)
     require_role(viewer, Role.write)
-    references.rebaseline(
-        session, viewer.principal, model, RebaselineIn.model_validate({"reason": reason})
-    )
+    body = RebaselineIn.model_validate({"reason": reason, "accept_alert_days": accept_alert_days})
+    references.rebaseline(session, viewer.principal, model, body)
     return redirect(f"/drift?model={model}")
 
 

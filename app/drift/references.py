@@ -169,9 +169,15 @@ def _most_served_since_first_day(session: Session, model: Model, day: date) -> l
 
 
 def known_good_days(
-    session: Session, model: Model, checkpoint_id: int, first: date, end: date
+    session: Session,
+    model: Model,
+    checkpoint_id: int,
+    first: date,
+    end: date,
+    alert_days_too: bool = False,
 ) -> list[date]:
-    """Days in [first, end) the checkpoint served, minus incident days and alert days."""
+    """Days in [first, end) the checkpoint served, minus incident days and (unless
+    `alert_days_too`: a shift accepted as the new normal) alert days."""
     if first >= end:
         return []
     served = session.scalars(
@@ -186,12 +192,15 @@ def known_good_days(
         .distinct()
         .order_by(DailySignal.day)
     ).all()
-    bad = excluded_days(session, model, first, end)
+    bad = excluded_days(session, model, first, end, alert_days=not alert_days_too)
     return [d for d in served if d not in bad]
 
 
-def excluded_days(session: Session, model: Model, first: date, end: date) -> set[date]:
-    """Incident days and days with an unresolved alert of the model, in [first, end)."""
+def excluded_days(
+    session: Session, model: Model, first: date, end: date, alert_days: bool = True
+) -> set[date]:
+    """Incident days and (with `alert_days`) days with an unresolved alert of the model, in
+    [first, end)."""
     bad = set(
         session.scalars(
             select(IncidentDay.day).where(
@@ -202,6 +211,8 @@ def excluded_days(session: Session, model: Model, first: date, end: date) -> set
             )
         ).all()
     )
+    if not alert_days:
+        return bad
     spans = session.execute(
         select(Alert.day, Alert.last_day, Alert.status).where(
             Alert.project_id == model.project_id,
@@ -582,8 +593,10 @@ def rebaseline(
     session: Session, principal: Principal, model_name: str, body: RebaselineIn
 ) -> DriftReference:
     """Freezes the current champion's last `reference_days` (the project's setting)
-    known-good days in [first_day, last_day] (default: the year before today) as the
-    model's reference, whenever it served them. Audited."""
+    known-good days in [first_day, last_day] as the model's reference. With
+    `accept_alert_days`, days of the model's alerts count as known-good (a shift accepted as
+    the new normal: otherwise a deliberately changed rate could never be rebaselined, since
+    every day it serves is an alert day); incident days never do. Audited."""
     model = get_model(session, principal.project_id, model_name)
     today = today_utc()
     last = body.last_day or today - timedelta(days=1)
@@ -598,9 +611,14 @@ def rebaseline(
             f"model '{model.name}' has no traffic to take a reference from", field="model"
         )
     checkpoint_id = periods[-1].checkpoint_id
+    # By default a year back, whenever it served: a champion rolled back to is rebaselined on
+    # its days before it was replaced, and a first champion's traffic may predate its
+    # promotion (the registry adopted later).
     first = body.first_day or last - timedelta(days=365)
     length = drift_settings(session, principal.project_id).reference_days
-    days = known_good_days(session, model, checkpoint_id, first, last + timedelta(days=1))
+    days = known_good_days(
+        session, model, checkpoint_id, first, last + timedelta(days=1), body.accept_alert_days
+    )
     days = days[-length:]
     if len(days) < MIN_REFERENCE_DAYS:
         raise Unprocessable(
@@ -627,6 +645,7 @@ def rebaseline(
             "first_day": reference.first_day.isoformat(),
             "last_day": reference.last_day.isoformat(),
             "days": len(days),
+            "accept_alert_days": body.accept_alert_days,
         },
         body.reason,
     )

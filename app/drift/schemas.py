@@ -255,10 +255,17 @@ class IncidentDayOut(OrmModel):
 class RebaselineIn(StrictModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     first_day: date | None = Field(
-        default=None, description="First day of the window (default: the champion's start)."
+        default=None,
+        description="First day of the window (default: a year before last_day; only the "
+        "champion's own known-good days in it are taken).",
     )
     last_day: date | None = Field(
         default=None, description="Last day of the window (default: yesterday, UTC)."
+    )
+    accept_alert_days: bool = Field(
+        default=False,
+        description="Count days of the model's alerts as known-good: a shift accepted as the "
+        "new normal (incident days stay out).",
     )
 
 

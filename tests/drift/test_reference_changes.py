@@ -273,3 +273,43 @@ def test_a_day_marked_as_incident_does_not_enter_a_reference_frozen_after_the_ma
         trigger, taken = active.trigger, active.days
     assert created_after_mark >= 3 and trigger == "champion_returned"
     assert day[3].isoformat() not in taken and len(taken) == 13, (trigger, taken)
+
+
+def test_a_shift_accepted_as_the_new_normal_is_rebaselined_and_stops_paging(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A refuses 5% (reference days 0-13); B, promoted on day 16, refuses 10% by design (a
+    stricter safety policy). Every day B serves is an alert day, so B has no known-good day
+    and a plain rebaseline is refused; accepting the alert days freezes B's days (incident
+    days still out) and, judged against them, the alert recovers and nothing reopens."""
+    day = days_ending_day_before_yesterday(36)
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", ["A", "B"])
+    promote(client, auth, "m", ids["A"])
+    promote(client, auth, "m", ids["B"])
+    date_history(app, [day[0], day[16]])
+    post_events(
+        client,
+        auth,
+        [e for i in range(36) for e in calls(day[i], "A" if i < 16 else "B", 25 if i < 16 else 50)],
+    )
+    run_drift(client, auth, day[29], 30)
+    assert [a["status"] for a in refusal_alerts(client, auth)] == ["open"]
+    incident = {"model": "m", "day": day[20].isoformat(), "note": "upstream outage"}
+    assert client.post("/api/v1/incident-days", json=incident, headers=auth).status_code == 201
+    body: dict[str, Any] = {"reason": "B's refusals are intended"}
+    plain = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
+    assert plain.status_code == 422 and "0 known-good day(s)" in plain.json()["detail"]
+    accepted = client.post(
+        "/api/v1/models/m/rebaseline", json={**body, "accept_alert_days": True}, headers=auth
+    )
+    assert accepted.status_code == 201, accepted.text
+    reference = accepted.json()
+    assert reference["checkpoint_id"] == ids["B"] and reference["trigger"] == "rebaseline"
+    assert day[20].isoformat() not in reference["days"]
+    assert reference["first_day"] >= day[16].isoformat()
+    for i in range(30, 36):
+        run_drift(client, auth, day[i])
+    assert [(a["status"], a["resolution"]) for a in refusal_alerts(client, auth)] == [
+        ("resolved", "recovered")
+    ]
