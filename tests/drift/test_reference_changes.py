@@ -4,15 +4,15 @@ reference back."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.core.db import today_utc
-from app.models import ChampionHistory, DriftJudgement, DriftReference
+from app.models import DriftJudgement, DriftReference
 from tests.drift.champions import (
     calls,
     checkpoints,
@@ -32,31 +32,14 @@ def story(
 ) -> dict[str, int]:
     """Checkpoints A and B of model m and the champion history `champions` (version, from
     day), with 14-day references and no warm-up."""
-    settings = {"reference_days": 14, "warmup_days": 0}
-    assert client.put("/api/v1/drift/settings", json=settings, headers=auth).is_success
-    ids = {
-        version: client.post(
-            "/api/v1/checkpoints", json={"model": "m", "version": version}, headers=auth
-        ).json()["id"]
-        for version in ("A", "B")
-    }
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", ["A", "B"])
     for index, (version, _) in enumerate(champions):
         if index and champions[index - 1][0] == "B" and version == "A":
-            body: dict[str, Any] = {"to": "A", "reason": "back to A"}
-            assert client.post("/api/v1/models/m/rollback", json=body, headers=auth).is_success
+            rollback(client, auth, "m", "A")
         else:
-            body = {"checkpoint_id": ids[version], "force": True, "reason": f"ship {version}"}
-            assert client.post("/api/v1/models/m/promote", json=body, headers=auth).is_success
-    with app.state.sessionmaker() as session:
-        history = session.scalars(select(ChampionHistory).order_by(ChampionHistory.id)).all()
-        for entry, (_, start) in zip(history, champions, strict=True):
-            moved = datetime.combine(start, time(12), tzinfo=UTC)
-            session.execute(
-                update(ChampionHistory)
-                .where(ChampionHistory.id == entry.id)
-                .values(created_at=moved)
-            )
-        session.commit()
+            promote(client, auth, "m", ids[version])
+    date_history(app, [start for _, start in champions])
     return ids
 
 
@@ -211,14 +194,8 @@ def test_without_champion_history_the_most_called_checkpoint_is_the_reference(
     """No promotion on record: the reference is the checkpoint with the most calls. A's 200
     calls a day report five fields each and B's 400 calls only refusal; a call counted once
     per field it reports would make A the most served (1,000 a day against 400)."""
-    settings = {"reference_days": 14, "warmup_days": 0}
-    assert client.put("/api/v1/drift/settings", json=settings, headers=auth).is_success
-    ids = {
-        version: client.post(
-            "/api/v1/checkpoints", json={"model": "m", "version": version}, headers=auth
-        ).json()["id"]
-        for version in ("A", "B")
-    }
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", ["A", "B"])
     first = today_utc() - timedelta(days=16)
     days = [first + timedelta(days=i) for i in range(15)]  # the 14-day window freezes
     a_fields = {"eval_passed": True, "fallback": False, "should_refuse": False}

@@ -31,15 +31,22 @@ def run_with_threshold(
     rows: list[dict[str, Any]],
     scores: list[float],
     threshold: float,
+    exact_match_too: bool = False,
 ) -> int:
+    """A run judging `stated_score` at `threshold` (and exact_match, passing everywhere)."""
+    evaluators = [{"name": GRADED, "threshold": threshold}]
+    outputs = {GRADED: scores}
+    if exact_match_too:
+        evaluators.append({"name": EVALUATOR})
+        outputs[EVALUATOR] = passing(rows)
     version = dataset_version(client, auth, "golden", rows)
     created = client.post(
         "/api/v1/datasets/golden/evaluations",
         json={
             "checkpoint_id": checkpoint_id,
             "dataset_version": version,
-            "evaluators": [{"name": GRADED, "threshold": threshold}],
-            "outputs": outputs_scoring(rows, {GRADED: scores}),
+            "evaluators": evaluators,
+            "outputs": outputs_scoring(rows, outputs),
         },
         headers=auth,
     )
@@ -73,23 +80,9 @@ def test_an_evaluator_set_up_differently_beside_a_passing_one_leaves_the_gate_in
     everywhere: the differently set-up one is compared on no rows, so the gate cannot pass."""
     rows = rows_of("core", 400, "high")
     champion, newcomer = champion_and_candidate(client, auth)
-    run_ids = []
-    for checkpoint_id, score, threshold in ((champion, 0.6, 0.5), (newcomer, 0.2, 0.1)):
-        version = dataset_version(client, auth, "golden", rows)
-        created = client.post(
-            "/api/v1/datasets/golden/evaluations",
-            json={
-                "checkpoint_id": checkpoint_id,
-                "dataset_version": version,
-                "evaluators": [{"name": EVALUATOR}, {"name": GRADED, "threshold": threshold}],
-                "outputs": outputs_scoring(rows, {EVALUATOR: passing(rows), GRADED: [score] * 400}),
-            },
-            headers=auth,
-        )
-        assert created.status_code == 202, created.text
-        run_ids.append(int(created.json()["run_id"]))
-    drain_worker(app)
-    result = gate(client, auth, run_ids[1])
+    run_with_threshold(client, auth, champion, rows, [0.6] * 400, 0.5, exact_match_too=True)
+    cand_run = run_with_threshold(client, auth, newcomer, rows, [0.2] * 400, 0.1, True)
+    result = gate(client, auth, cand_run)
     assert result["verdict"] == "inconclusive"
     assert any("was not set up the same way" in note for note in result["notes"])
 
