@@ -567,3 +567,76 @@ def test_0011_adds_unpriced_checkpoint_prices_and_comes_back(empty_database_url:
             assert [tuple(r) for r in conn.execute(prices)] == [(1, None, None), (2, None, None)]
     finally:
         engine.dispose()
+
+
+def test_0012_marks_stored_evaluator_errors_and_comes_back(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url, "0011")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    now = datetime.now(UTC)
+    # (key, evaluator, score, passed, reason, details) as the worker stored them before 0012:
+    # a verdict, a row's invalid input, a missing endpoint output, a judge without its key,
+    # a crashed evaluator.
+    stored = [
+        ("k1", "exact_match", 1.0, True, "match", {}),
+        ("k2", "exact_match", 0.0, False, "invalid input: output must be a string", {"error": "x"}),
+        ("k1", "contains", 0.0, False, "no output: HTTP 503", {"error": "HTTP 503"}),
+        ("k1", "llm_judge", 0.0, False, "environment variable K is not set", {"error": "K"}),
+        ("k2", "llm_judge", 0.0, False, "evaluator error: ZeroDivisionError", {"error": "Z"}),
+    ]
+    json_value = "CAST(:details AS jsonb)" if postgres else ":details"
+    try:
+        with engine.begin() as conn:
+            # Projects to dataset versions, and the runs (their rows and outputs predate 0009).
+            for statement in (*SEED_0008[:5], SEED_0008[6]):
+                conn.execute(text(statement), {"now": now})
+            for key, evaluator, score, passed, reason, details in stored:
+                conn.execute(
+                    text(
+                        "INSERT INTO eval_results (project_id, run_id, key, evaluator, repeat, "
+                        "score, passed, reason, details) VALUES (1, 1, :key, :evaluator, 0, "
+                        f":score, :passed, :reason, {json_value})"
+                    ),
+                    {
+                        "key": key,
+                        "evaluator": evaluator,
+                        "score": score,
+                        "passed": passed,
+                        "reason": reason,
+                        "details": json.dumps(details),
+                    },
+                )
+        migrate.upgrade(empty_database_url, "0012")
+        errors = text("SELECT id, error FROM eval_results ORDER BY id")
+        with engine.begin() as conn:
+            # Only what the evaluator could not judge becomes an error; fails stay fails.
+            marked = [(i, bool(e)) for i, e in conn.execute(errors)]
+            assert marked == [(1, False), (2, False), (3, False), (4, True), (5, True)]
+            conn.execute(
+                text(
+                    "INSERT INTO eval_results (project_id, run_id, key, evaluator, repeat, "
+                    "score, passed) VALUES (1, 1, 'k2', 'contains', 0, 1.0, true)"
+                )
+            )
+            assert conn.execute(text("SELECT error FROM eval_results WHERE id = 6")).scalar() in (
+                False,
+                0,
+            )
+        migrate.downgrade(empty_database_url, "0011")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("eval_results")}
+            assert "error" not in columns
+            kept = conn.execute(text("SELECT id, reason FROM eval_results ORDER BY id"))
+            assert [tuple(r) for r in kept] == [
+                *((i, reason) for i, (*_, reason, _) in enumerate(stored, 1)),
+                (6, None),
+            ]
+            if postgres:
+                primary = primary_keys(conn)["eval_results"]
+                assert primary == ["project_id", "id"]
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            marked = [(i, bool(e)) for i, e in conn.execute(errors)]
+            assert [i for i, error in marked if error] == [4, 5]
+    finally:
+        engine.dispose()

@@ -92,9 +92,18 @@ def list_results(
     evaluator: Annotated[str | None, Query(max_length=100)] = None,
     passed: Annotated[bool | None, Query()] = None,
     key: Annotated[str | None, Query(max_length=200)] = None,
+    error: Annotated[bool | None, Query()] = None,
 ) -> Page[ResultOut]:
     rows, cursor = runs.list_results(
-        session, principal.project_id, run_id, evaluator, passed, key, paging.cursor, paging.limit
+        session,
+        principal.project_id,
+        run_id,
+        evaluator,
+        passed,
+        key,
+        paging.cursor,
+        paging.limit,
+        error=error,
     )
     return Page(items=[ResultOut.model_validate(row) for row in rows], next_cursor=cursor)
 

@@ -89,10 +89,12 @@ class RunOut(OrmModel):
     progress_done: int = Field(exclude=True)
     progress_total: int = Field(exclude=True)
     summary: dict[str, Any] | None = Field(
-        description="by_evaluator, by_risk and by_cohort: {n (rows), calls, mean_score, "
-        "pass_rate} each, rates over all calls; by_cohort includes the whole population as "
-        "dimension 'all', value 'all'. by_evaluator adds flip_rate and flip_rate_se: how "
-        "often two calls of the same row get different verdicts (null with one call per row)."
+        description="by_evaluator, by_risk and by_cohort: {n (rows), calls, errors, mean_score, "
+        "pass_rate} each, rates over the calls with a verdict (errors are results whose "
+        "evaluator could not judge; null rates when every call errored); by_cohort includes "
+        "the whole population as dimension 'all', value 'all'. by_evaluator adds flip_rate "
+        "and flip_rate_se: how often two calls of the same row get different verdicts (null "
+        "with one call per row)."
     )
     error: str | None
     attempts: int
@@ -112,5 +114,9 @@ class ResultOut(OrmModel):
     evaluator: str
     score: float
     passed: bool
+    error: bool = Field(
+        description="The evaluator could not reach a verdict (details.error says why): score "
+        "0 and passed false, but no fail; the summary counts it apart and a gate leaves it out."
+    )
     reason: str | None
     details: dict[str, Any] | None

@@ -233,6 +233,7 @@ def list_results(
     key: str | None,
     cursor: str | None,
     limit: int,
+    error: bool | None = None,
 ) -> tuple[Sequence[EvalResult], str | None]:
     owned_run(session, project_id, run_id)
     stmt = select(EvalResult).where(
@@ -244,4 +245,6 @@ def list_results(
         stmt = stmt.where(EvalResult.passed == passed)
     if key is not None:
         stmt = stmt.where(EvalResult.key == key)
+    if error is not None:
+        stmt = stmt.where(EvalResult.error == error)
     return paginate(session, stmt, EvalResult.id, cursor, limit, oldest_first=True)

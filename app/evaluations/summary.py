@@ -1,10 +1,13 @@
-"""A finished run's summary, computed by the database: {n, calls, mean_score, pass_rate} per
-evaluator, per evaluator and risk, and per evaluator and cohort dimension/value (the whole
-population included as all/all). `n` counts rows, `calls` results (rows x repeats); the rates
-are over all calls. Cohort dimensions are read from the rows' cohort JSON, so any dimension
-works without configuration. With repeats, each evaluator's flip rate (how often two calls of
-the same row disagree, app.stats.planning.flip_rate) comes from its per-row pass counts, which
-the database groups."""
+"""A finished run's summary, computed by the database: {n, calls, errors, mean_score,
+pass_rate} per evaluator, per evaluator and risk, and per evaluator and cohort
+dimension/value (the whole population included as all/all). `n` counts rows, `calls` results
+(rows x repeats), `errors` the results whose evaluator could not reach a verdict (an LLM judge
+without its key or unreachable); the rates are over the other calls, the verdicts (null when
+there is none). `output_errors` counts the calls the endpoint did not answer: their results
+are fails, counted in the rates. Cohort dimensions are read from the rows' cohort JSON, so
+any dimension works without configuration. With repeats, each evaluator's flip rate (how often
+two calls of the same row disagree, app.stats.planning.flip_rate) comes from its per-row pass
+counts, which the database groups."""
 
 from __future__ import annotations
 
@@ -35,11 +38,18 @@ def json_object_entries(session: Session, column: Any) -> TableValuedAlias:
 
 
 def _rates() -> list[ColumnElement[Any]]:
+    """AVG skips NULL: an error's score and pass are NULL here, so the rates are over
+    verdicts."""
     return [
         func.count(func.distinct(EvalResult.key)).label("n"),
         func.count().label("calls"),
-        sql_cast(func.avg(EvalResult.score), Float).label("mean_score"),
-        sql_cast(func.avg(case((EvalResult.passed, 1.0), else_=0.0)), Float).label("pass_rate"),
+        func.count(case((EvalResult.error, 1))).label("errors"),
+        sql_cast(func.avg(case((EvalResult.error, None), else_=EvalResult.score)), Float).label(
+            "mean_score"
+        ),
+        sql_cast(
+            func.avg(case((EvalResult.error, None), (EvalResult.passed, 1.0), else_=0.0)), Float
+        ).label("pass_rate"),
     ]
 
 
@@ -99,6 +109,7 @@ def compute_summary(
         return {
             "n": row.n,
             "calls": row.calls,
+            "errors": row.errors,
             "mean_score": row.mean_score,
             "pass_rate": row.pass_rate,
         }
@@ -133,14 +144,15 @@ def _flip_rates(
     session: Session, of_run: ColumnElement[bool]
 ) -> dict[str, tuple[float | None, float | None]]:
     """(estimate, standard error) of each evaluator's flip rate, from its passes and calls per
-    row (grouped in the database); `of_run` picks the run's results."""
+    row (grouped in the database, errors left out: they are no verdict to flip); `of_run`
+    picks the run's results."""
     per_row = session.execute(
         select(
             EvalResult.evaluator,
             func.sum(case((EvalResult.passed, 1), else_=0)),
             func.count(),
         )
-        .where(of_run)
+        .where(of_run, EvalResult.error.is_(False))
         .group_by(EvalResult.evaluator, EvalResult.key)
         .order_by(EvalResult.evaluator)
     ).all()

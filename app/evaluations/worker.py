@@ -2,6 +2,11 @@
 executes it in short transactions: produce outputs from the checkpoint's endpoint if needed,
 evaluate rows in chunks, bulk-insert results, keep a heartbeat, then store the summary.
 
+The heartbeat is written with each committed chunk and, inside a chunk or a batch of endpoint
+calls, between rows and between calls once HEARTBEAT_EVERY seconds have passed since the
+last one: a chunk of slow rows (an LLM judge) outlasts the lease many times over, fast rows
+cost no extra write. A single row or call still has to finish within the lease.
+
 Recovery: a `running` run whose heartbeat is older than LEASE is re-queued and resumes where
 it stopped (rows that have results are skipped), at most MAX_ATTEMPTS times; then it is
 failed with the reason. Each claim carries a token, so a worker that lost its lease cannot
@@ -17,9 +22,11 @@ import logging
 import os
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from time import monotonic
 from typing import Any, cast
 
 import httpx
@@ -46,6 +53,12 @@ from plumbline.evals import Evaluator, build_suite, evaluate_row
 log = logging.getLogger("plumbline.runs")
 
 LEASE = timedelta(seconds=60)
+
+
+HEARTBEAT_EVERY = LEASE.total_seconds() / 4
+"""Seconds a worker goes at most without a heartbeat while its rows and calls keep finishing
+(checked between them, on the monotonic clock): a quarter of the lease leaves room for a
+slow row or a slow commit."""
 
 
 MAX_ATTEMPTS = 3
@@ -194,13 +207,38 @@ def _claim(sessions: sessionmaker[Session]) -> _Plan | None:
     return plan
 
 
+class _Heartbeat:
+    """The run's lease, kept while work goes on between commits: `check()`, called between
+    rows and between endpoint calls, writes heartbeat_at once HEARTBEAT_EVERY seconds have
+    passed since the last write (raising LostLease if another worker took the run, so the
+    rest of the chunk is not evaluated, and paid for, twice). `written()` records a write
+    made with a commit."""
+
+    def __init__(self, sessions: sessionmaker[Session], plan: _Plan) -> None:
+        self._sessions = sessions
+        self._plan = plan
+        self._last = monotonic()
+
+    def written(self) -> None:
+        self._last = monotonic()
+
+    def check(self) -> None:
+        if monotonic() - self._last < HEARTBEAT_EVERY:
+            return
+        with self._sessions() as session:
+            _owned_update(session, self._plan, heartbeat_at=utcnow())
+            session.commit()
+        self.written()
+
+
 def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
     evaluators = build_suite(plan.evaluators)
+    heartbeat = _Heartbeat(sessions, plan)
     if plan.endpoint is not None:
-        _produce_outputs(sessions, plan, plan.endpoint)
+        _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
     after_id: int | None = _resume_after(sessions, plan)
     while after_id is not None:
-        after_id = _evaluate_chunk(sessions, plan, evaluators, after_id)
+        after_id = _evaluate_chunk(sessions, plan, evaluators, after_id, heartbeat)
     with sessions() as session:
         summary = compute_summary(
             session, plan.project_id, plan.run_id, plan.version_id, plan.repeats
@@ -277,11 +315,17 @@ def _resume_after(sessions: sessionmaker[Session], plan: _Plan) -> int:
 
 
 def _evaluate_chunk(
-    sessions: sessionmaker[Session], plan: _Plan, evaluators: list[Evaluator[Any]], after_id: int
+    sessions: sessionmaker[Session],
+    plan: _Plan,
+    evaluators: list[Evaluator[Any]],
+    after_id: int,
+    heartbeat: _Heartbeat,
 ) -> int | None:
     """Evaluates every repeat of the rows after row id `after_id`; the read and the write are
-    separate short transactions. Returns the last row id done, None when there is nothing
-    left. Two simple indexed reads, not a join: fresh tables have no planner statistics yet."""
+    separate short transactions, with heartbeats between calls when they are slow. Returns the
+    last row id done, None when there is nothing left. Two simple indexed reads, not a join:
+    fresh tables have no planner statistics yet. An evaluator's error is stored as one
+    (`error`); a call without an output fails every evaluator (the checkpoint's failure)."""
     with sessions() as session:
         rows = session.execute(
             select(
@@ -329,15 +373,16 @@ def _evaluate_chunk(
         if record["expected_behavior"] is not None:
             record["expected_behavior"] = record["expected_behavior"].value
         for repeat in range(plan.repeats):
+            heartbeat.check()
             output = outputs.get((row.key, repeat))
             error = "no output was produced" if output is None else output.error
             if output is not None and error is None:
                 outcomes = [
-                    (result.score, result.passed, result.reason, result.details)
+                    (result.score, result.passed, result.reason, result.details, result.error)
                     for result in evaluate_row(evaluators, record, output._asdict())
                 ]
             else:
-                failed = (0.0, False, f"no output: {error}", {"error": error})
+                failed = (0.0, False, f"no output: {error}", {"error": error}, False)
                 outcomes = [failed] * len(evaluators)
             results.extend(
                 {
@@ -350,8 +395,9 @@ def _evaluate_chunk(
                     "passed": passed,
                     "reason": reason,
                     "details": details,
+                    "error": evaluator_error,
                 }
-                for evaluator, (score, passed, reason, details) in zip(
+                for evaluator, (score, passed, reason, details, evaluator_error) in zip(
                     evaluators, outcomes, strict=True
                 )
             )
@@ -369,15 +415,17 @@ def _evaluate_chunk(
             heartbeat_at=utcnow(),
         )
         session.commit()
+    heartbeat.written()
     return int(rows[-1].id)
 
 
 def _produce_outputs(
-    sessions: sessionmaker[Session], plan: _Plan, endpoint: dict[str, Any]
+    sessions: sessionmaker[Session], plan: _Plan, endpoint: dict[str, Any], heartbeat: _Heartbeat
 ) -> None:
     """Calls the checkpoint's OpenAI-compatible endpoint for every (row, repeat) without an
     output, ENDPOINT_CONCURRENCY at a time, one repeat after another; no transaction is open
-    while requests are in flight."""
+    while requests are in flight, and the heartbeat is checked as each call's answer comes
+    in."""
     headers = {}
     key_env = endpoint.get("api_key_env")
     if key_env:
@@ -412,7 +460,10 @@ def _produce_outputs(
                 if not rows:
                     break
                 outputs = list(
-                    pool.map(lambda row: call_endpoint(client, endpoint, row.input), rows)
+                    _beating(
+                        pool.map(lambda row: call_endpoint(client, endpoint, row.input), rows),
+                        heartbeat,
+                    )
                 )
                 with sessions() as session:
                     insert_ignoring_conflicts(
@@ -432,3 +483,11 @@ def _produce_outputs(
                     )
                     _owned_update(session, plan, heartbeat_at=utcnow())
                     session.commit()
+                heartbeat.written()
+
+
+def _beating(answers: Iterator[dict[str, Any]], heartbeat: _Heartbeat) -> Iterator[dict[str, Any]]:
+    """The answers in order, the heartbeat checked as each one comes in."""
+    for answer in answers:
+        heartbeat.check()
+        yield answer

@@ -55,7 +55,7 @@ def decide(
     any guarded block or broken floor, passes when every guarded comparison passes."""
     notes = list(paired.notes)
     if not paired.keys or not paired.evaluators:
-        why = f" ({'; '.join(paired.notes)})" if paired.notes else ""
+        why = f" ({'; '.join(notes)})" if notes else ""
         raise Unprocessable(
             f"the two runs share no scored (key, evaluator) pair to compare{why}",
             field="baseline_run_id",

@@ -6,8 +6,9 @@ re-run adds evidence instead of redrawing it and no run can be picked for luck
 (docs/statistics.md §7.3). The database groups each run x evaluator x row into (passes,
 summed score, calls); numpy pools each side's runs into per-row means over all calls
 (app.stats.retry.pool_runs) and pairs the sides by row key on the candidate's version, with
-the rows' risk and cohorts. Reading happens outside any write transaction: on SQLite every
-transaction holds the single writer lock."""
+the rows' risk and cohorts. A result whose evaluator could not reach a verdict (`error`) is
+left out like a row without a result, and the notes count those left out. Reading happens
+outside any write transaction: on SQLite every transaction holds the single writer lock."""
 
 from __future__ import annotations
 
@@ -134,6 +135,7 @@ def load_pairs(
         notes.append(
             f"evaluators only in the baseline runs, compared on no rows: {', '.join(uncompared)}"
         )
+    notes += _error_notes(connection, project_id, version_id, sides)
     differing = _differing_specs(session, run_ids)
     both: dict[str, tuple[_Side, _Side, IntArray]] = {}
     for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
@@ -331,7 +333,7 @@ def _fetch_totals(
     cost of 10^5 rows is in building Python objects per row, so neither dialect does:
     PostgreSQL aggregates each (run, evaluator) into arrays, SQLite's rows come as the
     driver's tuples. Both tables are read in the one project and joined on it (the
-    distribution column: one shard)."""
+    distribution column: one shard). Errors (`error`: no verdict) are left out."""
     on_version = and_(
         DatasetRow.project_id == EvalResult.project_id,
         DatasetRow.version_id == version_id,
@@ -356,7 +358,9 @@ def _fetch_totals(
             func.count().label("calls"),
         ).group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
     grouped = per_row.join(DatasetRow, on_version).where(
-        EvalResult.project_id == project_id, EvalResult.run_id.in_(run_ids)
+        EvalResult.project_id == project_id,
+        EvalResult.run_id.in_(run_ids),
+        EvalResult.error.is_(False),
     )
     if connection.dialect.name == "postgresql":
         g = grouped.subquery()
@@ -392,6 +396,42 @@ def _fetch_totals(
         )
         start = end
     return out
+
+
+def _error_notes(
+    connection: Connection, project_id: int, version_id: int, sides: dict[str, list[int]]
+) -> list[str]:
+    """Per evaluator, how many results on the version's rows the sides' runs hold as errors
+    (their evaluator reached no verdict), left out of the comparison like missing rows."""
+    errored = connection.execute(
+        select(EvalResult.run_id, EvalResult.evaluator, func.count())
+        .join(
+            DatasetRow,
+            and_(
+                DatasetRow.project_id == EvalResult.project_id,
+                DatasetRow.version_id == version_id,
+                DatasetRow.key == EvalResult.key,
+            ),
+        )
+        .where(
+            EvalResult.project_id == project_id,
+            EvalResult.run_id.in_([*sides["candidate"], *sides["baseline"]]),
+            EvalResult.error.is_(True),
+        )
+        .group_by(EvalResult.run_id, EvalResult.evaluator)
+    ).all()
+    counts: dict[str, dict[str, int]] = {}
+    for run_id, name, count in errored:
+        by_side = counts.setdefault(name, {"candidate": 0, "baseline": 0})
+        for side, run_ids in sides.items():
+            if run_id in run_ids:
+                by_side[side] += count
+    return [
+        f"{name}: {by_side['candidate'] + by_side['baseline']} result(s) left out as evaluator "
+        f"errors, not verdicts ({by_side['candidate']} in the candidate's runs, "
+        f"{by_side['baseline']} in the baseline's)"
+        for name, by_side in sorted(counts.items())
+    ]
 
 
 def _totals(

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import (
@@ -91,8 +91,10 @@ class RunOutput(TenantKeyed, Base):
 
 
 class EvalResult(TenantKeyed, Base):
-    """One evaluator's verdict on one call (the output of `repeat`) of one row.
-    `project_id` repeats its run's: the table is distributed by it (migration 0009)."""
+    """One evaluator's verdict on one call (the output of `repeat`) of one row, or with
+    `error` its failure to reach one (score 0, not passed, details["error"] says why; the
+    summary counts it apart and the gate leaves it out). `project_id` repeats its run's: the
+    table is distributed by it (migration 0009)."""
 
     __tablename__ = "eval_results"
 
@@ -106,6 +108,7 @@ class EvalResult(TenantKeyed, Base):
     passed: Mapped[bool]
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("project_id", "run_id", "key", "evaluator", "repeat"),

@@ -35,7 +35,9 @@ class EvaluatorConfigError(ValueError):
 
 
 class EvaluationError(Exception):
-    """Raised inside `_score` to fail one row with a specific reason and extra details."""
+    """Raised inside `_score` when the evaluator cannot reach a verdict on a row (its judge
+    is unreachable or replies nonsense, its key is missing): the result is an error, not a
+    fail. The subclass `InvalidInput` is the row's own verdict instead."""
 
     def __init__(self, reason: str, **details: Any) -> None:
         super().__init__(reason)
@@ -44,15 +46,20 @@ class EvaluationError(Exception):
 
 
 class InvalidInput(EvaluationError):
-    """The row does not carry what the evaluator needs (missing field, wrong type)."""
+    """The row does not carry what the evaluator needs (missing field, wrong type): the row
+    fails, a verdict like any other."""
 
 
 @dataclass(frozen=True, slots=True)
 class EvalResult:
+    """A verdict, or with `error` the evaluator's failure to reach one (score 0, not passed,
+    details["error"] says why): a run stores it, a gate leaves it out like a missing row."""
+
     score: float
     passed: bool
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,22 +218,24 @@ class Evaluator(ABC, Generic[P]):
         )
 
     def evaluate_sample(self, sample: Sample) -> EvalResult:
-        """Bad rows and evaluator bugs become failed results so one row never aborts a run."""
+        """Never raises, so one row never aborts a run: a bad row becomes a failed result (its
+        verdict), an evaluator that cannot judge (EvaluationError, a crash, an invalid score)
+        an error result."""
         try:
             score, reason, details = self._score(sample)
         except InvalidInput as exc:
             return _failure(f"invalid input: {exc.reason}", exc.details | {"error": exc.reason})
         except EvaluationError as exc:
-            return _failure(exc.reason, exc.details | {"error": exc.reason})
+            return _failure(exc.reason, exc.details | {"error": exc.reason}, error=True)
         except Exception as exc:
             logger.warning("evaluator %s crashed", self.name, exc_info=True)
             problem = f"{type(exc).__name__}: {exc}"
-            return _failure(f"evaluator error: {problem}", {"error": problem})
+            return _failure(f"evaluator error: {problem}", {"error": problem}, error=True)
         if not is_unit_interval(score) or not isinstance(details, dict):
             problem = f"evaluator returned an invalid result (score={score!r})"
-            return _failure(problem, {"error": problem})
+            return _failure(problem, {"error": problem}, error=True)
         return EvalResult(float(score), score >= self.threshold, str(reason), details)
 
 
-def _failure(reason: str, details: dict[str, Any]) -> EvalResult:
-    return EvalResult(0.0, False, reason, details)
+def _failure(reason: str, details: dict[str, Any], *, error: bool = False) -> EvalResult:
+    return EvalResult(0.0, False, reason, details, error)

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from app.core.db import utcnow
+from app.evaluations import worker
 from app.evaluations.worker import work_runs
 from app.models import EvalResult, EvaluationRun
 from app.models.runs import RunStatus
@@ -65,10 +66,11 @@ def add_evaluation(client: TestClient, auth: Headers, dataset: str = "golden", *
 
 
 def rates(n: int, mean_score: float, pass_rate: float) -> dict[str, Any]:
-    """One call per row: as many calls as rows."""
+    """One call per row: as many calls as rows, every one a verdict."""
     return {
         "n": n,
         "calls": n,
+        "errors": 0,
         "mean_score": pytest.approx(mean_score),
         "pass_rate": pytest.approx(pass_rate),
     }
@@ -563,3 +565,177 @@ def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
     results = all_pages(client, auth, f"/api/v1/runs/{run_id}/results")
     assert len(results) == 6 * 2 * 2
     assert {r["reason"] for r in results if r["key"] == "k1"} == {"first"}
+
+
+JUDGE_KEY_ENV = "PLUMBLINE_TEST_MISSING_JUDGE_KEY"
+
+
+def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge's key variable is missing on the worker: every judge result is an error
+    (score 0, not passed, `error` true), the run still succeeds, and the summary counts the
+    errors apart instead of reporting a 0 % pass rate. A row's own bad input (k5's output is
+    not text) stays a fail, for the judge too."""
+    monkeypatch.delenv(JUDGE_KEY_ENV, raising=False)
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    judge = {
+        "name": "llm_judge",
+        "params": {
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "judge",
+            "api_key_env": JUDGE_KEY_ENV,
+        },
+    }
+    outputs = [{**o, "output": {"not": "text"}} if o["key"] == "k5" else o for o in OUTPUTS]
+    created = add_evaluation(
+        client,
+        auth,
+        checkpoint_id=checkpoint_id,
+        evaluators=[{"name": "exact_match"}, judge],
+        outputs=outputs,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded", run
+
+    results = all_pages(client, auth, f"/api/v1/runs/{run['id']}/results")
+    judged = [r for r in results if r["evaluator"] == "llm_judge" and r["key"] != "k5"]
+    assert len(judged) == 5
+    assert all(r["error"] and (r["score"], r["passed"]) == (0.0, False) for r in judged)
+    assert all("is not set" in r["details"]["error"] for r in judged)
+    for k5 in (r for r in results if r["key"] == "k5"):
+        assert k5["reason"].startswith("invalid input:") and k5["error"] is False
+        assert (k5["score"], k5["passed"]) == (0.0, False)
+    errors = all_pages(client, auth, f"/api/v1/runs/{run['id']}/results", error="true")
+    assert sorted(r["key"] for r in errors) == sorted(r["key"] for r in judged)
+    assert {r["evaluator"] for r in errors} == {"llm_judge"}
+
+    summary = run["summary"]
+    assert summary["by_evaluator"] == [
+        {"evaluator": "exact_match", **evaluator_rates(6, 4 / 6, 4 / 6)},  # k5 failed anyway
+        {
+            "evaluator": "llm_judge",
+            "n": 6,
+            "calls": 6,
+            "errors": 5,
+            "mean_score": 0.0,  # k5's fail, the one verdict
+            "pass_rate": 0.0,
+            "flip_rate": None,
+            "flip_rate_se": None,
+        },
+    ]
+    risks = {r["risk"]: r for r in summary["by_risk"] if r["evaluator"] == "llm_judge"}
+    assert (risks["high"]["n"], risks["high"]["errors"], risks["high"]["pass_rate"]) == (3, 2, 0)
+    assert (risks["low"]["n"], risks["low"]["errors"], risks["low"]["pass_rate"]) == (2, 2, None)
+    assert summary["output_errors"] == 0  # the endpoint's failures, not the evaluators'
+
+
+def shift_heartbeat(app: FastAPI, run_id: int, seconds: float) -> None:
+    """Moves the run's stored heartbeat `seconds` into the past: that much time went by."""
+    with app.state.sessionmaker() as session:
+        run = session.get_one(EvaluationRun, run_id)
+        assert run.heartbeat_at is not None
+        run.heartbeat_at = run.heartbeat_at - timedelta(seconds=seconds)
+        session.commit()
+
+
+def count_heartbeats(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the writes of the heartbeat alone: between rows or calls, and with a batch of
+    endpoint outputs (a chunk of results commits its own with its progress)."""
+    beats = [0]
+    owned_update = worker._owned_update
+
+    def counting(session: Any, plan: Any, **values: Any) -> None:
+        if set(values) == {"heartbeat_at"}:
+            beats[0] += 1
+        owned_update(session, plan, **values)
+
+    monkeypatch.setattr(worker, "_owned_update", counting)
+    return beats
+
+
+def test_a_worker_keeps_its_lease_through_a_chunk_of_rows_that_outlasts_it(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six rows of 20 s each (an LLM judge's pace) make one chunk of 120 s, twice the lease.
+    Time is simulated: each row moves the worker's monotonic clock and the run's stored
+    heartbeat 20 s on, then another worker process runs its loop. The worker heartbeats
+    between rows once a quarter of the lease has passed, so that other worker never sees a
+    stale run: each row is evaluated (and paid for) once, on the first attempt. Before, the
+    heartbeat came only with the chunk's commit: the run was re-claimed after three rows."""
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    created = add_evaluation(
+        client, auth, checkpoint_id=checkpoint_id, evaluators=EVALUATORS, outputs=OUTPUTS
+    )
+    run_id = created.json()["run_id"]
+    sessions, settings = app.state.sessionmaker, app.state.settings
+    row_seconds = 20.0
+    assert row_seconds < worker.LEASE.total_seconds() < row_seconds * len(ROWS)
+    clock = [1_000.0]
+    monkeypatch.setattr(worker, "monotonic", lambda: clock[0])
+    beats = count_heartbeats(monkeypatch)
+    evaluate_row = worker.evaluate_row
+    evaluated: list[str] = []
+    others: list[bool] = []
+
+    def slow_row(*args: Any) -> Any:
+        evaluated.append(args[1]["key"])
+        if len(others) < len(ROWS):  # not inside the other worker, should it take the run
+            clock[0] += row_seconds
+            shift_heartbeat(app, run_id, row_seconds)
+            others.append(work_runs(sessions, settings))
+        return evaluate_row(*args)
+
+    monkeypatch.setattr(worker, "evaluate_row", slow_row)
+    assert work_runs(sessions, settings) is True
+    monkeypatch.undo()
+
+    run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
+    assert run["status"] == "succeeded", (run["status"], run["error"])
+    assert run["attempts"] == 1
+    assert others == [False] * len(ROWS)  # the other worker found nothing to recover
+    assert evaluated == [row["key"] for row in ROWS]  # once each
+    assert beats[0] == len(ROWS) - 1  # before every row but the first, 20 s after the last
+
+
+def test_fast_rows_and_endpoint_calls_heartbeat_only_as_time_passes(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    chat_server: str,
+) -> None:
+    """Rows that take no (simulated) time write no heartbeat of their own; endpoint calls that
+    take 20 s each do, checked as their answers come in."""
+    make_dataset(client, auth, "golden", ROWS)
+    clock = [1_000.0]
+    monkeypatch.setattr(worker, "monotonic", lambda: clock[0])
+    beats = count_heartbeats(monkeypatch)
+    uploaded = register(client, auth)
+    add_evaluation(client, auth, checkpoint_id=uploaded, evaluators=EVALUATORS, outputs=OUTPUTS)
+    drain_worker(app)
+    assert beats[0] == 0
+
+    call_endpoint = worker.call_endpoint
+
+    def slow_call(*args: Any) -> Any:
+        clock[0] += 20.0
+        return call_endpoint(*args)
+
+    monkeypatch.setattr(worker, "call_endpoint", slow_call)
+    served = register(
+        client,
+        auth,
+        version="v2",
+        endpoint={"base_url": chat_server, "model": "support-v1", "timeout_s": 5},
+    )
+    created = add_evaluation(client, auth, checkpoint_id=served, evaluators=EVALUATORS)
+    drain_worker(app)
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded" and run["attempts"] == 1
+    # The outputs' one commit (six rows are one batch) writes one; the answers at least one.
+    assert 2 <= beats[0] <= len(ROWS) + 1

@@ -144,18 +144,20 @@ def test_spec_is_json_and_contains_defaults() -> None:
     }
 
 
-def test_exception_inside_evaluator_becomes_failed_result(caplog: pytest.LogCaptureFixture) -> None:
+def test_exception_inside_evaluator_becomes_an_error_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     result = Crashes().evaluate(output="x")
-    assert (result.score, result.passed) == (0.0, False)
+    assert (result.score, result.passed, result.error) == (0.0, False, True)
     assert "ZeroDivisionError" in result.reason
     assert "ZeroDivisionError" in result.details["error"]
     assert "crashes" in caplog.text
 
 
-def test_evaluation_error_keeps_its_reason_and_details() -> None:
+def test_evaluation_error_is_an_error_result_with_its_reason_and_details() -> None:
     result = FailsOnPurpose().evaluate(output="x")
     assert result == EvalResult(
-        0.0, False, "upstream said no", {"status": 503, "error": "upstream said no"}
+        0.0, False, "upstream said no", {"status": 503, "error": "upstream said no"}, error=True
     )
 
 
@@ -163,14 +165,16 @@ def test_evaluation_error_keeps_its_reason_and_details() -> None:
     "returned",
     [(1.5, "r", {}), (-0.1, "r", {}), (math.nan, "r", {}), ("1", "r", {}), (1.0, "r", []), 0.7],
 )
-def test_malformed_evaluator_result_becomes_failed_result(returned: Any) -> None:
+def test_malformed_evaluator_result_becomes_an_error_result(returned: Any) -> None:
     result = Returns(returned).evaluate(output="x")
-    assert (result.score, result.passed) == (0.0, False)
+    assert (result.score, result.passed, result.error) == (0.0, False, True)
     assert "error" in result.details
 
 
-def test_wrong_input_type_names_the_field_and_type() -> None:
+def test_wrong_input_type_is_a_fail_naming_the_field_and_type() -> None:
+    """The row's own data: a verdict, not an evaluator error."""
     result = ExactMatch().evaluate(output={"answer": 1}, expected="1")
+    assert result.error is False
     assert result == EvalResult(
         0.0,
         False,

@@ -136,7 +136,7 @@ def test_anything_but_the_strict_verdict_fails_clearly(
 ) -> None:
     server.replies = [completion(content)]
     result = judge.evaluate(output="4")
-    assert (result.score, result.passed) == (0.0, False)
+    assert (result.score, result.passed, result.error) == (0.0, False, True)
     assert problem in result.reason
     assert result.details["raw"] == content
     assert len(server.requests) == 1  # a bad verdict is not retried
@@ -156,7 +156,7 @@ def test_server_error_is_retried_until_success(judge: LLMJudge, server: FakeChat
 def test_retries_are_bounded(judge: LLMJudge, server: FakeChatServer) -> None:
     server.replies = [Reply(503, "{}")] * 5
     result = judge.evaluate(output="4")
-    assert result.score == 0.0
+    assert (result.score, result.error) == (0.0, True)  # no verdict: an error, not a fail
     assert result.reason == "judge endpoint failed 3 time(s), last: HTTP 503"
     assert len(server.requests) == 3
 
@@ -201,6 +201,7 @@ def test_missing_key_variable_fails_before_any_request(
     monkeypatch.delenv(KEY_ENV)
     result = judge.evaluate(output="4")
     assert result.reason == f"environment variable {KEY_ENV} (judge API key) is not set"
+    assert result.error is True
     assert server.requests == []
 
 
@@ -214,7 +215,9 @@ def test_no_key_configured_sends_no_authorization(server: FakeChatServer) -> Non
 def test_wrong_output_type_fails_without_calling_the_judge(
     judge: LLMJudge, server: FakeChatServer
 ) -> None:
-    assert judge.evaluate(output={"a": 1}).details["error"] == "output must be a string, got dict"
+    result = judge.evaluate(output={"a": 1})
+    assert result.details["error"] == "output must be a string, got dict"
+    assert result.error is False  # the row's own output: a fail
     assert server.requests == []
 
 

@@ -839,6 +839,57 @@ def test_a_guarded_cohort_the_baseline_never_scored_keeps_the_gate_from_passing(
     assert promote.status_code == 409
 
 
+@pytest.mark.parametrize("judge_down_for", ["candidate", "baseline"])
+def test_evaluator_errors_are_left_out_like_missing_rows_not_compared_as_fails(
+    app: FastAPI, client: TestClient, auth: Headers, judge_down_for: str
+) -> None:
+    """The judge reached no verdict on the 60 high-risk rows of one side's run (it was down):
+    those results are errors. Compared as fails they would block the candidate (or flatter
+    it); left out like rows without a result, risk=high has no row both sides scored and is
+    inconclusive, so the gate neither blocks nor passes, and the notes say what was left out."""
+    general, medical = rows_of("general", 400, "low"), rows_of("medical", 60, "high")
+    rows = general + medical
+    judged: list[float | None] = [1.0] * len(rows)
+    unjudged: list[float | None] = [1.0] * len(general) + [None] * len(medical)
+    down = {"candidate": judge_down_for == "candidate", "baseline": judge_down_for == "baseline"}
+    _, cand_run = runs_for(
+        client,
+        auth,
+        rows,
+        {GRADED: unjudged if down["baseline"] else judged},
+        {GRADED: unjudged if down["candidate"] else judged},
+    )
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "inconclusive", result["reasons"]
+    high = comparison(result, "risk", "high", GRADED)
+    assert high["role"] == "block" and high["status"] == "inconclusive" and high["n"] == 0
+    everyone = comparison(result, "all", "all", GRADED)
+    assert everyone["n"] == len(general) and everyone["status"] == "pass"
+    left_out = {side: 60 if down[side] else 0 for side in down}
+    assert (
+        f"{GRADED}: 60 result(s) left out as evaluator errors, not verdicts "
+        f"({left_out['candidate']} in the candidate's runs, {left_out['baseline']} in the "
+        "baseline's)"
+    ) in result["notes"]
+
+
+def test_runs_whose_evaluator_never_reached_a_verdict_leave_the_gate_nothing_to_compare(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Both sides' judge was down on every row: not one verdict exists, so there is nothing
+    to pass on (as fails, 0 against 0 everywhere, it passed)."""
+    rows = rows_of("general", 300, "high")
+    _, cand_run = runs_for(client, auth, rows, {GRADED: [None] * 300}, {GRADED: [None] * 300})
+    refused = client.post("/api/v1/gates", json={"candidate_run_id": cand_run}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert "share no scored (key, evaluator) pair" in detail
+    assert (
+        f"{GRADED}: 600 result(s) left out as evaluator errors, not verdicts "
+        "(300 in the candidate's runs, 300 in the baseline's)"
+    ) in detail
+
+
 def test_two_gates_claiming_one_attempt_number_store_one(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
