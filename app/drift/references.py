@@ -200,7 +200,9 @@ def excluded_days(
     session: Session, model: Model, first: date, end: date, alert_days: bool = True
 ) -> set[date]:
     """Incident days and (with `alert_days`) days with an unresolved alert of the model, in
-    [first, end)."""
+    [first, end). An alert's days start at its shift's onset: the day after its CUSUM last
+    stood at zero before it opened (a CUSUM accumulates for days before it crosses h, and
+    those days are the shift's, not known-good)."""
     bad = set(
         session.scalars(
             select(IncidentDay.day).where(
@@ -214,19 +216,75 @@ def excluded_days(
     if not alert_days:
         return bad
     spans = session.execute(
-        select(Alert.day, Alert.last_day, Alert.status).where(
+        select(
+            Alert.day, Alert.last_day, Alert.status, Alert.signal, Alert.dimension, Alert.value
+        ).where(
             Alert.project_id == model.project_id,
             Alert.model_id == model.id,
             Alert.day < end,
         )
     ).all()
-    for opened, last, status in spans:
+    for opened, last, status, signal, dimension, value in spans:
         stop = end if status is not AlertStatus.resolved else min(end, last + timedelta(days=1))
+        if opened > first:  # only then can an earlier onset reach into the window
+            opened = _shift_onset(session, model, opened, signal, dimension, value)
         day = max(opened, first)
         while day < stop:
             bad.add(day)
             day += timedelta(days=1)
     return bad
+
+
+def _shift_building(session: Session, model: Model, checkpoint_id: int, day: date) -> bool:
+    """Whether a CUSUM of the checkpoint stood past its release level (h/2) on the last day
+    judged before `day`: a shift may be under way that has not opened an alert yet. Its
+    reference waits (it is judged against the current one meanwhile) until the CUSUM falls
+    back or the alert opens, whose days from the onset are then left out: otherwise the
+    shift's first days would be frozen into the window and the CUSUM restarted against
+    them, which hid a 1.3x shift for weeks."""
+    last = session.scalar(
+        select(func.max(DriftJudgement.day)).where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.day < day,
+        )
+    )
+    if last is None:
+        return False
+    building = session.scalar(
+        select(DriftJudgement.day)
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.day == last,
+            DriftJudgement.checkpoint_id == checkpoint_id,
+            DriftJudgement.cusum_h.is_not(None),
+            (DriftJudgement.cusum > DriftJudgement.cusum_h / 2)
+            | (DriftJudgement.cusum_lower > DriftJudgement.cusum_h / 2),
+        )
+        .limit(1)
+    )
+    return building is not None
+
+
+def _shift_onset(
+    session: Session, model: Model, opened: date, signal: str, dimension: str, value: str
+) -> date:
+    """The day after the cohort x signal's CUSUMs last stood at zero before `opened` (the
+    CUSUM's own change-point estimate, Page 1954), or `opened` when none did."""
+    at_zero = session.scalar(
+        select(func.max(DriftJudgement.day)).where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.signal == signal,
+            DriftJudgement.dimension == dimension,
+            DriftJudgement.value == value,
+            DriftJudgement.day < opened,
+            DriftJudgement.cusum <= 0.0,
+            DriftJudgement.cusum_lower <= 0.0,
+        )
+    )
+    return opened if at_zero is None else min(opened, at_zero + timedelta(days=1))
 
 
 # --- Freezing ---------------------------------------------------------------------------------
@@ -270,7 +328,7 @@ def active_for_day(
     if own_active is not None and own_active.trigger != RETURNED:  # a returned copy stands in
         return own_active
     days = known_good_days(session, model, current.checkpoint_id, current.start + warmup, day)
-    if len(days) >= length:
+    if len(days) >= length and not _shift_building(session, model, current.checkpoint_id, day):
         return freeze(session, model, current.checkpoint_id, days[:length], "warmup")
     if own_active is not None:
         return own_active
