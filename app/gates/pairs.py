@@ -19,7 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ClauseElement, Connection, Select, Text, and_, case, cast, func, select
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Connection,
+    Select,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 
@@ -334,11 +345,6 @@ def _fetch_totals(
     PostgreSQL aggregates each (run, evaluator) into arrays, SQLite's rows come as the
     driver's tuples. Both tables are read in the one project and joined on it (the
     distribution column: one shard). Errors (`error`: no verdict) are left out."""
-    on_version = and_(
-        DatasetRow.project_id == EvalResult.project_id,
-        DatasetRow.version_id == version_id,
-        DatasetRow.key == EvalResult.key,
-    )
     per_row: Select[*tuple[Any, ...]]
     if one_call:
         per_row = select(
@@ -357,7 +363,7 @@ def _fetch_totals(
             func.sum(EvalResult.score).label("score"),
             func.count().label("calls"),
         ).group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
-    grouped = per_row.join(DatasetRow, on_version).where(
+    grouped = per_row.join(DatasetRow, _on_version(version_id)).where(
         EvalResult.project_id == project_id,
         EvalResult.run_id.in_(run_ids),
         EvalResult.error.is_(False),
@@ -398,6 +404,15 @@ def _fetch_totals(
     return out
 
 
+def _on_version(version_id: int) -> ColumnElement[bool]:
+    """A result joined to its row of the version by key, in the result's project (one shard)."""
+    return and_(
+        DatasetRow.project_id == EvalResult.project_id,
+        DatasetRow.version_id == version_id,
+        DatasetRow.key == EvalResult.key,
+    )
+
+
 def _error_notes(
     connection: Connection, project_id: int, version_id: int, sides: dict[str, list[int]]
 ) -> list[str]:
@@ -405,14 +420,7 @@ def _error_notes(
     (their evaluator reached no verdict), left out of the comparison like missing rows."""
     errored = connection.execute(
         select(EvalResult.run_id, EvalResult.evaluator, func.count())
-        .join(
-            DatasetRow,
-            and_(
-                DatasetRow.project_id == EvalResult.project_id,
-                DatasetRow.version_id == version_id,
-                DatasetRow.key == EvalResult.key,
-            ),
-        )
+        .join(DatasetRow, _on_version(version_id))
         .where(
             EvalResult.project_id == project_id,
             EvalResult.run_id.in_([*sides["candidate"], *sides["baseline"]]),
