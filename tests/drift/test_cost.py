@@ -25,13 +25,17 @@ STEADY = DEFAULT_WARMUP_DAYS + DEFAULT_REFERENCE_DAYS
 TOTAL = STEADY + 4
 
 
-def day_at(index: int) -> date:
-    return today_utc() - timedelta(days=TOTAL - index)
+def days_ending_yesterday(count: int) -> list[date]:
+    """The test's days, the last one yesterday. Today is read once, so a run that crosses
+    midnight UTC asserts on the same days it posted."""
+    today = today_utc()
+    return [today - timedelta(days=count - index) for index in range(count)]
 
 
 def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
     client: TestClient, auth: Headers
 ) -> None:
+    day_at = days_ending_yesterday(TOTAL)
     ids = {}
     for version, input_price in (("v1", 1.0), ("v2-quantized", 3.0)):
         ids[version] = client.post(
@@ -54,7 +58,7 @@ def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
         for index in range(TOTAL)
         for event in day_of_traffic(
             random.Random(index),
-            day_at(index),
+            day_at[index],
             "m",
             "v1" if index < STEADY else "v2-quantized",
             SEGMENTS,
@@ -63,7 +67,7 @@ def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
         )
     ]
     post_events(client, auth, events)
-    run_drift(client, auth, day_at(TOTAL - 1), TOTAL)
+    run_drift(client, auth, day_at[TOTAL - 1], TOTAL)
 
     alerts = client.get("/api/v1/alerts", params={"model": "m"}, headers=auth).json()["items"]
     cost = [a for a in alerts if a["signal"].startswith("cost_") and a["dimension"] == "all"]
@@ -71,7 +75,7 @@ def test_a_dearer_build_with_the_same_tokens_alerts_on_cost_alone(
     for alert in cost:
         assert alert["status"] == "open"
         assert alert["checkpoint_version"] == "v2-quantized"
-        assert alert["day"] == day_at(STEADY).isoformat()
+        assert alert["day"] == day_at[STEADY].isoformat()
         # Three times the reference's cost per call (the same tokens, three times the price).
         assert 2.5 < alert["observed"] / alert["baseline"] < 3.5
         assert alert["sample_trace_ids"], "a cost alert links calls that carry a cost"
@@ -117,7 +121,7 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
     a reference at the new prices exists. Without the repricing the doubling alerts at once
     (the 3x test above)."""
     days = STEADY + 6
-    model_day = lambda index: today_utc() - timedelta(days=days - index)  # noqa: E731
+    model_day = days_ending_yesterday(days)
     checkpoint = client.post(
         "/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth
     ).json()["id"]
@@ -138,22 +142,22 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
             event
             for index in range(days)
             for event in day_of_traffic(
-                random.Random(index), model_day(index), "m", "v1", SEGMENTS, wobble=0.1, seed=9
+                random.Random(index), model_day[index], "m", "v1", SEGMENTS, wobble=0.1, seed=9
             )
         ],
     )
-    run_drift(client, auth, model_day(STEADY), STEADY + 1)  # freezes, then judges a day
+    run_drift(client, auth, model_day[STEADY], STEADY + 1)  # freezes, then judges a day
     price(2.0, 4.0)
-    run_drift(client, auth, model_day(STEADY + 2), 2)
+    run_drift(client, auth, model_day[STEADY + 2], 2)
     price(2.0, 6.0)
-    run_drift(client, auth, model_day(STEADY + 4), 2)
+    run_drift(client, auth, model_day[STEADY + 4], 2)
     # A rebaseline now takes days at three price levels: cost gets no reference from them
     # (its centre would sit between levels), every other signal does.
     rebaselined = client.post(
         "/api/v1/models/m/rebaseline", json={"reason": "new prices"}, headers=auth
     )
     assert rebaselined.status_code == 201, rebaselined.text
-    run_drift(client, auth, model_day(STEADY + 5), 1)
+    run_drift(client, auth, model_day[STEADY + 5], 1)
 
     alerts = client.get("/api/v1/alerts", params={"model": "m"}, headers=auth).json()["items"]
     assert not [a for a in alerts if a["signal"].startswith("cost_")]
@@ -166,13 +170,13 @@ def test_repricing_the_reference_checkpoint_is_not_a_cost_shift(
                 )
             )
         }
-    before, doubled = judged[model_day(STEADY)], judged[model_day(STEADY + 1)]
+    before, doubled = judged[model_day[STEADY]], judged[model_day[STEADY + 1]]
     assert before.pvalue is not None and doubled.pvalue is not None
     assert before.center is not None and doubled.center is not None
     # The centre as shown (dollars) doubled with the prices.
     assert doubled.center / before.center == pytest.approx(2.0, rel=1e-3)
     for index in (STEADY + 3, STEADY + 4, STEADY + 5):
-        assert judged[model_day(index)].pvalue is None  # mix-dependent, then mixed: not judged
+        assert judged[model_day[index]].pvalue is None  # mix-dependent, then mixed: not judged
     with app.state.sessionmaker() as session:
         newest = session.scalars(
             select(DriftReference).order_by(DriftReference.version.desc())
