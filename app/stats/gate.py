@@ -347,12 +347,16 @@ def decide_gate(
             "pooled over all its runs"
         )
     final = sticky_verdict(verdict, previously_blocked)
+    reasons = _reasons(final, records, policy, alpha)
     if final != verdict:
-        notes.append(
+        # The standing block is the reason itself: without it a block whose comparisons are
+        # all inconclusive would carry no block reason (and its webhook none at all).
+        standing = (
             "blocked earlier on this dataset version: only a pass on the pooled runs lifts "
             f"the block (this gate alone would be '{verdict}')"
         )
-    reasons = _reasons(final, records, policy, alpha)
+        notes.append(standing)
+        reasons.insert(0, {"severity": "block", "message": standing})
     return GateDecision(final, records, reasons, notes, alpha, attempt, n_guarded, n_block)
 
 

@@ -245,6 +245,8 @@ def test_a_slice_with_high_risk_rows_only_warns_until_its_risk_is_declared(
     lowered = gate(client, auth, on_version, policy={"cohort_risk": {"route": {"billing": "low"}}})
     assert not comparison(lowered, "route", "billing")["guarded"]
     assert lowered["verdict"] == "block" and lowered["previously_blocked"]  # the block stands
+    standing = [r["message"] for r in lowered["reasons"] if r["severity"] == "block"]
+    assert standing and standing[0].startswith("blocked earlier on this dataset version")
 
 
 def test_identical_runs_pass_only_with_enough_rows(

@@ -359,6 +359,10 @@ class TestRetries:
         again = one_cohort(base, cand, attempt=2, previously_blocked=True)
         assert again.verdict == "block" and again.alpha == pytest.approx(0.025)
         assert "only a pass" in again.notes[-1]
+        # The standing block is stated as a block reason (the webhook sends block reasons).
+        assert (
+            again.reasons[0]["severity"] == "block" and "only a pass" in again.reasons[0]["message"]
+        )
         lifted = one_cohort(*table(1500, 0, 0, 500), attempt=2, previously_blocked=True)
         assert lifted.verdict == "pass"
 
