@@ -2,10 +2,11 @@
 executes it in short transactions: produce outputs from the checkpoint's endpoint if needed,
 evaluate rows in chunks, bulk-insert results, keep a heartbeat, then store the summary.
 
-The heartbeat is written with each committed chunk and, inside a chunk or a batch of endpoint
-calls, between rows and between calls once HEARTBEAT_EVERY seconds have passed since the
-last one: a chunk of slow rows (an LLM judge) outlasts the lease many times over, fast rows
-cost no extra write. A single row or call still has to finish within the lease.
+The heartbeat is renewed by a thread of its own every HEARTBEAT_EVERY seconds for as long as
+the run executes, whatever the worker's thread is waiting for: a chunk of slow rows (an LLM
+judge) or one endpoint call with its retries can outlast the lease many times over. The
+worker's thread looks at the heartbeat between rows and between calls and stops as soon as
+a renewal found the run taken, so the rest is not evaluated (and paid for) twice.
 
 Recovery: a `running` run whose heartbeat is older than LEASE is re-queued and resumes where
 it stopped (rows that have results are skipped), at most MAX_ATTEMPTS times; then it is
@@ -20,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from time import monotonic
 from typing import Any, cast
 
 import httpx
@@ -56,9 +57,8 @@ LEASE = timedelta(seconds=60)
 
 
 HEARTBEAT_EVERY = LEASE.total_seconds() / 4
-"""Seconds a worker goes at most without a heartbeat while its rows and calls keep finishing
-(checked between them, on the monotonic clock): a quarter of the lease leaves room for a
-slow row or a slow commit."""
+"""Seconds between two renewals of a running run's heartbeat: a quarter of the lease leaves
+room for a renewal that waits on a busy database."""
 
 
 MAX_ATTEMPTS = 3
@@ -208,60 +208,78 @@ def _claim(sessions: sessionmaker[Session]) -> _Plan | None:
 
 
 class _Heartbeat:
-    """The run's lease, kept while work goes on between commits: `check()`, called between
-    rows and between endpoint calls, writes heartbeat_at once HEARTBEAT_EVERY seconds have
-    passed since the last write (raising LostLease if another worker took the run, so the
-    rest of the chunk is not evaluated, and paid for, twice). `written()` records a write
-    made with a commit."""
+    """The run's lease, renewed by a daemon thread every HEARTBEAT_EVERY seconds while the
+    run executes (a context manager: the thread lives inside the `with`). The thread only
+    writes heartbeat_at through `_owned_update`; once that finds the run taken it stops, and
+    `check()`, called by the worker's thread between rows and calls, raises LostLease. A
+    renewal that fails for another reason (the database away) is retried at the next beat;
+    the worker's thread meets the same outage and handles it."""
 
     def __init__(self, sessions: sessionmaker[Session], plan: _Plan) -> None:
         self._sessions = sessions
         self._plan = plan
-        self._last = monotonic()
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"plumbline-heartbeat-{plan.run_id}", daemon=True
+        )
 
-    def written(self) -> None:
-        self._last = monotonic()
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
     def check(self) -> None:
-        if monotonic() - self._last < HEARTBEAT_EVERY:
-            return
-        with self._sessions() as session:
-            _owned_update(session, self._plan, heartbeat_at=utcnow())
-            session.commit()
-        self.written()
+        if self._lost.is_set():
+            raise LostLease(self._plan.run_id)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                with self._sessions() as session:
+                    _owned_update(session, self._plan, heartbeat_at=utcnow())
+                    session.commit()
+            except LostLease:
+                self._lost.set()
+                return
+            except Exception:
+                log.warning("run %s: heartbeat not written; retrying", self._plan.run_id)
 
 
 def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
     evaluators = build_suite(plan.evaluators)
-    heartbeat = _Heartbeat(sessions, plan)
-    if plan.endpoint is not None:
-        _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
-    after_id: int | None = _resume_after(sessions, plan)
-    while after_id is not None:
-        after_id = _evaluate_chunk(sessions, plan, evaluators, after_id, heartbeat)
-    with sessions() as session:
-        summary = compute_summary(
-            session, plan.project_id, plan.run_id, plan.version_id, plan.repeats
-        )
-        now = utcnow()
-        _owned_update(
-            session,
-            plan,
-            status=RunStatus.succeeded,
-            summary=summary,
-            finished_at=now,
-            heartbeat_at=now,
-            error=None,
-        )
-        session.execute(
-            update(Checkpoint)
-            .where(
-                Checkpoint.id == plan.checkpoint_id,
-                Checkpoint.status == CheckpointStatus.registered,
+    with _Heartbeat(sessions, plan) as heartbeat:
+        if plan.endpoint is not None:
+            _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
+        after_id: int | None = _resume_after(sessions, plan)
+        while after_id is not None:
+            after_id = _evaluate_chunk(sessions, plan, evaluators, after_id, heartbeat)
+        with sessions() as session:
+            summary = compute_summary(
+                session, plan.project_id, plan.run_id, plan.version_id, plan.repeats
             )
-            .values(status=CheckpointStatus.evaluated)
-        )
-        session.commit()
+            now = utcnow()
+            _owned_update(
+                session,
+                plan,
+                status=RunStatus.succeeded,
+                summary=summary,
+                finished_at=now,
+                heartbeat_at=now,
+                error=None,
+            )
+            session.execute(
+                update(Checkpoint)
+                .where(
+                    Checkpoint.id == plan.checkpoint_id,
+                    Checkpoint.status == CheckpointStatus.registered,
+                )
+                .values(status=CheckpointStatus.evaluated)
+            )
+            session.commit()
 
 
 def _owned_update(session: Session, plan: _Plan, **values: Any) -> None:
@@ -322,7 +340,7 @@ def _evaluate_chunk(
     heartbeat: _Heartbeat,
 ) -> int | None:
     """Evaluates every repeat of the rows after row id `after_id`; the read and the write are
-    separate short transactions, with heartbeats between calls when they are slow. Returns the
+    separate short transactions, the lease looked at between rows. Returns the
     last row id done, None when there is nothing left. Two simple indexed reads, not a join:
     fresh tables have no planner statistics yet. An evaluator's error is stored as one
     (`error`); a call without an output fails every evaluator (the checkpoint's failure)."""
@@ -415,7 +433,6 @@ def _evaluate_chunk(
             heartbeat_at=utcnow(),
         )
         session.commit()
-    heartbeat.written()
     return int(rows[-1].id)
 
 
@@ -424,7 +441,7 @@ def _produce_outputs(
 ) -> None:
     """Calls the checkpoint's OpenAI-compatible endpoint for every (row, repeat) without an
     output, ENDPOINT_CONCURRENCY at a time, one repeat after another; no transaction is open
-    while requests are in flight, and the heartbeat is checked as each call's answer comes
+    while requests are in flight, and the lease is looked at as each call's answer comes
     in."""
     headers = {}
     key_env = endpoint.get("api_key_env")
@@ -483,11 +500,10 @@ def _produce_outputs(
                     )
                     _owned_update(session, plan, heartbeat_at=utcnow())
                     session.commit()
-                heartbeat.written()
 
 
 def _beating(answers: Iterator[dict[str, Any]], heartbeat: _Heartbeat) -> Iterator[dict[str, Any]]:
-    """The answers in order, the heartbeat checked as each one comes in."""
+    """The answers in order, the lease looked at as each one comes in."""
     for answer in answers:
         heartbeat.check()
         yield answer

@@ -9,6 +9,7 @@ import json
 import math
 import statistics
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -633,39 +634,24 @@ def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(
     assert summary["output_errors"] == 0  # the endpoint's failures, not the evaluators'
 
 
-def shift_heartbeat(app: FastAPI, run_id: int, seconds: float) -> None:
-    """Moves the run's stored heartbeat `seconds` into the past: that much time went by."""
-    with app.state.sessionmaker() as session:
-        run = session.get_one(EvaluationRun, run_id)
-        assert run.heartbeat_at is not None
-        run.heartbeat_at = run.heartbeat_at - timedelta(seconds=seconds)
-        session.commit()
+LEASE_S = 1.0
+SLOW_S = 2.0  # one row or one endpoint call: two leases
 
 
-def count_heartbeats(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the writes of the heartbeat alone: between rows or calls, and with a batch of
-    endpoint outputs (a chunk of results commits its own with its progress)."""
-    beats = [0]
-    owned_update = worker._owned_update
-
-    def counting(session: Any, plan: Any, **values: Any) -> None:
-        if set(values) == {"heartbeat_at"}:
-            beats[0] += 1
-        owned_update(session, plan, **values)
-
-    monkeypatch.setattr(worker, "_owned_update", counting)
-    return beats
+def shorten_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease of LEASE_S, renewed every quarter of it, so slow work can take real time."""
+    monkeypatch.setattr(worker, "LEASE", timedelta(seconds=LEASE_S))
+    monkeypatch.setattr(worker, "HEARTBEAT_EVERY", LEASE_S / 4)
 
 
-def test_a_worker_keeps_its_lease_through_a_chunk_of_rows_that_outlasts_it(
+def test_a_worker_keeps_its_lease_through_a_row_that_outlasts_it(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Six rows of 20 s each (an LLM judge's pace) make one chunk of 120 s, twice the lease.
-    Time is simulated: each row moves the worker's monotonic clock and the run's stored
-    heartbeat 20 s on, then another worker process runs its loop. The worker heartbeats
-    between rows once a quarter of the lease has passed, so that other worker never sees a
-    stale run: each row is evaluated (and paid for) once, on the first attempt. Before, the
-    heartbeat came only with the chunk's commit: the run was re-claimed after three rows."""
+    """The first row takes two leases (an LLM judge that times out and retries), and another
+    worker runs its loop as it finishes. The heartbeat thread renewed the lease meanwhile, so
+    that worker finds nothing stale: every row is evaluated once, on the first attempt.
+    Before, the heartbeat was written only between rows: the other worker re-queued the run
+    and evaluated (and paid for) every row again."""
     make_dataset(client, auth, "golden", ROWS)
     checkpoint_id = register(client, auth)
     created = add_evaluation(
@@ -673,69 +659,102 @@ def test_a_worker_keeps_its_lease_through_a_chunk_of_rows_that_outlasts_it(
     )
     run_id = created.json()["run_id"]
     sessions, settings = app.state.sessionmaker, app.state.settings
-    row_seconds = 20.0
-    assert row_seconds < worker.LEASE.total_seconds() < row_seconds * len(ROWS)
-    clock = [1_000.0]
-    monkeypatch.setattr(worker, "monotonic", lambda: clock[0])
-    beats = count_heartbeats(monkeypatch)
+    shorten_the_lease(monkeypatch)
     evaluate_row = worker.evaluate_row
     evaluated: list[str] = []
     others: list[bool] = []
 
-    def slow_row(*args: Any) -> Any:
+    def slow_first_row(*args: Any) -> Any:
         evaluated.append(args[1]["key"])
-        if len(others) < len(ROWS):  # not inside the other worker, should it take the run
-            clock[0] += row_seconds
-            shift_heartbeat(app, run_id, row_seconds)
+        if len(evaluated) == 1:
+            time.sleep(SLOW_S)
             others.append(work_runs(sessions, settings))
         return evaluate_row(*args)
 
-    monkeypatch.setattr(worker, "evaluate_row", slow_row)
+    monkeypatch.setattr(worker, "evaluate_row", slow_first_row)
     assert work_runs(sessions, settings) is True
     monkeypatch.undo()
 
     run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
     assert run["status"] == "succeeded", (run["status"], run["error"])
     assert run["attempts"] == 1
-    assert others == [False] * len(ROWS)  # the other worker found nothing to recover
+    assert others == [False]  # the other worker found nothing to recover
     assert evaluated == [row["key"] for row in ROWS]  # once each
-    assert beats[0] == len(ROWS) - 1  # before every row but the first, 20 s after the last
 
 
-def test_fast_rows_and_endpoint_calls_heartbeat_only_as_time_passes(
+def test_a_worker_stops_at_the_next_row_once_its_run_was_taken(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker takes the run while the first row is slow. The heartbeat thread's next
+    renewal finds it taken, and the worker evaluates no further row and writes nothing: the
+    new owner's work is not paid for twice, nor overwritten."""
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    created = add_evaluation(
+        client, auth, checkpoint_id=checkpoint_id, evaluators=EVALUATORS, outputs=OUTPUTS
+    )
+    run_id = created.json()["run_id"]
+    sessions, settings = app.state.sessionmaker, app.state.settings
+    shorten_the_lease(monkeypatch)
+    evaluate_row = worker.evaluate_row
+    evaluated: list[str] = []
+
+    def taken_during_the_first_row(*args: Any) -> Any:
+        evaluated.append(args[1]["key"])
+        if len(evaluated) == 1:
+            with sessions() as session:
+                session.execute(
+                    update(EvaluationRun)
+                    .where(EvaluationRun.id == run_id)
+                    .values(claimed_by="another-worker")
+                )
+                session.commit()
+            time.sleep(SLOW_S)
+        return evaluate_row(*args)
+
+    monkeypatch.setattr(worker, "evaluate_row", taken_during_the_first_row)
+    assert work_runs(sessions, settings) is True
+    monkeypatch.undo()
+
+    assert evaluated == [ROWS[0]["key"]]
+    run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
+    assert (run["status"], run["progress"]["done"]) == ("running", 0)
+    assert count_rows(app, EvalResult) == 0
+
+
+def test_a_worker_keeps_its_lease_through_an_endpoint_call_that_outlasts_it(
     app: FastAPI,
     client: TestClient,
     auth: Headers,
     monkeypatch: pytest.MonkeyPatch,
     chat_server: str,
 ) -> None:
-    """Rows that take no (simulated) time write no heartbeat of their own; endpoint calls that
-    take 20 s each do, checked as their answers come in."""
+    """One endpoint call takes two leases and another worker runs its loop as it returns:
+    the lease was renewed meanwhile, so every row's endpoint is called once. Before, the
+    heartbeat was written only as answers came in: the other worker re-queued the run and
+    called the endpoint for every row again."""
     make_dataset(client, auth, "golden", ROWS)
-    clock = [1_000.0]
-    monkeypatch.setattr(worker, "monotonic", lambda: clock[0])
-    beats = count_heartbeats(monkeypatch)
-    uploaded = register(client, auth)
-    add_evaluation(client, auth, checkpoint_id=uploaded, evaluators=EVALUATORS, outputs=OUTPUTS)
-    drain_worker(app)
-    assert beats[0] == 0
-
-    call_endpoint = worker.call_endpoint
-
-    def slow_call(*args: Any) -> Any:
-        clock[0] += 20.0
-        return call_endpoint(*args)
-
-    monkeypatch.setattr(worker, "call_endpoint", slow_call)
     served = register(
-        client,
-        auth,
-        version="v2",
-        endpoint={"base_url": chat_server, "model": "support-v1", "timeout_s": 5},
+        client, auth, endpoint={"base_url": chat_server, "model": "support-v1", "timeout_s": 5}
     )
     created = add_evaluation(client, auth, checkpoint_id=served, evaluators=EVALUATORS)
-    drain_worker(app)
+    sessions, settings = app.state.sessionmaker, app.state.settings
+    shorten_the_lease(monkeypatch)
+    call_endpoint = worker.call_endpoint
+    slowed = threading.Lock()
+    others: list[bool] = []
+
+    def one_slow_call(*args: Any) -> Any:
+        if slowed.acquire(blocking=False):  # the first call only; the lock is never released
+            time.sleep(SLOW_S)
+            others.append(work_runs(sessions, settings))
+        return call_endpoint(*args)
+
+    monkeypatch.setattr(worker, "call_endpoint", one_slow_call)
+    assert work_runs(sessions, settings) is True
+    monkeypatch.undo()
+
     run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
     assert run["status"] == "succeeded" and run["attempts"] == 1
-    # The outputs' one commit (six rows are one batch) writes one; the answers at least one.
-    assert 2 <= beats[0] <= len(ROWS) + 1
+    assert others == [False]
+    assert sorted(ChatHandler.calls) == sorted(row["input"] for row in ROWS)
