@@ -36,7 +36,7 @@ from app.models.gates import GateVerdict
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
 from app.registry import service as registry
-from app.registry.queries import latest_policy
+from app.registry.queries import latest_policy, standing_blocks
 from app.webhooks import outbox
 
 
@@ -260,8 +260,14 @@ def _record_outcome(
         CheckpointStatus.evaluated,
     ):
         current.status = CheckpointStatus.blocked
-    elif gate.verdict is GateVerdict.passed and current.status is CheckpointStatus.blocked:
-        current.status = CheckpointStatus.evaluated  # a block stands until a later pass
+    elif (
+        gate.verdict is GateVerdict.passed
+        and current.status is CheckpointStatus.blocked
+        and not standing_blocks(session, principal.project_id, checkpoint.id)
+    ):
+        # A block stands until a later pass on its own dataset: a pass here lifts the status
+        # only when no dataset's newest decisive gate still blocks the checkpoint.
+        current.status = CheckpointStatus.evaluated
     details = {
         "gate_id": gate.id,
         "model": model.name,

@@ -14,9 +14,13 @@ from sqlalchemy.orm import Session, aliased
 from app.models import (
     ChampionHistory,
     Checkpoint,
+    Dataset,
+    DatasetVersion,
+    Gate,
     GatePolicy,
     Model,
 )
+from app.models.gates import GateVerdict
 
 
 @dataclass(frozen=True)
@@ -131,3 +135,63 @@ def latest_policy(session: Session, project_id: int, model_id: int) -> GatePolic
         .order_by(GatePolicy.version.desc())
         .limit(1)
     )
+
+
+@dataclass(frozen=True)
+class StandingBlock:
+    gate_id: int
+    dataset: str
+
+
+def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> list[StandingBlock]:
+    """The datasets on which the checkpoint's newest decisive gate (pass or block) blocked it.
+
+    A block stands until a later pass on the same dataset, of any version: a pass on another
+    dataset measured other rows and says nothing about what the block found, and an
+    inconclusive gate is no evidence either way. Gates are numbered in the order they were
+    decided, so the newest is the one with the highest id."""
+    decisive = session.execute(
+        select(Gate.id, Gate.verdict, Dataset.name)
+        .join(DatasetVersion, DatasetVersion.id == Gate.dataset_version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(
+            Gate.project_id == project_id,
+            Gate.checkpoint_id == checkpoint_id,
+            Gate.verdict.in_((GateVerdict.block, GateVerdict.passed)),
+        )
+        .order_by(Gate.id.desc())
+    ).all()
+    newest: dict[str, tuple[int, GateVerdict]] = {}
+    for gate_id, verdict, dataset in decisive:
+        newest.setdefault(dataset, (gate_id, verdict))
+    return [
+        StandingBlock(gate_id, dataset)
+        for dataset, (gate_id, verdict) in sorted(newest.items())
+        if verdict is GateVerdict.block
+    ]
+
+
+@dataclass(frozen=True)
+class NewerVersion:
+    dataset: str
+    gated: int
+    latest: int
+
+
+def newer_dataset_version(
+    session: Session, project_id: int, dataset_version_id: int
+) -> NewerVersion | None:
+    """Whether the dataset of `dataset_version_id` has a later version: a gate on an older
+    version never saw the rows or the cohort risks added since, so it cannot stand for the
+    dataset as it is now."""
+    gated = aliased(DatasetVersion)
+    row = session.execute(
+        select(Dataset.name, gated.version, func.max(DatasetVersion.version))
+        .join(Dataset, Dataset.id == gated.dataset_id)
+        .join(DatasetVersion, DatasetVersion.dataset_id == gated.dataset_id)
+        .where(gated.project_id == project_id, gated.id == dataset_version_id)
+        .group_by(Dataset.name, gated.version)
+    ).first()
+    if row is None or row[2] == row[1]:
+        return None
+    return NewerVersion(row[0], row[1], row[2])

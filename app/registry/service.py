@@ -23,7 +23,7 @@ from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun
 from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
-from app.registry.queries import latest_policy
+from app.registry.queries import latest_policy, newer_dataset_version, standing_blocks
 from app.registry.schemas import CheckpointIn, Pricing
 from app.webhooks import outbox
 
@@ -330,11 +330,12 @@ def _check_gate(
     `current` (a gate against another run, or against a champion since replaced, says
     nothing about replacing this one), passing (or inconclusive under a policy that allows
     it), and not followed by a blocking gate, a canary that decided rollback or a rollback
-    of the model away from it in production: a block
-    stands until a later pass (docs/statistics.md §7.3), and the newest evidence wins whatever
-    dataset version it came from. The gate must have been decided under the model's stored
-    gate policy as it is now: a writer's request override (say, guarding nothing and allowing
-    inconclusive) explores, but never promotes past the policy an admin set."""
+    of the model away from it in production; on the dataset's current version (a newer one
+    may add rows or declare cohorts high-risk); and with no block standing on any dataset: a
+    block stands until a later pass on the same dataset (docs/statistics.md §7.6). The gate
+    must have been decided under the model's stored gate policy as it is now: a writer's
+    request override (say, guarding nothing and allowing inconclusive) explores, but never
+    promotes past the policy an admin set."""
     if gate_id is None:
         return None
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
@@ -373,38 +374,28 @@ def _check_gate(
             f"the model's gate policy changed since gate {gate_id} (v{gate.policy_version} -> "
             f"v{policy.version if policy else None}); decide a new gate under it"
         )
-    if gate.verdict is GateVerdict.inconclusive:
-        standing = _standing_block(session, checkpoint, gate)
-        if standing is not None:
-            raise Conflict(
-                f"gate {standing} blocked this checkpoint and no later gate passed it; an "
-                f"inconclusive gate ({gate_id}) cannot promote past a block (or force with a "
-                "written reason)"
-            )
+    later_version = newer_dataset_version(session, checkpoint.project_id, gate.dataset_version_id)
+    if later_version is not None:
+        raise Conflict(
+            f"gate {gate_id} ran on dataset '{later_version.dataset}' v{later_version.gated}; it "
+            f"is at v{later_version.latest} now, whose rows and cohort risks that gate never "
+            "saw: gate on the current version (or force with a written reason)"
+        )
     newer = _newer_evidence_against(session, checkpoint, gate.created_at, gate)
     if newer is not None:
         raise Conflict(
             f"{newer} after gate {gate_id}; only a later passing gate lifts it (or force with a "
             "written reason)"
         )
-    return gate
-
-
-def _standing_block(session: Session, checkpoint: Checkpoint, gate: Gate) -> int | None:
-    """The newest gate before `gate` that blocked `checkpoint`, unless a gate passed it since
-    (on whatever dataset: the newest evidence wins, and inconclusive evidence is none)."""
-    decisive = session.execute(
-        select(Gate.id, Gate.verdict)
-        .where(
-            Gate.project_id == checkpoint.project_id,
-            Gate.checkpoint_id == checkpoint.id,
-            Gate.id < gate.id,
-            Gate.verdict.in_((GateVerdict.block, GateVerdict.passed)),
+    standing = standing_blocks(session, checkpoint.project_id, checkpoint.id)
+    if standing:
+        block = standing[0]
+        raise Conflict(
+            f"gate {block.gate_id} blocked this checkpoint on dataset '{block.dataset}' and no "
+            f"later gate on that dataset passed it; gate {gate_id} does not lift it (only a "
+            "pass on that dataset does, or force with a written reason)"
         )
-        .order_by(Gate.id.desc())
-        .limit(1)
-    ).first()
-    return decisive.id if decisive is not None and decisive.verdict is GateVerdict.block else None
+    return gate
 
 
 def _newer_evidence_against(

@@ -125,6 +125,99 @@ def test_a_block_is_not_lifted_by_an_inconclusive_gate_on_another_dataset(
     assert status == "blocked", status
 
 
+def test_a_block_stands_until_a_pass_on_its_own_dataset(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Blocked on the golden set (a 20-point drop in its high-risk cohort), the candidate then
+    passes a 400-row "general" set that measures other rows. That pass cleared `blocked` and
+    promoted the checkpoint: the newest evidence won whatever it measured. A block stands
+    until a later pass on the same dataset: the status stays `blocked` and promotion with the
+    general pass is refused, naming the golden block. Clean re-runs on golden (pooled, they
+    pass) lift it; then either pass promotes."""
+    checkpoint(client, auth, "v0")
+    client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.1}, headers=auth)
+    golden = rows_of("core", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, golden, {EVALUATOR: passing(golden)})
+    worse = {f"core-{i}" for i in range(40)}
+    blocked = gate(
+        client, auth, add_run(client, auth, newcomer, golden, {EVALUATOR: passing(golden, worse)})
+    )
+    assert blocked["verdict"] == "block"
+
+    general = rows_of("general", 400, "high")
+    add_run(client, auth, champion, general, {EVALUATOR: passing(general)}, dataset="general")
+    elsewhere = gate(
+        client,
+        auth,
+        add_run(client, auth, newcomer, general, {EVALUATOR: passing(general)}, dataset="general"),
+    )
+    assert elsewhere["verdict"] == "pass", elsewhere["reasons"]
+
+    def status() -> str:
+        return str(client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"])
+
+    def promote(gate_id: int) -> Any:
+        return client.post(
+            "/api/v1/models/bot/promote",
+            json={"checkpoint_id": newcomer, "gate_id": gate_id},
+            headers=auth,
+        )
+
+    assert status() == "blocked"
+    refused = promote(elsewhere["id"])
+    assert refused.status_code == 409, "a pass on another dataset lifted the golden block"
+    assert (
+        f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'"
+        in (refused.json()["detail"])
+    )
+
+    clean = [add_run(client, auth, newcomer, golden, {EVALUATOR: passing(golden)}) for _ in "1234"]
+    lifted = gate(client, auth, clean[-1])
+    assert lifted["verdict"] == "pass" and lifted["previously_blocked"], lifted["reasons"]
+    assert status() == "evaluated"
+    promoted = promote(elsewhere["id"])
+    assert promoted.status_code == 200, promoted.text
+
+
+def test_a_gate_on_an_older_dataset_version_does_not_promote(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The candidate passes on golden v1. Golden v2 then adds a medical cohort, declared
+    high-risk, on
+    which the candidate fails half the rows. The v1 gate promoted it: it never saw the new
+    guard. Promotion takes a gate on the dataset's current version; gated on v2, it blocks."""
+    checkpoint(client, auth, "v0")
+    client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.1}, headers=auth)
+    core = rows_of("core", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, core, {EVALUATOR: passing(core)})
+    on_v1 = gate(client, auth, add_run(client, auth, newcomer, core, {EVALUATOR: passing(core)}))
+    assert (on_v1["verdict"], on_v1["dataset_version"]) == ("pass", 1), on_v1["reasons"]
+
+    both = core + rows_of("medical", 40, "high")
+    broken = {f"medical-{i}" for i in range(20)}
+    declared = {"route": {"medical": "high"}}
+    add_run(client, auth, champion, both, {EVALUATOR: passing(both)}, cohort_risk=declared)
+    refused = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": on_v1["id"]},
+        headers=auth,
+    )
+    assert refused.status_code == 409, "a gate on v1 promoted past v2's new guard"
+    assert "ran on dataset 'golden' v1; it is at v2 now" in refused.json()["detail"]
+
+    on_v2 = gate(
+        client,
+        auth,
+        add_run(
+            client, auth, newcomer, both, {EVALUATOR: passing(both, broken)}, cohort_risk=declared
+        ),
+    )
+    assert (on_v2["verdict"], on_v2["dataset_version"]) == ("block", 2)
+    assert comparison(on_v2, "route", "medical")["candidate"] == 0.5
+
+
 def test_an_evaluator_the_candidate_never_ran_cannot_be_passed_over(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
