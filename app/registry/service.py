@@ -305,10 +305,12 @@ def _check_canary(
     newer = _newer_evidence_against(session, checkpoint, decided_at, None)
     if newer is not None:
         raise Conflict(
-            f"canary_id: {newer} after canary {canary_id} decided promote; only a later "
-            "passing gate or canary lifts it (or force with a written reason)",
+            f"canary_id: {newer} after canary {canary_id} decided promote; only later evidence "
+            "lifts it: a pass on the blocking gate's dataset, or a later canary after a "
+            "rollback (or force with a written reason)",
             field="canary_id",
         )
+    _refuse_standing_block(session, checkpoint, f"canary {canary_id}", "canary_id")
     policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
     if policy is not None and not policy.accepts_canary:
         raise Conflict(
@@ -387,15 +389,25 @@ def _check_gate(
             f"{newer} after gate {gate_id}; only a later passing gate lifts it (or force with a "
             "written reason)"
         )
+    _refuse_standing_block(session, checkpoint, f"gate {gate_id}", "gate_id")
+    return gate
+
+
+def _refuse_standing_block(
+    session: Session, checkpoint: Checkpoint, evidence: str, field: str
+) -> None:
+    """409 while a gate's block stands on any dataset: only a later pass on that dataset
+    lifts it. A pass elsewhere measured other rows, and a canary live traffic, which rarely
+    holds the golden set's high-risk rows the block was about."""
     standing = standing_blocks(session, checkpoint.project_id, checkpoint.id)
     if standing:
         block = standing[0]
         raise Conflict(
             f"gate {block.gate_id} blocked this checkpoint on dataset '{block.dataset}' and no "
-            f"later gate on that dataset passed it; gate {gate_id} does not lift it (only a "
-            "pass on that dataset does, or force with a written reason)"
+            f"later gate on that dataset passed it; {evidence} does not lift it (only a pass on "
+            "that dataset does, or force with a written reason)",
+            field=field,
         )
-    return gate
 
 
 def _newer_evidence_against(

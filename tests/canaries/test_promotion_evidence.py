@@ -17,6 +17,8 @@ from tests.canaries.support import (
     served,
     start_canary,
 )
+from tests.gates.support import add_run
+from tests.gates.test_gates import EVALUATOR, gate, passing, rows_of
 
 Headers = dict[str, str]
 PROMOTE = f"/api/v1/models/{MODEL}/promote"
@@ -83,3 +85,28 @@ def test_a_promote_canary_does_not_promote_after_a_newer_canary_decided_rollback
     )
     assert promoted.status_code == 409, promoted.json()
     assert f"canary {second['id']} decided rollback" in promoted.json()["detail"]
+
+
+def test_a_promote_canary_does_not_lift_a_standing_gate_block(
+    client: TestClient, auth: Headers
+) -> None:
+    """v2's gate blocked it on the golden set (its 40 high-risk rows went from all passing to
+    half); a canary on live traffic then decided promote, and promoted it. Live traffic rarely
+    holds the golden set's high-risk rows, so the canary says nothing about what the gate
+    found: the block stands until a pass on that dataset."""
+    ids = candidate_and_champion(client, auth)
+    rows = rows_of("medical", 40, "high")
+    add_run(client, auth, ids["v1"], rows, {EVALUATOR: passing(rows)})
+    broken = {f"medical-{i}" for i in range(20)}
+    blocked = gate(
+        client, auth, add_run(client, auth, ids["v2"], rows, {EVALUATOR: passing(rows, broken)})
+    )
+    assert blocked["verdict"] == "block"
+    canary = promoting_canary(client, auth, ids)
+    refused = client.post(
+        PROMOTE, json={"checkpoint_id": ids["v2"], "canary_id": canary["id"]}, headers=auth
+    )
+    assert refused.status_code == 409, "a canary promoted past a standing gate block"
+    problem = refused.json()
+    assert problem["field"] == "canary_id"
+    assert f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'" in problem["detail"]
