@@ -8,7 +8,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import WebhookDelivery, WebhookEndpoint
-from app.models.webhooks import EndpointStatus
 
 EVENT_TYPES = (
     "alert.opened",
@@ -23,12 +22,11 @@ def emit(
     session: Session, project_id: int, event_type: str, msg_id: str, data: dict[str, Any]
 ) -> int:
     """Queues one delivery per subscribed endpoint; `msg_id` is stable per transition so a
-    repeated emit is a no-op and receivers can drop duplicates. Returns deliveries queued."""
+    repeated emit is a no-op and receivers can drop duplicates. Returns deliveries queued.
+    A paused endpoint is queued for too: the sender holds its deliveries until it is
+    re-enabled, so an alert raised while a receiver was down still reaches it."""
     endpoints = session.scalars(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.project_id == project_id,
-            WebhookEndpoint.status != EndpointStatus.paused,
-        )
+        select(WebhookEndpoint).where(WebhookEndpoint.project_id == project_id)
     ).all()
     queued = 0
     for endpoint in endpoints:
