@@ -2,7 +2,12 @@
 
 It claims due deliveries in a short transaction (FOR UPDATE SKIP LOCKED on PostgreSQL, plus a
 `claimed_until` lease on both databases so a crashed sender's claims expire), sends outside any
-transaction, then records each outcome in another short one. Failed attempts back off
+transaction, then records each outcome in another short one. A batch is sent one delivery after
+another, so slow receivers can outlast the lease of the deliveries still waiting: each lease is
+renewed just before its send, and only if it is still the one this sender took (its
+`claimed_until` is the claim's token); a delivery another sender took over meanwhile is left to
+it, and an outcome is recorded only under the claim it was sent with, so no message goes out
+twice nor counts another sender's attempt. Failed attempts back off
 exponentially with full jitter, honouring Retry-After (delivery.next_delay); a delivery that
 exhausts MAX_ATTEMPTS is dead-lettered, one refused for good (4xx, forbidden target) fails at
 once. An endpoint whose attempts have failed PAUSE_AFTER_FAILURES times in a row is paused:
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
@@ -52,23 +57,32 @@ class _Claimed:
     secret: str
     msg_id: str
     body: bytes
+    claimed_until: datetime
 
 
 def deliver_webhooks(sessions: sessionmaker[Session], settings: Settings) -> bool:
     """One batch of due deliveries; True when it found work (the loop polls again at once)."""
     claimed = _claim(sessions, settings)
     for item in claimed:
-        headers = sign(item.secret, item.msg_id, utcnow(), item.body)
+        held = _renew(sessions, item, _lease(settings))
+        if held is None:
+            continue
+        headers = sign(held.secret, held.msg_id, utcnow(), held.body)
         attempt = send(
-            item.url, headers, item.body, settings.webhook_timeout_s, settings.webhook_allow_private
+            held.url, headers, held.body, settings.webhook_timeout_s, settings.webhook_allow_private
         )
-        _record(sessions, item.project_id, item.delivery_id, attempt)
+        _record(sessions, held, attempt)
     return bool(claimed)
+
+
+def _lease(settings: Settings) -> timedelta:
+    """Long enough for one attempt (connect and read timeouts) with room to record it."""
+    return timedelta(seconds=2 * settings.webhook_timeout_s + 30)
 
 
 def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed]:
     now = utcnow()
-    lease = timedelta(seconds=2 * settings.webhook_timeout_s + 30)
+    lease = _lease(settings)
     with sessions() as session:
         rows = session.execute(
             select(WebhookDelivery, WebhookEndpoint)
@@ -101,20 +115,40 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
                     secret,
                     delivery.msg_id,
                     envelope(delivery.event_type, data, delivery.created_at),
+                    now + lease,
                 )
             )
         session.commit()
     return claimed
 
 
-def _record(
-    sessions: sessionmaker[Session], project_id: int, delivery_id: int, attempt: DeliveryAttempt
-) -> None:
+def _renew(sessions: sessionmaker[Session], item: _Claimed, lease: timedelta) -> _Claimed | None:
+    """A fresh lease for the send about to start, or None when the claim is no longer ours
+    (it expired and another sender took the delivery, or it was redelivered or deleted)."""
+    until = utcnow() + lease
+    with sessions() as session:
+        delivery = session.get(
+            WebhookDelivery, (item.project_id, item.delivery_id), with_for_update=True
+        )
+        if (
+            delivery is None
+            or delivery.status is not DeliveryStatus.pending
+            or delivery.claimed_until != item.claimed_until
+        ):
+            return None
+        delivery.claimed_until = until
+        session.commit()
+    return replace(item, claimed_until=until)
+
+
+def _record(sessions: sessionmaker[Session], item: _Claimed, attempt: DeliveryAttempt) -> None:
     now = utcnow()
     with sessions() as session:
-        delivery = session.get(WebhookDelivery, (project_id, delivery_id))
-        if delivery is None:  # endpoint deleted meanwhile
-            return
+        delivery = session.get(
+            WebhookDelivery, (item.project_id, item.delivery_id), with_for_update=True
+        )
+        if delivery is None or delivery.claimed_until != item.claimed_until:
+            return  # deleted, redelivered or taken over by another sender meanwhile
         endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
         assert endpoint is not None
         delivery.attempts += 1
