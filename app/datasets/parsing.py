@@ -53,8 +53,9 @@ def json_rows(raw_rows: Sequence[Any]) -> ParsedRows:
 
 
 def jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
-    """One JSON object per line, read line by line; blank lines are skipped but counted."""
-    text = io.TextIOWrapper(stream, encoding="utf-8")
+    """One JSON object per line, read line by line; blank lines are skipped but counted. A
+    leading byte-order mark (Windows tools write one) is dropped, as for CSV."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig")
     number = 0
     try:
         for number, line in enumerate(text, 1):
