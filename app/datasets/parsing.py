@@ -137,15 +137,34 @@ def _csv_record(number: int, header: list[str], cells: list[str]) -> dict[str, A
     return record
 
 
+# The fields holding free JSON: a number without a JSON form can only hide in them.
+FREE_JSON_FIELDS = ("input", "expected", "context", "metadata")
+
+
 def validate_row(number: int, raw: Any) -> RowIn:
+    """A valid row or a problem naming its number and field. Free JSON must be storable as
+    JSON: 1e400 parses to infinity and a JSON body may spell NaN, which PostgreSQL refuses
+    late and SQLite silently stores as null, so the row would lose the value its hash
+    covers."""
     if not isinstance(raw, dict):
         raise row_problem(number, "row", "must be a JSON object")
     try:
-        return RowIn.model_validate(raw)
+        row = RowIn.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "row"
         raise row_problem(number, field, first["msg"]) from None
+    for field in FREE_JSON_FIELDS:
+        try:
+            json.dumps(getattr(row, field), allow_nan=False)
+        except ValueError:
+            raise row_problem(
+                number,
+                field,
+                "numbers must be finite (NaN, Infinity and out-of-range numbers such as 1e400 "
+                "have no JSON form)",
+            ) from None
+    return row
 
 
 def row_values(version: DatasetVersion, row: RowIn) -> dict[str, Any]:

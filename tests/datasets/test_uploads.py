@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.datasets.support import Headers
+from app.models import DatasetRow, DatasetVersion
+from tests.datasets.support import Headers, count_rows
 from tests.datasets.test_datasets import upload
 
 
@@ -23,3 +25,31 @@ def test_a_jsonl_file_with_a_byte_order_mark_and_crlf_line_ends_is_read(
     with_bom = upload(client, auth, "golden", "rows.jsonl", "\ufeff".encode() + lines.encode())
     assert with_bom.status_code == 200, with_bom.text  # same rows: no new version
     assert with_bom.json()["content_hash"] == plain.json()["content_hash"]
+
+
+def test_a_number_json_cannot_hold_is_refused_by_row_and_field_on_every_route(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """1e400 parses to Python's infinity, which has no JSON form: PostgreSQL refused it late
+    with a misleading message and SQLite silently stored null instead of the value."""
+    client.post("/api/v1/datasets", json={"name": "golden"}, headers=auth)
+    jsonl = b'{"key": "a", "input": "x"}\n{"key": "b", "input": "y", "expected": 1e400}\n'
+    from_jsonl = upload(client, auth, "golden", "rows.jsonl", jsonl)
+    assert from_jsonl.status_code == 422, from_jsonl.text
+    assert (from_jsonl.json()["row"], from_jsonl.json()["field"]) == (2, "expected")
+
+    csv_text = b'key,input,metadata\na,x,"{""score"": -1e999}"\n'
+    from_csv = upload(client, auth, "golden", "rows.csv", csv_text)
+    assert from_csv.status_code == 422, from_csv.text
+    assert (from_csv.json()["row"], from_csv.json()["field"]) == (1, "metadata")
+
+    body = b'{"rows": [{"key": "a", "input": {"temperature": 1e400}}]}'
+    from_json = client.post(
+        "/api/v1/datasets/golden/versions",
+        content=body,
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert from_json.status_code == 422, from_json.text
+    assert (from_json.json()["row"], from_json.json()["field"]) == (1, "input")
+    assert count_rows(app, DatasetVersion) == 0
+    assert count_rows(app, DatasetRow) == 0
