@@ -11,6 +11,7 @@ from app.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from app.models.webhooks import DeliveryStatus
 
 
 def webhook_endpoints(session: Session, project_id: int) -> Sequence[WebhookEndpoint]:
@@ -25,7 +26,7 @@ def webhook_deliveries(
     session: Session,
     project_id: int,
     endpoint_id: int | None,
-    status: str | None,
+    status: DeliveryStatus | None,
     limit: int = 100,
 ) -> Sequence[WebhookDelivery]:
     stmt = (
@@ -36,7 +37,7 @@ def webhook_deliveries(
     )
     if endpoint_id is not None:
         stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
-    if status:
+    if status is not None:
         stmt = stmt.where(WebhookDelivery.status == status)
     return session.scalars(stmt).all()
 
