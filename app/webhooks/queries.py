@@ -45,13 +45,17 @@ def webhook_deliveries(
 def deliveries_for_alert(
     session: Session, project_id: int, alert_id: int
 ) -> Sequence[WebhookDelivery]:
-    """Deliveries whose message id names this alert (alert.opened.<id>, alert.resolved.<id>)."""
+    """Deliveries whose message id names this alert: alert.opened.<id>, its reminders
+    alert.opened.<id>.reminder.<day>, and alert.resolved.<id>."""
     return session.scalars(
         select(WebhookDelivery)
         .where(
             WebhookDelivery.project_id == project_id,
             or_(
                 WebhookDelivery.msg_id == f"alert.opened.{alert_id}",
+                WebhookDelivery.msg_id.startswith(
+                    f"alert.opened.{alert_id}.reminder.", autoescape=True
+                ),
                 WebhookDelivery.msg_id == f"alert.resolved.{alert_id}",
             ),
         )
