@@ -192,6 +192,20 @@ RESERVED_DIMENSIONS = ("all", "risk")
 MAX_DECLARED_COHORTS = 1_000
 
 
+def refuse_reserved_dimensions(number: int, row: RowIn) -> None:
+    """An uploaded row's cohort may not use a built-in cohort's name: the gate ignores such a
+    dimension, so `cohort.risk = high` would leave the row medium and unguarded while reading
+    as high. Rows from traces keep their production cohort as it is."""
+    for dimension in RESERVED_DIMENSIONS:
+        if dimension in row.cohort:
+            raise row_problem(
+                number,
+                f"cohort.{dimension}",
+                f"'{dimension}' is a built-in cohort and cannot be a row's dimension; set a "
+                "row's risk with its `risk` field",
+            )
+
+
 def cohort_risk(raw: Any) -> dict[str, dict[str, str]]:
     """A version's declared cohort risk, {dimension: {value: level}}, checked for shape; the
     problem names the offending entry (`cohort_risk.route.billing`). Whether each declared

@@ -115,6 +115,7 @@ def add_version(
         chunk: list[dict[str, Any]] = []
         for number, raw in rows:
             row = validate_row(number, raw)
+            parsing.refuse_reserved_dimensions(number, row)
             if row.key in seen:
                 raise row_problem(number, "key", f"duplicate key (first on row {seen[row.key]})")
             seen[row.key] = number

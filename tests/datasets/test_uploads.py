@@ -53,3 +53,23 @@ def test_a_number_json_cannot_hold_is_refused_by_row_and_field_on_every_route(
     assert (from_json.json()["row"], from_json.json()["field"]) == (1, "input")
     assert count_rows(app, DatasetVersion) == 0
     assert count_rows(app, DatasetRow) == 0
+
+
+def test_a_row_cohort_named_like_a_built_in_cohort_is_refused_by_row_and_field(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """`cohort.risk` / `{"cohort": {"risk": "high"}}` reads like setting the row's risk, but
+    the row stays medium and the gate ignores the clashing dimension: the rows the user meant
+    to guard would not be. Refused like declaring such a cohort is."""
+    client.post("/api/v1/datasets", json={"name": "golden"}, headers=auth)
+    csv_text = b"key,input,cohort.route,cohort.risk\na,x,billing,high\n"
+    from_csv = upload(client, auth, "golden", "rows.csv", csv_text)
+    assert from_csv.status_code == 422, from_csv.text
+    assert (from_csv.json()["row"], from_csv.json()["field"]) == (1, "cohort.risk")
+    assert "`risk` field" in from_csv.json()["detail"]
+
+    rows = [{"key": "a", "input": "x"}, {"key": "b", "input": "y", "cohort": {"all": "yes"}}]
+    from_json = client.post("/api/v1/datasets/golden/versions", json={"rows": rows}, headers=auth)
+    assert from_json.status_code == 422, from_json.text
+    assert (from_json.json()["row"], from_json.json()["field"]) == (2, "cohort.all")
+    assert count_rows(app, DatasetVersion) == 0
