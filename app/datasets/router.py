@@ -73,6 +73,12 @@ class _VersionEnvelope(StrictModel):
     cohort_risk: Any = None
 
 
+class _VersionForm(StrictModel):
+    """The text parts of a file upload, held to the JSON body's limits."""
+
+    note: ShortText | None = None
+
+
 @router.post(
     "/datasets/{dataset_name}/versions",
     response_model=VersionCreatedOut,
@@ -100,6 +106,8 @@ async def add_version(
         upload = upload_part(form, "file")
         kind = file_kind(upload)
         note = form.get("note")
+        text = {"note": note if isinstance(note, str) and note else None}
+        fields = parse_model(_VersionForm, text)
         declared = json_form_field(form, "cohort_risk")
         await upload.seek(0)
         parse = parsing.jsonl_rows if kind == "jsonl" else parsing.csv_rows
@@ -110,7 +118,7 @@ async def add_version(
             dataset_name,
             parse(upload.file),
             kind,
-            note if isinstance(note, str) and note else None,
+            fields.note,
             declared,
         )
     return created_out(version, created, response)

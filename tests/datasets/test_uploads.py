@@ -73,3 +73,26 @@ def test_a_row_cohort_named_like_a_built_in_cohort_is_refused_by_row_and_field(
     assert from_json.status_code == 422, from_json.text
     assert (from_json.json()["row"], from_json.json()["field"]) == (2, "cohort.all")
     assert count_rows(app, DatasetVersion) == 0
+
+
+def test_a_file_upload_note_is_held_to_the_same_limit_as_a_json_note(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    client.post("/api/v1/datasets", json={"name": "golden"}, headers=auth)
+    rows = b'{"key": "a", "input": "x"}\n'
+    too_long = client.post(
+        "/api/v1/datasets/golden/versions",
+        files={"file": ("rows.jsonl", rows)},
+        data={"note": "n" * 2001},
+        headers=auth,
+    )
+    assert too_long.status_code == 422, too_long.text
+    assert "note" in too_long.text
+    assert count_rows(app, DatasetVersion) == 0
+    fits = client.post(
+        "/api/v1/datasets/golden/versions",
+        files={"file": ("rows.jsonl", rows)},
+        data={"note": "n" * 2000},
+        headers=auth,
+    )
+    assert fits.status_code == 201 and fits.json()["note"] == "n" * 2000
