@@ -237,8 +237,14 @@ def _rows_asked_differently(
         )
     ).all()
     width = len(_SCORED_CONTENT)
-    changed = [row[0] for row in rows if row[1 : 1 + width] != row[1 + width :]]
+    changed = [row[0] for row in rows if _as_json(row[1 : 1 + width]) != _as_json(row[1 + width :])]
     return np.asarray(changed, np.int64)
+
+
+def _as_json(content: Sequence[Any]) -> str:
+    """Row content as JSON text. Python's == takes 1, 1.0 and true for one value; an
+    evaluator reading the row (a plugin comparing types, a check of its text) may not."""
+    return json.dumps(list(content), sort_keys=True, default=str)
 
 
 def _no_rows(name: str) -> EvaluatorPairs:

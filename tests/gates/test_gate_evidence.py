@@ -265,3 +265,20 @@ def test_rows_whose_content_changed_between_versions_are_not_paired(
     assert result["verdict"] != "block", (high["lost"], high["reason"])
     assert (high["n"], high["lost"]) == (140, 0)
     assert any("60 row(s) changed what they ask" in note for note in result["notes"])
+
+
+def test_rows_whose_content_changed_only_in_type_are_not_paired(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """v2 changed the metadata of 60 rows from `{"grade": 1}` to `{"grade": true}`: equal to
+    Python, not to an evaluator that reads the value's type or its text. Such rows were
+    paired as unchanged; they are left out like any other changed content."""
+    v1 = [{**row, "metadata": {"grade": 1}} for row in rows_of("core", 200, "high")]
+    v2 = [{**row, "metadata": {"grade": True}} if i < 60 else row for i, row in enumerate(v1)]
+    champion, newcomer = champion_and_candidate(client, auth)
+    base_run = add_run(client, auth, champion, v1, {EVALUATOR: [1.0] * 200})
+    cand_run = add_run(client, auth, newcomer, v2, {EVALUATOR: [1.0] * 200})
+    result = gate(client, auth, cand_run, baseline_run_id=base_run)
+    assert result["dataset_version"] == 2
+    assert comparison(result, "risk", "high")["n"] == 140
+    assert any("60 row(s) changed what they ask" in note for note in result["notes"])
