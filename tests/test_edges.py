@@ -21,6 +21,7 @@ def post_raw(client: TestClient, auth: Headers, content: bytes | Iterator[bytes]
         (b'{"model": "m", "version": ', "body", "invalid JSON"),
         (b'{"model": "m", "version": "v", "training": {"learning_rate": NaN}}', "body", "NaN"),
         (b'{"model": "m", "version": "v", "x": Infinity}', "body", "Infinity"),
+        (b'{"model": "m", "version": "v", "metadata": {"lr": 1e400}}', "body", "out of range"),
         (b'{"model": "m", "version": "\xff\xfe"}', "body", "invalid JSON"),
         (b'{"model": 5, "version": "v"}', "body.model", "string"),
         (b'{"model": "m", "version": "v", "kind": "huge"}', "body.kind", "full"),

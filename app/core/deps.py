@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -91,8 +92,18 @@ def _reject_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
+def _finite_float(literal: str) -> float:
+    """1e400 is valid JSON text but no double: Python reads it as infinity, which SQLite
+    stores as null and PostgreSQL refuses late with a misleading message."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"number {literal[:40]} is out of range", literal, 0)
+    return value
+
+
 class StrictJSONRequest(Request):
-    """Python's json module accepts NaN and Infinity; JSON (and PostgreSQL's jsonb) do not."""
+    """Python's json module accepts NaN and Infinity, and reads 1e400 as infinity; JSON (and
+    PostgreSQL's jsonb) have neither."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -104,7 +115,9 @@ class StrictJSONRequest(Request):
                     f"body is not valid UTF-8 (byte {exc.start})", "", exc.start
                 ) from exc
             try:
-                self._json = json.loads(text, parse_constant=_reject_constant)
+                self._json = json.loads(
+                    text, parse_constant=_reject_constant, parse_float=_finite_float
+                )
             except RecursionError as exc:
                 raise json.JSONDecodeError("JSON nested too deeply", text[:0], 0) from exc
         return self._json

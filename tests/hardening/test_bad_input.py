@@ -86,6 +86,7 @@ MALFORMED_BODIES = {
     "invalid UTF-8": b'{"model": "\xff\xfe", "version": "v1"}',
     "NaN": b'{"model": "bot", "version": "v1", "training": {"learning_rate": NaN}}',
     "Infinity": b'{"events": [], "x": Infinity}',
+    "out-of-range number": b'{"model": "bot", "version": "v1", "metadata": {"lr": -1e400}}',
     "truncated": b'{"model": "bot", "version": ',
     "not an object": b'"just a string"',
 }
