@@ -80,7 +80,14 @@ class EventIn(StrictModel):
     @field_validator("timestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        """An offset can carry a time written inside the calendar out of it once in UTC
+        (0001-01-01T00:30+01:00): that event is rejected, not its whole batch."""
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside years 1-9999 once converted to UTC") from None
 
     @field_validator("cohort")
     @classmethod
