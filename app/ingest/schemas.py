@@ -92,12 +92,17 @@ class EventIn(StrictModel):
     @field_validator("cohort")
     @classmethod
     def _cohort_widths(cls, cohort: dict[str, str]) -> dict[str, str]:
+        """An empty value means the dimension is absent, as OTLP (whose empty attribute names
+        nothing) and a dataset's empty cell read it: kept, it made REST events a cohort of
+        their own ("route": "") that the same call sent over OTLP never joined."""
         if "all" in cohort:
             raise ValueError("'all' names the whole population; give the dimension another name")
         for dimension, value in cohort.items():
             width = COHORT_COLUMN_WIDTHS.get(dimension, 200)
             if len(value) > width:
                 raise ValueError(f"cohort.{dimension} is longer than {width} characters")
+        if "" in cohort.values():
+            return {dimension: value for dimension, value in cohort.items() if value}
         return cohort
 
     @model_validator(mode="after")

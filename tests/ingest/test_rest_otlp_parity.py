@@ -1,0 +1,98 @@
+"""The same call sent over REST and over OTLP (the real SDK's encoding) lands in the same
+cohort with the same fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util.types import Attributes
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Event
+from tests.ingest.factories import event
+
+Headers = dict[str, str]
+
+
+def _span(attributes: Attributes) -> ReadableSpan:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("support-app").start_as_current_span("llm", attributes=attributes):
+        pass
+    provider.shutdown()
+    (span,) = memory.get_finished_spans()
+    return span
+
+
+_COMPARED = (
+    "cohort",
+    "checkpoint_version",
+    "input",
+    "output",
+    "fallback",
+    "eval_passed",
+    "probability",
+    "label",
+)
+
+
+def test_the_same_call_over_rest_and_otlp_lands_in_the_same_cohort(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    """An empty dimension value means the dimension is absent on both paths (as an empty cell
+    of a dataset does), and numbers and flags become the same text."""
+    span = _span(
+        {
+            "plumbline.model": "support-bot",
+            "plumbline.checkpoint": "v1",
+            "plumbline.route": "/chat",
+            "plumbline.user_segment": "",
+            "plumbline.cohort.tier": 3,
+            "plumbline.cohort.beta": True,
+            "plumbline.cohort.ratio": 0.5,
+            "plumbline.fallback": False,
+            "plumbline.eval_passed": True,
+            "plumbline.probability": 0.25,
+            "plumbline.label": 7,
+            "input.value": "Where is my order?",
+            "output.value": "It ships today.",
+        }
+    )
+    headers = {**auth, "content-type": "application/x-protobuf"}
+    response = client.post(
+        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert (
+        ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
+    )
+    rest = event(
+        0,
+        trace_id="rest-copy",
+        cohort={"route": "/chat", "user_segment": "", "tier": 3, "beta": True, "ratio": 0.5},
+        fallback=False,
+        eval_passed=True,
+        probability=0.25,
+        label=7,
+        input="Where is my order?",
+        output="It ships today.",
+    )
+    answer = client.post("/api/v1/events", json={"events": [rest]}, headers=auth).json()
+    assert answer["accepted"] == 1, answer
+    by_source = {
+        item["source"]: item for item in client.get("/api/v1/events", headers=auth).json()["items"]
+    }
+    otlp_fields = {name: by_source["otlp"][name] for name in _COMPARED}
+    rest_fields = {name: by_source["rest"][name] for name in _COMPARED}
+    assert otlp_fields == rest_fields
+    assert rest_fields["cohort"] == {"route": "/chat", "tier": "3", "beta": "true", "ratio": "0.5"}
+    cohort_ids = db.execute(select(Event.source, Event.cohort_id)).all()
+    assert len({cohort_id for _, cohort_id in cohort_ids}) == 1, cohort_ids
