@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query, status
@@ -25,6 +24,7 @@ from app.ingest.schemas import (
     ProjectSettingsIn,
     ProjectSettingsOut,
     TraceOut,
+    UtcDateTime,
     body_is_plainly_storable,
 )
 from app.keys import service as projects
@@ -77,8 +77,8 @@ def list_events(
     paging: Paging,
     model: Annotated[str | None, Query(max_length=200)] = None,
     checkpoint_id: int | None = None,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="exclusive")] = None,
+    start: Annotated[UtcDateTime | None, Query(alias="from", description="naive = UTC")] = None,
+    end: Annotated[UtcDateTime | None, Query(alias="to", description="exclusive")] = None,
     route: Annotated[str | None, Query(max_length=200)] = None,
     user_segment: Annotated[str | None, Query(max_length=100)] = None,
     prompt_version: Annotated[str | None, Query(max_length=100)] = None,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     AliasPath,
     BaseModel,
@@ -41,13 +42,28 @@ def _scalar_as_text(value: Any) -> Any:
 ScalarText = Annotated[str, BeforeValidator(_scalar_as_text)]
 
 
+def _as_utc(value: datetime) -> datetime:
+    """A naive time is read as UTC: every time in Plumbline is UTC. An offset can carry a time
+    written inside the calendar out of it once in UTC (0001-01-01T00:30+01:00): a validation
+    error of that value, never a failure of the whole request."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside years 1-9999 once converted to UTC") from None
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+"""An instant as clients write it (naive = UTC), held as aware UTC: what the database binds."""
+
+
 class EventIn(StrictModel):
     """One model call. Validated on its own so one bad event never refuses its batch."""
 
     trace_id: str = Field(min_length=1, max_length=64)
     span_id: str | None = Field(default=None, max_length=32)
-    # A naive timestamp is read as UTC: every time in Plumbline is UTC.
-    timestamp: datetime
+    timestamp: UtcDateTime
     model: str | None = Field(default=None, min_length=1, max_length=200)
     checkpoint_version: str | None = Field(default=None, min_length=1, max_length=200)
     checkpoint_id: int | None = Field(default=None, ge=1, le=MAX_ID)
@@ -76,18 +92,6 @@ class EventIn(StrictModel):
         description="A shadow answer: the trace id of the served request it answered off the "
         "serving path. Never counted as served traffic; canaries pair it with that trace.",
     )
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        """An offset can carry a time written inside the calendar out of it once in UTC
-        (0001-01-01T00:30+01:00): that event is rejected, not its whole batch."""
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("is outside years 1-9999 once converted to UTC") from None
 
     @field_validator("cohort")
     @classmethod

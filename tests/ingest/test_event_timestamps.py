@@ -31,3 +31,35 @@ def test_a_timestamp_outside_the_calendar_once_in_utc_is_rejected_per_event(
     assert [(r["index"], r["field"]) for r in answer["rejected"]] == [(1, "timestamp")]
     stored = client.get("/api/v1/events", headers=auth).json()["items"]
     assert sorted(item["trace_id"] for item in stored) == ["trace-00000", "trace-00002"]
+
+
+def test_a_naive_listing_bound_is_read_as_utc_as_event_timestamps_are(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+) -> None:
+    """`from` inclusive, `to` exclusive, an instant without an offset being UTC."""
+    events = [
+        event(0, timestamp="2024-05-01T23:59:59.999999Z"),
+        event(1, timestamp="2024-05-02T00:00:00Z"),
+        event(2, timestamp="2024-05-02T01:30:00+02:00"),  # 2024-05-01T23:30Z
+    ]
+    assert (
+        client.post("/api/v1/events", json={"events": events}, headers=auth).json()["accepted"] == 3
+    )
+
+    def listed(query: str) -> list[str]:
+        response = client.get(f"/api/v1/events?{query}", headers=auth)
+        assert response.status_code == 200, response.text
+        return sorted(item["trace_id"] for item in response.json()["items"])
+
+    assert listed("from=2024-05-02T00:00:00") == ["trace-00001"]
+    assert listed("to=2024-05-02T00:00:00") == ["trace-00000", "trace-00002"]
+    assert listed("from=2024-05-01T23:45:00&to=2024-05-02T00:00:00") == ["trace-00000"]
+    assert listed("from=2024-05-02T01:45:00%2B02:00") == ["trace-00000", "trace-00001"]
+
+
+def test_a_listing_bound_outside_the_calendar_in_utc_is_a_422(
+    client: TestClient, auth: Headers
+) -> None:
+    response = client.get("/api/v1/events?from=0001-01-01T00:30:00%2B01:00", headers=auth)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
