@@ -67,7 +67,7 @@ class EventIn(StrictModel):
     model: str | None = Field(default=None, min_length=1, max_length=200)
     checkpoint_version: str | None = Field(default=None, min_length=1, max_length=200)
     checkpoint_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    cohort: dict[Annotated[str, Field(min_length=1, max_length=64)], ScalarText] = Field(
+    cohort: dict[Annotated[str, Field(min_length=1, max_length=64)], ScalarText | None] = Field(
         default_factory=dict, max_length=32
     )
     input: str | None = None
@@ -95,19 +95,19 @@ class EventIn(StrictModel):
 
     @field_validator("cohort")
     @classmethod
-    def _cohort_widths(cls, cohort: dict[str, str]) -> dict[str, str]:
-        """An empty value means the dimension is absent, as OTLP (whose empty attribute names
-        nothing) and a dataset's empty cell read it: kept, it made REST events a cohort of
-        their own ("route": "") that the same call sent over OTLP never joined."""
+    def _cohort_widths(cls, cohort: dict[str, str | None]) -> dict[str, str]:
+        """An empty or null value means the dimension is absent, as OTLP (whose empty or null
+        attribute names nothing) and a dataset's empty cell read it: kept, "" made REST
+        events a cohort of their own that the same call sent over OTLP never joined, and a
+        null refused the event, leaving those users' calls out of every rate."""
         if "all" in cohort:
             raise ValueError("'all' names the whole population; give the dimension another name")
-        for dimension, value in cohort.items():
+        present = {dimension: value for dimension, value in cohort.items() if value}
+        for dimension, value in present.items():
             width = COHORT_COLUMN_WIDTHS.get(dimension, 200)
             if len(value) > width:
                 raise ValueError(f"cohort.{dimension} is longer than {width} characters")
-        if "" in cohort.values():
-            return {dimension: value for dimension, value in cohort.items() if value}
-        return cohort
+        return present
 
     @model_validator(mode="after")
     def _names_a_checkpoint(self) -> EventIn:

@@ -3,6 +3,7 @@ cohort with the same fields."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -96,3 +97,36 @@ def test_the_same_call_over_rest_and_otlp_lands_in_the_same_cohort(
     assert rest_fields["cohort"] == {"route": "/chat", "tier": "3", "beta": "true", "ratio": "0.5"}
     cohort_ids = db.execute(select(Event.source, Event.cohort_id)).all()
     assert len({cohort_id for _, cohort_id in cohort_ids}) == 1, cohort_ids
+
+
+def test_a_null_dimension_is_absent_over_rest_as_over_otlp(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+) -> None:
+    """A client filling the cohort from a field it does not know for this user sends null:
+    the call is stored without that dimension, as OTLP stores it, never refused (refusing
+    it left exactly those users' calls out of every rate of the population)."""
+    span = _span(
+        {
+            "metadata": json.dumps(
+                {"plumbline.model": "support-bot", "checkpoint": "v1", "user_segment": None}
+            ),
+            "openinference.span.kind": "LLM",
+            "plumbline.route": "/chat",
+        }
+    )
+    headers = {**auth, "content-type": "application/x-protobuf"}
+    response = client.post(
+        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert (
+        ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
+    )
+    rest = event(0, cohort={"route": "/chat", "user_segment": None})
+    answer = client.post("/api/v1/events", json={"events": [rest]}, headers=auth).json()
+    assert answer == {"accepted": 1, "duplicates": 0, "rejected": []}
+    items = client.get("/api/v1/events", headers=auth).json()["items"]
+    assert {item["source"]: item["cohort"] for item in items} == {
+        "otlp": {"route": "/chat"},
+        "rest": {"route": "/chat"},
+    }
