@@ -41,6 +41,22 @@ def _scalar_as_text(value: Any) -> Any:
 
 ScalarText = Annotated[str, BeforeValidator(_scalar_as_text)]
 
+_EXACT_INTEGERS = 2.0**53
+"""Floats below this in size hold their integer exactly, so 3.0 is the integer 3."""
+
+
+def _label_as_text(value: Any) -> Any:
+    """A class index or 0/1 label written as a whole float (pandas and numpy write 1.0 for a
+    column that ever held a NaN) is the integer's text: "1.0" would be no label the
+    calibration signals read (1/true/yes, 0/false/no), and those events would drop out of
+    them silently."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
+        return str(int(value))
+    return _scalar_as_text(value)
+
+
+LabelText = Annotated[str, BeforeValidator(_label_as_text), Field(max_length=200)]
+
 
 def _as_utc(value: datetime) -> datetime:
     """A naive time is read as UTC: every time in Plumbline is UTC. An offset can carry a time
@@ -83,7 +99,7 @@ class EventIn(StrictModel):
     input_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     output_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     probability: float | None = Field(default=None, ge=0, le=1)
-    label: Annotated[ScalarText, Field(max_length=200)] | None = None
+    label: LabelText | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     shadow_of: str | None = Field(
         default=None,

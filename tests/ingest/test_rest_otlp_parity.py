@@ -9,28 +9,14 @@ from typing import Any
 from fastapi.testclient import TestClient
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util.types import Attributes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Event
 from tests.ingest.factories import event
+from tests.ingest.spans import recorded_span
 
 Headers = dict[str, str]
-
-
-def _span(attributes: Attributes) -> ReadableSpan:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    with provider.get_tracer("support-app").start_as_current_span("llm", attributes=attributes):
-        pass
-    provider.shutdown()
-    (span,) = memory.get_finished_spans()
-    return span
 
 
 _COMPARED = (
@@ -50,7 +36,7 @@ def test_the_same_call_over_rest_and_otlp_lands_in_the_same_cohort(
 ) -> None:
     """An empty dimension value means the dimension is absent on both paths (as an empty cell
     of a dataset does), and numbers and flags become the same text."""
-    span = _span(
+    span = recorded_span(
         {
             "plumbline.model": "support-bot",
             "plumbline.checkpoint": "v1",
@@ -105,7 +91,7 @@ def test_a_null_dimension_is_absent_over_rest_as_over_otlp(
     """A client filling the cohort from a field it does not know for this user sends null:
     the call is stored without that dimension, as OTLP stores it, never refused (refusing
     it left exactly those users' calls out of every rate of the population)."""
-    span = _span(
+    span = recorded_span(
         {
             "metadata": json.dumps(
                 {"plumbline.model": "support-bot", "checkpoint": "v1", "user_segment": None}
