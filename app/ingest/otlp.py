@@ -329,12 +329,22 @@ def _as_text(value: Any) -> str | None:
     return None
 
 
+_TRUE_TEXT = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE_TEXT = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
 def _as_bool(value: Any) -> bool | None:
-    """Resource attributes set through OTEL_RESOURCE_ATTRIBUTES are always strings."""
+    """A flag spelled any way a REST event may spell it (pydantic's lax bool: 0/1 and the
+    words above, any case), so one call carries the same flag over both paths; resource
+    attributes set through OTEL_RESOURCE_ATTRIBUTES are always strings."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
+    if isinstance(value, int | float) and value in (0, 1):
+        return value == 1
+    if isinstance(value, str):
+        text = value.lower()
+        if text in _TRUE_TEXT or text in _FALSE_TEXT:
+            return text in _TRUE_TEXT
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -116,3 +117,44 @@ def test_a_null_dimension_is_absent_over_rest_as_over_otlp(
         "otlp": {"route": "/chat"},
         "rest": {"route": "/chat"},
     }
+
+
+_FLAGS = ("fallback", "refusal", "eval_passed", "should_refuse")
+
+
+@pytest.mark.parametrize(
+    "written",
+    [("yes", 1, "no", 0), ("1", "on", "0", "off"), ("TRUE", "t", "False", "n")],
+    ids=["words-and-integers", "digits-and-on-off", "any-case"],
+)
+def test_flags_written_as_text_or_numbers_mean_the_same_over_rest_and_otlp(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], written: tuple[Any, ...]
+) -> None:
+    """A flag spelled as REST accepts it is the same flag in OTLP metadata (JSON) and
+    attributes; read as absent, its event left the rate's denominator on one path only."""
+    in_metadata = dict(zip(_FLAGS[:2], written[:2], strict=True))
+    as_attributes = {
+        f"plumbline.{flag}": value for flag, value in zip(_FLAGS[2:], written[2:], strict=True)
+    }
+    span = recorded_span(
+        {
+            "plumbline.model": "support-bot",
+            "plumbline.checkpoint": "v1",
+            "metadata": json.dumps(in_metadata),
+            **as_attributes,
+        }
+    )
+    headers = {**auth, "content-type": "application/x-protobuf"}
+    response = client.post(
+        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    rest = event(0, **dict(zip(_FLAGS, written, strict=True)))
+    answer = client.post("/api/v1/events", json={"events": [rest]}, headers=auth).json()
+    assert answer["accepted"] == 1, answer
+    by_source = {
+        item["source"]: {flag: item[flag] for flag in _FLAGS}
+        for item in client.get("/api/v1/events", headers=auth).json()["items"]
+    }
+    expected = {"fallback": True, "refusal": True, "eval_passed": False, "should_refuse": False}
+    assert by_source == {"rest": expected, "otlp": expected}
