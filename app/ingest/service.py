@@ -9,7 +9,8 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
   partitioned `events` of PostgreSQL can only hold unique keys that contain `ts`.
 * Durability: the answer is computed from what the committed transaction inserted, so an
   acknowledged event is on disk, and an event that is not reported accepted is not stored.
-* Feedback may arrive before or after its event. Both writers take a per-project PostgreSQL
+* Feedback may arrive before or after its event, and is copied onto the trace's served events,
+  never onto a shadow answer (which no user saw). Both writers take a per-project PostgreSQL
   advisory lock (ingest shared, feedback exclusive), so a feedback write and an insert of its
   trace can never miss each other; SQLite serializes writers anyway (BEGIN IMMEDIATE).
 * Online evaluation fills `refusal` / `eval_passed` only when the client did not send them,
@@ -435,7 +436,8 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
         return inserted
     stored = _stored_feedback(session, project_id, {row["trace_id"] for row in rows})
     for row in rows:
-        row["feedback"] = stored.get(row["trace_id"], row["feedback"])
+        if row["shadow_of"] is None:  # a shadow answer reached no user
+            row["feedback"] = stored.get(row["trace_id"], row["feedback"])
     inserted = sum(
         _insert_claimed_sqlite(session, chunk) for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
     )
@@ -522,7 +524,10 @@ def _insert_staged_rows(session: Session) -> int:
     connection = session.connection()
     columns = ", ".join(EVENT_COLUMNS)
     selected = ", ".join(
-        "COALESCE(f.value, s.feedback)" if name == "feedback" else f"s.{name}"
+        # A shadow answer reached no user: the trace's feedback is its served answer's.
+        "CASE WHEN s.shadow_of IS NULL THEN COALESCE(f.value, s.feedback) ELSE s.feedback END"
+        if name == "feedback"
+        else f"s.{name}"
         for name in EVENT_COLUMNS
     )
     missing = connection.exec_driver_sql(MISSING_DAYS_SQL.format(staging=_STAGING_TABLE))
@@ -582,7 +587,9 @@ def _stored_feedback(session: Session, project_id: int, trace_ids: set[str]) -> 
 def record_feedback(
     session: Session, project_id: int, trace_id: str, value: FeedbackValue, comment: str | None
 ) -> int:
-    """Latest feedback wins; returns how many stored events of the trace now carry it."""
+    """Latest feedback wins; returns how many stored events of the trace now carry it. A
+    shadow answer shares its served request's trace but never reached the user, so it never
+    takes the trace's feedback (nor does the ingest join)."""
     _lock_feedback(session, project_id, exclusive=True)
     score = FEEDBACK_SCORES[value]
     upsert(
@@ -594,7 +601,11 @@ def record_feedback(
     )
     result = session.execute(
         update(Event)
-        .where(Event.project_id == project_id, Event.trace_id == trace_id)
+        .where(
+            Event.project_id == project_id,
+            Event.trace_id == trace_id,
+            Event.shadow_of.is_(None),
+        )
         .values(feedback=score)
     )
     session.commit()
