@@ -1,27 +1,67 @@
-"""The run page's cohort heatmap."""
+"""The run page's cohort heatmap, drawn from the run's summary (the numbers the API returns)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from app.evaluations.queries import CohortCell
 from app.web.figures import go, to_json
 
 
-def cohort_heatmap(cells: Sequence[CohortCell], metric: str) -> str:
-    """Evaluator x cohort; `metric` is "pass_rate" or "mean_score", both in [0, 1]."""
+@dataclass(frozen=True)
+class HeatmapCell:
+    """One evaluator x cohort of the summary: `n` rows, `calls` results, `errors` of them
+    with no verdict (left out of the rates, which are None when no call has a verdict)."""
+
+    evaluator: str
+    cohort: str
+    mean_score: float | None
+    pass_rate: float | None
+    n: int
+    calls: int
+    errors: int
+
+
+def summary_cells(summary: Mapping[str, Any]) -> list[HeatmapCell]:
+    """The summary's by_cohort (the whole population as "all") and by_risk entries as cells
+    named like the rows filter ("all", "risk=high", "route=billing"). Reading the summary keeps
+    the page on the API's numbers: evaluator errors are counted apart, not as fails."""
+
+    def cell(entry: Mapping[str, Any], cohort: str) -> HeatmapCell:
+        return HeatmapCell(
+            entry["evaluator"],
+            cohort,
+            entry["mean_score"],
+            entry["pass_rate"],
+            entry["n"],
+            entry.get("calls", entry["n"]),
+            entry.get("errors", 0),
+        )
+
+    cells = [
+        cell(e, "all" if e["dimension"] == "all" else f"{e['dimension']}={e['value']}")
+        for e in summary.get("by_cohort", [])
+    ]
+    cells += [cell(e, f"risk={e['risk']}") for e in summary.get("by_risk", [])]
+    return cells
+
+
+def cohort_heatmap(cells: Sequence[HeatmapCell], metric: str) -> str:
+    """Evaluator x cohort; `metric` is "pass_rate" or "mean_score", both in [0, 1]. A cell
+    whose calls all errored has no verdict: it stays blank, not a 0 %."""
     evaluators = sorted({c.evaluator for c in cells})
     cohorts = sorted({c.cohort for c in cells}, key=lambda name: (name != "all", name))
     index = {(c.evaluator, c.cohort): c for c in cells}
     z: list[list[float | None]] = []
-    counts: list[list[int]] = []
+    counts: list[list[list[int]]] = []
     for evaluator in evaluators:
         row_z: list[float | None] = []
-        row_n: list[int] = []
+        row_n: list[list[int]] = []
         for cohort in cohorts:
-            cell = index.get((evaluator, cohort))
-            row_z.append(getattr(cell, metric) if cell else None)
-            row_n.append(cell.n if cell else 0)
+            found = index.get((evaluator, cohort))
+            row_z.append(getattr(found, metric) if found else None)
+            row_n.append([found.n, found.calls, found.errors] if found else [0, 0, 0])
         z.append(row_z)
         counts.append(row_n)
     label = "pass rate" if metric == "pass_rate" else "mean score"
@@ -37,7 +77,10 @@ def cohort_heatmap(cells: Sequence[CohortCell], metric: str) -> str:
             colorbar={"title": {"text": label}, "tickformat": ".0%"},
             texttemplate="%{z:.0%}",
             hovertemplate=(
-                "%{y} x %{x}<br>" + label + " %{z:.1%}<br>%{customdata:,} rows<extra></extra>"
+                "%{y} x %{x}<br>"
+                + label
+                + " %{z:.1%}<br>%{customdata[0]:,} rows, %{customdata[1]:,} calls"
+                + "<br>%{customdata[2]:,} evaluator errors (left out)<extra></extra>"
             ),
         )
     )

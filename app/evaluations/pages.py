@@ -12,6 +12,7 @@ from app.core.errors import Unprocessable
 from app.evaluations import figures as run_figures
 from app.evaluations import queries as run_queries
 from app.evaluations import service as runs
+from app.evaluations.summary import compute_summary
 from app.web.auth import ViewerDep
 from app.web.rendering import (
     PAGE_SIZE,
@@ -38,7 +39,11 @@ def run_page(
     run = runs.owned_run(session, project_id, run_id)
     summary = run_queries.run_summary(session, project_id, run_id)
     cohort_filter = _parse_cohort(cohort)
-    cells = run_queries.run_cohort_cells(session, run)
+    # A finished run's stored summary, or while it runs the same summary of the results so far.
+    figures_summary = run.summary or compute_summary(
+        session, project_id, run.id, run.dataset_version_id, run.repeats
+    )
+    cells = run_figures.summary_cells(figures_summary)
     rows = run_queries.run_result_rows(
         session, run, cohort_filter, evaluator, failures, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1
     )

@@ -1,0 +1,72 @@
+"""The run page's heatmaps against the API's summary of the same run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.datasets.support import drain_worker, make_dataset, register
+from tests.datasets.test_runs import JUDGE_KEY_ENV, OUTPUTS, ROWS, add_evaluation
+from tests.web.test_pages import sign_in
+from tests.web.test_reliability import figures_of
+
+
+def api_cells(summary: dict[str, Any], metric: str) -> dict[tuple[str, str], Any]:
+    """(evaluator, cohort) -> the API's rate, cohorts named as the page names them."""
+    cells = {
+        (e["evaluator"], "all" if e["dimension"] == "all" else f"{e['dimension']}={e['value']}"): e
+        for e in summary["by_cohort"]
+    }
+    cells |= {(e["evaluator"], f"risk={e['risk']}"): e for e in summary["by_risk"]}
+    return {key: entry[metric] for key, entry in cells.items()}
+
+
+def test_the_run_heatmaps_leave_evaluator_errors_out_as_the_api_does(
+    app: FastAPI, client: TestClient, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge cannot reach a verdict (its key variable is unset) on five of six rows; the
+    sixth (k5, output not text) is a fail. Its low-risk cohort has only errors: no pass rate,
+    a blank cell, not a red 0 %; and every cell equals the API's summary."""
+    monkeypatch.delenv(JUDGE_KEY_ENV, raising=False)
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    judge = {
+        "name": "llm_judge",
+        "params": {"base_url": "http://127.0.0.1:9/v1", "model": "j", "api_key_env": JUDGE_KEY_ENV},
+    }
+    outputs = [{**o, "output": {"not": "text"}} if o["key"] == "k5" else o for o in OUTPUTS]
+    created = add_evaluation(
+        client,
+        auth,
+        checkpoint_id=checkpoint_id,
+        evaluators=[{"name": "exact_match"}, judge],
+        outputs=outputs,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded", run
+    sign_in(client, admin_key)
+
+    page = client.get(f"/runs/{run['id']}")
+    assert page.status_code == 200
+    pass_figure, score_figure = (figure["data"][0] for figure in figures_of(page.text))
+    for figure, metric in ((pass_figure, "pass_rate"), (score_figure, "mean_score")):
+        shown = {
+            (evaluator, cohort): figure["z"][i][j]
+            for i, evaluator in enumerate(figure["y"])
+            for j, cohort in enumerate(figure["x"])
+        }
+        expected = api_cells(run["summary"], metric)
+        assert shown.keys() == expected.keys()
+        for key, value in expected.items():
+            assert shown[key] == (pytest.approx(value) if value is not None else None), key
+    judge_row = pass_figure["y"].index("llm_judge")
+    low = pass_figure["x"].index("risk=low")
+    assert pass_figure["z"][judge_row][low] is None
+    # rows, calls, evaluator errors behind the blank cell
+    assert pass_figure["customdata"][judge_row][low] == [2, 2, 2]
