@@ -8,8 +8,9 @@ from typing import Any
 from app.web.figures import go, to_json
 
 
-def forest(comparisons: Sequence[dict[str, Any]], margin: float | None, metric: str) -> str:
-    """Per-cohort change with its interval; regressed red, underpowered hollow grey."""
+def forest(comparisons: Sequence[dict[str, Any]], policy: dict[str, Any]) -> str:
+    """Per-cohort change with its interval; regressed red, underpowered hollow grey; a red
+    tick at each comparison's own margin."""
     labels = [f"{c.get('evaluator', '?')} · {cohort_name(c)}" for c in comparisons]
     colors = [
         "#dc2626" if c.get("regressed") else "#94a3b8" if c.get("underpowered") else "#2563eb"
@@ -54,13 +55,24 @@ def forest(comparisons: Sequence[dict[str, Any]], margin: float | None, metric: 
         )
     )
     figure.add_vline(x=0, line={"color": "#111827", "width": 1})
-    if margin:
-        figure.add_vline(
-            x=-abs(margin),
-            line={"color": "#dc2626", "dash": "dash"},
-            annotation_text="non-inferiority margin",
-            annotation_position="top",
+    # Each comparison is decided at its own margin (a cohort's override, its risk level's,
+    # or the policy's): a mark per row, so a drop beyond a stricter margin is never drawn
+    # inside a looser one.
+    margins = [_margin(c, policy) for c in comparisons]
+    marked = [(label, m) for label, m in zip(labels, margins, strict=True) if m is not None]
+    if marked:
+        figure.add_trace(
+            go.Scatter(
+                x=[-m for _, m in marked],
+                y=[label for label, _ in marked],
+                mode="markers",
+                name="margin",
+                marker={"color": "#dc2626", "size": 18, "symbol": "line-ns-open"},
+                hovertemplate="%{y}<br>non-inferiority margin %{x:+.3f}<extra></extra>",
+                showlegend=False,
+            )
         )
+    metric = str(policy.get("metric", "pass_rate"))
     figure.update_xaxes(
         title=f"candidate - baseline ({metric.replace('_', ' ')}, with interval)", zeroline=False
     )
@@ -73,6 +85,16 @@ def cohort_name(comparison: dict[str, Any]) -> str:
     if isinstance(cohort, dict):
         return f"{cohort.get('dimension')}={cohort.get('value')}"
     return str(cohort if cohort is not None else comparison.get("cohort_name", "all"))
+
+
+def _margin(comparison: dict[str, Any], policy: dict[str, Any]) -> float | None:
+    """The margin the comparison was decided at; gates stored before comparisons carried
+    it fall back to the policy's, by the cohort's risk level first."""
+    if comparison.get("margin") is not None:
+        return float(comparison["margin"])
+    by_risk = policy.get("risk_margins") or {}
+    margin = by_risk.get(comparison.get("risk"), policy.get("margin"))
+    return abs(float(margin)) if margin else None
 
 
 def _gap(high: Any, low: Any) -> float:

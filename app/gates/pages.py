@@ -50,11 +50,9 @@ def _cohort_changes(comparisons: list[dict[str, Any]], policy: dict[str, Any]) -
             gate_figures.cohort_name(c),
         ),
     )
-    margin = policy.get("margin")
-    metric = str(policy.get("metric", "pass_rate"))
     return {
         "comparisons": [(c, gate_figures.cohort_name(c)) for c in ordered],
-        "forest_figure": gate_figures.forest(ordered, margin, metric) if ordered else None,
+        "forest_figure": gate_figures.forest(ordered, policy) if ordered else None,
     }
 
 
