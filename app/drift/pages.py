@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -259,7 +260,7 @@ def rebaseline(
     require_role(viewer, Role.write)
     body = RebaselineIn.model_validate({"reason": reason, "accept_alert_days": accept_alert_days})
     references.rebaseline(session, viewer.principal, model, body)
-    return redirect(f"/drift?model={model}")
+    return redirect("/drift?" + urlencode({"model": model}))
 
 
 @router.get("/alerts", response_class=HTMLResponse)

@@ -4,6 +4,7 @@ confirmation page an alert links to."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -115,7 +116,7 @@ def rollback(
     registry.rollback(
         session, viewer.principal, links, model, None, reason.strip(), alert_id=alert_id
     )
-    return redirect(f"/models/{model}?rolled_back=1")
+    return redirect(f"/models/{quote(model, safe='')}?rolled_back=1")
 
 
 @router.get("/checkpoints/{checkpoint_id}", response_class=HTMLResponse)
