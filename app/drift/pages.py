@@ -112,6 +112,7 @@ def drift_page(
     active = next((r for r in frozen if r.status == "active"), None)
     context = {
         "viewer": viewer,
+        "signal_value": signals.format_value,
         "models": models,
         "signals": [(s, signals.signal_label(s)) for s in signals.ALL_SIGNALS],
         "dimensions": drift_queries.signal_dimensions(session, project_id),
@@ -276,6 +277,7 @@ def alerts_page(
     statuses = [status] if status else [AlertStatus.open, AlertStatus.acknowledged]
     context = {
         "viewer": viewer,
+        "signal_value": signals.format_value,
         "alerts": [
             alerts.alert_out(a, links)
             for a in drift_queries.alerts(session, project_id, statuses, model=model, limit=200)
