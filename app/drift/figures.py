@@ -67,9 +67,12 @@ def small_multiples(points: Sequence[SignalPoint], signals: Sequence[str]) -> st
         rows=2, cols=2, subplot_titles=[signal_label(s) for s in signals], vertical_spacing=0.18
     )
     models = sorted({p.model for p in points})
+    # Every model gets a line: past the palette its colour repeats with another dash.
+    styles = ("solid", "dash", "dot", "dashdot")
+    dashes = [styles[(i // len(PALETTE)) % len(styles)] for i in range(len(models))]
     for index, signal in enumerate(signals):
         row, col = divmod(index, 2)
-        for color, model in zip(PALETTE, models, strict=False):
+        for color, dash, model in zip(palette_cycle(len(models)), dashes, models, strict=True):
             chosen = [p for p in points if p.signal == signal and p.model == model]
             for series in series_of(chosen, signal):
                 figure.add_trace(
@@ -81,7 +84,7 @@ def small_multiples(points: Sequence[SignalPoint], signals: Sequence[str]) -> st
                         name=model,
                         legendgroup=model,
                         showlegend=index == 0,
-                        line={"color": color, "width": 2},
+                        line={"color": color, "width": 2, "dash": dash},
                         hovertemplate=_hover(signal),
                     ),
                     row=row + 1,
