@@ -69,6 +69,7 @@ def dataset_page(
         "rows": rows[:PAGE_SIZE],
         "has_more": len(rows) > PAGE_SIZE,
         "page": page,
+        "diff_keys": DIFF_KEYS,
         "plan": plan_version(session, shown, flip_rate, margin, repeats) if shown else None,
     }
     return render(request, "datasets/dataset.html", context)
