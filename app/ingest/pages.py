@@ -76,13 +76,15 @@ def traces_page(
     return render(request, "ingest/traces.html", context)
 
 
-@router.get("/traces/{trace_id}", response_class=HTMLResponse)
+@router.get("/traces/{trace_id:path}", response_class=HTMLResponse)
 def trace_page(
     request: Request,
     trace_id: Annotated[str, StringConstraints(max_length=64)],
     viewer: ViewerDep,
     session: SessionDep,
 ) -> HTMLResponse:
+    """A path parameter: trace ids may hold '/', which the links encode as %2F and the server
+    decodes before routing."""
     trace = event_queries.get_trace(session, viewer.principal.project_id, trace_id)
     context = {"viewer": viewer, "trace": TraceOut.model_validate(trace)}
     return render(request, "ingest/trace.html", context)

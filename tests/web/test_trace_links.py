@@ -1,0 +1,35 @@
+"""Every trace link on the pages opens its trace, whatever characters its id holds."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from fastapi.testclient import TestClient
+
+from tests.web.test_pages import sign_in
+
+TRACE_IDS = ["order/123", "a b?c#d", "naïve-ü"]
+
+
+def test_the_traces_list_links_open_each_trace(client: TestClient, admin_key: str) -> None:
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {"trace_id": t, "timestamp": now, "model": "m", "checkpoint_version": "v1"}
+        for t in TRACE_IDS
+    ]
+    posted = client.post("/api/v1/events", json={"events": events}, headers=auth)
+    assert posted.status_code == 202 and posted.json()["rejected"] == [], posted.text
+    sign_in(client, admin_key)
+
+    listing = client.get("/traces").text
+    links = re.findall(r'href="(/traces/[^"?]+)"', listing)
+
+    assert len(links) == len(TRACE_IDS)
+    for link in links:
+        page = client.get(link)
+        assert page.status_code == 200, link
+    shown = {re.search(r'<h1 class="mono break">(.*?)</h1>', client.get(x).text) for x in links}
+    assert {m.group(1) for m in shown if m} == {t.replace("&", "&amp;") for t in TRACE_IDS}
