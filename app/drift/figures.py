@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.drift.queries import CalibrationBin, JudgementPoint, SignalPoint
-from app.drift.signals import CONTINUOUS_SIGNALS, signal_label
+from app.drift.signals import CONTINUOUS_SIGNALS, RATE_SIGNALS, format_value, signal_label
 from app.stats.calibration import (
     BinStatistics,
     brier_decomposition,
@@ -49,6 +49,31 @@ def _tick_format(signal: str) -> str:
     if signal.startswith("cost_"):
         return "$.3~g"
     return ",.0f" if signal in CONTINUOUS_SIGNALS else ".3f"
+
+
+def alert_numbers(
+    signal: str, observed: float, low: float | None, high: float | None
+) -> tuple[str, str, str]:
+    """An alert's observed value and band edges as the tables and the alert page show them.
+    A rate takes as many decimals (one to four) as it needs to read apart from each edge it
+    differs from: at one decimal an observed 4.96% above a band ending at 4.95% read
+    '5.0%' against a band up to '5.0%', an alert that looked in band."""
+    if signal not in RATE_SIGNALS:
+        return (
+            format_value(signal, observed),
+            format_value(signal, low),
+            format_value(signal, high),
+        )
+    edges = [edge for edge in (low, high) if edge is not None and edge != observed]
+    digits = next(
+        (d for d in range(1, 5) if all(f"{edge:.{d}%}" != f"{observed:.{d}%}" for edge in edges)),
+        4,
+    )
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.{digits}%}"
+
+    return shown(observed), shown(low), shown(high)
 
 
 BandKey = tuple[str, date]  # (cohort value, day)

@@ -112,7 +112,7 @@ def drift_page(
     active = next((r for r in frozen if r.status == "active"), None)
     context = {
         "viewer": viewer,
-        "signal_value": signals.format_value,
+        "alert_numbers": drift_figures.alert_numbers,
         "models": models,
         "signals": [(s, signals.signal_label(s)) for s in signals.ALL_SIGNALS],
         "dimensions": drift_queries.signal_dimensions(session, project_id),
@@ -213,13 +213,16 @@ def _evidence_rows(alert: AlertOut) -> list[tuple[str, str]]:
         return []
     band, cusum, reference = evidence["band"], evidence["cusum"], evidence.get("reference")
     show = signals.format_value
+    observed, low, high = drift_figures.alert_numbers(
+        alert.signal, evidence["observed"], band["low"], band["high"]
+    )
     rows = [
         ("Rules that fired", " and ".join(evidence["rules"]) or "none"),
         ("Judged day", str(evidence["day"])),
-        ("Observed", show(alert.signal, evidence["observed"])),
+        ("Observed", observed),
         (
             "Band",
-            f"{show(alert.signal, band['low'])} to {show(alert.signal, band['high'])} "
+            f"{low} to {high} "
             f"({band['side']}, alpha = {band['alpha']:.2g}, p = {band['p_value']:.2g})"
             if band["p_value"] is not None
             else "not tested",
@@ -277,7 +280,7 @@ def alerts_page(
     statuses = [status] if status else [AlertStatus.open, AlertStatus.acknowledged]
     context = {
         "viewer": viewer,
-        "signal_value": signals.format_value,
+        "alert_numbers": drift_figures.alert_numbers,
         "alerts": [
             alerts.alert_out(a, links)
             for a in drift_queries.alerts(session, project_id, statuses, model=model, limit=200)
@@ -329,12 +332,14 @@ def alert_page(
     context = {
         "viewer": viewer,
         "alert": row,
-        "numbers": {
-            "observed": signals.format_value(row.signal, row.observed),
-            "band_low": signals.format_value(row.signal, row.band.low),
-            "band_high": signals.format_value(row.signal, row.band.high),
-            "baseline": signals.format_value(row.signal, row.baseline),
-        },
+        "numbers": dict(
+            zip(
+                ("observed", "band_low", "band_high"),
+                drift_figures.alert_numbers(row.signal, row.observed, row.band.low, row.band.high),
+                strict=True,
+            ),
+            baseline=signals.format_value(row.signal, row.baseline),
+        ),
         "evidence": _evidence_rows(row),
         "samples": samples,
         "deliveries": webhook_queries.deliveries_for_alert(session, project_id, alert_id),

@@ -35,7 +35,7 @@ def overview(
     )
     context = {
         "viewer": viewer,
-        "signal_value": signals.format_value,
+        "alert_numbers": drift_figures.alert_numbers,
         "models": registry_queries.model_summaries(session, project_id),
         "open_alerts": [
             alerts.alert_out(a, links)

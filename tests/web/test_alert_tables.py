@@ -55,3 +55,46 @@ def test_a_latency_alert_shows_milliseconds_in_every_alerts_table(
         assert f"{alert['observed']:,.0f} ms" in page.text, path
         assert "500 ms" in page.text, path
         assert f"{alert['observed'] * 100:.1f}%" not in page.text, path
+
+
+def test_a_rate_just_past_its_band_reads_apart_from_the_band_edge(
+    client: TestClient, admin_key: str
+) -> None:
+    """62 failures in 1,250 calls (4.96%) above a fixed band ending at 4.95%: at one decimal
+    both read 5.0% and the alert looks in band; every page shows them apart."""
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    checkpoint = client.post(
+        "/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth
+    ).json()
+    client.post(
+        "/api/v1/models/m/promote",
+        json={"checkpoint_id": checkpoint["id"], "reason": "first"},
+        headers=auth,
+    ).raise_for_status()
+    monitor = {"model": "m", "signal": "eval_fail_rate", "band": {"type": "fixed", "high": 0.0495}}
+    assert client.put("/api/v1/monitors", json=monitor, headers=auth).status_code == 200
+    yesterday = today_utc() - timedelta(days=1)
+    post_events(
+        client,
+        auth,
+        [
+            {
+                "trace_id": f"t-{i}",
+                "timestamp": at(yesterday, 60 * i),
+                "model": "m",
+                "checkpoint_version": "v1",
+                "eval_passed": i >= 62,
+            }
+            for i in range(1250)
+        ],
+    )
+    run_drift(client, auth, yesterday)
+    [alert] = client.get(
+        "/api/v1/alerts", params={"signal": "eval_fail_rate", "dimension": "all"}, headers=auth
+    ).json()["items"]
+    assert alert["observed"] == 62 / 1250 and alert["band"]["high"] == 0.0495
+    sign_in(client, admin_key)
+
+    for path in ("/", "/alerts", "/drift?model=m", f"/alerts/{alert['id']}"):
+        page = client.get(path).text
+        assert "4.96%" in page and "4.95%" in page, path
