@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.canaries import queries as canary_queries
 from app.core.deps import LinksDep, SessionDep
 from app.core.links import Links
-from app.drift import alerts
+from app.drift import alerts, signals
 from app.evaluations import queries as run_queries
 from app.gates import queries as gate_queries
 from app.models.project import Role
@@ -82,7 +82,14 @@ def _rollback_form(
         if alert_id
         else None
     )
-    context = {"viewer": viewer, "state": state, "alert": alert, "error": error}
+    observed = signals.format_value(alert.signal, alert.observed) if alert else None
+    context = {
+        "viewer": viewer,
+        "state": state,
+        "alert": alert,
+        "observed": observed,
+        "error": error,
+    }
     return render(request, "registry/rollback.html", context, status_code=422 if error else 200)
 
 

@@ -98,3 +98,46 @@ def test_a_rate_just_past_its_band_reads_apart_from_the_band_edge(
     for path in ("/", "/alerts", "/drift?model=m", f"/alerts/{alert['id']}"):
         page = client.get(path).text
         assert "4.96%" in page and "4.95%" in page, path
+
+
+def test_the_rollback_page_states_a_latency_alert_in_milliseconds(
+    client: TestClient, admin_key: str
+) -> None:
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    for version in ("v0", "v1"):
+        checkpoint = client.post(
+            "/api/v1/checkpoints", json={"model": "m", "version": version}, headers=auth
+        ).json()
+        client.post(
+            "/api/v1/models/m/promote",
+            json={"checkpoint_id": checkpoint["id"], "reason": "r", "force": True},
+            headers=auth,
+        ).raise_for_status()
+    monitor = {"model": "m", "signal": "latency_p95", "band": {"type": "fixed", "high": 500}}
+    assert client.put("/api/v1/monitors", json=monitor, headers=auth).status_code == 200
+    yesterday = today_utc() - timedelta(days=1)
+    post_events(
+        client,
+        auth,
+        [
+            {
+                "trace_id": f"slow-{i}",
+                "timestamp": at(yesterday, 60 * i),
+                "model": "m",
+                "checkpoint_version": "v1",
+                "latency_ms": 1200 + i,
+            }
+            for i in range(200)
+        ],
+    )
+    run_drift(client, auth, yesterday)
+    [alert] = client.get("/api/v1/alerts", params={"signal": "latency_p95"}, headers=auth).json()[
+        "items"
+    ]
+    sign_in(client, admin_key)
+
+    page = client.get("/models/m/rollback", params={"alert_id": alert["id"]})
+
+    assert page.status_code == 200
+    assert "Confirm rollback to v0" in page.text
+    assert f"latency_p95 {alert['observed']:,.0f} ms on all=all" in page.text
