@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -70,3 +71,8 @@ def test_the_run_heatmaps_leave_evaluator_errors_out_as_the_api_does(
     assert pass_figure["z"][judge_row][low] is None
     # rows, calls, evaluator errors behind the blank cell
     assert pass_figure["customdata"][judge_row][low] == [2, 2, 2]
+    # The table says how many calls the rates leave out.
+    row = re.search(r"<td>llm_judge</td>(.*?)</tr>", page.text, re.S)
+    assert row is not None
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(1))
+    assert cells[:4] == ["6", "6", "5", "0.0%"]  # rows, calls, evaluator errors, pass rate
