@@ -58,7 +58,7 @@ def forest(comparisons: Sequence[dict[str, Any]], policy: dict[str, Any]) -> str
     # Each comparison is decided at its own margin (a cohort's override, its risk level's,
     # or the policy's): a mark per row, so a drop beyond a stricter margin is never drawn
     # inside a looser one.
-    margins = [_margin(c, policy) for c in comparisons]
+    margins = [margin_of(c, policy) for c in comparisons]
     marked = [(label, m) for label, m in zip(labels, margins, strict=True) if m is not None]
     if marked:
         figure.add_trace(
@@ -87,7 +87,7 @@ def cohort_name(comparison: dict[str, Any]) -> str:
     return str(cohort if cohort is not None else comparison.get("cohort_name", "all"))
 
 
-def _margin(comparison: dict[str, Any], policy: dict[str, Any]) -> float | None:
+def margin_of(comparison: dict[str, Any], policy: dict[str, Any]) -> float | None:
     """The margin the comparison was decided at; gates stored before comparisons carried
     it fall back to the policy's, by the cohort's risk level first."""
     if comparison.get("margin") is not None:
@@ -95,6 +95,22 @@ def _margin(comparison: dict[str, Any], policy: dict[str, Any]) -> float | None:
     by_risk = policy.get("risk_margins") or {}
     margin = by_risk.get(comparison.get("risk"), policy.get("margin"))
     return abs(float(margin)) if margin else None
+
+
+def bound_digits(comparison: dict[str, Any], margin: float | None) -> int:
+    """Decimals (three to six) that read each bound of the change apart from -margin, the
+    line it is judged against: at three, a lower bound of -0.0204 (beyond a 0.02 margin) and
+    one of -0.0196 (inside it) both read -0.020. Rounding is monotone, so bounds read apart
+    also read in the right order."""
+    if margin is None:
+        return 3
+    line = -abs(margin)
+    bounds = [
+        float(b)
+        for b in (comparison.get("ci_low"), comparison.get("ci_high"))
+        if b is not None and float(b) != line
+    ]
+    return next((d for d in range(3, 7) if all(f"{b:.{d}f}" != f"{line:.{d}f}" for b in bounds)), 6)
 
 
 def _gap(high: Any, low: Any) -> float:

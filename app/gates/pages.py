@@ -51,7 +51,16 @@ def _cohort_changes(comparisons: list[dict[str, Any]], policy: dict[str, Any]) -
         ),
     )
     return {
-        "comparisons": [(c, gate_figures.cohort_name(c)) for c in ordered],
+        "comparisons": [
+            (
+                c,
+                gate_figures.cohort_name(c),
+                margin,
+                gate_figures.bound_digits(c, margin),
+            )
+            for c in ordered
+            for margin in [gate_figures.margin_of(c, policy)]
+        ],
         "forest_figure": gate_figures.forest(ordered, policy) if ordered else None,
     }
 

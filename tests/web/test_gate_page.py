@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.gates.figures import bound_digits
 from tests.datasets.support import drain_worker
 from tests.web.test_compare import ROWS, run_of
 from tests.web.test_pages import sign_in
@@ -51,3 +54,22 @@ def test_the_forest_plot_marks_each_cohorts_own_margin_from_its_risk(
     assert drawn["exact_match · risk=high"] == -0.02
     # No single line claims one margin for cohorts decided at two.
     assert [s["x0"] for s in forest["layout"].get("shapes", [])] == [0]
+    # The table gives each comparison the line its bounds are judged against.
+    rows = re.findall(r"<tr[^>]*>\s*<td>exact_match</td><td>([^<]+)<(.*?)</tr>", page.text, re.S)
+    shown = {f"exact_match · {cohort.strip()}": row for cohort, row in rows}
+    assert shown.keys() == margins.keys()
+    for label, margin in margins.items():
+        assert f'<td class="num">{-margin:.3f}</td>' in shown[label], label
+
+
+def test_bounds_read_apart_from_the_margin_they_are_judged_against() -> None:
+    """At three decimals a lower bound of -0.0204 (beyond a 0.02 margin) and -0.0196 (inside
+    it) both read -0.020, the margin's own look."""
+    beyond = {"ci_low": -0.0204, "ci_high": 0.01}
+    inside = {"ci_low": -0.0196, "ci_high": 0.01}
+    for comparison, shown in ((beyond, "-0.0204"), (inside, "-0.0196")):
+        digits = bound_digits(comparison, 0.02)
+        assert f"{comparison['ci_low']:.{digits}f}" == shown
+        assert f"{-0.02:.{digits}f}" == "-0.0200"
+    assert bound_digits({"ci_low": -0.05, "ci_high": 0.01}, 0.02) == 3
+    assert bound_digits({"ci_low": -0.02, "ci_high": None}, 0.02) == 3  # on the line: equal
