@@ -76,7 +76,7 @@ def _rollback_form(
 ) -> HTMLResponse:
     """The confirmation form (an alert's rollback link lands here), with the alert's summary."""
     project_id = viewer.principal.project_id
-    state = registry.model_state(session, project_id, model)
+    state = registry.model_state(session, project_id, model, alert_id)
     alert = (
         alerts.alert_out(alerts.get_alert(session, project_id, alert_id), links)
         if alert_id

@@ -225,13 +225,31 @@ def rollback_target_id(history: Sequence[ChampionHistory]) -> int | None:
     return None
 
 
-def model_state(session: Session, project_id: int, name: str) -> ModelState:
+def model_state(
+    session: Session, project_id: int, name: str, alert_id: int | None = None
+) -> ModelState:
+    """The model, its champion and history, and where a rollback would go: for a rollback
+    made for alert `alert_id`, that alert's target (see `_rollback_target`)."""
     model = get_model(session, project_id, name)
     history = _history(session, model)
     champion = session.get(Checkpoint, history[-1].checkpoint_id) if history else None
-    target_id = rollback_target_id(history)
-    target = session.get(Checkpoint, target_id) if target_id else None
-    return ModelState(model, champion, target, history)
+    alert = _check_alert(session, project_id, alert_id, model) if alert_id else None
+    return ModelState(model, champion, _rollback_target(session, history, alert), history)
+
+
+def _rollback_target(
+    session: Session, history: Sequence[ChampionHistory], alert: Alert | None
+) -> Checkpoint | None:
+    """For an alert, the known-good checkpoint the alert and its webhook named (the champion
+    history as it stood on the judged day); otherwise the most recent earlier champion not
+    itself rolled back. Never the current champion. The model's target moves with every
+    promotion: after one, it can be the very checkpoint that raised the alert."""
+    current = history[-1].checkpoint_id if history else None
+    if alert is not None and alert.rollback_target_id is not None:
+        target_id: int | None = alert.rollback_target_id
+    else:
+        target_id = rollback_target_id(history)
+    return session.get(Checkpoint, target_id) if target_id and target_id != current else None
 
 
 def champion_of(session: Session, project_id: int, model_id: int) -> Checkpoint | None:
@@ -521,20 +539,23 @@ def rollback(
     if not history:
         raise Conflict(f"model '{model_name}' has no champion to roll back")
     current = session.get(Checkpoint, history[-1].checkpoint_id)
+    alert = _check_alert(session, principal.project_id, alert_id, model) if alert_id else None
     if to is None:
-        target_id = rollback_target_id(history)
-        if target_id is None:
-            raise Conflict(f"model '{model_name}' has no earlier known-good checkpoint")
-        target = session.get(Checkpoint, target_id)
+        target = _rollback_target(session, history, alert)
+        if target is None:
+            named = alert.rollback_target_id if alert is not None else None
+            raise Conflict(
+                f"checkpoint {named} (alert {alert_id}'s known-good target) is already the champion"
+                if named is not None
+                else f"model '{model_name}' has no earlier known-good checkpoint"
+            )
     else:
         target = find_checkpoint(session, model, to)
         if target is None:
             raise NotFound(f"to: no checkpoint '{to}' in model '{model_name}'")
-    assert current is not None and target is not None
+    assert current is not None
     if target.id == current.id:
         raise Conflict(f"checkpoint {target.id} is already the champion")
-    if alert_id is not None:
-        _check_alert(session, principal.project_id, alert_id, model)
     _change_champion(
         session,
         principal,
@@ -550,12 +571,13 @@ def rollback(
     return model_state(session, principal.project_id, model_name)
 
 
-def _check_alert(session: Session, project_id: int, alert_id: int, model: Model) -> None:
+def _check_alert(session: Session, project_id: int, alert_id: int, model: Model) -> Alert:
     """A rollback made for an alert names it in the history (the alert's page and API show
     the rollbacks made for it from there); the alert must be about this model."""
     alert = get_owned(session, Alert, project_id, alert_id, "alert", "alert_id")
     if alert.model_id != model.id:
         raise Unprocessable(f"alert_id: alert {alert_id} is not about model '{model.name}'")
+    return alert
 
 
 def _change_champion(

@@ -18,10 +18,11 @@ from tests.drift.champions import (
     settings,
 )
 from tests.drift.traffic import post_events, run_drift
+from tests.web.test_pages import sign_in
 
 
 def test_a_backfilled_alert_names_the_champion_before_the_regressing_one(
-    app: FastAPI, client: TestClient, auth: dict[str, str]
+    app: FastAPI, client: TestClient, auth: dict[str, str], admin_key: str
 ) -> None:
     """A champion from day 0, B from day 16; B's refusals jump 5% -> 20% from day 30.
     C is promoted on day 36 (the fix) and the drift job is then backfilled (it was down).
@@ -44,6 +45,19 @@ def test_a_backfilled_alert_names_the_champion_before_the_regressing_one(
     target = alert["rollback_target"]
     assert target is not None and target["checkpoint_id"] != ids["B"], target
     assert target["checkpoint_id"] == ids["A"]
+
+    # Rolling back for the alert goes where it said. The model's own target, with C the
+    # champion, is B, the checkpoint that raised the alert (and the page said "to A").
+    sign_in(client, admin_key)
+    page = client.get("/models/m/rollback", params={"alert_id": alert["id"]})
+    assert page.status_code == 200 and "Confirm rollback to A<" in page.text
+    done = client.post(
+        "/api/v1/models/m/rollback",
+        json={"reason": "as the alert advised", "alert_id": alert["id"]},
+        headers=auth,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["champion"]["id"] == ids["A"]
 
 
 def test_an_alert_kept_open_by_the_rolled_back_to_checkpoint_names_it(
