@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import NotFound
@@ -103,73 +103,13 @@ def _row_of_result(run: EvaluationRun) -> ColumnElement[bool]:
 
 
 @dataclass(frozen=True)
-class CohortCell:
-    evaluator: str
-    cohort: str
-    mean_score: float
-    pass_rate: float
-    n: int
-
-
-def run_cohort_dimensions(session: Session, run: EvaluationRun) -> list[str]:
-    """The cohort dimensions the run's dataset version uses (distinct cohort objects are
-    few)."""
-    dimensions: set[str] = set()
-    for cohort in session.scalars(
-        select(DatasetRow.cohort)
-        .where(
-            DatasetRow.project_id == run.project_id,
-            DatasetRow.version_id == run.dataset_version_id,
-        )
-        .distinct()
-    ):
-        dimensions.update((cohort or {}).keys())
-    return sorted(dimensions)
-
-
-def run_cohort_cells(session: Session, run: EvaluationRun) -> list[CohortCell]:
-    """Mean score and pass rate per evaluator x cohort, grouped in SQL: the whole population,
-    each risk level, and each value of each cohort dimension."""
-    base = (
-        select(EvalResult.evaluator)
-        .join(DatasetRow, _row_of_result(run))
-        .where(EvalResult.project_id == run.project_id, EvalResult.run_id == run.id)
-    )
-    measures = (
-        func.avg(EvalResult.score),
-        func.avg(case((EvalResult.passed.is_(True), 1.0), else_=0.0)),
-        func.count(),
-    )
-    cells: list[CohortCell] = []
-    whole = base.add_columns(*measures).group_by(EvalResult.evaluator)
-    for evaluator, mean, rate, n in session.execute(whole):
-        cells.append(CohortCell(evaluator, "all", float(mean), float(rate), n))
-    risk = base.add_columns(DatasetRow.risk, *measures).group_by(
-        EvalResult.evaluator, DatasetRow.risk
-    )
-    for evaluator, level, mean, rate, n in session.execute(risk):
-        cells.append(CohortCell(evaluator, f"risk={level.value}", float(mean), float(rate), n))
-    for dimension in run_cohort_dimensions(session, run):
-        value = DatasetRow.cohort[dimension].as_string()
-        grouped = (
-            base.add_columns(value, *measures)
-            .where(value.is_not(None))
-            .group_by(EvalResult.evaluator, value)
-        )
-        for evaluator, cohort_value, mean, rate, n in session.execute(grouped):
-            cells.append(
-                CohortCell(evaluator, f"{dimension}={cohort_value}", float(mean), float(rate), n)
-            )
-    return cells
-
-
-@dataclass(frozen=True)
 class ResultRow:
     key: str
     repeat: int
     evaluator: str
     score: float
     passed: bool
+    error: bool  # the evaluator reached no verdict: neither a pass nor a failure
     reason: str | None
     risk: str
     cohort: dict[str, Any]
@@ -194,6 +134,7 @@ def run_result_rows(
             EvalResult.evaluator,
             EvalResult.score,
             EvalResult.passed,
+            EvalResult.error,
             EvalResult.reason,
             DatasetRow.risk,
             DatasetRow.cohort,
@@ -217,7 +158,7 @@ def run_result_rows(
         .limit(limit)
     )
     if failures_only:
-        stmt = stmt.where(EvalResult.passed.is_(False))
+        stmt = stmt.where(EvalResult.passed.is_(False), EvalResult.error.is_(False))
     if evaluator:
         stmt = stmt.where(EvalResult.evaluator == evaluator)
     if cohort is not None:
@@ -227,6 +168,6 @@ def run_result_rows(
         elif dimension != "all":
             stmt = stmt.where(DatasetRow.cohort[dimension].as_string() == value)
     return [
-        ResultRow(k, rep, e, s, p, r, risk.value, c or {}, i, x, o)
-        for k, rep, e, s, p, r, risk, c, i, x, o in session.execute(stmt)
+        ResultRow(k, rep, e, s, p, err, r, risk.value, c or {}, i, x, o)
+        for k, rep, e, s, p, err, r, risk, c, i, x, o in session.execute(stmt)
     ]

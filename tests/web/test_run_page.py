@@ -76,3 +76,14 @@ def test_the_run_heatmaps_leave_evaluator_errors_out_as_the_api_does(
     assert row is not None
     cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(1))
     assert cells[:4] == ["6", "6", "5", "0.0%"]  # rows, calls, evaluator errors, pass rate
+
+    # The rows table: the judge's five errors are errors, not fails, and "Failures only"
+    # keeps its one real failure (k5).
+    def judge_badges(**params: str) -> list[str]:
+        rows = client.get(f"/runs/{run['id']}", params={"evaluator": "llm_judge", **params})
+        assert rows.status_code == 200
+        table = rows.text.split('<table class="rows">', 1)[1]
+        return re.findall(r'<span class="badge[^"]*">(pass|fail|error)</span>', table)
+
+    assert sorted(judge_badges()) == ["error"] * 5 + ["fail"]
+    assert judge_badges(failures="true") == ["fail"]
