@@ -27,6 +27,7 @@ from app.web.auth import ViewerDep
 from app.web.rendering import (
     CsrfField,
     OptionalText,
+    choice_filter,
     date_window,
     redirect,
     render,
@@ -77,9 +78,16 @@ def drift_page(
     shown = [
         alerts.alert_out(a, links)
         for a in drift_queries.alerts(
-            session, project_id, list(AlertStatus), model=model, start=start, end=end, limit=500
+            session,
+            project_id,
+            list(AlertStatus),
+            model=model,
+            signal=signal,
+            dimension=dimension,
+            start=start,
+            end=end,
+            limit=500,
         )
-        if a.signal == signal and a.dimension == dimension
     ]
     changes = registry_queries.champion_changes(session, project_id, model, start, end)
     verdicts = (
@@ -267,27 +275,34 @@ def rebaseline(
     return redirect("/drift?" + urlencode({"model": model}))
 
 
+ALERTS_LISTED = 200
+"""The newest alerts the alerts page lists; it says so when there are more."""
+
+
 @router.get("/alerts", response_class=HTMLResponse)
 def alerts_page(
     request: Request,
     viewer: ViewerDep,
     session: SessionDep,
     links: LinksDep,
-    status: Annotated[AlertStatus | None, Query()] = None,
+    status: Annotated[str | None, Query(max_length=16)] = None,
     model: OptionalText = None,
 ) -> HTMLResponse:
     project_id = viewer.principal.project_id
-    statuses = [status] if status else [AlertStatus.open, AlertStatus.acknowledged]
+    chosen = choice_filter(AlertStatus, status, "status")
+    model = model or None  # the form's "any"
+    statuses = [chosen] if chosen else [AlertStatus.open, AlertStatus.acknowledged]
+    listed = drift_queries.alerts(
+        session, project_id, statuses, model=model, limit=ALERTS_LISTED + 1
+    )
     context = {
         "viewer": viewer,
         "alert_numbers": drift_figures.alert_numbers,
-        "alerts": [
-            alerts.alert_out(a, links)
-            for a in drift_queries.alerts(session, project_id, statuses, model=model, limit=200)
-        ],
-        "counts": drift_queries.alert_counts(session, project_id),
+        "alerts": [alerts.alert_out(a, links) for a in listed[:ALERTS_LISTED]],
+        "more": len(listed) > ALERTS_LISTED,
+        "counts": drift_queries.alert_counts(session, project_id, model),
         "models": registry_queries.model_names(session, project_id),
-        "filters": {"status": status.value if status else None, "model": model},
+        "filters": {"status": chosen.value if chosen else None, "model": model},
         "statuses": [s.value for s in AlertStatus],
     }
     return render(request, "drift/alerts.html", context)

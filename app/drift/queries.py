@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, bindparam, cast, func, select, text
+from sqlalchemy import Date, bindparam, cast, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.core.db import is_postgres
@@ -175,11 +175,15 @@ def alerts(
     statuses: Sequence[AlertStatus],
     *,
     model: str | None = None,
+    signal: str | None = None,
+    dimension: str | None = None,
     start: date | None = None,
     end: date | None = None,
     limit: int = 100,
 ) -> Sequence[Alert]:
-    """Newest first: the alerts of some statuses, of one model and day range if given."""
+    """Newest first: the alerts of some statuses, of one model, signal and dimension if given,
+    and alive in the day range if given (opened by its end, and open or last judged in it:
+    an alert opened before the range and still open belongs to it)."""
     stmt = (
         select(Alert)
         .join(Model, Model.id == Alert.model_id)
@@ -189,19 +193,23 @@ def alerts(
     )
     if model is not None:
         stmt = stmt.where(Model.name == model)
+    if signal is not None:
+        stmt = stmt.where(Alert.signal == signal)
+    if dimension is not None:
+        stmt = stmt.where(Alert.dimension == dimension)
     if start is not None:
-        stmt = stmt.where(Alert.day >= start)
+        stmt = stmt.where(or_(Alert.last_day >= start, Alert.status != AlertStatus.resolved))
     if end is not None:
         stmt = stmt.where(Alert.day <= end)
     return session.scalars(stmt).all()
 
 
-def alert_counts(session: Session, project_id: int) -> dict[str, int]:
-    rows = session.execute(
-        select(Alert.status, func.count())
-        .where(Alert.project_id == project_id)
-        .group_by(Alert.status)
-    ).all()
+def alert_counts(session: Session, project_id: int, model: str | None = None) -> dict[str, int]:
+    """Alerts per status, of one model if given (the alerts page counts what it filters)."""
+    stmt = select(Alert.status, func.count()).where(Alert.project_id == project_id)
+    if model is not None:
+        stmt = stmt.join(Model, Model.id == Alert.model_id).where(Model.name == model)
+    rows = session.execute(stmt.group_by(Alert.status)).all()
     counts = {status.value: 0 for status in AlertStatus}
     counts.update({status.value: n for status, n in rows})
     return counts

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from enum import Enum
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -45,6 +46,21 @@ PageText = Annotated[str, StringConstraints(max_length=200)]
 OptionalText = Annotated[str | None, Query(max_length=200)]
 CsrfField = Annotated[str, Form(max_length=200)]
 PAGE_SIZE = 50
+
+
+Choice = TypeVar("Choice", bound=Enum)
+
+
+def choice_filter(choices: type[Choice], value: str | None, field: str) -> Choice | None:
+    """A page's select filter: empty (the form's "all" option sends `field=`) means none, and
+    an unknown value is a 422 naming the field rather than a database error."""
+    if not value:
+        return None
+    try:
+        return choices(value)
+    except ValueError:
+        known = ", ".join(str(member.value) for member in choices)
+        raise Unprocessable(f"{field}: must be one of {known}", field=field) from None
 
 
 def date_window(start: date | None, end: date | None, default_days: int) -> tuple[date, date]:

@@ -8,13 +8,13 @@ from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.core.deps import SessionDep
-from app.core.errors import Unprocessable
 from app.models.project import Role
 from app.models.webhooks import DeliveryStatus
 from app.web import auth
 from app.web.auth import ViewerDep
 from app.web.rendering import (
     CsrfField,
+    choice_filter,
     redirect,
     render,
     require_role,
@@ -39,23 +39,11 @@ def webhooks_page(
         "viewer": viewer,
         "endpoints": webhook_queries.webhook_endpoints(session, project_id),
         "deliveries": webhook_queries.webhook_deliveries(
-            session, project_id, endpoint, _delivery_status(status)
+            session, project_id, endpoint, choice_filter(DeliveryStatus, status, "status")
         ),
         "filters": {"endpoint": endpoint, "status": status},
     }
     return render(request, "webhooks/webhooks.html", context)
-
-
-def _delivery_status(status: str | None) -> DeliveryStatus | None:
-    """The log's status filter; empty (the form's "all") means none, and an unknown one is a
-    422 naming the field rather than a database error."""
-    if not status:
-        return None
-    try:
-        return DeliveryStatus(status)
-    except ValueError:
-        known = ", ".join(member.value for member in DeliveryStatus)
-        raise Unprocessable(f"status: must be one of {known}", field="status") from None
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
