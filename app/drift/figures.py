@@ -241,7 +241,7 @@ def drift(
         figure.add_trace(
             go.Scatter(
                 x=[a.opened for a in alerts],
-                y=[_value_on(all_series, a.value, a.opened) or a.observed for a in alerts],
+                y=[_opened_at(all_series, a) for a in alerts],
                 mode="markers",
                 marker={"symbol": "x", "size": 13, "color": "#dc2626", "line": {"width": 2}},
                 name="alert opened",
@@ -313,6 +313,13 @@ def drift(
     figure.update_xaxes(title="day (UTC)", type="date")
     figure.update_layout(hovermode="closest", title={"text": title or signal_label(signal)})
     return to_json(figure, height=360)
+
+
+def _opened_at(all_series: Sequence[Series], alert: AlertMark) -> float:
+    """Where an alert's opening marker sits: the cohort's drawn value that day (a rate of 0
+    included), else the value the alert observed."""
+    drawn = _value_on(all_series, alert.value, alert.opened)
+    return alert.observed if drawn is None else drawn
 
 
 def _value_on(all_series: Sequence[Series], value: str, day: date | None) -> float | None:

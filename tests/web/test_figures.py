@@ -1,9 +1,13 @@
-"""The chart toolkit's one look: every figure carries exactly the dashboard's template."""
+"""The chart toolkit's one look (every figure carries exactly the dashboard's template), and
+where the drift chart puts its markers."""
 
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 
+from app.drift.figures import AlertMark, drift
+from app.drift.queries import SignalPoint
 from app.web.figures import PALETTE, go, to_json
 
 
@@ -25,3 +29,16 @@ def test_each_figure_gets_its_own_copy_of_the_template() -> None:
     first.layout.template.layout.paper_bgcolor = "#000000"
     layout = json.loads(to_json(second))["layout"]
     assert layout["template"]["layout"]["paper_bgcolor"] == "#ffffff"
+
+
+def test_an_alert_opened_on_a_day_at_zero_is_marked_at_zero_not_at_its_observed_value() -> None:
+    """A lower-side alert can open on a day whose rate is 0: its marker sits on that point,
+    where 0 used to count as "no point" and the marker jumped to the alert's stored value."""
+    opened = date(2026, 11, 20)
+    points = [
+        SignalPoint("m", "refusal_rate", "all", opened - timedelta(days=1), 0.05, 5, 100),
+        SignalPoint("m", "refusal_rate", "all", opened, 0.0, 0, 100),
+    ]
+    figure = json.loads(drift(points, "refusal_rate", [AlertMark(1, "all", opened, 0.3, None)], []))
+    [marker] = [trace for trace in figure["data"] if trace.get("name") == "alert opened"]
+    assert marker["y"] == [0.0]
