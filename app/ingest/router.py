@@ -106,7 +106,7 @@ def list_events(
     return Page(items=[EventOut.model_validate(e) for e in rows], next_cursor=cursor)
 
 
-@router.get("/traces/{trace_id}", response_model=TraceOut)
+@router.get("/traces/{trace_id:path}", response_model=TraceOut)
 def get_trace(trace_id: str, principal: Reader, session: SessionDep) -> TraceOut:
     return TraceOut.model_validate(event_queries.get_trace(session, principal.project_id, trace_id))
 

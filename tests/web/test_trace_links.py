@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from fastapi.testclient import TestClient
 
@@ -33,3 +34,19 @@ def test_the_traces_list_links_open_each_trace(client: TestClient, admin_key: st
         assert page.status_code == 200, link
     shown = {re.search(r'<h1 class="mono break">(.*?)</h1>', client.get(x).text) for x in links}
     assert {m.group(1) for m in shown if m} == {t.replace("&", "&amp;") for t in TRACE_IDS}
+
+
+def test_the_trace_api_answers_any_trace_id(client: TestClient, admin_key: str) -> None:
+    """The API's trace route had the same one-segment parameter: `order/123` was a 404."""
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {"trace_id": t, "timestamp": now, "model": "m", "checkpoint_version": "v1"}
+        for t in TRACE_IDS
+    ]
+    assert client.post("/api/v1/events", json={"events": events}, headers=auth).is_success
+    for trace_id in TRACE_IDS:
+        answer = client.get(f"/api/v1/traces/{quote(trace_id, safe='')}", headers=auth)
+        assert answer.status_code == 200, (trace_id, answer.text)
+        assert answer.json()["trace_id"] == trace_id
