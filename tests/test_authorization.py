@@ -113,6 +113,7 @@ def required_role(route: RouteContext) -> Role | None:
 def fill_path(path: str, ids: dict[str, Any]) -> str:
     for name, value in ids.items():
         path = path.replace("{" + name + "}", str(value))
+        path = path.replace("{" + name + ":path}", str(value))
     assert "{" not in path, f"add a sample value for the path parameters of {path}"
     return path
 
