@@ -644,6 +644,19 @@ def shorten_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker, "HEARTBEAT_EVERY", LEASE_S / 4)
 
 
+def uploaded_run_with_a_short_lease(
+    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """A queued run of uploaded outputs, the worker's lease shortened: its id."""
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    created = add_evaluation(
+        client, auth, checkpoint_id=checkpoint_id, evaluators=EVALUATORS, outputs=OUTPUTS
+    )
+    shorten_the_lease(monkeypatch)
+    return int(created.json()["run_id"])
+
+
 def test_a_worker_keeps_its_lease_through_a_row_that_outlasts_it(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -652,14 +665,8 @@ def test_a_worker_keeps_its_lease_through_a_row_that_outlasts_it(
     that worker finds nothing stale: every row is evaluated once, on the first attempt.
     Before, the heartbeat was written only between rows: the other worker re-queued the run
     and evaluated (and paid for) every row again."""
-    make_dataset(client, auth, "golden", ROWS)
-    checkpoint_id = register(client, auth)
-    created = add_evaluation(
-        client, auth, checkpoint_id=checkpoint_id, evaluators=EVALUATORS, outputs=OUTPUTS
-    )
-    run_id = created.json()["run_id"]
+    run_id = uploaded_run_with_a_short_lease(client, auth, monkeypatch)
     sessions, settings = app.state.sessionmaker, app.state.settings
-    shorten_the_lease(monkeypatch)
     evaluate_row = worker.evaluate_row
     evaluated: list[str] = []
     others: list[bool] = []
@@ -688,14 +695,8 @@ def test_a_worker_stops_at_the_next_row_once_its_run_was_taken(
     """Another worker takes the run while the first row is slow. The heartbeat thread's next
     renewal finds it taken, and the worker evaluates no further row and writes nothing: the
     new owner's work is not paid for twice, nor overwritten."""
-    make_dataset(client, auth, "golden", ROWS)
-    checkpoint_id = register(client, auth)
-    created = add_evaluation(
-        client, auth, checkpoint_id=checkpoint_id, evaluators=EVALUATORS, outputs=OUTPUTS
-    )
-    run_id = created.json()["run_id"]
+    run_id = uploaded_run_with_a_short_lease(client, auth, monkeypatch)
     sessions, settings = app.state.sessionmaker, app.state.settings
-    shorten_the_lease(monkeypatch)
     evaluate_row = worker.evaluate_row
     evaluated: list[str] = []
 
