@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tests.ingest.factories import event
-from tests.ingest.spans import recorded_span
+from tests.ingest.spans import export_spans, recorded_span
 
 Headers = dict[str, str]
 
@@ -41,13 +39,6 @@ def test_a_whole_float_label_over_otlp_is_stored_as_the_integer(
             "plumbline.label": 1.0,
         }
     )
-    headers = {**auth, "content-type": "application/x-protobuf"}
-    response = client.post(
-        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
-    )
-    assert response.status_code == 200, response.text
-    assert (
-        ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
-    )
+    export_spans(client, auth, [span])
     (item,) = client.get("/api/v1/events", headers=auth).json()["items"]
     assert item["label"] == "1"

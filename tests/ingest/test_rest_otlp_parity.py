@@ -8,14 +8,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Event
 from tests.ingest.factories import event
-from tests.ingest.spans import recorded_span
+from tests.ingest.spans import export_spans, recorded_span
 
 Headers = dict[str, str]
 
@@ -54,14 +52,7 @@ def test_the_same_call_over_rest_and_otlp_lands_in_the_same_cohort(
             "output.value": "It ships today.",
         }
     )
-    headers = {**auth, "content-type": "application/x-protobuf"}
-    response = client.post(
-        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
-    )
-    assert response.status_code == 200, response.text
-    assert (
-        ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
-    )
+    export_spans(client, auth, [span])
     rest = event(
         0,
         trace_id="rest-copy",
@@ -101,14 +92,7 @@ def test_a_null_dimension_is_absent_over_rest_as_over_otlp(
             "plumbline.route": "/chat",
         }
     )
-    headers = {**auth, "content-type": "application/x-protobuf"}
-    response = client.post(
-        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
-    )
-    assert response.status_code == 200, response.text
-    assert (
-        ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
-    )
+    export_spans(client, auth, [span])
     rest = event(0, cohort={"route": "/chat", "user_segment": None})
     answer = client.post("/api/v1/events", json={"events": [rest]}, headers=auth).json()
     assert answer == {"accepted": 1, "duplicates": 0, "rejected": []}
@@ -144,11 +128,7 @@ def test_flags_written_as_text_or_numbers_mean_the_same_over_rest_and_otlp(
             **as_attributes,
         }
     )
-    headers = {**auth, "content-type": "application/x-protobuf"}
-    response = client.post(
-        "/v1/traces", content=encode_spans([span]).SerializeToString(), headers=headers
-    )
-    assert response.status_code == 200, response.text
+    export_spans(client, auth, [span])
     rest = event(0, **dict(zip(_FLAGS, written, strict=True)))
     answer = client.post("/api/v1/events", json={"events": [rest]}, headers=auth).json()
     assert answer["accepted"] == 1, answer
