@@ -13,7 +13,8 @@ from tests.web.test_pages import sign_in
 TRACE_IDS = ["order/123", "a b?c#d", "naïve-ü"]
 
 
-def test_the_traces_list_links_open_each_trace(client: TestClient, admin_key: str) -> None:
+def traces_sent(client: TestClient, admin_key: str) -> dict[str, str]:
+    """One call of each of TRACE_IDS, stored; the admin's headers."""
     auth = {"Authorization": f"Bearer {admin_key}"}
     client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
     now = datetime.now(UTC).isoformat()
@@ -23,6 +24,11 @@ def test_the_traces_list_links_open_each_trace(client: TestClient, admin_key: st
     ]
     posted = client.post("/api/v1/events", json={"events": events}, headers=auth)
     assert posted.status_code == 202 and posted.json()["rejected"] == [], posted.text
+    return auth
+
+
+def test_the_traces_list_links_open_each_trace(client: TestClient, admin_key: str) -> None:
+    traces_sent(client, admin_key)
     sign_in(client, admin_key)
 
     listing = client.get("/traces").text
@@ -38,14 +44,7 @@ def test_the_traces_list_links_open_each_trace(client: TestClient, admin_key: st
 
 def test_the_trace_api_answers_any_trace_id(client: TestClient, admin_key: str) -> None:
     """The API's trace route had the same one-segment parameter: `order/123` was a 404."""
-    auth = {"Authorization": f"Bearer {admin_key}"}
-    client.post("/api/v1/checkpoints", json={"model": "m", "version": "v1"}, headers=auth)
-    now = datetime.now(UTC).isoformat()
-    events = [
-        {"trace_id": t, "timestamp": now, "model": "m", "checkpoint_version": "v1"}
-        for t in TRACE_IDS
-    ]
-    assert client.post("/api/v1/events", json={"events": events}, headers=auth).is_success
+    auth = traces_sent(client, admin_key)
     for trace_id in TRACE_IDS:
         answer = client.get(f"/api/v1/traces/{quote(trace_id, safe='')}", headers=auth)
         assert answer.status_code == 200, (trace_id, answer.text)
