@@ -51,6 +51,23 @@ def _tick_format(signal: str) -> str:
     return ",.0f" if signal in CONTINUOUS_SIGNALS else ".3f"
 
 
+def digits_apart(
+    value: float, others: Sequence[float | None], fewest: int, most: int, kind: str
+) -> int:
+    """The fewest decimals (`fewest` to `most`) at which `value`, formatted as `kind` ("%" or
+    "f"), reads apart from each of `others` it differs from: a number that decides something
+    must not read equal to the limit it crossed."""
+    differing = [other for other in others if other is not None and other != value]
+    return next(
+        (
+            digits
+            for digits in range(fewest, most + 1)
+            if all(f"{o:.{digits}{kind}}" != f"{value:.{digits}{kind}}" for o in differing)
+        ),
+        most,
+    )
+
+
 def alert_numbers(
     signal: str, observed: float, low: float | None, high: float | None
 ) -> tuple[str, str, str]:
@@ -64,11 +81,7 @@ def alert_numbers(
             format_value(signal, low),
             format_value(signal, high),
         )
-    edges = [edge for edge in (low, high) if edge is not None and edge != observed]
-    digits = next(
-        (d for d in range(1, 5) if all(f"{edge:.{d}%}" != f"{observed:.{d}%}" for edge in edges)),
-        4,
-    )
+    digits = digits_apart(observed, (low, high), 1, 4, "%")
 
     def shown(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.{digits}%}"

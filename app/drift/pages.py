@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Form, Query, Request
@@ -235,13 +235,7 @@ def _evidence_rows(alert: AlertOut) -> list[tuple[str, str]]:
             if band["p_value"] is not None
             else "not tested",
         ),
-        (
-            "CUSUM",
-            f"S = {cusum['statistic']:.2f} against h = {cusum['threshold']:.2f} "
-            f"(back in control at ≤ {cusum['release']:.2f})"
-            if cusum["threshold"] is not None
-            else f"S = {cusum['statistic']:.2f}",
-        ),
+        ("CUSUM", _cusum_text(cusum)),
     ]
     if reference:
         rows.append(
@@ -254,6 +248,18 @@ def _evidence_rows(alert: AlertOut) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _cusum_text(cusum: dict[str, Any]) -> str:
+    """S against h and the release level, with decimals enough to read S apart from both."""
+    statistic, threshold, release = cusum["statistic"], cusum["threshold"], cusum["release"]
+    if threshold is None:
+        return f"S = {statistic:.2f}"
+    d = drift_figures.digits_apart(statistic, (threshold, release), 2, 6, "f")
+    return (
+        f"S = {statistic:.{d}f} against h = {threshold:.{d}f} "
+        f"(back in control at ≤ {release:.{d}f})"
+    )
 
 
 @router.post("/drift/rebaseline")

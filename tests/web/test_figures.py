@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-from app.drift.figures import AlertMark, drift
+from app.drift.figures import AlertMark, digits_apart, drift
 from app.drift.queries import SignalPoint
 from app.web.figures import PALETTE, go, to_json
 
@@ -42,3 +42,11 @@ def test_an_alert_opened_on_a_day_at_zero_is_marked_at_zero_not_at_its_observed_
     figure = json.loads(drift(points, "refusal_rate", [AlertMark(1, "all", opened, 0.3, None)], []))
     [marker] = [trace for trace in figure["data"] if trace.get("name") == "alert opened"]
     assert marker["y"] == [0.0]
+
+
+def test_a_deciding_number_takes_the_decimals_it_needs_to_read_apart_from_its_limit() -> None:
+    """A CUSUM at 5.004 past h = 4.998 read "S = 5.00 against h = 5.00" at two decimals."""
+    assert digits_apart(5.004, (4.998, 2.499), 2, 6, "f") == 3
+    assert digits_apart(9.0, (6.4, 3.2), 2, 6, "f") == 2
+    assert digits_apart(0.0496, (None, 0.0495), 1, 4, "%") == 2
+    assert digits_apart(0.05, (0.05,), 1, 4, "%") == 1  # equal values stay as few as asked
