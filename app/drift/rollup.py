@@ -15,12 +15,12 @@ Rerunning a day deletes and rewrites its rows in one transaction, so late events
 counted and nothing is doubled.
 
 Calibration (brier_score, ece) uses events carrying a probability and a 0/1 label
-("1"/"true"/"yes" or "0"/"false"/"no", any case), over DEFAULT_BINS equal-mass bins per cohort
-(rank-based, so ties are never split), whose per-bin sums app/stats/calibration turns into
-the Brier decomposition and the debiased calibration error. Both calibration rows keep those
-sums in extra["bins"] ([{"bin", "n", "sum_prob", "sum_label", "sum_prob_sq",
-"sum_prob_label"}], filled bins only) so a day can be judged, and a reliability diagram over
-any range of days drawn, from stored rows.
+("1"/"1.0"/"true"/"yes" or "0"/"0.0"/"false"/"no", any case), over DEFAULT_BINS equal-mass
+bins per cohort (rank-based, so ties are never split), whose per-bin sums
+app/stats/calibration turns into the Brier decomposition and the debiased calibration error.
+Both calibration rows keep those sums in extra["bins"] ([{"bin", "n", "sum_prob",
+"sum_label", "sum_prob_sq", "sum_prob_label"}], filled bins only) so a day can be judged,
+and a reliability diagram over any range of days drawn, from stored rows.
 
 Latency, tokens and cost (signals.CONTINUOUS_METRICS) are summarised by the count, sum of log x
 and sum of (log x)^2 per cohort; their p50/p95 rows are the quantiles of the log-normal
@@ -60,8 +60,10 @@ from app.stats.calibration import (
 )
 from app.stats.continuous import log_moments, lognormal_quantile
 
-_POSITIVE_LABELS = "('1', 'true', 'yes')"
-_KNOWN_LABELS = "('1', 'true', 'yes', '0', 'false', 'no')"
+# Ingest stores a label sent as a JSON number as its text: 1 -> "1", but 1.0 (a pandas
+# column of 0/1 floats) -> "1.0", so both spellings are labels.
+_POSITIVE_LABELS = "('1', '1.0', 'true', 'yes')"
+_KNOWN_LABELS = "('1', '1.0', 'true', 'yes', '0', '0.0', 'false', 'no')"
 # Per-bin sums kept in the calibration rows' extra["bins"] (key in extra, column of the SQL):
 # exactly what app/stats/calibration needs, so days can be pooled later by adding them.
 _BIN_SUMS = (

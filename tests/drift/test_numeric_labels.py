@@ -1,0 +1,53 @@
+"""Labels sent as JSON numbers count in calibration whatever their spelling (1, 1.0)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.db import today_utc
+from app.stats.calibration import calibration_summary
+from tests.drift.champions import checkpoints
+from tests.drift.traffic import at, post_events, run_drift
+
+Headers = dict[str, str]
+
+
+def test_float_labels_from_a_dataframe_are_counted_in_brier_and_calibration(
+    client: TestClient, auth: Headers
+) -> None:
+    """A pandas column of 0/1 floats serialises as 1.0 / 0.0; ingest stores them as "1.0" /
+    "0.0". Before, the rollup knew only "1"/"0": every such event was silently left out of
+    brier_score and ece (no row at all when all labels were floats)."""
+    checkpoints(client, auth, "m", ["v1"])
+    day = today_utc() - timedelta(days=1)
+    events: list[dict[str, Any]] = []
+    for k in range(200):
+        probability = round((k % 10) / 10 + 0.05, 2)
+        label: Any = [1.0, 0.0, 1, 0, True][k % 5] if k % 2 else float(k % 3 == 0)
+        events.append(
+            {
+                "trace_id": f"t{k}",
+                "timestamp": at(day, k * 60),
+                "model": "m",
+                "checkpoint_version": "v1",
+                "probability": probability,
+                "label": label,
+            }
+        )
+    post_events(client, auth, events)
+    run_drift(client, auth, day)
+    rows = client.get(
+        "/api/v1/signals",
+        params={"model": "m", "signal": "brier_score", "dimension": "all", "limit": 10},
+        headers=auth,
+    ).json()["items"]
+    assert len(rows) == 1
+    probs = np.array([e["probability"] for e in events])
+    labels = np.array([bool(e["label"]) for e in events])
+    assert rows[0]["denominator"] == len(events)
+    assert rows[0]["rate"] == pytest.approx(calibration_summary(probs, labels).decomposition.brier)
