@@ -37,7 +37,12 @@ class DriftResult:
 
 
 def run_day(
-    session: Session, links: Links, project_id: int, day: date, trigger: str
+    session: Session,
+    links: Links,
+    project_id: int,
+    day: date,
+    trigger: str,
+    carry_forward: bool = True,
 ) -> DriftResult:
     """Rollup, references, verdicts and alerts for one day, committed as one unit of work.
 
@@ -45,12 +50,14 @@ def run_day(
     two clicks) would both replace the day's rows, freeze the same reference version and open
     the same alert, and the second failed with a 500. On PostgreSQL a per-project advisory lock
     held until commit makes the second wait and then redo the day (every step is idempotent);
-    SQLite's transactions hold its one write lock from their first statement anyway."""
+    SQLite's transactions hold its one write lock from their first statement anyway.
+    `carry_forward`: see judge.judge_day (off for the days of a backfill before its last,
+    which the backfill judges again in order anyway)."""
     if is_postgres(session):
         session.execute(_PROJECT_DRIFT_LOCK, {"project_id": project_id})
     rows = compute_day(session, project_id, day)
     replace_day(session, project_id, day, rows)
-    return judge_rows(session, links, project_id, day, rows, trigger)
+    return judge_rows(session, links, project_id, day, rows, trigger, carry_forward)
 
 
 def judge_rows(
@@ -60,6 +67,7 @@ def judge_rows(
     day: date,
     rows: list[SignalRow],
     trigger: str,
+    carry_forward: bool = True,
 ) -> DriftResult:
     """The day's stored rows judged, alerts moved, the run recorded; commits.
 
@@ -86,6 +94,7 @@ def judge_rows(
             reference,
             high_risk,
             settings.daily_alpha,
+            carry_forward,
         )
         opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
         result.alerts_opened += opened
@@ -110,12 +119,21 @@ def judge_rows(
 def run_days(
     session: Session, links: Links, project_id: int, last_day: date, backfill: int, trigger: str
 ) -> list[DriftResult]:
-    """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days).
+    """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days);
+    only the last one carries its CUSUM into days judged after it (judge.judge_day): each
+    earlier one is followed by its next day anyway.
     Requests check first that `last_day` has ended (`ended_day`); the scheduler runs the day
     before its clock's today."""
     first = last_day - timedelta(days=backfill - 1)
     return [
-        run_day(session, links, project_id, first + timedelta(days=offset), trigger)
+        run_day(
+            session,
+            links,
+            project_id,
+            first + timedelta(days=offset),
+            trigger,
+            carry_forward=offset == backfill - 1,
+        )
         for offset in range(backfill)
     ]
 

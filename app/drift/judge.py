@@ -19,7 +19,9 @@ covered by an enabled monitor is judged:
 The CUSUM statistic after each day is stored in drift_judgements; the next day starts from
 the latest earlier row judged against the same reference version (a new reference starts
 the statistic again at 0). A day without data leaves it unchanged. Judging writes the day's
-rows (replacing any earlier run of that day); alerts.py turns the verdicts into alerts.
+rows (replacing any earlier run of that day) and, when later days were judged against the
+same reference (a rerun for late events), recomputes their statistics from it
+(_carry_forward); alerts.py turns the verdicts into alerts.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.drift.references import (
@@ -204,9 +206,12 @@ def judge_day(
     reference: DriftReference | None,
     high_risk: set[tuple[str, str]],
     daily_alpha: float,
+    carry_forward: bool = True,
 ) -> DayJudgement:
     """The day's verdicts for the model (writes its drift_judgements rows, no commit);
-    `daily_alpha` is the project's error budget for the model-day."""
+    `daily_alpha` is the project's error budget for the model-day. `carry_forward`: the
+    CUSUM of days already judged after this one is recomputed from this day's
+    (_carry_forward); a caller that judges those days next, in order, turns it off."""
     session.execute(
         delete(DriftJudgement).where(
             DriftJudgement.project_id == model.project_id,
@@ -218,6 +223,8 @@ def judge_day(
         select(Monitor).where(Monitor.project_id == model.project_id, Monitor.model_id == model.id)
     ).all()
     if not rows:
+        if reference is not None and carry_forward:
+            _carry_forward(session, model, day, reference.version)
         return DayJudgement([], set(), monitors)
     served = served_checkpoint(rows)
     served_rows = [r for r in rows if r.checkpoint_id == served]
@@ -231,6 +238,8 @@ def judge_day(
     if reference is not None and referenced:
         _judge_against_reference(session, model, day, referenced, reference, high_risk, daily_alpha)
     _store(session, model, day, verdicts)
+    if reference is not None and carry_forward:
+        _carry_forward(session, model, day, reference.version)
     return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows}, monitors)
 
 
@@ -499,6 +508,69 @@ def _previous_state(
         )
     ).all()
     return {(r[0], r[1], r[2]): (float(r[3]), float(r[4])) for r in rows}
+
+
+def _carry_forward(session: Session, model: Model, day: date, version: int) -> None:
+    """Recomputes the CUSUM pair (and its rule) of the days judged after `day` against the
+    same reference, in day order, from their stored scores and thresholds.
+
+    Each day's statistic starts from the day before (_previous_state), so rerunning a past
+    day for late events changed that day alone, and the next new day started from a state
+    built on the old numbers: late evidence of a shift never reached the CUSUM. The later
+    days' scores and bands are their own (their data did not change) and their alerts stay
+    as they were moved; only the statistic the next days read is brought up to date. A day
+    with nothing judged after it costs one query."""
+    later = session.execute(
+        select(
+            DriftJudgement.day,
+            DriftJudgement.signal,
+            DriftJudgement.dimension,
+            DriftJudgement.value,
+            DriftJudgement.side,
+            DriftJudgement.score,
+            DriftJudgement.cusum_h,
+            DriftJudgement.rules,
+        )
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.reference_version == version,
+            DriftJudgement.day > day,
+        )
+        .order_by(DriftJudgement.day)
+    ).all()
+    by_day: dict[date, list[Any]] = {}
+    for row in later:
+        by_day.setdefault(row.day, []).append(row)
+    for later_day, rows in by_day.items():
+        previous = _previous_state(session, model, later_day, version)
+        state = np.array(
+            [previous.get((r.signal, r.dimension, r.value), (0.0, 0.0)) for r in rows]
+        ).reshape(-1, 2)
+        z = np.array([np.nan if r.score is None else r.score for r in rows], dtype=np.float64)
+        h = np.array([np.inf if r.cusum_h is None else r.cusum_h for r in rows], dtype=np.float64)
+        two_sided = np.array([r.side == "two-sided" for r in rows])
+        cap = h + DEFAULT_HEADROOM
+        upper = cusum_update(state[:, 0], z, DEFAULT_K, cap)
+        lower = np.where(two_sided, cusum_update(state[:, 1], -z, DEFAULT_K, cap), 0.0)
+        fired = np.isfinite(z) & np.isfinite(h) & (np.maximum(upper, lower) > h)
+        session.execute(
+            update(DriftJudgement),
+            [
+                {
+                    "project_id": model.project_id,
+                    "model_id": model.id,
+                    "day": later_day,
+                    "signal": r.signal,
+                    "dimension": r.dimension,
+                    "value": r.value,
+                    "cusum": float(upper[i]),
+                    "cusum_lower": float(lower[i]),
+                    "rules": (int(r.rules) & 1) + (2 if fired[i] else 0),
+                }
+                for i, r in enumerate(rows)
+            ],
+        )
 
 
 def _store(session: Session, model: Model, day: date, verdicts: list[Verdict]) -> None:
