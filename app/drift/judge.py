@@ -340,7 +340,14 @@ def _judge_against_reference(
         v.judged = bool(np.isfinite(pvalue[i]))
     pmin = np.where(np.isfinite(pvalue), pmin, 1.0)
     judged = np.array([v.judged for v in verdicts])
+    previous = _previous_state(session, model, day, reference.version)
     if not judged.any():
+        # Nothing testable (every cohort too small, say): each statistic stays where it
+        # stood, as on a day without data, instead of the 0 the verdicts start from.
+        for v in verdicts:
+            key = (v.row.signal, v.row.dimension, v.row.value)
+            v.cusum, kept_lower = previous.get(key, (0.0, 0.0))
+            v.cusum_lower = kept_lower if v.side == "two-sided" else 0.0
         return
     weights = budget.hypothesis_weights(
         [v.row.dimension == "all" for v in verdicts],
@@ -356,7 +363,6 @@ def _judge_against_reference(
             alloc.cusum_alpha > 0, 2.0 / np.maximum(alloc.cusum_alpha, 1e-300), np.inf
         )
     h = np.where(two_sided, cusum_threshold(arl_two, DEFAULT_K, sd), alloc.cusum_h)
-    previous = _previous_state(session, model, day, reference.version)
     state = np.array(
         [previous.get((v.row.signal, v.row.dimension, v.row.value), (0.0, 0.0)) for v in verdicts]
     ).reshape(-1, 2)
