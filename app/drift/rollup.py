@@ -48,6 +48,7 @@ from app.drift.signals import (
     QUANTILES,
     RATE_SIGNALS,
     SignalRow,
+    counted_rate,
     shown_from_log,
 )
 from app.models import Checkpoint, DailySignal
@@ -86,21 +87,6 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-# Feedback is one user's rating of a trace, and ingest copies it onto every event of the
-# trace: counted per event, an agent trace of six calls rated down weighed six ratings (the
-# rate leaned to long traces, and its denominator, the band's binomial n, was inflated). So
-# a feedback counts on one event per trace and checkpoint: the trace's first event of the day
-# that carries one (ties in time: the lower id). The probe is made only for rated events, by
-# the (project_id, trace_id) index, within the day (one partition on PostgreSQL).
-_FIRST_RATED_OF_TRACE = (
-    "NOT EXISTS (SELECT 1 FROM events o WHERE o.project_id = e.project_id"
-    " AND o.trace_id = e.trace_id AND o.checkpoint_id = e.checkpoint_id"
-    " AND o.shadow_of IS NULL AND o.feedback IS NOT NULL AND o.ts >= :start AND o.ts < :end"
-    " AND (o.ts < e.ts OR (o.ts = e.ts AND o.id < e.id)))"
-)
-_ONCE_PER_TRACE = ("thumbs_down_rate",)
-
-
 def _count(condition: str) -> str:
     """COUNT of rows meeting `condition`; COUNT(column) for a bare IS NOT NULL (cheaper)."""
     match = re.fullmatch(r"(e\.\w+) IS NOT NULL", condition)
@@ -123,10 +109,8 @@ def scan_aggregates(priced: bool, postgres: bool) -> str:
     beside SUM(ln x * ln x) evaluated it three times; _fine_columns turns them back into the
     sums (exact to ~1e-14). SQLite has no var_pop and takes the sums."""
     parts = ["COUNT(*) AS volume"]
-    for name, (numerator, denominator) in RATE_SIGNALS.items():
-        if name in _ONCE_PER_TRACE:
-            numerator = f"{numerator} AND {_FIRST_RATED_OF_TRACE}"
-            denominator = f"{denominator} AND {_FIRST_RATED_OF_TRACE}"
+    for name in RATE_SIGNALS:
+        numerator, denominator = counted_rate(name)
         parts.append(f"{_count(numerator)} AS {name}_num")
         parts.append(f"{_count(denominator)} AS {name}_den")
     first, second = ("mean", "var") if postgres else ("s1", "s2")

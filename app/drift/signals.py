@@ -27,6 +27,35 @@ RATE_SIGNALS: dict[str, tuple[str, str]] = {
         "e.refusal IS NOT NULL AND e.should_refuse",
     ),
 }
+# Feedback is one user's rating of a trace, and ingest copies it onto every event of the
+# trace: counted per event, an agent trace of six calls rated down weighed six ratings (the
+# rate leaned to long traces, and its denominator, the band's binomial n, was inflated). So
+# a feedback counts on one event per trace and checkpoint: the trace's first event in the
+# scanned window [:start, :end) that carries one (ties in time: the lower id). The probe is
+# made only for rated events, by the (project_id, trace_id) index, within the window (one
+# partition a day on PostgreSQL).
+_FIRST_RATED_OF_TRACE = (
+    "NOT EXISTS (SELECT 1 FROM events o WHERE o.project_id = e.project_id"
+    " AND o.trace_id = e.trace_id AND o.checkpoint_id = e.checkpoint_id"
+    " AND o.shadow_of IS NULL AND o.feedback IS NOT NULL AND o.ts >= :start AND o.ts < :end"
+    " AND (o.ts < e.ts OR (o.ts = e.ts AND o.id < e.id)))"
+)
+_ONCE_PER_TRACE = frozenset({"thumbs_down_rate"})
+
+
+def counted_rate(signal: str) -> tuple[str, str]:
+    """A rate signal's (numerator, denominator) conditions over event row `e` as a scan of
+    the window [:start, :end) counts them: RATE_SIGNALS, with a trace's feedback counted
+    once (see _FIRST_RATED_OF_TRACE). The drift rollup and the canaries both count so."""
+    numerator, denominator = RATE_SIGNALS[signal]
+    if signal in _ONCE_PER_TRACE:
+        return (
+            f"{numerator} AND {_FIRST_RATED_OF_TRACE}",
+            f"{denominator} AND {_FIRST_RATED_OF_TRACE}",
+        )
+    return numerator, denominator
+
+
 CALIBRATION_SIGNALS = ("brier_score", "ece")
 # Continuous, skewed per-event values: metric -> (SQL expression of x > 0, condition for the
 # event to carry one), per event row `e`; tokens as 1 + total tokens, so a zero-token answer
