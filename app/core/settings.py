@@ -7,9 +7,19 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "PLUMBLINE_"
+
+
+def is_service_variable(name: str) -> bool:
+    """Whether an environment variable is in the service's own namespace (its settings, the
+    CLI's key). A project never names one as a key (`api_key_env`): the worker sends that
+    variable's value as a Bearer token to a URL the project chose, and the secret key alone
+    would let it sign dashboard sessions for every project."""
+    return name.upper().startswith(ENV_PREFIX)
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLUMBLINE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     database_url: str = "sqlite:///./data/plumbline.db"
     host: str = "127.0.0.1"

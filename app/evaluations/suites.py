@@ -13,6 +13,7 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import paginate
+from app.core.settings import is_service_variable
 from app.models import EvaluationSuite
 from plumbline.evals import Evaluator, EvaluatorConfigError, build_suite
 
@@ -20,9 +21,11 @@ from plumbline.evals import Evaluator, EvaluatorConfigError, build_suite
 def build_evaluators(
     specs: list[dict[str, Any]], field: str = "evaluators"
 ) -> list[Evaluator[Any]]:
-    """Every spec checked before anything is stored; the error names `evaluators[i].<field>`."""
+    """Every spec checked before anything is stored; the error names `evaluators[i].<field>`.
+    A key variable of the service's own (`PLUMBLINE_*`) is refused: the worker would send it
+    to the URL the spec names."""
     try:
-        return build_suite(specs)
+        evaluators = build_suite(specs)
     except EvaluatorConfigError as exc:
         located = field + exc.field.removeprefix("specs")
         raise Unprocessable(
@@ -30,6 +33,26 @@ def build_evaluators(
             field=located,
             errors=[{"field": located, "message": exc.problem}],
         ) from None
+    for index, name in enumerate(key_variables(specs)):
+        if name is not None and is_service_variable(name):
+            located = f"{field}[{index}].params.api_key_env"
+            problem = f"{name} is a setting of the service, never sent as a key"
+            raise Unprocessable(
+                f"{located}: {problem}",
+                field=located,
+                errors=[{"field": located, "message": problem}],
+            )
+    return evaluators
+
+
+def key_variables(specs: list[dict[str, Any]]) -> list[str | None]:
+    """Each spec's `params.api_key_env` (None where it names none), in order."""
+    named: list[str | None] = []
+    for spec in specs:
+        params = spec.get("params")
+        name = params.get("api_key_env") if isinstance(params, dict) else None
+        named.append(name if isinstance(name, str) else None)
+    return named
 
 
 def snapshot(specs: list[dict[str, Any]], field: str = "evaluators") -> list[dict[str, Any]]:

@@ -36,9 +36,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import database_unavailable
-from app.core.settings import Settings
+from app.core.settings import Settings, is_service_variable
 from app.evaluations.endpoint_client import call_endpoint
 from app.evaluations.service import OUTPUTS_TABLE
+from app.evaluations.suites import key_variables
 from app.evaluations.summary import compute_summary
 from app.models import (
     Checkpoint,
@@ -250,6 +251,7 @@ class _Heartbeat:
 
 
 def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
+    _refuse_service_variables(plan)
     evaluators = build_suite(plan.evaluators)
     with _Heartbeat(sessions, plan) as heartbeat:
         if plan.endpoint is not None:
@@ -434,6 +436,15 @@ def _evaluate_chunk(
         )
         session.commit()
     return int(rows[-1].id)
+
+
+def _refuse_service_variables(plan: _Plan) -> None:
+    """Fails the run rather than send a service setting (`PLUMBLINE_*`) as a key: the API
+    refuses them, but a checkpoint or run stored before it did may still name one."""
+    named = [(plan.endpoint or {}).get("api_key_env"), *key_variables(plan.evaluators)]
+    for name in named:
+        if isinstance(name, str) and is_service_variable(name):
+            raise RuntimeError(f"api_key_env: {name} is a setting of the service, never sent")
 
 
 def _produce_outputs(

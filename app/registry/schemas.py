@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from app.core.schemas import OrmModel, StrictModel
+from app.core.settings import is_service_variable
 from app.models.registry import ChampionAction, CheckpointKind, CheckpointStatus
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\s/][^/]*$")]
@@ -21,6 +30,13 @@ class EndpointSpec(StrictModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_a_service_variable(cls, name: str | None) -> str | None:
+        if name is not None and is_service_variable(name):
+            raise ValueError(f"{name} is a setting of the service, never sent as a key")
+        return name
 
 
 class TrainingMeta(BaseModel):

@@ -568,7 +568,7 @@ def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
     assert {r["reason"] for r in results if r["key"] == "k1"} == {"first"}
 
 
-JUDGE_KEY_ENV = "PLUMBLINE_TEST_MISSING_JUDGE_KEY"
+JUDGE_KEY_ENV = "TEST_MISSING_JUDGE_KEY"
 
 
 def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(

@@ -1,0 +1,166 @@
+"""A key variable a project names (a checkpoint endpoint's or an LLM judge's `api_key_env`) is
+sent as `Authorization: Bearer` to a URL the same project chooses. The service's own settings
+(`PLUMBLINE_*`: the secret key that signs every project's dashboard sessions, the database URL
+with its password) must never be one of them, or any writer could read them off its own
+server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.models import Checkpoint
+from tests.datasets.support import drain_worker, make_dataset, register
+
+Headers = dict[str, str]
+SERVICE_SECRET = "the-service-secret-key-0123456789"
+ROWS = [{"key": "k1", "input": "hello", "expected": "hi"}]
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server that keeps every Authorization header it is sent."""
+
+    authorizations: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        RecordingHandler.authorizations.append(self.headers.get("authorization", ""))
+        body = json.dumps({"choices": [{"message": {"content": "hi"}}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server() -> Iterator[str]:
+    RecordingHandler.authorizations = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("variable", ["PLUMBLINE_SECRET_KEY", "PLUMBLINE_DATABASE_URL"])
+def test_a_checkpoint_endpoint_cannot_name_a_service_setting_as_its_key(
+    client: TestClient,
+    auth: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    recording_server: str,
+    variable: str,
+) -> None:
+    monkeypatch.setenv(variable, SERVICE_SECRET)
+    endpoint = {"base_url": recording_server, "model": "m", "api_key_env": variable}
+    response = client.post(
+        "/api/v1/checkpoints",
+        json={"model": "support-bot", "version": "v1", "endpoint": endpoint},
+        headers=auth,
+    )
+    assert response.status_code == 422, response.text
+    assert "endpoint.api_key_env" in response.text
+    assert SERVICE_SECRET not in response.text
+
+
+def test_a_key_variable_of_the_operators_own_is_still_sent(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    recording_server: str,
+) -> None:
+    monkeypatch.setenv("SUPPORT_BOT_KEY", "sk-operator")
+    make_dataset(client, auth, "golden", ROWS)
+    endpoint = {"base_url": recording_server, "model": "m", "api_key_env": "SUPPORT_BOT_KEY"}
+    checkpoint_id = register(client, auth, endpoint=endpoint)
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={"checkpoint_id": checkpoint_id, "evaluators": [{"name": "exact_match"}]},
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    assert RecordingHandler.authorizations == ["Bearer sk-operator"]
+
+
+def test_the_worker_never_sends_a_service_setting_stored_before_the_check(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    recording_server: str,
+) -> None:
+    """A checkpoint registered before the check existed keeps its endpoint: the run fails
+    with the reason instead of sending the service's secret key to the project's URL."""
+    monkeypatch.setenv("PLUMBLINE_SECRET_KEY", SERVICE_SECRET)
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth, endpoint={"base_url": recording_server, "model": "m"})
+    with app.state.sessionmaker() as session:
+        session.execute(
+            update(Checkpoint)
+            .where(Checkpoint.id == checkpoint_id)
+            .values(
+                endpoint={
+                    "base_url": recording_server,
+                    "model": "m",
+                    "api_key_env": "PLUMBLINE_SECRET_KEY",
+                    "timeout_s": 5,
+                }
+            )
+        )
+        session.commit()
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={"checkpoint_id": checkpoint_id, "evaluators": [{"name": "exact_match"}]},
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    assert not any(SERVICE_SECRET in header for header in RecordingHandler.authorizations)
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "failed"
+    assert "PLUMBLINE_SECRET_KEY" in json.dumps(run) and SERVICE_SECRET not in json.dumps(run)
+
+
+def judge(variable: str, base_url: str) -> dict[str, Any]:
+    return {
+        "name": "llm_judge",
+        "params": {"base_url": base_url, "model": "judge", "api_key_env": variable},
+    }
+
+
+def test_an_llm_judge_cannot_name_a_service_setting_as_its_key(
+    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch, recording_server: str
+) -> None:
+    monkeypatch.setenv("PLUMBLINE_SECRET_KEY", SERVICE_SECRET)
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    evaluators = [judge("PLUMBLINE_SECRET_KEY", recording_server)]
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "evaluators": evaluators,
+            "outputs": [{"key": "k1", "output": "hi"}],
+        },
+        headers=auth,
+    )
+    assert created.status_code == 422, created.text
+    assert "evaluators[0].params.api_key_env" in created.text
+    suite = client.put("/api/v1/suites/judged", json={"evaluators": evaluators}, headers=auth)
+    assert suite.status_code == 422, suite.text
+    assert "evaluators[0].params.api_key_env" in suite.text
+    assert RecordingHandler.authorizations == []
