@@ -96,17 +96,20 @@ def clear_session(request: Request) -> None:
 
 
 def apply_session_cookie(request: Request, response: Response) -> None:
-    """Called once per web response: writes the cookie only when the session changed."""
+    """Called once per web response: writes the cookie only when the session changed. It is
+    `Secure` when the request came over HTTPS or the public URL is HTTPS: behind a
+    TLS-terminating proxy the service itself sees plain HTTP."""
     if not getattr(request.state, "web_session_dirty", False):
         return
     session: WebSession = request.state.web_session
+    public_url: str = request.app.state.settings.public_url
     response.set_cookie(
         SESSION_COOKIE,
         _serializer(request).dumps(session.as_dict()),
         max_age=SESSION_MAX_AGE_S,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or public_url.lower().startswith("https://"),
         path="/",
     )
 
