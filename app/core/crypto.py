@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from app.core.settings import Settings
 
 SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_WAIT_S = 5.0
+"""How long a process that finds the generated key file still empty waits for its writer."""
 _PURPOSE = b"plumbline webhook secrets v1"
 
 
@@ -35,10 +38,24 @@ def server_secret(settings: Settings) -> str:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process generated it first: use theirs
-            return path.read_text().strip()
+            return _read_generated(path)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    return _read_generated(path)
+
+
+def _read_generated(path: Path) -> str:
+    """The generated key, waiting while the file is empty: the process that created it may
+    not have written the key yet (processes starting together). An empty secret is never
+    used: anyone could sign sessions with it."""
+    deadline = time.monotonic() + SECRET_KEY_WAIT_S
+    while not (secret := path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{path} is empty: delete it to generate a new key, or set PLUMBLINE_SECRET_KEY"
+            )
+        time.sleep(0.01)
+    return secret
 
 
 def _fernet(settings: Settings) -> Fernet:
