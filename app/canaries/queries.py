@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.canaries.plan import ALL, Counts, Plan
 from app.core.db import hour_bucket_sql, is_postgres, json_text_equals_sql, text_with_times
-from app.drift.signals import COLUMN_DIMENSIONS, RATE_SIGNALS, counted_rate
+from app.drift.signals import COLUMN_DIMENSIONS, RATE_SIGNALS, rate_counts
 from app.models import Canary
 
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
@@ -105,11 +105,9 @@ def _served_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
     aggregates = []
     for k, cohort in enumerate(conditions):
         for s, signal in enumerate(plan.signals):
-            numerator, denominator = counted_rate(signal)
-            aggregates.append(
-                f"COUNT(*) FILTER (WHERE ({cohort}) AND ({denominator})) AS d_{k}_{s}"
-            )
-            aggregates.append(f"COUNT(*) FILTER (WHERE ({cohort}) AND ({numerator})) AS n_{k}_{s}")
+            numerator, denominator = rate_counts(signal, within=cohort, per_trace=True)
+            aggregates.append(f"{denominator} AS d_{k}_{s}")
+            aggregates.append(f"{numerator} AS n_{k}_{s}")
     columns = ",\n  ".join(aggregates)
     return (
         f"SELECT CASE WHEN e.checkpoint_id = :candidate THEN 0 ELSE 1 END AS arm,\n"

@@ -31,7 +31,6 @@ rows gives a volume-weighted value."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -48,7 +47,7 @@ from app.drift.signals import (
     QUANTILES,
     RATE_SIGNALS,
     SignalRow,
-    counted_rate,
+    rate_counts,
     shown_from_log,
 )
 from app.models import Checkpoint, DailySignal
@@ -87,12 +86,6 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _count(condition: str) -> str:
-    """COUNT of rows meeting `condition`; COUNT(column) for a bare IS NOT NULL (cheaper)."""
-    match = re.fullmatch(r"(e\.\w+) IS NOT NULL", condition)
-    return f"COUNT({match.group(1)})" if match else f"COUNT(*) FILTER (WHERE {condition})"
-
-
 # What the fine scan takes from the cohort JSON of events stored without a `cohort_id`
 # (before migration 0010): interned events take the same from their `event_cohorts` row.
 _LEGACY_COHORT_COLUMNS = (*COLUMN_DIMENSIONS, "cohort")
@@ -110,9 +103,9 @@ def scan_aggregates(priced: bool, postgres: bool) -> str:
     sums (exact to ~1e-14). SQLite has no var_pop and takes the sums."""
     parts = ["COUNT(*) AS volume"]
     for name in RATE_SIGNALS:
-        numerator, denominator = counted_rate(name)
-        parts.append(f"{_count(numerator)} AS {name}_num")
-        parts.append(f"{_count(denominator)} AS {name}_den")
+        numerator, denominator = rate_counts(name)
+        parts.append(f"{numerator} AS {name}_num")
+        parts.append(f"{denominator} AS {name}_den")
     first, second = ("mean", "var") if postgres else ("s1", "s2")
     for metric, (expression, present) in CONTINUOUS_METRICS.items():
         if metric in PRICED_METRICS and not priced:

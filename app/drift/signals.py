@@ -8,6 +8,7 @@ denominator condition, evaluated per event row `e` in SQL."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,32 +29,32 @@ RATE_SIGNALS: dict[str, tuple[str, str]] = {
     ),
 }
 # Feedback is one user's rating of a trace, and ingest copies it onto every event of the
-# trace: counted per event, an agent trace of six calls rated down weighed six ratings (the
-# rate leaned to long traces, and its denominator, the band's binomial n, was inflated). So
-# a feedback counts on one event per trace and checkpoint: the trace's first event in the
-# scanned window [:start, :end) that carries one (ties in time: the lower id). The probe is
-# made only for rated events, by the (project_id, trace_id) index, within the window (one
-# partition a day on PostgreSQL).
-_FIRST_RATED_OF_TRACE = (
-    "NOT EXISTS (SELECT 1 FROM events o WHERE o.project_id = e.project_id"
-    " AND o.trace_id = e.trace_id AND o.checkpoint_id = e.checkpoint_id"
-    " AND o.shadow_of IS NULL AND o.feedback IS NOT NULL AND o.ts >= :start AND o.ts < :end"
-    " AND (o.ts < e.ts OR (o.ts = e.ts AND o.id < e.id)))"
-)
-_ONCE_PER_TRACE = frozenset({"thumbs_down_rate"})
+# trace, so an agent trace of six calls rated down carries six ratings. Counting rated traces
+# (COUNT DISTINCT trace_id) needs a sort of the whole scan on PostgreSQL, which can no longer
+# hash-aggregate: the daily scan went from 2.8x to 8.4x a bare GROUP BY (bench/drift.py), and
+# a probe per rated event to 18x. So the daily scan counts rated calls, and the band's wobble
+# term (tau^2, estimated from the reference days) carries the extra variance the clustering
+# adds; the canaries, whose confidence sequences take every observation as independent and
+# have no such term, count rated traces (their windowed query is off the request path).
+PER_TRACE_SIGNALS = frozenset({"thumbs_down_rate"})
 
 
-def counted_rate(signal: str) -> tuple[str, str]:
-    """A rate signal's (numerator, denominator) conditions over event row `e` as a scan of
-    the window [:start, :end) counts them: RATE_SIGNALS, with a trace's feedback counted
-    once (see _FIRST_RATED_OF_TRACE). The drift rollup and the canaries both count so."""
+def rate_counts(signal: str, within: str | None = None, per_trace: bool = False) -> tuple[str, str]:
+    """SQL aggregates counting a rate signal's numerator and denominator over event rows `e`
+    of a group (only rows meeting `within`, when given). With `per_trace`, feedback signals
+    count distinct rated traces: a trace is one rating however many calls it made. A bare
+    `IS NOT NULL` is counted as COUNT(column), which is cheaper."""
+
+    def count(condition: str) -> str:
+        if within is not None:
+            condition = f"({within}) AND ({condition})"
+        if per_trace and signal in PER_TRACE_SIGNALS:
+            return f"COUNT(DISTINCT CASE WHEN {condition} THEN e.trace_id END)"
+        bare = re.fullmatch(r"(e\.\w+) IS NOT NULL", condition)
+        return f"COUNT({bare.group(1)})" if bare else f"COUNT(*) FILTER (WHERE {condition})"
+
     numerator, denominator = RATE_SIGNALS[signal]
-    if signal in _ONCE_PER_TRACE:
-        return (
-            f"{numerator} AND {_FIRST_RATED_OF_TRACE}",
-            f"{denominator} AND {_FIRST_RATED_OF_TRACE}",
-        )
-    return numerator, denominator
+    return count(numerator), count(denominator)
 
 
 CALIBRATION_SIGNALS = ("brier_score", "ece")
