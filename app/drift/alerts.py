@@ -89,7 +89,7 @@ def apply_verdicts(
         )
         action = int(step.action)
         if action == OPEN:
-            if not _judged_by_resolved(session, key, day):
+            if not _judged_by_resolved(session, model, key, day):
                 _open(session, links, model, day, verdict)
                 opened += 1
         elif action in (STAY, RESOLVE) and alert is not None:
@@ -135,11 +135,16 @@ def _resolve_unmonitored(
     return resolved
 
 
-def _judged_by_resolved(session: Session, key: AlertKey, day: date) -> bool:
+def _judged_by_resolved(session: Session, model: Model, key: AlertKey, day: date) -> bool:
+    """Whether a resolved alert of the model already covered `day` (a rerun must not open it
+    again). Filtered by project and model like every tenant query, though monitor ids are
+    unique across projects."""
     monitor_id, signal, dimension, value = key
     return (
         session.scalar(
             select(Alert.id).where(
+                Alert.project_id == model.project_id,
+                Alert.model_id == model.id,
                 Alert.monitor_id == monitor_id,
                 Alert.signal == signal,
                 Alert.dimension == dimension,
