@@ -144,6 +144,9 @@ def drift_page(
             "trigger": active.trigger.replace("_", " "),
             "reason": active.reason,
         },
+        "unjudged": []
+        if active is None
+        else drift_queries.cohorts_without_reference(session, project_id, active, start, end),
         "drift_settings": drift_settings(session, project_id),
         "drift_figure": drift_figures.drift(
             points,

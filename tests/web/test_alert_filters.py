@@ -77,3 +77,30 @@ def test_the_drift_page_shows_an_alert_opened_before_its_days_and_still_open(
     page = client.get("/drift", params=params)
     assert page.status_code == 200
     assert f'href="/alerts/{alert["id"]}"' in page.text
+
+
+def test_the_drift_page_names_cohorts_the_frozen_reference_cannot_judge(
+    app: FastAPI, client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """The reference froze days 0-13 of /chat; from day 16 a new route /new serves calls. The
+    daily job has no reference entry to judge /new against, and nothing said so: its
+    regressions could not alert until a rebaseline."""
+    day = days_ending_day_before_yesterday(20)
+    settings(client, auth)
+    promote(client, auth, "m", checkpoints(client, auth, "m", ["A"])["A"])
+    date_history(app, [day[0]])
+    events = [
+        event for i in range(20) for event in calls(day[i], "A", 25, cohort={"route": "/chat"})
+    ]
+    events += [
+        {**event, "trace_id": f"new-{event['trace_id']}", "cohort": {"route": "/new"}}
+        for i in range(16, 20)
+        for event in calls(day[i], "A", 25)
+    ]
+    post_events(client, auth, events)
+    run_drift(client, auth, day[19], 20)
+    sign_in(client, admin_key)
+
+    page = client.get("/drift", params={"model": "m", "from": day[0], "to": day[19]}).text
+    notice = page.split('data-testid="unjudged-cohorts"', 1)[1].split("</p>", 1)[0]
+    assert "route=/new" in notice and "route=/chat" not in notice
