@@ -50,6 +50,7 @@ from app.models import (
 )
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
+from app.webhooks.delivery import GuardedTransport
 from plumbline.evals import Evaluator, build_suite, evaluate_row
 
 log = logging.getLogger("plumbline.runs")
@@ -462,7 +463,13 @@ def _produce_outputs(
             raise RuntimeError(f"endpoint.api_key_env: {key_env} is not set for the worker")
         headers["Authorization"] = f"Bearer {api_key}"
     with (
-        httpx.Client(headers=headers, timeout=float(endpoint.get("timeout_s", 60))) as client,
+        httpx.Client(
+            headers=headers,
+            timeout=float(endpoint.get("timeout_s", 60)),
+            # Private and loopback addresses are where self-hosted models live; cloud
+            # metadata, link-local and reserved addresses never are (the webhook policy).
+            transport=GuardedTransport(allow_private=True),
+        ) as client,
         ThreadPoolExecutor(ENDPOINT_CONCURRENCY, thread_name_prefix="plumbline-endpoint") as pool,
     ):
         for repeat in range(plan.repeats):
