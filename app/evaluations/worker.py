@@ -52,6 +52,7 @@ from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
 from app.webhooks.delivery import GuardedTransport
 from plumbline.evals import Evaluator, build_suite, evaluate_row
+from plumbline.evals.llm_judge import LLMJudge
 
 log = logging.getLogger("plumbline.runs")
 
@@ -254,6 +255,9 @@ class _Heartbeat:
 def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
     _refuse_service_variables(plan)
     evaluators = build_suite(plan.evaluators)
+    for evaluator in evaluators:
+        if isinstance(evaluator, LLMJudge):  # its endpoint is the project's to choose
+            evaluator.transport_factory = _guarded_transport
     with _Heartbeat(sessions, plan) as heartbeat:
         if plan.endpoint is not None:
             _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
@@ -283,6 +287,14 @@ def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
                 .values(status=CheckpointStatus.evaluated)
             )
             session.commit()
+
+
+def _guarded_transport() -> GuardedTransport:
+    """How the worker reaches a project's endpoints (a checkpoint's, an LLM judge's): private
+    and loopback addresses are where self-hosted models live; cloud metadata, link-local and
+    reserved addresses never are, and their answers would land in the run for the project to
+    read. Checked at every connection, as for webhooks."""
+    return GuardedTransport(allow_private=True)
 
 
 def _owned_update(session: Session, plan: _Plan, **values: Any) -> None:
@@ -466,9 +478,7 @@ def _produce_outputs(
         httpx.Client(
             headers=headers,
             timeout=float(endpoint.get("timeout_s", 60)),
-            # Private and loopback addresses are where self-hosted models live; cloud
-            # metadata, link-local and reserved addresses never are (the webhook policy).
-            transport=GuardedTransport(allow_private=True),
+            transport=_guarded_transport(),
         ) as client,
         ThreadPoolExecutor(ENDPOINT_CONCURRENCY, thread_name_prefix="plumbline-endpoint") as pool,
     ):

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -74,6 +75,9 @@ class LLMJudge(Evaluator[LLMJudgeParams]):
     name = "llm_judge"
     default_threshold = 0.7
     params_model = LLMJudgeParams
+    #: Makes the transport each call connects through (None: httpx's own). The server's
+    #: worker sets one that refuses cloud metadata and link-local addresses.
+    transport_factory: Callable[[], httpx.BaseTransport] | None = None
 
     def _score(self, sample: Sample) -> Score:
         output = require_text("output", sample.output)
@@ -106,7 +110,8 @@ class LLMJudge(Evaluator[LLMJudgeParams]):
         url = f"{self.params.base_url}/chat/completions"
         attempts = self.params.max_retries + 1
         problem = "no attempt made"
-        with httpx.Client(timeout=self.params.timeout_s) as client:
+        transport = self.transport_factory() if self.transport_factory is not None else None
+        with httpx.Client(timeout=self.params.timeout_s, transport=transport) as client:
             for attempt in range(attempts):
                 if attempt:
                     time.sleep(self.params.backoff_s * 2 ** (attempt - 1))

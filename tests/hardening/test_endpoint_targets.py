@@ -31,3 +31,29 @@ def test_a_checkpoint_endpoint_on_the_metadata_address_is_never_called(
     run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
     assert run["status"] == "failed", run
     assert "cloud metadata address" in run["error"]
+
+
+def test_an_llm_judge_on_the_metadata_address_is_never_called(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The judge's endpoint is the project's to choose too: each row records an evaluator
+    error naming the refused address, and nothing is sent."""
+    make_dataset(client, auth, "golden", [{"key": "k1", "input": "hello", "expected": "hi"}])
+    checkpoint_id = register(client, auth)
+    judge = {"name": "llm_judge", "params": {"base_url": "http://169.254.169.254/v1", "model": "j"}}
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "evaluators": [judge],
+            "outputs": [{"key": "k1", "output": "hi"}],
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    run_id = created.json()["run_id"]
+    run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
+    assert run["status"] == "succeeded", run
+    [result] = client.get(f"/api/v1/runs/{run_id}/results", headers=auth).json()["items"]
+    assert result["error"] and "cloud metadata address" in result["reason"], result
