@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -82,7 +83,14 @@ class Plumbline:
         self, name: str, evaluators: Iterable[HasSpec | Mapping[str, Any]], description: str = ""
     ) -> dict[str, Any]:
         body = {"evaluators": [as_spec(e) for e in evaluators], "description": description or None}
-        return self.request("PUT", f"/api/v1/suites/{name}", json=body)
+        return self.request("PUT", f"/api/v1/suites/{segment(name)}", json=body)
+
+
+def segment(name: str) -> str:
+    """A name as one path segment: names may hold `#`, `?`, `%` or spaces, which sent raw
+    would cut the path (a fragment, a query) or be decoded into another name ("r%41" is "rA")
+    and reach another resource, or none."""
+    return quote(name, safe="")
 
 
 def as_spec(evaluator: HasSpec | Mapping[str, Any]) -> dict[str, Any]:
@@ -93,6 +101,7 @@ class Dataset:
     def __init__(self, client: Plumbline, name: str) -> None:
         self.client = client
         self.name = name
+        self.path = f"/api/v1/datasets/{segment(name)}"
 
     def create(self, description: str | None = None) -> dict[str, Any]:
         body = {"name": self.name, "description": description}
@@ -107,7 +116,7 @@ class Dataset:
     ) -> dict[str, Any]:
         """From row dicts, or by uploading a .jsonl / .csv file (streamed by the server).
         `cohort_risk` declares cohorts the gate guards, e.g. {"route": {"billing": "high"}}."""
-        path = f"/api/v1/datasets/{self.name}/versions"
+        path = f"{self.path}/versions"
         declared = {"cohort_risk": json.dumps(cohort_risk)} if cohort_risk else {}
         if file is None:
             body = {"rows": rows, **({"cohort_risk": cohort_risk} if cohort_risk else {})}
@@ -143,9 +152,7 @@ class Dataset:
             body["dataset_version"] = dataset_version
         if repeats != 1:
             body["repeats"] = repeats
-        created = self.client.request(
-            "POST", f"/api/v1/datasets/{self.name}/evaluations", json=body
-        )
+        created = self.client.request("POST", f"{self.path}/evaluations", json=body)
         return Run(self.client, created["run_id"])
 
 

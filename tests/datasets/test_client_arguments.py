@@ -1,0 +1,54 @@
+"""What the Python client sends for what its caller passes: optional arguments left as None,
+dataset and suite names that are not URL-safe, and arguments that cannot go together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.settings import Settings
+from app.main import create_app
+from plumbline.client import Plumbline
+from plumbline.evals import JSONValidation
+from tests.conftest import new_key
+
+ROWS = [
+    {"key": "r1", "input": "Refund window?", "cohort": {"segment": "free"}},
+    {"key": "r2", "input": "Shipping time?", "cohort": {"segment": "pro"}},
+]
+OUTPUTS = [{"key": "r1", "output": '{"answer": "30 days"}'}, {"key": "r2", "output": "not json"}]
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[tuple[Plumbline, TestClient]]:
+    app = create_app(settings.model_copy(update={"run_workers": True, "worker_poll_s": 0.05}))
+    with TestClient(app) as http:
+        yield Plumbline("http://testserver", new_key(app, "acme"), http=http), http
+
+
+@pytest.mark.parametrize("name", ["golden#2", "q?a", "café golden"])
+def test_a_dataset_name_with_url_characters_reaches_that_dataset(
+    live: tuple[Plumbline, TestClient], name: str
+) -> None:
+    # ("r%41" is one too, sent raw it reaches dataset "rA"; Starlette's TestClient decodes
+    # paths twice, so only a real server shows that.)
+    client, http = live
+    ckpt = client.register_checkpoint(model="support-bot", version="v1", kind="full")
+    golden = client.dataset(name)
+    assert golden.create()["name"] == name
+    assert golden.add_version(ROWS)["row_count"] == 2
+    versions = http.get(f"/api/v1/datasets/{quote(name, safe='')}/versions", headers=client.headers)
+    assert [v["row_count"] for v in versions.json()["items"]] == [2]
+    run = golden.add_evaluation(ckpt, [JSONValidation()], outputs=OUTPUTS).wait(30, 0.05)
+    assert run.data["dataset"] == name
+
+
+def test_a_suite_name_with_url_characters_is_saved_under_that_name(
+    live: tuple[Plumbline, TestClient],
+) -> None:
+    client, _http = live
+    saved = client.save_suite("json #1", [JSONValidation()])
+    assert saved["name"] == "json #1"
