@@ -194,9 +194,12 @@ class Run:
             time.sleep(poll_s)
 
     def results(self, **filters: Any) -> list[dict[str, Any]]:
-        """Every per-row result, following cursors; filters: evaluator, passed, key."""
+        """Every per-row result, following cursors; filters: evaluator, passed, key, error.
+        A filter given as None is left out, as on the API (sent, it would be an empty value:
+        `evaluator=` matches nothing, `passed=` is a 422)."""
         items: list[dict[str, Any]] = []
-        params = {**filters, "limit": 1000}
+        params = {name: value for name, value in filters.items() if value is not None}
+        params["limit"] = 1000
         while True:
             page = self.client.request("GET", f"/api/v1/runs/{self.id}/results", params=params)
             items += page["items"]

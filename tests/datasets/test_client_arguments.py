@@ -29,6 +29,25 @@ def live(settings: Settings) -> Iterator[tuple[Plumbline, TestClient]]:
         yield Plumbline("http://testserver", new_key(app, "acme"), http=http), http
 
 
+def test_results_filters_left_as_none_filter_nothing(live: tuple[Plumbline, TestClient]) -> None:
+    client, _http = live
+    ckpt = client.register_checkpoint(model="support-bot", version="v1", kind="full")
+    golden = client.dataset("golden")
+    golden.create()
+    golden.add_version(ROWS)
+    run = golden.add_evaluation(ckpt, [JSONValidation()], outputs=OUTPUTS)
+    run.wait(timeout=30, poll_s=0.05)
+    # A caller forwarding its own optional arguments: None means "no filter", as on the API
+    # (sent as "evaluator=", it matched no result at all).
+    assert sorted(r["key"] for r in run.results(evaluator=None)) == ["r1", "r2"]
+    every = run.results(evaluator=None, passed=None, key=None, error=None)
+    assert sorted(r["key"] for r in every) == ["r1", "r2"]
+    assert [r["key"] for r in run.results(evaluator="json_validation", passed=None)] == [
+        "r1",
+        "r2",
+    ]
+
+
 @pytest.mark.parametrize("name", ["golden#2", "q?a", "café golden"])
 def test_a_dataset_name_with_url_characters_reaches_that_dataset(
     live: tuple[Plumbline, TestClient], name: str
