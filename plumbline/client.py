@@ -115,7 +115,10 @@ class Dataset:
         cohort_risk: Mapping[str, Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         """From row dicts, or by uploading a .jsonl / .csv file (streamed by the server).
-        `cohort_risk` declares cohorts the gate guards, e.g. {"route": {"billing": "high"}}."""
+        `cohort_risk` declares cohorts the gate guards, e.g. {"route": {"billing": "high"}}.
+        Rows and a file together are refused: one of them would silently not be the version."""
+        if rows is not None and file is not None:
+            raise ValueError("add_version takes rows or file, not both")
         path = f"{self.path}/versions"
         declared = {"cohort_risk": json.dumps(cohort_risk)} if cohort_risk else {}
         if file is None:

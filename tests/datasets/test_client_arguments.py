@@ -4,6 +4,7 @@ dataset and suite names that are not URL-safe, and arguments that cannot go toge
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -71,3 +72,17 @@ def test_a_suite_name_with_url_characters_is_saved_under_that_name(
     client, _http = live
     saved = client.save_suite("json #1", [JSONValidation()])
     assert saved["name"] == "json #1"
+
+
+def test_add_version_refuses_rows_and_a_file_together(
+    live: tuple[Plumbline, TestClient], tmp_path: Path
+) -> None:
+    client, http = live
+    golden = client.dataset("golden")
+    golden.create()
+    upload = tmp_path / "rows.jsonl"
+    upload.write_text('{"key": "f1", "input": "from the file"}\n')
+    with pytest.raises(ValueError, match="rows or file"):
+        golden.add_version(ROWS, file=upload)
+    listed = http.get("/api/v1/datasets/golden/versions", headers=client.headers).json()
+    assert listed["items"] == []
