@@ -59,13 +59,12 @@ class Plumbline:
         self.http = http or httpx.Client(timeout=timeout_s)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The answer's JSON; anything but a 2xx raises PlumblineError with the status. A
+        redirect is not followed (a POST must not be re-sent blindly): its error names the
+        Location, usually a `url` that should be https or carry a path prefix."""
         response = self.http.request(method, f"{self.url}{path}", headers=self.headers, **kwargs)
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"detail": response.text}
-            raise PlumblineError(response.status_code, problem)
+        if not response.is_success:
+            raise PlumblineError(response.status_code, _problem(response))
         return response.json()
 
     def register_checkpoint(self, **body: Any) -> Checkpoint:
@@ -84,6 +83,18 @@ class Plumbline:
     ) -> dict[str, Any]:
         body = {"evaluators": [as_spec(e) for e in evaluators], "description": description or None}
         return self.request("PUT", f"/api/v1/suites/{segment(name)}", json=body)
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    """The API's problem+json object as it is; any other body (a proxy's HTML or JSON that is
+    not an object) becomes its `detail`, so the status always reaches the caller."""
+    if response.is_redirect:
+        return {"detail": f"redirected to {response.headers.get('location')}"}
+    try:
+        body = response.json()
+    except ValueError:
+        return {"detail": response.text}
+    return body if isinstance(body, dict) else {"detail": body}
 
 
 def segment(name: str) -> str:
