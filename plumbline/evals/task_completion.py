@@ -158,8 +158,21 @@ def _arguments_match(expected: dict[str, Any], actual: Any) -> bool:
     if not expected:
         return True
     return isinstance(actual, dict) and all(
-        key in actual and actual[key] == value for key, value in expected.items()
+        key in actual and same_json(actual[key], value) for key, value in expected.items()
     )
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equality as JSON values: Python's == says True == 1 == 1.0, so `{"confirm": true}`
+    would be met by `{"confirm": 1}`; in JSON a boolean is never a number (1 and 1.0 are the
+    same number)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _match(expected: list[ExpectedCall], calls: list[Step], strict: bool) -> list[Step | None]:
@@ -298,7 +311,7 @@ def _mismatched(want: ExpectedCall, match: Step) -> dict[str, Any]:
     return {
         key: {"expected": value, "actual": clip(json.dumps(actual.get(key), default=str))}
         for key, value in want.arguments.items()
-        if key not in actual or actual[key] != value
+        if key not in actual or not same_json(actual[key], value)
     }
 
 
