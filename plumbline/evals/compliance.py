@@ -90,9 +90,11 @@ class IsCompliant(Evaluator[IsCompliantParams]):
     params_model = IsCompliantParams
 
     def _prepare(self) -> None:
-        kinds = [kind for kind in _PII_DETECTORS if kind in self.params.pii]
-        pii_body = "|".join(f"(?P<{kind}>{_PII_DETECTORS[kind][0]})" for kind in kinds)
-        self._pii_re = re.compile(pii_body) if kinds else None
+        self._pii_res = [
+            (kind, re.compile(pattern), valid)
+            for kind, (pattern, valid) in _PII_DETECTORS.items()
+            if kind in self.params.pii
+        ]
         terms = sorted(self.params.banned_terms, key=len, reverse=True)
         banned_body = "|".join(phrase_pattern(term) for term in terms)
         self._banned_re = (
@@ -118,13 +120,24 @@ class IsCompliant(Evaluator[IsCompliantParams]):
         return 0.0, f"{len(violations)} violation(s): {summary}", details
 
     def _pii(self, output: str) -> list[dict[str, Any]]:
-        if self._pii_re is None:
-            return []
-        return [
-            {"type": f"pii.{match.lastgroup}", "span": [match.start(), match.end()]}
-            for match in self._pii_re.finditer(output)
-            if _PII_DETECTORS[str(match.lastgroup)][1](match.group())
-        ]
+        """Each kind is searched on its own and only its valid candidates are kept; then
+        the leftmost wins, and at one position the kind listed first. One alternation of
+        all kinds would let a candidate that fails its check (two phone numbers or SSNs in
+        a row read as one 18-digit "card" failing Luhn) consume the text, hiding the real
+        personal data inside it."""
+        candidates = sorted(
+            (match.start(), priority, match.end(), kind)
+            for priority, (kind, pattern, valid) in enumerate(self._pii_res)
+            for match in pattern.finditer(output)
+            if valid(match.group())
+        )
+        violations: list[dict[str, Any]] = []
+        covered_until = 0
+        for start, _priority, end, kind in candidates:
+            if start >= covered_until:
+                violations.append({"type": f"pii.{kind}", "span": [start, end]})
+                covered_until = end
+        return violations
 
     def _banned(self, output: str) -> list[dict[str, Any]]:
         if self._banned_re is None:

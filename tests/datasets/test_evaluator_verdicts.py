@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from plumbline.evals import TaskCompletion
+from plumbline.evals import IsCompliant, TaskCompletion
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,23 @@ def test_tool_arguments_compare_as_json_values(
     result = evaluator.evaluate(trajectory=[{"name": "refund", "arguments": actual}], output="done")
     assert result.details["components"]["arguments"] == (1.0 if matches else 0.0)
     assert bool(result.details["argument_mismatches"]) is not matches
+
+
+@pytest.mark.parametrize(
+    ("output", "counts"),
+    [
+        ("Call 415-555-0132 415-555-0199 today", {"pii.phone": 2}),
+        ("SSNs: 123-45-6789 234-56-7890", {"pii.ssn": 2}),
+        ("Call 415-555-0132 or 415-555-0199", {"pii.phone": 2}),
+        ("card 4111 1111 1111 1111 and 415-555-0132", {"pii.credit_card": 1, "pii.phone": 1}),
+        ("order 1234 5678 9012 3456, mail a@b.com", {"pii.email": 1}),
+    ],
+)
+def test_personal_data_is_found_next_to_a_number_that_is_not_a_card(
+    output: str, counts: dict[str, int]
+) -> None:
+    result = IsCompliant(pii=["email", "phone", "credit_card", "ssn", "iban"]).evaluate(
+        output=output
+    )
+    assert result.details["counts"] == counts
+    assert result.passed is False
