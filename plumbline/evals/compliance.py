@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from plumbline.evals.base import PARAMS_CONFIG, Evaluator, Phrase, Sample, Score, require_text
-from plumbline.evals.text import phrase_pattern
+from plumbline.evals.text import canonical, phrase_pattern
 
 MAX_LISTED_VIOLATIONS = 50
 
@@ -95,18 +95,21 @@ class IsCompliant(Evaluator[IsCompliantParams]):
             for kind, (pattern, valid) in _PII_DETECTORS.items()
             if kind in self.params.pii
         ]
-        terms = sorted(self.params.banned_terms, key=len, reverse=True)
+        terms = sorted(map(canonical, self.params.banned_terms), key=len, reverse=True)
         banned_body = "|".join(phrase_pattern(term) for term in terms)
         self._banned_re = (
             re.compile(rf"(?<!\w)(?:{banned_body})(?!\w)", re.IGNORECASE) if terms else None
         )
         self._disclaimers = [
-            (text, re.compile(phrase_pattern(text), re.IGNORECASE))
+            (text, re.compile(phrase_pattern(canonical(text)), re.IGNORECASE))
             for text in self.params.required_disclaimers
         ]
 
     def _score(self, sample: Sample) -> Score:
-        output = require_text("output", sample.output)
+        # NFC, as the other text evaluators: "médico" typed with a combining accent is the
+        # same word, so it neither evades a banned term nor misses a disclaimer. Spans are
+        # positions in the NFC text (the same as the output's unless it was decomposed).
+        output = canonical(require_text("output", sample.output))
         violations = [*self._pii(output), *self._banned(output), *self._missing(output)]
         counts = Counter(violation["type"] for violation in violations)
         details = {

@@ -3,6 +3,7 @@ them locally and the server's worker computes them for a run (the same code)."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
@@ -50,3 +51,14 @@ def test_personal_data_is_found_next_to_a_number_that_is_not_a_card(
     )
     assert result.details["counts"] == counts
     assert result.passed is False
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_compliance_reads_an_accent_typed_either_way_as_the_same_word(form: str) -> None:
+    evaluator = IsCompliant(
+        pii=[], banned_terms=["café"], required_disclaimers=["consulte a su médico"]
+    )
+    output = unicodedata.normalize(form, "Consulte a su médico. Visite el café.")
+    result = evaluator.evaluate(output=output)
+    assert [v["type"] for v in result.details["violations"]] == ["banned_term"]
+    assert result.details["violations"][0]["text"] == "café"
