@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from plumbline.evals.base import PARAMS_CONFIG, Evaluator, InvalidInput, RegexPattern, Sample, Score
 from plumbline.evals.scoring import budget_score
-from plumbline.evals.text import clip
+from plumbline.evals.text import canonical, clip
 from plumbline.evals.trajectory import Step, final_output, parse_trajectory
 
 MAX_LISTED = 20
@@ -78,7 +78,7 @@ class TaskCompletion(Evaluator[TaskCompletionParams]):
 
     def _prepare(self) -> None:
         regex = self.params.success.output_regex if self.params.success else None
-        self._success_regex = re.compile(regex) if regex is not None else None
+        self._success_regex = re.compile(canonical(regex)) if regex is not None else None
         self._checks_success = self.params.success is not None or (
             not self.params.expected_tools and self.params.max_steps is None
         )
@@ -88,7 +88,9 @@ class TaskCompletion(Evaluator[TaskCompletionParams]):
             raise InvalidInput("trajectory is required (a list of steps)")
         steps = parse_trajectory(sample.trajectory)
         calls = [step for step in steps if step.is_tool_call]
-        verdicts = self._verdicts(calls, final_output(sample.output, steps))
+        answer = final_output(sample.output, steps)
+        # NFC, as the other text evaluators: an accent typed either way is the same text.
+        verdicts = self._verdicts(calls, None if answer is None else canonical(answer))
         loops = _loops(calls)
         details: dict[str, Any] = {
             "tool_calls": len(calls),
@@ -142,7 +144,8 @@ def _condition_checks(
 ) -> dict[str, bool]:
     checks: dict[str, bool] = {}
     if condition.output_contains is not None:
-        checks["output_contains"] = answer is not None and condition.output_contains in answer
+        wanted = canonical(condition.output_contains)
+        checks["output_contains"] = answer is not None and wanted in answer
     if regex is not None:
         checks["output_regex"] = answer is not None and regex.search(answer) is not None
     if condition.final_tool is not None:

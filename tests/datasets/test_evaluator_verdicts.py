@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from plumbline.evals import IsCompliant, TaskCompletion
+from plumbline.evals import IsCompliant, Refusal, TaskCompletion
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,14 @@ def test_compliance_reads_an_accent_typed_either_way_as_the_same_word(form: str)
     result = evaluator.evaluate(output=output)
     assert [v["type"] for v in result.details["violations"]] == ["banned_term"]
     assert result.details["violations"][0]["text"] == "café"
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_refusal_and_task_success_read_an_accent_typed_either_way_alike(form: str) -> None:
+    output = unicodedata.normalize(form, "Lo siento, no podré ayudarle con el café.")
+    refusal = Refusal(extra_patterns=[r"no podré ayudar"])
+    assert refusal.evaluate(output=output).details["refused"] is True
+    for success in ({"output_contains": "el café"}, {"output_regex": r"caf[eé]\.$"}):
+        completion = TaskCompletion(success=success)
+        result = completion.evaluate(trajectory=[], output=output)
+        assert result.details["success"] == {next(iter(success)): True}
