@@ -16,7 +16,7 @@ from plumbline.evals.base import (
     require_text,
 )
 from plumbline.evals.scoring import budget_score
-from plumbline.evals.text import count_tokens
+from plumbline.evals.text import canonical, count_tokens
 
 
 class LatencyBudgetParams(BaseModel):
@@ -68,7 +68,9 @@ class LengthBudget(Evaluator[LengthBudgetParams]):
     params_model = LengthBudgetParams
 
     def _score(self, sample: Sample) -> Score:
-        output = require_text("output", sample.output)
+        # Characters as written, not code points: in NFC a decomposed "é" (e + combining
+        # accent) counts one, as its precomposed spelling does.
+        output = canonical(require_text("output", sample.output))
         params = self.params
         measured: dict[str, Any] = {"chars": len(output)}
         scores: dict[str, float] = {}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from plumbline.evals import IsCompliant, Refusal, TaskCompletion
+from plumbline.evals import IsCompliant, LengthBudget, Refusal, TaskCompletion
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,11 @@ def test_refusal_and_task_success_read_an_accent_typed_either_way_alike(form: st
         completion = TaskCompletion(success=success)
         result = completion.evaluate(trajectory=[], output=output)
         assert result.details["success"] == {next(iter(success)): True}
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_length_budget_counts_an_accented_letter_once_however_it_is_typed(form: str) -> None:
+    output = unicodedata.normalize(form, "Sí, el café está listo.")  # 23 characters
+    result = LengthBudget(max_chars=23, min_chars=23).evaluate(output=output)
+    assert result.details["chars"] == 23
+    assert result.passed is True
