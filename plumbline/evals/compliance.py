@@ -37,6 +37,9 @@ def iban_valid(candidate: str) -> bool:
     return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
 
 
+_DIGIT_GROUP_RE = re.compile(r"\d+")
+
+
 def _digits(text: str) -> str:
     return "".join(char for char in text if char.isdigit())
 
@@ -44,6 +47,21 @@ def _digits(text: str) -> str:
 def _card_valid(text: str) -> bool:
     digits = _digits(text)
     return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _card_span(text: str) -> tuple[int, int] | None:
+    """Where in a card candidate the card number is: the whole candidate, else its longest
+    run of whole digit groups that is one (leftmost first). The pattern reads up to 19
+    digits, so a card written next to other numbers, "4111 1111 1111 1111 12/26" (its
+    expiry), is one 18-digit candidate that fails Luhn while its first four groups are the
+    card. A run of digits without separators is taken whole, as before."""
+    groups = [(m.start(), m.end()) for m in _DIGIT_GROUP_RE.finditer(text)]
+    for size in range(len(groups), 0, -1):
+        for first in range(len(groups) - size + 1):
+            start, end = groups[first][0], groups[first + size - 1][1]
+            if _card_valid(text[start:end]):
+                return start, end
+    return None
 
 
 def _phone_valid(text: str) -> bool:
@@ -129,10 +147,10 @@ class IsCompliant(Evaluator[IsCompliantParams]):
         a row read as one 18-digit "card" failing Luhn) consume the text, hiding the real
         personal data inside it."""
         candidates = sorted(
-            (match.start(), priority, match.end(), kind)
+            (match.start() + span[0], priority, match.start() + span[1], kind)
             for priority, (kind, pattern, valid) in enumerate(self._pii_res)
             for match in pattern.finditer(output)
-            if valid(match.group())
+            if (span := _valid_span(kind, match.group(), valid)) is not None
         )
         violations: list[dict[str, Any]] = []
         covered_until = 0
@@ -156,3 +174,10 @@ class IsCompliant(Evaluator[IsCompliantParams]):
             for text, pattern in self._disclaimers
             if pattern.search(output) is None
         ]
+
+
+def _valid_span(kind: str, text: str, valid: Callable[[str], bool]) -> tuple[int, int] | None:
+    """The part of a candidate that is personal data of `kind`, None when no part is."""
+    if kind == "credit_card":
+        return _card_span(text)
+    return (0, len(text)) if valid(text) else None

@@ -81,3 +81,16 @@ def test_length_budget_counts_an_accented_letter_once_however_it_is_typed(form: 
     result = LengthBudget(max_chars=23, min_chars=23).evaluate(output=output)
     assert result.details["chars"] == 23
     assert result.passed is True
+
+
+@pytest.mark.parametrize(
+    ("output", "span"),
+    [
+        ("Card: 4111 1111 1111 1111 12/26 CVV 123", [6, 25]),  # followed by its expiry
+        ("ref 12 4111-1111-1111-1111", [7, 26]),  # after another number
+        ("Card 4111111111111111 exp 12/26", [5, 21]),
+    ],
+)
+def test_a_card_number_written_next_to_other_numbers_is_found(output: str, span: list[int]) -> None:
+    result = IsCompliant().evaluate(output=output)
+    assert result.details["violations"] == [{"type": "pii.credit_card", "span": span}]
