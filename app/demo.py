@@ -46,6 +46,10 @@ DAYS = 45
 V2_PROMOTED_DAYS_AGO = 30
 V3_PROMOTED_DAYS_AGO = 7
 EVENTS_PER_DAY = 400
+# A day's calls run from TRAFFIC_FROM_HOUR for 12 hours; promotions land before the first call,
+# so a promotion day's traffic is all the new champion's, as the champion history says.
+TRAFFIC_FROM_HOUR = 8
+PROMOTED_AT_HOUR = 7
 VERBOSITY = 1.6
 # Serving cost of the 8B base on the team's own GPUs, the same for every fine-tune of it.
 PRICING = Pricing(usd_per_million_input_tokens=0.2, usd_per_million_output_tokens=0.6)
@@ -130,9 +134,9 @@ def seed(
         backdate_champion_history(
             session,
             {
-                v1: _at(today - timedelta(days=DAYS), 9),
-                v2: _at(today - timedelta(days=V2_PROMOTED_DAYS_AGO), 10),
-                v3: _at(today - timedelta(days=V3_PROMOTED_DAYS_AGO), 11),
+                v1: _at(today - timedelta(days=DAYS), PROMOTED_AT_HOUR),
+                v2: _at(today - timedelta(days=V2_PROMOTED_DAYS_AGO), PROMOTED_AT_HOUR),
+                v3: _at(today - timedelta(days=V3_PROMOTED_DAYS_AGO), PROMOTED_AT_HOUR),
             },
         )
     events = 0
@@ -351,7 +355,7 @@ def _traffic(rng: random.Random, today: date) -> Iterator[dict[str, Any]]:
             question, answer = QUESTIONS[route]
             yield {
                 "trace_id": f"{day:%Y%m%d}-{index:04d}-{rng.getrandbits(32):08x}",
-                "timestamp": _at(day, 8).replace(minute=0) + timedelta(seconds=index * 97 % 43200),
+                "timestamp": _at(day, TRAFFIC_FROM_HOUR) + timedelta(seconds=index * 97 % 43200),
                 "model": MODEL,
                 "checkpoint_version": version,
                 "cohort": {

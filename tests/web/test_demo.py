@@ -5,20 +5,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from bisect import bisect_right
+from datetime import UTC, date, datetime
 
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app import demo
 from app.core.links import Links
 from app.drift.alerts import alert_out
 from app.models import (
     Alert,
+    ChampionHistory,
     Checkpoint,
     DailySignal,
     DatasetRow,
     DatasetVersion,
     DriftReference,
     EvaluationRun,
+    Event,
     Gate,
     WebhookDelivery,
 )
@@ -89,3 +94,31 @@ def test_demo_seeds_the_whole_story_once(
             select(WebhookDelivery.msg_id).where(WebhookDelivery.event_type == "alert.opened")
         ).all()
         assert {f"alert.opened.{a.id}" for a in open_alerts} <= set(opened)
+
+
+def test_demo_traffic_is_served_by_the_champion_of_its_hour(app: FastAPI) -> None:
+    """Every seeded call names the checkpoint the champion history says was serving at its
+    timestamp: a checkpoint never answers traffic before its own promotion (the trace pages
+    would show v3-rlhf serving hours before it was promoted, v1-full before any champion)."""
+    today = date(2026, 12, 1)
+    demo.seed(app.state.sessionmaker, app.state.settings, today)
+    with app.state.sessionmaker() as session:
+        history = session.execute(
+            select(ChampionHistory.created_at, ChampionHistory.checkpoint_id).order_by(
+                ChampionHistory.created_at
+            )
+        ).all()
+        starts = [as_utc(at) for at, _ in history]
+        events = session.execute(select(Event.ts, Event.checkpoint_id)).all()
+    assert events
+    misattributed = []
+    for ts, checkpoint_id in events:
+        serving = bisect_right(starts, as_utc(ts)) - 1
+        if serving < 0 or history[serving].checkpoint_id != checkpoint_id:
+            misattributed.append((as_utc(ts), checkpoint_id))
+    assert misattributed == []
+
+
+def as_utc(at: datetime) -> datetime:
+    """SQLite hands back naive UTC datetimes, PostgreSQL aware ones."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
