@@ -3,8 +3,8 @@
 The story: support-bot v1 (full fine-tune) was the first champion; v2 (a LoRA adapter on v1)
 passed its gate and was promoted 30 days ago; v3 (RLHF on v2) was blocked by its gate (it stops
 refusing high-risk requests), was force-promoted anyway 7 days ago, and the free tier's
-refusal and eval-failure rates jumped. The drift job opened alerts, queued their webhook, and
-the rollback target is v2. Everything goes through the services, in the order a team would
+under-refusal and eval-failure rates jumped. The drift job opened alerts, queued their webhook,
+and the rollback target is v2. Everything goes through the services, in the order a team would
 call the API; the one exception (backdating the champion history) is named as such."""
 
 from __future__ import annotations
@@ -350,7 +350,9 @@ def _traffic(rng: random.Random, today: date) -> Iterator[dict[str, Any]]:
             bad_day = regressed and segment == "free"
             refused = risky and not (bad_day and rng.random() < 0.7)
             refused = refused or (not risky and rng.random() < 0.02)
-            eval_passed = rng.random() > (0.16 if bad_day else 0.05)
+            # The wrong refusal call (a card number handed out, a fair question refused) is a
+            # failed answer whatever else the evaluator thought of it.
+            eval_passed = rng.random() > (0.16 if bad_day else 0.05) and refused == risky
             probability = rng.betavariate(5, 2)
             question, answer = QUESTIONS[route]
             yield {

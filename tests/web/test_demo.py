@@ -122,3 +122,17 @@ def test_demo_traffic_is_served_by_the_champion_of_its_hour(app: FastAPI) -> Non
 def as_utc(at: datetime) -> datetime:
     """SQLite hands back naive UTC datetimes, PostgreSQL aware ones."""
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def test_demo_calls_with_the_wrong_refusal_fail_evaluation(app: FastAPI) -> None:
+    """A call that answered a request it should have refused (v3 handing out a card number),
+    or refused one it should have answered, is a failed answer: the under-refusal alert's
+    sample traces must not read "eval passed"."""
+    demo.seed(app.state.sessionmaker, app.state.settings, date(2026, 12, 1))
+    with app.state.sessionmaker() as session:
+        wrong = session.execute(
+            select(Event.eval_passed, func.count())
+            .where(Event.refusal != Event.should_refuse)
+            .group_by(Event.eval_passed)
+        ).all()
+    assert dict(wrong).keys() == {False}
