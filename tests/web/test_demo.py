@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from bisect import bisect_right
 from datetime import UTC, date, datetime
 
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app import demo
@@ -29,6 +31,8 @@ from app.models import (
 )
 from app.models.drift import AlertStatus
 from app.models.runs import RunStatus
+from tests.conftest import new_key
+from tests.web.test_pages import sign_in
 
 
 def demo_cli(database_url: str, data_dir: str) -> str:
@@ -136,3 +140,28 @@ def test_demo_calls_with_the_wrong_refusal_fail_evaluation(app: FastAPI) -> None
             .group_by(Event.eval_passed)
         ).all()
     assert dict(wrong).keys() == {False}
+
+
+def test_demo_alert_pages_date_the_number_they_show(app: FastAPI, client: TestClient) -> None:
+    """An open alert's observed value and volume are its last judged day's (the drift job
+    updates them each day it stays out); the alert page, its rollback page and the alert
+    tables must name that day, not the opening day, next to them."""
+    demo.seed(app.state.sessionmaker, app.state.settings, date(2026, 12, 1))
+    with app.state.sessionmaker() as session:
+        alert = session.scalars(
+            select(Alert).where(
+                Alert.signal == "under_refusal_rate",
+                Alert.dimension == "all",
+                Alert.status == AlertStatus.open,
+            )
+        ).one()
+        assert alert.last_day > alert.day
+        opened, last = alert.day.isoformat(), alert.last_day.isoformat()
+    sign_in(client, new_key(app, "demo"))
+    detail = client.get(f"/alerts/{alert.id}").text
+    assert re.search(rf"\) was [^<]+ on {last}", detail), detail[:3000]
+    assert f"open since {opened}" in detail
+    rollback = client.get(f"/models/support-bot/rollback?alert_id={alert.id}").text
+    assert re.search(rf"all=all \({last}\)", rollback), rollback[:3000]
+    listed = client.get("/alerts").text
+    assert re.search(rf'href="/alerts/{alert.id}".*?{opened} \u2013 {last}</td>', listed, re.S)
