@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, bindparam, cast, func, or_, select, text
+from sqlalchemy import ColumnElement, Date, bindparam, case, cast, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.core.db import is_postgres
 from app.core.pagination import paginate
+from app.drift.signals import RATE_SIGNALS
 from app.models import (
     Alert,
     DailySignal,
@@ -180,15 +181,26 @@ def alerts(
     start: date | None = None,
     end: date | None = None,
     limit: int = 100,
+    quality_first: bool = False,
 ) -> Sequence[Alert]:
     """Newest first: the alerts of some statuses, of one model, signal and dimension if given,
     and alive in the day range if given (opened by its end, and open or last judged in it:
-    an alert opened before the range and still open belongs to it)."""
+    an alert opened before the range and still open belongs to it). `quality_first`: the
+    quality rates (eval-fail, refusal, ...) before latency, tokens, cost and calibration, and
+    the whole population before cohorts, then newest first: one release can open dozens of
+    token and cost alerts per cohort, which buried its headline regression on the overview."""
+    order: list[ColumnElement[Any]] = [Alert.id.desc()]
+    if quality_first:
+        order = [
+            case((Alert.signal.in_(tuple(RATE_SIGNALS)), 0), else_=1),
+            case((Alert.dimension == "all", 0), else_=1),
+            *order,
+        ]
     stmt = (
         select(Alert)
         .join(Model, Model.id == Alert.model_id)
         .where(Alert.project_id == project_id, Alert.status.in_(statuses))
-        .order_by(Alert.id.desc())
+        .order_by(*order)
         .limit(limit)
     )
     if model is not None:

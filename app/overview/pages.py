@@ -39,7 +39,9 @@ def overview(
         "models": registry_queries.model_summaries(session, project_id),
         "open_alerts": [
             alerts.alert_out(a, links)
-            for a in drift_queries.alerts(session, project_id, [AlertStatus.open], limit=10)
+            for a in drift_queries.alerts(
+                session, project_id, [AlertStatus.open], limit=10, quality_first=True
+            )
         ],
         "alert_counts": drift_queries.alert_counts(session, project_id),
         "drift_run": drift_queries.last_drift_run(session, project_id),

@@ -165,3 +165,26 @@ def test_demo_alert_pages_date_the_number_they_show(app: FastAPI, client: TestCl
     assert re.search(rf"all=all \({last}\)", rollback), rollback[:3000]
     listed = client.get("/alerts").text
     assert re.search(rf'href="/alerts/{alert.id}".*?{opened} \u2013 {last}</td>', listed, re.S)
+
+
+def test_the_overview_leads_with_the_demos_quality_regressions(
+    app: FastAPI, client: TestClient
+) -> None:
+    """v3-rlhf opens dozens of alerts (tokens and cost per cohort among them); the overview's
+    ten open alerts were the newest ten, and its under-refusal and eval-fail regressions on
+    all traffic were not among them. Quality rates on the whole population come first."""
+    demo.seed(app.state.sessionmaker, app.state.settings, date(2026, 12, 1))
+    with app.state.sessionmaker() as session:
+        headline = session.scalars(
+            select(Alert.id).where(
+                Alert.signal.in_(("under_refusal_rate", "eval_fail_rate")),
+                Alert.dimension == "all",
+                Alert.status == AlertStatus.open,
+            )
+        ).all()
+        assert len(headline) == 2
+        assert session.scalar(select(func.count()).select_from(Alert)) > 10
+    sign_in(client, new_key(app, "demo"))
+    overview = client.get("/").text
+    for alert_id in headline:
+        assert f'href="/alerts/{alert_id}"' in overview
