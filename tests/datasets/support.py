@@ -3,6 +3,10 @@ except driving the worker, which the tests do in-process (workers are off in tes
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from fastapi import FastAPI
@@ -58,3 +62,35 @@ def count_rows(app: FastAPI, model: type[Any]) -> int:
     """In a short session of its own: on SQLite an open transaction holds the write lock."""
     with app.state.sessionmaker() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@contextmanager
+def local_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free loopback port for the block: its OpenAI-style base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def endpoint_run(
+    app: FastAPI, client: TestClient, auth: Headers, endpoint: dict[str, Any]
+) -> dict[str, Any]:
+    """A one-row golden set evaluated by `exact_match` on the answers of a checkpoint served
+    at `endpoint`, the worker drained: the run as the API gives it."""
+    make_dataset(client, auth, "golden", [{"key": "k1", "input": "hello", "expected": "hi"}])
+    checkpoint_id = register(client, auth, endpoint=endpoint)
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={"checkpoint_id": checkpoint_id, "evaluators": [{"name": "exact_match"}]},
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    run: dict[str, Any] = client.get(
+        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
+    ).json()
+    return run

@@ -30,6 +30,7 @@ from tests.datasets.support import (
     all_pages,
     count_rows,
     drain_worker,
+    local_server,
     make_dataset,
     register,
 )
@@ -273,12 +274,8 @@ class ChatHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def chat_server() -> Iterator[str]:
     ChatHandler.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ChatHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with local_server(ChatHandler) as url:
+        yield url
 
 
 def test_endpoint_outputs_with_a_failing_row_that_never_fails_the_run(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.datasets.support import drain_worker, make_dataset, register
+from tests.datasets.support import drain_worker, endpoint_run, make_dataset, register
 
 Headers = dict[str, str]
 
@@ -15,20 +15,8 @@ Headers = dict[str, str]
 def test_a_checkpoint_endpoint_on_the_metadata_address_is_never_called(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    make_dataset(client, auth, "golden", [{"key": "k1", "input": "hello", "expected": "hi"}])
-    checkpoint_id = register(
-        client,
-        auth,
-        endpoint={"base_url": "http://169.254.169.254/latest", "model": "m", "timeout_s": 5},
-    )
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={"checkpoint_id": checkpoint_id, "evaluators": [{"name": "exact_match"}]},
-        headers=auth,
-    )
-    assert created.status_code == 202, created.text
-    drain_worker(app)
-    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    endpoint = {"base_url": "http://169.254.169.254/latest", "model": "m", "timeout_s": 5}
+    run = endpoint_run(app, client, auth, endpoint)
     assert run["status"] == "failed", run
     assert "cloud metadata address" in run["error"]
 

@@ -7,9 +7,8 @@ server."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -18,7 +17,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app.models import Checkpoint
-from tests.datasets.support import drain_worker, make_dataset, register
+from tests.datasets.support import (
+    drain_worker,
+    endpoint_run,
+    local_server,
+    make_dataset,
+    register,
+)
 
 Headers = dict[str, str]
 SERVICE_SECRET = "the-service-secret-key-0123456789"
@@ -47,12 +52,8 @@ class RecordingHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def recording_server() -> Iterator[str]:
     RecordingHandler.authorizations = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with local_server(RecordingHandler) as url:
+        yield url
 
 
 @pytest.mark.parametrize("variable", ["PLUMBLINE_SECRET_KEY", "PLUMBLINE_DATABASE_URL"])
@@ -83,16 +84,8 @@ def test_a_key_variable_of_the_operators_own_is_still_sent(
     recording_server: str,
 ) -> None:
     monkeypatch.setenv("SUPPORT_BOT_KEY", "sk-operator")
-    make_dataset(client, auth, "golden", ROWS)
     endpoint = {"base_url": recording_server, "model": "m", "api_key_env": "SUPPORT_BOT_KEY"}
-    checkpoint_id = register(client, auth, endpoint=endpoint)
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={"checkpoint_id": checkpoint_id, "evaluators": [{"name": "exact_match"}]},
-        headers=auth,
-    )
-    assert created.status_code == 202, created.text
-    drain_worker(app)
+    assert endpoint_run(app, client, auth, endpoint)["status"] == "succeeded"
     assert RecordingHandler.authorizations == ["Bearer sk-operator"]
 
 
