@@ -568,23 +568,17 @@ def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
 JUDGE_KEY_ENV = "TEST_MISSING_JUDGE_KEY"
 
 
-def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(
+def run_with_a_judge_that_cannot_judge(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The judge's key variable is missing on the worker: every judge result is an error
-    (score 0, not passed, `error` true), the run still succeeds, and the summary counts the
-    errors apart instead of reporting a 0 % pass rate. A row's own bad input (k5's output is
-    not text) stays a fail, for the judge too."""
+) -> dict[str, Any]:
+    """ROWS scored by exact_match and an llm_judge whose key variable is unset on the worker
+    (no verdict on any row), k5's output not text (a fail): the succeeded run."""
     monkeypatch.delenv(JUDGE_KEY_ENV, raising=False)
     make_dataset(client, auth, "golden", ROWS)
     checkpoint_id = register(client, auth)
     judge = {
         "name": "llm_judge",
-        "params": {
-            "base_url": "http://127.0.0.1:9/v1",
-            "model": "judge",
-            "api_key_env": JUDGE_KEY_ENV,
-        },
+        "params": {"base_url": "http://127.0.0.1:9/v1", "model": "j", "api_key_env": JUDGE_KEY_ENV},
     }
     outputs = [{**o, "output": {"not": "text"}} if o["key"] == "k5" else o for o in OUTPUTS]
     created = add_evaluation(
@@ -596,8 +590,21 @@ def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(
     )
     assert created.status_code == 202, created.text
     drain_worker(app)
-    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    run: dict[str, Any] = client.get(
+        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
+    ).json()
     assert run["status"] == "succeeded", run
+    return run
+
+
+def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge's key variable is missing on the worker: every judge result is an error
+    (score 0, not passed, `error` true), the run still succeeds, and the summary counts the
+    errors apart instead of reporting a 0 % pass rate. A row's own bad input (k5's output is
+    not text) stays a fail, for the judge too."""
+    run = run_with_a_judge_that_cannot_judge(app, client, auth, monkeypatch)
 
     results = all_pages(client, auth, f"/api/v1/runs/{run['id']}/results")
     judged = [r for r in results if r["evaluator"] == "llm_judge" and r["key"] != "k5"]

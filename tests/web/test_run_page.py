@@ -9,8 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.datasets.support import drain_worker, make_dataset, register
-from tests.datasets.test_runs import JUDGE_KEY_ENV, OUTPUTS, ROWS, add_evaluation
+from tests.datasets.test_runs import run_with_a_judge_that_cannot_judge
 from tests.web.test_pages import sign_in
 from tests.web.test_reliability import figures_of
 
@@ -31,26 +30,8 @@ def test_the_run_heatmaps_leave_evaluator_errors_out_as_the_api_does(
     """The judge cannot reach a verdict (its key variable is unset) on five of six rows; the
     sixth (k5, output not text) is a fail. Its low-risk cohort has only errors: no pass rate,
     a blank cell, not a red 0 %; and every cell equals the API's summary."""
-    monkeypatch.delenv(JUDGE_KEY_ENV, raising=False)
     auth = {"Authorization": f"Bearer {admin_key}"}
-    make_dataset(client, auth, "golden", ROWS)
-    checkpoint_id = register(client, auth)
-    judge = {
-        "name": "llm_judge",
-        "params": {"base_url": "http://127.0.0.1:9/v1", "model": "j", "api_key_env": JUDGE_KEY_ENV},
-    }
-    outputs = [{**o, "output": {"not": "text"}} if o["key"] == "k5" else o for o in OUTPUTS]
-    created = add_evaluation(
-        client,
-        auth,
-        checkpoint_id=checkpoint_id,
-        evaluators=[{"name": "exact_match"}, judge],
-        outputs=outputs,
-    )
-    assert created.status_code == 202, created.text
-    drain_worker(app)
-    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
-    assert run["status"] == "succeeded", run
+    run = run_with_a_judge_that_cannot_judge(app, client, auth, monkeypatch)
     sign_in(client, admin_key)
 
     page = client.get(f"/runs/{run['id']}")
