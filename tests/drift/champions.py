@@ -66,6 +66,19 @@ def date_history(app: FastAPI, starts: list[date]) -> None:
         session.commit()
 
 
+def champions_since(
+    app: FastAPI, client: TestClient, auth: Headers, starts: dict[str, date]
+) -> dict[str, int]:
+    """Model m under the test drift settings, each version of `starts` promoted in turn and
+    its champion history entry moved to noon of its day (the only model): their ids."""
+    settings(client, auth)
+    ids = checkpoints(client, auth, "m", list(starts))
+    for version in starts:
+        promote(client, auth, "m", ids[version])
+    date_history(app, list(starts.values()))
+    return ids
+
+
 def calls(
     day: date, version: str, refused: int, model: str = "m", n: int = CALLS, **extra: Any
 ) -> list[dict[str, Any]]:

@@ -10,12 +10,10 @@ from fastapi.testclient import TestClient
 from tests.drift.champions import (
     alerts,
     calls,
-    checkpoints,
+    champions_since,
     date_history,
     days_ending_day_before_yesterday,
-    promote,
     rollback,
-    settings,
 )
 from tests.drift.traffic import post_events, run_drift
 from tests.web.test_pages import sign_in
@@ -29,11 +27,7 @@ def test_a_backfilled_alert_names_the_champion_before_the_regressing_one(
     The alert on B (opened ~day 30) must say: roll back to A (the champion before B),
     not to B itself."""
     day = days_ending_day_before_yesterday(40)
-    settings(client, auth)
-    ids = checkpoints(client, auth, "m", ["A", "B", "C"])
-    for v in ("A", "B", "C"):
-        promote(client, auth, "m", ids[v])
-    date_history(app, [day[0], day[16], day[36]])
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16], "C": day[36]})
     events = []
     for i in range(36):
         version = "A" if i < 16 else "B"
@@ -70,11 +64,7 @@ def test_an_alert_kept_open_by_the_rolled_back_to_checkpoint_names_it(
     open and is refreshed (and re-notified) from A's rows. It must then not keep saying
     "checkpoint B regressed, roll back to A" while A is the checkpoint serving and failing."""
     day = days_ending_day_before_yesterday(30)
-    settings(client, auth)
-    ids = checkpoints(client, auth, "m", ["A", "B"])
-    promote(client, auth, "m", ids["A"])
-    promote(client, auth, "m", ids["B"])
-    date_history(app, [day[0], day[16]])
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
     events = []
     for i in range(30):
         version = "B" if 16 <= i < 23 else "A"

@@ -14,11 +14,8 @@ from sqlalchemy import select
 from app.models import DriftJudgement
 from tests.drift.champions import (
     calls,
-    checkpoints,
-    date_history,
+    champions_since,
     days_ending_day_before_yesterday,
-    promote,
-    settings,
 )
 from tests.drift.traffic import post_events, run_drift
 
@@ -51,11 +48,8 @@ def test_rerunning_a_past_day_for_late_events_carries_its_cusum_into_the_later_d
     again. Before, day 14's CUSUM jumped but days 15 and 16 kept the statistic built on the
     old day 14 (near 0), and day 17 would start from that stale state: the late evidence of a
     shift never reached the CUSUM that the alerts and the next days read."""
-    settings(client, auth)
-    ids = checkpoints(client, auth, "m", ["A"])
-    promote(client, auth, "m", ids["A"])
     day = days_ending_day_before_yesterday(17)
-    date_history(app, [day[0] - timedelta(days=1)])
+    champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
     events: list[dict[str, Any]] = []
     for i, d in enumerate(day):
         events += calls(d, "A", refused=25, n=250) if i == 14 else calls(d, "A", refused=50)

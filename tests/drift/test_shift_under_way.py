@@ -12,11 +12,8 @@ from app.models import DriftReference
 from tests.drift.champions import (
     alerts,
     calls,
-    checkpoints,
-    date_history,
+    champions_since,
     days_ending_day_before_yesterday,
-    promote,
-    settings,
 )
 from tests.drift.traffic import post_events, run_drift
 
@@ -30,11 +27,7 @@ def test_a_shift_under_way_when_the_window_fills_does_not_become_the_reference(
     with days 26-29 of the shift in it."""
     n_days = 58
     day = days_ending_day_before_yesterday(n_days)
-    settings(client, auth)
-    ids = checkpoints(client, auth, "m", ["A", "B"])
-    promote(client, auth, "m", ids["A"])
-    promote(client, auth, "m", ids["B"])
-    date_history(app, [day[0], day[16]])
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
     events = []
     for i in range(n_days):
         events += calls(day[i], "A" if i < 16 else "B", 33 if i >= 26 else 25)

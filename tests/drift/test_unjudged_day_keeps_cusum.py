@@ -12,11 +12,8 @@ from sqlalchemy import select
 
 from app.models import DriftJudgement
 from tests.drift.champions import (
-    checkpoints,
-    date_history,
+    champions_since,
     days_ending_day_before_yesterday,
-    promote,
-    settings,
 )
 from tests.drift.traffic import at, post_events, run_drift
 
@@ -49,11 +46,8 @@ def test_a_day_too_small_to_judge_keeps_the_brier_cusum_of_the_day_before(
     50 calibration needs) the judge returned before carrying the state, so the day stored 0
     for every CUSUM and the next day restarted from 0: a shift under way lost its evidence
     to one quiet day."""
-    settings(client, auth)
-    ids = checkpoints(client, auth, "m", ["A"])
-    promote(client, auth, "m", ids["A"])
     day = days_ending_day_before_yesterday(17)
-    date_history(app, [day[0] - timedelta(days=1)])
+    champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
     events: list[dict[str, Any]] = []
     for i, d in enumerate(day):
         events += scored(d, 30 if i == 16 else 200, flipped=i in (14, 15))

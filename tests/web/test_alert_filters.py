@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from tests.drift.champions import (
     alerts,
     calls,
+    champions_since,
     checkpoints,
     date_history,
     days_ending_day_before_yesterday,
@@ -86,9 +87,7 @@ def test_the_drift_page_names_cohorts_the_frozen_reference_cannot_judge(
     daily job has no reference entry to judge /new against, and nothing said so: its
     regressions could not alert until a rebaseline."""
     day = days_ending_day_before_yesterday(20)
-    settings(client, auth)
-    promote(client, auth, "m", checkpoints(client, auth, "m", ["A"])["A"])
-    date_history(app, [day[0]])
+    champions_since(app, client, auth, {"A": day[0]})
     events = [
         event for i in range(20) for event in calls(day[i], "A", 25, cohort={"route": "/chat"})
     ]
