@@ -24,7 +24,15 @@ from app.stats.calibration import (
     expected_calibration_error,
     reliability_diagram,
 )
-from app.web.figures import PALETTE, go, palette_cycle, plotly_subplots, to_json, translucent
+from app.web.figures import (
+    PALETTE,
+    digits_apart,
+    go,
+    palette_cycle,
+    plotly_subplots,
+    to_json,
+    translucent,
+)
 
 
 def _is_rate(signal: str) -> bool:
@@ -49,23 +57,6 @@ def _tick_format(signal: str) -> str:
     if signal.startswith("cost_"):
         return "$.3~g"
     return ",.0f" if signal in CONTINUOUS_SIGNALS else ".3f"
-
-
-def digits_apart(
-    value: float, others: Sequence[float | None], fewest: int, most: int, kind: str
-) -> int:
-    """The fewest decimals (`fewest` to `most`) at which `value`, formatted as `kind` ("%" or
-    "f"), reads apart from each of `others` it differs from: a number that decides something
-    must not read equal to the limit it crossed."""
-    differing = [other for other in others if other is not None and other != value]
-    return next(
-        (
-            digits
-            for digits in range(fewest, most + 1)
-            if all(f"{o:.{digits}{kind}}" != f"{value:.{digits}{kind}}" for o in differing)
-        ),
-        most,
-    )
 
 
 def alert_numbers(

@@ -24,6 +24,7 @@ from app.models.project import Role
 from app.registry import queries as registry_queries
 from app.web import auth
 from app.web.auth import ViewerDep
+from app.web.figures import digits_apart
 from app.web.rendering import (
     CsrfField,
     OptionalText,
@@ -258,7 +259,7 @@ def _cusum_text(cusum: dict[str, Any]) -> str:
     statistic, threshold, release = cusum["statistic"], cusum["threshold"], cusum["release"]
     if threshold is None:
         return f"S = {statistic:.2f}"
-    d = drift_figures.digits_apart(statistic, (threshold, release), 2, 6, "f")
+    d = digits_apart(statistic, (threshold, release), 2, 6, "f")
     return (
         f"S = {statistic:.{d}f} against h = {threshold:.{d}f} "
         f"(back in control at ≤ {release:.{d}f})"

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.web.figures import go, to_json
+from app.web.figures import go, percent_text, to_json
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,9 @@ def cohort_heatmap(cells: Sequence[HeatmapCell], metric: str) -> str:
             zmax=1,
             colorscale="RdYlGn",
             colorbar={"title": {"text": label}, "tickformat": ".0%"},
-            texttemplate="%{z:.0%}",
+            # Cell text rounds like the tables: 99.6% never reads "100%".
+            text=[[None if v is None else percent_text(v, 0) for v in row] for row in z],
+            texttemplate="%{text}",
             hovertemplate=(
                 "%{y} x %{x}<br>"
                 + label

@@ -6,6 +6,7 @@ chart answers "how much, out of how many" without a second query."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,16 @@ else:
     go = LazyModule("plotly.graph_objects")
     plotly_subplots = LazyModule("plotly.subplots")
 
-__all__ = ["PALETTE", "go", "palette_cycle", "plotly_subplots", "to_json", "translucent"]
+__all__ = [
+    "PALETTE",
+    "digits_apart",
+    "go",
+    "palette_cycle",
+    "percent_text",
+    "plotly_subplots",
+    "to_json",
+    "translucent",
+]
 
 PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f")
 
@@ -66,3 +76,27 @@ def palette_cycle(n: int) -> list[str]:
 def translucent(hex_color: str) -> str:
     red, green, blue = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({red},{green},{blue},0.15)"
+
+
+def digits_apart(
+    value: float, others: Sequence[float | None], fewest: int, most: int, kind: str
+) -> int:
+    """The fewest decimals (`fewest` to `most`) at which `value`, formatted as `kind` ("%" or
+    "f"), reads apart from each of `others` it differs from: a number that decides something
+    must not read equal to the limit it crossed."""
+    differing = [other for other in others if other is not None and other != value]
+    return next(
+        (
+            digits
+            for digits in range(fewest, most + 1)
+            if all(f"{o:.{digits}{kind}}" != f"{value:.{digits}{kind}}" for o in differing)
+        ),
+        most,
+    )
+
+
+def percent_text(value: float, digits: int = 1) -> str:
+    """A share as text with `digits` decimals, or more (up to 4) where rounding would make it
+    read 0% or 100% when it is neither: 99.96% pass is not "100.0%", and the one failure a
+    cohort has is exactly what the reader looks for."""
+    return f"{value:.{digits_apart(value, (0.0, 1.0), digits, 4, '%')}%}"

@@ -23,6 +23,7 @@ from app.core.errors import Forbidden, Problem, Unprocessable, validation_errors
 from app.core.resources import resource_dir
 from app.models.project import Role
 from app.web import auth
+from app.web.figures import percent_text
 
 templates = Jinja2Templates(directory=resource_dir("templates"))
 templates.env.autoescape = True
@@ -83,7 +84,7 @@ NO_VALUE = "\u2013"  # an en dash: the table cell has no value
 
 
 def _percent(value: float | None, digits: int = 1) -> str:
-    return NO_VALUE if value is None else f"{value * 100:.{digits}f}%"
+    return NO_VALUE if value is None else percent_text(value, digits)
 
 
 def _number(value: float | None, digits: int = 3) -> str:

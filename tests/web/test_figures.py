@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-from app.drift.figures import AlertMark, digits_apart, drift
+from app.drift.figures import AlertMark, drift
 from app.drift.queries import SignalPoint
-from app.web.figures import PALETTE, go, to_json
+from app.evaluations.figures import HeatmapCell, cohort_heatmap
+from app.web.figures import PALETTE, digits_apart, go, percent_text, to_json
+from app.web.rendering import templates
 
 
 def test_a_figure_carries_only_the_dashboard_template_not_plotlys_default() -> None:
@@ -50,3 +52,28 @@ def test_a_deciding_number_takes_the_decimals_it_needs_to_read_apart_from_its_li
     assert digits_apart(9.0, (6.4, 3.2), 2, 6, "f") == 2
     assert digits_apart(0.0496, (None, 0.0495), 1, 4, "%") == 2
     assert digits_apart(0.05, (0.05,), 1, 4, "%") == 1  # equal values stay as few as asked
+
+
+def test_a_share_that_is_not_all_or_none_never_reads_100_or_0_percent() -> None:
+    """A cohort with one failure in 2,500 rows read "100.0%" pass in the tables and "100%" in
+    the heatmap: the one failure is what the reader looks for."""
+    assert percent_text(0.9996) == "99.96%"
+    assert percent_text(0.99996) == "99.996%"
+    assert percent_text(0.0004) == "0.04%"
+    assert percent_text(1.0) == "100.0%"
+    assert percent_text(0.0) == "0.0%"
+    assert percent_text(0.5) == "50.0%"
+    assert percent_text(0.996, 0) == "99.6%"
+    assert templates.env.filters["percent"](0.9996) == "99.96%"
+    assert templates.env.filters["percent"](None) == "\u2013"
+
+
+def test_heatmap_cells_round_like_the_tables() -> None:
+    cells = [
+        HeatmapCell("exact", "all", 0.996, 0.996, 250, 250, 0),
+        HeatmapCell("exact", "route=a", 1.0, 1.0, 10, 10, 0),
+        HeatmapCell("exact", "route=b", None, None, 3, 3, 3),
+    ]
+    [heatmap] = json.loads(cohort_heatmap(cells, "pass_rate"))["data"]
+    assert heatmap["text"] == [["99.6%", "100%", None]]
+    assert heatmap["texttemplate"] == "%{text}"
