@@ -70,8 +70,10 @@ def get_evaluator(
         return registry[name](threshold, **_checked_params(params))
     except EvaluatorConfigError:
         raise
-    except (TypeError, ValueError) as exc:  # a plugin validating its params its own way
-        raise EvaluatorConfigError("params", str(exc)) from exc
+    except Exception as exc:
+        # A plugin validates its params its own way, raising whatever it likes; for the
+        # caller it is a refusal of this spec (a 422 naming it), never a server error.
+        raise EvaluatorConfigError("params", f"{type(exc).__name__}: {exc}") from exc
 
 
 def build_suite(specs: list[dict[str, Any]]) -> list[Evaluator[Any]]:

@@ -250,6 +250,15 @@ class WordCount(Evaluator[WordCountParams]):
         return float(words == self.params.target), f"{words} words", {"words": words}
 
 
+class Picky(WordCount):
+    name = "picky"
+
+    def __init__(self, threshold: float | None = None, **params: object) -> None:
+        if "mode" in params:
+            raise KeyError("mode is not a thing here")
+        super().__init__(threshold, **params)
+
+
 class Shadow(WordCount):
     name = "exact_match"
 
@@ -268,6 +277,7 @@ NOT_AN_EVALUATOR = object()
 ENTRY_POINTS = f"""
 [{ENTRY_POINT_GROUP}]
 word_count = plumbline_test_plugin:WordCount
+picky = plumbline_test_plugin:Picky
 exact_match = plumbline_test_plugin:Shadow
 misnamed = plumbline_test_plugin:Misnamed
 NotSnake = plumbline_test_plugin:NotSnake
@@ -314,6 +324,14 @@ def test_entry_point_plugin_is_registered_and_usable() -> None:
 
 
 @pytest.mark.usefixtures("installed_plugins")
+def test_a_plugin_refusing_its_params_any_way_is_a_config_error_naming_the_spec() -> None:
+    """A plugin raising KeyError (not TypeError/ValueError) while being built was a 500 when a
+    suite was submitted; it is a refusal of that spec, like any other bad params."""
+    with pytest.raises(EvaluatorConfigError, match=r"specs\[1\]\.params.*KeyError.*mode is not"):
+        build_suite([{"name": "word_count"}, {"name": "picky", "params": {"mode": 1}}])
+
+
+@pytest.mark.usefixtures("installed_plugins")
 def test_plugins_from_other_groups_are_ignored() -> None:
     with pytest.raises(UnknownEvaluator):
         get_evaluator("word_count_elsewhere")
@@ -325,7 +343,7 @@ def test_broken_entry_points_are_logged_and_skipped(
     with caplog.at_level(logging.WARNING, logger="plumbline.evals.registry"):
         registry = available_evaluators(refresh=True)
     assert registry["exact_match"] is ExactMatch
-    assert set(registry) == BUILTIN_NAMES | {"word_count"}
+    assert set(registry) == BUILTIN_NAMES | {"word_count", "picky"}
     for culprit in ("exact_match", "misnamed", "NotSnake", "not_a_class", "explodes", "absent"):
         assert f"'{culprit}'" in caplog.text
     assert "boom at import" in caplog.text
