@@ -640,3 +640,57 @@ def test_0012_marks_stored_evaluator_errors_and_comes_back(empty_database_url: s
             assert [i for i, error in marked if error] == [4, 5]
     finally:
         engine.dispose()
+
+
+def test_0013_records_cohorts_added_to_references_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0012")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    json_value = "CAST(:stats AS jsonb)" if postgres else ":stats"
+    stats = {"refusal_rate|all|all": [0.05, 0.0, 1e-6, 14, 0]}
+    reference = text(
+        "INSERT INTO drift_references (project_id, model_id, version, checkpoint_id, status, "
+        "trigger, first_day, last_day, days, stats, created_at) VALUES (1, 1, 1, 1, 'active', "
+        f"'warmup', '2026-01-01', '2026-01-14', '[]', {json_value}, :now)"
+    )
+    added = text(
+        "INSERT INTO drift_reference_cohorts (project_id, model_id, version, dimension, value, "
+        "added_on, first_day, last_day, days, entries, created_at) VALUES (1, 1, :version, "
+        "'route', '/new', '2026-02-05', '2026-01-22', '2026-02-04', '[]', 2, :now)"
+    )
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0008[:3]:
+                conn.execute(text(statement), {"now": now})
+            conn.execute(reference, {"now": now, "stats": json.dumps(stats)})
+        migrate.upgrade(empty_database_url, "0013")
+        with engine.begin() as conn:
+            # Stored references keep their entries, with nothing recorded as added.
+            kept = conn.execute(text("SELECT version, stats FROM drift_references")).one()
+            assert (kept.version, as_json(kept.stats)) == (1, stats)
+            assert conn.execute(text("SELECT COUNT(*) FROM drift_reference_cohorts")).scalar() == 0
+            conn.execute(added, {"version": 1, "now": now})
+            keys = inspect(conn).get_pk_constraint("drift_reference_cohorts")
+            assert keys["constrained_columns"] == [
+                "project_id",
+                "model_id",
+                "version",
+                "dimension",
+                "value",
+            ]
+        # A record names a reference version that exists.
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(added, {"version": 2, "now": now})
+        migrate.downgrade(empty_database_url, "0012")
+        with engine.begin() as conn:
+            assert "drift_reference_cohorts" not in inspect(conn).get_table_names()
+            kept = conn.execute(text("SELECT version, stats FROM drift_references")).one()
+            assert (kept.version, as_json(kept.stats)) == (1, stats)
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM drift_reference_cohorts")).scalar() == 0
+    finally:
+        engine.dispose()

@@ -18,7 +18,9 @@ covered by an enabled monitor is judged:
 
 The CUSUM statistic after each day is stored in drift_judgements; the next day starts from
 the latest earlier row judged against the same reference version (a new reference starts
-the statistic again at 0). A day without data leaves it unchanged. Judging writes the day's
+the statistic again at 0; a cohort added to the reference since, references.add_new_cohorts,
+was not judged before and so starts at 0 too, while every other statistic goes on). A day
+without data leaves it unchanged. Judging writes the day's
 rows (replacing any earlier run of that day) and, when later days were judged against the
 same reference (a rerun for late events), recomputes their statistics from it
 (_carry_forward); alerts.py turns the verdicts into alerts.
@@ -37,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from app.drift.references import (
     bin_arrays,
+    entries_for_day,
     log_signal_of,
     priced_entry,
     stats_key,
@@ -113,6 +116,16 @@ class Verdict:
         """What the API and webhook show of why the alert is open (JSON-ready)."""
         ref = self.reference
         release = None if self.cusum_h is None else float(release_level(self.cusum_h))
+        added = None
+        if ref is not None:
+            added = next(
+                (
+                    c
+                    for c in ref.cohorts_added
+                    if (c.dimension, c.value) == (self.row.dimension, self.row.value)
+                ),
+                None,
+            )
         return _finite(
             {
                 "day": day.isoformat(),
@@ -144,6 +157,15 @@ class Verdict:
                     "days": len(ref.days),
                     "trigger": ref.trigger,
                     "center": self.center,
+                    # The cohort's own window when its entries were added after the freeze.
+                    "cohort_window": None
+                    if added is None
+                    else {
+                        "first_day": added.first_day.isoformat(),
+                        "last_day": added.last_day.isoformat(),
+                        "days": len(added.days),
+                        "added_on": added.added_on.isoformat(),
+                    },
                 },
             }
         )
@@ -285,8 +307,9 @@ def _judge_against_reference(
 ) -> None:
     count = len(verdicts)
     pricing = reference.checkpoint.pricing
+    held = entries_for_day(reference, day)
     entries: list[Sequence[float] | None] = [
-        reference.stats.get(stats_key(v.row.signal, v.row.dimension, v.row.value)) for v in verdicts
+        held.get(stats_key(v.row.signal, v.row.dimension, v.row.value)) for v in verdicts
     ]
     # Cost is judged against the reference at its checkpoint's current prices (a repricing
     # is not a shift); the stored reference itself never changes.

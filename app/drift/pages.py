@@ -119,6 +119,7 @@ def drift_page(
     tokens = series(["tokens_p50", "tokens_p95"], "all")
     cost = series(["cost_p50", "cost_p95"], "all")
     active = next((r for r in frozen if r.status == "active"), None)
+    settings = drift_settings(session, project_id)
     context = {
         "viewer": viewer,
         "alert_numbers": drift_figures.alert_numbers,
@@ -147,8 +148,12 @@ def drift_page(
         },
         "unjudged": []
         if active is None
-        else drift_queries.cohorts_without_reference(session, project_id, active, start, end),
-        "drift_settings": drift_settings(session, project_id),
+        else [
+            c
+            for c in references.waiting_cohorts(session, active, settings)
+            if c.last_day >= start and c.first_day <= end
+        ],
+        "drift_settings": settings,
         "drift_figure": drift_figures.drift(
             points,
             signal,
@@ -251,6 +256,16 @@ def _evidence_rows(alert: AlertOut) -> list[tuple[str, str]]:
                 f"{show(alert.signal, reference['center'])}",
             )
         )
+        window = reference.get("cohort_window")
+        if window:
+            rows.append(
+                (
+                    "Cohort's own window",
+                    f"{window['first_day']} to {window['last_day']} ({window['days']} "
+                    f"known-good days), added to v{reference['version']} for days from "
+                    f"{window['added_on']}",
+                )
+            )
     return rows
 
 

@@ -328,38 +328,3 @@ def references(
         )
         .order_by(DriftReference.version)
     ).all()
-
-
-@dataclass(frozen=True)
-class UnjudgedCohort:
-    dimension: str
-    value: str
-    first_day: date
-
-
-def cohorts_without_reference(
-    session: Session, project_id: int, reference: DriftReference, start: date, end: date
-) -> list[UnjudgedCohort]:
-    """Cohorts of the reference's model with traffic in [start, end] after the reference's
-    last day for which it holds no entry on any signal: a route or region that appeared after
-    the freeze (or had too few known-good days then). The daily job cannot judge them until a
-    new reference (a rebaseline, a champion change) includes them, so the page says so."""
-    known = {tuple(key.split("|", 2)[1:]) for key in reference.stats}
-    first_seen = session.execute(
-        select(DailySignal.dimension, DailySignal.value, func.min(DailySignal.day))
-        .where(
-            DailySignal.project_id == project_id,
-            DailySignal.model_id == reference.model_id,
-            DailySignal.day > reference.last_day,
-            DailySignal.day >= start,
-            DailySignal.day <= end,
-            DailySignal.denominator > 0,
-        )
-        .group_by(DailySignal.dimension, DailySignal.value)
-        .order_by(DailySignal.dimension, DailySignal.value)
-    ).all()
-    return [
-        UnjudgedCohort(dimension, value, first)
-        for dimension, value, first in first_seen
-        if (dimension, value) not in known
-    ]

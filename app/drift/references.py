@@ -21,6 +21,16 @@ The reference is the champion's known-good period. Invariants:
   (judge.py keys its state by reference version).
 - Changing the settings never touches a frozen reference: the new values apply at the next
   freeze (the warm-up of a new champion, a champion change, or a rebaseline).
+- Entries are never changed; entries may be added for cohorts the reference did not hold,
+  each from its own window (``add_new_cohorts``): while the active reference is the current
+  champion's own, a cohort without any entry (it first served after the freeze, or on too
+  few of the window's days) gets entries once it has ``reference_days`` known-good days
+  with data of its own, counted from the end of its own ``warmup_days`` after its first day
+  of data in the champion's period. They are summarised exactly as a freeze would, added to
+  the same version (every other CUSUM keeps its state; the new keys start at 0) and recorded
+  in ``cohorts_added`` with their days and the first day judged with them (``added_on``),
+  before which no day, a rerun included, is judged against them (``entries_for_day``).
+  Only the newest day adds entries, as only it freezes.
 
 A model with no champion history is judged against its most-served checkpoint, counted from
 that checkpoint's first day of traffic. Per cohort x signal the stored summary is what
@@ -53,6 +63,7 @@ from app.models import (
     DailySignal,
     DriftJudgement,
     DriftReference,
+    DriftReferenceCohort,
     IncidentDay,
     Model,
 )
@@ -79,10 +90,17 @@ has a full window of known-good days in its new period, which is then frozen ("w
 BIN_FIELDS = ("n", "sum_prob", "sum_label", "sum_prob_sq", "sum_prob_label")
 
 StatsKey = tuple[str, str, str]  # (signal, dimension, value)
+Cohort = tuple[str, str]  # (dimension, value)
 
 
 def stats_key(signal: str, dimension: str, value: str) -> str:
     return f"{signal}|{dimension}|{value}"
+
+
+def cohort_of(key: str) -> Cohort:
+    """The (dimension, value) of a stats key (a value may itself hold "|")."""
+    _, dimension, value = key.split("|", 2)
+    return dimension, value
 
 
 def to_reference(entries: Sequence[Sequence[float] | None]) -> Reference:
@@ -315,10 +333,24 @@ def active_for_day(
     ("champion_returned") instead of the one it replaced."""
     if _judged_after(session, model, day):
         return _reference_that_judges_past_day(session, model, day)
+    periods = champion_periods(session, model, day)
+    reference = _newest_reference(session, model, day, settings, periods)
+    if reference is not None and periods:
+        add_new_cohorts(session, model, reference, day, settings, periods[-1])
+    return reference
+
+
+def _newest_reference(
+    session: Session,
+    model: Model,
+    day: date,
+    settings: DriftSettings,
+    periods: list[Period],
+) -> DriftReference | None:
+    """The reference the newest day `day` is judged against, frozen first when one is due."""
     warmup = timedelta(days=settings.warmup_days)
     length = settings.reference_days
     active = active_reference(session, model)
-    periods = champion_periods(session, model, day)
     if not periods:
         return active
     current = periods[-1]
@@ -371,12 +403,26 @@ def _returned_reference(
     marked as an incident since never enters a reference frozen afterwards); None when fewer
     than MIN_REFERENCE_DAYS remain."""
     days = sorted(date.fromisoformat(d) for d in own.days)
-    bad = excluded_days(session, model, days[0], days[-1] + timedelta(days=1)) if days else set()
+    added_days = sorted({date.fromisoformat(d) for c in own.cohorts_added for d in c.days})
+    every = sorted({*days, *added_days})
+    bad = excluded_days(session, model, every[0], every[-1] + timedelta(days=1)) if days else set()
     kept = [d for d in days if d not in bad]
-    if len(kept) == len(days):
-        return _supersede_with(session, model, own.checkpoint_id, own.days, own.stats, RETURNED)
+    if len(kept) == len(days) and not bad.intersection(added_days):
+        copy = _supersede_with(session, model, own.checkpoint_id, own.days, own.stats, RETURNED)
+        for cohort in own.cohorts_added:  # its added entries came along: so do their records
+            _record_added(
+                session,
+                copy,
+                cohort.dimension,
+                cohort.value,
+                cohort.added_on,
+                [date.fromisoformat(d) for d in cohort.days],
+                cohort.entries,
+            )
+        return copy
     if len(kept) < MIN_REFERENCE_DAYS:
         return None
+    # Re-summarised from its frozen window: cohorts added later wait for windows again.
     return freeze(session, model, own.checkpoint_id, kept, RETURNED)
 
 
@@ -482,16 +528,22 @@ def _supersede_with(
 
 
 def summarize(
-    session: Session, project_id: int, checkpoint_id: int, days: Sequence[date]
+    session: Session,
+    project_id: int,
+    checkpoint_id: int,
+    days: Sequence[date],
+    cohort: Cohort | None = None,
 ) -> dict[str, list[float]]:
-    """Per cohort x signal: [centre, between-day var, var of centre, days used, excluded]."""
-    rows = session.scalars(
-        select(DailySignal).where(
-            DailySignal.project_id == project_id,
-            DailySignal.checkpoint_id == checkpoint_id,
-            DailySignal.day.in_(list(days)),
-        )
-    ).all()
+    """Per cohort x signal: [centre, between-day var, var of centre, days used, excluded]
+    (of one `cohort` only if given: each row's summary depends on its own days alone)."""
+    query = select(DailySignal).where(
+        DailySignal.project_id == project_id,
+        DailySignal.checkpoint_id == checkpoint_id,
+        DailySignal.day.in_(list(days)),
+    )
+    if cohort is not None:
+        query = query.where(DailySignal.dimension == cohort[0], DailySignal.value == cohort[1])
+    rows = session.scalars(query).all()
     index = {d: i for i, d in enumerate(sorted(days))}
     by_key: dict[StatsKey, dict[int, DailySignal]] = {}
     for row in rows:
@@ -533,6 +585,188 @@ def summarize(
                 # levels, so cost has no reference.
                 del out[stats_key(*key)]
     return out
+
+
+# --- Cohorts added after the freeze -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CohortWindow:
+    """A cohort the reference holds no entry for, and its own window so far.
+
+    ``first_day``/``last_day``: its first and last day with data under the current champion
+    in the champion's period (before the day judged); ``known_good``: its days with data
+    from the end of its warm-up that are known-good; ``judged_from``: the first day it can
+    be judged, if every day from the day judged on is known-good (None: the reference is a
+    stand-in from another checkpoint, and the champion's own freeze will take the cohort)."""
+
+    dimension: str
+    value: str
+    first_day: date
+    last_day: date
+    known_good: tuple[date, ...]
+    judged_from: date | None
+
+
+def cohort_windows(
+    session: Session,
+    model: Model,
+    reference: DriftReference,
+    day: date,
+    settings: DriftSettings,
+    current: Period | None = None,
+) -> list[CohortWindow]:
+    """The cohorts with data under the current champion (`current`, else looked up) in its
+    period before `day` that `reference` holds no entry for, with their own windows.
+
+    A cohort's window skips its first ``warmup_days``, counted from its own first day: a new
+    route or segment starts like a new champion does, with launch traffic (testers, a
+    partial rollout) that is not its normal yet."""
+    if current is None:
+        periods = champion_periods(session, model, day)
+        if not periods:
+            return []
+        current = periods[-1]
+    scope = (
+        DailySignal.project_id == model.project_id,
+        DailySignal.model_id == model.id,
+        DailySignal.checkpoint_id == current.checkpoint_id,
+        DailySignal.day >= current.start,
+        DailySignal.day < day,
+        DailySignal.denominator > 0,
+    )
+    held = {cohort_of(key) for key in reference.stats}
+    spans = {
+        (dimension, value): (first, last)
+        for dimension, value, first, last in session.execute(
+            select(
+                DailySignal.dimension,
+                DailySignal.value,
+                func.min(DailySignal.day),
+                func.max(DailySignal.day),
+            )
+            .where(*scope)
+            .group_by(DailySignal.dimension, DailySignal.value)
+        )
+        if (dimension, value) not in held
+    }
+    if not spans:
+        return []
+    if reference.checkpoint_id != current.checkpoint_id:
+        return [
+            CohortWindow(dimension, value, first, last, (), None)
+            for (dimension, value), (first, last) in sorted(spans.items())
+        ]
+    warmup = timedelta(days=settings.warmup_days)
+    length = settings.reference_days
+    earliest = min(first for first, _ in spans.values()) + warmup
+    good = set(known_good_days(session, model, current.checkpoint_id, earliest, day))
+    seen: dict[Cohort, set[date]] = {}
+    for dimension, value, seen_day in session.execute(
+        select(DailySignal.dimension, DailySignal.value, DailySignal.day)
+        .where(
+            *scope,
+            DailySignal.day >= earliest,
+            DailySignal.dimension.in_({dimension for dimension, _ in spans}),
+            DailySignal.value.in_({value for _, value in spans}),
+        )
+        .distinct()
+    ):
+        seen.setdefault((dimension, value), set()).add(seen_day)
+    windows = []
+    for (dimension, value), (first, last) in sorted(spans.items()):
+        start = first + warmup
+        own = seen.get((dimension, value), set())
+        days = tuple(sorted(d for d in own if d >= start and d in good))
+        if len(days) >= length:
+            judged_from = days[length - 1] + timedelta(days=1)
+        else:
+            judged_from = max(start, day) + timedelta(days=length - len(days))
+        windows.append(CohortWindow(dimension, value, first, last, days, judged_from))
+    return windows
+
+
+def waiting_cohorts(
+    session: Session, reference: DriftReference, settings: DriftSettings
+) -> list[CohortWindow]:
+    """The cohorts `reference` cannot judge yet, as the next day run (the day after the
+    latest judged one) will find them: the drift page names them with their progress."""
+    latest = session.scalar(
+        select(func.max(DriftJudgement.day)).where(
+            DriftJudgement.project_id == reference.project_id,
+            DriftJudgement.model_id == reference.model_id,
+        )
+    )
+    day = today_utc() if latest is None else latest + timedelta(days=1)
+    return cohort_windows(session, reference.model, reference, day, settings)
+
+
+def add_new_cohorts(
+    session: Session,
+    model: Model,
+    reference: DriftReference,
+    day: date,
+    settings: DriftSettings,
+    current: Period,
+) -> list[DriftReferenceCohort]:
+    """Adds to `reference` (the newest day's, `day`) the entries of every cohort it holds
+    none for whose own window is full: its first ``reference_days`` known-good days,
+    summarised as a freeze summarises (``summarize``). Existing entries and the version stay,
+    so no CUSUM restarts; a stand-in reference (another checkpoint's) gains nothing. A
+    cohort whose days give no valid summary (too few days with volume on every signal)
+    keeps waiting."""
+    length = settings.reference_days
+    entries: dict[str, list[float]] = {}
+    added = []
+    for window in cohort_windows(session, model, reference, day, settings, current):
+        if window.judged_from is None or len(window.known_good) < length:
+            continue
+        days = window.known_good[:length]
+        cohort = (window.dimension, window.value)
+        summary = summarize(session, model.project_id, reference.checkpoint_id, days, cohort)
+        if summary:
+            entries.update(summary)
+            added.append(_record_added(session, reference, *cohort, day, days, len(summary)))
+    if entries:
+        assert not entries.keys() & reference.stats.keys(), "entries are never changed"
+        reference.stats = {**reference.stats, **entries}
+        session.flush()
+    return added
+
+
+def _record_added(
+    session: Session,
+    reference: DriftReference,
+    dimension: str,
+    value: str,
+    added_on: date,
+    days: Sequence[date],
+    entries: int,
+) -> DriftReferenceCohort:
+    record = DriftReferenceCohort(
+        project_id=reference.project_id,
+        model_id=reference.model_id,
+        version=reference.version,
+        dimension=dimension,
+        value=value,
+        added_on=added_on,
+        first_day=min(days),
+        last_day=max(days),
+        days=[d.isoformat() for d in sorted(days)],
+        entries=entries,
+    )
+    session.add(record)
+    reference.cohorts_added.append(record)
+    return record
+
+
+def entries_for_day(reference: DriftReference, day: date) -> dict[str, list[float]]:
+    """The reference's entries that may judge `day`: all but those of cohorts added after
+    it (a rerun of an earlier day is judged as it was, never against days after it)."""
+    later = {(c.dimension, c.value) for c in reference.cohorts_added if c.added_on > day}
+    if not later:
+        return reference.stats
+    return {key: entry for key, entry in reference.stats.items() if cohort_of(key) not in later}
 
 
 MIN_REPRICED_COST = 10_000.0

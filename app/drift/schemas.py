@@ -184,7 +184,9 @@ class AlertOut(OrmModel):
         description="Why it is open, as of its last day a rule fired: {day, rules: ['band' "
         "and/or 'cusum'], observed, volume, band: {low, high, alpha, p_value, side}, cusum: "
         "{statistic, threshold, release, k, score}, reference: {version, checkpoint_id, "
-        "checkpoint_version, first_day, last_day, days, trigger, center}}.",
+        "checkpoint_version, first_day, last_day, days, trigger, center, cohort_window: "
+        "{first_day, last_day, days, added_on} | null (the cohort's own known-good days, "
+        "when its entries were added to the reference after it froze)}}.",
     )
     links: dict[str, Any] = Field(default_factory=dict)
     rollback: RollbackLink | None = None
@@ -269,6 +271,18 @@ class RebaselineIn(StrictModel):
     )
 
 
+class AddedCohortOut(OrmModel):
+    """A cohort whose entries were added to a frozen reference after it froze."""
+
+    dimension: str
+    value: str
+    added_on: date = Field(description="The first day judged with its entries.")
+    first_day: date
+    last_day: date
+    days: list[date] = Field(description="Its own known-good days the entries summarise.")
+    entries: int = Field(description="Cohort x signal summaries added.")
+
+
 class ReferenceOut(OrmModel):
     """A frozen reference: the known-good days a model is judged against."""
 
@@ -285,6 +299,10 @@ class ReferenceOut(OrmModel):
     actor: str | None
     created_at: datetime
     stats: dict[str, Any] = Field(exclude=True)
+    cohorts_added: list[AddedCohortOut] = Field(
+        description="Cohorts it held no entry for when it froze, added since from their own "
+        "windows (the version and every other entry unchanged)."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

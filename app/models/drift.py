@@ -6,7 +6,16 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import (
@@ -211,8 +220,10 @@ class DriftReference(Base):
     signal, the random-effects summary of them (app/stats/reference.py).
 
     Versions count up per model; exactly one is ``active`` once any exists (the one the
-    daily job judges against). A reference never changes after it is written: a champion
-    change or a rebaseline writes a new version and marks the old one ``superseded``.
+    daily job judges against). An entry never changes after it is written: a champion
+    change or a rebaseline writes a new version and marks the old one ``superseded``. The
+    one thing added later is entries for a cohort the reference held none for, each from
+    its own known-good days (``cohorts_added``, app/drift/references.add_new_cohorts).
     ``stats`` maps "signal|dimension|value" to [centre, between-day variance, variance of
     the centre, days used, days excluded], and a cost entry then to the [input, output]
     prices its days were computed at (app/drift/references.priced_entry). No surrogate id:
@@ -240,8 +251,53 @@ class DriftReference(Base):
 
     checkpoint: Mapped[Checkpoint] = relationship(lazy="selectin")
     model: Mapped[Model] = relationship(lazy="selectin")
+    cohorts_added: Mapped[list[DriftReferenceCohort]] = relationship(
+        lazy="selectin",
+        order_by=lambda: [
+            DriftReferenceCohort.added_on,
+            DriftReferenceCohort.dimension,
+            DriftReferenceCohort.value,
+        ],
+    )
 
     __table_args__ = (Index("ix_drift_references_project_status", "project_id", "status"),)
+
+
+class DriftReferenceCohort(Base):
+    """A cohort whose entries were added to a frozen reference after it froze: it had none
+    (it first served after the freeze, or on too few of the window's days), and once it had
+    ``reference_days`` known-good days of its own after its warm-up, those days were
+    summarised into entries for its keys and added; no other entry changed and the version
+    stayed, so every running CUSUM kept its state (app/drift/references.add_new_cohorts).
+
+    ``added_on`` is the first day judged with the entries: every day of ``days`` is before
+    it, and a day before it (a rerun) is judged without them."""
+
+    __tablename__ = "drift_reference_cohorts"
+
+    project_id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    dimension: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    added_on: Mapped[date]
+    first_day: Mapped[date]
+    last_day: Mapped[date]
+    days: Mapped[list[str]] = mapped_column(JSONType)
+    entries: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["project_id", "model_id", "version"],
+            [
+                "drift_references.project_id",
+                "drift_references.model_id",
+                "drift_references.version",
+            ],
+            ondelete="CASCADE",
+        ),
+    )
 
 
 class DriftJudgement(Base):
