@@ -694,3 +694,56 @@ def test_0013_records_cohorts_added_to_references_and_comes_back(
             assert conn.execute(text("SELECT COUNT(*) FROM drift_reference_cohorts")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_0014_adds_a_null_subject_to_queued_deliveries_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0013")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    delivery = (
+        "INSERT INTO webhook_deliveries (id, project_id, endpoint_id, event_type, msg_id, "
+        "payload, status, attempts, next_attempt_at, created_at{subject_column}) VALUES "
+        "(:id, 1, 1, 'alert.opened', :msg_id, '{{}}', 'pending', 0, :now, :now{subject_value})"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(SEED_0008[0]), {"now": now})
+            conn.execute(
+                text(
+                    "INSERT INTO webhook_endpoints (id, project_id, url, events, "
+                    "secret_encrypted, status, consecutive_failures, updated_at, created_at) "
+                    "VALUES (1, 1, 'http://h/', '[]', 's', 'active', 0, :now, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(delivery.format(subject_column="", subject_value="")),
+                {"id": 1, "msg_id": "alert.opened.1", "now": now},
+            )
+        migrate.upgrade(empty_database_url, "0014")
+        subjects = text("SELECT id, msg_id, subject FROM webhook_deliveries ORDER BY id")
+        with engine.begin() as conn:
+            # Queued before: no subject, so sent unordered as before.
+            assert [tuple(r) for r in conn.execute(subjects)] == [(1, "alert.opened.1", None)]
+            conn.execute(
+                text(delivery.format(subject_column=", subject", subject_value=", 'alert:1'")),
+                {"id": 2, "msg_id": "alert.resolved.1", "now": now},
+            )
+            assert [tuple(r) for r in conn.execute(subjects)][1] == (
+                2,
+                "alert.resolved.1",
+                "alert:1",
+            )
+        migrate.downgrade(empty_database_url, "0013")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("webhook_deliveries")}
+            assert "subject" not in columns
+            kept = conn.execute(text("SELECT id, msg_id FROM webhook_deliveries ORDER BY id"))
+            assert [tuple(r) for r in kept] == [(1, "alert.opened.1"), (2, "alert.resolved.1")]
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [r.subject for r in conn.execute(subjects)] == [None, None]
+    finally:
+        engine.dispose()

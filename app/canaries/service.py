@@ -328,7 +328,12 @@ def _notify(session: Session, links: Links, canary: Canary, outcome: str) -> Non
     """`canary.decided`, with the evidence (and for a rollback, the confirmation link)."""
     data = canary_out(canary, links).model_dump(mode="json")
     outbox.emit(
-        session, canary.project_id, "canary.decided", f"canary.{canary.id}.decided.{outcome}", data
+        session,
+        canary.project_id,
+        "canary.decided",
+        f"canary.{canary.id}.decided.{outcome}",
+        f"canary:{canary.id}",
+        data,
     )
 
 

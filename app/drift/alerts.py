@@ -280,7 +280,7 @@ def _notify(
     data = alert_out(alert, links).model_dump(mode="json")
     if reminder:
         data["reminder"] = True
-    outbox.emit(session, alert.project_id, event_type, msg_id, data)
+    outbox.emit(session, alert.project_id, event_type, msg_id, f"alert:{alert.id}", data)
 
 
 def alert_out(alert: Alert, links: Links) -> AlertOut:

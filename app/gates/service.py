@@ -292,6 +292,7 @@ def _record_outcome(
             principal.project_id,
             "gate.blocked",
             f"gate.{gate.id}.blocked",
+            f"gate:{gate.id}",
             {**details, "reasons": blocking, "url": url},
         )
 

@@ -62,6 +62,10 @@ class WebhookDelivery(TenantKeyed, CreatedAt, Base):
     event_type: Mapped[str] = mapped_column(String(32))
     # The webhook-id header: stable per (subject, transition) so receivers can drop repeats.
     msg_id: Mapped[str] = mapped_column(String(100))
+    # What the event is about ("alert:12", "model:3"): the sender sends one endpoint's
+    # deliveries of one subject in id order. NULL (test messages, rows queued before 0014)
+    # orders nothing.
+    subject: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
     status: Mapped[DeliveryStatus] = mapped_column(
         str_enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.pending
@@ -81,5 +85,6 @@ class WebhookDelivery(TenantKeyed, CreatedAt, Base):
         ),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_subject", "endpoint_id", "subject", "id"),
         postgresql_primary_key("project_id", "id"),
     )

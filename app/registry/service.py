@@ -633,6 +633,7 @@ def _change_champion(
         principal.project_id,
         "champion.changed",
         f"champion.changed.{entry.id}",
+        f"model:{model.id}",
         {
             **details,
             "action": action.value,

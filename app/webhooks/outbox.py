@@ -19,12 +19,22 @@ EVENT_TYPES = (
 
 
 def emit(
-    session: Session, project_id: int, event_type: str, msg_id: str, data: dict[str, Any]
+    session: Session,
+    project_id: int,
+    event_type: str,
+    msg_id: str,
+    subject: str,
+    data: dict[str, Any],
 ) -> int:
     """Queues one delivery per subscribed endpoint; `msg_id` is stable per transition so a
     repeated emit is a no-op and receivers can drop duplicates. Returns deliveries queued.
     A paused endpoint is queued for too: the sender holds its deliveries until it is
-    re-enabled, so an alert raised while a receiver was down still reaches it."""
+    re-enabled, so an alert raised while a receiver was down still reaches it.
+
+    `subject` names the resource the event is about, as "<kind>:<id>" ("alert:12"): the
+    sender sends one endpoint's events of one subject in the order they were emitted (a
+    retried `alert.opened` is never overtaken by the `alert.resolved` after it), while other
+    subjects go on."""
     endpoints = session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.project_id == project_id)
     ).all()
@@ -44,6 +54,7 @@ def emit(
                     endpoint_id=endpoint.id,
                     event_type=event_type,
                     msg_id=msg_id,
+                    subject=subject,
                     payload={"type": event_type, "data": data},
                 )
             )

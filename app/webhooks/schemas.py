@@ -55,6 +55,9 @@ class DeliveryOut(OrmModel):
     webhook_id: int = Field(validation_alias=AliasChoices("endpoint_id", "webhook_id"))
     event_type: str
     msg_id: str
+    subject: str | None = Field(
+        description="What the event is about ('alert:12'); one subject's events go out in order."
+    )
     status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime

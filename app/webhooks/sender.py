@@ -7,7 +7,9 @@ another, so slow receivers can outlast the lease of the deliveries still waiting
 renewed just before its send, and only if it is still the one this sender took (its
 `claimed_until` is the claim's token); a delivery another sender took over meanwhile is left to
 it, and an outcome is recorded only under the claim it was sent with, so no message goes out
-twice nor counts another sender's attempt. Failed attempts back off
+twice nor counts another sender's attempt. One endpoint's deliveries about one subject go
+out in the order they were queued: the claim skips a delivery while an earlier one of its
+subject is still pending (see `_claim`). Failed attempts back off
 exponentially with full jitter, honouring Retry-After (delivery.next_delay); a delivery that
 exhausts MAX_ATTEMPTS is dead-lettered, one refused for good (4xx, forbidden target) fails at
 once. An endpoint whose attempts have failed PAUSE_AFTER_FAILURES times in a row is paused:
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.core import crypto
 from app.core.db import utcnow
@@ -81,8 +83,28 @@ def _lease(settings: Settings) -> timedelta:
 
 
 def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed]:
+    """Due deliveries, each the oldest still pending of its subject at its endpoint.
+
+    A delivery waits while an earlier one (lower id, so emitted before it) of the same subject
+    to the same endpoint is pending, retries included, whether or not that one is due or
+    leased; once it succeeds or is given up (dead, failed), the next goes. So a batch holds at
+    most one delivery per (endpoint, subject), and the next is claimed only after the previous
+    outcome is committed: one subject's events reach a receiver in order, while other subjects
+    are never held up. Deliveries without a subject are never held."""
     now = utcnow()
     lease = _lease(settings)
+    earlier = aliased(WebhookDelivery)
+    earlier_pending = (
+        select(earlier.id)
+        .where(
+            earlier.project_id == WebhookDelivery.project_id,  # implied; names the shard
+            earlier.endpoint_id == WebhookDelivery.endpoint_id,
+            earlier.subject == WebhookDelivery.subject,
+            earlier.id < WebhookDelivery.id,
+            earlier.status == DeliveryStatus.pending,
+        )
+        .exists()
+    )
     with sessions() as session:
         rows = session.execute(
             select(WebhookDelivery, WebhookEndpoint)
@@ -92,6 +114,7 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
                 WebhookDelivery.next_attempt_at <= now,
                 or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
                 WebhookEndpoint.status == EndpointStatus.active,
+                ~earlier_pending,
             )
             .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
             .limit(BATCH_SIZE)
