@@ -104,10 +104,29 @@ def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str
     }
 
 
-def envelope(event_type: str, data: dict[str, Any], timestamp: datetime) -> bytes:
-    """Compact JSON body; these exact bytes are what gets signed, so they are built once."""
+def envelope(
+    event_type: str,
+    data: dict[str, Any],
+    timestamp: datetime,
+    *,
+    subject: str | None,
+    sequence: int,
+) -> bytes:
+    """Compact JSON body; these exact bytes are what gets signed, so they are built once.
+
+    ``subject`` ("alert:12") names what the event is about and ``sequence`` grows with every
+    event queued for the endpoint, so a receiver keeps, per subject, the event with the
+    highest sequence and drops an older one that arrives late (a redelivery). Null subject:
+    a test message, about nothing.
+    """
     iso_utc = _as_utc(timestamp).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
-    document = {"type": event_type, "timestamp": iso_utc, "data": data}
+    document = {
+        "type": event_type,
+        "timestamp": iso_utc,
+        "subject": subject,
+        "sequence": sequence,
+        "data": data,
+    }
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 

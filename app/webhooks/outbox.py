@@ -34,7 +34,7 @@ def emit(
     `subject` names the resource the event is about, as "<kind>:<id>" ("alert:12"): the
     sender sends one endpoint's events of one subject in the order they were emitted (a
     retried `alert.opened` is never overtaken by the `alert.resolved` after it), while other
-    subjects go on."""
+    subjects go on. The envelope carries it beside the delivery's `sequence`."""
     endpoints = session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.project_id == project_id)
     ).all()

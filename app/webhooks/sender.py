@@ -137,7 +137,13 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
                     endpoint.url,
                     secret,
                     delivery.msg_id,
-                    envelope(delivery.event_type, data, delivery.created_at),
+                    envelope(
+                        delivery.event_type,
+                        data,
+                        delivery.created_at,
+                        subject=delivery.subject,
+                        sequence=delivery.id,
+                    ),
                     now + lease,
                 )
             )

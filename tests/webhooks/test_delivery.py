@@ -185,7 +185,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
 
 def signed_event(secret: str, data: dict[str, Any] | None = None) -> tuple[dict[str, str], bytes]:
     now = datetime.now(UTC)
-    body = envelope("alert.opened", data or {"alert_id": 1}, now)
+    body = envelope("alert.opened", data or {"alert_id": 1}, now, subject="alert:1", sequence=1)
     return sign(secret, f"msg_{uuid4().hex}", now, body), body
 
 
@@ -208,7 +208,9 @@ def test_signed_headers_verify_with_standardwebhooks(secret: str) -> None:
 
 def test_signing_converts_non_utc_timestamps_instead_of_relabelling(secret: str) -> None:
     now_in_kolkata = datetime.now(timezone(timedelta(hours=5, minutes=30)))
-    body = envelope("champion.changed", {"model": "m"}, now_in_kolkata)
+    body = envelope(
+        "champion.changed", {"model": "m"}, now_in_kolkata, subject="model:1", sequence=1
+    )
     headers = sign(secret, "msg_1", now_in_kolkata, body)
     assert int(headers["webhook-timestamp"]) == int(now_in_kolkata.timestamp())
     Webhook(secret).verify(body, headers)
@@ -223,16 +225,17 @@ def test_tampered_body_fails_verification(secret: str) -> None:
 def test_naive_timestamps_are_refused(secret: str) -> None:
     naive = datetime(2024, 5, 1, 12, 0)
     with pytest.raises(ValueError, match="timezone-aware"):
-        envelope("gate.blocked", {}, naive)
+        envelope("gate.blocked", {}, naive, subject="gate:1", sequence=1)
     with pytest.raises(ValueError, match="timezone-aware"):
         sign(secret, "msg_1", naive, b"{}")
 
 
 def test_envelope_is_compact_json_with_utc_timestamp() -> None:
     at = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-    assert envelope("gate.blocked", {"gate": "g1", "score": 0.5}, at) == (
+    body = envelope("gate.blocked", {"gate": "g1", "score": 0.5}, at, subject="gate:4", sequence=9)
+    assert body == (
         b'{"type":"gate.blocked","timestamp":"2024-05-01T12:00:00.000Z",'
-        b'"data":{"gate":"g1","score":0.5}}'
+        b'"subject":"gate:4","sequence":9,"data":{"gate":"g1","score":0.5}}'
     )
 
 

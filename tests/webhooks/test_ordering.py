@@ -84,7 +84,9 @@ def test_a_retried_alert_opened_reaches_the_receiver_before_its_alert_resolved(
 
         payloads = received(hook)
         assert [p["type"] for p in payloads] == ["alert.opened", "alert.opened", "alert.resolved"]
-        assert {p["data"]["id"] for p in payloads} == {alert["id"]}
+        assert {p["subject"] for p in payloads} == {f"alert:{alert['id']}"}
+        opened, resolved_event = payloads[1:]
+        assert opened["sequence"] < resolved_event["sequence"]
 
 
 def test_a_failing_subject_does_not_hold_up_another_subjects_deliveries(
@@ -105,6 +107,8 @@ def test_a_failing_subject_does_not_hold_up_another_subjects_deliveries(
         make_due_now(app)
         drain(app, settings)
         assert champions(hook) == [("a", "v1"), ("b", "v1"), ("a", "v1"), ("a", "v2")]
+        subjects = {p["data"]["model"]: p["subject"] for p in received(hook)}
+        assert subjects["a"] != subjects["b"]
 
 
 @pytest.mark.parametrize(
@@ -139,3 +143,30 @@ def test_a_given_up_delivery_lets_the_later_ones_of_its_subject_through(
         by_version = {d["payload"]["data"]["version"]: d for d in log}
         assert (by_version["v1"]["status"], by_version["v1"]["attempts"]) == (given_up, attempts)
         assert (by_version["v2"]["status"], by_version["v2"]["attempts"]) == ("succeeded", 1)
+
+
+def test_a_redelivered_old_event_keeps_its_sequence_so_the_receiver_can_drop_it(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
+) -> None:
+    """A receiver that keeps, per subject, the event with the highest sequence ends with the
+    newest champion even when an old event is sent again after the newer one."""
+    secret = new_webhook_secret()
+    with Receiver(secret) as hook:
+        path = subscribe(client, auth, hook, secret, "champion.changed")
+        promote(client, auth, "a", "v1")
+        promote(client, auth, "a", "v2")
+        drain(app, settings)
+        log = client.get(f"{path}/deliveries", headers=auth).json()["items"]
+        first = min(log, key=lambda delivery: delivery["id"])  # a's v1
+        client.post(f"{path}/deliveries/{first['id']}/redeliver", headers=auth).raise_for_status()
+        drain(app, settings)
+
+        payloads = received(hook)
+        assert champions(hook) == [("a", "v1"), ("a", "v2"), ("a", "v1")]
+        assert len({payload["subject"] for payload in payloads}) == 1
+        newest = {"sequence": 0, "version": ""}
+        for payload in payloads:
+            if payload["sequence"] > newest["sequence"]:
+                newest = {"sequence": payload["sequence"], "version": payload["data"]["version"]}
+        assert newest == {"sequence": payloads[1]["sequence"], "version": "v2"}
+        assert payloads[2]["sequence"] == payloads[0]["sequence"] < payloads[1]["sequence"]
