@@ -747,3 +747,61 @@ def test_0014_adds_a_null_subject_to_queued_deliveries_and_comes_back(
             assert [r.subject for r in conn.execute(subjects)] == [None, None]
     finally:
         engine.dispose()
+
+
+def test_0015_adds_an_unrotated_previous_secret_to_endpoints_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0014")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    previous = text(
+        "SELECT id, secret_encrypted, previous_secret_encrypted, previous_secret_expires_at "
+        "FROM webhook_endpoints ORDER BY id"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(SEED_0008[0]), {"now": now})
+            conn.execute(
+                text(
+                    "INSERT INTO webhook_endpoints (id, project_id, url, events, "
+                    "secret_encrypted, status, consecutive_failures, updated_at, created_at) "
+                    "VALUES (1, 1, 'http://h/', '[]', 's', 'active', 0, :now, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO webhook_deliveries (id, project_id, endpoint_id, event_type, "
+                    "msg_id, payload, status, attempts, next_attempt_at, created_at) VALUES "
+                    "(1, 1, 1, 'alert.opened', 'alert.opened.1', '{}', 'pending', 0, :now, :now)"
+                ),
+                {"now": now},
+            )
+        migrate.upgrade(empty_database_url, "0015")
+        with engine.begin() as conn:
+            # Never rotated; the endpoint's queued delivery survives SQLite's table copy.
+            assert [tuple(r) for r in conn.execute(previous)] == [(1, "s", None, None)]
+            assert conn.execute(text("SELECT COUNT(*) FROM webhook_deliveries")).scalar() == 1
+            conn.execute(
+                text(
+                    "UPDATE webhook_endpoints SET previous_secret_encrypted = 's', "
+                    "secret_encrypted = 't', previous_secret_expires_at = :now"
+                ),
+                {"now": now},
+            )
+        # A previous secret and its expiry come together.
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE webhook_endpoints SET previous_secret_expires_at = NULL"))
+        migrate.downgrade(empty_database_url, "0014")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("webhook_endpoints")}
+            assert not columns & {"previous_secret_encrypted", "previous_secret_expires_at"}
+            kept = conn.execute(text("SELECT id, secret_encrypted FROM webhook_endpoints"))
+            assert [tuple(r) for r in kept] == [(1, "t")]
+            assert conn.execute(text("SELECT COUNT(*) FROM webhook_deliveries")).scalar() == 1
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [tuple(r) for r in conn.execute(previous)] == [(1, "t", None, None)]
+    finally:
+        engine.dispose()

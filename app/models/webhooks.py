@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import (
@@ -42,6 +42,11 @@ class WebhookEndpoint(CreatedAt, Base):
     events: Mapped[list[str]] = mapped_column(JSONType)
     # Encrypted with the server's secret key: signing needs the secret itself, not a hash.
     secret_encrypted: Mapped[str] = mapped_column(Text)
+    # The secret a rotation replaced, encrypted alike: deliveries are signed with it too until
+    # `previous_secret_expires_at`, so receivers can switch secrets without a gap. Both or
+    # neither.
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None]
     description: Mapped[str | None] = mapped_column(Text)
     status: Mapped[EndpointStatus] = mapped_column(
         str_enum(EndpointStatus, "endpoint_status"), default=EndpointStatus.active
@@ -50,7 +55,13 @@ class WebhookEndpoint(CreatedAt, Base):
     paused_reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_webhook_endpoints_project", "project_id"),)
+    __table_args__ = (
+        Index("ix_webhook_endpoints_project", "project_id"),
+        CheckConstraint(
+            "(previous_secret_encrypted IS NULL) = (previous_secret_expires_at IS NULL)",
+            name="previous_secret_pair",
+        ),
+    )
 
 
 class WebhookDelivery(TenantKeyed, CreatedAt, Base):

@@ -86,19 +86,33 @@ def new_webhook_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def sign(secret: str, msg_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
+def sign(
+    secret: str,
+    msg_id: str,
+    timestamp: datetime,
+    body: bytes,
+    *,
+    previous_secret: str | None = None,
+) -> dict[str, str]:
     """Request headers carrying a Standard Webhooks v1 signature over id, timestamp and body.
 
     ``timestamp`` is the send time, not the event time: receivers reject signatures older than
     about five minutes, so sign afresh on every attempt (the body and msg_id stay the same).
+    With ``previous_secret`` (a rotation's grace period) the header lists a second signature,
+    space-separated as the spec allows (``v1,<new> v1,<previous>``): a receiver still holding
+    the previous secret verifies, and so does one already switched to the new one.
     """
     utc_timestamp = _as_utc(timestamp)
     # standardwebhooks *replaces* tzinfo with UTC rather than converting, hence the UTC value.
-    signature = Webhook(secret).sign(msg_id, utc_timestamp, body.decode("utf-8"))
+    signatures = [
+        Webhook(signer).sign(msg_id, utc_timestamp, body.decode("utf-8"))
+        for signer in (secret, previous_secret)
+        if signer is not None
+    ]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(math.floor(utc_timestamp.timestamp())),
-        "webhook-signature": signature,
+        "webhook-signature": " ".join(signatures),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }

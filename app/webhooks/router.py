@@ -60,6 +60,16 @@ def delete_webhook(webhook_id: int, principal: Admin, session: SessionDep) -> Re
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post("/webhooks/{webhook_id}/rotate-secret", response_model=WebhookCreatedOut)
+def rotate_webhook_secret(
+    webhook_id: int, principal: Admin, session: SessionDep, settings: SettingsDep
+) -> WebhookCreatedOut:
+    """A new signing secret, in this answer only. The replaced one keeps signing deliveries
+    beside it until `previous_secret_expires_at` (24 h), so receivers switch without a gap."""
+    endpoint, secret = webhooks.rotate_secret(session, principal, settings, webhook_id)
+    return WebhookCreatedOut(**WebhookOut.model_validate(endpoint).model_dump(), secret=secret)
+
+
 @router.post(
     "/webhooks/{webhook_id}/test",
     response_model=DeliveryOut,

@@ -43,6 +43,9 @@ class WebhookOut(OrmModel):
     status: EndpointStatus
     paused_reason: str | None
     consecutive_failures: int
+    previous_secret_expires_at: datetime | None = Field(
+        description="After a secret rotation: until then the replaced secret co-signs too."
+    )
     created_at: datetime
 
 

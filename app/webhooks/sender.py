@@ -57,6 +57,7 @@ class _Claimed:
     delivery_id: int
     url: str
     secret: str
+    previous_secret: str | None
     msg_id: str
     body: bytes
     claimed_until: datetime
@@ -69,7 +70,9 @@ def deliver_webhooks(sessions: sessionmaker[Session], settings: Settings) -> boo
         held = _renew(sessions, item, _lease(settings))
         if held is None:
             continue
-        headers = sign(held.secret, held.msg_id, utcnow(), held.body)
+        headers = sign(
+            held.secret, held.msg_id, utcnow(), held.body, previous_secret=held.previous_secret
+        )
         attempt = send(
             held.url, headers, held.body, settings.webhook_timeout_s, settings.webhook_allow_private
         )
@@ -124,6 +127,7 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
         for delivery, endpoint in rows:
             try:
                 secret = crypto.decrypt(settings, endpoint.secret_encrypted)
+                previous_secret = _previous_secret(settings, endpoint, now)
             except crypto.SecretUnreadable as exc:
                 delivery.status = DeliveryStatus.failed
                 delivery.last_error = str(exc)
@@ -136,6 +140,7 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
                     delivery.id,
                     endpoint.url,
                     secret,
+                    previous_secret,
                     delivery.msg_id,
                     envelope(
                         delivery.event_type,
@@ -149,6 +154,14 @@ def _claim(sessions: sessionmaker[Session], settings: Settings) -> list[_Claimed
             )
         session.commit()
     return claimed
+
+
+def _previous_secret(settings: Settings, endpoint: WebhookEndpoint, now: datetime) -> str | None:
+    """The secret a rotation replaced, while its grace period lasts (it co-signs until then)."""
+    expires_at = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted is None or expires_at is None or expires_at <= now:
+        return None
+    return crypto.decrypt(settings, endpoint.previous_secret_encrypted)
 
 
 def _renew(sessions: sessionmaker[Session], item: _Claimed, lease: timedelta) -> _Claimed | None:

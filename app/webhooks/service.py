@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from datetime import timedelta
 from uuid import uuid4
 
 from sqlalchemy import select
@@ -31,6 +32,10 @@ TEST_EVENT = "webhook.test"
 
 
 _MIN_SECRET_BYTES = 24
+
+# How long a rotated-out secret still signs deliveries beside the new one: a day for the
+# receiver's owner to deploy the new secret.
+ROTATION_GRACE = timedelta(hours=24)
 
 
 def _check_target(url: str, settings: Settings) -> None:
@@ -76,6 +81,34 @@ def create_endpoint(
         "webhook",
         endpoint.id,
         {"url": endpoint.url, "events": endpoint.events},
+    )
+    session.commit()
+    return endpoint, secret
+
+
+def rotate_secret(
+    session: Session, principal: Principal, settings: Settings, webhook_id: int
+) -> tuple[WebhookEndpoint, str]:
+    """-> (endpoint, new secret), the secret in clear in this answer only.
+
+    The replaced secret keeps co-signing every delivery for ROTATION_GRACE, so receivers can
+    switch to the new one at their pace; rotating again within it ends the older secret's
+    grace at once (only the secret just replaced co-signs)."""
+    endpoint = get_endpoint(session, principal.project_id, webhook_id)
+    # Locked and re-read (PostgreSQL): of two rotations at once, the second replaces the
+    # first's secret, which co-signs, instead of both replacing the same one.
+    session.refresh(endpoint, with_for_update=True)
+    secret = new_webhook_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_expires_at = utcnow() + ROTATION_GRACE
+    endpoint.secret_encrypted = crypto.encrypt(settings, secret)
+    audit.record(
+        session,
+        principal,
+        "webhook.secret_rotated",
+        "webhook",
+        endpoint.id,
+        {"previous_secret_expires_at": endpoint.previous_secret_expires_at.isoformat()},
     )
     session.commit()
     return endpoint, secret

@@ -176,6 +176,11 @@ def test_no_key_or_webhook_secret_reaches_any_log(
             assert response.status_code == 201, response.text
             secrets.append(response.json()["secret"])
         assert chosen_secret in secrets
+        rotated = client.post(
+            f"/api/v1/webhooks/{response.json()['id']}/rotate-secret", headers=auth
+        )
+        assert rotated.status_code == 200, rotated.text
+        secrets.append(rotated.json()["secret"])
 
         for headers in (
             {"Authorization": f"Bearer {writer}"},
