@@ -283,7 +283,8 @@ def _evaluate(
             outputs = _outputs(version)
             body = EvaluationIn(checkpoint_id=checkpoint_id, evaluators=evaluators)
             pairs = ((o["key"], o) for o in outputs)
-            run_ids.append(runs.create_run(session, principal, DATASET, body, pairs).id)
+            run, _created = runs.create_run(session, principal, DATASET, body, pairs)
+            run_ids.append(run.id)
     while worker.work_runs(sessions, settings):
         pass
     return run_ids

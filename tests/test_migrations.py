@@ -805,3 +805,54 @@ def test_0015_adds_an_unrotated_previous_secret_to_endpoints_and_comes_back(
             assert [tuple(r) for r in conn.execute(previous)] == [(1, "t", None, None)]
     finally:
         engine.dispose()
+
+
+def test_0016_adds_run_idempotency_keys_unique_per_project_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0015")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    new_run = text(
+        "INSERT INTO evaluation_runs (project_id, checkpoint_id, dataset_version_id, evaluators, "
+        "status, output_source, progress_done, progress_total, attempts, created_at, "
+        "idempotency_key, request_digest) VALUES (1, 1, 1, '[]', 'queued', 'uploaded', 0, 2, 0, "
+        ":now, :key, :digest)"
+    )
+    keys = text("SELECT id, project_id, idempotency_key, request_digest FROM evaluation_runs")
+    try:
+        with engine.begin() as conn:
+            # Two projects, a run in each (created before keys existed).
+            for statement in (*SEED_0008[:5], SEED_0008[6]):
+                conn.execute(text(statement), {"now": now})
+            if engine.dialect.name == "postgresql":  # where the sequence stands after ids 1-2
+                conn.execute(text("SELECT setval('evaluation_runs_id_seq', 2)"))
+        migrate.upgrade(empty_database_url, "0016")
+        with engine.begin() as conn:
+            assert sorted(tuple(r) for r in conn.execute(keys)) == [
+                (1, 1, None, None),
+                (2, 2, None, None),
+            ]
+            # One key may name a run in each project; unkeyed runs never collide.
+            conn.execute(
+                text(
+                    "UPDATE evaluation_runs SET idempotency_key = 'k', request_digest = 'd' "
+                    "WHERE id IN (1, 2)"
+                )
+            )
+            conn.execute(new_run, {"now": now, "key": None, "digest": None})
+            conn.execute(new_run, {"now": now, "key": None, "digest": None})
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(new_run, {"now": now, "key": "k", "digest": "e"})  # one run per key
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(new_run, {"now": now, "key": "k2", "digest": None})  # key and digest
+        migrate.downgrade(empty_database_url, "0015")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("evaluation_runs")}
+            assert not columns & {"idempotency_key", "request_digest"}
+            assert conn.execute(text("SELECT COUNT(*) FROM evaluation_runs")).scalar() == 4
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert {tuple(r)[2:] for r in conn.execute(keys)} == {(None, None)}
+    finally:
+        engine.dispose()

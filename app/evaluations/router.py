@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import Query, Request, Response, status
+from fastapi import Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.core.deps import Paging, Reader, SessionDep, Writer, api_router
@@ -21,47 +21,75 @@ from app.registry.schemas import Name
 router = api_router("/api/v1", "evaluations")
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        description="Any unique string (a UUID) naming this request: sent again with the same "
+        "request, it answers 200 with the run the first one made instead of making a second; "
+        "with another request, 422. Per project, kept with the run.",
+    ),
+]
+
+
 @router.post(
     "/datasets/{dataset_name}/evaluations",
     response_model=RunCreatedOut,
     status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        200: {
+            "model": RunCreatedOut,
+            "description": "Replayed: the run an earlier request with this Idempotency-Key "
+            "made (header Idempotent-Replayed: true)",
+        }
+    },
     openapi_extra=multipart_doc(EvaluationIn, "outputs", ["request"]),
 )
 async def add_evaluation(
-    dataset_name: str, request: Request, principal: Writer, session: SessionDep
+    dataset_name: str,
+    request: Request,
+    response: Response,
+    principal: Writer,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunCreatedOut:
     """JSON body, or multipart: a `request` part holding the JSON body without outputs and an
     `outputs` part, a JSONL file of {key, output, trajectory?, probability?, latency_ms?}."""
     if not is_multipart(request):
         body = parse_model(EvaluationIn, await json_body(request))
         outputs = runs.json_outputs(body.outputs) if body.outputs is not None else None
-        run = await run_in_threadpool(
-            runs.create_run, session, principal, dataset_name, body, outputs
+        run, created = await run_in_threadpool(
+            runs.create_run, session, principal, dataset_name, body, outputs, idempotency_key
         )
-        return RunCreatedOut(run_id=run.id, status=run.status)
-    async with request.form() as form:
-        raw = form.get("request")
-        if not isinstance(raw, str):
-            raise Unprocessable(
-                "request: the multipart body needs a 'request' part", field="request"
+    else:
+        async with request.form() as form:
+            raw = form.get("request")
+            if not isinstance(raw, str):
+                raise Unprocessable(
+                    "request: the multipart body needs a 'request' part", field="request"
+                )
+            try:
+                fields = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise Unprocessable(f"request: invalid JSON: {exc}", field="request") from None
+            body = parse_model(EvaluationIn, fields)
+            if body.outputs is not None:
+                raise Unprocessable(
+                    "request.outputs: send outputs as the file part", field="outputs"
+                )
+            upload = upload_part(form, "outputs")
+            await upload.seek(0)
+            run, created = await run_in_threadpool(
+                runs.create_run,
+                session,
+                principal,
+                dataset_name,
+                body,
+                runs.UploadedOutputs(upload.file),
+                idempotency_key,
             )
-        try:
-            fields = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise Unprocessable(f"request: invalid JSON: {exc}", field="request") from None
-        body = parse_model(EvaluationIn, fields)
-        if body.outputs is not None:
-            raise Unprocessable("request.outputs: send outputs as the file part", field="outputs")
-        upload = upload_part(form, "outputs")
-        await upload.seek(0)
-        run = await run_in_threadpool(
-            runs.create_run,
-            session,
-            principal,
-            dataset_name,
-            body,
-            runs.jsonl_outputs(upload.file),
-        )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
     return RunCreatedOut(run_id=run.id, status=run.status)
 
 

@@ -1,14 +1,20 @@
 """Evaluation runs: `add_evaluation` records intent (a queued run plus the uploaded outputs,
-in one transaction) and answers 202; the worker (worker.py) executes it. Reads of runs and
-results."""
+in one transaction) and answers 202; the worker (worker.py) executes it. A request that
+carries an `Idempotency-Key` makes at most one run per key and project: a retry (after a
+timeout, a dropped answer, a re-run CI job) gets the run the first request made, because a
+second identical run would be pooled by the gate as a repeat of the same checkpoint. Reads of
+runs and results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core import audit
@@ -27,7 +33,7 @@ from app.models import (
     EvaluationRun,
     RunOutput,
 )
-from app.models.runs import RunStatus
+from app.models.runs import IDEMPOTENCY_KEY_LENGTH, RunStatus
 from app.registry import service as registry
 
 OUTPUT_INSERT_CHUNK = 5_000
@@ -38,6 +44,24 @@ ParsedOutputs = Iterable[tuple[str, Any]]
 
 OUTPUTS_TABLE = cast(Table, RunOutput.__table__)
 
+DIGEST_BLOCK_BYTES = 1 << 16
+
+
+class UploadedOutputs:
+    """A multipart JSONL file of outputs: iterated, its lines are parsed one at a time (the
+    file is never whole in memory); `blocks` reads its bytes for a keyed request's digest and
+    rewinds it, so the request can be compared before its outputs are stored."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return ((f"outputs line {line}", raw) for line, raw in parsing.jsonl_rows(self.stream))
+
+    def blocks(self) -> Iterator[bytes]:
+        yield from iter(lambda: self.stream.read(DIGEST_BLOCK_BYTES), b"")
+        self.stream.seek(0)
+
 
 def create_run(
     session: Session,
@@ -45,10 +69,25 @@ def create_run(
     dataset_name: str,
     body: EvaluationIn,
     outputs: ParsedOutputs | None,
-) -> EvaluationRun:
-    """Validates everything (checkpoint, version, evaluators, every output) before the run
-    exists; the run and its outputs commit together or not at all."""
+    idempotency_key: str | None = None,
+) -> tuple[EvaluationRun, bool]:
+    """Returns (run, created). Validates everything (checkpoint, version, evaluators, every
+    output) before the run exists; the run and its outputs commit together or not at all.
+
+    With an `idempotency_key` (the header's raw value), a run this project already made under
+    the key is returned (created False) if this request is the same one (`request_digest`)
+    and refused with a 422 naming the key if it is not. Two concurrent requests with one key
+    make one run: the unique (project, key) lets one insert win, and the other answers the
+    winner's run (PostgreSQL makes it wait for the winner's commit; SQLite's single writer
+    finds the run on its lookup)."""
     try:
+        digest = None
+        if idempotency_key is not None:
+            idempotency_key = valid_idempotency_key(idempotency_key)
+            digest = request_digest(dataset_name, body, outputs)
+            earlier = _keyed_run(session, principal.project_id, idempotency_key)
+            if earlier is not None:
+                return _replayed(session, earlier, digest), False
         try:
             checkpoint = registry.get_checkpoint(session, principal.project_id, body.checkpoint_id)
         except NotFound:
@@ -85,9 +124,21 @@ def create_run(
             repeats=body.repeats,
             progress_total=version.row_count,
             api_key_id=principal.key_id,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
         )
         session.add(run)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:
+            if idempotency_key is None or digest is None:
+                raise
+            # A concurrent request with the same key committed its run first.
+            session.rollback()
+            winner = _keyed_run(session, principal.project_id, idempotency_key)
+            if winner is None:
+                raise
+            return _replayed(session, winner, digest), False
         if outputs is not None:
             _store_outputs(session, run, version, outputs, body.repeats)
         audit.record(
@@ -106,18 +157,63 @@ def create_run(
             },
         )
         session.commit()
-        return run
+        return run, True
     except BaseException:
         session.rollback()
         raise
 
 
+def valid_idempotency_key(raw: str) -> str:
+    """The key of an `Idempotency-Key` header: the draft standard's quoted string
+    (`"8e03978e-..."`, quotes dropped) or the bare token most clients send, 1 to 255 visible
+    ASCII characters (a UUID is the usual choice)."""
+    key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_LENGTH or not all("!" <= c <= "~" for c in key):
+        raise Unprocessable(
+            f"Idempotency-Key: 1 to {IDEMPOTENCY_KEY_LENGTH} visible ASCII characters, "
+            "without spaces (e.g. a UUID)",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+def request_digest(dataset_name: str, body: EvaluationIn, outputs: ParsedOutputs | None) -> str:
+    """sha256 of the request's canonical form: the dataset name and the validated body as
+    sorted JSON with defaults filled in (a left-out `repeats` and `repeats: 1` are one
+    request; JSON outputs are part of the body), then an uploaded outputs file's bytes."""
+    canonical = {"dataset": dataset_name, "body": body.model_dump(mode="json")}
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode())
+    if isinstance(outputs, UploadedOutputs):
+        for block in outputs.blocks():
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _keyed_run(session: Session, project_id: int, idempotency_key: str) -> EvaluationRun | None:
+    return session.scalar(
+        select(EvaluationRun).where(
+            EvaluationRun.project_id == project_id,
+            EvaluationRun.idempotency_key == idempotency_key,
+        )
+    )
+
+
+def _replayed(session: Session, earlier: EvaluationRun, digest: str) -> EvaluationRun:
+    """The run an earlier request made under this key, if it was this request; the read's
+    transaction ends here (it wrote nothing)."""
+    session.commit()
+    if earlier.request_digest != digest:
+        raise Unprocessable(
+            f"Idempotency-Key: '{earlier.idempotency_key}' was used for another request, "
+            f"which made run {earlier.id}; send a new key for a new run",
+            field="Idempotency-Key",
+            run_id=earlier.id,
+        )
+    return earlier
+
+
 def json_outputs(outputs: Sequence[OutputIn]) -> ParsedOutputs:
     return ((f"outputs[{index}]", output) for index, output in enumerate(outputs))
-
-
-def jsonl_outputs(stream: Any) -> ParsedOutputs:
-    return ((f"outputs line {line}", raw) for line, raw in parsing.jsonl_rows(stream))
 
 
 def _store_outputs(

@@ -6,7 +6,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false, text
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import (
@@ -19,6 +28,11 @@ from app.models.base import (
     str_enum,
 )
 from app.models.datasets import DatasetVersion
+
+# The longest `Idempotency-Key` a run keeps (Stripe's limit; a UUID needs 36).
+IDEMPOTENCY_KEY_LENGTH = 255
+# A keyed run keeps the digest of the request that created it, an unkeyed run neither.
+IDEMPOTENCY_PAIR = "(idempotency_key IS NULL) = (request_digest IS NULL)"
 
 
 class RunStatus(StrEnum):
@@ -57,6 +71,11 @@ class EvaluationRun(CreatedAt, Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    # The client's `Idempotency-Key` for the request that created the run (unique per project,
+    # so a retried request finds this run instead of making a second one) and the sha256 of
+    # that request's canonical form (to tell a retry from another request under the same key).
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
 
     dataset_version: Mapped[DatasetVersion] = relationship(lazy="selectin")
 
@@ -64,6 +83,8 @@ class EvaluationRun(CreatedAt, Base):
         Index("ix_evaluation_runs_status", "status", "id"),
         Index("ix_evaluation_runs_checkpoint", "checkpoint_id", "dataset_version_id"),
         Index("ix_evaluation_runs_project", "project_id", "id"),
+        UniqueConstraint("project_id", "idempotency_key"),
+        CheckConstraint(IDEMPOTENCY_PAIR, name="idempotency_pair"),
     )
 
 
