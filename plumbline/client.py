@@ -9,12 +9,16 @@
 
 Evaluator objects from `plumbline.evals` become specs through their `.spec()`; plain dicts
 ({name, threshold?, params?}) work too. Any httpx.Client may be injected (tests pass the
-app's TestClient)."""
+app's TestClient).
+
+`add_evaluation` is safe to retry: it sends an `Idempotency-Key` and re-sends the request
+with the same key when no answer came back, so a run is made once however often it is sent."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,16 @@ class Checkpoint:
     data: dict[str, Any]
 
 
+# Failures after which a keyed request is sent again: no answer came back (the server may
+# have acted on the request), and the key makes a second delivery harmless.
+RETRIED_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# Answers after which a keyed request is sent again: the server (or a proxy before it) failed
+# or was overloaded, and the key makes a second delivery harmless.
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The longest wait between two attempts, whatever a Retry-After asks for.
+MAX_RETRY_WAIT_S = 30.0
+
+
 class Plumbline:
     def __init__(
         self,
@@ -53,19 +67,52 @@ class Plumbline:
         *,
         http: httpx.Client | None = None,
         timeout_s: float = 60.0,
+        attempts: int = 4,
+        retry_backoff_s: float = 0.5,
     ) -> None:
+        """`attempts` (at least 1) bounds how often a keyed request (`add_evaluation`) is
+        sent; the waits between them double from `retry_backoff_s`."""
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.http = http or httpx.Client(timeout=timeout_s)
+        self.attempts = attempts
+        self.retry_backoff_s = retry_backoff_s
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, *, idempotency_key: str | None = None, **kwargs: Any
+    ) -> Any:
         """The answer's JSON; anything but a 2xx raises PlumblineError with the status. A
         redirect is not followed (a POST must not be re-sent blindly): its error names the
-        Location, usually a `url` that should be https or carry a path prefix."""
-        response = self.http.request(method, f"{self.url}{path}", headers=self.headers, **kwargs)
-        if not response.is_success:
-            raise PlumblineError(response.status_code, _problem(response))
-        return response.json()
+        Location, usually a `url` that should be https or carry a path prefix.
+
+        With an `idempotency_key` (sent as the `Idempotency-Key` header) the request is sent
+        again, with the same key, up to `attempts` times in all, when no answer came back (a
+        timeout, a connection refused, reset or closed without an answer: the server may
+        have acted on it) or the answer was a 429, 500, 502, 503 or 504; the wait doubles
+        from `retry_backoff_s`, or is the answer's Retry-After (at most 30 s). The last
+        failure is raised as it came: httpx's error or PlumblineError."""
+        headers = self.headers
+        if idempotency_key is not None:
+            headers = {**headers, "Idempotency-Key": idempotency_key}
+        attempts_left = self.attempts if idempotency_key is not None else 1
+        wait = self.retry_backoff_s
+        while True:
+            attempts_left -= 1
+            try:
+                response = self.http.request(method, f"{self.url}{path}", headers=headers, **kwargs)
+            except RETRIED_ERRORS:
+                if not attempts_left:
+                    raise
+                time.sleep(wait)
+            else:
+                if response.status_code not in RETRIED_STATUSES or not attempts_left:
+                    if not response.is_success:
+                        raise PlumblineError(response.status_code, _problem(response))
+                    return response.json()
+                time.sleep(_retry_after(response, wait))
+            wait *= 2
 
     def register_checkpoint(self, **body: Any) -> Checkpoint:
         """POST /api/v1/checkpoints; registering the same body again returns the same one."""
@@ -95,6 +142,15 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {"detail": response.text}
     return body if isinstance(body, dict) else {"detail": body}
+
+
+def _retry_after(response: httpx.Response, default_s: float) -> float:
+    """The answer's Retry-After in seconds (at most MAX_RETRY_WAIT_S), else `default_s`."""
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return default_s
+    return min(max(seconds, 0.0), MAX_RETRY_WAIT_S)
 
 
 def segment(name: str) -> str:
@@ -149,10 +205,20 @@ class Dataset:
         outputs: Iterable[Mapping[str, Any]] | None = None,
         dataset_version: int | None = None,
         repeats: int = 1,
+        idempotency_key: str | None = None,
     ) -> Run:
         """Queues a run (the server answers 202) and returns its handle; without outputs the
         server calls the checkpoint's endpoint for every row, `repeats` times. With repeats
-        > 1, uploaded outputs carry `repeat` (0..repeats-1) and cover every key that often."""
+        > 1, uploaded outputs carry `repeat` (0..repeats-1) and cover every key that often.
+
+        The request carries an `Idempotency-Key`: a fresh UUID per call unless given. When
+        the answer is lost (a timeout, a dropped connection) or is a 429, 500, 502, 503 or
+        504, the call is sent again with the same key, up to the client's `attempts` in all,
+        and the server answers the run the first delivery made instead of making a second
+        one (which the gate would pool as a repeat of the checkpoint). Pass your own key
+        (e.g. naming the CI job and checkpoint) to make re-running the whole call, a
+        notebook cell or a retried job, return the same run; the same key with a different
+        request is a 422."""
         body: dict[str, Any] = {
             "checkpoint_id": checkpoint.id if isinstance(checkpoint, Checkpoint) else checkpoint,
         }
@@ -166,7 +232,12 @@ class Dataset:
             body["dataset_version"] = dataset_version
         if repeats != 1:
             body["repeats"] = repeats
-        created = self.client.request("POST", f"{self.path}/evaluations", json=body)
+        created = self.client.request(
+            "POST",
+            f"{self.path}/evaluations",
+            json=body,
+            idempotency_key=str(uuid.uuid4()) if idempotency_key is None else idempotency_key,
+        )
         return Run(self.client, created["run_id"])
 
 
