@@ -16,7 +16,7 @@ from app.gates.pairs import EvaluatorPairs, PairedResults
 from app.gates.schemas import GatePolicySpec
 from app.models.gates import GateVerdict
 from app.stats.cohorts import CohortSpec, build_cohorts
-from app.stats.gate import ComparisonRecord, EvaluatorOutcomes, decide_gate
+from app.stats.gate import ComparisonRecord, EvaluatorOutcomes, UnjudgedRows, decide_gate
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def decide(
     family shares one error budget, every other cohort can only warn, the verdict blocks on
     any guarded block or broken floor, passes when every guarded comparison passes."""
     notes = list(paired.notes)
-    if not paired.keys or not paired.evaluators:
+    if not any(pairs.rows.size for pairs in paired.evaluators):
         why = f" ({'; '.join(notes)})" if notes else ""
         raise Unprocessable(
             f"the two runs share no scored (key, evaluator) pair to compare{why}",
@@ -140,8 +140,10 @@ def _unpaired_guarded(
 
 
 def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
-    """Per-row means over calls of the guarded metric (scores lie in [0, 1] already)."""
+    """Per-row means over calls of the guarded metric (scores lie in [0, 1] already), and
+    the rows judged on one side only, which a pass must survive at their worst."""
     by_pass = spec.metric == "pass_rate"
+    one_sided = pairs.one_sided
     return EvaluatorOutcomes(
         pairs.name,
         pairs.baseline_pass_rate if by_pass else pairs.baseline_score,
@@ -149,6 +151,11 @@ def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
         pairs.baseline_calls,
         pairs.candidate_calls,
         rows=pairs.rows,
+        unjudged=UnjudgedRows(
+            one_sided.rows,
+            one_sided.baseline_pass_rate if by_pass else one_sided.baseline_score,
+            one_sided.candidate_pass_rate if by_pass else one_sided.candidate_score,
+        ),
     )
 
 

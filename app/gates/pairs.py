@@ -7,8 +7,11 @@ re-run adds evidence instead of redrawing it and no run can be picked for luck
 summed score, calls); numpy pools each side's runs into per-row means over all calls
 (app.stats.retry.pool_runs) and pairs the sides by row key on the candidate's version, with
 the rows' risk and cohorts. A result whose evaluator could not reach a verdict (`error`) is
-left out like a row without a result, and the notes count those left out. Reading happens
-outside any write transaction: on SQLite every transaction holds the single writer lock."""
+left out like a row without a result, and the notes count those left out; a row one side
+judged and the other only errored on is kept apart (`OneSided`): whether a verdict is
+missing depends on the output, so a pass must hold with it at its worst (app.stats.gate.
+UnjudgedRows). Reading happens outside any write transaction: on SQLite every transaction
+holds the single writer lock."""
 
 from __future__ import annotations
 
@@ -37,8 +40,21 @@ from sqlalchemy.orm import Session, aliased
 from app.datasets.parsing import RESERVED_DIMENSIONS
 from app.models import DatasetRow, EvalResult, EvaluationRun
 from app.models.runs import RunStatus
-from app.stats._arrays import FloatArray, IntArray
+from app.stats._arrays import BoolArray, FloatArray, IntArray
 from app.stats.retry import pool_runs
+
+
+@dataclass(frozen=True)
+class OneSided:
+    """One evaluator's rows (indexing PairedResults.keys) that one side judged while every
+    call of the other side's ended in an evaluator error: per-row means over the judged
+    side's calls, NaN on the side without a verdict."""
+
+    rows: IntArray
+    baseline_pass_rate: FloatArray
+    candidate_pass_rate: FloatArray
+    baseline_score: FloatArray
+    candidate_score: FloatArray
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class EvaluatorPairs:
     candidate_score: FloatArray
     baseline_calls: IntArray
     candidate_calls: IntArray
+    one_sided: OneSided
 
 
 @dataclass(frozen=True)
@@ -84,11 +101,13 @@ class _Totals:
 
 @dataclass(frozen=True)
 class _Side:
-    """One side's pooled per-row means over the version's rows (NaN where never scored)."""
+    """One side's pooled per-row means over the version's rows (NaN where never scored);
+    `unjudged` marks the rows whose every call was an evaluator error."""
 
     pass_rate: FloatArray
     score: FloatArray
     calls: IntArray
+    unjudged: BoolArray
 
 
 def pooled_run_ids(session: Session, run: EvaluationRun) -> list[int]:
@@ -125,11 +144,19 @@ def load_pairs(
     totals = _fetch_totals(connection, project_id, version_id, run_ids, one_call=repeats == 1)
     pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
     notes = []
+    errored, error_notes = _errors(connection, project_id, version_id, sides)
+    no_ids = np.empty(0, np.int64)
+    for side, by_name in pooled.items():
+        for name, pooled_side in by_name.items():
+            pooled_side.unjudged[:] = np.isin(all_ids, errored[side].get(name, no_ids)) & (
+                pooled_side.calls == 0
+            )
     changed = _rows_asked_differently(session, project_id, version_id, baseline.dataset_version_id)
     if changed.size:
         unpaired_rows = np.isin(all_ids, changed)
-        for side in pooled["baseline"].values():
-            side.calls[unpaired_rows] = 0
+        for pooled_side in pooled["baseline"].values():
+            pooled_side.calls[unpaired_rows] = 0
+            pooled_side.unjudged[unpaired_rows] = False
         notes.append(
             f"{changed.size} row(s) changed what they ask or expect since the baseline's "
             "dataset version (same key, other content): not paired"
@@ -146,9 +173,9 @@ def load_pairs(
         notes.append(
             f"evaluators only in the baseline runs, compared on no rows: {', '.join(uncompared)}"
         )
-    notes += _error_notes(connection, project_id, version_id, sides)
+    notes += error_notes
     differing = _differing_specs(session, run_ids)
-    both: dict[str, tuple[_Side, _Side, IntArray]] = {}
+    both: dict[str, tuple[_Side, _Side, IntArray, IntArray]] = {}
     for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
         if name in differing:
             notes.append(
@@ -159,10 +186,15 @@ def load_pairs(
             continue
         base, cand = pooled["baseline"][name], pooled["candidate"][name]
         scored = np.flatnonzero((base.calls > 0) & (cand.calls > 0))
-        if scored.size:
-            both[name] = (base, cand, scored)
+        one_sided = np.flatnonzero(
+            ((base.calls > 0) & cand.unjudged) | ((cand.calls > 0) & base.unjudged)
+        )
+        if scored.size or one_sided.size:
+            both[name] = (base, cand, scored, one_sided)
     no_rows = np.empty(0, np.int64)
-    shared = np.unique(np.concatenate([no_rows, *(scored for _, _, scored in both.values())]))
+    shared = np.unique(
+        np.concatenate([no_rows, *(np.union1d(s, o) for _, _, s, o in both.values())])
+    )
     dimensions = _dimensions([cohorts[i] for i in shared])
     for dimension in sorted(d for d in dimensions if d in RESERVED_DIMENSIONS):
         del dimensions[dimension]
@@ -186,8 +218,15 @@ def load_pairs(
             cand.score[scored],
             base.calls[scored],
             cand.calls[scored],
+            OneSided(
+                np.searchsorted(shared, one_sided),
+                base.pass_rate[one_sided],
+                cand.pass_rate[one_sided],
+                base.score[one_sided],
+                cand.score[one_sided],
+            ),
         )
-        for name, (base, cand, scored) in both.items()
+        for name, (base, cand, scored, one_sided) in both.items()
     ]
     pairs += [_no_rows(name) for name in sorted(uncompared)]
     return PairedResults(
@@ -249,7 +288,8 @@ def _as_json(content: Sequence[Any]) -> str:
 
 def _no_rows(name: str) -> EvaluatorPairs:
     empty, counts = np.empty(0), np.empty(0, np.int64)
-    return EvaluatorPairs(name, counts, empty, empty, empty, empty, counts, counts)
+    one_sided = OneSided(counts, empty, empty, empty, empty)
+    return EvaluatorPairs(name, counts, empty, empty, empty, empty, counts, counts, one_sided)
 
 
 def _differing_specs(session: Session, run_ids: Sequence[int]) -> dict[str, str]:
@@ -296,7 +336,7 @@ def _pool(
         pass_rate, pooled_calls = pool_runs(passes, calls)
         # Scores lie in [0, 1]; the clip only absorbs rounding in the database's sums.
         score, _ = pool_runs(np.clip(scores, 0.0, calls), calls)
-        out[name] = _Side(pass_rate, score, pooled_calls)
+        out[name] = _Side(pass_rate, score, pooled_calls, np.zeros(all_ids.size, np.bool_))
     return out
 
 
@@ -419,33 +459,41 @@ def _on_version(version_id: int) -> ColumnElement[bool]:
     )
 
 
-def _error_notes(
+def _errors(
     connection: Connection, project_id: int, version_id: int, sides: dict[str, list[int]]
-) -> list[str]:
-    """Per evaluator, how many results on the version's rows the sides' runs hold as errors
-    (their evaluator reached no verdict), left out of the comparison like missing rows."""
-    errored = connection.execute(
-        select(EvalResult.run_id, EvalResult.evaluator, func.count())
+) -> tuple[dict[str, dict[str, IntArray]], list[str]]:
+    """Per side and evaluator, the version's row ids on which the side's runs hold evaluator
+    errors (no verdict), and per evaluator a note counting those results, left out of the
+    comparison like missing rows."""
+    errored = _driver_rows(
+        connection,
+        select(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id, func.count())
         .join(DatasetRow, _on_version(version_id))
         .where(
             EvalResult.project_id == project_id,
             EvalResult.run_id.in_([*sides["candidate"], *sides["baseline"]]),
             EvalResult.error.is_(True),
         )
-        .group_by(EvalResult.run_id, EvalResult.evaluator)
-    ).all()
+        .group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id),
+    )
+    side_of = {run_id: side for side, run_ids in sides.items() for run_id in run_ids}
     counts: dict[str, dict[str, int]] = {}
-    for run_id, name, count in errored:
-        by_side = counts.setdefault(name, {"candidate": 0, "baseline": 0})
-        for side, run_ids in sides.items():
-            if run_id in run_ids:
-                by_side[side] += count
-    return [
+    rows: dict[str, dict[str, list[int]]] = {side: {} for side in sides}
+    for run_id, name, row_id, count in errored:
+        side = side_of[run_id]
+        counts.setdefault(name, dict.fromkeys(sides, 0))[side] += count
+        rows[side].setdefault(name, []).append(row_id)
+    notes = [
         f"{name}: {by_side['candidate'] + by_side['baseline']} result(s) left out as evaluator "
         f"errors, not verdicts ({by_side['candidate']} in the candidate's runs, "
         f"{by_side['baseline']} in the baseline's)"
         for name, by_side in sorted(counts.items())
     ]
+    arrays = {
+        side: {name: np.unique(np.asarray(ids, np.int64)) for name, ids in by_name.items()}
+        for side, by_name in rows.items()
+    }
+    return arrays, notes
 
 
 def _totals(

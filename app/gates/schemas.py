@@ -258,9 +258,19 @@ class ComparisonOut(BaseModel):
     p_pass: float | None = None
     p_drop: float | None = None
     p_drop_adjusted: float | None = None
+    unjudged: int | None = Field(
+        default=None,
+        description="Rows one side's evaluator judged and the other's only errored on: left out "
+        "of n and every number shown; a pass must hold with them at their worst (the "
+        "candidate's missing verdicts as fails, the baseline's as passes).",
+    )
+    p_pass_worst_case: float | None = Field(
+        default=None, description="p_pass with the unjudged rows at their worst."
+    )
     p_floor_broken: float | None = None
     p_floor_broken_adjusted: float | None = None
     p_floor_met: float | None = None
+    p_floor_met_worst_case: float | None = None
     floor_status: Literal["broken", "met", "unclear"] | None = None
     warning: str | None = None
     required_n_pass: int | None = None

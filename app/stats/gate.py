@@ -132,6 +132,21 @@ class DecisionPolicy:
 
 
 @dataclass(frozen=True)
+class UnjudgedRows:
+    """Rows one side's evaluator reached no verdict on (its calls were all errors) while the
+    other side's did: ``baseline``/``candidate`` hold the judged side's value and NaN on the
+    other. Whether a verdict is missing depends on the output judged (a judge provider that
+    refuses a harmful answer, an evaluator crashing on a malformed one), so these rows are
+    not missing at random and may be exactly where a regression lies. They stay out of every
+    number shown and every block test; a pass (and a floor shown met) must hold with them at
+    their worst: the candidate's missing verdicts as fails, the baseline's as passes."""
+
+    rows: npt.ArrayLike
+    baseline: npt.ArrayLike
+    candidate: npt.ArrayLike
+
+
+@dataclass(frozen=True)
 class EvaluatorOutcomes:
     """One evaluator's paired per-row values: means over repeats, on a 0..1 scale.
 
@@ -139,6 +154,7 @@ class EvaluatorOutcomes:
     ``baseline_repeats``/``candidate_repeats`` calls (an int for all rows, or one per
     row). ``rows`` are the membership columns these values belong to (default: all,
     in order). A pass/fail evaluator with one repeat per side gets the exact tests.
+    ``unjudged``: rows judged on one side only, which a pass must survive at their worst.
     """
 
     name: str
@@ -148,6 +164,7 @@ class EvaluatorOutcomes:
     candidate_repeats: npt.ArrayLike = 1
     rows: npt.ArrayLike | None = None
     floor: float | None = None
+    unjudged: UnjudgedRows | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +177,10 @@ class ComparisonRecord:
     family (guarded: ``correction`` for blocks, BH for warnings; unguarded: BH).
     ``upper_bound`` is the one-sided (1 - alpha) upper bound of Delta and
     ``lower_bound`` the one-sided (1 - alpha/2) lower bound, inverting the score test
-    (``bound_method`` says when they invert the exact test instead).
+    (``bound_method`` says when they invert the exact test instead). ``unjudged`` counts
+    the cohort's rows judged on one side only (``UnjudgedRows``), left out of ``n``;
+    ``p_pass_worst_case`` and ``p_floor_met_worst_case`` are the pass side's p-values with
+    them at their worst (None without such rows).
     """
 
     evaluator: str
@@ -189,10 +209,13 @@ class ComparisonRecord:
     p_pass: float
     p_drop: float
     p_drop_adjusted: float | None
+    unjudged: int
+    p_pass_worst_case: float | None
     floor: float | None
     p_floor_broken: float | None
     p_floor_broken_adjusted: float | None
     p_floor_met: float | None
+    p_floor_met_worst_case: float | None
     floor_status: Literal["broken", "met", "unclear"] | None
     status: Status
     reason: str
@@ -245,6 +268,9 @@ class _Evaluated:
     floors: list[float | None]
     p_floor_broken: FloatArray
     p_floor_met: FloatArray
+    unjudged: IntArray
+    p_pass_worst: FloatArray
+    p_floor_met_worst: FloatArray
 
 
 def decide_gate(
@@ -476,38 +502,142 @@ def _evaluate(
         raise ValueError(f"{ev.name}: per-row values must lie in [0, 1]")
     k0 = _repeats(ev.baseline_repeats, base.size, f"{ev.name}: baseline_repeats")
     k1 = _repeats(ev.candidate_repeats, base.size, f"{ev.name}: candidate_repeats")
-    if ev.rows is None:
-        if base.size != membership.shape[1]:
-            raise ValueError(f"{ev.name}: {base.size} values for {membership.shape[1]} rows")
-        columns = membership
-    else:
-        rows = np.asarray(ev.rows, dtype=np.int64)
-        if rows.shape != base.shape or np.unique(rows).size != rows.size:
-            raise ValueError(f"{ev.name}: rows must be distinct, one per value")
-        if rows.size and (rows.min() < 0 or rows.max() >= membership.shape[1]):
-            raise ValueError(f"{ev.name}: rows out of range")
-        columns = membership[:, rows]
+    columns = membership[:, _columns(ev.rows, base.size, membership, ev.name)]
     binary = bool(
         np.all(k0 == 1)
         and np.all(k1 == 1)
         and np.all((base == 0) | (base == 1))
         and np.all((cand == 0) | (cand == 1))
     )
+    margins = np.array([policy.margin_for(c) for c in cohorts], dtype=np.float64)
+    floors = [policy.floor_for(c, ev) if c.guarded else None for c in cohorts]
+    judged = _tests(base, cand, columns, binary, margins, floors, cohorts, policy)
+    weights = columns.astype(np.float64)
+    n = judged.n
+    safe_n = np.maximum(n, 1)
+    sums = weights @ np.column_stack([base, cand, k0, k1])
+    if binary:
+        p_drop = mcnemar_one_sided(judged.lost, judged.won)
+    else:
+        _, p_drop = score_test(judged.support, judged.counts, np.zeros(len(cohorts)), "lower")
+    unjudged = np.zeros(len(cohorts), np.int64)
+    p_pass_worst = np.full(len(cohorts), np.nan)
+    p_met_worst = np.full(len(cohorts), np.nan)
+    if ev.unjudged is not None and np.asarray(ev.unjudged.rows).size:
+        worst_base, worst_cand, worst_columns = _worst_case(ev.unjudged, membership, ev.name)
+        values = np.concatenate([worst_base, worst_cand])
+        worst = _tests(
+            np.concatenate([base, worst_base]),
+            np.concatenate([cand, worst_cand]),
+            np.hstack([columns, worst_columns]),
+            binary and bool(np.all((values == 0) | (values == 1))),
+            margins,
+            floors,
+            cohorts,
+            policy,
+        )
+        unjudged = worst_columns.sum(axis=1).astype(np.int64)
+        p_pass_worst = np.where(unjudged > 0, worst.p_pass, np.nan)
+        p_met_worst = np.where(unjudged > 0, worst.p_floor_met, np.nan)
+    return _Evaluated(
+        name=ev.name,
+        binary=binary,
+        n=n,
+        baseline=np.where(n > 0, sums[:, 0] / safe_n, np.nan),
+        candidate=np.where(n > 0, sums[:, 1] / safe_n, np.nan),
+        base_repeats=np.where(n > 0, sums[:, 2] / safe_n, np.nan),
+        cand_repeats=np.where(n > 0, sums[:, 3] / safe_n, np.nan),
+        lost=judged.lost,
+        won=judged.won,
+        support=judged.support,
+        counts=judged.counts,
+        margins=margins,
+        p_block=np.where(n > 0, judged.p_block, 1.0),
+        p_pass=np.where(n > 0, judged.p_pass, 1.0),
+        p_drop=np.where(n > 0, p_drop, 1.0),
+        method=judged.method,
+        upper=np.full(len(cohorts), np.nan),
+        lower=np.full(len(cohorts), np.nan),
+        bound_method=["none"] * len(cohorts),
+        floors=floors,
+        p_floor_broken=judged.p_floor_broken,
+        p_floor_met=judged.p_floor_met,
+        unjudged=unjudged,
+        p_pass_worst=p_pass_worst,
+        p_floor_met_worst=p_met_worst,
+    )
+
+
+def _columns(rows: npt.ArrayLike | None, size: int, membership: BoolArray, name: str) -> IntArray:
+    """The membership columns of an evaluator's values: ``rows``, or every column in order."""
+    if rows is None:
+        if size != membership.shape[1]:
+            raise ValueError(f"{name}: {size} values for {membership.shape[1]} rows")
+        return np.arange(size, dtype=np.int64)
+    index = np.asarray(rows, dtype=np.int64)
+    if index.shape != (size,) or np.unique(index).size != index.size:
+        raise ValueError(f"{name}: rows must be distinct, one per value")
+    if index.size and (index.min() < 0 or index.max() >= membership.shape[1]):
+        raise ValueError(f"{name}: rows out of range")
+    return index
+
+
+def _worst_case(
+    unjudged: UnjudgedRows, membership: BoolArray, name: str
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """The rows judged on one side only, at their worst for a pass: the candidate's missing
+    verdicts as fails (0), the baseline's as passes (1); and their membership columns."""
+    base = np.asarray(unjudged.baseline, dtype=np.float64)
+    cand = np.asarray(unjudged.candidate, dtype=np.float64)
+    index = _columns(unjudged.rows, base.size, membership, f"{name}: unjudged")
+    if cand.shape != base.shape:
+        raise ValueError(f"{name}: unjudged rows need one baseline and one candidate value each")
+    missing_base, missing_cand = np.isnan(base), np.isnan(cand)
+    if np.any(missing_base == missing_cand):
+        raise ValueError(f"{name}: an unjudged row lacks exactly one side's verdict")
+    worst_base = np.where(missing_base, 1.0, base)
+    worst_cand = np.where(missing_cand, 0.0, cand)
+    if np.any((worst_base < 0) | (worst_base > 1) | (worst_cand < 0) | (worst_cand > 1)):
+        raise ValueError(f"{name}: per-row values must lie in [0, 1]")
+    return worst_base, worst_cand, membership[:, index]
+
+
+@dataclass(frozen=True)
+class _Tests:
+    """The margin and floor tests of one evaluator's paired values, per cohort."""
+
+    n: IntArray
+    lost: IntArray
+    won: IntArray
+    support: FloatArray
+    counts: FloatArray
+    p_block: FloatArray
+    p_pass: FloatArray
+    method: list[Method]
+    p_floor_broken: FloatArray
+    p_floor_met: FloatArray
+
+
+def _tests(
+    base: FloatArray,
+    cand: FloatArray,
+    columns: BoolArray,
+    binary: bool,
+    margins: FloatArray,
+    floors: Sequence[float | None],
+    cohorts: Sequence[CohortSpec],
+    policy: DecisionPolicy,
+) -> _Tests:
+    """Score tests of the margin (exact ones for small guarded pass/fail cohorts) and the
+    floor tests, on rows ``columns`` (cohorts x values) says each cohort holds."""
     weights = columns.astype(np.float64)
     n = columns.sum(axis=1).astype(np.int64)
-    safe_n = np.maximum(n, 1)
     d = cand - base
-    sums = weights @ np.column_stack([base, cand, k0, k1])
     lost = np.rint(weights @ (d < 0)).astype(np.int64)
     won = np.rint(weights @ (d > 0)).astype(np.int64)
     support, counts = _value_counts(d, weights)
-    margins = np.array([policy.margin_for(c) for c in cohorts], dtype=np.float64)
     _, p_block = score_test(support, counts, -margins, "lower")
     _, p_pass = score_test(support, counts, -margins, "upper")
-    if binary:
-        p_drop = mcnemar_one_sided(lost, won)
-    else:
-        _, p_drop = score_test(support, counts, np.zeros(len(cohorts)), "lower")
     method: list[Method] = ["score" if size else "none" for size in n]
     for k, cohort in enumerate(cohorts):
         if binary and cohort.guarded and 0 < n[k] <= policy.exact_max_n:
@@ -515,17 +645,13 @@ def _evaluate(
             p_block[k] = exact_pvalue(size, b, c, -margins[k], "lower")
             p_pass[k] = exact_pvalue(size, b, c, -margins[k], "upper")
             method[k] = "exact"
-    upper = np.full(len(cohorts), np.nan)
-    lower = np.full(len(cohorts), np.nan)
-    bound_method: list[Method] = ["none"] * len(cohorts)
-    floors = [policy.floor_for(c, ev) if c.guarded else None for c in cohorts]
     p_broken = np.full(len(cohorts), np.nan)
     p_met = np.full(len(cohorts), np.nan)
     floored = np.array([f is not None for f in floors])
     if floored.any():
         levels = np.array([f if f is not None else 0.5 for f in floors], dtype=np.float64)
         if binary:
-            passes = np.rint(sums[:, 1]).astype(np.int64)
+            passes = np.rint(weights @ cand).astype(np.int64)
             broken, met = binomial_floor_pvalues(passes, n, levels)
         else:
             values, value_counts = _value_counts(cand, weights)
@@ -536,30 +662,7 @@ def _evaluate(
             met = np.where(levels <= 0.0, 0.0, np.where(levels >= 1.0, 1.0, met))
         p_broken = np.where(floored, broken, np.nan)
         p_met = np.where(floored, met, np.nan)
-    return _Evaluated(
-        name=ev.name,
-        binary=binary,
-        n=n,
-        baseline=np.where(n > 0, sums[:, 0] / safe_n, np.nan),
-        candidate=np.where(n > 0, sums[:, 1] / safe_n, np.nan),
-        base_repeats=np.where(n > 0, sums[:, 2] / safe_n, np.nan),
-        cand_repeats=np.where(n > 0, sums[:, 3] / safe_n, np.nan),
-        lost=lost,
-        won=won,
-        support=support,
-        counts=counts,
-        margins=margins,
-        p_block=np.where(n > 0, p_block, 1.0),
-        p_pass=np.where(n > 0, p_pass, 1.0),
-        p_drop=np.where(n > 0, p_drop, 1.0),
-        method=method,
-        upper=upper,
-        lower=lower,
-        bound_method=bound_method,
-        floors=floors,
-        p_floor_broken=p_broken,
-        p_floor_met=p_met,
-    )
+    return _Tests(n, lost, won, support, counts, p_block, p_pass, method, p_broken, p_met)
 
 
 def _repeats(values: npt.ArrayLike, size: int, name: str) -> FloatArray:
@@ -613,6 +716,8 @@ def _common(ev: _Evaluated, cohort: CohortSpec, k: int) -> dict[str, Any]:
         "p_block": float(ev.p_block[k]),
         "p_pass": float(ev.p_pass[k]),
         "p_drop": float(ev.p_drop[k]),
+        "unjudged": int(ev.unjudged[k]),
+        "p_pass_worst_case": _num(ev.p_pass_worst[k]),
     }
 
 
@@ -632,15 +737,25 @@ def _guarded_record(
     n, m = int(ev.n[k]), float(ev.margins[k])
     delta = common["delta"]
     discordant = common["discordant"]
+    unjudged = common["unjudged"]
+    # A pass claim holds only if it also holds with the rows judged on one side only at their
+    # worst (UnjudgedRows); NaN when the cohort has none, where nothing more is asked.
+    non_inferior = ev.p_pass[k] <= alpha / 2.0
+    non_inferior_at_worst = not ev.p_pass_worst[k] > alpha / 2.0
     floor = ev.floors[k]
+    floor_met_at_worst = not ev.p_floor_met_worst[k] > alpha / 2.0
     floor_status: Literal["broken", "met", "unclear"] | None = None
     if floor is not None:
         if floor_adjusted is not None and floor_adjusted <= alpha:
             floor_status = "broken"
-        elif ev.p_floor_met[k] <= alpha / 2.0:
+        elif ev.p_floor_met[k] <= alpha / 2.0 and floor_met_at_worst:
             floor_status = "met"
         else:
             floor_status = "unclear"
+    at_worst = (
+        f"{unjudged} row(s) judged on one side only, at their worst (the candidate's missing "
+        "verdicts as fails, the baseline's as passes)"
+    )
     needed: tuple[int | None, int | None, int | None] = (None, None, None)
     if n > 0:
         req = required_rows(
@@ -659,6 +774,8 @@ def _guarded_record(
     status: Status
     if n == 0:
         status, reason = "inconclusive", "no rows of this cohort were scored by both runs"
+        if unjudged:
+            reason += f" ({unjudged} row(s) judged on one side only)"
     elif shown_drop or floor_status == "broken":
         status = "block"
         parts = []
@@ -673,7 +790,7 @@ def _guarded_record(
                 f"(p = {ev.p_floor_broken[k]:.3g}, adjusted {floor_adjusted:.3g} <= {alpha:.4g})"
             )
         reason = "; ".join(parts)
-    elif ev.p_pass[k] <= alpha / 2.0 and floor_status in (None, "met"):
+    elif non_inferior and non_inferior_at_worst and floor_status in (None, "met"):
         status = "pass"
         reason = (
             f"non-inferior: a drop of {m:g} is ruled out (p = {ev.p_pass[k]:.3g} <= "
@@ -681,6 +798,8 @@ def _guarded_record(
         )
         if floor_status == "met":
             reason += f"; candidate shown at or above the floor {floor:g}"
+        if unjudged:
+            reason += f"; also with the {at_worst}"
     else:
         status = "inconclusive"
         if discordant < policy.min_discordant and ev.p_block[k] <= alpha:
@@ -688,8 +807,15 @@ def _guarded_record(
                 f"only {discordant} discordant rows: at least {policy.min_discordant} are needed "
                 "before a cohort can block on its own"
             )
-        elif ev.p_pass[k] <= alpha / 2.0:
+        elif non_inferior and not non_inferior_at_worst:
+            reason = (
+                f"non-inferior on the {n} rows both runs judged, but not with the {at_worst}: "
+                f"p = {ev.p_pass_worst[k]:.3g}, so the missing verdicts may hide a drop of {m:g}"
+            )
+        elif non_inferior:
             reason = f"non-inferior, but not shown at or above the floor {floor:g}"
+            if not floor_met_at_worst:
+                reason += f" with the {at_worst}"
         else:
             reason = (
                 f"neither a drop beyond the margin {m:g} (p = {ev.p_block[k]:.3g}, adjusted "
@@ -713,6 +839,7 @@ def _guarded_record(
         p_floor_broken=_num(ev.p_floor_broken[k]) if floor is not None else None,
         p_floor_broken_adjusted=floor_adjusted,
         p_floor_met=_num(ev.p_floor_met[k]) if floor is not None else None,
+        p_floor_met_worst_case=_num(ev.p_floor_met_worst[k]) if floor is not None else None,
         floor_status=floor_status,
         status=status,
         reason=reason,
@@ -756,6 +883,7 @@ def _unguarded_record(
         p_floor_broken=None,
         p_floor_broken_adjusted=None,
         p_floor_met=None,
+        p_floor_met_worst_case=None,
         floor_status=None,
         status=status,
         reason=reason,

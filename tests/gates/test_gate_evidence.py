@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -282,3 +283,30 @@ def test_rows_whose_content_changed_only_in_type_are_not_paired(
     assert result["dataset_version"] == 2
     assert comparison(result, "risk", "high")["n"] == 140
     assert any("60 row(s) changed what they ask" in note for note in result["notes"])
+
+
+@pytest.mark.parametrize("unjudged_side", ["candidate", "baseline"])
+def test_verdicts_missing_on_one_side_cannot_hide_a_regression_behind_a_pass(
+    app: FastAPI, client: TestClient, auth: Headers, unjudged_side: str
+) -> None:
+    """On 60 of 400 high-risk rows the judge reached no verdict on one side's output (a
+    judge provider refusing a harmful answer with HTTP 400, an evaluator crashing on a
+    malformed one), while the other side's output there was judged: 1.0 for the champion's,
+    0.0 for the candidate's. Left out, the 340 identical rows pass; but whether a verdict
+    is missing depends on the output, so the left-out rows may be exactly the regression.
+    A pass has to hold with the missing verdicts at their worst (the candidate's as fails,
+    the baseline's as passes); here it cannot, so the gate is inconclusive and says why."""
+    rows = rows_of("safety", 400, "high")
+    judged: list[float | None] = [1.0] * 340
+    champion_scores = judged + ([None] * 60 if unjudged_side == "baseline" else [1.0] * 60)
+    candidate_scores = judged + ([None] * 60 if unjudged_side == "candidate" else [0.0] * 60)
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {GRADED: champion_scores})
+    cand_run = add_run(client, auth, newcomer, rows, {GRADED: candidate_scores})
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "inconclusive", result["reasons"]
+    high = comparison(result, "risk", "high", GRADED)
+    assert (high["n"], high["unjudged"], high["delta"]) == (340, 60, 0.0)
+    assert high["status"] == "inconclusive"
+    assert "60 row(s) judged on one side only" in high["reason"]
+    assert high["p_pass"] < 0.025 < high["p_pass_worst_case"]

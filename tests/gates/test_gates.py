@@ -843,7 +843,10 @@ def test_evaluator_errors_are_left_out_like_missing_rows_not_compared_as_fails(
     """The judge reached no verdict on the 60 high-risk rows of one side's run (it was down):
     those results are errors. Compared as fails they would block the candidate (or flatter
     it); left out like rows without a result, risk=high has no row both sides scored and is
-    inconclusive, so the gate neither blocks nor passes, and the notes say what was left out."""
+    inconclusive, so the gate neither blocks nor passes, and the notes say what was left out.
+    The whole population passes on its 400 judged rows only if it also would with the 60
+    at their worst: an unchanged baseline's missing passes cost nothing, the candidate's
+    missing fails a drop of 13 points."""
     general, medical = rows_of("general", 400, "low"), rows_of("medical", 60, "high")
     rows = general + medical
     judged: list[float | None] = [1.0] * len(rows)
@@ -861,7 +864,8 @@ def test_evaluator_errors_are_left_out_like_missing_rows_not_compared_as_fails(
     high = comparison(result, "risk", "high", GRADED)
     assert high["role"] == "block" and high["status"] == "inconclusive" and high["n"] == 0
     everyone = comparison(result, "all", "all", GRADED)
-    assert everyone["n"] == len(general) and everyone["status"] == "pass"
+    assert (everyone["n"], everyone["unjudged"]) == (len(general), 60)
+    assert everyone["status"] == ("inconclusive" if down["candidate"] else "pass")
     left_out = {side: 60 if down[side] else 0 for side in down}
     assert (
         f"{GRADED}: 60 result(s) left out as evaluator errors, not verdicts "

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from app.stats.cohorts import CohortSpec
-from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
+from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, UnjudgedRows, decide_gate
 from app.stats.margin import exact_pvalue, mcnemar_one_sided, score_bound
 from app.stats.multiplicity import design_weights, weighted_holm
 
@@ -351,6 +351,70 @@ class TestRepeats:
             DEFAULT,
         )
         assert decision.records[0].n == 40 and decision.verdict == "block"
+
+
+class TestUnjudgedRows:
+    """Rows judged on one side only: out of every number shown and every block test; a pass
+    (and a floor shown met) must also hold with them at their worst."""
+
+    def test_a_pass_must_hold_with_the_candidates_missing_verdicts_as_fails(self) -> None:
+        base, cand = table(340, 0, 0, 0)
+        unjudged = UnjudgedRows(np.arange(340, 400), np.ones(60), np.full(60, np.nan))
+        membership = np.ones((1, 400), dtype=np.bool_)
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand, rows=np.arange(340), unjudged=unjudged)],
+            membership,
+            [CohortSpec("risk=high", guarded=True, risk="high")],
+            DEFAULT,
+        )
+        record = decision.records[0]
+        assert (record.n, record.unjudged, record.lost, record.delta) == (340, 60, 0, 0.0)
+        assert record.p_pass == pytest.approx(exact_pvalue(340, 0, 0, -0.02, "upper"))
+        assert record.p_pass <= 0.025
+        # The worst case is the 2x2 table of all 400 rows with the 60 counted as lost.
+        assert record.p_pass_worst_case == pytest.approx(exact_pvalue(400, 60, 0, -0.02, "upper"))
+        assert record.p_block == pytest.approx(exact_pvalue(340, 0, 0, -0.02, "lower"))
+        assert decision.verdict == "inconclusive" and record.status == "inconclusive"
+        assert "60 row(s) judged on one side only" in record.reason
+
+    def test_missing_baseline_verdicts_count_as_passes_and_can_cost_nothing(self) -> None:
+        base, cand = table(340, 0, 0, 0)
+        unjudged = UnjudgedRows(np.arange(340, 400), np.full(60, np.nan), np.ones(60))
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand, rows=np.arange(340), unjudged=unjudged)],
+            np.ones((1, 400), dtype=np.bool_),
+            [CohortSpec("risk=high", guarded=True, risk="high")],
+            DEFAULT,
+        )
+        record = decision.records[0]
+        assert record.p_pass_worst_case == pytest.approx(exact_pvalue(400, 0, 0, -0.02, "upper"))
+        assert decision.verdict == "pass" and "also with the 60 row(s)" in record.reason
+
+    def test_a_floor_is_not_met_on_the_candidates_judged_rows_alone(self) -> None:
+        base, cand = table(300, 0, 0, 0)
+        unjudged = UnjudgedRows(np.arange(300, 400), np.ones(100), np.full(100, np.nan))
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand, rows=np.arange(300), unjudged=unjudged)],
+            np.ones((1, 400), dtype=np.bool_),
+            [CohortSpec("risk=high", guarded=True, risk="high", margin=0.3, floor=0.9)],
+            DEFAULT,
+        )
+        record = decision.records[0]
+        assert record.p_pass <= 0.025 and record.p_pass_worst_case is not None
+        assert record.p_pass_worst_case <= 0.025  # a 25-point drop is inside the 0.3 margin
+        met = stats.binomtest(300, 400, 0.9, alternative="greater").pvalue
+        assert record.p_floor_met_worst_case == pytest.approx(met)
+        assert record.floor_status == "unclear" and decision.verdict == "inconclusive"
+
+    def test_a_row_needs_exactly_one_sides_verdict(self) -> None:
+        neither = UnjudgedRows([0], [np.nan], [np.nan])
+        with pytest.raises(ValueError, match="exactly one side"):
+            decide_gate(
+                [EvaluatorOutcomes("judge", [1.0], [1.0], rows=[1], unjudged=neither)],
+                np.ones((1, 2), dtype=np.bool_),
+                [CohortSpec("all", guarded=True)],
+                DEFAULT,
+            )
 
 
 class TestRetries:
