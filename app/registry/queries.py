@@ -4,9 +4,11 @@ Every function filters by the project it is given: a caller never sees another t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
@@ -16,6 +18,7 @@ from app.models import (
     Checkpoint,
     Dataset,
     DatasetVersion,
+    EvaluationRun,
     Gate,
     GatePolicy,
     Model,
@@ -144,31 +147,78 @@ class StandingBlock:
 
 
 def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> list[StandingBlock]:
-    """The datasets on which the checkpoint's newest decisive gate (pass or block) blocked it.
+    """The datasets on which a block of the checkpoint stands (the newest standing one each).
 
-    A block stands until a later pass on the same dataset, of any version: a pass on another
-    dataset measured other rows and says nothing about what the block found, and an
-    inconclusive gate is no evidence either way. Gates are numbered in the order they were
-    decided, so the newest is the one with the highest id."""
+    A block stands until a later pass on the same dataset, of any version, decided under the
+    model's gate policy as stored (no request override) against the block's own baseline
+    checkpoint or against the champion of the day. A pass on another dataset measured other
+    rows and says nothing about what the block found; an inconclusive gate is no evidence
+    either way; a pass against a weaker baseline, or on a margin the request widened, shows
+    nothing the block did not (neither could promote on its own). Gates are numbered in the
+    order they were decided."""
     decisive = session.execute(
-        select(Gate.id, Gate.verdict, Dataset.name)
+        select(
+            Gate.id,
+            Gate.verdict,
+            Dataset.name,
+            EvaluationRun.checkpoint_id,
+            Gate.notes,
+            Gate.created_at,
+        )
         .join(DatasetVersion, DatasetVersion.id == Gate.dataset_version_id)
         .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .join(EvaluationRun, EvaluationRun.id == Gate.baseline_run_id)
         .where(
             Gate.project_id == project_id,
             Gate.checkpoint_id == checkpoint_id,
             Gate.verdict.in_((GateVerdict.block, GateVerdict.passed)),
         )
-        .order_by(Gate.id.desc())
+        .order_by(Gate.id)
     ).all()
-    newest: dict[str, tuple[int, GateVerdict]] = {}
-    for gate_id, verdict, dataset in decisive:
-        newest.setdefault(dataset, (gate_id, verdict))
+    if not decisive:
+        return []
+    reigns = session.execute(
+        select(ChampionHistory.created_at, ChampionHistory.checkpoint_id)
+        .join(Checkpoint, Checkpoint.model_id == ChampionHistory.model_id)
+        .where(ChampionHistory.project_id == project_id, Checkpoint.id == checkpoint_id)
+        .order_by(ChampionHistory.id)
+    ).all()
+    starts = [reign.created_at for reign in reigns]
+
+    def champion_at(moment: datetime) -> int | None:
+        index = bisect.bisect_right(starts, moment)
+        return reigns[index - 1].checkpoint_id if index else None
+
+    standing: dict[str, dict[int, int]] = {}  # dataset -> baseline checkpoint -> block's gate
+    for gate_id, verdict, dataset, baseline_checkpoint, notes, decided_at in decisive:
+        blocks = standing.setdefault(dataset, {})
+        if verdict is GateVerdict.block:
+            blocks[baseline_checkpoint] = gate_id
+        elif request_overrides(notes):
+            continue
+        elif baseline_checkpoint == champion_at(decided_at):
+            blocks.clear()
+        else:
+            blocks.pop(baseline_checkpoint, None)
     return [
-        StandingBlock(gate_id, dataset)
-        for dataset, (gate_id, verdict) in sorted(newest.items())
-        if verdict is GateVerdict.block
+        StandingBlock(max(blocks.values()), dataset)
+        for dataset, blocks in sorted(standing.items())
+        if blocks
     ]
+
+
+OVERRIDE_MESSAGE = "policy overridden in the request"
+"""How a gate decided before its overrides were stored (notes["policy_overrides"]) said so."""
+
+
+def request_overrides(notes: Mapping[str, Any]) -> list[str]:
+    """The policy fields a gate's request changed from the model's stored policy: such a
+    gate explores, and stands for no decision of the policy an admin set."""
+    overrides = notes.get("policy_overrides")
+    if overrides is None:  # decided before 2026-11-30: only its messages say so
+        messages = notes.get("messages") or []
+        return [m for m in messages if m.startswith(OVERRIDE_MESSAGE)]
+    return list(overrides)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun
 from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
-from app.registry.queries import latest_policy, newer_dataset_version, standing_blocks
+from app.registry.queries import (
+    latest_policy,
+    newer_dataset_version,
+    request_overrides,
+    standing_blocks,
+)
 from app.registry.schemas import CheckpointIn, Pricing
 from app.webhooks import outbox
 
@@ -339,10 +344,6 @@ def _check_canary(
     return canary
 
 
-_OVERRIDE_MESSAGE = "policy overridden in the request"
-"""How a gate decided before its overrides were stored (notes["policy_overrides"]) said so."""
-
-
 def _check_gate(
     session: Session, checkpoint: Checkpoint, current: Checkpoint | None, gate_id: int | None
 ) -> Gate | None:
@@ -352,10 +353,11 @@ def _check_gate(
     it), and not followed by a blocking gate, a canary that decided rollback or a rollback
     of the model away from it in production; on the dataset's current version (a newer one
     may add rows or declare cohorts high-risk); and with no block standing on any dataset: a
-    block stands until a later pass on the same dataset (docs/statistics.md §7.6). The gate
-    must have been decided under the model's stored gate policy as it is now: a writer's
-    request override (say, guarding nothing and allowing inconclusive) explores, but never
-    promotes past the policy an admin set."""
+    block stands until a later pass on the same dataset against the block's baseline (or the
+    champion) under the stored policy (registry.queries.standing_blocks, docs/statistics.md
+    §7.6). The gate must have been decided under the model's stored gate policy as it is
+    now: a writer's request override (say, guarding nothing and allowing inconclusive)
+    explores, but never promotes past the policy an admin set."""
     if gate_id is None:
         return None
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
@@ -378,10 +380,7 @@ def _check_gate(
             f"gate {gate_id} verdict is '{gate.verdict.value}'; promotion needs 'pass' "
             "(or force with a written reason)"
         )
-    overrides = gate.notes.get("policy_overrides")
-    if overrides is None:  # decided before 2026-11-30: only its messages say so
-        messages = gate.notes.get("messages") or []
-        overrides = [m for m in messages if m.startswith(_OVERRIDE_MESSAGE)]
+    overrides = request_overrides(gate.notes)
     if overrides:
         raise Conflict(
             f"gate {gate_id} was decided with the request overriding the model's gate policy "
@@ -423,7 +422,8 @@ def _refuse_standing_block(
         raise Conflict(
             f"gate {block.gate_id} blocked this checkpoint on dataset '{block.dataset}' and no "
             f"later gate on that dataset passed it; {evidence} does not lift it (only a pass on "
-            "that dataset does, or force with a written reason)",
+            "that dataset against the block's baseline or the champion, under the stored gate "
+            "policy, does; or force with a written reason)",
             field=field,
         )
 

@@ -310,3 +310,51 @@ def test_verdicts_missing_on_one_side_cannot_hide_a_regression_behind_a_pass(
     assert high["status"] == "inconclusive"
     assert "60 row(s) judged on one side only" in high["reason"]
     assert high["p_pass"] < 0.025 < high["p_pass_worst_case"]
+
+
+@pytest.mark.parametrize("lifted_by", ["policy-override", "weaker-baseline"])
+def test_a_block_is_not_lifted_by_a_pass_that_could_not_promote_itself(
+    app: FastAPI, client: TestClient, auth: Headers, lifted_by: str
+) -> None:
+    """Blocked against the champion on golden (a 20-point drop in its high-risk cohort), the
+    candidate passes a general set. A re-gate on golden then passes only because the
+    request widened the margin to 0.3, or because it compared with a checkpoint as bad as
+    the candidate (baseline_run_id): neither gate can promote, and neither may lift the
+    golden block, or the general pass promotes the regression (it did: 200)."""
+    checkpoint(client, auth, "v0")
+    client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.1}, headers=auth)
+    golden = rows_of("core", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, golden, {EVALUATOR: passing(golden)})
+    worse = passing(golden, {f"core-{i}" for i in range(40)})
+    bad_run = add_run(client, auth, newcomer, golden, {EVALUATOR: worse})
+    blocked = gate(client, auth, bad_run)
+    assert blocked["verdict"] == "block"
+    general = rows_of("general", 400, "high")
+    add_run(client, auth, champion, general, {EVALUATOR: passing(general)}, dataset="general")
+    elsewhere = gate(
+        client,
+        auth,
+        add_run(client, auth, newcomer, general, {EVALUATOR: passing(general)}, dataset="general"),
+    )
+    assert elsewhere["verdict"] == "pass", elsewhere["reasons"]
+
+    if lifted_by == "policy-override":
+        regate = gate(client, auth, bad_run, policy={"margin": 0.3})
+    else:
+        as_bad = add_run(client, auth, checkpoint(client, auth, "v1b"), golden, {EVALUATOR: worse})
+        regate = gate(client, auth, bad_run, baseline_run_id=as_bad)
+    assert regate["verdict"] == "pass", regate["reasons"]
+
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": elsewhere["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 409, "a pass that cannot promote lifted the golden block"
+    assert (
+        f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'"
+        in (promoted.json()["detail"])
+    )
+    assert status == "blocked"
