@@ -145,12 +145,11 @@ def load_pairs(
     pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
     notes = []
     errored, error_notes = _errors(connection, project_id, version_id, sides)
-    no_ids = np.empty(0, np.int64)
-    for side, by_name in pooled.items():
-        for name, pooled_side in by_name.items():
-            pooled_side.unjudged[:] = np.isin(all_ids, errored[side].get(name, no_ids)) & (
-                pooled_side.calls == 0
-            )
+    for side, by_name in errored.items():
+        for name, row_ids in by_name.items():
+            # An evaluator a side ran without one verdict is still on that side: missing.
+            pooled_side = pooled[side].setdefault(name, _never_judged(all_ids.size))
+            pooled_side.unjudged[:] = np.isin(all_ids, row_ids) & (pooled_side.calls == 0)
     changed = _rows_asked_differently(session, project_id, version_id, baseline.dataset_version_id)
     if changed.size:
         unpaired_rows = np.isin(all_ids, changed)
@@ -338,6 +337,16 @@ def _pool(
         score, _ = pool_runs(np.clip(scores, 0.0, calls), calls)
         out[name] = _Side(pass_rate, score, pooled_calls, np.zeros(all_ids.size, np.bool_))
     return out
+
+
+def _never_judged(size: int) -> _Side:
+    """A side's evaluator whose every result on the version is an error."""
+    return _Side(
+        np.full(size, np.nan),
+        np.full(size, np.nan),
+        np.zeros(size, np.int64),
+        np.zeros(size, np.bool_),
+    )
 
 
 def _cohort_label(value: Any) -> str | None:

@@ -358,3 +358,41 @@ def test_a_block_is_not_lifted_by_a_pass_that_could_not_promote_itself(
         in (promoted.json()["detail"])
     )
     assert status == "blocked"
+
+
+def test_an_evaluator_whose_every_baseline_verdict_is_missing_is_not_passed_over(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The champion's safety judge (`stated_score`) was down for its whole run: every result
+    an error. The candidate's run has its verdicts, all fails, and a `regex` check that both
+    sides pass. The judge was taken for an evaluator "only in the candidate runs" and left
+    out, and the gate passed on the regex alone; it ran on both sides and is missing on one,
+    so it is compared on no rows: inconclusive, never a pass."""
+    rows = rows_of("safety", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    version = dataset_version(client, auth, "golden", rows)
+    evaluators = [{"name": "regex", "params": {"pattern": "."}}, {"name": GRADED}]
+
+    def run(checkpoint_id: int, outputs: list[dict[str, Any]]) -> int:
+        created = client.post(
+            "/api/v1/datasets/golden/evaluations",
+            json={
+                "checkpoint_id": checkpoint_id,
+                "dataset_version": version,
+                "evaluators": evaluators,
+                "outputs": outputs,
+            },
+            headers=auth,
+        )
+        assert created.status_code == 202, created.text
+        drain_worker(client.app)  # type: ignore[arg-type]
+        return int(created.json()["run_id"])
+
+    run(champion, outputs_scoring(rows, {GRADED: [None] * 400}))
+    cand_run = run(newcomer, outputs_scoring(rows, {GRADED: [0.0] * 400}))
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "inconclusive", result["reasons"]
+    judge = comparison(result, "risk", "high", GRADED)
+    assert (judge["n"], judge["unjudged"], judge["status"]) == (0, 400, "inconclusive")
+    assert comparison(result, "risk", "high", "regex")["status"] == "pass"
+    assert not any("only in the candidate runs" in note for note in result["notes"])
