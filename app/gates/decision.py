@@ -84,9 +84,17 @@ def decide(
         cohorts = [*cohorts, *unpaired]
         empty = np.zeros((len(unpaired), membership.shape[1]), dtype=np.bool_)
         membership = np.vstack([membership, empty])
+    unfloored = _untestable_floors(paired, spec)
+    notes += [
+        f"evaluator '{name}' has a floor ({spec.floors.get(name, spec.floor):g}) but only the "
+        "candidate's runs ran it: its floor cannot be tested without pairs, so it is compared "
+        "on no rows (evaluate the baseline's checkpoint with it)"
+        for name in unfloored
+    ]
     try:
         decided = decide_gate(
-            [_outcomes(pairs, spec) for pairs in paired.evaluators],
+            [_outcomes(pairs, spec) for pairs in paired.evaluators]
+            + [EvaluatorOutcomes(name, [], [], rows=[]) for name in unfloored],
             membership,
             cohorts,
             spec.decision_policy(),
@@ -137,6 +145,12 @@ def _unpaired_guarded(
             if levels.get(value) in blocking
         )
     return specs
+
+
+def _untestable_floors(paired: PairedResults, spec: GatePolicySpec) -> list[str]:
+    """Evaluators only the candidate ran that the policy floors: a floor is a statement about
+    the candidate's level, and leaving the evaluator out would pass it unseen."""
+    return [name for name in paired.candidate_only if spec.floors.get(name, spec.floor) is not None]
 
 
 def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:

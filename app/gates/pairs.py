@@ -87,6 +87,8 @@ class PairedResults:
     unpaired_cohorts: dict[str, set[str]] = field(default_factory=dict)
     """Per dimension, the cohorts the candidate's version has rows of, none of them scored
     by both sides (a baseline run on an older version never saw them)."""
+    candidate_only: list[str] = field(default_factory=list)
+    """Evaluators only the candidate's runs ran: nothing to pair them with."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,7 @@ def load_pairs(
         notes,
         set(risks) - {risks[i] for i in shared},
         unpaired_cohorts,
+        sorted(candidate_only),
     )
 
 

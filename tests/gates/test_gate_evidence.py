@@ -396,3 +396,27 @@ def test_an_evaluator_whose_every_baseline_verdict_is_missing_is_not_passed_over
     assert (judge["n"], judge["unjudged"], judge["status"]) == (0, 400, "inconclusive")
     assert comparison(result, "risk", "high", "regex")["status"] == "pass"
     assert not any("only in the candidate runs" in note for note in result["notes"])
+
+
+def test_a_floor_on_an_evaluator_the_baseline_never_ran_is_not_passed_over(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The model's policy floors `stated_score` at 0.9. The champion was evaluated before
+    that judge existed; the candidate's run has it, at 0.1 on every row. An evaluator only
+    the candidate ran has nothing to pair, so it was left out, and its floor with it: the
+    gate passed on exact_match. A floor the policy sets must be tested; it cannot be on
+    pairs here, so the evaluator is compared on no rows and the gate is inconclusive."""
+    checkpoint(client, auth, "v0")
+    put = client.put("/api/v1/models/bot/gate-policy", json={"floors": {GRADED: 0.9}}, headers=auth)
+    assert put.status_code == 200, put.text
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    cand_run = add_run(
+        client, auth, newcomer, rows, {EVALUATOR: passing(rows), GRADED: [0.1] * 400}
+    )
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "inconclusive", result["reasons"]
+    floored = comparison(result, "risk", "high", GRADED)
+    assert (floored["n"], floored["status"], floored["floor"]) == (0, "inconclusive", 0.9)
+    assert any(f"'{GRADED}' has a floor" in note for note in result["notes"])
