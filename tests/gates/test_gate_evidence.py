@@ -420,3 +420,30 @@ def test_a_floor_on_an_evaluator_the_baseline_never_ran_is_not_passed_over(
     floored = comparison(result, "risk", "high", GRADED)
     assert (floored["n"], floored["status"], floored["floor"]) == (0, "inconclusive", 0.9)
     assert any(f"'{GRADED}' has a floor" in note for note in result["notes"])
+
+
+def test_a_block_against_another_baseline_is_lifted_by_a_pass_against_the_champion(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Compared with a stronger checkpoint that never served (baseline_run_id), the candidate
+    blocks on golden; against the champion of the day, on the same rows, it passes. That
+    pass re-decides what promotion asks, so it lifts the block: the status is `evaluated`
+    again and the gate promotes."""
+    rows = rows_of("core", 400, "high")
+    scores = {EVALUATOR: passing(rows, {f"core-{i}" for i in range(80)})}
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, scores)
+    stronger = checkpoint(client, auth, "v9")
+    stronger_run = add_run(client, auth, stronger, rows, {EVALUATOR: passing(rows)})
+    cand_run = add_run(client, auth, newcomer, rows, scores)
+    assert gate(client, auth, cand_run, baseline_run_id=stronger_run)["verdict"] == "block"
+    lifting = gate(client, auth, cand_run)
+    assert lifting["verdict"] == "pass", lifting["reasons"]
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    assert status == "evaluated"
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": lifting["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 200, promoted.text
