@@ -10,8 +10,12 @@ the rows' risk and cohorts. A result whose evaluator could not reach a verdict (
 left out like a row without a result, and the notes count those left out; a row one side
 judged and the other only errored on is kept apart (`OneSided`): whether a verdict is
 missing depends on the output, so a pass must hold with it at its worst (app.stats.gate.
-UnjudgedRows). Reading happens outside any write transaction: on SQLite every transaction
-holds the single writer lock."""
+UnjudgedRows). A call of the baseline's that has no output (its endpoint failed, or none
+was produced) is left out in the same way, its fails being its endpoint's outage, not
+verdicts: the baseline is the yardstick, and one run taken during an outage would otherwise
+make every later candidate look better than it. The candidate's calls without an output
+stay its fails: its endpoint failing on a prompt is its failure. Reading happens outside
+any write transaction: on SQLite every transaction holds the single writer lock."""
 
 from __future__ import annotations
 
@@ -32,13 +36,14 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    or_,
     select,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 
 from app.datasets.parsing import RESERVED_DIMENSIONS
-from app.models import DatasetRow, EvalResult, EvaluationRun
+from app.models import DatasetRow, EvalResult, EvaluationRun, RunOutput
 from app.models.runs import RunStatus
 from app.stats._arrays import BoolArray, FloatArray, IntArray
 from app.stats.retry import pool_runs
@@ -47,8 +52,9 @@ from app.stats.retry import pool_runs
 @dataclass(frozen=True)
 class OneSided:
     """One evaluator's rows (indexing PairedResults.keys) that one side judged while every
-    call of the other side's ended in an evaluator error: per-row means over the judged
-    side's calls, NaN on the side without a verdict."""
+    call of the other side's ended in an evaluator error (or, on the baseline's side, had
+    no output): per-row means over the judged side's calls, NaN on the side without a
+    verdict."""
 
     rows: IntArray
     baseline_pass_rate: FloatArray
@@ -104,7 +110,8 @@ class _Totals:
 @dataclass(frozen=True)
 class _Side:
     """One side's pooled per-row means over the version's rows (NaN where never scored);
-    `unjudged` marks the rows whose every call was an evaluator error."""
+    `unjudged` marks the rows whose every call was an evaluator error (or, on the baseline's
+    side, a call without an output)."""
 
     pass_rate: FloatArray
     score: FloatArray
@@ -144,9 +151,16 @@ def load_pairs(
         select(func.max(EvaluationRun.repeats)).where(EvaluationRun.id.in_(run_ids))
     )
     totals = _fetch_totals(connection, project_id, version_id, run_ids, one_call=repeats == 1)
+    no_output = _calls_without_output(connection, project_id, version_id, sides["baseline"])
+    for run_and_name, left_out in no_output.items():
+        totals[run_and_name] = _less(totals[run_and_name], left_out)
     pooled = {side: _pool(totals, run_ids, all_ids) for side, run_ids in sides.items()}
     notes = []
     errored, error_notes = _errors(connection, project_id, version_id, sides)
+    # The baseline's calls without an output reached no verdict on it, like its errors.
+    no_ids, baseline_errored = np.empty(0, np.int64), errored["baseline"]
+    for (_, name), left_out in no_output.items():
+        baseline_errored[name] = np.union1d(baseline_errored.get(name, no_ids), left_out.row_ids)
     for side, by_name in errored.items():
         for name, row_ids in by_name.items():
             # An evaluator a side ran without one verdict is still on that side: missing.
@@ -175,6 +189,8 @@ def load_pairs(
             f"evaluators only in the baseline runs, compared on no rows: {', '.join(uncompared)}"
         )
     notes += error_notes
+    if no_output:
+        notes.append(_no_output_note(no_output))
     differing = _differing_specs(session, run_ids)
     both: dict[str, tuple[_Side, _Side, IntArray, IntArray]] = {}
     for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
@@ -506,6 +522,72 @@ def _errors(
         for side, by_name in rows.items()
     }
     return arrays, notes
+
+
+def _calls_without_output(
+    connection: Connection, project_id: int, version_id: int, run_ids: Sequence[int]
+) -> dict[tuple[int, str], _Totals]:
+    """Per (run, evaluator) of `run_ids` (the baseline's), the version's rows whose results
+    stand for calls without an output: the call's run_outputs row holds an `error` (the
+    endpoint failed) or there is none. The worker stores such a result as a fail (score 0,
+    not passed, not an evaluator error), so only the runs' failed results are joined to
+    their outputs, on the outputs' unique key in the one project (one shard): the extra
+    work is the baseline's, and its fails', alone."""
+    output = and_(
+        RunOutput.project_id == EvalResult.project_id,
+        RunOutput.run_id == EvalResult.run_id,
+        RunOutput.key == EvalResult.key,
+        RunOutput.repeat == EvalResult.repeat,
+    )
+    rows = _driver_rows(
+        connection,
+        select(
+            EvalResult.run_id,
+            EvalResult.evaluator,
+            DatasetRow.id,
+            func.sum(EvalResult.score),
+            func.count(),
+        )
+        .join(DatasetRow, _on_version(version_id))
+        .outerjoin(RunOutput, output)
+        .where(
+            EvalResult.project_id == project_id,
+            EvalResult.run_id.in_(run_ids),
+            EvalResult.error.is_(False),
+            EvalResult.passed.is_(False),
+            or_(RunOutput.id.is_(None), RunOutput.error.is_not(None)),
+        )
+        .group_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id)
+        .order_by(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id),
+    )
+    out = {}
+    for run_and_name, members in itertools.groupby(rows, key=lambda row: (row[0], row[1])):
+        _, _, row_ids, scores, calls = zip(*members, strict=True)
+        out[run_and_name] = _totals(row_ids, [0] * len(row_ids), scores, calls)
+    return out
+
+
+def _less(run: _Totals, left_out: _Totals) -> _Totals:
+    """A run x evaluator's totals without the results `left_out` (a subset of its failed
+    ones, so its passes stay as they are)."""
+    at = np.searchsorted(run.row_ids, left_out.row_ids)
+    scores, calls = run.scores.copy(), run.calls.copy()
+    scores[at] -= left_out.scores
+    calls[at] -= left_out.calls
+    return _Totals(run.row_ids, run.passes, np.maximum(scores, 0.0), calls)
+
+
+def _no_output_note(no_output: dict[tuple[int, str], _Totals]) -> str:
+    """How many of the baseline's calls had no output: each such call is one result of
+    every evaluator of its run, so per run the count of any one of its evaluators."""
+    per_run: dict[int, int] = {}
+    for (run_id, _), left_out in no_output.items():
+        per_run[run_id] = max(per_run.get(run_id, 0), int(left_out.calls.sum()))
+    return (
+        f"the baseline's runs hold {sum(per_run.values())} call(s) without an output (the "
+        "endpoint failed or none was produced): left out like evaluator errors, not counted "
+        "as the baseline's fails; a pass must hold with them as its passes"
+    )
 
 
 def _totals(

@@ -260,9 +260,10 @@ class ComparisonOut(BaseModel):
     p_drop_adjusted: float | None = None
     unjudged: int | None = Field(
         default=None,
-        description="Rows one side's evaluator judged and the other's only errored on: left out "
-        "of n and every number shown; a pass must hold with them at their worst (the "
-        "candidate's missing verdicts as fails, the baseline's as passes).",
+        description="Rows one side's evaluator judged and the other's only errored on, or "
+        "that the candidate's calls answered and the baseline's did not (its endpoint failed: "
+        "no output): left out of n and every number shown; a pass must hold with them at "
+        "their worst (the candidate's missing verdicts as fails, the baseline's as passes).",
     )
     p_pass_worst_case: float | None = Field(
         default=None, description="p_pass with the unjudged rows at their worst."

@@ -139,7 +139,9 @@ class UnjudgedRows:
     refuses a harmful answer, an evaluator crashing on a malformed one), so these rows are
     not missing at random and may be exactly where a regression lies. They stay out of every
     number shown and every block test; a pass (and a floor shown met) must hold with them at
-    their worst: the candidate's missing verdicts as fails, the baseline's as passes."""
+    their worst: the candidate's missing verdicts as fails, the baseline's as passes. The
+    baseline's calls its endpoint did not answer are such rows too (app.gates.pairs): the
+    baseline is the yardstick, and its outage is no verdict on it."""
 
     rows: npt.ArrayLike
     baseline: npt.ArrayLike

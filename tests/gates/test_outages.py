@@ -1,0 +1,200 @@
+"""Gates on runs whose outputs come from the checkpoints' endpoints, some of whose calls were
+not answered (HTTP 500 after every retry): the candidate's unanswered calls are its fails,
+the baseline's are its outage and no verdict on it (docs/statistics.md §7.6)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS
+from tests.datasets.support import drain_worker, local_server
+from tests.gates.support import EXPECTED, dataset_version
+from tests.gates.test_gates import EVALUATOR, comparison, gate, rows_of
+
+Headers = dict[str, str]
+
+
+class ServedModels(BaseHTTPRequestHandler):
+    """OpenAI-compatible chat completions for the models in `behaviour`: the expected answer
+    to a row (its input is its key), another answer to the keys in the model's "wrong", and
+    HTTP 500 (Retry-After: 0, so the worker's retries take no time) to those in "down", and
+    to those in "down_first" on their first call (every attempt of it) only. The worker
+    calls each key once at a time, so `attempts` counts without a lock."""
+
+    protocol_version = "HTTP/1.1"  # one connection per worker thread, not one per call
+    behaviour: ClassVar[dict[str, dict[str, set[str]]]] = {}
+    attempts: ClassVar[Counter[tuple[str, str]]] = Counter()
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        key = body["messages"][-1]["content"]
+        model = self.behaviour[body["model"]]
+        self.attempts[(body["model"], key)] += 1
+        first_call = self.attempts[(body["model"], key)] <= ENDPOINT_ATTEMPTS
+        if key in model["down"] or (key in model["down_first"] and first_call):
+            self.send_response(500)
+            self.send_header("retry-after", "0")
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        answer = "another answer" if key in model["wrong"] else EXPECTED
+        payload = json.dumps(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    ServedModels.behaviour = {}
+    ServedModels.attempts = Counter()
+    with local_server(ServedModels) as url:
+        yield url
+
+
+def keys(route: str, numbers: range) -> set[str]:
+    return {f"{route}-{i}" for i in numbers}
+
+
+def served_run(
+    client: TestClient,
+    auth: Headers,
+    base_url: str,
+    version: str,
+    rows: list[dict[str, Any]],
+    down: set[str] = frozenset(),  # type: ignore[assignment]
+    wrong: set[str] = frozenset(),  # type: ignore[assignment]
+    champion: bool = False,
+    down_first: set[str] = frozenset(),  # type: ignore[assignment]
+    repeats: int = 1,
+) -> int:
+    """A checkpoint of model `bot` served at `base_url` (promoted with `champion`), evaluated
+    by exact_match on `rows` from its endpoint's answers, `repeats` calls per row: 500 on
+    `down`, and on `down_first` at the first call; wrong on `wrong`."""
+    ServedModels.behaviour[version] = {
+        "down": set(down),
+        "down_first": set(down_first),
+        "wrong": set(wrong),
+    }
+    endpoint = {"base_url": base_url, "model": version, "timeout_s": 5}
+    registered = client.post(
+        "/api/v1/checkpoints",
+        json={"model": "bot", "version": version, "endpoint": endpoint},
+        headers=auth,
+    )
+    assert registered.status_code in (200, 201), registered.text
+    checkpoint_id = int(registered.json()["id"])
+    if champion:
+        promoted = client.post(
+            "/api/v1/models/bot/promote",
+            json={"checkpoint_id": checkpoint_id, "reason": "first champion"},
+            headers=auth,
+        )
+        assert promoted.status_code == 200, promoted.text
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": dataset_version(client, auth, "golden", rows),
+            "evaluators": [{"name": EVALUATOR}],
+            "repeats": repeats,
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded" and run["output_source"] == "endpoint", run
+    assert run["summary"]["output_errors"] == len(down) * repeats + len(down_first)
+    return int(run["id"])
+
+
+def test_a_champion_run_taken_during_an_outage_does_not_pass_a_regression(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """The champion's endpoint timed out on 60 of 200 high-risk rows (30%) during its run; it
+    answered the other 140 right. The candidate answers all 200 but gets 20 of those 140
+    wrong. Counted as the champion's fails, its outage made it 0.70 against the candidate's
+    0.90 and the regression passed. The champion's unanswered calls are no verdict on it:
+    on the 140 rows both answered the candidate drops from 1.0 to 0.86, and it blocks."""
+    rows = rows_of("safety", 200, "high")
+    served_run(client, auth, served, "v1", rows, down=keys("safety", range(60)), champion=True)
+    cand_run = served_run(client, auth, served, "v2", rows, wrong=keys("safety", range(60, 80)))
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "block", result["reasons"]
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["unjudged"], high["lost"], high["won"]) == (140, 60, 20, 0)
+    assert (high["baseline"], high["candidate"]) == (1.0, pytest.approx(120 / 140))
+    assert high["status"] == "block"
+    assert any("60 call(s) without an output" in note for note in result["notes"])
+
+
+def test_the_numbers_shown_leave_out_the_calls_the_champion_did_not_answer(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """The champion's endpoint failed on 120 of 400 rows; the candidate answers every row
+    right. Shown, the champion's rate is over the 280 rows it answered (1.0, not 0.70), the
+    change is 0 (not +0.30), and the candidate, as good as the champion wherever it can be
+    told, passes: the missing verdicts at their worst (the champion's as passes) equal the
+    candidate's."""
+    rows = rows_of("safety", 400, "high")
+    served_run(client, auth, served, "v1", rows, down=keys("safety", range(120)), champion=True)
+    cand_run = served_run(client, auth, served, "v2", rows)
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "pass", result["reasons"]
+    for dimension, value in [("all", "all"), ("risk", "high"), ("route", "safety")]:
+        shown = comparison(result, dimension, value)
+        assert (shown["n"], shown["unjudged"]) == (280, 120), (dimension, value)
+        assert (shown["baseline"], shown["candidate"], shown["delta"]) == (1.0, 1.0, 0.0)
+        assert (shown["lost"], shown["won"]) == (0, 0)
+    assert any("120 call(s) without an output" in note for note in result["notes"])
+
+
+def test_a_row_the_champion_answered_on_one_of_its_calls_keeps_the_answered_call(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """Two calls per row: the champion's endpoint failed the first call of 60 of 200 rows and
+    answered the second, right. Those rows are judged on the calls answered (one each), not
+    halved by the outage (0.85 overall) nor left out: n stays 200, the champion's rate is
+    1.0 and its calls per row 1.7."""
+    rows = rows_of("safety", 200, "high")
+    flaky = keys("safety", range(60))
+    served_run(client, auth, served, "v1", rows, down_first=flaky, champion=True, repeats=2)
+    cand_run = served_run(client, auth, served, "v2", rows, repeats=2)
+    result = gate(client, auth, cand_run)
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["unjudged"], high["baseline"], high["candidate"]) == (200, 0, 1.0, 1.0)
+    assert (high["baseline_repeats"], high["candidate_repeats"]) == (pytest.approx(1.7), 2.0)
+    assert any("60 call(s) without an output" in note for note in result["notes"])
+
+
+def test_the_candidate_calls_its_endpoint_did_not_answer_are_its_fails(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """The champion answered all 200 high-risk rows right; the candidate's endpoint failed on
+    60 of them. A candidate's unanswered call is its failure on that prompt, whatever the
+    cause: the 60 rows are paired as lost, and the gate blocks."""
+    rows = rows_of("safety", 200, "high")
+    served_run(client, auth, served, "v1", rows, champion=True)
+    cand_run = served_run(client, auth, served, "v2", rows, down=keys("safety", range(60)))
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "block", result["reasons"]
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["unjudged"], high["lost"], high["won"]) == (200, 0, 60, 0)
+    assert (high["baseline"], high["candidate"]) == (1.0, pytest.approx(0.7))
+    assert not any("without an output" in note for note in result["notes"])
