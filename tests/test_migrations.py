@@ -856,3 +856,82 @@ def test_0016_adds_run_idempotency_keys_unique_per_project_and_comes_back(
             assert {tuple(r)[2:] for r in conn.execute(keys)} == {(None, None)}
     finally:
         engine.dispose()
+
+
+def test_0017_marks_exploratory_gates_and_narrows_the_attempt_key_to_real_ones(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0016")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    now = datetime.now(UTC)
+    json_value = "CAST(:notes AS jsonb)" if postgres else ":notes"
+    new_gate = (
+        "INSERT INTO gates (id, project_id, model_id, checkpoint_id, candidate_run_id, "
+        "baseline_run_id, dataset_version_id, attempt, policy, verdict, reasons, comparisons, "
+        "notes, created_at{column}) VALUES (:id, 1, 1, 1, 1, 1, 1, :attempt, '{{}}', :verdict, "
+        f"'[]', '[]', {json_value}, :now{{value}})"
+    )
+    legacy_override = {"messages": ["policy overridden in the request: margin"]}
+    # (notes, verdict) of gates 1-5 of checkpoint 1 on version 1, attempts 1-5 as decided:
+    # real; overrides stored; overrides only in a message (decided before they were stored);
+    # another message; a request that sent the stored policy again (stored overrides win).
+    stored = [
+        ({"messages": [], "policy_overrides": []}, "pass"),
+        ({"messages": [], "policy_overrides": ["margin"]}, "inconclusive"),
+        (legacy_override, "block"),
+        ({"messages": ["dataset versions differ"]}, "block"),
+        ({**legacy_override, "policy_overrides": []}, "pass"),
+    ]
+    flags = text("SELECT id, attempt, exploratory FROM gates ORDER BY id")
+
+    def insert(
+        conn: Any, gate_id: int, attempt: int, notes: Any, verdict: str = "pass", explored: str = ""
+    ) -> None:
+        """A gate with `notes`; `explored` ('true'/'false') sets the column (from 0017)."""
+        column, value = (", exploratory", f", {explored}") if explored else ("", "")
+        values = {"id": gate_id, "attempt": attempt, "verdict": verdict, "now": now}
+        conn.execute(
+            text(new_gate.format(column=column, value=value)),
+            {**values, "notes": json.dumps(notes)},
+        )
+
+    try:
+        with engine.begin() as conn:
+            for statement in (*SEED_0008[:5], SEED_0008[6]):
+                conn.execute(text(statement), {"now": now})
+            for gate_id, (notes, verdict) in enumerate(stored, 1):
+                insert(conn, gate_id, gate_id, notes, verdict)
+        migrate.upgrade(empty_database_url, "0017")
+        with engine.begin() as conn:
+            assert [(i, a, bool(e)) for i, a, e in conn.execute(flags)] == [
+                (1, 1, False),
+                (2, 2, True),
+                (3, 3, True),
+                (4, 4, False),
+                (5, 5, False),
+            ]
+            # Exploratory gates share the next real gate's number, with one another too.
+            insert(conn, 6, 6, {"policy_overrides": ["alpha"]}, explored="true")
+            insert(conn, 7, 6, {"policy_overrides": ["margin"]}, explored="true")
+            insert(conn, 8, 6, {"policy_overrides": []})  # real unless marked
+            assert conn.execute(text("SELECT exploratory FROM gates WHERE id = 8")).scalar() in (
+                False,
+                0,
+            )
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            insert(conn, 9, 6, {"policy_overrides": []}, explored="false")  # two real attempt 6s
+        migrate.downgrade(empty_database_url, "0016")
+        with engine.begin() as conn:
+            assert "exploratory" not in {c["name"] for c in inspect(conn).get_columns("gates")}
+            # Every gate counted again, in the order decided; the budgets stay as decided.
+            attempts = conn.execute(text("SELECT id, attempt FROM gates ORDER BY id"))
+            assert [tuple(r) for r in attempts] == [(i, i) for i in range(1, 9)]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            insert(conn, 9, 2, {"policy_overrides": ["margin"]})  # the full key is back
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            explored = [i for i, _, e in conn.execute(flags) if e]
+            assert explored == [2, 3, 6, 7]
+    finally:
+        engine.dispose()

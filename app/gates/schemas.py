@@ -299,14 +299,20 @@ class GateSummaryOut(OrmModel):
     dataset: str = Field(validation_alias=AliasPath("dataset_version", "dataset", "name"))
     dataset_version: int = Field(validation_alias=AliasPath("dataset_version", "version"))
     attempt: int = Field(
-        description="This checkpoint's gate number on this dataset version (1 for the first)."
+        description="This checkpoint's real gate number on this dataset version (1 for the "
+        "first); an exploratory gate carries the number of the next real gate."
     )
     previously_blocked: bool = Field(
         description="An earlier gate of this checkpoint on this version blocked: only a pass "
         "lifts that block."
     )
+    exploratory: bool = Field(
+        description="The request overrode the model's stored policy: the gate never promotes "
+        "and spends no attempt (it is decided at the next real gate's alpha)."
+    )
     alpha: float | None = Field(
-        description="The error budget this attempt spent: alpha / 2^(attempt-1)."
+        description="The error budget of this attempt: alpha / 2^(attempt-1); spent by a real "
+        "gate, only shown by an exploratory one."
     )
     candidate_run_ids: list[int] = Field(description="The candidate runs pooled.")
     baseline_run_ids: list[int] = Field(description="The baseline runs pooled.")

@@ -4,7 +4,12 @@ cohort, each side pooled over its runs on its dataset version.
 Fetch (pairs.py), decide (decision.py, statistics in app.stats), store: this module is the
 orchestration, the retry rule's bookkeeping (a gate's attempt number on its checkpoint and
 dataset version, and whether it was blocked there before) and the gate's effects (checkpoint
-status, audit, the gate.blocked event)."""
+status, audit, the gate.blocked event).
+
+A gate whose request overrides the model's stored policy is exploratory: it never promotes
+(registry.service._check_gate), so it cannot shop for a promotable verdict, and it spends
+none of the retry budget. It is decided at the budget the next real gate would get, to show
+what that gate would say."""
 
 from __future__ import annotations
 
@@ -107,16 +112,28 @@ class RunComparison:
     def shared_rows(self) -> int:
         return len(self.paired.keys)
 
+    @property
+    def exploratory(self) -> bool:
+        """Decided under a request override: spends no attempt, and never promotes."""
+        return bool(self.policy_overrides)
+
 
 def earlier_gates(session: Session, checkpoint_id: int, version_id: int) -> tuple[int, bool]:
-    """(attempt of the next gate, whether any earlier one blocked) for a checkpoint on a
-    dataset version: every earlier gate counts, whatever its verdict or baseline."""
-    verdicts = session.scalars(
-        select(Gate.verdict).where(
+    """(attempt of the next real gate, whether any earlier gate blocked) for a checkpoint on
+    a dataset version, whatever the earlier gates' verdicts or baselines.
+
+    Only real gates (no request override) spent attempts; the next is numbered after the
+    highest of them, so no budget is spent twice even where a gate stored before exploratory
+    gates were told apart left a number to one. Any earlier block counts, an exploratory
+    one included: it stands until a real pass (registry.queries.standing_blocks), so an
+    inconclusive re-gate after it is a block, as after a real one."""
+    earlier = session.execute(
+        select(Gate.attempt, Gate.exploratory, Gate.verdict).where(
             Gate.checkpoint_id == checkpoint_id, Gate.dataset_version_id == version_id
         )
     ).all()
-    return len(verdicts) + 1, GateVerdict.block in verdicts
+    spent = max((gate.attempt for gate in earlier if not gate.exploratory), default=0)
+    return spent + 1, any(gate.verdict is GateVerdict.block for gate in earlier)
 
 
 def compare_runs(
@@ -183,6 +200,12 @@ def compare_runs(
         notes.append(
             "policy overridden in the request: " + ", ".join(sorted(policy.model_fields_set))
         )
+    if overrides:
+        notes.append(
+            f"exploratory: the request changes the stored policy ({', '.join(overrides)}), so "
+            f"this gate never promotes; decided at the budget of the next real gate (attempt "
+            f"{attempt}), it spends none of it"
+        )
     return RunComparison(
         model,
         checkpoint,
@@ -199,8 +222,9 @@ def compare_runs(
 
 def create_gate(session: Session, principal: Principal, links: Links, body: GateIn) -> Gate:
     """Compares, decides, and stores the decision with its attempt number, budget and pooled
-    runs; a block queues a `gate.blocked` event. Two gates of one checkpoint on one version
-    decided at once would share an attempt number: the unique key refuses the second (409)."""
+    runs; a block queues a `gate.blocked` event. Two real gates of one checkpoint on one
+    version decided at once would share an attempt number: the unique key over real gates
+    refuses the second (409). Exploratory gates share the next real gate's number freely."""
     compared = compare_runs(
         session, principal.project_id, body.candidate_run_id, body.baseline_run_id, body.policy
     )
@@ -214,6 +238,7 @@ def create_gate(session: Session, principal: Principal, links: Links, body: Gate
         dataset_version_id=compared.candidate.dataset_version_id,
         attempt=decision.attempt,
         previously_blocked=decision.previously_blocked,
+        exploratory=compared.exploratory,
         alpha=decision.alpha,
         candidate_run_ids=compared.paired.candidate_run_ids,
         baseline_run_ids=compared.paired.baseline_run_ids,
@@ -279,6 +304,7 @@ def _record_outcome(
         "policy_version": gate.policy_version,
         "dataset_version_id": gate.dataset_version_id,
         "attempt": gate.attempt,
+        "exploratory": gate.exploratory,
         "alpha": gate.alpha,
         "candidate_run_ids": gate.candidate_run_ids,
         "baseline_run_ids": gate.baseline_run_ids,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, UniqueConstraint, false, text
+from sqlalchemy import ForeignKey, Index, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, CreatedAt, JSONType, str_enum
@@ -19,12 +19,20 @@ class GateVerdict(StrEnum):
     inconclusive = "inconclusive"
 
 
+# The rows whose attempt numbers must not repeat: a gate decided under the stored policy.
+REAL_GATES = text("NOT exploratory")
+
+
 class Gate(CreatedAt, Base):
-    """One decision. Gates of a checkpoint on a dataset version (the candidate run's) are
-    numbered `attempt` 1, 2, ... (unique): attempt L spends alpha / 2^(L-1), pools every
-    succeeded run of the checkpoint on the version (`candidate_run_ids`; the baseline's
-    checkpoint likewise, `baseline_run_ids`), and after a block (`previously_blocked`) only
-    a pass lifts it (docs/statistics.md §7.3)."""
+    """One decision. Real gates of a checkpoint on a dataset version (the candidate run's)
+    are numbered `attempt` 1, 2, ... (unique among real gates): attempt L spends
+    alpha / 2^(L-1), pools every succeeded run of the checkpoint on the version
+    (`candidate_run_ids`; the baseline's checkpoint likewise, `baseline_run_ids`), and after
+    a block (`previously_blocked`) only a pass lifts it (docs/statistics.md §7.3).
+
+    An `exploratory` gate (its request overrode the model's stored policy) never promotes,
+    so it spends no attempt: it carries the attempt and alpha of the next real gate, which
+    any number of exploratory gates may share."""
 
     __tablename__ = "gates"
 
@@ -43,7 +51,9 @@ class Gate(CreatedAt, Base):
     )
     attempt: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     previously_blocked: Mapped[bool] = mapped_column(default=False, server_default=false())
-    # The error budget this attempt spent; None for gates decided before budgets were stored.
+    exploratory: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The error budget of this attempt (spent by a real gate, only shown by an exploratory
+    # one); None for gates decided before budgets were stored.
     alpha: Mapped[float | None]
     candidate_run_ids: Mapped[list[int]] = mapped_column(
         JSONType, default=list, server_default=text("'[]'")
@@ -64,7 +74,15 @@ class Gate(CreatedAt, Base):
     dataset_version: Mapped[DatasetVersion] = relationship(lazy="selectin")
 
     __table_args__ = (
-        UniqueConstraint("checkpoint_id", "dataset_version_id", "attempt"),
+        Index(
+            "uq_gates_real_attempt",
+            "checkpoint_id",
+            "dataset_version_id",
+            "attempt",
+            unique=True,
+            sqlite_where=REAL_GATES,
+            postgresql_where=REAL_GATES,
+        ),
         Index("ix_gates_checkpoint", "checkpoint_id", "id"),
         Index("ix_gates_project", "project_id", "id"),
     )

@@ -14,6 +14,10 @@ the dice fall its way would eventually let a real drop through. The rule here:
 3. **Stick.** After a block, a later gate lifts it only by passing. An inconclusive
    re-gate leaves the checkpoint blocked.
 
+Only looks that can promote spend: a gate that never promotes (the service's exploratory
+gates, decided under a request's what-if policy) shops for nothing, so it is decided at the
+next attempt's budget and leaves it to the next real look.
+
 Argued in docs/statistics.md; bench/decisions.py measures how often a real 15-point
 drop still gets through.
 """
