@@ -26,10 +26,12 @@ The reference is the champion's known-good period. Invariants:
   champion's own, a cohort without any entry (it first served after the freeze, or on too
   few of the window's days) gets entries once it has ``reference_days`` known-good days
   with data of its own, counted from the end of its own ``warmup_days`` after its first day
-  of data in the champion's period. They are summarised exactly as a freeze would, added to
-  the same version (every other CUSUM keeps its state; the new keys start at 0) and recorded
-  in ``cohorts_added`` with their days and the first day judged with them (``added_on``),
-  before which no day, a rerun included, is judged against them (``entries_for_day``).
+  of data in the champion's period on or after the reference's first day (the days a
+  rebaseline left behind never come back as a cohort's window). They are summarised
+  exactly as a freeze would, added to the same version (every other CUSUM keeps its state;
+  the new keys start at 0) and recorded in ``cohorts_added`` with their days and the first
+  day judged with them (``added_on``), before which no day, a rerun included, is judged
+  against them (``entries_for_day``).
   Only the newest day adds entries, as only it freezes.
 
 A model with no champion history is judged against its most-served checkpoint, counted from
@@ -595,10 +597,11 @@ class CohortWindow:
     """A cohort the reference holds no entry for, and its own window so far.
 
     ``first_day``/``last_day``: its first and last day with data under the current champion
-    in the champion's period (before the day judged); ``known_good``: its days with data
-    from the end of its warm-up that are known-good; ``judged_from``: the first day it can
-    be judged, if every day from the day judged on is known-good (None: the reference is a
-    stand-in from another checkpoint, and the champion's own freeze will take the cohort)."""
+    in the champion's period from the reference's first day (before the day judged);
+    ``known_good``: its days with data from the end of its warm-up that are known-good;
+    ``judged_from``: the first day it can be judged, if every day from the day judged on is
+    known-good (None: the reference is a stand-in from another checkpoint, and the
+    champion's own freeze will take the cohort)."""
 
     dimension: str
     value: str
@@ -617,11 +620,14 @@ def cohort_windows(
     current: Period | None = None,
 ) -> list[CohortWindow]:
     """The cohorts with data under the current champion (`current`, else looked up) in its
-    period before `day` that `reference` holds no entry for, with their own windows.
+    period before `day`, from the reference's first day on, that `reference` holds no entry
+    for, with their own windows.
 
     A cohort's window skips its first ``warmup_days``, counted from its own first day: a new
     route or segment starts like a new champion does, with launch traffic (testers, a
-    partial rollout) that is not its normal yet."""
+    partial rollout) that is not its normal yet. Days before the reference's first day are
+    never its window: a rebaseline left them behind as no longer normal, and adding a cohort
+    from them would bring the replaced normal back into the new version."""
     if current is None:
         periods = champion_periods(session, model, day)
         if not periods:
@@ -631,7 +637,7 @@ def cohort_windows(
         DailySignal.project_id == model.project_id,
         DailySignal.model_id == model.id,
         DailySignal.checkpoint_id == current.checkpoint_id,
-        DailySignal.day >= current.start,
+        DailySignal.day >= max(current.start, reference.first_day),
         DailySignal.day < day,
         DailySignal.denominator > 0,
     )

@@ -215,3 +215,41 @@ def test_a_returning_champion_gets_its_added_cohorts_back(
     ]
     assert references[2][2] == references[0][2]
     assert judgement(app, day[51], "refusal_rate", "c").score is not None
+
+
+def test_a_rebaseline_is_not_undone_by_adding_a_cohort_from_the_days_it_left_out(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Route c serves days 20-37 and is added to A's first reference on day 36. A rebaseline
+    then freezes days 34-47, where c served 4 days (too few for an entry). Days 22-35 are
+    exactly what the rebaseline left behind: c must wait for a window of its own from the new
+    reference's first day on, not get its pre-rebaseline days added back to the new version
+    (they were, on the next day run, so the old normal judged c again)."""
+    day = days_ending_day_before_yesterday(50)
+    champions_since(app, client, auth, {"A": day[0]})
+    settings(client, auth, warmup_days=WARMUP_DAYS)
+    events = []
+    for i, d in enumerate(day):
+        events += route_calls(d, "A", "a", 25)
+        if 20 <= i <= 37:
+            events += route_calls(d, "A", "c", 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[39], 40)
+    [(_, _, _, added)] = frozen(app)
+    assert [(dimension, value) for dimension, value, _, _ in added] == [("route", "c")]
+    body = {
+        "reason": "new normal",
+        "first_day": day[34].isoformat(),
+        "last_day": day[47].isoformat(),
+    }
+    rebased = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
+    assert rebased.status_code == 201, rebased.text
+    assert not any("|route|c" in key for key in frozen(app)[1][2])
+
+    run_drift(client, auth, day[49], 10)  # days 40-49, each the newest when run
+
+    [_, (version, _, _, added_since)] = frozen(app)
+    assert version == rebased.json()["version"]
+    assert added_since == []
+    listed = client.get("/api/v1/models/m/references", headers=auth).json()["items"]
+    assert listed[0]["cohorts_added"] == []
