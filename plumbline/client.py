@@ -17,6 +17,7 @@ with the same key when no answer came back, so a run is made once however often 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -91,7 +92,7 @@ class Plumbline:
         again, with the same key, up to `attempts` times in all, when no answer came back (a
         timeout, a connection refused, reset or closed without an answer: the server may
         have acted on it) or the answer was a 429, 500, 502, 503 or 504; the wait doubles
-        from `retry_backoff_s`, or is the answer's Retry-After (at most 30 s). The last
+        from `retry_backoff_s`, or is the answer's Retry-After, and is at most 30 s. The last
         failure is raised as it came: httpx's error or PlumblineError."""
         headers = self.headers
         if idempotency_key is not None:
@@ -105,13 +106,13 @@ class Plumbline:
             except RETRIED_ERRORS:
                 if not attempts_left:
                     raise
-                time.sleep(wait)
+                time.sleep(min(wait, MAX_RETRY_WAIT_S))
             else:
                 if response.status_code not in RETRIED_STATUSES or not attempts_left:
                     if not response.is_success:
                         raise PlumblineError(response.status_code, _problem(response))
                     return response.json()
-                time.sleep(_retry_after(response, wait))
+                time.sleep(min(_retry_after(response, wait), MAX_RETRY_WAIT_S))
             wait *= 2
 
     def register_checkpoint(self, **body: Any) -> Checkpoint:
@@ -145,12 +146,13 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
 
 
 def _retry_after(response: httpx.Response, default_s: float) -> float:
-    """The answer's Retry-After in seconds (at most MAX_RETRY_WAIT_S), else `default_s`."""
+    """The answer's Retry-After in seconds, else `default_s` (no header, an HTTP date, or
+    a value that is no number of seconds such as "nan", which time.sleep refuses)."""
     try:
         seconds = float(response.headers.get("retry-after", ""))
     except ValueError:
         return default_s
-    return min(max(seconds, 0.0), MAX_RETRY_WAIT_S)
+    return max(seconds, 0.0) if math.isfinite(seconds) else default_s
 
 
 def segment(name: str) -> str:

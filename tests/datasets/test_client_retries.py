@@ -27,11 +27,13 @@ FORWARDED_HEADERS = ("authorization", "content-type", "idempotency-key")
 
 class LossyProxy:
     """What the proxy saw, and how many answers to add_evaluation it still spoils: `drop`
-    closes the connection without an answer, `502` answers a gateway error."""
+    closes the connection without an answer, `502` answers a gateway error (a 503 with
+    `retry_after` as its Retry-After when given)."""
 
-    def __init__(self, spoil: str, times: int) -> None:
+    def __init__(self, spoil: str, times: int, retry_after: str | None = None) -> None:
         self.spoil = spoil
         self.times = times
+        self.retry_after = retry_after  # when set, the spoiled answer is a 503 carrying it
         self.keys: list[str | None] = []
 
 
@@ -56,9 +58,15 @@ def lossy_proxy(http: TestClient, proxy: LossyProxy) -> Iterator[str]:
                         self.close_connection = True
                         return  # the run is committed; its answer never reaches the client
                     answer = httpx.Response(502, text="upstream timed out")
+                    if proxy.retry_after is not None:
+                        answer = httpx.Response(
+                            503, text="busy", headers={"retry-after": proxy.retry_after}
+                        )
             self.send_response(answer.status_code)
             self.send_header("content-type", answer.headers.get("content-type", "text/plain"))
             self.send_header("content-length", str(len(answer.content)))
+            if "retry-after" in answer.headers:
+                self.send_header("retry-after", answer.headers["retry-after"])
             self.end_headers()
             self.wfile.write(answer.content)
 
@@ -141,3 +149,21 @@ def test_an_answer_the_api_gave_on_purpose_is_not_retried(
 def test_attempts_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="attempts"):
         Plumbline("http://plumbline.test", "pl_key", attempts=0)
+
+
+@pytest.mark.parametrize("retry_after", ["nan", "-1", "soon", "Wed, 21 Oct 2037 07:28:00 GMT"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_waited_as_the_backoff(
+    app: FastAPI, client: TestClient, golden: int, retry_after: str
+) -> None:
+    """A proxy's Retry-After that is not a usable count of seconds (NaN, a date, a word) is
+    not a reason to fail the call: "nan" reached time.sleep and raised ValueError instead of
+    retrying, so the caller lost the run the server had made."""
+    proxy = LossyProxy("503", times=1, retry_after=retry_after)
+    with lossy_proxy(client, proxy) as url:
+        plumbline = Plumbline(url, new_key(app, "acme"), retry_backoff_s=0)
+        run = plumbline.dataset("golden").add_evaluation(
+            golden, [{"name": "exact_match"}], outputs=OUTPUTS
+        )
+        assert run.refresh().data["status"] == "queued"
+    assert len(proxy.keys) == 2 and len(set(proxy.keys)) == 1
+    assert count_rows(app, EvaluationRun) == 1
