@@ -99,10 +99,17 @@ def stats_key(signal: str, dimension: str, value: str) -> str:
     return f"{signal}|{dimension}|{value}"
 
 
-def cohort_of(key: str) -> Cohort:
-    """The (dimension, value) of a stats key (a value may itself hold "|")."""
-    _, dimension, value = key.split("|", 2)
-    return dimension, value
+def cohort_part(dimension: str, value: str) -> str:
+    """The part of a stats key after its signal ("dimension|value"), as `cohort_of` gives it.
+
+    A key cannot be split back into dimension and value (both may hold "|": dimension
+    "team|region", value "eu"), so cohorts are compared with keys in this joined form."""
+    return f"{dimension}|{value}"
+
+
+def cohort_of(key: str) -> str:
+    """The cohort part of a stats key (signal names never hold "|"): see `cohort_part`."""
+    return key.split("|", 1)[1]
 
 
 def to_reference(entries: Sequence[Sequence[float] | None]) -> Reference:
@@ -654,7 +661,7 @@ def cohort_windows(
             .where(*scope)
             .group_by(DailySignal.dimension, DailySignal.value)
         )
-        if (dimension, value) not in held
+        if cohort_part(dimension, value) not in held
     }
     if not spans:
         return []
@@ -769,7 +776,7 @@ def _record_added(
 def entries_for_day(reference: DriftReference, day: date) -> dict[str, list[float]]:
     """The reference's entries that may judge `day`: all but those of cohorts added after
     it (a rerun of an earlier day is judged as it was, never against days after it)."""
-    later = {(c.dimension, c.value) for c in reference.cohorts_added if c.added_on > day}
+    later = {cohort_part(c.dimension, c.value) for c in reference.cohorts_added if c.added_on > day}
     if not later:
         return reference.stats
     return {key: entry for key, entry in reference.stats.items() if cohort_of(key) not in later}

@@ -253,3 +253,37 @@ def test_a_rebaseline_is_not_undone_by_adding_a_cohort_from_the_days_it_left_out
     assert added_since == []
     listed = client.get("/api/v1/models/m/references", headers=auth).json()["items"]
     assert listed[0]["cohorts_added"] == []
+
+
+def test_a_dimension_named_with_a_bar_is_held_by_its_reference_and_never_added_again(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A cohort dimension may hold "|" ("team|region"), and so may a value: a stats key
+    "signal|team|region|eu" split from the left read as dimension "team", value "region|eu",
+    so the frozen cohort looked held by nothing, was summarised again once its own window was
+    full, and adding entries the reference already held failed the daily job for the model."""
+    day = days_ending_day_before_yesterday(24)
+    champions_since(app, client, auth, {"A": day[0]})
+    settings(client, auth, warmup_days=WARMUP_DAYS)
+    events = []
+    for d in day:
+        for event in route_calls(d, "A", "a", 25):
+            events.append({**event, "cohort": {"team|region": "eu|west"}})
+    post_events(client, auth, events)
+    run_drift(client, auth, day[23], 24)
+    [(_, _, stats, added)] = frozen(app)
+    assert "refusal_rate|team|region|eu|west" in stats
+    assert added == []
+    assert judgement_of(app, day[23], "refusal_rate", "team|region", "eu|west").score is not None
+
+
+def judgement_of(app: FastAPI, day: date, signal: str, dimension: str, value: str) -> Any:
+    with app.state.sessionmaker() as session:
+        return session.scalar(
+            select(DriftJudgement).where(
+                DriftJudgement.day == day,
+                DriftJudgement.signal == signal,
+                DriftJudgement.dimension == dimension,
+                DriftJudgement.value == value,
+            )
+        )
