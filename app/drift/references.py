@@ -625,10 +625,17 @@ def cohort_windows(
     day: date,
     settings: DriftSettings,
     current: Period | None = None,
+    could_fill_only: bool = False,
 ) -> list[CohortWindow]:
     """The cohorts with data under the current champion (`current`, else looked up) in its
     period before `day`, from the reference's first day on, that `reference` holds no entry
     for, with their own windows.
+
+    With `could_fill_only` (the daily job), only cohorts with data on at least
+    ``reference_days`` days: the others cannot have a full window (its days are days with
+    data), so when none could, one aggregate query is the whole cost, and the known-good days
+    (an onset query per alert of the model since the earliest cohort's first day) are not
+    computed every day for cohorts that appear now and then, however long the history.
 
     A cohort's window skips its first ``warmup_days``, counted from its own first day: a new
     route or segment starts like a new champion does, with launch traffic (testers, a
@@ -649,19 +656,22 @@ def cohort_windows(
         DailySignal.denominator > 0,
     )
     held = {cohort_of(key) for key in reference.stats}
+    length = settings.reference_days
     spans = {
         (dimension, value): (first, last)
-        for dimension, value, first, last in session.execute(
+        for dimension, value, first, last, days_with_data in session.execute(
             select(
                 DailySignal.dimension,
                 DailySignal.value,
                 func.min(DailySignal.day),
                 func.max(DailySignal.day),
+                func.count(DailySignal.day.distinct()),
             )
             .where(*scope)
             .group_by(DailySignal.dimension, DailySignal.value)
         )
         if cohort_part(dimension, value) not in held
+        and (days_with_data >= length or not could_fill_only)
     }
     if not spans:
         return []
@@ -671,7 +681,6 @@ def cohort_windows(
             for (dimension, value), (first, last) in sorted(spans.items())
         ]
     warmup = timedelta(days=settings.warmup_days)
-    length = settings.reference_days
     earliest = min(first for first, _ in spans.values()) + warmup
     good = set(known_good_days(session, model, current.checkpoint_id, earliest, day))
     seen: dict[Cohort, set[date]] = {}
@@ -731,7 +740,9 @@ def add_new_cohorts(
     length = settings.reference_days
     entries: dict[str, list[float]] = {}
     added = []
-    for window in cohort_windows(session, model, reference, day, settings, current):
+    for window in cohort_windows(
+        session, model, reference, day, settings, current, could_fill_only=True
+    ):
         if window.judged_from is None or len(window.known_good) < length:
             continue
         days = window.known_good[:length]

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.models import DriftJudgement, DriftReference
 from app.stats.cusum import DEFAULT_HEADROOM, DEFAULT_K
@@ -267,8 +267,8 @@ def test_a_dimension_named_with_a_bar_is_held_by_its_reference_and_never_added_a
     settings(client, auth, warmup_days=WARMUP_DAYS)
     events = []
     for d in day:
-        for event in route_calls(d, "A", "a", 25):
-            events.append({**event, "cohort": {"team|region": "eu|west"}})
+        for call in route_calls(d, "A", "a", 25):
+            events.append({**call, "cohort": {"team|region": "eu|west"}})
     post_events(client, auth, events)
     run_drift(client, auth, day[23], 24)
     [(_, _, stats, added)] = frozen(app)
@@ -287,3 +287,40 @@ def judgement_of(app: FastAPI, day: date, signal: str, dimension: str, value: st
                 DriftJudgement.value == value,
             )
         )
+
+
+def test_a_cohort_seen_now_and_then_costs_the_daily_job_no_known_good_days(
+    app: FastAPI, client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """Route s serves on 3 days, far fewer than a window's 14: it cannot be added, yet every
+    newest day recomputed the model's known-good days for it (incident days, and an onset
+    query per alert of the model since s first served), a cost growing with the history for
+    as long as such a cohort exists. The day's job now looks no further than the one query
+    that finds it cannot fill a window; the page still shows its progress."""
+    day = days_ending_day_before_yesterday(36)
+    champions_since(app, client, auth, {"A": day[0]})
+    settings(client, auth, warmup_days=WARMUP_DAYS)
+    events = []
+    for i, d in enumerate(day):
+        events += route_calls(d, "A", "a", 25)
+        if i in (18, 25, 30):
+            events += route_calls(d, "A", "s", 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[34], 35)
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = app.state.sessionmaker.kw["bind"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run_drift(client, auth, day[35])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements and not [s for s in statements if "incident_days" in s]
+    [(_, _, _, added)] = frozen(app)
+    assert added == []
+    sign_in(client, admin_key)
+    notice = unjudged_notice(client, day)  # its first day is its own warm-up's
+    assert "route=s" in notice and "2 of 14 known-good days" in notice
