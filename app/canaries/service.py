@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.canaries import queries
-from app.canaries.evidence import Bounds, all_bounds, assess
+from app.canaries.evidence import Assessment, Bounds, all_bounds, assess
 from app.canaries.plan import Plan
 from app.canaries.schemas import CanaryIn, CanaryOut
 from app.core import audit
@@ -178,24 +178,57 @@ def canary_out(canary: Canary, links: Links) -> CanaryOut:
 # --- Evaluation -----------------------------------------------------------------------------
 
 
-def _baseline_gone(session: Session, canary: Canary) -> str | None:
+@dataclass(frozen=True)
+class BaselineGone:
+    """Why the canary's baseline no longer holds, and since when (None: no change recorded,
+    say the champion was removed): the comparison is sound up to then, not after."""
+
+    reason: str
+    since: datetime | None
+
+
+def _baseline_gone(session: Session, canary: Canary) -> BaselineGone | None:
     """Why the canary's baseline no longer holds, if it does not: the champion is another
     checkpoint now, or it changed and changed back since the start (the two arms then did
     not see the same champion throughout, and the bounds assume they did)."""
     champion = registry.champion_of(session, canary.project_id, canary.model_id)
-    if champion is None or champion.id != canary.champion_id:
-        now_champion = f"checkpoint {champion.id}" if champion else "none"
-        return f"the champion changed (now {now_champion}); the comparison's baseline is gone"
     changed = registry.champion_change_since(
         session, canary.project_id, canary.model_id, canary.started_at
     )
+    since = changed.created_at if changed is not None else None
+    if champion is None or champion.id != canary.champion_id:
+        now_champion = f"checkpoint {champion.id}" if champion else "none"
+        return BaselineGone(
+            f"the champion changed (now {now_champion}); the comparison's baseline is gone",
+            since,
+        )
     if changed is None:
         return None
-    return (
+    return BaselineGone(
         f"the champion changed during the canary and back (history entry {changed.id}, "
         f"{changed.action.value} of checkpoint {changed.checkpoint_id}); the two arms did not "
-        "see the same champion throughout"
+        "see the same champion throughout",
+        since,
     )
+
+
+def _assess_up_to(
+    session: Session, canary: Canary, plan: Plan, now: datetime, until: datetime
+) -> tuple[Assessment, dict[str, Any]]:
+    """The assessment of the window from `started_at` to `until` (at most the deadline), and
+    its evidence as stored. Ends the read transaction before the statistics run."""
+    deadline = canary.started_at + timedelta(days=canary.max_days)
+    end = max(min(until, deadline), canary.started_at)
+    hours = (end - canary.started_at).total_seconds() / 3600.0
+    totals = queries.load_counts(session, canary, plan, end, bucket_hours=max(hours, 1.0))
+    session.commit()  # ends the read transaction: the statistics run without holding a lock
+    assessment = assess(plan, totals, hours, canary.min_hours)
+    return assessment, assessment.evidence(now, canary.started_at, end).model_dump(mode="json")
+
+
+def _first_reason(assessment: Assessment) -> str:
+    more = len(assessment.reasons) - 1
+    return assessment.reasons[0] + (f" (and {more} more)" if more else "")
 
 
 def evaluate(
@@ -204,43 +237,60 @@ def evaluate(
     """Computes the evidence on everything since `started_at` and applies the decision.
 
     Looking at any time is safe: every bound is a confidence sequence. A canary that is not
-    running is returned unchanged (its evidence is the one it was decided on)."""
+    running is returned unchanged (its evidence is the one it was decided on).
+
+    When the champion changed, the comparison held until the change and no later: the
+    window ends there, a rollback that window shows is still decided (the candidate was
+    worse than the baseline while the baseline served, whoever looked first), and otherwise
+    the canary stops with that window's evidence. A promotion is not: it would replace a
+    champion that no longer serves."""
     if canary.status is not CanaryStatus.running:
         return canary
     now = now or utcnow()
+    plan = Plan.of(canary)
     baseline_gone = _baseline_gone(session, canary)
     if baseline_gone is not None:
+        until = min(baseline_gone.since or now, now)
+        assessment, evidence = _assess_up_to(session, canary, plan, now, until)
+        if assessment.decision is CanaryDecision.rollback:
+            at = until.isoformat(timespec="seconds")
+            reason = (
+                f"{_first_reason(assessment)}; on the traffic before the champion changed at {at}"
+            )
+            _end(
+                session,
+                links,
+                canary,
+                CanaryStatus.rollback,
+                CanaryDecision.rollback,
+                reason,
+                trigger,
+                evidence,
+                CanaryDecision.rollback.value,
+            )
+            return canary
         _end(
             session,
             links,
             canary,
             CanaryStatus.stopped,
             None,
-            baseline_gone,
+            baseline_gone.reason,
             trigger,
-            canary.evidence,
+            evidence,
             "champion_changed",
         )
         return canary
-    plan = Plan.of(canary)
     deadline = canary.started_at + timedelta(days=canary.max_days)
-    end = max(min(now, deadline), canary.started_at)
-    hours = (end - canary.started_at).total_seconds() / 3600.0
-    totals = queries.load_counts(session, canary, plan, end, bucket_hours=max(hours, 1.0))
-    session.commit()  # ends the read transaction: the statistics run without holding a lock
-    assessment = assess(plan, totals, hours, canary.min_hours)
-    evidence = assessment.evidence(now, canary.started_at, end).model_dump(mode="json")
+    assessment, evidence = _assess_up_to(session, canary, plan, now, now)
     if assessment.decision is not None:
-        status = CanaryStatus(assessment.decision.value)
-        more = len(assessment.reasons) - 1
-        reason = assessment.reasons[0] + (f" (and {more} more)" if more else "")
         _end(
             session,
             links,
             canary,
-            status,
+            CanaryStatus(assessment.decision.value),
             assessment.decision,
-            reason,
+            _first_reason(assessment),
             trigger,
             evidence,
             assessment.decision.value,

@@ -5,16 +5,18 @@ back."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.models import ChampionHistory
+from app.models import ChampionHistory, Checkpoint
+from app.models.registry import CheckpointStatus
 from tests.canaries.support import (
     MODEL,
     candidate_and_champion,
+    every,
     hours_ago,
     send,
     served,
@@ -24,6 +26,7 @@ from tests.canaries.support import (
 
 Headers = dict[str, str]
 DAY = timedelta(hours=24)
+HOUR = timedelta(hours=1)
 
 
 def test_a_shadow_only_canary_does_not_promote_past_a_signal_the_candidate_stopped_reporting(
@@ -114,3 +117,78 @@ def test_a_canary_cannot_start_before_the_champion_took_over(
     assert early.status_code == 422 and early.json()["field"] == "start", early.text
     assert "before the champion was replaced" in early.json()["detail"]
     start_canary(client, auth, ids["v2"], start=hours_ago(2.9).isoformat())
+
+
+def _replace_champion_half_an_hour_ago(
+    app: Any, client: TestClient, auth: Headers, to: int
+) -> None:
+    """v3 forced in as champion (a hotfix, say), recorded as 30 minutes ago."""
+    client.post(
+        f"/api/v1/models/{MODEL}/promote",
+        json={"checkpoint_id": to, "force": True, "reason": "hotfix"},
+        headers=auth,
+    ).raise_for_status()
+    with app.state.sessionmaker() as session:
+        session.execute(
+            update(ChampionHistory)
+            .where(ChampionHistory.checkpoint_id == to)
+            .values(created_at=hours_ago(0.5))
+        )
+        session.commit()
+
+
+def _served_refusal(body: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        c
+        for c in body["evidence"]["comparisons"]
+        if (c["comparison"], c["signal"], c["cohort"]["value"]) == ("served", "refusal_rate", "all")
+    )
+
+
+def test_harm_shown_before_the_champion_changed_still_rolls_back(
+    app: Any, client: TestClient, auth: Headers
+) -> None:
+    """The champion's arm held until it was replaced: a rollback the traffic before the change
+    shows is decided on that traffic, not dropped as 'champion changed' (with the candidate
+    left unblocked and no rollback webhook)."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    send(
+        client,
+        auth,
+        served("v1", 1800, every(20, refusal=True), hours_ago(1.5), HOUR),
+        served("v2", 200, every(4, refusal=True), hours_ago(1.5), HOUR),
+        # After the change v2 is compared with nobody: its calls then are not counted.
+        served("v2", 400, every(2, refusal=False), hours_ago(0.4), HOUR / 4, "late"),
+    )
+    _replace_champion_half_an_hour_ago(app, client, auth, ids["v3"])
+    body = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert (body["status"], body["decision"]) == ("rollback", "rollback"), body["reason"]
+    assert body["reason"].startswith("refusal_rate on all=all (served): the candidate is worse")
+    assert "before the champion changed" in body["reason"]
+    refusal = _served_refusal(body)
+    assert refusal["candidate"]["events"] == 200 and refusal["verdict"] == "worse"
+    with app.state.sessionmaker() as session:
+        assert session.get_one(Checkpoint, ids["v2"]).status is CheckpointStatus.blocked
+
+
+def test_a_changed_champion_stops_the_canary_with_the_evidence_up_to_the_change(
+    app: Any, client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    send(
+        client,
+        auth,
+        served("v1", 300, every(20, refusal=True), hours_ago(1.5), HOUR),
+        served("v2", 30, every(20, refusal=True), hours_ago(1.5), HOUR),
+        served("v2", 40, every(20, refusal=True), hours_ago(0.4), HOUR / 4, "late"),
+    )
+    _replace_champion_half_an_hour_ago(app, client, auth, ids["v3"])
+    body = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert (body["status"], body["decision"]) == ("stopped", None)
+    assert body["reason"].startswith(f"the champion changed (now checkpoint {ids['v3']})")
+    # What the comparison showed while its baseline held (it had not been looked at).
+    refusal = _served_refusal(body)
+    assert (refusal["candidate"]["events"], refusal["champion"]["events"]) == (30, 300)
+    assert datetime.fromisoformat(body["evidence"]["window_end"]) < hours_ago(0.49)
