@@ -177,7 +177,9 @@ class Assessment:
 
 
 def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessment:
-    """The verdict of every comparison on the window's totals (one bucket), and the decision."""
+    """The verdict of every comparison on the window's totals (one bucket), and the decision;
+    `hours` of the candidate's traffic (since its first answer in the window) against
+    `min_hours`."""
     judged = judge(plan, totals)
     decided = decide(plan, judged, np.array([hours]), min_hours)
     comparisons = [

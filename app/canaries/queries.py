@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.canaries.plan import ALL, Counts, Plan
 from app.core.db import hour_bucket_sql, is_postgres, json_text_equals_sql, text_with_times
 from app.drift.signals import COLUMN_DIMENSIONS, RATE_SIGNALS, rate_counts
-from app.models import Canary
+from app.models import Canary, Event
 
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
 
@@ -32,6 +32,27 @@ def canaries_of_model(session: Session, project_id: int, model_id: int) -> Seque
         .where(Canary.project_id == project_id, Canary.model_id == model_id)
         .order_by(Canary.id.desc())
     ).all()
+
+
+def candidate_first_seen(
+    session: Session, canary: Canary, plan: Plan, end: datetime
+) -> datetime | None:
+    """When the candidate first answered in the canary's window, in a way the plan compares
+    (served, shadow or either), if it did: its traffic starts there, however long before it
+    the canary was started. One probe of the (checkpoint_id, ts) index."""
+    answers = {
+        (True, False): Event.shadow_of.is_(None),
+        (False, True): Event.shadow_of.is_not(None),
+    }.get((plan.served, bool(plan.paired_signals)))
+    statement = select(func.min(Event.ts)).where(
+        Event.project_id == canary.project_id,
+        Event.checkpoint_id == canary.checkpoint_id,
+        Event.ts >= canary.started_at,
+        Event.ts < end,
+    )
+    if answers is not None:
+        statement = statement.where(answers)
+    return session.scalar(statement)
 
 
 def load_counts(

@@ -221,8 +221,12 @@ def _assess_up_to(
     end = max(min(until, deadline), canary.started_at)
     hours = (end - canary.started_at).total_seconds() / 3600.0
     totals = queries.load_counts(session, canary, plan, end, bucket_hours=max(hours, 1.0))
+    first_seen = queries.candidate_first_seen(session, canary, plan, end)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
-    assessment = assess(plan, totals, hours, canary.min_hours)
+    # min_hours are hours of the candidate's traffic: a canary started long before its
+    # candidate took a call has seen none of the day it waits for.
+    traffic_hours = (end - first_seen).total_seconds() / 3600.0 if first_seen else 0.0
+    assessment = assess(plan, totals, traffic_hours, canary.min_hours)
     return assessment, assessment.evidence(now, canary.started_at, end).model_dump(mode="json")
 
 

@@ -265,3 +265,36 @@ def test_the_background_loop_evaluates_each_due_canary_once(
         session.execute(update(Canary).values(next_evaluation_at=utcnow() - timedelta(hours=1)))
         session.commit()
     assert evaluate_due_canaries(sessions, settings) is False  # only running canaries are due
+
+
+def test_min_hours_count_the_candidates_traffic_not_the_canarys_age(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
+) -> None:
+    """A canary started 30 hours ago whose candidate took its first call two hours ago has
+    seen two hours of the candidate, not a day: equal refusal rates on 2,000 calls show it
+    non-inferior, and the promotion still waits until a day of its traffic has passed."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["refusal_rate"],
+        comparisons=["served"],
+        margin=0.05,
+    )
+    send(
+        client,
+        auth,
+        served("v1", 4000, every(20, refusal=True), hours_ago(29.5), 29 * HOUR),
+        served("v2", 2000, every(20, refusal=True), hours_ago(2), 1.5 * HOUR),
+    )
+    waiting = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert (waiting["status"], waiting["decision"]) == ("running", None), waiting["reason"]
+    assert comparison(waiting, "served", "refusal_rate")["verdict"] == "non_inferior"
+    assert "promotion waits for 24 h of traffic (2.0 h so far)" in waiting["evidence"]["reasons"][0]
+    with app.state.sessionmaker() as session:  # a day after the candidate's first call
+        row = session.scalars(select(Canary).where(Canary.id == canary["id"])).one()
+        evaluate(session, Links.of(settings), row, "test", now=utcnow() + 22.5 * HOUR)
+    promoted = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert (promoted["status"], promoted["decision"]) == ("promote", "promote")
