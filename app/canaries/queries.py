@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import func, select, text
@@ -34,32 +34,44 @@ def canaries_of_model(session: Session, project_id: int, model_id: int) -> Seque
     ).all()
 
 
-def candidate_first_seen(
-    session: Session, canary: Canary, plan: Plan, end: datetime
+def first_answer(
+    session: Session, canary: Canary, end: datetime, shadow: bool | None
 ) -> datetime | None:
-    """When the candidate first answered in the canary's window, in a way the plan compares
-    (served, shadow or either), if it did: its traffic starts there, however long before it
-    the canary was started. One probe of the (checkpoint_id, ts) index."""
-    answers = {
-        (True, False): Event.shadow_of.is_(None),
-        (False, True): Event.shadow_of.is_not(None),
-    }.get((plan.served, bool(plan.paired_signals)))
+    """When the candidate first answered in the canary's window, if it did: served answers
+    (`shadow` False), shadow answers (True) or either (None). One probe of the
+    (checkpoint_id, ts) index."""
     statement = select(func.min(Event.ts)).where(
         Event.project_id == canary.project_id,
         Event.checkpoint_id == canary.checkpoint_id,
         Event.ts >= canary.started_at,
         Event.ts < end,
     )
-    if answers is not None:
-        statement = statement.where(answers)
+    if shadow is not None:
+        statement = statement.where(
+            Event.shadow_of.is_not(None) if shadow else Event.shadow_of.is_(None)
+        )
     return session.scalar(statement)
+
+
+def candidate_first_seen(
+    session: Session, canary: Canary, plan: Plan, end: datetime
+) -> datetime | None:
+    """When the candidate first answered in a way the plan compares: its traffic starts
+    there, however long before it the canary was started."""
+    if plan.served and plan.paired_signals:
+        return first_answer(session, canary, end, shadow=None)
+    return first_answer(session, canary, end, shadow=not plan.served)
 
 
 def load_counts(
     session: Session, canary: Canary, plan: Plan, end: datetime, bucket_hours: float
 ) -> Counts:
     """The canary's counts from `started_at` to `end`, in buckets of `bucket_hours` (pass the
-    window's length, or more, for totals). Runs in the caller's transaction."""
+    window's length, or more, for totals). Runs in the caller's transaction.
+
+    The served arms both start in the hour of the candidate's first served call: before it
+    only the champion served, and hours the candidate never saw (a canary started before its
+    traffic was turned on) would compare it with another time of day, not with the champion."""
     hours = max((end - canary.started_at).total_seconds() / 3600.0, 0.0)
     buckets = max(1, math.ceil(hours / bucket_hours))
     if is_postgres(session):
@@ -73,6 +85,7 @@ def load_counts(
         "champion": canary.champion_id,
         "start": canary.started_at,
         "end": end,
+        "served_from": _served_from(session, canary, end),
         "bucket_hours": bucket_hours,
         **cohort_params,
     }
@@ -83,7 +96,8 @@ def load_counts(
     with_signal = np.zeros_like(events)
     if plan.served:
         sql = _served_sql(plan, conditions, bucket)
-        for row in session.execute(text_with_times(sql, "start", "end"), params).mappings():
+        statement = text_with_times(sql, "start", "end", "served_from")
+        for row in session.execute(statement, params).mappings():
             arm, at = int(row["arm"]), min(max(int(row["bucket"]), 0), buckets - 1)
             for k in range(len(plan.cohorts)):
                 for s in range(len(plan.signals)):
@@ -102,6 +116,17 @@ def load_counts(
                     better[at, k, p] += int(row[f"b_{k}_{p}"] or 0)
                     one_sided[at, k, p] += int(row[f"s_{k}_{p}"] or 0)
     return Counts(events, with_signal, pairs, worse, better, one_sided, bucket_hours)
+
+
+def _served_from(session: Session, canary: Canary, end: datetime) -> datetime:
+    """The start of the window's hour (counted from `started_at`) in which the candidate
+    first served a call; `started_at` while it served none (the champion's calls still
+    measure the signals, so a signal only the served comparison judges is not set aside)."""
+    first = first_answer(session, canary, end, shadow=False)
+    if first is None:
+        return canary.started_at
+    whole_hours = (first - canary.started_at) // timedelta(hours=1)
+    return canary.started_at + timedelta(hours=whole_hours)
 
 
 def _cohort_conditions(session: Session, plan: Plan) -> tuple[list[str], dict[str, str]]:
@@ -135,7 +160,7 @@ def _served_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
         f"  {bucket} AS bucket,\n  {columns}\n"
         f"FROM events e\n"
         f"WHERE {_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
-        f"AND e.shadow_of IS NULL\n"
+        f"AND e.shadow_of IS NULL AND e.ts >= :served_from\n"
         f"GROUP BY 1, 2"
     )
 
