@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.canaries import queries
 from app.canaries.evidence import Assessment, Bounds, all_bounds, assess
 from app.canaries.plan import Plan
-from app.canaries.schemas import CanaryIn, CanaryOut
+from app.canaries.schemas import CanaryIn, CanaryOut, EvidenceOut
 from app.core import audit
 from app.core.auth import Principal
 from app.core.db import get_owned, utcnow
@@ -449,7 +449,7 @@ def history(session: Session, canary: Canary, now: datetime | None = None) -> Hi
     """The canary's window, up to now or its end, in at most HISTORY_POINTS buckets."""
     plan = Plan.of(canary)
     deadline = canary.started_at + timedelta(days=canary.max_days)
-    end = max(min(canary.ended_at or now or utcnow(), deadline), canary.started_at)
+    end = max(min(_history_end(canary, now), deadline), canary.started_at)
     hours = (end - canary.started_at).total_seconds() / 3600.0
     bucket_hours = max(hours / HISTORY_POINTS, 0.25)
     counts = queries.load_counts(session, canary, plan, end, bucket_hours)
@@ -460,6 +460,17 @@ def history(session: Session, canary: Canary, now: datetime | None = None) -> Hi
         for i in range(buckets)
     ]
     return History(plan, times, all_bounds(plan, counts.cumulative()))
+
+
+def _history_end(canary: Canary, now: datetime | None) -> datetime:
+    """Where the page's history stops: now while running; for a canary the test ended, the
+    end of the window it was decided on (a changed champion ends the comparison at the
+    change, before the canary noticed it); otherwise when it was ended."""
+    if canary.ended_at is None:
+        return now or utcnow()
+    if canary.ended_by == SYSTEM_ACTOR and canary.evidence is not None:
+        return EvidenceOut.model_validate(canary.evidence).window_end
+    return canary.ended_at
 
 
 # --- People's actions -----------------------------------------------------------------------

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from app.models import ChampionHistory, Checkpoint
+from app.canaries.service import history
+from app.models import Canary, ChampionHistory, Checkpoint
 from app.models.registry import CheckpointStatus
 from tests.canaries.support import (
     MODEL,
@@ -191,4 +192,11 @@ def test_a_changed_champion_stops_the_canary_with_the_evidence_up_to_the_change(
     # What the comparison showed while its baseline held (it had not been looked at).
     refusal = _served_refusal(body)
     assert (refusal["candidate"]["events"], refusal["champion"]["events"]) == (30, 300)
-    assert datetime.fromisoformat(body["evidence"]["window_end"]) < hours_ago(0.49)
+    window_end = datetime.fromisoformat(body["evidence"]["window_end"])
+    assert window_end < hours_ago(0.49)
+    # The page's chart shows that window, not the calls after the change.
+    with app.state.sessionmaker() as session:
+        row = session.scalars(select(Canary).where(Canary.id == canary["id"])).one()
+        shown = history(session, row)
+    assert shown.times[-1] == window_end
+    assert int(shown.bounds[0].difference.shape[0]) == len(shown.times)
