@@ -28,6 +28,10 @@ Verdict = Literal["worse", "non_inferior", "undecided", "unmeasured"]
 
 DEFAULT_MARGIN = 0.01
 DEFAULT_ALPHA = 0.05
+MIN_ALPHA = 1e-6
+"""Split over a family of up to 21 cohorts x 11 comparisons, still a number the bounds can
+take: at 5e-324 the share rounds to 0 and at 1e-310 its inverse overflows, so every read
+of the canary (and the background loop) failed or no bound could ever move."""
 DEFAULT_MAX_DAYS = 14
 DEFAULT_MIN_HOURS = 24
 MAX_COHORTS = 20
@@ -93,7 +97,7 @@ class CanaryIn(StrictModel):
     )
     alpha: float = Field(
         default=DEFAULT_ALPHA,
-        gt=0,
+        ge=MIN_ALPHA,
         le=0.2,
         description="Chance of a wrong rollback (family-wise) and of a wrong promotion.",
     )
