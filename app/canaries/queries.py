@@ -23,6 +23,8 @@ from app.drift.signals import COLUMN_DIMENSIONS, RATE_SIGNALS, rate_counts
 from app.models import Canary, Event
 
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
+# Only what had been received by a decision: a decided canary's history shows what it saw.
+_RECEIVED = " AND e.received_at <= :received_by"
 
 
 def canaries_of_model(session: Session, project_id: int, model_id: int) -> Sequence[Canary]:
@@ -35,17 +37,23 @@ def canaries_of_model(session: Session, project_id: int, model_id: int) -> Seque
 
 
 def first_answer(
-    session: Session, canary: Canary, end: datetime, shadow: bool | None
+    session: Session,
+    canary: Canary,
+    end: datetime,
+    shadow: bool | None,
+    received_by: datetime | None = None,
 ) -> datetime | None:
     """When the candidate first answered in the canary's window, if it did: served answers
-    (`shadow` False), shadow answers (True) or either (None). One probe of the
-    (checkpoint_id, ts) index."""
+    (`shadow` False), shadow answers (True) or either (None); of the events received by
+    `received_by`, when given. One probe of the (checkpoint_id, ts) index."""
     statement = select(func.min(Event.ts)).where(
         Event.project_id == canary.project_id,
         Event.checkpoint_id == canary.checkpoint_id,
         Event.ts >= canary.started_at,
         Event.ts < end,
     )
+    if received_by is not None:
+        statement = statement.where(Event.received_at <= received_by)
     if shadow is not None:
         statement = statement.where(
             Event.shadow_of.is_not(None) if shadow else Event.shadow_of.is_(None)
@@ -64,10 +72,17 @@ def candidate_first_seen(
 
 
 def load_counts(
-    session: Session, canary: Canary, plan: Plan, end: datetime, bucket_hours: float
+    session: Session,
+    canary: Canary,
+    plan: Plan,
+    end: datetime,
+    bucket_hours: float,
+    received_by: datetime | None = None,
 ) -> Counts:
     """The canary's counts from `started_at` to `end`, in buckets of `bucket_hours` (pass the
-    window's length, or more, for totals). Runs in the caller's transaction.
+    window's length, or more, for totals), of the events received by `received_by` when
+    given (a decided canary's: events that arrived late, timestamped inside its window, were
+    not part of its decision). Runs in the caller's transaction.
 
     The served arms both start in the hour of the candidate's first served call: before it
     only the champion served, and hours the candidate never saw (a canary started before its
@@ -85,18 +100,22 @@ def load_counts(
         "champion": canary.champion_id,
         "start": canary.started_at,
         "end": end,
-        "served_from": _served_from(session, canary, end),
+        "served_from": _served_from(session, canary, end, received_by),
         "bucket_hours": bucket_hours,
         **cohort_params,
     }
+    times: tuple[str, ...] = ("start", "end")
+    if received_by is not None:
+        params["received_by"] = received_by
+        times = (*times, "received_by")
     # Totals (one bucket) need no per-event arithmetic.
     bucket = hour_bucket_sql(session, "e.ts", "start", "bucket_hours") if buckets > 1 else "0"
     shape = (buckets, len(plan.cohorts))
     events = np.zeros((2, *shape, len(plan.signals)), dtype=np.int64)
     with_signal = np.zeros_like(events)
     if plan.served:
-        sql = _served_sql(plan, conditions, bucket)
-        statement = text_with_times(sql, "start", "end", "served_from")
+        sql = _served_sql(plan, conditions, bucket, received_by is not None)
+        statement = text_with_times(sql, *times, "served_from")
         for row in session.execute(statement, params).mappings():
             arm, at = int(row["arm"]), min(max(int(row["bucket"]), 0), buckets - 1)
             for k in range(len(plan.cohorts)):
@@ -106,8 +125,9 @@ def load_counts(
     pairs = np.zeros((*shape, len(plan.paired_signals)), dtype=np.int64)
     worse, better, one_sided = np.zeros_like(pairs), np.zeros_like(pairs), np.zeros_like(pairs)
     if plan.paired_signals:
-        sql = _paired_sql(plan, conditions, bucket)
-        for row in session.execute(text_with_times(sql, "start", "end"), params).mappings():
+        sql = _paired_sql(plan, conditions, bucket, received_by is not None)
+        statement = text_with_times(sql, *times)
+        for row in session.execute(statement, params).mappings():
             at = min(max(int(row["bucket"]), 0), buckets - 1)
             for k in range(len(plan.cohorts)):
                 for p in range(len(plan.paired_signals)):
@@ -118,11 +138,13 @@ def load_counts(
     return Counts(events, with_signal, pairs, worse, better, one_sided, bucket_hours)
 
 
-def _served_from(session: Session, canary: Canary, end: datetime) -> datetime:
+def _served_from(
+    session: Session, canary: Canary, end: datetime, received_by: datetime | None
+) -> datetime:
     """The start of the window's hour (counted from `started_at`) in which the candidate
     first served a call; `started_at` while it served none (the champion's calls still
     measure the signals, so a signal only the served comparison judges is not set aside)."""
-    first = first_answer(session, canary, end, shadow=False)
+    first = first_answer(session, canary, end, shadow=False, received_by=received_by)
     if first is None:
         return canary.started_at
     whole_hours = (first - canary.started_at) // timedelta(hours=1)
@@ -146,7 +168,7 @@ def _cohort_conditions(session: Session, plan: Plan) -> tuple[list[str], dict[st
     return conditions, params
 
 
-def _served_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
+def _served_sql(plan: Plan, conditions: list[str], bucket: str, received: bool) -> str:
     """Per arm and bucket: events judged on each signal and those counting against it."""
     aggregates = []
     for k, cohort in enumerate(conditions):
@@ -159,7 +181,8 @@ def _served_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
         f"SELECT CASE WHEN e.checkpoint_id = :candidate THEN 0 ELSE 1 END AS arm,\n"
         f"  {bucket} AS bucket,\n  {columns}\n"
         f"FROM events e\n"
-        f"WHERE {_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
+        f"WHERE {_WINDOW}{_RECEIVED if received else ''} "
+        f"AND e.checkpoint_id IN (:candidate, :champion) "
         f"AND e.shadow_of IS NULL AND e.ts >= :served_from\n"
         f"GROUP BY 1, 2"
     )
@@ -172,7 +195,7 @@ def _outcome(signal: str) -> str:
     return f"CASE WHEN {denominator} THEN CASE WHEN {numerator} THEN 1 ELSE 0 END END"
 
 
-def _paired_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
+def _paired_sql(plan: Plan, conditions: list[str], bucket: str, received: bool) -> str:
     """Per bucket of the shadow answer: pairs judged on each paired signal, those where only
     one side counted against it, and requests only one side was judged on. A pair is one
     served trace: the candidate's shadow answers to it against the champion's served events
@@ -204,16 +227,17 @@ def _paired_sql(plan: Plan, conditions: list[str], bucket: str) -> str:
             one_side = f"sv.c_{k} = 1 AND (sh.o_{p} IS NULL) <> (sv.o_{p} IS NULL)"
             sums.append(f"SUM(CASE WHEN {one_side} THEN 1 ELSE 0 END) AS s_{k}_{p}")
     columns = ",\n  ".join(sums)
+    seen = _RECEIVED if received else ""
     return f"""
 WITH shadow AS (
   SELECT e.shadow_of AS trace_id, MIN({bucket}) AS bucket, {shadow_columns}
   FROM events e
-  WHERE {_WINDOW} AND e.checkpoint_id = :candidate AND e.shadow_of IS NOT NULL
+  WHERE {_WINDOW}{seen} AND e.checkpoint_id = :candidate AND e.shadow_of IS NOT NULL
   GROUP BY e.shadow_of
 ), served AS (
   SELECT e.trace_id, {served_columns}
   FROM events e
-  WHERE e.project_id = :project_id AND e.checkpoint_id = :champion AND e.shadow_of IS NULL
+  WHERE e.project_id = :project_id{seen} AND e.checkpoint_id = :champion AND e.shadow_of IS NULL
     AND e.trace_id IN (SELECT trace_id FROM shadow)
   GROUP BY e.trace_id
 )

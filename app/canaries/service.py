@@ -452,7 +452,9 @@ def history(session: Session, canary: Canary, now: datetime | None = None) -> Hi
     end = max(min(_history_end(canary, now), deadline), canary.started_at)
     hours = (end - canary.started_at).total_seconds() / 3600.0
     bucket_hours = max(hours / HISTORY_POINTS, 0.25)
-    counts = queries.load_counts(session, canary, plan, end, bucket_hours)
+    # A decided canary's chart is of what its decision saw, not of calls that arrived since.
+    received_by = canary.ended_at if canary.ended_by == SYSTEM_ACTOR else None
+    counts = queries.load_counts(session, canary, plan, end, bucket_hours, received_by)
     session.commit()  # ends the read transaction before the statistics
     buckets = counts.events.shape[1]
     times = [

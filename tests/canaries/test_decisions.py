@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app.canaries.service import SYSTEM_ACTOR, evaluate, evaluate_due_canaries
+from app.canaries.service import SYSTEM_ACTOR, evaluate, evaluate_due_canaries, history
 from app.core.db import utcnow
 from app.core.links import Links
 from app.core.settings import Settings
@@ -330,3 +330,24 @@ def test_the_champions_arm_starts_with_the_candidates_first_served_call(
     refusal = comparison(body, "served", "refusal_rate")
     assert refusal["champion"] == {"events": 1200, "with_signal": 120, "rate": 0.1}
     assert refusal["candidate"] == {"events": 400, "with_signal": 40, "rate": 0.1}
+
+
+def test_a_decided_canarys_chart_is_of_the_calls_its_decision_saw(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Calls that arrive after the decision, timestamped inside its window (a late export),
+    change neither the frozen evidence nor the page's chart of it: the chart's last point is
+    the bound the decision names, not a band that never crossed the margin."""
+    ids = candidate_and_champion(client, auth)
+    canary = refusing_five_times_as_often(client, auth, ids)
+    decided = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert decided["decision"] == "rollback"
+    send(client, auth, served("v2", 2000, every(50, refusal=True), hours_ago(1.4), HOUR, "late"))
+    with app.state.sessionmaker() as session:
+        row = session.scalars(select(Canary).where(Canary.id == canary["id"])).one()
+        shown = history(session, row)
+    served_bounds = shown.bounds[0]
+    refusal = served_bounds.signals.index("refusal_rate")
+    lower = float(served_bounds.lower[-1, 0, refusal])
+    assert lower > 0.01
+    assert abs(lower - comparison(decided, "served", "refusal_rate")["lower"]) < 1e-9
