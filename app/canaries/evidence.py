@@ -165,12 +165,15 @@ class Assessment:
     decision: CanaryDecision | None
     reasons: list[str] = field(default_factory=list)
 
-    def evidence(self, evaluated_at: datetime, start: datetime, end: datetime) -> EvidenceOut:
+    def evidence(
+        self, evaluated_at: datetime, start: datetime, end: datetime, traffic_hours: float
+    ) -> EvidenceOut:
         return EvidenceOut(
             evaluated_at=evaluated_at,
             window_start=start,
             window_end=end,
             hours=round(max((end - start).total_seconds(), 0.0) / 3600.0, 3),
+            traffic_hours=round(traffic_hours, 3),
             comparisons=self.comparisons,
             reasons=self.reasons,
         )

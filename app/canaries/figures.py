@@ -77,7 +77,7 @@ def interval_over_time(history: History, signal: str, cohort: int) -> str | None
     figure.add_hline(
         y=margin,
         line={"color": "#dc2626", "dash": "dash"},
-        annotation_text=f"margin {margin:+.3f}",
+        annotation_text=f"margin {margin:+g}",  # a margin of 0.0004 is not +0.000
         annotation_position="top left",
     )
     figure.add_hline(y=0, line={"color": "#111827", "width": 1})

@@ -197,6 +197,11 @@ class EvidenceOut(BaseModel):
     window_start: datetime
     window_end: datetime
     hours: float = Field(description="Length of the window evaluated.")
+    traffic_hours: float = Field(
+        default=0.0,
+        description="Hours since the candidate's first answer in the window: what min_hours "
+        "counts (0 before its first).",
+    )
     comparisons: list[ComparisonOut]
     reasons: list[str]
 

@@ -3,9 +3,11 @@ lifecycle (start, read, evaluate, stop, roll back, promote on a canary's decisio
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -23,6 +25,7 @@ from tests.canaries.support import (
     served,
     start_canary,
 )
+from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
 
@@ -300,3 +303,40 @@ def test_promotion_needs_a_promote_decision_and_a_policy_that_accepts_it(
         f"/api/v1/canaries/{canary['id']}/rollback", json={"reason": "late"}, headers=auth
     )
     assert rollback.status_code == 409 and "roll the model back" in rollback.json()["detail"]
+
+
+def test_the_page_shows_alpha_margins_and_candidate_hours_as_they_are(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """alpha 0.001 read '0.00' and a margin of 0.0004 '0.000' (alpha 0.005 even '0.01'); and
+    the hours shown were the window's, 30, while the promotion waited on the candidate's 2."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["refusal_rate"],
+        margin=0.0004,
+        alpha=0.001,
+    )
+    send(
+        client,
+        auth,
+        served("v1", 400, every(20, refusal=True), hours_ago(2), timedelta(hours=1)),
+        served("v2", 100, every(20, refusal=True), hours_ago(2), timedelta(hours=1)),
+    )
+    body = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert body["evidence"]["hours"] == pytest.approx(30.0, abs=0.01)
+    assert body["evidence"]["traffic_hours"] == pytest.approx(2.0, abs=0.01)
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{canary['id']}")
+    assert page.status_code == 200, page.text
+    stats = re.findall(
+        r'class="stat-value">([^<]*)</span><span class="stat-label">([^<]*)<', page.text
+    )
+    shown = {label: value for value, label in stats}
+    assert shown["error rate (alpha)"] == "0.001"
+    assert shown["margin"] == "0.0004"
+    assert shown["of candidate traffic"] == "2.0 h"
+    assert '<td class="num">0.0004</td>' in page.text
