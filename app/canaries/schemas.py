@@ -198,12 +198,20 @@ class EvidenceOut(BaseModel):
     window_end: datetime
     hours: float = Field(description="Length of the window evaluated.")
     traffic_hours: float = Field(
-        default=0.0,
         description="Hours since the candidate's first answer in the window: what min_hours "
         "counts (0 before its first).",
     )
     comparisons: list[ComparisonOut]
     reasons: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_traffic_hours(cls, data: Any) -> Any:
+        """Evidence stored before `traffic_hours` was recorded: min_hours then counted the
+        whole window, so its hours are what the decision waited on."""
+        if isinstance(data, dict) and "traffic_hours" not in data and "hours" in data:
+            return {**data, "traffic_hours": data["hours"]}
+        return data
 
 
 class CanaryRollbackLink(BaseModel):

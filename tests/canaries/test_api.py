@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from app.canaries.schemas import EvidenceOut
 from app.core.db import utcnow
 from app.drift.signals import RATE_SIGNALS
 from app.models import AuditLog, Checkpoint
@@ -340,3 +341,16 @@ def test_the_page_shows_alpha_margins_and_candidate_hours_as_they_are(
     assert shown["margin"] == "0.0004"
     assert shown["of candidate traffic"] == "2.0 h"
     assert '<td class="num">0.0004</td>' in page.text
+
+
+def test_evidence_stored_before_traffic_hours_reads_its_window_hours() -> None:
+    """Canaries decided before `traffic_hours` was recorded waited on the window's hours."""
+    stored = {
+        "evaluated_at": "2026-11-01T00:00:00Z",
+        "window_start": "2026-10-31T00:00:00Z",
+        "window_end": "2026-11-01T00:00:00Z",
+        "hours": 24.0,
+        "comparisons": [],
+        "reasons": [],
+    }
+    assert EvidenceOut.model_validate(stored).traffic_hours == 24.0
