@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import is_postgres, today_utc, utcnow
-from app.core.errors import Unprocessable
+from app.core.errors import Unprocessable, database_unavailable
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.links import Links
 from app.drift import alerts, judge, monitors, references
@@ -116,26 +116,60 @@ def judge_rows(
     return result
 
 
+class BackfillStopped(Exception):
+    """A day of a run of days failed: the days before it are committed, it and the days
+    after it are as they were, their CUSUM carried from the last committed day; rerun from
+    `day`."""
+
+    def __init__(self, day: date, cause: Exception) -> None:
+        super().__init__(
+            f"drift for {day} failed ({type(cause).__name__}: {cause}); the days before it"
+            f" are committed, rerun from {day}"
+        )
+        self.day = day
+        self.cause = cause
+
+
 def run_days(
     session: Session, links: Links, project_id: int, last_day: date, backfill: int, trigger: str
 ) -> list[DriftResult]:
     """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days);
     only the last one carries its CUSUM into days judged after it (judge.judge_day): each
     earlier one is followed by its next day anyway.
+
+    Each day commits on its own. When a day fails, that follow-up never comes: the day is
+    rolled back, the days judged after the last committed one get their CUSUM carried from
+    it (judge.carry_forward_after), so the project is as if the run had stopped there, and
+    BackfillStopped names the day to rerun from (a database outage is raised as itself, so
+    requests answer it 503 as any other). Without that, a backfill rerun for late
+    events that failed on its second day left every later day (and the next new day, which
+    starts from them) on the statistic of the days it had just rewritten.
     Requests check first that `last_day` has ended (`ended_day`); the scheduler runs the day
     before its clock's today."""
     first = last_day - timedelta(days=backfill - 1)
-    return [
-        run_day(
-            session,
-            links,
-            project_id,
-            first + timedelta(days=offset),
-            trigger,
-            carry_forward=offset == backfill - 1,
-        )
-        for offset in range(backfill)
-    ]
+    results: list[DriftResult] = []
+    for offset in range(backfill):
+        day = first + timedelta(days=offset)
+        try:
+            results.append(
+                run_day(
+                    session,
+                    links,
+                    project_id,
+                    day,
+                    trigger,
+                    carry_forward=offset == backfill - 1,
+                )
+            )
+        except Exception as exc:
+            session.rollback()
+            if results:
+                judge.carry_forward_after(session, project_id, results[-1].day)
+                session.commit()
+            if database_unavailable(exc):
+                raise  # transient, and answered as such (a 503 with Retry-After)
+            raise BackfillStopped(day, exc) from exc
+    return results
 
 
 def ended_day(day: date) -> date:
@@ -174,13 +208,16 @@ def run_all_projects(
 def _record_failure(
     session: Session, project_id: int, day: date, trigger: str, exc: Exception
 ) -> str:
+    """A failed run of the day that failed (a backfill's days before it are committed),
+    -> the failure as the period and the CLI name it."""
     session.rollback()
     log.exception("drift for project %s up to %s failed", project_id, day)
-    error = f"{type(exc).__name__}: {exc}"[:2000]
+    failed_day, cause = (exc.day, exc.cause) if isinstance(exc, BackfillStopped) else (day, exc)
+    error = f"{type(cause).__name__}: {cause}"[:2000]
     session.add(
         DriftRun(
             project_id=project_id,
-            day=day,
+            day=failed_day,
             trigger=trigger,
             status="failed",
             error=error,
@@ -188,7 +225,8 @@ def _record_failure(
         )
     )
     session.commit()
-    return f"project {project_id}: {type(exc).__name__}"
+    resume = f" (rerun from {failed_day})" if failed_day != day else ""
+    return f"project {project_id}: {type(cause).__name__}{resume}"
 
 
 def run_scheduled_drift(

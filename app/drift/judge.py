@@ -539,6 +539,29 @@ def _previous_state(
     return {(r[0], r[1], r[2]): (float(r[3]), float(r[4])) for r in rows}
 
 
+def carry_forward_after(session: Session, project_id: int, day: date) -> None:
+    """Every model's CUSUM of the days judged after `day` recomputed from the days up to it,
+    on each reference version those later days were judged against (_carry_forward); no
+    commit. For a backfill stopped by a failing day: the days it committed were judged
+    without carrying forward (the backfill meant to judge their next days itself)."""
+    versions = session.execute(
+        select(DriftJudgement.model_id, DriftJudgement.reference_version)
+        .where(
+            DriftJudgement.project_id == project_id,
+            DriftJudgement.day > day,
+        )
+        .distinct()
+        .order_by(DriftJudgement.model_id, DriftJudgement.reference_version)
+    ).all()
+    models = {
+        model.id: model
+        for model in session.scalars(select(Model).where(Model.project_id == project_id))
+    }
+    for model_id, version in versions:
+        if version is not None:  # fixed monitors' rows are judged against no reference
+            _carry_forward(session, models[model_id], day, version)
+
+
 def _carry_forward(session: Session, model: Model, day: date, version: int) -> None:
     """Recomputes the CUSUM pair (and its rule) of the days judged after `day` against the
     same reference, in day order, from their stored scores and thresholds.

@@ -1,0 +1,91 @@
+"""A backfill that fails partway: the days before the failing one are committed, and the
+days after it must not be left with a CUSUM built on what those committed days said before
+the backfill (the next new day would start from that stale state). The backfill stops, says
+which day to rerun from, and leaves every later day's statistic carried from the last
+committed day."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from app.core.links import Links
+from app.drift import job
+from app.models import Project
+from tests.drift.champions import calls, champions_since, days_ending_day_before_yesterday
+from tests.drift.test_late_data_cusum import cusum_by_day
+from tests.drift.traffic import post_events, run_drift
+
+Headers = dict[str, str]
+
+
+def test_a_backfill_failing_partway_stops_with_the_day_to_resume_from_and_later_days_consistent(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """14 reference days at 10% refusals, days 14-16 judged at 10%. Late events make day 14
+    60% refused; a backfill of days 14-15 commits day 14 and fails on day 15. Before, day 14
+    was committed without carrying its CUSUM forward (the backfill meant to judge day 15
+    next), so days 15 and 16 kept the statistic built on the old day 14 and the failure
+    named no day. Now the backfill stops naming day 15, and days 15-16 hold the statistic
+    judging the days in order gives."""
+    day = days_ending_day_before_yesterday(17)
+    champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
+    events: list[dict[str, Any]] = []
+    for i, d in enumerate(day):
+        events += calls(d, "A", refused=25, n=250) if i == 14 else calls(d, "A", refused=50)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[16], backfill=17)
+    late = [
+        {**e, "trace_id": f"{e['trace_id']}-late"} for e in calls(day[14], "A", refused=150, n=250)
+    ]
+    post_events(client, auth, late)
+    compute_day = job.compute_day
+
+    def failing_on_day_15(session: Any, project_id: int, when: date) -> Any:
+        if when == day[15]:
+            raise RuntimeError("injected rollup failure")
+        return compute_day(session, project_id, when)
+
+    monkeypatch.setattr(job, "compute_day", failing_on_day_15)
+    with app.state.sessionmaker() as session, pytest.raises(job.BackfillStopped) as stopped:
+        project_id = session.scalars(select(Project.id).where(Project.name == "acme")).one()
+        job.run_days(session, Links.of(app.state.settings), project_id, day[15], 2, "cli")
+    assert stopped.value.day == day[15]
+    assert f"rerun from {day[15]}" in str(stopped.value)
+    after_failure = cusum_by_day(app)
+
+    monkeypatch.setattr(job, "compute_day", compute_day)
+    run_drift(client, auth, day[16], backfill=3)  # days 14-16 in order
+    in_order = cusum_by_day(app)
+
+    assert in_order[day[15]][0] > 0  # the late half of day 14 reaches day 15
+    for d in day[14:]:
+        assert after_failure[d][:2] == in_order[d][:2], d
+        assert after_failure[d][2] & 2 == in_order[d][2] & 2, d  # the CUSUM rule
+
+
+def test_a_backfill_stopped_by_a_database_outage_answers_503(
+    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage is transient: the request answers it as any other (503, Retry-After), not as
+    a stopped backfill's 500."""
+    second = days_ending_day_before_yesterday(2)[1]
+    compute_day = job.compute_day
+
+    def unavailable_on_second(session: Any, project_id: int, when: date) -> Any:
+        if when == second:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return compute_day(session, project_id, when)
+
+    monkeypatch.setattr(job, "compute_day", unavailable_on_second)
+    response = client.post(
+        "/api/v1/drift/run", json={"date": second.isoformat(), "backfill": 2}, headers=auth
+    )
+    assert response.status_code == 503, response.text
+    assert "Retry-After" in response.headers
