@@ -15,9 +15,12 @@ Each judged verdict goes through app/stats/alerting.alert_step with the alert's 
   below its release level): emit alert.resolved. A day without data (or not judged) is
   annotated "no_data" and neither counts as recovery nor breaks the count.
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
-already judged by a since-resolved alert opens no new one. An alert whose monitor no longer
-judges its cohort (disabled, or a more specific monitor covers it now) is resolved
-`monitor_changed` at the next run, since nothing would ever judge it again."""
+already judged by a since-resolved alert opens no new one. A rerun of a day the unresolved
+alert judged (late events) refreshes its evidence when that day is its newest and still
+fires, and resolves it `data_corrected` when no day of its span fires any more (_rejudge).
+An alert whose monitor no longer judges its cohort (disabled, or a more specific monitor
+covers it now) is resolved `monitor_changed` at the next run, since nothing would ever
+judge it again."""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from app.core.pagination import paginate
 from app.drift.judge import DayJudgement, Verdict, pick_monitor
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
-from app.models import Alert, ChampionHistory, Model, Monitor
+from app.models import Alert, ChampionHistory, DriftJudgement, Model, Monitor
 from app.models.drift import AlertStatus
 from app.registry.service import rollback_target_id
 from app.stats.alerting import OPEN, RESOLVE, STAY, alert_step
@@ -77,7 +80,8 @@ def apply_verdicts(
         judged.add(key)
         alert = unresolved.get(key)
         if alert is not None and day <= alert.last_day:
-            continue  # this day was judged already (a rerun)
+            resolved += _rejudge(session, links, model, alert, day, verdict)
+            continue
         step = alert_step(
             alert is not None,
             alert.days_in_band if alert is not None else 0,
@@ -107,6 +111,47 @@ def apply_verdicts(
             _annotate_once(alert, {"kind": "no_data", "day": day.isoformat()})
     session.flush()
     return opened, resolved
+
+
+def _rejudge(
+    session: Session, links: Links, model: Model, alert: Alert, day: date, verdict: Verdict
+) -> int:
+    """A day the unresolved alert judged already, run again (late events): -> 1 if that
+    resolved it. The day neither counts again nor notifies. Its newest day still firing: the
+    alert's numbers and evidence become the rerun's. No day of the alert's span firing any
+    more (the rerun's and, through the carried CUSUM, every later one's rows as stored):
+    the data that opened it was incomplete, and it resolves `data_corrected` (alert.resolved)
+    instead of paging on until `resolve_after_days` quiet days pass."""
+    if verdict.band_fired or verdict.cusum_fired:
+        if day == alert.last_day:
+            _show(alert, day, verdict)
+        return 0
+    if _fired_between(session, model, alert):
+        return 0
+    note = f"rerun of {day}: no day from {alert.day} to {alert.last_day} fires any more"
+    _resolve(session, links, alert, "data_corrected", note)
+    return 1
+
+
+def _fired_between(session: Session, model: Model, alert: Alert) -> bool:
+    """Whether a stored verdict of the alert's cohort fires on a day of its span."""
+    return (
+        session.scalar(
+            select(DriftJudgement.day)
+            .where(
+                DriftJudgement.project_id == model.project_id,
+                DriftJudgement.model_id == model.id,
+                DriftJudgement.signal == alert.signal,
+                DriftJudgement.dimension == alert.dimension,
+                DriftJudgement.value == alert.value,
+                DriftJudgement.day >= alert.day,
+                DriftJudgement.day <= alert.last_day,
+                DriftJudgement.rules != 0,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _resolve_unmonitored(
@@ -230,12 +275,7 @@ def _refresh(
             },
         )
     alert.last_day = max(alert.last_day, day)
-    if verdict.observed is not None:
-        alert.observed = verdict.observed
-    alert.band_low, alert.band_high = verdict.band_low, verdict.band_high
-    alert.baseline = verdict.center
-    alert.volume = row.denominator
-    alert.evidence = verdict.evidence(day)
+    _show(alert, day, verdict)
     cooldown = timedelta(hours=verdict.monitor.cooldown_hours)
     last = alert.last_notified_at or alert.opened_at
     if is_new_day and alert.status is AlertStatus.open and utcnow() - last >= cooldown:
@@ -248,6 +288,16 @@ def _refresh(
             f"alert.opened.{alert.id}.reminder.{day.isoformat()}",
             reminder=True,
         )
+
+
+def _show(alert: Alert, day: date, verdict: Verdict) -> None:
+    """The alert's numbers and evidence from `day`'s firing verdict."""
+    if verdict.observed is not None:
+        alert.observed = verdict.observed
+    alert.band_low, alert.band_high = verdict.band_low, verdict.band_high
+    alert.baseline = verdict.center
+    alert.volume = verdict.row.denominator
+    alert.evidence = verdict.evidence(day)
 
 
 def _resolve(

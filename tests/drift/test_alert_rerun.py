@@ -1,0 +1,70 @@
+"""Late events for a day an open alert judged: the rerun of that day must reach the alert.
+Its evidence is the rerun's while that day is its newest and still fires; an alert whose
+firing vanished on the rerun resolves `data_corrected` instead of paging on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.drift.champions import alerts, calls, champions_since, days_ending_day_before_yesterday
+from tests.drift.traffic import post_events, run_drift
+
+Headers = dict[str, str]
+CAP = {"model": "m", "signal": "refusal_rate", "band": {"type": "fixed", "high": 0.1}}
+
+
+def late(day: Any, refused: int, n: int) -> list[dict[str, Any]]:
+    return [{**e, "trace_id": f"{e['trace_id']}-late"} for e in calls(day, "A", refused, n=n)]
+
+
+def refusal_alert(client: TestClient, auth: Headers) -> dict[str, Any]:
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all")
+    return alert
+
+
+def test_a_rerun_of_the_alerts_day_shows_the_rerun_in_its_evidence(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Refusals capped at 10%: the day's first 100 calls, 50 refused, open the alert at 50%.
+    100 late calls, 10 refused: the day is 30% refused and still fires. Before, the alert
+    kept 50% of 100 calls for good, its evidence disagreeing with the day's signal."""
+    [day] = days_ending_day_before_yesterday(1)
+    champions_since(app, client, auth, {"A": day - timedelta(days=1)})
+    assert client.put("/api/v1/monitors", json=CAP, headers=auth).is_success
+    post_events(client, auth, calls(day, "A", refused=50, n=100))
+    run_drift(client, auth, day)
+    assert refusal_alert(client, auth)["observed"] == 0.5
+
+    post_events(client, auth, late(day, refused=10, n=100))
+    run_drift(client, auth, day)
+
+    alert = refusal_alert(client, auth)
+    assert alert["status"] == "open"
+    assert (alert["observed"], alert["volume"]) == (0.3, 200)
+    assert (alert["evidence"]["observed"], alert["evidence"]["volume"]) == (0.3, 200)
+
+
+def test_an_alert_whose_only_firing_day_is_in_control_on_rerun_resolves_data_corrected(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The day's first 100 calls, 30 refused, open the alert; 300 late calls, none refused,
+    put the day at 7.5%, under the cap. Before, the alert stayed open (and paged) on a day
+    that never shifted, until `resolve_after_days` quiet days passed."""
+    [day] = days_ending_day_before_yesterday(1)
+    champions_since(app, client, auth, {"A": day - timedelta(days=1)})
+    assert client.put("/api/v1/monitors", json=CAP, headers=auth).is_success
+    post_events(client, auth, calls(day, "A", refused=30, n=100))
+    assert run_drift(client, auth, day)["alerts_opened"] >= 1
+
+    post_events(client, auth, late(day, refused=0, n=300))
+    run_drift(client, auth, day)
+
+    alert = refusal_alert(client, auth)
+    assert (alert["status"], alert["resolution"]) == ("resolved", "data_corrected")
+    assert any("no day from" in str(a.get("note")) for a in alert["annotations"])
+    run_drift(client, auth, day)  # a further rerun opens nothing again
+    assert refusal_alert(client, auth)["id"] == alert["id"]
