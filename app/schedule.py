@@ -3,8 +3,9 @@
 Loops over work rows (queued evaluation runs, due webhook deliveries, running canaries due for
 their periodic evaluation) run continuously; the
 daily jobs run on PLUMBLINE_DRIFT_CRON (UTC): the event partitions of the coming days
-(PostgreSQL), the drift job, then retention. A missed period
-(service down at the cron time) is caught up at the next start. How several processes share
+(PostgreSQL), the drift job, then retention. Missed periods
+(service down at the cron time) are caught up at the next start, the drift job's oldest first
+(app/drift/job.missed_days). How several processes share
 this safely is app/core/jobs.py."""
 
 from __future__ import annotations

@@ -18,11 +18,13 @@ from app.drift import alerts, judge, monitors, references
 from app.drift.rollup import compute_day, replace_day
 from app.drift.settings import drift_settings
 from app.drift.signals import SignalRow
-from app.models import DriftRun, Model, Project
+from app.models import DriftRun, JobRun, Model, Project
 
 log = logging.getLogger("plumbline.scheduler")
 
 DRIFT_JOB = "drift.daily"
+CATCH_UP_DAYS = 14
+"""The most days the scheduler runs at once after missing some (missed_days)."""
 _PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
 """Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
 
@@ -232,20 +234,59 @@ def _record_failure(
 def run_scheduled_drift(
     sessions: sessionmaker[Session], links: Links, now: datetime | None = None
 ) -> list[DriftResult] | None:
-    """Yesterday's drift for every project, unless another process has claimed it (-> None)."""
-    day: date = (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
-    period = day.isoformat()
+    """Yesterday's drift for every project, with the days missed since the last claimed
+    period (`missed_days`) before it, oldest first; None when another process has claimed
+    them all.
+
+    Each day is claimed as its own period. The service down for three days used to run
+    yesterday alone at its next start: the days between were never judged, no alert saw
+    them, and since only the newest day moves references, running them by hand later froze
+    nothing. Every project runs the claimed days as one backfill (run_days), so a project
+    failing on a day stops there (BackfillStopped names the day to rerun from) while the
+    others go on; each claimed period records the failures."""
+    yesterday: date = (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
     with daily_jobs_lock(sessions) as alone:
         stale_before = utcnow() if alone else utcnow() - JOB_STALE_AFTER
-        if not claim_period(sessions, DRIFT_JOB, period, stale_before):
+        claimed = [
+            day
+            for day in missed_days(sessions, yesterday)
+            if claim_period(sessions, DRIFT_JOB, day.isoformat(), stale_before)
+        ]
+        if not claimed:
             return None
+        periods = [day.isoformat() for day in claimed]
+        backfill = (yesterday - claimed[0]).days + 1
         try:
-            results, failures = run_all_projects(sessions, links, day, "schedule")
+            results, failures = run_all_projects(sessions, links, yesterday, "schedule", backfill)
         except Exception as exc:
-            log.exception("drift job for %s failed", period)
-            finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__}: {exc}")
+            log.exception("drift job for %s failed", ", ".join(periods))
+            for period in periods:
+                finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__}: {exc}")
             raise
         # Inside the lock: once it is released, a 'running' claim reads as abandoned.
-        finish_period(sessions, DRIFT_JOB, period, "; ".join(failures) or None)
-    log.info("drift job for %s: %d signal rows", period, sum(r.signals for r in results))
+        for period in periods:
+            finish_period(sessions, DRIFT_JOB, period, "; ".join(failures) or None)
+    log.info(
+        "drift job for %s: %d signal rows", ", ".join(periods), sum(r.signals for r in results)
+    )
     return results
+
+
+def missed_days(sessions: sessionmaker[Session], yesterday: date) -> list[date]:
+    """The days after the latest claimed drift period through `yesterday` (at most
+    CATCH_UP_DAYS; older ones are left to `plumbline drift run --backfill`, and logged);
+    just `yesterday` when no period was ever claimed (a new install has no past to judge)."""
+    with sessions() as session:
+        latest = session.scalar(select(func.max(JobRun.period)).where(JobRun.job == DRIFT_JOB))
+    if latest is None or date.fromisoformat(latest) >= yesterday:
+        return [yesterday]
+    first = date.fromisoformat(latest) + timedelta(days=1)
+    if (yesterday - first).days >= CATCH_UP_DAYS:
+        log.warning(
+            "drift days %s to %s were never run; catching up the last %d only",
+            first,
+            yesterday,
+            CATCH_UP_DAYS,
+        )
+        first = yesterday - timedelta(days=CATCH_UP_DAYS - 1)
+    return [first + timedelta(days=offset) for offset in range((yesterday - first).days + 1)]
