@@ -20,6 +20,7 @@ from app.core.jobs import daily_jobs_lock
 from app.core.links import Links
 from app.core.settings import Settings
 from app.drift import job as drift_job
+from app.ingest.retention import retention_cutoff
 from app.keys import service as keys
 from app.models.project import Role
 
@@ -141,7 +142,12 @@ def _drift(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     with daily_jobs_lock(sessions):
         results, failures = drift_job.run_all_projects(
-            sessions, Links.of(settings), day, "cli", backfill=args.backfill
+            sessions,
+            Links.of(settings),
+            day,
+            "cli",
+            backfill=args.backfill,
+            expired_before=retention_cutoff(settings),
         )
     for result in results:
         print(

@@ -24,7 +24,7 @@ from app.core.settings import Settings
 from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.evaluations.worker import work_runs
 from app.ingest.partitions import create_partitions_ahead
-from app.ingest.retention import run_scheduled_retention
+from app.ingest.retention import retention_cutoff, run_scheduled_retention
 from app.webhooks.sender import deliver_webhooks
 
 
@@ -48,7 +48,7 @@ def run_daily_jobs(
     assert isinstance(engine, Engine)  # sessions are bound to the app's engine
     create_partitions_ahead(engine, (now or datetime.now(UTC)).astimezone(UTC).date())
     try:
-        run_scheduled_drift(sessions, Links.of(settings), now)
+        run_scheduled_drift(sessions, Links.of(settings), now, retention_cutoff(settings))
     finally:
         run_scheduled_retention(sessions, settings, now)
 

@@ -15,7 +15,7 @@ from app.core.errors import Unprocessable, database_unavailable
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.links import Links
 from app.drift import alerts, judge, monitors, references
-from app.drift.rollup import compute_day, replace_day
+from app.drift.rollup import compute_day, day_bounds, replace_day, stored_day
 from app.drift.settings import drift_settings
 from app.drift.signals import SignalRow
 from app.models import DriftRun, JobRun, Model, Project
@@ -45,6 +45,7 @@ def run_day(
     day: date,
     trigger: str,
     carry_forward: bool = True,
+    expired_before: datetime | None = None,
 ) -> DriftResult:
     """Rollup, references, verdicts and alerts for one day, committed as one unit of work.
 
@@ -54,9 +55,19 @@ def run_day(
     held until commit makes the second wait and then redo the day (every step is idempotent);
     SQLite's transactions hold its one write lock from their first statement anyway.
     `carry_forward`: see judge.judge_day (off for the days of a backfill before its last,
-    which the backfill judges again in order anyway)."""
+    which the backfill judges again in order anyway).
+    `expired_before`: the retention cutoff (app/ingest/retention.retention_cutoff; None for
+    events kept for good). A day starting before it that has a stored rollup is judged from
+    that rollup: its events are gone, in whole or in part, and rolling them up again replaced
+    the signals retention promises to keep with what was left (nothing). Such a day without
+    a stored rollup (old events just ingested) is rolled up as usual."""
     if is_postgres(session):
         session.execute(_PROJECT_DRIFT_LOCK, {"project_id": project_id})
+    kept: list[SignalRow] = []
+    if expired_before is not None and day_bounds(day)[0] < expired_before:
+        kept = stored_day(session, project_id, day)
+    if kept:
+        return judge_rows(session, links, project_id, day, kept, trigger, carry_forward)
     rows = compute_day(session, project_id, day)
     replace_day(session, project_id, day, rows)
     return judge_rows(session, links, project_id, day, rows, trigger, carry_forward)
@@ -133,11 +144,17 @@ class BackfillStopped(Exception):
 
 
 def run_days(
-    session: Session, links: Links, project_id: int, last_day: date, backfill: int, trigger: str
+    session: Session,
+    links: Links,
+    project_id: int,
+    last_day: date,
+    backfill: int,
+    trigger: str,
+    expired_before: datetime | None = None,
 ) -> list[DriftResult]:
     """`backfill` days ending with `last_day`, oldest first (baselines build on earlier days);
     only the last one carries its CUSUM into days judged after it (judge.judge_day): each
-    earlier one is followed by its next day anyway.
+    earlier one is followed by its next day anyway. `expired_before`: see run_day.
 
     Each day commits on its own. When a day fails, that follow-up never comes: the day is
     rolled back, the days judged after the last committed one get their CUSUM carried from
@@ -161,6 +178,7 @@ def run_days(
                     day,
                     trigger,
                     carry_forward=offset == backfill - 1,
+                    expired_before=expired_before,
                 )
             )
         except Exception as exc:
@@ -187,7 +205,12 @@ def ended_day(day: date) -> date:
 
 
 def run_all_projects(
-    sessions: sessionmaker[Session], links: Links, day: date, trigger: str, backfill: int = 1
+    sessions: sessionmaker[Session],
+    links: Links,
+    day: date,
+    trigger: str,
+    backfill: int = 1,
+    expired_before: datetime | None = None,
 ) -> tuple[list[DriftResult], list[str]]:
     """Every project's days, each project in its own transactions -> (results, failures).
 
@@ -201,7 +224,9 @@ def run_all_projects(
     for project_id in project_ids:
         with sessions() as session:
             try:
-                results += run_days(session, links, project_id, day, backfill, trigger)
+                results += run_days(
+                    session, links, project_id, day, backfill, trigger, expired_before
+                )
             except Exception as exc:
                 failures.append(_record_failure(session, project_id, day, trigger, exc))
     return results, failures
@@ -232,7 +257,10 @@ def _record_failure(
 
 
 def run_scheduled_drift(
-    sessions: sessionmaker[Session], links: Links, now: datetime | None = None
+    sessions: sessionmaker[Session],
+    links: Links,
+    now: datetime | None = None,
+    expired_before: datetime | None = None,
 ) -> list[DriftResult] | None:
     """Yesterday's drift for every project, with the days missed since the last claimed
     period (`missed_days`) before it, oldest first; None when another process has claimed
@@ -243,7 +271,7 @@ def run_scheduled_drift(
     them, and since only the newest day moves references, running them by hand later froze
     nothing. Every project runs the claimed days as one backfill (run_days), so a project
     failing on a day stops there (BackfillStopped names the day to rerun from) while the
-    others go on; each claimed period records the failures."""
+    others go on; each claimed period records the failures. `expired_before`: see run_day."""
     yesterday: date = (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
     with daily_jobs_lock(sessions) as alone:
         stale_before = utcnow() if alone else utcnow() - JOB_STALE_AFTER
@@ -257,7 +285,9 @@ def run_scheduled_drift(
         periods = [day.isoformat() for day in claimed]
         backfill = (yesterday - claimed[0]).days + 1
         try:
-            results, failures = run_all_projects(sessions, links, yesterday, "schedule", backfill)
+            results, failures = run_all_projects(
+                sessions, links, yesterday, "schedule", backfill, expired_before
+            )
         except Exception as exc:
             log.exception("drift job for %s failed", ", ".join(periods))
             for period in periods:

@@ -490,6 +490,28 @@ def sample_trace_ids(
     return list(session.scalars(_typed(sql), params).all())
 
 
+def stored_day(session: Session, project_id: int, day: date) -> list[SignalRow]:
+    """The day's rollup as stored: what a day keeps once retention has removed its events."""
+    return [
+        SignalRow(
+            r.model_id,
+            r.checkpoint_id,
+            r.signal,
+            r.dimension,
+            r.value,
+            r.numerator,
+            r.denominator,
+            r.rate,
+            r.extra,
+        )
+        for r in session.scalars(
+            select(DailySignal)
+            .where(DailySignal.project_id == project_id, DailySignal.day == day)
+            .order_by(DailySignal.id)
+        )
+    ]
+
+
 def replace_day(session: Session, project_id: int, day: date, rows: Sequence[SignalRow]) -> None:
     """The day's rows become exactly `rows` (in the caller's transaction)."""
     session.execute(

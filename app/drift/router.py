@@ -9,7 +9,16 @@ from typing import Annotated
 from fastapi import Query, Response, status
 
 from app.core.db import today_utc
-from app.core.deps import Admin, LinksDep, Paging, Reader, SessionDep, Writer, api_router
+from app.core.deps import (
+    Admin,
+    LinksDep,
+    Paging,
+    Reader,
+    SessionDep,
+    SettingsDep,
+    Writer,
+    api_router,
+)
 from app.core.schemas import Page
 from app.drift import alerts, monitors, references
 from app.drift import job as drift_job
@@ -30,6 +39,7 @@ from app.drift.schemas import (
     ReferenceOut,
     SignalOut,
 )
+from app.ingest.retention import retention_cutoff
 from app.models.drift import AlertStatus
 
 router = api_router("/api/v1", "drift")
@@ -39,12 +49,20 @@ Filter = Annotated[str | None, Query(max_length=200)]
 
 @router.post("/drift/run", response_model=DriftRunOut)
 def run_drift(
-    body: DriftRunIn, principal: Writer, session: SessionDep, links: LinksDep
+    body: DriftRunIn, principal: Writer, session: SessionDep, links: LinksDep, settings: SettingsDep
 ) -> DriftRunOut:
     """Computes the day's signals (default yesterday, UTC) and evaluates the monitors.
     Runs inline: one day is a handful of GROUP BY queries over that day's events."""
     day = drift_job.ended_day(body.date or today_utc() - timedelta(days=1))
-    results = drift_job.run_days(session, links, principal.project_id, day, body.backfill, "api")
+    results = drift_job.run_days(
+        session,
+        links,
+        principal.project_id,
+        day,
+        body.backfill,
+        "api",
+        retention_cutoff(settings),
+    )
     return DriftRunOut(
         signals=sum(r.signals for r in results),
         alerts_opened=sum(r.alerts_opened for r in results),

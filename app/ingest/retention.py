@@ -38,11 +38,17 @@ RETENTION_BATCH_ROWS = 5000
 _KEYS = cast(Table, EventKey.__table__)
 
 
+def retention_cutoff(settings: Settings) -> datetime:
+    """The instant before which events are removed (drift keeps those days' rollups and
+    judges them again as stored, app/drift/job.run_day)."""
+    return utcnow() - timedelta(days=settings.retention_days)
+
+
 def purge_expired_events(sessions: sessionmaker[Session], settings: Settings) -> bool:
     """Removes events older than `retention_days` (daily rollups stay): whole partitions
     first (PostgreSQL), then one bounded batch of row deletes per project. Returns whether a
     full batch was deleted, i.e. more rows may be left."""
-    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    cutoff = retention_cutoff(settings)
     with sessions() as session:
         project_ids = list(session.scalars(select(Project.id)).all())
         postgres = is_postgres(session)
