@@ -14,12 +14,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
-from sqlalchemy import ClauseElement, Connection, event
+from sqlalchemy import ClauseElement, Connection, event, select
 
 from app.canaries.service import evaluate_due_canaries
+from app.core.db import today_utc
+from app.drift.references import freeze
 from app.gates import pairs
 from app.ingest.retention import purge_expired_events
-from app.models import Base
+from app.models import Base, Model
 from app.models.base import PG_PRIMARY_KEY
 from app.models.project import Role
 from app.schedule import run_daily_jobs
@@ -66,7 +68,14 @@ UNSCOPED_ALLOWED: dict[str, str] = {
 """Statement pattern on a distributed table -> why it may leave the project out."""
 
 _TABLE = r'\b(?:FROM|JOIN|INTO|UPDATE)\s+"?({names})"?(?:\s|$|\(|,)'
-_SCOPED = re.compile(r"\bproject_id\s*(?:=|IN\b|= ANY)", re.IGNORECASE)
+_SCOPED = re.compile(
+    r"\bproject_id\s*(?:=|IN\b|= ANY)"
+    # A composite key loaded by tuple, (t.project_id, t.model_id, ...) IN ((?, ?, ...)):
+    # PostgreSQL turns a row IN list into ORs of ANDed column equalities, which Citus prunes
+    # by the project_id equality in each.
+    r"|\(\s*[\w.]*\bproject_id\s*,[^)]*\)\s*IN\b",
+    re.IGNORECASE,
+)
 
 
 def tenant_tables_of(statement: str) -> set[str]:
@@ -112,6 +121,11 @@ def test_every_tenant_statement_is_scoped_to_one_project(
     batch = [{**body, "model": ids["model"], "checkpoint_version": "alpha-v1"} for body in batch]
     assert client.post("/api/v1/events", json={"events": batch}, headers=auth).status_code == 202
     client.post("/api/v1/feedback", json={"trace_id": "trace-00003", "value": "down"}, headers=auth)
+    with app.state.sessionmaker() as session:
+        # A frozen reference, so reads of references load the cohorts added to them.
+        model = session.scalars(select(Model).where(Model.name == ids["model"])).one()
+        freeze(session, model, ids["checkpoint_id"], [today_utc()], "rebaseline")
+        session.commit()
     for method, route in protected_routes(app):
         if method == "GET":
             client.get(fill_path(route.path, ids), headers=auth)
