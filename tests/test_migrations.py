@@ -696,6 +696,14 @@ def test_0013_records_cohorts_added_to_references_and_comes_back(
         engine.dispose()
 
 
+ENDPOINT_1 = (
+    "INSERT INTO webhook_endpoints (id, project_id, url, events, secret_encrypted, status, "
+    "consecutive_failures, updated_at, created_at) "
+    "VALUES (1, 1, 'http://h/', '[]', 's', 'active', 0, :now, :now)"
+)
+"""Webhook endpoint 1 of project 1 (SEED_0008), as the 0014 and 0015 tests start from."""
+
+
 def test_0014_adds_a_null_subject_to_queued_deliveries_and_comes_back(
     empty_database_url: str,
 ) -> None:
@@ -710,14 +718,7 @@ def test_0014_adds_a_null_subject_to_queued_deliveries_and_comes_back(
     try:
         with engine.begin() as conn:
             conn.execute(text(SEED_0008[0]), {"now": now})
-            conn.execute(
-                text(
-                    "INSERT INTO webhook_endpoints (id, project_id, url, events, "
-                    "secret_encrypted, status, consecutive_failures, updated_at, created_at) "
-                    "VALUES (1, 1, 'http://h/', '[]', 's', 'active', 0, :now, :now)"
-                ),
-                {"now": now},
-            )
+            conn.execute(text(ENDPOINT_1), {"now": now})
             conn.execute(
                 text(delivery.format(subject_column="", subject_value="")),
                 {"id": 1, "msg_id": "alert.opened.1", "now": now},
@@ -762,14 +763,7 @@ def test_0015_adds_an_unrotated_previous_secret_to_endpoints_and_comes_back(
     try:
         with engine.begin() as conn:
             conn.execute(text(SEED_0008[0]), {"now": now})
-            conn.execute(
-                text(
-                    "INSERT INTO webhook_endpoints (id, project_id, url, events, "
-                    "secret_encrypted, status, consecutive_failures, updated_at, created_at) "
-                    "VALUES (1, 1, 'http://h/', '[]', 's', 'active', 0, :now, :now)"
-                ),
-                {"now": now},
-            )
+            conn.execute(text(ENDPOINT_1), {"now": now})
             conn.execute(
                 text(
                     "INSERT INTO webhook_deliveries (id, project_id, endpoint_id, event_type, "
