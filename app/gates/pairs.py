@@ -138,7 +138,9 @@ def load_pairs(
     session: Session, candidate: EvaluationRun, baseline: EvaluationRun
 ) -> PairedResults:
     """Both sides' pooled runs as per-row means per evaluator on the candidate version's rows
-    (one grouped query), and the shared rows' risk and cohorts (a second query)."""
+    (one grouped query), the shared rows' risk and cohorts (a second query), and the calls
+    without a verdict: evaluator errors on either side and the baseline's calls without an
+    output (two small queries over those results only)."""
     connection = session.connection()
     sides = {
         "candidate": pooled_run_ids(session, candidate),
