@@ -1,11 +1,12 @@
 """Typed reads of canaries, and the counts a canary's comparisons rest on.
 
 The counts are GROUP BY in the database over the canary's window only, through the
-(checkpoint_id, ts) index: one scan of the two checkpoints' served events for every signal x
-cohort at once (COUNT ... FILTER), and one join of the candidate's shadow answers with the
-champion's served events of the same traces. Rows come back per arm and time bucket, never
-per event, so an evaluation's work is bounded by the window (at most `max_days`), not by the
-events' history."""
+(checkpoint_id, ts) index: one scan of the two checkpoints' served events for every per-call
+signal x cohort at once (COUNT ... FILTER), one of their rated events ranked within each trace
+(a trace's rating counts once, on the arm of its last rated call), and one join of the
+candidate's shadow answers with the champion's served events of the same traces. Rows come
+back per arm and time bucket, never per event, so an evaluation's work is bounded by the
+window (at most `max_days`), not by the events' history."""
 
 from __future__ import annotations
 
@@ -19,12 +20,23 @@ from sqlalchemy.orm import Session
 
 from app.canaries.plan import ALL, Counts, Plan
 from app.core.db import hour_bucket_sql, is_postgres, json_text_equals_sql, text_with_times
-from app.drift.signals import COLUMN_DIMENSIONS, RATE_SIGNALS, rate_counts
+from app.drift.signals import COLUMN_DIMENSIONS, PER_TRACE_SIGNALS, RATE_SIGNALS, rate_counts
 from app.models import Canary, Event
 
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
 # Only what had been received by a decision: a decided canary's history shows what it saw.
 _RECEIVED = " AND e.received_at <= :received_by"
+# The served comparison's events: both arms' served calls from the candidate's first hour.
+_SERVED = (
+    f"{_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
+    "AND e.shadow_of IS NULL AND e.ts >= :served_from"
+)
+# What the arm, the bucket, the per-trace signals (feedback) and the cohorts read of a trace's
+# last rated call.
+_RATED_COLUMNS = ", ".join(
+    f"e.{column}" for column in ("checkpoint_id", "ts", "feedback", *COLUMN_DIMENSIONS, "cohort")
+)
+_ARM = "CASE WHEN e.checkpoint_id = :candidate THEN 0 ELSE 1 END"
 
 
 def canaries_of_model(session: Session, project_id: int, model_id: int) -> Sequence[Canary]:
@@ -114,14 +126,22 @@ def load_counts(
     events = np.zeros((2, *shape, len(plan.signals)), dtype=np.int64)
     with_signal = np.zeros_like(events)
     if plan.served:
-        sql = _served_sql(plan, conditions, bucket, received_by is not None)
-        statement = text_with_times(sql, *times, "served_from")
-        for row in session.execute(statement, params).mappings():
-            arm, at = int(row["arm"]), min(max(int(row["bucket"]), 0), buckets - 1)
-            for k in range(len(plan.cohorts)):
-                for s in range(len(plan.signals)):
-                    events[arm, at, k, s] += int(row[f"d_{k}_{s}"])
-                    with_signal[arm, at, k, s] += int(row[f"n_{k}_{s}"])
+        per_call = [s for s, signal in enumerate(plan.signals) if signal not in PER_TRACE_SIGNALS]
+        per_trace = [s for s, signal in enumerate(plan.signals) if signal in PER_TRACE_SIGNALS]
+        received = received_by is not None
+        statements = [
+            (_rated_traces_sql(plan, s, conditions, bucket, received), [s]) for s in per_trace
+        ]
+        if per_call:
+            statements.append((_served_sql(plan, per_call, conditions, bucket, received), per_call))
+        for sql, signals in statements:
+            statement = text_with_times(sql, *times, "served_from")
+            for row in session.execute(statement, params).mappings():
+                arm, at = int(row["arm"]), min(max(int(row["bucket"]), 0), buckets - 1)
+                for k in range(len(plan.cohorts)):
+                    for s in signals:
+                        events[arm, at, k, s] += int(row[f"d_{k}_{s}"])
+                        with_signal[arm, at, k, s] += int(row[f"n_{k}_{s}"])
     pairs = np.zeros((*shape, len(plan.paired_signals)), dtype=np.int64)
     worse, better, one_sided = np.zeros_like(pairs), np.zeros_like(pairs), np.zeros_like(pairs)
     if plan.paired_signals:
@@ -168,24 +188,54 @@ def _cohort_conditions(session: Session, plan: Plan) -> tuple[list[str], dict[st
     return conditions, params
 
 
-def _served_sql(plan: Plan, conditions: list[str], bucket: str, received: bool) -> str:
-    """Per arm and bucket: events judged on each signal and those counting against it."""
+def _served_sql(
+    plan: Plan, signals: list[int], conditions: list[str], bucket: str, received: bool
+) -> str:
+    """Per arm and bucket: events judged on each of `signals` (indices into plan.signals,
+    each counted per call) and those counting against it."""
+    return f"""
+SELECT {_ARM} AS arm,
+  {bucket} AS bucket,
+  {_aggregates(plan, signals, conditions)}
+FROM events e
+WHERE {_SERVED}{_RECEIVED if received else ""}
+GROUP BY 1, 2
+"""
+
+
+def _rated_traces_sql(
+    plan: Plan, signal: int, conditions: list[str], bucket: str, received: bool
+) -> str:
+    """Per arm and bucket: traces judged on a per-trace signal (feedback: one user's rating of
+    the trace) and those counting against it. A trace is one observation, counted once, on
+    the arm, in the bucket and cohorts of its last call judged on the signal in the window:
+    the answer the user rated after. A conversation whose calls both checkpoints served
+    (per-call routing) would otherwise weigh on both arms (docs/statistics.md §12.1)."""
+    _numerator, denominator = RATE_SIGNALS[plan.signals[signal]]
+    return f"""
+SELECT {_ARM} AS arm,
+  {bucket} AS bucket,
+  {_aggregates(plan, [signal], conditions)}
+FROM (
+  SELECT {_RATED_COLUMNS},
+    ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts DESC, e.id DESC) AS from_last
+  FROM events e
+  WHERE {_SERVED}{_RECEIVED if received else ""} AND ({denominator})
+) e
+WHERE e.from_last = 1
+GROUP BY 1, 2
+"""
+
+
+def _aggregates(plan: Plan, signals: list[int], conditions: list[str]) -> str:
+    """Each cohort x signal's denominator `d_k_s` and numerator `n_k_s`, counted per row."""
     aggregates = []
     for k, cohort in enumerate(conditions):
-        for s, signal in enumerate(plan.signals):
-            numerator, denominator = rate_counts(signal, within=cohort, per_trace=True)
+        for s in signals:
+            numerator, denominator = rate_counts(plan.signals[s], within=cohort)
             aggregates.append(f"{denominator} AS d_{k}_{s}")
             aggregates.append(f"{numerator} AS n_{k}_{s}")
-    columns = ",\n  ".join(aggregates)
-    return (
-        f"SELECT CASE WHEN e.checkpoint_id = :candidate THEN 0 ELSE 1 END AS arm,\n"
-        f"  {bucket} AS bucket,\n  {columns}\n"
-        f"FROM events e\n"
-        f"WHERE {_WINDOW}{_RECEIVED if received else ''} "
-        f"AND e.checkpoint_id IN (:candidate, :champion) "
-        f"AND e.shadow_of IS NULL AND e.ts >= :served_from\n"
-        f"GROUP BY 1, 2"
-    )
+    return ",\n  ".join(aggregates)
 
 
 def _outcome(signal: str) -> str:

@@ -35,21 +35,19 @@ RATE_SIGNALS: dict[str, tuple[str, str]] = {
 # a probe per rated event to 18x. So the daily scan counts rated calls, and the band's wobble
 # term (tau^2, estimated from the reference days) carries the extra variance the clustering
 # adds; the canaries, whose confidence sequences take every observation as independent and
-# have no such term, count rated traces (their windowed query is off the request path).
+# have no such term, count rated traces, each once on the arm of its last rated call
+# (app/canaries/queries.py; their windowed query is off the request path).
 PER_TRACE_SIGNALS = frozenset({"thumbs_down_rate"})
 
 
-def rate_counts(signal: str, within: str | None = None, per_trace: bool = False) -> tuple[str, str]:
+def rate_counts(signal: str, within: str | None = None) -> tuple[str, str]:
     """SQL aggregates counting a rate signal's numerator and denominator over event rows `e`
-    of a group (only rows meeting `within`, when given). With `per_trace`, feedback signals
-    count distinct rated traces: a trace is one rating however many calls it made. A bare
-    `IS NOT NULL` is counted as COUNT(column), which is cheaper."""
+    of a group (only rows meeting `within`, when given). A bare `IS NOT NULL` is counted as
+    COUNT(column), which is cheaper."""
 
     def count(condition: str) -> str:
         if within is not None:
             condition = f"({within}) AND ({condition})"
-        if per_trace and signal in PER_TRACE_SIGNALS:
-            return f"COUNT(DISTINCT CASE WHEN {condition} THEN e.trace_id END)"
         bare = re.fullmatch(r"(e\.\w+) IS NOT NULL", condition)
         return f"COUNT({bare.group(1)})" if bare else f"COUNT(*) FILTER (WHERE {condition})"
 

@@ -62,3 +62,54 @@ def test_a_traces_feedback_counts_once_however_many_calls_it_made(
     assert everyone["candidate"] == {"events": 100, "with_signal": 25, "rate": 0.25}
     assert everyone["champion"] == {"events": 100, "with_signal": 25, "rate": 0.25}
     assert decided["decision"] != "rollback"
+
+
+def test_a_trace_both_checkpoints_served_counts_its_rating_on_the_arm_that_answered_last(
+    client: TestClient, auth: Headers
+) -> None:
+    """Each checkpoint serves 100 one-call traces, a quarter rated down; 40 conversations,
+    rated down, were served by both (per-call routing): 20 went champion then candidate, 20
+    candidate then champion. Counted on every arm that served a call, each of the 40 weighed
+    on both arms (140 traces an arm, 65 down). A trace is one rating, counted once, on the
+    arm of its last rated call: the answer the user rated after."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["thumbs_down_rate"],
+        comparisons=["served"],
+    )
+    since, window = hours_ago(28), timedelta(hours=24)
+
+    def call(trace: str, span: str, version: str, at: float, down: bool) -> dict[str, Any]:
+        return {
+            "trace_id": trace,
+            "span_id": span,
+            "timestamp": (since + window * at).isoformat(),
+            "model": MODEL,
+            "checkpoint_version": version,
+            "feedback": "down" if down else "up",
+        }
+
+    def alone(version: str) -> Iterator[dict[str, Any]]:
+        for trace in range(100):
+            yield call(f"{version}-{trace}", "call-0", version, trace / 200, trace % 4 == 0)
+
+    def mixed() -> Iterator[dict[str, Any]]:
+        for trace in range(40):
+            first, last = ("v1", "v2") if trace % 2 else ("v2", "v1")
+            at = 0.5 + trace / 100
+            yield call(f"mixed-{trace}", "call-0", first, at, True)
+            yield call(f"mixed-{trace}", "call-1", last, at + 0.001, True)
+
+    send(client, auth, alone("v1"), alone("v2"), mixed())
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    [everyone] = [
+        c
+        for c in decided["evidence"]["comparisons"]
+        if c["signal"] == "thumbs_down_rate" and c["cohort"]["dimension"] == "all"
+    ]
+    assert everyone["candidate"] == {"events": 120, "with_signal": 45, "rate": 0.375}
+    assert everyone["champion"] == {"events": 120, "with_signal": 45, "rate": 0.375}
