@@ -249,9 +249,9 @@ def _paired_sql(plan: Plan, conditions: list[str], bucket: str, received: bool) 
     """Per bucket of the shadow answer: pairs judged on each paired signal, those where only
     one side counted against it, and requests only one side was judged on. A pair is one
     served trace: the candidate's shadow answers to it against the champion's served events
-    of it, each side counting against a signal when any of its events does (most traces hold
-    one event a side). The cohort is the
-    served request's."""
+    of it in the canary's window (a trace id the client reuses at another time is another
+    request), each side counting against a signal when any of its events does (most traces
+    hold one event a side). The cohort is the served request's."""
     outcomes = [(p, _outcome(signal)) for p, signal in enumerate(plan.paired_signals)]
     shadow_columns = ", ".join(f"MAX({sql}) AS o_{p}" for p, sql in outcomes)
     served_columns = ", ".join(
@@ -287,7 +287,7 @@ WITH shadow AS (
 ), served AS (
   SELECT e.trace_id, {served_columns}
   FROM events e
-  WHERE e.project_id = :project_id{seen} AND e.checkpoint_id = :champion AND e.shadow_of IS NULL
+  WHERE {_WINDOW}{seen} AND e.checkpoint_id = :champion AND e.shadow_of IS NULL
     AND e.trace_id IN (SELECT trace_id FROM shadow)
   GROUP BY e.trace_id
 )

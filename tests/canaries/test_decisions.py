@@ -216,6 +216,34 @@ def test_shadow_answers_are_paired_with_the_served_ones_and_never_served_traffic
     assert comparison(decided, "shadow", "fallback_rate")["verdict"] == "unmeasured"
 
 
+def test_a_shadow_answer_pairs_with_the_served_call_of_the_canarys_window_not_an_older_one(
+    client: TestClient, auth: Headers
+) -> None:
+    """The client reuses trace ids: a day before the canary, the champion served `req-0` ..
+    `req-199` and refused them all; in the canary's window it serves them again, refusing none,
+    and the candidate, shadowing those calls, refuses none either. Paired with every served
+    call of the trace whatever its time, each pair read "only the champion refused": 200
+    better, a difference of -1 from two checkpoints that answered alike."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client, auth, ids["v2"], start=hours_ago(2).isoformat(), signals=["refusal_rate"]
+    )
+    send(
+        client,
+        auth,
+        served("v1", 200, every(1, refusal=True), hours_ago(30), HOUR, "req"),
+        (
+            event | {"span_id": "again"}
+            for event in served("v1", 200, every(1, refusal=False), hours_ago(1.5), HOUR, "req")
+        ),
+        shadows("v2", "req", 200, every(1, refusal=False), hours_ago(1.5), HOUR),
+    )
+    evaluated = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    paired = comparison(evaluated, "shadow", "refusal_rate")
+    assert (paired["pairs"], paired["candidate_worse"], paired["candidate_better"]) == (200, 0, 0)
+    assert paired["difference"] == 0.0
+
+
 def test_the_deadline_ends_it_inconclusive_and_a_new_champion_ends_the_comparison(
     app: FastAPI, client: TestClient, auth: Headers, settings: Settings
 ) -> None:
