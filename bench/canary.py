@@ -268,7 +268,10 @@ def count_looks(
             mine = arm == a
             events[a, :, 0, i] = np.bincount(bucket, mine & denominator[:, s], looks)
             with_signal[a, :, 0, i] = np.bincount(bucket, mine & numerator[:, s], looks)
-    return Counts(events, with_signal, pairs, worse, better, np.zeros_like(pairs), 0.0), hours
+    # Every simulated request is a trace of one call: no shadow answer is left unpaired.
+    left_out = np.zeros(looks, dtype=np.int64)
+    counts = Counts(events, with_signal, pairs, worse, better, np.zeros_like(pairs), left_out, 0.0)
+    return counts, hours
 
 
 # --- One seed ---------------------------------------------------------------------------------

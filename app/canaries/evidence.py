@@ -166,7 +166,12 @@ class Assessment:
     reasons: list[str] = field(default_factory=list)
 
     def evidence(
-        self, evaluated_at: datetime, start: datetime, end: datetime, traffic_hours: float
+        self,
+        evaluated_at: datetime,
+        start: datetime,
+        end: datetime,
+        traffic_hours: float,
+        shadow_traces_left_out: int | None,
     ) -> EvidenceOut:
         return EvidenceOut(
             evaluated_at=evaluated_at,
@@ -176,6 +181,7 @@ class Assessment:
             traffic_hours=round(traffic_hours, 3),
             comparisons=self.comparisons,
             reasons=self.reasons,
+            shadow_traces_left_out=shadow_traces_left_out,
         )
 
 

@@ -79,7 +79,9 @@ class Counts:
     (bucket, cohort, paired signal): `pairs` where both answers were judged, those where only
     the candidate's counted against the signal (`worse`) and only the champion's (`better`),
     and requests answered by both where only one side was judged on it (`one_sided`: a
-    candidate whose answers stopped carrying a field leaves the signal measured, unproven)."""
+    candidate whose answers stopped carrying a field leaves the signal measured, unproven).
+    `left_out`, shape (bucket,): served traces with shadow answers that formed no pair, having
+    several calls on a side (which shadow answer answers which call is not recorded)."""
 
     events: IntArray
     with_signal: IntArray
@@ -87,6 +89,7 @@ class Counts:
     worse: IntArray
     better: IntArray
     one_sided: IntArray
+    left_out: IntArray
     bucket_hours: float
 
     def cumulative(self) -> Counts:
@@ -98,5 +101,6 @@ class Counts:
             np.cumsum(self.worse, axis=0),
             np.cumsum(self.better, axis=0),
             np.cumsum(self.one_sided, axis=0),
+            np.cumsum(self.left_out, axis=0),
             self.bucket_hours,
         )

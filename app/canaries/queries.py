@@ -144,18 +144,20 @@ def load_counts(
                         with_signal[arm, at, k, s] += int(row[f"n_{k}_{s}"])
     pairs = np.zeros((*shape, len(plan.paired_signals)), dtype=np.int64)
     worse, better, one_sided = np.zeros_like(pairs), np.zeros_like(pairs), np.zeros_like(pairs)
+    left_out = np.zeros(buckets, dtype=np.int64)
     if plan.paired_signals:
         sql = _paired_sql(plan, conditions, bucket, received_by is not None)
         statement = text_with_times(sql, *times)
         for row in session.execute(statement, params).mappings():
             at = min(max(int(row["bucket"]), 0), buckets - 1)
+            left_out[at] += int(row["left_out"] or 0)
             for k in range(len(plan.cohorts)):
                 for p in range(len(plan.paired_signals)):
                     pairs[at, k, p] += int(row[f"p_{k}_{p}"] or 0)
                     worse[at, k, p] += int(row[f"w_{k}_{p}"] or 0)
                     better[at, k, p] += int(row[f"b_{k}_{p}"] or 0)
                     one_sided[at, k, p] += int(row[f"s_{k}_{p}"] or 0)
-    return Counts(events, with_signal, pairs, worse, better, one_sided, bucket_hours)
+    return Counts(events, with_signal, pairs, worse, better, one_sided, left_out, bucket_hours)
 
 
 def _served_from(
@@ -247,12 +249,19 @@ def _outcome(signal: str) -> str:
 
 def _paired_sql(plan: Plan, conditions: list[str], bucket: str, received: bool) -> str:
     """Per bucket of the shadow answer: pairs judged on each paired signal, those where only
-    one side counted against it, and requests only one side was judged on. A pair is one
-    served trace: the candidate's shadow answers to it against the champion's served events
-    of it in the canary's window (a trace id the client reuses at another time is another
-    request), each side counting against a signal when any of its events does (most traces
-    hold one event a side). The cohort is the served request's."""
+    one side counted against it, requests only one side was judged on, and the traces left
+    out (`left_out`). A pair is one call a side: the candidate's shadow answer to a served
+    trace against the champion's served call of it, both in the canary's window (a trace id
+    the client reuses at another time is another request). The cohort is the served call's.
+
+    A shadow answer names the trace it answered (`shadow_of`), not the call: when the
+    champion served several calls of the trace in the window (an agent's steps), or the
+    candidate answered several, which answers which is unknown, and the trace against the
+    trace would judge one replayed call against all the served ones (a step the shadow never
+    saw, refused, read as "only the champion refused"). Such traces are left out, and
+    counted."""
     outcomes = [(p, _outcome(signal)) for p, signal in enumerate(plan.paired_signals)]
+    # One call a side in every pair: MAX is that call's value.
     shadow_columns = ", ".join(f"MAX({sql}) AS o_{p}" for p, sql in outcomes)
     served_columns = ", ".join(
         [f"MAX({sql}) AS o_{p}" for p, sql in outcomes]
@@ -263,35 +272,33 @@ def _paired_sql(plan: Plan, conditions: list[str], bucket: str, received: bool) 
     )
     sums = []
     for k in range(len(conditions)):
+        paired = f"sh.calls = 1 AND sv.calls = 1 AND sv.c_{k} = 1"
         for p, _sql in outcomes:
-            both = f"sv.c_{k} = 1 AND sh.o_{p} IS NOT NULL AND sv.o_{p} IS NOT NULL"
+            both = f"{paired} AND sh.o_{p} IS NOT NULL AND sv.o_{p} IS NOT NULL"
             sums.append(f"SUM(CASE WHEN {both} THEN 1 ELSE 0 END) AS p_{k}_{p}")
-            sums.append(
-                f"SUM(CASE WHEN sv.c_{k} = 1 AND sh.o_{p} = 1 AND sv.o_{p} = 0 THEN 1 ELSE 0 END)"
-                f" AS w_{k}_{p}"
-            )
-            sums.append(
-                f"SUM(CASE WHEN sv.c_{k} = 1 AND sh.o_{p} = 0 AND sv.o_{p} = 1 THEN 1 ELSE 0 END)"
-                f" AS b_{k}_{p}"
-            )
-            one_side = f"sv.c_{k} = 1 AND (sh.o_{p} IS NULL) <> (sv.o_{p} IS NULL)"
+            worse = f"{paired} AND sh.o_{p} = 1 AND sv.o_{p} = 0"
+            sums.append(f"SUM(CASE WHEN {worse} THEN 1 ELSE 0 END) AS w_{k}_{p}")
+            better = f"{paired} AND sh.o_{p} = 0 AND sv.o_{p} = 1"
+            sums.append(f"SUM(CASE WHEN {better} THEN 1 ELSE 0 END) AS b_{k}_{p}")
+            one_side = f"{paired} AND (sh.o_{p} IS NULL) <> (sv.o_{p} IS NULL)"
             sums.append(f"SUM(CASE WHEN {one_side} THEN 1 ELSE 0 END) AS s_{k}_{p}")
     columns = ",\n  ".join(sums)
     seen = _RECEIVED if received else ""
     return f"""
 WITH shadow AS (
-  SELECT e.shadow_of AS trace_id, MIN({bucket}) AS bucket, {shadow_columns}
+  SELECT e.shadow_of AS trace_id, MIN({bucket}) AS bucket, COUNT(*) AS calls, {shadow_columns}
   FROM events e
   WHERE {_WINDOW}{seen} AND e.checkpoint_id = :candidate AND e.shadow_of IS NOT NULL
   GROUP BY e.shadow_of
 ), served AS (
-  SELECT e.trace_id, {served_columns}
+  SELECT e.trace_id, COUNT(*) AS calls, {served_columns}
   FROM events e
   WHERE {_WINDOW}{seen} AND e.checkpoint_id = :champion AND e.shadow_of IS NULL
     AND e.trace_id IN (SELECT trace_id FROM shadow)
   GROUP BY e.trace_id
 )
 SELECT sh.bucket AS bucket,
+  SUM(CASE WHEN sh.calls > 1 OR sv.calls > 1 THEN 1 ELSE 0 END) AS left_out,
   {columns}
 FROM shadow sh JOIN served sv ON sv.trace_id = sh.trace_id
 GROUP BY sh.bucket

@@ -203,6 +203,12 @@ class EvidenceOut(BaseModel):
     )
     comparisons: list[ComparisonOut]
     reasons: list[str]
+    shadow_traces_left_out: int | None = Field(
+        default=None,
+        description="Shadow comparisons: served traces with shadow answers that formed no "
+        "pair because a side held several calls (a shadow answer names the trace, not the "
+        "call it replays). None without a shadow comparison.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -227,7 +227,8 @@ def _assess_up_to(
     # candidate took a call has seen none of the day it waits for.
     traffic_hours = (end - first_seen).total_seconds() / 3600.0 if first_seen else 0.0
     assessment = assess(plan, totals, traffic_hours, canary.min_hours)
-    evidence = assessment.evidence(now, canary.started_at, end, traffic_hours)
+    left_out = int(totals.left_out.sum()) if plan.paired_signals else None
+    evidence = assessment.evidence(now, canary.started_at, end, traffic_hours, left_out)
     return assessment, evidence.model_dump(mode="json")
 
 

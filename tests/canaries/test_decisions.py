@@ -244,6 +244,40 @@ def test_a_shadow_answer_pairs_with_the_served_call_of_the_canarys_window_not_an
     assert paired["difference"] == 0.0
 
 
+def test_a_shadow_answer_pairs_call_to_call_and_a_trace_of_several_calls_is_left_out(
+    client: TestClient, auth: Headers
+) -> None:
+    """200 one-call requests, answered alike by the champion and the candidate in shadow
+    (1 in 5 refused on both sides), and 100 agent traces of three champion calls where only
+    the third is refused; the candidate shadows the first call alone, and answers it as the
+    champion did. Read trace against trace, the champion's side of those 100 held a refusal
+    and the candidate's did not: 100 pairs "only the champion refused", a candidate better
+    by a third than its equal. Which call a shadow answer replays is not recorded
+    (`shadow_of` names the trace), so only traces of one call a side pair."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client, auth, ids["v2"], start=hours_ago(2).isoformat(), signals=["refusal_rate"]
+    )
+    agent_calls = (
+        event | {"span_id": f"call-{call}", "refusal": call == 2}
+        for call in range(3)
+        for event in served("v1", 100, every(1), hours_ago(1.5), HOUR, "agent")
+    )
+    send(
+        client,
+        auth,
+        served("v1", 200, every(5, refusal=True), hours_ago(1.5), HOUR, "req"),
+        shadows("v2", "req", 200, every(5, refusal=True), hours_ago(1.5), HOUR),
+        agent_calls,
+        shadows("v2", "agent", 100, every(1, refusal=False), hours_ago(1.5), HOUR),
+    )
+    evaluated = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    paired = comparison(evaluated, "shadow", "refusal_rate")
+    assert (paired["pairs"], paired["candidate_worse"], paired["candidate_better"]) == (200, 0, 0)
+    assert paired["difference"] == 0.0
+    assert evaluated["evidence"]["shadow_traces_left_out"] == 100
+
+
 def test_the_deadline_ends_it_inconclusive_and_a_new_champion_ends_the_comparison(
     app: FastAPI, client: TestClient, auth: Headers, settings: Settings
 ) -> None:

@@ -39,7 +39,8 @@ def counts(
     for (k, signal), (n, w, b) in (paired or {}).items():
         s = p.paired_signals.index(signal)
         pairs[0, k, s], worse[0, k, s], better[0, k, s] = n, w, b
-    return Counts(events, with_signal, pairs, worse, better, np.zeros_like(pairs), 24.0)
+    left_out = np.zeros(1, dtype=np.int64)
+    return Counts(events, with_signal, pairs, worse, better, np.zeros_like(pairs), left_out, 24.0)
 
 
 def test_the_plan_splits_alpha_over_the_rollback_family_only() -> None:
