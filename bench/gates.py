@@ -136,7 +136,7 @@ def run(sessions: sessionmaker[Session]) -> dict[str, Any]:
         with sessions() as session:
             candidate = session.get_one(EvaluationRun, candidate_id)
             baseline = session.get_one(EvaluationRun, baseline_id)
-            return pairs.load_pairs(session, candidate, baseline)
+            return pairs.load_pairs(session, candidate, baseline, spec.metric)
 
     paired = fetch()
 

@@ -14,7 +14,9 @@ UnjudgedRows). A call of the baseline's that has no output (its endpoint failed,
 was produced) is left out in the same way, its fails being its endpoint's outage, not
 verdicts: the baseline is the yardstick, and one run taken during an outage would otherwise
 make every later candidate look better than it. The candidate's calls without an output
-stay its fails: its endpoint failing on a prompt is its failure. Reading happens outside
+stay its fails: its endpoint failing on a prompt is its failure. An evaluator set up
+differently (its stored spec) in any of the pooled runs is compared on no rows, except for
+a threshold under `mean_score`: it decides `passed`, not the score. Reading happens outside
 any write transaction: on SQLite every transaction holds the single writer lock."""
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session, aliased
 
 from app.datasets.parsing import RESERVED_DIMENSIONS
+from app.gates.schemas import GateMetric
 from app.models import DatasetRow, EvalResult, EvaluationRun, RunOutput
 from app.models.runs import RunStatus
 from app.stats._arrays import BoolArray, FloatArray, IntArray
@@ -135,12 +138,13 @@ def pooled_run_ids(session: Session, run: EvaluationRun) -> list[int]:
 
 
 def load_pairs(
-    session: Session, candidate: EvaluationRun, baseline: EvaluationRun
+    session: Session, candidate: EvaluationRun, baseline: EvaluationRun, metric: GateMetric
 ) -> PairedResults:
     """Both sides' pooled runs as per-row means per evaluator on the candidate version's rows
     (one grouped query), the shared rows' risk and cohorts (a second query), and the calls
     without a verdict: evaluator errors on either side and the baseline's calls without an
-    output (two small queries over those results only)."""
+    output (two small queries over those results only). An evaluator whose runs were set up
+    differently in what `metric` reads is compared on no rows (`_differing_specs`)."""
     connection = session.connection()
     sides = {
         "candidate": pooled_run_ids(session, candidate),
@@ -193,13 +197,13 @@ def load_pairs(
     notes += error_notes
     if no_output:
         notes.append(_no_output_note(no_output))
-    differing = _differing_specs(session, run_ids)
+    differing = _differing_specs(session, run_ids, _NOT_READ_BY[metric])
     both: dict[str, tuple[_Side, _Side, IntArray, IntArray]] = {}
     for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
         if name in differing:
             notes.append(
                 f"evaluator '{name}' was not set up the same way in every compared run "
-                f"({differing[name]}): its scores do not measure one thing, compared on no rows"
+                f"({differing[name]}): its results do not measure one thing, compared on no rows"
             )
             uncompared.append(name)
             continue
@@ -312,17 +316,31 @@ def _no_rows(name: str) -> EvaluatorPairs:
     return EvaluatorPairs(name, counts, empty, empty, empty, empty, counts, counts, one_sided)
 
 
-def _differing_specs(session: Session, run_ids: Sequence[int]) -> dict[str, str]:
-    """Evaluators whose stored spec (threshold, params, every default filled in at creation)
-    differs between the runs: per name, the differing settings as "key: a | b"."""
+_NOT_READ_BY: dict[GateMetric, frozenset[str]] = {
+    "pass_rate": frozenset(),
+    "mean_score": frozenset({"threshold"}),
+}
+"""Per metric, the settings of an evaluator's spec that cannot change it: a threshold only
+decides `passed` (plumbline.evals.base: passed is score >= threshold), never the score, so
+two runs scored alike at two thresholds have one mean score. Anything else (params, and any
+setting a later spec adds) may change what a score means, and must match."""
+
+
+def _differing_specs(
+    session: Session, run_ids: Sequence[int], ignored: frozenset[str]
+) -> dict[str, str]:
+    """Evaluators whose stored spec (threshold, params, every default filled in at creation),
+    less its `ignored` settings, differs between the runs: per name, the differing settings
+    as "key: a | b"."""
     specs: dict[str, list[dict[str, Any]]] = {}
     for evaluators in session.scalars(
         select(EvaluationRun.evaluators).where(EvaluationRun.id.in_(run_ids))
     ):
         for spec in evaluators:
             forms = specs.setdefault(str(spec.get("name")), [])
-            if spec not in forms:
-                forms.append(spec)
+            compared = {key: value for key, value in spec.items() if key not in ignored}
+            if compared not in forms:
+                forms.append(compared)
     differing = {}
     for name, forms in specs.items():
         if len(forms) < 2:

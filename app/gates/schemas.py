@@ -27,6 +27,8 @@ _STATS = DecisionPolicy()
 
 EvaluatorName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Margin = Annotated[float, Field(gt=0, lt=0.5)]
+GateMetric = Literal["pass_rate", "mean_score"]
+"""What a gate compares per row: the pass rate over calls, or the mean score."""
 
 # Fields of earlier policies that the gate no longer uses. They are accepted (clients and
 # stored policies still send them) and ignored; a gate that sees one set says so in a note.
@@ -46,7 +48,7 @@ class GatePolicySpec(StrictModel):
     cohort declared at such a level, on the dataset version (`cohort_risk`) or here (this
     policy's `cohort_risk` wins per cohort). Every other cohort can only warn."""
 
-    metric: Literal["pass_rate", "mean_score"] = Field(
+    metric: GateMetric = Field(
         default="pass_rate",
         description="The guarded metric of every evaluator: per-row mean pass rate over calls, "
         "or mean score (scores lie in [0, 1]).",

@@ -178,7 +178,7 @@ def compare_runs(
     changed = spec.as_stored()
     overrides = sorted(k for k in changed.keys() | as_is.keys() if changed.get(k) != as_is.get(k))
     attempt, previously_blocked = earlier_gates(session, checkpoint.id, cand_version.id)
-    paired = load_pairs(session, candidate, baseline)
+    paired = load_pairs(session, candidate, baseline, spec.metric)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 
     decision = decide(

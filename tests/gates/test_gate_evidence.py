@@ -88,6 +88,30 @@ def test_an_evaluator_set_up_differently_beside_a_passing_one_leaves_the_gate_in
     assert any("was not set up the same way" in note for note in result["notes"])
 
 
+def test_under_mean_score_a_threshold_difference_alone_leaves_the_evaluator_compared(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The model's gate guards `mean_score`. The champion's run judges `stated_score` at
+    threshold 0.5, the candidate's at 0.8, on the same scores (0.6 and 0.9 in turn): the
+    threshold decides `passed` (half the candidate's rows fail at 0.8), not the score the gate
+    compares. The evaluator was left uncompared (nothing else to compare: refused, 422) for
+    every gate of the checkpoint on that version; the scores are one measure, and they pass."""
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    policy = client.put(
+        "/api/v1/models/bot/gate-policy", json={"metric": "mean_score"}, headers=auth
+    )
+    assert policy.status_code == 200, policy.text
+    scores = [0.6, 0.9] * 200
+    run_with_threshold(client, auth, champion, rows, scores, threshold=0.5)
+    cand_run = run_with_threshold(client, auth, newcomer, rows, scores, threshold=0.8)
+    result = gate(client, auth, cand_run)
+    assert not any("not set up the same way" in note for note in result["notes"])
+    everyone = comparison(result, "all", "all", GRADED)
+    assert (everyone["baseline"], everyone["candidate"]) == (0.75, 0.75)
+    assert result["verdict"] == "pass", result["reasons"]
+
+
 def test_a_block_is_not_lifted_by_an_inconclusive_gate_on_another_dataset(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
