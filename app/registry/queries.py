@@ -5,10 +5,9 @@ Every function filters by the project it is given: a caller never sees another t
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
@@ -150,19 +149,19 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
     """The datasets on which a block of the checkpoint stands (the newest standing one each).
 
     A block stands until a later pass on the same dataset, of any version, decided under the
-    model's gate policy as stored (no request override) against the block's own baseline
-    checkpoint or against the champion of the day. A pass on another dataset measured other
-    rows and says nothing about what the block found; an inconclusive gate is no evidence
-    either way; a pass against a weaker baseline, or on a margin the request widened, shows
-    nothing the block did not (neither could promote on its own). Gates are numbered in the
-    order they were decided."""
+    model's gate policy as stored (a real gate, not `exploratory`: the column the retry budget
+    reads, never the notes) against the block's own baseline checkpoint or against the
+    champion of the day. A pass on another dataset measured other rows and says nothing about
+    what the block found; an inconclusive gate is no evidence either way; a pass against a
+    weaker baseline, or on a margin the request widened, shows nothing the block did not
+    (neither could promote on its own). Gates are numbered in the order they were decided."""
     decisive = session.execute(
         select(
             Gate.id,
             Gate.verdict,
             Dataset.name,
             EvaluationRun.checkpoint_id,
-            Gate.notes,
+            Gate.exploratory,
             Gate.created_at,
         )
         .join(DatasetVersion, DatasetVersion.id == Gate.dataset_version_id)
@@ -190,11 +189,11 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
         return reigns[index - 1].checkpoint_id if index else None
 
     standing: dict[str, dict[int, int]] = {}  # dataset -> baseline checkpoint -> block's gate
-    for gate_id, verdict, dataset, baseline_checkpoint, notes, decided_at in decisive:
+    for gate_id, verdict, dataset, baseline_checkpoint, exploratory, decided_at in decisive:
         blocks = standing.setdefault(dataset, {})
         if verdict is GateVerdict.block:
             blocks[baseline_checkpoint] = gate_id
-        elif request_overrides(notes):
+        elif exploratory:
             continue
         elif baseline_checkpoint == champion_at(decided_at):
             blocks.clear()
@@ -205,20 +204,6 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
         for dataset, blocks in sorted(standing.items())
         if blocks
     ]
-
-
-OVERRIDE_MESSAGE = "policy overridden in the request"
-"""How a gate decided before its overrides were stored (notes["policy_overrides"]) said so."""
-
-
-def request_overrides(notes: Mapping[str, Any]) -> list[str]:
-    """The policy fields a gate's request changed from the model's stored policy: such a
-    gate explores, and stands for no decision of the policy an admin set."""
-    overrides = notes.get("policy_overrides")
-    if overrides is None:  # decided before 2026-11-30: only its messages say so
-        messages = notes.get("messages") or []
-        return [m for m in messages if m.startswith(OVERRIDE_MESSAGE)]
-    return list(overrides)
 
 
 @dataclass(frozen=True)

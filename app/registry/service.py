@@ -26,7 +26,6 @@ from app.models.registry import ChampionAction, CheckpointStatus
 from app.registry.queries import (
     latest_policy,
     newer_dataset_version,
-    request_overrides,
     standing_blocks,
 )
 from app.registry.schemas import CheckpointIn, Pricing
@@ -380,12 +379,15 @@ def _check_gate(
             f"gate {gate_id} verdict is '{gate.verdict.value}'; promotion needs 'pass' "
             "(or force with a written reason)"
         )
-    overrides = request_overrides(gate.notes)
-    if overrides:
+    if gate.exploratory:
+        # The notes name the overridden fields for the reader; the column decides.
+        changed = gate.notes.get("policy_overrides")
+        fields = f": {', '.join(changed)}" if changed else ""
         raise Conflict(
-            f"gate {gate_id} was decided with the request overriding the model's gate policy "
-            f"({', '.join(overrides)}); promotion takes a gate decided under the policy itself "
-            "(an admin changes it), or force with a written reason"
+            f"gate {gate_id} is exploratory (policy overridden in the request{fields}): it "
+            "spent no attempt of the retry budget and never promotes; promotion takes a gate "
+            "decided under the policy itself (an admin changes it), or force with a written "
+            "reason"
         )
     policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
     if gate.policy_version != (policy.version if policy else None):

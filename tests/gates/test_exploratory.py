@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.models import Gate
+from app.registry.queries import standing_blocks
 from tests.gates.support import add_run
 from tests.gates.test_gates import (
     EVALUATOR,
@@ -120,3 +121,44 @@ def test_a_real_gate_numbered_after_an_exploratory_one_before_the_rule_keeps_its
     after = gate(client, auth, cand_run)
 
     assert (after["attempt"], after["alpha"], after["exploratory"]) == (3, ALPHA / 4, False)
+
+
+def test_whether_a_gate_explored_is_read_from_its_exploratory_column_not_its_notes(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A real gate blocks the candidate (8 of 100 rows lost); a gate widening the margin to
+    0.2 in the request passes it: exploratory, it spent no attempt and must neither promote
+    nor lift the block. Its notes are free text beside the `exploratory` column that the retry
+    budget reads; here they no longer name the override. Promotion and the standing block
+    read the notes, so the what-if pass lifted the block and promoted; they follow the column
+    now, as the budget does."""
+    rows = rows_of("general", 100, "low")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    failing = {f"general-{i}" for i in range(8)}
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, failing)})
+    blocked = gate(client, auth, cand_run)
+    assert blocked["verdict"] == "block", blocked["reasons"]
+    explored = gate(client, auth, cand_run, policy={"margin": 0.2})
+    assert explored["exploratory"] and explored["verdict"] == "pass", explored["reasons"]
+    with app.state.sessionmaker() as session:  # notes that no longer say what the column says
+        stored = session.get_one(Gate, explored["id"])
+        stored.notes = {
+            **stored.notes,
+            "policy_overrides": [],
+            "messages": [m for m in stored.notes["messages"] if "overrid" not in m],
+        }
+        project_id = stored.project_id
+        session.commit()
+
+    refused = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": explored["id"]},
+        headers=auth,
+    )
+
+    assert refused.status_code == 409, refused.text
+    assert f"gate {explored['id']} is exploratory" in refused.json()["detail"]
+    with app.state.sessionmaker() as session:
+        standing = standing_blocks(session, project_id, newcomer)
+    assert [block.gate_id for block in standing] == [blocked["id"]]
