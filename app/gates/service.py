@@ -118,7 +118,9 @@ class RunComparison:
         return bool(self.policy_overrides)
 
 
-def earlier_gates(session: Session, checkpoint_id: int, version_id: int) -> tuple[int, bool]:
+def earlier_gates(
+    session: Session, project_id: int, checkpoint_id: int, version_id: int
+) -> tuple[int, bool]:
     """(attempt of the next real gate, whether any earlier gate blocked) for a checkpoint on
     a dataset version, whatever the earlier gates' verdicts or baselines.
 
@@ -129,7 +131,9 @@ def earlier_gates(session: Session, checkpoint_id: int, version_id: int) -> tupl
     inconclusive re-gate after it is a block, as after a real one."""
     earlier = session.execute(
         select(Gate.attempt, Gate.exploratory, Gate.verdict).where(
-            Gate.checkpoint_id == checkpoint_id, Gate.dataset_version_id == version_id
+            Gate.project_id == project_id,
+            Gate.checkpoint_id == checkpoint_id,
+            Gate.dataset_version_id == version_id,
         )
     ).all()
     spent = max((gate.attempt for gate in earlier if not gate.exploratory), default=0)
@@ -177,7 +181,7 @@ def compare_runs(
     as_is = effective_policy(stored, None).as_stored()
     changed = spec.as_stored()
     overrides = sorted(k for k in changed.keys() | as_is.keys() if changed.get(k) != as_is.get(k))
-    attempt, previously_blocked = earlier_gates(session, checkpoint.id, cand_version.id)
+    attempt, previously_blocked = earlier_gates(session, project_id, checkpoint.id, cand_version.id)
     paired = load_pairs(session, candidate, baseline, spec.metric)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 

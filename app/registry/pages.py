@@ -48,11 +48,15 @@ def model_page(
         "checkpoints": checkpoints,
         "versions": {c.id: c.version for c in checkpoints},
         "history": history,
-        "verdicts": gate_queries.gate_verdicts(session, {h.gate_id for h in history if h.gate_id}),
+        "verdicts": gate_queries.gate_verdicts(
+            session, viewer.principal.project_id, {h.gate_id for h in history if h.gate_id}
+        ),
         "runs": run_queries.runs_for_checkpoints(
             session, viewer.principal.project_id, checkpoint_ids
         ),
-        "gates": gate_queries.gates_for_checkpoints(session, checkpoint_ids),
+        "gates": gate_queries.gates_for_checkpoints(
+            session, viewer.principal.project_id, checkpoint_ids
+        ),
         "canaries": canary_queries.canaries_of_model(
             session, state.model.project_id, state.model.id
         ),
@@ -143,6 +147,6 @@ def checkpoint_page(
         ),
         "children": registry_queries.checkpoint_children(session, checkpoint.id),
         "runs": run_queries.runs_for_checkpoints(session, project_id, [checkpoint.id]),
-        "gates": gate_queries.gates_for_checkpoints(session, [checkpoint.id]),
+        "gates": gate_queries.gates_for_checkpoints(session, project_id, [checkpoint.id]),
     }
     return render(request, "registry/checkpoint.html", context)
