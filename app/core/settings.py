@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     ingest_retry_after_s: int = Field(default=1, ge=1)
     # A request finding every place taken waits this long for one before it is refused.
     ingest_queue_wait_s: float = Field(default=2.0, ge=0)
+    # How far ahead of this server's clock an event's timestamp may be: room for ordinary
+    # clock skew between clients and server. An event further ahead is refused (per event):
+    # filed under a day not yet judged, it would never be counted where it belongs.
+    ingest_max_clock_skew_s: int = Field(default=3600, ge=0)
     default_page_size: int = Field(default=50, ge=1, le=1000)
     max_page_size: int = Field(default=1000, ge=1)
     # Abuse limits, per process (in-memory token buckets; 0 turns one off). Writes are counted

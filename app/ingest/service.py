@@ -13,6 +13,10 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
   never onto a shadow answer (which no user saw). Both writers take a per-project PostgreSQL
   advisory lock (ingest shared, feedback exclusive), so a feedback write and an insert of its
   trace can never miss each other; SQLite serializes writers anyway (BEGIN IMMEDIATE).
+* Clock: an event stamped more than `ingest_max_clock_skew_s` ahead of the server's clock
+  is refused (per event, field `timestamp`): one comparison with a bound computed once per
+  batch. A client with a wrong clock otherwise filed calls under days judged later, where
+  they never counted.
 * Online evaluation fills `refusal` / `eval_passed` only when the client did not send them,
   and an evaluator that cannot judge an event leaves the field empty instead of dropping it.
 """
@@ -23,7 +27,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -395,10 +399,14 @@ def ingest_events(
     session.rollback()
 
     received_at = utcnow()
+    latest_timestamp = received_at + timedelta(seconds=settings.ingest_max_clock_skew_s)
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     repeated_in_batch = 0
     for index, event in valid:
+        if event.timestamp > latest_timestamp:
+            rejected.append(_ahead_of_clock(index, event, received_at, settings))
+            continue
         checkpoint = resolver.resolve(event)
         if isinstance(checkpoint, str):
             rejected.append(Rejection(index, "checkpoint", checkpoint))
@@ -416,6 +424,22 @@ def ingest_events(
     inserted = _store(session, project_id, rows)
     rejected.sort(key=lambda rejection: rejection.index)
     return IngestOutcome(inserted, len(rows) - inserted + repeated_in_batch, rejected)
+
+
+def _ahead_of_clock(
+    index: int, event: EventIn, received_at: datetime, settings: Settings
+) -> Rejection:
+    """A timestamp further ahead of the server's clock than the allowed skew is a client's
+    wrong clock: stored, the call would sit under a day the drift job judges later (or has
+    judged already, when the clock is fixed), never in the day it happened."""
+    return Rejection(
+        index,
+        "timestamp",
+        f"timestamp: {event.timestamp.isoformat()} is more than "
+        f"{settings.ingest_max_clock_skew_s} s ahead of the server's clock "
+        f"({received_at.isoformat(timespec='seconds')}; PLUMBLINE_INGEST_MAX_CLOCK_SKEW_S): "
+        "check the client's clock",
+    )
 
 
 def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int:

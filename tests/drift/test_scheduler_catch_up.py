@@ -16,7 +16,7 @@ from tests.drift.champions import alerts, calls, champions_since
 from tests.drift.traffic import post_events
 
 Headers = dict[str, str]
-NOW = datetime(2031, 5, 2, 0, 15, tzinfo=UTC)
+NOW = datetime(2026, 5, 2, 0, 15, tzinfo=UTC)
 CAP = {"model": "m", "signal": "refusal_rate", "band": {"type": "fixed", "high": 0.1}}
 
 

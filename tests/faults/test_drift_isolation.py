@@ -19,7 +19,7 @@ from app.drift.job import DRIFT_JOB, run_scheduled_drift
 from app.models import DriftRun, JobRun, Project
 from tests.conftest import new_key
 
-NOW = datetime(2031, 3, 2, 0, 15, tzinfo=UTC)
+NOW = datetime(2026, 3, 2, 0, 15, tzinfo=UTC)
 DAY = NOW.date() - timedelta(days=1)
 
 
@@ -29,7 +29,7 @@ def send_traffic(client: TestClient, key: str) -> None:
     events = [
         {
             "trace_id": f"t{i}",
-            "timestamp": (datetime(2031, 3, 1, 12, tzinfo=UTC) + timedelta(seconds=i)).isoformat(),
+            "timestamp": (datetime(2026, 3, 1, 12, tzinfo=UTC) + timedelta(seconds=i)).isoformat(),
             "model": "m",
             "checkpoint_version": "v1",
             "refusal": i % 10 == 0,

@@ -144,7 +144,7 @@ def test_two_worker_processes_do_each_piece_of_work_exactly_once(
             events = [
                 {
                     "trace_id": f"t{n}",
-                    "timestamp": "2031-01-01T00:00:00Z",
+                    "timestamp": "2026-01-01T00:00:00Z",
                     "checkpoint_id": checkpoint_id,
                 }
                 for n in range(400)

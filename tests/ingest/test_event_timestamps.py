@@ -3,11 +3,16 @@ instant cannot be held is that event's rejection, never its batch's."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.db import utcnow
+from app.core.settings import Settings
+from app.main import create_app
+from tests.conftest import new_key
 from tests.ingest.factories import event
 
 Headers = dict[str, str]
@@ -63,3 +68,46 @@ def test_a_listing_bound_outside_the_calendar_in_utc_is_a_422(
     response = client.get("/api/v1/events?from=0001-01-01T00:30:00%2B01:00", headers=auth)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_an_event_stamped_further_ahead_than_the_allowed_clock_skew_is_rejected_per_event(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any]
+) -> None:
+    """A client whose clock runs days ahead filed its calls under days the drift job judges
+    later (2031 in older tests): they never showed where they belong. Now such an event is
+    that event's rejection, naming the bound; one within the skew is stored."""
+    now = utcnow()
+    body = {
+        "events": [
+            event(0, timestamp=(now + timedelta(minutes=5)).isoformat()),
+            event(1, timestamp=(now + timedelta(days=2)).isoformat()),
+            event(2, timestamp="2031-01-01T00:00:00Z"),
+        ]
+    }
+    response = client.post("/api/v1/events", json=body, headers=auth)
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert answer["accepted"] == 1 and answer["duplicates"] == 0
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [
+        (1, "timestamp"),
+        (2, "timestamp"),
+    ]
+    assert "ahead of the server's clock" in answer["rejected"][0]["error"]
+    assert "PLUMBLINE_INGEST_MAX_CLOCK_SKEW_S" in answer["rejected"][0]["error"]
+    stored = client.get("/api/v1/events", headers=auth).json()["items"]
+    assert [item["trace_id"] for item in stored] == ["trace-00000"]
+
+
+def test_the_clock_skew_allowed_is_a_setting(settings: Settings) -> None:
+    """PLUMBLINE_INGEST_MAX_CLOCK_SKEW_S=0 refuses any timestamp after the server's now."""
+    app = create_app(settings.model_copy(update={"ingest_max_clock_skew_s": 0}))
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {new_key(app, 'acme')}"}
+        client.post(
+            "/api/v1/checkpoints", json={"model": "support-bot", "version": "v1"}, headers=auth
+        ).raise_for_status()
+        ahead = (utcnow() + timedelta(minutes=5)).isoformat()
+        body = {"events": [event(0), event(1, timestamp=ahead)]}
+        answer = client.post("/api/v1/events", json=body, headers=auth).json()
+    assert answer["accepted"] == 1
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [(1, "timestamp")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -277,6 +278,29 @@ def test_spans_holding_what_postgresql_refuses_are_rejected_one_by_one(
     assert answer.partial_success.rejected_spans == 2
     assert "NUL" in answer.partial_success.error_message
     assert "NaN" in answer.partial_success.error_message
+    assert [event["input"] for event in events_of(client, auth)] == ["Summarize my ticket"]
+
+
+def test_a_span_started_further_ahead_than_the_allowed_clock_skew_is_a_partial_success(
+    http: httpx.Client, client: TestClient, auth: Headers, key: str
+) -> None:
+    """A host whose clock runs a day ahead: its span is refused and named in
+    `partial_success`, the span beside it from a right clock is stored."""
+    ahead_ns = time.time_ns() + 24 * 3600 * 10**9
+
+    def build(tracer: Tracer) -> None:
+        plumbline(tracer)
+        attributes = {"plumbline.model": "support-bot", "plumbline.checkpoint": "v1"}
+        span = tracer.start_span("wrong clock", attributes=attributes, start_time=ahead_ns)
+        span.end(end_time=ahead_ns + 10**6)
+
+    body = encode_spans(recorded(build)).SerializeToString()
+    headers = {"content-type": PROTOBUF, "authorization": f"Bearer {key}"}
+    response = http.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert "ahead of the server's clock" in answer.partial_success.error_message
     assert [event["input"] for event in events_of(client, auth)] == ["Summarize my ticket"]
 
 

@@ -216,7 +216,7 @@ def test_ingest_makes_missing_partitions_and_the_daily_jobs_make_them_ahead(
     app: FastAPI, client: TestClient, auth: Headers, checkpoint: dict[str, Any], settings: Settings
 ) -> None:
     now = utcnow()
-    odd = [now - timedelta(days=400), now + timedelta(days=30)]
+    odd = [now - timedelta(days=400), now - timedelta(days=30)]
     batch = [event(i, timestamp=iso(when)) for i, when in enumerate(odd)]
     answer = client.post("/api/v1/events", json={"events": batch}, headers=auth).json()
     assert answer["accepted"] == 2
@@ -317,7 +317,7 @@ def test_a_batch_naming_too_many_new_days_is_refused_whole(
     if not is_postgres(settings):
         pytest.skip("SQLite keeps one table")
     monkeypatch.setattr(service, "MAX_NEW_DAYS_PER_BATCH", 3)
-    start = datetime(2150, 1, 1, tzinfo=UTC)
+    start = datetime(1950, 1, 1, tzinfo=UTC)
     scattered = [event(i, timestamp=iso(start + timedelta(days=30 * i))) for i in range(4)]
     refused = client.post("/api/v1/events", json={"events": scattered}, headers=auth)
     assert refused.status_code == 422 and refused.json()["field"] == "events", refused.text
@@ -335,7 +335,7 @@ def test_a_staging_table_made_by_a_refused_batch_is_made_again(
         pytest.skip("SQLite inserts without a staging table")
     engine = create_engine(app.state.engine.url, pool_size=1, max_overflow=0)  # one connection
     project_id = project_id_of(app)
-    start = datetime(2160, 1, 1, tzinfo=UTC)
+    start = datetime(1960, 1, 1, tzinfo=UTC)
     # The later batches' day exists, so they need no DDL connection of their own.
     partitions.create_partitions(app.state.engine, [start.date()])
     scattered = [event(i, timestamp=iso(start + timedelta(days=30 * i))) for i in range(4)]
