@@ -8,7 +8,7 @@ from fastapi import status
 
 from app.canaries import service as canaries
 from app.canaries.schemas import CanaryIn, CanaryOut, CanaryRollbackIn, CanaryStopIn
-from app.core.deps import LinksDep, Paging, Reader, SessionDep, Writer, api_router
+from app.core.deps import LinksDep, Paging, Reader, SessionDep, SettingsDep, Writer, api_router
 from app.core.schemas import Page
 
 router = api_router("/api/v1", "canaries")
@@ -18,9 +18,14 @@ router = api_router("/api/v1", "canaries")
     "/models/{model}/canaries", response_model=CanaryOut, status_code=status.HTTP_201_CREATED
 )
 def create_canary(
-    model: str, body: CanaryIn, principal: Writer, session: SessionDep, links: LinksDep
+    model: str,
+    body: CanaryIn,
+    principal: Writer,
+    session: SessionDep,
+    links: LinksDep,
+    settings: SettingsDep,
 ) -> CanaryOut:
-    canary = canaries.create_canary(session, principal, model, body)
+    canary = canaries.create_canary(session, principal, model, body, settings.retention_days)
     return canaries.canary_out(canary, links)
 
 

@@ -52,9 +52,20 @@ HISTORY_POINTS = 96  # points per line on the canary page: every 15 minutes of a
 
 
 def create_canary(
-    session: Session, principal: Principal, model_name: str, body: CanaryIn
+    session: Session, principal: Principal, model_name: str, body: CanaryIn, retention_days: int
 ) -> Canary:
-    """Starts comparing `body.checkpoint_id` with the model's current champion."""
+    """Starts comparing `body.checkpoint_id` with the model's current champion.
+
+    Its whole window fits in the event retention (`retention_days`,
+    PLUMBLINE_RETENTION_DAYS): retention deletes events older than that, and a canary
+    running longer would lose its first days mid-run and decide on the rest."""
+    if body.max_days > retention_days:
+        raise Unprocessable(
+            f"max_days: {body.max_days} days is longer than the event retention "
+            f"({retention_days} days, PLUMBLINE_RETENTION_DAYS): the canary's first events "
+            f"would be deleted before it decides; give max_days of at most {retention_days}",
+            field="max_days",
+        )
     model = registry.get_model(session, principal.project_id, model_name)
     candidate = get_owned(
         session, Checkpoint, principal.project_id, body.checkpoint_id, "checkpoint", "checkpoint_id"

@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from app.canaries.schemas import EvidenceOut
 from app.core.db import utcnow
+from app.core.settings import Settings
 from app.drift.signals import RATE_SIGNALS
+from app.main import create_app
 from app.models import AuditLog, Checkpoint
 from app.models.registry import CheckpointStatus
 from tests.canaries.support import (
@@ -26,6 +28,7 @@ from tests.canaries.support import (
     served,
     start_canary,
 )
+from tests.conftest import new_key
 from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
@@ -150,6 +153,27 @@ def test_bad_input_names_the_field(client: TestClient, auth: Headers) -> None:
     # By default a shadow-only canary guards every signal its shadow answers can show.
     shadow_only = start_canary(client, auth, ids["v2"], comparisons=["shadow"])
     assert "thumbs_down_rate" not in shadow_only["signals"] and len(shadow_only["signals"]) == 5
+
+
+def test_a_canary_longer_than_the_event_retention_is_refused(settings: Settings) -> None:
+    """Retention deletes events older than PLUMBLINE_RETENTION_DAYS: a canary allowed to run
+    longer would lose its first days' events mid-run and decide on what is left. It is a
+    422 naming max_days and the retention, nothing written; one that fits is started."""
+    app = create_app(settings.model_copy(update={"retention_days": 7}))
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {new_key(app, 'acme')}"}
+        ids = candidate_and_champion(client, auth)
+        path = f"/api/v1/models/{MODEL}/canaries"
+        for body in ({"checkpoint_id": ids["v2"]}, {"checkpoint_id": ids["v2"], "max_days": 8}):
+            refused = client.post(path, json=body, headers=auth)
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            problem = refused.json()
+            assert problem["field"] == "max_days"
+            assert "PLUMBLINE_RETENTION_DAYS" in problem["detail"], problem
+            assert "7 days" in problem["detail"], problem
+        assert client.get(path, headers=auth).json()["items"] == []
+        assert start_canary(client, auth, ids["v2"], max_days=7)["max_days"] == 7
 
 
 def test_conflicts_the_champion_no_champion_and_one_running_canary(
