@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import is_postgres, today_utc, utcnow
-from app.core.errors import Unprocessable, database_unavailable
+from app.core.errors import Problem, Unprocessable, database_unavailable
 from app.core.jobs import JOB_STALE_AFTER, claim_period, daily_jobs_lock, finish_period
 from app.core.links import Links
 from app.drift import alerts, judge, monitors, references
@@ -129,15 +129,27 @@ def judge_rows(
     return result
 
 
-class BackfillStopped(Exception):
+class BackfillStopped(Problem):
     """A day of a run of days failed: the days before it are committed, it and the days
     after it are as they were, their CUSUM carried from the last committed day; rerun from
-    `day`."""
+    `day` (the run ending with `last_day` is `rerun`: `date` and `backfill`).
 
-    def __init__(self, day: date, cause: Exception) -> None:
+    A Problem, so an API caller gets a problem+json saying so instead of a bare 500: a
+    server-side failure, but the detail names the day and the run to repeat. The cause
+    stays out of it (its text may carry SQL and table names); run_days logs it, and the
+    scheduler and the CLI record it as the failed run (`_record_failure`)."""
+
+    status = 500
+    title = "Drift backfill stopped"
+
+    def __init__(self, day: date, last_day: date, cause: Exception) -> None:
+        rerun = {"date": last_day.isoformat(), "backfill": (last_day - day).days + 1}
         super().__init__(
-            f"drift for {day} failed ({type(cause).__name__}: {cause}); the days before it"
-            f" are committed, rerun from {day}"
+            f"drift for {day} failed (the cause is in the server log); the days before it"
+            f" are committed, rerun from {day} (date {rerun['date']}, backfill"
+            f" {rerun['backfill']})",
+            failed_day=day.isoformat(),
+            rerun=rerun,
         )
         self.day = day
         self.cause = cause
@@ -188,7 +200,13 @@ def run_days(
                 session.commit()
             if database_unavailable(exc):
                 raise  # transient, and answered as such (a 503 with Retry-After)
-            raise BackfillStopped(day, exc) from exc
+            log.error(
+                "drift for project %s failed on %s; rerun from it",
+                project_id,
+                day,
+                exc_info=exc,
+            )
+            raise BackfillStopped(day, last_day, exc) from exc
     return results
 
 
@@ -238,8 +256,11 @@ def _record_failure(
     """A failed run of the day that failed (a backfill's days before it are committed),
     -> the failure as the period and the CLI name it."""
     session.rollback()
-    log.exception("drift for project %s up to %s failed", project_id, day)
-    failed_day, cause = (exc.day, exc.cause) if isinstance(exc, BackfillStopped) else (day, exc)
+    if isinstance(exc, BackfillStopped):
+        failed_day, cause = exc.day, exc.cause  # run_days logged the cause
+    else:
+        log.exception("drift for project %s up to %s failed", project_id, day)
+        failed_day, cause = day, exc
     error = f"{type(cause).__name__}: {cause}"[:2000]
     session.add(
         DriftRun(

@@ -47,7 +47,16 @@ router = api_router("/api/v1", "drift")
 Filter = Annotated[str | None, Query(max_length=200)]
 
 
-@router.post("/drift/run", response_model=DriftRunOut)
+@router.post(
+    "/drift/run",
+    response_model=DriftRunOut,
+    responses={
+        500: {
+            "description": "A day failed: the days before it are committed; the problem names "
+            "`failed_day` and `rerun` ({date, backfill}) to run again from it"
+        }
+    },
+)
 def run_drift(
     body: DriftRunIn, principal: Writer, session: SessionDep, links: LinksDep, settings: SettingsDep
 ) -> DriftRunOut:

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app.core.links import Links
 from app.drift import job
@@ -89,3 +89,45 @@ def test_a_backfill_stopped_by_a_database_outage_answers_503(
     )
     assert response.status_code == 503, response.text
     assert "Retry-After" in response.headers
+
+
+def test_a_stopped_backfill_answers_a_problem_naming_the_day_to_rerun_from_without_internals(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the API caller got a generic 500 "an unexpected error occurred" and the day to
+    rerun from was only in the server log. Now the answer is a problem+json naming the failed
+    day and the run to repeat (which then succeeds), and nothing of the cause (SQL, table
+    names) reaches the caller."""
+    day = days_ending_day_before_yesterday(3)
+    champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
+    post_events(client, auth, [e for d in day for e in calls(d, "A", refused=50)])
+    compute_day = job.compute_day
+
+    def failing_on_the_second_day(session: Any, project_id: int, when: date) -> Any:
+        if when == day[1]:
+            raise ProgrammingError(
+                "SELECT secret_column FROM events", {}, Exception("no such column")
+            )
+        return compute_day(session, project_id, when)
+
+    monkeypatch.setattr(job, "compute_day", failing_on_the_second_day)
+    response = client.post(
+        "/api/v1/drift/run", json={"date": day[2].isoformat(), "backfill": 3}, headers=auth
+    )
+    assert response.status_code == 500, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert f"drift for {day[1]} failed" in problem["detail"]
+    assert f"rerun from {day[1]}" in problem["detail"]
+    assert problem["failed_day"] == day[1].isoformat()
+    assert problem["rerun"] == {"date": day[2].isoformat(), "backfill": 2}
+    for internal in ("SELECT", "secret_column", "ProgrammingError", "no such column"):
+        assert internal not in response.text
+    signal_days = {
+        row["day"] for row in client.get("/api/v1/signals?limit=1000", headers=auth).json()["items"]
+    }
+    assert signal_days == {day[0].isoformat()}  # the day before the failure is committed
+
+    monkeypatch.setattr(job, "compute_day", compute_day)
+    rerun = run_drift(client, auth, day[2], backfill=problem["rerun"]["backfill"])
+    assert [d["day"] for d in rerun["days"]] == [day[1].isoformat(), day[2].isoformat()]
