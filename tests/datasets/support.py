@@ -3,6 +3,7 @@ except driving the worker, which the tests do in-process (workers are off in tes
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,18 @@ def local_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def answer_chat(handler: BaseHTTPRequestHandler, content: str) -> None:
+    """Sends `content` as an OpenAI-style chat completion: what a served checkpoint answers."""
+    payload = json.dumps(
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    ).encode()
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
 
 
 def endpoint_run(

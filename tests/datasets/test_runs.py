@@ -28,6 +28,7 @@ from app.models.runs import RunStatus
 from tests.datasets.support import (
     Headers,
     all_pages,
+    answer_chat,
     count_rows,
     drain_worker,
     local_server,
@@ -258,14 +259,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             return
         key = question.removeprefix("question ")
         answer = dict((k, output) for k, *_r, output, _s, _t in CASES).get(key, "?")
-        payload = json.dumps(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer_chat(self, answer)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -464,14 +458,7 @@ class FlakyChatHandler(ChatHandler):
         calls = type(self).seen[question] = type(self).seen.get(question, 0) + 1
         if question == "question k1" and calls % 2 == 0:
             type(self).calls.append(question)
-            payload = json.dumps(
-                {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Soon"}}]}
-            ).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            answer_chat(self, "Soon")
             return
         self.rfile = io.BytesIO(body)
         super().do_POST()

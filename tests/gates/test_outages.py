@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS
-from tests.datasets.support import drain_worker, local_server
+from tests.datasets.support import answer_chat, drain_worker, local_server
 from tests.gates.support import EXPECTED, dataset_version
 from tests.gates.test_gates import EVALUATOR, comparison, gate, rows_of
 
@@ -46,14 +46,7 @@ class ServedModels(BaseHTTPRequestHandler):
             self.end_headers()
             return
         answer = "another answer" if key in model["wrong"] else EXPECTED
-        payload = json.dumps(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        answer_chat(self, answer)
 
     def log_message(self, *args: Any) -> None:
         pass
