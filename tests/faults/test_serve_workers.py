@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +141,14 @@ def test_two_worker_processes_do_each_piece_of_work_exactly_once(
         ]
         with served(settings, workers=2) as (base, process):
             assert len(_children(process.pid)) >= 2, "serve did not start two workers"
+            # An hour ago: inside the retention window (the workers' start-up retention job
+            # would purge an older day between the batches and their resend) and not ahead
+            # of the server's clock.
+            sent_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
             events = [
                 {
                     "trace_id": f"t{n}",
-                    "timestamp": "2026-01-01T00:00:00Z",
+                    "timestamp": sent_at,
                     "checkpoint_id": checkpoint_id,
                 }
                 for n in range(400)
