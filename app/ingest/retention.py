@@ -9,7 +9,16 @@ drop: app/ingest/partitions.py); only the rows before the cutoff in the day the 
 in are deleted row by row, in bounded batches. SQLite (one table) deletes every expired row
 in batches. Were windows ever per project, whole partitions past the longest window would
 still drop, and the days between a project's window and the longest would be row deletes of
-that project only."""
+that project only.
+
+A running canary holds back its window: the events of its two checkpoints (candidate and
+champion) from its `started_at` stay until it has ended, however low the retention was set
+after it started. Starting a canary longer than the retention is refused (422), but the
+retention is an environment setting read at start, so no request can refuse lowering it, and
+refusing to start the service would stop ingest for one canary's sake; without the hold, the
+running canary would lose its first days mid-run and decide on the rest (its counts shrink,
+a harm already shown can disappear). On PostgreSQL a held day's partition is not dropped
+whole; its other rows are deleted row by row."""
 
 from __future__ import annotations
 
@@ -17,7 +26,20 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, delete, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    delete,
+    false,
+    not_,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import is_postgres, utcnow
@@ -29,7 +51,8 @@ from app.ingest.partitions import (
     expired_partitions,
     partition_day,
 )
-from app.models import Event, EventKey, Project
+from app.models import Canary, Event, EventKey, Project
+from app.models.canaries import CanaryStatus
 
 log = logging.getLogger("plumbline.scheduler")
 
@@ -53,14 +76,40 @@ def purge_expired_events(sessions: sessionmaker[Session], settings: Settings) ->
         project_ids = list(session.scalars(select(Project.id)).all())
         postgres = is_postgres(session)
         engine = session.get_bind()
+        holds = {p: running_canary_holds(session, p) for p in project_ids}
+        session.rollback()
     if postgres:
         assert isinstance(engine, Engine)
-        drop_expired_partitions(engine, project_ids, cutoff)
+        # A day partition holding a running canary's events is not dropped whole.
+        starts = [start for held in holds.values() for _ids, start in held]
+        drop_expired_partitions(engine, project_ids, min([cutoff, *starts]))
     more = False
     with sessions() as session:
         for project_id in project_ids:
-            more = delete_expired_rows(session, project_id, cutoff) or more
+            more = delete_expired_rows(session, project_id, cutoff, holds[project_id]) or more
     return more
+
+
+Hold = tuple[tuple[int, int], datetime]
+"""A running canary's window: its two checkpoints (candidate, champion) and its start."""
+
+
+def running_canary_holds(session: Session, project_id: int) -> list[Hold]:
+    """The windows of a project's running canaries, which retention keeps until they end."""
+    rows = session.execute(
+        select(Canary.checkpoint_id, Canary.champion_id, Canary.started_at).where(
+            Canary.project_id == project_id, Canary.status == CanaryStatus.running
+        )
+    ).all()
+    return [((candidate, champion), start) for candidate, champion, start in rows]
+
+
+def _held(holds: list[Hold]) -> ColumnElement[bool]:
+    """Events a running canary still counts (checkpoint_id and ts are never NULL, so NOT of
+    it is exact)."""
+    if not holds:
+        return false()
+    return or_(*(and_(Event.checkpoint_id.in_(ids), Event.ts >= start) for ids, start in holds))
 
 
 def drop_expired_partitions(engine: Engine, project_ids: list[int], cutoff: datetime) -> int:
@@ -105,13 +154,19 @@ def _drop_detached(connection: Connection, project_ids: list[int]) -> int:
     return len(leftovers)
 
 
-def delete_expired_rows(session: Session, project_id: int, cutoff: datetime) -> bool:
+def delete_expired_rows(
+    session: Session,
+    project_id: int,
+    cutoff: datetime,
+    holds: list[Hold] | None = None,
+) -> bool:
     """One batch of one project's expired rows and their keys, oldest first, walking the
-    (project_id, ts) index. The batch's ids are read first, so the keys deleted are exactly
-    those of the events deleted. Returns whether the batch was full."""
+    (project_id, ts) index, except the events its running canaries still count (`holds`:
+    their checkpoints and starts). The batch's ids are read first, so the keys deleted are
+    exactly those of the events deleted. Returns whether the batch was full."""
     ids = session.scalars(
         select(Event.id)
-        .where(Event.project_id == project_id, Event.ts < cutoff)
+        .where(Event.project_id == project_id, Event.ts < cutoff, not_(_held(holds or [])))
         .order_by(Event.ts)
         .limit(RETENTION_BATCH_ROWS)
     ).all()
