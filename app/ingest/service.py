@@ -10,9 +10,14 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
 * Durability: the answer is computed from what the committed transaction inserted, so an
   acknowledged event is on disk, and an event that is not reported accepted is not stored.
 * Feedback may arrive before or after its event, and is copied onto the trace's served events,
-  never onto a shadow answer (which no user saw). Both writers take a per-project PostgreSQL
-  advisory lock (ingest shared, feedback exclusive), so a feedback write and an insert of its
-  trace can never miss each other; SQLite serializes writers anyway (BEGIN IMMEDIATE).
+  never onto a shadow answer (which no user saw), nor onto a call stored after the rating and
+  made after the trace's last rated call (the conversation went on after the user rated:
+  that answer was not seen; counted as rated, it became the trace's "last rated call" and a
+  canary put the rating on its arm). A call delivered late but made before the last rated one
+  takes it; a trace rated before any of its calls arrived gives every call the rating. Both
+  writers take a per-project PostgreSQL advisory lock (ingest shared, feedback exclusive),
+  so a feedback write and an insert of its trace can never miss each other; SQLite
+  serializes writers anyway (BEGIN IMMEDIATE).
 * Clock: an event stamped more than `ingest_max_clock_skew_s` ahead of the server's clock
   is refused (per event, field `timestamp`): one comparison with a bound computed once per
   batch. A client with a wrong clock otherwise filed calls under days judged later, where
@@ -62,6 +67,11 @@ INSERT_CHUNK_ROWS = 1000
 """Rows per executemany on SQLite, where the whole batch shares one transaction anyway."""
 LOOKUP_CHUNK = 5000
 """Values per IN (...) list when reading by trace ids (SQLite allows 32,766 parameters)."""
+# The latest call of the staged row's trace already stored with its rating (_rated_until).
+_RATED_UNTIL_SQL = (
+    "SELECT MAX(e.ts) FROM events e WHERE e.project_id = s.project_id "
+    "AND e.trace_id = s.trace_id AND e.shadow_of IS NULL AND e.feedback IS NOT NULL"
+)
 MAX_NEW_DAYS_PER_BATCH = 100
 """PostgreSQL: days without a partition one batch may bring (each becomes a partition, made on
 demand). Ordinary traffic brings none (the daily jobs make the coming days), a backfill a few
@@ -459,9 +469,13 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
         pooled[_STAGING_TABLE] = True
         return inserted
     stored = _stored_feedback(session, project_id, {row["trace_id"] for row in rows})
+    rated_until = _rated_until(session, project_id, set(stored))
     for row in rows:
-        if row["shadow_of"] is None:  # a shadow answer reached no user
-            row["feedback"] = stored.get(row["trace_id"], row["feedback"])
+        if row["shadow_of"] is not None or row["trace_id"] not in stored:
+            continue  # a shadow answer reached no user
+        until = rated_until.get(row["trace_id"])
+        if until is None or row["ts"] <= until:  # not made after the rating
+            row["feedback"] = stored[row["trace_id"]]
     inserted = sum(
         _insert_claimed_sqlite(session, chunk) for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
     )
@@ -548,8 +562,10 @@ def _insert_staged_rows(session: Session) -> int:
     connection = session.connection()
     columns = ", ".join(EVENT_COLUMNS)
     selected = ", ".join(
-        # A shadow answer reached no user: the trace's feedback is its served answer's.
-        "CASE WHEN s.shadow_of IS NULL THEN COALESCE(f.value, s.feedback) ELSE s.feedback END"
+        # A shadow answer reached no user: the trace's feedback is its served answer's; a
+        # call made after the trace's last rated call came after the rating.
+        "CASE WHEN s.shadow_of IS NULL AND f.value IS NOT NULL "
+        f"AND COALESCE(({_RATED_UNTIL_SQL}) >= s.ts, TRUE) THEN f.value ELSE s.feedback END"
         if name == "feedback"
         else f"s.{name}"
         for name in EVENT_COLUMNS
@@ -602,6 +618,26 @@ def _stored_feedback(session: Session, project_id: int, trace_ids: set[str]) -> 
             )
         ).all()
         found.update({trace_id: value for trace_id, value in rows})
+    return found
+
+
+def _rated_until(session: Session, project_id: int, trace_ids: set[str]) -> dict[str, datetime]:
+    """The latest call of each trace already stored with its rating (a stored call of a rated
+    trace carries it unless it came after the rating): a call stored now and made after it
+    came after the rating. Traces without a stored rated call are absent."""
+    found: dict[str, datetime] = {}
+    for chunk in _chunks(sorted(trace_ids), LOOKUP_CHUNK):
+        rows = session.execute(
+            select(Event.trace_id, func.max(Event.ts, type_=Event.ts.type))
+            .where(
+                Event.project_id == project_id,
+                Event.trace_id.in_(chunk),
+                Event.shadow_of.is_(None),
+                Event.feedback.is_not(None),
+            )
+            .group_by(Event.trace_id)
+        ).all()
+        found.update({trace_id: until for trace_id, until in rows})
     return found
 
 

@@ -113,3 +113,76 @@ def test_a_trace_both_checkpoints_served_counts_its_rating_on_the_arm_that_answe
     ]
     assert everyone["candidate"] == {"events": 120, "with_signal": 45, "rate": 0.375}
     assert everyone["champion"] == {"events": 120, "with_signal": 45, "rate": 0.375}
+
+
+def test_a_call_made_after_the_rating_does_not_take_it_to_its_arm(
+    client: TestClient, auth: Headers
+) -> None:
+    """Each checkpoint serves 100 one-call traces, a quarter rated down. In 40 more
+    conversations the champion answers, the user rates the answer down, and the conversation
+    goes on: the candidate answers a next call (per-call routing), sent after the rating.
+    Before, ingest stamped the stored rating on that later call, which became the trace's
+    "last rated call": the candidate took 40 ratings about the champion's answers (140
+    traces, 65 down, against the champion's 100 and 25) and looked worse. The rating is
+    about the answers the user had seen: a call stored after the rating and made after the
+    trace's last rated call does not take it; one made before it (a late delivery) does."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["thumbs_down_rate"],
+        comparisons=["served"],
+    )
+    since, window = hours_ago(28), timedelta(hours=24)
+
+    def call(trace: str, span: str, version: str, at: float, down: bool | None) -> dict[str, Any]:
+        sent = {
+            "trace_id": trace,
+            "span_id": span,
+            "timestamp": (since + window * at).isoformat(),
+            "model": MODEL,
+            "checkpoint_version": version,
+        }
+        return sent | ({} if down is None else {"feedback": "down" if down else "up"})
+
+    def alone(version: str) -> Iterator[dict[str, Any]]:
+        for trace in range(100):
+            yield call(f"{version}-{trace}", "call-0", version, trace / 200, trace % 4 == 0)
+
+    conversations = [f"went-on-{trace}" for trace in range(40)]
+    send(
+        client,
+        auth,
+        alone("v1"),
+        alone("v2"),
+        (call(t, "call-0", "v1", 0.5 + i / 100, None) for i, t in enumerate(conversations)),
+    )
+    for trace in conversations:
+        rated = client.post(
+            "/api/v1/feedback", json={"trace_id": trace, "value": "down"}, headers=auth
+        )
+        assert rated.status_code == 200 and rated.json()["events_updated"] == 1, rated.text
+    send(
+        client,
+        auth,
+        # The conversation goes on, on the candidate, after the rating.
+        (call(t, "call-1", "v2", 0.5 + i / 100 + 0.002, None) for i, t in enumerate(conversations)),
+        # A call of the first ten made before the rated one, delivered late: it was seen.
+        (
+            call(t, "early", "v2", 0.5 + i / 100 - 0.002, None)
+            for i, t in enumerate(conversations[:10])
+        ),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    [everyone] = [
+        c
+        for c in decided["evidence"]["comparisons"]
+        if c["signal"] == "thumbs_down_rate" and c["cohort"]["dimension"] == "all"
+    ]
+    assert everyone["candidate"] == {"events": 100, "with_signal": 25, "rate": 0.25}
+    assert everyone["champion"] == {"events": 140, "with_signal": 65, "rate": 65 / 140}
+    trace = client.get(f"/api/v1/traces/{conversations[0]}", headers=auth).json()
+    stamped = {e["span_id"]: e["feedback"] for e in trace["events"]}
+    assert stamped == {"call-0": "down", "call-1": None, "early": "down"}
