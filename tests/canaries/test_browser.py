@@ -25,6 +25,7 @@ from tests.canaries.support import (
     hours_ago,
     send,
     served,
+    shadows,
     start_canary,
 )
 from tests.conftest import new_key
@@ -159,3 +160,71 @@ def test_decide_promote_stop_and_roll_back_from_the_pages(
         browser.close()
 
     assert problems == []
+
+
+def test_the_page_says_how_many_shadow_traces_were_left_out_and_why(
+    server: str, app: FastAPI, client: TestClient, auth: Headers, database_url: str
+) -> None:
+    """A shadow canary whose traffic mixes one-call requests (30 pairs) with agent traces of
+    three served calls (12, each with one shadow answer): those 12 form no pair (a shadow
+    answer names the trace, not the call it replays). The API's evidence said 12
+    (`shadow_traces_left_out`); the page said nothing, so the 30 pairs read as all the
+    shadow traffic. It now says how many were left out and why; a served-only canary's page
+    says nothing of it."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
+    shots = ARTIFACTS / database_url.split(":", 1)[0]
+    shots.mkdir(parents=True, exist_ok=True)
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(6).isoformat(),
+        signals=["refusal_rate"],
+        comparisons=["shadow"],
+    )
+    since = hours_ago(5)
+    agent_steps = (
+        {
+            "trace_id": f"agent-{trace}",
+            "span_id": f"step-{step}",
+            "timestamp": (since + HOUR * (trace / 12) + timedelta(seconds=step)).isoformat(),
+            "model": "support-bot",
+            "checkpoint_version": "v1",
+            "refusal": False,
+        }
+        for trace in range(12)
+        for step in range(3)
+    )
+    send(
+        client,
+        auth,
+        served("v1", 30, every(10, refusal=True), since, HOUR, "one"),
+        shadows("v2", "one", 30, every(10, refusal=True), since, HOUR),
+        agent_steps,
+        shadows("v2", "agent", 12, every(10, refusal=False), since, HOUR),
+    )
+    evaluated = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert evaluated["evidence"]["shadow_traces_left_out"] == 12
+    search = candidate_and_champion(client, auth, model="search-bot")
+    served_only = start_canary(
+        client, auth, search["v2"], model="search-bot", comparisons=["served"]
+    )
+    key = new_key(app, "acme", Role.read, "browser")
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{server}/canaries/{canary['id']}")
+        page.fill("#api_key", key)
+        page.click("button[type=submit]")
+        left_out = page.locator("#shadow-left-out")
+        playwright_api.expect(left_out).to_contain_text("12 shadow traces left out")
+        playwright_api.expect(left_out).to_contain_text("several calls")
+        page.screenshot(path=str(shots / "canary-shadow-left-out.png"), full_page=True)
+        page.goto(f"{server}/canaries/{served_only['id']}")
+        playwright_api.expect(page.locator("h1 .badge")).to_have_text("running")
+        assert page.locator("#shadow-left-out").count() == 0
+        browser.close()
