@@ -9,7 +9,10 @@ difference = candidate - champion, and each bound is one side of a confidence se
   requests. Both bounds exact.
 
 The decision, in order:
-1. `rollback` as soon as one comparison's lower bound exceeds its signal's margin;
+1. `rollback` as soon as one comparison's lower bound exceeds its signal's margin, at the
+   window's end or at the end of any earlier time bucket of it (`first_crossing`): a
+   confidence sequence holds at every moment at once, so a crossing no evaluation happened to
+   look at (the calls arrived late, or later calls brought the bound back) is as valid;
 2. `promote` once every guarded signal x cohort is shown non-inferior (an upper bound below the
    margin in either comparison) or was never measured in any (a signal nobody records cannot
    guard), at least one was shown, and `min_hours` of traffic have passed;
@@ -157,6 +160,40 @@ def decide(plan: Plan, judged: list[Judged], hours: FloatArray, min_hours: float
     proven = ~pending.any(axis=(1, 2)) & shown.any(axis=(1, 2))
     promote = ~rollback & proven & (hours >= min_hours)
     return Decisions(rollback, promote, shown.sum(axis=(1, 2)), pending)
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """The first time bucket whose cumulative counts put a lower bound above its margin, and
+    each comparison that crossed there."""
+
+    bucket: int
+    reasons: list[str]
+
+
+def first_crossing(plan: Plan, cumulative: Counts) -> Crossing | None:
+    """Where the window's history (cumulative counts per bucket, oldest first) first crossed
+    a rollback threshold, if it did."""
+    judged = judge(plan, cumulative)
+    crossed = np.zeros(cumulative.left_out.shape[0], dtype=np.bool_)
+    for j in judged:
+        crossed |= j.worse.any(axis=(1, 2))
+    if not crossed.any():
+        return None
+    bucket = int(np.argmax(crossed))
+    reasons = []
+    for j in judged:
+        bounds = j.bounds
+        for k, s in zip(*np.nonzero(j.worse[bucket]), strict=True):
+            dimension, value = plan.cohorts[int(k)]
+            signal = bounds.signals[int(s)]
+            reasons.append(
+                f"{signal} on {dimension}={value} ({bounds.comparison}): the candidate was worse "
+                f"by more than the margin: lower bound {float(bounds.lower[bucket, k, s]):+.4f} "
+                f"> {plan.margin(signal):.4f} (difference "
+                f"{float(np.nan_to_num(bounds.difference[bucket, k, s])):+.4f})"
+            )
+    return Crossing(bucket, reasons)
 
 
 @dataclass

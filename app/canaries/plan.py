@@ -92,6 +92,19 @@ class Counts:
     left_out: IntArray
     bucket_hours: float
 
+    def last(self) -> Counts:
+        """The last bucket alone: of cumulative counts, the window's totals."""
+        return Counts(
+            self.events[:, -1:],
+            self.with_signal[:, -1:],
+            self.pairs[-1:],
+            self.worse[-1:],
+            self.better[-1:],
+            self.one_sided[-1:],
+            self.left_out[-1:],
+            self.bucket_hours,
+        )
+
     def cumulative(self) -> Counts:
         """Each bucket's counts from the start: what an evaluation at its end saw."""
         return Counts(

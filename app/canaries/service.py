@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.canaries import queries
-from app.canaries.evidence import Assessment, Bounds, all_bounds, assess
+from app.canaries.evidence import Assessment, Bounds, all_bounds, assess, first_crossing
 from app.canaries.plan import Plan
 from app.canaries.schemas import CanaryIn, CanaryOut, EvidenceOut
 from app.core import audit
@@ -231,13 +231,26 @@ def _assess_up_to(
     deadline = canary.started_at + timedelta(days=canary.max_days)
     end = max(min(until, deadline), canary.started_at)
     hours = (end - canary.started_at).total_seconds() / 3600.0
-    totals = queries.load_counts(session, canary, plan, end, bucket_hours=max(hours, 1.0))
+    bucket_hours = _bucket_hours(hours)
+    counts = queries.load_counts(session, canary, plan, end, bucket_hours)
     first_seen = queries.candidate_first_seen(session, canary, plan, end)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
     # min_hours are hours of the candidate's traffic: a canary started long before its
     # candidate took a call has seen none of the day it waits for.
     traffic_hours = (end - first_seen).total_seconds() / 3600.0 if first_seen else 0.0
+    cumulative = counts.cumulative()
+    totals = cumulative.last()
     assessment = assess(plan, totals, traffic_hours, canary.min_hours)
+    if assessment.decision is not CanaryDecision.rollback:
+        # A confidence sequence holds at every moment at once: a rollback threshold crossed
+        # earlier in the window, where no evaluation looked (late calls; or later calls
+        # brought the bound back), is as valid as one crossed now (docs/statistics.md 12.2).
+        crossing = first_crossing(plan, cumulative)
+        if crossing is not None:
+            at = _bucket_ends(canary.started_at, end, bucket_hours, crossing.bucket + 1)[-1]
+            when = f"crossed at {at.isoformat(timespec='seconds')}, between evaluations"
+            reasons = [f"{reason}; {when}" for reason in crossing.reasons]
+            assessment = Assessment(assessment.comparisons, CanaryDecision.rollback, reasons)
     left_out = int(totals.left_out.sum()) if plan.paired_signals else None
     evidence = assessment.evidence(now, canary.started_at, end, traffic_hours, left_out)
     return assessment, evidence.model_dump(mode="json")
@@ -464,17 +477,25 @@ def history(session: Session, canary: Canary, now: datetime | None = None) -> Hi
     deadline = canary.started_at + timedelta(days=canary.max_days)
     end = max(min(_history_end(canary, now), deadline), canary.started_at)
     hours = (end - canary.started_at).total_seconds() / 3600.0
-    bucket_hours = max(hours / HISTORY_POINTS, 0.25)
+    bucket_hours = _bucket_hours(hours)
     # A decided canary's chart is of what its decision saw, not of calls that arrived since.
     received_by = canary.ended_at if canary.ended_by == SYSTEM_ACTOR else None
     counts = queries.load_counts(session, canary, plan, end, bucket_hours, received_by)
     session.commit()  # ends the read transaction before the statistics
-    buckets = counts.events.shape[1]
-    times = [
-        min(canary.started_at + timedelta(hours=bucket_hours * (i + 1)), end)
-        for i in range(buckets)
-    ]
+    times = _bucket_ends(canary.started_at, end, bucket_hours, counts.events.shape[1])
     return History(plan, times, all_bounds(plan, counts.cumulative()))
+
+
+def _bucket_hours(hours: float) -> float:
+    """The time buckets of a window of `hours`: the page's history and every evaluation judge
+    the same ones (at most HISTORY_POINTS, at least a quarter hour each)."""
+    return max(hours / HISTORY_POINTS, 0.25)
+
+
+def _bucket_ends(
+    start: datetime, end: datetime, bucket_hours: float, buckets: int
+) -> list[datetime]:
+    return [min(start + timedelta(hours=bucket_hours * (i + 1)), end) for i in range(buckets)]
 
 
 def _history_end(canary: Canary, now: datetime | None) -> datetime:

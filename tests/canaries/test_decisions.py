@@ -413,3 +413,43 @@ def test_a_decided_canarys_chart_is_of_the_calls_its_decision_saw(
     lower = float(served_bounds.lower[-1, 0, refusal])
     assert lower > 0.01
     assert abs(lower - comparison(decided, "served", "refusal_rate")["lower"]) < 1e-9
+
+
+def test_a_rollback_crossing_between_two_evaluations_is_acted_on(
+    client: TestClient, auth: Headers
+) -> None:
+    """The candidate refused half of its first 150 calls (an hour) and none of the next
+    1,500; the champion refused 5% of 3,000 calls throughout. The calls arrived after the
+    last evaluation (an export delayed by hours), so no evaluation looked while the harm
+    showed: by the next, the window's totals read 4.5% against 5% and the lower bound is
+    below the margin. Before, that canary ran on as if nothing had happened. Every bound is
+    a confidence sequence, valid at every moment of the window at once: the evaluation
+    judges the window's history (the page's time buckets), so the crossing after the first
+    hour of candidate traffic rolls back, its reason naming when; the evidence is still the
+    window's totals."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(6).isoformat(),
+        signals=["refusal_rate"],
+        comparisons=["served"],
+    )
+    path = f"/api/v1/canaries/{canary['id']}"
+    first = client.post(f"{path}/evaluate", headers=auth).json()
+    assert first["status"] == "running"
+    send(
+        client,
+        auth,
+        served("v1", 3000, every(20, refusal=True), hours_ago(5.5), 5.5 * HOUR),
+        served("v2", 150, every(2, refusal=True), hours_ago(5.5), HOUR, "bad-hour"),
+        served("v2", 1500, lambda _i: {"refusal": False}, hours_ago(4.5), 4.5 * HOUR, "after"),
+    )
+    decided = client.post(f"{path}/evaluate", headers=auth).json()
+    refusal = comparison(decided, "served", "refusal_rate")
+    assert refusal["candidate"] == {"events": 1650, "with_signal": 75, "rate": 75 / 1650}
+    assert refusal["lower"] < 0.01 and refusal["verdict"] != "worse"
+    assert (decided["status"], decided["decision"]) == ("rollback", "rollback"), decided
+    assert decided["reason"].startswith("refusal_rate on all=all (served): the candidate was worse")
+    assert "crossed at" in decided["reason"]
