@@ -4,6 +4,8 @@ or resolve, committed as one unit of work per project and day; and its scheduled
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -27,6 +29,31 @@ CATCH_UP_DAYS = 14
 """The most days the scheduler runs at once after missing some (missed_days)."""
 _PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
 """Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
+
+
+_STEP = "plumbline_drift_step"
+"""The attribute `_step` leaves on an exception: the step of the day's run that raised it."""
+
+
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Names the step of a day's run an exception escapes from (the innermost one wins), so
+    the failed run can say what failed without quoting the exception's text."""
+    try:
+        yield
+    except Exception as exc:
+        if not hasattr(exc, _STEP):
+            with suppress(AttributeError):  # an exception type that takes no attributes
+                setattr(exc, _STEP, name)
+        raise
+
+
+def failure_message(day: date, exc: BaseException) -> str:
+    """What a failed run of `day` says to users: the exception's class and the step that
+    raised it, never its text (a database error quotes its SQL and parameters); the text
+    and traceback go to the server log."""
+    step = getattr(exc, _STEP, "run")
+    return f"{type(exc).__name__} in the {step} of {day} (details in the server log)"
 
 
 @dataclass
@@ -63,13 +90,14 @@ def run_day(
     a stored rollup (old events just ingested) is rolled up as usual."""
     if is_postgres(session):
         session.execute(_PROJECT_DRIFT_LOCK, {"project_id": project_id})
-    kept: list[SignalRow] = []
-    if expired_before is not None and day_bounds(day)[0] < expired_before:
-        kept = stored_day(session, project_id, day)
-    if kept:
-        return judge_rows(session, links, project_id, day, kept, trigger, carry_forward)
-    rows = compute_day(session, project_id, day)
-    replace_day(session, project_id, day, rows)
+    with _step("rollup"):
+        kept: list[SignalRow] = []
+        if expired_before is not None and day_bounds(day)[0] < expired_before:
+            kept = stored_day(session, project_id, day)
+        if kept:
+            return judge_rows(session, links, project_id, day, kept, trigger, carry_forward)
+        rows = compute_day(session, project_id, day)
+        replace_day(session, project_id, day, rows)
     return judge_rows(session, links, project_id, day, rows, trigger, carry_forward)
 
 
@@ -93,39 +121,44 @@ def judge_rows(
     by_model: dict[int, list[SignalRow]] = {}
     for row in rows:
         by_model.setdefault(row.model_id, []).append(row)
-    models = session.scalars(select(Model).where(Model.project_id == project_id)).all()
-    high_risk = judge.declared_high_risk(session, project_id) if by_model else set()
-    settings = drift_settings(session, project_id)
+    with _step("settings"):
+        models = session.scalars(select(Model).where(Model.project_id == project_id)).all()
+        high_risk = judge.declared_high_risk(session, project_id) if by_model else set()
+        settings = drift_settings(session, project_id)
     for model in models:
-        monitors.ensure_defaults(session, project_id, model.id)
-        reference = references.active_for_day(session, model, day, settings)
-        verdicts = judge.judge_day(
-            session,
-            model,
-            day,
-            by_model.get(model.id, []),
-            reference,
-            high_risk,
-            settings.daily_alpha,
-            carry_forward,
-        )
-        opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
+        with _step("references"):
+            monitors.ensure_defaults(session, project_id, model.id)
+            reference = references.active_for_day(session, model, day, settings)
+        with _step("verdicts"):
+            verdicts = judge.judge_day(
+                session,
+                model,
+                day,
+                by_model.get(model.id, []),
+                reference,
+                high_risk,
+                settings.daily_alpha,
+                carry_forward,
+            )
+        with _step("alerts"):
+            opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
         result.alerts_opened += opened
         result.alerts_resolved += resolved
         if model.id in by_model:
             result.models.append(model.name)
-    session.add(
-        DriftRun(
-            project_id=project_id,
-            day=day,
-            trigger=trigger,
-            status="succeeded",
-            signals=result.signals,
-            alerts_opened=result.alerts_opened,
-            finished_at=utcnow(),
+    with _step("commit"):
+        session.add(
+            DriftRun(
+                project_id=project_id,
+                day=day,
+                trigger=trigger,
+                status="succeeded",
+                signals=result.signals,
+                alerts_opened=result.alerts_opened,
+                finished_at=utcnow(),
+            )
         )
-    )
-    session.commit()
+        session.commit()
     return result
 
 
@@ -261,7 +294,7 @@ def _record_failure(
     else:
         log.exception("drift for project %s up to %s failed", project_id, day)
         failed_day, cause = day, exc
-    error = f"{type(cause).__name__}: {cause}"[:2000]
+    error = failure_message(failed_day, cause)
     session.add(
         DriftRun(
             project_id=project_id,
@@ -312,7 +345,7 @@ def run_scheduled_drift(
         except Exception as exc:
             log.exception("drift job for %s failed", ", ".join(periods))
             for period in periods:
-                finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__}: {exc}")
+                finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__} (see the log)")
             raise
         # Inside the lock: once it is released, a 'running' claim reads as abandoned.
         for period in periods:

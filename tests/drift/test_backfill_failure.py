@@ -6,7 +6,8 @@ committed day."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import logging
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app.core.links import Links
 from app.drift import job
-from app.models import Project
+from app.models import DriftRun, JobRun, Project
 from tests.drift.champions import calls, champions_since, days_ending_day_before_yesterday
 from tests.drift.test_late_data_cusum import cusum_by_day
 from tests.drift.traffic import post_events, run_drift
@@ -131,3 +132,49 @@ def test_a_stopped_backfill_answers_a_problem_naming_the_day_to_rerun_from_witho
     monkeypatch.setattr(job, "compute_day", compute_day)
     rerun = run_drift(client, auth, day[2], backfill=problem["rerun"]["backfill"])
     assert [d["day"] for d in rerun["days"]] == [day[1].isoformat(), day[2].isoformat()]
+
+
+def failed_runs(app: FastAPI) -> list[tuple[date, str, str | None]]:
+    with app.state.sessionmaker() as session:
+        rows = session.execute(
+            select(DriftRun.day, DriftRun.trigger, DriftRun.error)
+            .where(DriftRun.status == "failed")
+            .order_by(DriftRun.id)
+        ).all()
+    return [(day, trigger, error) for day, trigger, error in rows]
+
+
+def test_a_failed_day_records_what_failed_for_users_and_logs_the_cause(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The scheduler's rollup of May 1st fails with a database error quoting its SQL and
+    parameters. Before, the failed run stored 'ProgrammingError: (...) SELECT secret_column
+    FROM events WHERE project_id = ... [parameters: ...]' for anyone reading drift runs. Now
+    it stores the exception class, the day and the step; the SQL is in the server log only."""
+    now = datetime(2026, 5, 2, 0, 15, tzinfo=UTC)
+    day = now.date() - timedelta(days=1)
+    champions_since(app, client, auth, {"A": day - timedelta(days=1)})
+    post_events(client, auth, calls(day, "A", refused=5, n=50))
+
+    def failing(session: Any, project_id: int, when: date) -> Any:
+        raise ProgrammingError(
+            "SELECT secret_column FROM events WHERE project_id = %(p)s", {"p": 41}, Exception("x")
+        )
+
+    monkeypatch.setattr(job, "compute_day", failing)
+    with caplog.at_level(logging.ERROR, logger="plumbline.scheduler"):
+        job.run_scheduled_drift(app.state.sessionmaker, Links.of(app.state.settings), now)
+
+    [(failed_day, trigger, error)] = failed_runs(app)
+    assert (failed_day, trigger) == (day, "schedule")
+    assert error == f"ProgrammingError in the rollup of {day} (details in the server log)"
+    with app.state.sessionmaker() as session:
+        claim = session.scalars(select(JobRun).where(JobRun.job == job.DRIFT_JOB)).one()
+    for stored in (error, claim.error):
+        for internal in ("SELECT", "secret_column", "41", "parameters"):
+            assert internal not in str(stored)
+    assert "secret_column" in caplog.text  # the detail is logged for operators
