@@ -169,8 +169,8 @@ class BackfillStopped(Problem):
 
     A Problem, so an API caller gets a problem+json saying so instead of a bare 500: a
     server-side failure, but the detail names the day and the run to repeat. The cause
-    stays out of it (its text may carry SQL and table names); run_days logs it, and the
-    scheduler and the CLI record it as the failed run (`_record_failure`)."""
+    stays out of it (its text may carry SQL and table names); run_days logs it and records
+    the failed run (`_record_failed_day`), for the API, the CLI and the scheduler alike."""
 
     status = 500
     title = "Drift backfill stopped"
@@ -228,19 +228,52 @@ def run_days(
             )
         except Exception as exc:
             session.rollback()
+            if database_unavailable(exc):  # expected during an outage: no traceback spam
+                log.warning("drift for project %s on %s: database unavailable", project_id, day)
+            else:
+                log.error(
+                    "drift for project %s failed on %s; rerun from it",
+                    project_id,
+                    day,
+                    exc_info=exc,
+                )
             if results:
                 judge.carry_forward_after(session, project_id, results[-1].day)
                 session.commit()
+            _record_failed_day(session, project_id, day, trigger, exc)
             if database_unavailable(exc):
                 raise  # transient, and answered as such (a 503 with Retry-After)
-            log.error(
-                "drift for project %s failed on %s; rerun from it",
-                project_id,
-                day,
-                exc_info=exc,
-            )
             raise BackfillStopped(day, last_day, exc) from exc
     return results
+
+
+_FAILED_DAY = "plumbline_drift_failed_day"
+"""The attribute run_days leaves on an exception it recorded: the day that failed."""
+
+
+def _record_failed_day(
+    session: Session, project_id: int, day: date, trigger: str, exc: Exception
+) -> None:
+    """The failed run of `day` (failure_message), whoever ran it: the API, the CLI or the
+    scheduler. Best effort: during a database outage the record itself fails, which is logged
+    and must not hide the failure being raised."""
+    with suppress(AttributeError):
+        setattr(exc, _FAILED_DAY, day)
+    try:
+        session.add(
+            DriftRun(
+                project_id=project_id,
+                day=day,
+                trigger=trigger,
+                status="failed",
+                error=failure_message(day, exc),
+                finished_at=utcnow(),
+            )
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        log.warning("drift for project %s: could not record the failed run of %s", project_id, day)
 
 
 def ended_day(day: date) -> date:
@@ -286,26 +319,16 @@ def run_all_projects(
 def _record_failure(
     session: Session, project_id: int, day: date, trigger: str, exc: Exception
 ) -> str:
-    """A failed run of the day that failed (a backfill's days before it are committed),
-    -> the failure as the period and the CLI name it."""
+    """-> the failure as the period and the CLI name it. run_days has logged and recorded the
+    failed run of the day that failed (a backfill's days before it are committed); a failure
+    outside any day's run is recorded here, as a failed run of `day`."""
     session.rollback()
-    if isinstance(exc, BackfillStopped):
-        failed_day, cause = exc.day, exc.cause  # run_days logged the cause
-    else:
+    cause = exc.cause if isinstance(exc, BackfillStopped) else exc
+    failed_day = getattr(cause, _FAILED_DAY, None)
+    if failed_day is None:
         log.exception("drift for project %s up to %s failed", project_id, day)
-        failed_day, cause = day, exc
-    error = failure_message(failed_day, cause)
-    session.add(
-        DriftRun(
-            project_id=project_id,
-            day=failed_day,
-            trigger=trigger,
-            status="failed",
-            error=error,
-            finished_at=utcnow(),
-        )
-    )
-    session.commit()
+        failed_day = day
+        _record_failed_day(session, project_id, day, trigger, cause)
     resume = f" (rerun from {failed_day})" if failed_day != day else ""
     return f"project {project_id}: {type(cause).__name__}{resume}"
 

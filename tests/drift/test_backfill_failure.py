@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from app.core.links import Links
 from app.drift import job
+from app.drift import queries as drift_queries
 from app.models import DriftRun, JobRun, Project
 from tests.drift.champions import calls, champions_since, days_ending_day_before_yesterday
 from tests.drift.test_late_data_cusum import cusum_by_day
@@ -178,3 +179,34 @@ def test_a_failed_day_records_what_failed_for_users_and_logs_the_cause(
         for internal in ("SELECT", "secret_column", "41", "parameters"):
             assert internal not in str(stored)
     assert "secret_column" in caplog.text  # the detail is logged for operators
+
+
+def test_a_backfill_stopped_through_the_api_records_the_failed_run_as_the_scheduler_does(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three days through POST /drift/run, the second one's rollup failing. Before, the API
+    answered the stopped backfill but recorded no failed run: the overview's last run and the
+    drift runs showed the first day's success, as if nothing had failed. Now the failed day is
+    a failed run (trigger `api`) worded as the scheduler's, once."""
+    day = days_ending_day_before_yesterday(3)
+    champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
+    post_events(client, auth, [e for d in day for e in calls(d, "A", refused=50)])
+    compute_day = job.compute_day
+
+    def failing_on_the_second_day(session: Any, project_id: int, when: date) -> Any:
+        if when == day[1]:
+            raise RuntimeError("injected rollup failure")
+        return compute_day(session, project_id, when)
+
+    monkeypatch.setattr(job, "compute_day", failing_on_the_second_day)
+    response = client.post(
+        "/api/v1/drift/run", json={"date": day[2].isoformat(), "backfill": 3}, headers=auth
+    )
+    assert response.status_code == 500, response.text
+
+    error = f"RuntimeError in the rollup of {day[1]} (details in the server log)"
+    assert failed_runs(app) == [(day[1], "api", error)]
+    with app.state.sessionmaker() as session:
+        project_id = session.scalars(select(Project.id).where(Project.name == "acme")).one()
+        last = drift_queries.last_drift_run(session, project_id)
+    assert last is not None and (last.day, last.status) == (day[1], "failed")
