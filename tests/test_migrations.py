@@ -929,3 +929,46 @@ def test_0017_marks_exploratory_gates_and_narrows_the_attempt_key_to_real_ones(
             assert explored == [2, 3, 6, 7]
     finally:
         engine.dispose()
+
+
+def test_0018_counts_job_run_attempts_and_leaves_failed_periods_unretried_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    """Periods claimed before 0018 ran once and are not to be retried: attempts 1, retry_at
+    NULL, so a day that failed before the upgrade stays failed as it was."""
+    migrate.upgrade(empty_database_url, "0017")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)
+    claim = text(
+        "INSERT INTO job_runs (job, period, owner, status, error, started_at) "
+        "VALUES ('drift.daily', :period, 'host:1', :status, :error, :now)"
+    )
+    rows = text("SELECT period, status, attempts, retry_at FROM job_runs ORDER BY period")
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                claim, {"period": "2026-05-01", "status": "succeeded", "error": None, "now": now}
+            )
+            conn.execute(
+                claim, {"period": "2026-05-02", "status": "failed", "error": "x", "now": now}
+            )
+        migrate.upgrade(empty_database_url, "0018")
+        with engine.begin() as conn:
+            assert [tuple(r) for r in conn.execute(rows)] == [
+                ("2026-05-01", "succeeded", 1, None),
+                ("2026-05-02", "failed", 1, None),
+            ]
+            conn.execute(
+                text("UPDATE job_runs SET attempts = 2, retry_at = :now WHERE status = 'failed'"),
+                {"now": now},
+            )
+        migrate.downgrade(empty_database_url, "0017")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("job_runs")}
+            assert not columns & {"attempts", "retry_at"}
+            assert conn.execute(text("SELECT COUNT(*) FROM job_runs")).scalar() == 2
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [tuple(r)[2:] for r in conn.execute(rows)] == [(1, None), (1, None)]
+    finally:
+        engine.dispose()

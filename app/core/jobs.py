@@ -12,7 +12,9 @@ advisory lock (`daily_jobs_lock`), so it never overlaps another process's run or
 into job_runs (`claim_period`), so exactly one process runs it. A claim left 'running' by a
 process that died is taken over: on PostgreSQL at once (holding the lock proves nobody else is
 running the job; a dead process's lock died with its connection), on SQLite after
-JOB_STALE_AFTER. What runs, and when, is app/schedule.py."""
+JOB_STALE_AFTER. A period that failed is claimed again, once its `retry_at` has passed, by
+whichever process asks first (`finish_period` sets it from the job's backoff). What runs, and
+when, is app/schedule.py."""
 
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,10 +90,22 @@ class BackgroundWorkers:
             thread.join(timeout=timeout_s)
 
 
+_IN_PROCESS = threading.RLock()
+"""The daily jobs of one process (its cron run, its catch-up, its retry ticks: APScheduler runs
+different jobs side by side) one at a time, on either database."""
+
+
 @contextmanager
 def daily_jobs_lock(sessions: sessionmaker[Session]) -> Iterator[bool]:
-    """Serialises the daily jobs (drift, retention, `plumbline drift` backfills) across processes
-    on PostgreSQL (SQLite has one writer anyway); yields whether a cross-process lock is held."""
+    """Serialises the daily jobs (drift, retention, `plumbline drift` backfills) within the
+    process and, on PostgreSQL, across processes (SQLite has one writer anyway); yields
+    whether a cross-process lock is held."""
+    with _IN_PROCESS, _daily_jobs_lock(sessions) as alone:
+        yield alone
+
+
+@contextmanager
+def _daily_jobs_lock(sessions: sessionmaker[Session]) -> Iterator[bool]:
     with sessions() as session:
         engine = session.get_bind()
     assert isinstance(engine, Engine)  # sessions are bound to the app's engine
@@ -116,10 +130,16 @@ def _owner() -> str:
 
 
 def claim_period(
-    sessions: sessionmaker[Session], job: str, period: str, stale_before: datetime
+    sessions: sessionmaker[Session],
+    job: str,
+    period: str,
+    stale_before: datetime,
+    retry_due: datetime | None = None,
 ) -> bool:
     """True for exactly one caller per (job, period), whichever process asks; a claim still
-    'running' that started before `stale_before` belongs to a dead process and is taken over."""
+    'running' that started before `stale_before` belongs to a dead process and is taken over.
+    With `retry_due` (the caller's clock), a 'failed' period whose `retry_at` has come is
+    claimed again too, as its next attempt (one conditional UPDATE: one caller wins)."""
     with sessions() as session:
         dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
         stmt = (
@@ -139,17 +159,59 @@ def claim_period(
             claimed = taken.rowcount == 1  # type: ignore[attr-defined]
             if claimed:
                 log.warning("%s %s: took over a claim abandoned by a stopped process", job, period)
+        if not claimed and retry_due is not None:
+            retried = session.execute(
+                update(JobRun)
+                .where(
+                    JobRun.job == job,
+                    JobRun.period == period,
+                    JobRun.status == "failed",
+                    JobRun.retry_at <= retry_due,
+                )
+                .values(
+                    owner=_owner(),
+                    status="running",
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error=None,
+                    retry_at=None,
+                    attempts=JobRun.attempts + 1,
+                )
+            )
+            claimed = retried.rowcount == 1  # type: ignore[attr-defined]
+            if claimed:
+                log.warning("%s %s: retrying the failed period", job, period)
         session.commit()
     return claimed
 
 
 def finish_period(
-    sessions: sessionmaker[Session], job: str, period: str, error: str | None
+    sessions: sessionmaker[Session],
+    job: str,
+    period: str,
+    error: str | None,
+    now: datetime | None = None,
+    backoff: Sequence[timedelta] = (),
 ) -> None:
+    """Records the claimed period's outcome. A failure after attempt n is retried from
+    `now + backoff[n - 1]` (claim_period's `retry_due`) while there is such a wait; after
+    that, or without `backoff`, it stays failed."""
     with sessions() as session:
+        retry_at = None
+        if error and backoff:
+            attempts = session.scalar(
+                select(JobRun.attempts).where(JobRun.job == job, JobRun.period == period)
+            )
+            if attempts is not None and attempts <= len(backoff):
+                retry_at = (now or utcnow()) + backoff[attempts - 1]
         session.execute(
             update(JobRun)
             .where(JobRun.job == job, JobRun.period == period)
-            .values(status="failed" if error else "succeeded", error=error, finished_at=utcnow())
+            .values(
+                status="failed" if error else "succeeded",
+                error=error,
+                finished_at=utcnow(),
+                retry_at=retry_at,
+            )
         )
         session.commit()

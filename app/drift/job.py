@@ -26,7 +26,11 @@ log = logging.getLogger("plumbline.scheduler")
 
 DRIFT_JOB = "drift.daily"
 CATCH_UP_DAYS = 14
-"""The most days the scheduler runs at once after missing some (missed_days)."""
+"""The most days the scheduler runs at once after missing some (missed_days), and how far
+back it retries failed ones (unfinished_days)."""
+DRIFT_RETRY_BACKOFF = (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=6))
+"""The waits before a failed period's second, third and fourth attempts; after the fourth it
+stays failed (its failed runs name the day to rerun by hand)."""
 _PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
 """Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
 
@@ -54,6 +58,19 @@ def failure_message(day: date, exc: BaseException) -> str:
     and traceback go to the server log."""
     step = getattr(exc, _STEP, "run")
     return f"{type(exc).__name__} in the {step} of {day} (details in the server log)"
+
+
+@dataclass(frozen=True)
+class ProjectFailure:
+    """A project whose run of days failed on `day` (its later days were not judged);
+    printed as the period's error and the CLI name it."""
+
+    project_id: int
+    day: date
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
 
 
 @dataclass
@@ -295,7 +312,7 @@ def run_all_projects(
     trigger: str,
     backfill: int = 1,
     expired_before: datetime | None = None,
-) -> tuple[list[DriftResult], list[str]]:
+) -> tuple[list[DriftResult], list[ProjectFailure]]:
     """Every project's days, each project in its own transactions -> (results, failures).
 
     A project whose day fails is rolled back to its last committed day, recorded as a failed
@@ -304,7 +321,7 @@ def run_all_projects(
     with sessions() as session:
         project_ids = session.scalars(select(Project.id).order_by(Project.id)).all()
     results: list[DriftResult] = []
-    failures: list[str] = []
+    failures: list[ProjectFailure] = []
     for project_id in project_ids:
         with sessions() as session:
             try:
@@ -318,7 +335,7 @@ def run_all_projects(
 
 def _record_failure(
     session: Session, project_id: int, day: date, trigger: str, exc: Exception
-) -> str:
+) -> ProjectFailure:
     """-> the failure as the period and the CLI name it. run_days has logged and recorded the
     failed run of the day that failed (a backfill's days before it are committed); a failure
     outside any day's run is recorded here, as a failed run of `day`."""
@@ -330,7 +347,8 @@ def _record_failure(
         failed_day = day
         _record_failed_day(session, project_id, day, trigger, cause)
     resume = f" (rerun from {failed_day})" if failed_day != day else ""
-    return f"project {project_id}: {type(cause).__name__}{resume}"
+    name = f"project {project_id}: {type(cause).__name__}{resume}"
+    return ProjectFailure(project_id, failed_day, name)
 
 
 def run_scheduled_drift(
@@ -338,56 +356,107 @@ def run_scheduled_drift(
     links: Links,
     now: datetime | None = None,
     expired_before: datetime | None = None,
+    new_days: bool = True,
 ) -> list[DriftResult] | None:
     """Yesterday's drift for every project, with the days missed since the last claimed
-    period (`missed_days`) before it, oldest first; None when another process has claimed
-    them all.
+    period (`missed_days`) and the failed days due for a retry (`unfinished_days`) before it,
+    oldest first; None when there was nothing to claim (another process has claimed it all).
+    `new_days` False (the retry ticks, `retry_failed_drift`): the due retries only.
 
     Each day is claimed as its own period. The service down for three days used to run
     yesterday alone at its next start: the days between were never judged, no alert saw
     them, and since only the newest day moves references, running them by hand later froze
-    nothing. Every project runs the claimed days as one backfill (run_days), so a project
-    failing on a day stops there (BackfillStopped names the day to rerun from) while the
-    others go on; each claimed period records the failures. `expired_before`: see run_day."""
-    yesterday: date = (now or utcnow()).astimezone(UTC).date() - timedelta(days=1)
+    nothing. Every project runs from the oldest claimed day through the newest claimed
+    period as one backfill (run_days: a retried day's later days are judged again after it,
+    in order), so a project failing on a day stops there (BackfillStopped names the day to
+    rerun from) while the others go on. A claimed period fails when a project failed on it
+    or on a day before it (the newest claimed period also fails for a failure after it, so
+    its retry reruns that day too); a failed period is claimed again after the next wait of
+    DRIFT_RETRY_BACKOFF, on any process's tick. Before, a day whose run failed (a dropped
+    connection) was never judged again: the next tick started after it.
+    `expired_before`: see run_day."""
+    now = now or utcnow()
+    yesterday: date = now.astimezone(UTC).date() - timedelta(days=1)
     with daily_jobs_lock(sessions) as alone:
         stale_before = utcnow() if alone else utcnow() - JOB_STALE_AFTER
+        candidates = set(unfinished_days(sessions, yesterday))
+        if new_days:
+            candidates.update(missed_days(sessions, yesterday))
         claimed = [
             day
-            for day in missed_days(sessions, yesterday)
-            if claim_period(sessions, DRIFT_JOB, day.isoformat(), stale_before)
+            for day in sorted(candidates)
+            if claim_period(sessions, DRIFT_JOB, day.isoformat(), stale_before, retry_due=now)
         ]
         if not claimed:
             return None
         periods = [day.isoformat() for day in claimed]
-        backfill = (yesterday - claimed[0]).days + 1
+        last_day = max(claimed[-1], min(yesterday, _latest_period(sessions) or yesterday))
+        backfill = (last_day - claimed[0]).days + 1
         try:
             results, failures = run_all_projects(
-                sessions, links, yesterday, "schedule", backfill, expired_before
+                sessions, links, last_day, "schedule", backfill, expired_before
             )
         except Exception as exc:
             log.exception("drift job for %s failed", ", ".join(periods))
             for period in periods:
-                finish_period(sessions, DRIFT_JOB, period, f"{type(exc).__name__} (see the log)")
+                error = f"{type(exc).__name__} (details in the server log)"
+                finish_period(sessions, DRIFT_JOB, period, error, now, DRIFT_RETRY_BACKOFF)
             raise
         # Inside the lock: once it is released, a 'running' claim reads as abandoned.
-        for period in periods:
-            finish_period(sessions, DRIFT_JOB, period, "; ".join(failures) or None)
+        for day in claimed:
+            failed = [f for f in failures if f.day <= day or day == claimed[-1]]
+            named = "; ".join(str(f) for f in failed) or None
+            finish_period(sessions, DRIFT_JOB, day.isoformat(), named, now, DRIFT_RETRY_BACKOFF)
     log.info(
         "drift job for %s: %d signal rows", ", ".join(periods), sum(r.signals for r in results)
     )
     return results
 
 
+def retry_failed_drift(
+    sessions: sessionmaker[Session],
+    links: Links,
+    now: datetime | None = None,
+    expired_before: datetime | None = None,
+) -> list[DriftResult] | None:
+    """The retry ticks between the daily runs: the failed days whose wait is over, never a
+    new day (that waits for PLUMBLINE_DRIFT_CRON); None when none was due."""
+    return run_scheduled_drift(sessions, links, now, expired_before, new_days=False)
+
+
+def _latest_period(sessions: sessionmaker[Session]) -> date | None:
+    with sessions() as session:
+        latest = session.scalar(select(func.max(JobRun.period)).where(JobRun.job == DRIFT_JOB))
+    return None if latest is None else date.fromisoformat(latest)
+
+
+def unfinished_days(sessions: sessionmaker[Session], yesterday: date) -> list[date]:
+    """The claimed days of the catch-up window (CATCH_UP_DAYS through `yesterday`) that may
+    be claimed again: failed ones still to be retried (claim_period checks that their wait
+    is over) and ones still 'running' (claim_period takes them over only from a process
+    that died)."""
+    first = yesterday - timedelta(days=CATCH_UP_DAYS - 1)
+    with sessions() as session:
+        periods = session.scalars(
+            select(JobRun.period).where(
+                JobRun.job == DRIFT_JOB,
+                JobRun.period >= first.isoformat(),
+                JobRun.period <= yesterday.isoformat(),
+                (JobRun.status == "running")
+                | ((JobRun.status == "failed") & JobRun.retry_at.is_not(None)),
+            )
+        ).all()
+    return [date.fromisoformat(period) for period in periods]
+
+
 def missed_days(sessions: sessionmaker[Session], yesterday: date) -> list[date]:
     """The days after the latest claimed drift period through `yesterday` (at most
     CATCH_UP_DAYS; older ones are left to `plumbline drift run --backfill`, and logged);
     just `yesterday` when no period was ever claimed (a new install has no past to judge)."""
-    with sessions() as session:
-        latest = session.scalar(select(func.max(JobRun.period)).where(JobRun.job == DRIFT_JOB))
-    if latest is None or date.fromisoformat(latest) >= yesterday:
+    latest = _latest_period(sessions)
+    if latest is None or latest >= yesterday:
         return [yesterday]
-    first = date.fromisoformat(latest) + timedelta(days=1)
+    first = latest + timedelta(days=1)
     if (yesterday - first).days >= CATCH_UP_DAYS:
         log.warning(
             "drift days %s to %s were never run; catching up the last %d only",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, Text, UniqueConstraint
+from sqlalchemy import String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -21,5 +21,8 @@ class JobRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # Runs of the period so far, and when a failed one may be claimed again (None: never).
+    attempts: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    retry_at: Mapped[datetime | None]
 
     __table_args__ = (UniqueConstraint("job", "period"),)
