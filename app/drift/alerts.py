@@ -18,6 +18,11 @@ Each alert remembers the last day it judged, so rerunning a day never counts twi
 already judged by a since-resolved alert opens no new one. A rerun of a day the unresolved
 alert judged (late events) refreshes its evidence when that day is its newest and still
 fires, and resolves it `data_corrected` when no day of its span fires any more (_rejudge).
+A later rerun of a day in the span of an alert resolved `data_corrected` that fires again
+(more late events) reopens that alert (_reopen): the correction it was resolved on was itself
+incomplete data, and the regression is the one it was about. Its receivers hear an
+`alert.opened` with `reopened: true` (msg id alert.opened.{id}.reopened.{n}); resolving it
+again sends alert.resolved.{id}.reopened.{n}, since receivers drop a message id they have seen.
 An alert whose monitor no longer judges its cohort (disabled, or a more specific monitor
 covers it now) is resolved `monitor_changed` at the next run, since nothing would ever
 judge it again."""
@@ -48,6 +53,7 @@ from app.webhooks import outbox
 
 AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
 UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
+DATA_CORRECTED = "data_corrected"
 
 
 def _key(alert: Alert) -> AlertKey:
@@ -93,8 +99,13 @@ def apply_verdicts(
         )
         action = int(step.action)
         if action == OPEN:
-            if not _judged_by_resolved(session, model, key, day):
+            covering = _judged_by_resolved(session, model, key, day)
+            if covering is None:
                 _open(session, links, model, day, verdict)
+                opened += 1
+            elif covering.resolution == DATA_CORRECTED:
+                _reopen(session, links, covering, day, verdict)
+                unresolved[key] = covering
                 opened += 1
         elif action in (STAY, RESOLVE) and alert is not None:
             alert.days_in_band = int(step.days_in_control)
@@ -129,8 +140,42 @@ def _rejudge(
     if _fired_between(session, model, alert):
         return 0
     note = f"rerun of {day}: no day from {alert.day} to {alert.last_day} fires any more"
-    _resolve(session, links, alert, "data_corrected", note)
+    _resolve(session, links, alert, DATA_CORRECTED, note)
     return 1
+
+
+def _reopen(session: Session, links: Links, alert: Alert, day: date, verdict: Verdict) -> None:
+    """A rerun of `day`, in the span of an alert resolved `data_corrected`, fires again: the
+    events that "corrected" it were not the whole day either. The same alert reopens (its id
+    is what tickets, rollbacks and receivers know; a second alert would cover days the first
+    one claims) with the rerun's numbers and evidence, its recovery count restarted, and
+    notifies as alert.opened with `reopened: true` under a message id of its own."""
+    reopening = _reopen_count(alert) + 1
+    alert.status = AlertStatus.open
+    alert.resolved_at = None
+    alert.resolution = None
+    alert.acknowledged_at = None
+    alert.days_in_band = 0
+    alert.last_notified_at = utcnow()
+    _show(alert, day, verdict)
+    note = f"rerun of {day}: it fires again, later events undid the data correction"
+    _annotate_once(
+        alert,
+        {"kind": "reopened", "day": day.isoformat(), "note": note, "at": utcnow().isoformat()},
+    )
+    session.flush()
+    _notify(
+        session,
+        links,
+        alert,
+        "alert.opened",
+        f"alert.opened.{alert.id}.reopened.{reopening}",
+        reopened=True,
+    )
+
+
+def _reopen_count(alert: Alert) -> int:
+    return sum(1 for a in alert.annotations if a.get("kind") == "reopened")
 
 
 def _fired_between(session: Session, model: Model, alert: Alert) -> bool:
@@ -180,27 +225,27 @@ def _resolve_unmonitored(
     return resolved
 
 
-def _judged_by_resolved(session: Session, model: Model, key: AlertKey, day: date) -> bool:
-    """Whether a resolved alert of the model already covered `day` (a rerun must not open it
-    again). Filtered by project and model like every tenant query, though monitor ids are
-    unique across projects."""
+def _judged_by_resolved(session: Session, model: Model, key: AlertKey, day: date) -> Alert | None:
+    """The resolved alert of the model that already covered `day`, if any (a rerun must not
+    open another one; one resolved `data_corrected` reopens). Filtered by project and model
+    like every tenant query, though monitor ids are unique across projects."""
     monitor_id, signal, dimension, value = key
-    return (
-        session.scalar(
-            select(Alert.id).where(
-                Alert.project_id == model.project_id,
-                Alert.model_id == model.id,
-                Alert.monitor_id == monitor_id,
-                Alert.signal == signal,
-                Alert.dimension == dimension,
-                Alert.value == value,
-                Alert.status == AlertStatus.resolved,
-                Alert.day <= day,
-                Alert.last_day >= day,
-            )
+    return session.scalars(
+        select(Alert)
+        .where(
+            Alert.project_id == model.project_id,
+            Alert.model_id == model.id,
+            Alert.monitor_id == monitor_id,
+            Alert.signal == signal,
+            Alert.dimension == dimension,
+            Alert.value == value,
+            Alert.status == AlertStatus.resolved,
+            Alert.day <= day,
+            Alert.last_day >= day,
         )
-        is not None
-    )
+        .order_by(Alert.id.desc())
+        .limit(1)
+    ).first()
 
 
 def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: int) -> int | None:
@@ -309,7 +354,11 @@ def _resolve(
     if note:
         _annotate_once(alert, {"kind": "note", "note": note, "at": utcnow().isoformat()})
     session.flush()
-    _notify(session, links, alert, "alert.resolved", f"alert.resolved.{alert.id}")
+    reopenings = _reopen_count(alert)
+    msg_id = f"alert.resolved.{alert.id}"
+    if reopenings:
+        msg_id += f".reopened.{reopenings}"
+    _notify(session, links, alert, "alert.resolved", msg_id)
 
 
 def _annotate_once(alert: Alert, annotation: dict[str, Any]) -> None:
@@ -325,11 +374,14 @@ def _notify(
     event_type: str,
     msg_id: str,
     reminder: bool = False,
+    reopened: bool = False,
 ) -> None:
     session.flush()  # a new alert needs its id; its relationships load on first use
     data = alert_out(alert, links).model_dump(mode="json")
     if reminder:
         data["reminder"] = True
+    if reopened:
+        data["reopened"] = True
     outbox.emit(session, alert.project_id, event_type, msg_id, f"alert:{alert.id}", data)
 
 

@@ -46,17 +46,19 @@ def deliveries_for_alert(
     session: Session, project_id: int, alert_id: int
 ) -> Sequence[WebhookDelivery]:
     """Deliveries whose message id names this alert: alert.opened.<id>, its reminders
-    alert.opened.<id>.reminder.<day>, and alert.resolved.<id>."""
+    alert.opened.<id>.reminder.<day> and reopenings alert.opened.<id>.reopened.<n>, and
+    alert.resolved.<id> (alert.resolved.<id>.reopened.<n> after a reopening)."""
     return session.scalars(
         select(WebhookDelivery)
         .where(
             WebhookDelivery.project_id == project_id,
             or_(
                 WebhookDelivery.msg_id == f"alert.opened.{alert_id}",
-                WebhookDelivery.msg_id.startswith(
-                    f"alert.opened.{alert_id}.reminder.", autoescape=True
-                ),
+                WebhookDelivery.msg_id.startswith(f"alert.opened.{alert_id}.", autoescape=True),
                 WebhookDelivery.msg_id == f"alert.resolved.{alert_id}",
+                WebhookDelivery.msg_id.startswith(
+                    f"alert.resolved.{alert_id}.reopened.", autoescape=True
+                ),
             ),
         )
         .order_by(WebhookDelivery.id)

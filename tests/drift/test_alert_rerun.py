@@ -68,3 +68,64 @@ def test_an_alert_whose_only_firing_day_is_in_control_on_rerun_resolves_data_cor
     assert any("no day from" in str(a.get("note")) for a in alert["annotations"])
     run_drift(client, auth, day)  # a further rerun opens nothing again
     assert refusal_alert(client, auth)["id"] == alert["id"]
+
+
+def test_an_alert_resolved_data_corrected_reopens_when_a_later_rerun_fires_again(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The day's first 100 calls, 30 refused, open the alert; 300 late calls, none refused,
+    resolve it `data_corrected` (7.5%). Then 200 more late calls arrive, 150 refused: the day
+    is 30% refused (180 of 600) and fires again. Before, the rerun left the alert resolved
+    and opened nothing (a resolved alert covered the day): a real regression stayed silently
+    resolved. Now the same alert reopens with the rerun's evidence, and the receivers hear
+    it as an `alert.opened` (data.reopened, its own message id) after the `alert.resolved`
+    of the same subject; resolving it again is a message of its own too."""
+    [day] = days_ending_day_before_yesterday(1)
+    champions_since(app, client, auth, {"A": day - timedelta(days=1)})
+    assert client.put("/api/v1/monitors", json=CAP, headers=auth).is_success
+    hook = client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "events": ["alert.opened", "alert.resolved"]},
+        headers=auth,
+    ).json()
+    post_events(client, auth, calls(day, "A", refused=30, n=100))
+    run_drift(client, auth, day)
+    post_events(client, auth, late(day, refused=0, n=300))
+    run_drift(client, auth, day)
+    corrected = refusal_alert(client, auth)
+    assert corrected["resolution"] == "data_corrected"
+
+    more = [{**e, "trace_id": f"{e['trace_id']}-later"} for e in calls(day, "A", 150, n=200)]
+    post_events(client, auth, more)
+    assert run_drift(client, auth, day)["alerts_opened"] == 1
+
+    alert = refusal_alert(client, auth)
+    assert alert["id"] == corrected["id"]
+    assert (alert["status"], alert["resolution"], alert["resolved_at"]) == ("open", None, None)
+    assert (alert["observed"], alert["volume"]) == (0.3, 600)
+    assert (alert["evidence"]["observed"], alert["evidence"]["volume"]) == (0.3, 600)
+    assert any(
+        a.get("kind") == "reopened" and a["day"] == day.isoformat() for a in alert["annotations"]
+    )
+    run_drift(client, auth, day)  # a further rerun that still fires changes nothing
+    assert refusal_alert(client, auth)["status"] == "open"
+
+    last = [{**e, "trace_id": f"{e['trace_id']}-last"} for e in calls(day, "A", 0, n=2000)]
+    post_events(client, auth, last)  # 180 of 2600 refused: under the cap again
+    run_drift(client, auth, day)
+    assert refusal_alert(client, auth)["resolution"] == "data_corrected"
+
+    deliveries = client.get(
+        f"/api/v1/webhooks/{hook['id']}/deliveries", params={"limit": 100}, headers=auth
+    ).json()["items"]
+    sent = sorted(deliveries, key=lambda d: d["id"])
+    a = alert["id"]
+    assert [(d["event_type"], d["msg_id"]) for d in sent] == [
+        ("alert.opened", f"alert.opened.{a}"),
+        ("alert.resolved", f"alert.resolved.{a}"),
+        ("alert.opened", f"alert.opened.{a}.reopened.1"),
+        ("alert.resolved", f"alert.resolved.{a}.reopened.1"),
+    ]
+    assert {d["subject"] for d in sent} == {f"alert:{a}"}
+    assert sent[2]["payload"]["data"]["reopened"] is True
+    assert sent[2]["payload"]["data"]["status"] == "open"
