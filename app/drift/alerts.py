@@ -16,8 +16,9 @@ Each judged verdict goes through app/stats/alerting.alert_step with the alert's 
   annotated "no_data" and neither counts as recovery nor breaks the count.
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
 already judged by a since-resolved alert opens no new one. A rerun of a day the unresolved
-alert judged (late events) refreshes its evidence when that day is its newest and still
-fires, and resolves it `data_corrected` when no day of its span fires any more (_rejudge).
+alert judged (late events) shows the newest day of its span that still fires (the rerun's
+verdict, or a later day's as stored after the rerun carried its CUSUM forward), and resolves
+it `data_corrected` when no day of its span fires any more (_rejudge).
 A later rerun of a day in the span of an alert resolved `data_corrected` that fires again
 (more late events) reopens that alert (_reopen): the correction it was resolved on was itself
 incomplete data, and the regression is the one it was about. Its receivers hear an
@@ -42,7 +43,7 @@ from app.core.db import get_owned, utcnow
 from app.core.errors import Conflict
 from app.core.links import Links
 from app.core.pagination import paginate
-from app.drift.judge import DayJudgement, Verdict, pick_monitor
+from app.drift.judge import DayJudgement, Verdict, pick_monitor, stored_verdict
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
 from app.models import Alert, ChampionHistory, DriftJudgement, Model, Monitor
@@ -132,12 +133,18 @@ def _rejudge(
     alert's numbers and evidence become the rerun's. No day of the alert's span firing any
     more (the rerun's and, through the carried CUSUM, every later one's rows as stored):
     the data that opened it was incomplete, and it resolves `data_corrected` (alert.resolved)
-    instead of paging on until `resolve_after_days` quiet days pass."""
-    if verdict.band_fired or verdict.cusum_fired:
-        if day == alert.last_day:
-            _show(alert, day, verdict)
+    instead of paging on until `resolve_after_days` quiet days pass. A rerun of an earlier
+    day carried its CUSUM into the later days' stored verdicts (judge._carry_forward), so
+    the alert then shows the newest day of its span that still fires as stored now: before,
+    it kept the statistic and rules its newest day had before the rerun."""
+    if (verdict.band_fired or verdict.cusum_fired) and day == alert.last_day:
+        _show(alert, day, verdict)
         return 0
-    if _fired_between(session, model, alert):
+    newest = _newest_firing(session, model, alert)
+    if newest is not None:
+        monitor = session.get(Monitor, alert.monitor_id)
+        if monitor is not None:
+            _show(alert, newest.day, stored_verdict(session, monitor, newest))
         return 0
     note = f"rerun of {day}: no day from {alert.day} to {alert.last_day} fires any more"
     _resolve(session, links, alert, DATA_CORRECTED, note)
@@ -178,25 +185,23 @@ def _reopen_count(alert: Alert) -> int:
     return sum(1 for a in alert.annotations if a.get("kind") == "reopened")
 
 
-def _fired_between(session: Session, model: Model, alert: Alert) -> bool:
-    """Whether a stored verdict of the alert's cohort fires on a day of its span."""
-    return (
-        session.scalar(
-            select(DriftJudgement.day)
-            .where(
-                DriftJudgement.project_id == model.project_id,
-                DriftJudgement.model_id == model.id,
-                DriftJudgement.signal == alert.signal,
-                DriftJudgement.dimension == alert.dimension,
-                DriftJudgement.value == alert.value,
-                DriftJudgement.day >= alert.day,
-                DriftJudgement.day <= alert.last_day,
-                DriftJudgement.rules != 0,
-            )
-            .limit(1)
+def _newest_firing(session: Session, model: Model, alert: Alert) -> DriftJudgement | None:
+    """The stored verdict of the alert's cohort that fires on the newest day of its span."""
+    return session.scalars(
+        select(DriftJudgement)
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.signal == alert.signal,
+            DriftJudgement.dimension == alert.dimension,
+            DriftJudgement.value == alert.value,
+            DriftJudgement.day >= alert.day,
+            DriftJudgement.day <= alert.last_day,
+            DriftJudgement.rules != 0,
         )
-        is not None
-    )
+        .order_by(DriftJudgement.day.desc())
+        .limit(1)
+    ).first()
 
 
 def _resolve_unmonitored(

@@ -171,6 +171,53 @@ class Verdict:
         )
 
 
+def stored_verdict(session: Session, monitor: Monitor, judgement: DriftJudgement) -> Verdict:
+    """A verdict as `_store` kept it (drift_judgements), CUSUM as carried forward since: what
+    an alert shows of a day it judged when that day's verdict is not at hand (a rerun of an
+    earlier day moved its statistic)."""
+    reference = None
+    if judgement.reference_version is not None:
+        reference = session.get(
+            DriftReference,
+            (judgement.project_id, judgement.model_id, judgement.reference_version),
+        )
+    row = SignalRow(
+        model_id=judgement.model_id,
+        checkpoint_id=judgement.checkpoint_id,
+        signal=judgement.signal,
+        dimension=judgement.dimension,
+        value=judgement.value,
+        numerator=(judgement.observed or 0.0) * judgement.volume,
+        denominator=judgement.volume,
+        rate=judgement.observed,
+    )
+    return Verdict(
+        monitor=monitor,
+        row=row,
+        side=judgement.side,
+        judged=True,
+        observed=judgement.observed,
+        center=judgement.center,
+        band_low=judgement.band_low,
+        band_high=judgement.band_high,
+        band_alpha=judgement.band_alpha,
+        pvalue=judgement.pvalue,
+        score=judgement.score,
+        cusum=judgement.cusum,
+        cusum_lower=judgement.cusum_lower,
+        cusum_h=judgement.cusum_h,
+        band_fired=bool(judgement.rules & 1),
+        cusum_fired=bool(judgement.rules & 2),
+        in_control=judgement.rules == 0
+        and (
+            judgement.cusum_h is None
+            or max(judgement.cusum, judgement.cusum_lower)
+            <= float(release_level(judgement.cusum_h))
+        ),
+        reference=reference,
+    )
+
+
 def _finite(value: Any) -> Any:
     """JSON-safe: NaN and infinities become null (JSONB and strict parsers refuse them)."""
     if isinstance(value, dict):

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.drift.champions import alerts, calls, champions_since, days_ending_day_before_yesterday
+from tests.drift.test_late_data_cusum import cusum_by_day
 from tests.drift.traffic import post_events, run_drift
 
 Headers = dict[str, str]
@@ -129,3 +130,36 @@ def test_an_alert_resolved_data_corrected_reopens_when_a_later_rerun_fires_again
     assert {d["subject"] for d in sent} == {f"alert:{a}"}
     assert sent[2]["payload"]["data"]["reopened"] is True
     assert sent[2]["payload"]["data"]["status"] == "open"
+
+
+def test_a_rerun_of_an_earlier_day_that_still_fires_brings_the_newest_days_evidence_up_to_date(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """14 reference days at 10% refusals; day 14 opens the alert on its first 250 calls (60
+    refused, 24%), day 15 (65 of 500, 13%) keeps it open on the CUSUM alone, at its cap
+    4.31. 250 late calls for day 14, 20 refused: day 14 is 16% (it still fires, on the band)
+    and its rerun carries a lower CUSUM into day 15 (4.08, still past the threshold). Before,
+    the alert kept showing day 15's evidence with the CUSUM at 4.31, which no stored verdict
+    holds any more; now its evidence is day 15's as stored after the rerun."""
+    day = days_ending_day_before_yesterday(16)
+    champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
+    events = [e for d in day[:14] for e in calls(d, "A", refused=50)]
+    events += calls(day[14], "A", refused=60, n=250) + calls(day[15], "A", refused=65)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[15], backfill=16)
+    before = refusal_alert(client, auth)
+    assert (before["day"], before["last_day"]) == (day[14].isoformat(), day[15].isoformat())
+    assert before["evidence"]["rules"] == ["cusum"]
+
+    post_events(client, auth, late(day[14], refused=20, n=250))
+    run_drift(client, auth, day[14])
+
+    alert = refusal_alert(client, auth)
+    stored = cusum_by_day(app)
+    assert stored[day[14]][2] != 0 and stored[day[15]][2] == 2  # both days still fire
+    assert stored[day[15]][0] < before["evidence"]["cusum"]["statistic"]
+    assert alert["status"] == "open" and alert["evidence"]["day"] == day[15].isoformat()
+    assert alert["evidence"]["rules"] == ["cusum"]
+    assert alert["evidence"]["cusum"]["statistic"] == stored[day[15]][0]
+    assert alert["evidence"]["cusum"]["threshold"] == before["evidence"]["cusum"]["threshold"]
+    assert (alert["observed"], alert["volume"]) == (0.13, 500)  # day 15's own numbers
