@@ -30,7 +30,7 @@ def gate_page(
         "viewer": viewer,
         "gate": gate,
         "model": model,
-        "versions": registry_queries.versions_by_id(session, {gate.checkpoint_id}),
+        "versions": registry_queries.versions_by_id(session, gate.project_id, {gate.checkpoint_id}),
         "notes": gate.notes.get("messages", []),
         **_cohort_changes(gate.comparisons, gate.policy),
     }

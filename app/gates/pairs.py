@@ -128,6 +128,7 @@ def pooled_run_ids(session: Session, run: EvaluationRun) -> list[int]:
         session.scalars(
             select(EvaluationRun.id)
             .where(
+                EvaluationRun.project_id == run.project_id,
                 EvaluationRun.checkpoint_id == run.checkpoint_id,
                 EvaluationRun.dataset_version_id == run.dataset_version_id,
                 EvaluationRun.status == RunStatus.succeeded,
@@ -154,7 +155,9 @@ def load_pairs(
     all_ids, keys, risks, cohorts = _version_rows(connection, project_id, version_id)
     run_ids = sides["candidate"] + sides["baseline"]
     repeats = session.scalar(
-        select(func.max(EvaluationRun.repeats)).where(EvaluationRun.id.in_(run_ids))
+        select(func.max(EvaluationRun.repeats)).where(
+            EvaluationRun.project_id == project_id, EvaluationRun.id.in_(run_ids)
+        )
     )
     totals = _fetch_totals(connection, project_id, version_id, run_ids, one_call=repeats == 1)
     no_output = _calls_without_output(connection, project_id, version_id, sides["baseline"])
@@ -197,7 +200,7 @@ def load_pairs(
     notes += error_notes
     if no_output:
         notes.append(_no_output_note(no_output))
-    differing = _differing_specs(session, run_ids, _NOT_READ_BY[metric])
+    differing = _differing_specs(session, project_id, run_ids, _NOT_READ_BY[metric])
     both: dict[str, tuple[_Side, _Side, IntArray, IntArray]] = {}
     for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
         if name in differing:
@@ -327,14 +330,16 @@ setting a later spec adds) may change what a score means, and must match."""
 
 
 def _differing_specs(
-    session: Session, run_ids: Sequence[int], ignored: frozenset[str]
+    session: Session, project_id: int, run_ids: Sequence[int], ignored: frozenset[str]
 ) -> dict[str, str]:
     """Evaluators whose stored spec (threshold, params, every default filled in at creation),
     less its `ignored` settings, differs between the runs: per name, the differing settings
     as "key: a | b"."""
     specs: dict[str, list[dict[str, Any]]] = {}
     for evaluators in session.scalars(
-        select(EvaluationRun.evaluators).where(EvaluationRun.id.in_(run_ids))
+        select(EvaluationRun.evaluators).where(
+            EvaluationRun.project_id == project_id, EvaluationRun.id.in_(run_ids)
+        )
     ):
         for spec in evaluators:
             forms = specs.setdefault(str(spec.get("name")), [])

@@ -74,6 +74,7 @@ def _champion_run(
     run = session.scalar(
         select(EvaluationRun)
         .where(
+            EvaluationRun.project_id == model.project_id,
             EvaluationRun.checkpoint_id == champion.id,
             EvaluationRun.dataset_version_id == candidate.dataset_version_id,
             EvaluationRun.status == RunStatus.succeeded,

@@ -39,7 +39,9 @@ def model_page(
     request: Request, model: PageText, viewer: ViewerDep, session: SessionDep
 ) -> HTMLResponse:
     state = registry.model_state(session, viewer.principal.project_id, model)
-    checkpoints = registry_queries.model_checkpoints(session, state.model.id)
+    checkpoints = registry_queries.model_checkpoints(
+        session, state.model.project_id, state.model.id
+    )
     checkpoint_ids = [c.id for c in checkpoints]
     history = list(reversed(state.history))
     context = {
@@ -142,10 +144,10 @@ def checkpoint_page(
         "viewer": viewer,
         "checkpoint": checkpoint,
         "model": model,
-        "parent_version": registry_queries.versions_by_id(session, parent_ids).get(
+        "parent_version": registry_queries.versions_by_id(session, project_id, parent_ids).get(
             checkpoint.parent_id or 0
         ),
-        "children": registry_queries.checkpoint_children(session, checkpoint.id),
+        "children": registry_queries.checkpoint_children(session, project_id, checkpoint.id),
         "runs": run_queries.runs_for_checkpoints(session, project_id, [checkpoint.id]),
         "gates": gate_queries.gates_for_checkpoints(session, project_id, [checkpoint.id]),
     }

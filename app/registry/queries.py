@@ -80,9 +80,11 @@ def model_names(session: Session, project_id: int) -> list[str]:
     )
 
 
-def model_checkpoints(session: Session, model_id: int) -> Sequence[Checkpoint]:
+def model_checkpoints(session: Session, project_id: int, model_id: int) -> Sequence[Checkpoint]:
     return session.scalars(
-        select(Checkpoint).where(Checkpoint.model_id == model_id).order_by(Checkpoint.id)
+        select(Checkpoint)
+        .where(Checkpoint.project_id == project_id, Checkpoint.model_id == model_id)
+        .order_by(Checkpoint.id)
     ).all()
 
 
@@ -92,18 +94,24 @@ def model_by_id(session: Session, model_id: int) -> Model:
     return model
 
 
-def versions_by_id(session: Session, checkpoint_ids: set[int]) -> dict[int, str]:
+def versions_by_id(session: Session, project_id: int, checkpoint_ids: set[int]) -> dict[int, str]:
     if not checkpoint_ids:
         return {}
     rows = session.execute(
-        select(Checkpoint.id, Checkpoint.version).where(Checkpoint.id.in_(checkpoint_ids))
+        select(Checkpoint.id, Checkpoint.version).where(
+            Checkpoint.project_id == project_id, Checkpoint.id.in_(checkpoint_ids)
+        )
     ).all()
     return {cid: version for cid, version in rows}
 
 
-def checkpoint_children(session: Session, checkpoint_id: int) -> Sequence[Checkpoint]:
+def checkpoint_children(
+    session: Session, project_id: int, checkpoint_id: int
+) -> Sequence[Checkpoint]:
     return session.scalars(
-        select(Checkpoint).where(Checkpoint.parent_id == checkpoint_id).order_by(Checkpoint.id)
+        select(Checkpoint)
+        .where(Checkpoint.project_id == project_id, Checkpoint.parent_id == checkpoint_id)
+        .order_by(Checkpoint.id)
     ).all()
 
 

@@ -67,7 +67,13 @@ def get_checkpoint(session: Session, project_id: int, checkpoint_id: int) -> Che
 def find_checkpoint(session: Session, model: Model, ref: int | str) -> Checkpoint | None:
     """A checkpoint of `model` by id (int) or version (str)."""
     column = Checkpoint.id if isinstance(ref, int) else Checkpoint.version
-    return session.scalar(select(Checkpoint).where(Checkpoint.model_id == model.id, column == ref))
+    return session.scalar(
+        select(Checkpoint).where(
+            Checkpoint.project_id == model.project_id,
+            Checkpoint.model_id == model.id,
+            column == ref,
+        )
+    )
 
 
 def _spec_hash(body: CheckpointIn, parent_id: int | None) -> str:
@@ -188,14 +194,16 @@ def list_checkpoints(
     return paginate(session, stmt, Checkpoint.id, cursor, limit)
 
 
-def names_by_id(session: Session, checkpoint_ids: set[int]) -> dict[int, tuple[str, str]]:
+def names_by_id(
+    session: Session, project_id: int, checkpoint_ids: set[int]
+) -> dict[int, tuple[str, str]]:
     """checkpoint id -> (model name, version), in one query."""
     if not checkpoint_ids:
         return {}
     rows = session.execute(
         select(Checkpoint.id, Model.name, Checkpoint.version)
         .join(Model, Model.id == Checkpoint.model_id)
-        .where(Checkpoint.id.in_(checkpoint_ids))
+        .where(Checkpoint.project_id == project_id, Checkpoint.id.in_(checkpoint_ids))
     ).all()
     return {row[0]: (row[1], row[2]) for row in rows}
 

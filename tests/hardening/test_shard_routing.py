@@ -51,18 +51,27 @@ On Citus they are reference tables, replicated to every node, so a statement on 
 needs routing, and foreign keys into them stay valid (docs/scale-out.md). The ORM reaches
 them by `id` (relationship loads, flushes); their tenant check is `get_owned`."""
 TENANT_TABLES = DISTRIBUTED_TABLES | REFERENCE_TENANT_TABLES
-LISTED_BY_PROJECT = {"gates"}
-"""Reference tables read in lists (by checkpoint, by version, by ids a caller passes) whose
-every statement names the project all the same, but a single row's by its id (an ORM load or
-flush, whose tenant check is `get_owned`): defence in depth, so that no list of one project's
-gate decisions can take in another's, whatever ids its caller holds."""
+LISTED_BY_PROJECT = {"gates", "evaluation_runs", "checkpoints"}
+"""Reference tables read in lists (by checkpoint, by version, by model, by parent, by ids a
+caller passes) whose every statement names the project all the same, but one that loads rows
+by their ids alone (an ORM load, relationship load or flush, whose tenant check is
+`get_owned` on the row that points at them): defence in depth, so that no list of one
+project's gate decisions, pooled runs or checkpoints can take in another's, whatever ids its
+caller holds."""
+_BY_ID = r"(?:\?|%\(\w+\)s(?:::\w+)?|\d+)"
 _ONE_ROW = re.compile(
-    r"\b(?:{names})\.id = (?:\?|%\(\w+\)s(?:::\w+)?|\d+)(?:\s|$)".format(
-        names="|".join(LISTED_BY_PROJECT)
-    )
+    r"\b(?:{names})\.id = {value}(?:\s|$)".format(names="|".join(LISTED_BY_PROJECT), value=_BY_ID)
 )
 """A statement on one row of those tables by its id: `t.id = ?` (SQLite), `t.id =
 %(pk_1)s::INTEGER` (psycopg)."""
+_ORM_LOAD = re.compile(
+    r"^SELECT ({names})\.id, \1\.project_id, .* FROM \1 "
+    r"WHERE \1\.id IN \({value}(?:, {value})*\)$".format(
+        names="|".join(LISTED_BY_PROJECT), value=_BY_ID
+    )
+)
+"""A relationship load (`lazy="selectin"`) of whole rows of those tables by the ids the rows
+pointing at them hold: `SELECT t.id, t.project_id, ... FROM t WHERE t.id IN (?, ?)`."""
 
 UNSCOPED_ALLOWED: dict[str, str] = {
     r"^SELECT canaries\.project_id, canaries\.id FROM canaries WHERE canaries\.status = ": (
@@ -73,11 +82,20 @@ UNSCOPED_ALLOWED: dict[str, str] = {
     r"WHERE webhook_deliveries\.status = ": (
         "the queue of due deliveries looks across projects by design, like the canary queue"
     ),
+    r"^SELECT evaluation_runs\.id FROM evaluation_runs WHERE evaluation_runs\.status = ": (
+        "the evaluation worker's queue of queued runs looks across projects by design, like "
+        "the canary queue; the claim and everything after it name the run by its id"
+    ),
+    r"^UPDATE evaluation_runs SET .* WHERE evaluation_runs\.status = .* "
+    r"evaluation_runs\.heartbeat_at < ": (
+        "the worker's reaper requeues or fails runs whose heartbeat stopped, in every project "
+        "(one multi-shard statement per poll)"
+    ),
     r"^CREATE TEMP TABLE IF NOT EXISTS plumbline_events_staging .* WITH NO DATA$": (
         "copies the shape of events into a session-local staging table, reading no row"
     ),
 }
-"""Statement pattern on a distributed table -> why it may leave the project out."""
+"""Statement pattern on a distributed or listed table -> why it may leave the project out."""
 
 _TABLE = r'\b(?:FROM|JOIN|INTO|UPDATE)\s+"?({names})"?(?:\s|$|\(|,)'
 _SCOPED = re.compile(
@@ -164,8 +182,9 @@ def test_every_tenant_statement_is_scoped_to_one_project(
         allowed = any(re.search(pattern, statement) for pattern in UNSCOPED_ALLOWED)
         if tables & DISTRIBUTED_TABLES and not is_scoped(statement) and not allowed:
             unscoped[statement] = None
-        listed = tables & LISTED_BY_PROJECT and not _ONE_ROW.search(statement)
-        if listed and not is_scoped(statement):
+        by_id = _ONE_ROW.search(statement) or _ORM_LOAD.search(statement)
+        listed = tables & LISTED_BY_PROJECT and not by_id
+        if listed and not is_scoped(statement) and not allowed:
             unscoped[statement] = None
     assert TENANT_TABLES - touched == set(), "the flows never touched these tenant tables"
     assert list(unscoped) == []
