@@ -102,6 +102,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         run_workers=False,
         run_scheduler=False,
         public_url="http://plumbline.test",
+        # Ingest refuses events older than the retention (PLUMBLINE_RETENTION_DAYS); tests
+        # post events of fixed past dates (2024, tests/ingest/factories.py), so they keep
+        # events for a century. Tests of retention set the window they test.
+        retention_days=36500,
     )
 
 

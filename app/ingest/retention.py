@@ -61,10 +61,18 @@ RETENTION_BATCH_ROWS = 5000
 _KEYS = cast(Table, EventKey.__table__)
 
 
-def retention_cutoff(settings: Settings) -> datetime:
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def retention_cutoff(settings: Settings, now: datetime | None = None) -> datetime:
     """The instant before which events are removed (drift keeps those days' rollups and
-    judges them again as stored, app/drift/job.run_day)."""
-    return utcnow() - timedelta(days=settings.retention_days)
+    judges them again as stored, app/drift/job.run_day), and ingest refuses events
+    (app/ingest/service.ingest_events). A window reaching before year 1 keeps everything:
+    its cutoff is the earliest instant, never an overflow."""
+    now = utcnow() if now is None else now
+    if settings.retention_days >= (now - _EARLIEST).days:
+        return _EARLIEST
+    return now - timedelta(days=settings.retention_days)
 
 
 def purge_expired_events(sessions: sessionmaker[Session], settings: Settings) -> bool:

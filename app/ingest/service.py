@@ -22,6 +22,11 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
   is refused (per event, field `timestamp`): one comparison with a bound computed once per
   batch. A client with a wrong clock otherwise filed calls under days judged later, where
   they never counted.
+* Retention: an event stamped before the retention cutoff (`retention_days` before the
+  server's clock, `retention.retention_cutoff`, the instant the retention job deletes
+  before) is refused too (per event,
+  field `timestamp`): stored, it was deleted by the next retention run and, sent again after
+  it, counted as new (exactly-once broken), under a day whose drift was judged already.
 * Online evaluation fills `refusal` / `eval_passed` only when the client did not send them,
   and an evaluator that cannot judge an event leaves the field empty instead of dropping it.
 """
@@ -49,6 +54,7 @@ from app.core.errors import PayloadTooLarge, Unprocessable
 from app.core.settings import Settings
 from app.ingest.cohorts import assign_cohort_ids
 from app.ingest.partitions import MISSING_DAYS_SQL, create_partitions
+from app.ingest.retention import retention_cutoff
 from app.ingest.schemas import (
     FEEDBACK_SCORES,
     STORABLE_CHECKED,
@@ -410,12 +416,16 @@ def ingest_events(
 
     received_at = utcnow()
     latest_timestamp = received_at + timedelta(seconds=settings.ingest_max_clock_skew_s)
+    earliest_timestamp = retention_cutoff(settings, received_at)
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     repeated_in_batch = 0
     for index, event in valid:
         if event.timestamp > latest_timestamp:
             rejected.append(_ahead_of_clock(index, event, received_at, settings))
+            continue
+        if event.timestamp < earliest_timestamp:
+            rejected.append(_past_retention(index, event, earliest_timestamp, settings))
             continue
         checkpoint = resolver.resolve(event)
         if isinstance(checkpoint, str):
@@ -449,6 +459,20 @@ def _ahead_of_clock(
         f"{settings.ingest_max_clock_skew_s} s ahead of the server's clock "
         f"({received_at.isoformat(timespec='seconds')}; PLUMBLINE_INGEST_MAX_CLOCK_SKEW_S): "
         "check the client's clock",
+    )
+
+
+def _past_retention(index: int, event: EventIn, cutoff: datetime, settings: Settings) -> Rejection:
+    """A timestamp before the retention cutoff: stored, the event would be deleted by the
+    next retention run, and the same event sent again after it would be stored anew, counted
+    twice in all, under a day whose drift was judged already."""
+    return Rejection(
+        index,
+        "timestamp",
+        f"timestamp: {event.timestamp.isoformat()} is older than the event retention "
+        f"({settings.retention_days} days, PLUMBLINE_RETENTION_DAYS; the cutoff is "
+        f"{cutoff.isoformat(timespec='seconds')}): events that old are deleted, so they "
+        "are not accepted",
     )
 
 

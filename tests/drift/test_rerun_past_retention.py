@@ -6,23 +6,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.core.db import today_utc
 from app.core.settings import Settings
 from app.ingest.retention import run_scheduled_retention
+from app.main import create_app
 from tests.drift.champions import calls, champions_since
 from tests.drift.traffic import post_events, run_drift
 
 Headers = dict[str, str]
 RETENTION_DAYS = 20
-
-
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"retention_days": RETENTION_DAYS})
 
 
 def stored_signals(client: TestClient, auth: Headers, day: Any) -> list[tuple[Any, ...]]:
@@ -32,20 +27,24 @@ def stored_signals(client: TestClient, auth: Headers, day: Any) -> list[tuple[An
 
 
 def test_rerunning_a_day_past_retention_keeps_its_rollup(
-    app: FastAPI, client: TestClient, auth: Headers
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
 ) -> None:
-    """A day 25 days back, rolled up, then its events purged (20-day retention). Before, a
-    backfill reaching it (the API allows 90 days) replaced its rollup with the nothing left
-    of its events: the signals the retention promise keeps were erased for good."""
+    """A day 25 days back, rolled up while its events were kept, then its events purged
+    (the service now runs with a 20-day retention: ingest refuses events past it, so they
+    were sent while they were inside it). Before, a backfill reaching it (the API allows 90
+    days) replaced its rollup with the nothing left of its events: the signals the retention
+    promise keeps were erased for good."""
     day = today_utc() - timedelta(days=RETENTION_DAYS + 5)
     champions_since(app, client, auth, {"A": day - timedelta(days=1)})
     post_events(client, auth, calls(day, "A", refused=50, n=100))
     run_drift(client, auth, day)
     rolled_up = stored_signals(client, auth, day)
     assert ("refusal_rate", "all", "all", 100) in rolled_up
-    run_scheduled_retention(app.state.sessionmaker, app.state.settings)
+    short = create_app(settings.model_copy(update={"retention_days": RETENTION_DAYS}))
+    with TestClient(short) as later:
+        run_scheduled_retention(short.state.sessionmaker, short.state.settings)
 
-    ran = run_drift(client, auth, day + timedelta(days=1), backfill=2)
+        ran = run_drift(later, auth, day + timedelta(days=1), backfill=2)
 
-    assert stored_signals(client, auth, day) == rolled_up
+        assert stored_signals(later, auth, day) == rolled_up
     assert ran["days"][0]["signals"] == len(rolled_up)

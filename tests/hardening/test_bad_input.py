@@ -40,8 +40,10 @@ TABLES = (Model, Checkpoint, Dataset, DatasetVersion, DatasetRow, Event, Feedbac
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Webhook targets on loopback are allowed so that one can be configured offline."""
-    return settings.model_copy(update={"webhook_allow_private": True})
+    """Webhook targets on loopback are allowed so that one can be configured offline; events
+    are kept for good (a window reaching before year 1), so that ingest accepts the calendar's
+    first instant, which an ordinary retention window refuses."""
+    return settings.model_copy(update={"webhook_allow_private": True, "retention_days": 10**6})
 
 
 def row_counts(app: FastAPI) -> dict[str, int]:
@@ -146,8 +148,9 @@ def test_ids_beyond_the_database_range_are_a_4xx(client: TestClient, auth: Heade
 def test_timestamps_are_accepted_in_years_1_to_9999_and_stored_in_utc(
     client: TestClient, auth: Headers
 ) -> None:
-    """The rule: any ISO 8601 time from year 1 to the server's clock (plus the allowed
-    skew, PLUMBLINE_INGEST_MAX_CLOCK_SKEW_S) is accepted; a naive one is UTC, an offset one
+    """The rule: any ISO 8601 time from the retention cutoff (PLUMBLINE_RETENTION_DAYS; year 1
+    here) to the server's clock (plus the allowed skew, PLUMBLINE_INGEST_MAX_CLOCK_SKEW_S) is
+    accepted; a naive one is UTC, an offset one
     is converted to UTC; anything else is a per-event rejection naming `timestamp`."""
     checkpoint(client, auth)
     sent = {
