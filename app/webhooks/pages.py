@@ -22,6 +22,7 @@ from app.web.rendering import (
 )
 from app.webhooks import queries as webhook_queries
 from app.webhooks import service as webhooks
+from app.webhooks.schemas import WebhookOut
 
 router = web_router()
 
@@ -37,7 +38,10 @@ def webhooks_page(
     project_id = viewer.principal.project_id
     context = {
         "viewer": viewer,
-        "endpoints": webhook_queries.webhook_endpoints(session, project_id),
+        "endpoints": [
+            WebhookOut.seen_by(endpoint, viewer.principal.role)
+            for endpoint in webhook_queries.webhook_endpoints(session, project_id)
+        ],
         "deliveries": webhook_queries.webhook_deliveries(
             session, project_id, endpoint, choice_filter(DeliveryStatus, status, "status")
         ),

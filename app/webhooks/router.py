@@ -24,7 +24,7 @@ def create_webhook(
 ) -> WebhookCreatedOut:
     """The signing secret is in this answer only; it is stored encrypted."""
     endpoint, secret = webhooks.create_endpoint(session, principal, settings, body)
-    return WebhookCreatedOut(**WebhookOut.model_validate(endpoint).model_dump(), secret=secret)
+    return WebhookCreatedOut.with_secret(endpoint, principal.role, secret)
 
 
 @router.get("/webhooks", response_model=Page[WebhookOut])
@@ -32,13 +32,13 @@ def list_webhooks(principal: Reader, session: SessionDep, paging: Paging) -> Pag
     rows, cursor = webhooks.list_endpoints(
         session, principal.project_id, paging.cursor, paging.limit
     )
-    return Page(items=[WebhookOut.model_validate(e) for e in rows], next_cursor=cursor)
+    return Page(items=[WebhookOut.seen_by(e, principal.role) for e in rows], next_cursor=cursor)
 
 
 @router.get("/webhooks/{webhook_id}", response_model=WebhookOut)
 def get_webhook(webhook_id: int, principal: Reader, session: SessionDep) -> WebhookOut:
     endpoint = webhooks.get_endpoint(session, principal.project_id, webhook_id)
-    return WebhookOut.model_validate(endpoint)
+    return WebhookOut.seen_by(endpoint, principal.role)
 
 
 @router.patch("/webhooks/{webhook_id}", response_model=WebhookOut)
@@ -51,7 +51,7 @@ def update_webhook(
 ) -> WebhookOut:
     """Change url, events or description; status 'active' re-enables a paused endpoint."""
     endpoint = webhooks.update_endpoint(session, principal, settings, webhook_id, body)
-    return WebhookOut.model_validate(endpoint)
+    return WebhookOut.seen_by(endpoint, principal.role)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -67,7 +67,7 @@ def rotate_webhook_secret(
     """A new signing secret, in this answer only. The replaced one keeps signing deliveries
     beside it until `previous_secret_expires_at` (24 h), so receivers switch without a gap."""
     endpoint, secret = webhooks.rotate_secret(session, principal, settings, webhook_id)
-    return WebhookCreatedOut(**WebhookOut.model_validate(endpoint).model_dump(), secret=secret)
+    return WebhookCreatedOut.with_secret(endpoint, principal.role, secret)
 
 
 @router.post(

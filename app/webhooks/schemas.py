@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, StringConstraints
+from pydantic import AliasChoices, Field, StringConstraints, ValidationInfo, field_validator
 
 from app.core.schemas import OrmModel, StrictModel
+from app.models.project import Role
 from app.models.webhooks import DeliveryStatus, EndpointStatus
 
 EventType = Literal[
@@ -35,9 +37,37 @@ class WebhookPatch(StrictModel):
     )
 
 
+URL_MASK = "[redacted]"
+VIEWER_ROLE = "viewer_role"
+"""Validation context key: the role of the key the answer is for (`WebhookOut.seen_by`)."""
+
+
+def redacted_url(url: str) -> str:
+    """Scheme and host, then a fixed mask: incoming-webhook URLs (Slack, PagerDuty, ...)
+    carry their secret token in the path or query, some credentials before the host, so
+    nothing but where it points is shown (the port, path, query and user info are dropped)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return URL_MASK
+    if not parts.scheme or not host:
+        return URL_MASK
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}/{URL_MASK}"
+
+
 class WebhookOut(OrmModel):
+    """An endpoint as a key of `role` sees it (`seen_by`): the URL whole for admin keys, who
+    set it, and redacted for read and write keys (`redacted_url`), since it often embeds a
+    secret token. Built without a role (plain `model_validate`), the URL is redacted."""
+
     id: int
-    url: str
+    url: str = Field(
+        description="The whole URL for admin keys; for other keys scheme and host only, "
+        f"then '/{URL_MASK}'."
+    )
     events: list[str]
     description: str | None
     status: EndpointStatus
@@ -48,9 +78,24 @@ class WebhookOut(OrmModel):
     )
     created_at: datetime
 
+    @field_validator("url")
+    @classmethod
+    def _url_for_viewer(cls, url: str, info: ValidationInfo) -> str:
+        role = (info.context or {}).get(VIEWER_ROLE)
+        return url if role is Role.admin else redacted_url(url)
+
+    @classmethod
+    def seen_by(cls, endpoint: Any, role: Role) -> Self:
+        return cls.model_validate(endpoint, context={VIEWER_ROLE: role})
+
 
 class WebhookCreatedOut(WebhookOut):
     secret: str = Field(description="Shown once: verify signatures with it.")
+
+    @classmethod
+    def with_secret(cls, endpoint: Any, role: Role, secret: str) -> Self:
+        seen = WebhookOut.seen_by(endpoint, role).model_dump()
+        return cls.model_validate({**seen, "secret": secret}, context={VIEWER_ROLE: role})
 
 
 class DeliveryOut(OrmModel):
