@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+import unicodedata
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from fastapi import Query
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 T = TypeVar("T")
 
 # Ids are 32-bit integer columns on PostgreSQL: a larger one cannot name a stored row.
 MAX_ID = 2**31 - 1
+
+
+def nfc(text: str) -> str:
+    """Unicode NFC. Cohort dimensions and values are compared as stored, byte for byte, so
+    "café" typed composed (U+00E9) and decomposed (e + U+0301) were two cohorts, each judged
+    at half the volume; they are normalised wherever they enter: ingest (REST and OTLP),
+    monitors and query filters. ASCII, the common case, is NFC already."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def nfc_or_none(text: str | None) -> str | None:
+    return None if text is None else nfc(text)
+
+
+CohortFilter = Annotated[str | None, Query(max_length=200), AfterValidator(nfc_or_none)]
+"""A query parameter naming a cohort dimension or value, NFC-normalised as stored ones are."""
 
 
 class StrictModel(BaseModel):

@@ -8,9 +8,11 @@ from urllib.parse import urlencode
 
 from fastapi import Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import AfterValidator
 
 from app.core.deps import LinksDep, SessionDep
 from app.core.errors import Unprocessable
+from app.core.schemas import nfc
 from app.drift import alerts, references
 from app.drift import figures as drift_figures
 from app.drift import queries as drift_queries
@@ -49,7 +51,7 @@ def drift_page(
     links: LinksDep,
     model: OptionalText = None,
     signal: Annotated[str, Query(max_length=64)] = "eval_fail_rate",
-    dimension: Annotated[str, Query(max_length=100)] = "all",
+    dimension: Annotated[str, Query(max_length=100), AfterValidator(nfc)] = "all",
     start: Annotated[date | None, Query(alias="from")] = None,
     end: Annotated[date | None, Query(alias="to")] = None,
 ) -> HTMLResponse:

@@ -19,7 +19,7 @@ from app.core.deps import (
     Writer,
     api_router,
 )
-from app.core.schemas import Page
+from app.core.schemas import CohortFilter, Page
 from app.drift import alerts, monitors, references
 from app.drift import job as drift_job
 from app.drift import queries as drift_queries
@@ -86,8 +86,8 @@ def list_signals(
     paging: Paging,
     model: Filter = None,
     signal: Filter = None,
-    dimension: Filter = None,
-    value: Filter = None,
+    dimension: CohortFilter = None,
+    value: CohortFilter = None,
     checkpoint_id: int | None = None,
     from_: Annotated[date | None, Query(alias="from")] = None,
     to: date | None = None,
@@ -144,8 +144,8 @@ def list_alerts(
     status: AlertStatus | None = None,
     model: Filter = None,
     signal: Filter = None,
-    dimension: Filter = None,
-    value: Filter = None,
+    dimension: CohortFilter = None,
+    value: CohortFilter = None,
 ) -> Page[AlertOut]:
     filters = {
         "status": status,

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     AliasPath,
     BaseModel,
@@ -17,13 +18,13 @@ from pydantic import (
 )
 
 from app.core.links import Links
-from app.core.schemas import CohortRef, OrmModel, StrictModel
+from app.core.schemas import CohortRef, OrmModel, StrictModel, nfc
 from app.models.drift import AlertStatus
 from app.registry.schemas import CheckpointRef, HistoryEntryOut, Name
 from app.stats.budget import DEFAULT_DAILY_ALPHA
 
-Dimension = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-CohortValue = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Dimension = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(nfc)]
+CohortValue = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(nfc)]
 Note = Annotated[str, StringConstraints(max_length=2000)]
 
 

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from app.core.deps import Admin, Paging, Reader, SessionDep, SettingsDep, Writer, api_router
-from app.core.schemas import Page
+from app.core.schemas import Page, nfc_or_none
 from app.ingest import queries as event_queries
 from app.ingest import service as ingest
 from app.ingest.deps import RawBody, RestSlot
@@ -79,9 +79,11 @@ def list_events(
     checkpoint_id: int | None = None,
     start: Annotated[UtcDateTime | None, Query(alias="from", description="naive = UTC")] = None,
     end: Annotated[UtcDateTime | None, Query(alias="to", description="exclusive")] = None,
-    route: Annotated[str | None, Query(max_length=200)] = None,
-    user_segment: Annotated[str | None, Query(max_length=100)] = None,
-    prompt_version: Annotated[str | None, Query(max_length=100)] = None,
+    route: Annotated[str | None, Query(max_length=200), AfterValidator(nfc_or_none)] = None,
+    user_segment: Annotated[str | None, Query(max_length=100), AfterValidator(nfc_or_none)] = None,
+    prompt_version: Annotated[
+        str | None, Query(max_length=100), AfterValidator(nfc_or_none)
+    ] = None,
     eval_passed: bool | None = None,
     fallback: bool | None = None,
     refusal: bool | None = None,

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.schemas import MAX_ID, OrmModel, StrictModel
+from app.core.schemas import MAX_ID, OrmModel, StrictModel, nfc
 
 FeedbackValue = Literal["up", "down"]
 # Stored as a small integer: +1 up, -1 down.
@@ -115,10 +115,15 @@ class EventIn(StrictModel):
         """An empty or null value means the dimension is absent, as OTLP (whose empty or null
         attribute names nothing) and a dataset's empty cell read it: kept, "" made REST
         events a cohort of their own that the same call sent over OTLP never joined, and a
-        null refused the event, leaving those users' calls out of every rate."""
+        null refused the event, leaving those users' calls out of every rate. Names and values
+        are NFC-normalised (`nfc`): "café" composed and decomposed is one cohort."""
         if "all" in cohort:
             raise ValueError("'all' names the whole population; give the dimension another name")
-        present = {dimension: value for dimension, value in cohort.items() if value}
+        present = {nfc(dimension): nfc(value) for dimension, value in cohort.items() if value}
+        if len(present) < sum(1 for value in cohort.values() if value):
+            raise ValueError(
+                "two dimensions have the same name once Unicode-normalised (NFC); send one"
+            )
         for dimension, value in present.items():
             width = COHORT_COLUMN_WIDTHS.get(dimension, 200)
             if len(value) > width:
