@@ -18,6 +18,32 @@ def is_service_variable(name: str) -> bool:
     return name.upper().startswith(ENV_PREFIX)
 
 
+DEFAULT_KEY_VARIABLES = (
+    "OPENAI_API_KEY,ANTHROPIC_API_KEY,AZURE_OPENAI_API_KEY,GEMINI_API_KEY,GOOGLE_API_KEY,"
+    "MISTRAL_API_KEY,COHERE_API_KEY,GROQ_API_KEY,TOGETHER_API_KEY,FIREWORKS_API_KEY,"
+    "DEEPSEEK_API_KEY,OPENROUTER_API_KEY"
+)
+"""The usual model providers' key variables: what an operator is likely to have set for the
+evaluators and endpoints projects configure."""
+
+
+def key_variable_problem(name: str, allowed: frozenset[str]) -> str | None:
+    """Why a project may not name `name` as a key variable (`api_key_env` of a checkpoint's
+    endpoint or an LLM judge): the worker sends its value as a Bearer token to a URL the
+    project chooses, so only the variables the operator listed
+    (PLUMBLINE_EVALUATOR_KEY_ENVS) may be named — never AWS_SECRET_ACCESS_KEY and the like,
+    and never the service's own settings. None when it may."""
+    if is_service_variable(name):
+        return f"{name} is a setting of the service, never sent as a key"
+    if name not in allowed:
+        listed = ", ".join(sorted(allowed)) or "none"
+        return (
+            f"{name} is not a key variable the operator allows to be sent "
+            f"(PLUMBLINE_EVALUATOR_KEY_ENVS: {listed})"
+        )
+    return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
@@ -58,6 +84,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = 10.0
     drift_cron: str = "15 0 * * *"
     retention_days: int = Field(default=90, ge=1)
+    # Comma-separated names of the environment variables a project may name as a key
+    # (`api_key_env` of a checkpoint endpoint or an LLM judge): see key_variable_problem.
+    evaluator_key_envs: str = DEFAULT_KEY_VARIABLES
     # `plumbline serve` worker processes; 0 means one per core of the machine.
     workers: int = Field(default=0, ge=0)
     run_scheduler: bool = True
@@ -74,3 +103,8 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def key_variables(self) -> frozenset[str]:
+        """The names in `evaluator_key_envs`."""
+        return frozenset(n.strip() for n in self.evaluator_key_envs.split(",") if n.strip())

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.core.deps import Paging, Reader, SessionDep, Writer, api_router
+from app.core.deps import Paging, Reader, SessionDep, SettingsDep, Writer, api_router
 from app.core.errors import Unprocessable
 from app.core.schemas import Page
 from app.core.uploads import is_multipart, json_body, multipart_doc, parse_model, upload_part
@@ -50,6 +50,7 @@ async def add_evaluation(
     response: Response,
     principal: Writer,
     session: SessionDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> RunCreatedOut:
     """JSON body, or multipart: a `request` part holding the JSON body without outputs and an
@@ -58,7 +59,14 @@ async def add_evaluation(
         body = parse_model(EvaluationIn, await json_body(request))
         outputs = runs.json_outputs(body.outputs) if body.outputs is not None else None
         run, created = await run_in_threadpool(
-            runs.create_run, session, principal, dataset_name, body, outputs, idempotency_key
+            runs.create_run,
+            session,
+            principal,
+            dataset_name,
+            body,
+            outputs,
+            idempotency_key,
+            settings.key_variables,
         )
     else:
         async with request.form() as form:
@@ -86,6 +94,7 @@ async def add_evaluation(
                 body,
                 runs.UploadedOutputs(upload.file),
                 idempotency_key,
+                settings.key_variables,
             )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -142,10 +151,17 @@ def list_results(
     responses={201: {"model": SuiteOut, "description": "Created"}},
 )
 def put_suite(
-    suite_name: Name, body: SuiteIn, principal: Writer, session: SessionDep, response: Response
+    suite_name: Name,
+    body: SuiteIn,
+    principal: Writer,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> SuiteOut:
     specs = [spec.model_dump(exclude_none=True) for spec in body.evaluators]
-    suite, created = suites.put_suite(session, principal, suite_name, body.description, specs)
+    suite, created = suites.put_suite(
+        session, principal, suite_name, body.description, specs, settings.key_variables
+    )
     if created:
         response.status_code = status.HTTP_201_CREATED
     return SuiteOut.model_validate(suite)

@@ -70,9 +70,12 @@ def create_run(
     body: EvaluationIn,
     outputs: ParsedOutputs | None,
     idempotency_key: str | None = None,
+    key_variables: frozenset[str] = frozenset(),
 ) -> tuple[EvaluationRun, bool]:
     """Returns (run, created). Validates everything (checkpoint, version, evaluators, every
     output) before the run exists; the run and its outputs commit together or not at all.
+    `key_variables`: the names an evaluator may give as its `api_key_env` (the operator's
+    Settings.key_variables; none by default).
 
     With an `idempotency_key` (the header's raw value), a run this project already made under
     the key is returned (created False) if this request is the same one (`request_digest`)
@@ -102,11 +105,11 @@ def create_run(
                 suite = suites.get_suite(session, principal.project_id, body.suite)
             except NotFound as exc:
                 raise Unprocessable(f"suite: {exc.detail}", field="suite") from None
-            specs = suites.snapshot(suite.evaluators, "suite.evaluators")
+            specs = suites.snapshot(suite.evaluators, key_variables, "suite.evaluators")
         else:
             assert body.evaluators is not None
             specs = suites.snapshot(
-                [spec.model_dump(exclude_none=True) for spec in body.evaluators]
+                [spec.model_dump(exclude_none=True) for spec in body.evaluators], key_variables
             )
         if outputs is None and not checkpoint.endpoint:
             raise Unprocessable(

@@ -13,17 +13,18 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.pagination import paginate
-from app.core.settings import is_service_variable
+from app.core.settings import key_variable_problem
 from app.models import EvaluationSuite
 from plumbline.evals import Evaluator, EvaluatorConfigError, build_suite
 
 
 def build_evaluators(
-    specs: list[dict[str, Any]], field: str = "evaluators"
+    specs: list[dict[str, Any]], allowed_keys: frozenset[str], field: str = "evaluators"
 ) -> list[Evaluator[Any]]:
     """Every spec checked before anything is stored; the error names `evaluators[i].<field>`.
-    A key variable of the service's own (`PLUMBLINE_*`) is refused: the worker would send it
-    to the URL the spec names."""
+    A key variable outside the operator's `allowed_keys` (PLUMBLINE_EVALUATOR_KEY_ENVS), and
+    any of the service's own (`PLUMBLINE_*`), is refused: the worker would send its value to
+    the URL the spec names."""
     try:
         evaluators = build_suite(specs)
     except EvaluatorConfigError as exc:
@@ -34,9 +35,9 @@ def build_evaluators(
             errors=[{"field": located, "message": exc.problem}],
         ) from None
     for index, name in enumerate(key_variables(specs)):
-        if name is not None and is_service_variable(name):
+        problem = None if name is None else key_variable_problem(name, allowed_keys)
+        if problem is not None:
             located = f"{field}[{index}].params.api_key_env"
-            problem = f"{name} is a setting of the service, never sent as a key"
             raise Unprocessable(
                 f"{located}: {problem}",
                 field=located,
@@ -55,10 +56,12 @@ def key_variables(specs: list[dict[str, Any]]) -> list[str | None]:
     return named
 
 
-def snapshot(specs: list[dict[str, Any]], field: str = "evaluators") -> list[dict[str, Any]]:
+def snapshot(
+    specs: list[dict[str, Any]], allowed_keys: frozenset[str], field: str = "evaluators"
+) -> list[dict[str, Any]]:
     """Specs with every default filled in, so a stored suite or run means one thing forever.
     Names must be unique: results are stored per (row, evaluator name)."""
-    evaluators = build_evaluators(specs, field)
+    evaluators = build_evaluators(specs, allowed_keys, field)
     names = [evaluator.name for evaluator in evaluators]
     for index, name in enumerate(names):
         if name in names[:index]:
@@ -86,10 +89,11 @@ def put_suite(
     name: str,
     description: str | None,
     specs: list[dict[str, Any]],
+    allowed_keys: frozenset[str],
 ) -> tuple[EvaluationSuite, bool]:
     """Create or replace; returns (suite, created). Runs keep their own snapshot, so replacing
     a suite never changes what an earlier run meant."""
-    evaluators = snapshot(specs)
+    evaluators = snapshot(specs, allowed_keys)
     suite = session.scalar(
         select(EvaluationSuite)
         .where(EvaluationSuite.project_id == principal.project_id, EvaluationSuite.name == name)

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import database_unavailable
-from app.core.settings import Settings, is_service_variable
+from app.core.settings import Settings, key_variable_problem
 from app.evaluations.endpoint_client import call_endpoint
 from app.evaluations.service import OUTPUTS_TABLE
 from app.evaluations.suites import key_variables
@@ -113,7 +113,7 @@ def work_runs(sessions: sessionmaker[Session], settings: Settings) -> bool:
     if plan is None:
         return recovered > 0
     try:
-        _execute(sessions, plan)
+        _execute(sessions, plan, settings.key_variables)
     except LostLease:
         log.warning("run %s: lease lost to another worker; stopped", plan.run_id)
     except Exception as exc:
@@ -252,8 +252,8 @@ class _Heartbeat:
                 log.warning("run %s: heartbeat not written; retrying", self._plan.run_id)
 
 
-def _execute(sessions: sessionmaker[Session], plan: _Plan) -> None:
-    _refuse_service_variables(plan)
+def _execute(sessions: sessionmaker[Session], plan: _Plan, key_variables: frozenset[str]) -> None:
+    _refuse_key_variables(plan, key_variables)
     evaluators = build_suite(plan.evaluators)
     for evaluator in evaluators:
         if isinstance(evaluator, LLMJudge):  # its endpoint is the project's to choose
@@ -451,13 +451,16 @@ def _evaluate_chunk(
     return int(rows[-1].id)
 
 
-def _refuse_service_variables(plan: _Plan) -> None:
-    """Fails the run rather than send a service setting (`PLUMBLINE_*`) as a key: the API
-    refuses them, but a checkpoint or run stored before it did may still name one."""
+def _refuse_key_variables(plan: _Plan, allowed: frozenset[str]) -> None:
+    """Fails the run rather than send a variable the operator does not allow as a key (a
+    service setting, `PLUMBLINE_*`, or one outside PLUMBLINE_EVALUATOR_KEY_ENVS): the API
+    refuses them, but a checkpoint or run stored before it did, or before the operator
+    narrowed the list, may still name one."""
     named = [(plan.endpoint or {}).get("api_key_env"), *key_variables(plan.evaluators)]
     for name in named:
-        if isinstance(name, str) and is_service_variable(name):
-            raise RuntimeError(f"api_key_env: {name} is a setting of the service, never sent")
+        problem = key_variable_problem(name, allowed) if isinstance(name, str) else None
+        if problem is not None:
+            raise RuntimeError(f"api_key_env: {problem}")
 
 
 def _produce_outputs(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Query, Response, status
 
-from app.core.deps import LinksDep, Paging, Reader, SessionDep, Writer, api_router
+from app.core.deps import LinksDep, Paging, Reader, SessionDep, SettingsDep, Writer, api_router
 from app.core.schemas import Page
 from app.registry import service as registry
 from app.registry.schemas import (
@@ -28,9 +28,15 @@ router = api_router("/api/v1", "registry")
     responses={200: {"model": CheckpointOut, "description": "Already registered, same body"}},
 )
 def register_checkpoint(
-    body: CheckpointIn, principal: Writer, session: SessionDep, response: Response
+    body: CheckpointIn,
+    principal: Writer,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> CheckpointOut:
-    checkpoint, created = registry.register_checkpoint(session, principal, body)
+    checkpoint, created = registry.register_checkpoint(
+        session, principal, body, settings.key_variables
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     return CheckpointOut.model_validate(checkpoint)

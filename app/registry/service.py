@@ -19,6 +19,7 @@ from app.core.db import get_owned, utcnow
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.links import Links
 from app.core.pagination import paginate
+from app.core.settings import key_variable_problem
 from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun, Gate, Model
 from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
@@ -84,10 +85,19 @@ def _spec_hash(body: CheckpointIn, parent_id: int | None) -> str:
 
 
 def register_checkpoint(
-    session: Session, principal: Principal, body: CheckpointIn
+    session: Session,
+    principal: Principal,
+    body: CheckpointIn,
+    key_variables: frozenset[str] = frozenset(),
 ) -> tuple[Checkpoint, bool]:
     """Returns (checkpoint, created). The same body again is idempotent; a different one for
-    an existing (model, version) is a conflict, because a version names one artifact."""
+    an existing (model, version) is a conflict, because a version names one artifact.
+    `key_variables`: the names the endpoint may give as its `api_key_env` (the operator's
+    Settings.key_variables; none by default)."""
+    key_env = body.endpoint.api_key_env if body.endpoint else None
+    problem = None if key_env is None else key_variable_problem(key_env, key_variables)
+    if problem is not None:
+        raise Unprocessable(f"endpoint.api_key_env: {problem}", field="endpoint.api_key_env")
     model = _get_or_create_model(session, principal.project_id, body.model)
     parent_id = None
     if body.parent is not None:

@@ -552,7 +552,7 @@ def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
     assert {r["reason"] for r in results if r["key"] == "k1"} == {"first"}
 
 
-JUDGE_KEY_ENV = "TEST_MISSING_JUDGE_KEY"
+JUDGE_KEY_ENV = "OPENAI_API_KEY"  # a name the operator allows by default, unset here
 
 
 def run_with_a_judge_that_cannot_judge(

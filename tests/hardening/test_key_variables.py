@@ -2,7 +2,8 @@
 sent as `Authorization: Bearer` to a URL the same project chooses. The service's own settings
 (`PLUMBLINE_*`: the secret key that signs every project's dashboard sessions, the database URL
 with its password) must never be one of them, or any writer could read them off its own
-server."""
+server; nor may any variable the operator did not list (PLUMBLINE_EVALUATOR_KEY_ENVS), such
+as the cloud credentials of the machine (AWS_SECRET_ACCESS_KEY)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.models import Checkpoint
+from app.core.settings import Settings
+from app.models import Checkpoint, EvaluationRun
 from tests.datasets.support import (
     drain_worker,
     endpoint_run,
@@ -28,6 +30,14 @@ from tests.datasets.support import (
 Headers = dict[str, str]
 SERVICE_SECRET = "the-service-secret-key-0123456789"
 ROWS = [{"key": "k1", "input": "hello", "expected": "hi"}]
+CLOUD_SECRET = "aws-secret-0123456789"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The operator allows its own endpoint key beside the default provider names."""
+    allowed = f"SUPPORT_BOT_KEY,{Settings().evaluator_key_envs}"
+    return settings.model_copy(update={"evaluator_key_envs": allowed})
 
 
 class RecordingHandler(BaseHTTPRequestHandler):
@@ -157,3 +167,92 @@ def test_an_llm_judge_cannot_name_a_service_setting_as_its_key(
     assert suite.status_code == 422, suite.text
     assert "evaluators[0].params.api_key_env" in suite.text
     assert RecordingHandler.authorizations == []
+
+
+def test_the_default_allow_list_names_the_usual_provider_keys() -> None:
+    allowed = Settings(evaluator_key_envs=" OPENAI_API_KEY, ANTHROPIC_API_KEY ,").key_variables
+    assert allowed == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    assert {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} <= Settings().key_variables
+    assert "AWS_SECRET_ACCESS_KEY" not in Settings().key_variables
+
+
+def test_an_llm_judge_cannot_name_a_variable_the_operator_did_not_allow(
+    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch, recording_server: str
+) -> None:
+    """Before, a writer's judge with api_key_env AWS_SECRET_ACCESS_KEY and its own base_url
+    was accepted (202), and the worker sent the machine's cloud secret to that URL. Now a
+    422 names the variable and the setting, for runs and suites alike."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CLOUD_SECRET)
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    evaluators = [judge("AWS_SECRET_ACCESS_KEY", recording_server)]
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "evaluators": evaluators,
+            "outputs": [{"key": "k1", "output": "hi"}],
+        },
+        headers=auth,
+    )
+    assert created.status_code == 422, created.text
+    assert created.headers["content-type"] == "application/problem+json"
+    assert "evaluators[0].params.api_key_env" in created.text
+    assert "AWS_SECRET_ACCESS_KEY" in created.text
+    assert "PLUMBLINE_EVALUATOR_KEY_ENVS" in created.text
+    suite = client.put("/api/v1/suites/judged", json={"evaluators": evaluators}, headers=auth)
+    assert suite.status_code == 422, suite.text
+    assert "AWS_SECRET_ACCESS_KEY" in suite.text
+    assert RecordingHandler.authorizations == []
+
+
+def test_a_checkpoint_endpoint_cannot_name_a_variable_the_operator_did_not_allow(
+    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch, recording_server: str
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CLOUD_SECRET)
+    endpoint = {"base_url": recording_server, "model": "m", "api_key_env": "AWS_SECRET_ACCESS_KEY"}
+    response = client.post(
+        "/api/v1/checkpoints",
+        json={"model": "support-bot", "version": "v1", "endpoint": endpoint},
+        headers=auth,
+    )
+    assert response.status_code == 422, response.text
+    assert "endpoint.api_key_env" in response.text and "AWS_SECRET_ACCESS_KEY" in response.text
+    assert CLOUD_SECRET not in response.text
+
+
+def test_the_worker_never_sends_a_variable_the_operator_did_not_allow(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    monkeypatch: pytest.MonkeyPatch,
+    recording_server: str,
+) -> None:
+    """A run stored before the allow-list (or before the operator narrowed it) names
+    AWS_SECRET_ACCESS_KEY for its judge: the run fails with the reason, nothing is sent."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CLOUD_SECRET)
+    make_dataset(client, auth, "golden", ROWS)
+    checkpoint_id = register(client, auth)
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "evaluators": [judge("OPENAI_API_KEY", recording_server)],
+            "outputs": [{"key": "k1", "output": "hi"}],
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    run_id = created.json()["run_id"]
+    with app.state.sessionmaker() as session:
+        session.execute(
+            update(EvaluationRun)
+            .where(EvaluationRun.id == run_id)
+            .values(evaluators=[judge("AWS_SECRET_ACCESS_KEY", recording_server)])
+        )
+        session.commit()
+    drain_worker(app)
+    assert RecordingHandler.authorizations == []
+    run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
+    assert run["status"] == "failed"
+    assert "AWS_SECRET_ACCESS_KEY" in json.dumps(run) and CLOUD_SECRET not in json.dumps(run)
