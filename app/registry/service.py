@@ -204,20 +204,6 @@ def list_checkpoints(
     return paginate(session, stmt, Checkpoint.id, cursor, limit)
 
 
-def names_by_id(
-    session: Session, project_id: int, checkpoint_ids: set[int]
-) -> dict[int, tuple[str, str]]:
-    """checkpoint id -> (model name, version), in one query."""
-    if not checkpoint_ids:
-        return {}
-    rows = session.execute(
-        select(Checkpoint.id, Model.name, Checkpoint.version)
-        .join(Model, Model.id == Checkpoint.model_id)
-        .where(Checkpoint.project_id == project_id, Checkpoint.id.in_(checkpoint_ids))
-    ).all()
-    return {row[0]: (row[1], row[2]) for row in rows}
-
-
 def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
     return session.scalars(
         select(ChampionHistory)
