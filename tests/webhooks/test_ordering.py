@@ -71,7 +71,9 @@ def test_a_retried_alert_opened_reaches_the_receiver_before_its_alert_resolved(
     secret = new_webhook_secret()
     with Receiver(secret) as hook:
         subscribe(client, auth, hook, secret, "alert.opened", "alert.resolved")
-        hook.will_reply(Reply(500))  # the pager is down when the alert opens
+        # The pager is down when the alert opens, and asks for a wait no drain outlasts (the
+        # backoff alone is full jitter: it may be over before the next drain).
+        hook.will_reply(Reply(500, headers={"Retry-After": "3600"}))
         assert run(client, auth, TOTAL - 1)["alerts_opened"] == 1
         [alert] = client.get("/api/v1/alerts", headers=auth).json()["items"]
         drain(app, settings)
@@ -95,7 +97,7 @@ def test_a_failing_subject_does_not_hold_up_another_subjects_deliveries(
     secret = new_webhook_secret()
     with Receiver(secret) as hook:
         subscribe(client, auth, hook, secret, "champion.changed")
-        hook.will_reply(Reply(503))
+        hook.will_reply(Reply(503, headers={"Retry-After": "3600"}))  # outlasts the drains
         promote(client, auth, "a", "v1")
         drain(app, settings)
         hook.will_reply(Reply(200))
