@@ -122,14 +122,16 @@ class RunComparison:
 def earlier_gates(
     session: Session, project_id: int, checkpoint_id: int, version_id: int
 ) -> tuple[int, bool]:
-    """(attempt of the next real gate, whether any earlier gate blocked) for a checkpoint on
+    """(attempt of the next real gate, whether an earlier real gate blocked) for a checkpoint on
     a dataset version, whatever the earlier gates' verdicts or baselines.
 
     Only real gates (no request override) spent attempts; the next is numbered after the
     highest of them, so no budget is spent twice even where a gate stored before exploratory
-    gates were told apart left a number to one. Any earlier block counts, an exploratory
-    one included: it stands until a real pass (registry.queries.standing_blocks), so an
-    inconclusive re-gate after it is a block, as after a real one."""
+    gates were told apart left a number to one. Only a real gate's block sticks (an
+    inconclusive re-gate after it is a block): an exploratory block was decided under a
+    policy the user chose to explore, which says nothing about the candidate under the
+    stored policy (docs/statistics.md §7.3). Until 2026-12-01 a what-if margin that blocked
+    turned the next real gate's inconclusive into a block."""
     earlier = session.execute(
         select(Gate.attempt, Gate.exploratory, Gate.verdict).where(
             Gate.project_id == project_id,
@@ -138,7 +140,8 @@ def earlier_gates(
         )
     ).all()
     spent = max((gate.attempt for gate in earlier if not gate.exploratory), default=0)
-    return spent + 1, any(gate.verdict is GateVerdict.block for gate in earlier)
+    blocked = any(gate.verdict is GateVerdict.block and not gate.exploratory for gate in earlier)
+    return spent + 1, blocked
 
 
 def compare_runs(

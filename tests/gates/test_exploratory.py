@@ -162,3 +162,40 @@ def test_whether_a_gate_explored_is_read_from_its_exploratory_column_not_its_not
     with app.state.sessionmaker() as session:
         standing = standing_blocks(session, project_id, newcomer)
     assert [block.gate_id for block in standing] == [blocked["id"]]
+
+
+def test_an_exploratory_block_does_not_make_the_real_gates_inconclusive_a_block(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The candidate loses 8 of 200 rows. Under the stored margin (0.02) that is not shown
+    beyond it (exact p = 0.053 > 0.05): inconclusive. A what-if margin of 0.01 in the request
+    blocks it (p = 0.0099). That block was decided under a policy the user chose to explore,
+    not the stored one, so it is no evidence about the candidate under the stored policy: the
+    real gate must not inherit it as `previously_blocked` and stick at block (it did)."""
+    rows = rows_of("general", 200, "low")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    failing = {f"general-{i}" for i in range(8)}
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, failing)})
+
+    explored = gate(client, auth, cand_run, policy={"margin": 0.01})
+    assert explored["exploratory"] and explored["verdict"] == "block", explored["reasons"]
+
+    real = gate(client, auth, cand_run)
+
+    assert not real["exploratory"]
+    assert (real["attempt"], real["alpha"], real["previously_blocked"]) == (1, ALPHA, False)
+    everyone = comparison(real, "all", "all")
+    assert (everyone["lost"], everyone["won"], everyone["status"]) == (8, 0, "inconclusive")
+    assert ALPHA < everyone["p_block_adjusted"] < 0.06
+    assert real["verdict"] == "inconclusive", real["reasons"]
+    # A real block still sticks: the next real gate (attempt 2) after it stays a block.
+    strict = client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.01}, headers=auth)
+    assert strict.status_code == 200, strict.text
+    blocked = gate(client, auth, cand_run)
+    assert (blocked["exploratory"], blocked["verdict"]) == (False, "block"), blocked["reasons"]
+    relaxed = client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.02}, headers=auth)
+    assert relaxed.status_code == 200, relaxed.text
+    after = gate(client, auth, cand_run)
+    assert (after["exploratory"], after["previously_blocked"]) == (False, True)
+    assert after["verdict"] == "block", after["reasons"]
