@@ -54,7 +54,7 @@ def decide(
     family shares one error budget, every other cohort can only warn, the verdict blocks on
     any guarded block or broken floor, passes when every guarded comparison passes."""
     notes = list(paired.notes)
-    if not any(pairs.rows.size for pairs in paired.evaluators):
+    if not any(pairs.rows.size for pairs in paired.evaluators if not pairs.candidate_only):
         why = f" ({'; '.join(notes)})" if notes else ""
         raise Unprocessable(
             f"the two runs share no scored (key, evaluator) pair to compare{why}",
@@ -84,17 +84,16 @@ def decide(
         cohorts = [*cohorts, *unpaired]
         empty = np.zeros((len(unpaired), membership.shape[1]), dtype=np.bool_)
         membership = np.vstack([membership, empty])
-    unfloored = _untestable_floors(paired, spec)
     notes += [
-        f"evaluator '{name}' has a floor ({spec.floors.get(name, spec.floor):g}) but only the "
-        "candidate's runs ran it: its floor cannot be tested without pairs, so it is compared "
-        "on no rows (evaluate the baseline's checkpoint with it)"
-        for name in unfloored
+        f"evaluator '{pairs.name}' has a floor ({floor_of(spec, pairs.name):g}) but only the "
+        "candidate's runs ran it: its floor is tested on the candidate's rows, with no margin "
+        "comparison (evaluate the baseline's checkpoint with it to compare)"
+        for pairs in paired.evaluators
+        if pairs.candidate_only
     ]
     try:
         decided = decide_gate(
-            [_outcomes(pairs, spec) for pairs in paired.evaluators]
-            + [EvaluatorOutcomes(name, [], [], rows=[]) for name in unfloored],
+            [_outcomes(pairs, spec) for pairs in paired.evaluators],
             membership,
             cohorts,
             spec.decision_policy(),
@@ -147,10 +146,12 @@ def _unpaired_guarded(
     return specs
 
 
-def _untestable_floors(paired: PairedResults, spec: GatePolicySpec) -> list[str]:
-    """Evaluators only the candidate ran that the policy floors: a floor is a statement about
-    the candidate's level, and leaving the evaluator out would pass it unseen."""
-    return [name for name in paired.candidate_only if spec.floors.get(name, spec.floor) is not None]
+def floor_of(spec: GatePolicySpec, evaluator: str) -> float | None:
+    """The policy's floor for an evaluator (its own, else the policy's), if any: the service
+    keeps the rows of an evaluator only the candidate ran when one applies, for its floor
+    test (a floor is a statement about the candidate's level, and leaving the evaluator out
+    would pass it unseen)."""
+    return spec.floors.get(evaluator, spec.floor)
 
 
 def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
@@ -158,11 +159,14 @@ def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
     the rows judged on one side only, which a pass must survive at their worst."""
     by_pass = spec.metric == "pass_rate"
     one_sided = pairs.one_sided
+    candidate = pairs.candidate_pass_rate if by_pass else pairs.candidate_score
     return EvaluatorOutcomes(
         pairs.name,
-        pairs.baseline_pass_rate if by_pass else pairs.baseline_score,
-        pairs.candidate_pass_rate if by_pass else pairs.candidate_score,
-        pairs.baseline_calls,
+        candidate
+        if pairs.candidate_only
+        else (pairs.baseline_pass_rate if by_pass else pairs.baseline_score),
+        candidate,
+        1 if pairs.candidate_only else pairs.baseline_calls,
         pairs.candidate_calls,
         rows=pairs.rows,
         unjudged=UnjudgedRows(
@@ -170,6 +174,7 @@ def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
             one_sided.baseline_pass_rate if by_pass else one_sided.baseline_score,
             one_sided.candidate_pass_rate if by_pass else one_sided.candidate_score,
         ),
+        candidate_only=pairs.candidate_only,
     )
 
 

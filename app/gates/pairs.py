@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,9 @@ class EvaluatorPairs:
     baseline_calls: IntArray
     candidate_calls: IntArray
     one_sided: OneSided
+    candidate_only: bool = False
+    """Only the candidate's runs ran it (a floor applies): the baseline's values are NaN and
+    its calls 0; `one_sided` holds the rows the candidate's evaluator never judged."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class PairedResults:
     """Per dimension, the cohorts the candidate's version has rows of, none of them scored
     by both sides (a baseline run on an older version never saw them)."""
     candidate_only: list[str] = field(default_factory=list)
-    """Evaluators only the candidate's runs ran: nothing to pair them with."""
+    """Evaluators only the candidate's runs ran: nothing to pair them with. Those a floor
+    applies to are also in `evaluators` (`candidate_only=True`), for their floor test."""
 
 
 @dataclass(frozen=True)
@@ -138,14 +142,24 @@ def pooled_run_ids(session: Session, run: EvaluationRun) -> list[int]:
     )
 
 
+def _no_floor(name: str) -> bool:
+    return False
+
+
 def load_pairs(
-    session: Session, candidate: EvaluationRun, baseline: EvaluationRun, metric: GateMetric
+    session: Session,
+    candidate: EvaluationRun,
+    baseline: EvaluationRun,
+    metric: GateMetric,
+    floored: Callable[[str], bool] = _no_floor,
 ) -> PairedResults:
     """Both sides' pooled runs as per-row means per evaluator on the candidate version's rows
     (one grouped query), the shared rows' risk and cohorts (a second query), and the calls
     without a verdict: evaluator errors on either side and the baseline's calls without an
     output (two small queries over those results only). An evaluator whose runs were set up
-    differently in what `metric` reads is compared on no rows (`_differing_specs`)."""
+    differently in what `metric` reads is compared on no rows (`_differing_specs`). An
+    evaluator only the candidate ran that `floored` names keeps the candidate's rows: a floor
+    needs no baseline (docs/statistics.md §6.2)."""
     connection = session.connection()
     sides = {
         "candidate": pooled_run_ids(session, candidate),
@@ -186,8 +200,9 @@ def load_pairs(
             "dataset version (same key, other content): not paired"
         )
     candidate_only = set(pooled["candidate"]) - set(pooled["baseline"])
-    if candidate_only:
-        listed = ", ".join(sorted(candidate_only))
+    alone = {name: pooled["candidate"][name] for name in sorted(candidate_only) if floored(name)}
+    if candidate_only - set(alone):
+        listed = ", ".join(sorted(candidate_only - set(alone)))
         notes.append(f"evaluators only in the candidate runs, not compared: {listed}")
     # What the baseline was judged on and the candidate was not (or not the same way) cannot
     # be passed over: each is compared on no rows, which leaves its guarded cohorts
@@ -219,7 +234,13 @@ def load_pairs(
             both[name] = (base, cand, scored, one_sided)
     no_rows = np.empty(0, np.int64)
     shared = np.unique(
-        np.concatenate([no_rows, *(np.union1d(s, o) for _, _, s, o in both.values())])
+        np.concatenate(
+            [
+                no_rows,
+                *(np.union1d(s, o) for _, _, s, o in both.values()),
+                *(np.flatnonzero((side.calls > 0) | side.unjudged) for side in alone.values()),
+            ]
+        )
     )
     dimensions = _dimensions([cohorts[i] for i in shared])
     for dimension in sorted(d for d in dimensions if d in RESERVED_DIMENSIONS):
@@ -254,6 +275,7 @@ def load_pairs(
         )
         for name, (base, cand, scored, one_sided) in both.items()
     ]
+    pairs += [_candidate_alone(name, side, shared) for name, side in alone.items()]
     pairs += [_no_rows(name) for name in sorted(uncompared)]
     return PairedResults(
         [keys[i] for i in shared],
@@ -311,6 +333,25 @@ def _as_json(content: Sequence[Any]) -> str:
     """Row content as JSON text. Python's == takes 1, 1.0 and true for one value; an
     evaluator reading the row (a plugin comparing types, a check of its text) may not."""
     return json.dumps(list(content), sort_keys=True, default=str)
+
+
+def _candidate_alone(name: str, side: _Side, shared: IntArray) -> EvaluatorPairs:
+    """An evaluator only the candidate ran, for its floor test: the candidate's per-row
+    means where it judged, and the rows it only errored on (at their worst, fails)."""
+    scored, unjudged = np.flatnonzero(side.calls > 0), np.flatnonzero(side.unjudged)
+    nothing, never = np.full(scored.size, np.nan), np.full(unjudged.size, np.nan)
+    return EvaluatorPairs(
+        name,
+        np.searchsorted(shared, scored),
+        nothing,
+        side.pass_rate[scored],
+        nothing,
+        side.score[scored],
+        np.zeros(scored.size, np.int64),
+        side.calls[scored],
+        OneSided(np.searchsorted(shared, unjudged), never, never, never, never),
+        candidate_only=True,
+    )
 
 
 def _no_rows(name: str) -> EvaluatorPairs:

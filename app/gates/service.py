@@ -26,7 +26,7 @@ from app.core.db import get_owned
 from app.core.errors import Conflict, Unprocessable
 from app.core.links import Links
 from app.core.pagination import paginate
-from app.gates.decision import Decision, decide
+from app.gates.decision import Decision, decide, floor_of
 from app.gates.pairs import PairedResults, load_pairs
 from app.gates.policies import effective_policy
 from app.gates.schemas import GateIn, GatePolicySpec
@@ -186,7 +186,9 @@ def compare_runs(
     changed = spec.as_stored()
     overrides = sorted(k for k in changed.keys() | as_is.keys() if changed.get(k) != as_is.get(k))
     attempt, previously_blocked = earlier_gates(session, project_id, checkpoint.id, cand_version.id)
-    paired = load_pairs(session, candidate, baseline, spec.metric)
+    paired = load_pairs(
+        session, candidate, baseline, spec.metric, lambda name: floor_of(spec, name) is not None
+    )
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 
     decision = decide(

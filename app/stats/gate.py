@@ -157,6 +157,11 @@ class EvaluatorOutcomes:
     row). ``rows`` are the membership columns these values belong to (default: all,
     in order). A pass/fail evaluator with one repeat per side gets the exact tests.
     ``unjudged``: rows judged on one side only, which a pass must survive at their worst.
+    ``candidate_only``: no baseline ran the evaluator, so there is nothing to pair and no
+    margin test; only floors are tested, on the candidate's rows by their bound
+    (docs/statistics.md §6.2). ``baseline`` is then ignored (pass the candidate's values),
+    and ``unjudged`` holds the rows the candidate's evaluator never judged (its baseline
+    values are ignored too).
     """
 
     name: str
@@ -167,6 +172,7 @@ class EvaluatorOutcomes:
     rows: npt.ArrayLike | None = None
     floor: float | None = None
     unjudged: UnjudgedRows | None = None
+    candidate_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,7 @@ class _Evaluated:
 
     name: str
     binary: bool
+    paired: bool
     n: IntArray
     baseline: FloatArray
     candidate: FloatArray
@@ -309,6 +316,9 @@ def decide_gate(
     keys = [(e, k) for e in range(len(evaluated)) for k in range(len(cohorts))]
     guarded = [(e, k) for e, k in keys if cohorts[k].guarded]
     unguarded = [(e, k) for e, k in keys if not cohorts[k].guarded]
+    # Only paired comparisons have a change to test: one side alone enters no drop family.
+    guarded_paired = [(e, k) for e, k in guarded if evaluated[e].paired]
+    unguarded_paired = [(e, k) for e, k in unguarded if evaluated[e].paired]
     min_disc = policy.min_discordant
 
     def discordant(e: int, k: int) -> int:
@@ -316,15 +326,17 @@ def decide_gate(
 
     margin_adj, floor_adj, share_of = _block_family(evaluated, matrix, guarded, policy)
 
-    drop_adj = _family_drop_adjusted(evaluated, guarded, min_disc, discordant)
-    drop_adj.update(_family_drop_adjusted(evaluated, unguarded, min_disc, discordant))
-    unguarded_block = dict(
+    drop_adj = dict.fromkeys(keys, 1.0)
+    drop_adj.update(_family_drop_adjusted(evaluated, guarded_paired, min_disc, discordant))
+    drop_adj.update(_family_drop_adjusted(evaluated, unguarded_paired, min_disc, discordant))
+    unguarded_block = dict.fromkeys(unguarded, 1.0)
+    unguarded_block |= dict(
         zip(
-            unguarded,
+            unguarded_paired,
             _adjust(
                 [
                     float(evaluated[e].p_block[k]) if discordant(e, k) >= min_disc else 1.0
-                    for e, k in unguarded
+                    for e, k in unguarded_paired
                 ],
                 "bh",
             ),
@@ -415,7 +427,8 @@ def _block_family(
         if ev.n[k] == 0:
             continue
         enough = ev.lost[k] + ev.won[k] >= policy.min_discordant
-        tests.append(("margin", e, k, float(ev.p_block[k]) if enough else 1.0, ev.margins[k]))
+        if ev.paired:  # an evaluator only the candidate ran has no margin test, only floors
+            tests.append(("margin", e, k, float(ev.p_block[k]) if enough else 1.0, ev.margins[k]))
         floor = ev.floors[k]
         if floor is not None:
             enough = ev.n[k] >= policy.min_discordant
@@ -475,13 +488,13 @@ def _fill_bounds(evaluated: list[_Evaluated], alpha: float, exact: bool) -> None
     """
     for ev in evaluated:
         size = ev.counts.shape[0]
-        filled = ev.n > 0
+        filled = (ev.n > 0) & ev.paired
         ev.upper, ev.lower = np.full(size, np.nan), np.full(size, np.nan)
         if filled.any():
             counts = ev.counts[filled]
             ev.upper[filled] = score_bound(ev.support, counts, 1.0 - alpha, "upper")
             ev.lower[filled] = score_bound(ev.support, counts, 1.0 - alpha / 2.0, "lower")
-        ev.bound_method = ["score" if rows else "none" for rows in ev.n]
+        ev.bound_method = ["score" if rows and ev.paired else "none" for rows in ev.n]
         if not exact:
             continue
         for k in range(size):
@@ -498,8 +511,12 @@ def _evaluate(
     cohorts: Sequence[CohortSpec],
     policy: DecisionPolicy,
 ) -> _Evaluated:
-    base = as_float_vector(ev.baseline, f"{ev.name}: baseline")
-    cand = as_float_vector(ev.candidate, f"{ev.name}: candidate", base.size)
+    paired = not ev.candidate_only
+    cand = as_float_vector(ev.candidate, f"{ev.name}: candidate")
+    # Without a baseline only the floors are tested: a copy of the candidate's values stands
+    # in for it (no row differs), and every paired test is set aside below.
+    base = as_float_vector(ev.baseline, f"{ev.name}: baseline", cand.size) if paired else cand
+    cand = cand if paired else cand.copy()
     if np.any((base < 0) | (base > 1) | (cand < 0) | (cand > 1)):
         raise ValueError(f"{ev.name}: per-row values must lie in [0, 1]")
     k0 = _repeats(ev.baseline_repeats, base.size, f"{ev.name}: baseline_repeats")
@@ -526,7 +543,9 @@ def _evaluate(
     p_pass_worst = np.full(len(cohorts), np.nan)
     p_met_worst = np.full(len(cohorts), np.nan)
     if ev.unjudged is not None and np.asarray(ev.unjudged.rows).size:
-        worst_base, worst_cand, worst_columns = _worst_case(ev.unjudged, membership, ev.name)
+        worst_base, worst_cand, worst_columns = _worst_case(
+            ev.unjudged, membership, ev.name, paired
+        )
         values = np.concatenate([worst_base, worst_cand])
         worst = _tests(
             np.concatenate([base, worst_base]),
@@ -541,9 +560,21 @@ def _evaluate(
         unjudged = worst_columns.sum(axis=1).astype(np.int64)
         p_pass_worst = np.where(unjudged > 0, worst.p_pass, np.nan)
         p_met_worst = np.where(unjudged > 0, worst.p_floor_met, np.nan)
+    if not paired:
+        nothing = np.full(len(cohorts), np.nan)
+        sums[:, 0], sums[:, 2] = nothing, nothing
+        p_drop = np.ones(len(cohorts))
+        p_pass_worst = np.full(len(cohorts), np.nan)
+        judged = dataclasses.replace(
+            judged,
+            p_block=np.ones(len(cohorts)),
+            p_pass=np.ones(len(cohorts)),
+            method=["none"] * len(cohorts),
+        )
     return _Evaluated(
         name=ev.name,
         binary=binary,
+        paired=paired,
         n=n,
         baseline=np.where(n > 0, sums[:, 0] / safe_n, np.nan),
         candidate=np.where(n > 0, sums[:, 1] / safe_n, np.nan),
@@ -585,12 +616,18 @@ def _columns(rows: npt.ArrayLike | None, size: int, membership: BoolArray, name:
 
 
 def _worst_case(
-    unjudged: UnjudgedRows, membership: BoolArray, name: str
+    unjudged: UnjudgedRows, membership: BoolArray, name: str, paired: bool = True
 ) -> tuple[FloatArray, FloatArray, BoolArray]:
     """The rows judged on one side only, at their worst for a pass: the candidate's missing
-    verdicts as fails (0), the baseline's as passes (1); and their membership columns."""
-    base = np.asarray(unjudged.baseline, dtype=np.float64)
+    verdicts as fails (0), the baseline's as passes (1); and their membership columns. For
+    an evaluator only the candidate ran (not ``paired``) every row lacks the candidate's
+    verdict, and the baseline's values are not read."""
     cand = np.asarray(unjudged.candidate, dtype=np.float64)
+    if paired:
+        base = np.asarray(unjudged.baseline, dtype=np.float64)
+    else:
+        cand = np.full(cand.shape, np.nan)
+        base = np.ones(cand.shape)
     index = _columns(unjudged.rows, base.size, membership, f"{name}: unjudged")
     if cand.shape != base.shape:
         raise ValueError(f"{name}: unjudged rows need one baseline and one candidate value each")
@@ -692,7 +729,7 @@ def _num(value: float) -> float | None:
 
 
 def _common(ev: _Evaluated, cohort: CohortSpec, k: int) -> dict[str, Any]:
-    empty = ev.n[k] == 0
+    empty = ev.n[k] == 0 or not ev.paired
     return {
         "evaluator": ev.name,
         "cohort": cohort.name,
@@ -759,7 +796,7 @@ def _guarded_record(
         "verdicts as fails, the baseline's as passes)"
     )
     needed: tuple[int | None, int | None, int | None] = (None, None, None)
-    if n > 0:
+    if n > 0 and ev.paired:
         req = required_rows(
             ev.support,
             ev.counts[k],
@@ -778,6 +815,8 @@ def _guarded_record(
         status, reason = "inconclusive", "no rows of this cohort were scored by both runs"
         if unjudged:
             reason += f" ({unjudged} row(s) judged on one side only)"
+    elif not ev.paired:
+        status, reason = _floor_only(ev, k, floor, floor_status, floor_adjusted, alpha, at_worst)
     elif shown_drop or floor_status == "broken":
         status = "block"
         parts = []
@@ -850,6 +889,43 @@ def _guarded_record(
         required_n_pass=needed[1],
         required_n_block=needed[2],
     )
+
+
+def _floor_only(
+    ev: _Evaluated,
+    k: int,
+    floor: float | None,
+    floor_status: Literal["broken", "met", "unclear"] | None,
+    floor_adjusted: float | None,
+    alpha: float,
+    at_worst: str,
+) -> tuple[Status, str]:
+    """The status of a guarded comparison of an evaluator only the candidate ran: its floor
+    alone, by the candidate's bound (there are no pairs for a margin test)."""
+    only = "only the candidate's runs ran this evaluator: no margin test"
+    if floor is None:
+        return "inconclusive", f"{only}, and no floor applies to the cohort"
+    if floor_status == "broken":
+        return "block", (
+            f"candidate {ev.candidate[k]:.4f} shown below the floor {floor:g} "
+            f"(p = {ev.p_floor_broken[k]:.3g}, adjusted {floor_adjusted:.3g} <= {alpha:.4g}); "
+            f"{only}"
+        )
+    if floor_status == "met":
+        reason = f"candidate shown at or above the floor {floor:g}; {only}"
+        if ev.unjudged[k]:
+            reason += f"; also with the {at_worst}"
+        return "pass", reason
+    reason = (
+        f"not shown at or above the floor {floor:g} (p = {ev.p_floor_met[k]:.3g}"
+        + (
+            f"; {ev.p_floor_met_worst[k]:.3g} with the {at_worst}"
+            if np.isfinite(ev.p_floor_met_worst[k])
+            else ""
+        )
+        + f"); {only}"
+    )
+    return "inconclusive", reason
 
 
 def _unguarded_record(

@@ -4,8 +4,9 @@ evaluation with uploaded outputs through the public API, then the worker drained
 Each evaluator's score is known from the outputs: `exact_match` scores 1 when the output is the
 row's expected answer and 0 otherwise; `stated_score` (the plugin of tests/gates/conftest.py)
 scores the `probability` uploaded with the output. Both pass at 0.5 or more. With repeats, a
-row's score may be one per call. A `stated_score` of None is an evaluator error on that row:
-the output is UNJUDGED, on which the plugin reaches no verdict."""
+row's score may be one per call. A `stated_score` of None (for a row, or for one of its calls)
+is an evaluator error there: the output is UNJUDGED, on which the plugin reaches no verdict
+(and which fails exact_match)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ EXPECTED = "the expected answer"
 GRADED = "stated_score"
 
 
-Scores = Mapping[str, Sequence[float | Sequence[float] | None]]
+Scores = Mapping[str, Sequence[float | Sequence[float | None] | None]]
 
 
 def dataset_version(
@@ -47,10 +48,12 @@ def dataset_version(
     return int(version.json()["version"])
 
 
-def score_of(value: float | Sequence[float] | None, repeat: int) -> float:
+def score_of(value: float | Sequence[float | None] | None, repeat: int) -> float:
     """A row's score on call `repeat`: one score for every call, or one per call."""
     assert value is not None
-    return float(value) if isinstance(value, int | float) else float(value[repeat])
+    score = value if isinstance(value, int | float) else value[repeat]
+    assert score is not None
+    return float(score)
 
 
 def outputs_scoring(
@@ -69,11 +72,13 @@ def outputs_scoring(
                 exact = score_of(scores["exact_match"][i], repeat)
                 assert exact in (0.0, 1.0), "exact_match scores 0 or 1"
                 output["output"] = EXPECTED if exact else "another answer"
-            if GRADED in scores and scores[GRADED][i] is None:
-                assert "exact_match" not in scores, "an UNJUDGED output fails exact_match"
+            graded = scores[GRADED][i] if GRADED in scores else 0.0
+            if graded is None or (not isinstance(graded, int | float) and graded[repeat] is None):
+                unmatched = "exact_match" not in scores or output["output"] != EXPECTED
+                assert unmatched, "an UNJUDGED output fails exact_match"
                 output["output"] = UNJUDGED
             elif GRADED in scores:
-                output["probability"] = score_of(scores[GRADED][i], repeat)
+                output["probability"] = score_of(graded, repeat)
             outputs.append(output)
     return outputs
 

@@ -422,28 +422,72 @@ def test_an_evaluator_whose_every_baseline_verdict_is_missing_is_not_passed_over
     assert not any("only in the candidate runs" in note for note in result["notes"])
 
 
-def test_a_floor_on_an_evaluator_the_baseline_never_ran_is_not_passed_over(
-    app: FastAPI, client: TestClient, auth: Headers
-) -> None:
+FLOORED = {"floors": {GRADED: 0.9}}
+
+
+def candidate_only_floor(
+    client: TestClient, auth: Headers, judge: list[float | None], exact_too: bool = True
+) -> Any:
     """The model's policy floors `stated_score` at 0.9. The champion was evaluated before
-    that judge existed; the candidate's run has it, at 0.1 on every row. An evaluator only
-    the candidate ran has nothing to pair, so it was left out, and its floor with it: the
-    gate passed on exact_match. A floor the policy sets must be tested; it cannot be on
-    pairs here, so the evaluator is compared on no rows and the gate is inconclusive."""
+    that judge existed (exact_match only, passing on all 400 high-risk rows); the candidate's
+    run has it too, scoring `judge`. The gate of the candidate's run."""
     checkpoint(client, auth, "v0")
-    put = client.put("/api/v1/models/bot/gate-policy", json={"floors": {GRADED: 0.9}}, headers=auth)
+    put = client.put("/api/v1/models/bot/gate-policy", json=FLOORED, headers=auth)
     assert put.status_code == 200, put.text
     rows = rows_of("core", 400, "high")
     champion, newcomer = champion_and_candidate(client, auth)
     add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
-    cand_run = add_run(
-        client, auth, newcomer, rows, {EVALUATOR: passing(rows), GRADED: [0.1] * 400}
-    )
-    result = gate(client, auth, cand_run)
-    assert result["verdict"] == "inconclusive", result["reasons"]
+    unjudged = {row["key"] for row, score in zip(rows, judge, strict=True) if score is None}
+    exact = passing(rows, unjudged)  # an output the judge could not score is no exact match
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: exact, GRADED: judge})
+    return gate(client, auth, cand_run)
+
+
+def test_a_floor_on_an_evaluator_the_baseline_never_ran_is_not_passed_over(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The candidate's judge fails every row (score 0.1: a pass rate of 0 against the floor
+    of 0.9). An
+    evaluator only the candidate ran has nothing to pair, so it was left out, and its floor
+    with it: the gate passed on exact_match. A floor is a statement about the candidate's
+    level, which its own rows test by their bound (docs/statistics.md §6.2): broken, the
+    gate blocks; the margin comparison, which needs pairs, stays absent."""
+    result = candidate_only_floor(client, auth, [0.1] * 400)
+    assert result["verdict"] == "block", result["reasons"]
     floored = comparison(result, "risk", "high", GRADED)
-    assert (floored["n"], floored["status"], floored["floor"]) == (0, "inconclusive", 0.9)
+    assert (floored["n"], floored["floor"], floored["candidate"]) == (400, 0.9, 0.0)
+    assert (floored["floor_status"], floored["status"]) == ("broken", "block")
+    assert (floored["baseline"], floored["delta"], floored["method"]) == (None, None, "none")
     assert any(f"'{GRADED}' has a floor" in note for note in result["notes"])
+
+
+def test_a_floor_on_an_evaluator_the_baseline_never_ran_is_tested_on_the_candidates_rows(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The candidate's judge passes every row (score 0.99): shown above the floor of 0.9 by
+    its 400 rows alone. It was compared on no rows, so the gate was inconclusive (and, without
+    `allow_inconclusive`, the new judge barred a promotion it had nothing against); the
+    floor needs no baseline, and the gate passes."""
+    result = candidate_only_floor(client, auth, [0.99] * 400)
+    assert result["verdict"] == "pass", result["reasons"]
+    floored = comparison(result, "risk", "high", GRADED)
+    assert (floored["n"], floored["floor_status"], floored["status"]) == (400, "met", "pass")
+    assert floored["p_floor_met"] < 0.025 and floored["baseline"] is None
+    assert comparison(result, "risk", "high")["status"] == "pass"
+
+
+def test_a_candidate_only_floor_holds_with_its_missing_verdicts_at_their_worst(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The candidate's judge reached no verdict on 60 of the 400 rows (the outputs it
+    refuses may be the harmful ones) and passed the others. The 340 alone show the
+    floor met; with the 60 as fails (0.85 on all 400) it is not shown, so the floor stays
+    unclear and the comparison inconclusive, as for a paired evaluator's unjudged rows."""
+    result = candidate_only_floor(client, auth, [0.99] * 340 + [None] * 60)
+    floored = comparison(result, "risk", "high", GRADED)
+    assert (floored["n"], floored["unjudged"]) == (340, 60)
+    assert floored["p_floor_met"] < 0.025 < floored["p_floor_met_worst_case"]
+    assert (floored["floor_status"], floored["status"]) == ("unclear", "inconclusive")
 
 
 def test_a_block_against_another_baseline_is_lifted_by_a_pass_against_the_champion(

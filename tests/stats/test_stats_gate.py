@@ -417,6 +417,62 @@ class TestUnjudgedRows:
             )
 
 
+class TestCandidateOnly:
+    """An evaluator no baseline ran: no pairs, so no margin test and no drop family; a floor
+    is tested on the candidate's rows by its bound (docs/statistics.md §6.2)."""
+
+    @staticmethod
+    def decide(cand: np.ndarray, unjudged: UnjudgedRows | None = None):  # type: ignore[no-untyped-def]
+        base, same = table(400, 0, 0, 0)
+        return decide_gate(
+            [
+                EvaluatorOutcomes("shared", base, same),
+                EvaluatorOutcomes(
+                    "new_judge",
+                    cand,
+                    cand,
+                    rows=np.arange(cand.size),
+                    candidate_only=True,
+                    unjudged=unjudged,
+                ),
+            ],
+            np.ones((1, 400), dtype=np.bool_),
+            [CohortSpec("risk=high", guarded=True, risk="high")],
+            DecisionPolicy(evaluator_floors={"new_judge": 0.9}),
+        )
+
+    def test_a_floor_met_on_the_candidates_rows_passes_without_a_margin_test(self) -> None:
+        decision = self.decide(np.repeat([1.0, 0.0], [390, 10]))
+        shared, alone = decision.records
+        assert (alone.n, alone.baseline, alone.delta, alone.method) == (400, None, None, "none")
+        assert (alone.p_block, alone.p_pass, alone.p_block_adjusted) == (1.0, 1.0, 1.0)
+        met = stats.binomtest(390, 400, 0.9, alternative="greater").pvalue
+        assert alone.p_floor_met == pytest.approx(met)
+        assert (alone.floor_status, alone.status) == ("met", "pass")
+        assert shared.floor is None and shared.status == "pass"
+        assert decision.verdict == "pass" and decision.block_family == 2  # a margin, a floor
+
+    def test_a_floor_broken_on_the_candidates_rows_blocks(self) -> None:
+        decision = self.decide(np.repeat([1.0, 0.0], [340, 60]))
+        alone = decision.records[1]
+        assert (alone.floor_status, alone.status, decision.verdict) == ("broken", "block", "block")
+
+    def test_rows_the_candidates_evaluator_never_judged_count_as_fails_for_the_floor(
+        self,
+    ) -> None:
+        never = UnjudgedRows(np.arange(340, 400), np.ones(60), np.full(60, np.nan))
+        decision = self.decide(np.ones(340), never)
+        alone = decision.records[1]
+        assert (alone.n, alone.unjudged, alone.candidate) == (340, 60, 1.0)
+        worst = stats.binomtest(340, 400, 0.9, alternative="greater").pvalue
+        assert alone.p_floor_met_worst_case == pytest.approx(worst)
+        assert (alone.floor_status, alone.status, decision.verdict) == (
+            "unclear",
+            "inconclusive",
+            "inconclusive",
+        )
+
+
 class TestRetries:
     def test_a_block_sticks_unless_the_pooled_gate_passes(self) -> None:
         base, cand = table(60, 12, 9, 19)
