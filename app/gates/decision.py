@@ -155,18 +155,31 @@ def floor_of(spec: GatePolicySpec, evaluator: str) -> float | None:
 
 
 def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
-    """Per-row means over calls of the guarded metric (scores lie in [0, 1] already), and
-    the rows judged on one side only, which a pass must survive at their worst."""
+    """Per-row means over calls of the guarded metric (scores lie in [0, 1] already), the
+    same with each side's calls without a verdict at their worst, and the rows judged on one
+    side only: a pass must survive both (docs/statistics.md §7.6)."""
     by_pass = spec.metric == "pass_rate"
     one_sided = pairs.one_sided
     candidate = pairs.candidate_pass_rate if by_pass else pairs.candidate_score
-    return EvaluatorOutcomes(
-        pairs.name,
+    baseline = (
         candidate
         if pairs.candidate_only
-        else (pairs.baseline_pass_rate if by_pass else pairs.baseline_score),
+        else (pairs.baseline_pass_rate if by_pass else pairs.baseline_score)
+    )
+    base_calls = np.ones(candidate.size, np.int64) if pairs.candidate_only else pairs.baseline_calls
+    worst_base, worst_cand = None, None
+    if pairs.baseline_missing.any() or pairs.candidate_missing.any():
+        # A call without a verdict at its worst: the candidate's a fail (score 0), the
+        # baseline's a pass (score 1), among all the row's calls.
+        missing_base, missing_cand = pairs.baseline_missing, pairs.candidate_missing
+        worst_base = (baseline * base_calls + missing_base) / (base_calls + missing_base)
+        cand_calls = pairs.candidate_calls
+        worst_cand = candidate * cand_calls / (cand_calls + missing_cand)
+    return EvaluatorOutcomes(
+        pairs.name,
+        baseline,
         candidate,
-        1 if pairs.candidate_only else pairs.baseline_calls,
+        base_calls,
         pairs.candidate_calls,
         rows=pairs.rows,
         unjudged=UnjudgedRows(
@@ -175,6 +188,8 @@ def _outcomes(pairs: EvaluatorPairs, spec: GatePolicySpec) -> EvaluatorOutcomes:
             one_sided.candidate_pass_rate if by_pass else one_sided.candidate_score,
         ),
         candidate_only=pairs.candidate_only,
+        baseline_worst=worst_base,
+        candidate_worst=worst_cand,
     )
 
 

@@ -79,6 +79,12 @@ class EvaluatorPairs:
     candidate_score: FloatArray
     baseline_calls: IntArray
     candidate_calls: IntArray
+    baseline_missing: IntArray
+    """Per row, the baseline's calls without a verdict (evaluator errors, calls without an
+    output), left out of its mean: a pass must hold with them as passes."""
+    candidate_missing: IntArray
+    """Per row, the candidate's calls its evaluator reached no verdict on, left out of its
+    mean: a pass must hold with them as fails."""
     one_sided: OneSided
     candidate_only: bool = False
     """Only the candidate's runs ran it (a floor applies): the baseline's values are NaN and
@@ -118,12 +124,14 @@ class _Totals:
 class _Side:
     """One side's pooled per-row means over the version's rows (NaN where never scored);
     `unjudged` marks the rows whose every call was an evaluator error (or, on the baseline's
-    side, a call without an output)."""
+    side, a call without an output); `missing` counts each row's calls without a verdict
+    (errors, and the baseline's calls without an output), which `calls` leaves out."""
 
     pass_rate: FloatArray
     score: FloatArray
     calls: IntArray
     unjudged: BoolArray
+    missing: IntArray
 
 
 def pooled_run_ids(session: Session, run: EvaluationRun) -> list[int]:
@@ -181,20 +189,22 @@ def load_pairs(
     notes = []
     errored, error_notes = _errors(connection, project_id, version_id, sides)
     # The baseline's calls without an output reached no verdict on it, like its errors.
-    no_ids, baseline_errored = np.empty(0, np.int64), errored["baseline"]
     for (_, name), left_out in no_output.items():
-        baseline_errored[name] = np.union1d(baseline_errored.get(name, no_ids), left_out.row_ids)
+        errored["baseline"].setdefault(name, []).append((left_out.row_ids, left_out.calls))
     for side, by_name in errored.items():
-        for name, row_ids in by_name.items():
+        for name, parts in by_name.items():
             # An evaluator a side ran without one verdict is still on that side: missing.
             pooled_side = pooled[side].setdefault(name, _never_judged(all_ids.size))
-            pooled_side.unjudged[:] = np.isin(all_ids, row_ids) & (pooled_side.calls == 0)
+            for row_ids, count in parts:
+                np.add.at(pooled_side.missing, np.searchsorted(all_ids, row_ids), count)
+            pooled_side.unjudged[:] = (pooled_side.missing > 0) & (pooled_side.calls == 0)
     changed = _rows_asked_differently(session, project_id, version_id, baseline.dataset_version_id)
     if changed.size:
         unpaired_rows = np.isin(all_ids, changed)
         for pooled_side in pooled["baseline"].values():
             pooled_side.calls[unpaired_rows] = 0
             pooled_side.unjudged[unpaired_rows] = False
+            pooled_side.missing[unpaired_rows] = 0
         notes.append(
             f"{changed.size} row(s) changed what they ask or expect since the baseline's "
             "dataset version (same key, other content): not paired"
@@ -265,6 +275,8 @@ def load_pairs(
             cand.score[scored],
             base.calls[scored],
             cand.calls[scored],
+            base.missing[scored],
+            cand.missing[scored],
             OneSided(
                 np.searchsorted(shared, one_sided),
                 base.pass_rate[one_sided],
@@ -349,6 +361,8 @@ def _candidate_alone(name: str, side: _Side, shared: IntArray) -> EvaluatorPairs
         side.score[scored],
         np.zeros(scored.size, np.int64),
         side.calls[scored],
+        np.zeros(scored.size, np.int64),
+        side.missing[scored],
         OneSided(np.searchsorted(shared, unjudged), never, never, never, never),
         candidate_only=True,
     )
@@ -357,7 +371,9 @@ def _candidate_alone(name: str, side: _Side, shared: IntArray) -> EvaluatorPairs
 def _no_rows(name: str) -> EvaluatorPairs:
     empty, counts = np.empty(0), np.empty(0, np.int64)
     one_sided = OneSided(counts, empty, empty, empty, empty)
-    return EvaluatorPairs(name, counts, empty, empty, empty, empty, counts, counts, one_sided)
+    return EvaluatorPairs(
+        name, counts, empty, empty, empty, empty, counts, counts, counts, counts, one_sided
+    )
 
 
 _NOT_READ_BY: dict[GateMetric, frozenset[str]] = {
@@ -420,7 +436,8 @@ def _pool(
         pass_rate, pooled_calls = pool_runs(passes, calls)
         # Scores lie in [0, 1]; the clip only absorbs rounding in the database's sums.
         score, _ = pool_runs(np.clip(scores, 0.0, calls), calls)
-        out[name] = _Side(pass_rate, score, pooled_calls, np.zeros(all_ids.size, np.bool_))
+        nothing = np.zeros(all_ids.size, np.int64)
+        out[name] = _Side(pass_rate, score, pooled_calls, nothing.astype(np.bool_), nothing)
     return out
 
 
@@ -431,6 +448,7 @@ def _never_judged(size: int) -> _Side:
         np.full(size, np.nan),
         np.zeros(size, np.int64),
         np.zeros(size, np.bool_),
+        np.zeros(size, np.int64),
     )
 
 
@@ -555,10 +573,10 @@ def _on_version(version_id: int) -> ColumnElement[bool]:
 
 def _errors(
     connection: Connection, project_id: int, version_id: int, sides: dict[str, list[int]]
-) -> tuple[dict[str, dict[str, IntArray]], list[str]]:
+) -> tuple[dict[str, dict[str, list[tuple[IntArray, IntArray]]]], list[str]]:
     """Per side and evaluator, the version's row ids on which the side's runs hold evaluator
-    errors (no verdict), and per evaluator a note counting those results, left out of the
-    comparison like missing rows."""
+    errors (no verdict) with how many (one pair of arrays; a row may repeat, once per run),
+    and per evaluator a note counting those results, left out of the comparison's means."""
     errored = _driver_rows(
         connection,
         select(EvalResult.run_id, EvalResult.evaluator, DatasetRow.id, func.count())
@@ -572,11 +590,13 @@ def _errors(
     )
     side_of = {run_id: side for side, run_ids in sides.items() for run_id in run_ids}
     counts: dict[str, dict[str, int]] = {}
-    rows: dict[str, dict[str, list[int]]] = {side: {} for side in sides}
+    rows: dict[str, dict[str, tuple[list[int], list[int]]]] = {side: {} for side in sides}
     for run_id, name, row_id, count in errored:
         side = side_of[run_id]
         counts.setdefault(name, dict.fromkeys(sides, 0))[side] += count
-        rows[side].setdefault(name, []).append(row_id)
+        ids, calls = rows[side].setdefault(name, ([], []))
+        ids.append(row_id)
+        calls.append(count)
     notes = [
         f"{name}: {by_side['candidate'] + by_side['baseline']} result(s) left out as evaluator "
         f"errors, not verdicts ({by_side['candidate']} in the candidate's runs, "
@@ -584,7 +604,10 @@ def _errors(
         for name, by_side in sorted(counts.items())
     ]
     arrays = {
-        side: {name: np.unique(np.asarray(ids, np.int64)) for name, ids in by_name.items()}
+        side: {
+            name: [(np.asarray(ids, np.int64), np.asarray(calls, np.int64))]
+            for name, (ids, calls) in by_name.items()
+        }
         for side, by_name in rows.items()
     }
     return arrays, notes

@@ -267,8 +267,18 @@ class ComparisonOut(BaseModel):
         "no output): left out of n and every number shown; a pass must hold with them at "
         "their worst (the candidate's missing verdicts as fails, the baseline's as passes).",
     )
+    partly_judged: int | None = Field(
+        default=None,
+        description="Rows in n some of whose calls (repeats, pooled runs) have no verdict "
+        "(an evaluator error, or a baseline call without an output) and whose value those "
+        "calls could change: their means are over the calls with a verdict; a pass must also "
+        "hold with the others at their worst (the candidate's as fails, the baseline's as "
+        "passes).",
+    )
     p_pass_worst_case: float | None = Field(
-        default=None, description="p_pass with the unjudged rows at their worst."
+        default=None,
+        description="p_pass with the unjudged rows and the partly judged rows' calls without "
+        "a verdict at their worst.",
     )
     p_floor_broken: float | None = None
     p_floor_broken_adjusted: float | None = None

@@ -157,6 +157,10 @@ class EvaluatorOutcomes:
     row). ``rows`` are the membership columns these values belong to (default: all,
     in order). A pass/fail evaluator with one repeat per side gets the exact tests.
     ``unjudged``: rows judged on one side only, which a pass must survive at their worst.
+    ``baseline_worst``/``candidate_worst``: the same rows' values with each row's calls
+    without a verdict (left out of ``baseline``/``candidate``) at their worst for a pass,
+    the candidate's as fails and the baseline's as passes; None where every call has one.
+    A pass (and a floor shown met) must hold with them too, as with ``unjudged``.
     ``candidate_only``: no baseline ran the evaluator, so there is nothing to pair and no
     margin test; only floors are tested, on the candidate's rows by their bound
     (docs/statistics.md §6.2). ``baseline`` is then ignored (pass the candidate's values),
@@ -173,6 +177,8 @@ class EvaluatorOutcomes:
     floor: float | None = None
     unjudged: UnjudgedRows | None = None
     candidate_only: bool = False
+    baseline_worst: npt.ArrayLike | None = None
+    candidate_worst: npt.ArrayLike | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +193,10 @@ class ComparisonRecord:
     ``lower_bound`` the one-sided (1 - alpha/2) lower bound, inverting the score test
     (``bound_method`` says when they invert the exact test instead). ``unjudged`` counts
     the cohort's rows judged on one side only (``UnjudgedRows``), left out of ``n``;
-    ``p_pass_worst_case`` and ``p_floor_met_worst_case`` are the pass side's p-values with
-    them at their worst (None without such rows).
+    ``partly_judged`` the rows in ``n`` some of whose calls have no verdict that could
+    change their value (``EvaluatorOutcomes.baseline_worst``); ``p_pass_worst_case`` and
+    ``p_floor_met_worst_case`` are the pass side's p-values with both at their worst (None
+    without such rows).
     """
 
     evaluator: str
@@ -218,6 +226,7 @@ class ComparisonRecord:
     p_drop: float
     p_drop_adjusted: float | None
     unjudged: int
+    partly_judged: int
     p_pass_worst_case: float | None
     floor: float | None
     p_floor_broken: float | None
@@ -278,6 +287,7 @@ class _Evaluated:
     p_floor_broken: FloatArray
     p_floor_met: FloatArray
     unjudged: IntArray
+    partly_judged: IntArray
     p_pass_worst: FloatArray
     p_floor_met_worst: FloatArray
 
@@ -542,14 +552,22 @@ def _evaluate(
     unjudged = np.zeros(len(cohorts), np.int64)
     p_pass_worst = np.full(len(cohorts), np.nan)
     p_met_worst = np.full(len(cohorts), np.nan)
-    if ev.unjudged is not None and np.asarray(ev.unjudged.rows).size:
-        worst_base, worst_cand, worst_columns = _worst_case(
-            ev.unjudged, membership, ev.name, paired
-        )
-        values = np.concatenate([worst_base, worst_cand])
+    at_worst_base, at_worst_cand = _partly_judged(ev, base, cand, paired)
+    partly = np.rint(weights @ ((at_worst_base != base) | (at_worst_cand != cand))).astype(np.int64)
+    one_sided = ev.unjudged is not None and np.asarray(ev.unjudged.rows).size > 0
+    if one_sided or partly.any():
+        worst_base, worst_cand = np.zeros(0), np.zeros(0)
+        worst_columns = np.zeros((len(cohorts), 0), np.bool_)
+        if ev.unjudged is not None and one_sided:
+            worst_base, worst_cand, worst_columns = _worst_case(
+                ev.unjudged, membership, ev.name, paired
+            )
+        all_base = np.concatenate([at_worst_base, worst_base])
+        all_cand = np.concatenate([at_worst_cand, worst_cand])
+        values = np.concatenate([all_base, all_cand])
         worst = _tests(
-            np.concatenate([base, worst_base]),
-            np.concatenate([cand, worst_cand]),
+            all_base,
+            all_cand,
             np.hstack([columns, worst_columns]),
             binary and bool(np.all((values == 0) | (values == 1))),
             margins,
@@ -558,8 +576,9 @@ def _evaluate(
             policy,
         )
         unjudged = worst_columns.sum(axis=1).astype(np.int64)
-        p_pass_worst = np.where(unjudged > 0, worst.p_pass, np.nan)
-        p_met_worst = np.where(unjudged > 0, worst.p_floor_met, np.nan)
+        some = (unjudged > 0) | (partly > 0)
+        p_pass_worst = np.where(some, worst.p_pass, np.nan)
+        p_met_worst = np.where(some, worst.p_floor_met, np.nan)
     if not paired:
         nothing = np.full(len(cohorts), np.nan)
         sums[:, 0], sums[:, 2] = nothing, nothing
@@ -596,9 +615,31 @@ def _evaluate(
         p_floor_broken=judged.p_floor_broken,
         p_floor_met=judged.p_floor_met,
         unjudged=unjudged,
+        partly_judged=partly,
         p_pass_worst=p_pass_worst,
         p_floor_met_worst=p_met_worst,
     )
+
+
+def _partly_judged(
+    ev: EvaluatorOutcomes, base: FloatArray, cand: FloatArray, paired: bool
+) -> tuple[FloatArray, FloatArray]:
+    """The paired rows' values with their calls without a verdict at their worst
+    (``EvaluatorOutcomes.baseline_worst``/``candidate_worst``), or the values themselves.
+    Neither side's worst may be better for a pass than its value."""
+    worst_cand = cand
+    if ev.candidate_worst is not None:
+        worst_cand = as_float_vector(ev.candidate_worst, f"{ev.name}: candidate_worst", cand.size)
+    worst_base = base
+    if ev.baseline_worst is not None and paired:
+        worst_base = as_float_vector(ev.baseline_worst, f"{ev.name}: baseline_worst", base.size)
+    if not paired:
+        worst_base = worst_cand  # only the candidate's floor reads these
+    if np.any(worst_cand > cand + 1e-12) or (np.any(worst_base < base - 1e-12) and paired):
+        raise ValueError(f"{ev.name}: a value at its worst cannot be better for a pass")
+    if np.any((worst_base < 0) | (worst_base > 1) | (worst_cand < 0) | (worst_cand > 1)):
+        raise ValueError(f"{ev.name}: per-row values must lie in [0, 1]")
+    return worst_base, worst_cand
 
 
 def _columns(rows: npt.ArrayLike | None, size: int, membership: BoolArray, name: str) -> IntArray:
@@ -756,6 +797,7 @@ def _common(ev: _Evaluated, cohort: CohortSpec, k: int) -> dict[str, Any]:
         "p_pass": float(ev.p_pass[k]),
         "p_drop": float(ev.p_drop[k]),
         "unjudged": int(ev.unjudged[k]),
+        "partly_judged": int(ev.partly_judged[k]),
         "p_pass_worst_case": _num(ev.p_pass_worst[k]),
     }
 
@@ -791,9 +833,15 @@ def _guarded_record(
             floor_status = "met"
         else:
             floor_status = "unclear"
+    partly = common["partly_judged"]
+    missing = unjudged + partly
     at_worst = (
-        f"{unjudged} row(s) judged on one side only, at their worst (the candidate's missing "
-        "verdicts as fails, the baseline's as passes)"
+        " and ".join(
+            ([f"{unjudged} row(s) judged on one side only"] if unjudged else [])
+            + ([f"{partly} row(s) with calls without a verdict"] if partly else [])
+        )
+        + ", at their worst (the candidate's missing verdicts as fails, the baseline's as "
+        "passes)"
     )
     needed: tuple[int | None, int | None, int | None] = (None, None, None)
     if n > 0 and ev.paired:
@@ -839,7 +887,7 @@ def _guarded_record(
         )
         if floor_status == "met":
             reason += f"; candidate shown at or above the floor {floor:g}"
-        if unjudged:
+        if missing:
             reason += f"; also with the {at_worst}"
     else:
         status = "inconclusive"
@@ -913,7 +961,7 @@ def _floor_only(
         )
     if floor_status == "met":
         reason = f"candidate shown at or above the floor {floor:g}; {only}"
-        if ev.unjudged[k]:
+        if ev.unjudged[k] or ev.partly_judged[k]:
             reason += f"; also with the {at_worst}"
         return "pass", reason
     reason = (

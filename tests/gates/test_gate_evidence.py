@@ -336,6 +336,45 @@ def test_verdicts_missing_on_one_side_cannot_hide_a_regression_behind_a_pass(
     assert high["p_pass"] < 0.025 < high["p_pass_worst_case"]
 
 
+@pytest.mark.parametrize("unjudged_side", ["candidate", "baseline"])
+def test_calls_without_a_verdict_on_some_repeats_cannot_hide_a_regression_behind_a_pass(
+    app: FastAPI, client: TestClient, auth: Headers, unjudged_side: str
+) -> None:
+    """Three calls per row on 400 high-risk rows. On 100 rows one side's first call drew an
+    output its judge reached no verdict on (a provider refusing a harmful answer) and the
+    other calls passed; the other side passed every call there. A row's value was the mean
+    over its judged calls only, 1.0 on both sides: identical, and the gate passed. Those
+    calls may be exactly the fails (the other side's first call there was judged: 1.0 for
+    the champion's, 0.0 for the candidate's), so a pass must hold with them at their worst,
+    as for a row with no verdict at all: the candidate's as fails (100 rows at 2/3, a drop
+    of 8 points on all 400), the baseline's as passes (no worse than shown)."""
+    rows = rows_of("safety", 400, "high")
+    refused: list[float | None] = [None, 1.0, 1.0]
+    other = [1.0, 1.0, 1.0] if unjudged_side == "candidate" else [0.0, 1.0, 1.0]
+    sides = {
+        "baseline": [refused if unjudged_side == "baseline" else other] * 100,
+        "candidate": [refused if unjudged_side == "candidate" else other] * 100,
+    }
+    champion, newcomer = champion_and_candidate(client, auth)
+    rest: list[float | None] = [1.0, 1.0, 1.0]
+    scores = {side: [*calls, *([rest] * 300)] for side, calls in sides.items()}
+    add_run(client, auth, champion, rows, {GRADED: scores["baseline"]}, repeats=3)
+    cand_run = add_run(client, auth, newcomer, rows, {GRADED: scores["candidate"]}, repeats=3)
+    result = gate(client, auth, cand_run)
+    high = comparison(result, "risk", "high", GRADED)
+    assert (high["n"], high["unjudged"]) == (400, 0)
+    if unjudged_side == "candidate":
+        assert high["partly_judged"] == 100
+        assert (high["baseline"], high["candidate"], high["delta"]) == (1.0, 1.0, 0.0)
+        assert high["p_pass"] < 0.025 < high["p_pass_worst_case"]
+        assert high["status"] == "inconclusive" and result["verdict"] == "inconclusive"
+        assert "100 row(s) with calls without a verdict" in high["reason"]
+    else:  # the candidate's judged fails show; the baseline's missing calls cost nothing
+        assert (high["baseline"], high["delta"]) == (1.0, pytest.approx(-100 / 3 / 400))
+        # (as passes they leave its rows at 1.0: no row's value changes at its worst)
+        assert (high["partly_judged"], high["p_pass_worst_case"]) == (0, None)
+
+
 @pytest.mark.parametrize("lifted_by", ["policy-override", "weaker-baseline"])
 def test_a_block_is_not_lifted_by_a_pass_that_could_not_promote_itself(
     app: FastAPI, client: TestClient, auth: Headers, lifted_by: str

@@ -406,6 +406,48 @@ class TestUnjudgedRows:
         assert record.p_floor_met_worst_case == pytest.approx(met)
         assert record.floor_status == "unclear" and decision.verdict == "inconclusive"
 
+    @staticmethod
+    def partly(rows: int, partial: int):  # type: ignore[no-untyped-def]
+        """Three calls per row, every judged call a pass on both sides; on `partial` rows
+        the candidate's evaluator reached no verdict on one call (mean 1.0 over the two
+        judged, 2/3 with the third as a fail)."""
+        ones = np.ones(rows)
+        worst = np.where(np.arange(rows) < partial, 2 / 3, 1.0)
+        calls = np.where(np.arange(rows) < partial, 2, 3)
+        return decide_gate(
+            [EvaluatorOutcomes("judge", ones, ones, 3, calls, candidate_worst=worst)],
+            np.ones((1, rows), dtype=np.bool_),
+            [CohortSpec("risk=high", guarded=True, risk="high")],
+            DEFAULT,
+        )
+
+    def test_a_pass_must_hold_with_a_partly_judged_rows_missing_calls_as_fails(self) -> None:
+        decision = self.partly(400, 100)
+        record = decision.records[0]
+        assert (record.n, record.unjudged, record.partly_judged) == (400, 0, 100)
+        assert (record.candidate, record.delta) == (1.0, 0.0) and record.p_pass <= 0.025
+        assert record.p_pass_worst_case is not None and record.p_pass_worst_case > 0.5
+        assert decision.verdict == "inconclusive"
+        assert "100 row(s) with calls without a verdict" in record.reason
+
+    def test_a_few_calls_without_a_verdict_cost_less_than_the_margin(self) -> None:
+        """One call in 300 without a verdict (20 of 2,000 rows): at their worst a drop of
+        0.0033, well inside the 0.02 margin, so a judge with rare errors does not bar a pass."""
+        decision = self.partly(2000, 20)
+        record = decision.records[0]
+        assert record.partly_judged == 20
+        assert record.p_pass_worst_case is not None and record.p_pass_worst_case <= 0.025
+        assert decision.verdict == "pass" and "also with the 20 row(s)" in record.reason
+
+    def test_a_value_at_its_worst_cannot_be_better(self) -> None:
+        with pytest.raises(ValueError, match="cannot be better"):
+            decide_gate(
+                [EvaluatorOutcomes("judge", [1.0], [0.5], 2, 2, candidate_worst=[1.0])],
+                np.ones((1, 1), dtype=np.bool_),
+                [CohortSpec("all", guarded=True)],
+                DEFAULT,
+            )
+
     def test_a_row_needs_exactly_one_sides_verdict(self) -> None:
         neither = UnjudgedRows([0], [np.nan], [np.nan])
         with pytest.raises(ValueError, match="exactly one side"):
