@@ -210,6 +210,7 @@ def load_pairs(
             "dataset version (same key, other content): not paired"
         )
     candidate_only = set(pooled["candidate"]) - set(pooled["baseline"])
+    differing = _differing_specs(session, project_id, run_ids, _NOT_READ_BY[metric])
     alone = {name: pooled["candidate"][name] for name in sorted(candidate_only) if floored(name)}
     if candidate_only - set(alone):
         listed = ", ".join(sorted(candidate_only - set(alone)))
@@ -225,15 +226,19 @@ def load_pairs(
     notes += error_notes
     if no_output:
         notes.append(_no_output_note(no_output))
-    differing = _differing_specs(session, project_id, run_ids, _NOT_READ_BY[metric])
     both: dict[str, tuple[_Side, _Side, IntArray, IntArray]] = {}
-    for name in sorted(set(pooled["candidate"]) & set(pooled["baseline"])):
+    # A floored evaluator only the candidate ran pools the candidate's runs alone: they too
+    # must have measured one thing.
+    for name in sorted((set(pooled["candidate"]) & set(pooled["baseline"])) | set(alone)):
         if name in differing:
+            alone.pop(name, None)
             notes.append(
                 f"evaluator '{name}' was not set up the same way in every compared run "
                 f"({differing[name]}): its results do not measure one thing, compared on no rows"
             )
             uncompared.append(name)
+            continue
+        if name in alone:
             continue
         base, cand = pooled["baseline"][name], pooled["candidate"][name]
         scored = np.flatnonzero((base.calls > 0) & (cand.calls > 0))

@@ -529,6 +529,35 @@ def test_a_candidate_only_floor_holds_with_its_missing_verdicts_at_their_worst(
     assert (floored["floor_status"], floored["status"]) == ("unclear", "inconclusive")
 
 
+def test_a_candidate_only_floor_is_not_tested_on_runs_set_up_differently(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The policy floors `stated_score`'s pass rate at 0.5; the champion never ran it. The
+    candidate's first run judged it at threshold 0.9, where its 0.8 on every row fails (pass
+    rate 0: the floor is broken); three more runs judged it at 0.5, where the same scores
+    pass. Pooled, every row read 0.75 and the floor was met: a pass bought by re-running
+    under a laxer threshold. Runs set up differently do not measure one thing (as for a
+    paired evaluator), so the floor is compared on no rows: inconclusive, with the note."""
+    checkpoint(client, auth, "v0")
+    put = client.put("/api/v1/models/bot/gate-policy", json={"floors": {GRADED: 0.5}}, headers=auth)
+    assert put.status_code == 200, put.text
+    rows = rows_of("core", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    runs = [
+        run_with_threshold(client, auth, newcomer, rows, [0.8] * 200, threshold, True)
+        for threshold in (0.9, 0.5, 0.5, 0.5)
+    ]
+    result = gate(client, auth, runs[-1])
+    assert result["candidate_run_ids"] == runs
+    floored = comparison(result, "risk", "high", GRADED)
+    assert (floored["n"], floored["status"]) == (0, "inconclusive"), floored["reason"]
+    assert result["verdict"] == "inconclusive", result["reasons"]
+    assert any(
+        f"evaluator '{GRADED}' was not set up the same way" in note for note in result["notes"]
+    )
+
+
 def test_a_block_against_another_baseline_is_lifted_by_a_pass_against_the_champion(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
