@@ -290,9 +290,16 @@ def _record_outcome(
 ) -> None:
     """Audit, the checkpoint's status, and on a block the `gate.blocked` event."""
     current = session.get_one(Checkpoint, checkpoint.id)
-    if gate.verdict is GateVerdict.block and current.status in (
-        CheckpointStatus.registered,
-        CheckpointStatus.evaluated,
+    # An exploratory block answers a policy the user explored, not the stored one: it is
+    # recorded (and its event sent) but holds nothing back (docs/statistics.md §7.3).
+    if (
+        gate.verdict is GateVerdict.block
+        and not gate.exploratory
+        and current.status
+        in (
+            CheckpointStatus.registered,
+            CheckpointStatus.evaluated,
+        )
     ):
         current.status = CheckpointStatus.blocked
     elif (

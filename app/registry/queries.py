@@ -156,13 +156,15 @@ class StandingBlock:
 def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> list[StandingBlock]:
     """The datasets on which a block of the checkpoint stands (the newest standing one each).
 
-    A block stands until a later pass on the same dataset, of any version, decided under the
-    model's gate policy as stored (a real gate, not `exploratory`: the column the retry budget
-    reads, never the notes) against the block's own baseline checkpoint or against the
-    champion of the day. A pass on another dataset measured other rows and says nothing about
-    what the block found; an inconclusive gate is no evidence either way; a pass against a
-    weaker baseline, or on a margin the request widened, shows nothing the block did not
-    (neither could promote on its own). Gates are numbered in the order they were decided."""
+    Only a real gate's block (not `exploratory`: the column the retry budget reads, never the
+    notes) stands: a block under a policy the request overrode answers a question the stored
+    policy does not ask (docs/statistics.md §7.3). It stands until a later pass on the same
+    dataset, of any version, decided under the model's gate policy as stored (a real gate)
+    against the block's own baseline checkpoint or against the champion of the day. A pass on
+    another dataset measured other rows and says nothing about what the block found; an
+    inconclusive gate is no evidence either way; a pass against a weaker baseline, or on a
+    margin the request widened, shows nothing the block did not (neither could promote on
+    its own). Gates are numbered in the order they were decided."""
     decisive = session.execute(
         select(
             Gate.id,
@@ -199,10 +201,10 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
     standing: dict[str, dict[int, int]] = {}  # dataset -> baseline checkpoint -> block's gate
     for gate_id, verdict, dataset, baseline_checkpoint, exploratory, decided_at in decisive:
         blocks = standing.setdefault(dataset, {})
+        if exploratory:
+            continue  # a what-if policy's verdict neither blocks nor lifts
         if verdict is GateVerdict.block:
             blocks[baseline_checkpoint] = gate_id
-        elif exploratory:
-            continue
         elif baseline_checkpoint == champion_at(decided_at):
             blocks.clear()
         else:

@@ -450,6 +450,7 @@ def _newer_evidence_against(
                 Gate.checkpoint_id == checkpoint.id,
                 later_gate,
                 Gate.verdict == GateVerdict.block,
+                Gate.exploratory.is_(False),  # a what-if policy's block is not evidence
             ),
             "gate {} blocked this checkpoint",
         ),

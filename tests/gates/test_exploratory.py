@@ -199,3 +199,34 @@ def test_an_exploratory_block_does_not_make_the_real_gates_inconclusive_a_block(
     after = gate(client, auth, cand_run)
     assert (after["exploratory"], after["previously_blocked"]) == (False, True)
     assert after["verdict"] == "block", after["reasons"]
+
+
+def test_an_exploratory_block_after_a_real_pass_does_not_hold_the_checkpoint_back(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The candidate loses 10 of 1,000 rows: the real gate passes at the stored margin of
+    0.02. A what-if margin of 0.005 then blocks it (p = 0.025). That block answers a question
+    the stored policy does not ask, as for `previously_blocked` (docs/statistics.md §7.3),
+    so it must not stand against the real pass: promotion with the real gate was refused
+    ("blocked this checkpoint") and the checkpoint's status turned `blocked`."""
+    rows = rows_of("general", 1000, "low")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    failing = {f"general-{i}" for i in range(10)}
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, failing)})
+    real = gate(client, auth, cand_run)
+    assert (real["exploratory"], real["verdict"]) == (False, "pass"), real["reasons"]
+    explored = gate(client, auth, cand_run, policy={"margin": 0.005})
+    assert (explored["exploratory"], explored["verdict"]) == (True, "block"), explored["reasons"]
+
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    assert status != "blocked"
+    with app.state.sessionmaker() as session:
+        project_id = session.get_one(Gate, real["id"]).project_id
+        assert standing_blocks(session, project_id, newcomer) == []
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": real["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 200, promoted.text
