@@ -8,6 +8,7 @@ unchanged).
 Roughness modelled per cohort x signal:
 - day-to-day wobble beyond binomial: the day's true rate is logit-normal around the base
   rate with relative SD ``wobble`` (logit SD wobble / (1 - p)), heavier-tailed than a beta;
+  a cohort may have a wobble of its own (``Cohort.wobble``: cohorts that differ in wobble);
 - weekday cycles: rates x (1 + A cos(2 pi (day + phase) / 7)), volume x (1 + 3A cos(...));
 - volume swings: the day's volume is Poisson around base x weekday x lognormal(volume_sd);
 - occasional zero-volume days (``Cohort.zero_day_prob``);
@@ -71,6 +72,10 @@ class Cohort:
     volume: float
     high_risk: bool = False
     zero_day_prob: float = 0.0
+    wobble: float | None = None  # this cohort's own day-to-day wobble (None: the spec's)
+
+    def wobble_in(self, spec: TrafficSpec) -> float:
+        return spec.wobble if self.wobble is None else self.wobble
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ def simulate(spec: TrafficSpec) -> Traffic:
         d = _denominators(rng, n)
         den[:, ci + 1] = d
         num[:, ci + 1] = rng.binomial(d, rates)
-        cal_shift = rng.normal(0.0, spec.wobble / 2.0, days) + spec.miscalibration
+        cal_shift = rng.normal(0.0, cohort.wobble_in(spec) / 2.0, days) + spec.miscalibration
         cont_shift = {m: _continuous_location(rng, spec, cohort, m) for m in CONTINUOUS}
         for t in range(days):
             labelled = rng.binomial(n[t], spec.label_fraction)
@@ -240,7 +245,7 @@ def _true_rates(rng: np.random.Generator, spec: TrafficSpec, cohort: Cohort) -> 
         base = spec.base_rates[signal]
         cycle = 1.0 + spec.weekday_amplitude * _weekday(spec, rng.uniform(0.0, 7.0))
         mean = np.minimum(base * cycle * change_factor(spec, cohort.name, signal), 0.95)
-        logit_sd = spec.wobble / (1.0 - mean)
+        logit_sd = cohort.wobble_in(spec) / (1.0 - mean)
         logit = np.log(mean / (1.0 - mean)) + rng.normal(0.0, 1.0, spec.days) * logit_sd
         out[:, si] = 1.0 / (1.0 + np.exp(-logit))
     return out
@@ -256,7 +261,7 @@ def _continuous_location(
     rng: np.random.Generator, spec: TrafficSpec, cohort: Cohort, metric: str
 ) -> np.ndarray:
     median, _ = CONTINUOUS_BASE[metric]
-    wobble = rng.normal(0.0, spec.wobble, spec.days)
+    wobble = rng.normal(0.0, cohort.wobble_in(spec), spec.days)
     cycle = spec.weekday_amplitude * _weekday(spec, rng.uniform(0.0, 7.0))
     return np.log(median) + wobble + cycle + np.log(change_factor(spec, cohort.name, metric))
 

@@ -41,6 +41,23 @@ def test_day_to_day_wobble_is_the_relative_sd_it_claims(wobble: float) -> None:
     assert rate.var() / binomial > 5
 
 
+def test_a_cohort_with_a_wobble_of_its_own_wobbles_by_it_and_changes_no_other_cohort() -> None:
+    same = dict(days=300, wobble=0.1, weekday_amplitude=0.0, volume_sd=0.0, seed=5)
+    plain = simulate(TrafficSpec((Cohort("a", 12_000), Cohort("b", 12_000)), **same))
+    mixed = simulate(
+        TrafficSpec((Cohort("a", 12_000, wobble=0.05), Cohort("b", 12_000, wobble=0.25)), **same)
+    )
+    for index, wobble in ((0, 0.05), (1, 0.25)):
+        true = mixed.true_rate[:, index, REFUSAL]
+        assert true.std() / true.mean() == pytest.approx(wobble, rel=0.15)
+        location = np.log(mixed.moments["latency"][:, index + 1, 3])
+        assert location.std() == pytest.approx(wobble, rel=0.25)
+    # The spec's wobble is the default: a cohort without its own draws as before.
+    default = simulate(TrafficSpec((Cohort("a", 12_000, wobble=0.05), Cohort("b", 12_000)), **same))
+    np.testing.assert_array_equal(default.rate_num[:, 2], plain.rate_num[:, 2])
+    np.testing.assert_array_equal(default.true_rate[:, 1], plain.true_rate[:, 1])
+
+
 def test_without_wobble_counts_are_binomial() -> None:
     spec = TrafficSpec(BIG, days=300, wobble=0.0, weekday_amplitude=0.0, volume_sd=0.0, seed=2)
     traffic = simulate(spec)
