@@ -543,8 +543,12 @@ def summarize(
     days: Sequence[date],
     cohort: Cohort | None = None,
 ) -> dict[str, list[float]]:
-    """Per cohort x signal: [centre, between-day var, var of centre, days used, excluded]
-    (of one `cohort` only if given: each row's summary depends on its own days alone)."""
+    """Per cohort x signal: [centre, between-day var, var of centre, days used, excluded].
+
+    The between-day variance of each row is partially pooled with the other values of its
+    dimension for the same signal (app/stats/pooling.py; ECE excepted): entries summarised
+    together depend on each other's days. One `cohort` only (a cohort added after the
+    freeze) is a group of one, so it gets its own row's estimate and changes no entry."""
     query = select(DailySignal).where(
         DailySignal.project_id == project_id,
         DailySignal.checkpoint_id == checkpoint_id,
@@ -574,7 +578,10 @@ def summarize(
         if not keys:
             continue
         matrix = [by_key[k] for k in keys]
-        reference = _FAMILY_REFERENCE[family](matrix, width, [k[0] for k in keys])
+        # The wobble is pooled across the values of one dimension, signal by signal.
+        pools: dict[tuple[str, str], int] = {}
+        groups = np.array([pools.setdefault((k[0], k[1]), len(pools)) for k in keys])
+        reference = _FAMILY_REFERENCE[family](matrix, width, [k[0] for k in keys], groups)
         for i, key in enumerate(keys):
             if reference.valid[i]:
                 out[stats_key(*key)] = [
@@ -850,16 +857,20 @@ def log_signal_of(
     return float(value), float(within)
 
 
-def _rate_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str]) -> Reference:
+def _rate_reference(
+    matrix: list[dict[int, DailySignal]], width: int, _: list[str], groups: np.ndarray
+) -> Reference:
     num = np.zeros((len(matrix), width))
     den = np.zeros((len(matrix), width))
     for i, days in enumerate(matrix):
         for j, row in days.items():
             num[i, j], den[i, j] = row.numerator, row.denominator
-    return estimate_rate_reference(np.minimum(num, den), den)
+    return estimate_rate_reference(np.minimum(num, den), den, groups=groups)
 
 
-def _brier_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str]) -> Reference:
+def _brier_reference(
+    matrix: list[dict[int, DailySignal]], width: int, _: list[str], groups: np.ndarray
+) -> Reference:
     values = np.full((len(matrix), width), np.nan)
     within = np.full((len(matrix), width), np.nan)
     for i, days in enumerate(matrix):
@@ -867,10 +878,15 @@ def _brier_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[s
             bins = bin_arrays(row.extra)
             value, var = brier_day_signal(*bins)
             values[i, j], within[i, j] = float(value), float(var)
-    return estimate_mean_reference(values, within)
+    return estimate_mean_reference(values, within, groups=groups)
 
 
-def _ece_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str]) -> Reference:
+def _ece_reference(
+    matrix: list[dict[int, DailySignal]], width: int, _: list[str], __: np.ndarray
+) -> Reference:
+    """Not pooled: the squared calibration error's day-to-day variance is on a scale (a
+    debiased chi-square) whose within-day part depends on the level itself, and a cohort's
+    miscalibration is its own; its own estimate stays."""
     sums = np.zeros((len(BIN_FIELDS), len(matrix), width, DEFAULT_BINS))
     for i, days in enumerate(matrix):
         for j, row in days.items():
@@ -879,7 +895,7 @@ def _ece_reference(matrix: list[dict[int, DailySignal]], width: int, _: list[str
 
 
 def _log_reference(
-    matrix: list[dict[int, DailySignal]], width: int, signals: list[str]
+    matrix: list[dict[int, DailySignal]], width: int, signals: list[str], groups: np.ndarray
 ) -> Reference:
     values = np.full((len(matrix), width), np.nan)
     within = np.full((len(matrix), width), np.nan)
@@ -891,7 +907,7 @@ def _log_reference(
                 float((row.extra or {}).get("sum_log", np.nan)),
                 float((row.extra or {}).get("sum_log_sq", np.nan)),
             )
-    return estimate_mean_reference(values, within)
+    return estimate_mean_reference(values, within, groups=groups)
 
 
 _FAMILY_REFERENCE = {

@@ -36,6 +36,7 @@ from app.stats.reference import (
     DEFAULT_TRIM_Z,
     Reference,
     dersimonian_laird,
+    pool_reference,
     robust_between_var,
     trim_days,
     trim_pvalue,
@@ -54,6 +55,7 @@ def estimate_rate_reference(
     trim_z: float = DEFAULT_TRIM_Z,
     max_trim_fraction: float = DEFAULT_MAX_TRIM_FRACTION,
     min_days: int = DEFAULT_MIN_DAYS,
+    groups: npt.ArrayLike | None = None,
 ) -> Reference:
     """Reference rate, between-day variance and Var(rate) per row from (rows x days) counts.
 
@@ -63,6 +65,11 @@ def estimate_rate_reference(
     half an event towards 1/2 (Jeffreys), so a clean history still gives a finite band:
     centre = (p_re * N + 0.5) / (N + 1) with N the kept requests. Invariants: 0 < centre < 1
     and center_var <= centre(1 - centre) / (N + 1) where valid.
+
+    With ``groups`` (an integer per row; negative: alone), tau^2 is partially pooled across
+    the rows of a group on the relative scale tau^2 / p^2 (the squared coefficient of
+    variation of the day's rate; reference.pool_reference, pooling.py) before the centre is
+    pulled.
     """
     x = np.atleast_2d(np.asarray(numerators, dtype=np.float64))
     n = np.atleast_2d(np.asarray(denominators, dtype=np.float64))
@@ -81,6 +88,9 @@ def estimate_rate_reference(
     for _ in range(2):
         rate = np.where(ref.valid, (ref.center * total + 0.5) / (total + 1.0), rate)
         ref = dersimonian_laird(y, _binomial_var(rate, safe_n), kept, min_days=min_days)
+    if groups is not None:
+        scale = np.where(ref.valid, np.square(rate), np.nan)
+        ref = pool_reference(y, _binomial_var(rate, safe_n), kept, ref, scale, groups)
     center = np.where(ref.valid, (ref.center * total + 0.5) / (total + 1.0), np.nan)
     bern = center * (1.0 - center)
     # Var of the centre plus one pseudo-observation's worth of information (the half-counts).

@@ -38,6 +38,7 @@ from app.stats.reference import (
     DEFAULT_MIN_DAYS,
     DEFAULT_TRIM_Z,
     Reference,
+    pool_reference,
     robust_random_effects,
 )
 
@@ -150,18 +151,23 @@ def estimate_mean_reference(
     trim_z: float = DEFAULT_TRIM_Z,
     max_trim_fraction: float = DEFAULT_MAX_TRIM_FRACTION,
     min_days: int = DEFAULT_MIN_DAYS,
+    groups: npt.ArrayLike | None = None,
 ) -> Reference:
     """Reference for a daily mean-type signal from (rows x days) values and their variances.
 
     NaN values are unobserved days. Robust screening then DerSimonian-Laird (reference.py).
+    With ``groups`` (an integer per row; negative: alone), tau^2 is partially pooled across
+    the rows of a group on the absolute scale (reference.pool_reference; pooling.py).
     """
     y = np.atleast_2d(np.asarray(values, dtype=np.float64))
     v = np.atleast_2d(np.asarray(within_var, dtype=np.float64))
     observed = np.isfinite(y) & np.isfinite(v) & (v > 0)
-    ref, _ = robust_random_effects(
+    ref, kept = robust_random_effects(
         y, v, observed, trim_z=trim_z, max_trim_fraction=max_trim_fraction, min_days=min_days
     )
-    return ref
+    if groups is None:
+        return ref
+    return pool_reference(y, v, kept, ref, np.ones(y.shape[0]), groups)
 
 
 def mean_predictive_sd(

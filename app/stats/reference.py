@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from app.stats._arrays import BoolArray, FloatArray, IntArray
 from app.stats.lazy import scipy_stats as stats
+from app.stats.pooling import pooled_between_var
 
 # Median of chi-square(1): E-median of z^2 for a normal z; the robust tau^2 solves for it.
 _CHI2_1_MEDIAN = 0.454936423119572  # stats.chi2.ppf(0.5, 1), a constant: scipy loads lazily
@@ -229,6 +230,36 @@ def dersimonian_laird(
         days_used=days.astype(np.int64),
         days_excluded=(seen.sum(axis=1) - days).astype(np.int64),
         valid=np.asarray(valid, dtype=np.bool_),
+    )
+
+
+def pool_reference(
+    y: npt.ArrayLike,
+    v: npt.ArrayLike,
+    kept: npt.ArrayLike,
+    reference: Reference,
+    scale: npt.ArrayLike,
+    groups: npt.ArrayLike,
+) -> Reference:
+    """``reference`` with each row's tau^2 partially pooled across its group (pooling.py) and
+    the centre and its variance re-weighted with it (w* = 1/(v_t + tau^2)) on the same kept
+    days; days used and excluded, and validity, are the row's own."""
+    kk = np.atleast_2d(np.asarray(kept, dtype=np.bool_))
+    yy = np.where(kk, np.atleast_2d(np.asarray(y, dtype=np.float64)), 0.0)
+    vv = np.where(kk, np.atleast_2d(np.asarray(v, dtype=np.float64)), 1.0)
+    own = np.where(reference.valid, reference.between_var, np.nan)
+    tau2 = pooled_between_var(yy, vv, kk, own, scale, groups)
+    w_star = np.where(kk, 1.0 / (vv + np.where(reference.valid, tau2, 0.0)[:, None]), 0.0)
+    s_star = w_star.sum(axis=1)
+    safe = np.where(s_star > 0, s_star, 1.0)
+    center = (w_star * yy).sum(axis=1) / safe
+    return Reference(
+        center=np.where(reference.valid, center, np.nan),
+        between_var=np.where(reference.valid, tau2, np.nan),
+        center_var=np.where(reference.valid, 1.0 / safe, np.nan),
+        days_used=reference.days_used,
+        days_excluded=reference.days_excluded,
+        valid=reference.valid,
     )
 
 
