@@ -53,7 +53,11 @@ from app.models.project import Role
 
 BATCHES, BATCH_SIZE, CLIENTS = 20, 10_000, 4
 OTLP_REQUESTS, OTLP_SPANS = 100, 1_000
-EPOCH = datetime(2024, 5, 1, tzinfo=UTC)
+# Two days ago at midnight: inside the event retention (ingest refuses older events) and never
+# ahead of the server's clock.
+EPOCH = datetime.combine(
+    datetime.now(UTC).date() - timedelta(days=2), datetime.min.time(), tzinfo=UTC
+)
 COLUMNS = [
     "project_id",
     "model_id",
