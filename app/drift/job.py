@@ -254,14 +254,30 @@ def run_days(
                     day,
                     exc_info=exc,
                 )
+            with suppress(AttributeError):  # before anything below can fail in its turn
+                setattr(exc, _FAILED_DAY, day)
             if results:
-                judge.carry_forward_after(session, project_id, results[-1].day)
-                session.commit()
+                _carry_forward_committed(session, project_id, results[-1].day)
             _record_failed_day(session, project_id, day, trigger, exc)
             if database_unavailable(exc):
                 raise  # transient, and answered as such (a 503 with Retry-After)
             raise BackfillStopped(day, last_day, exc) from exc
     return results
+
+
+def _carry_forward_committed(session: Session, project_id: int, last_committed: date) -> None:
+    """Best effort, like the record of the failure: when the database is still down this fails
+    too, which is logged and must not replace the failure being raised (nor lose its day)."""
+    try:
+        judge.carry_forward_after(session, project_id, last_committed)
+        session.commit()
+    except Exception:
+        session.rollback()
+        log.warning(
+            "drift for project %s: could not carry the statistics of %s forward",
+            project_id,
+            last_committed,
+        )
 
 
 _FAILED_DAY = "plumbline_drift_failed_day"
@@ -274,8 +290,6 @@ def _record_failed_day(
     """The failed run of `day` (failure_message), whoever ran it: the API, the CLI or the
     scheduler. Best effort: during a database outage the record itself fails, which is logged
     and must not hide the failure being raised."""
-    with suppress(AttributeError):
-        setattr(exc, _FAILED_DAY, day)
     try:
         session.add(
             DriftRun(

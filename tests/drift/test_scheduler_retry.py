@@ -126,3 +126,30 @@ def test_failed_days_are_retried_a_few_times_with_growing_waits_then_left_for_a_
     with app.state.sessionmaker() as session:
         periods = session.scalars(select(JobRun.period).where(JobRun.job == job.DRIFT_JOB))
         assert list(periods) == [day.isoformat()]
+
+
+def test_a_day_failing_while_the_database_is_down_is_retried_even_when_carrying_forward_fails(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick catches up three missed days; the connection drops on the second, and the
+    database is still down when the job carries the first day's statistics forward. Before,
+    that second failure escaped before the failed day was noted, so the failure was put on the
+    newest day: the second day's claim read succeeded and it was never judged again. Now the
+    second day (and the one after it, which starts from it) fail and are retried."""
+    sessions, links = app.state.sessionmaker, Links.of(app.state.settings)
+    first = NOW.date() - timedelta(days=1)
+    champions_since(app, client, auth, {"A": first - timedelta(days=1)})
+    days = [first + timedelta(days=k) for k in range(4)]
+    for day in days:
+        post_events(client, auth, calls(day, "A", refused=5, n=100))
+    assert job.run_scheduled_drift(sessions, links, NOW) is not None
+    dropping_connection(monkeypatch, days[2], times=1)
+
+    def database_still_down(*_args: Any) -> None:
+        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(job.judge, "carry_forward_after", database_still_down)
+    job.run_scheduled_drift(sessions, links, NOW + timedelta(days=3))
+
+    assert [claim(app, d).status for d in days[1:]] == ["succeeded", "failed", "failed"]
+    assert runs_of(app, days[2]) == ["failed"]
