@@ -44,7 +44,7 @@ import orjson
 from psycopg.abc import AdaptContext
 from psycopg.types.json import JsonbBinaryDumper
 from pydantic import ValidationError
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -673,9 +673,12 @@ def record_feedback(
 ) -> int:
     """Latest feedback wins; returns how many stored events of the trace now carry it. A
     shadow answer shares its served request's trace but never reached the user, so it never
-    takes the trace's feedback (nor does the ingest join)."""
+    takes the trace's feedback (nor does the ingest join). Once some of the trace's calls are
+    rated, a rating again (a retry, a changed mind) goes to the calls up to the last of them,
+    the rule ingest applies: a call made after the rating keeps its own feedback."""
     _lock_feedback(session, project_id, exclusive=True)
     score = FEEDBACK_SCORES[value]
+    rated_until = _rated_until(session, project_id, {trace_id}).get(trace_id)
     upsert(
         session,
         FEEDBACK_TABLE,
@@ -689,6 +692,7 @@ def record_feedback(
             Event.project_id == project_id,
             Event.trace_id == trace_id,
             Event.shadow_of.is_(None),
+            true() if rated_until is None else Event.ts <= rated_until,
         )
         .values(feedback=score)
     )

@@ -128,3 +128,24 @@ def test_online_evaluation_fills_only_what_the_client_left_empty(
         5: (False, True),  # judged on the whole output, stored truncated
     }
     assert by_index[5]["truncated"] is True
+
+
+def test_a_repeated_or_changed_rating_stays_on_the_calls_the_first_one_rated(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    """The user rates the first answer down and the conversation goes on: the next call,
+    made after the rating, keeps its own (no) feedback at ingest. Before, the client's retry
+    of the same rating (or the user changing it) stamped every stored call of the trace, the
+    later one included, so the later call became the trace's last rated call (the canary then
+    put the rating on that call's arm). Now a rating again changes the value on the calls
+    the trace's rating is on, and reaches no call made after the last of them."""
+    post_events(client, auth, [event(0, trace_id="t", span_id="s0")])
+    assert feedback(client, auth, "t", "down", "wrong")["events_updated"] == 1
+    later = event(1, trace_id="t", span_id="s1", timestamp="2024-05-01T12:05:00Z")
+    post_events(client, auth, [later])
+    assert stored_state(db, "t") == ([("s0", -1), ("s1", None)], (-1, "wrong"))
+
+    assert feedback(client, auth, "t", "down", "wrong")["events_updated"] == 1  # a retry
+    assert stored_state(db, "t") == ([("s0", -1), ("s1", None)], (-1, "wrong"))
+    assert feedback(client, auth, "t", "up", "fixed")["events_updated"] == 1  # changed
+    assert stored_state(db, "t") == ([("s0", 1), ("s1", None)], (1, "fixed"))
