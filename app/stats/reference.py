@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from app.stats._arrays import BoolArray, FloatArray, IntArray
 from app.stats.lazy import scipy_stats as stats
-from app.stats.pooling import pooled_between_var
+from app.stats.pooling import between_var_moments, pooled_between_var
 
 # Median of chi-square(1): E-median of z^2 for a normal z; the robust tau^2 solves for it.
 _CHI2_1_MEDIAN = 0.454936423119572  # stats.chi2.ppf(0.5, 1), a constant: scipy loads lazily
@@ -210,13 +210,8 @@ def dersimonian_laird(
         raise ValueError("min_days must be at least 2")
     days = kept.sum(axis=1)
     valid = days >= min_days
-    w = np.where(kept, 1.0 / v, 0.0)
-    s1 = w.sum(axis=1)
-    safe_s1 = np.where(s1 > 0, s1, 1.0)
-    mu_fe = np.where(kept, w * y, 0.0).sum(axis=1) / safe_s1
-    q = np.where(kept, w * (y - mu_fe[:, None]) ** 2, 0.0).sum(axis=1)
-    c = s1 - (w**2).sum(axis=1) / safe_s1
-    tau2 = np.maximum(0.0, (q - (days - 1)) / np.where(c > 0, c, np.inf))
+    moment, _within, _df = between_var_moments(y, v, kept)
+    tau2 = np.where(np.isfinite(moment), np.maximum(moment, 0.0), 0.0)  # one day: 0
     w_star = np.where(kept, 1.0 / (v + tau2[:, None]), 0.0)
     s_star = w_star.sum(axis=1)
     safe = np.where(s_star > 0, s_star, 1.0)
