@@ -288,10 +288,11 @@ def _record_outcome(
     model: Model,
     checkpoint: Checkpoint,
 ) -> None:
-    """Audit, the checkpoint's status, and on a block the `gate.blocked` event."""
+    """Audit, the checkpoint's status, and on a real gate's block the `gate.blocked` event."""
     current = session.get_one(Checkpoint, checkpoint.id)
     # An exploratory block answers a policy the user explored, not the stored one: it is
-    # recorded (and its event sent) but holds nothing back (docs/statistics.md §7.3).
+    # recorded and answered, but holds nothing back and sends nothing (a pipeline reading
+    # `gate.blocked` as "stop this checkpoint" would act on it) (docs/statistics.md §7.3).
     if (
         gate.verdict is GateVerdict.block
         and not gate.exploratory
@@ -327,7 +328,7 @@ def _record_outcome(
         "baseline_run_ids": gate.baseline_run_ids,
     }
     audit.record(session, principal, "gate.decided", "gate", gate.id, details)
-    if gate.verdict is GateVerdict.block:
+    if gate.verdict is GateVerdict.block and not gate.exploratory:
         url = links.page("gates", gate.id)
         blocking = [r for r in gate.reasons if r["severity"] == "block"]
         outbox.emit(
