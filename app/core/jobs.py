@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -135,11 +136,16 @@ def claim_period(
     period: str,
     stale_before: datetime,
     retry_due: datetime | None = None,
+    max_attempts: int | None = None,
 ) -> bool:
     """True for exactly one caller per (job, period), whichever process asks; a claim still
-    'running' that started before `stale_before` belongs to a dead process and is taken over.
+    'running' that started before `stale_before` belongs to a dead process and is taken over,
+    as the period's next attempt (the dead run counts as a failed one).
     With `retry_due` (the caller's clock), a 'failed' period whose `retry_at` has come is
-    claimed again too, as its next attempt (one conditional UPDATE: one caller wins)."""
+    claimed again too, as its next attempt (one conditional UPDATE: one caller wins).
+    With `max_attempts`, a period abandoned that many times is not taken over but closed as
+    failed, without retry: a day whose run kills its process (memory) would otherwise take the
+    process down again at every takeover, for good."""
     with sessions() as session:
         dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
         stmt = (
@@ -151,10 +157,14 @@ def claim_period(
         claimed = session.scalar(stmt) is not None
         if not claimed:
             abandoned = JobRun.status == "running", JobRun.started_at < stale_before
+            if max_attempts is not None:
+                _close_abandoned_for_good(session, job, period, abandoned, max_attempts)
             taken = session.execute(
                 update(JobRun)
                 .where(JobRun.job == job, JobRun.period == period, *abandoned)
-                .values(owner=_owner(), started_at=utcnow(), error=None)
+                .values(
+                    owner=_owner(), started_at=utcnow(), error=None, attempts=JobRun.attempts + 1
+                )
             )
             claimed = taken.rowcount == 1  # type: ignore[attr-defined]
             if claimed:
@@ -183,6 +193,26 @@ def claim_period(
                 log.warning("%s %s: retrying the failed period", job, period)
         session.commit()
     return claimed
+
+
+def _close_abandoned_for_good(
+    session: Session, job: str, period: str, abandoned: tuple[Any, ...], max_attempts: int
+) -> None:
+    closed = session.execute(
+        update(JobRun)
+        .where(
+            JobRun.job == job, JobRun.period == period, JobRun.attempts >= max_attempts, *abandoned
+        )
+        .values(
+            status="failed",
+            error=f"abandoned by a stopped process on each of {max_attempts} attempts; "
+            "not retried (see the server log, rerun it by hand)",
+            finished_at=utcnow(),
+            retry_at=None,
+        )
+    )
+    if closed.rowcount:  # type: ignore[attr-defined]
+        log.error("%s %s: abandoned %d times, closed as failed", job, period, max_attempts)
 
 
 def finish_period(

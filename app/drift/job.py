@@ -399,7 +399,14 @@ def run_scheduled_drift(
         claimed = [
             day
             for day in sorted(candidates)
-            if claim_period(sessions, DRIFT_JOB, day.isoformat(), stale_before, retry_due=now)
+            if claim_period(
+                sessions,
+                DRIFT_JOB,
+                day.isoformat(),
+                stale_before,
+                retry_due=now,
+                max_attempts=len(DRIFT_RETRY_BACKOFF) + 1,
+            )
         ]
         if not claimed:
             return None

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
+from app.core.jobs import JOB_STALE_AFTER, claim_period
 from app.core.links import Links
 from app.drift import job
 from app.models import DriftRun, JobRun
@@ -153,3 +154,38 @@ def test_a_day_failing_while_the_database_is_down_is_retried_even_when_carrying_
 
     assert [claim(app, d).status for d in days[1:]] == ["succeeded", "failed", "failed"]
     assert runs_of(app, days[2]) == ["failed"]
+
+
+def test_a_day_whose_run_kills_its_process_is_taken_over_a_bounded_number_of_times(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A day's run that kills its process (it runs out of memory) leaves its claim 'running';
+    the next process takes the claim over and dies the same way. Before, a takeover did not
+    count as an attempt, so the day was taken over, and the service taken down, at every
+    tick for good. Now each takeover is an attempt, and at the limit the day is closed as
+    failed, not retried, with an error saying so."""
+    sessions, links = app.state.sessionmaker, Links.of(app.state.settings)
+    first = NOW.date() - timedelta(days=1)
+    champions_since(app, client, auth, {"A": first - timedelta(days=1)})
+    post_events(client, auth, calls(first, "A", refused=5, n=100))
+    later = datetime.now(UTC) + timedelta(days=1)  # every claim before it reads abandoned
+    limit = len(job.DRIFT_RETRY_BACKOFF) + 1
+    for attempt in range(1, limit + 1):  # a process claims the day, then dies while running it
+        assert claim_period(sessions, job.DRIFT_JOB, first.isoformat(), later, max_attempts=limit)
+        assert (claim(app, first).status, claim(app, first).attempts) == ("running", attempt)
+
+    with sessions() as session:  # the last one died hours ago (SQLite has no lock to tell)
+        session.execute(
+            update(JobRun)
+            .where(JobRun.job == job.DRIFT_JOB)
+            .values(started_at=datetime.now(UTC) - 2 * JOB_STALE_AFTER)
+        )
+        session.commit()
+
+    assert job.run_scheduled_drift(sessions, links, NOW) is None
+
+    closed = claim(app, first)
+    assert (closed.status, closed.retry_at, closed.attempts) == ("failed", None, limit)
+    assert closed.error is not None and "abandoned" in closed.error
+    assert runs_of(app, first) == []
+    assert job.run_scheduled_drift(sessions, links, NOW + timedelta(hours=12)) is None
