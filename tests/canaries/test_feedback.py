@@ -20,6 +20,32 @@ from tests.canaries.support import (
 Headers = dict[str, str]
 
 
+def thumbs_down_canary(client: TestClient, auth: Headers) -> dict[str, Any]:
+    """A served canary of v2 on thumbs-down alone, started 30 hours ago."""
+    ids = candidate_and_champion(client, auth)
+    return start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(30).isoformat(),
+        signals=["thumbs_down_rate"],
+        comparisons=["served"],
+    )
+
+
+def evaluate_thumbs_down(
+    client: TestClient, auth: Headers, canary: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the evaluation, its whole-population thumbs-down comparison)."""
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    [everyone] = [
+        c
+        for c in decided["evidence"]["comparisons"]
+        if c["signal"] == "thumbs_down_rate" and c["cohort"]["dimension"] == "all"
+    ]
+    return decided, everyone
+
+
 def test_a_traces_feedback_counts_once_however_many_calls_it_made(
     client: TestClient, auth: Headers
 ) -> None:
@@ -28,15 +54,7 @@ def test_a_traces_feedback_counts_once_however_many_calls_it_made(
     counted per call that read 150 of 225 (67%) against 25%, and a canary could roll back a
     checkpoint users like as much. Counted once per trace, as the drift rollup does, both arms
     judge 100 traces."""
-    ids = candidate_and_champion(client, auth)
-    canary = start_canary(
-        client,
-        auth,
-        ids["v2"],
-        start=hours_ago(30).isoformat(),
-        signals=["thumbs_down_rate"],
-        comparisons=["served"],
-    )
+    canary = thumbs_down_canary(client, auth)
     since, window = hours_ago(28), timedelta(hours=24)
 
     def rated(version: str, calls_when_down: int) -> Iterator[dict[str, Any]]:
@@ -53,12 +71,7 @@ def test_a_traces_feedback_counts_once_however_many_calls_it_made(
                 }
 
     send(client, auth, rated("v1", 1), rated("v2", 6))
-    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
-    [everyone] = [
-        c
-        for c in decided["evidence"]["comparisons"]
-        if c["signal"] == "thumbs_down_rate" and c["cohort"]["dimension"] == "all"
-    ]
+    decided, everyone = evaluate_thumbs_down(client, auth, canary)
     assert everyone["candidate"] == {"events": 100, "with_signal": 25, "rate": 0.25}
     assert everyone["champion"] == {"events": 100, "with_signal": 25, "rate": 0.25}
     assert decided["decision"] != "rollback"
@@ -72,15 +85,7 @@ def test_a_trace_both_checkpoints_served_counts_its_rating_on_the_arm_that_answe
     candidate then champion. Counted on every arm that served a call, each of the 40 weighed
     on both arms (140 traces an arm, 65 down). A trace is one rating, counted once, on the
     arm of its last rated call: the answer the user rated after."""
-    ids = candidate_and_champion(client, auth)
-    canary = start_canary(
-        client,
-        auth,
-        ids["v2"],
-        start=hours_ago(30).isoformat(),
-        signals=["thumbs_down_rate"],
-        comparisons=["served"],
-    )
+    canary = thumbs_down_canary(client, auth)
     since, window = hours_ago(28), timedelta(hours=24)
 
     def call(trace: str, span: str, version: str, at: float, down: bool) -> dict[str, Any]:
@@ -105,12 +110,7 @@ def test_a_trace_both_checkpoints_served_counts_its_rating_on_the_arm_that_answe
             yield call(f"mixed-{trace}", "call-1", last, at + 0.001, True)
 
     send(client, auth, alone("v1"), alone("v2"), mixed())
-    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
-    [everyone] = [
-        c
-        for c in decided["evidence"]["comparisons"]
-        if c["signal"] == "thumbs_down_rate" and c["cohort"]["dimension"] == "all"
-    ]
+    _, everyone = evaluate_thumbs_down(client, auth, canary)
     assert everyone["candidate"] == {"events": 120, "with_signal": 45, "rate": 0.375}
     assert everyone["champion"] == {"events": 120, "with_signal": 45, "rate": 0.375}
 
@@ -126,15 +126,7 @@ def test_a_call_made_after_the_rating_does_not_take_it_to_its_arm(
     traces, 65 down, against the champion's 100 and 25) and looked worse. The rating is
     about the answers the user had seen: a call stored after the rating and made after the
     trace's last rated call does not take it; one made before it (a late delivery) does."""
-    ids = candidate_and_champion(client, auth)
-    canary = start_canary(
-        client,
-        auth,
-        ids["v2"],
-        start=hours_ago(30).isoformat(),
-        signals=["thumbs_down_rate"],
-        comparisons=["served"],
-    )
+    canary = thumbs_down_canary(client, auth)
     since, window = hours_ago(28), timedelta(hours=24)
 
     def call(trace: str, span: str, version: str, at: float, down: bool | None) -> dict[str, Any]:
@@ -175,12 +167,7 @@ def test_a_call_made_after_the_rating_does_not_take_it_to_its_arm(
             for i, t in enumerate(conversations[:10])
         ),
     )
-    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
-    [everyone] = [
-        c
-        for c in decided["evidence"]["comparisons"]
-        if c["signal"] == "thumbs_down_rate" and c["cohort"]["dimension"] == "all"
-    ]
+    _, everyone = evaluate_thumbs_down(client, auth, canary)
     assert everyone["candidate"] == {"events": 100, "with_signal": 25, "rate": 0.25}
     assert everyone["champion"] == {"events": 140, "with_signal": 65, "rate": 65 / 140}
     trace = client.get(f"/api/v1/traces/{conversations[0]}", headers=auth).json()
