@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -145,25 +146,32 @@ def judge(variable: str, base_url: str) -> dict[str, Any]:
     }
 
 
-def test_an_llm_judge_cannot_name_a_service_setting_as_its_key(
-    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch, recording_server: str
-) -> None:
-    monkeypatch.setenv("PLUMBLINE_SECRET_KEY", SERVICE_SECRET)
+def judged_run_and_suite(
+    client: TestClient, auth: Headers, variable: str, base_url: str
+) -> tuple[httpx.Response, httpx.Response]:
+    """(an evaluation run, a suite) asking for a judge keyed by `variable`."""
     make_dataset(client, auth, "golden", ROWS)
-    checkpoint_id = register(client, auth)
-    evaluators = [judge("PLUMBLINE_SECRET_KEY", recording_server)]
+    evaluators = [judge(variable, base_url)]
     created = client.post(
         "/api/v1/datasets/golden/evaluations",
         json={
-            "checkpoint_id": checkpoint_id,
+            "checkpoint_id": register(client, auth),
             "evaluators": evaluators,
             "outputs": [{"key": "k1", "output": "hi"}],
         },
         headers=auth,
     )
+    suite = client.put("/api/v1/suites/judged", json={"evaluators": evaluators}, headers=auth)
+    return created, suite
+
+
+def test_an_llm_judge_cannot_name_a_service_setting_as_its_key(
+    client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch, recording_server: str
+) -> None:
+    monkeypatch.setenv("PLUMBLINE_SECRET_KEY", SERVICE_SECRET)
+    created, suite = judged_run_and_suite(client, auth, "PLUMBLINE_SECRET_KEY", recording_server)
     assert created.status_code == 422, created.text
     assert "evaluators[0].params.api_key_env" in created.text
-    suite = client.put("/api/v1/suites/judged", json={"evaluators": evaluators}, headers=auth)
     assert suite.status_code == 422, suite.text
     assert "evaluators[0].params.api_key_env" in suite.text
     assert RecordingHandler.authorizations == []
@@ -183,24 +191,12 @@ def test_an_llm_judge_cannot_name_a_variable_the_operator_did_not_allow(
     was accepted (202), and the worker sent the machine's cloud secret to that URL. Now a
     422 names the variable and the setting, for runs and suites alike."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CLOUD_SECRET)
-    make_dataset(client, auth, "golden", ROWS)
-    checkpoint_id = register(client, auth)
-    evaluators = [judge("AWS_SECRET_ACCESS_KEY", recording_server)]
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={
-            "checkpoint_id": checkpoint_id,
-            "evaluators": evaluators,
-            "outputs": [{"key": "k1", "output": "hi"}],
-        },
-        headers=auth,
-    )
+    created, suite = judged_run_and_suite(client, auth, "AWS_SECRET_ACCESS_KEY", recording_server)
     assert created.status_code == 422, created.text
     assert created.headers["content-type"] == "application/problem+json"
     assert "evaluators[0].params.api_key_env" in created.text
     assert "AWS_SECRET_ACCESS_KEY" in created.text
     assert "PLUMBLINE_EVALUATOR_KEY_ENVS" in created.text
-    suite = client.put("/api/v1/suites/judged", json={"evaluators": evaluators}, headers=auth)
     assert suite.status_code == 422, suite.text
     assert "AWS_SECRET_ACCESS_KEY" in suite.text
     assert RecordingHandler.authorizations == []
