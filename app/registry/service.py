@@ -45,10 +45,18 @@ class ModelState:
         return list(reversed(self.history))
 
 
-def get_model(session: Session, project_id: int, name: str) -> Model:
-    model = session.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+def get_model(session: Session, project_id: int, name: str, *, lock: bool = False) -> Model:
+    """`lock` serializes champion changes of the model on PostgreSQL until the transaction
+    ends (SQLite's BEGIN IMMEDIATE already does), and expires what the session loaded before
+    the lock was granted, so that every later read sees what the previous holder committed:
+    a promotion or rollback must be decided on the champion it replaces, not on the one
+    another request replaced meanwhile."""
+    stmt = select(Model).where(Model.project_id == project_id, Model.name == name)
+    model = session.scalar(stmt.with_for_update() if lock else stmt)
     if model is None:
         raise NotFound(f"no model named '{name}'")
+    if lock:
+        session.expire_all()
     return model
 
 
@@ -493,8 +501,10 @@ def promote(
 ) -> ModelState:
     """Makes a checkpoint the champion. A model that already has a champion needs a passing
     gate for the newcomer, or a canary of it that decided 'promote' (the canary records when
-    it was promoted on), or `force` with a written reason (all audited)."""
-    model = get_model(session, principal.project_id, model_name)
+    it was promoted on), or `force` with a written reason (all audited). The model is locked
+    first: two champion changes at once (a promotion and another, or a rollback) would both
+    read one champion and both replace it."""
+    model = get_model(session, principal.project_id, model_name, lock=True)
     checkpoint = get_checkpoint(session, principal.project_id, checkpoint_id)
     if checkpoint.model_id != model.id:
         raise Unprocessable(f"checkpoint {checkpoint_id} does not belong to model '{model_name}'")
@@ -541,7 +551,9 @@ def rollback(
     reason: str,
     alert_id: int | None = None,
 ) -> ModelState:
-    model = get_model(session, principal.project_id, model_name)
+    """Makes the rollback target (or `to`) the champion again. The model is locked first, as
+    for a promotion."""
+    model = get_model(session, principal.project_id, model_name, lock=True)
     history = _history(session, model)
     if not history:
         raise Conflict(f"model '{model_name}' has no champion to roll back")
