@@ -14,10 +14,13 @@ UnjudgedRows). A call of the baseline's that has no output (its endpoint failed,
 was produced) is left out in the same way, its fails being its endpoint's outage, not
 verdicts: the baseline is the yardstick, and one run taken during an outage would otherwise
 make every later candidate look better than it. The candidate's calls without an output
-stay its fails: its endpoint failing on a prompt is its failure. An evaluator set up
-differently (its stored spec) in any of the pooled runs is compared on no rows, except for
-a threshold under `mean_score`: it decides `passed`, not the score. Reading happens outside
-any write transaction: on SQLite every transaction holds the single writer lock."""
+stay its fails: its endpoint failing on a prompt is its failure. A row of the candidate's
+version that the baseline's version lacks, or asks differently, has no baseline verdict
+either, and is kept apart the same way: the baseline never answered that question.
+An evaluator set up differently (its stored spec) in any of the pooled runs is compared on
+no rows, except for a threshold under `mean_score`: it decides `passed`, not the score.
+Reading happens outside any write transaction: on SQLite every transaction holds the single
+writer lock."""
 
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ from app.stats.retry import pool_runs
 class OneSided:
     """One evaluator's rows (indexing PairedResults.keys) that one side judged while every
     call of the other side's ended in an evaluator error (or, on the baseline's side, had
-    no output): per-row means over the judged side's calls, NaN on the side without a
-    verdict."""
+    no output, or the row is not in the baseline's dataset version as the candidate's asks
+    it): per-row means over the judged side's calls, NaN on the side without a verdict."""
 
     rows: IntArray
     baseline_pass_rate: FloatArray
@@ -198,16 +201,31 @@ def load_pairs(
             for row_ids, count in parts:
                 np.add.at(pooled_side.missing, np.searchsorted(all_ids, row_ids), count)
             pooled_side.unjudged[:] = (pooled_side.missing > 0) & (pooled_side.calls == 0)
-    changed = _rows_asked_differently(session, project_id, version_id, baseline.dataset_version_id)
-    if changed.size:
-        unpaired_rows = np.isin(all_ids, changed)
+    # Rows the baseline's version lacks, or asks differently, have no baseline verdict: like
+    # its judge's errors, they stay out of the numbers and the block tests, and a pass must
+    # hold with the baseline passing them (docs/statistics.md §6.1).
+    baseline_version_id = baseline.dataset_version_id
+    changed = _rows_asked_differently(session, project_id, version_id, baseline_version_id)
+    added = _rows_not_in(session, project_id, version_id, baseline_version_id)
+    if changed.size or added.size:
+        unasked = np.isin(all_ids, np.union1d(changed, added))
         for pooled_side in pooled["baseline"].values():
-            pooled_side.calls[unpaired_rows] = 0
-            pooled_side.unjudged[unpaired_rows] = False
-            pooled_side.missing[unpaired_rows] = 0
+            pooled_side.calls[unasked] = 0
+            pooled_side.pass_rate[unasked] = np.nan
+            pooled_side.score[unasked] = np.nan
+            pooled_side.unjudged[unasked] = True
+            pooled_side.missing[unasked] = 0
+    at_worst = "a pass must hold with the baseline passing them"
+    if changed.size:
         notes.append(
             f"{changed.size} row(s) changed what they ask or expect since the baseline's "
-            "dataset version (same key, other content): not paired"
+            f"dataset version (same key, other content): not paired, no baseline verdict; "
+            f"{at_worst}"
+        )
+    if added.size:
+        notes.append(
+            f"{added.size} row(s) of the candidate's dataset version are not in the "
+            f"baseline's: no baseline verdict; {at_worst}"
         )
     candidate_only = set(pooled["candidate"]) - set(pooled["baseline"])
     differing = _differing_specs(session, project_id, run_ids, _NOT_READ_BY[metric])
@@ -344,6 +362,33 @@ def _rows_asked_differently(
     width = len(_SCORED_CONTENT)
     changed = [row[0] for row in rows if _as_json(row[1 : 1 + width]) != _as_json(row[1 + width :])]
     return np.asarray(changed, np.int64)
+
+
+def _rows_not_in(
+    session: Session, project_id: int, version_id: int, baseline_version_id: int
+) -> IntArray:
+    """Rows of the candidate's version whose key the baseline's version does not have: the
+    baseline's runs never saw them."""
+    if baseline_version_id == version_id:
+        return np.empty(0, np.int64)
+    theirs = aliased(DatasetRow)
+    in_theirs = (
+        select(theirs.id)
+        .where(
+            theirs.project_id == DatasetRow.project_id,
+            theirs.version_id == baseline_version_id,
+            theirs.key == DatasetRow.key,
+        )
+        .exists()
+    )
+    rows = session.scalars(
+        select(DatasetRow.id).where(
+            DatasetRow.project_id == project_id,
+            DatasetRow.version_id == version_id,
+            ~in_theirs,
+        )
+    ).all()
+    return np.asarray(rows, np.int64)
 
 
 def _as_json(content: Sequence[Any]) -> str:

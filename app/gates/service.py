@@ -203,8 +203,9 @@ def compare_runs(
         notes.insert(
             0,
             f"dataset versions differ (candidate v{cand_version.version}, baseline "
-            f"v{base_version.version}): only the {len(paired.keys)} keys both runs scored are "
-            f"compared, with risk and cohorts from v{cand_version.version}",
+            f"v{base_version.version}): rows, risk and cohorts are v{cand_version.version}'s; "
+            f"the keys both runs scored are compared, and a pass must also hold with the "
+            f"baseline passing the rows v{base_version.version} lacks or asks differently",
         )
     if policy is not None:
         notes.append(

@@ -628,9 +628,63 @@ def test_different_dataset_versions_compare_only_shared_keys(
 
     result = gate(client, auth, cand_run, baseline_run_id=base_run)
     assert comparison(result, "all", "all")["n"] == 250
-    assert {c["value"] for c in result["comparisons"]} == {"all", "high", "a"}
-    assert "only the 250 keys both runs scored" in result["notes"][0]
+    assert comparison(result, "all", "all")["unjudged"] == 30
+    # The added rows' cohorts are v2's: reported, with no row both runs scored.
+    assert {c["value"] for c in result["comparisons"]} == {"all", "high", "a", "low", "added"}
+    assert comparison(result, "route", "added")["n"] == 0
+    assert "the keys both runs scored are compared" in result["notes"][0]
+    assert any("30 row(s) of the candidate's dataset version" in n for n in result["notes"])
     assert result["dataset_version"] == 2
+
+
+def test_rows_a_new_version_adds_to_a_guarded_cohort_must_pass_at_their_worst(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """v2 adds 100 high-risk rows to the 100 of v1; the champion passes all 200, the
+    candidate fails the 100 new ones. The champion has no run on v2, and the gate's 409 says
+    to pass its run on v1. Until 2026-12-01 that gate compared the 500 keys both versions
+    share, passed (risk=high: 100 of 100 against 100 of 100) and promoted a candidate that
+    blocks as soon as the champion runs on v2 (100 of 200 lost). The baseline has no verdict
+    on a row its version lacks, like a row its judge never graded: out of the numbers and the
+    block tests, and a pass must hold with the baseline passing it."""
+    checkpoint(client, auth, "v0")
+    policy = client.put(
+        "/api/v1/models/bot/gate-policy", json={"risk_margins": {"high": 0.1}}, headers=auth
+    )
+    assert policy.status_code == 200, policy.text
+    old = rows_of("general", 400, "low") + rows_of("safety", 100, "high")
+    new = old + rows_of("safety-added", 100, "high")
+    added = {row["key"] for row in new[len(old) :]}
+    champion, newcomer = champion_and_candidate(client, auth)
+    base_run = add_run(client, auth, champion, old, {EVALUATOR: passing(old)})
+    cand_run = add_run(client, auth, newcomer, new, {EVALUATOR: passing(new, added)})
+    refused = client.post("/api/v1/gates", json={"candidate_run_id": cand_run}, headers=auth)
+    assert refused.status_code == 409 and "pass baseline_run_id" in refused.json()["detail"]
+
+    across = gate(client, auth, cand_run, baseline_run_id=base_run)
+    high = comparison(across, "risk", "high")
+    assert (high["n"], high["lost"], high["unjudged"]) == (100, 0, 100)
+    assert high["status"] == "inconclusive" and high["p_pass_worst_case"] > 0.5
+    assert across["verdict"] == "inconclusive"
+    assert any(
+        "100 row(s) of the candidate's dataset version are not in" in n for n in across["notes"]
+    )
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": across["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 409
+
+    add_run(client, auth, champion, new, {EVALUATOR: passing(new)})
+    on_v2 = gate(client, auth, cand_run)
+    assert (comparison(on_v2, "risk", "high")["lost"], on_v2["verdict"]) == (100, "block")
+    # A candidate that answers the added rows as well still passes across the versions.
+    sound = checkpoint(client, auth, "v3")
+    sound_run = add_run(client, auth, sound, new, {EVALUATOR: passing(new)})
+    passed = gate(client, auth, sound_run, baseline_run_id=base_run)
+    assert comparison(passed, "risk", "high")["unjudged"] == 100
+    assert passed["verdict"] == "pass", passed["reasons"]
 
 
 def test_gate_requests_that_cannot_be_decided_get_clear_problems(
@@ -809,7 +863,9 @@ def test_a_guarded_cohort_the_baseline_never_scored_keeps_the_gate_from_passing(
 ) -> None:
     """The baseline ran on v1; v2 adds a guarded cohort that the candidate fails entirely.
     The guarded family is what v2 and the policy declare, not what both runs happen to
-    share: the cohort is compared with no rows, so the gate cannot pass."""
+    share: the cohort is compared with no rows, so the gate cannot pass. Nor can the whole
+    population, which holds the new rows too: the baseline has no verdict on them, and
+    with it passing them the candidate's 60 fails may be a drop of 13 points."""
     old = rows_of("general", 400, "low")
     champion, newcomer = champion_and_candidate(client, auth)
     base_run = add_run(client, auth, champion, old, {EVALUATOR: passing(old)})
@@ -823,7 +879,8 @@ def test_a_guarded_cohort_the_baseline_never_scored_keeps_the_gate_from_passing(
     unscored = comparison(result, *guarded)
     assert unscored["role"] == "block" and unscored["status"] == "inconclusive"
     assert unscored["n"] == 0 and "no rows" in unscored["reason"]
-    assert comparison(result, "all", "all")["status"] == "pass"
+    everyone = comparison(result, "all", "all")
+    assert (everyone["n"], everyone["unjudged"], everyone["status"]) == (400, 60, "inconclusive")
     assert not any("not compared" in note for note in result["notes"] if guarded[1] in note)
     sign_in(client, admin_key)
     page = client.get(f"/gates/{result['id']}")
