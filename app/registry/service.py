@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -355,6 +355,35 @@ def _check_canary(
     return canary
 
 
+def _spend_canary(session: Session, canary: Canary) -> None:
+    """Records the promotion on the canary, only while its 'promote' decision still stands:
+    a conditional UPDATE, since a rollback of the candidate confirmed meanwhile
+    (canaries.service.roll_back, which takes no lock on the model) is committed after this
+    request read the canary. On PostgreSQL the UPDATE waits for that rollback and then finds
+    the canary rolled back: 409, and nothing is promoted. Written over it, the candidate
+    became the champion with its canary both rolled back and promoted."""
+    spent = session.execute(
+        update(Canary)
+        .where(
+            Canary.project_id == canary.project_id,
+            Canary.id == canary.id,
+            Canary.status == CanaryStatus.promote,
+            Canary.decision == CanaryDecision.promote,
+            Canary.rolled_back_at.is_(None),
+            Canary.promoted_at.is_(None),
+        )
+        .values(promoted_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise Conflict(
+            f"canary_id: canary {canary.id} changed while its promotion was asked (rolled back, "
+            "or already spent on a promotion); reload it",
+            field="canary_id",
+        )
+
+
 def _check_gate(
     session: Session, checkpoint: Checkpoint, current: Checkpoint | None, gate_id: int | None
 ) -> Gate | None:
@@ -516,7 +545,7 @@ def promote(
     canary = _check_canary(session, checkpoint, current, canary_id)
     if canary is not None:
         reason = reason or f"canary {canary.id} decided promote"
-        canary.promoted_at = utcnow()
+        _spend_canary(session, canary)
     elif gate is None:
         if current is not None and not force:
             raise Conflict(

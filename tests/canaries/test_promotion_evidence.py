@@ -6,8 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
+from app.canaries import service as canaries
+from app.core.links import Links
+from app.core.settings import Settings
 from tests.canaries.support import (
     MODEL,
     candidate_and_champion,
@@ -18,6 +24,7 @@ from tests.canaries.support import (
     start_canary,
 )
 from tests.gates.support import add_run
+from tests.gates.test_concurrent_promotions import while_held_open
 from tests.gates.test_gates import EVALUATOR, gate, passing, rows_of
 
 Headers = dict[str, str]
@@ -110,3 +117,32 @@ def test_a_promote_canary_does_not_lift_a_standing_gate_block(
     problem = refused.json()
     assert problem["field"] == "canary_id"
     assert f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'" in problem["detail"]
+
+
+def test_a_canary_rolled_back_while_its_promotion_is_asked_does_not_promote(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings
+) -> None:
+    """The canary decided promote; someone confirms a rollback of its candidate (refusals
+    went up after the decision) at the moment a pipeline asks to promote on the canary's
+    word. The promotion read the canary as 'promote' before the rollback was committed, and
+    until 2026-12-01 wrote its promoted_at over the rollback: on PostgreSQL both answered
+    success, v2 became the champion with its canary rolled back and promoted at once. The
+    promotion now takes the canary's word only while it still stands."""
+    ids = candidate_and_champion(client, auth)
+    canary = promoting_canary(client, auth, ids)
+
+    def roll_back(session: Session, principal: Any, links: Links) -> Any:
+        return canaries.roll_back(session, principal, links, canary["id"], "refusals doubled")
+
+    def promote() -> httpx.Response:
+        body = {"checkpoint_id": ids["v2"], "canary_id": canary["id"]}
+        return client.post(PROMOTE, json=body, headers=auth)
+
+    _, second = while_held_open(app, settings, roll_back, promote)
+    assert second.status_code == 409, second.text
+    assert client.get(f"/api/v1/models/{MODEL}", headers=auth).json()["champion"]["id"] == ids["v1"]
+    after = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert (after["status"], after["promoted_at"]) == ("rollback", None)
+    assert after["rolled_back_at"] is not None
+    checkpoint = client.get(f"/api/v1/checkpoints/{ids['v2']}", headers=auth).json()
+    assert checkpoint["status"] == "rolled_back"
