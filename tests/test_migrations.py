@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -970,5 +970,81 @@ def test_0018_counts_job_run_attempts_and_leaves_failed_periods_unretried_and_co
         migrate.upgrade(empty_database_url)
         with engine.begin() as conn:
             assert [tuple(r)[2:] for r in conn.execute(rows)] == [(1, None), (1, None)]
+    finally:
+        engine.dispose()
+
+
+RATED_EVENT = (
+    "INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, ts, cohort, "
+    "truncated, attributes, source, received_at, feedback, shadow_of) VALUES "
+    "(:project, :project, :checkpoint, :trace, :span, :ts, '{}', false, '{}', 'rest', :ts, "
+    ":feedback, :shadow_of)"
+)
+
+
+def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    """The backfill gives each rated trace x checkpoint one carrier, its latest served rated
+    call (ts, then id), across day partitions on PostgreSQL; unrated traces, shadow answers
+    and the other calls carry nothing."""
+    migrate.upgrade(empty_database_url, "0018")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    now = datetime.now(UTC)  # today and the next 7 days have day partitions on PostgreSQL
+    tomorrow, later = now + timedelta(days=1), now + timedelta(days=2)
+    # (project, checkpoint, trace, span, ts, feedback, shadow_of)
+    events = [
+        (1, 1, "a", "1", now, -1, None),
+        (1, 1, "a", "2", tomorrow, -1, None),  # a's carrier on checkpoint 1: the latest
+        (1, 1, "a", "3", now, -1, None),
+        (1, 3, "a", "4", now, -1, None),  # the trace's call on another checkpoint
+        (1, 1, "a", "shadow", later, 1, "a"),  # a shadow answer never carries
+        (1, 1, "b", "1", now, 1, None),
+        (1, 1, "b", "2", now, 1, None),  # same ts: the later id
+        (1, 1, "c", "1", now, None, None),  # unrated
+        (2, 2, "a", "1", now, -1, None),  # the same trace id in another project
+    ]
+    carriers = text(
+        "SELECT project_id, checkpoint_id, trace_id, span_id, carried_feedback FROM events "
+        "WHERE carried_feedback IS NOT NULL ORDER BY project_id, checkpoint_id, trace_id"
+    )
+    placed = [(1, 1, "a", "2", -1), (1, 1, "b", "2", 1), (1, 3, "a", "4", -1), (2, 2, "a", "1", -1)]
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0008[:3]:
+                conn.execute(text(statement), {"now": now})
+            conn.execute(
+                text(
+                    "INSERT INTO checkpoints (id, project_id, model_id, version, kind, status, "
+                    "training, tags, spec_hash, created_at) "
+                    "VALUES (3, 1, 1, 'v2', 'full', 'registered', '{}', '[]', 'c', :now)"
+                ),
+                {"now": now},
+            )
+            for project, checkpoint, trace, span, ts, feedback, shadow_of in events:
+                conn.execute(
+                    text(RATED_EVENT),
+                    {
+                        "project": project,
+                        "checkpoint": checkpoint,
+                        "trace": trace,
+                        "span": span,
+                        "ts": ts,
+                        "feedback": feedback,
+                        "shadow_of": shadow_of,
+                    },
+                )
+        migrate.upgrade(empty_database_url, "0019")
+        with engine.begin() as conn:
+            assert [tuple(row) for row in conn.execute(carriers)] == placed
+        migrate.downgrade(empty_database_url, "0018")
+        with engine.begin() as conn:
+            assert "carried_feedback" not in {
+                c["name"] for c in inspect(conn).get_columns("events")
+            }
+            assert conn.execute(text("SELECT COUNT(*) FROM events")).scalar() == len(events)
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [tuple(row) for row in conn.execute(carriers)] == placed
     finally:
         engine.dispose()

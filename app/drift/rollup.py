@@ -42,6 +42,7 @@ from app.core.db import is_postgres, utcnow
 from app.drift.signals import (
     COLUMN_DIMENSIONS,
     CONTINUOUS_METRICS,
+    DAILY_RATE_SIGNALS,
     PRICED_METRICS,
     PRICES_JOIN,
     QUANTILES,
@@ -103,7 +104,7 @@ def scan_aggregates(priced: bool, postgres: bool) -> str:
     sums (exact to ~1e-14). SQLite has no var_pop and takes the sums."""
     parts = ["COUNT(*) AS volume"]
     for name in RATE_SIGNALS:
-        numerator, denominator = rate_counts(name)
+        numerator, denominator = rate_counts(name, definitions=DAILY_RATE_SIGNALS)
         parts.append(f"{numerator} AS {name}_num")
         parts.append(f"{denominator} AS {name}_den")
     first, second = ("mean", "var") if postgres else ("s1", "s2")
@@ -461,8 +462,8 @@ def sample_trace_ids(
 ) -> list[str]:
     """A few trace ids of the day's events that count against the signal in that cohort."""
     metric = signal.rsplit("_", 1)[0]
-    if signal in RATE_SIGNALS:
-        condition = RATE_SIGNALS[signal][0]
+    if signal in DAILY_RATE_SIGNALS:  # as the scan counted it: a rated trace on its carrier
+        condition = DAILY_RATE_SIGNALS[signal][0]
     elif metric in CONTINUOUS_METRICS:
         condition = CONTINUOUS_METRICS[metric][1]
     else:

@@ -28,21 +28,38 @@ RATE_SIGNALS: dict[str, tuple[str, str]] = {
         "e.refusal IS NOT NULL AND e.should_refuse",
     ),
 }
-# Feedback is one user's rating of a trace, and ingest copies it onto every event of the
-# trace, so an agent trace of six calls rated down carries six ratings. Counting rated traces
-# (COUNT DISTINCT trace_id) needs a sort of the whole scan on PostgreSQL, which can no longer
-# hash-aggregate: the daily scan went from 2.8x to 8.4x a bare GROUP BY (bench/drift.py), and
-# a probe per rated event to 18x. So the daily scan counts rated calls, and the band's wobble
-# term (tau^2, estimated from the reference days) carries the extra variance the clustering
-# adds; the canaries, whose confidence sequences take every observation as independent and
-# have no such term, count rated traces, each once on the arm of its last rated call
-# (app/canaries/queries.py; their windowed query is off the request path).
+# Feedback is one user's rating of a trace, and ingest copies it onto every call of the
+# trace that took it, so an agent trace of six calls rated down carries six ratings. Per-trace
+# signals count each rated trace once. The daily scan counts them on carrier events
+# (DAILY_RATE_SIGNALS): ingest and POST /feedback keep, per trace and checkpoint, the rating
+# on one event (`carried_feedback`), the trace's latest rated served call there, so the scan
+# stays a plain hash aggregate over one more column; a trace is counted on that call's day
+# and cohorts, once per checkpoint that served rated calls of it (docs/statistics.md §8.10).
+# Counting rated traces in the scan itself (COUNT DISTINCT trace_id) stopped PostgreSQL
+# hash-aggregating (2.8x to 8.4x a bare GROUP BY, bench/drift.py). The canaries rank a
+# window's rated calls themselves and count each trace once on the arm of its last rated call
+# (app/canaries/queries.py), reading RATE_SIGNALS' per-call `feedback` on that one row: the
+# same call as the carrier when one checkpoint served the trace's rated calls.
 PER_TRACE_SIGNALS = frozenset({"thumbs_down_rate"})
 
 
-def rate_counts(signal: str, within: str | None = None) -> tuple[str, str]:
+# The daily scan's definitions: RATE_SIGNALS', but a per-trace signal read on its carrier
+# events only (`carried_feedback`, NULL on every other event), so each rated trace counts once
+# per checkpoint, with the same aggregates as a per-call signal (COUNT(column) and one test).
+DAILY_RATE_SIGNALS: dict[str, tuple[str, str]] = {
+    **RATE_SIGNALS,
+    "thumbs_down_rate": ("e.carried_feedback = -1", "e.carried_feedback IS NOT NULL"),
+}
+
+
+def rate_counts(
+    signal: str,
+    within: str | None = None,
+    definitions: dict[str, tuple[str, str]] = RATE_SIGNALS,
+) -> tuple[str, str]:
     """SQL aggregates counting a rate signal's numerator and denominator over event rows `e`
-    of a group (only rows meeting `within`, when given). A bare `IS NOT NULL` is counted as
+    of a group (only rows meeting `within`, when given), as `definitions` reads the signal
+    (DAILY_RATE_SIGNALS for the daily scan). A bare `IS NOT NULL` is counted as
     COUNT(column), which is cheaper."""
 
     def count(condition: str) -> str:
@@ -51,7 +68,7 @@ def rate_counts(signal: str, within: str | None = None) -> tuple[str, str]:
         bare = re.fullmatch(r"(e\.\w+) IS NOT NULL", condition)
         return f"COUNT({bare.group(1)})" if bare else f"COUNT(*) FILTER (WHERE {condition})"
 
-    numerator, denominator = RATE_SIGNALS[signal]
+    numerator, denominator = definitions[signal]
     return count(numerator), count(denominator)
 
 

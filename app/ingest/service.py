@@ -18,6 +18,10 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
   writers take a per-project PostgreSQL advisory lock (ingest shared, feedback exclusive),
   so a feedback write and an insert of its trace can never miss each other; SQLite
   serializes writers anyway (BEGIN IMMEDIATE).
+* Carriers: of the calls carrying a trace's rating, one per checkpoint also holds it in
+  `carried_feedback` (`_place_carriers`), the one the daily drift scan counts, so a rated
+  trace is one rating there however many calls it made. Both writers place them after
+  storing, in the same transaction, for the traces whose rated calls they wrote.
 * Clock: an event stamped more than `ingest_max_clock_skew_s` ahead of the server's clock
   is refused (per event, field `timestamp`): one comparison with a bound computed once per
   batch. A client with a wrong clock otherwise filed calls under days judged later, where
@@ -33,6 +37,7 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,7 +49,7 @@ import orjson
 from psycopg.abc import AdaptContext
 from psycopg.types.json import JsonbBinaryDumper
 from pydantic import ValidationError
-from sqlalchemy import Table, bindparam, func, insert, select, true, update
+from sqlalchemy import Row, Table, bindparam, func, insert, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -485,7 +490,8 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
     assign_cohort_ids(session, project_id, rows)
     if is_postgres(session):
         pooled = session.connection().connection.info
-        inserted = _copy_new_rows(session, rows, staging_exists=_STAGING_TABLE in pooled)
+        inserted, rated = _copy_new_rows(session, rows, staging_exists=_STAGING_TABLE in pooled)
+        _place_carriers(session, project_id, rated)
         session.commit()
         # Only a committed transaction proves the table outlives it (a rolled-back CREATE
         # leaves none), so the mark is set after the commit, on the pooled connection, which
@@ -500,16 +506,25 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
         until = rated_until.get(row["trace_id"])
         if until is None or row["ts"] <= until:  # not made after the rating
             row["feedback"] = stored[row["trace_id"]]
-    inserted = sum(
-        _insert_claimed_sqlite(session, chunk) for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
+    new = [
+        row
+        for chunk in _chunks(rows, INSERT_CHUNK_ROWS)
+        for row in _insert_claimed_sqlite(session, chunk)
+    ]
+    served = (row for row in new if row["shadow_of"] is None)
+    _place_carriers(
+        session, project_id, {r["trace_id"] for r in served if r["feedback"] is not None}
     )
     session.commit()
-    return inserted
+    return len(new)
 
 
-def _insert_claimed_sqlite(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """SQLite's exactly-once step: claim the keys, insert the events whose key was claimed.
-    SQLite runs one writer at a time (BEGIN IMMEDIATE), so nobody claims in between."""
+def _insert_claimed_sqlite(
+    session: Session, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """SQLite's exactly-once step: claim the keys, insert the events whose key was claimed
+    (returned). SQLite runs one writer at a time (BEGIN IMMEDIATE), so nobody claims in
+    between."""
     claimed = session.execute(
         sqlite.insert(EVENT_KEYS_TABLE)
         .on_conflict_do_nothing()
@@ -520,7 +535,7 @@ def _insert_claimed_sqlite(session: Session, rows: Sequence[dict[str, Any]]) -> 
     new = [row for row in rows if (row["trace_id"], row["span_id"]) in keys]
     if new:
         session.execute(insert(EVENTS_TABLE), new)
-    return len(new)
+    return new
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -544,7 +559,9 @@ class _EventJsonbDumper(JsonbBinaryDumper):
         self.dumps = _json_bytes
 
 
-def _copy_new_rows(session: Session, rows: list[dict[str, Any]], staging_exists: bool) -> int:
+def _copy_new_rows(
+    session: Session, rows: list[dict[str, Any]], staging_exists: bool
+) -> tuple[int, set[str]]:
     """PostgreSQL: binary COPY of the batch into a per-connection staging table, then
     `_insert_staged_rows`. Several times faster than multi-row INSERTs (no 24,000-parameter
     statements to bind), and binary COPY skips formatting every value as text. The staging
@@ -570,7 +587,7 @@ def _copy_new_rows(session: Session, rows: list[dict[str, Any]], staging_exists:
     return _insert_staged_rows(session)
 
 
-def _insert_staged_rows(session: Session) -> int:
+def _insert_staged_rows(session: Session) -> tuple[int, set[str]]:
     """PostgreSQL's exactly-once step, from the staged batch (keys unique within it):
 
     1. the batch's days without a partition get one, in a transaction of their own
@@ -582,7 +599,9 @@ def _insert_staged_rows(session: Session) -> int:
        no part, so a retry with another `ts` is a duplicate too. Keys are claimed in key
        order, so concurrent batches sharing keys wait on each other, never deadlock.
 
-    Returns the rows inserted, which is exactly what was new."""
+    Returns the rows inserted, which is exactly what was new, and the traces of those that
+    were served and rated (whose carriers `_place_carriers` then places): counted from the
+    insert's RETURNING inside the statement, so no row goes back to the client."""
     connection = session.connection()
     columns = ", ".join(EVENT_COLUMNS)
     selected = ", ".join(
@@ -606,16 +625,102 @@ def _insert_staged_rows(session: Session) -> int:
     if days:
         create_partitions(connection.engine, days)
     key = ", ".join(EVENT_KEY)
-    result = connection.exec_driver_sql(
+    inserted, rated = connection.exec_driver_sql(
         f"WITH claimed AS (INSERT INTO event_keys ({key}) "
         f"SELECT {key} FROM {_STAGING_TABLE} ORDER BY trace_id, span_id "
-        f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
-        f"INSERT INTO events ({columns}) SELECT {selected} FROM {_STAGING_TABLE} s "
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}), "
+        f"new AS (INSERT INTO events ({columns}) SELECT {selected} FROM {_STAGING_TABLE} s "
         "JOIN claimed c ON c.project_id = s.project_id AND c.trace_id = s.trace_id "
         "AND c.span_id = s.span_id "
-        "LEFT JOIN feedback f ON f.project_id = s.project_id AND f.trace_id = s.trace_id"
+        "LEFT JOIN feedback f ON f.project_id = s.project_id AND f.trace_id = s.trace_id "
+        "RETURNING trace_id, feedback IS NOT NULL AND shadow_of IS NULL AS rated) "
+        "SELECT COUNT(*), array_agg(DISTINCT trace_id) FILTER (WHERE rated) FROM new"
+    ).one()
+    return int(inserted), set(rated or ())
+
+
+# id, ts, trace_id, checkpoint_id, feedback, carried_feedback of a rated served call.
+_RatedCall = Row[int, datetime, str, int, int | None, int | None]
+
+
+def _place_carriers(session: Session, project_id: int, trace_ids: set[str]) -> None:
+    """Of each trace's rated served calls on one checkpoint, the latest (by `ts`, then `id`)
+    holds the rating in `carried_feedback` too, and no other event of the trace does: the
+    carrier, which the daily drift scan counts (signals.DAILY_RATE_SIGNALS), so a rated
+    trace is one rating per checkpoint, on the day and in the cohorts of the answer the user
+    rated after (the call canaries count it on, app/canaries/queries.py). Recomputed from
+    what is stored, for `trace_ids` (the traces whose rated calls this transaction wrote),
+    so it holds whatever order the calls and the rating arrive in: a call delivered late but
+    made later than the carrier (and before the rating) becomes the carrier; a changed rating
+    is copied to the carrier; a shadow answer never carries one.
+
+    PostgreSQL: ingest batches run concurrently (the feedback lock is shared between them)
+    and neither sees the other's uncommitted calls, so two batches of one trace would each
+    place a carrier of their own. Each first takes a transaction lock per trace (a 64-bit
+    key from the project and trace id; keys in order, so batches never deadlock on them):
+    the second waits for the first to commit, and its read then sees the first's calls.
+    record_feedback holds the project's lock exclusively, so no batch runs beside it."""
+    if not trace_ids:
+        return
+    if is_postgres(session):
+        keys = sorted({_trace_lock_key(project_id, trace_id) for trace_id in trace_ids})
+        session.execute(_TRACE_LOCKS, {"keys": keys})
+    rows: list[_RatedCall] = []
+    for chunk in _chunks(sorted(trace_ids), LOOKUP_CHUNK):
+        rows += session.execute(
+            select(
+                Event.id,
+                Event.ts,
+                Event.trace_id,
+                Event.checkpoint_id,
+                Event.feedback,
+                Event.carried_feedback,
+            ).where(
+                Event.project_id == project_id,
+                Event.trace_id.in_(chunk),
+                Event.shadow_of.is_(None),
+                Event.feedback.is_not(None),
+            )
+        ).all()
+    carriers: dict[tuple[str, int], _RatedCall] = {}
+    for row in rows:
+        key = (row.trace_id, row.checkpoint_id)
+        if key not in carriers or (row.ts, row.id) > (carriers[key].ts, carriers[key].id):
+            carriers[key] = row
+    changes = []
+    for row in rows:
+        carried = row.feedback if carriers[(row.trace_id, row.checkpoint_id)] is row else None
+        if row.carried_feedback != carried:
+            changes.append(
+                {"project": project_id, "event_id": row.id, "event_ts": row.ts, "carried": carried}
+            )
+    if changes:
+        session.execute(_SET_CARRIED, changes)
+
+
+def _trace_lock_key(project_id: int, trace_id: str) -> int:
+    """A signed 64-bit advisory lock key naming one trace of one project (two traces sharing
+    a key only wait for each other)."""
+    digest = hashlib.blake2b(f"{project_id}/{trace_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# The one-key advisory locks, whose key space the feedback lock's two-key form does not share;
+# taken in the array's (sorted) order.
+_TRACE_LOCKS = text(
+    "SELECT pg_advisory_xact_lock(k) FROM "
+    "(SELECT k FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS u(k, i) ORDER BY i) AS o"
+)
+# `ts` too: on PostgreSQL it names the one day partition holding the event.
+_SET_CARRIED = (
+    update(EVENTS_TABLE)
+    .where(
+        EVENTS_TABLE.c.project_id == bindparam("project"),
+        EVENTS_TABLE.c.id == bindparam("event_id"),
+        EVENTS_TABLE.c.ts == bindparam("event_ts"),
     )
-    return max(int(result.rowcount or 0), 0)
+    .values(carried_feedback=bindparam("carried"))
+)
 
 
 def _lock_feedback(session: Session, project_id: int, *, exclusive: bool) -> None:
@@ -675,7 +780,8 @@ def record_feedback(
     shadow answer shares its served request's trace but never reached the user, so it never
     takes the trace's feedback (nor does the ingest join). Once some of the trace's calls are
     rated, a rating again (a retry, a changed mind) goes to the calls up to the last of them,
-    the rule ingest applies: a call made after the rating keeps its own feedback."""
+    the rule ingest applies: a call made after the rating keeps its own feedback. The trace's
+    carriers then hold the new value (`_place_carriers`), so it still counts once."""
     _lock_feedback(session, project_id, exclusive=True)
     score = FEEDBACK_SCORES[value]
     rated_until = _rated_until(session, project_id, {trace_id}).get(trace_id)
@@ -696,6 +802,7 @@ def record_feedback(
         )
         .values(feedback=score)
     )
+    _place_carriers(session, project_id, {trace_id})
     session.commit()
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
 

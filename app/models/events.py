@@ -57,8 +57,15 @@ class Event(TenantKeyed, Base):
     fallback: Mapped[bool | None]
     refusal: Mapped[bool | None]
     should_refuse: Mapped[bool | None]
-    # +1 thumbs up, -1 thumbs down.
+    # +1 thumbs up, -1 thumbs down: the trace's rating, copied onto each call that took it.
     feedback: Mapped[int | None] = mapped_column(SmallInteger)
+    # The same rating on the trace's carrier for this checkpoint only, NULL on every other
+    # event: the latest (ts, then id) served call of the trace on this checkpoint carrying
+    # `feedback`, the answer the user rated after. The daily drift scan counts
+    # thumbs_down_rate on it, so a rated trace is one rating per checkpoint however many calls
+    # it made, and the scan stays a plain aggregate. Kept by ingest and record_feedback
+    # (app/ingest/service._place_carriers).
+    carried_feedback: Mapped[int | None] = mapped_column(SmallInteger)
     latency_ms: Mapped[float | None]
     # Token counts of the call (REST fields; OTLP gen_ai.usage.* / llm.token_count.*).
     input_tokens: Mapped[int | None]

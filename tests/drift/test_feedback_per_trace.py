@@ -1,12 +1,12 @@
 """A trace's feedback is one user's one rating: thumbs_down_rate should count it once, however
-many model calls (spans) the trace made. Not yet in the daily scan (see the mark)."""
+many model calls (spans) the trace made: the daily scan counts it on one carrier call per
+checkpoint, which ingest and POST /feedback keep (app/ingest/service._place_carriers)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from app.core.db import today_utc
@@ -25,12 +25,6 @@ def thumbs_down_rows(client: TestClient, auth: Headers) -> dict[tuple[str, str],
     return {(r["dimension"], r["value"]): r for r in items}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daily scan counts rated calls: counting rated traces in it cost 8x (COUNT "
-    "DISTINCT) or 18x (a probe per rated event) a bare GROUP BY; it needs one carrier event "
-    "per trace written at ingest (canaries count traces: tests/canaries/test_feedback.py)",
-)
 def test_a_rated_trace_of_several_calls_counts_once_in_thumbs_down_rate(
     client: TestClient, auth: Headers
 ) -> None:
@@ -83,3 +77,123 @@ def test_a_rated_trace_of_several_calls_counts_once_in_thumbs_down_rate(
         10,
     )
     assert (rows["route", "/chat"]["numerator"], rows["route", "/chat"]["denominator"]) == (0, 30)
+
+
+def thumbs_down(client: TestClient, auth: Headers) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(checkpoint version, dimension, value) -> (numerator, denominator) of the day's
+    thumbs_down_rate rows."""
+    items = client.get(
+        "/api/v1/signals",
+        params={"model": "m", "signal": "thumbs_down_rate", "limit": 100},
+        headers=auth,
+    ).json()["items"]
+    return {
+        (r["checkpoint_version"], r["dimension"], r["value"]): (
+            int(r["numerator"]),
+            r["denominator"],
+        )
+        for r in items
+    }
+
+
+def call(trace: str, span: str, seconds: int, route: str, **fields: Any) -> dict[str, Any]:
+    """One call of model m, yesterday at `seconds` past midnight (on v1 unless told)."""
+    return {
+        "trace_id": trace,
+        "span_id": span,
+        "timestamp": at(today_utc() - timedelta(days=1), seconds),
+        "model": "m",
+        "checkpoint_version": "v1",
+        "cohort": {"route": route},
+        **fields,
+    }
+
+
+def rate(client: TestClient, auth: Headers, trace: str, value: str) -> None:
+    r = client.post("/api/v1/feedback", json={"trace_id": trace, "value": value}, headers=auth)
+    assert r.is_success, r.text
+
+
+def judge_yesterday(
+    client: TestClient, auth: Headers
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    run_drift(client, auth, today_utc() - timedelta(days=1))
+    return thumbs_down(client, auth)
+
+
+def test_a_changed_rating_still_counts_once(client: TestClient, auth: Headers) -> None:
+    """Re-rating a trace (up, then down) rewrites its calls and its carrier's copy: one
+    rating before and after, and it is the latest one."""
+    checkpoints(client, auth, "m", ["v1"])
+    post_events(client, auth, [call("t", f"s{s}", 100 + s, "/agent") for s in range(4)])
+    rate(client, auth, "t", "up")
+    assert judge_yesterday(client, auth)["v1", "all", "all"] == (0, 1)
+    rate(client, auth, "t", "down")
+    assert judge_yesterday(client, auth)["v1", "all", "all"] == (1, 1)
+
+
+def test_a_rating_posted_before_its_calls_arrive_counts_once(
+    client: TestClient, auth: Headers
+) -> None:
+    """Every call of a trace rated before any arrived takes the rating at ingest; the trace
+    still counts once, and beside a trace rated after its calls."""
+    checkpoints(client, auth, "m", ["v1"])
+    rate(client, auth, "early", "down")
+    events = [call("early", f"s{s}", 100 + s, "/agent") for s in range(5)]
+    events += [call("later", f"s{s}", 200 + s, "/agent") for s in range(2)]
+    post_events(client, auth, events)
+    rate(client, auth, "later", "up")
+    assert judge_yesterday(client, auth)["v1", "all", "all"] == (1, 2)
+
+
+def test_a_rated_trace_whose_calls_arrive_in_two_batches_counts_once_on_its_last_rated_call(
+    client: TestClient, auth: Headers
+) -> None:
+    """A second batch's calls of a rated trace: one made before the last rated call takes the
+    rating but leaves the count and the carrier (the answer rated after) where they were; one
+    made after the rating takes nothing."""
+    checkpoints(client, auth, "m", ["v1"])
+    rate(client, auth, "t", "down")
+    post_events(client, auth, [call("t", "a", 3600, "/first"), call("t", "b", 7200, "/last")])
+    post_events(client, auth, [call("t", "c", 1800, "/late"), call("t", "d", 10800, "/after")])
+    rows = judge_yesterday(client, auth)
+    assert rows["v1", "all", "all"] == (1, 1)
+    assert rows["v1", "route", "/last"] == (1, 1)
+    # No rated call counts there: the day stores no thumbs-down row for those routes.
+    assert not {("v1", "route", r) for r in ("/first", "/late", "/after")} & set(rows)
+
+
+def test_a_shadow_answer_never_carries_its_traces_rating(client: TestClient, auth: Headers) -> None:
+    """A shadow answer in the rated trace, later than its served calls and sent with a
+    rating of its own, reached no user: the served calls carry the trace's one rating."""
+    checkpoints(client, auth, "m", ["v1"])
+    served = [call("t", f"s{s}", 100 + s, "/chat") for s in range(2)]
+    shadow = call("t", "shadow", 500, "/chat", shadow_of="t", feedback="up")
+    post_events(client, auth, [*served, shadow])
+    rate(client, auth, "t", "down")
+    assert judge_yesterday(client, auth)["v1", "all", "all"] == (1, 1)
+
+
+def test_a_trace_two_checkpoints_served_counts_once_on_each_at_its_last_rated_call_there(
+    client: TestClient, auth: Headers
+) -> None:
+    """Each checkpoint's rate is about its own answers: the trace counts once on each, in
+    the cohort of its last rated call on that checkpoint. A call of v1 delivered late but made
+    before the rating (and after v1's carrier) becomes v1's carrier."""
+    checkpoints(client, auth, "m", ["v1", "v2"])
+    post_events(
+        client,
+        auth,
+        [
+            call("x", "a", 3600, "/a"),
+            call("x", "b", 7200, "/b", checkpoint_version="v2"),
+            *(call("y", f"s{s}", 100 + s, "/a") for s in range(3)),
+        ],
+    )
+    rate(client, auth, "x", "down")
+    rate(client, auth, "y", "up")
+    post_events(client, auth, [call("x", "c", 5400, "/c")])
+    rows = judge_yesterday(client, auth)
+    assert rows["v1", "all", "all"] == (1, 2)
+    assert (rows["v1", "route", "/a"], rows["v1", "route", "/c"]) == ((0, 1), (1, 1))
+    assert (rows["v2", "all", "all"], rows["v2", "route", "/b"]) == ((1, 1), (1, 1))

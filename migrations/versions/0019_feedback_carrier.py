@@ -1,0 +1,55 @@
+"""events.carried_feedback: each rated trace's rating on one carrier call per checkpoint
+
+Ingest copies a trace's rating onto each of its calls, so the daily drift scan counted a trace
+of six calls rated down as six ratings. The rating is now also held, in `carried_feedback`, by
+one carrier per trace and checkpoint: the trace's latest (by `ts`, then `id`) served call on
+the checkpoint carrying `feedback`; NULL on every other event. thumbs_down_rate is counted on
+it (app/drift/signals.DAILY_RATE_SIGNALS), and ingest and POST /feedback keep it
+(app/ingest/service._place_carriers).
+
+The column is nullable without a default: SQLite adds it in place, PostgreSQL adds it to the
+partitioned `events` and every day partition without rewriting a row. The backfill then
+places the carriers of the traces rated already, with one UPDATE through the parent table
+(PostgreSQL routes it to each partition; an update never moves a row, `ts` is unchanged).
+Days judged before the upgrade keep their stored rows until rerun.
+
+Downgrade drops the column: the scan counts rated calls again.
+
+Revision ID: 0019
+Revises: 0018
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0019"
+down_revision: str | None = "0018"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# The latest rated served call of each trace x checkpoint, as _place_carriers picks it.
+BACKFILL = """
+UPDATE events SET carried_feedback = feedback
+WHERE (project_id, id, ts) IN (
+  SELECT project_id, id, ts FROM (
+    SELECT project_id, id, ts, ROW_NUMBER() OVER (
+      PARTITION BY project_id, trace_id, checkpoint_id ORDER BY ts DESC, id DESC
+    ) AS from_last
+    FROM events WHERE feedback IS NOT NULL AND shadow_of IS NULL
+  ) AS ranked
+  WHERE from_last = 1
+)
+"""
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("carried_feedback", sa.SmallInteger(), nullable=True))
+    op.execute(BACKFILL)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_column("carried_feedback")
