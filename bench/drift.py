@@ -36,24 +36,27 @@ from app.models import Checkpoint
 
 DAY = date(2030, 1, 15)
 
+# Every event is a trace of its own (trace id `prefix || g`), so each rated call is its trace's
+# carrier and carries the rating in `carried_feedback` too, as ingest would place it.
 GENERATE = """
 INSERT INTO events (project_id, model_id, checkpoint_id, trace_id, span_id, ts, route,
   prompt_version, user_segment, cohort, cohort_id, truncated, eval_passed, fallback, refusal,
-  should_refuse, feedback, probability, label, latency_ms, input_tokens, output_tokens,
-  attributes, source, received_at)
+  should_refuse, feedback, carried_feedback, probability, label, latency_ms, input_tokens,
+  output_tokens, attributes, source, received_at)
 SELECT :project_id, :model_id, CASE WHEN g % 10 = 0 THEN :canary ELSE :champion END,
   :prefix || g, '', CAST(:start AS timestamptz) + (g % 86400) * interval '1 second',
   '/route-' || (g % 8), 'p' || (g % 3), seg, jsonb_build_object('route', '/route-' || (g % 8),
   'prompt_version', 'p' || (g % 3), 'user_segment', seg, 'region', 'r' || (g % 5)),
   (CAST(:cohort_ids AS bigint[]))[1 + g % :combinations],
   false, random() > 0.1, random() < 0.03, random() < 0.05, random() < 0.1,
-  CASE WHEN g % 3 = 0 THEN CASE WHEN random() < 0.2 THEN -1 ELSE 1 END END,
+  rating, rating,
   CASE WHEN g % 4 = 0 THEN round(random()::numeric, 2)::float END,
   CASE WHEN g % 4 = 0 THEN CASE WHEN random() < 0.5 THEN '1' ELSE '0' END END,
   round(exp(6.5 + 0.5 * random())::numeric, 1)::float, 200 + (random() * 400)::int,
   50 + (random() * 300)::int,
   '{}'::jsonb, 'rest', now()
-FROM (SELECT g, (ARRAY['free', 'pro', 'enterprise', 'internal'])[1 + g % 4] AS seg
+FROM (SELECT g, (ARRAY['free', 'pro', 'enterprise', 'internal'])[1 + g % 4] AS seg,
+        CASE WHEN g % 3 = 0 THEN CASE WHEN random() < 0.2 THEN -1 ELSE 1 END END AS rating
       FROM generate_series(1, :n) AS g) AS s
 """
 
