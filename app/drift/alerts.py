@@ -13,7 +13,9 @@ Each judged verdict goes through app/stats/alerting.alert_step with the alert's 
   stays open as long as a persistent shift lasts;
 - RESOLVE after `resolve_after_days` consecutive in-control days (band quiet and CUSUM at or
   below its release level): emit alert.resolved. A day without data (or not judged) is
-  annotated "no_data" and neither counts as recovery nor breaks the count.
+  annotated "no_data" and neither counts as recovery nor breaks the count; after
+  NO_DATA_RESOLVE_DAYS days the model served without judging the cohort (its traffic
+  stopped), the alert resolves `no_data`.
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
 already judged by a since-resolved alert opens no new one. A rerun of a day the unresolved
 alert judged (late events) shows the newest day of its span that still fires (the rerun's
@@ -34,7 +36,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core import audit
@@ -55,6 +57,17 @@ from app.webhooks import outbox
 AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
 UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
 DATA_CORRECTED = "data_corrected"
+NO_DATA = "no_data"
+NO_DATA_RESOLVE_DAYS = 14
+"""An unresolved alert whose cohort is not judged on this many days the model serves
+resolves `no_data`. Its cohort's traffic stopped (a prompt version replaced by the fix, a
+route retired) or became too small to judge: before, such an alert stayed open for good,
+and since every day from an alert's onset to its resolution is left out of the model's
+known-good days, no reference could freeze again (a new champion stayed judged against the
+old one, new cohorts were never added) until someone resolved it by hand. Days the model
+did not serve at all (an ingestion outage) do not count. A cohort that comes back within
+judge.STATE_LOOKBACK_DAYS keeps its CUSUM statistic, so a shift still under way opens a new
+alert on its first judged day back."""
 
 
 def _key(alert: Alert) -> AlertKey:
@@ -118,11 +131,37 @@ def apply_verdicts(
                 alert.days_in_band = verdict.monitor.resolve_after_days
                 _resolve(session, links, alert, "recovered", note=None)
                 resolved += 1
+    served = bool(judgement.verdicts)
     for key, alert in unresolved.items():
-        if key not in judged and day > alert.day:
+        if key in judged or day <= alert.day:
+            continue
+        if served and _served_days_unjudged(session, model, alert, day) >= NO_DATA_RESOLVE_DAYS:
+            note = (
+                f"not judged on {NO_DATA_RESOLVE_DAYS} days the model served since"
+                f" {alert.last_day}: its cohort's traffic stopped (or is too small to judge)"
+            )
+            _resolve(session, links, alert, NO_DATA, note)
+            resolved += 1
+        else:
             _annotate_once(alert, {"kind": "no_data", "day": day.isoformat()})
     session.flush()
     return opened, resolved
+
+
+def _served_days_unjudged(session: Session, model: Model, alert: Alert, day: date) -> int:
+    """The days after the alert's last judged day, through `day`, on which the model served
+    (it has verdicts stored): its cohort was not judged on any of them."""
+    return int(
+        session.scalar(
+            select(func.count(DriftJudgement.day.distinct())).where(
+                DriftJudgement.project_id == model.project_id,
+                DriftJudgement.model_id == model.id,
+                DriftJudgement.day > alert.last_day,
+                DriftJudgement.day <= day,
+            )
+        )
+        or 0
+    )
 
 
 def _rejudge(
