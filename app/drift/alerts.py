@@ -297,7 +297,8 @@ def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: i
     stood at the end of the judged `day` (a backfill after later promotions must not name a
     checkpoint of later days, or the regressing one itself); the whole history when the
     registry knew no champion yet that day (traffic older than its first promotion). Never
-    `checkpoint_id` itself."""
+    `checkpoint_id` itself; the champion of the day when `checkpoint_id` serves without
+    having been promoted by then (registry.rollback_target_id)."""
     history = session.scalars(
         select(ChampionHistory)
         .where(ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id)
@@ -305,8 +306,7 @@ def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: i
     ).all()
     end_of_day = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
     known_then = [entry for entry in history if entry.created_at < end_of_day]
-    target = rollback_target_id(known_then or history)
-    return None if target == checkpoint_id else target
+    return rollback_target_id(known_then or history, leaving=checkpoint_id)
 
 
 def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:

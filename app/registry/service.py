@@ -220,23 +220,32 @@ def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
     ).all()
 
 
-def rollback_target_id(history: Sequence[ChampionHistory]) -> int | None:
-    """The most recent earlier champion that was not itself rolled back for cause.
+def rollback_target_id(
+    history: Sequence[ChampionHistory], leaving: int | None = None
+) -> int | None:
+    """The most recent champion before `leaving` (default: the current champion) that was
+    not itself rolled back for cause; never `leaving` itself.
 
     A checkpoint counts as rolled back for cause from a rollback away from it until it is
-    promoted again; the current champion is never its own target."""
+    promoted again. "Before" a checkpoint that has been champion means before its latest
+    entry in the history. A checkpoint that never was (it serves without a promotion on
+    record: deployed first, promoted later or never) took over from the champion of the
+    day, so that champion is its target; measured from the current champion instead, such
+    an alert named the checkpoint before the one it replaced, two versions back."""
     if not history:
         return None
-    current = history[-1].checkpoint_id
+    leaving = history[-1].checkpoint_id if leaving is None else leaving
     rolled_back: set[int] = set()
     for entry in history:
         if entry.action is ChampionAction.rollback and entry.previous_checkpoint_id is not None:
             rolled_back.add(entry.previous_checkpoint_id)
         elif entry.action is ChampionAction.promote:
             rolled_back.discard(entry.checkpoint_id)
-    for entry in reversed(history):
+    own = [index for index, entry in enumerate(history) if entry.checkpoint_id == leaving]
+    before = history[: own[-1]] if own else history
+    for entry in reversed(before):
         candidate = entry.checkpoint_id
-        if candidate != current and candidate not in rolled_back:
+        if candidate != leaving and candidate not in rolled_back:
             return candidate
     return None
 

@@ -93,3 +93,34 @@ def test_an_alert_kept_open_by_the_rolled_back_to_checkpoint_names_it(
         "day": day[23].isoformat(),
         "checkpoint_id": ids["A"],
     } in (alert["annotations"])
+
+
+def test_an_alert_on_a_checkpoint_deployed_before_its_promotion_names_the_champion_it_replaced(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A from day 0, B from day 16. C is deployed on day 20 and serves from then on, but its
+    promotion is recorded only on day 27 (after a soak). Its refusals jump 5% -> 20% from day
+    24. The alert on C (judged against the history as of its day: A, then B) must name B,
+    the champion C replaced, not A, two versions back (measured from the champion of the day,
+    B, as if B were the checkpoint regressing)."""
+    day = days_ending_day_before_yesterday(30)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16], "C": day[27]})
+    events = []
+    for i in range(30):
+        version = "A" if i < 16 else "B" if i < 20 else "C"
+        events += calls(day[i], version, 100 if i >= 24 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[29], 30)
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all")
+    assert alert["checkpoint_id"] == ids["C"] and alert["day"] < day[27].isoformat()
+    assert alert["rollback_target"] == {"checkpoint_id": ids["B"], "version": "B"}
+    assert alert["rollback"]["target"] == {"checkpoint_id": ids["B"], "version": "B"}
+
+    # Rolling back for the alert goes where it said (C is the champion by now).
+    done = client.post(
+        "/api/v1/models/m/rollback",
+        json={"reason": "as the alert advised", "alert_id": alert["id"]},
+        headers=auth,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["champion"]["id"] == ids["B"]
