@@ -52,7 +52,8 @@ from app.drift.signals import (
     SignalRow,
     shown_from_log,
 )
-from app.models import DatasetVersion, DriftJudgement, DriftReference, Model, Monitor
+from app.models import Alert, DatasetVersion, DriftJudgement, DriftReference, Model, Monitor
+from app.models.drift import AlertStatus
 from app.stats import budget
 from app.stats.bands import (
     MAX_SCORE,
@@ -411,6 +412,7 @@ def _judge_against_reference(
     pmin = np.where(np.isfinite(pvalue), pmin, 1.0)
     judged = np.array([v.judged for v in verdicts])
     previous = _previous_state(session, model, day, reference.version)
+    previous.update(_state_under_alert(session, model, day, reference, previous))
     if not judged.any():
         # Nothing testable (every cohort too small, say): each statistic stays where it
         # stood, as on a day without data, instead of the 0 the verdicts start from.
@@ -584,6 +586,61 @@ def _previous_state(
         )
     ).all()
     return {(r[0], r[1], r[2]): (float(r[3]), float(r[4])) for r in rows}
+
+
+def _state_under_alert(
+    session: Session,
+    model: Model,
+    day: date,
+    reference: DriftReference,
+    previous: dict[tuple[str, str, str], tuple[float, float]],
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """Per cohort x signal with an unresolved alert and no state on `reference` yet, the
+    CUSUM pair it had on the reference that judged it last, when `reference` was frozen
+    from none of the alert's days (a rebaseline without `accept_alert_days`, a returning
+    champion's own reference, a champion change's freeze).
+
+    Such a reference is a new estimate of the same normal the shift is measured against,
+    not the shift accepted as normal, so the evidence the alert stands on is carried over
+    (capped at the new threshold's headroom by the next update). Restarted at 0, the
+    statistic sat below its release level for the days it took to climb again, the alert
+    resolved `recovered` after `resolve_after_days` of them while the shift went on, and a
+    new alert opened days later: a 1.1x refusal shift at 2,000 calls a day, rebaselined
+    mid-alert, was "recovered" on the third day and paged again two days after. When the
+    window holds alert days, the shift was accepted and the statistic restarts at 0."""
+    window = {date.fromisoformat(d) for d in reference.days}
+    spans = session.execute(
+        select(Alert.signal, Alert.dimension, Alert.value, Alert.day, Alert.last_day).where(
+            Alert.project_id == model.project_id,
+            Alert.model_id == model.id,
+            Alert.status.in_((AlertStatus.open, AlertStatus.acknowledged)),
+            Alert.day < day,
+        )
+    ).all()
+    carried: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for signal, dimension, value, first, last in spans:
+        key = (signal, dimension, value)
+        if key in previous or key in carried or any(first <= d <= last for d in window):
+            continue
+        state = session.execute(
+            select(DriftJudgement.cusum, DriftJudgement.cusum_lower)
+            .where(
+                DriftJudgement.project_id == model.project_id,
+                DriftJudgement.model_id == model.id,
+                DriftJudgement.signal == signal,
+                DriftJudgement.dimension == dimension,
+                DriftJudgement.value == value,
+                DriftJudgement.reference_version.is_not(None),
+                DriftJudgement.reference_version != reference.version,
+                DriftJudgement.day < day,
+                DriftJudgement.day >= day - timedelta(days=STATE_LOOKBACK_DAYS),
+            )
+            .order_by(DriftJudgement.day.desc())
+            .limit(1)
+        ).first()
+        if state is not None:
+            carried[key] = (float(state[0]), float(state[1]))
+    return carried
 
 
 def carry_forward_after(session: Session, project_id: int, day: date) -> None:

@@ -1,0 +1,70 @@
+"""A new reference frozen while an alert is open: a rebaseline that leaves the alert's days
+out (the default) is a new estimate of the same normal, so a shift that goes on keeps its
+alert open; one that accepts them (`accept_alert_days`) takes the shift as the new normal,
+and the alert resolves."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.drift.champions import alerts, calls, champions_since, days_ending_day_before_yesterday
+from tests.drift.traffic import post_events, run_drift
+
+Headers = dict[str, str]
+
+
+def shifted_then_rebaselined(
+    app: FastAPI, client: TestClient, auth: Headers, accept_alert_days: bool
+) -> tuple[list[Any], dict[str, Any], list[date]]:
+    """A from day 0 (reference days 0-13), 2,000 calls a day, refusals 10% -> 11% from day
+    20 for good (a mild shift: the CUSUM opens the alert, each day adds about 0.4 to it).
+    The job runs to day 39, the model is rebaselined, then the job runs day by day to 59.
+    -> (the population's refusal alerts, the new reference, the days)."""
+    day = days_ending_day_before_yesterday(60)
+    champions_since(app, client, auth, {"A": day[0]})
+    events = []
+    for i in range(60):
+        events += calls(day[i], "A", 220 if i >= 20 else 200, n=2000)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[39], 40)
+    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all")
+    assert opened["status"] == "open" and opened["evidence"]["rules"] == ["cusum"]
+    body = {"reason": "refresh", "last_day": day[39].isoformat()}
+    if accept_alert_days:
+        body["accept_alert_days"] = True
+    response = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    for i in range(40, 60):
+        run_drift(client, auth, day[i])
+    return alerts(client, auth, signal="refusal_rate", dimension="all"), response.json(), day
+
+
+def test_a_rebaseline_without_the_alert_days_keeps_the_alert_of_a_shift_that_goes_on(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The rebaseline takes the known-good days before the shift. Before, the CUSUM restarted
+    at 0 against it, stood below its release level for three days, and the alert resolved
+    `recovered` on day 42 while the shift went on; a second alert opened on day 47. Now the
+    statistic the alert stands on is carried to the new reference: one alert, open to day 59."""
+    found, reference, day = shifted_then_rebaselined(app, client, auth, accept_alert_days=False)
+    assert reference["last_day"] < found[0]["day"]  # the window holds none of its days
+    assert [(a["status"], a["resolution"]) for a in found] == [("open", None)], found
+    [alert] = found
+    assert alert["last_day"] == day[59].isoformat()
+    assert alert["evidence"]["reference"]["version"] == reference["version"]
+    assert alert["evidence"]["cusum"]["statistic"] > alert["evidence"]["cusum"]["release"]
+
+
+def test_a_rebaseline_accepting_the_alert_days_resolves_the_alert(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The window is the last 14 days, all at 11%: the shift is the new normal, the
+    statistic restarts at 0 and the alert resolves `recovered` three days later."""
+    found, reference, day = shifted_then_rebaselined(app, client, auth, accept_alert_days=True)
+    assert reference["last_day"] == day[39].isoformat()  # the window holds its days
+    assert [(a["status"], a["resolution"]) for a in found] == [("resolved", "recovered")]
+    assert found[0]["last_day"] == day[42].isoformat()
