@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Date, bindparam, case, cast, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from app.core.db import is_postgres
+from app.core.db import is_postgres, today_utc
 from app.core.pagination import paginate
 from app.drift.signals import RATE_SIGNALS
 from app.models import (
@@ -168,6 +168,82 @@ def last_drift_run(session: Session, project_id: int) -> DriftRun | None:
         .order_by(DriftRun.id.desc())
         .limit(1)
     )
+
+
+MAX_RERUN_DAYS = 90
+"""The longest backfill one drift run takes (DriftRunIn.backfill)."""
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """A `POST /api/v1/drift/run` body: `backfill` days ending with `date`."""
+
+    date: date
+    backfill: int
+
+
+@dataclass(frozen=True)
+class UnjudgedDay:
+    """A day whose drift run failed and that no run has judged since: its verdicts were
+    never given. `rerun`: the run that judges it and the days after it that its failure
+    stopped (up to the next day judged, or yesterday), in order."""
+
+    day: date
+    error: str | None
+    attempts: int
+    last_attempt_at: datetime | None
+    rerun: Rerun
+
+
+def unjudged_days(session: Session, project_id: int, limit: int = 100) -> list[UnjudgedDay]:
+    """The project's days whose latest drift run failed, newest first (at most `limit`).
+
+    The last run shown on the overview says only how the newest run went: once the next
+    day ran, a day whose run failed for good (the scheduler gives up after its retries, and
+    never retries a day older than its catch-up window; a failed API or CLI run is not
+    retried at all) was judged by nobody, and nothing said so."""
+    failed = session.execute(
+        select(
+            DriftRun.day,
+            func.count(),
+            func.max(DriftRun.id),
+            func.max(DriftRun.finished_at),
+        )
+        .where(DriftRun.project_id == project_id, DriftRun.status == "failed")
+        .group_by(DriftRun.day)
+    ).all()
+    if not failed:
+        return []
+    succeeded = dict(
+        session.execute(
+            select(DriftRun.day, func.max(DriftRun.id))
+            .where(DriftRun.project_id == project_id, DriftRun.status == "succeeded")
+            .group_by(DriftRun.day)
+        ).all()
+    )
+    lost = sorted(
+        (row for row in failed if row[2] > succeeded.get(row[0], 0)),
+        key=lambda row: row[0],
+        reverse=True,
+    )[:limit]
+    errors = dict(
+        session.execute(
+            select(DriftRun.id, DriftRun.error).where(
+                DriftRun.project_id == project_id, DriftRun.id.in_([row[2] for row in lost])
+            )
+        ).all()
+    )
+    judged = sorted(succeeded)
+    yesterday = today_utc() - timedelta(days=1)
+    out = []
+    for day, attempts, last_id, last_at in lost:
+        after = next((d for d in judged if d > day), None)
+        through = max(day, after - timedelta(days=1) if after is not None else yesterday)
+        through = min(through, day + timedelta(days=MAX_RERUN_DAYS - 1))
+        backfill = (through - day).days + 1
+        rerun = Rerun(through, backfill)
+        out.append(UnjudgedDay(day, errors.get(last_id), attempts, last_at, rerun))
+    return out
 
 
 def alerts(

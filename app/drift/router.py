@@ -38,6 +38,7 @@ from app.drift.schemas import (
     RebaselineIn,
     ReferenceOut,
     SignalOut,
+    UnjudgedDayOut,
 )
 from app.ingest.retention import retention_cutoff
 from app.models.drift import AlertStatus
@@ -77,6 +78,14 @@ def run_drift(
         alerts_opened=sum(r.alerts_opened for r in results),
         days=[DriftDayOut.model_validate(r) for r in results],
     )
+
+
+@router.get("/drift/unjudged-days", response_model=Page[UnjudgedDayOut])
+def list_unjudged_days(principal: Reader, session: SessionDep) -> Page[UnjudgedDayOut]:
+    """Days whose drift run failed and that no run has judged since, newest first (at most
+    100), each with the `POST /api/v1/drift/run` body that judges it."""
+    rows = drift_queries.unjudged_days(session, principal.project_id)
+    return Page(items=[UnjudgedDayOut.model_validate(r) for r in rows])
 
 
 @router.get("/signals", response_model=Page[SignalOut])

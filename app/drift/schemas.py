@@ -49,6 +49,25 @@ class DriftRunOut(BaseModel):
     days: list[DriftDayOut]
 
 
+class RerunOut(OrmModel):
+    """The body of `POST /api/v1/drift/run` that judges a day again."""
+
+    date: Day
+    backfill: int
+
+
+class UnjudgedDayOut(OrmModel):
+    """A day whose drift run failed and that no run has judged since (queries.UnjudgedDay)."""
+
+    day: date
+    error: str | None
+    attempts: int = Field(description="Failed runs of the day.")
+    last_attempt_at: datetime | None
+    rerun: RerunOut = Field(
+        description="Judges the day and the days its failure stopped, oldest first."
+    )
+
+
 class SignalOut(OrmModel):
     day: date
     model: str = Field(validation_alias=AliasPath("checkpoint", "model", "name"))

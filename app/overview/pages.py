@@ -45,6 +45,7 @@ def overview(
         ],
         "alert_counts": drift_queries.alert_counts(session, project_id),
         "drift_run": drift_queries.last_drift_run(session, project_id),
+        "unjudged_days": drift_queries.unjudged_days(session, project_id),
         "datasets": dataset_queries.dataset_names(session, project_id),
         "signals_figure": drift_figures.small_multiples(points, signals.HEADLINE_SIGNALS)
         if points
