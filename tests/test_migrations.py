@@ -987,7 +987,8 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
 ) -> None:
     """The backfill gives each rated trace x checkpoint one carrier, its latest served rated
     call (ts, then id), across day partitions on PostgreSQL; unrated traces, shadow answers
-    and the other calls carry nothing."""
+    and the other calls carry nothing. thumbs_down_rate's daily rows and reference entries,
+    stored under the old meaning (rated calls), are removed; the other signals' stay."""
     migrate.upgrade(empty_database_url, "0018")
     engine = make_engine(Settings(database_url=empty_database_url))
     now = datetime.now(UTC)  # today and the next 7 days have day partitions on PostgreSQL
@@ -1009,6 +1010,25 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
         "WHERE carried_feedback IS NOT NULL ORDER BY project_id, checkpoint_id, trace_id"
     )
     placed = [(1, 1, "a", "2", -1), (1, 1, "b", "2", 1), (1, 3, "a", "4", -1), (2, 2, "a", "1", -1)]
+    postgres = engine.dialect.name == "postgresql"
+    # Stored under the old meaning (rated calls): its daily rows and reference entries go.
+    stats = {
+        "thumbs_down_rate|all|all": [0.2, 0.0, 1e-4, 28, 0],
+        "thumbs_down_rate|route|/a": [0.3, 0.0, 1e-3, 28, 0],
+        "refusal_rate|all|all": [0.05, 1e-5, 1e-6, 28, 1],
+    }
+    reference = text(
+        "INSERT INTO drift_references (project_id, model_id, version, checkpoint_id, status, "
+        "trigger, first_day, last_day, days, stats, created_at) VALUES (1, 1, 1, 1, 'active', "
+        "'warmup', '2026-01-01', '2026-01-28', '[]', "
+        f"{'CAST(:stats AS jsonb)' if postgres else ':stats'}, :now)"
+    )
+    daily = text(
+        "INSERT INTO daily_signals (project_id, model_id, checkpoint_id, day, signal, dimension, "
+        "value, numerator, denominator, rate, computed_at) VALUES "
+        "(1, 1, 1, '2026-01-02', 'thumbs_down_rate', 'all', 'all', 6, 30, 0.2, :now), "
+        "(1, 1, 1, '2026-01-02', 'refusal_rate', 'all', 'all', 5, 100, 0.05, :now)"
+    )
     try:
         with engine.begin() as conn:
             for statement in SEED_0008[:3]:
@@ -1034,9 +1054,15 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
                         "shadow_of": shadow_of,
                     },
                 )
+            conn.execute(reference, {"now": now, "stats": json.dumps(stats)})
+            conn.execute(daily, {"now": now})
         migrate.upgrade(empty_database_url, "0019")
         with engine.begin() as conn:
             assert [tuple(row) for row in conn.execute(carriers)] == placed
+            kept = conn.execute(text("SELECT stats FROM drift_references")).scalar_one()
+            assert as_json(kept) == {"refusal_rate|all|all": stats["refusal_rate|all|all"]}
+            signals = conn.execute(text("SELECT signal FROM daily_signals")).scalars().all()
+            assert signals == ["refusal_rate"]
         migrate.downgrade(empty_database_url, "0018")
         with engine.begin() as conn:
             assert "carried_feedback" not in {

@@ -11,9 +11,18 @@ The column is nullable without a default: SQLite adds it in place, PostgreSQL ad
 partitioned `events` and every day partition without rewriting a row. The backfill then
 places the carriers of the traces rated already, with one UPDATE through the parent table
 (PostgreSQL routes it to each partition; an update never moves a row, `ts` is unchanged).
-Days judged before the upgrade keep their stored rows until rerun.
+thumbs_down_rate changes meaning with this revision (rated calls -> rated traces), so what was
+stored under the old meaning goes: its `daily_signals` rows, and its entries in every frozen
+reference. Judged against a call-weighted reference, a trace-weighted rate would alert (or go
+quiet) on the change of definition alone, wherever traces make several calls; and a reference
+frozen later from a mix of old and new days would describe neither. Until a freeze after the
+upgrade (a champion change or a rebaseline, from days computed since) thumbs-down is shown but
+not judged, as for any cohort missing one signal's entry (docs/statistics.md §8.1). Days within
+the retention window come back under the new meaning by rerunning them
+(POST /api/v1/drift/backfill).
 
-Downgrade drops the column: the scan counts rated calls again.
+Downgrade drops the column: the scan counts rated calls again. The removed rows and entries
+are not restored (rerun the days to recompute them).
 
 Revision ID: 0019
 Revises: 0018
@@ -44,10 +53,21 @@ WHERE (project_id, id, ts) IN (
 """
 
 
+# Every reference's entries but thumbs_down_rate's ("signal|dimension|value" keys).
+KEEP_ENTRIES = {
+    "postgresql": "UPDATE drift_references SET stats = (SELECT COALESCE(jsonb_object_agg(key, "
+    "value), '{}'::jsonb) FROM jsonb_each(stats) WHERE substr(key, 1, 17) <> 'thumbs_down_rate|')",
+    "sqlite": "UPDATE drift_references SET stats = (SELECT json_group_object(key, json(value)) "
+    "FROM json_each(drift_references.stats) WHERE substr(key, 1, 17) <> 'thumbs_down_rate|')",
+}
+
+
 def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("carried_feedback", sa.SmallInteger(), nullable=True))
     op.execute(BACKFILL)
+    op.execute("DELETE FROM daily_signals WHERE signal = 'thumbs_down_rate'")
+    op.execute(KEEP_ENTRIES[op.get_bind().dialect.name])
 
 
 def downgrade() -> None:
