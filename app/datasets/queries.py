@@ -35,7 +35,10 @@ def dataset_with_versions(
         raise NotFound(f"no dataset named '{name}' in this project")
     versions = session.scalars(
         select(DatasetVersion)
-        .where(DatasetVersion.dataset_id == dataset.id)
+        .where(
+            DatasetVersion.project_id == dataset.project_id,
+            DatasetVersion.dataset_id == dataset.id,
+        )
         .order_by(DatasetVersion.version.desc())
     ).all()
     return dataset, versions

@@ -64,7 +64,9 @@ def get_version(
 ) -> DatasetVersion:
     """Version `number` of a dataset, or its latest when `number` is None."""
     dataset = get_dataset(session, project_id, name)
-    stmt = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    stmt = select(DatasetVersion).where(
+        DatasetVersion.project_id == dataset.project_id, DatasetVersion.dataset_id == dataset.id
+    )
     if number is None:
         stmt = stmt.order_by(DatasetVersion.version.desc()).limit(1)
     else:
@@ -80,7 +82,9 @@ def list_versions(
     session: Session, project_id: int, name: str, cursor: str | None, limit: int
 ) -> tuple[Sequence[DatasetVersion], str | None]:
     dataset = get_dataset(session, project_id, name)
-    stmt = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    stmt = select(DatasetVersion).where(
+        DatasetVersion.project_id == dataset.project_id, DatasetVersion.dataset_id == dataset.id
+    )
     return paginate(session, stmt, DatasetVersion.id, cursor, limit)
 
 
@@ -232,7 +236,10 @@ def _row_from_event(event: Event, body: FromTracesIn) -> dict[str, Any]:
 def _latest_or_none(session: Session, dataset: Dataset) -> DatasetVersion | None:
     return session.scalar(
         select(DatasetVersion)
-        .where(DatasetVersion.dataset_id == dataset.id)
+        .where(
+            DatasetVersion.project_id == dataset.project_id,
+            DatasetVersion.dataset_id == dataset.id,
+        )
         .order_by(DatasetVersion.version.desc())
         .limit(1)
     )
@@ -302,7 +309,9 @@ def _finish_version(
     version.content_hash, version.row_count = content_hash(session, version)
     previous = session.scalar(
         select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == version.version - 1
+            DatasetVersion.project_id == dataset.project_id,
+            DatasetVersion.dataset_id == dataset.id,
+            DatasetVersion.version == version.version - 1,
         )
     )
     if previous is not None and previous.content_hash == version.content_hash:

@@ -102,11 +102,12 @@ def _validate(body: MonitorIn) -> None:
         raise Unprocessable("dimension: required when value is given", field="dimension")
 
 
-def _same_key(session: Session, model_id: int, body: MonitorIn) -> Monitor | None:
+def _same_key(session: Session, model: Model, body: MonitorIn) -> Monitor | None:
     return session.scalar(
         select(Monitor)
         .where(
-            Monitor.model_id == model_id,
+            Monitor.project_id == model.project_id,
+            Monitor.model_id == model.id,
             Monitor.signal == body.signal,
             Monitor.dimension.is_(None)
             if body.dimension is None
@@ -126,7 +127,7 @@ def save_monitor(
     _validate(body)
     model = get_model(session, principal.project_id, body.model)
     ensure_defaults(session, principal.project_id, model.id)
-    monitor = _same_key(session, model.id, body)
+    monitor = _same_key(session, model, body)
     if monitor is not None and not replace:
         raise Conflict(
             f"monitor {monitor.id} already covers this signal and cohort; PUT to replace it",

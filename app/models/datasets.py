@@ -96,7 +96,7 @@ class DatasetRow(TenantKeyed, Base):
 # The newest version number of each dataset, read in the same SELECT as the dataset.
 Dataset.latest_version = column_property(
     select(func.max(DatasetVersion.version))
-    .where(DatasetVersion.dataset_id == Dataset.id)
+    .where(DatasetVersion.project_id == Dataset.project_id, DatasetVersion.dataset_id == Dataset.id)
     .correlate_except(DatasetVersion)
     .scalar_subquery()
 )

@@ -234,7 +234,11 @@ def newer_dataset_version(
         select(Dataset.name, gated.version, func.max(DatasetVersion.version))
         .join(Dataset, Dataset.id == gated.dataset_id)
         .join(DatasetVersion, DatasetVersion.dataset_id == gated.dataset_id)
-        .where(gated.project_id == project_id, gated.id == dataset_version_id)
+        .where(
+            gated.project_id == project_id,
+            gated.id == dataset_version_id,
+            DatasetVersion.project_id == project_id,
+        )
         .group_by(Dataset.name, gated.version)
     ).first()
     if row is None or row[2] == row[1]:

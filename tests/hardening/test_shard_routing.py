@@ -14,14 +14,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
-from sqlalchemy import ClauseElement, Connection, event, select
+from sqlalchemy import ClauseElement, Connection, event
 
 from app.canaries.service import evaluate_due_canaries
 from app.core.db import today_utc
 from app.drift.references import freeze
 from app.gates import pairs
 from app.ingest.retention import purge_expired_events
-from app.models import Base, Model
+from app.models import Base, Checkpoint
 from app.models.base import PG_PRIMARY_KEY
 from app.models.project import Role
 from app.schedule import run_daily_jobs
@@ -51,13 +51,21 @@ On Citus they are reference tables, replicated to every node, so a statement on 
 needs routing, and foreign keys into them stay valid (docs/scale-out.md). The ORM reaches
 them by `id` (relationship loads, flushes); their tenant check is `get_owned`."""
 TENANT_TABLES = DISTRIBUTED_TABLES | REFERENCE_TENANT_TABLES
-LISTED_BY_PROJECT = {"gates", "evaluation_runs", "checkpoints"}
-"""Reference tables read in lists (by checkpoint, by version, by model, by parent, by ids a
-caller passes) whose every statement names the project all the same, but one that loads rows
-by their ids alone (an ORM load, relationship load or flush, whose tenant check is
-`get_owned` on the row that points at them): defence in depth, so that no list of one
-project's gate decisions, pooled runs or checkpoints can take in another's, whatever ids its
-caller holds."""
+LISTED_BY_PROJECT = {
+    "gates",
+    "evaluation_runs",
+    "checkpoints",
+    "dataset_versions",
+    "datasets",
+    "models",
+    "monitors",
+}
+"""Reference tables read in lists (by checkpoint, by version, by model, by dataset, by
+parent, by ids a caller passes) whose every statement names the project all the same, but one
+that loads rows by their ids alone (an ORM load, relationship load or flush, whose tenant
+check is `get_owned` on the row that points at them): defence in depth, so that no list of
+one project's gate decisions, pooled runs, checkpoints, dataset versions, datasets, models or
+monitors can take in another's, whatever ids its caller holds."""
 _BY_ID = r"(?:\?|%\(\w+\)s(?:::\w+)?|\d+)"
 _ONE_ROW = re.compile(
     r"\b(?:{names})\.id = {value}(?:\s|$)".format(names="|".join(LISTED_BY_PROJECT), value=_BY_ID)
@@ -153,8 +161,9 @@ def test_every_tenant_statement_is_scoped_to_one_project(
     client.post("/api/v1/feedback", json={"trace_id": "trace-00003", "value": "down"}, headers=auth)
     with app.state.sessionmaker() as session:
         # A frozen reference, so reads of references load the cohorts added to them.
-        model = session.scalars(select(Model).where(Model.name == ids["model"])).one()
-        freeze(session, model, ids["checkpoint_id"], [today_utc()], "rebaseline")
+        checkpoint = session.get(Checkpoint, ids["checkpoint_id"])
+        assert checkpoint is not None
+        freeze(session, checkpoint.model, checkpoint.id, [today_utc()], "rebaseline")
         session.commit()
     for method, route in protected_routes(app):
         if method == "GET":
@@ -187,7 +196,7 @@ def test_every_tenant_statement_is_scoped_to_one_project(
         if listed and not is_scoped(statement) and not allowed:
             unscoped[statement] = None
     assert TENANT_TABLES - touched == set(), "the flows never touched these tenant tables"
-    assert list(unscoped) == []
+    assert list(unscoped) == [], "\n".join(unscoped)
 
 
 def test_the_table_lists_cover_every_table() -> None:
