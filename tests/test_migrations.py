@@ -1072,5 +1072,64 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
         migrate.upgrade(empty_database_url)
         with engine.begin() as conn:
             assert [tuple(row) for row in conn.execute(carriers)] == placed
+
+
+def test_0020_redacts_webhook_urls_already_in_the_audit_log_and_downgrades_as_a_no_op(
+    empty_database_url: str,
+) -> None:
+    """Audit rows of webhook endpoints kept the whole URL, secret token included; 0020 keeps
+    scheme and host only, in those rows alone, and its downgrade cannot bring the token back."""
+    migrate.upgrade(empty_database_url, "0019")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    postgres = engine.dialect.name == "postgresql"
+    now = datetime.now(UTC)
+    token = "T0000/B0000/XXXXtokenXXXX"
+    stored = [
+        ("webhook.created", "webhook", {"url": f"https://hooks.slack.com/{token}", "events": []}),
+        ("webhook.updated", "webhook", {"url": f"http://u:p@[::1]:8080/h?k={token}"}),
+        ("webhook.updated", "webhook", {"description": "pager"}),
+        ("webhook.secret_rotated", "webhook", {"previous_secret_expires_at": "2026-05-02"}),
+        ("webhook.deleted", "webhook", {"url": "https://events.pagerduty.com/[redacted]"}),
+        ("webhook.deleted", "webhook", {"url": f"not a url {token}"}),
+        ("dataset.created", "dataset", {"url": "https://example.com/kept/as/is"}),
+    ]
+    json_value = "CAST(:details AS jsonb)" if postgres else ":details"
+    details = text("SELECT details FROM audit_log ORDER BY id")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(SEED_0008[0]), {"now": now})
+            for action, target_type, detail in stored:
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_log (project_id, actor, action, target_type, "
+                        "target_id, details, created_at) VALUES (1, 'admin', :action, "
+                        f":target_type, '1', {json_value}, :now)"
+                    ),
+                    {
+                        "action": action,
+                        "target_type": target_type,
+                        "details": json.dumps(detail),
+                        "now": now,
+                    },
+                )
+        redacted = [
+            {"url": "https://hooks.slack.com/[redacted]", "events": []},
+            {"url": "http://[::1]/[redacted]"},
+            {"description": "pager"},
+            {"previous_secret_expires_at": "2026-05-02"},
+            {"url": "https://events.pagerduty.com/[redacted]"},
+            {"url": "[redacted]"},
+            {"url": "https://example.com/kept/as/is"},
+        ]
+        migrate.upgrade(empty_database_url, "0020")
+        with engine.begin() as conn:
+            assert [as_json(d) for (d,) in conn.execute(details)] == redacted
+        migrate.downgrade(empty_database_url, "0019")
+        with engine.begin() as conn:
+            kept = [as_json(d) for (d,) in conn.execute(details)]
+            assert kept == redacted and token not in json.dumps(kept)
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [as_json(d) for (d,) in conn.execute(details)] == redacted
     finally:
         engine.dispose()

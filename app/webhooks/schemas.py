@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, StringConstraints, ValidationInfo, field_validator
 
+from app.core.redaction import URL_MASK, redacted_url
 from app.core.schemas import OrmModel, StrictModel
 from app.models.project import Role
 from app.models.webhooks import DeliveryStatus, EndpointStatus
@@ -37,25 +37,8 @@ class WebhookPatch(StrictModel):
     )
 
 
-URL_MASK = "[redacted]"
 VIEWER_ROLE = "viewer_role"
 """Validation context key: the role of the key the answer is for (`WebhookOut.seen_by`)."""
-
-
-def redacted_url(url: str) -> str:
-    """Scheme and host, then a fixed mask: incoming-webhook URLs (Slack, PagerDuty, ...)
-    carry their secret token in the path or query, some credentials before the host, so
-    nothing but where it points is shown (the port, path, query and user info are dropped)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return URL_MASK
-    if not parts.scheme or not host:
-        return URL_MASK
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}/{URL_MASK}"
 
 
 class WebhookOut(OrmModel):

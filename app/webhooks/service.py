@@ -1,5 +1,10 @@
 """Webhook endpoints (secrets encrypted at rest, shown once), test sends and redelivery.
-The sender that drains the outbox is sender.py; what goes into the outbox is outbox.py."""
+The sender that drains the outbox is sender.py; what goes into the outbox is outbox.py.
+
+The audit log records where an endpoint points by its redacted URL (scheme and host,
+app.core.redaction), never the whole URL nor a secret: the URL often embeds the receiver's
+secret token, and audit rows are kept for good; the endpoint id (target_id) tells endpoints
+apart."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from app.core.auth import Principal
 from app.core.db import get_owned, utcnow
 from app.core.errors import NotFound, Unprocessable
 from app.core.pagination import paginate
+from app.core.redaction import redacted_url
 from app.core.settings import Settings
 from app.models import WebhookDelivery, WebhookEndpoint
 from app.models.webhooks import DeliveryStatus, EndpointStatus
@@ -80,7 +86,7 @@ def create_endpoint(
         "webhook.created",
         "webhook",
         endpoint.id,
-        {"url": endpoint.url, "events": endpoint.events},
+        {"url": redacted_url(endpoint.url), "events": endpoint.events},
     )
     session.commit()
     return endpoint, secret
@@ -133,6 +139,7 @@ def update_endpoint(
     if body.url is not None:
         _check_target(body.url, settings)
         endpoint.url = body.url
+        changes["url"] = redacted_url(body.url)
     if body.events is not None:
         endpoint.events = sorted(set(body.events))
     if body.description is not None:
@@ -152,7 +159,12 @@ def update_endpoint(
 def delete_endpoint(session: Session, principal: Principal, webhook_id: int) -> None:
     endpoint = get_endpoint(session, principal.project_id, webhook_id)
     audit.record(
-        session, principal, "webhook.deleted", "webhook", endpoint.id, {"url": endpoint.url}
+        session,
+        principal,
+        "webhook.deleted",
+        "webhook",
+        endpoint.id,
+        {"url": redacted_url(endpoint.url)},
     )
     session.delete(endpoint)
     session.commit()

@@ -4,12 +4,17 @@ in the API and on the pages, through the one shape of the noun (WebhookOut)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from app.core.redaction import redacted_url
+from app.models import AuditLog
 from app.models.project import Role
-from app.webhooks.schemas import redacted_url
 from tests.conftest import new_key
 from tests.web.test_pages import sign_in
 
@@ -89,3 +94,28 @@ def test_the_webhooks_page_redacts_the_url_for_a_read_key(
 )
 def test_a_redacted_url_keeps_scheme_and_host_only(url: str, shown: str) -> None:
     assert redacted_url(url) == shown
+
+
+def test_the_audit_log_records_the_url_redacted(
+    client: TestClient, auth: Headers, db: Session, webhook_id: int
+) -> None:
+    """Before, `webhook.created`, `webhook.updated` (a new url) and `webhook.deleted` kept the
+    whole URL, token included, in the audit log for good. Now its scheme and host only; the
+    endpoint id (target_id) tells endpoints apart, and no audit row holds a secret."""
+    other = f"http://localhost:9/services/T1/B2/{TOKEN}"
+    patched = client.patch(f"/api/v1/webhooks/{webhook_id}", json={"url": other}, headers=auth)
+    assert patched.status_code == 200, patched.text
+    rotated = client.post(f"/api/v1/webhooks/{webhook_id}/rotate-secret", headers=auth)
+    assert rotated.status_code == 200, rotated.text
+    assert client.delete(f"/api/v1/webhooks/{webhook_id}", headers=auth).status_code == 204
+    rows = db.scalars(
+        select(AuditLog).where(AuditLog.target_type == "webhook").order_by(AuditLog.id)
+    ).all()
+    assert [(row.action, row.target_id, row.details.get("url")) for row in rows] == [
+        ("webhook.created", str(webhook_id), REDACTED),
+        ("webhook.updated", str(webhook_id), "http://localhost/[redacted]"),
+        ("webhook.secret_rotated", str(webhook_id), None),
+        ("webhook.deleted", str(webhook_id), "http://localhost/[redacted]"),
+    ]
+    stored = json.dumps([row.details for row in rows])
+    assert TOKEN not in stored and rotated.json()["secret"][6:] not in stored
