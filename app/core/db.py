@@ -20,12 +20,20 @@ from app.models.base import UTCDateTime
 
 
 def make_engine(settings: Settings) -> Engine:
+    """`hide_parameters`: statement parameters appear neither in SQLAlchemy's statement log
+    (when an operator turns it on) nor in the text of a failed statement's error (which the
+    error handlers log): they carry what clients send, webhook URLs with their secret tokens
+    among it."""
     url = settings.database_url
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
@@ -38,6 +46,7 @@ def make_engine(settings: Settings) -> Engine:
         max_overflow=10,
         pool_timeout=settings.db_pool_timeout_s,
         connect_args={"connect_timeout": settings.db_connect_timeout_s},
+        hide_parameters=True,
     )
 
 

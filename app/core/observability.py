@@ -10,10 +10,13 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest as _generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.redaction import redacted_url
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -65,6 +68,36 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
+class RedactedRequestUrls(logging.Filter):
+    """httpx logs every request it sends (INFO) as `HTTP Request: POST <url> "HTTP/1.1 200
+    OK"`, the URL whole: a webhook URL embeds the receiver's secret token (app.core.redaction).
+    Whatever level a deployment gives httpx, the line keeps the method, scheme, host and
+    status, and the URL argument is replaced by its redacted form before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redacted_url(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+class HiddenResultRows(logging.Filter):
+    """SQLAlchemy's engine log at DEBUG prints every row a query reads (`Row (...)`), whole:
+    a webhook endpoint's URL with its secret token, what clients sent. The line stays (one per
+    row read), its contents do not; statement parameters are hidden by the engine itself
+    (`hide_parameters`, app.core.db.make_engine)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Row %r":
+            record.msg, record.args = "Row (hidden)", ()
+        return True
+
+
+_REDACTED_REQUEST_URLS = RedactedRequestUrls()
+_HIDDEN_RESULT_ROWS = HiddenResultRows()
+
+
 def configure_logging(level: str, json_logs: bool) -> None:
     handler = StderrHandler()
     if json_logs:
@@ -73,6 +106,9 @@ def configure_logging(level: str, json_logs: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # Added once however often the app is built (addFilter skips a filter already there).
+    logging.getLogger("httpx").addFilter(_REDACTED_REQUEST_URLS)
+    logging.getLogger("sqlalchemy.engine.Engine").addFilter(_HIDDEN_RESULT_ROWS)
 
 
 access_log = logging.getLogger("plumbline.access")

@@ -18,10 +18,13 @@ from app.core.settings import Settings
 from app.main import create_app
 from app.models.project import Role
 from app.web.rendering import HtmlRoute
+from app.webhooks.sender import deliver_webhooks
 from tests.conftest import new_key
 from tests.web.test_pages import csrf_of, sign_in
+from tests.webhooks.receiver import receiver
 
 Headers = dict[str, str]
+URL_TOKEN = "Zq7urlSecretToken9Kx2"
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 
 
@@ -176,6 +179,21 @@ def test_no_key_or_webhook_secret_reaches_any_log(
             assert response.status_code == 201, response.text
             secrets.append(response.json()["secret"])
         assert chosen_secret in secrets
+        # A real delivery to a URL carrying its secret token, as incoming-webhook URLs do: the
+        # request line httpx logs for it names scheme and host only.
+        with receiver() as target:
+            url = f"{target.url}/services/T0/{URL_TOKEN}?routing_key={URL_TOKEN}"
+            hooked = client.post(
+                "/api/v1/webhooks", json={"url": url, "events": ["alert.opened"]}, headers=auth
+            )
+            assert hooked.status_code == 201, hooked.text
+            secrets.append(hooked.json()["secret"])
+            queued = client.post(f"/api/v1/webhooks/{hooked.json()['id']}/test", headers=auth)
+            assert queued.status_code == 202, queued.text
+            while deliver_webhooks(app.state.sessionmaker, app.state.settings):
+                pass
+            assert len(target.requests) == 1
+        secrets.append(URL_TOKEN)
         rotated = client.post(
             f"/api/v1/webhooks/{response.json()['id']}/rotate-secret", headers=auth
         )
@@ -208,3 +226,7 @@ def test_no_key_or_webhook_secret_reaches_any_log(
         # Nor its secret part alone (a urlsafe secret may itself contain "_").
         secret_part = secret.split("_", 2)[2] if secret.startswith("pl_") else secret[6:]
         assert secret_part not in logs
+    # The delivery's request line is still there for operators, without the path and query.
+    assert any(
+        "HTTP Request: POST http://127.0.0.1/[redacted] " in line for line in every_log_line.lines
+    )
