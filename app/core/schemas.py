@@ -18,7 +18,8 @@ def nfc(text: str) -> str:
     """Unicode NFC. Cohort dimensions and values are compared as stored, byte for byte, so
     "café" typed composed (U+00E9) and decomposed (e + U+0301) were two cohorts, each judged
     at half the volume; they are normalised wherever they enter: ingest (REST and OTLP),
-    monitors and query filters. ASCII, the common case, is NFC already."""
+    dataset rows and declared cohort risk (of versions and gate policies), monitors and query
+    filters. ASCII, the common case, is NFC already."""
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from app.core.errors import Unprocessable
+from app.core.schemas import nfc
 from app.datasets.schemas import RowIn
 from app.models.datasets import DatasetVersion, Risk
 
@@ -190,6 +191,7 @@ def row_values(version: DatasetVersion, row: RowIn) -> dict[str, Any]:
 # Cohorts whose names the gate builds itself: declaring them would be ambiguous.
 RESERVED_DIMENSIONS = ("all", "risk")
 MAX_DECLARED_COHORTS = 1_000
+_DECLARED_TWICE = "declared twice once Unicode-normalised (NFC); declare it once"
 
 
 def refuse_reserved_dimensions(number: int, row: RowIn) -> None:
@@ -208,8 +210,11 @@ def refuse_reserved_dimensions(number: int, row: RowIn) -> None:
 
 def cohort_risk(raw: Any) -> dict[str, dict[str, str]]:
     """A version's declared cohort risk, {dimension: {value: level}}, checked for shape; the
-    problem names the offending entry (`cohort_risk.route.billing`). Whether each declared
-    cohort has rows is the service's check, once the rows are read."""
+    problem names the offending entry (`cohort_risk.route.billing`). Names and values are
+    stored in Unicode NFC, as rows' cohorts and events' are, so a cohort declared in another
+    form still names the rows and the production cohort it means; two entries equal once
+    normalised are refused (their levels could differ). Whether each declared cohort has rows
+    is the service's check, once the rows are read."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -217,8 +222,11 @@ def cohort_risk(raw: Any) -> dict[str, dict[str, str]]:
             "cohort_risk: must be an object {dimension: {value: level}}", field="cohort_risk"
         )
     declared: dict[str, dict[str, str]] = {}
-    for dimension, values in raw.items():
+    for raw_dimension, values in raw.items():
+        dimension = nfc(raw_dimension)
         where = f"cohort_risk.{dimension}"
+        if dimension in declared:
+            raise Unprocessable(f"{where}: {_DECLARED_TWICE}", field=where)
         if not 0 < len(dimension) <= 100 or any(c.isspace() for c in dimension):
             raise Unprocessable(
                 f"{where}: a dimension is 1-100 characters without spaces", field=where
@@ -231,8 +239,12 @@ def cohort_risk(raw: Any) -> dict[str, dict[str, str]]:
             )
         if not isinstance(values, dict):
             raise Unprocessable(f"{where}: must be an object {{value: level}}", field=where)
-        for value, level in values.items():
+        declared[dimension] = {}
+        for raw_value, level in values.items():
+            value = nfc(raw_value)
             at = f"{where}.{value}"
+            if value in declared[dimension]:
+                raise Unprocessable(f"{at}: {_DECLARED_TWICE}", field=at)
             if not 0 < len(value) <= 200:
                 raise Unprocessable(f"{at}: a cohort value is 1-200 characters", field=at)
             if level not in [risk.value for risk in Risk]:
@@ -240,7 +252,8 @@ def cohort_risk(raw: Any) -> dict[str, dict[str, str]]:
                     f"{at}: {json.dumps(level)} is not a risk level (high, medium, low)",
                     field=at,
                 )
-            declared.setdefault(dimension, {})[value] = level
+            declared[dimension][value] = level
+    declared = {dimension: values for dimension, values in declared.items() if values}
     if sum(len(values) for values in declared.values()) > MAX_DECLARED_COHORTS:
         raise Unprocessable(
             f"cohort_risk: at most {MAX_DECLARED_COHORTS} declared cohorts", field="cohort_risk"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, Field, StringConstraints, field_validator
 
-from app.core.schemas import OrmModel, StrictModel
+from app.core.schemas import OrmModel, StrictModel, nfc
 from app.models.datasets import ExpectedBehavior, Risk
 from app.registry.schemas import Name
 
@@ -50,6 +50,20 @@ class RowIn(StrictModel):
     expected_behavior: ExpectedBehavior | None = None
     label: Annotated[str, StringConstraints(max_length=200)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cohort")
+    @classmethod
+    def _nfc_cohort(cls, cohort: dict[str, str]) -> dict[str, str]:
+        """Dimension names and values in Unicode NFC (`nfc`), as ingest stores events' and
+        as a declared `cohort_risk` is stored: they are matched byte for byte (the gate's
+        declared cohorts, the drift job's high-risk ones), so "café" typed composed and
+        decomposed is one cohort."""
+        normalised = {nfc(dimension): nfc(value) for dimension, value in cohort.items()}
+        if len(normalised) < len(cohort):
+            raise ValueError(
+                "two dimensions have the same name once Unicode-normalised (NFC); send one"
+            )
+        return normalised
 
 
 class VersionIn(StrictModel):

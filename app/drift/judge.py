@@ -37,6 +37,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.core.schemas import nfc
 from app.drift.references import (
     bin_arrays,
     entries_for_day,
@@ -256,7 +257,9 @@ def pick_monitor(
 
 
 def declared_high_risk(session: Session, project_id: int) -> set[tuple[str, str]]:
-    """(dimension, value) cohorts any dataset version of the project declares high-risk."""
+    """(dimension, value) cohorts any dataset version of the project declares high-risk, in
+    NFC as events' cohorts are (a version stored before declarations were normalised may
+    hold another form)."""
     out: set[tuple[str, str]] = set()
     for declared in session.scalars(
         select(DatasetVersion.cohort_risk).where(DatasetVersion.project_id == project_id)
@@ -264,7 +267,7 @@ def declared_high_risk(session: Session, project_id: int) -> set[tuple[str, str]
         for dimension, values in (declared or {}).items():
             for value, risk in (values or {}).items():
                 if risk == "high":
-                    out.add((dimension, value))
+                    out.add((nfc(dimension), nfc(value)))
     return out
 
 

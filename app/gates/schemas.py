@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.schemas import CohortRef, OrmModel, StrictModel
+from app.core.schemas import CohortRef, OrmModel, StrictModel, nfc
 from app.datasets.parsing import RESERVED_DIMENSIONS
 from app.datasets.schemas import CohortRisk
 from app.models.datasets import Risk
@@ -140,10 +140,21 @@ class GatePolicySpec(StrictModel):
     @field_validator("cohort_risk")
     @classmethod
     def _no_builtin_dimension(cls, value: dict[str, Any]) -> dict[str, Any]:
-        clash = sorted(set(value) & set(RESERVED_DIMENSIONS))
+        """Names and values in Unicode NFC, as dataset rows' cohorts and declarations are
+        stored (app.datasets.parsing.cohort_risk), so the cohort this names is the one matched."""
+        declared = {
+            nfc(dimension): {nfc(name): level for name, level in values.items()}
+            for dimension, values in value.items()
+        }
+        merged = len(declared) < len(value) or sum(map(len, declared.values())) < sum(
+            map(len, value.values())
+        )
+        if merged:
+            raise ValueError("two declared cohorts are one once Unicode-normalised (NFC)")
+        clash = sorted(set(declared) & set(RESERVED_DIMENSIONS))
         if clash:
             raise ValueError(f"'{clash[0]}' is a built-in cohort and cannot be declared")
-        return value
+        return declared
 
     @model_validator(mode="after")
     def _valid_for_the_gate(self) -> GatePolicySpec:
