@@ -185,10 +185,10 @@ def first_crossing(plan: Plan, cumulative: Counts) -> Crossing | None:
     for j in judged:
         bounds = j.bounds
         for k, s in zip(*np.nonzero(j.worse[bucket]), strict=True):
-            dimension, value = plan.cohorts[int(k)]
             signal = bounds.signals[int(s)]
             reasons.append(
-                f"{signal} on {dimension}={value} ({bounds.comparison}): the candidate was worse "
+                f"{signal} on {_cohort_name(plan, int(k))} ({bounds.comparison}): the candidate "
+                "was worse "
                 f"by more than the margin: lower bound {float(bounds.lower[bucket, k, s]):+.4f} "
                 f"> {plan.margin(signal):.4f} (difference "
                 f"{float(np.nan_to_num(bounds.difference[bucket, k, s])):+.4f})"
@@ -204,6 +204,7 @@ class Assessment:
 
     def evidence(
         self,
+        plan: Plan,
         evaluated_at: datetime,
         start: datetime,
         end: datetime,
@@ -216,6 +217,7 @@ class Assessment:
             window_end=end,
             hours=round(max((end - start).total_seconds(), 0.0) / 3600.0, 3),
             traffic_hours=round(traffic_hours, 3),
+            scope=_scope(plan),
             comparisons=self.comparisons,
             reasons=self.reasons,
             shadow_traces_left_out=shadow_traces_left_out,
@@ -254,7 +256,23 @@ def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessme
 
 
 def _cohort(plan: Plan, c: ComparisonOut) -> int:
-    return plan.cohorts.index((c.cohort.dimension, c.cohort.value))
+    return plan.labels.index((c.cohort.dimension, c.cohort.value))
+
+
+def _scope(plan: Plan) -> CohortRef | None:
+    if plan.scope is None:
+        return None
+    dimension, value = plan.scope
+    return CohortRef(dimension=dimension, value=value)
+
+
+def _cohort_name(plan: Plan, k: int) -> str:
+    """The k-th cohort as reasons name it: a guarded cohort of a scoped canary is judged
+    within the scope, and says so."""
+    dimension, value = plan.labels[k]
+    if plan.scope is None or k == 0:
+        return f"{dimension}={value}"
+    return f"{dimension}={value} within {plan.scope[0]}={plan.scope[1]}"
 
 
 def _comparison(plan: Plan, totals: Counts, judged: Judged, k: int, s: int) -> ComparisonOut:
@@ -272,11 +290,12 @@ def _comparison(plan: Plan, totals: Counts, judged: Judged, k: int, s: int) -> C
         arms["pairs"] = int(totals.pairs[0, k, s])
         arms["candidate_worse"] = int(totals.worse[0, k, s])
         arms["candidate_better"] = int(totals.better[0, k, s])
-    dimension, value = plan.cohorts[k]
+    dimension, value = plan.labels[k]
     return ComparisonOut(
         comparison=bounds.comparison,
         signal=signal,
         cohort=CohortRef(dimension=dimension, value=value),
+        scope=_scope(plan),
         margin=plan.margin(signal),
         difference=None if np.isnan(difference) else difference,
         lower=float(bounds.lower[0, k, s]),
@@ -303,7 +322,13 @@ def _hypotheses(comparisons: list[ComparisonOut]) -> list[list[ComparisonOut]]:
 
 
 def _name(c: ComparisonOut) -> str:
-    return f"{c.signal} on {c.cohort.dimension}={c.cohort.value} ({c.comparison})"
+    within = ""
+    if c.scope is not None and (c.scope.dimension, c.scope.value) != (
+        c.cohort.dimension,
+        c.cohort.value,
+    ):
+        within = f" within {c.scope.dimension}={c.scope.value}"
+    return f"{c.signal} on {c.cohort.dimension}={c.cohort.value}{within} ({c.comparison})"
 
 
 def _worse_reason(c: ComparisonOut) -> str:

@@ -54,7 +54,7 @@ def canary_page(
     context = {
         "viewer": viewer,
         "canary": out,
-        "cohorts": [f"{d}={v}" for d, v in history.plan.cohorts],
+        "cohorts": [f"{d}={v}" for d, v in history.plan.labels],
         "chosen": cohort,
         "charts": charts,
         "comparisons": sorted(

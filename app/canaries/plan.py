@@ -35,13 +35,24 @@ class Plan:
     comparisons: tuple[str, ...]
     margins: tuple[float, ...]
     alpha: float
+    scope: tuple[str, str] | None = None
+    """The one cohort the candidate serves, when declared: every count is of its events
+    alone, on both arms, so the first cohort (ALL) stands for the scope, and each guarded
+    cohort for its intersection with the scope."""
 
     @classmethod
     def of(cls, canary: Canary) -> Plan:
         signals = tuple(canary.signals)
         cohorts = (ALL, *((c["dimension"], c["value"]) for c in canary.cohorts))
         margins = tuple(float(canary.margins.get(s, canary.margin)) for s in signals)
-        return cls(signals, cohorts, tuple(canary.comparisons), margins, canary.alpha)
+        scope = (canary.scope["dimension"], canary.scope["value"]) if canary.scope else None
+        return cls(signals, cohorts, tuple(canary.comparisons), margins, canary.alpha, scope)
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """The cohorts as evidence and pages name them: the scope in the whole population's
+        place when there is one."""
+        return (self.scope or ALL, *self.cohorts[1:])
 
     @property
     def served(self) -> bool:

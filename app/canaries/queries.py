@@ -51,19 +51,25 @@ def canaries_of_model(session: Session, project_id: int, model_id: int) -> Seque
 def first_answer(
     session: Session,
     canary: Canary,
+    plan: Plan,
     end: datetime,
     shadow: bool | None,
     received_by: datetime | None = None,
 ) -> datetime | None:
-    """When the candidate first answered in the canary's window, if it did: served answers
-    (`shadow` False), shadow answers (True) or either (None); of the events received by
-    `received_by`, when given. One probe of the (checkpoint_id, ts) index."""
+    """When the candidate first answered in the canary's window (in its scope, if it has
+    one), if it did: served answers (`shadow` False), shadow answers (True) or either (None);
+    of the events received by `received_by`, when given. One probe of the
+    (checkpoint_id, ts) index."""
     statement = select(func.min(Event.ts)).where(
         Event.project_id == canary.project_id,
         Event.checkpoint_id == canary.checkpoint_id,
         Event.ts >= canary.started_at,
         Event.ts < end,
     )
+    if plan.scope is not None:
+        # A shadow answer carries its own cohort, as ingest stored it.
+        condition, params = _cohort_sql(session, "events", *plan.scope, "scope")
+        statement = statement.where(text(condition).bindparams(**params))
     if received_by is not None:
         statement = statement.where(Event.received_at <= received_by)
     if shadow is not None:
@@ -79,8 +85,8 @@ def candidate_first_seen(
     """When the candidate first answered in a way the plan compares: its traffic starts
     there, however long before it the canary was started."""
     if plan.served and plan.paired_signals:
-        return first_answer(session, canary, end, shadow=None)
-    return first_answer(session, canary, end, shadow=not plan.served)
+        return first_answer(session, canary, plan, end, shadow=None)
+    return first_answer(session, canary, plan, end, shadow=not plan.served)
 
 
 def load_counts(
@@ -112,7 +118,7 @@ def load_counts(
         "champion": canary.champion_id,
         "start": canary.started_at,
         "end": end,
-        "served_from": _served_from(session, canary, end, received_by),
+        "served_from": _served_from(session, canary, plan, end, received_by),
         "bucket_hours": bucket_hours,
         **cohort_params,
     }
@@ -161,12 +167,12 @@ def load_counts(
 
 
 def _served_from(
-    session: Session, canary: Canary, end: datetime, received_by: datetime | None
+    session: Session, canary: Canary, plan: Plan, end: datetime, received_by: datetime | None
 ) -> datetime:
     """The start of the window's hour (counted from `started_at`) in which the candidate
     first served a call; `started_at` while it served none (the champion's calls still
     measure the signals, so a signal only the served comparison judges is not set aside)."""
-    first = first_answer(session, canary, end, shadow=False, received_by=received_by)
+    first = first_answer(session, canary, plan, end, shadow=False, received_by=received_by)
     if first is None:
         return canary.started_at
     whole_hours = (first - canary.started_at) // timedelta(hours=1)
@@ -174,20 +180,31 @@ def _served_from(
 
 
 def _cohort_conditions(session: Session, plan: Plan) -> tuple[list[str], dict[str, str]]:
-    """SQL per guarded cohort over event row `e`, with its bound parameters."""
+    """SQL per guarded cohort over event row `e`, with its bound parameters. With a scope,
+    every cohort is its intersection with the scope, and the whole population is the scope:
+    both arms of every comparison count the scope's events alone."""
+    scope, params = (
+        ("1 = 1", {}) if plan.scope is None else _cohort_sql(session, "e", *plan.scope, "scope")
+    )
     conditions: list[str] = []
-    params: dict[str, str] = {}
     for k, (dimension, value) in enumerate(plan.cohorts):
         if (dimension, value) == ALL:
-            conditions.append("1 = 1")
+            conditions.append(scope)
             continue
-        params[f"cv{k}"] = value
-        if dimension in COLUMN_DIMENSIONS:
-            conditions.append(f"e.{dimension} = :cv{k}")
-        else:
-            params[f"cd{k}"] = dimension
-            conditions.append(json_text_equals_sql(session, "e.cohort", f"cd{k}", f"cv{k}"))
+        condition, cohort_params = _cohort_sql(session, "e", dimension, value, f"c{k}")
+        params |= cohort_params
+        conditions.append(condition if plan.scope is None else f"({scope}) AND ({condition})")
     return conditions, params
+
+
+def _cohort_sql(
+    session: Session, alias: str, dimension: str, value: str, name: str
+) -> tuple[str, dict[str, str]]:
+    """SQL: event row `alias` is in the cohort dimension=value; parameters named after `name`."""
+    if dimension in COLUMN_DIMENSIONS:
+        return f"{alias}.{dimension} = :{name}v", {f"{name}v": value}
+    condition = json_text_equals_sql(session, f"{alias}.cohort", f"{name}d", f"{name}v")
+    return condition, {f"{name}d": dimension, f"{name}v": value}
 
 
 def _served_sql(

@@ -18,7 +18,7 @@ from pydantic import (
 
 from app.canaries.plan import UNPAIRED_SIGNALS
 from app.core.links import Links
-from app.core.schemas import MAX_ID, CohortRef, OrmModel, StrictModel
+from app.core.schemas import MAX_ID, CohortRef, OrmModel, StrictModel, nfc
 from app.drift.signals import RATE_SIGNALS
 from app.models.canaries import CanaryDecision, CanaryStatus
 
@@ -49,10 +49,11 @@ Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 
 
 class CanaryCohort(StrictModel):
-    """A guarded cohort besides the whole population: one dimension and one of its values."""
+    """A guarded cohort besides the whole population (or the canary's scope): one dimension
+    and one of its values, NFC-normalised as ingest stores them (`nfc`)."""
 
-    dimension: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    value: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    dimension: Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(nfc)]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(nfc)]
 
     @model_validator(mode="after")
     def _not_everyone(self) -> CanaryCohort:
@@ -85,6 +86,12 @@ class CanaryIn(StrictModel):
         default_factory=list,
         max_length=MAX_COHORTS,
         description="Guarded cohorts in addition to the whole population.",
+    )
+    scope: CanaryCohort | None = Field(
+        default=None,
+        description="The cohort the candidate serves, when it serves only one (internal users, "
+        "a tier, a route): every comparison is then made within it, on both arms, and it takes "
+        "the whole population's place; `cohorts` are judged within it.",
     )
     comparisons: Annotated[list[Comparison], AfterValidator(_unique)] = Field(
         default_factory=lambda: list(COMPARISONS),
@@ -134,6 +141,21 @@ class CanaryIn(StrictModel):
         return min_hours
 
     @model_validator(mode="after")
+    def _cohorts_within_scope(self) -> CanaryIn:
+        """Within a scope, a guarded cohort of the scope's dimension is the scope itself
+        (judged already, as the first row) or holds no event at all: either is a mistake."""
+        if self.scope is None:
+            return self
+        same = [c.value for c in self.cohorts if c.dimension == self.scope.dimension]
+        if same:
+            raise ValueError(
+                f"cohorts: {self.scope.dimension}={same[0]} within the scope "
+                f"{self.scope.dimension}={self.scope.value} is the scope itself or empty; "
+                "guard cohorts of other dimensions"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _every_signal_judged(self) -> CanaryIn:
         """Shadow answers reach no user, so they collect no feedback: without the served
         comparison nothing judges thumbs-down. Asked for by name (sent in `signals`, or given
@@ -177,7 +199,13 @@ class ComparisonOut(BaseModel):
 
     comparison: Comparison
     signal: str
-    cohort: CohortRef
+    cohort: CohortRef = Field(
+        description="all/all is the whole population; in a scoped canary the first cohort is "
+        "the scope itself, in the whole population's place."
+    )
+    scope: CohortRef | None = Field(
+        default=None, description="The canary's scope: the comparison counts only its events."
+    )
     margin: float
     candidate: ArmOut | None = Field(default=None, description="served comparisons")
     champion: ArmOut | None = Field(default=None, description="served comparisons")
@@ -200,6 +228,10 @@ class EvidenceOut(BaseModel):
     traffic_hours: float = Field(
         description="Hours since the candidate's first answer in the window: what min_hours "
         "counts (0 before its first).",
+    )
+    scope: CohortRef | None = Field(
+        default=None,
+        description="The canary's scope: every comparison counts only the events in it.",
     )
     comparisons: list[ComparisonOut]
     reasons: list[str]
@@ -243,6 +275,7 @@ class CanaryOut(OrmModel):
     started_at: datetime
     signals: list[str]
     cohorts: list[CohortRef]
+    scope: CohortRef | None
     comparisons: list[str]
     margin: float
     margins: dict[str, float]

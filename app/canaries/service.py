@@ -113,6 +113,7 @@ def create_canary(
         status=CanaryStatus.running,
         signals=list(body.signals),
         cohorts=[c.model_dump() for c in body.cohorts],
+        scope=body.scope.model_dump() if body.scope else None,
         comparisons=list(body.comparisons),
         margin=body.margin,
         margins=dict(body.margins),
@@ -144,6 +145,7 @@ def create_canary(
             "champion_id": champion.id,
             "signals": canary.signals,
             "cohorts": canary.cohorts,
+            "scope": canary.scope,
             "comparisons": canary.comparisons,
             "margin": canary.margin,
             "margins": canary.margins,
@@ -252,7 +254,7 @@ def _assess_up_to(
             reasons = [f"{reason}; {when}" for reason in crossing.reasons]
             assessment = Assessment(assessment.comparisons, CanaryDecision.rollback, reasons)
     left_out = int(totals.left_out.sum()) if plan.paired_signals else None
-    evidence = assessment.evidence(now, canary.started_at, end, traffic_hours, left_out)
+    evidence = assessment.evidence(plan, now, canary.started_at, end, traffic_hours, left_out)
     return assessment, evidence.model_dump(mode="json")
 
 

@@ -41,8 +41,9 @@ class Canary(TenantKeyed, CreatedAt, Base):
     concurrent requests cannot both start one); `decision` is set exactly when `status` is
     promote or rollback, and only ever by a conditional UPDATE from 'running' (or, for a human
     rollback, from 'promote'), so one process's decision is never overwritten by another's.
-    The configuration (signals, cohorts, margins, alpha, comparisons) is frozen at creation:
-    the sequential test's error guarantee needs the family of comparisons fixed in advance."""
+    The configuration (signals, cohorts, scope, margins, alpha, comparisons) is frozen at
+    creation: the sequential test's error guarantee needs the family of comparisons fixed in
+    advance."""
 
     __tablename__ = "canaries"
 
@@ -60,6 +61,9 @@ class Canary(TenantKeyed, CreatedAt, Base):
     )
     signals: Mapped[list[str]] = mapped_column(JSONType)
     cohorts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # {dimension, value}: the one cohort the candidate serves, when it serves only one; every
+    # comparison is then made within it (NULL: the whole population).
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     comparisons: Mapped[list[str]] = mapped_column(JSONType)
     margin: Mapped[float]
     margins: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,19 +1,24 @@
-"""Migration 0006 on a database that already holds traffic: events survive the way up (as
-served traffic, shadow_of NULL) and the way back down, on both databases."""
+"""Migrations 0006 and 0021 on a database that already holds traffic (and canaries): events
+survive the way up (as served traffic, shadow_of NULL) and the way back down, stored
+canaries get no scope, on both databases."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.orm import Session
 
+from app.canaries.plan import Plan
 from app.core import migrate
 from app.core.db import make_engine
 from app.core.settings import Settings
+from app.models import Canary
 from tests.conftest import BACKENDS, create_pg_schema, drop_pg_schema
 
 REVISION = "0006"
@@ -107,3 +112,88 @@ def test_upgrade_over_stored_events_and_back(database_url: str) -> None:
     tables, columns = _columns(database_url)
     assert "canaries" not in tables and "shadow_of" not in columns
     assert _events(database_url) == expected
+
+
+SCOPE_REVISION = "0021"
+
+
+def _before_scope(url: str) -> str:
+    """The revision 0021 follows, whatever it is re-chained to at merge time."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(url))
+    down = script.get_revision(SCOPE_REVISION).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+def _seed_canary(url: str) -> None:
+    """A decided canary as the schema before 0021 holds it (plain SQL: the models are newer)."""
+    now = datetime(2024, 6, 1, 12, tzinfo=UTC)
+    engine = make_engine(Settings(database_url=url))
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO projects (id, name, settings, created_at) VALUES (1, 'p', '{}', :t)"),
+            {"t": now},
+        )
+        conn.execute(
+            text("INSERT INTO models (id, project_id, name, created_at) VALUES (1, 1, 'm', :t)"),
+            {"t": now},
+        )
+        for id_, status in ((1, "champion"), (2, "blocked")):
+            conn.execute(
+                text(
+                    "INSERT INTO checkpoints (id, project_id, model_id, version, kind, training, "
+                    "tags, status, spec_hash, created_at) "
+                    "VALUES (:id, 1, 1, :version, 'full', '{}', '[]', :status, :hash, :t)"
+                ),
+                {"id": id_, "version": f"v{id_}", "status": status, "hash": f"h{id_}", "t": now},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO canaries (id, project_id, model_id, checkpoint_id, champion_id, "
+                "status, decision, signals, cohorts, comparisons, margin, margins, alpha, "
+                "max_days, min_hours, started_at, next_evaluation_at, actor, created_at) "
+                "VALUES (1, 1, 1, 2, 1, 'rollback', 'rollback', '[\"refusal_rate\"]', "
+                '\'[{"dimension": "region", "value": "eu"}]\', \'["served"]\', 0.01, '
+                "'{}', 0.05, 14, 24, :t, :t, 'k', :t)"
+            ),
+            {"t": now},
+        )
+    engine.dispose()
+
+
+def _canaries(url: str) -> list[tuple[Any, ...]]:
+    engine = make_engine(Settings(database_url=url))
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, status, checkpoint_id FROM canaries")).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+def _canary_columns(url: str) -> set[str]:
+    engine = make_engine(Settings(database_url=url))
+    columns = {c["name"] for c in inspect(engine).get_columns("canaries")}
+    engine.dispose()
+    return columns
+
+
+def test_0021_adds_an_empty_scope_to_stored_canaries_and_drops_it(database_url: str) -> None:
+    """Canaries started before 0021 compare the whole population: their scope is NULL, and
+    they read as before through the models."""
+    before = _before_scope(database_url)
+    migrate.upgrade(database_url, before)
+    _seed_canary(database_url)
+    migrate.upgrade(database_url, SCOPE_REVISION)
+    assert "scope" in _canary_columns(database_url)
+    assert _canaries(database_url) == [(1, "rollback", 2)]
+    engine = make_engine(Settings(database_url=database_url))
+    with Session(engine) as session:
+        canary = session.scalars(select(Canary)).one()
+        assert canary.scope is None and canary.cohorts == [{"dimension": "region", "value": "eu"}]
+        assert Plan.of(canary).scope is None
+    engine.dispose()
+
+    migrate.downgrade(database_url, before)
+    assert "scope" not in _canary_columns(database_url)
+    assert _canaries(database_url) == [(1, "rollback", 2)]
+    migrate.upgrade(database_url, "head")
+    assert _canaries(database_url) == [(1, "rollback", 2)]

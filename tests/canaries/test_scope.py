@@ -1,0 +1,147 @@
+"""A canary routed to one segment: the candidate's events all come from that segment, the
+champion's from every segment. Declared as the canary's `scope`, both arms are compared
+within it (docs/statistics.md §12, "Canaries routed to one segment")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.canaries.support import (
+    Flags,
+    candidate_and_champion,
+    hours_ago,
+    send,
+    served,
+    start_canary,
+)
+from tests.web.test_pages import sign_in
+
+Headers = dict[str, str]
+HOUR = timedelta(hours=1)
+FREE = {"dimension": "user_segment", "value": "free"}
+
+
+def segment(i: int) -> dict[str, str]:
+    """Odd calls free, even ones paid; every fifth call of each on /billing."""
+    return {
+        "user_segment": "free" if i % 2 else "paid",
+        "route": "/billing" if i % 10 < 2 else "/chat",
+    }
+
+
+def champion_refusals(i: int) -> dict[str, bool]:
+    """The free tier is refused three times as often as the paid one: 30% against 10%."""
+    return {"refusal": (i // 2) % 10 < (3 if i % 2 else 1)}
+
+
+def free_only(i: int) -> dict[str, str]:
+    return segment(2 * i + 1)
+
+
+def as_the_champion(i: int) -> dict[str, bool]:
+    """30% refused, as the champion refuses the free tier."""
+    return {"refusal": i % 10 < 3}
+
+
+def worse_on_billing(i: int) -> dict[str, bool]:
+    """Half of the free calls refused, and every /billing one (i % 5 == 0): 60% in all."""
+    return {"refusal": i % 10 < 5 or i % 5 == 0}
+
+
+def segment_routed(client: TestClient, auth: Headers, candidate: Flags, **fields: Any) -> dict:
+    """A canary of v2 started three hours ago, evaluated on two hours of traffic: the champion
+    served 2,000 calls of both segments, v2 1,000 calls of the free tier alone, with the flags
+    `candidate(i)`."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client, auth, ids["v2"], start=hours_ago(3).isoformat(), signals=["refusal_rate"], **fields
+    )
+    send(
+        client,
+        auth,
+        served("v1", 2000, champion_refusals, hours_ago(2.5), 2 * HOUR, cohort=segment),
+        served("v2", 1000, candidate, hours_ago(2.5), 2 * HOUR, cohort=free_only),
+    )
+    decided: dict = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    return decided
+
+
+def rows(body: dict, value: str) -> dict:
+    """The served comparison's row of the cohort `value`."""
+    return next(
+        c
+        for c in body["evidence"]["comparisons"]
+        if (c["comparison"], c["cohort"]["value"]) == ("served", value)
+    )
+
+
+def test_an_equal_candidate_serving_the_free_tier_alone_is_compared_within_it(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """The reproduction: v2 refuses 30% of free calls, as the champion does; against the
+    champion's whole population (20%) it read 10 points worse and rolled back. Scoped, both
+    arms are the free tier's: 30% against 30%."""
+    decided = segment_routed(client, auth, as_the_champion, scope=FREE)
+    assert decided["status"] == "running", decided["evidence"]["reasons"]
+    assert decided["scope"] == FREE
+    assert decided["evidence"]["scope"] == FREE
+    free = rows(decided, "free")
+    assert free["cohort"] == FREE and free["scope"] == FREE
+    assert free["candidate"] == {"events": 1000, "with_signal": 300, "rate": 0.3}
+    assert free["champion"] == {"events": 1000, "with_signal": 300, "rate": 0.3}
+    assert free["difference"] == 0.0 and free["verdict"] != "worse"
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{decided['id']}")
+    assert page.status_code == 200, page.text
+    assert '<dd id="scope">user_segment=free:' in page.text
+    assert "traffic; cohorts: user_segment=free</dd>" in page.text
+
+
+def test_a_scoped_candidate_worse_within_its_scope_rolls_back_naming_it(
+    client: TestClient, auth: Headers
+) -> None:
+    """60% of free calls refused against the champion's 30% there, every /billing one. A
+    guarded route is judged within the scope: the champion's /billing calls of the paid tier
+    are not its arm."""
+    billing = {"dimension": "route", "value": "/billing"}
+    decided = segment_routed(client, auth, worse_on_billing, scope=FREE, cohorts=[billing])
+    assert decided["decision"] == "rollback", decided["evidence"]["reasons"]
+    free = rows(decided, "free")
+    assert free["champion"] == {"events": 1000, "with_signal": 300, "rate": 0.3}
+    assert free["candidate"] == {"events": 1000, "with_signal": 600, "rate": 0.6}
+    assert free["verdict"] == "worse"
+    route = rows(decided, "/billing")
+    assert route["scope"] == FREE
+    assert route["champion"]["events"] == 200  # the free tier's 1 in 5, not both tiers' 400
+    assert route["candidate"] == {"events": 200, "with_signal": 200, "rate": 1.0}
+    assert decided["reason"].startswith("refusal_rate on user_segment=free (served): ")
+    within = [r for r in decided["evidence"]["reasons"] if "/billing" in r]
+    assert within and within[0].startswith(
+        "refusal_rate on route=/billing within user_segment=free (served)"
+    )
+
+
+def test_the_scope_is_validated_like_a_cohort_and_normalised(
+    client: TestClient, auth: Headers
+) -> None:
+    ids = candidate_and_champion(client, auth)
+    url = "/api/v1/models/support-bot/canaries"
+
+    def start(**fields: Any) -> Any:
+        return client.post(url, json={"checkpoint_id": ids["v2"], **fields}, headers=auth)
+
+    for scope in ({"dimension": "all", "value": "all"}, {"dimension": "region"}, "free"):
+        refused = start(scope=scope)
+        assert refused.status_code == 422, scope
+        assert "scope" in refused.text
+    same_dimension = start(scope=FREE, cohorts=[{"dimension": "user_segment", "value": "paid"}])
+    assert same_dimension.status_code == 422 and "within the scope" in same_dimension.text
+    # Decomposed as some clients send it; ingest stores every cohort value composed (NFC).
+    cafe = {"dimension": "route", "value": "/cafe\u0301"}
+    started = start(scope={"dimension": "region", "value": "Mu\u0308nchen"}, cohorts=[cafe])
+    assert started.status_code == 201, started.text
+    assert started.json()["scope"] == {"dimension": "region", "value": "M\u00fcnchen"}
+    assert started.json()["cohorts"] == [{"dimension": "route", "value": "/caf\u00e9"}]
