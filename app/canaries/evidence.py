@@ -27,10 +27,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.canaries.plan import Counts, Plan
-from app.canaries.schemas import ArmOut, Comparison, ComparisonOut, EvidenceOut, Verdict
+from app.canaries.plan import Counts, MixCounts, Plan
+from app.canaries.schemas import (
+    ArmOut,
+    Comparison,
+    ComparisonOut,
+    EvidenceOut,
+    MixOut,
+    MixShareOut,
+    Verdict,
+)
 from app.core.schemas import CohortRef
 from app.models.canaries import CanaryDecision
+from app.stats.mix import homogeneity_g_test
 from app.stats.sequential import (
     paired_difference_bounds,
     rate_difference_lower,
@@ -40,6 +49,13 @@ from app.stats.sequential import (
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
+
+MIX_ALPHA = 1e-6
+"""A mix difference is flagged at p < MIX_ALPHA: random routing gives the two arms one mix,
+so under it a flag is a rare accident even over thousands of looks and tens of dimensions,
+while a canary routed to a segment differs at p far below it within a few hundred events."""
+MIN_MIX_EVENTS = 100  # each arm's served events before its mix is judged at all
+SHARES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -144,21 +160,83 @@ class Decisions:
     pending: BoolArray  # (bucket, cohort, signal): measured somewhere, shown nowhere
 
 
-def decide(plan: Plan, judged: list[Judged], hours: FloatArray, min_hours: float) -> Decisions:
+def mix_differs(mix: MixCounts) -> list[MixOut]:
+    """Every cohort dimension whose mix of values the two arms' served events clearly
+    differ on (G test of homogeneity at MIX_ALPHA, each arm with MIN_MIX_EVENTS or more)."""
+    differing = []
+    for dimension, (candidate, champion) in mix.items():
+        n_c, n_b = sum(candidate.values()), sum(champion.values())
+        if min(n_c, n_b) < MIN_MIX_EVENTS:
+            continue
+        values = sorted(set(candidate) | set(champion))
+        test = homogeneity_g_test(
+            [candidate.get(v, 0) for v in values], [champion.get(v, 0) for v in values]
+        )
+        if test is None or test.p_value >= MIX_ALPHA:
+            continue
+        shares = [
+            MixShareOut(
+                value=v, candidate=candidate.get(v, 0) / n_c, champion=champion.get(v, 0) / n_b
+            )
+            for v in values
+        ]
+        shares.sort(key=lambda share: -abs(share.candidate - share.champion))
+        differing.append(
+            MixOut(
+                dimension=dimension,
+                candidate_events=n_c,
+                champion_events=n_b,
+                g=test.statistic,
+                df=test.df,
+                p_value=test.p_value,
+                shares=shares[:SHARES_SHOWN],
+            )
+        )
+    return differing
+
+
+def unconfounded(plan: Plan, differs: frozenset[str]) -> BoolArray:
+    """Per guarded cohort: whether its comparison still compares like with like while the
+    arms' mixes differ on the dimensions `differs`. A cohort of the one differing dimension
+    holds one of its values on both arms; any other cohort (the whole population first) mixes
+    them in different proportions. With two or more differing dimensions no one-dimension
+    cohort holds them all fixed."""
+    if not differs:
+        return np.ones(len(plan.cohorts), dtype=np.bool_)
+    return np.array([len(differs) == 1 and d in differs for d, _v in plan.cohorts], np.bool_)
+
+
+def _trusted(plan: Plan, judged: Judged, differs: frozenset[str]) -> BoolArray:
+    """Where `judged`'s crossings may roll back, broadcast to (bucket, cohort, signal): a
+    shadow pair is two answers to one request, never confounded by the arms' mixes."""
+    if judged.bounds.comparison == "shadow" or not differs:
+        return np.ones((1, len(plan.cohorts), 1), dtype=np.bool_)
+    return unconfounded(plan, differs)[None, :, None]
+
+
+def decide(
+    plan: Plan,
+    judged: list[Judged],
+    hours: FloatArray,
+    min_hours: float,
+    differs: frozenset[str] = frozenset(),
+) -> Decisions:
     """The decision rule of the module docstring, for every bucket at once: `judged` from
-    cumulative counts, `hours` of traffic at each bucket's end."""
+    cumulative counts, `hours` of traffic at each bucket's end. While the arms' mixes differ
+    on `differs` (an unscoped canary routed to a segment), only unconfounded cohorts may roll
+    back and nothing promotes (docs/statistics.md §12.9)."""
     buckets = len(hours)
     shape = (buckets, len(plan.cohorts), len(plan.signals))
     rollback = np.zeros(buckets, dtype=np.bool_)
     shown = np.zeros(shape, dtype=np.bool_)
     measured = np.zeros(shape, dtype=np.bool_)
     for j in judged:
-        rollback |= j.worse.any(axis=(1, 2))
+        rollback |= (j.worse & _trusted(plan, j, differs)).any(axis=(1, 2))
         shown[:, :, j.columns] |= j.non_inferior & j.measured
         measured[:, :, j.columns] |= j.measured
     pending = measured & ~shown
     proven = ~pending.any(axis=(1, 2)) & shown.any(axis=(1, 2))
-    promote = ~rollback & proven & (hours >= min_hours)
+    promote = ~rollback & proven & (hours >= min_hours) & (not differs)
     return Decisions(rollback, promote, shown.sum(axis=(1, 2)), pending)
 
 
@@ -171,20 +249,24 @@ class Crossing:
     reasons: list[str]
 
 
-def first_crossing(plan: Plan, cumulative: Counts) -> Crossing | None:
+def first_crossing(
+    plan: Plan, cumulative: Counts, differs: frozenset[str] = frozenset()
+) -> Crossing | None:
     """Where the window's history (cumulative counts per bucket, oldest first) first crossed
-    a rollback threshold, if it did."""
+    a rollback threshold, if it did; while the arms' mixes differ on `differs`, on an
+    unconfounded cohort."""
     judged = judge(plan, cumulative)
     crossed = np.zeros(cumulative.left_out.shape[0], dtype=np.bool_)
     for j in judged:
-        crossed |= j.worse.any(axis=(1, 2))
+        crossed |= (j.worse & _trusted(plan, j, differs)).any(axis=(1, 2))
     if not crossed.any():
         return None
     bucket = int(np.argmax(crossed))
     reasons = []
     for j in judged:
         bounds = j.bounds
-        for k, s in zip(*np.nonzero(j.worse[bucket]), strict=True):
+        worse = j.worse[bucket] & _trusted(plan, j, differs)[0]
+        for k, s in zip(*np.nonzero(worse), strict=True):
             signal = bounds.signals[int(s)]
             reasons.append(
                 f"{signal} on {_cohort_name(plan, int(k))} ({bounds.comparison}): the candidate "
@@ -201,6 +283,7 @@ class Assessment:
     comparisons: list[ComparisonOut]
     decision: CanaryDecision | None
     reasons: list[str] = field(default_factory=list)
+    mix_differs: list[MixOut] = field(default_factory=list)
 
     def evidence(
         self,
@@ -220,16 +303,23 @@ class Assessment:
             scope=_scope(plan),
             comparisons=self.comparisons,
             reasons=self.reasons,
+            mix_differs=self.mix_differs,
             shadow_traces_left_out=shadow_traces_left_out,
         )
 
 
-def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessment:
+def assess(
+    plan: Plan, totals: Counts, hours: float, min_hours: int, mix: list[MixOut] | None = None
+) -> Assessment:
     """The verdict of every comparison on the window's totals (one bucket), and the decision;
     `hours` of the candidate's traffic (since its first answer in the window) against
-    `min_hours`."""
+    `min_hours`; `mix` the dimensions whose mix the arms' served events differ on (see
+    `decide`)."""
+    mix = mix or []
+    differs = frozenset(m.dimension for m in mix)
+    trusted = unconfounded(plan, differs)
     judged = judge(plan, totals)
-    decided = decide(plan, judged, np.array([hours]), min_hours)
+    decided = decide(plan, judged, np.array([hours]), min_hours, differs)
     comparisons = [
         _comparison(plan, totals, j, k, s)
         for j in judged
@@ -237,8 +327,14 @@ def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessme
         for s in range(len(j.bounds.signals))
     ]
     if decided.rollback[0]:
-        worse = [c for c in comparisons if c.verdict == "worse"]
-        return Assessment(comparisons, CanaryDecision.rollback, [_worse_reason(c) for c in worse])
+        worse = [
+            c
+            for c in comparisons
+            if c.verdict == "worse" and (c.comparison == "shadow" or trusted[_cohort(plan, c)])
+        ]
+        reasons = [_worse_reason(c) for c in worse]
+        return Assessment(comparisons, CanaryDecision.rollback, reasons, mix)
+    held = [_mix_reason(mix, comparisons)] if mix else []
     pending = [
         min(group, key=lambda c: c.upper)
         for group in _hypotheses(comparisons)
@@ -247,12 +343,36 @@ def assess(plan: Plan, totals: Counts, hours: float, min_hours: int) -> Assessme
     shown = int(decided.shown[0])
     if pending or not shown:
         reasons = [_pending_reason(c) for c in pending] or ["no guarded signal measured yet"]
-        return Assessment(comparisons, None, reasons)
+        return Assessment(comparisons, None, held + reasons, mix)
     proven = f"non-inferior on every measured guarded signal and cohort ({shown})"
     if not decided.promote[0]:
-        wait = f"; promotion waits for {min_hours} h of traffic ({hours:.1f} h so far)"
-        return Assessment(comparisons, None, [proven + wait])
-    return Assessment(comparisons, CanaryDecision.promote, [proven])
+        if not held:
+            proven += f"; promotion waits for {min_hours} h of traffic ({hours:.1f} h so far)"
+        return Assessment(comparisons, None, [*held, proven], mix)
+    return Assessment(comparisons, CanaryDecision.promote, [proven], mix)
+
+
+def _mix_reason(mix: list[MixOut], comparisons: list[ComparisonOut]) -> str:
+    """Why the canary neither promotes nor (on a confounded row) rolls back: the arms serve
+    different mixes, so their difference is partly the mix's."""
+    parts = []
+    for m in mix:
+        top = m.shares[0]
+        parts.append(
+            f"{m.dimension} ({m.dimension}={top.value or '(none)'}: {top.candidate:.0%} of the "
+            f"candidate's served events, {top.champion:.0%} of the champion's; p={m.p_value:.1e})"
+        )
+    confounded = [c for c in comparisons if c.verdict == "worse"]
+    crossed = (
+        f"; {_name(confounded[0])} is past the margin but may be the mix's, not the candidate's"
+        if confounded
+        else ""
+    )
+    return (
+        f"inconclusive: mix differs on {', '.join(parts)}, declare scope (the cohort the "
+        f"candidate serves): no promotion while the arms serve different mixes, and a rollback "
+        f"only on a guarded cohort of the differing dimension{crossed}"
+    )
 
 
 def _cohort(plan: Plan, c: ComparisonOut) -> int:

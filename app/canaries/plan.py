@@ -18,6 +18,10 @@ UNPAIRED_SIGNALS = frozenset({"thumbs_down_rate"})
 
 IntArray = npt.NDArray[np.int64]
 
+MixCounts = dict[str, tuple[dict[str, int], dict[str, int]]]
+"""Per cohort dimension: the candidate's and the champion's served events per value of it
+('' for events without the dimension)."""
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -10,6 +10,7 @@ window (at most `max_days`), not by the events' history."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from app.canaries.plan import ALL, Counts, Plan
+from app.canaries.plan import ALL, Counts, MixCounts, Plan
 from app.core.db import hour_bucket_sql, is_postgres, json_text_equals_sql, text_with_times
 from app.drift.signals import COLUMN_DIMENSIONS, PER_TRACE_SIGNALS, RATE_SIGNALS, rate_counts
 from app.models import Canary, Event
@@ -164,6 +165,36 @@ def load_counts(
                     better[at, k, p] += int(row[f"b_{k}_{p}"] or 0)
                     one_sided[at, k, p] += int(row[f"s_{k}_{p}"] or 0)
     return Counts(events, with_signal, pairs, worse, better, one_sided, left_out, bucket_hours)
+
+
+def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> MixCounts:
+    """The served comparison's events (both arms, from the hour of the candidate's first
+    served call to `end`) per arm and value of every cohort dimension they carry: one GROUP BY
+    of the window per distinct cohort, expanded here into its dimensions. Runs in the
+    caller's transaction."""
+    params = {
+        "project_id": canary.project_id,
+        "candidate": canary.checkpoint_id,
+        "champion": canary.champion_id,
+        "start": canary.started_at,
+        "end": end,
+        "served_from": _served_from(session, canary, plan, end, None),
+    }
+    sql = f"SELECT {_ARM} AS arm, e.cohort AS cohort, COUNT(*) AS events FROM events e "
+    sql += f"WHERE {_SERVED} GROUP BY 1, 2"
+    statement = text_with_times(sql, "start", "end", "served_from")
+    rows: list[tuple[int, dict[str, str], int]] = []
+    for arm, cohort, events in session.execute(statement, params):
+        stored = json.loads(cohort) if isinstance(cohort, str) else cohort
+        rows.append((int(arm), stored or {}, int(events)))
+    dimensions = sorted({dimension for _arm, cohort, _events in rows for dimension in cohort})
+    mix: MixCounts = {dimension: ({}, {}) for dimension in dimensions}
+    for arm, cohort, events in rows:
+        for dimension in dimensions:
+            counts = mix[dimension][arm]
+            value = str(cohort.get(dimension, ""))
+            counts[value] = counts.get(value, 0) + events
+    return mix
 
 
 def _served_from(

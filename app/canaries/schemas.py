@@ -220,6 +220,27 @@ class ComparisonOut(BaseModel):
     verdict: Verdict
 
 
+class MixShareOut(BaseModel):
+    value: str = Field(description="A value of the dimension; '' for events without it.")
+    candidate: float = Field(description="Share of the candidate's served events.")
+    champion: float = Field(description="Share of the champion's served events.")
+
+
+class MixOut(BaseModel):
+    """The two arms' served events differ clearly in their mix of one cohort dimension's
+    values: a likelihood-ratio (G) test of homogeneity at MIX_ALPHA."""
+
+    dimension: str
+    candidate_events: int
+    champion_events: int
+    g: float
+    df: int
+    p_value: float
+    shares: list[MixShareOut] = Field(
+        description="Per value, most different first (at most 10): the arms' shares."
+    )
+
+
 class EvidenceOut(BaseModel):
     evaluated_at: datetime
     window_start: datetime
@@ -235,6 +256,13 @@ class EvidenceOut(BaseModel):
     )
     comparisons: list[ComparisonOut]
     reasons: list[str]
+    mix_differs: list[MixOut] = Field(
+        default_factory=list,
+        description="Unscoped served comparisons: dimensions whose mix of values the "
+        "candidate's events and the champion's clearly differ on (a canary routed to a "
+        "segment). While any is listed the canary does not promote, and rolls back only on "
+        "a guarded cohort of the one differing dimension (docs/statistics.md §12.9).",
+    )
     shadow_traces_left_out: int | None = Field(
         default=None,
         description="Shadow comparisons: served traces with shadow answers that formed no "

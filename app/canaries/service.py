@@ -26,7 +26,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.canaries import queries
-from app.canaries.evidence import Assessment, Bounds, all_bounds, assess, first_crossing
+from app.canaries.evidence import (
+    Assessment,
+    Bounds,
+    all_bounds,
+    assess,
+    first_crossing,
+    mix_differs,
+)
 from app.canaries.plan import Plan
 from app.canaries.schemas import CanaryIn, CanaryOut, EvidenceOut
 from app.core import audit
@@ -236,26 +243,40 @@ def _assess_up_to(
     bucket_hours = _bucket_hours(hours)
     counts = queries.load_counts(session, canary, plan, end, bucket_hours)
     first_seen = queries.candidate_first_seen(session, canary, plan, end)
+    # A scope compares like with like by construction; without one, a canary routed to a
+    # segment shows as arms serving different mixes (docs/statistics.md §12.9).
+    mix_counts = queries.load_mix(session, canary, plan, end) if unscoped_served(plan) else {}
     session.commit()  # ends the read transaction: the statistics run without holding a lock
     # min_hours are hours of the candidate's traffic: a canary started long before its
     # candidate took a call has seen none of the day it waits for.
     traffic_hours = (end - first_seen).total_seconds() / 3600.0 if first_seen else 0.0
     cumulative = counts.cumulative()
     totals = cumulative.last()
-    assessment = assess(plan, totals, traffic_hours, canary.min_hours)
+    mix = mix_differs(mix_counts)
+    assessment = assess(plan, totals, traffic_hours, canary.min_hours, mix)
     if assessment.decision is not CanaryDecision.rollback:
         # A confidence sequence holds at every moment at once: a rollback threshold crossed
         # earlier in the window, where no evaluation looked (late calls; or later calls
         # brought the bound back), is as valid as one crossed now (docs/statistics.md 12.2).
-        crossing = first_crossing(plan, cumulative)
+        differs = frozenset(m.dimension for m in mix)
+        crossing = first_crossing(plan, cumulative, differs)
         if crossing is not None:
             at = _bucket_ends(canary.started_at, end, bucket_hours, crossing.bucket + 1)[-1]
             when = f"crossed at {at.isoformat(timespec='seconds')}, between evaluations"
             reasons = [f"{reason}; {when}" for reason in crossing.reasons]
-            assessment = Assessment(assessment.comparisons, CanaryDecision.rollback, reasons)
+            assessment = Assessment(
+                assessment.comparisons, CanaryDecision.rollback, reasons, assessment.mix_differs
+            )
     left_out = int(totals.left_out.sum()) if plan.paired_signals else None
     evidence = assessment.evidence(plan, now, canary.started_at, end, traffic_hours, left_out)
     return assessment, evidence.model_dump(mode="json")
+
+
+def unscoped_served(plan: Plan) -> bool:
+    """Whether the canary's served comparison spans the whole population, so the arms' mixes
+    of cohorts are worth checking: shadow pairs are two answers to one request, and a scope
+    restricts both arms to one cohort."""
+    return plan.served and plan.scope is None
 
 
 def _first_reason(assessment: Assessment) -> str:

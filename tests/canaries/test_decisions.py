@@ -180,6 +180,7 @@ def test_a_regression_confined_to_a_declared_cohort_rolls_back_naming_it(
     assert apac["verdict"] == "worse"
     everyone = comparison(decided, "served", "refusal_rate", "all")
     assert everyone["verdict"] != "worse"  # diluted below what the whole population shows
+    assert decided["evidence"]["mix_differs"] == []  # both arms serve the same cohorts
     # Every apac call is also a pro call (i % 20 == 0 implies i % 4 == 0): pro is worse too.
     pro = comparison(decided, "served", "refusal_rate", "pro")
     assert pro["candidate"] == {"events": 500, "with_signal": 60, "rate": 0.12}

@@ -93,6 +93,7 @@ def test_an_equal_candidate_serving_the_free_tier_alone_is_compared_within_it(
     assert free["candidate"] == {"events": 1000, "with_signal": 300, "rate": 0.3}
     assert free["champion"] == {"events": 1000, "with_signal": 300, "rate": 0.3}
     assert free["difference"] == 0.0 and free["verdict"] != "worse"
+    assert decided["evidence"]["mix_differs"] == []  # within the scope the mix is one value
     sign_in(client, admin_key)
     page = client.get(f"/canaries/{decided['id']}")
     assert page.status_code == 200, page.text
@@ -145,3 +146,49 @@ def test_the_scope_is_validated_like_a_cohort_and_normalised(
     assert started.status_code == 201, started.text
     assert started.json()["scope"] == {"dimension": "region", "value": "M\u00fcnchen"}
     assert started.json()["cohorts"] == [{"dimension": "route", "value": "/caf\u00e9"}]
+
+
+def test_unscoped_a_segment_routed_candidate_is_not_rolled_back_on_the_mix(
+    client: TestClient, auth: Headers
+) -> None:
+    """The reproduction without a scope: the whole population's row is past the margin, but
+    the arms serve different mixes of user_segment, so the canary says so and waits."""
+    decided = segment_routed(client, auth, as_the_champion)
+    assert decided["status"] == "running" and decided["decision"] is None
+    everyone = rows(decided, "all")
+    assert everyone["verdict"] == "worse"  # +0.10: the free tier's base rate, not v2's quality
+    [mix] = decided["evidence"]["mix_differs"]
+    assert mix["dimension"] == "user_segment" and mix["p_value"] < 1e-6
+    assert (mix["candidate_events"], mix["champion_events"]) == (1000, 2000)
+    shares = {s["value"]: (s["candidate"], s["champion"]) for s in mix["shares"]}
+    assert shares == {"free": (1.0, 0.5), "paid": (0.0, 0.5)}
+    reason = decided["evidence"]["reasons"][0]
+    assert reason.startswith("inconclusive: mix differs on user_segment"), reason
+    assert "declare scope" in reason and "refusal_rate on all=all (served)" in reason
+    # The route mix is the same on both arms (one call in five on /billing): not listed.
+    assert "route" not in [m["dimension"] for m in decided["evidence"]["mix_differs"]]
+
+
+def test_unscoped_a_segment_routed_candidate_does_not_promote(
+    client: TestClient, auth: Headers
+) -> None:
+    """Wide margins show the whole population non-inferior (+0.10 against 0.3); with the
+    arms' mixes apart that says nothing of the candidate, so it does not promote."""
+    decided = segment_routed(client, auth, as_the_champion, margin=0.3, min_hours=0)
+    assert decided["status"] == "running", decided["evidence"]["reasons"]
+    assert rows(decided, "all")["verdict"] == "non_inferior"
+    assert decided["evidence"]["reasons"][0].startswith("inconclusive: mix differs on user_segment")
+    assert decided["evidence"]["reasons"][-1].startswith("non-inferior on every measured")
+
+
+def test_unscoped_a_segment_routed_candidate_rolls_back_within_a_guarded_segment(
+    client: TestClient, auth: Headers
+) -> None:
+    """Guarding user_segment=free compares the free tier on both arms: unconfounded, so a
+    candidate worse there rolls back, on that row only."""
+    decided = segment_routed(client, auth, worse_on_billing, cohorts=[FREE])
+    assert decided["decision"] == "rollback", decided["evidence"]["reasons"]
+    assert [m["dimension"] for m in decided["evidence"]["mix_differs"]] == ["user_segment"]
+    assert [r.split(":")[0] for r in decided["evidence"]["reasons"]] == [
+        "refusal_rate on user_segment=free (served)"
+    ]
