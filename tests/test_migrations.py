@@ -1072,6 +1072,8 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
         migrate.upgrade(empty_database_url)
         with engine.begin() as conn:
             assert [tuple(row) for row in conn.execute(carriers)] == placed
+    finally:
+        engine.dispose()
 
 
 def test_0020_redacts_webhook_urls_already_in_the_audit_log_and_downgrades_as_a_no_op(
