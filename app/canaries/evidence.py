@@ -51,10 +51,11 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 MIX_ALPHA = 1e-6
-"""A mix difference is flagged at p < MIX_ALPHA: random routing gives the two arms one mix,
-so under it a flag is a rare accident even over thousands of looks and tens of dimensions,
-while a canary routed to a segment differs at p far below it within a few hundred events."""
-MIN_MIX_EVENTS = 100  # each arm's served events before its mix is judged at all
+"""A mix difference is flagged at p < MIX_ALPHA: random routing gives the two arms one mix
+of traces (each counted once, on its first call's arm), so under it a flag is a rare accident
+even over thousands of looks and tens of dimensions, while a canary routed to a segment
+differs at p far below it within a few hundred traces."""
+MIN_MIX_TRACES = 100  # each arm's served traces before its mix is judged at all
 SHARES_SHOWN = 10
 
 
@@ -161,12 +162,15 @@ class Decisions:
 
 
 def mix_differs(mix: MixCounts) -> list[MixOut]:
-    """Every cohort dimension whose mix of values the two arms' served events clearly
-    differ on (G test of homogeneity at MIX_ALPHA, each arm with MIN_MIX_EVENTS or more)."""
+    """Every cohort dimension whose mix of values the two arms' served traces clearly
+    differ on (G test of homogeneity at MIX_ALPHA, each arm with MIN_MIX_TRACES or more).
+    `mix` counts traces, not calls: a trace's calls share its cohort and (routed per trace)
+    its arm, so call counts are clustered and G under fair routing grows with the calls a
+    trace makes."""
     differing = []
     for dimension, (candidate, champion) in mix.items():
         n_c, n_b = sum(candidate.values()), sum(champion.values())
-        if min(n_c, n_b) < MIN_MIX_EVENTS:
+        if min(n_c, n_b) < MIN_MIX_TRACES:
             continue
         values = sorted(set(candidate) | set(champion))
         test = homogeneity_g_test(
@@ -313,7 +317,7 @@ def assess(
 ) -> Assessment:
     """The verdict of every comparison on the window's totals (one bucket), and the decision;
     `hours` of the candidate's traffic (since its first answer in the window) against
-    `min_hours`; `mix` the dimensions whose mix the arms' served events differ on (see
+    `min_hours`; `mix` the dimensions whose mix the arms' served traces differ on (see
     `decide`)."""
     mix = mix or []
     differs = frozenset(m.dimension for m in mix)
@@ -360,7 +364,7 @@ def _mix_reason(mix: list[MixOut], comparisons: list[ComparisonOut]) -> str:
         top = m.shares[0]
         parts.append(
             f"{m.dimension} ({m.dimension}={top.value or '(none)'}: {top.candidate:.0%} of the "
-            f"candidate's served events, {top.champion:.0%} of the champion's; p={m.p_value:.1e})"
+            f"candidate's served traces, {top.champion:.0%} of the champion's; p={m.p_value:.1e})"
         )
     confounded = [c for c in comparisons if c.verdict == "worse"]
     crossed = (

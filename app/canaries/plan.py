@@ -19,8 +19,9 @@ UNPAIRED_SIGNALS = frozenset({"thumbs_down_rate"})
 IntArray = npt.NDArray[np.int64]
 
 MixCounts = dict[str, tuple[dict[str, int], dict[str, int]]]
-"""Per cohort dimension: the candidate's and the champion's served events per value of it
-('' for events without the dimension)."""
+"""Per cohort dimension: the candidate's and the champion's served traces per value of it
+('' for traces without the dimension), each trace once, on the arm and in the cohort of its
+first served call (queries.load_mix)."""
 
 
 @dataclass(frozen=True)

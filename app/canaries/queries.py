@@ -168,10 +168,19 @@ def load_counts(
 
 
 def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> MixCounts:
-    """The served comparison's events (both arms, from the hour of the candidate's first
-    served call to `end`) per arm and value of every cohort dimension they carry: one GROUP BY
-    of the window per distinct cohort, expanded here into its dimensions. Runs in the
-    caller's transaction."""
+    """The served comparison's traces (both arms, from the hour of the candidate's first
+    served call to `end`) per arm and value of every cohort dimension they carry: the window's
+    calls ranked within each trace, and one GROUP BY of the first ones per distinct cohort,
+    expanded here into its dimensions. Runs in the caller's transaction.
+
+    A trace counts once, on the arm and in the cohort of its first served call in the window.
+    Routing and cohort are decided per trace (or session), so its calls share both: counted
+    per call, m calls a trace multiply G by about m under fair routing, and fair canaries are
+    flagged. Counted on the arm of its first call, the candidate's traces are a random sample
+    of all traces whatever the routing unit: under per-trace routing that arm is the trace's,
+    under per-call routing a coin toss independent of the cohort. Not every arm the trace
+    reached: under per-call routing long traces land on both, and the arms' trace mixes then
+    lean to the cohorts whose traces are long (docs/statistics.md §12.9)."""
     params = {
         "project_id": canary.project_id,
         "candidate": canary.checkpoint_id,
@@ -180,20 +189,29 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
         "end": end,
         "served_from": _served_from(session, canary, plan, end, None),
     }
-    sql = f"SELECT {_ARM} AS arm, e.cohort AS cohort, COUNT(*) AS events FROM events e "
-    sql += f"WHERE {_SERVED} GROUP BY 1, 2"
+    sql = f"""
+SELECT e.arm, e.cohort, COUNT(*) AS traces
+FROM (
+  SELECT {_ARM} AS arm, e.cohort AS cohort,
+    ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts, e.id) AS from_first
+  FROM events e
+  WHERE {_SERVED}
+) e
+WHERE e.from_first = 1
+GROUP BY 1, 2
+"""
     statement = text_with_times(sql, "start", "end", "served_from")
     rows: list[tuple[int, dict[str, str], int]] = []
-    for arm, cohort, events in session.execute(statement, params):
+    for arm, cohort, traces in session.execute(statement, params):
         stored = json.loads(cohort) if isinstance(cohort, str) else cohort
-        rows.append((int(arm), stored or {}, int(events)))
-    dimensions = sorted({dimension for _arm, cohort, _events in rows for dimension in cohort})
+        rows.append((int(arm), stored or {}, int(traces)))
+    dimensions = sorted({dimension for _arm, cohort, _traces in rows for dimension in cohort})
     mix: MixCounts = {dimension: ({}, {}) for dimension in dimensions}
-    for arm, cohort, events in rows:
+    for arm, cohort, traces in rows:
         for dimension in dimensions:
             counts = mix[dimension][arm]
             value = str(cohort.get(dimension, ""))
-            counts[value] = counts.get(value, 0) + events
+            counts[value] = counts.get(value, 0) + traces
     return mix
 
 

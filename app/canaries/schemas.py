@@ -221,18 +221,20 @@ class ComparisonOut(BaseModel):
 
 
 class MixShareOut(BaseModel):
-    value: str = Field(description="A value of the dimension; '' for events without it.")
-    candidate: float = Field(description="Share of the candidate's served events.")
-    champion: float = Field(description="Share of the champion's served events.")
+    value: str = Field(description="A value of the dimension; '' for traces without it.")
+    candidate: float = Field(description="Share of the candidate's served traces.")
+    champion: float = Field(description="Share of the champion's served traces.")
 
 
 class MixOut(BaseModel):
-    """The two arms' served events differ clearly in their mix of one cohort dimension's
-    values: a likelihood-ratio (G) test of homogeneity at MIX_ALPHA."""
+    """The two arms' served traces differ clearly in their mix of one cohort dimension's
+    values: a likelihood-ratio (G) test of homogeneity at MIX_ALPHA. Each trace counts once,
+    on the arm and in the cohort of its first served call in the window; the `*_events`
+    names predate that unit and are kept for the contract."""
 
     dimension: str
-    candidate_events: int
-    champion_events: int
+    candidate_events: int = Field(description="The candidate's traces (first call served by it).")
+    champion_events: int = Field(description="The champion's traces (first call served by it).")
     g: float
     df: int
     p_value: float

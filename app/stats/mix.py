@@ -1,10 +1,12 @@
 """Whether two arms of live traffic serve the same mix of a cohort dimension's values.
 
 Random routing draws each request's arm independently of its cohort, so the candidate's
-events and the champion's are two samples of one mix; a canary routed to a segment breaks
+traces and the champion's are two samples of one mix; a canary routed to a segment breaks
 that, and its whole-population comparison then confounds the candidate with the segment
 (docs/statistics.md §12.9). `homogeneity_g_test` is the likelihood-ratio (G) test of
-homogeneity of a 2 x V table of counts: the arms' events per value of one dimension.
+homogeneity of a 2 x V table of counts: the arms' traces per value of one dimension. The
+counts must be independent observations: a trace's calls share its cohort (and, routed per
+trace, its arm), so counted per call G grows with the calls a trace makes.
 """
 
 from __future__ import annotations
