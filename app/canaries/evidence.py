@@ -188,8 +188,8 @@ def mix_differs(mix: MixCounts) -> list[MixOut]:
         differing.append(
             MixOut(
                 dimension=dimension,
-                candidate_events=n_c,
-                champion_events=n_b,
+                candidate_traces=n_c,
+                champion_traces=n_b,
                 g=test.statistic,
                 df=test.df,
                 p_value=test.p_value,

@@ -233,8 +233,8 @@ class MixOut(BaseModel):
     names predate that unit and are kept for the contract."""
 
     dimension: str
-    candidate_events: int = Field(description="The candidate's traces (first call served by it).")
-    champion_events: int = Field(description="The champion's traces (first call served by it).")
+    candidate_traces: int = Field(description="The candidate's traces (first call served by it).")
+    champion_traces: int = Field(description="The champion's traces (first call served by it).")
     g: float
     df: int
     p_value: float

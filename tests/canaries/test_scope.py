@@ -159,7 +159,7 @@ def test_unscoped_a_segment_routed_candidate_is_not_rolled_back_on_the_mix(
     assert everyone["verdict"] == "worse"  # +0.10: the free tier's base rate, not v2's quality
     [mix] = decided["evidence"]["mix_differs"]
     assert mix["dimension"] == "user_segment" and mix["p_value"] < 1e-6
-    assert (mix["candidate_events"], mix["champion_events"]) == (1000, 2000)
+    assert (mix["candidate_traces"], mix["champion_traces"]) == (1000, 2000)
     shares = {s["value"]: (s["candidate"], s["champion"]) for s in mix["shares"]}
     assert shares == {"free": (1.0, 0.5), "paid": (0.0, 0.5)}
     reason = decided["evidence"]["reasons"][0]
