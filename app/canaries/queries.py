@@ -114,12 +114,7 @@ def load_counts(
         session.execute(text("SET LOCAL jit = off"))
     conditions, cohort_params = _cohort_conditions(session, plan)
     params = {
-        "project_id": canary.project_id,
-        "candidate": canary.checkpoint_id,
-        "champion": canary.champion_id,
-        "start": canary.started_at,
-        "end": end,
-        "served_from": _served_from(session, canary, plan, end, received_by),
+        **_window_params(session, canary, plan, end, received_by),
         "bucket_hours": bucket_hours,
         **cohort_params,
     }
@@ -181,14 +176,7 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     under per-call routing a coin toss independent of the cohort. Not every arm the trace
     reached: under per-call routing long traces land on both, and the arms' trace mixes then
     lean to the cohorts whose traces are long (docs/statistics.md §12.9)."""
-    params = {
-        "project_id": canary.project_id,
-        "candidate": canary.checkpoint_id,
-        "champion": canary.champion_id,
-        "start": canary.started_at,
-        "end": end,
-        "served_from": _served_from(session, canary, plan, end, None),
-    }
+    params = _window_params(session, canary, plan, end, None)
     sql = f"""
 SELECT e.arm, e.cohort, COUNT(*) AS traces
 FROM (
@@ -213,6 +201,20 @@ GROUP BY 1, 2
             value = str(cohort.get(dimension, ""))
             counts[value] = counts.get(value, 0) + traces
     return mix
+
+
+def _window_params(
+    session: Session, canary: Canary, plan: Plan, end: datetime, received_by: datetime | None
+) -> dict[str, object]:
+    """The bound parameters of `_WINDOW` and `_SERVED`: the arms and the served window."""
+    return {
+        "project_id": canary.project_id,
+        "candidate": canary.checkpoint_id,
+        "champion": canary.champion_id,
+        "start": canary.started_at,
+        "end": end,
+        "served_from": _served_from(session, canary, plan, end, received_by),
+    }
 
 
 def _served_from(

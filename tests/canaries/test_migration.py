@@ -34,10 +34,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     drop_pg_schema(schema)
 
 
-def _before_canaries(url: str) -> str:
-    """The revision 0006 follows, whatever it is re-chained to at merge time."""
+def _revision_before(url: str, revision: str) -> str:
+    """The revision `revision` follows, whatever it is re-chained to at merge time."""
     script = ScriptDirectory.from_config(migrate.alembic_config(url))
-    down = script.get_revision(REVISION).down_revision
+    down = script.get_revision(revision).down_revision
     assert isinstance(down, str)
     return down
 
@@ -94,7 +94,7 @@ def _columns(url: str) -> tuple[set[str], set[str]]:
 
 
 def test_upgrade_over_stored_events_and_back(database_url: str) -> None:
-    before = _before_canaries(database_url)
+    before = _revision_before(database_url, REVISION)
     migrate.upgrade(database_url, before)
     _seed_traffic(database_url)
     expected = [(f"t-{i}", i % 4 == 0) for i in range(20)]
@@ -115,14 +115,6 @@ def test_upgrade_over_stored_events_and_back(database_url: str) -> None:
 
 
 SCOPE_REVISION = "0021"
-
-
-def _before_scope(url: str) -> str:
-    """The revision 0021 follows, whatever it is re-chained to at merge time."""
-    script = ScriptDirectory.from_config(migrate.alembic_config(url))
-    down = script.get_revision(SCOPE_REVISION).down_revision
-    assert isinstance(down, str)
-    return down
 
 
 def _seed_canary(url: str) -> None:
@@ -179,7 +171,7 @@ def _canary_columns(url: str) -> set[str]:
 def test_0021_adds_an_empty_scope_to_stored_canaries_and_drops_it(database_url: str) -> None:
     """Canaries started before 0021 compare the whole population: their scope is NULL, and
     they read as before through the models."""
-    before = _before_scope(database_url)
+    before = _revision_before(database_url, SCOPE_REVISION)
     migrate.upgrade(database_url, before)
     _seed_canary(database_url)
     migrate.upgrade(database_url, SCOPE_REVISION)
