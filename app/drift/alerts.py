@@ -14,7 +14,7 @@ Each judged verdict goes through app/stats/alerting.alert_step with the alert's 
 - RESOLVE after `resolve_after_days` consecutive in-control days (band quiet and CUSUM at or
   below its release level): emit alert.resolved. A day without data (or not judged) is
   annotated "no_data" and neither counts as recovery nor breaks the count; after
-  NO_DATA_RESOLVE_DAYS days the model served without judging the cohort (its traffic
+  NO_DATA_RESOLVE_DAYS days the model served without any data of the cohort (its traffic
   stopped), the alert resolves `no_data`.
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
 already judged by a since-resolved alert opens no new one. A rerun of a day the unresolved
@@ -59,15 +59,18 @@ UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
 DATA_CORRECTED = "data_corrected"
 NO_DATA = "no_data"
 NO_DATA_RESOLVE_DAYS = 14
-"""An unresolved alert whose cohort is not judged on this many days the model serves
+"""An unresolved alert whose cohort has no data on this many days the model serves
 resolves `no_data`. Its cohort's traffic stopped (a prompt version replaced by the fix, a
-route retired) or became too small to judge: before, such an alert stayed open for good,
-and since every day from an alert's onset to its resolution is left out of the model's
-known-good days, no reference could freeze again (a new champion stayed judged against the
-old one, new cohorts were never added) until someone resolved it by hand. Days the model
-did not serve at all (an ingestion outage) do not count. A cohort that comes back within
-judge.STATE_LOOKBACK_DAYS keeps its CUSUM statistic, so a shift still under way opens a new
-alert on its first judged day back."""
+route retired): before, such an alert stayed open for good, and since every day from an
+alert's onset to its resolution is left out of the model's known-good days, no reference
+could freeze again (a new champion stayed judged against the old one, new cohorts were
+never added) until someone resolved it by hand. Days the model did not serve at all (an
+ingestion outage) do not count, and neither do days the cohort had data but no verdict
+(below the monitor's min_volume, no finite p-value, no reference entry for it: thumbs-down
+after migration 0019 until the next freeze): its traffic did not stop, and the regression
+the alert is about may go on, so it stays open (annotated no_data) until it is judged
+again. A cohort that comes back within judge.STATE_LOOKBACK_DAYS keeps its CUSUM statistic,
+so a shift still under way opens a new alert on its first judged day back."""
 
 
 def _key(alert: Alert) -> AlertKey:
@@ -135,10 +138,14 @@ def apply_verdicts(
     for key, alert in unresolved.items():
         if key in judged or day <= alert.day:
             continue
-        if served and _served_days_unjudged(session, model, alert, day) >= NO_DATA_RESOLVE_DAYS:
+        if (
+            served
+            and key[1:] not in judgement.seen
+            and _served_days_without_data(session, model, alert, day) >= NO_DATA_RESOLVE_DAYS
+        ):
             note = (
-                f"not judged on {NO_DATA_RESOLVE_DAYS} days the model served since"
-                f" {alert.last_day}: its cohort's traffic stopped (or is too small to judge)"
+                f"no data on {NO_DATA_RESOLVE_DAYS} days the model served since"
+                f" {alert.last_day}: its cohort's traffic stopped"
             )
             _resolve(session, links, alert, NO_DATA, note)
             resolved += 1
@@ -148,9 +155,22 @@ def apply_verdicts(
     return opened, resolved
 
 
-def _served_days_unjudged(session: Session, model: Model, alert: Alert, day: date) -> int:
+def _served_days_without_data(session: Session, model: Model, alert: Alert, day: date) -> int:
     """The days after the alert's last judged day, through `day`, on which the model served
-    (it has verdicts stored): its cohort was not judged on any of them."""
+    (it has verdicts stored) and the alert's cohort x signal had no data. judge_day stores a
+    row for every monitored cohort of the served checkpoint with data, judged or not (its
+    `seen`), so a day holding the alert's row had data and is left out: counting every
+    served day resolved an alert `no_data` ("its traffic stopped") after 14 days of a cohort
+    with traffic every day but no verdict, while its regression went on."""
+    cohort_rows = select(DriftJudgement.day).where(
+        DriftJudgement.project_id == model.project_id,
+        DriftJudgement.model_id == model.id,
+        DriftJudgement.signal == alert.signal,
+        DriftJudgement.dimension == alert.dimension,
+        DriftJudgement.value == alert.value,
+        DriftJudgement.day > alert.last_day,
+        DriftJudgement.day <= day,
+    )
     return int(
         session.scalar(
             select(func.count(DriftJudgement.day.distinct())).where(
@@ -158,6 +178,7 @@ def _served_days_unjudged(session: Session, model: Model, alert: Alert, day: dat
                 DriftJudgement.model_id == model.id,
                 DriftJudgement.day > alert.last_day,
                 DriftJudgement.day <= day,
+                DriftJudgement.day.not_in(cohort_rows),
             )
         )
         or 0

@@ -66,3 +66,43 @@ def test_a_day_the_model_did_not_serve_does_not_count_towards_no_data(
     run_drift(client, auth, day[59], 15)
     [p1] = alerts(client, auth, dimension="prompt_version", value="p1")
     assert (p1["status"], p1["resolution"]) == ("resolved", "recovered")
+
+
+def test_an_alert_whose_cohort_keeps_traffic_but_is_not_judged_stays_open(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """As above, but p1 is not replaced: its refusal monitor asks for 100 calls a day, and
+    from day 25 it keeps 60 calls a day, still 20% refused, so it has data every day and no
+    verdict. Its traffic did not stop and the regression goes on: the alert stays open to
+    day 59 (annotated no_data). Before, every day the model served counted, and it resolved
+    `no_data` ("its cohort's traffic stopped") on day 38."""
+    day = days_ending_day_before_yesterday(60)
+    champions_since(app, client, auth, {"A": day[0]})
+    monitor = {
+        "model": "m",
+        "signal": "refusal_rate",
+        "dimension": "prompt_version",
+        "value": "p1",
+        "band": {"type": "baseline", "side": "upper"},
+        "min_volume": 100,
+    }
+    created = client.post("/api/v1/monitors", json=monitor, headers=auth)
+    assert created.status_code == 201, created.text
+    events = []
+    for i in range(60):
+        if i < 25:
+            events += calls(day[i], "A", 100 if i >= 18 else 25, cohort={"prompt_version": "p1"})
+        else:
+            events += calls(day[i], "A", 12, n=60, cohort={"prompt_version": "p1"})
+            events += [
+                {**event, "trace_id": f"p2-{event['trace_id']}"}
+                for event in calls(day[i], "A", 25, cohort={"prompt_version": "p2"})
+            ]
+    post_events(client, auth, events)
+    run_drift(client, auth, day[59], 60)
+
+    [p1] = alerts(client, auth, dimension="prompt_version", value="p1")
+    assert (p1["status"], p1["resolution"]) == ("open", None), p1["annotations"][-1:]
+    assert p1["last_day"] == day[24].isoformat()
+    no_data = [a["day"] for a in p1["annotations"] if a["kind"] == "no_data"]
+    assert no_data[-1] == day[59].isoformat()
