@@ -223,15 +223,18 @@ def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
 def rollback_target_id(
     history: Sequence[ChampionHistory], leaving: int | None = None
 ) -> int | None:
-    """The most recent champion before `leaving` (default: the current champion) that was
-    not itself rolled back for cause; never `leaving` itself.
+    """The latest champion in `history` other than `leaving` (default: the current champion)
+    that was not itself rolled back for cause; never `leaving` itself.
 
     A checkpoint counts as rolled back for cause from a rollback away from it until it is
-    promoted again. "Before" a checkpoint that has been champion means before its latest
-    entry in the history. A checkpoint that never was (it serves without a promotion on
-    record: deployed first, promoted later or never) took over from the champion of the
-    day, so that champion is its target; measured from the current champion instead, such
-    an alert named the checkpoint before the one it replaced, two versions back."""
+    promoted again. `leaving` took over from the champion of the day (the history's last
+    entry) unless it is that champion: then it took over from the one before its own latest
+    entry. Both are the latest entry naming another checkpoint. A checkpoint that serves
+    without being the champion on record (deployed before its promotion, or a former
+    champion redeployed without one) replaced the current champion, so that is its target:
+    measured from `leaving`'s own promotion instead, "promote 1, 2, 3" with 2 serving again
+    named 1 (the champion before 2's old promotion) where 2 had replaced 3, and a checkpoint
+    deployed before its promotion named the champion two versions back."""
     if not history:
         return None
     leaving = history[-1].checkpoint_id if leaving is None else leaving
@@ -241,9 +244,7 @@ def rollback_target_id(
             rolled_back.add(entry.previous_checkpoint_id)
         elif entry.action is ChampionAction.promote:
             rolled_back.discard(entry.checkpoint_id)
-    own = [index for index, entry in enumerate(history) if entry.checkpoint_id == leaving]
-    before = history[: own[-1]] if own else history
-    for entry in reversed(before):
+    for entry in reversed(history):
         candidate = entry.checkpoint_id
         if candidate != leaving and candidate not in rolled_back:
             return candidate

@@ -124,3 +124,23 @@ def test_an_alert_on_a_checkpoint_deployed_before_its_promotion_names_the_champi
     )
     assert done.status_code == 200, done.text
     assert done.json()["champion"]["id"] == ids["B"]
+
+
+def test_an_alert_on_a_former_champion_serving_again_names_the_champion_it_replaced(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A from day 0, B promoted on day 16, C on day 20. B is redeployed on day 24 without a
+    promotion (C stays the champion on record) and serves from then on; its refusals jump
+    5% -> 20% from day 26. The alert on B must name C, the champion B replaced, not A (the
+    champion before B's old promotion on day 16)."""
+    day = days_ending_day_before_yesterday(30)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16], "C": day[20]})
+    events = []
+    for i in range(30):
+        version = "A" if i < 16 else "B" if i < 20 or i >= 24 else "C"
+        events += calls(day[i], version, 100 if i >= 26 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[29], 30)
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all")
+    assert alert["checkpoint_id"] == ids["B"] and alert["day"] >= day[26].isoformat()
+    assert alert["rollback_target"] == {"checkpoint_id": ids["C"], "version": "C"}
