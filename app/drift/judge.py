@@ -414,8 +414,7 @@ def _judge_against_reference(
         v.judged = bool(np.isfinite(pvalue[i]))
     pmin = np.where(np.isfinite(pvalue), pmin, 1.0)
     judged = np.array([v.judged for v in verdicts])
-    previous = _previous_state(session, model, day, reference.version)
-    previous.update(_state_under_alert(session, model, day, reference, previous))
+    previous = _starting_state(session, model, day, reference)
     if not judged.any():
         # Nothing testable (every cohort too small, say): each statistic stays where it
         # stood, as on a day without data, instead of the 0 the verdicts start from.
@@ -591,6 +590,21 @@ def _previous_state(
     return {(r[0], r[1], r[2]): (float(r[3]), float(r[4])) for r in rows}
 
 
+def _starting_state(
+    session: Session, model: Model, day: date, reference: DriftReference
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """Per cohort x signal, the CUSUM pair `day`'s update against `reference` starts from:
+    its latest earlier day on the reference (_previous_state) or, for a cohort under an
+    unresolved alert with no state on it yet, the pair the alert stood on
+    (_state_under_alert). The one rule for judging a day and for recomputing the days
+    after a rerun (_carry_forward): recomputed from _previous_state alone, the first day
+    on a new reference frozen from none of an open alert's days restarted at 0, and with it
+    every later day the next new day starts from."""
+    previous = _previous_state(session, model, day, reference.version)
+    previous.update(_state_under_alert(session, model, day, reference, previous))
+    return previous
+
+
 def _state_under_alert(
     session: Session,
     model: Model,
@@ -673,7 +687,7 @@ def _carry_forward(session: Session, model: Model, day: date, version: int) -> N
     """Recomputes the CUSUM pair (and its rule) of the days judged after `day` against the
     same reference, in day order, from their stored scores and thresholds.
 
-    Each day's statistic starts from the day before (_previous_state), so rerunning a past
+    Each day's statistic starts from the day before (_starting_state), so rerunning a past
     day for late events changed that day alone, and the next new day started from a state
     built on the old numbers: late evidence of a shift never reached the CUSUM. The later
     days' scores and bands are their own (their data did not change) and their alerts stay
@@ -698,11 +712,16 @@ def _carry_forward(session: Session, model: Model, day: date, version: int) -> N
         )
         .order_by(DriftJudgement.day)
     ).all()
+    if not later:
+        return
+    reference = session.get(DriftReference, (model.project_id, model.id, version))
+    if reference is None:  # reference_version is no foreign key: nothing to start from
+        return
     by_day: dict[date, list[Any]] = {}
     for row in later:
         by_day.setdefault(row.day, []).append(row)
     for later_day, rows in by_day.items():
-        previous = _previous_state(session, model, later_day, version)
+        previous = _starting_state(session, model, later_day, reference)
         state = np.array(
             [previous.get((r.signal, r.dimension, r.value), (0.0, 0.0)) for r in rows]
         ).reshape(-1, 2)

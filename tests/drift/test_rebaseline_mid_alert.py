@@ -8,10 +8,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from app.core.links import Links
+from app.drift import job
+from app.models import Project
 from tests.drift.champions import alerts, calls, champions_since, days_ending_day_before_yesterday
+from tests.drift.test_late_data_cusum import cusum_by_day
 from tests.drift.traffic import post_events, run_drift
 
 Headers = dict[str, str]
@@ -68,3 +74,43 @@ def test_a_rebaseline_accepting_the_alert_days_resolves_the_alert(
     assert reference["last_day"] == day[39].isoformat()  # the window holds its days
     assert [(a["status"], a["resolution"]) for a in found] == [("resolved", "recovered")]
     assert found[0]["last_day"] == day[42].isoformat()
+
+
+def test_a_backfill_stopped_after_a_rebaseline_mid_alert_keeps_the_carried_statistic(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above (no `accept_alert_days`), the job then running days 40-44 on the new
+    reference, day 40 starting from the open alert's statistic. A backfill of days 38-41
+    commits day 38 and fails on day 39; the days after day 38 get their CUSUM carried from
+    it (judge.carry_forward_after), and nothing about them changed, so every one must hold
+    the statistic it held. Before, the recomputation started the new reference's first day
+    (40) from 0, as if no alert stood on it, and every later day with it."""
+    day = days_ending_day_before_yesterday(45)
+    champions_since(app, client, auth, {"A": day[0]})
+    events = []
+    for i in range(45):
+        events += calls(day[i], "A", 220 if i >= 20 else 200, n=2000)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[39], 40)
+    body = {"reason": "refresh", "last_day": day[39].isoformat()}
+    response = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    for i in range(40, 45):
+        run_drift(client, auth, day[i])
+    judged = cusum_by_day(app)
+    assert judged[day[40]][0] > judged[day[39]][0] / 2  # carried over, not restarted
+
+    compute_day = job.compute_day
+
+    def failing_on_day_39(session: Any, project_id: int, when: date) -> Any:
+        if when == day[39]:
+            raise RuntimeError("injected rollup failure")
+        return compute_day(session, project_id, when)
+
+    monkeypatch.setattr(job, "compute_day", failing_on_day_39)
+    with app.state.sessionmaker() as session, pytest.raises(job.BackfillStopped):
+        project_id = session.scalars(select(Project.id).where(Project.name == "acme")).one()
+        job.run_days(session, Links.of(app.state.settings), project_id, day[41], 4, "cli")
+    after_failure = cusum_by_day(app)
+    for d in day[38:45]:
+        assert after_failure[d] == pytest.approx(judged[d]), d
