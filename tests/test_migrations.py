@@ -1029,6 +1029,24 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
         "(1, 1, 1, '2026-01-02', 'thumbs_down_rate', 'all', 'all', 6, 30, 0.2, :now), "
         "(1, 1, 1, '2026-01-02', 'refusal_rate', 'all', 'all', 5, 100, 0.05, :now)"
     )
+    monitor = text(
+        "INSERT INTO monitors (id, project_id, model_id, signal, band, min_volume, "
+        "cooldown_hours, resolve_after_days, enabled, is_default, created_at, updated_at) "
+        'VALUES (:id, 1, 1, :signal, \'{"type": "baseline"}\', 1, 24, 3, true, true, :now, :now)'
+    )
+    alert = text(
+        "INSERT INTO alerts (id, project_id, monitor_id, model_id, checkpoint_id, signal, "
+        "dimension, value, day, last_day, status, observed, volume, sample_trace_ids, "
+        "days_in_band, opened_at, annotations) VALUES (:id, 1, :monitor, 1, 1, :signal, 'route', "
+        ":route, '2026-01-10', '2026-01-12', :status, 0.3, 400, '[]', 0, :now, '[]')"
+    )
+    # (id, monitor, signal, status): the two unresolved thumbs-down alerts are resolved.
+    alerts = [
+        (1, 1, "thumbs_down_rate", "open"),
+        (2, 1, "thumbs_down_rate", "acknowledged"),
+        (3, 2, "refusal_rate", "open"),
+    ]
+    statuses = text("SELECT id, status, resolution, annotations FROM alerts ORDER BY id")
     try:
         with engine.begin() as conn:
             for statement in SEED_0008[:3]:
@@ -1041,6 +1059,20 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
                 ),
                 {"now": now},
             )
+            for monitor_id, signal in ((1, "thumbs_down_rate"), (2, "refusal_rate")):
+                conn.execute(monitor, {"id": monitor_id, "signal": signal, "now": now})
+            for alert_id, monitor_id, signal, status in alerts:
+                conn.execute(
+                    alert,
+                    {
+                        "id": alert_id,
+                        "route": f"/r{alert_id}",
+                        "monitor": monitor_id,
+                        "signal": signal,
+                        "status": status,
+                        "now": now,
+                    },
+                )
             for project, checkpoint, trace, span, ts, feedback, shadow_of in events:
                 conn.execute(
                     text(RATED_EVENT),
@@ -1063,6 +1095,15 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
             assert as_json(kept) == {"refusal_rate|all|all": stats["refusal_rate|all|all"]}
             signals = conn.execute(text("SELECT signal FROM daily_signals")).scalars().all()
             assert signals == ["refusal_rate"]
+            stored = [
+                (row.id, row.status, row.resolution, [a["kind"] for a in as_json(row.annotations)])
+                for row in conn.execute(statuses)
+            ]
+            assert stored == [
+                (1, "resolved", "monitor_changed", ["note"]),
+                (2, "resolved", "monitor_changed", ["note"]),
+                (3, "open", None, []),
+            ]
         migrate.downgrade(empty_database_url, "0018")
         with engine.begin() as conn:
             assert "carried_feedback" not in {

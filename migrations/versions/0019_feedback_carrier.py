@@ -19,7 +19,10 @@ frozen later from a mix of old and new days would describe neither. Until a free
 upgrade (a champion change or a rebaseline, from days computed since) thumbs-down is shown but
 not judged, as for any cohort missing one signal's entry (docs/statistics.md §8.1). Days within
 the retention window come back under the new meaning by rerunning them
-(POST /api/v1/drift/backfill).
+(POST /api/v1/drift/backfill). For the same reason an unresolved thumbs-down alert is resolved
+`monitor_changed`, with a note: nothing can judge it until that freeze, and an open alert keeps
+every later day out of the model's known-good days, so that freeze could never come (no
+webhook is sent from a migration; the alert's state and note say what happened).
 
 Downgrade drops the column: the scan counts rated calls again. The removed rows and entries
 are not restored (rerun the days to recompute them).
@@ -28,7 +31,9 @@ Revision ID: 0019
 Revises: 0018
 """
 
+import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -62,12 +67,45 @@ KEEP_ENTRIES = {
 }
 
 
+RESOLVED_NOTE = (
+    "thumbs_down_rate now counts each rated trace once (migration 0019); this alert was "
+    "judged on rated calls, and the rate is judged again from the next reference freeze"
+)
+
+
+def _resolve_thumbs_down_alerts() -> None:
+    """Open and acknowledged thumbs-down alerts resolved `monitor_changed`, their note
+    appended to the annotations (a JSON list; cast on PostgreSQL, text on SQLite)."""
+    connection = op.get_bind()
+    value = (
+        "CAST(:annotations AS jsonb)" if connection.dialect.name == "postgresql" else ":annotations"
+    )
+    now = datetime.now(UTC)
+    alerts = connection.execute(
+        sa.text(
+            "SELECT id, annotations FROM alerts WHERE signal = 'thumbs_down_rate' "
+            "AND status IN ('open', 'acknowledged')"
+        )
+    ).all()
+    for alert_id, annotations in alerts:
+        stored = json.loads(annotations) if isinstance(annotations, str) else annotations
+        note = {"kind": "note", "note": RESOLVED_NOTE, "at": now.isoformat()}
+        connection.execute(
+            sa.text(
+                "UPDATE alerts SET status = 'resolved', resolution = 'monitor_changed', "
+                f"resolved_at = :now, annotations = {value} WHERE id = :id"
+            ),
+            {"now": now, "annotations": json.dumps([*(stored or []), note]), "id": alert_id},
+        )
+
+
 def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("carried_feedback", sa.SmallInteger(), nullable=True))
     op.execute(BACKFILL)
     op.execute("DELETE FROM daily_signals WHERE signal = 'thumbs_down_rate'")
     op.execute(KEEP_ENTRIES[op.get_bind().dialect.name])
+    _resolve_thumbs_down_alerts()
 
 
 def downgrade() -> None:
