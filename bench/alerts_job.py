@@ -15,6 +15,7 @@ its speed is bench/drift.py's).
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,8 +77,13 @@ def database(url: str | None = None) -> Iterator[sessionmaker[Session]]:
             engine.dispose()
 
 
+_RUNS = itertools.count()
+"""Numbers each run's project: `id(traffic)` was, and CPython reuses the id of an object
+already collected, so a later scenario's project name could clash with an earlier one's."""
+
+
 def _setup(session: Session, traffic: Traffic, seed: int) -> tuple[int, int, int]:
-    project, model, [checkpoint] = bench_model(session, f"bench-alerts-{seed}-{id(traffic)}")
+    project, model, [checkpoint] = bench_model(session, f"bench-alerts-{seed}-{next(_RUNS)}")
     dataset = Dataset(project_id=project.id, name="golden")
     session.add(dataset)
     session.flush()
