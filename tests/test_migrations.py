@@ -1030,9 +1030,10 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
         "(1, 1, 1, '2026-01-02', 'refusal_rate', 'all', 'all', 5, 100, 0.05, :now)"
     )
     monitor = text(
-        "INSERT INTO monitors (id, project_id, model_id, signal, band, min_volume, "
-        "cooldown_hours, resolve_after_days, enabled, is_default, created_at, updated_at) "
-        'VALUES (:id, 1, 1, :signal, \'{"type": "baseline"}\', 1, 24, 3, true, true, :now, :now)'
+        "INSERT INTO monitors (id, project_id, model_id, signal, dimension, value, band, "
+        "min_volume, cooldown_hours, resolve_after_days, enabled, is_default, created_at, "
+        "updated_at) VALUES (:id, 1, 1, :signal, :dimension, :value, "
+        f"{'CAST(:band AS jsonb)' if postgres else ':band'}, 1, 24, 3, true, true, :now, :now)"
     )
     alert = text(
         "INSERT INTO alerts (id, project_id, monitor_id, model_id, checkpoint_id, signal, "
@@ -1040,11 +1041,13 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
         "days_in_band, opened_at, annotations) VALUES (:id, 1, :monitor, 1, 1, :signal, 'route', "
         ":route, '2026-01-10', '2026-01-12', :status, 0.3, 400, '[]', 0, :now, '[]')"
     )
-    # (id, monitor, signal, status): the two unresolved thumbs-down alerts are resolved.
+    # (id, monitor, signal, status): the two unresolved thumbs-down alerts of the baseline
+    # monitor are resolved; the fixed-band monitor's is judged on, as the other signal's.
     alerts = [
         (1, 1, "thumbs_down_rate", "open"),
         (2, 1, "thumbs_down_rate", "acknowledged"),
         (3, 2, "refusal_rate", "open"),
+        (4, 3, "thumbs_down_rate", "open"),
     ]
     statuses = text("SELECT id, status, resolution, annotations FROM alerts ORDER BY id")
     try:
@@ -1059,8 +1062,22 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
                 ),
                 {"now": now},
             )
-            for monitor_id, signal in ((1, "thumbs_down_rate"), (2, "refusal_rate")):
-                conn.execute(monitor, {"id": monitor_id, "signal": signal, "now": now})
+            for monitor_id, signal, cohort, band in (
+                (1, "thumbs_down_rate", (None, None), {"type": "baseline"}),
+                (2, "refusal_rate", (None, None), {"type": "baseline"}),
+                (3, "thumbs_down_rate", ("route", "/r4"), {"type": "fixed", "high": 0.3}),
+            ):
+                conn.execute(
+                    monitor,
+                    {
+                        "id": monitor_id,
+                        "signal": signal,
+                        "dimension": cohort[0],
+                        "value": cohort[1],
+                        "band": json.dumps(band),
+                        "now": now,
+                    },
+                )
             for alert_id, monitor_id, signal, status in alerts:
                 conn.execute(
                     alert,
@@ -1103,6 +1120,7 @@ def test_0019_places_a_carrier_per_rated_trace_and_checkpoint_and_comes_back(
                 (1, "resolved", "monitor_changed", ["note"]),
                 (2, "resolved", "monitor_changed", ["note"]),
                 (3, "open", None, []),
+                (4, "open", None, []),
             ]
         migrate.downgrade(empty_database_url, "0018")
         with engine.begin() as conn:

@@ -25,7 +25,7 @@ every later day out of the model's known-good days, so that freeze could never c
 webhook is sent from a migration; the alert's state and note say what happened).
 
 Downgrade drops the column: the scan counts rated calls again. The removed rows and entries
-are not restored (rerun the days to recompute them).
+are not restored (rerun the days to recompute them), and the resolved alerts stay resolved.
 
 Revision ID: 0019
 Revises: 0018
@@ -74,8 +74,9 @@ RESOLVED_NOTE = (
 
 
 def _resolve_thumbs_down_alerts() -> None:
-    """Open and acknowledged thumbs-down alerts resolved `monitor_changed`, their note
-    appended to the annotations (a JSON list; cast on PostgreSQL, text on SQLite)."""
+    """Open and acknowledged thumbs-down alerts of reference-banded monitors resolved
+    `monitor_changed`, their note appended to the annotations (a JSON list; cast on
+    PostgreSQL, text on SQLite). A fixed-band monitor's alert stays: it is judged on."""
     connection = op.get_bind()
     value = (
         "CAST(:annotations AS jsonb)" if connection.dialect.name == "postgresql" else ":annotations"
@@ -83,11 +84,14 @@ def _resolve_thumbs_down_alerts() -> None:
     now = datetime.now(UTC)
     alerts = connection.execute(
         sa.text(
-            "SELECT id, annotations FROM alerts WHERE signal = 'thumbs_down_rate' "
-            "AND status IN ('open', 'acknowledged')"
+            "SELECT a.id, a.annotations, m.band FROM alerts a JOIN monitors m "
+            "ON m.id = a.monitor_id WHERE a.signal = 'thumbs_down_rate' "
+            "AND a.status IN ('open', 'acknowledged')"
         )
     ).all()
-    for alert_id, annotations in alerts:
+    for alert_id, annotations, band in alerts:
+        if (json.loads(band) if isinstance(band, str) else band).get("type") == "fixed":
+            continue  # a fixed threshold needs no reference: judged on the next run as ever
         stored = json.loads(annotations) if isinstance(annotations, str) else annotations
         note = {"kind": "note", "note": RESOLVED_NOTE, "at": now.isoformat()}
         connection.execute(
