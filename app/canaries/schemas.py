@@ -229,8 +229,7 @@ class MixShareOut(BaseModel):
 class MixOut(BaseModel):
     """The two arms' served traces differ clearly in their mix of one cohort dimension's
     values: a likelihood-ratio (G) test of homogeneity at MIX_ALPHA. Each trace counts once,
-    on the arm and in the cohort of its first served call in the window; the `*_events`
-    names predate that unit and are kept for the contract."""
+    on the arm and in the cohort of its first served call in the window."""
 
     dimension: str
     candidate_traces: int = Field(description="The candidate's traces (first call served by it).")

@@ -14,8 +14,8 @@ Each judged verdict goes through app/stats/alerting.alert_step with the alert's 
 - RESOLVE after `resolve_after_days` consecutive in-control days (band quiet and CUSUM at or
   below its release level): emit alert.resolved. A day without data (or not judged) is
   annotated "no_data" and neither counts as recovery nor breaks the count; after
-  NO_DATA_RESOLVE_DAYS days the model served without any data of the cohort (its traffic
-  stopped), the alert resolves `no_data`.
+  UNJUDGED_RESOLVE_DAYS days the model served without a verdict on the cohort, the alert
+  resolves `no_data` (its traffic stopped) or `unjudged` (it had data but no verdict).
 Each alert remembers the last day it judged, so rerunning a day never counts twice, and a day
 already judged by a since-resolved alert opens no new one. A rerun of a day the unresolved
 alert judged (late events) shows the newest day of its span that still fires (the rerun's
@@ -58,19 +58,20 @@ AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
 UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
 DATA_CORRECTED = "data_corrected"
 NO_DATA = "no_data"
-NO_DATA_RESOLVE_DAYS = 14
-"""An unresolved alert whose cohort has no data on this many days the model serves
-resolves `no_data`. Its cohort's traffic stopped (a prompt version replaced by the fix, a
-route retired): before, such an alert stayed open for good, and since every day from an
-alert's onset to its resolution is left out of the model's known-good days, no reference
-could freeze again (a new champion stayed judged against the old one, new cohorts were
-never added) until someone resolved it by hand. Days the model did not serve at all (an
-ingestion outage) do not count, and neither do days the cohort had data but no verdict
-(below the monitor's min_volume, no finite p-value, no reference entry for it: thumbs-down
-after migration 0019 until the next freeze): its traffic did not stop, and the regression
-the alert is about may go on, so it stays open (annotated no_data) until it is judged
-again. A cohort that comes back within judge.STATE_LOOKBACK_DAYS keeps its CUSUM statistic,
-so a shift still under way opens a new alert on its first judged day back."""
+UNJUDGED = "unjudged"
+UNJUDGED_RESOLVE_DAYS = 14
+"""An unresolved alert its monitor has not judged on this many days the model served since
+its last judged day resolves: `no_data` when its cohort had no data on any of them (its
+traffic stopped: a prompt version replaced by the fix, a route retired), `unjudged` when it
+had data on some but no verdict (below the monitor's min_volume, no reference entry for it,
+no finite p-value), with a note saying which. Every day from an alert's onset to its
+resolution is left out of the model's known-good days, so an alert nothing judges any more
+would keep every reference of the model from freezing for good (a new champion judged
+against the old one, new cohorts never added, the entry an unjudged cohort lacks never
+frozen): that is why `unjudged` resolves too, though its regression may go on, and says so.
+Days the model did not serve at all (an ingestion outage) do not count. A cohort judged again
+within judge.STATE_LOOKBACK_DAYS keeps its CUSUM statistic, so a shift still under way opens
+a new alert on its first judged day."""
 
 
 def _key(alert: Alert) -> AlertKey:
@@ -138,16 +139,21 @@ def apply_verdicts(
     for key, alert in unresolved.items():
         if key in judged or day <= alert.day:
             continue
-        if (
-            served
-            and key[1:] not in judgement.seen
-            and _served_days_without_data(session, model, alert, day) >= NO_DATA_RESOLVE_DAYS
-        ):
-            note = (
-                f"no data on {NO_DATA_RESOLVE_DAYS} days the model served since"
-                f" {alert.last_day}: its cohort's traffic stopped"
-            )
-            _resolve(session, links, alert, NO_DATA, note)
+        unjudged, with_data = (
+            _served_days_unjudged(session, model, alert, day) if served else (0, 0)
+        )
+        if unjudged >= UNJUDGED_RESOLVE_DAYS:
+            since = f"{unjudged} days the model served since {alert.last_day}"
+            if with_data == 0:
+                _resolve(session, links, alert, NO_DATA, f"no data on {since}: its traffic stopped")
+            else:
+                note = (
+                    f"not judged on {since}, its cohort having data on {with_data} of them "
+                    "(below the monitor's min_volume, or no reference entry for it): resolved "
+                    "so that the model's later days can become known-good and a reference "
+                    "can freeze; the regression may go on, and opens a new alert once judged"
+                )
+                _resolve(session, links, alert, UNJUDGED, note)
             resolved += 1
         else:
             _annotate_once(alert, {"kind": "no_data", "day": day.isoformat()})
@@ -155,34 +161,30 @@ def apply_verdicts(
     return opened, resolved
 
 
-def _served_days_without_data(session: Session, model: Model, alert: Alert, day: date) -> int:
-    """The days after the alert's last judged day, through `day`, on which the model served
-    (it has verdicts stored) and the alert's cohort x signal had no data. judge_day stores a
-    row for every monitored cohort of the served checkpoint with data, judged or not (its
-    `seen`), so a day holding the alert's row had data and is left out: counting every
-    served day resolved an alert `no_data` ("its traffic stopped") after 14 days of a cohort
-    with traffic every day but no verdict, while its regression went on."""
-    cohort_rows = select(DriftJudgement.day).where(
+def _served_days_unjudged(
+    session: Session, model: Model, alert: Alert, day: date
+) -> tuple[int, int]:
+    """(the days after the alert's last judged day, through `day`, on which the model served
+    (it has verdicts stored), how many of them the alert's cohort x signal had data on).
+    judge_day stores a row for every monitored cohort of the served checkpoint with data,
+    judged or not, so a day holding the alert's row had data; until 2026-12-01 a cohort with
+    traffic every day but no verdict resolved `no_data` ("its traffic stopped")."""
+    served = select(DriftJudgement.day).where(
         DriftJudgement.project_id == model.project_id,
         DriftJudgement.model_id == model.id,
-        DriftJudgement.signal == alert.signal,
-        DriftJudgement.dimension == alert.dimension,
-        DriftJudgement.value == alert.value,
         DriftJudgement.day > alert.last_day,
         DriftJudgement.day <= day,
     )
-    return int(
-        session.scalar(
-            select(func.count(DriftJudgement.day.distinct())).where(
-                DriftJudgement.project_id == model.project_id,
-                DriftJudgement.model_id == model.id,
-                DriftJudgement.day > alert.last_day,
-                DriftJudgement.day <= day,
-                DriftJudgement.day.not_in(cohort_rows),
-            )
-        )
-        or 0
+    with_data = served.where(
+        DriftJudgement.signal == alert.signal,
+        DriftJudgement.dimension == alert.dimension,
+        DriftJudgement.value == alert.value,
     )
+    counts = [
+        session.scalar(select(func.count(func.distinct(days.c.day))).select_from(days))
+        for days in (served.subquery(), with_data.subquery())
+    ]
+    return int(counts[0] or 0), int(counts[1] or 0)
 
 
 def _rejudge(

@@ -68,14 +68,15 @@ def test_a_day_the_model_did_not_serve_does_not_count_towards_no_data(
     assert (p1["status"], p1["resolution"]) == ("resolved", "recovered")
 
 
-def test_an_alert_whose_cohort_keeps_traffic_but_is_not_judged_stays_open(
+def test_an_alert_whose_cohort_keeps_traffic_but_is_not_judged_resolves_unjudged(
     app: FastAPI, client: TestClient, auth: dict[str, str]
 ) -> None:
     """As above, but p1 is not replaced: its refusal monitor asks for 100 calls a day, and
     from day 25 it keeps 60 calls a day, still 20% refused, so it has data every day and no
-    verdict. Its traffic did not stop and the regression goes on: the alert stays open to
-    day 59 (annotated no_data). Before, every day the model served counted, and it resolved
-    `no_data` ("its cohort's traffic stopped") on day 38."""
+    verdict. Its traffic did not stop: the alert resolves `unjudged` on the 14th such day
+    (38), saying the regression may go on, not `no_data` ("its traffic stopped", as it did
+    when every served day counted); kept open, it would keep every later reference of the
+    model from freezing (an open alert's days are never known-good)."""
     day = days_ending_day_before_yesterday(60)
     champions_since(app, client, auth, {"A": day[0]})
     monitor = {
@@ -102,7 +103,9 @@ def test_an_alert_whose_cohort_keeps_traffic_but_is_not_judged_stays_open(
     run_drift(client, auth, day[59], 60)
 
     [p1] = alerts(client, auth, dimension="prompt_version", value="p1")
-    assert (p1["status"], p1["resolution"]) == ("open", None), p1["annotations"][-1:]
+    assert (p1["status"], p1["resolution"]) == ("resolved", "unjudged"), p1["annotations"][-1:]
     assert p1["last_day"] == day[24].isoformat()
     no_data = [a["day"] for a in p1["annotations"] if a["kind"] == "no_data"]
-    assert no_data[-1] == day[59].isoformat()
+    assert no_data == [day[i].isoformat() for i in range(25, 38)]
+    [note] = [a["note"] for a in p1["annotations"] if a["kind"] == "note"]
+    assert "not judged on 14 days" in note and "data on 14 of them" in note
