@@ -656,9 +656,10 @@ def _place_carriers(session: Session, project_id: int, trace_ids: set[str]) -> N
 
     PostgreSQL: ingest batches run concurrently (the feedback lock is shared between them)
     and neither sees the other's uncommitted calls, so two batches of one trace would each
-    place a carrier of their own. Each first takes a transaction lock per trace (a 64-bit
-    key from the project and trace id; keys in order, so batches never deadlock on them):
-    the second waits for the first to commit, and its read then sees the first's calls.
+    place a carrier of their own. Each first takes a transaction lock on every bucket of
+    traces it rated (TRACE_LOCK_BUCKETS per project; keys in order, so batches never deadlock
+    on them): the second waits for the first to commit, and its read then sees the first's
+    calls.
     record_feedback holds the project's lock exclusively, so no batch runs beside it."""
     if not trace_ids:
         return
@@ -698,11 +699,20 @@ def _place_carriers(session: Session, project_id: int, trace_ids: set[str]) -> N
         session.execute(_SET_CARRIED, changes)
 
 
+TRACE_LOCK_BUCKETS = 64
+"""The traces of a project share this many carrier locks. One lock per trace took up to
+10,000 advisory locks in one transaction (a batch of single-call rated traces), and two such
+batches at once exhausted PostgreSQL's shared lock table (64 x max_connections slots by
+default): "out of shared memory", failing whatever statement next needed a lock, in any
+session. Batches whose traces share a bucket wait for each other, which is all the carrier
+needs (one trace is always in one bucket)."""
+
+
 def _trace_lock_key(project_id: int, trace_id: str) -> int:
-    """A signed 64-bit advisory lock key naming one trace of one project (two traces sharing
-    a key only wait for each other)."""
-    digest = hashlib.blake2b(f"{project_id}/{trace_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    """The advisory lock key of the bucket holding one trace of one project: a signed 64-bit
+    key, unique per (project, bucket)."""
+    digest = hashlib.blake2b(trace_id.encode(), digest_size=8).digest()
+    return project_id * TRACE_LOCK_BUCKETS + int.from_bytes(digest, "big") % TRACE_LOCK_BUCKETS
 
 
 # The one-key advisory locks, whose key space the feedback lock's two-key form does not share;

@@ -96,3 +96,21 @@ def test_two_concurrent_batches_of_a_rated_trace_leave_one_carrier(
             .order_by(Event.span_id)
         ).all()
     assert [tuple(row) for row in rows] == [("early", -1, None), ("late", -1, -1)]
+
+
+def test_a_batch_of_many_rated_traces_takes_a_bounded_number_of_locks(
+    app: FastAPI, settings: Settings
+) -> None:
+    """A lock per trace took one advisory lock per rated trace in the batch (up to 10,000),
+    and two such batches at once exhausted PostgreSQL's shared lock table ("out of shared
+    memory" for every session). The traces share TRACE_LOCK_BUCKETS locks per project."""
+    if settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite takes no advisory locks")
+    advisory = text(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    )
+    with app.state.sessionmaker() as session:
+        service._place_carriers(session, 1, {f"trace-{i}" for i in range(5_000)})
+        held = session.scalar(advisory)
+        session.rollback()
+    assert held == service.TRACE_LOCK_BUCKETS
