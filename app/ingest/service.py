@@ -49,7 +49,7 @@ import orjson
 from psycopg.abc import AdaptContext
 from psycopg.types.json import JsonbBinaryDumper
 from pydantic import ValidationError
-from sqlalchemy import Row, Table, bindparam, func, insert, select, text, true, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -639,10 +639,6 @@ def _insert_staged_rows(session: Session) -> tuple[int, set[str]]:
     return int(inserted), set(rated or ())
 
 
-# id, ts, trace_id, checkpoint_id, feedback, carried_feedback of a rated served call.
-_RatedCall = Row[int, datetime, str, int, int | None, int | None]
-
-
 def _place_carriers(session: Session, project_id: int, trace_ids: set[str]) -> None:
     """Of each trace's rated served calls on one checkpoint, the latest (by `ts`, then `id`)
     holds the rating in `carried_feedback` too, and no other event of the trace does: the
@@ -659,44 +655,34 @@ def _place_carriers(session: Session, project_id: int, trace_ids: set[str]) -> N
     place a carrier of their own. Each first takes a transaction lock on every bucket of
     traces it rated (TRACE_LOCK_BUCKETS per project; keys in order, so batches never deadlock
     on them): the second waits for the first to commit, and its read then sees the first's
-    calls.
-    record_feedback holds the project's lock exclusively, so no batch runs beside it."""
+    calls. record_feedback holds the project's lock exclusively, so no batch runs beside it."""
     if not trace_ids:
         return
     if is_postgres(session):
         keys = sorted({_trace_lock_key(project_id, trace_id) for trace_id in trace_ids})
         session.execute(_TRACE_LOCKS, {"keys": keys})
-    rows: list[_RatedCall] = []
     for chunk in _chunks(sorted(trace_ids), LOOKUP_CHUNK):
-        rows += session.execute(
-            select(
-                Event.id,
-                Event.ts,
-                Event.trace_id,
-                Event.checkpoint_id,
-                Event.feedback,
-                Event.carried_feedback,
-            ).where(
-                Event.project_id == project_id,
-                Event.trace_id.in_(chunk),
-                Event.shadow_of.is_(None),
-                Event.feedback.is_not(None),
-            )
-        ).all()
-    carriers: dict[tuple[str, int], _RatedCall] = {}
-    for row in rows:
-        key = (row.trace_id, row.checkpoint_id)
-        if key not in carriers or (row.ts, row.id) > (carriers[key].ts, carriers[key].id):
-            carriers[key] = row
-    changes = []
-    for row in rows:
-        carried = row.feedback if carriers[(row.trace_id, row.checkpoint_id)] is row else None
-        if row.carried_feedback != carried:
-            changes.append(
-                {"project": project_id, "event_id": row.id, "event_ts": row.ts, "carried": carried}
-            )
-    if changes:
-        session.execute(_SET_CARRIED, changes)
+        session.execute(_PLACE_CARRIERS, {"project": project_id, "traces": chunk})
+
+
+# Of the traces' rated served calls, per trace and checkpoint, the latest carries the rating
+# and no other does; only the rows that change are written, each named with its `ts`, which
+# on PostgreSQL names the one day partition holding it. In the database, so the rows never
+# travel to the server and back: bench/canary.py --end-to-end (a week of traffic, 30% rated)
+# ingested in 9.7 s without carriers, 14.2 s with a Python pass writing one UPDATE per
+# changed row, 11.4 s with this statement. 99 stands for "none" (ratings are -1 and 1), so
+# the comparison is one expression on SQLite and PostgreSQL alike.
+_PLACE_CARRIERS = text(
+    "WITH ranked AS (SELECT id, ts, feedback, carried_feedback, ROW_NUMBER() OVER ("
+    "PARTITION BY trace_id, checkpoint_id ORDER BY ts DESC, id DESC) AS from_last "
+    "FROM events WHERE project_id = :project AND trace_id IN :traces "
+    "AND shadow_of IS NULL AND feedback IS NOT NULL), "
+    "placed AS (SELECT id, ts, CASE WHEN from_last = 1 THEN feedback END AS carried, "
+    "carried_feedback FROM ranked) "
+    "UPDATE events SET carried_feedback = placed.carried FROM placed "
+    "WHERE events.project_id = :project AND events.id = placed.id AND events.ts = placed.ts "
+    "AND COALESCE(placed.carried_feedback, 99) <> COALESCE(placed.carried, 99)"
+).bindparams(bindparam("traces", expanding=True))
 
 
 TRACE_LOCK_BUCKETS = 64
@@ -720,16 +706,6 @@ def _trace_lock_key(project_id: int, trace_id: str) -> int:
 _TRACE_LOCKS = text(
     "SELECT pg_advisory_xact_lock(k) FROM "
     "(SELECT k FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS u(k, i) ORDER BY i) AS o"
-)
-# `ts` too: on PostgreSQL it names the one day partition holding the event.
-_SET_CARRIED = (
-    update(EVENTS_TABLE)
-    .where(
-        EVENTS_TABLE.c.project_id == bindparam("project"),
-        EVENTS_TABLE.c.id == bindparam("event_id"),
-        EVENTS_TABLE.c.ts == bindparam("event_ts"),
-    )
-    .values(carried_feedback=bindparam("carried"))
 )
 
 
