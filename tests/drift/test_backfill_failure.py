@@ -22,7 +22,7 @@ from app.drift import queries as drift_queries
 from app.models import DriftRun, JobRun, Project
 from tests.drift.champions import calls, champions_since, days_ending_day_before_yesterday
 from tests.drift.test_late_data_cusum import cusum_by_day
-from tests.drift.traffic import post_events, run_drift
+from tests.drift.traffic import fail_rollup_on, post_events, run_drift
 
 Headers = dict[str, str]
 
@@ -47,14 +47,7 @@ def test_a_backfill_failing_partway_stops_with_the_day_to_resume_from_and_later_
         {**e, "trace_id": f"{e['trace_id']}-late"} for e in calls(day[14], "A", refused=150, n=250)
     ]
     post_events(client, auth, late)
-    compute_day = job.compute_day
-
-    def failing_on_day_15(session: Any, project_id: int, when: date) -> Any:
-        if when == day[15]:
-            raise RuntimeError("injected rollup failure")
-        return compute_day(session, project_id, when)
-
-    monkeypatch.setattr(job, "compute_day", failing_on_day_15)
+    fail_rollup_on(monkeypatch, day[15])
     with app.state.sessionmaker() as session, pytest.raises(job.BackfillStopped) as stopped:
         project_id = session.scalars(select(Project.id).where(Project.name == "acme")).one()
         job.run_days(session, Links.of(app.state.settings), project_id, day[15], 2, "cli")
@@ -62,7 +55,7 @@ def test_a_backfill_failing_partway_stops_with_the_day_to_resume_from_and_later_
     assert f"rerun from {day[15]}" in str(stopped.value)
     after_failure = cusum_by_day(app)
 
-    monkeypatch.setattr(job, "compute_day", compute_day)
+    monkeypatch.undo()
     run_drift(client, auth, day[16], backfill=3)  # days 14-16 in order
     in_order = cusum_by_day(app)
 
@@ -78,14 +71,8 @@ def test_a_backfill_stopped_by_a_database_outage_answers_503(
     """The outage is transient: the request answers it as any other (503, Retry-After), not as
     a stopped backfill's 500."""
     second = days_ending_day_before_yesterday(2)[1]
-    compute_day = job.compute_day
-
-    def unavailable_on_second(session: Any, project_id: int, when: date) -> Any:
-        if when == second:
-            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
-        return compute_day(session, project_id, when)
-
-    monkeypatch.setattr(job, "compute_day", unavailable_on_second)
+    closed = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    fail_rollup_on(monkeypatch, second, error=closed)
     response = client.post(
         "/api/v1/drift/run", json={"date": second.isoformat(), "backfill": 2}, headers=auth
     )
@@ -103,16 +90,10 @@ def test_a_stopped_backfill_answers_a_problem_naming_the_day_to_rerun_from_witho
     day = days_ending_day_before_yesterday(3)
     champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
     post_events(client, auth, [e for d in day for e in calls(d, "A", refused=50)])
-    compute_day = job.compute_day
-
-    def failing_on_the_second_day(session: Any, project_id: int, when: date) -> Any:
-        if when == day[1]:
-            raise ProgrammingError(
-                "SELECT secret_column FROM events", {}, Exception("no such column")
-            )
-        return compute_day(session, project_id, when)
-
-    monkeypatch.setattr(job, "compute_day", failing_on_the_second_day)
+    internals = ProgrammingError(
+        "SELECT secret_column FROM events", {}, Exception("no such column")
+    )
+    fail_rollup_on(monkeypatch, day[1], error=internals)
     response = client.post(
         "/api/v1/drift/run", json={"date": day[2].isoformat(), "backfill": 3}, headers=auth
     )
@@ -130,7 +111,7 @@ def test_a_stopped_backfill_answers_a_problem_naming_the_day_to_rerun_from_witho
     }
     assert signal_days == {day[0].isoformat()}  # the day before the failure is committed
 
-    monkeypatch.setattr(job, "compute_day", compute_day)
+    monkeypatch.undo()
     rerun = run_drift(client, auth, day[2], backfill=problem["rerun"]["backfill"])
     assert [d["day"] for d in rerun["days"]] == [day[1].isoformat(), day[2].isoformat()]
 
@@ -191,14 +172,7 @@ def test_a_backfill_stopped_through_the_api_records_the_failed_run_as_the_schedu
     day = days_ending_day_before_yesterday(3)
     champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
     post_events(client, auth, [e for d in day for e in calls(d, "A", refused=50)])
-    compute_day = job.compute_day
-
-    def failing_on_the_second_day(session: Any, project_id: int, when: date) -> Any:
-        if when == day[1]:
-            raise RuntimeError("injected rollup failure")
-        return compute_day(session, project_id, when)
-
-    monkeypatch.setattr(job, "compute_day", failing_on_the_second_day)
+    fail_rollup_on(monkeypatch, day[1])
     response = client.post(
         "/api/v1/drift/run", json={"date": day[2].isoformat(), "backfill": 3}, headers=auth
     )

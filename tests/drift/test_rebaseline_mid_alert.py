@@ -18,25 +18,32 @@ from app.drift import job
 from app.models import Project
 from tests.drift.champions import alerts, calls, champions_since, days_ending_day_before_yesterday
 from tests.drift.test_late_data_cusum import cusum_by_day
-from tests.drift.traffic import post_events, run_drift
+from tests.drift.traffic import fail_rollup_on, post_events, run_drift
 
 Headers = dict[str, str]
+
+
+def shifted_refusals(app: FastAPI, client: TestClient, auth: Headers, days: int) -> list[date]:
+    """A from day 0, 2,000 calls a day, refusals 10% -> 11% from day 20 for good (a mild
+    shift: the CUSUM opens the alert, each day adds about 0.4 to it), posted for `days`
+    days and judged to day 39. -> the days."""
+    day = days_ending_day_before_yesterday(days)
+    champions_since(app, client, auth, {"A": day[0]})
+    events = []
+    for i in range(days):
+        events += calls(day[i], "A", 220 if i >= 20 else 200, n=2000)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[39], 40)
+    return day
 
 
 def shifted_then_rebaselined(
     app: FastAPI, client: TestClient, auth: Headers, accept_alert_days: bool
 ) -> tuple[list[Any], dict[str, Any], list[date]]:
-    """A from day 0 (reference days 0-13), 2,000 calls a day, refusals 10% -> 11% from day
-    20 for good (a mild shift: the CUSUM opens the alert, each day adds about 0.4 to it).
-    The job runs to day 39, the model is rebaselined, then the job runs day by day to 59.
+    """`shifted_refusals` for 60 days (reference days 0-13); the model is rebaselined after
+    day 39, then the job runs day by day to 59.
     -> (the population's refusal alerts, the new reference, the days)."""
-    day = days_ending_day_before_yesterday(60)
-    champions_since(app, client, auth, {"A": day[0]})
-    events = []
-    for i in range(60):
-        events += calls(day[i], "A", 220 if i >= 20 else 200, n=2000)
-    post_events(client, auth, events)
-    run_drift(client, auth, day[39], 40)
+    day = shifted_refusals(app, client, auth, 60)
     [opened] = alerts(client, auth, signal="refusal_rate", dimension="all")
     assert opened["status"] == "open" and opened["evidence"]["rules"] == ["cusum"]
     body = {"reason": "refresh", "last_day": day[39].isoformat()}
@@ -85,13 +92,7 @@ def test_a_backfill_stopped_after_a_rebaseline_mid_alert_keeps_the_carried_stati
     it (judge.carry_forward_after), and nothing about them changed, so every one must hold
     the statistic it held. Before, the recomputation started the new reference's first day
     (40) from 0, as if no alert stood on it, and every later day with it."""
-    day = days_ending_day_before_yesterday(45)
-    champions_since(app, client, auth, {"A": day[0]})
-    events = []
-    for i in range(45):
-        events += calls(day[i], "A", 220 if i >= 20 else 200, n=2000)
-    post_events(client, auth, events)
-    run_drift(client, auth, day[39], 40)
+    day = shifted_refusals(app, client, auth, 45)
     body = {"reason": "refresh", "last_day": day[39].isoformat()}
     response = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
     assert response.status_code == 201, response.text
@@ -100,14 +101,7 @@ def test_a_backfill_stopped_after_a_rebaseline_mid_alert_keeps_the_carried_stati
     judged = cusum_by_day(app)
     assert judged[day[40]][0] > judged[day[39]][0] / 2  # carried over, not restarted
 
-    compute_day = job.compute_day
-
-    def failing_on_day_39(session: Any, project_id: int, when: date) -> Any:
-        if when == day[39]:
-            raise RuntimeError("injected rollup failure")
-        return compute_day(session, project_id, when)
-
-    monkeypatch.setattr(job, "compute_day", failing_on_day_39)
+    fail_rollup_on(monkeypatch, day[39])
     with app.state.sessionmaker() as session, pytest.raises(job.BackfillStopped):
         project_id = session.scalars(select(Project.id).where(Project.name == "acme")).one()
         job.run_days(session, Links.of(app.state.settings), project_id, day[41], 4, "cli")

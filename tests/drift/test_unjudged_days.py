@@ -5,16 +5,15 @@ not retried at all). The API and the overview list such days with the run that j
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.drift import job
 from tests.drift.champions import calls, champions_since, days_ending_day_before_yesterday
-from tests.drift.traffic import post_events, run_drift
+from tests.drift.traffic import fail_rollup_on, post_events, run_drift
 from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
@@ -40,17 +39,10 @@ def test_a_day_whose_run_failed_is_listed_until_a_run_judges_it(
     day = days_ending_day_before_yesterday(4)
     champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
     post_events(client, auth, [e for d in day for e in calls(d, "A", refused=50)])
-    compute_day = job.compute_day
-
-    def failing_on_day_1(session: Any, project_id: int, when: date) -> Any:
-        if when == day[1]:
-            raise RuntimeError("injected rollup failure")
-        return compute_day(session, project_id, when)
-
-    monkeypatch.setattr(job, "compute_day", failing_on_day_1)
+    fail_rollup_on(monkeypatch, day[1])
     for body in ({"date": day[1].isoformat(), "backfill": 2}, {"date": day[1].isoformat()}):
         assert client.post("/api/v1/drift/run", json=body, headers=auth).status_code == 500
-    monkeypatch.setattr(job, "compute_day", compute_day)
+    monkeypatch.undo()
     run_drift(client, auth, day[2])
     run_drift(client, auth, day[3])
 
@@ -79,11 +71,7 @@ def test_a_failure_with_no_day_judged_after_it_reruns_through_yesterday(
     day = days_ending_day_before_yesterday(3)
     champions_since(app, client, auth, {"A": day[0] - timedelta(days=1)})
     post_events(client, auth, [e for d in day for e in calls(d, "A", refused=50)])
-
-    def failing(session: Any, project_id: int, when: date) -> Any:
-        raise RuntimeError("injected rollup failure")
-
-    monkeypatch.setattr(job, "compute_day", failing)
+    fail_rollup_on(monkeypatch)
     body = {"date": day[2].isoformat(), "backfill": 3}
     assert client.post("/api/v1/drift/run", json=body, headers=auth).status_code == 500
     [lost] = unjudged(client, auth)

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+
+from app.drift import job
 
 Headers = dict[str, str]
 BATCH = 5000
@@ -41,6 +44,21 @@ def run_drift(client: TestClient, auth: Headers, last_day: date, backfill: int =
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def fail_rollup_on(
+    monkeypatch: pytest.MonkeyPatch, *days: date, error: Exception | None = None
+) -> None:
+    """The daily job's rollup of `days` (of every day, when none are given) raises `error`
+    (by default a RuntimeError); the other days compute as ever."""
+    compute_day = job.compute_day
+
+    def failing(session: Any, project_id: int, when: date) -> Any:
+        if not days or when in days:
+            raise error or RuntimeError("injected rollup failure")
+        return compute_day(session, project_id, when)
+
+    monkeypatch.setattr(job, "compute_day", failing)
 
 
 def at(day: date, seconds: int) -> str:
