@@ -3,9 +3,10 @@ a run (from a stated prior flip rate) and after one (the latest gate's observed 
 
 The guarded family is the default policy's (the whole population, risk=high, and the
 cohorts the version declares high); each cohort's share of the block budget is the gate's
-(in proportion to 1/rows), so the numbers are those `required_n` would give on a gate of one
-evaluator with that flip rate (app.stats.planning.required_rows_prior, docs/statistics.md
-§7.1)."""
+(in proportion to 1/rows among the cohorts with enough rows to block, app.stats.
+multiplicity.family_shares), so the numbers are those `required_n` would give on a gate of
+one evaluator with that flip rate (app.stats.planning.required_rows_prior,
+docs/statistics.md §7.1)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.models import DatasetRow, DatasetVersion, Gate
 from app.models.datasets import Risk
 from app.stats.gate import WEIGHT_POWERS, DecisionPolicy
-from app.stats.multiplicity import design_weights
+from app.stats.multiplicity import family_shares
 from app.stats.planning import required_rows_prior
 
 # The prior flip rate stated when nothing is measured yet: the middle of the 10-30% of rows
@@ -71,7 +72,9 @@ def plan_version(
     ValueError for a flip rate outside [0, 1/2] or a margin outside (0, 1/2)."""
     policy = DecisionPolicy(margin=margin)
     cohorts = _guarded_cohorts(session, version)
-    shares = design_weights([rows for *_, rows in cohorts], WEIGHT_POWERS[policy.weighting])
+    shares = family_shares(
+        [rows for *_, rows in cohorts], WEIGHT_POWERS[policy.weighting], policy.min_discordant
+    )
     observed, gate_id = _observed(session, version)
     plans = []
     for (dimension, value, risk, rows), share in zip(cohorts, shares, strict=True):

@@ -51,7 +51,7 @@ from app.stats.margin import (
     score_bound,
     score_test,
 )
-from app.stats.multiplicity import design_weights, weighted_bh, weighted_holm
+from app.stats.multiplicity import family_shares, weighted_bh, weighted_holm
 from app.stats.planning import required_rows
 from app.stats.retry import GateVerdict, attempt_alpha, sticky_verdict
 
@@ -424,25 +424,29 @@ def _block_family(
     every floor test; they share alpha through weighted Holm (or BH) with design
     weights. Tests of one evaluator on identical rows against the same value (a
     ``risk=high`` cohort that coincides with a declared cohort, say) are one test.
-    A comparison with fewer than ``min_discordant`` discordant rows (a floor test with
-    fewer rows) enters with p = 1: it cannot block on its own. A comparison without rows
-    (an evaluator that scored none of the cohort's rows) is left out: it can never reject,
-    and its share (1/n weights count it as one row) would starve every other test. Which
-    rows both sides scored is design, not outcome, so leaving it out keeps the control.
-    Left-out comparisons have no entry in the returned dictionaries.
+    A comparison with fewer than ``min_discordant`` discordant rows enters with p = 1: it
+    cannot block on its own. A comparison with fewer than ``min_discordant`` rows (none
+    at all: an evaluator that scored none of the cohort's rows; or a declared cohort of
+    a few rows) is left out, floor tests included: it can never reject, and its share
+    (1/n weights) would starve every other test. How many rows a comparison has is
+    design, not outcome, so leaving it out keeps the control (as Tarone's rule does).
+    Left-out comparisons have no entry in the adjusted dictionaries; those with rows get
+    the share they would take by joining the family, for their ``required_n``.
     """
     tests: list[tuple[str, int, int, float, float]] = []  # kind, evaluator, cohort, p, value
+    too_few: list[tuple[int, int]] = []
     for e, k in guarded:
         ev = evaluated[e]
-        if ev.n[k] == 0:
+        if ev.n[k] < policy.min_discordant:
+            if ev.n[k] and ev.paired:
+                too_few.append((e, k))  # for its required_n only
             continue
         enough = ev.lost[k] + ev.won[k] >= policy.min_discordant
         if ev.paired:  # an evaluator only the candidate ran has no margin test, only floors
             tests.append(("margin", e, k, float(ev.p_block[k]) if enough else 1.0, ev.margins[k]))
         floor = ev.floors[k]
         if floor is not None:
-            enough = ev.n[k] >= policy.min_discordant
-            tests.append(("floor", e, k, float(ev.p_floor_broken[k]) if enough else 1.0, floor))
+            tests.append(("floor", e, k, float(ev.p_floor_broken[k]), floor))
     keys = [(kind, e, membership[k].tobytes(), value) for kind, e, k, _p, value in tests]
     first: dict[tuple[str, int, bytes, float], int] = {}
     for i, key in enumerate(keys):
@@ -450,7 +454,9 @@ def _block_family(
     distinct = list(first)
     raw = [tests[first[key]][3] for key in distinct]
     rows = [int(evaluated[tests[first[key]][1]].n[tests[first[key]][2]]) for key in distinct]
-    shares = design_weights(rows, WEIGHT_POWERS[policy.weighting])
+    rows += [int(evaluated[e].n[k]) for e, k in too_few]
+    all_shares = family_shares(rows, WEIGHT_POWERS[policy.weighting], policy.min_discordant)
+    shares = all_shares[: len(distinct)]
     if not raw:
         adjusted = np.zeros(0)
     elif policy.correction == "holm":
@@ -468,6 +474,8 @@ def _block_family(
             share_of[(e, k)] = float(shares[j])
         else:
             floor_adj[(e, k)] = float(adjusted[j])
+    for (e, k), share in zip(too_few, all_shares[len(distinct) :], strict=True):
+        share_of[(e, k)] = float(share)
     return margin_adj, floor_adj, share_of
 
 

@@ -84,3 +84,17 @@ def design_weights(rows: npt.ArrayLike, power: float) -> FloatArray:
         return n
     share = np.maximum(n, 1.0) ** -float(power)
     return np.asarray(share / share.sum(), dtype=np.float64)
+
+
+def family_shares(rows: npt.ArrayLike, power: float, min_rows: int) -> FloatArray:
+    """Design shares of a block family whose comparisons need ``min_rows`` rows to reject:
+    those with fewer can never reject, so the others share the budget without them (their
+    weight would only starve the rest); each of them gets, for planning its rows, the share
+    it would take by joining the others."""
+    n = np.asarray(rows, dtype=np.float64)
+    able = n >= min_rows
+    shares = np.zeros(n.size)
+    shares[able] = design_weights(n[able], power)
+    for i in np.flatnonzero(~able):
+        shares[i] = design_weights(np.append(n[able], n[i]), power)[-1]
+    return shares

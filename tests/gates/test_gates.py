@@ -153,7 +153,10 @@ def test_a_few_flipped_rows_cannot_block_on_their_own(
 ) -> None:
     """10/10 -> 6/10 blocked under the old rule; its exact p (0.033) is below alpha, but 4 rows
     that changed are fewer than min_discordant (6): an event of four rows does not stop a
-    release alone. A 2-row cohort whose two rows flip (p = 0.26) is nowhere near."""
+    release alone. A 2-row cohort whose two rows flip (p = 0.26) is nowhere near. Together
+    they are 6 of the 12 high-risk rows lost (p = 0.009): risk=high blocks. Until 2026-12-01
+    the 2-row cohort, which can never block, took a share of the budget and left it
+    inconclusive (adjusted 0.075)."""
     rows = rows_of("medical", 10, "high") + rows_of("rare", 2, "high", segment="vip")
     rows += rows_of("general", 300, "low")
     failing = {f"medical-{i}" for i in range(4)} | {"rare-0", "rare-1"}
@@ -166,13 +169,17 @@ def test_a_few_flipped_rows_cannot_block_on_their_own(
         cohort_risk={"route": {"medical": "high", "rare": "high"}},
     )
     result = gate(client, auth, cand_run)
-    assert result["verdict"] == "inconclusive"
+    assert result["verdict"] == "block"
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["lost"], high["won"], high["status"]) == (12, 6, 0, "block")
+    assert high["p_adjusted"] < 0.05
     medical = comparison(result, "route", "medical")
     assert medical["guarded"] and medical["risk"] == "high"
     assert medical["method"] == "exact" and medical["p_block"] < 0.05
     assert medical["status"] == "inconclusive" and "only 4 discordant rows" in medical["reason"]
     rare = comparison(result, "route", "rare")
     assert rare["status"] == "inconclusive" and rare["p_block"] > 0.2
+    assert rare["p_adjusted"] == 1.0
 
 
 def test_a_large_cohort_with_a_tiny_insignificant_drop_passes(
@@ -326,6 +333,29 @@ def test_a_three_row_high_risk_cohort_is_underpowered_not_silently_passed(
     )
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["history"][0]["gate_id"] == allowed["id"]
+
+
+def test_a_few_rows_declared_high_risk_do_not_hide_a_drop_of_the_whole_population(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Three rows tagged high-risk cannot block (fewer than min_discordant): they took 99%
+    of the block budget under 1/n weights, and 24 of 400 rows lost came out inconclusive,
+    which a policy allowing inconclusive would have promoted, with no gate.blocked sent."""
+    rows = rows_of("general", 400, "low") + rows_of("rare", 3, "high")
+    failing = {f"general-{i}" for i in range(24)}
+    _, cand_run = runs_for(
+        client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows, failing)}
+    )
+
+    result = gate(client, auth, cand_run)
+
+    everyone = comparison(result, "all", "all")
+    assert (everyone["lost"], everyone["won"]) == (24, 0)
+    assert everyone["p_adjusted"] == everyone["p_value"] < 0.002
+    assert everyone["status"] == "block" and result["verdict"] == "block"
+    rare = comparison(result, "risk", "high")
+    assert (rare["n"], rare["status"], rare["guarded"]) == (3, "inconclusive", True)
+    assert rare["underpowered"] and rare["p_adjusted"] == 1.0
 
 
 def test_promotion_needs_a_passing_gate_for_that_checkpoint(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from app.stats.multiplicity import design_weights, weighted_bh, weighted_holm
+from app.stats.multiplicity import design_weights, family_shares, weighted_bh, weighted_holm
 
 
 def closed_testing_adjusted(p: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -59,6 +59,16 @@ def test_design_weights() -> None:
     np.testing.assert_allclose(design_weights([100, 1000], 1.0), [10 / 11, 1 / 11])
     np.testing.assert_allclose(design_weights([100, 400], 0.5), [2 / 3, 1 / 3])
     np.testing.assert_allclose(design_weights([7, 9000, 0], 0.0), [1 / 3] * 3)
+
+
+def test_family_shares_leave_out_comparisons_that_cannot_reject() -> None:
+    """Fewer rows than min_rows: no share of the others' budget, and for planning the share
+    each would take by joining them."""
+    shares = family_shares([400, 3, 100, 0], 1.0, 6)
+    np.testing.assert_allclose(shares[[0, 2]], [1 / 5, 4 / 5])
+    np.testing.assert_allclose(shares[1], (1 / 3) / (1 / 400 + 1 / 100 + 1 / 3))
+    np.testing.assert_allclose(shares[3], 1 / (1 / 400 + 1 / 100 + 1))  # counted as one row
+    np.testing.assert_allclose(family_shares([400, 100], 1.0, 6), design_weights([400, 100], 1))
 
 
 def test_refuses_bad_input() -> None:
