@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -150,3 +151,12 @@ class GatePolicy(TenantKeyed, CreatedAt, Base):
         """Whether a canary that decided 'promote' counts as a passing gate. Versions stored
         before the field existed have no key and accept, as the policy's default does."""
         return bool(self.policy.get("accept_canary", True))
+
+    def changes_from(self, decided: Mapping[str, Any]) -> list[str]:
+        """The fields in which this version differs from the policy a gate was decided under
+        (the gate's stored `policy`), but for `accept_canary`: it says whether a canary may
+        stand in for a gate, never what a gate decides. Empty: the gate was decided under
+        this policy, whatever version numbers lie between (a PUT of the same policy, or a
+        change made and undone)."""
+        fields = (self.policy.keys() | decided.keys()) - {"accept_canary"}
+        return sorted(key for key in fields if self.policy.get(key) != decided.get(key))

@@ -407,7 +407,10 @@ def _check_gate(
     champion) under the stored policy (registry.queries.standing_blocks, docs/statistics.md
     §7.6). The gate must have been decided under the model's stored gate policy as it is
     now: a writer's request override (say, guarding nothing and allowing inconclusive)
-    explores, but never promotes past the policy an admin set."""
+    explores, but never promotes past the policy an admin set. "As it is now" is the policy's
+    content, not its version number: a PUT of the same policy, or of a field that decides no
+    gate (`accept_canary`), leaves a gate current, where re-deciding it would spend the next
+    attempt's halved alpha on the same rows."""
     if gate_id is None:
         return None
     gate = get_owned(session, Gate, checkpoint.project_id, gate_id, "gate")
@@ -441,10 +444,14 @@ def _check_gate(
             "reason"
         )
     policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
-    if gate.policy_version != (policy.version if policy else None):
+    version = policy.version if policy else None
+    changed = policy.changes_from(gate.policy) if policy is not None else []
+    if gate.policy_version != version and (policy is None or changed):
+        fields = f" in {', '.join(changed)}" if changed else ""
+        since = f"{_policy_name(gate.policy_version)} -> {_policy_name(version)}{fields}"
         raise Conflict(
-            f"the model's gate policy changed since gate {gate_id} (v{gate.policy_version} -> "
-            f"v{policy.version if policy else None}); decide a new gate under it"
+            f"the model's gate policy changed since gate {gate_id} ({since}); decide a new "
+            "gate under it"
         )
     later_version = newer_dataset_version(session, checkpoint.project_id, gate.dataset_version_id)
     if later_version is not None:
@@ -461,6 +468,10 @@ def _check_gate(
         )
     _refuse_standing_block(session, checkpoint, f"gate {gate_id}", "gate_id")
     return gate
+
+
+def _policy_name(version: int | None) -> str:
+    return "the default" if version is None else f"v{version}"
 
 
 def _refuse_standing_block(

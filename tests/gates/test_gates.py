@@ -487,7 +487,38 @@ def test_promotion_takes_only_a_gate_decided_under_the_models_policy_as_it_is(
     assert client.put("/api/v1/models/bot/gate-policy", json=policy, headers=auth).is_success
     stale = promote(good, passed["id"])
     assert stale.status_code == 409 and "policy changed since gate" in stale.json()["detail"]
+    assert "(the default -> v1 in risk_margins)" in stale.json()["detail"]
     assert promote(good, gate(client, auth, good_run)["id"]).status_code == 200
+
+
+def test_a_policy_stored_again_or_changed_in_what_decides_no_gate_keeps_its_gates_current(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """200 identical rows pass at attempt 1 (p_pass = 0.019 <= alpha/2). An admin then PUTs
+    the default policy as v1 (config applied by a pipeline) and turns canaries off (v2):
+    neither changes what the gate decided, yet promotion answered 409 "policy changed", and
+    the re-gate it asked for, attempt 2 at alpha/4 on the same rows, is inconclusive: a good
+    checkpoint could not be promoted at all without more rows."""
+    rows = rows_of("general", 200, "low")
+    _, cand_run = runs_for(
+        client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows)}
+    )
+    passed = gate(client, auth, cand_run)
+    assert (passed["verdict"], passed["policy_version"]) == ("pass", None)
+    assert 0.0125 < comparison(passed, "all", "all")["p_pass"] <= 0.025
+    for version, policy in ((1, {}), (2, {"accept_canary": False})):
+        put = client.put("/api/v1/models/bot/gate-policy", json=policy, headers=auth)
+        assert put.status_code == 200 and put.json()["version"] == version, put.text
+
+    again = gate(client, auth, cand_run)
+    assert (again["attempt"], again["verdict"]) == (2, "inconclusive")
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": passed["checkpoint_id"], "gate_id": passed["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["history"][0]["gate_id"] == passed["id"]
 
 
 def test_a_blocked_checkpoint_stays_blocked_until_its_pooled_runs_pass(
