@@ -159,17 +159,20 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
     Only a real gate's block (not `exploratory`: the column the retry budget reads, never the
     notes) stands: a block under a policy the request overrode answers a question the stored
     policy does not ask (docs/statistics.md §7.3). It stands until a later pass on the same
-    dataset, of any version, decided under the model's gate policy as stored (a real gate)
-    against the block's own baseline checkpoint or against the champion of the day. A pass on
-    another dataset measured other rows and says nothing about what the block found; an
-    inconclusive gate is no evidence either way; a pass against a weaker baseline, or on a
-    margin the request widened, shows nothing the block did not (neither could promote on
-    its own). Gates are numbered in the order they were decided."""
+    dataset, on the block's version or a later one, decided under the model's gate policy as
+    stored (a real gate) against the block's own baseline checkpoint or against the champion
+    of the day. A pass on another dataset measured other rows and says nothing about what
+    the block found; a pass on an earlier version of the dataset never saw the rows or the
+    cohort risks the block's version added, which may be what it found; an inconclusive gate
+    is no evidence either way; a pass against a weaker baseline, or on a margin the request
+    widened, shows nothing the block did not (neither could promote on its own). Gates are
+    numbered in the order they were decided."""
     decisive = session.execute(
         select(
             Gate.id,
             Gate.verdict,
             Dataset.name,
+            DatasetVersion.version,
             EvaluationRun.checkpoint_id,
             Gate.exploratory,
             Gate.created_at,
@@ -198,19 +201,21 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
         index = bisect.bisect_right(starts, moment)
         return reigns[index - 1].checkpoint_id if index else None
 
-    standing: dict[str, dict[int, int]] = {}  # dataset -> baseline checkpoint -> block's gate
-    for gate_id, verdict, dataset, baseline_checkpoint, exploratory, decided_at in decisive:
+    # dataset -> baseline checkpoint -> (block's gate, its dataset version)
+    standing: dict[str, dict[int, tuple[int, int]]] = {}
+    for gate_id, verdict, dataset, version, baseline, exploratory, decided_at in decisive:
         blocks = standing.setdefault(dataset, {})
         if exploratory:
             continue  # a what-if policy's verdict neither blocks nor lifts
         if verdict is GateVerdict.block:
-            blocks[baseline_checkpoint] = gate_id
-        elif baseline_checkpoint == champion_at(decided_at):
-            blocks.clear()
-        else:
-            blocks.pop(baseline_checkpoint, None)
+            blocks[baseline] = (gate_id, version)
+            continue
+        against_champion = baseline == champion_at(decided_at)
+        for checkpoint_id, (_, blocked_on) in list(blocks.items()):
+            if (against_champion or checkpoint_id == baseline) and blocked_on <= version:
+                del blocks[checkpoint_id]
     return [
-        StandingBlock(max(blocks.values()), dataset)
+        StandingBlock(max(gate_id for gate_id, _ in blocks.values()), dataset)
         for dataset, blocks in sorted(standing.items())
         if blocks
     ]

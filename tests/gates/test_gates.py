@@ -23,7 +23,8 @@ from app.gates import service as gates_service
 from app.models import Gate
 from app.stats.cohorts import build_cohorts
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
-from tests.gates.support import GRADED, add_run
+from tests.datasets.support import drain_worker
+from tests.gates.support import GRADED, add_run, outputs_scoring
 from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
@@ -746,6 +747,60 @@ def test_rows_a_new_version_adds_to_a_guarded_cohort_must_pass_at_their_worst(
     passed = gate(client, auth, sound_run, baseline_run_id=base_run)
     assert comparison(passed, "risk", "high")["unjudged"] == 100
     assert passed["verdict"] == "pass", passed["reasons"]
+
+
+def test_a_pass_on_an_earlier_version_does_not_lift_a_block_found_on_a_later_one(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """v2 adds 100 high-risk rows to v1's 400, and the candidate fails them: blocked on v2. A
+    re-gate on v1 (a CI job still pinned to it), which never saw those rows, passed against
+    the champion and lifted the block: the checkpoint read `evaluated` again, and a pass on
+    another dataset promoted it over the standing v2 block. Only a pass on the block's
+    version or a later one lifts it now."""
+    old = rows_of("general", 400, "low")
+    new = old + rows_of("safety", 100, "high")
+    added = {row["key"] for row in new[len(old) :]}
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, old, {EVALUATOR: passing(old)})
+    add_run(client, auth, champion, new, {EVALUATOR: passing(new)})
+    blocked = gate(
+        client, auth, add_run(client, auth, newcomer, new, {EVALUATOR: passing(new, added)})
+    )
+    assert (blocked["dataset_version"], blocked["verdict"]) == (2, "block")
+
+    def run_on(version: int, rows: Rows, dataset: str = "golden") -> int:
+        created = client.post(
+            f"/api/v1/datasets/{dataset}/evaluations",
+            json={
+                "checkpoint_id": newcomer,
+                "dataset_version": version,
+                "evaluators": [{"name": EVALUATOR}],
+                "outputs": outputs_scoring(rows, {EVALUATOR: passing(rows)}),
+            },
+            headers=auth,
+        )
+        assert created.status_code == 202, created.text
+        drain_worker(app)
+        return int(created.json()["run_id"])
+
+    on_v1 = gate(client, auth, run_on(1, old))
+    assert (on_v1["dataset_version"], on_v1["verdict"], on_v1["exploratory"]) == (1, "pass", False)
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    assert status == "blocked"
+    add_run(client, auth, champion, old, {EVALUATOR: passing(old)}, dataset="other")
+    elsewhere = gate(
+        client,
+        auth,
+        add_run(client, auth, newcomer, old, {EVALUATOR: passing(old)}, dataset="other"),
+    )
+    assert elsewhere["verdict"] == "pass"
+    refused = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": elsewhere["id"]},
+        headers=auth,
+    )
+    assert refused.status_code == 409, refused.text
+    assert f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'" in refused.text
 
 
 def test_gate_requests_that_cannot_be_decided_get_clear_problems(
