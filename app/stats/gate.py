@@ -397,7 +397,7 @@ def decide_gate(
             "pooled over all its runs"
         )
     final = sticky_verdict(verdict, previously_blocked)
-    reasons = _reasons(final, records, policy, alpha)
+    reasons = _reasons(final, records, policy, alpha, attempt)
     if final != verdict:
         # The standing block is the reason itself: without it a block whose comparisons are
         # all inconclusive would carry no block reason (and its webhook none at all).
@@ -1053,7 +1053,11 @@ def _reason(severity: str, r: ComparisonRecord, message: str) -> dict[str, Any]:
 
 
 def _reasons(
-    verdict: GateVerdict, records: list[ComparisonRecord], policy: DecisionPolicy, alpha: float
+    verdict: GateVerdict,
+    records: list[ComparisonRecord],
+    policy: DecisionPolicy,
+    alpha: float,
+    attempt: int,
 ) -> list[dict[str, Any]]:
     reasons: list[dict[str, Any]] = []
     guarded = [r for r in records if r.guarded]
@@ -1077,6 +1081,11 @@ def _reasons(
             reasons.append(_reason("warn", r, f"{_describe(r)}: {r.warning}"))
     if not math.isclose(alpha, policy.alpha):
         reasons.append(
-            {"severity": "info", "message": f"error budget spent on this attempt: {alpha:.4g}"}
+            {
+                "severity": "info",
+                # Not "spent": an exploratory gate is decided at this budget and spends none.
+                "message": f"error budget of attempt {attempt}: alpha = {alpha:.4g} "
+                f"(policy alpha / 2^{attempt - 1})",
+            }
         )
     return reasons

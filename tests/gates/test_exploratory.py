@@ -78,6 +78,9 @@ def test_an_exploratory_gate_is_decided_at_the_next_real_gates_alpha_and_spends_
     explored = gate(client, auth, cand_run, policy={"margin": 0.05})
     assert (explored["attempt"], explored["alpha"], explored["exploratory"]) == (2, ALPHA / 2, True)
     assert any("spends none of it" in note for note in explored["notes"])
+    # Its reasons said "error budget spent on this attempt: 0.025", which it did not spend.
+    budget = [r["message"] for r in explored["reasons"] if "error budget" in r["message"]]
+    assert budget == ["error budget of attempt 2: alpha = 0.025 (policy alpha / 2^1)"]
     # Its own alpha, at the next real gate's share of it.
     wider = gate(client, auth, cand_run, policy={"alpha": 0.1})
     assert (wider["attempt"], wider["alpha"], wider["exploratory"]) == (2, 0.1 / 2, True)
