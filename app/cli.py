@@ -202,7 +202,8 @@ def _gate(_settings: Settings, args: argparse.Namespace) -> int:
 
 def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
     """Guarded comparisons and unguarded ones that warn (all with --all). `bounds` are the
-    one-sided bounds of the change; `needs` the rows a guarded cohort needs to decide."""
+    one-sided bounds of the change; `needs` the rows a guarded cohort needs to decide; `p` the
+    margin test's (adjusted), so a status shown below a floor says so."""
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
@@ -228,6 +229,8 @@ def _gate_table(comparisons: list[dict[str, Any]], show_all: bool) -> str:
             delta += f" [{number(c['ci_low'])}, {number(c['ci_high'])}]"
         p = c["p_adjusted"] if c["p_adjusted"] is not None else c["p_value"]
         status = "regressed" if c["status"] == "block" else c["status"]
+        if c.get("below_floor"):  # the block is the floor's, whatever p (the margin's) says
+            status += ",below-floor"
         needs = str(c["required_n"]) if c["required_n"] is not None else "-"
         cohort = f"{c['dimension']}={c['value']}"
         row = (c["evaluator"], cohort, c["risk"] or "-", str(c["n"]), needs)

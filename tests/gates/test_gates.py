@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from app.cli import _gate_table
 from app.gates import service as gates_service
 from app.models import Gate
 from app.stats.cohorts import build_cohorts
@@ -900,7 +901,7 @@ def test_gate_policy_is_versioned_and_a_request_override_is_recorded(
 
 
 def test_floors_are_judged_by_their_bound_on_guarded_cohorts_only(
-    app: FastAPI, client: TestClient, auth: Headers
+    app: FastAPI, client: TestClient, auth: Headers, admin_key: str
 ) -> None:
     champion, newcomer = champion_and_candidate(client, auth)
 
@@ -932,6 +933,20 @@ def test_floors_are_judged_by_their_bound_on_guarded_cohorts_only(
     edge = comparison(broken, "route", "edge")
     assert edge["floor"] is None and not edge["below_floor"] and not edge["regressed"]
     assert broken["policy"]["floors"] == {EVALUATOR: 0.9}
+    # The table's p is the margin test's (1.0 here): the page and the CLI say the block is the
+    # floor's. They showed "regressed" beside p = 1.000 and a change of 0, and nothing else.
+    assert high["p_adjusted"] == 1.0
+    status = next(
+        line.split()[-1]
+        for line in _gate_table(broken["comparisons"], False).splitlines()
+        if "risk=high" in line
+    )
+    assert status == "regressed,below-floor"
+    sign_in(client, admin_key)
+    page = client.get(f"/gates/{broken['id']}").text
+    p_floor = high["p_floor_broken_adjusted"]
+    assert f"floor 0.90: shown below (adjusted p = {p_floor:.2g})" in page
+    assert "floor 0.97: not shown met" in client.get(f"/gates/{unclear['id']}").text
 
 
 def test_what_cannot_be_compared_is_named_in_the_notes(
