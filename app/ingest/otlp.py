@@ -608,10 +608,29 @@ _LLM_FACTS: _FactTable = (
         ("llm.prompt_template.version", "gen_ai.prompt.template.version"),
         _as_text,
     ),
-    ("input_tokens", ("llm.token_count.prompt", "gen_ai.usage.input_tokens"), _as_count),
-    ("output_tokens", ("llm.token_count.completion", "gen_ai.usage.output_tokens"), _as_count),
-    ("total_tokens", ("llm.token_count.total", "gen_ai.usage.total_tokens"), _as_count),
+    (
+        "input_tokens",
+        ("llm.token_count.prompt", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+        _as_count,
+    ),
+    (
+        "output_tokens",
+        (
+            "llm.token_count.completion",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.completion_tokens",
+        ),
+        _as_count,
+    ),
+    (
+        "total_tokens",
+        ("llm.token_count.total", "gen_ai.usage.total_tokens", "llm.usage.total_tokens"),
+        _as_count,
+    ),
 )
+"""Each fact's keys in every GenAI convention still emitted: OpenInference's, the OTel GenAI
+semantic conventions' from 1.27 on (input/output tokens), and up to 1.26 as OpenLLMetry
+(Traceloop) still writes them (prompt/completion tokens, `llm.usage.total_tokens`)."""
 
 
 def _to_event(node: _Node, facts: Mapping[str, Any]) -> dict[str, Any] | SpanRejection:
@@ -740,13 +759,16 @@ def _output_text(attributes: Mapping[str, Any], indexed: _IndexedMessages) -> st
     return from_messages or _value_text(attributes.get("output.value"), _response_text)
 
 
-_INPUT_MESSAGES = ("llm.input_messages", "gen_ai.input.messages")
-_OUTPUT_MESSAGES = ("llm.output_messages", "gen_ai.output.messages")
+# Newest convention first; ``gen_ai.prompt`` / ``gen_ai.completion`` are the GenAI
+# semantic conventions up to 1.26 (indexed, as OpenLLMetry writes them, or a JSON list).
+_INPUT_MESSAGES = ("llm.input_messages", "gen_ai.input.messages", "gen_ai.prompt")
+_OUTPUT_MESSAGES = ("llm.output_messages", "gen_ai.output.messages", "gen_ai.completion")
 # ``<name>.<i>.message.role`` / ``.message.content``; the ``message.`` segment is optional
 # because some GenAI emitters write ``<name>.<i>.role``.
 _INDEXED_MESSAGE_KEY = re.compile(
     r"(llm\.input_messages|llm\.output_messages|gen_ai\.input\.messages"
-    r"|gen_ai\.output\.messages)\.(\d+)\.(?:message\.)?(role|content)"
+    r"|gen_ai\.output\.messages|gen_ai\.prompt|gen_ai\.completion)"
+    r"\.(\d+)\.(?:message\.)?(role|content)"
 )
 _IndexedMessages = dict[str, list[dict[str, Any]]]
 
@@ -767,7 +789,9 @@ def _indexed_messages(attributes: Mapping[str, Any]) -> _IndexedMessages:
     pass over the span's attributes (name -> messages in index order)."""
     by_name: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in attributes.items():
-        if "messages." not in key:  # in every name _INDEXED_MESSAGE_KEY matches
+        # Every name _INDEXED_MESSAGE_KEY matches holds one of these: substring tests, a
+        # tenth of the cost of any() over a tuple of them, in a loop over every attribute.
+        if not ("messages." in key or "gen_ai.prompt." in key or "gen_ai.completion." in key):
             continue
         slot = _message_slot(key)
         if slot is not None:

@@ -109,6 +109,30 @@ def genai(tracer: Tracer) -> None:
             pass
 
 
+def openllmetry(tracer: Tracer) -> None:
+    """GenAI semantic conventions up to 1.26, as OpenLLMetry (Traceloop) writes them: token
+    counts as prompt/completion tokens, messages as indexed gen_ai.prompt / gen_ai.completion."""
+    workflow = {"traceloop.span.kind": "workflow"}
+    with tracer.start_as_current_span("support.workflow", attributes=workflow):
+        llm = {
+            "llm.request.type": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "support-ft",
+            "gen_ai.response.model": "support-ft-2024-06-01",
+            "gen_ai.prompt.0.role": "user",
+            "gen_ai.prompt.0.content": "Where is my refund?",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.content": "It was sent on Monday.",
+            "gen_ai.usage.prompt_tokens": 14,
+            "gen_ai.usage.completion_tokens": 9,
+            "llm.usage.total_tokens": 23,
+            "plumbline.model": "support-bot",
+            "plumbline.checkpoint": "v2",
+        }
+        with tracer.start_as_current_span("openai.chat", attributes=llm):
+            pass
+
+
 def plumbline(tracer: Tracer) -> None:
     attributes: Attributes = {
         "plumbline.model": "support-bot",
@@ -142,6 +166,16 @@ CONVENTIONS: dict[str, tuple[Callable[[Tracer], None], dict[str, Any]]] = {
             "cohort": {"prompt_version": "7"},
             "input": "Cancel my plan",
             "output": "I can't help with that.",
+        },
+    ),
+    "openllmetry": (
+        openllmetry,
+        {
+            "checkpoint_version": "v2",
+            "input": "Where is my refund?",
+            "output": "It was sent on Monday.",
+            "input_tokens": 14,
+            "output_tokens": 9,
         },
     ),
     "plumbline": (
