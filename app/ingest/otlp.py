@@ -8,7 +8,8 @@ Decisions worth knowing before changing anything:
 * Which spans become events. A span is an LLM span when ``openinference.span.kind`` or
   ``gen_ai.span.kind`` is ``LLM`` (any case); when it has no kind, when
   ``gen_ai.operation.name`` is a generation (chat, text_completion, generate_content) or,
-  lacking an operation, when it carries ``gen_ai.request.model``; and whenever it carries a
+  lacking an operation, when it carries ``gen_ai.request.model`` and is no OpenLLMetry
+  embedding or rerank call (``llm.request.type``); and whenever it carries a
   ``plumbline.model`` attribute. An LLM span with another LLM span below it in the batch is
   treated as context instead: it is either an app span tagged ``plumbline.model`` around an
   instrumented call, or a stacked instrumentor (LangChain over OpenAI) describing the same
@@ -522,6 +523,10 @@ def _index_spans(request: ExportTraceServiceRequest) -> dict[_SpanKey, _Node]:
 
 
 _GENERATION_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
+_OTHER_REQUEST_TYPES = frozenset({"embedding", "rerank"})
+"""OpenLLMetry's `llm.request.type` values of calls that generate no answer (its others:
+chat, completion, unknown). Its spans carry no `gen_ai.operation.name`, but an embedding or
+rerank call names its `gen_ai.request.model` like a chat call does."""
 
 
 def _is_llm_span(attributes: Mapping[str, Any]) -> bool:
@@ -533,6 +538,9 @@ def _is_llm_span(attributes: Mapping[str, Any]) -> bool:
     operation = attributes.get("gen_ai.operation.name")
     if isinstance(operation, str):
         return operation.lower() in _GENERATION_OPERATIONS
+    request_type = attributes.get("llm.request.type")
+    if isinstance(request_type, str) and request_type.lower() in _OTHER_REQUEST_TYPES:
+        return False
     return "gen_ai.request.model" in attributes
 
 

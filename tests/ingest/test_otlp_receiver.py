@@ -111,9 +111,23 @@ def genai(tracer: Tracer) -> None:
 
 def openllmetry(tracer: Tracer) -> None:
     """GenAI semantic conventions up to 1.26, as OpenLLMetry (Traceloop) writes them: token
-    counts as prompt/completion tokens, messages as indexed gen_ai.prompt / gen_ai.completion."""
-    workflow = {"traceloop.span.kind": "workflow"}
+    counts as prompt/completion tokens, messages as indexed gen_ai.prompt / gen_ai.completion,
+    the kind of call as llm.request.type: the retrieval's embedding call is not a model call
+    of the bot, though it names a gen_ai.request.model under the bot's workflow span."""
+    workflow = {
+        "traceloop.span.kind": "workflow",
+        "plumbline.model": "support-bot",
+        "plumbline.checkpoint": "v2",
+    }
     with tracer.start_as_current_span("support.workflow", attributes=workflow):
+        embedding = {
+            "llm.request.type": "embedding",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "text-embedding-3-small",
+            "gen_ai.usage.prompt_tokens": 6,
+        }
+        with tracer.start_as_current_span("openai.embeddings", attributes=embedding):
+            pass
         llm = {
             "llm.request.type": "chat",
             "gen_ai.system": "openai",
@@ -126,8 +140,6 @@ def openllmetry(tracer: Tracer) -> None:
             "gen_ai.usage.prompt_tokens": 14,
             "gen_ai.usage.completion_tokens": 9,
             "llm.usage.total_tokens": 23,
-            "plumbline.model": "support-bot",
-            "plumbline.checkpoint": "v2",
         }
         with tracer.start_as_current_span("openai.chat", attributes=llm):
             pass
