@@ -653,6 +653,7 @@ def _to_event(node: _Node, facts: Mapping[str, Any]) -> dict[str, Any] | SpanRej
     attributes = node.attributes
     llm = _pick_facts(attributes, _LLM_FACTS)
     indexed = _indexed_messages(attributes)
+    texts = _with_event_messages(span, attributes)
     cohort, unmapped = _prefixed_facts(facts)
     end = span.end_time_unix_nano
     return {
@@ -662,8 +663,8 @@ def _to_event(node: _Node, facts: Mapping[str, Any]) -> dict[str, Any] | SpanRej
         "model": facts["model"],
         **_checkpoint(facts.get("checkpoint", llm.get("model_name"))),
         "cohort": _cohort(cohort, facts, llm),
-        "input": _input_text(attributes, indexed),
-        "output": _output_text(attributes, indexed),
+        "input": _input_text(texts, indexed),
+        "output": _output_text(texts, indexed),
         "eval_passed": facts.get("eval_passed"),
         "fallback": facts.get("fallback"),
         "refusal": facts.get("refusal"),
@@ -779,6 +780,58 @@ _INDEXED_MESSAGE_KEY = re.compile(
     r"\.(\d+)\.(?:message\.)?(role|content)"
 )
 _IndexedMessages = dict[str, list[dict[str, Any]]]
+
+
+# Span events that carry messages: the GenAI semantic conventions 1.26-1.27 put the whole
+# prompt and completion in one event each (event -> its attribute, a JSON list, the same as
+# the span attribute of that name); 1.28-1.36 one event per message, its body as JSON in
+# `gen_ai.event.content` (Azure AI Inference, Semantic Kernel) or as the event's attributes.
+_CONTENT_EVENTS = {
+    "gen_ai.content.prompt": "gen_ai.prompt",
+    "gen_ai.content.completion": "gen_ai.completion",
+}
+_MESSAGE_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+_CHOICE_EVENT = "gen_ai.choice"
+
+
+def _with_event_messages(span: Span, attributes: dict[str, Any]) -> dict[str, Any]:
+    """The span's attributes and, under `gen_ai.prompt` / `gen_ai.completion` (where
+    _INPUT_MESSAGES and _OUTPUT_MESSAGES look last), the messages its span events carry.
+    The span's own attributes win; a span without such events is returned as it is."""
+    found: dict[str, Any] = {}
+    prompt: list[dict[str, Any]] = []
+    completion: list[dict[str, Any]] = []
+    for event in span.events:
+        name = event.name
+        if name in _CONTENT_EVENTS:
+            key = _CONTENT_EVENTS[name]
+            value = _flatten(event.attributes).get(key)
+            if value is not None:
+                found.setdefault(key, value)
+        elif name in _MESSAGE_EVENTS:
+            prompt.append({**_event_body(event.attributes), "role": _MESSAGE_EVENTS[name]})
+        elif name == _CHOICE_EVENT:
+            message = _event_body(event.attributes).get("message")
+            if isinstance(message, dict):
+                completion.append({"role": "assistant", **message})
+    if prompt:
+        found.setdefault("gen_ai.prompt", prompt)
+    if completion:
+        found.setdefault("gen_ai.completion", completion)
+    return {**found, **attributes} if found else attributes
+
+
+def _event_body(key_values: Iterable[KeyValue]) -> dict[str, Any]:
+    """A message event's body: its `gen_ai.event.content` JSON, else its attributes."""
+    flat = _flatten(key_values)
+    content = flat.get("gen_ai.event.content")
+    body = _loads(content) if isinstance(content, str) else None
+    return body if isinstance(body, dict) else flat
 
 
 def _messages(

@@ -145,6 +145,48 @@ def openllmetry(tracer: Tracer) -> None:
             pass
 
 
+def genai_span_events(tracer: Tracer) -> None:
+    """GenAI semantic conventions 1.26-1.27 (Semantic Kernel, the first OpenAI v2
+    instrumentation): the prompt and the completion as span events, each a JSON list."""
+    llm = {
+        "gen_ai.system": "openai",
+        "gen_ai.request.model": "support-ft",
+        "gen_ai.usage.prompt_tokens": 11,
+        "gen_ai.usage.completion_tokens": 4,
+        "plumbline.model": "support-bot",
+        "plumbline.checkpoint": "v1",
+    }
+    with tracer.start_as_current_span("chat.completions support-ft", attributes=llm) as span:
+        prompt = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Is my order late?"},
+        ]
+        span.add_event("gen_ai.content.prompt", {"gen_ai.prompt": json.dumps(prompt)})
+        completion = [{"role": "assistant", "content": "No, it arrives tomorrow."}]
+        span.add_event("gen_ai.content.completion", {"gen_ai.completion": json.dumps(completion)})
+
+
+def genai_message_events(tracer: Tracer) -> None:
+    """GenAI semantic conventions 1.28-1.36 as span events (Azure AI Inference, Semantic
+    Kernel): one event per message, its body in gen_ai.event.content."""
+    llm = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "support-ft",
+        "gen_ai.usage.input_tokens": 11,
+        "gen_ai.usage.output_tokens": 4,
+        "plumbline.model": "support-bot",
+        "plumbline.checkpoint": "v1",
+    }
+    with tracer.start_as_current_span("chat support-ft", attributes=llm) as span:
+        system = json.dumps({"content": "Be brief."})
+        span.add_event("gen_ai.system.message", {"gen_ai.event.content": system})
+        user = json.dumps({"content": "Is my order late?"})
+        span.add_event("gen_ai.user.message", {"gen_ai.event.content": user})
+        answer = {"content": "No, it arrives tomorrow."}
+        choice = json.dumps({"index": 0, "message": answer, "finish_reason": "stop"})
+        span.add_event("gen_ai.choice", {"gen_ai.event.content": choice})
+
+
 def plumbline(tracer: Tracer) -> None:
     attributes: Attributes = {
         "plumbline.model": "support-bot",
@@ -190,6 +232,22 @@ CONVENTIONS: dict[str, tuple[Callable[[Tracer], None], dict[str, Any]]] = {
             "output_tokens": 9,
         },
     ),
+    **{
+        name: (
+            build,
+            {
+                "checkpoint_version": "v1",
+                "input": "Is my order late?",
+                "output": "No, it arrives tomorrow.",
+                "input_tokens": 11,
+                "output_tokens": 4,
+            },
+        )
+        for name, build in (
+            ("genai-span-events", genai_span_events),
+            ("genai-message-events", genai_message_events),
+        )
+    },
     "plumbline": (
         plumbline,
         {
