@@ -171,8 +171,28 @@ def validate_batch_json(body: bytes, storable_checked: bool) -> ValidatedBatch:
     try:
         events = EventBatch.model_validate_json(body, context=context).events
     except ValidationError:
-        return validate_events(EventBatchIn.model_validate_json(body).events, storable_checked)
+        return validate_events(_raw_events(body, storable_checked), storable_checked)
     return ValidatedBatch(len(events), list(enumerate(events)), [])
+
+
+def _raw_events(body: bytes, storable_checked: bool) -> list[Any]:
+    """The envelope's events, each as parsed. pydantic-core's parser refuses a lone surrogate
+    escape (`\\ud83d`) as invalid JSON for the whole body, but JSON allows it, and clients
+    send it: JavaScript's slice and OpenTelemetry SDKs' attribute-length limits cut an emoji
+    between its UTF-16 halves, and JSON.stringify escapes the lone half. Such a body (only
+    one the scan did not pass, `storable_checked` False, can hold one) is parsed by the
+    standard library instead, which keeps the lone half, so only its event is refused
+    (`text_problem`), not the batch. Raises ValidationError for a malformed envelope."""
+    try:
+        return EventBatchIn.model_validate_json(body).events
+    except ValidationError as exc:
+        if storable_checked or all(e["type"] != "json_invalid" for e in exc.errors()):
+            raise
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise exc from None
+        return EventBatchIn.model_validate(document).events
 
 
 def validate_built_events(events: Sequence[Mapping[str, Any]]) -> ValidatedBatch:

@@ -186,6 +186,31 @@ def test_values_the_database_cannot_store_are_refused_per_event(
     assert stored(db) == [("ok", "")]
 
 
+def test_an_emoji_cut_in_half_refuses_its_event_not_the_batch(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    """JavaScript's slice (and an OpenTelemetry SDK's attribute-length limit) can cut an
+    emoji between its two UTF-16 halves, and JSON.stringify then writes the lone half as an
+    escape: valid JSON, which only that event's text cannot be stored as."""
+    events = [
+        event(0, timestamp="2024-05-01T00:00:00Z"),
+        event(1, timestamp="2024-05-01T00:00:00Z", input="Thanks! \ud83d"),
+        event(2, timestamp="2024-05-01T00:00:00Z", output="\ude00 and the rest"),
+        event(3, timestamp="2024-05-01T00:00:00Z"),
+    ]
+    response = client.post(
+        "/api/v1/events",
+        content=json.dumps({"events": events}),
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert (answer["accepted"], answer["duplicates"]) == (2, 0)
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [(1, None), (2, None)]
+    assert all("lone surrogate" in r["error"] for r in answer["rejected"])
+    assert stored(db) == [("trace-00000", "span-00000"), ("trace-00003", "span-00003")]
+
+
 def test_json_values_are_stored_as_sent_whichever_encoder_writes_them(
     client: TestClient, auth: Headers, checkpoint: dict[str, Any]
 ) -> None:
