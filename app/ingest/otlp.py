@@ -180,6 +180,11 @@ def _parse_json(payload: bytes) -> ExportTraceServiceRequest:
     if not isinstance(document, dict):
         raise DecodeError("body must be a JSON object holding an ExportTraceServiceRequest")
     _hex_ids_to_base64(document)
+    if _SURROGATE_ESCAPE.search(payload) is not None:
+        try:
+            document = _without_lone_surrogates(document)
+        except RecursionError as exc:
+            raise DecodeError("body is nested too deeply") from exc
     try:
         # OTLP/JSON receivers must ignore unknown fields, so newer senders stay readable.
         return json_format.ParseDict(
@@ -200,6 +205,33 @@ def _hex_ids_to_base64(document: dict[str, Any]) -> None:
                 _rewrite_ids(span)
                 for link in _json_children(span, "links"):
                     _rewrite_ids(link)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+"""What a JSON body needs to carry a lone UTF-16 surrogate (raw bytes cannot: they are no
+UTF-8); escaped surrogate pairs (emoji written by an ASCII-only encoder) match too."""
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """The JSON value with every lone UTF-16 surrogate replaced by U+FFFD. JSON allows the
+    escape and JavaScript exporters send it (an SDK's attribute-length limit cuts a string
+    between an emoji's halves); a protobuf string cannot hold it, so the whole export was
+    refused, every span of it lost (an exporter does not retry a 400). U+FFFD is what a
+    UTF-8 encoder writes for it (WHATWG's, JavaScript's TextEncoder); the rest of the span,
+    its call counted in every signal, is kept."""
+    if isinstance(value, str):
+        return _repaired(value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_repaired(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def _repaired(text: str) -> str:
+    if text.isascii():
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _json_children(container: dict[str, Any], *keys: str) -> Iterable[dict[str, Any]]:

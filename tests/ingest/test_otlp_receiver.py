@@ -385,6 +385,30 @@ def test_spans_holding_what_postgresql_refuses_are_rejected_one_by_one(
     assert [event["input"] for event in events_of(client, auth)] == ["Summarize my ticket"]
 
 
+def test_an_otlp_json_export_holding_an_emoji_cut_in_half_is_stored(
+    http: httpx.Client, client: TestClient, auth: Headers, key: str
+) -> None:
+    """An SDK's attribute-length limit cuts JavaScript strings between an emoji's UTF-16
+    halves, and the OTLP/JSON exporter escapes the lone half: valid JSON, which the protobuf
+    message it is read into cannot hold. The span is kept with U+FFFD in its place (as a
+    UTF-8 encoder writes it), and the spans beside it too."""
+
+    def build(tracer: Tracer) -> None:
+        plumbline(tracer)
+        cut = {"plumbline.model": "support-bot", "plumbline.checkpoint": "v1"}
+        with tracer.start_as_current_span("cut", attributes={**cut, "output.value": "Done! CUT"}):
+            pass
+
+    body = otlp_json(recorded(build)).replace(b"CUT", b"\\ud83d")
+    response = http.post(
+        "/v1/traces", content=body, headers={"content-type": "application/json", "X-Api-Key": key}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {}
+    outputs = sorted(event["output"] for event in events_of(client, auth))
+    assert outputs == ["Done! \ufffd", "Your printer is offline."]
+
+
 def test_a_span_started_further_ahead_than_the_allowed_clock_skew_is_a_partial_success(
     http: httpx.Client, client: TestClient, auth: Headers, key: str
 ) -> None:
