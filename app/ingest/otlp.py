@@ -403,6 +403,15 @@ def _as_count(value: Any) -> int | None:
     return None
 
 
+def _as_cohort_value(value: Any) -> str | int | float | bool | None:
+    """A cohort value as REST takes it: text, or a number or flag that ingest writes as text
+    (app/ingest/schemas.ScalarText: a whole float as its integer), so a value sent over both
+    is one cohort."""
+    if isinstance(value, str):
+        return value or None
+    return value if isinstance(value, int | float | bool) else None
+
+
 def _as_checkpoint(value: Any) -> int | str | None:
     """An integer names a checkpoint by id, anything else by version."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -459,9 +468,9 @@ _PLUMBLINE_PREFIX = "plumbline."
 _PLUMBLINE_FIELDS: dict[str, _Coerce] = {
     "model": _as_text,
     "checkpoint": _as_checkpoint,
-    "route": _as_text,
-    "user_segment": _as_text,
-    "prompt_version": _as_text,
+    "route": _as_cohort_value,
+    "user_segment": _as_cohort_value,
+    "prompt_version": _as_cohort_value,
     "fallback": _as_bool,
     "refusal": _as_bool,
     "eval_passed": _as_bool,
@@ -510,7 +519,7 @@ def _add_metadata_facts(facts: dict[str, Any], metadata: Any) -> None:
 def _add_plumbline_fact(facts: dict[str, Any], key: str, name: str, value: Any) -> None:
     """File a Plumbline field under its canonical name; unknown or mistyped ones stay visible."""
     is_dimension = name.startswith(_COHORT_PREFIX) and len(name) > len(_COHORT_PREFIX)
-    coerce = _as_text if is_dimension else _PLUMBLINE_FIELDS.get(name)
+    coerce = _as_cohort_value if is_dimension else _PLUMBLINE_FIELDS.get(name)
     coerced = None if coerce is None else coerce(value)
     if coerced is None:
         facts[_UNMAPPED_PREFIX + key] = value
@@ -646,7 +655,7 @@ _LLM_FACTS: _FactTable = (
     (
         "prompt_template_version",
         ("llm.prompt_template.version", "gen_ai.prompt.template.version"),
-        _as_text,
+        _as_cohort_value,
     ),
     (
         "input_tokens",

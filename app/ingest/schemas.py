@@ -30,10 +30,21 @@ FEEDBACK_NAMES: dict[int, FeedbackValue] = {1: "up", -1: "down"}
 COHORT_COLUMN_WIDTHS = {"route": 200, "prompt_version": 100, "user_segment": 100}
 
 
+_EXACT_INTEGERS = 2.0**53
+"""Floats below this in size hold their integer exactly, so 3.0 is the integer 3."""
+
+
 def _scalar_as_text(value: Any) -> Any:
-    """Labels and cohort values may arrive as numbers or flags (a class index, a tier)."""
+    """Labels and cohort values may arrive as numbers or flags (a class index, a tier). A
+    whole number written as a float (pandas and numpy write 1.0 for a column that ever held
+    a NaN) is the integer's text: as a label, "1.0" would be no label the calibration
+    signals read (1/true/yes, 0/false/no), and those events would drop out of them silently;
+    as a cohort value, one tier was two cohorts, "1" from a batch where no call lacked it
+    and "1.0" from one where some did, each judged on its own days."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
+        return str(int(value))
     if isinstance(value, int | float):
         return str(value)
     return value
@@ -41,21 +52,7 @@ def _scalar_as_text(value: Any) -> Any:
 
 ScalarText = Annotated[str, BeforeValidator(_scalar_as_text)]
 
-_EXACT_INTEGERS = 2.0**53
-"""Floats below this in size hold their integer exactly, so 3.0 is the integer 3."""
-
-
-def _label_as_text(value: Any) -> Any:
-    """A class index or 0/1 label written as a whole float (pandas and numpy write 1.0 for a
-    column that ever held a NaN) is the integer's text: "1.0" would be no label the
-    calibration signals read (1/true/yes, 0/false/no), and those events would drop out of
-    them silently."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
-        return str(int(value))
-    return _scalar_as_text(value)
-
-
-LabelText = Annotated[str, BeforeValidator(_label_as_text), Field(max_length=200)]
+LabelText = Annotated[ScalarText, Field(max_length=200)]
 
 
 def _as_utc(value: datetime) -> datetime:

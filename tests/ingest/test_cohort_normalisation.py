@@ -79,6 +79,30 @@ def test_an_otlp_span_joins_the_rest_cohort(
     assert len(db.scalars(select(EventCohort.id)).all()) == 1
 
 
+def test_a_whole_number_sent_as_a_float_is_the_integer_s_cohort(
+    client: TestClient, auth: Headers, checkpoint: dict[str, Any], db: Session
+) -> None:
+    """pandas writes a column of whole numbers as floats once it held a missing value: a
+    day's batch where some call lacked its tier sends tier 1.0, a day where none did sends 1.
+    Before: 'tier' = '1' and '1.0', two cohorts of one tier, each judged on its own days."""
+    post(client, auth, [event(0, cohort={"tier": 1, "plan": 2})])
+    post(
+        client, auth, [event(1, cohort={"tier": 1.0, "plan": 2.0}), event(2, cohort={"tier": 0.5})]
+    )
+    span = recorded_span(
+        {
+            "plumbline.model": "support-bot",
+            "plumbline.checkpoint": "v1",
+            "plumbline.cohort.tier": 1.0,
+            "plumbline.cohort.plan": 2.0,
+        }
+    )
+    export_spans(client, auth, [span])
+    cohorts = db.scalars(select(EventCohort.cohort).order_by(EventCohort.id)).all()
+    assert cohorts == [{"tier": "1", "plan": "2"}, {"tier": "0.5"}]
+    assert len(db.scalars(select(Event.id)).all()) == 4
+
+
 def test_two_names_equal_once_normalised_are_the_event_s_rejection(
     client: TestClient, auth: Headers, checkpoint: dict[str, Any]
 ) -> None:
