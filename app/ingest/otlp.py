@@ -52,6 +52,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -169,7 +170,87 @@ def _parse_protobuf(payload: bytes) -> ExportTraceServiceRequest:
     try:
         return ExportTraceServiceRequest.FromString(payload)
     except ProtobufDecodeError as exc:
-        raise DecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+        repaired = _with_utf8_repaired(payload)
+        if repaired is None:
+            raise DecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+        return repaired
+
+
+def _with_utf8_repaired(payload: bytes) -> ExportTraceServiceRequest | None:
+    """The request, its string fields' invalid UTF-8 replaced by U+FFFD; None when the body is
+    not a request even so. protobuf.js (the OpenTelemetry JavaScript protobuf exporter's
+    encoder) writes a lone UTF-16 surrogate, half an emoji cut by an attribute-length limit
+    or the app's own slice, as its three CESU-8 bytes, which no UTF-8 decoder accepts: the
+    whole export was refused, every span of it lost (an exporter does not retry a 400). Read
+    with every string field as bytes (`_LenientRequest`), mended, then read again."""
+    try:
+        lenient = _LenientRequest.FromString(payload)
+    except ProtobufDecodeError:
+        return None
+    _mend_strings(lenient)
+    return ExportTraceServiceRequest.FromString(lenient.SerializeToString())
+
+
+def _string_fields(root: Descriptor) -> frozenset[str]:
+    """Full names of the string fields of `root` and of every message type it holds."""
+    strings: set[str] = set()
+    seen = {root.full_name}
+    pending = [root]
+    while pending:
+        for field in pending.pop().fields:
+            if field.type == FieldDescriptor.TYPE_STRING:
+                strings.add(field.full_name)
+            elif field.message_type is not None and field.message_type.full_name not in seen:
+                seen.add(field.message_type.full_name)
+                pending.append(field.message_type)
+    return frozenset(strings)
+
+
+_STRING_FIELDS = _string_fields(ExportTraceServiceRequest.DESCRIPTOR)
+
+
+def _lenient_request_class() -> type[Message]:
+    """ExportTraceServiceRequest with every string field declared bytes (the same wire type,
+    so any body the real class reads, this one reads the same), in a private pool."""
+    files: dict[str, FileDescriptor] = {}
+
+    def add(file: FileDescriptor) -> None:
+        for dependency in file.dependencies:
+            add(dependency)
+        files.setdefault(file.name, file)
+
+    add(ExportTraceServiceRequest.DESCRIPTOR.file)
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.values():
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pending = list(proto.message_type)
+        while pending:
+            message = pending.pop()
+            pending.extend(message.nested_type)
+            for field in message.field:
+                if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
+                    field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+        pool.Add(proto)
+    name = ExportTraceServiceRequest.DESCRIPTOR.full_name
+    lenient: type[Message] = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    return lenient
+
+
+_LenientRequest = _lenient_request_class()
+
+
+def _mend_strings(message: Message) -> None:
+    """Every string field (bytes here) of the lenient message made valid UTF-8 in place."""
+    for field, value in message.ListFields():
+        if field.message_type is not None:
+            for item in value if field.is_repeated else [value]:
+                _mend_strings(item)
+        elif field.full_name in _STRING_FIELDS:
+            if field.is_repeated:
+                value[:] = [item.decode("utf-8", "replace").encode() for item in value]
+            else:
+                setattr(message, field.name, value.decode("utf-8", "replace").encode())
 
 
 def _parse_json(payload: bytes) -> ExportTraceServiceRequest:

@@ -409,6 +409,32 @@ def test_an_otlp_json_export_holding_an_emoji_cut_in_half_is_stored(
     assert outputs == ["Done! \ufffd", "Your printer is offline."]
 
 
+def test_a_protobuf_export_holding_an_emoji_cut_in_half_is_stored(
+    http: httpx.Client, client: TestClient, auth: Headers, key: str
+) -> None:
+    """protobuf.js, the JavaScript protobuf exporter's encoder, writes the lone half of a cut
+    emoji as its three CESU-8 bytes, which no UTF-8 decoder reads: the span is kept with
+    U+FFFD for them, and the spans beside it too; a body that is no request stays a 400."""
+
+    def build(tracer: Tracer) -> None:
+        plumbline(tracer)
+        cut = {"plumbline.model": "support-bot", "plumbline.checkpoint": "v1"}
+        with tracer.start_as_current_span("cut", attributes={**cut, "output.value": "Done! CUT"}):
+            pass
+
+    body = encode_spans(recorded(build)).SerializeToString()
+    body = body.replace(b"CUT", b"\xed\xa0\xbd")  # U+D83D as protobuf.js writes it
+    headers = {"content-type": PROTOBUF, "authorization": f"Bearer {key}"}
+    response = http.post("/v1/traces", content=body, headers=headers)
+    assert response.status_code == 200, response.content
+    assert (
+        ExportTraceServiceResponse.FromString(response.content).partial_success.rejected_spans == 0
+    )
+    outputs = sorted(event["output"] for event in events_of(client, auth))
+    assert outputs == ["Done! \ufffd\ufffd\ufffd", "Your printer is offline."]
+    assert http.post("/v1/traces", content=body[:-3], headers=headers).status_code == 400
+
+
 def test_a_span_started_further_ahead_than_the_allowed_clock_skew_is_a_partial_success(
     http: httpx.Client, client: TestClient, auth: Headers, key: str
 ) -> None:
