@@ -168,7 +168,11 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     calls ranked within each trace, and one GROUP BY of the first ones per distinct cohort,
     expanded here into its dimensions. Runs in the caller's transaction.
 
-    A trace counts once, on the arm and in the cohort of its first served call in the window.
+    A trace counts once, on the arm and in the cohort of its first served call in the window,
+    and only when that is its first served call: a trace (a sticky session) begun before the
+    window was routed before the candidate served, so it stays on the champion's arm, and
+    long sessions are the likeliest to straddle the start; where session length depends on
+    the cohort, those traces flagged fair canaries (docs/statistics.md §12.9).
     Routing and cohort are decided per trace (or session), so its calls share both: counted
     per call, m calls a trace multiply G by about m under fair routing, and fair canaries are
     flagged. Counted on the arm of its first call, the candidate's traces are a random sample
@@ -180,12 +184,17 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     sql = f"""
 SELECT e.arm, e.cohort, COUNT(*) AS traces
 FROM (
-  SELECT {_ARM} AS arm, e.cohort AS cohort,
+  SELECT {_ARM} AS arm, e.cohort AS cohort, e.trace_id AS trace_id,
     ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts, e.id) AS from_first
   FROM events e
   WHERE {_SERVED}
 ) e
 WHERE e.from_first = 1
+  AND NOT EXISTS (
+    SELECT 1 FROM events b
+    WHERE b.project_id = :project_id AND b.trace_id = e.trace_id AND b.ts < :served_from
+      AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL
+  )
 GROUP BY 1, 2
 """
     statement = text_with_times(sql, "start", "end", "served_from")

@@ -147,3 +147,32 @@ def test_fair_canaries_counted_per_trace_are_never_flagged(per_call: bool) -> No
     assert by_trace == 0
     if not per_call:
         assert by_call > 500  # 811 of 2,000 with this seed
+
+
+def test_sessions_begun_before_the_window_do_not_flag_a_fair_canary(
+    client: TestClient, auth: Headers
+) -> None:
+    """Sticky sessions already open when the canary's window starts stay on v1, whose
+    traffic they were routed to; long sessions are the likeliest to straddle the start, and
+    here the eu ones are long. 600 new one-call traces, half eu, routed 50% to v2 at random,
+    plus 300 eu sessions begun half an hour before the start and calling every 15 minutes:
+    counted on the arm of their first call in the window, they put v1's traces at about 75%
+    eu against v2's 50% (`mix differs on region`, p ~ 1e-13: an equal candidate held back
+    from promotion). Counted where they began, they are no trace of the window's routing."""
+    rng = np.random.default_rng(7)
+    events: list[dict[str, Any]] = []
+    opened = hours_ago(3.5)
+    for t in range(300):
+        at = opened + timedelta(seconds=t)
+        versions, refused = ["v1"] * 12, (rng.random(12) < 0.1).tolist()
+        for j, event in enumerate(calls(f"s{t}", versions, refused, {"region": "eu"}, at)):
+            event["timestamp"] = (at + timedelta(minutes=15 * j)).isoformat()
+            events.append(event)
+    since, span = hours_ago(2.9), timedelta(hours=2)
+    for t in range(600):
+        version = "v2" if rng.random() < 0.5 else "v1"
+        cohort = {"region": "eu" if rng.random() < 0.5 else "us"}
+        refused = [bool(rng.random() < 0.1)]
+        events += calls(f"t{t}", [version], refused, cohort, since + span * (t / 600))
+    decided = evaluate(client, auth, events)
+    assert decided["evidence"]["mix_differs"] == [], decided["evidence"]["mix_differs"]
