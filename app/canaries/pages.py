@@ -15,6 +15,7 @@ from app.canaries.schemas import MAX_COHORTS
 from app.core.deps import LinksDep, SessionDep
 from app.core.errors import Unprocessable
 from app.core.links import Links
+from app.models.canaries import CanaryStatus
 from app.models.project import Role
 from app.registry import queries as registry_queries
 from app.registry import service as registry
@@ -50,7 +51,11 @@ def canary_page(
         (signal, canary_figures.interval_over_time(history, signal, cohort))
         for signal in history.plan.signals
     ]
-    policy = registry_queries.latest_policy(session, canary.project_id, canary.model_id)
+    # Read now, not at the decision: a block may have been lifted (or a policy changed) since.
+    refused = None
+    if out.status is CanaryStatus.promote and out.promoted_at is None:
+        candidate = registry.get_checkpoint(session, canary.project_id, canary.checkpoint_id)
+        refused = registry.canary_promotion_refusal(session, candidate)
     context = {
         "viewer": viewer,
         "canary": out,
@@ -61,7 +66,7 @@ def canary_page(
             out.evidence.comparisons if out.evidence else [],
             key=lambda c: _VERDICT_ORDER[c.verdict],
         ),
-        "accepts_canary": policy is None or policy.accepts_canary,
+        "promotion_refused": refused,
     }
     return render(request, "canaries/canary.html", context)
 

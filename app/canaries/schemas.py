@@ -270,6 +270,12 @@ class EvidenceOut(BaseModel):
         "pair because a side held several calls (a shadow answer names the trace, not the "
         "call it replays). None without a shadow comparison.",
     )
+    promotion_refused: str | None = Field(
+        default=None,
+        description="A 'promote' decision the registry refuses when it was taken: why (a gate "
+        "block standing on the candidate, or a gate policy not accepting canaries). The "
+        "decision stands on the traffic; promoting on it answers 409 until that is lifted.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -337,13 +337,16 @@ def evaluate(
     deadline = canary.started_at + timedelta(days=canary.max_days)
     assessment, evidence = _assess_up_to(session, canary, plan, now, now)
     if assessment.decision is not None:
+        reason = _first_reason(assessment)
+        if assessment.decision is CanaryDecision.promote:
+            reason = _promotion_refused(session, canary, evidence, reason)
         _end(
             session,
             links,
             canary,
             CanaryStatus(assessment.decision.value),
             assessment.decision,
-            _first_reason(assessment),
+            reason,
             trigger,
             evidence,
             assessment.decision.value,
@@ -375,6 +378,23 @@ def evaluate(
         session.commit()
         session.refresh(canary)
     return canary
+
+
+def _promotion_refused(
+    session: Session, canary: Canary, evidence: dict[str, Any], reason: str
+) -> str:
+    """The reason of a 'promote' decision, and its `evidence`, naming what makes the registry
+    refuse the promotion now (a standing gate block, a policy not accepting canaries), if
+    anything: the webhook and the page would otherwise announce a promotion that answers 409.
+    The decision stands: it is about the traffic, and the registry keeps its own checks."""
+    candidate = session.get_one(Checkpoint, canary.checkpoint_id)
+    refused = registry.canary_promotion_refusal(session, candidate)
+    if refused is None:
+        return reason
+    note = f"the registry refuses the promotion for now: {refused}"
+    evidence["promotion_refused"] = refused
+    evidence["reasons"] = [*evidence["reasons"], note]
+    return f"{reason}; {note}"
 
 
 def _end(

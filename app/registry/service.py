@@ -355,14 +355,29 @@ def _check_canary(
             field="canary_id",
         )
     _refuse_standing_block(session, checkpoint, f"canary {canary_id}", "canary_id")
+    refuses = _policy_refusing_canaries(session, checkpoint)
+    if refuses is not None:
+        raise Conflict(f"canary_id: {refuses}; promote with a passing gate", field="canary_id")
+    return canary
+
+
+def canary_promotion_refusal(session: Session, checkpoint: Checkpoint) -> str | None:
+    """Why promoting `checkpoint` on any canary's word is refused now, whatever the canary
+    showed: a gate block standing on it, or a gate policy that does not accept canaries (the
+    checks of `_check_canary` that do not depend on the canary). A canary deciding promote
+    says so in its evidence, so its webhook and page do not announce a promotion the
+    registry will refuse."""
+    standing = _standing_block(session, checkpoint)
+    if standing is not None:
+        return f"{standing}; a canary does not lift it"
+    return _policy_refusing_canaries(session, checkpoint)
+
+
+def _policy_refusing_canaries(session: Session, checkpoint: Checkpoint) -> str | None:
     policy = latest_policy(session, checkpoint.project_id, checkpoint.model_id)
     if policy is not None and not policy.accepts_canary:
-        raise Conflict(
-            f"canary_id: the gate policy (v{policy.version}) does not accept canaries "
-            "(accept_canary); promote with a passing gate",
-            field="canary_id",
-        )
-    return canary
+        return f"the gate policy (v{policy.version}) does not accept canaries (accept_canary)"
+    return None
 
 
 def _spend_canary(session: Session, canary: Canary) -> None:
@@ -480,16 +495,25 @@ def _refuse_standing_block(
     """409 while a gate's block stands on any dataset: only a later pass on that dataset
     lifts it. A pass elsewhere measured other rows, and a canary live traffic, which rarely
     holds the golden set's high-risk rows the block was about."""
-    standing = standing_blocks(session, checkpoint.project_id, checkpoint.id)
-    if standing:
-        block = standing[0]
+    standing = _standing_block(session, checkpoint)
+    if standing is not None:
         raise Conflict(
-            f"gate {block.gate_id} blocked this checkpoint on dataset '{block.dataset}' and no "
-            f"later gate on that dataset passed it; {evidence} does not lift it (only a pass on "
-            "that dataset against the block's baseline or the champion, under the stored gate "
-            "policy, does; or force with a written reason)",
+            f"{standing}; {evidence} does not lift it (only a pass on that dataset against the "
+            "block's baseline or the champion, under the stored gate policy, does; or force "
+            "with a written reason)",
             field=field,
         )
+
+
+def _standing_block(session: Session, checkpoint: Checkpoint) -> str | None:
+    standing = standing_blocks(session, checkpoint.project_id, checkpoint.id)
+    if not standing:
+        return None
+    block = standing[0]
+    return (
+        f"gate {block.gate_id} blocked this checkpoint on dataset '{block.dataset}' and no "
+        "later gate on that dataset passed it"
+    )
 
 
 def _newer_evidence_against(

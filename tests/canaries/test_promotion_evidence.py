@@ -3,6 +3,7 @@ gate's does not (docs/reference.md, "the newest evidence wins")."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -23,9 +24,12 @@ from tests.canaries.support import (
     served,
     start_canary,
 )
+from tests.canaries.test_webhook import drain
 from tests.gates.support import add_run
 from tests.gates.test_concurrent_promotions import while_held_open
 from tests.gates.test_gates import EVALUATOR, gate, passing, rows_of
+from tests.web.test_pages import sign_in
+from tests.webhooks.receiver import receiver
 
 Headers = dict[str, str]
 PROMOTE = f"/api/v1/models/{MODEL}/promote"
@@ -117,6 +121,39 @@ def test_a_promote_canary_does_not_lift_a_standing_gate_block(
     problem = refused.json()
     assert problem["field"] == "canary_id"
     assert f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'" in problem["detail"]
+
+
+def test_a_promote_decision_names_the_standing_block_the_registry_will_refuse_it_for(
+    app: FastAPI, client: TestClient, auth: Headers, settings: Settings, admin_key: str
+) -> None:
+    """The same block, then the same canary: its 'promote' (the webhook's payload is the
+    canary as the API shows it) said nothing of the block, and the page offered a Promote
+    button that answered 409. The decision stands (it is about the traffic); what the user
+    is told names the block."""
+    ids = candidate_and_champion(client, auth)
+    rows = rows_of("medical", 40, "high")
+    add_run(client, auth, ids["v1"], rows, {EVALUATOR: passing(rows)})
+    broken = {f"medical-{i}" for i in range(20)}
+    blocked = gate(
+        client, auth, add_run(client, auth, ids["v2"], rows, {EVALUATOR: passing(rows, broken)})
+    )
+    with receiver() as hook:
+        hooked = {"url": hook.url, "events": ["canary.decided"]}
+        assert client.post("/api/v1/webhooks", json=hooked, headers=auth).status_code == 201
+        canary = promoting_canary(client, auth, ids)
+        drain(app, settings)
+        [(_headers, body)] = hook.requests
+    block = f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'"
+    assert block in canary["evidence"]["promotion_refused"]
+    assert block in canary["reason"] and block in canary["evidence"]["reasons"][-1]
+    data = json.loads(body)["data"]
+    assert data["decision"] == "promote"
+    assert block in data["evidence"]["promotion_refused"] and block in data["reason"]
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{canary['id']}").text
+    assert "Promote v2</button>" not in page
+    escaped = block.replace("'", "&#39;")
+    assert f'id="promotion-refused">The registry refuses this promotion: {escaped}' in page
 
 
 def test_a_canary_rolled_back_while_its_promotion_is_asked_does_not_promote(
