@@ -297,7 +297,20 @@ class Assessment:
         end: datetime,
         traffic_hours: float,
         shadow_traces_left_out: int | None,
+        candidate_outside_scope: int | None = None,
     ) -> EvidenceOut:
+        """The evidence as stored; the candidate's calls outside a scope, when it served
+        any, are named in the last reason (they decide nothing: the scope's comparison holds
+        within it, and a scoped promotion extrapolates from the scope by design)."""
+        reasons = self.reasons
+        if candidate_outside_scope and plan.scope is not None:
+            dimension, value = plan.scope
+            reasons = [
+                *reasons,
+                f"the candidate served {candidate_outside_scope} calls outside the scope "
+                f"{dimension}={value}: no comparison counts them (the scope declares the "
+                "cohort it serves; if it serves more, its other calls are unguarded)",
+            ]
         return EvidenceOut(
             evaluated_at=evaluated_at,
             window_start=start,
@@ -306,9 +319,10 @@ class Assessment:
             traffic_hours=round(traffic_hours, 3),
             scope=_scope(plan),
             comparisons=self.comparisons,
-            reasons=self.reasons,
+            reasons=reasons,
             mix_differs=self.mix_differs,
             shadow_traces_left_out=shadow_traces_left_out,
+            candidate_outside_scope=candidate_outside_scope,
         )
 
 

@@ -80,6 +80,28 @@ def first_answer(
     return session.scalar(statement)
 
 
+def candidate_outside_scope(
+    session: Session, canary: Canary, plan: Plan, end: datetime
+) -> int | None:
+    """The candidate's served calls in the window outside its scope (a call without the
+    scope's dimension is outside), None without a scope: every comparison leaves them out,
+    so the evidence says how many a scope's comparison did not see. One range of the
+    (checkpoint_id, ts) index."""
+    if plan.scope is None:
+        return None
+    condition, params = _cohort_sql(session, "events", *plan.scope, "scope")
+    outside = text(f"(CASE WHEN {condition} THEN 0 ELSE 1 END) = 1").bindparams(**params)
+    statement = select(func.count()).where(
+        Event.project_id == canary.project_id,
+        Event.checkpoint_id == canary.checkpoint_id,
+        Event.ts >= canary.started_at,
+        Event.ts < end,
+        Event.shadow_of.is_(None),
+        outside,
+    )
+    return int(session.scalar(statement) or 0)
+
+
 def candidate_first_seen(
     session: Session, canary: Canary, plan: Plan, end: datetime
 ) -> datetime | None:

@@ -270,6 +270,11 @@ class EvidenceOut(BaseModel):
         "pair because a side held several calls (a shadow answer names the trace, not the "
         "call it replays). None without a shadow comparison.",
     )
+    candidate_outside_scope: int | None = Field(
+        default=None,
+        description="Scoped canaries: the candidate's served calls in the window outside the "
+        "scope, which no comparison counts. None without a scope.",
+    )
     promotion_refused: str | None = Field(
         default=None,
         description="A 'promote' decision the registry refuses when it was taken: why (a gate "

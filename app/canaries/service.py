@@ -246,6 +246,7 @@ def _assess_up_to(
     # A scope compares like with like by construction; without one, a canary routed to a
     # segment shows as arms serving different mixes (docs/statistics.md §12.9).
     mix_counts = queries.load_mix(session, canary, plan, end) if unscoped_served(plan) else {}
+    outside_scope = queries.candidate_outside_scope(session, canary, plan, end)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
     # min_hours are hours of the candidate's traffic: a canary started long before its
     # candidate took a call has seen none of the day it waits for.
@@ -268,7 +269,9 @@ def _assess_up_to(
                 assessment.comparisons, CanaryDecision.rollback, reasons, assessment.mix_differs
             )
     left_out = int(totals.left_out.sum()) if plan.paired_signals else None
-    evidence = assessment.evidence(plan, now, canary.started_at, end, traffic_hours, left_out)
+    evidence = assessment.evidence(
+        plan, now, canary.started_at, end, traffic_hours, left_out, outside_scope
+    )
     return assessment, evidence.model_dump(mode="json")
 
 

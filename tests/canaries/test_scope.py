@@ -192,3 +192,39 @@ def test_unscoped_a_segment_routed_candidate_rolls_back_within_a_guarded_segment
     assert [r.split(":")[0] for r in decided["evidence"]["reasons"]] == [
         "refusal_rate on user_segment=free (served)"
     ]
+
+
+def paid_only(i: int) -> dict[str, str]:
+    return segment(2 * i)
+
+
+def test_a_scoped_canary_counts_and_names_the_candidates_calls_outside_its_scope(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """Scoped to the free tier, v2 also served 400 paid calls (routing leaked): they were
+    left out of every comparison and nothing said so. They still are (the scope's comparison
+    is valid within it), and the evidence, the reasons and the page count them."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(3).isoformat(),
+        signals=["refusal_rate"],
+        scope=FREE,
+    )
+    send(
+        client,
+        auth,
+        served("v1", 2000, champion_refusals, hours_ago(2.5), 2 * HOUR, cohort=segment),
+        served("v2", 1000, as_the_champion, hours_ago(2.5), 2 * HOUR, "f", cohort=free_only),
+        served("v2", 400, as_the_champion, hours_ago(2.5), 2 * HOUR, "p", cohort=paid_only),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert rows(decided, "free")["candidate"]["events"] == 1000  # the comparison is the scope's
+    assert decided["evidence"]["candidate_outside_scope"] == 400
+    outside = [r for r in decided["evidence"]["reasons"] if "outside the scope" in r]
+    assert outside and outside[0].startswith("the candidate served 400 calls outside the scope")
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{canary['id']}").text
+    assert 'id="outside-scope">400 calls of the candidate outside the scope' in page
