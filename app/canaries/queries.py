@@ -27,11 +27,20 @@ from app.models import Canary, Event
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
 # Only what had been received by a decision: a decided canary's history shows what it saw.
 _RECEIVED = " AND e.received_at <= :received_by"
-# The served comparison's events: both arms' served calls from the candidate's first hour.
+# The served comparison's events: both arms' served calls from the candidate's first hour,
+# of traces begun there (see `load_counts`): none of the arms served the trace in the
+# SESSION_LOOKBACK before.
 _SERVED = (
     f"{_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
-    "AND e.shadow_of IS NULL AND e.ts >= :served_from"
+    "AND e.shadow_of IS NULL AND e.ts >= :served_from "
+    "AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = :project_id "
+    "AND b.trace_id = e.trace_id AND b.ts < :served_from AND b.ts >= :session_from "
+    "AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL)"
 )
+SESSION_LOOKBACK = timedelta(days=1)
+"""How far before the served window a trace's served call makes it a session begun before
+the window: long enough for any conversation or agent run, short enough that the probe
+reads one day of the two checkpoints' calls at most."""
 # What the arm, the bucket, the per-trace signals (feedback) and the cohorts read of a trace's
 # last rated call.
 _RATED_COLUMNS = ", ".join(
@@ -127,7 +136,14 @@ def load_counts(
 
     The served arms both start in the hour of the candidate's first served call: before it
     only the champion served, and hours the candidate never saw (a canary started before its
-    traffic was turned on) would compare it with another time of day, not with the champion."""
+    traffic was turned on) would compare it with another time of day, not with the champion.
+    They count the traces begun there only: a sticky session begun before was routed to the
+    champion and stays there, so the champion's arm alone held the later calls of sessions
+    already under way, and where rates change along a session (a conversation's first turns
+    refused more often than its later ones) an equal candidate read worse: simulated with
+    sessions of 12 calls over 6 hours, rolled back in 84 of 200 canaries (docs/statistics.md
+    §12.1). Under per-call routing those calls were coin tosses, and leaving them out costs
+    only their number."""
     hours = max((end - canary.started_at).total_seconds() / 3600.0, 0.0)
     buckets = max(1, math.ceil(hours / bucket_hours))
     if is_postgres(session):
@@ -159,7 +175,7 @@ def load_counts(
         if per_call:
             statements.append((_served_sql(plan, per_call, conditions, bucket, received), per_call))
         for sql, signals in statements:
-            statement = text_with_times(sql, *times, "served_from")
+            statement = text_with_times(sql, *times, "served_from", "session_from")
             for row in session.execute(statement, params).mappings():
                 arm, at = int(row["arm"]), min(max(int(row["bucket"]), 0), buckets - 1)
                 for k in range(len(plan.cohorts)):
@@ -191,10 +207,10 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     expanded here into its dimensions. Runs in the caller's transaction.
 
     A trace counts once, on the arm and in the cohort of its first served call in the window,
-    and only when that is its first served call: a trace (a sticky session) begun before the
-    window was routed before the candidate served, so it stays on the champion's arm, and
-    long sessions are the likeliest to straddle the start; where session length depends on
-    the cohort, those traces flagged fair canaries (docs/statistics.md §12.9).
+    and only a trace begun in the window (`_SERVED`): a sticky session begun before it was
+    routed before the candidate served, so it stays on the champion's arm, and long sessions
+    are the likeliest to straddle the start; where session length depends on the cohort,
+    those traces flagged fair canaries (docs/statistics.md §12.9).
     Routing and cohort are decided per trace (or session), so its calls share both: counted
     per call, m calls a trace multiply G by about m under fair routing, and fair canaries are
     flagged. Counted on the arm of its first call, the candidate's traces are a random sample
@@ -206,20 +222,15 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     sql = f"""
 SELECT e.arm, e.cohort, COUNT(*) AS traces
 FROM (
-  SELECT {_ARM} AS arm, e.cohort AS cohort, e.trace_id AS trace_id,
+  SELECT {_ARM} AS arm, e.cohort AS cohort,
     ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts, e.id) AS from_first
   FROM events e
   WHERE {_SERVED}
 ) e
 WHERE e.from_first = 1
-  AND NOT EXISTS (
-    SELECT 1 FROM events b
-    WHERE b.project_id = :project_id AND b.trace_id = e.trace_id AND b.ts < :served_from
-      AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL
-  )
 GROUP BY 1, 2
 """
-    statement = text_with_times(sql, "start", "end", "served_from")
+    statement = text_with_times(sql, "start", "end", "served_from", "session_from")
     rows: list[tuple[int, dict[str, str], int]] = []
     for arm, cohort, traces in session.execute(statement, params):
         stored = json.loads(cohort) if isinstance(cohort, str) else cohort
@@ -238,13 +249,15 @@ def _window_params(
     session: Session, canary: Canary, plan: Plan, end: datetime, received_by: datetime | None
 ) -> dict[str, object]:
     """The bound parameters of `_WINDOW` and `_SERVED`: the arms and the served window."""
+    served_from = _served_from(session, canary, plan, end, received_by)
     return {
         "project_id": canary.project_id,
         "candidate": canary.checkpoint_id,
         "champion": canary.champion_id,
         "start": canary.started_at,
         "end": end,
-        "served_from": _served_from(session, canary, plan, end, received_by),
+        "served_from": served_from,
+        "session_from": served_from - SESSION_LOOKBACK,
     }
 
 

@@ -454,3 +454,49 @@ def test_a_rollback_crossing_between_two_evaluations_is_acted_on(
     assert (decided["status"], decided["decision"]) == ("rollback", "rollback"), decided
     assert decided["reason"].startswith("refusal_rate on all=all (served): the candidate was worse")
     assert "crossed at" in decided["reason"]
+
+
+def test_sessions_begun_before_the_window_do_not_make_an_equal_candidate_look_worse(
+    client: TestClient, auth: Headers
+) -> None:
+    """Sticky sessions: 400 conversations begun five hours before the canary stay on v1, and
+    their later turns (7 each in the window) are never refused, while every new one-call
+    trace is refused 10% of the time on either checkpoint (v2 gets every fifth). Counted,
+    the old sessions put v1 at 3% against v2's 10%, and the equal v2 was rolled back (lower
+    bound +0.016 > 0.01); only traces begun in the window compare the same kind of calls:
+    10% and 10%."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client, auth, ids["v2"], start=hours_ago(5).isoformat(), signals=["refusal_rate"]
+    )
+    old: list[dict[str, Any]] = []
+    opened = hours_ago(10)
+    for t in range(400):
+        for j in range(22):  # one turn every 20 minutes, the last 7 in the window
+            old.append(
+                {
+                    "trace_id": f"session-{t}",
+                    "span_id": f"turn-{j}",
+                    "timestamp": (opened + timedelta(seconds=t, minutes=20 * j)).isoformat(),
+                    "model": MODEL,
+                    "checkpoint_version": "v1",
+                    "refusal": False,
+                }
+            )
+    since, span = hours_ago(4.9), timedelta(hours=4)
+    new = [
+        {
+            "trace_id": f"new-{i}",
+            "timestamp": (since + span * (i / 1500)).isoformat(),
+            "model": MODEL,
+            "checkpoint_version": "v2" if i % 5 == 0 else "v1",
+            "refusal": (i // 5) % 10 == 0,
+        }
+        for i in range(1500)
+    ]
+    send(client, auth, iter(old), iter(new))
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert decided["decision"] is None, decided["evidence"]["reasons"]
+    served_row = decided["evidence"]["comparisons"][0]
+    assert served_row["candidate"] == {"events": 300, "with_signal": 30, "rate": 0.1}
+    assert served_row["champion"] == {"events": 1200, "with_signal": 120, "rate": 0.1}
