@@ -352,7 +352,7 @@ def assess(
         ]
         reasons = [_worse_reason(c) for c in worse]
         return Assessment(comparisons, CanaryDecision.rollback, reasons, mix)
-    held = [_mix_reason(mix, comparisons)] if mix else []
+    held = [_mix_reason(plan, mix, comparisons)] if mix else []
     pending = [
         min(group, key=lambda c: c.upper)
         for group in _hypotheses(comparisons)
@@ -370,7 +370,7 @@ def assess(
     return Assessment(comparisons, CanaryDecision.promote, [proven], mix)
 
 
-def _mix_reason(mix: list[MixOut], comparisons: list[ComparisonOut]) -> str:
+def _mix_reason(plan: Plan, mix: list[MixOut], comparisons: list[ComparisonOut]) -> str:
     """Why the canary neither promotes nor (on a confounded row) rolls back: the arms serve
     different mixes, so their difference is partly the mix's."""
     parts = []
@@ -386,8 +386,10 @@ def _mix_reason(mix: list[MixOut], comparisons: list[ComparisonOut]) -> str:
         if confounded
         else ""
     )
+    # A scoped canary routed on a second dimension too: its scope is not all it serves.
+    declare = "declare scope" if plan.scope is None else "narrow the scope"
     return (
-        f"inconclusive: mix differs on {', '.join(parts)}, declare scope (the cohort the "
+        f"inconclusive: mix differs on {', '.join(parts)}, {declare} (the cohort the "
         f"candidate serves): no promotion while the arms serve different mixes, and a rollback "
         f"only on a guarded cohort of the differing dimension{crossed}"
     )

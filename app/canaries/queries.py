@@ -202,7 +202,9 @@ def load_counts(
 
 def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> MixCounts:
     """The served comparison's traces (both arms, from the hour of the candidate's first
-    served call to `end`) per arm and value of every cohort dimension they carry: the window's
+    served call to `end`, in the scope when the canary has one: a canary routed on a second
+    dimension within its scope is as confounded as one routed to a segment without a scope)
+    per arm and value of every cohort dimension they carry: the window's
     calls ranked within each trace, and one GROUP BY of the first ones per distinct cohort,
     expanded here into its dimensions. Runs in the caller's transaction.
 
@@ -218,14 +220,15 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     under per-call routing a coin toss independent of the cohort. Not every arm the trace
     reached: under per-call routing long traces land on both, and the arms' trace mixes then
     lean to the cohorts whose traces are long (docs/statistics.md §12.9)."""
-    params = _window_params(session, canary, plan, end, None)
+    conditions, cohort_params = _cohort_conditions(session, plan)
+    params = {**_window_params(session, canary, plan, end, None), **cohort_params}
     sql = f"""
 SELECT e.arm, e.cohort, COUNT(*) AS traces
 FROM (
   SELECT {_ARM} AS arm, e.cohort AS cohort,
     ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts, e.id) AS from_first
   FROM events e
-  WHERE {_SERVED}
+  WHERE {_SERVED} AND ({conditions[0]})
 ) e
 WHERE e.from_first = 1
 GROUP BY 1, 2

@@ -243,9 +243,10 @@ def _assess_up_to(
     bucket_hours = _bucket_hours(hours)
     counts = queries.load_counts(session, canary, plan, end, bucket_hours)
     first_seen = queries.candidate_first_seen(session, canary, plan, end)
-    # A scope compares like with like by construction; without one, a canary routed to a
-    # segment shows as arms serving different mixes (docs/statistics.md §12.9).
-    mix_counts = queries.load_mix(session, canary, plan, end) if unscoped_served(plan) else {}
+    # A canary routed to a segment (beyond its scope, if it has one) shows as arms serving
+    # different mixes (docs/statistics.md §12.9). Shadow pairs are two answers to one
+    # request: never confounded.
+    mix_counts = queries.load_mix(session, canary, plan, end) if plan.served else {}
     outside_scope = queries.candidate_outside_scope(session, canary, plan, end)
     session.commit()  # ends the read transaction: the statistics run without holding a lock
     # min_hours are hours of the candidate's traffic: a canary started long before its
@@ -273,13 +274,6 @@ def _assess_up_to(
         plan, now, canary.started_at, end, traffic_hours, left_out, outside_scope
     )
     return assessment, evidence.model_dump(mode="json")
-
-
-def unscoped_served(plan: Plan) -> bool:
-    """Whether the canary's served comparison spans the whole population, so the arms' mixes
-    of cohorts are worth checking: shadow pairs are two answers to one request, and a scope
-    restricts both arms to one cohort."""
-    return plan.served and plan.scope is None
 
 
 def _first_reason(assessment: Assessment) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.canaries.support import (
@@ -228,3 +229,48 @@ def test_a_scoped_canary_counts_and_names_the_candidates_calls_outside_its_scope
     sign_in(client, admin_key)
     page = client.get(f"/canaries/{canary['id']}").text
     assert 'id="outside-scope">400 calls of the candidate outside the scope' in page
+
+
+def free_in(region: str) -> Any:
+    def cohort(i: int) -> dict[str, str]:
+        return {"user_segment": "free", "region": region}
+
+    return cohort
+
+
+def test_a_scoped_canary_routed_on_a_second_dimension_too_is_held_not_rolled_back(
+    client: TestClient, auth: Headers
+) -> None:
+    """Scoped to the free tier, v2 is served to its eu users only (the team forgot the
+    region), and eu free users are refused 30% of the time against 10% in the us. v2
+    refuses eu users exactly as v1 does, but the scope's comparison read its 30% against v1's
+    20% over both regions, and the equal candidate was rolled back. The mix check runs
+    within the scope too: region differs, so the scope's rows are confounded and decide
+    nothing (no promotion, no rollback on them)."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(3).isoformat(),
+        signals=["refusal_rate"],
+        scope=FREE,
+    )
+    send(
+        client,
+        auth,
+        served("v1", 1000, as_the_champion, hours_ago(2.5), 2 * HOUR, "a", cohort=free_in("eu")),
+        served("v1", 1000, every_tenth, hours_ago(2.5), 2 * HOUR, "b", cohort=free_in("us")),
+        served("v2", 1000, as_the_champion, hours_ago(2.5), 2 * HOUR, "c", cohort=free_in("eu")),
+    )
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert decided["decision"] is None, decided["evidence"]["reasons"]
+    assert [m["dimension"] for m in decided["evidence"]["mix_differs"]] == ["region"]
+    assert decided["evidence"]["reasons"][0].startswith("inconclusive: mix differs on region")
+    assert "narrow the scope" in decided["evidence"]["reasons"][0]
+    free = rows(decided, "free")
+    assert free["difference"] == pytest.approx(0.1)  # the scope's row: the regions' rates
+
+
+def every_tenth(i: int) -> dict[str, bool]:
+    return {"refusal": i % 10 == 0}
