@@ -33,9 +33,9 @@ _RECEIVED = " AND e.received_at <= :received_by"
 _SERVED = (
     f"{_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
     "AND e.shadow_of IS NULL AND e.ts >= :served_from "
-    "AND NOT EXISTS (SELECT 1 FROM events b WHERE b.project_id = :project_id "
-    "AND b.trace_id = e.trace_id AND b.ts < :served_from AND b.ts >= :session_from "
-    "AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL)"
+    "AND e.trace_id NOT IN (SELECT b.trace_id FROM events b WHERE b.project_id = :project_id "
+    "AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL "
+    "AND b.ts >= :session_from AND b.ts < :served_from)"
 )
 SESSION_LOOKBACK = timedelta(days=1)
 """How far before the served window a trace's served call makes it a session begun before
