@@ -370,9 +370,13 @@ def _refresh(
 ) -> None:
     row = verdict.row
     is_new_day = day > alert.last_day
-    if is_new_day and row.checkpoint_id != alert.checkpoint_id:
-        # Another checkpoint serves now (a rollback or promotion while the shift went on): the
-        # alert is about its traffic, its samples and where to go back to from it.
+    if is_new_day and row.checkpoint_id != alert.checkpoint_id and verdict.shows_shift:
+        # Another checkpoint serves now (a rollback or promotion while the shift went on) and
+        # its own day shows the shift: the alert is about its traffic, its samples and where
+        # to go back to from it. A CUSUM still above h after a rollback that cured the shift
+        # (it decays by about k a day from its cap) says nothing about the new checkpoint:
+        # until 2026-12-01 the alert moved onto the clean champion that was rolled back to,
+        # naming a rollback target for it, for the day or two the statistic took to fall.
         alert.checkpoint_id = row.checkpoint_id
         alert.rollback_target_id = _rollback_target(session, model, day, row.checkpoint_id)
         alert.sample_trace_ids = sample_trace_ids(

@@ -114,6 +114,18 @@ class Verdict:
     def rules(self) -> list[str]:
         return [name for name, on in (("band", self.band_fired), ("cusum", self.cusum_fired)) if on]
 
+    @property
+    def shows_shift(self) -> bool:
+        """The day's own data shows a shift: the band fired, or its residual pushed the CUSUM
+        up (z > k on the monitor's side). A CUSUM above h only on earlier days' evidence,
+        decaying by about k a day, is no evidence about this day's checkpoint."""
+        if self.band_fired:
+            return True
+        if self.score is None or not np.isfinite(self.score):
+            return False
+        pushed = abs(self.score) if self.side == "two-sided" else self.score
+        return bool(pushed > DEFAULT_K)
+
     def evidence(self, day: date) -> dict[str, Any]:
         """What the API and webhook show of why the alert is open (JSON-ready)."""
         ref = self.reference
@@ -131,6 +143,7 @@ class Verdict:
         return _finite(
             {
                 "day": day.isoformat(),
+                "checkpoint_id": self.row.checkpoint_id,
                 "rules": self.rules,
                 "observed": self.observed,
                 "volume": self.row.denominator,

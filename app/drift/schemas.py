@@ -201,7 +201,8 @@ class AlertOut(OrmModel):
     rollbacks: list[HistoryEntryOut] = Field(default_factory=list, exclude=True)
     evidence: dict[str, Any] | None = Field(
         default=None,
-        description="Why it is open, as of its last day a rule fired: {day, rules: ['band' "
+        description="Why it is open, as of its last day a rule fired: {day, checkpoint_id (whose "
+        "traffic the day's numbers are), rules: ['band' "
         "and/or 'cusum'], observed, volume, band: {low, high, alpha, p_value, side}, cusum: "
         "{statistic, threshold, release, k, score}, reference: {version, checkpoint_id, "
         "checkpoint_version, first_day, last_day, days, trigger, center, cohort_window: "
