@@ -34,7 +34,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.schemas import nfc
@@ -608,7 +608,7 @@ def _starting_state(
 ) -> dict[tuple[str, str, str], tuple[float, float]]:
     """Per cohort x signal, the CUSUM pair `day`'s update against `reference` starts from:
     its latest earlier day on the reference (_previous_state) or, for a cohort under an
-    unresolved alert with no state on it yet, the pair the alert stood on
+    alert open on `day` with no state on it yet, the pair the alert stood on
     (_state_under_alert). The one rule for judging a day and for recomputing the days
     after a rerun (_carry_forward): recomputed from _previous_state alone, the first day
     on a new reference frozen from none of an open alert's days restarted at 0, and with it
@@ -625,10 +625,16 @@ def _state_under_alert(
     reference: DriftReference,
     previous: dict[tuple[str, str, str], tuple[float, float]],
 ) -> dict[tuple[str, str, str], tuple[float, float]]:
-    """Per cohort x signal with an unresolved alert and no state on `reference` yet, the
+    """Per cohort x signal with an alert open on `day` and no state on `reference` yet, the
     CUSUM pair it had on the reference that judged it last, when `reference` was frozen
     from none of the alert's days (a rebaseline without `accept_alert_days`, a returning
     champion's own reference, a champion change's freeze).
+
+    Open on `day` means opened before it and either unresolved or resolved on `day` or later
+    (its span reaches `day`): the answer must not depend on when the day is computed. Until
+    2026-12-01 only alerts unresolved *now* counted, so rerunning the first day on a new
+    reference after its alert resolved (late events, a backfill) restarted it at 0: S 4.31
+    -> 0.43 on that day with nothing changed, its CUSUM rule and the next four days' lost.
 
     Such a reference is a new estimate of the same normal the shift is measured against,
     not the shift accepted as normal, so the evidence the alert stands on is carried over
@@ -643,8 +649,11 @@ def _state_under_alert(
         select(Alert.signal, Alert.dimension, Alert.value, Alert.day, Alert.last_day).where(
             Alert.project_id == model.project_id,
             Alert.model_id == model.id,
-            Alert.status.in_((AlertStatus.open, AlertStatus.acknowledged)),
             Alert.day < day,
+            or_(
+                Alert.status.in_((AlertStatus.open, AlertStatus.acknowledged)),
+                Alert.last_day >= day,
+            ),
         )
     ).all()
     carried: dict[tuple[str, str, str], tuple[float, float]] = {}

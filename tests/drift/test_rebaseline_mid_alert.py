@@ -108,3 +108,38 @@ def test_a_backfill_stopped_after_a_rebaseline_mid_alert_keeps_the_carried_stati
     after_failure = cusum_by_day(app)
     for d in day[38:45]:
         assert after_failure[d] == pytest.approx(judged[d]), d
+
+
+def test_a_rerun_after_the_alert_resolved_keeps_the_statistic_it_stood_on(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """A from day 0, 2,000 calls a day, refusals 10% -> 11% on days 20-44 (then fixed);
+    the alert opens on the CUSUM, the model is rebaselined after day 39 (the alert's days
+    left out), and the job runs day by day to 59: day 40 starts from the alert's statistic,
+    and the alert resolves `recovered` once the shift has ended. Day 40 is then run again
+    with nothing changed (a rerun for late events that brought none): every day must keep
+    the statistic and rules it had. The alert was open when day 40 was judged, though it is
+    resolved now."""
+    day = days_ending_day_before_yesterday(60)
+    champions_since(app, client, auth, {"A": day[0]})
+    events = []
+    for i in range(60):
+        events += calls(day[i], "A", 220 if 20 <= i < 45 else 200, n=2000)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[39], 40)
+    body = {"reason": "refresh", "last_day": day[39].isoformat()}
+    response = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    for i in range(40, 60):
+        run_drift(client, auth, day[i])
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all")
+    assert (alert["status"], alert["resolution"]) == ("resolved", "recovered")
+    assert alert["last_day"] > day[44].isoformat()
+    judged = cusum_by_day(app)
+    assert judged[day[40]][0] > judged[day[39]][0] / 2  # carried over, not restarted
+
+    run_drift(client, auth, day[40])
+    rerun = cusum_by_day(app)
+    changed = {d: (judged[d], rerun[d]) for d in day[40:] if rerun[d] != pytest.approx(judged[d])}
+    assert not changed, changed
+    assert alerts(client, auth, signal="refusal_rate", dimension="all") == [alert]
