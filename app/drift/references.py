@@ -3,8 +3,9 @@
 The reference is the champion's known-good period. Invariants:
 - A model has at most one ``active`` reference; a new one supersedes it and is never edited.
 - Known-good days are days the checkpoint served (it has an all-traffic row) that are not a
-  marked incident day and on which no alert of the model was unresolved (from an alert's
-  first day to its last judged day; to today while it is unresolved).
+  marked incident day and on which no alert of the model was unresolved (from its shift's
+  onset to its last judged day; to today while it is unresolved), nor a shift was building
+  (from the onset of a CUSUM past its release level on the latest judged day).
 - Automatic freezing (``active_for_day``, called by the daily job before judging a day):
   once the current champion has ``reference_days`` known-good days after its
   ``warmup_days`` (the project's DriftSettings), its first ``reference_days`` such days are
@@ -226,10 +227,16 @@ def known_good_days(
 def excluded_days(
     session: Session, model: Model, first: date, end: date, alert_days: bool = True
 ) -> set[date]:
-    """Incident days and (with `alert_days`) days with an unresolved alert of the model, in
-    [first, end). An alert's days start at its shift's onset: the day after its CUSUM last
-    stood at zero before it opened (a CUSUM accumulates for days before it crosses h, and
-    those days are the shift's, not known-good)."""
+    """Incident days and (with `alert_days`) days with an alert of the model and days of a
+    shift building without one yet, in [first, end). An alert's days start at its shift's
+    onset: the day after its CUSUM last stood at zero before it opened (a CUSUM accumulates
+    for days before it crosses h, and those days are the shift's, not known-good). A
+    building shift is a CUSUM past its release level on the model's latest judged day
+    (_building_shifts): its days, from the same onset, are the shift's too. Until
+    2026-12-01 they counted as known-good: a rebaseline with S at 2.56 (release 1.65, h 3.31,
+    the alert due two days later) froze six days of a 10% -> 11% refusal shift into its
+    14-day window, the CUSUM restarted against a centre halfway to the shift, and nothing
+    alerted in the 34 days after."""
     bad = set(
         session.scalars(
             select(IncidentDay.day).where(
@@ -251,8 +258,16 @@ def excluded_days(
             Alert.day < end,
         )
     ).all()
-    for opened, last, status, signal, dimension, value in spans:
-        stop = end if status is not AlertStatus.resolved else min(end, last + timedelta(days=1))
+    runs = [
+        (opened, last if status is AlertStatus.resolved else None, signal, dimension, value)
+        for opened, last, status, signal, dimension, value in spans
+    ]
+    latest = _latest_judged_day(session, model)
+    if latest is not None:
+        building = _building_shifts(session, model, latest)
+        runs += [(latest + timedelta(days=1), None, *key) for key in building]
+    for opened, last, signal, dimension, value in runs:
+        stop = end if last is None else min(end, last + timedelta(days=1))
         if opened > first:  # only then can an earlier onset reach into the window
             opened = _shift_onset(session, model, opened, signal, dimension, value)
         day = max(opened, first)
@@ -262,6 +277,35 @@ def excluded_days(
     return bad
 
 
+def _latest_judged_day(session: Session, model: Model, before: date | None = None) -> date | None:
+    """The model's latest day with stored verdicts (before `before`, when given)."""
+    stmt = select(func.max(DriftJudgement.day)).where(
+        DriftJudgement.project_id == model.project_id,
+        DriftJudgement.model_id == model.id,
+    )
+    if before is not None:
+        stmt = stmt.where(DriftJudgement.day < before)
+    return session.scalar(stmt)
+
+
+def _building_shifts(
+    session: Session, model: Model, day: date, checkpoint_id: int | None = None
+) -> list[tuple[str, str, str]]:
+    """(signal, dimension, value) of the model's CUSUMs (of `checkpoint_id`'s rows, when
+    given) standing past their release level (h/2) on `day`."""
+    stmt = select(DriftJudgement.signal, DriftJudgement.dimension, DriftJudgement.value).where(
+        DriftJudgement.project_id == model.project_id,
+        DriftJudgement.model_id == model.id,
+        DriftJudgement.day == day,
+        DriftJudgement.cusum_h.is_not(None),
+        (DriftJudgement.cusum > DriftJudgement.cusum_h / 2)
+        | (DriftJudgement.cusum_lower > DriftJudgement.cusum_h / 2),
+    )
+    if checkpoint_id is not None:
+        stmt = stmt.where(DriftJudgement.checkpoint_id == checkpoint_id)
+    return [(r[0], r[1], r[2]) for r in session.execute(stmt).all()]
+
+
 def _shift_building(session: Session, model: Model, checkpoint_id: int, day: date) -> bool:
     """Whether a CUSUM of the checkpoint stood past its release level (h/2) on the last day
     judged before `day`: a shift may be under way that has not opened an alert yet. Its
@@ -269,29 +313,8 @@ def _shift_building(session: Session, model: Model, checkpoint_id: int, day: dat
     back or the alert opens, whose days from the onset are then left out: otherwise the
     shift's first days would be frozen into the window and the CUSUM restarted against
     them, which hid a 1.3x shift for weeks."""
-    last = session.scalar(
-        select(func.max(DriftJudgement.day)).where(
-            DriftJudgement.project_id == model.project_id,
-            DriftJudgement.model_id == model.id,
-            DriftJudgement.day < day,
-        )
-    )
-    if last is None:
-        return False
-    building = session.scalar(
-        select(DriftJudgement.day)
-        .where(
-            DriftJudgement.project_id == model.project_id,
-            DriftJudgement.model_id == model.id,
-            DriftJudgement.day == last,
-            DriftJudgement.checkpoint_id == checkpoint_id,
-            DriftJudgement.cusum_h.is_not(None),
-            (DriftJudgement.cusum > DriftJudgement.cusum_h / 2)
-            | (DriftJudgement.cusum_lower > DriftJudgement.cusum_h / 2),
-        )
-        .limit(1)
-    )
-    return building is not None
+    last = _latest_judged_day(session, model, before=day)
+    return last is not None and bool(_building_shifts(session, model, last, checkpoint_id))
 
 
 def _shift_onset(
