@@ -21,9 +21,9 @@ the latest earlier row judged against the same reference version (a new referenc
 the statistic again at 0; a cohort added to the reference since, references.add_new_cohorts,
 was not judged before and so starts at 0 too, while every other statistic goes on). A day
 without data leaves it unchanged. Judging writes the day's
-rows (replacing any earlier run of that day) and, when later days were judged against the
-same reference (a rerun for late events), recomputes their statistics from it
-(_carry_forward); alerts.py turns the verdicts into alerts.
+rows (replacing any earlier run of that day) and, when later days were judged (a rerun for
+late events), recomputes their statistics from it, on whichever reference each was judged
+against (_carry_forward_model); alerts.py turns the verdicts into alerts.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def judge_day(
     """The day's verdicts for the model (writes its drift_judgements rows, no commit);
     `daily_alpha` is the project's error budget for the model-day. `carry_forward`: the
     CUSUM of days already judged after this one is recomputed from this day's
-    (_carry_forward); a caller that judges those days next, in order, turns it off."""
+    (_carry_forward_model); a caller that judges those days next, in order, turns it off."""
     session.execute(
         delete(DriftJudgement).where(
             DriftJudgement.project_id == model.project_id,
@@ -310,7 +310,7 @@ def judge_day(
     ).all()
     if not rows:
         if reference is not None and carry_forward:
-            _carry_forward(session, model, day, reference.version)
+            _carry_forward_model(session, model, day)
         return DayJudgement([], set(), monitors)
     served = served_checkpoint(rows)
     served_rows = [r for r in rows if r.checkpoint_id == served]
@@ -325,7 +325,7 @@ def judge_day(
         _judge_against_reference(session, model, day, referenced, reference, high_risk, daily_alpha)
     _store(session, model, day, verdicts)
     if reference is not None and carry_forward:
-        _carry_forward(session, model, day, reference.version)
+        _carry_forward_model(session, model, day)
     return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows}, monitors)
 
 
@@ -683,26 +683,47 @@ def _state_under_alert(
 
 
 def carry_forward_after(session: Session, project_id: int, day: date) -> None:
-    """Every model's CUSUM of the days judged after `day` recomputed from the days up to it,
-    on each reference version those later days were judged against (_carry_forward); no
-    commit. For a backfill stopped by a failing day: the days it committed were judged
-    without carrying forward (the backfill meant to judge their next days itself)."""
-    versions = session.execute(
-        select(DriftJudgement.model_id, DriftJudgement.reference_version)
+    """Every model's CUSUM of the days judged after `day` recomputed from the days up to it
+    (_carry_forward_model); no commit. For a backfill stopped by a failing day: the days it
+    committed were judged without carrying forward (the backfill meant to judge their next
+    days itself)."""
+    models = session.scalars(
+        select(Model)
         .where(
-            DriftJudgement.project_id == project_id,
+            Model.project_id == project_id,
+            Model.id.in_(
+                select(DriftJudgement.model_id).where(
+                    DriftJudgement.project_id == project_id, DriftJudgement.day > day
+                )
+            ),
+        )
+        .order_by(Model.id)
+    ).all()
+    for model in models:
+        _carry_forward_model(session, model, day)
+
+
+def _carry_forward_model(session: Session, model: Model, day: date) -> None:
+    """The model's CUSUM of the days judged after `day` recomputed from the days up to it,
+    on each reference version those days were judged against, oldest first
+    (_carry_forward): the first day on a newer version may start from an older one's
+    statistic (_state_under_alert), so a rerun must reach past its own version. Until
+    2026-12-01 a rerun recomputed only the days on the rerun day's version: late events
+    raising the statistic of the last day before a rebaseline mid-alert (3.31 -> 4.31) left
+    the next day at the 3.74 it had built on the incomplete day."""
+    versions = session.scalars(
+        select(DriftJudgement.reference_version)
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
             DriftJudgement.day > day,
         )
         .distinct()
-        .order_by(DriftJudgement.model_id, DriftJudgement.reference_version)
+        .order_by(DriftJudgement.reference_version)
     ).all()
-    models = {
-        model.id: model
-        for model in session.scalars(select(Model).where(Model.project_id == project_id))
-    }
-    for model_id, version in versions:
+    for version in versions:
         if version is not None:  # fixed monitors' rows are judged against no reference
-            _carry_forward(session, models[model_id], day, version)
+            _carry_forward(session, model, day, version)
 
 
 def _carry_forward(session: Session, model: Model, day: date, version: int) -> None:

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from app.core.links import Links
 from app.drift import job
-from app.models import Project
+from app.models import DriftJudgement, Project
+from app.stats.cusum import DEFAULT_HEADROOM, DEFAULT_K, cusum_update
 from tests.drift.champions import alerts, calls, champions_since, days_ending_day_before_yesterday
 from tests.drift.test_late_data_cusum import cusum_by_day
 from tests.drift.traffic import fail_rollup_on, post_events, run_drift
@@ -143,3 +144,51 @@ def test_a_rerun_after_the_alert_resolved_keeps_the_statistic_it_stood_on(
     changed = {d: (judged[d], rerun[d]) for d in day[40:] if rerun[d] != pytest.approx(judged[d])}
     assert not changed, changed
     assert alerts(client, auth, signal="refusal_rate", dimension="all") == [alert]
+
+
+def test_late_events_before_a_rebaseline_reach_the_days_judged_after_it(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """`shifted_refusals` for 45 days, except that day 39's calls first arrive without the
+    shift (200 refused of 2,000); the model is rebaselined after day 39 (the alert's days
+    left out) and judged day by day to 44, day 40 starting from day 39's statistic. Then 40
+    late calls of day 39, all refused, arrive and day 39 is run again: its S rises, and
+    every later day must start from it, though they were judged against the new reference.
+    Before, the rerun recomputed only the days on day 39's reference: day 40 kept the
+    statistic it had built on the incomplete day."""
+    day = days_ending_day_before_yesterday(45)
+    champions_since(app, client, auth, {"A": day[0]})
+    events = []
+    for i in range(45):
+        events += calls(day[i], "A", 220 if i >= 20 and i != 39 else 200, n=2000)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[39], 40)
+    body = {"reason": "refresh", "last_day": day[39].isoformat()}
+    response = client.post("/api/v1/models/m/rebaseline", json=body, headers=auth)
+    assert response.status_code == 201, response.text
+    for i in range(40, 45):
+        run_drift(client, auth, day[i])
+    before = cusum_by_day(app)
+
+    late = [{**e, "trace_id": f"{e['trace_id']}-late"} for e in calls(day[39], "A", 40, n=40)]
+    post_events(client, auth, late)
+    run_drift(client, auth, day[39])
+    after = cusum_by_day(app)
+    assert after[day[39]][0] > before[day[39]][0]  # the late calls raised day 39's S
+    with app.state.sessionmaker() as session:
+        stored = {
+            j.day: j
+            for j in session.scalars(
+                select(DriftJudgement).where(
+                    DriftJudgement.signal == "refusal_rate", DriftJudgement.dimension == "all"
+                )
+            )
+        }
+    statistic = after[day[39]][0]
+    for d in day[40:45]:
+        row = stored[d]
+        assert row.score is not None and row.cusum_h is not None
+        statistic = float(
+            cusum_update(statistic, row.score, DEFAULT_K, row.cusum_h + DEFAULT_HEADROOM)
+        )
+        assert row.cusum == pytest.approx(statistic), (d, before[d], after[d], statistic)
