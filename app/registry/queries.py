@@ -201,21 +201,23 @@ def standing_blocks(session: Session, project_id: int, checkpoint_id: int) -> li
         index = bisect.bisect_right(starts, moment)
         return reigns[index - 1].checkpoint_id if index else None
 
-    # dataset -> baseline checkpoint -> (block's gate, its dataset version)
-    standing: dict[str, dict[int, tuple[int, int]]] = {}
+    # dataset -> (baseline checkpoint, dataset version) -> the newest block's gate. Keyed by
+    # version too: a later block on an earlier version must not replace one on a later
+    # version, which a pass on the earlier version cannot lift.
+    standing: dict[str, dict[tuple[int, int], int]] = {}
     for gate_id, verdict, dataset, version, baseline, exploratory, decided_at in decisive:
         blocks = standing.setdefault(dataset, {})
         if exploratory:
             continue  # a what-if policy's verdict neither blocks nor lifts
         if verdict is GateVerdict.block:
-            blocks[baseline] = (gate_id, version)
+            blocks[baseline, version] = gate_id
             continue
         against_champion = baseline == champion_at(decided_at)
-        for checkpoint_id, (_, blocked_on) in list(blocks.items()):
+        for checkpoint_id, blocked_on in list(blocks):
             if (against_champion or checkpoint_id == baseline) and blocked_on <= version:
-                del blocks[checkpoint_id]
+                del blocks[checkpoint_id, blocked_on]
     return [
-        StandingBlock(max(gate_id for gate_id, _ in blocks.values()), dataset)
+        StandingBlock(max(blocks.values()), dataset)
         for dataset, blocks in sorted(standing.items())
         if blocks
     ]

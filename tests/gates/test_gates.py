@@ -94,6 +94,32 @@ def runs_for(
     )
 
 
+def run_on(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    checkpoint_id: int,
+    version: int,
+    rows: Rows,
+    failing: set[str] = frozenset(),  # type: ignore[assignment]
+) -> int:
+    """A succeeded run of `checkpoint_id` on version `version` of 'golden' (holding `rows`),
+    failing the rows in `failing`: `add_run` uploads its rows, which would add a version."""
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": version,
+            "evaluators": [{"name": EVALUATOR}],
+            "outputs": outputs_scoring(rows, {EVALUATOR: passing(rows, failing)}),
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(app)
+    return int(created.json()["run_id"])
+
+
 def test_a_high_risk_cohort_going_from_40_to_20_blocks(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
@@ -769,22 +795,7 @@ def test_a_pass_on_an_earlier_version_does_not_lift_a_block_found_on_a_later_one
     )
     assert (blocked["dataset_version"], blocked["verdict"]) == (2, "block")
 
-    def run_on(version: int, rows: Rows, dataset: str = "golden") -> int:
-        created = client.post(
-            f"/api/v1/datasets/{dataset}/evaluations",
-            json={
-                "checkpoint_id": newcomer,
-                "dataset_version": version,
-                "evaluators": [{"name": EVALUATOR}],
-                "outputs": outputs_scoring(rows, {EVALUATOR: passing(rows)}),
-            },
-            headers=auth,
-        )
-        assert created.status_code == 202, created.text
-        drain_worker(app)
-        return int(created.json()["run_id"])
-
-    on_v1 = gate(client, auth, run_on(1, old))
+    on_v1 = gate(client, auth, run_on(app, client, auth, newcomer, 1, old))
     assert (on_v1["dataset_version"], on_v1["verdict"], on_v1["exploratory"]) == (1, "pass", False)
     status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
     assert status == "blocked"
@@ -802,6 +813,47 @@ def test_a_pass_on_an_earlier_version_does_not_lift_a_block_found_on_a_later_one
     )
     assert refused.status_code == 409, refused.text
     assert f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'" in refused.text
+
+
+def test_a_block_on_an_earlier_version_does_not_hide_one_on_a_later_version(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Blocks stood one per (dataset, baseline checkpoint): a later block on v1 replaced the
+    block on v2, which has 100 high-risk rows v1 lacks, and a pass on v1 then lifted both, so
+    the checkpoint read `evaluated` and a pass on another dataset promoted it. Each version's
+    block stands until a pass on its version or a later one."""
+    checkpoint(client, auth, "v0")
+    client.put("/api/v1/models/bot/gate-policy", json={"margin": 0.1}, headers=auth)
+    old = rows_of("general", 200, "low")
+    new = old + rows_of("safety", 100, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, old, {EVALUATOR: passing(old)})
+    add_run(client, auth, champion, new, {EVALUATOR: passing(new)})
+    safety = {row["key"] for row in new[len(old) :]}
+    on_v2 = gate(client, auth, run_on(app, client, auth, newcomer, 2, new, safety))
+    assert (on_v2["dataset_version"], on_v2["verdict"]) == (2, "block")
+    worse = {f"general-{i}" for i in range(40)}
+    on_v1 = gate(client, auth, run_on(app, client, auth, newcomer, 1, old, worse))
+    assert (on_v1["dataset_version"], on_v1["verdict"]) == (1, "block")
+    clean = [run_on(app, client, auth, newcomer, 1, old) for _ in range(4)][-1]
+    lifted_v1 = gate(client, auth, clean)
+    assert (lifted_v1["verdict"], lifted_v1["attempt"]) == ("pass", 2), lifted_v1["reasons"]
+    status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
+    assert status == "blocked"
+    add_run(client, auth, champion, old, {EVALUATOR: passing(old)}, dataset="other")
+    elsewhere = gate(
+        client,
+        auth,
+        add_run(client, auth, newcomer, old, {EVALUATOR: passing(old)}, dataset="other"),
+    )
+    assert elsewhere["verdict"] == "pass"
+    refused = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": elsewhere["id"]},
+        headers=auth,
+    )
+    assert refused.status_code == 409, refused.text
+    assert f"gate {on_v2['id']} blocked this checkpoint on dataset 'golden'" in refused.text
 
 
 def test_gate_requests_that_cannot_be_decided_get_clear_problems(
