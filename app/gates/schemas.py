@@ -102,7 +102,7 @@ class GatePolicySpec(StrictModel):
     weighting: Literal["inverse_n", "sqrt_n", "equal"] = Field(
         default=_STATS.weighting,
         description="Each guarded comparison's share of alpha: in proportion to 1/rows, "
-        "1/sqrt(rows), or equal.",
+        "1/sqrt(rows), or equal; no share above ten times another's.",
     )
     min_discordant: int = Field(
         default=_STATS.min_discordant,

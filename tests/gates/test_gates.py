@@ -387,6 +387,31 @@ def test_a_few_rows_declared_high_risk_do_not_hide_a_drop_of_the_whole_populatio
     assert rare["underpowered"] and rare["p_adjusted"] == 1.0
 
 
+def test_six_high_risk_rows_do_not_take_almost_all_of_the_budget(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Under uncapped 1/n weights six high-risk rows, unchanged, took 98.5% of alpha beside
+    400 others: 20 of those 400 lost (p = 0.0009) came out inconclusive (adjusted 0.064),
+    which a policy allowing inconclusive promoted. No share exceeds ten times another's now:
+    the six take 10/11 and the drop blocks (adjusted 0.010)."""
+    checkpoint(client, auth, "v0")
+    client.put("/api/v1/models/bot/gate-policy", json={"allow_inconclusive": True}, headers=auth)
+    rows = rows_of("general", 400, "low") + rows_of("rare", 6, "high")
+    failing = {f"general-{i}" for i in range(20)}
+    _, cand_run = runs_for(
+        client, auth, rows, {EVALUATOR: passing(rows)}, {EVALUATOR: passing(rows, failing)}
+    )
+
+    result = gate(client, auth, cand_run)
+
+    assert result["verdict"] == "block"
+    everyone = comparison(result, "all", "all")
+    assert (everyone["lost"], everyone["status"]) == (20, "block")
+    assert everyone["p_adjusted"] == pytest.approx(11 * everyone["p_value"])
+    rare = comparison(result, "risk", "high")
+    assert (rare["n"], rare["status"]) == (6, "inconclusive")
+
+
 def test_promotion_needs_a_passing_gate_for_that_checkpoint(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:

@@ -137,6 +137,31 @@ class TestFamilies:
         assert a_all.p_block_adjusted == pytest.approx(expected[0])
         assert a_all.status == "block" and decision.verdict == "block"
 
+    def test_a_small_cohort_takes_at_most_ten_times_the_population_s_share(self) -> None:
+        """Six identical high-risk rows beside 400 took 98.5% of alpha under 1/n weights:
+        20 of 400 lost (p = 0.0009) came out inconclusive (adjusted 0.064), which
+        `allow_inconclusive` promotes. Capped at 10:1 the six rows take 10/11 (they still
+        block when all six are lost, p = 0.019) and the drop blocks (adjusted 0.010)."""
+        n = 406
+        high = np.arange(n) >= 400
+        base, cand = np.ones(n), np.ones(n)
+        cand[:20] = 0.0
+        membership = np.vstack([np.ones(n, dtype=np.bool_), high])
+        cohorts = [CohortSpec("all", guarded=True), CohortSpec("risk=high", True, "high")]
+        decision = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        assert decision.verdict == "block"
+        everyone, six = decision.records
+        assert everyone.p_block < 0.001 and everyone.status == "block"
+        assert everyone.p_block_adjusted == pytest.approx(everyone.p_block * 11)
+        assert six.p_block_adjusted == 1.0 and six.status == "inconclusive"
+        cand[400:] = 0.0
+        lost_all = decide_gate(
+            [EvaluatorOutcomes("judge", base, cand)], membership, cohorts, DEFAULT
+        )
+        assert lost_all.records[1].status == "block"
+
     def test_a_cohort_of_fewer_rows_than_min_discordant_takes_no_share_of_the_budget(
         self,
     ) -> None:

@@ -57,6 +57,11 @@ def test_a_heavier_weight_rejects_what_an_equal_split_cannot() -> None:
 
 def test_design_weights() -> None:
     np.testing.assert_allclose(design_weights([100, 1000], 1.0), [10 / 11, 1 / 11])
+    # No share beyond ten times the smallest: 6 rows beside 406 take 10/11, not 98.5%.
+    np.testing.assert_allclose(design_weights([6, 406], 1.0), [10 / 11, 1 / 11])
+    np.testing.assert_allclose(design_weights([6, 10_000], 0.5), [10 / 11, 1 / 11])
+    small = 20 / (20 + 6**0.5)  # 1/sqrt(6) against 1/20: a ratio of 8.2, within the cap
+    np.testing.assert_allclose(design_weights([6, 400], 0.5), [small, 1 - small])
     np.testing.assert_allclose(design_weights([100, 400], 0.5), [2 / 3, 1 / 3])
     np.testing.assert_allclose(design_weights([7, 9000, 0], 0.0), [1 / 3] * 3)
 
@@ -66,8 +71,8 @@ def test_family_shares_leave_out_comparisons_that_cannot_reject() -> None:
     each would take by joining them."""
     shares = family_shares([400, 3, 100, 0], 1.0, 6)
     np.testing.assert_allclose(shares[[0, 2]], [1 / 5, 4 / 5])
-    np.testing.assert_allclose(shares[1], (1 / 3) / (1 / 400 + 1 / 100 + 1 / 3))
-    np.testing.assert_allclose(shares[3], 1 / (1 / 400 + 1 / 100 + 1))  # counted as one row
+    # Joining, each counts as a tenth of the largest comparison's rows (the 10:1 cap).
+    np.testing.assert_allclose(shares[[1, 3]], (1 / 40) / (1 / 400 + 1 / 100 + 1 / 40))
     np.testing.assert_allclose(family_shares([400, 100], 1.0, 6), design_weights([400, 100], 1))
 
 
