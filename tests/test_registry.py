@@ -8,7 +8,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import AuditLog
+from app.gates.schemas import GatePolicySpec
+from app.models import AuditLog, GatePolicy
+from app.models.registry import NO_VERDICT_FIELDS
 
 Headers = dict[str, str]
 
@@ -248,3 +250,23 @@ def test_bad_prices_are_refused_naming_the_field_and_change_nothing(
         client.get(f"/api/v1/checkpoints/{checkpoint['id']}", headers=auth).json()["pricing"]
         == PRICES
     )
+
+
+def test_a_gate_policy_change_counts_only_in_fields_that_decide_a_verdict() -> None:
+    """Only the fields a verdict depends on make a gate decided before stale: `power`,
+    `block_power` and `min_effect` size `required_n`, the retired fields are ignored and
+    `accept_canary` concerns canaries. Every other field of the policy decides: a field
+    added later is counted until it is shown not to."""
+    decided = GatePolicySpec().as_stored()
+    quiet = {"power": 0.9, "block_power": 0.8, "min_effect": 0.03, "seed": 7, "min_rows": 30}
+    quiet |= {"bootstrap_resamples": 100, "warn_risks": ["low"], "accept_canary": False}
+    changed = GatePolicy(policy=GatePolicySpec.model_validate(quiet).as_stored())
+    assert changed.changes_from(decided) == []
+    deciding = set(GatePolicySpec.model_fields) - NO_VERDICT_FIELDS
+    assert deciding == {
+        "metric", "margin", "risk_margins", "alpha", "floor", "floors", "correction",
+        "weighting", "min_discordant", "block_risks", "cohort_risk", "guard_population",
+        "allow_inconclusive",
+    }  # fmt: skip
+    wider = GatePolicy(policy={**decided, "margin": 0.05, "allow_inconclusive": True})
+    assert wider.changes_from(decided) == ["allow_inconclusive", "margin"]

@@ -127,6 +127,25 @@ class ChampionHistory(TenantKeyed, CreatedAt, Base):
     )
 
 
+NO_VERDICT_FIELDS = frozenset(
+    {
+        # Whether a canary may stand in for a gate, never what a gate decides.
+        "accept_canary",
+        # Only the rows `required_n` asks for (app.stats.planning): no test reads them.
+        "power",
+        "block_power",
+        "min_effect",
+        # Retired: accepted and ignored (docs/statistics.md §7.6).
+        "min_rows",
+        "warn_risks",
+        "bootstrap_resamples",
+        "seed",
+    }
+)
+"""Gate policy fields a gate's verdict does not depend on: changing one keeps a gate
+decided before current for promotion."""
+
+
 class GatePolicy(TenantKeyed, CreatedAt, Base):
     """Versioned: a stored gate records which policy version decided it."""
 
@@ -154,9 +173,9 @@ class GatePolicy(TenantKeyed, CreatedAt, Base):
 
     def changes_from(self, decided: Mapping[str, Any]) -> list[str]:
         """The fields in which this version differs from the policy a gate was decided under
-        (the gate's stored `policy`), but for `accept_canary`: it says whether a canary may
-        stand in for a gate, never what a gate decides. Empty: the gate was decided under
-        this policy, whatever version numbers lie between (a PUT of the same policy, or a
-        change made and undone)."""
-        fields = (self.policy.keys() | decided.keys()) - {"accept_canary"}
+        (the gate's stored `policy`), but for those that decide no verdict
+        (`NO_VERDICT_FIELDS`). Empty: the gate was decided under this policy, whatever
+        version numbers lie between (a PUT of the same policy, or a change made and
+        undone)."""
+        fields = (self.policy.keys() | decided.keys()) - NO_VERDICT_FIELDS
         return sorted(key for key in fields if self.policy.get(key) != decided.get(key))

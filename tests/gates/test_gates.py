@@ -549,8 +549,9 @@ def test_a_policy_stored_again_or_changed_in_what_decides_no_gate_keeps_its_gate
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
     """200 identical rows pass at attempt 1 (p_pass = 0.019 <= alpha/2). An admin then PUTs
-    the default policy as v1 (config applied by a pipeline) and turns canaries off (v2):
-    neither changes what the gate decided, yet promotion answered 409 "policy changed", and
+    the default policy as v1 (config applied by a pipeline), turns canaries off (v2), and
+    changes only what required_n reads and retired fields (v3): none changes what the gate
+    decided, yet promotion answered 409 "policy changed", and
     the re-gate it asked for, attempt 2 at alpha/4 on the same rows, is inconclusive: a good
     checkpoint could not be promoted at all without more rows."""
     rows = rows_of("general", 200, "low")
@@ -560,7 +561,16 @@ def test_a_policy_stored_again_or_changed_in_what_decides_no_gate_keeps_its_gate
     passed = gate(client, auth, cand_run)
     assert (passed["verdict"], passed["policy_version"]) == ("pass", None)
     assert 0.0125 < comparison(passed, "all", "all")["p_pass"] <= 0.025
-    for version, policy in ((1, {}), (2, {"accept_canary": False})):
+    no_verdict = {  # only required_n reads these, or nothing (retired fields)
+        "power": 0.9,
+        "block_power": 0.8,
+        "min_effect": 0.03,
+        "seed": 7,
+        "min_rows": 30,
+        "bootstrap_resamples": 100,
+        "warn_risks": ["low"],
+    }
+    for version, policy in ((1, {}), (2, {"accept_canary": False}), (3, no_verdict)):
         put = client.put("/api/v1/models/bot/gate-policy", json=policy, headers=auth)
         assert put.status_code == 200 and put.json()["version"] == version, put.text
 
