@@ -20,6 +20,7 @@ from tests.gates.test_gates import (
     passing,
     rows_of,
 )
+from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
 
@@ -69,3 +70,20 @@ def test_decide_gate_floor_near_one_on_repeats_does_not_block_a_perfect_candidat
         DecisionPolicy(floor=0.99999),
     )
     assert decided.verdict != "block", [r.reason for r in decided.records]
+
+
+def test_the_gate_page_prints_a_floor_near_one_with_its_own_digits(
+    app: FastAPI, client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """A floor of 0.999 read "floor 1.00: not shown met" on the gate page (two digits): a
+    floor the candidate (1.0000) seems to meet, and not the one the policy states."""
+    rows = rows_of("core", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    cand_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    result = gate(client, auth, cand_run, policy={"floor": 0.999})
+    high = comparison(result, "risk", "high")
+    assert (high["candidate"], high["floor"], high["floor_status"]) == (1.0, 0.999, "unclear")
+    sign_in(client, admin_key)
+    page = client.get(f"/gates/{result['id']}").text
+    assert "floor 0.999: not shown met" in page and "floor 1.00" not in page

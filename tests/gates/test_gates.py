@@ -1033,7 +1033,7 @@ def test_floors_are_judged_by_their_bound_on_guarded_cohorts_only(
     sign_in(client, admin_key)
     page = client.get(f"/gates/{broken['id']}").text
     p_floor = high["p_floor_broken_adjusted"]
-    assert f"floor 0.90: shown below (adjusted p = {p_floor:.2g})" in page
+    assert f"floor 0.9: shown below (adjusted p = {p_floor:.2g})" in page
     assert "floor 0.97: not shown met" in client.get(f"/gates/{unclear['id']}").text
 
 
