@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -586,7 +586,15 @@ def promote(
     if current is not None and current.id == checkpoint.id:
         raise Conflict(f"checkpoint {checkpoint_id} is already the champion")
     reason = (reason or "").strip() or None
-    gate = _check_gate(session, checkpoint, current, gate_id)
+    overrode: dict[str, Any] = {}
+    try:
+        gate = _check_gate(session, checkpoint, current, gate_id)
+    except Conflict as refused:
+        # `force` with a written reason promotes past a refused gate as it does without one
+        # (its 409 says so); the gate is then no basis of the promotion, only what it overrode.
+        if not (force and reason is not None):
+            raise
+        gate, overrode["refused_gate"] = None, {"gate_id": gate_id, "detail": refused.detail}
     canary = _check_canary(session, checkpoint, current, canary_id)
     if canary is not None:
         reason = reason or f"canary {canary.id} decided promote"
@@ -599,6 +607,12 @@ def promote(
             )
         if reason is None:
             raise Unprocessable("reason: a written reason is required without a gate")
+    forced = force and gate is None and canary is None
+    if forced:
+        overrode["standing_blocks"] = [
+            {"gate_id": block.gate_id, "dataset": block.dataset}
+            for block in standing_blocks(session, model.project_id, checkpoint.id)
+        ]
     _change_champion(
         session,
         principal,
@@ -608,9 +622,10 @@ def promote(
         current,
         ChampionAction.promote,
         reason=reason,
-        forced=force and gate is None and canary is None,
+        forced=forced,
         gate_id=gate.id if gate else None,
         canary_id=canary.id if canary else None,
+        overrode=overrode,
     )
     session.commit()
     return model_state(session, principal.project_id, model_name)
@@ -687,7 +702,10 @@ def _change_champion(
     gate_id: int | None = None,
     alert_id: int | None = None,
     canary_id: int | None = None,
+    overrode: Mapping[str, Any] | None = None,
 ) -> None:
+    """`overrode`: what a forced promotion went past (a refused gate, the blocks standing),
+    kept in the audit entry."""
     if old is not None:
         old.status = (
             CheckpointStatus.rolled_back
@@ -720,7 +738,15 @@ def _change_champion(
         "alert_id": alert_id,
         "canary_id": canary_id,
     }
-    audit.record(session, principal, f"champion.{action.value}", "model", model.id, details, reason)
+    audit.record(
+        session,
+        principal,
+        f"champion.{action.value}",
+        "model",
+        model.id,
+        {**details, **(overrode or {})},
+        reason,
+    )
     outbox.emit(
         session,
         principal.project_id,

@@ -17,11 +17,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from scipy import stats
+from sqlalchemy import select
 from statsmodels.stats.multitest import multipletests
 
 from app.cli import _gate_table
 from app.gates import service as gates_service
-from app.models import Gate
+from app.models import AuditLog, Gate
 from app.stats.cohorts import build_cohorts
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from tests.datasets.support import drain_worker
@@ -445,8 +446,23 @@ def test_promotion_needs_a_passing_gate_for_that_checkpoint(
     assert promote(bad, gate_id=blocked["id"]).status_code == 409
     assert promote(bad, gate_id=passed["id"]).status_code == 409  # judged another checkpoint
     assert promote(bad).status_code == 409
-    forced = promote(bad, force=True, reason="hotfix, accepted by the on-call lead")
-    assert forced.status_code == 200 and forced.json()["history"][0]["forced"] is True
+    # The 409 of a failing gate says "or force with a written reason": force with the gate
+    # forces too (it answered 409 again), and the audit entry keeps what it went past.
+    refused = promote(bad, gate_id=blocked["id"], force=True)  # no reason: no force
+    assert refused.status_code == 409 and "or force with a written reason" in refused.text
+    reason = "hotfix, accepted by the on-call lead"
+    forced = promote(bad, gate_id=blocked["id"], force=True, reason=reason)
+    assert forced.status_code == 200, forced.text
+    entry = forced.json()["history"][0]
+    assert (entry["forced"], entry["gate_id"]) == (True, None)  # the gate is no basis
+    with app.state.sessionmaker() as session:
+        audited = session.scalars(
+            select(AuditLog).where(AuditLog.action == "champion.promote").order_by(AuditLog.id)
+        ).all()[-1]
+    assert audited.details["forced"] is True and audited.note == reason
+    assert audited.details["refused_gate"]["gate_id"] == blocked["id"]
+    assert "verdict is 'block'" in audited.details["refused_gate"]["detail"]
+    assert audited.details["standing_blocks"] == [{"gate_id": blocked["id"], "dataset": "golden"}]
     stale = promote(good, gate_id=passed["id"])  # compared with v1, no longer the champion
     assert stale.status_code == 409 and "not with the champion" in stale.json()["detail"]
     against_champion = gate(client, auth, good_run, baseline_run_id=bad_run)
