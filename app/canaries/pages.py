@@ -15,7 +15,6 @@ from app.canaries.schemas import MAX_COHORTS
 from app.core.deps import LinksDep, SessionDep
 from app.core.errors import Unprocessable
 from app.core.links import Links
-from app.models.canaries import CanaryStatus
 from app.models.project import Role
 from app.registry import queries as registry_queries
 from app.registry import service as registry
@@ -43,7 +42,7 @@ def canary_page(
     `cohort` picks the charts' cohort by its place in the canary's list (0: everyone)."""
     canary = canaries.get_canary(session, viewer.principal.project_id, canary_id)
     canary = canaries.evaluate(session, links, canary, "read")
-    out = canaries.canary_out(canary, links)
+    out = canaries.canary_out(session, canary, links)
     history = canaries.history(session, canary)
     if cohort >= len(history.plan.cohorts):
         raise Unprocessable(f"cohort: this canary guards {len(history.plan.cohorts)} cohorts")
@@ -51,11 +50,6 @@ def canary_page(
         (signal, canary_figures.interval_over_time(history, signal, cohort))
         for signal in history.plan.signals
     ]
-    # Read now, not at the decision: a block may have been lifted (or a policy changed) since.
-    refused = None
-    if out.status is CanaryStatus.promote and out.promoted_at is None:
-        candidate = registry.get_checkpoint(session, canary.project_id, canary.checkpoint_id)
-        refused = registry.canary_promotion_refusal(session, candidate)
     context = {
         "viewer": viewer,
         "canary": out,
@@ -66,7 +60,6 @@ def canary_page(
             out.evidence.comparisons if out.evidence else [],
             key=lambda c: _VERDICT_ORDER[c.verdict],
         ),
-        "promotion_refused": refused,
     }
     return render(request, "canaries/canary.html", context)
 
@@ -127,7 +120,11 @@ def _rollback_form(
 ) -> HTMLResponse:
     """The confirmation form (a rollback decision's webhook links here)."""
     canary = canaries.get_canary(session, viewer.principal.project_id, canary_id)
-    context = {"viewer": viewer, "canary": canaries.canary_out(canary, links), "error": error}
+    context = {
+        "viewer": viewer,
+        "canary": canaries.canary_out(session, canary, links),
+        "error": error,
+    }
     return render(request, "canaries/rollback.html", context, status_code=422 if error else 200)
 
 

@@ -26,7 +26,7 @@ def create_canary(
     settings: SettingsDep,
 ) -> CanaryOut:
     canary = canaries.create_canary(session, principal, model, body, settings.retention_days)
-    return canaries.canary_out(canary, links)
+    return canaries.canary_out(session, canary, links)
 
 
 @router.get("/models/{model}/canaries", response_model=Page[CanaryOut])
@@ -37,7 +37,7 @@ def list_canaries(
     rows, cursor = canaries.list_canaries(
         session, principal.project_id, model, paging.cursor, paging.limit
     )
-    return Page(items=[canaries.canary_out(c, links) for c in rows], next_cursor=cursor)
+    return Page(items=[canaries.canary_out(session, c, links) for c in rows], next_cursor=cursor)
 
 
 @router.get("/canaries/{canary_id}", response_model=CanaryOut)
@@ -47,7 +47,7 @@ def get_canary(
     """A running canary is evaluated first: looking costs nothing in error (every bound is a
     confidence sequence), so the answer is always current."""
     canary = canaries.get_canary(session, principal.project_id, canary_id)
-    return canaries.canary_out(canaries.evaluate(session, links, canary, "read"), links)
+    return canaries.canary_out(session, canaries.evaluate(session, links, canary, "read"), links)
 
 
 @router.post("/canaries/{canary_id}/evaluate", response_model=CanaryOut)
@@ -55,14 +55,16 @@ def evaluate_canary(
     canary_id: int, principal: Writer, session: SessionDep, links: LinksDep
 ) -> CanaryOut:
     canary = canaries.get_canary(session, principal.project_id, canary_id)
-    return canaries.canary_out(canaries.evaluate(session, links, canary, "api"), links)
+    return canaries.canary_out(session, canaries.evaluate(session, links, canary, "api"), links)
 
 
 @router.post("/canaries/{canary_id}/stop", response_model=CanaryOut)
 def stop_canary(
     canary_id: int, body: CanaryStopIn, principal: Writer, session: SessionDep, links: LinksDep
 ) -> CanaryOut:
-    return canaries.canary_out(canaries.stop(session, principal, canary_id, body.reason), links)
+    return canaries.canary_out(
+        session, canaries.stop(session, principal, canary_id, body.reason), links
+    )
 
 
 @router.post("/canaries/{canary_id}/rollback", response_model=CanaryOut)
@@ -74,4 +76,4 @@ def roll_back_canary(
     links: LinksDep,
 ) -> CanaryOut:
     canary = canaries.roll_back(session, principal, links, canary_id, body.reason)
-    return canaries.canary_out(canary, links)
+    return canaries.canary_out(session, canary, links)

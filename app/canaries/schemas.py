@@ -277,9 +277,10 @@ class EvidenceOut(BaseModel):
     )
     promotion_refused: str | None = Field(
         default=None,
-        description="A 'promote' decision the registry refuses when it was taken: why (a gate "
-        "block standing on the candidate, or a gate policy not accepting canaries). The "
-        "decision stands on the traffic; promoting on it answers 409 until that is lifted.",
+        description="At decision time (frozen with the evidence): why the registry refused "
+        "promoting on this 'promote' decision then (a gate block standing on the candidate, "
+        "a gate policy not accepting canaries, ...). The decision stands on the traffic; what "
+        "the registry answers now is the canary's own `promotion_refused`.",
     )
 
     @model_validator(mode="before")
@@ -329,6 +330,13 @@ class CanaryOut(OrmModel):
     reason: str | None
     rolled_back_at: datetime | None
     promoted_at: datetime | None
+    promotion_refused: str | None = Field(
+        default=None,
+        description="Now, at this read: why promoting on this canary's 'promote' decision "
+        "answers 409, if it does (the registry's own check; `evidence.promotion_refused` is "
+        "its answer when the canary decided). None when the promotion would be accepted, and "
+        "for a canary that did not decide promote or was promoted or rolled back.",
+    )
     actor: str
     created_at: datetime
     links: dict[str, str] = Field(default_factory=dict)

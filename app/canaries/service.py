@@ -190,9 +190,16 @@ def list_canaries(
     return paginate(session, stmt, Canary.id, cursor, limit)
 
 
-def canary_out(canary: Canary, links: Links) -> CanaryOut:
-    """The canary as the API, the pages and the webhook payload show it."""
-    return CanaryOut.model_validate(canary, context={"links": links})
+def canary_out(session: Session, canary: Canary, links: Links) -> CanaryOut:
+    """The canary as the API, the pages and the webhook payload show it, with what the
+    registry would answer to promoting on it now (`promotion_refused`, read live: a block
+    lifted or a policy changed since the decision changes it, and the decided evidence
+    keeps the answer of its moment)."""
+    out = CanaryOut.model_validate(canary, context={"links": links})
+    promotable = canary.status is CanaryStatus.promote and canary.promoted_at is None
+    if promotable and canary.rolled_back_at is None:
+        out.promotion_refused = registry.canary_promotion_refusal(session, canary)
+    return out
 
 
 # --- Evaluation -----------------------------------------------------------------------------
@@ -381,17 +388,16 @@ def _promotion_refused(
     session: Session, canary: Canary, evidence: dict[str, Any], reason: str
 ) -> str:
     """The reason of a 'promote' decision, and its `evidence`, naming what makes the registry
-    refuse the promotion now (a standing gate block, a policy not accepting canaries), if
-    anything: the webhook and the page would otherwise announce a promotion that answers 409.
-    The decision stands: it is about the traffic, and the registry keeps its own checks."""
-    candidate = session.get_one(Checkpoint, canary.checkpoint_id)
-    refused = registry.canary_promotion_refusal(session, candidate)
+    refuse the promotion at the decision (a standing gate block, a policy not accepting
+    canaries, ...), if anything: the webhook would otherwise announce a promotion that
+    answers 409. The decision stands: it is about the traffic, and the registry keeps its own
+    checks. Both are frozen with the decision, so they say "when decided"; what the registry
+    answers now is the canary's live `promotion_refused` (`canary_out`)."""
+    refused = registry.canary_promotion_refusal(session, canary)
     if refused is None:
         return reason
-    note = f"the registry refuses the promotion for now: {refused}"
     evidence["promotion_refused"] = refused
-    evidence["reasons"] = [*evidence["reasons"], note]
-    return f"{reason}; {note}"
+    return f"{reason}; when decided, the registry refused the promotion: {refused}"
 
 
 def _end(
@@ -446,7 +452,7 @@ def _end(
 
 def _notify(session: Session, links: Links, canary: Canary, outcome: str) -> None:
     """`canary.decided`, with the evidence (and for a rollback, the confirmation link)."""
-    data = canary_out(canary, links).model_dump(mode="json")
+    data = canary_out(session, canary, links).model_dump(mode="json")
     outbox.emit(
         session,
         canary.project_id,

@@ -329,48 +329,58 @@ def _check_canary(
             "that decided 'promote' (or a passing gate, or force with a written reason)",
             field="canary_id",
         )
-    if current is None or current.id != canary.champion_id:
-        raise Conflict(
-            f"canary_id: canary {canary_id} compared against checkpoint {canary.champion_id}, "
-            "which is no longer the champion",
-            field="canary_id",
-        )
-    changed = champion_change_since(
-        session, checkpoint.project_id, checkpoint.model_id, canary.started_at
-    )
-    if changed is not None:
-        raise Conflict(
-            f"canary_id: the champion changed since canary {canary_id} started (history entry "
-            f"{changed.id}, {changed.action.value} of checkpoint {changed.checkpoint_id}); its "
-            "comparison no longer describes replacing the champion: run a new canary or gate",
-            field="canary_id",
-        )
-    decided_at = canary.ended_at or canary.started_at
-    newer = _newer_evidence_against(session, checkpoint, decided_at, None)
-    if newer is not None:
-        raise Conflict(
-            f"canary_id: {newer} after canary {canary_id} decided promote; only later evidence "
-            "lifts it: a pass on the blocking gate's dataset, or a later canary after a "
-            "rollback (or force with a written reason)",
-            field="canary_id",
-        )
-    _refuse_standing_block(session, checkpoint, f"canary {canary_id}", "canary_id")
-    refuses = _policy_refusing_canaries(session, checkpoint)
-    if refuses is not None:
-        raise Conflict(f"canary_id: {refuses}; promote with a passing gate", field="canary_id")
+    refused = canary_promotion_refusal(session, canary, current)
+    if refused is not None:
+        raise Conflict(f"canary_id: {refused}", field="canary_id")
     return canary
 
 
-def canary_promotion_refusal(session: Session, checkpoint: Checkpoint) -> str | None:
-    """Why promoting `checkpoint` on any canary's word is refused now, whatever the canary
-    showed: a gate block standing on it, or a gate policy that does not accept canaries (the
-    checks of `_check_canary` that do not depend on the canary). A canary deciding promote
-    says so in its evidence, so its webhook and page do not announce a promotion the
-    registry will refuse."""
+def canary_promotion_refusal(
+    session: Session, canary: Canary, current: Checkpoint | None = None
+) -> str | None:
+    """Why promoting the candidate on the word of `canary` (a 'promote' decision, or one
+    being taken now) is refused now, if it is: the champion it was compared with no longer
+    serves, or changed and back since it started; newer evidence against the candidate; a
+    gate block standing on it; a gate policy not accepting canaries. `current` is the
+    champion when the caller read it already (a promotion holds the model's lock).
+
+    The one check `_check_canary` answers 409 with and the canary's decision, API and page
+    tell: a copy of part of it offered a Promote button that answered 409."""
+    checkpoint = session.get_one(Checkpoint, canary.checkpoint_id)
+    if current is None:
+        current = champion_of(session, canary.project_id, canary.model_id)
+    if current is None or current.id != canary.champion_id:
+        return (
+            f"canary {canary.id} compared against checkpoint {canary.champion_id}, which is no "
+            "longer the champion"
+        )
+    changed = champion_change_since(session, canary.project_id, canary.model_id, canary.started_at)
+    if changed is not None:
+        return (
+            f"the champion changed since canary {canary.id} started (history entry "
+            f"{changed.id}, {changed.action.value} of checkpoint {changed.checkpoint_id}); its "
+            "comparison no longer describes replacing the champion: run a new canary or gate"
+        )
+    # A canary deciding now has no ended_at yet: everything before now is what it saw.
+    decided_at = canary.ended_at or utcnow()
+    newer = _newer_evidence_against(session, checkpoint, decided_at, None)
+    if newer is not None:
+        return (
+            f"{newer} after canary {canary.id} decided promote; only later evidence lifts it: "
+            "a pass on the blocking gate's dataset, or a later canary after a rollback (or "
+            "force with a written reason)"
+        )
     standing = _standing_block(session, checkpoint)
     if standing is not None:
-        return f"{standing}; a canary does not lift it"
-    return _policy_refusing_canaries(session, checkpoint)
+        return (
+            f"{standing}; canary {canary.id} does not lift it (only a pass on that dataset "
+            "against the block's baseline or the champion, under the stored gate policy, does; "
+            "or force with a written reason)"
+        )
+    refuses = _policy_refusing_canaries(session, checkpoint)
+    if refuses is not None:
+        return f"{refuses}; promote with a passing gate"
+    return None
 
 
 def _policy_refusing_canaries(session: Session, checkpoint: Checkpoint) -> str | None:

@@ -144,11 +144,12 @@ def test_a_promote_decision_names_the_standing_block_the_registry_will_refuse_it
         drain(app, settings)
         [(_headers, body)] = hook.requests
     block = f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'"
-    assert block in canary["evidence"]["promotion_refused"]
-    assert block in canary["reason"] and block in canary["evidence"]["reasons"][-1]
+    assert block in canary["evidence"]["promotion_refused"] and block in canary["reason"]
+    assert block in canary["promotion_refused"]
     data = json.loads(body)["data"]
     assert data["decision"] == "promote"
     assert block in data["evidence"]["promotion_refused"] and block in data["reason"]
+    assert block in data["promotion_refused"]
     sign_in(client, admin_key)
     page = client.get(f"/canaries/{canary['id']}").text
     assert "Promote v2</button>" not in page
@@ -183,3 +184,54 @@ def test_a_canary_rolled_back_while_its_promotion_is_asked_does_not_promote(
     assert after["rolled_back_at"] is not None
     checkpoint = client.get(f"/api/v1/checkpoints/{ids['v2']}", headers=auth).json()
     assert checkpoint["status"] == "rolled_back"
+
+
+def test_what_the_registry_answers_now_is_read_live_on_the_api_and_the_page(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """The policy refused canaries when the canary decided promote, and was set back to
+    accepting them: the API's evidence still said refused and the page listed "the registry
+    refuses the promotion for now" beside a Promote button that answered 200. The decided
+    evidence keeps its answer, labelled as the decision's; the canary's `promotion_refused`
+    and the page say what the registry answers now."""
+    ids = candidate_and_champion(client, auth)
+    policy = f"/api/v1/models/{MODEL}/gate-policy"
+    client.put(policy, json={"accept_canary": False}, headers=auth).raise_for_status()
+    canary = promoting_canary(client, auth, ids)
+    assert "accept_canary" in canary["evidence"]["promotion_refused"]
+    assert "accept_canary" in canary["promotion_refused"] and "when decided" in canary["reason"]
+    client.put(policy, json={"accept_canary": True}, headers=auth).raise_for_status()
+    now = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert now["promotion_refused"] is None
+    assert "accept_canary" in now["evidence"]["promotion_refused"]  # the decision's answer
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{canary['id']}").text
+    assert "Promote v2</button>" in page
+    assert "refuses the promotion for now" not in page and "promotion-refused" not in page
+    body = {"checkpoint_id": ids["v2"], "canary_id": canary["id"]}
+    assert client.post(PROMOTE, json=body, headers=auth).status_code == 200
+
+
+def test_a_champion_changed_and_back_since_the_start_offers_no_promote_button(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """v3 was forced in and rolled back to v1 after the canary decided promote: promoting on
+    it answers 409 (the champion changed since it started), and the page, which checked a
+    copy of part of the registry's checks, still offered the Promote button."""
+    ids = candidate_and_champion(client, auth)
+    canary = promoting_canary(client, auth, ids)
+    forced = {"checkpoint_id": ids["v3"], "force": True, "reason": "hotfix"}
+    client.post(PROMOTE, json=forced, headers=auth).raise_for_status()
+    back = {"to": ids["v1"], "reason": "hotfix reverted"}
+    client.post(f"/api/v1/models/{MODEL}/rollback", json=back, headers=auth).raise_for_status()
+    body = {"checkpoint_id": ids["v2"], "canary_id": canary["id"]}
+    refused = client.post(PROMOTE, json=body, headers=auth)
+    assert refused.status_code == 409
+    changed = f"the champion changed since canary {canary['id']} started"
+    assert changed in refused.json()["detail"]
+    now = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert changed in now["promotion_refused"]
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{canary['id']}").text
+    assert "Promote v2</button>" not in page
+    assert f'id="promotion-refused">The registry refuses this promotion: {changed}' in page
