@@ -30,6 +30,7 @@ import numpy.typing as npt
 from app.canaries.plan import Counts, MixCounts, Plan
 from app.canaries.schemas import (
     ArmOut,
+    BegunBeforeOut,
     Comparison,
     ComparisonOut,
     EvidenceOut,
@@ -298,11 +299,19 @@ class Assessment:
         traffic_hours: float,
         shadow_traces_left_out: int | None,
         candidate_outside_scope: int | None = None,
+        begun_before: BegunBeforeOut | None = None,
     ) -> EvidenceOut:
         """The evidence as stored; the candidate's calls outside a scope, when it served
         any, are named in the last reason (they decide nothing: the scope's comparison holds
-        within it, and a scoped promotion extrapolates from the scope by design)."""
+        within it, and a scoped promotion extrapolates from the scope by design). So are the
+        served calls left out as traces begun before the window; when they are most of the
+        window's, first while nothing is decided: "no guarded signal measured yet" alone
+        hid that the comparison saw almost nothing (trace ids reused across sessions)."""
         reasons = self.reasons
+        if begun_before is not None and begun_before.calls:
+            note = _begun_before_reason(begun_before)
+            first = begun_before.most and self.decision is None
+            reasons = [note, *reasons] if first else [*reasons, note]
         if candidate_outside_scope and plan.scope is not None:
             dimension, value = plan.scope
             reasons = [
@@ -323,7 +332,23 @@ class Assessment:
             mix_differs=self.mix_differs,
             shadow_traces_left_out=shadow_traces_left_out,
             candidate_outside_scope=candidate_outside_scope,
+            begun_before=begun_before,
         )
+
+
+def _begun_before_reason(left: BegunBeforeOut) -> str:
+    counts = (
+        f"{left.calls} of {left.served_calls} served calls left out as traces begun before the "
+        f"canary's window (candidate {left.candidate_calls} calls of {left.candidate_traces} "
+        f"traces, champion {left.champion_calls} of {left.champion_traces}; a trace counts "
+        "only if neither arm served it in the day before)"
+    )
+    if not left.most:
+        return counts
+    return (
+        f"{counts}: trace ids reused across sessions (one per user or conversation)? Give "
+        "each session its own trace id; until then the comparison sees only the rest"
+    )
 
 
 def assess(

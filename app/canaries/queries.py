@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.canaries.plan import ALL, Counts, MixCounts, Plan
+from app.canaries.schemas import BegunBeforeOut
 from app.core.db import hour_bucket_sql, is_postgres, json_text_equals_sql, text_with_times
 from app.drift.signals import COLUMN_DIMENSIONS, PER_TRACE_SIGNALS, RATE_SIGNALS, rate_counts
 from app.models import Canary, Event
@@ -30,13 +31,17 @@ _RECEIVED = " AND e.received_at <= :received_by"
 # The served comparison's events: both arms' served calls from the candidate's first hour,
 # of traces begun there (see `load_counts`): none of the arms served the trace in the
 # SESSION_LOOKBACK before.
-_SERVED = (
+_SERVED_CALLS = (
     f"{_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
-    "AND e.shadow_of IS NULL AND e.ts >= :served_from "
-    "AND e.trace_id NOT IN (SELECT b.trace_id FROM events b WHERE b.project_id = :project_id "
+    "AND e.shadow_of IS NULL AND e.ts >= :served_from"
+)
+# The traces either arm served in the SESSION_LOOKBACK before the served window.
+_BEGUN_BEFORE = (
+    "(SELECT b.trace_id FROM events b WHERE b.project_id = :project_id "
     "AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL "
     "AND b.ts >= :session_from AND b.ts < :served_from)"
 )
+_SERVED = f"{_SERVED_CALLS} AND e.trace_id NOT IN {_BEGUN_BEFORE}"
 SESSION_LOOKBACK = timedelta(days=1)
 """How far before the served window a trace's served call makes it a session begun before
 the window: long enough for any conversation or agent run, short enough that the probe
@@ -109,6 +114,38 @@ def candidate_outside_scope(
         outside,
     )
     return int(session.scalar(statement) or 0)
+
+
+def begun_before(session: Session, canary: Canary, plan: Plan, end: datetime) -> BegunBeforeOut:
+    """Both arms' served calls in the served window (in the scope, if any), and those of
+    them, and their traces, that `_SERVED` leaves out as begun before the window. Counted
+    so that the evidence says how much the comparison did not see: a client reusing a trace
+    id across sessions (one per user or conversation) leaves out almost everything, and the
+    canary would otherwise only say that nothing was measured."""
+    conditions, cohort_params = _cohort_conditions(session, plan)
+    params = {**_window_params(session, canary, plan, end, None), **cohort_params}
+    sql = f"""
+SELECT e.arm, COUNT(*) AS calls, SUM(e.begun) AS left_calls,
+  COUNT(DISTINCT CASE WHEN e.begun = 1 THEN e.trace_id END) AS left_traces
+FROM (
+  SELECT {_ARM} AS arm, e.trace_id,
+    CASE WHEN e.trace_id IN {_BEGUN_BEFORE} THEN 1 ELSE 0 END AS begun
+  FROM events e
+  WHERE {_SERVED_CALLS} AND ({conditions[0]})
+) e
+GROUP BY 1
+"""
+    statement = text_with_times(sql, "start", "end", "served_from", "session_from")
+    counts = {0: (0, 0, 0), 1: (0, 0, 0)}
+    for arm, calls, left_calls, left_traces in session.execute(statement, params):
+        counts[int(arm)] = (int(calls), int(left_calls or 0), int(left_traces or 0))
+    return BegunBeforeOut(
+        served_calls=counts[0][0] + counts[1][0],
+        candidate_calls=counts[0][1],
+        candidate_traces=counts[0][2],
+        champion_calls=counts[1][1],
+        champion_traces=counts[1][2],
+    )
 
 
 def candidate_first_seen(

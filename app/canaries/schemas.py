@@ -242,6 +242,29 @@ class MixOut(BaseModel):
     )
 
 
+class BegunBeforeOut(BaseModel):
+    """The served comparison's calls left out as traces begun before its window (a served
+    call of either arm in the day before it): per arm, calls and traces."""
+
+    served_calls: int = Field(
+        description="Both arms' served calls in the window (in the scope, if any), left out or not."
+    )
+    candidate_calls: int
+    candidate_traces: int
+    champion_calls: int
+    champion_traces: int
+
+    @property
+    def calls(self) -> int:
+        return self.candidate_calls + self.champion_calls
+
+    @property
+    def most(self) -> bool:
+        """Most of the window's served calls are left out: more likely trace ids reused
+        across sessions than sessions under way at the start."""
+        return 2 * self.calls > self.served_calls
+
+
 class EvidenceOut(BaseModel):
     evaluated_at: datetime
     window_start: datetime
@@ -274,6 +297,12 @@ class EvidenceOut(BaseModel):
         default=None,
         description="Scoped canaries: the candidate's served calls in the window outside the "
         "scope, which no comparison counts. None without a scope.",
+    )
+    begun_before: BegunBeforeOut | None = Field(
+        default=None,
+        description="Served comparisons: the calls (and traces) of each arm left out as "
+        "traces begun before the window, out of the window's served calls. None without a "
+        "served comparison (docs/statistics.md §12.1).",
     )
     promotion_refused: str | None = Field(
         default=None,

@@ -255,6 +255,7 @@ def _assess_up_to(
     # request: never confounded.
     mix_counts = queries.load_mix(session, canary, plan, end) if plan.served else {}
     outside_scope = queries.candidate_outside_scope(session, canary, plan, end)
+    begun_before = queries.begun_before(session, canary, plan, end) if plan.served else None
     session.commit()  # ends the read transaction: the statistics run without holding a lock
     # min_hours are hours of the candidate's traffic: a canary started long before its
     # candidate took a call has seen none of the day it waits for.
@@ -278,7 +279,7 @@ def _assess_up_to(
             )
     left_out = int(totals.left_out.sum()) if plan.paired_signals else None
     evidence = assessment.evidence(
-        plan, now, canary.started_at, end, traffic_hours, left_out, outside_scope
+        plan, now, canary.started_at, end, traffic_hours, left_out, outside_scope, begun_before
     )
     return assessment, evidence.model_dump(mode="json")
 

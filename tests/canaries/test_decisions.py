@@ -29,6 +29,7 @@ from tests.canaries.support import (
     start_canary,
 )
 from tests.gates.support import add_run
+from tests.web.test_pages import sign_in
 
 Headers = dict[str, str]
 HOUR = timedelta(hours=1)
@@ -500,3 +501,61 @@ def test_sessions_begun_before_the_window_do_not_make_an_equal_candidate_look_wo
     served_row = decided["evidence"]["comparisons"][0]
     assert served_row["candidate"] == {"events": 300, "with_signal": 30, "rate": 0.1}
     assert served_row["champion"] == {"events": 1200, "with_signal": 120, "rate": 0.1}
+
+
+def test_trace_ids_reused_across_sessions_are_counted_when_left_out_and_told(
+    client: TestClient, auth: Headers, admin_key: str
+) -> None:
+    """A client gives each user one trace id (`user-<i % 200>`), and the same 200 users were
+    on v1 12 hours before the canary. Every call of theirs in the window is then of a trace
+    'begun before' it and left out: v2 refusing 60% against v1's 30% over 1,000 / 2,000 calls
+    read 0 events on both arms, no decision, "no guarded signal measured yet", and nothing
+    said why. The comparison still leaves them out (a trace begun before may be a sticky
+    session), but the evidence counts them per arm and the reason says plainly that most of
+    the traffic was left out, naming the likely cause."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client, auth, ids["v2"], start=hours_ago(6).isoformat(), signals=["refusal_rate"]
+    )
+    before = [
+        {
+            "trace_id": f"user-{i}",
+            "timestamp": hours_ago(18).isoformat(),
+            "model": MODEL,
+            "checkpoint_version": "v1",
+            "refusal": False,
+        }
+        for i in range(200)
+    ]
+    since, span = hours_ago(5.5), timedelta(hours=5)
+
+    def calls(version: str, count: int, every_refused: int, offset: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "trace_id": f"user-{i % 200}",
+                "span_id": f"{version}-{i}",
+                "timestamp": (since + span * (i / count)).isoformat(),
+                "model": MODEL,
+                "checkpoint_version": version,
+                "refusal": (i + offset) % 10 < every_refused,
+            }
+            for i in range(count)
+        ]
+
+    send(client, auth, iter(before), iter(calls("v1", 2000, 3, 0)), iter(calls("v2", 1000, 6, 0)))
+    decided = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    evidence = decided["evidence"]
+    assert decided["decision"] is None and evidence["comparisons"][0]["candidate"]["events"] == 0
+    assert evidence["begun_before"] == {
+        "served_calls": 3000,
+        "candidate_calls": 1000,
+        "candidate_traces": 200,
+        "champion_calls": 2000,
+        "champion_traces": 200,
+    }
+    assert evidence["reasons"][0].startswith("3000 of 3000 served calls left out as traces")
+    assert "trace ids reused across sessions" in evidence["reasons"][0], evidence["reasons"]
+    assert evidence["reasons"][1] == "no guarded signal measured yet"
+    sign_in(client, admin_key)
+    page = client.get(f"/canaries/{canary['id']}").text
+    assert 'id="begun-before">3000 of 3000 served calls' in page
