@@ -28,20 +28,34 @@ from app.models import Canary, Event
 _WINDOW = "e.project_id = :project_id AND e.ts >= :start AND e.ts < :end"
 # Only what had been received by a decision: a decided canary's history shows what it saw.
 _RECEIVED = " AND e.received_at <= :received_by"
-# The served comparison's events: both arms' served calls from the candidate's first hour,
-# of traces begun there (see `load_counts`): none of the arms served the trace in the
-# SESSION_LOOKBACK before.
+# Both arms' served calls from the candidate's first hour (the served window); `_served`
+# keeps those of traces begun there (see `load_counts`): neither arm served the trace in
+# the SESSION_LOOKBACK before.
 _SERVED_CALLS = (
     f"{_WINDOW} AND e.checkpoint_id IN (:candidate, :champion) "
     "AND e.shadow_of IS NULL AND e.ts >= :served_from"
 )
-# The traces either arm served in the SESSION_LOOKBACK before the served window.
-_BEGUN_BEFORE = (
-    "(SELECT b.trace_id FROM events b WHERE b.project_id = :project_id "
-    "AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL "
-    "AND b.ts >= :session_from AND b.ts < :served_from)"
-)
-_SERVED = f"{_SERVED_CALLS} AND e.trace_id NOT IN {_BEGUN_BEFORE}"
+
+
+def _begun_before(received: bool) -> str:
+    """The traces either arm served in the SESSION_LOOKBACK before the served window, of the
+    calls received by `:received_by` when `received`."""
+    seen = " AND b.received_at <= :received_by" if received else ""
+    return (
+        "(SELECT b.trace_id FROM events b WHERE b.project_id = :project_id "
+        "AND b.checkpoint_id IN (:candidate, :champion) AND b.shadow_of IS NULL "
+        f"AND b.ts >= :session_from AND b.ts < :served_from{seen})"
+    )
+
+
+def _served(received: bool) -> str:
+    """The served comparison's events, of those received by `:received_by` when `received`:
+    the cut applies to the traces begun before too, or a call received after a decision,
+    dated in the day before its window, would leave out of its chart a trace it counted."""
+    seen = _RECEIVED if received else ""
+    return f"{_SERVED_CALLS}{seen} AND e.trace_id NOT IN {_begun_before(received)}"
+
+
 SESSION_LOOKBACK = timedelta(days=1)
 """How far before the served window a trace's served call makes it a session begun before
 the window: long enough for any conversation or agent run, short enough that the probe
@@ -118,7 +132,7 @@ def candidate_outside_scope(
 
 def begun_before(session: Session, canary: Canary, plan: Plan, end: datetime) -> BegunBeforeOut:
     """Both arms' served calls in the served window (in the scope, if any), and those of
-    them, and their traces, that `_SERVED` leaves out as begun before the window. Counted
+    them, and their traces, that `_served` leaves out as begun before the window. Counted
     so that the evidence says how much the comparison did not see: a client reusing a trace
     id across sessions (one per user or conversation) leaves out almost everything, and the
     canary would otherwise only say that nothing was measured."""
@@ -129,7 +143,7 @@ SELECT e.arm, COUNT(*) AS calls, SUM(e.begun) AS left_calls,
   COUNT(DISTINCT CASE WHEN e.begun = 1 THEN e.trace_id END) AS left_traces
 FROM (
   SELECT {_ARM} AS arm, e.trace_id,
-    CASE WHEN e.trace_id IN {_BEGUN_BEFORE} THEN 1 ELSE 0 END AS begun
+    CASE WHEN e.trace_id IN {_begun_before(False)} THEN 1 ELSE 0 END AS begun
   FROM events e
   WHERE {_SERVED_CALLS} AND ({conditions[0]})
 ) e
@@ -246,7 +260,7 @@ def load_mix(session: Session, canary: Canary, plan: Plan, end: datetime) -> Mix
     expanded here into its dimensions. Runs in the caller's transaction.
 
     A trace counts once, on the arm and in the cohort of its first served call in the window,
-    and only a trace begun in the window (`_SERVED`): a sticky session begun before it was
+    and only a trace begun in the window (`_served`): a sticky session begun before it was
     routed before the candidate served, so it stays on the champion's arm, and long sessions
     are the likeliest to straddle the start; where session length depends on the cohort,
     those traces flagged fair canaries (docs/statistics.md §12.9).
@@ -265,7 +279,7 @@ FROM (
   SELECT {_ARM} AS arm, e.cohort AS cohort,
     ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts, e.id) AS from_first
   FROM events e
-  WHERE {_SERVED} AND ({conditions[0]})
+  WHERE {_served(False)} AND ({conditions[0]})
 ) e
 WHERE e.from_first = 1
 GROUP BY 1, 2
@@ -288,7 +302,7 @@ GROUP BY 1, 2
 def _window_params(
     session: Session, canary: Canary, plan: Plan, end: datetime, received_by: datetime | None
 ) -> dict[str, object]:
-    """The bound parameters of `_WINDOW` and `_SERVED`: the arms and the served window."""
+    """The bound parameters of `_WINDOW` and `_served`: the arms and the served window."""
     served_from = _served_from(session, canary, plan, end, received_by)
     return {
         "project_id": canary.project_id,
@@ -352,7 +366,7 @@ SELECT {_ARM} AS arm,
   {bucket} AS bucket,
   {_aggregates(plan, signals, conditions)}
 FROM events e
-WHERE {_SERVED}{_RECEIVED if received else ""}
+WHERE {_served(received)}
 GROUP BY 1, 2
 """
 
@@ -374,7 +388,7 @@ FROM (
   SELECT {_RATED_COLUMNS},
     ROW_NUMBER() OVER (PARTITION BY e.trace_id ORDER BY e.ts DESC, e.id DESC) AS from_last
   FROM events e
-  WHERE {_SERVED}{_RECEIVED if received else ""} AND ({denominator})
+  WHERE {_served(received)} AND ({denominator})
 ) e
 WHERE e.from_last = 1
 GROUP BY 1, 2

@@ -417,6 +417,27 @@ def test_a_decided_canarys_chart_is_of_the_calls_its_decision_saw(
     assert abs(lower - comparison(decided, "served", "refusal_rate")["lower"]) < 1e-9
 
 
+def test_a_decided_canarys_chart_ignores_late_calls_dated_before_its_window(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Calls received after the decision but dated in the day before the window (a late
+    export of the same trace ids) made the chart leave out traces the decision counted: the
+    received-by cut applied to the window's calls, not to the probe of traces begun before."""
+    ids = candidate_and_champion(client, auth)
+    canary = refusing_five_times_as_often(client, auth, ids)
+    decided = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert decided["decision"] == "rollback"
+    late = served("v2", 200, every(4, refusal=True), hours_ago(6), HOUR, "v2")
+    send(client, auth, ({**event, "span_id": "earlier"} for event in late))
+    with app.state.sessionmaker() as session:
+        row = session.scalars(select(Canary).where(Canary.id == canary["id"])).one()
+        shown = history(session, row)
+    served_bounds = shown.bounds[0]
+    refusal = served_bounds.signals.index("refusal_rate")
+    lower = float(served_bounds.lower[-1, 0, refusal])
+    assert abs(lower - comparison(decided, "served", "refusal_rate")["lower"]) < 1e-9, lower
+
+
 def test_a_rollback_crossing_between_two_evaluations_is_acted_on(
     client: TestClient, auth: Headers
 ) -> None:
