@@ -114,18 +114,6 @@ class Verdict:
     def rules(self) -> list[str]:
         return [name for name, on in (("band", self.band_fired), ("cusum", self.cusum_fired)) if on]
 
-    @property
-    def shows_shift(self) -> bool:
-        """The day's own data shows a shift: the band fired, or its residual pushed the CUSUM
-        up (z > k on the monitor's side). A CUSUM above h only on earlier days' evidence,
-        decaying by about k a day, is no evidence about this day's checkpoint."""
-        if self.band_fired:
-            return True
-        if self.score is None or not np.isfinite(self.score):
-            return False
-        pushed = abs(self.score) if self.side == "two-sided" else self.score
-        return bool(pushed > DEFAULT_K)
-
     def evidence(self, day: date) -> dict[str, Any]:
         """What the API and webhook show of why the alert is open (JSON-ready)."""
         ref = self.reference
@@ -231,6 +219,50 @@ def stored_verdict(session: Session, monitor: Monitor, judgement: DriftJudgement
         ),
         reference=reference,
     )
+
+
+def shows_shift_alone(
+    session: Session, model: Model, since: date, day: date, verdict: Verdict
+) -> bool:
+    """Whether the checkpoint of `verdict`'s row shows the shift on its own evidence: the band
+    fired on its day, or a CUSUM restarted at 0 on its own days (the stored scores of the
+    cohort x signal from the newest run of days it served, on or after `since`, through
+    `day`, stored by judge_day before alerts read them) exceeds today's h.
+
+    An alert's statistic carries the evidence of the checkpoint that showed the shift, and
+    decays by about k a day after a rollback cures it; one day's z > k on the checkpoint rolled
+    back to (about 16% of clean days) lifts it a little and is no evidence about that
+    checkpoint. Until 2026-12-01 such a day moved the alert onto the clean champion (28% of
+    simulated rollbacks): the restarted CUSUM needs what any new alert needs, S > h."""
+    if verdict.band_fired:
+        return True
+    if verdict.cusum_h is None:
+        return False
+    row = verdict.row
+    days = session.execute(
+        select(DriftJudgement.checkpoint_id, DriftJudgement.score, DriftJudgement.cusum_h)
+        .where(
+            DriftJudgement.project_id == model.project_id,
+            DriftJudgement.model_id == model.id,
+            DriftJudgement.signal == row.signal,
+            DriftJudgement.dimension == row.dimension,
+            DriftJudgement.value == row.value,
+            DriftJudgement.day >= since,
+            DriftJudgement.day <= day,
+        )
+        .order_by(DriftJudgement.day.desc())
+    ).all()
+    own = []
+    for checkpoint_id, score, h in days:
+        if checkpoint_id != row.checkpoint_id:
+            break
+        own.append((np.nan if score is None else score, np.inf if h is None else h))
+    upper = lower = np.zeros(1)
+    for score, h in reversed(own):
+        upper = cusum_update(upper, score, DEFAULT_K, h + DEFAULT_HEADROOM)
+        if verdict.side == "two-sided":
+            lower = cusum_update(lower, -score, DEFAULT_K, h + DEFAULT_HEADROOM)
+    return bool(max(float(upper[0]), float(lower[0])) > verdict.cusum_h)
 
 
 def _finite(value: Any) -> Any:

@@ -20,6 +20,7 @@ from pydantic import (
 from app.core.links import Links
 from app.core.schemas import CohortRef, OrmModel, StrictModel, nfc
 from app.models.drift import AlertStatus
+from app.models.registry import CheckpointStatus
 from app.registry.schemas import CheckpointRef, HistoryEntryOut, Name
 from app.stats.budget import DEFAULT_DAILY_ALPHA
 
@@ -189,6 +190,9 @@ class AlertOut(OrmModel):
     volume: int
     sample_trace_ids: list[str]
     rollback_target: CheckpointRef | None
+    rollback_target_status: CheckpointStatus | None = Field(
+        default=None, exclude=True, validation_alias=AliasPath("rollback_target", "status")
+    )
     monitor_id: int
     days_in_band: int
     opened_at: datetime
@@ -210,7 +214,11 @@ class AlertOut(OrmModel):
         "when its entries were added to the reference after it froze)}}.",
     )
     links: dict[str, Any] = Field(default_factory=dict)
-    rollback: RollbackLink | None = None
+    rollback: RollbackLink | None = Field(
+        default=None,
+        description="Where to roll back to from the alert's checkpoint, with the dashboard's "
+        "link; null when there is none or the target is the champion already (rolled back to).",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -251,9 +259,13 @@ class AlertOut(OrmModel):
                 {"trace_id": t, "url": links.page("traces", t)} for t in self.sample_trace_ids
             ],
         }
-        if self.rollback_target is not None:
+        # A target that is the champion now was rolled back to already (the alert stays on
+        # the checkpoint that regressed while its statistic decays): a link offering that
+        # rollback again would tell the reader nothing was done.
+        target = self.rollback_target
+        if target is not None and self.rollback_target_status is not CheckpointStatus.champion:
             url = links.page("models", self.model, "rollback", alert_id=self.id)
-            self.rollback = RollbackLink(target=self.rollback_target, url=url)
+            self.rollback = RollbackLink(target=target, url=url)
         return self
 
 

@@ -4,6 +4,7 @@ checkpoint's own evidence of the shift."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -18,25 +19,48 @@ from tests.drift.champions import (
 from tests.drift.traffic import post_events, run_drift
 
 
+@pytest.mark.parametrize(
+    "clean_refusals",
+    [
+        (),
+        # Ordinary noise on A's first clean days: 32/500 refused is z 1.35 > k (band p 0.10),
+        # about one clean day in six; two such days in a row leave a CUSUM restarted on A
+        # at 0.65, far below h. Until 2026-12-01 one such day moved the alert onto A.
+        (32,),
+        (32, 31),
+    ],
+)
 def test_an_alert_cured_by_a_rollback_stays_on_the_checkpoint_that_regressed(
-    app: FastAPI, client: TestClient, auth: dict[str, str]
+    app: FastAPI, client: TestClient, auth: dict[str, str], clean_refusals: tuple[int, ...]
 ) -> None:
     """A from day 0 (reference days 0-13), B from day 16; B's refusals jump 5% -> 20% from
     day 20. The alert opens on B and names A; the team rolls back to A on day 24 and A's
     refusals are back at 5% from then on. The CUSUM, at its cap, still fires for a day or two
     on A's clean traffic while it decays: the alert must keep saying B regressed (roll back
-    to A), never that A does, and resolve `recovered` once S is back under its release."""
+    to A), never that A does, and resolve `recovered` once S is back under its release. Its
+    rollback link goes once A is the champion again (nothing left to roll back to), and A's
+    clean days send no reminder (a reminder says the regression goes on)."""
     day = days_ending_day_before_yesterday(36)
     ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
     events = []
     for i in range(36):
         version = "B" if 16 <= i < 24 else "A"
-        events += calls(day[i], version, 100 if 20 <= i < 24 else 25)
+        clean = clean_refusals[i - 24] if 0 <= i - 24 < len(clean_refusals) else 25
+        events += calls(day[i], version, 100 if 20 <= i < 24 else clean)
     post_events(client, auth, events)
     run_drift(client, auth, day[23], 24)
     [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
     assert opened["checkpoint_id"] == ids["B"]
     assert opened["rollback_target"]["checkpoint_id"] == ids["A"]
+    assert opened["rollback"]["target"]["checkpoint_id"] == ids["A"]
+    # Reminders of an open alert as often as the job runs, to a receiver of alert.opened.
+    monitor = {"model": "m", "signal": "refusal_rate", "band": {"type": "baseline"}}
+    r = client.put("/api/v1/monitors", json={**monitor, "cooldown_hours": 0}, headers=auth)
+    assert r.status_code == 200, r.text
+    hook = {"url": "https://93.184.216.34/hook", "events": ["alert.opened"]}
+    r = client.post("/api/v1/webhooks", json=hook, headers=auth)
+    assert r.status_code == 201, r.text
+    deliveries = f"/api/v1/webhooks/{r.json()['id']}/deliveries"
     rollback(client, auth, "m", "A")  # as the alert advised
     date_history(app, [day[0], day[16], day[24]])
     statistics = []
@@ -48,6 +72,7 @@ def test_an_alert_cured_by_a_rollback_stays_on_the_checkpoint_that_regressed(
         assert alert["id"] == opened["id"]
         assert alert["checkpoint_id"] == ids["B"], (day[i], alert["checkpoint_id"], statistics)
         assert alert["rollback_target"]["checkpoint_id"] == ids["A"]
+        assert alert["rollback"] is None  # A serves already
         assert alert["sample_trace_ids"] == opened["sample_trace_ids"]
         assert not any(a["kind"] == "checkpoint_changed" for a in alert["annotations"])
         assert evidence["checkpoint_id"] == ids["A"]  # the numbers shown are A's day
@@ -55,3 +80,7 @@ def test_an_alert_cured_by_a_rollback_stays_on_the_checkpoint_that_regressed(
     assert statistics[0][:2] == ("open", ["cusum"]), statistics
     [alert] = alerts(client, auth, signal="refusal_rate", dimension="all")
     assert alert["status"] == "resolved" and alert["resolution"] == "recovered", statistics
+    # A's clean days, the statistic decaying, never paged as if the regression went on.
+    sent = client.get(deliveries, params={"limit": 200}, headers=auth)
+    assert sent.status_code == 200, sent.text
+    assert [d["msg_id"] for d in sent.json()["items"] if "reminder" in d["msg_id"]] == []
