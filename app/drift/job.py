@@ -159,6 +159,15 @@ def judge_rows(
             )
         with _step("alerts"):
             opened, resolved = alerts.apply_verdicts(session, links, model, day, verdicts)
+        if opened and carry_forward:
+            # A rerun that opened (or reopened) an alert: the later days it is open on start
+            # from its statistic on a reference frozen from none of its days
+            # (judge._state_under_alert), so they are recomputed again now that it exists.
+            # judge_day recomputed them first because alerts read the later days' rules.
+            # Until 2026-12-01 they kept the recomputation made without the alert: S 0.43,
+            # 0.85, ... never firing, where an in-order run stood at 4.31, firing.
+            with _step("verdicts"):
+                judge.carry_forward_model(session, model, day)
         result.alerts_opened += opened
         result.alerts_resolved += resolved
         if model.id in by_model:

@@ -23,7 +23,7 @@ was not judged before and so starts at 0 too, while every other statistic goes o
 without data leaves it unchanged. Judging writes the day's
 rows (replacing any earlier run of that day) and, when later days were judged (a rerun for
 late events), recomputes their statistics from it, on whichever reference each was judged
-against (_carry_forward_model); alerts.py turns the verdicts into alerts.
+against (carry_forward_model); alerts.py turns the verdicts into alerts.
 """
 
 from __future__ import annotations
@@ -329,7 +329,9 @@ def judge_day(
     """The day's verdicts for the model (writes its drift_judgements rows, no commit);
     `daily_alpha` is the project's error budget for the model-day. `carry_forward`: the
     CUSUM of days already judged after this one is recomputed from this day's
-    (_carry_forward_model); a caller that judges those days next, in order, turns it off."""
+    (carry_forward_model); a caller that judges those days next, in order, turns it off.
+    job.judge_rows recomputes them again when the day's alerts open one (the later days it
+    is open on start from its statistic, _state_under_alert)."""
     session.execute(
         delete(DriftJudgement).where(
             DriftJudgement.project_id == model.project_id,
@@ -342,7 +344,7 @@ def judge_day(
     ).all()
     if not rows:
         if reference is not None and carry_forward:
-            _carry_forward_model(session, model, day)
+            carry_forward_model(session, model, day)
         return DayJudgement([], set(), monitors)
     served = served_checkpoint(rows)
     served_rows = [r for r in rows if r.checkpoint_id == served]
@@ -357,7 +359,7 @@ def judge_day(
         _judge_against_reference(session, model, day, referenced, reference, high_risk, daily_alpha)
     _store(session, model, day, verdicts)
     if reference is not None and carry_forward:
-        _carry_forward_model(session, model, day)
+        carry_forward_model(session, model, day)
     return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows}, monitors)
 
 
@@ -716,7 +718,7 @@ def _state_under_alert(
 
 def carry_forward_after(session: Session, project_id: int, day: date) -> None:
     """Every model's CUSUM of the days judged after `day` recomputed from the days up to it
-    (_carry_forward_model); no commit. For a backfill stopped by a failing day: the days it
+    (carry_forward_model); no commit. For a backfill stopped by a failing day: the days it
     committed were judged without carrying forward (the backfill meant to judge their next
     days itself)."""
     models = session.scalars(
@@ -732,10 +734,10 @@ def carry_forward_after(session: Session, project_id: int, day: date) -> None:
         .order_by(Model.id)
     ).all()
     for model in models:
-        _carry_forward_model(session, model, day)
+        carry_forward_model(session, model, day)
 
 
-def _carry_forward_model(session: Session, model: Model, day: date) -> None:
+def carry_forward_model(session: Session, model: Model, day: date) -> None:
     """The model's CUSUM of the days judged after `day` recomputed from the days up to it,
     on each reference version those days were judged against, oldest first
     (_carry_forward): the first day on a newer version may start from an older one's
