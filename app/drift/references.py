@@ -288,12 +288,54 @@ def _latest_judged_day(session: Session, model: Model, before: date | None = Non
     return session.scalar(stmt)
 
 
+def building_shifts(session: Session, model: Model) -> list[dict[str, Any]]:
+    """The CUSUMs past their release level on the model's latest judged day, as a rebaseline
+    names them: {signal, dimension, value, statistic, threshold, onset}. Their days from the
+    onset are not known-good (excluded_days), and a rebaseline that leaves them out, or
+    finds too few days because of them, says so: about 8% of steady days hold one such
+    CUSUM, and until 2026-12-01 the window moved back, or the request was refused with "only
+    N known-good days", without naming why (accept_alert_days takes their days)."""
+    latest = _latest_judged_day(session, model)
+    if latest is None:
+        return []
+    return [
+        {
+            "signal": signal,
+            "dimension": dimension,
+            "value": value,
+            "statistic": round(statistic, 2),
+            "threshold": round(threshold, 2),
+            "onset": _shift_onset(
+                session, model, latest + timedelta(days=1), signal, dimension, value
+            ).isoformat(),
+        }
+        for signal, dimension, value, statistic, threshold in _building_shift_rows(
+            session, model, latest
+        )
+    ]
+
+
 def _building_shifts(
     session: Session, model: Model, day: date, checkpoint_id: int | None = None
 ) -> list[tuple[str, str, str]]:
     """(signal, dimension, value) of the model's CUSUMs (of `checkpoint_id`'s rows, when
     given) standing past their release level (h/2) on `day`."""
-    stmt = select(DriftJudgement.signal, DriftJudgement.dimension, DriftJudgement.value).where(
+    return [row[:3] for row in _building_shift_rows(session, model, day, checkpoint_id)]
+
+
+def _building_shift_rows(
+    session: Session, model: Model, day: date, checkpoint_id: int | None = None
+) -> list[tuple[str, str, str, float, float]]:
+    """(signal, dimension, value, S, h) of the model's CUSUMs (of `checkpoint_id`'s rows, when
+    given) standing past their release level (h/2) on `day`; S the larger side's."""
+    stmt = select(
+        DriftJudgement.signal,
+        DriftJudgement.dimension,
+        DriftJudgement.value,
+        DriftJudgement.cusum,
+        DriftJudgement.cusum_lower,
+        DriftJudgement.cusum_h,
+    ).where(
         DriftJudgement.project_id == model.project_id,
         DriftJudgement.model_id == model.id,
         DriftJudgement.day == day,
@@ -303,7 +345,10 @@ def _building_shifts(
     )
     if checkpoint_id is not None:
         stmt = stmt.where(DriftJudgement.checkpoint_id == checkpoint_id)
-    return [(r[0], r[1], r[2]) for r in session.execute(stmt).all()]
+    return [
+        (signal, dimension, value, max(upper, lower), float(h or 0.0))
+        for signal, dimension, value, upper, lower, h in session.execute(stmt).all()
+    ]
 
 
 def _shift_building(session: Session, model: Model, checkpoint_id: int, day: date) -> bool:
@@ -975,10 +1020,16 @@ def rebaseline(
         session, model, checkpoint_id, first, last + timedelta(days=1), body.accept_alert_days
     )
     days = days[-length:]
+    # Building shifts whose days reach into the window were left out of it (by default).
+    building = [
+        b
+        for b in ([] if body.accept_alert_days else building_shifts(session, model))
+        if b["onset"] <= last.isoformat()
+    ]
     if len(days) < MIN_REFERENCE_DAYS:
         raise Unprocessable(
             f"first_day: only {len(days)} known-good day(s) of the champion in that window; "
-            f"a reference needs at least {MIN_REFERENCE_DAYS}",
+            f"a reference needs at least {MIN_REFERENCE_DAYS}" + _building_note(building),
             field="first_day",
         )
     try:
@@ -1001,11 +1052,27 @@ def rebaseline(
             "last_day": reference.last_day.isoformat(),
             "days": len(days),
             "accept_alert_days": body.accept_alert_days,
+            "building_shifts_left_out": building,
         },
         body.reason,
     )
     session.commit()
     return reference
+
+
+def _building_note(building: list[dict[str, Any]]) -> str:
+    """What a refused rebaseline says of the building shifts whose days it left out."""
+    if not building:
+        return ""
+    named = ", ".join(
+        f"{b['signal']} {b['dimension']}={b['value']} (S {b['statistic']}, h {b['threshold']},"
+        f" from {b['onset']})"
+        for b in building
+    )
+    return (
+        f"; the days of CUSUMs building past their release level (h/2) without an alert are"
+        f" not known-good: {named}; accept_alert_days takes them"
+    )
 
 
 def list_references(session: Session, project_id: int, model_name: str) -> list[DriftReference]:
