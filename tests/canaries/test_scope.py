@@ -195,6 +195,19 @@ def test_unscoped_a_segment_routed_candidate_rolls_back_within_a_guarded_segment
     ]
 
 
+def scoped_to_free(client: TestClient, auth: Headers) -> Any:
+    """A refusal-rate canary of v2 scoped to the free tier, started three hours ago."""
+    ids = candidate_and_champion(client, auth)
+    return start_canary(
+        client,
+        auth,
+        ids["v2"],
+        start=hours_ago(3).isoformat(),
+        signals=["refusal_rate"],
+        scope=FREE,
+    )
+
+
 def paid_only(i: int) -> dict[str, str]:
     return segment(2 * i)
 
@@ -205,15 +218,7 @@ def test_a_scoped_canary_counts_and_names_the_candidates_calls_outside_its_scope
     """Scoped to the free tier, v2 also served 400 paid calls (routing leaked): they were
     left out of every comparison and nothing said so. They still are (the scope's comparison
     is valid within it), and the evidence, the reasons and the page count them."""
-    ids = candidate_and_champion(client, auth)
-    canary = start_canary(
-        client,
-        auth,
-        ids["v2"],
-        start=hours_ago(3).isoformat(),
-        signals=["refusal_rate"],
-        scope=FREE,
-    )
+    canary = scoped_to_free(client, auth)
     send(
         client,
         auth,
@@ -247,15 +252,7 @@ def test_a_scoped_canary_routed_on_a_second_dimension_too_is_held_not_rolled_bac
     20% over both regions, and the equal candidate was rolled back. The mix check runs
     within the scope too: region differs, so the scope's rows are confounded and decide
     nothing (no promotion, no rollback on them)."""
-    ids = candidate_and_champion(client, auth)
-    canary = start_canary(
-        client,
-        auth,
-        ids["v2"],
-        start=hours_ago(3).isoformat(),
-        signals=["refusal_rate"],
-        scope=FREE,
-    )
+    canary = scoped_to_free(client, auth)
     send(
         client,
         auth,

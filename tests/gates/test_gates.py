@@ -851,20 +851,7 @@ def test_a_pass_on_an_earlier_version_does_not_lift_a_block_found_on_a_later_one
     assert (on_v1["dataset_version"], on_v1["verdict"], on_v1["exploratory"]) == (1, "pass", False)
     status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
     assert status == "blocked"
-    add_run(client, auth, champion, old, {EVALUATOR: passing(old)}, dataset="other")
-    elsewhere = gate(
-        client,
-        auth,
-        add_run(client, auth, newcomer, old, {EVALUATOR: passing(old)}, dataset="other"),
-    )
-    assert elsewhere["verdict"] == "pass"
-    refused = client.post(
-        "/api/v1/models/bot/promote",
-        json={"checkpoint_id": newcomer, "gate_id": elsewhere["id"]},
-        headers=auth,
-    )
-    assert refused.status_code == 409, refused.text
-    assert f"gate {blocked['id']} blocked this checkpoint on dataset 'golden'" in refused.text
+    assert_a_pass_elsewhere_cannot_promote(client, auth, champion, newcomer, old, blocked["id"])
 
 
 def test_a_block_on_an_earlier_version_does_not_hide_one_on_a_later_version(
@@ -892,11 +879,24 @@ def test_a_block_on_an_earlier_version_does_not_hide_one_on_a_later_version(
     assert (lifted_v1["verdict"], lifted_v1["attempt"]) == ("pass", 2), lifted_v1["reasons"]
     status = client.get(f"/api/v1/checkpoints/{newcomer}", headers=auth).json()["status"]
     assert status == "blocked"
-    add_run(client, auth, champion, old, {EVALUATOR: passing(old)}, dataset="other")
+    assert_a_pass_elsewhere_cannot_promote(client, auth, champion, newcomer, old, on_v2["id"])
+
+
+def assert_a_pass_elsewhere_cannot_promote(
+    client: TestClient,
+    auth: Headers,
+    champion: int,
+    newcomer: int,
+    rows: list[dict[str, Any]],
+    block_id: int,
+) -> None:
+    """A pass on another dataset ('other') does not promote past gate `block_id`'s standing
+    block on 'golden': 409 naming it."""
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)}, dataset="other")
     elsewhere = gate(
         client,
         auth,
-        add_run(client, auth, newcomer, old, {EVALUATOR: passing(old)}, dataset="other"),
+        add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)}, dataset="other"),
     )
     assert elsewhere["verdict"] == "pass"
     refused = client.post(
@@ -905,7 +905,7 @@ def test_a_block_on_an_earlier_version_does_not_hide_one_on_a_later_version(
         headers=auth,
     )
     assert refused.status_code == 409, refused.text
-    assert f"gate {on_v2['id']} blocked this checkpoint on dataset 'golden'" in refused.text
+    assert f"gate {block_id} blocked this checkpoint on dataset 'golden'" in refused.text
 
 
 def test_gate_requests_that_cannot_be_decided_get_clear_problems(
