@@ -189,6 +189,9 @@ class AlertOut(OrmModel):
     baseline: float | None
     volume: int
     sample_trace_ids: list[str]
+    checkpoint_status: CheckpointStatus | None = Field(
+        default=None, exclude=True, validation_alias=AliasPath("checkpoint", "status")
+    )
     rollback_target: CheckpointRef | None
     rollback_target_status: CheckpointStatus | None = Field(
         default=None, exclude=True, validation_alias=AliasPath("rollback_target", "status")
@@ -217,7 +220,9 @@ class AlertOut(OrmModel):
     rollback: RollbackLink | None = Field(
         default=None,
         description="Where to roll back to from the alert's checkpoint, with the dashboard's "
-        "link; null when there is none or the target is the champion already (rolled back to).",
+        "link; null when there is none, when the target is the champion already (rolled back "
+        "to), or when the alert's checkpoint is not the champion (another was promoted since: "
+        "rolling back to the target would replace it).",
     )
 
     @computed_field  # type: ignore[prop-decorator]
@@ -263,7 +268,14 @@ class AlertOut(OrmModel):
         # the checkpoint that regressed while its statistic decays): a link offering that
         # rollback again would tell the reader nothing was done.
         target = self.rollback_target
-        if target is not None and self.rollback_target_status is not CheckpointStatus.champion:
+        # Nor when another checkpoint became the champion since (a fix promoted while the
+        # alert's statistic decays): going back to the target would replace that one.
+        serving = self.checkpoint_status is CheckpointStatus.champion
+        if (
+            target is not None
+            and serving
+            and self.rollback_target_status is not CheckpointStatus.champion
+        ):
             url = links.page("models", self.model, "rollback", alert_id=self.id)
             self.rollback = RollbackLink(target=target, url=url)
         return self

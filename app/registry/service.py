@@ -268,9 +268,13 @@ def _rollback_target(
 ) -> Checkpoint | None:
     """For an alert, the known-good checkpoint the alert and its webhook named (the champion
     history as it stood on the judged day); otherwise the most recent earlier champion not
-    itself rolled back. Never the current champion. The model's target moves with every
-    promotion: after one, it can be the very checkpoint that raised the alert."""
+    itself rolled back. Never the current champion, and none for an alert whose checkpoint
+    is no longer the champion (a fix promoted since: going back to the alert's target would
+    replace the fix). The model's target moves with every promotion: after one, it can be the
+    very checkpoint that raised the alert."""
     current = history[-1].checkpoint_id if history else None
+    if alert is not None and alert.checkpoint_id != current:
+        return None
     if alert is not None and alert.rollback_target_id is not None:
         target_id: int | None = alert.rollback_target_id
     else:
@@ -659,6 +663,14 @@ def rollback(
     current = session.get(Checkpoint, history[-1].checkpoint_id)
     alert = _check_alert(session, principal.project_id, alert_id, model) if alert_id else None
     if to is None:
+        if alert is not None and alert.checkpoint_id != history[-1].checkpoint_id:
+            # The alert's checkpoint was replaced since (a fix promoted): its target is where
+            # to go back to from that checkpoint, not from the one serving now.
+            raise Conflict(
+                f"alert {alert_id} is about checkpoint {alert.checkpoint_id}, which is no "
+                f"longer the champion (checkpoint {history[-1].checkpoint_id} is): name the "
+                "checkpoint to roll back to with `to` if a rollback is still wanted"
+            )
         target = _rollback_target(session, history, alert)
         if target is None:
             named = alert.rollback_target_id if alert is not None else None

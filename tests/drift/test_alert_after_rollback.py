@@ -12,11 +12,14 @@ from tests.drift.champions import (
     alerts,
     calls,
     champions_since,
+    checkpoints,
     date_history,
     days_ending_day_before_yesterday,
+    promote,
     rollback,
 )
 from tests.drift.traffic import post_events, run_drift
+from tests.web.test_pages import sign_in
 
 
 @pytest.mark.parametrize(
@@ -84,3 +87,45 @@ def test_an_alert_cured_by_a_rollback_stays_on_the_checkpoint_that_regressed(
     sent = client.get(deliveries, params={"limit": 200}, headers=auth)
     assert sent.status_code == 200, sent.text
     assert [d["msg_id"] for d in sent.json()["items"] if "reminder" in d["msg_id"]] == []
+
+
+def test_an_alert_whose_checkpoint_was_replaced_by_a_fix_offers_no_rollback(
+    app: FastAPI, client: TestClient, auth: dict[str, str], admin_key: str
+) -> None:
+    """A from day 0, B from day 16 regresses from day 20; the alert opens on B and names A.
+    The team ships a fix, C, instead of rolling back. Until 2026-12-01 the alert kept its
+    rollback link to A, and following it (the dashboard's button, or the API with the
+    alert's id) replaced the fix C with A. The link goes once B is no longer the champion,
+    a rollback made for the alert answers 409 naming both checkpoints, and its confirmation
+    page says why."""
+    day = days_ending_day_before_yesterday(24)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
+    events = []
+    for i in range(24):
+        version = "B" if i >= 16 else "A"
+        events += calls(day[i], version, 100 if i >= 20 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[23], 24)
+    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert (opened["checkpoint_id"], opened["rollback"]["target"]["checkpoint_id"]) == (
+        ids["B"],
+        ids["A"],
+    )
+    [fix] = checkpoints(client, auth, "m", ["C"]).values()
+    promote(client, auth, "m", fix)
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert alert["rollback_target"]["checkpoint_id"] == ids["A"]  # still what B came from
+    assert alert["rollback"] is None
+    r = client.post(
+        "/api/v1/models/m/rollback",
+        json={"alert_id": alert["id"], "reason": "from the alert"},
+        headers=auth,
+    )
+    assert r.status_code == 409, r.text
+    assert f"alert {alert['id']} is about checkpoint {ids['B']}" in r.json()["detail"]
+    champion = client.get("/api/v1/models/m", headers=auth).json()
+    assert champion["champion"]["id"] == fix
+    sign_in(client, admin_key)
+    page = client.get(f"/models/m/rollback?alert_id={alert['id']}").text
+    assert f"Alert #{alert['id']} is about B, which is no longer the champion (C is)" in page
+    assert "Confirm rollback" not in page

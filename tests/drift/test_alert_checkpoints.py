@@ -40,14 +40,24 @@ def test_a_backfilled_alert_names_the_champion_before_the_regressing_one(
     assert target is not None and target["checkpoint_id"] != ids["B"], target
     assert target["checkpoint_id"] == ids["A"]
 
-    # Rolling back for the alert goes where it said. The model's own target, with C the
-    # champion, is B, the checkpoint that raised the alert (and the page said "to A").
+    # C, the fix, serves now: the alert's own rollback (to A) would replace it, so the alert
+    # offers none and a rollback made for it must name its target (before 2026-12-01 the
+    # alert's button replaced the fix with A). Named, it goes there and is recorded for the
+    # alert. The model's own target, with C the champion, is B, the checkpoint that raised
+    # the alert: never where a rollback for the alert goes.
+    assert alert["rollback"] is None
     sign_in(client, admin_key)
     page = client.get("/models/m/rollback", params={"alert_id": alert["id"]})
-    assert page.status_code == 200 and "Confirm rollback to A<" in page.text
-    done = client.post(
+    assert page.status_code == 200 and "which is no longer the champion (C is)" in page.text
+    refused = client.post(
         "/api/v1/models/m/rollback",
         json={"reason": "as the alert advised", "alert_id": alert["id"]},
+        headers=auth,
+    )
+    assert refused.status_code == 409, refused.text
+    done = client.post(
+        "/api/v1/models/m/rollback",
+        json={"reason": "C regresses too", "alert_id": alert["id"], "to": "A"},
         headers=auth,
     )
     assert done.status_code == 200, done.text
