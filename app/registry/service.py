@@ -355,7 +355,7 @@ def canary_promotion_refusal(
         current = champion_of(session, canary.project_id, canary.model_id)
     if current is None or current.id != canary.champion_id:
         return (
-            f"canary {canary.id} compared against checkpoint {canary.champion_id}, which is no "
+            f"canary {canary.id} compared against checkpoint {canary.champion_id}, which is not "
             "longer the champion"
         )
     changed = champion_change_since(session, canary.project_id, canary.model_id, canary.started_at)
@@ -667,8 +667,8 @@ def rollback(
             # The alert's checkpoint was replaced since (a fix promoted): its target is where
             # to go back to from that checkpoint, not from the one serving now.
             raise Conflict(
-                f"alert {alert_id} is about checkpoint {alert.checkpoint_id}, which is no "
-                f"longer the champion (checkpoint {history[-1].checkpoint_id} is): name the "
+                f"alert {alert_id} is about checkpoint {alert.checkpoint_id}, which is not "
+                f"the champion (checkpoint {history[-1].checkpoint_id} is): name the "
                 "checkpoint to roll back to with `to` if a rollback is still wanted"
             )
         target = _rollback_target(session, history, alert)

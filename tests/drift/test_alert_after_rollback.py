@@ -127,5 +127,5 @@ def test_an_alert_whose_checkpoint_was_replaced_by_a_fix_offers_no_rollback(
     assert champion["champion"]["id"] == fix
     sign_in(client, admin_key)
     page = client.get(f"/models/m/rollback?alert_id={alert['id']}").text
-    assert f"Alert #{alert['id']} is about B, which is no longer the champion (C is)" in page
+    assert f"Alert #{alert['id']} is about B, which is not the champion (C is)" in page
     assert "Confirm rollback" not in page

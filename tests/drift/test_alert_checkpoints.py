@@ -48,7 +48,7 @@ def test_a_backfilled_alert_names_the_champion_before_the_regressing_one(
     assert alert["rollback"] is None
     sign_in(client, admin_key)
     page = client.get("/models/m/rollback", params={"alert_id": alert["id"]})
-    assert page.status_code == 200 and "which is no longer the champion (C is)" in page.text
+    assert page.status_code == 200 and "which is not the champion (C is)" in page.text
     refused = client.post(
         "/api/v1/models/m/rollback",
         json={"reason": "as the alert advised", "alert_id": alert["id"]},
