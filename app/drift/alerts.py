@@ -52,6 +52,7 @@ from app.drift.judge import (
     shows_shift_alone,
     stored_verdict,
 )
+from app.drift.queries import cohort_judgements
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
 from app.models import Alert, ChampionHistory, DriftJudgement, Model, Monitor
@@ -258,11 +259,7 @@ def _newest_firing(session: Session, model: Model, alert: Alert) -> DriftJudgeme
     return session.scalars(
         select(DriftJudgement)
         .where(
-            DriftJudgement.project_id == model.project_id,
-            DriftJudgement.model_id == model.id,
-            DriftJudgement.signal == alert.signal,
-            DriftJudgement.dimension == alert.dimension,
-            DriftJudgement.value == alert.value,
+            *cohort_judgements(model, alert.signal, alert.dimension, alert.value),
             DriftJudgement.day >= alert.day,
             DriftJudgement.day <= alert.last_day,
             DriftJudgement.rules != 0,

@@ -38,6 +38,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.schemas import nfc
+from app.drift.queries import cohort_judgements
 from app.drift.references import (
     bin_arrays,
     entries_for_day,
@@ -242,11 +243,7 @@ def shows_shift_alone(
     days = session.execute(
         select(DriftJudgement.checkpoint_id, DriftJudgement.score, DriftJudgement.cusum_h)
         .where(
-            DriftJudgement.project_id == model.project_id,
-            DriftJudgement.model_id == model.id,
-            DriftJudgement.signal == row.signal,
-            DriftJudgement.dimension == row.dimension,
-            DriftJudgement.value == row.value,
+            *cohort_judgements(model, row.signal, row.dimension, row.value),
             DriftJudgement.day >= since,
             DriftJudgement.day <= day,
         )
@@ -698,11 +695,7 @@ def _state_under_alert(
         state = session.execute(
             select(DriftJudgement.cusum, DriftJudgement.cusum_lower)
             .where(
-                DriftJudgement.project_id == model.project_id,
-                DriftJudgement.model_id == model.id,
-                DriftJudgement.signal == signal,
-                DriftJudgement.dimension == dimension,
-                DriftJudgement.value == value,
+                *cohort_judgements(model, signal, dimension, value),
                 DriftJudgement.reference_version.is_not(None),
                 DriftJudgement.reference_version != reference.version,
                 DriftJudgement.day < day,

@@ -26,6 +26,21 @@ from app.models import (
 from app.models.drift import AlertStatus
 
 
+def cohort_judgements(
+    model: Model, signal: str, dimension: str, value: str
+) -> tuple[ColumnElement[bool], ...]:
+    """The conditions selecting one cohort x signal's stored verdicts of `model` (every day,
+    every checkpoint, every reference): the CUSUM, its onset and an alert's evidence are read
+    per cohort x signal across checkpoints."""
+    return (
+        DriftJudgement.project_id == model.project_id,
+        DriftJudgement.model_id == model.id,
+        DriftJudgement.signal == signal,
+        DriftJudgement.dimension == dimension,
+        DriftJudgement.value == value,
+    )
+
+
 @dataclass(frozen=True)
 class SignalPoint:
     model: str

@@ -57,6 +57,7 @@ from app.core import audit
 from app.core.auth import Principal
 from app.core.db import today_utc
 from app.core.errors import Conflict, Unprocessable
+from app.drift.queries import cohort_judgements
 from app.drift.schemas import DriftSettings, RebaselineIn
 from app.drift.settings import drift_settings
 from app.drift.signals import CONTINUOUS_SIGNALS, PRICED_SIGNALS, RATE_SIGNALS
@@ -369,11 +370,7 @@ def _shift_onset(
     CUSUM's own change-point estimate, Page 1954), or `opened` when none did."""
     at_zero = session.scalar(
         select(func.max(DriftJudgement.day)).where(
-            DriftJudgement.project_id == model.project_id,
-            DriftJudgement.model_id == model.id,
-            DriftJudgement.signal == signal,
-            DriftJudgement.dimension == dimension,
-            DriftJudgement.value == value,
+            *cohort_judgements(model, signal, dimension, value),
             DriftJudgement.day < opened,
             DriftJudgement.cusum <= 0.0,
             DriftJudgement.cusum_lower <= 0.0,
