@@ -601,15 +601,23 @@ def promote(
         raise Conflict(f"checkpoint {checkpoint_id} is already the champion")
     reason = (reason or "").strip() or None
     overrode: dict[str, Any] = {}
+    # `force` with a written reason promotes past a refused gate or canary as it does without
+    # one (their 409s say so); either is then no basis of the promotion, only what it overrode.
     try:
         gate = _check_gate(session, checkpoint, current, gate_id)
     except Conflict as refused:
-        # `force` with a written reason promotes past a refused gate as it does without one
-        # (its 409 says so); the gate is then no basis of the promotion, only what it overrode.
         if not (force and reason is not None):
             raise
         gate, overrode["refused_gate"] = None, {"gate_id": gate_id, "detail": refused.detail}
-    canary = _check_canary(session, checkpoint, current, canary_id)
+    try:
+        canary = _check_canary(session, checkpoint, current, canary_id)
+    except Conflict as refused:
+        if not (force and reason is not None):
+            raise
+        canary, overrode["refused_canary"] = (
+            None,
+            {"canary_id": canary_id, "detail": refused.detail},
+        )
     if canary is not None:
         reason = reason or f"canary {canary.id} decided promote"
         _spend_canary(session, canary)
@@ -726,8 +734,8 @@ def _change_champion(
     canary_id: int | None = None,
     overrode: Mapping[str, Any] | None = None,
 ) -> None:
-    """`overrode`: what a forced promotion went past (a refused gate, the blocks standing),
-    kept in the audit entry."""
+    """`overrode`: what a forced promotion went past (a refused gate or canary, the blocks
+    standing), kept in the audit entry."""
     if old is not None:
         old.status = (
             CheckpointStatus.rolled_back

@@ -378,3 +378,33 @@ def test_evidence_stored_before_traffic_hours_reads_its_window_hours() -> None:
         "reasons": [],
     }
     assert EvidenceOut.model_validate(stored).traffic_hours == 24.0
+
+
+def test_force_with_a_reason_promotes_past_a_refused_canary_and_audits_it(
+    client: TestClient, auth: Headers, app: FastAPI
+) -> None:
+    """The 409 of a canary that has not decided 'promote' says "or force with a written
+    reason"; force with that canary forces too (it answered 409 again), as it does past a
+    refused gate, and the audit entry keeps the canary it went past."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(
+        client, auth, ids["v2"], signals=["refusal_rate"], comparisons=["served"], margin=0.05
+    )
+    promote = f"/api/v1/models/{MODEL}/promote"
+    body = {"checkpoint_id": ids["v2"], "canary_id": canary["id"], "force": True}
+    no_reason = client.post(promote, json=body, headers=auth)
+    assert no_reason.status_code == 409 and "or force with a written reason" in no_reason.text
+    reason = "the incident needs v2 now; canary evidence reviewed by hand"
+    forced = client.post(promote, json={**body, "reason": reason}, headers=auth)
+    assert forced.status_code == 200, forced.text
+    entry = forced.json()["history"][0]
+    assert (entry["forced"], entry["reason"]) == (True, reason)
+    with app.state.sessionmaker() as session:
+        audited = session.scalars(
+            select(AuditLog).where(AuditLog.action == "champion.promote").order_by(AuditLog.id)
+        ).all()[-1]
+    assert audited.details["forced"] is True and audited.details["canary_id"] is None
+    assert audited.details["refused_canary"]["canary_id"] == canary["id"]
+    assert "is 'running'" in audited.details["refused_canary"]["detail"]
+    still = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
+    assert still["promoted_at"] is None  # the canary was no basis of the promotion
