@@ -11,13 +11,13 @@ REST batches and OTLP exports both end in `ingest_events`, so both obey the same
   acknowledged event is on disk, and an event that is not reported accepted is not stored.
 * Feedback may arrive before or after its event, and is copied onto the trace's served events,
   never onto a shadow answer (which no user saw), nor onto a call stored after the rating and
-  made after the trace's last rated call (the conversation went on after the user rated:
-  that answer was not seen; counted as rated, it became the trace's "last rated call" and a
-  canary put the rating on its arm). A call delivered late but made before the last rated one
-  takes it; a trace rated before any of its calls arrived gives every call the rating. Both
-  writers take a per-project PostgreSQL advisory lock (ingest shared, feedback exclusive),
-  so a feedback write and an insert of its trace can never miss each other; SQLite
-  serializes writers anyway (BEGIN IMMEDIATE).
+  made after the last of the trace's rated calls stored before it (the conversation went on
+  after the user rated: that answer was not seen; counted as rated, it became the trace's
+  "last rated call" and a canary put the rating on its arm). A call delivered late but made
+  before that one takes it; a trace rated before any of its calls arrived gives every call
+  the rating, in whichever batch it comes. Both writers take a per-project PostgreSQL
+  advisory lock (ingest shared, feedback exclusive), so a feedback write and an insert of
+  its trace can never miss each other; SQLite serializes writers anyway (BEGIN IMMEDIATE).
 * Carriers: of the calls carrying a trace's rating, one per checkpoint also holds it in
   `carried_feedback` (`_place_carriers`), the one the daily drift scan counts, so a rated
   trace is one rating there however many calls it made. Both writers place them after
@@ -78,10 +78,12 @@ INSERT_CHUNK_ROWS = 1000
 """Rows per executemany on SQLite, where the whole batch shares one transaction anyway."""
 LOOKUP_CHUNK = 5000
 """Values per IN (...) list when reading by trace ids (SQLite allows 32,766 parameters)."""
-# The latest call of the staged row's trace already stored with its rating (_rated_until).
+# The latest call of the staged row's trace stored with its rating `f` before the trace was
+# last rated (_rated_until, before_rating=True).
 _RATED_UNTIL_SQL = (
     "SELECT MAX(e.ts) FROM events e WHERE e.project_id = s.project_id "
-    "AND e.trace_id = s.trace_id AND e.shadow_of IS NULL AND e.feedback IS NOT NULL"
+    "AND e.trace_id = s.trace_id AND e.shadow_of IS NULL AND e.feedback IS NOT NULL "
+    "AND e.received_at <= f.created_at"
 )
 MAX_NEW_DAYS_PER_BATCH = 100
 """PostgreSQL: days without a partition one batch may bring (each becomes a partition, made on
@@ -519,7 +521,7 @@ def _store(session: Session, project_id: int, rows: list[dict[str, Any]]) -> int
         pooled[_STAGING_TABLE] = True
         return inserted
     stored = _stored_feedback(session, project_id, {row["trace_id"] for row in rows})
-    rated_until = _rated_until(session, project_id, set(stored))
+    rated_until = _rated_until(session, project_id, set(stored), before_rating=True)
     for row in rows:
         if row["shadow_of"] is not None or row["trace_id"] not in stored:
             continue  # a shadow answer reached no user
@@ -756,23 +758,43 @@ def _stored_feedback(session: Session, project_id: int, trace_ids: set[str]) -> 
     return found
 
 
-def _rated_until(session: Session, project_id: int, trace_ids: set[str]) -> dict[str, datetime]:
+def _rated_until(
+    session: Session, project_id: int, trace_ids: set[str], *, before_rating: bool = False
+) -> dict[str, datetime]:
     """The latest call of each trace already stored with its rating (a stored call of a rated
     trace carries it unless it came after the rating): a call stored now and made after it
-    came after the rating. Traces without a stored rated call are absent."""
+    came after the rating. Traces without a stored rated call are absent.
+
+    `before_rating` (ingest): only the calls stored before the trace was last rated
+    (`received_at` up to the rating's `created_at`, which every rating sets; both the server's
+    clock) stand for what the user saw. A call that took the rating because it arrived after
+    it says nothing of when the user rated: taken as the bound, it refused the rating to the
+    trace's calls delivered in a later batch, so a trace rated before any call arrived
+    counted on another call (another day, cohort, or not at all on a second checkpoint)
+    when its calls came in two batches than when they came in one. Such a trace's calls all
+    take the rating, however they are batched, until it is rated again. (A batch stamped
+    `received_at` just before a rating and stored just after it counts as stored before
+    it: the earlier bound, as before.)"""
+    received = Event.received_at <= Feedback.created_at if before_rating else true()
     found: dict[str, datetime] = {}
     for chunk in _chunks(sorted(trace_ids), LOOKUP_CHUNK):
-        rows = session.execute(
+        query = (
             select(Event.trace_id, func.max(Event.ts, type_=Event.ts.type))
             .where(
                 Event.project_id == project_id,
                 Event.trace_id.in_(chunk),
                 Event.shadow_of.is_(None),
                 Event.feedback.is_not(None),
+                received,
             )
             .group_by(Event.trace_id)
-        ).all()
-        found.update({trace_id: until for trace_id, until in rows})
+        )
+        if before_rating:
+            query = query.join(
+                Feedback,
+                (Feedback.project_id == Event.project_id) & (Feedback.trace_id == Event.trace_id),
+            )
+        found.update({trace_id: until for trace_id, until in session.execute(query).all()})
     return found
 
 
@@ -794,9 +816,17 @@ def record_feedback(
     upsert(
         session,
         FEEDBACK_TABLE,
-        [{"project_id": project_id, "trace_id": trace_id, "value": score, "comment": comment}],
+        [
+            {
+                "project_id": project_id,
+                "trace_id": trace_id,
+                "value": score,
+                "comment": comment,
+                "created_at": utcnow(),
+            }
+        ],
         ["project_id", "trace_id"],
-        ["value", "comment"],
+        ["value", "comment", "created_at"],
     )
     result = session.execute(
         update(Event)

@@ -152,7 +152,9 @@ class EventKey(Base):
 
 
 class Feedback(TenantKeyed, CreatedAt, Base):
-    """Kept on its own so feedback that arrives before its event is not lost."""
+    """Kept on its own so feedback that arrives before its event is not lost. `created_at` is
+    when the trace was last rated (every POST /feedback sets it): ingest tells the calls
+    made after the rating by the calls stored before it (service._rated_until)."""
 
     __tablename__ = "feedback"
 

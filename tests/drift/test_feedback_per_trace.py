@@ -149,18 +149,67 @@ def test_a_rating_posted_before_its_calls_arrive_counts_once(
 def test_a_rated_trace_whose_calls_arrive_in_two_batches_counts_once_on_its_last_rated_call(
     client: TestClient, auth: Headers
 ) -> None:
-    """A second batch's calls of a rated trace: one made before the last rated call takes the
-    rating but leaves the count and the carrier (the answer rated after) where they were; one
-    made after the rating takes nothing."""
+    """A trace rated before any of its calls arrived: every call takes the rating, in
+    whichever batch it comes, so the trace counts once, on its latest call. Until 2026-12-01
+    the calls of the first batch stood for the rating's time: a later batch's call made after
+    them ("/after") took nothing, and the trace counted on "/last", where one batch of the
+    same four calls counts it on "/after"."""
     checkpoints(client, auth, "m", ["v1"])
     rate(client, auth, "t", "down")
     post_events(client, auth, [call("t", "a", 3600, "/first"), call("t", "b", 7200, "/last")])
     post_events(client, auth, [call("t", "c", 1800, "/late"), call("t", "d", 10800, "/after")])
     rows = judge_yesterday(client, auth)
     assert rows["v1", "all", "all"] == (1, 1)
-    assert rows["v1", "route", "/last"] == (1, 1)
-    # No rated call counts there: the day stores no thumbs-down row for those routes.
-    assert not {("v1", "route", r) for r in ("/first", "/late", "/after")} & set(rows)
+    assert rows["v1", "route", "/after"] == (1, 1)
+    # No other call carries it: the day stores no thumbs-down row for those routes.
+    assert not {("v1", "route", r) for r in ("/first", "/late", "/last")} & set(rows)
+
+
+def test_a_trace_rated_before_its_calls_counts_alike_however_its_calls_are_batched(
+    client: TestClient, auth: Headers
+) -> None:
+    """Two traces rated down before any call arrived, with the same three calls (v1, then v2,
+    then v1 on another route), one delivered in one batch and one call by call (as an
+    exporter flushing each span sends them). Which of them came after the rating is unknown
+    for both, so both count alike: once on each checkpoint, on its latest call there. Before,
+    the trace sent call by call counted on its first call's route and not at all on v2
+    (v2: 1 rated trace of 2)."""
+    checkpoints(client, auth, "m", ["v1", "v2"])
+
+    def calls(trace: str) -> list[dict[str, Any]]:
+        return [
+            call(trace, "a", 3600, "/a"),
+            call(trace, "b", 3660, "/a", checkpoint_version="v2"),
+            call(trace, "c", 3720, "/b"),
+        ]
+
+    rate(client, auth, "together", "down")
+    rate(client, auth, "one-by-one", "down")
+    post_events(client, auth, calls("together"))
+    for one in calls("one-by-one"):
+        post_events(client, auth, [one])
+    rows = judge_yesterday(client, auth)
+    assert rows["v1", "all", "all"] == rows["v2", "all", "all"] == (2, 2)
+    assert rows["v1", "route", "/b"] == rows["v2", "route", "/a"] == (2, 2)
+    assert ("v1", "route", "/a") not in rows
+
+
+def test_a_rating_again_bounds_the_calls_after_it_even_when_the_first_came_before_any(
+    client: TestClient, auth: Headers
+) -> None:
+    """Rated before any call arrived, the trace's calls all take the rating; rated again once
+    two of them are stored (the user changed their mind after those answers), a call made
+    after them and delivered later takes nothing: the bound is the calls stored before the
+    latest rating, as for any trace rated after its calls."""
+    checkpoints(client, auth, "m", ["v1"])
+    rate(client, auth, "t", "down")
+    post_events(client, auth, [call("t", "a", 3600, "/a")])
+    post_events(client, auth, [call("t", "b", 7200, "/b")])
+    rate(client, auth, "t", "up")
+    post_events(client, auth, [call("t", "c", 10800, "/c")])
+    rows = judge_yesterday(client, auth)
+    assert rows["v1", "all", "all"] == rows["v1", "route", "/b"] == (0, 1)
+    assert ("v1", "route", "/c") not in rows
 
 
 def test_a_shadow_answer_never_carries_its_traces_rating(client: TestClient, auth: Headers) -> None:
