@@ -15,7 +15,8 @@ Rerunning a day deletes and rewrites its rows in one transaction, so late events
 counted and nothing is doubled.
 
 Calibration (brier_score, ece) uses events carrying a probability and a 0/1 label
-("1"/"1.0"/"true"/"yes" or "0"/"0.0"/"false"/"no", any case), over DEFAULT_BINS equal-mass
+(spelled as a flag may be, any case: "1"/"1.0"/"true"/"t"/"yes"/"y"/"on" or their
+negatives, `_POSITIVE_SPELLINGS`), over DEFAULT_BINS equal-mass
 bins per cohort (rank-based, so ties are never split), whose per-bin sums
 app/stats/calibration turns into the Brier decomposition and the debiased calibration error.
 Both calibration rows keep those sums in extra["bins"] ([{"bin", "n", "sum_prob",
@@ -61,10 +62,15 @@ from app.stats.calibration import (
 )
 from app.stats.continuous import log_moments, lognormal_quantile
 
-# Ingest stores a label sent as a JSON number as its text: 1 -> "1", but 1.0 (a pandas
-# column of 0/1 floats) -> "1.0", so both spellings are labels.
-_POSITIVE_LABELS = "('1', '1.0', 'true', 'yes')"
-_KNOWN_LABELS = "('1', '1.0', 'true', 'yes', '0', '0.0', 'false', 'no')"
+# A 0/1 label is spelled as any flag of an event is (pydantic's lax bool, which the REST
+# flags and OTLP's text flags accept: psql and COPY print booleans as t/f), or as a number's
+# text: ingest stores 1 as "1", and 1.0 (a pandas column of 0/1 floats) may arrive as "1.0".
+_POSITIVE_SPELLINGS = ("1", "1.0", "true", "t", "yes", "y", "on")
+_NEGATIVE_SPELLINGS = ("0", "0.0", "false", "f", "no", "n", "off")
+_POSITIVE_LABELS = "(" + ", ".join(f"'{text}'" for text in _POSITIVE_SPELLINGS) + ")"
+_KNOWN_LABELS = (
+    "(" + ", ".join(f"'{text}'" for text in _POSITIVE_SPELLINGS + _NEGATIVE_SPELLINGS) + ")"
+)
 # Per-bin sums kept in the calibration rows' extra["bins"] (key in extra, column of the SQL):
 # exactly what app/stats/calibration needs, so days can be pooled later by adding them.
 _BIN_SUMS = (
