@@ -9,8 +9,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, bindparam, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.core.db import is_postgres, today_utc, utcnow
 from app.core.errors import Problem, Unprocessable, database_unavailable
@@ -20,7 +20,7 @@ from app.drift import alerts, judge, monitors, references
 from app.drift.rollup import compute_day, day_bounds, replace_day, stored_day
 from app.drift.settings import drift_settings
 from app.drift.signals import SignalRow
-from app.models import DriftRun, JobRun, Model, Project
+from app.models import DailySignal, DriftRun, Event, Feedback, JobRun, Model, Project
 
 log = logging.getLogger("plumbline.scheduler")
 
@@ -31,6 +31,10 @@ back it retries failed ones (unfinished_days)."""
 DRIFT_RETRY_BACKOFF = (timedelta(minutes=30), timedelta(hours=2), timedelta(hours=6))
 """The waits before a failed period's second, third and fourth attempts; after the fourth it
 stays failed (its failed runs name the day to rerun by hand)."""
+LATE_DATA_DAYS = 3
+"""How many days before yesterday the scheduled daily run checks for late data and reruns
+(late_data_since): exporters batching across midnight and next-morning uploads land within
+it; a day older than that is left to a rerun by hand (POST /drift/run, the CLI)."""
 _PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
 """Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
 
@@ -335,25 +339,90 @@ def run_all_projects(
     trigger: str,
     backfill: int = 1,
     expired_before: datetime | None = None,
+    late_days: int = 0,
 ) -> tuple[list[DriftResult], list[ProjectFailure]]:
     """Every project's days, each project in its own transactions -> (results, failures).
 
     A project whose day fails is rolled back to its last committed day, recorded as a failed
     run of its own (a DriftRun with the error) and named in the failures; the other projects
-    go on, so one project's bad data never costs every later project its rollup and alerts."""
+    go on, so one project's bad data never costs every later project its rollup and alerts.
+    `late_days` (the scheduled daily run: LATE_DATA_DAYS): a project with late data on one of
+    the `late_days` days before the backfill's first day (late_data_since) is run from the
+    oldest such day instead, through `day`, in order (a rerun equals an in-order run); the
+    other projects run their `backfill` days only."""
     with sessions() as session:
         project_ids = session.scalars(select(Project.id).order_by(Project.id)).all()
     results: list[DriftResult] = []
     failures: list[ProjectFailure] = []
+    first = day - timedelta(days=backfill - 1)
     for project_id in project_ids:
         with sessions() as session:
             try:
-                results += run_days(
-                    session, links, project_id, day, backfill, trigger, expired_before
-                )
+                since = late_data_since(session, project_id, day - timedelta(days=late_days), first)
+                days = backfill if since is None else (day - since).days + 1
+                results += run_days(session, links, project_id, day, days, trigger, expired_before)
             except Exception as exc:
                 failures.append(_record_failure(session, project_id, day, trigger, exc))
     return results, failures
+
+
+def late_data_since(session: Session, project_id: int, first: date, before: date) -> date | None:
+    """The oldest day from `first` up to `before` (excluded) whose stored judgment missed data
+    that has arrived since, or None: one query, a few EXISTS probes per day, each bounded to
+    the day's events (one partition on PostgreSQL), stopping at its first hit.
+
+    A day's judgment is as of its rollup (its rows' `computed_at`; for a day rolled up with
+    no rows, its latest succeeded run's `finished_at`); a day never run has none and is not
+    checked (the scheduler does not judge the past of a new install). What it missed:
+    * an event of the day received after it (exporters batching across midnight, a client
+      uploading its logs the next morning);
+    * a rating of a trace with a call on the day, made after it (POST /feedback): the day's
+      calls of that trace took it, and may carry it;
+    * a rated served call of a trace with a rated served call on the day, made on a later day
+      and received after it: it may have taken the trace's carrier (the latest rated call,
+      ingest._place_carriers) from the day, which then counted the trace a second time, on
+      the later day too, until rerun. A late call made before the day's calls never moves
+      the carrier onto it (the day's call stays the later one), so later days only."""
+    days = [first + timedelta(days=offset) for offset in range((before - first).days)]
+    if not days:
+        return None
+    late = session.execute(select(*(_late_on(project_id, day) for day in days))).one()
+    return next((day for day, found in zip(days, late, strict=True) if found), None)
+
+
+def _late_on(project_id: int, day: date) -> ColumnElement[bool]:
+    """Whether `day` of the project has data its stored judgment missed (late_data_since).
+    Every comparison with a NULL rollup time (a day never run) is unknown: no EXISTS holds."""
+    start, end = day_bounds(day)
+    rolled_up = select(func.min(DailySignal.computed_at)).where(
+        DailySignal.project_id == project_id, DailySignal.day == day
+    )
+    judged = select(func.max(DriftRun.finished_at)).where(
+        DriftRun.project_id == project_id, DriftRun.day == day, DriftRun.status == "succeeded"
+    )
+    as_of = func.coalesce(rolled_up.scalar_subquery(), judged.scalar_subquery())
+    on_day = (Event.project_id == project_id) & (Event.ts >= start) & (Event.ts < end)
+    later = aliased(Event)
+    return or_(
+        exists().where(on_day, Event.received_at > as_of),
+        exists().where(
+            on_day,
+            Feedback.project_id == project_id,
+            Feedback.trace_id == Event.trace_id,
+            Feedback.created_at > as_of,
+        ),
+        exists().where(
+            on_day,
+            Event.feedback.is_not(None),
+            Event.shadow_of.is_(None),
+            later.project_id == project_id,
+            later.trace_id == Event.trace_id,
+            later.ts >= end,
+            later.feedback.is_not(None),
+            later.shadow_of.is_(None),
+            later.received_at > as_of,
+        ),
+    )
 
 
 def _record_failure(
@@ -397,6 +466,9 @@ def run_scheduled_drift(
     its retry reruns that day too); a failed period is claimed again after the next wait of
     DRIFT_RETRY_BACKOFF, on any process's tick. Before, a day whose run failed (a dropped
     connection) was never judged again: the next tick started after it.
+    The daily run (`new_days`) also reruns each project's recent days that received late data
+    (LATE_DATA_DAYS, run_all_projects' `late_days`); the retry ticks do not, so a retry reruns
+    what failed and nothing else.
     `expired_before`: see run_day."""
     now = now or utcnow()
     yesterday: date = now.astimezone(UTC).date() - timedelta(days=1)
@@ -424,7 +496,13 @@ def run_scheduled_drift(
         backfill = (last_day - claimed[0]).days + 1
         try:
             results, failures = run_all_projects(
-                sessions, links, last_day, "schedule", backfill, expired_before
+                sessions,
+                links,
+                last_day,
+                "schedule",
+                backfill,
+                expired_before,
+                LATE_DATA_DAYS if new_days else 0,
             )
         except Exception as exc:
             log.exception("drift job for %s failed", ", ".join(periods))
