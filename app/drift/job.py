@@ -35,6 +35,11 @@ LATE_DATA_DAYS = 3
 """How many days before yesterday the scheduled daily run checks for late data and reruns
 (late_data_since): exporters batching across midnight and next-morning uploads land within
 it; a day older than that is left to a rerun by hand (POST /drift/run, the CLI)."""
+JUDGED_AS_OF_MARGIN = timedelta(minutes=2)
+"""How long before a day's stored rows were written its rollup may have read the day, plus
+how long before its commit an ingest transaction stamps `received_at`: data received within
+it counts as late (a spurious rerun costs one day's rollup; a missed one, data never
+judged)."""
 _PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
 """Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
 
@@ -368,12 +373,11 @@ def run_all_projects(
 
 def late_data_since(session: Session, project_id: int, first: date, before: date) -> date | None:
     """The oldest day from `first` up to `before` (excluded) whose stored judgment missed data
-    that has arrived since, or None: one query, a few EXISTS probes per day, each bounded to
-    the day's events (one partition on PostgreSQL), stopping at its first hit.
+    that has arrived since, or None: a few EXISTS probes per day in one query, each bounded
+    to the day's events (one partition on PostgreSQL), stopping at its first hit.
 
-    A day's judgment is as of its rollup (its rows' `computed_at`; for a day rolled up with
-    no rows, its latest succeeded run's `finished_at`); a day never run has none and is not
-    checked (the scheduler does not judge the past of a new install). What it missed:
+    A day's judgment is as of its rollup (`_judged_as_of`); a day never run has none and is
+    not checked (the scheduler does not judge the past of a new install). What it missed:
     * an event of the day received after it (exporters batching across midnight, a client
       uploading its logs the next morning);
     * a rating of a trace with a call on the day, made after it (POST /feedback): the day's
@@ -384,23 +388,48 @@ def late_data_since(session: Session, project_id: int, first: date, before: date
       the later day too, until rerun. A late call made before the day's calls never moves
       the carrier onto it (the day's call stays the later one), so later days only."""
     days = [first + timedelta(days=offset) for offset in range((before - first).days)]
-    if not days:
+    judged = _judged_as_of(session, project_id, days)
+    if not judged:
         return None
-    late = session.execute(select(*(_late_on(project_id, day) for day in days))).one()
-    return next((day for day, found in zip(days, late, strict=True) if found), None)
+    checked = sorted(judged)
+    late = session.execute(
+        select(*(_late_on(project_id, day, judged[day]) for day in checked))
+    ).one()
+    return next((day for day, found in zip(checked, late, strict=True) if found), None)
 
 
-def _late_on(project_id: int, day: date) -> ColumnElement[bool]:
-    """Whether `day` of the project has data its stored judgment missed (late_data_since).
-    Every comparison with a NULL rollup time (a day never run) is unknown: no EXISTS holds."""
+def _judged_as_of(session: Session, project_id: int, days: list[date]) -> dict[date, datetime]:
+    """Day -> the time its stored judgment is as of, less JUDGED_AS_OF_MARGIN: its rows'
+    earliest `computed_at` (written just after the rollup read the day), or for a day rolled
+    up with no rows its latest succeeded run's `finished_at`. Days never run are absent.
+    Until 2026-12-01 the unmargined time was used: an event stamped before it by an ingest
+    transaction that committed after the rollup read the day was in neither."""
+    if not days:
+        return {}
+    rolled_up = session.execute(
+        select(DailySignal.day, func.min(DailySignal.computed_at))
+        .where(DailySignal.project_id == project_id, DailySignal.day.in_(days))
+        .group_by(DailySignal.day)
+    ).all()
+    judged = session.execute(
+        select(DriftRun.day, func.max(DriftRun.finished_at))
+        .where(
+            DriftRun.project_id == project_id,
+            DriftRun.day.in_(days),
+            DriftRun.status == "succeeded",
+            DriftRun.finished_at.is_not(None),
+        )
+        .group_by(DriftRun.day)
+    ).all()
+    as_of: dict[date, datetime] = dict(judged)
+    as_of.update(rolled_up)
+    return {day: at - JUDGED_AS_OF_MARGIN for day, at in as_of.items() if at is not None}
+
+
+def _late_on(project_id: int, day: date, as_of: datetime) -> ColumnElement[bool]:
+    """Whether `day` of the project has data its judgment as of `as_of` missed
+    (late_data_since)."""
     start, end = day_bounds(day)
-    rolled_up = select(func.min(DailySignal.computed_at)).where(
-        DailySignal.project_id == project_id, DailySignal.day == day
-    )
-    judged = select(func.max(DriftRun.finished_at)).where(
-        DriftRun.project_id == project_id, DriftRun.day == day, DriftRun.status == "succeeded"
-    )
-    as_of = func.coalesce(rolled_up.scalar_subquery(), judged.scalar_subquery())
     on_day = (Event.project_id == project_id) & (Event.ts >= start) & (Event.ts < end)
     later = aliased(Event)
     return or_(

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from app.core.db import today_utc
-from app.models import ChampionHistory
+from app.models import ChampionHistory, Event, Feedback, Project
 from tests.drift.traffic import at
 
 Headers = dict[str, str]
@@ -99,3 +99,23 @@ def alerts(client: TestClient, auth: Headers, **params: Any) -> list[dict[str, A
     r = client.get("/api/v1/alerts", params={"limit": 200, **params}, headers=auth)
     assert r.status_code == 200, r.text
     return list(r.json()["items"])
+
+
+def sent_an_hour_ago(app: FastAPI, project: str) -> None:
+    """Restamp the project's stored events and ratings an hour earlier, in the order they
+    came: sent well before a day judged now, not within JUDGED_AS_OF_MARGIN of it."""
+    with app.state.sessionmaker() as session:
+        project_id = session.scalar(select(Project.id).where(Project.name == project))
+        for table, stamp, key in (
+            (Event, Event.received_at, (Event.trace_id, Event.span_id)),
+            (Feedback, Feedback.created_at, (Feedback.trace_id,)),
+        ):
+            rows = session.execute(select(stamp, *key).where(table.project_id == project_id)).all()
+            for at, *ids in rows:
+                session.execute(
+                    update(table)
+                    .where(table.project_id == project_id)
+                    .where(*(column == value for column, value in zip(key, ids, strict=True)))
+                    .values({stamp.key: at - timedelta(hours=1)})
+                )
+        session.commit()

@@ -15,10 +15,17 @@ from sqlalchemy import func, select, update
 
 from app.core.db import today_utc
 from app.core.links import Links
-from app.drift.job import LATE_DATA_DAYS, run_scheduled_drift
-from app.models import ChampionHistory, DailySignal, Project
+from app.drift.job import JUDGED_AS_OF_MARGIN, LATE_DATA_DAYS, run_scheduled_drift
+from app.models import ChampionHistory, DailySignal, Event, Project
 from tests.conftest import new_key
-from tests.drift.champions import alerts, calls, checkpoints, promote, settings
+from tests.drift.champions import (
+    alerts,
+    calls,
+    checkpoints,
+    promote,
+    sent_an_hour_ago,
+    settings,
+)
 from tests.drift.traffic import at, post_events
 
 Headers = dict[str, str]
@@ -84,6 +91,7 @@ def test_a_trace_whose_carrier_moved_to_the_next_day_counts_once_after_the_next_
     assert rate.is_success, rate.text
     call = {"trace_id": "t", "model": "m", "checkpoint_version": "A", "refusal": False}
     post_events(client, auth, [{**call, "span_id": "a", "timestamp": at(day, 86_400 - 600)}])
+    sent_an_hour_ago(app, "acme")
     assert schedule(app, day + timedelta(days=1)) == [day]
     assert thumbs_down(app) == {day: (1, 1)}
     judged = computed_at(app, "acme")[day]
@@ -108,6 +116,8 @@ def late_project(app: FastAPI, client: TestClient, auth: Headers) -> tuple[date,
         post_events(client, key, calls(day, "A", refused=5, n=100))
     extra = [{**e, "trace_id": f"{e['trace_id']}-more"} for e in calls(day, "A", 40, n=100)]
     post_events(client, ontime, extra)
+    for project in ("acme", "ontime"):
+        sent_an_hour_ago(app, project)
     assert schedule(app, day + timedelta(days=1)) == [day]
     post_events(client, auth, extra)
     for key in (auth, ontime):
@@ -173,6 +183,7 @@ def test_a_day_older_than_the_window_is_not_rerun(
     model_since(app, client, auth, day - timedelta(days=1))
     for judged in (day, next_day):
         post_events(client, auth, calls(judged, "A", refused=5, n=100))
+        sent_an_hour_ago(app, "acme")
         assert schedule(app, judged + timedelta(days=1)) == [judged]
     before = computed_at(app, "acme")
     for judged in (day, next_day):
@@ -196,6 +207,7 @@ def test_a_rating_made_after_the_day_was_judged_counts_on_it_after_the_next_run(
     model_since(app, client, auth, day - timedelta(days=1))
     call = {"trace_id": "t", "model": "m", "checkpoint_version": "A", "refusal": False}
     post_events(client, auth, [{**call, "timestamp": at(day, 43_200)}])
+    sent_an_hour_ago(app, "acme")
     schedule(app, day + timedelta(days=1))
     rate = client.post("/api/v1/feedback", json={"trace_id": "t", "value": "down"}, headers=auth)
     assert rate.is_success, rate.text
@@ -221,3 +233,41 @@ def test_a_day_judged_before_any_of_its_events_arrived_is_rerun(
 
     [alert] = alerts(client, auth, signal="refusal_rate", dimension="all")
     assert (alert["day"], alert["observed"], alert["volume"]) == (day.isoformat(), 0.6, 100)
+
+
+def test_an_event_stamped_before_the_rollup_wrote_its_rows_but_stored_after_it_read_is_late(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """An ingest transaction stamps `received_at` before it commits, and a rollup writes its
+    rows (`computed_at`) after it read the day: an event stamped 30 s before the rows were
+    written may have committed after the read, and be in neither. Before, only data received
+    after `computed_at` was late: such a day was never rerun (10 refusals of 10 never
+    counted)."""
+    day = today_utc() - timedelta(days=3)
+    model_since(app, client, auth, day - timedelta(days=1))
+    post_events(client, auth, calls(day, "A", refused=5, n=100))
+    sent_an_hour_ago(app, "acme")
+    assert schedule(app, day + timedelta(days=1)) == [day]
+    judged = computed_at(app, "acme")[day]
+    straggler = [{**e, "trace_id": f"{e['trace_id']}-race"} for e in calls(day, "A", 10, n=10)]
+    post_events(client, auth, straggler)
+    with app.state.sessionmaker() as session:
+        session.execute(
+            update(Event)
+            .where(Event.trace_id.like("%-race"))
+            .values(received_at=judged - JUDGED_AS_OF_MARGIN / 4)
+        )
+        session.commit()
+
+    ran = schedule(app, day + timedelta(days=2))
+
+    assert ran == [day, day + timedelta(days=1)]
+    with app.state.sessionmaker() as session:
+        refused = session.execute(
+            select(DailySignal.numerator, DailySignal.denominator).where(
+                DailySignal.day == day,
+                DailySignal.signal == "refusal_rate",
+                DailySignal.dimension == "all",
+            )
+        ).one()
+    assert tuple(refused) == (15, 110)

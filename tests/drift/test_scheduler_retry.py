@@ -18,7 +18,7 @@ from app.core.jobs import JOB_STALE_AFTER, claim_period
 from app.core.links import Links
 from app.drift import job
 from app.models import DriftRun, JobRun
-from tests.drift.champions import alerts, calls, champions_since
+from tests.drift.champions import alerts, calls, champions_since, sent_an_hour_ago
 from tests.drift.traffic import post_events
 
 Headers = dict[str, str]
@@ -74,6 +74,7 @@ def test_a_day_whose_scheduled_run_failed_is_retried_at_the_next_tick(
     post_events(client, auth, calls(first, "A", refused=5, n=100))
     for day in (regression, regression + timedelta(days=1)):
         post_events(client, auth, calls(day, "A", refused=60, n=100))
+    sent_an_hour_ago(app, "acme")  # none of it arrives late (job.LATE_DATA_DAYS)
     assert job.run_scheduled_drift(sessions, links, NOW) is not None
     dropping_connection(monkeypatch, regression, times=1)
     job.run_scheduled_drift(sessions, links, NOW + timedelta(days=1))
