@@ -421,9 +421,8 @@ def _judged_as_of(session: Session, project_id: int, days: list[date]) -> dict[d
         )
         .group_by(DriftRun.day)
     ).all()
-    as_of: dict[date, datetime] = dict(judged)
-    as_of.update(rolled_up)
-    return {day: at - JUDGED_AS_OF_MARGIN for day, at in as_of.items() if at is not None}
+    as_of = {day: at for day, at in (*judged, *rolled_up) if at is not None}
+    return {day: at - JUDGED_AS_OF_MARGIN for day, at in as_of.items()}
 
 
 def _late_on(project_id: int, day: date, as_of: datetime) -> ColumnElement[bool]:
