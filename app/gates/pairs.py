@@ -18,7 +18,9 @@ stay its fails: its endpoint failing on a prompt is its failure. A row of the ca
 version that the baseline's version lacks, or asks differently, has no baseline verdict
 either, and is kept apart the same way: the baseline never answered that question.
 An evaluator set up differently (its stored spec) in any of the pooled runs is compared on
-no rows, except for a threshold under `mean_score`: it decides `passed`, not the score.
+no rows, except for a threshold under `mean_score` (it decides `passed`, not the score) and
+the params its evaluator declares unscored (a judge's timeout, retries and key variable
+decide whether a verdict is reached, not which).
 Reading happens outside any write transaction: on SQLite every transaction holds the single
 writer lock."""
 
@@ -53,6 +55,7 @@ from app.models import DatasetRow, EvalResult, EvaluationRun, RunOutput
 from app.models.runs import RunStatus
 from app.stats._arrays import BoolArray, FloatArray, IntArray
 from app.stats.retry import pool_runs
+from plumbline.evals import Evaluator, available_evaluators
 
 
 @dataclass(frozen=True)
@@ -433,7 +436,9 @@ _NOT_READ_BY: dict[GateMetric, frozenset[str]] = {
 """Per metric, the settings of an evaluator's spec that cannot change it: a threshold only
 decides `passed` (plumbline.evals.base: passed is score >= threshold), never the score, so
 two runs scored alike at two thresholds have one mean score. Anything else (params, and any
-setting a later spec adds) may change what a score means, and must match."""
+setting a later spec adds) may change what a score means, and must match, except the params
+an evaluator declares unscored (Evaluator.unscored_params: how a verdict is reached, never
+which one)."""
 
 
 def _differing_specs(
@@ -443,14 +448,16 @@ def _differing_specs(
     less its `ignored` settings, differs between the runs: per name, the differing settings
     as "key: a | b"."""
     specs: dict[str, list[dict[str, Any]]] = {}
+    classes = available_evaluators()
     for evaluators in session.scalars(
         select(EvaluationRun.evaluators).where(
             EvaluationRun.project_id == project_id, EvaluationRun.id.in_(run_ids)
         )
     ):
         for spec in evaluators:
-            forms = specs.setdefault(str(spec.get("name")), [])
-            compared = {key: value for key, value in spec.items() if key not in ignored}
+            name = str(spec.get("name"))
+            forms = specs.setdefault(name, [])
+            compared = _measured(spec, ignored, classes.get(name))
             if compared not in forms:
                 forms.append(compared)
     differing = {}
@@ -464,6 +471,24 @@ def _differing_specs(
                 settings.append(f"{key}: {' | '.join(values)}")
         differing[name] = "; ".join(settings)
     return differing
+
+
+def _measured(
+    spec: dict[str, Any], ignored: frozenset[str], evaluator: type[Evaluator[Any]] | None
+) -> dict[str, Any]:
+    """The settings of a stored spec that may change what the metric reads: less `ignored`,
+    its params one by one ("params.<name>", so a note names the one that differs) less those
+    its evaluator declares unscored (a judge's timeout, retries and key variable decide only
+    whether a verdict is reached; a call without one is an error, left out). An evaluator no
+    longer installed declares nothing."""
+    unscored = evaluator.unscored_params if evaluator is not None else frozenset()
+    measured = {key: value for key, value in spec.items() if key not in ignored}
+    params = measured.pop("params", None)
+    if not isinstance(params, dict):
+        return {**measured, "params": params} if "params" in spec else measured
+    return measured | {
+        f"params.{key}": value for key, value in params.items() if key not in unscored
+    }
 
 
 def _canonical(value: Any) -> str:

@@ -163,6 +163,10 @@ class Evaluator(ABC, Generic[P]):
     name: ClassVar[str]
     default_threshold: ClassVar[float] = 0.5
     params_model: ClassVar[type[BaseModel]] = NoParams
+    unscored_params: ClassVar[frozenset[str]] = frozenset()
+    """Params that decide only whether a verdict is reached (how long to wait for a judge, how
+    often to retry it, which variable holds its key), never the score a verdict gives: two
+    runs set up alike but for these measure one thing (the server's gate compares them)."""
 
     def __init__(self, threshold: float | None = None, **params: Any) -> None:
         self.threshold = _checked_threshold(

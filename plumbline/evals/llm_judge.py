@@ -75,6 +75,9 @@ class LLMJudge(Evaluator[LLMJudgeParams]):
     name = "llm_judge"
     default_threshold = 0.7
     params_model = LLMJudgeParams
+    # A call that times out or fails through every retry is an error, no score; the key is
+    # read from its variable at each call, whatever its name.
+    unscored_params = frozenset({"timeout_s", "max_retries", "backoff_s", "api_key_env"})
     #: Makes the transport each call connects through (None: httpx's own). The server's
     #: worker sets one that refuses cloud metadata and link-local addresses.
     transport_factory: Callable[[], httpx.BaseTransport] | None = None

@@ -4,12 +4,15 @@ followed by an inconclusive gate."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.evaluations import worker
 from tests.datasets.support import drain_worker
 from tests.gates.support import GRADED, add_run, dataset_version, outputs_scoring
 from tests.gates.test_gates import (
@@ -583,3 +586,67 @@ def test_a_block_against_another_baseline_is_lifted_by_a_pass_against_the_champi
         headers=auth,
     )
     assert promoted.status_code == 200, promoted.text
+
+
+def judged_run(
+    client: TestClient, auth: Headers, checkpoint_id: int, rows: list[dict[str, Any]], **judge: Any
+) -> int:
+    """A succeeded run of `checkpoint_id` graded by an llm_judge (model "judge-1" unless
+    `judge` says otherwise, with `judge`'s other params) that gives every output 1."""
+    params = {"base_url": "http://judge.test/v1", "model": "judge-1", **judge}
+    version = dataset_version(client, auth, "golden", rows)
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": version,
+            "evaluators": [{"name": "llm_judge", "params": params}],
+            "outputs": [{"key": row["key"], "output": "an answer"} for row in rows],
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    run_id = int(created.json()["run_id"])
+    assert client.get(f"/api/v1/runs/{run_id}", headers=auth).json()["status"] == "succeeded"
+    return run_id
+
+
+def a_judge_that_passes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    verdict = json.dumps({"score": 1, "reason": "correct"})
+    answer = {"choices": [{"message": {"content": verdict}}]}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+    monkeypatch.setattr(worker, "_guarded_transport", lambda: transport)
+
+
+def test_a_judge_called_with_other_timeouts_or_retries_is_still_one_measure(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The champion was judged with the judge's defaults (30 s timeout, 2 retries); since,
+    the team gives the judge 60 s and 4 retries, re-runs the champion with them and runs the
+    candidate with them. How long the worker waits for the judge and how often it retries
+    decide whether a verdict is reached (a call that never gets one is an error, left out),
+    never the score a verdict gives; neither does the name of the variable the key is read
+    from. Counted as a differing set-up, they left the judge compared on no rows for every
+    gate of the version (the champion's first run stays pooled): 400 identical high-risk
+    rows were refused (422, nothing else to compare). The same judge model elsewhere
+    (judge-2) is still another measure."""
+    a_judge_that_passes_everything(monkeypatch)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    patient = {"timeout_s": 60.0, "max_retries": 4, "backoff_s": 2.0}
+    judged_run(client, auth, champion, rows)
+    judged_run(client, auth, champion, rows, **patient)
+    cand_run = judged_run(client, auth, newcomer, rows, api_key_env="OPENAI_API_KEY", **patient)
+    result = gate(client, auth, cand_run)
+    assert not any("not set up the same way" in note for note in result["notes"])
+    everyone = comparison(result, "all", "all", "llm_judge")
+    assert (everyone["n"], everyone["baseline"], everyone["candidate"]) == (400, 1.0, 1.0)
+    assert result["verdict"] == "pass", result["reasons"]
+
+    other_judge = judged_run(client, auth, newcomer, rows, model="judge-2")
+    refused = client.post("/api/v1/gates", json={"candidate_run_id": other_judge}, headers=auth)
+    assert refused.status_code == 422, refused.text
+    assert "'llm_judge' was not set up the same way" in refused.json()["detail"]
+    assert "judge-1" in refused.json()["detail"] and "judge-2" in refused.json()["detail"]
