@@ -24,6 +24,7 @@ from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun
 from app.models.canaries import CanaryDecision, CanaryStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
+from app.models.runs import RunStatus
 from app.registry.queries import (
     latest_policy,
     newer_dataset_version,
@@ -434,9 +435,11 @@ def _check_gate(
     may add rows or declare cohorts high-risk); and with no block standing on any dataset: a
     block stands until a later pass on the same dataset against the block's baseline (or the
     champion) under the stored policy (registry.queries.standing_blocks, docs/statistics.md
-    §7.6). The gate must have been decided under the model's stored gate policy as it is
-    now: a writer's request override (say, guarding nothing and allowing inconclusive)
-    explores, but never promotes past the policy an admin set. "As it is now" is the policy's
+    §7.6); and having pooled every run of the checkpoint on its version, with none of them
+    still in progress (a pass decided before a run finished never saw it). The gate must
+    have been decided under the model's stored gate policy as it is now: a writer's request
+    override (say, guarding nothing and allowing inconclusive) explores, but never promotes
+    past the policy an admin set. "As it is now" is the policy's
     content, not its version number: a PUT of the same policy, or of a field that decides no
     gate (`accept_canary`), leaves a gate current, where re-deciding it would spend the next
     attempt's halved alpha on the same rows."""
@@ -495,8 +498,43 @@ def _check_gate(
             f"{newer} after gate {gate_id}; only a later passing gate lifts it (or force with a "
             "written reason)"
         )
+    unpooled = _run_not_pooled(session, checkpoint, gate)
+    if unpooled is not None:
+        finished = unpooled.status is RunStatus.succeeded
+        raise Conflict(
+            f"run {unpooled.id} of this checkpoint on the dataset version of gate {gate_id} "
+            f"is '{unpooled.status.value}', and the gate never pooled it (it pooled runs "
+            f"{', '.join(map(str, _pooled_by(gate)))}): "
+            + ("gate again, which pools it" if finished else "wait for it, then gate again")
+            + " (or force with a written reason)"
+        )
     _refuse_standing_block(session, checkpoint, f"gate {gate_id}", "gate_id")
     return gate
+
+
+def _pooled_by(gate: Gate) -> list[int]:
+    """The candidate's runs a gate pooled (a gate stored before pooling names its one run)."""
+    return gate.candidate_run_ids or [gate.candidate_run_id]
+
+
+def _run_not_pooled(session: Session, checkpoint: Checkpoint, gate: Gate) -> EvaluationRun | None:
+    """The first run of `checkpoint` on the gate's dataset version that the gate did not
+    pool and that is or may become evidence: one queued or running, or one that succeeded
+    after the gate. A gate pools every succeeded run so that none is picked for luck
+    (docs/statistics.md §7.3); a pass decided while the others were still running, and
+    promoted on, picks the first to finish by its timing."""
+    return session.scalar(
+        select(EvaluationRun)
+        .where(
+            EvaluationRun.project_id == checkpoint.project_id,
+            EvaluationRun.checkpoint_id == checkpoint.id,
+            EvaluationRun.dataset_version_id == gate.dataset_version_id,
+            EvaluationRun.status != RunStatus.failed,
+            EvaluationRun.id.not_in(_pooled_by(gate)),
+        )
+        .order_by(EvaluationRun.id)
+        .limit(1)
+    )
 
 
 def _policy_name(version: int | None) -> str:

@@ -650,3 +650,44 @@ def test_a_judge_called_with_other_timeouts_or_retries_is_still_one_measure(
     assert refused.status_code == 422, refused.text
     assert "'llm_judge' was not set up the same way" in refused.json()["detail"]
     assert "judge-1" in refused.json()["detail"] and "judge-2" in refused.json()["detail"]
+
+
+def test_a_gate_does_not_promote_past_runs_of_the_candidate_it_never_pooled(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Two runs of the candidate on golden are queued together. The first succeeds, passing
+    every high-risk row like the champion, and is gated at once: pass, pooled on that run
+    alone. The second then succeeds with 100 of the 400 rows lost. The pass promoted the
+    candidate: a gate pools every succeeded run so that none is picked for luck, and gating
+    as soon as the lucky one finished picked it. Promotion takes a gate that pooled every run
+    of the candidate on its version, and none in progress; gated again (attempt 2, both runs
+    pooled), it blocks."""
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    lucky = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    lost = {f"core-{i}" for i in range(100)}
+    unlucky = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, lost)}, finish=False)
+
+    def promote(gate_id: int) -> Any:
+        return client.post(
+            "/api/v1/models/bot/promote",
+            json={"checkpoint_id": newcomer, "gate_id": gate_id},
+            headers=auth,
+        )
+
+    early = gate(client, auth, lucky)
+    assert (early["verdict"], early["candidate_run_ids"]) == ("pass", [lucky]), early["reasons"]
+    in_progress = promote(early["id"])
+    assert in_progress.status_code == 409, "promoted while a run of the candidate was queued"
+    assert f"run {unlucky} of this checkpoint" in in_progress.json()["detail"]
+    assert "'queued'" in in_progress.json()["detail"]
+
+    drain_worker(app)
+    refused = promote(early["id"])
+    assert refused.status_code == 409, "promoted past a succeeded run the gate never pooled"
+    assert f"run {unlucky} of this checkpoint" in refused.json()["detail"]
+
+    again = gate(client, auth, unlucky)
+    assert again["candidate_run_ids"] == [lucky, unlucky]
+    assert (again["attempt"], again["verdict"]) == (2, "block"), again["reasons"]
