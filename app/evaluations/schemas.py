@@ -33,7 +33,13 @@ class OutputIn(StrictModel):
         description="Which call of the row this output is, 0..repeats-1; required when "
         "repeats > 1 (every key needs every repeat).",
     )
-    output: Any = None
+    output: Any = Field(
+        default=None,
+        description="The answer. Null (or left out) with no trajectory: the call has no "
+        "output (it failed or timed out), as an endpoint's completion with neither content "
+        "nor tool calls: every evaluator fails it, and a gate leaves it out of the "
+        "baseline's side.",
+    )
     trajectory: Any = None
     probability: float | None = Field(default=None, ge=0, le=1)
     latency_ms: float | None = Field(default=None, ge=0)

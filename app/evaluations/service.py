@@ -44,6 +44,13 @@ ParsedOutputs = Iterable[tuple[str, Any]]
 
 OUTPUTS_TABLE = cast(Table, RunOutput.__table__)
 
+NO_ANSWER = "no output was uploaded (neither output nor trajectory)"
+"""The error of an uploaded call without an answer. An upload names every (key, repeat) and
+has no other way to say that a call failed: like an endpoint's completion with neither
+content nor tool calls (endpoint_client), it is a call without an output, which fails every
+evaluator (the worker) and which a gate leaves out of the baseline's side (its outage, not
+its verdicts: app.gates.pairs)."""
+
 DIGEST_BLOCK_BYTES = 1 << 16
 
 
@@ -227,7 +234,8 @@ def _store_outputs(
     repeats: int,
 ) -> None:
     """Streamed into run_outputs in chunks; every (key, repeat) of the version's rows, once.
-    With one call per row the repeat index may be left out (it is 0)."""
+    With one call per row the repeat index may be left out (it is 0). A call uploaded with
+    neither output nor trajectory is stored as one without an output (NO_ANSWER)."""
     expected = set(
         session.scalars(
             select(DatasetRow.key).where(
@@ -257,6 +265,7 @@ def _store_outputs(
                 "run_id": run.id,
                 **output.model_dump(),
                 "repeat": repeat,
+                "error": NO_ANSWER if output.output is None and output.trajectory is None else None,
             }
         )
         if len(chunk) >= OUTPUT_INSERT_CHUNK:

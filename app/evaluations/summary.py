@@ -3,8 +3,9 @@ pass_rate} per evaluator, per evaluator and risk, and per evaluator and cohort
 dimension/value (the whole population included as all/all). `n` counts rows, `calls` results
 (rows x repeats), `errors` the results whose evaluator could not reach a verdict (an LLM judge
 without its key or unreachable); the rates are over the other calls, the verdicts (null when
-there is none). `output_errors` counts the calls the endpoint did not answer: their results
-are fails, counted in the rates. Cohort dimensions are read from the rows' cohort JSON, so
+there is none). `output_errors` counts the calls without an output (the endpoint did not
+answer, or an upload had neither output nor trajectory): their results are fails, counted in
+the rates. Cohort dimensions are read from the rows' cohort JSON, so
 any dimension works without configuration. With repeats, each evaluator's flip rate (how often
 two calls of the same row disagree, app.stats.planning.flip_rate) comes from its per-row pass
 counts, which the database groups."""

@@ -17,7 +17,14 @@ from fastapi.testclient import TestClient
 from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS
 from tests.datasets.support import answer_chat, drain_worker, local_server
 from tests.gates.support import EXPECTED, dataset_version
-from tests.gates.test_gates import EVALUATOR, comparison, gate, rows_of
+from tests.gates.test_gates import (
+    EVALUATOR,
+    champion_and_candidate,
+    checkpoint,
+    comparison,
+    gate,
+    rows_of,
+)
 
 Headers = dict[str, str]
 
@@ -191,3 +198,66 @@ def test_the_candidate_calls_its_endpoint_did_not_answer_are_its_fails(
     assert (high["n"], high["unjudged"], high["lost"], high["won"]) == (200, 0, 60, 0)
     assert (high["baseline"], high["candidate"]) == (1.0, pytest.approx(0.7))
     assert not any("without an output" in note for note in result["notes"])
+
+
+def uploaded_run(
+    client: TestClient,
+    auth: Headers,
+    checkpoint_id: int,
+    rows: list[dict[str, Any]],
+    unanswered: set[str] = frozenset(),  # type: ignore[assignment]
+    wrong: set[str] = frozenset(),  # type: ignore[assignment]
+) -> int:
+    """A run of exact_match on outputs a harness uploaded: no output (null) for the keys in
+    `unanswered` (its calls timed out), another answer for `wrong`, the expected one else."""
+    outputs = [
+        {"key": row["key"]}
+        if row["key"] in unanswered
+        else {"key": row["key"], "output": "another answer" if row["key"] in wrong else EXPECTED}
+        for row in rows
+    ]
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": dataset_version(client, auth, "golden", rows),
+            "evaluators": [{"name": EVALUATOR}],
+            "outputs": outputs,
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded" and run["output_source"] == "uploaded", run
+    assert run["summary"]["output_errors"] == len(unanswered)
+    return int(run["id"])
+
+
+def test_uploaded_outputs_without_an_answer_are_calls_without_an_output(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The outage of the first test, through uploaded outputs: the champion's harness timed
+    out on 60 of 200 high-risk rows and uploaded them with no output (an upload has to name
+    every key, and has no other way to say a call failed); the candidate answers all 200 and
+    gets 20 of the champion's 140 wrong. The null outputs were judged as the champion's
+    answers and failed, so the champion read 0.70 against the candidate's 0.90 and the
+    regression passed. An output with neither content nor tool calls is no answer, as the
+    worker's endpoint calls take it: left out on the baseline's side, and the gate blocks.
+    The candidate's own unanswered uploads stay its fails."""
+    rows = rows_of("safety", 200, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    uploaded_run(client, auth, champion, rows, unanswered=keys("safety", range(60)))
+    cand_run = uploaded_run(client, auth, newcomer, rows, wrong=keys("safety", range(60, 80)))
+    result = gate(client, auth, cand_run)
+    assert result["verdict"] == "block", result["reasons"]
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["unjudged"], high["lost"], high["won"]) == (140, 60, 20, 0)
+    assert any("60 call(s) without an output" in note for note in result["notes"])
+
+    silent = checkpoint(client, auth, "v3")
+    unanswered = keys("safety", range(140, 200))
+    silent_gate = gate(client, auth, uploaded_run(client, auth, silent, rows, unanswered))
+    assert silent_gate["verdict"] == "block", silent_gate["reasons"]
+    own = comparison(silent_gate, "risk", "high")
+    assert (own["n"], own["unjudged"], own["lost"], own["candidate"]) == (140, 60, 60, 80 / 140)
