@@ -41,7 +41,7 @@ from app.models.gates import GateVerdict
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
 from app.registry import service as registry
-from app.registry.queries import latest_policy, standing_blocks
+from app.registry.queries import latest_policy, runs_not_pooled, standing_blocks
 from app.webhooks import outbox
 
 
@@ -108,6 +108,9 @@ class RunComparison:
     policy_overrides: list[str]
     """Policy fields whose value the request changed from the model's stored policy (or the
     default): a gate with any never promotes (registry.service._check_gate)."""
+    in_progress: Sequence[EvaluationRun]
+    """The candidate checkpoint's runs on the version still queued or running: not pooled,
+    so a real gate waits for them (create_gate)."""
 
     @property
     def shared_rows(self) -> int:
@@ -189,6 +192,9 @@ def compare_runs(
     paired = load_pairs(
         session, candidate, baseline, spec.metric, lambda name: floor_of(spec, name) is not None
     )
+    in_progress = runs_not_pooled(
+        session, project_id, checkpoint.id, cand_version.id, paired.candidate_run_ids
+    )
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 
     decision = decide(
@@ -217,6 +223,12 @@ def compare_runs(
             f"this gate never promotes; decided at the budget of the next real gate (attempt "
             f"{attempt}), it spends none of it"
         )
+    if in_progress:
+        listed = ", ".join(f"run {run.id} ('{run.status.value}')" for run in in_progress)
+        notes.append(
+            f"not pooled, still in progress: {listed} of the candidate on this dataset "
+            "version; a real gate waits for them"
+        )
     return RunComparison(
         model,
         checkpoint,
@@ -228,17 +240,30 @@ def compare_runs(
         decision,
         notes,
         overrides,
+        in_progress,
     )
 
 
 def create_gate(session: Session, principal: Principal, links: Links, body: GateIn) -> Gate:
     """Compares, decides, and stores the decision with its attempt number, budget and pooled
-    runs; a block queues a `gate.blocked` event. Two real gates of one checkpoint on one
-    version decided at once would share an attempt number: the unique key over real gates
-    refuses the second (409). Exploratory gates share the next real gate's number freely."""
+    runs; a block queues a `gate.blocked` event. A real gate waits (409) while a run of the
+    candidate on the version is queued or running: it would spend an attempt on part of the
+    evidence and could not promote (registry.service._check_gate). Two real gates of one
+    checkpoint on one version decided at once would share an attempt number: the unique key
+    over real gates refuses the second (409). Exploratory gates share the next real gate's
+    number freely."""
     compared = compare_runs(
         session, principal.project_id, body.candidate_run_id, body.baseline_run_id, body.policy
     )
+    if compared.in_progress and not compared.exploratory:
+        waiting = compared.in_progress[0]
+        raise Conflict(
+            f"run {waiting.id} of checkpoint {compared.checkpoint.id} on this dataset version is "
+            f"'{waiting.status.value}': a gate pools every run of the checkpoint there, so wait "
+            f"for it (decided now, this gate would spend attempt {compared.decision.attempt} on "
+            "part of the evidence, and could not promote)",
+            field="candidate_run_id",
+        )
     decision = compared.decision
     gate = Gate(
         project_id=principal.project_id,

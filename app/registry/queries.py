@@ -23,6 +23,7 @@ from app.models import (
     Model,
 )
 from app.models.gates import GateVerdict
+from app.models.runs import RunStatus
 
 
 @dataclass(frozen=True)
@@ -251,3 +252,23 @@ def newer_dataset_version(
     if row is None or row[2] == row[1]:
         return None
     return NewerVersion(row[0], row[1], row[2])
+
+
+def runs_not_pooled(
+    session: Session, project_id: int, checkpoint_id: int, version_id: int, pooled: Sequence[int]
+) -> Sequence[EvaluationRun]:
+    """Runs of a checkpoint on a dataset version, other than `pooled`, that are or may become
+    evidence: queued, running or succeeded (a failed run is none), oldest first. A gate pools
+    every succeeded run of its candidate there (docs/statistics.md §7.3): one decided, or
+    promoted on, while another was in progress saw part of the evidence."""
+    return session.scalars(
+        select(EvaluationRun)
+        .where(
+            EvaluationRun.project_id == project_id,
+            EvaluationRun.checkpoint_id == checkpoint_id,
+            EvaluationRun.dataset_version_id == version_id,
+            EvaluationRun.status != RunStatus.failed,
+            EvaluationRun.id.not_in(pooled),
+        )
+        .order_by(EvaluationRun.id)
+    ).all()

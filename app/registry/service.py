@@ -28,6 +28,7 @@ from app.models.runs import RunStatus
 from app.registry.queries import (
     latest_policy,
     newer_dataset_version,
+    runs_not_pooled,
     standing_blocks,
 )
 from app.registry.schemas import CheckpointIn, Pricing
@@ -518,23 +519,13 @@ def _pooled_by(gate: Gate) -> list[int]:
 
 
 def _run_not_pooled(session: Session, checkpoint: Checkpoint, gate: Gate) -> EvaluationRun | None:
-    """The first run of `checkpoint` on the gate's dataset version that the gate did not
-    pool and that is or may become evidence: one queued or running, or one that succeeded
-    after the gate. A gate pools every succeeded run so that none is picked for luck
-    (docs/statistics.md §7.3); a pass decided while the others were still running, and
-    promoted on, picks the first to finish by its timing."""
-    return session.scalar(
-        select(EvaluationRun)
-        .where(
-            EvaluationRun.project_id == checkpoint.project_id,
-            EvaluationRun.checkpoint_id == checkpoint.id,
-            EvaluationRun.dataset_version_id == gate.dataset_version_id,
-            EvaluationRun.status != RunStatus.failed,
-            EvaluationRun.id.not_in(_pooled_by(gate)),
-        )
-        .order_by(EvaluationRun.id)
-        .limit(1)
+    """The first run of `checkpoint` on the gate's dataset version that the gate did not pool
+    and that is or may become evidence (in progress, or succeeded after the gate): a pass
+    promoted on while another run was in progress picks the first to finish by its timing."""
+    unpooled = runs_not_pooled(
+        session, checkpoint.project_id, checkpoint.id, gate.dataset_version_id, _pooled_by(gate)
     )
+    return unpooled[0] if unpooled else None
 
 
 def _policy_name(version: int | None) -> str:

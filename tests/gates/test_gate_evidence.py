@@ -655,19 +655,19 @@ def test_a_judge_called_with_other_timeouts_or_retries_is_still_one_measure(
 def test_a_gate_does_not_promote_past_runs_of_the_candidate_it_never_pooled(
     app: FastAPI, client: TestClient, auth: Headers
 ) -> None:
-    """Two runs of the candidate on golden are queued together. The first succeeds, passing
-    every high-risk row like the champion, and is gated at once: pass, pooled on that run
-    alone. The second then succeeds with 100 of the 400 rows lost. The pass promoted the
-    candidate: a gate pools every succeeded run so that none is picked for luck, and gating
-    as soon as the lucky one finished picked it. Promotion takes a gate that pooled every run
-    of the candidate on its version, and none in progress; gated again (attempt 2, both runs
+    """The candidate's first run passes every high-risk row like the champion and is gated:
+    pass, pooled on that run alone. A second run is queued, and succeeds with 100 of the 400
+    rows lost. The pass promoted the candidate, in between and after: a gate pools every
+    succeeded run so that none is picked for luck, and promoting on a gate decided before the
+    other finished picks the first. Promotion takes a gate that pooled every run of the
+    candidate on its version, with none in progress; gated again (attempt 2, both runs
     pooled), it blocks."""
     rows = rows_of("core", 400, "high")
     champion, newcomer = champion_and_candidate(client, auth)
     add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
     lucky = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
-    lost = {f"core-{i}" for i in range(100)}
-    unlucky = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, lost)}, finish=False)
+    early = gate(client, auth, lucky)
+    assert (early["verdict"], early["candidate_run_ids"]) == ("pass", [lucky]), early["reasons"]
 
     def promote(gate_id: int) -> Any:
         return client.post(
@@ -676,8 +676,8 @@ def test_a_gate_does_not_promote_past_runs_of_the_candidate_it_never_pooled(
             headers=auth,
         )
 
-    early = gate(client, auth, lucky)
-    assert (early["verdict"], early["candidate_run_ids"]) == ("pass", [lucky]), early["reasons"]
+    lost = {f"core-{i}" for i in range(100)}
+    unlucky = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows, lost)}, finish=False)
     in_progress = promote(early["id"])
     assert in_progress.status_code == 409, "promoted while a run of the candidate was queued"
     assert f"run {unlucky} of this checkpoint" in in_progress.json()["detail"]
@@ -691,3 +691,41 @@ def test_a_gate_does_not_promote_past_runs_of_the_candidate_it_never_pooled(
     again = gate(client, auth, unlucky)
     assert again["candidate_run_ids"] == [lucky, unlucky]
     assert (again["attempt"], again["verdict"]) == (2, "block"), again["reasons"]
+
+
+def test_a_gate_waits_for_the_candidates_runs_in_progress(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Two runs of a candidate as good as the champion on 170 high-risk rows are queued
+    together; the first succeeds. A gate decided on it alone was inconclusive (p_pass 0.033)
+    and spent attempt 1, so the gate pooling both runs, once the second finished, was
+    attempt 2 at half the alpha: inconclusive at p_pass 0.018, where attempt 1 passes. The
+    good candidate could not be promoted without more rows, for a gate decided on part of
+    its evidence (and a pass then could not promote either: the other run was in progress).
+    A real gate waits for the candidate's runs on its version (409 naming the run, no attempt
+    spent); an exploratory one, which spends none, notes them. Once both finished, the gate
+    is attempt 1, passes and promotes."""
+    rows = rows_of("core", 170, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    first = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    second = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)}, finish=False)
+
+    early = client.post("/api/v1/gates", json={"candidate_run_id": first}, headers=auth)
+    assert early.status_code == 409, early.text
+    assert f"run {second} of checkpoint {newcomer}" in early.json()["detail"]
+    assert "'queued'" in early.json()["detail"]
+    what_if = gate(client, auth, first, policy={"margin": 0.05})
+    assert what_if["exploratory"] and what_if["candidate_run_ids"] == [first]
+    assert any(f"run {second}" in note and "queued" in note for note in what_if["notes"])
+
+    drain_worker(app)
+    decided = gate(client, auth, first)
+    assert decided["candidate_run_ids"] == [first, second]
+    assert (decided["attempt"], decided["verdict"]) == (1, "pass"), decided["reasons"]
+    promoted = client.post(
+        "/api/v1/models/bot/promote",
+        json={"checkpoint_id": newcomer, "gate_id": decided["id"]},
+        headers=auth,
+    )
+    assert promoted.status_code == 200, promoted.text
