@@ -411,8 +411,14 @@ def _flatten(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key_value in key_values:
         value = key_value.value
+        # Most attributes are non-empty strings, and a oneof holding a non-empty string
+        # holds nothing else: one read of it answers where WhichOneof + getattr took two.
+        text = value.string_value
+        if text:
+            flat[key_value.key] = text
+            continue
         kind = value.WhichOneof("value")
-        # Scalars, nearly every attribute, are read here without another call.
+        # The other scalars are read here without another call.
         flat[key_value.key] = getattr(value, kind) if kind in _SCALARS else _any_value(value)
     return flat
 
