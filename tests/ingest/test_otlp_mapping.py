@@ -582,6 +582,26 @@ def test_llm_spans_with_unusable_ids_or_times_are_rejected() -> None:
     ]
 
 
+def test_spans_whose_malformed_ids_run_together_stay_two_spans() -> None:
+    """A span is its (trace id, span id) pair whatever the ids' lengths: two spans whose ids
+    written one after the other are the same bytes are still two spans, each refused."""
+
+    def build(tracer: Tracer) -> None:
+        for name in ("a", "b"):
+            with tracer.start_as_current_span(name, attributes={"plumbline.model": "bot"}):
+                pass
+
+    request = record(build).request
+    spans = {span.name: span for span in request.resource_spans[0].scope_spans[0].spans}
+    spans["a"].trace_id, spans["a"].span_id = b"\x01\x02", b"\x03"
+    spans["b"].trace_id, spans["b"].span_id = b"\x01", b"\x02\x03"
+
+    events, rejections = spans_to_events(request)
+
+    assert events == []
+    assert sorted((r.trace_id, r.span_id) for r in rejections) == [("01", "0203"), ("0102", "03")]
+
+
 def test_error_status_is_reported_without_inventing_a_fallback() -> None:
     def build(tracer: Tracer) -> None:
         with tracer.start_as_current_span("llm", attributes={"plumbline.model": "bot"}) as span:
