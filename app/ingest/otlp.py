@@ -832,11 +832,15 @@ def _to_event(
     }
 
 
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
 def _identity_problem(trace_id: bytes, span_id: bytes, start: int) -> str | None:
     """Events are keyed by trace and span id and placed in time by the start."""
-    if len(trace_id) != 16 or not any(trace_id):
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
         return "trace_id must be 16 bytes, not all zero"
-    if len(span_id) != 8 or not any(span_id):
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
         return "span_id must be 8 bytes, not all zero"
     if start == 0:
         return "span has no start time"
@@ -885,19 +889,30 @@ def _cohort(
 def _event_attributes(
     span: Span, facts: Mapping[str, Any], llm: Mapping[str, Any], unmapped: dict[str, Any]
 ) -> dict[str, Any]:
-    attributes = {
-        "session_id": facts.get("session_id"),
-        "user_id": facts.get("user_id"),
-        "tags": facts.get("tags"),
-        **llm,
-        "span_name": span.name,
-        "status_code": _STATUS_NAMES.get(span.status.code, "UNSET"),
-        "status_message": span.status.message or None,
-        "metadata": unmapped or None,
-    }
+    """What the event keeps of the call beside its fields, absent values left out, keys in
+    this order: session_id, user_id, tags, the LLM facts, span_name, status_code,
+    status_message, metadata, and last total_tokens when only its two parts were sent.
+    Built key by key: a dict of every candidate filtered afterwards cost twice as much."""
+    attributes: dict[str, Any] = {}
+    for name in _SHARED_ATTRIBUTES:
+        value = facts.get(name)
+        if value is not None:
+            attributes[name] = value
+    attributes.update(llm)  # _pick_facts keeps no None
+    attributes["span_name"] = span.name
+    status = span.status
+    attributes["status_code"] = _STATUS_NAMES.get(status.code, "UNSET")
+    message = status.message
+    if message:
+        attributes["status_message"] = message
+    if unmapped:
+        attributes["metadata"] = unmapped
     if "total_tokens" not in llm and "input_tokens" in llm and "output_tokens" in llm:
         attributes["total_tokens"] = llm["input_tokens"] + llm["output_tokens"]
-    return {key: value for key, value in attributes.items() if value is not None}
+    return attributes
+
+
+_SHARED_ATTRIBUTES = ("session_id", "user_id", "tags")
 
 
 # --- Input and output text ------------------------------------------------------------------
