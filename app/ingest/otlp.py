@@ -971,10 +971,13 @@ def _with_event_messages(span: Span, attributes: dict[str, Any]) -> dict[str, An
     """The span's attributes and, under `gen_ai.prompt` / `gen_ai.completion` (where
     _INPUT_MESSAGES and _OUTPUT_MESSAGES look last), the messages its span events carry.
     The span's own attributes win; a span without such events is returned as it is."""
+    events = span.events
+    if not events:  # most spans: no dict or list is built for them
+        return attributes
     found: dict[str, Any] = {}
     prompt: list[dict[str, Any]] = []
     completion: list[dict[str, Any]] = []
-    for event in span.events:
+    for event in events:
         name = event.name
         if name in _CONTENT_EVENTS:
             key = _CONTENT_EVENTS[name]
