@@ -208,10 +208,13 @@ def canary_out(session: Session, canary: Canary, links: Links) -> CanaryOut:
 @dataclass(frozen=True)
 class BaselineGone:
     """Why the canary's baseline no longer holds, and since when (None: no change recorded,
-    say the champion was removed): the comparison is sound up to then, not after."""
+    say the champion was removed): the comparison is sound up to then, not after.
+    `candidate_serves`: the champion now is the canary's own candidate (promoted on a gate,
+    or by force past the canary)."""
 
     reason: str
     since: datetime | None
+    candidate_serves: bool = False
 
 
 def _baseline_gone(session: Session, canary: Canary) -> BaselineGone | None:
@@ -225,9 +228,13 @@ def _baseline_gone(session: Session, canary: Canary) -> BaselineGone | None:
     since = changed.created_at if changed is not None else None
     if champion is None or champion.id != canary.champion_id:
         now_champion = f"checkpoint {champion.id}" if champion else "none"
+        candidate_serves = champion is not None and champion.id == canary.checkpoint_id
         return BaselineGone(
-            f"the champion changed (now {now_champion}); the comparison's baseline is gone",
+            f"the champion changed (now {now_champion}"
+            + (", the canary's candidate" if candidate_serves else "")
+            + "); the comparison's baseline is gone",
             since,
+            candidate_serves,
         )
     if changed is None:
         return None
@@ -301,7 +308,11 @@ def evaluate(
     window ends there, a rollback that window shows is still decided (the candidate was
     worse than the baseline while the baseline served, whoever looked first), and otherwise
     the canary stops with that window's evidence. A promotion is not: it would replace a
-    champion that no longer serves."""
+    champion that no longer serves. Nor is a rollback once the candidate itself is the
+    champion (promoted on a gate, or by force past the canary): the canary cannot take it
+    off traffic (its rollback answers 409), and a `rollback` decision with its link, its
+    button and its webhook would ask for what only a rollback of the model does; it stops,
+    its reason saying what the window before the promotion showed."""
     if canary.status is not CanaryStatus.running:
         return canary
     now = now or utcnow()
@@ -310,7 +321,8 @@ def evaluate(
     if baseline_gone is not None:
         until = min(baseline_gone.since or now, now)
         assessment, evidence = _assess_up_to(session, canary, plan, now, until)
-        if assessment.decision is CanaryDecision.rollback:
+        harmful = assessment.decision is CanaryDecision.rollback
+        if harmful and not baseline_gone.candidate_serves:
             at = until.isoformat(timespec="seconds")
             reason = (
                 f"{_first_reason(assessment)}; on the traffic before the champion changed at {at}"
@@ -327,13 +339,18 @@ def evaluate(
                 CanaryDecision.rollback.value,
             )
             return canary
+        reason = baseline_gone.reason
+        if harmful:
+            reason += (
+                f"; before it, {_first_reason(assessment)}: roll the model back if that still holds"
+            )
         _end(
             session,
             links,
             canary,
             CanaryStatus.stopped,
             None,
-            baseline_gone.reason,
+            reason,
             trigger,
             evidence,
             "champion_changed",

@@ -355,9 +355,11 @@ def canary_promotion_refusal(
     checkpoint = session.get_one(Checkpoint, canary.checkpoint_id)
     if current is None:
         current = champion_of(session, canary.project_id, canary.model_id)
+    if current is not None and current.id == canary.checkpoint_id:
+        return f"checkpoint {current.id}, the candidate of canary {canary.id}, is the champion"
     if current is None or current.id != canary.champion_id:
         return (
-            f"canary {canary.id} compared against checkpoint {canary.champion_id}, which is not "
+            f"canary {canary.id} compared against checkpoint {canary.champion_id}, which is no "
             "longer the champion"
         )
     changed = champion_change_since(session, canary.project_id, canary.model_id, canary.started_at)

@@ -406,5 +406,11 @@ def test_force_with_a_reason_promotes_past_a_refused_canary_and_audits_it(
     assert audited.details["forced"] is True and audited.details["canary_id"] is None
     assert audited.details["refused_canary"]["canary_id"] == canary["id"]
     assert "is 'running'" in audited.details["refused_canary"]["detail"]
-    still = client.get(f"/api/v1/canaries/{canary['id']}", headers=auth).json()
-    assert still["promoted_at"] is None  # the canary was no basis of the promotion
+    ended = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert ended["promoted_at"] is None  # the canary was no basis of the promotion
+    assert (ended["status"], ended["decision"], ended["promotion_refused"]) == (
+        "stopped",
+        None,
+        None,
+    )
+    assert f"(now checkpoint {ids['v2']}, the canary's candidate)" in ended["reason"]

@@ -173,6 +173,35 @@ def test_harm_shown_before_the_champion_changed_still_rolls_back(
         assert session.get_one(Checkpoint, ids["v2"]).status is CheckpointStatus.blocked
 
 
+def test_harm_shown_before_the_candidate_itself_was_promoted_stops_without_a_rollback(
+    app: Any, client: TestClient, auth: Headers
+) -> None:
+    """The same harm, but the champion now is the candidate (forced in past the running
+    canary). Before, the canary decided 'rollback': a rollback link and a `canary.decided`
+    rollback webhook for the checkpoint serving as champion, a 'Roll back' button whose
+    rollback answers 409, and the champion marked blocked. It stops instead, its reason
+    saying what the traffic before the promotion showed and what to do."""
+    ids = candidate_and_champion(client, auth)
+    canary = start_canary(client, auth, ids["v2"], start=hours_ago(2).isoformat())
+    send(
+        client,
+        auth,
+        served("v1", 1800, every(20, refusal=True), hours_ago(1.5), HOUR),
+        served("v2", 200, every(4, refusal=True), hours_ago(1.5), HOUR),
+    )
+    _replace_champion_half_an_hour_ago(app, client, auth, ids["v2"])
+    body = client.post(f"/api/v1/canaries/{canary['id']}/evaluate", headers=auth).json()
+    assert (body["status"], body["decision"], body["rollback"]) == ("stopped", None, None)
+    assert body["reason"].startswith(
+        f"the champion changed (now checkpoint {ids['v2']}, the canary's candidate)"
+    )
+    assert "before it, refusal_rate on all=all (served): the candidate is worse" in body["reason"]
+    assert body["reason"].endswith("roll the model back if that still holds")
+    assert _served_refusal(body)["verdict"] == "worse"  # the evidence keeps what it showed
+    with app.state.sessionmaker() as session:
+        assert session.get_one(Checkpoint, ids["v2"]).status is CheckpointStatus.champion
+
+
 def test_a_changed_champion_stops_the_canary_with_the_evidence_up_to_the_change(
     app: Any, client: TestClient, auth: Headers
 ) -> None:
