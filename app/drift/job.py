@@ -36,10 +36,11 @@ LATE_DATA_DAYS = 3
 (late_data_since): exporters batching across midnight and next-morning uploads land within
 it; a day older than that is left to a rerun by hand (POST /drift/run, the CLI)."""
 JUDGED_AS_OF_MARGIN = timedelta(minutes=2)
-"""How long before a day's stored rows were written its rollup may have read the day, plus
-how long before its commit an ingest transaction stamps `received_at`: data received within
-it counts as late (a spurious rerun costs one day's rollup; a missed one, data never
-judged)."""
+"""How long before its commit an ingest transaction may stamp `received_at` (a large batch,
+lock waits), and how long a day without rows may take from its read to its run's
+`finished_at`: data received within it of a day's judgment counts as late (a spurious rerun
+costs one day's rollup; a missed one, data never judged). A day's rows are stamped with the
+time their rollup began reading it (rollup.replace_day)."""
 _PROJECT_DRIFT_LOCK = select(func.pg_advisory_xact_lock(0x504C4452, bindparam("project_id")))
 """Two-key advisory lock ("PLDR", project) serialising one project's drift runs."""
 
@@ -122,8 +123,9 @@ def run_day(
             kept = stored_day(session, project_id, day)
         if kept:
             return judge_rows(session, links, project_id, day, kept, trigger, carry_forward)
+        read_at = utcnow()
         rows = compute_day(session, project_id, day)
-        replace_day(session, project_id, day, rows)
+        replace_day(session, project_id, day, rows, computed_at=read_at)
     return judge_rows(session, links, project_id, day, rows, trigger, carry_forward)
 
 
@@ -363,7 +365,9 @@ def run_all_projects(
     for project_id in project_ids:
         with sessions() as session:
             try:
-                since = late_data_since(session, project_id, day - timedelta(days=late_days), first)
+                since = late_data_since(
+                    session, project_id, day - timedelta(days=late_days), first, day
+                )
                 days = backfill if since is None else (day - since).days + 1
                 results += run_days(session, links, project_id, day, days, trigger, expired_before)
             except Exception as exc:
@@ -371,10 +375,14 @@ def run_all_projects(
     return results, failures
 
 
-def late_data_since(session: Session, project_id: int, first: date, before: date) -> date | None:
+def late_data_since(
+    session: Session, project_id: int, first: date, before: date, through: date
+) -> date | None:
     """The oldest day from `first` up to `before` (excluded) whose stored judgment missed data
     that has arrived since, or None: a few EXISTS probes per day in one query, each bounded
-    to the day's events (one partition on PostgreSQL), stopping at its first hit.
+    to the day's events (one partition on PostgreSQL) and, for the later calls, to the days
+    up to `through` (the run's last day; never the partitions made ahead), stopping at its
+    first hit.
 
     A day's judgment is as of its rollup (`_judged_as_of`); a day never run has none and is
     not checked (the scheduler does not judge the past of a new install). What it missed:
@@ -393,15 +401,15 @@ def late_data_since(session: Session, project_id: int, first: date, before: date
         return None
     checked = sorted(judged)
     late = session.execute(
-        select(*(_late_on(project_id, day, judged[day]) for day in checked))
+        select(*(_late_on(project_id, day, judged[day], through) for day in checked))
     ).one()
     return next((day for day, found in zip(checked, late, strict=True) if found), None)
 
 
 def _judged_as_of(session: Session, project_id: int, days: list[date]) -> dict[date, datetime]:
     """Day -> the time its stored judgment is as of, less JUDGED_AS_OF_MARGIN: its rows'
-    earliest `computed_at` (written just after the rollup read the day), or for a day rolled
-    up with no rows its latest succeeded run's `finished_at`. Days never run are absent.
+    earliest `computed_at` (when their rollup began reading the day), or for a day rolled up
+    with no rows its latest succeeded run's `finished_at`. Days never run are absent.
     Until 2026-12-01 the unmargined time was used: an event stamped before it by an ingest
     transaction that committed after the rollup read the day was in neither."""
     if not days:
@@ -425,10 +433,11 @@ def _judged_as_of(session: Session, project_id: int, days: list[date]) -> dict[d
     return {day: at - JUDGED_AS_OF_MARGIN for day, at in as_of.items()}
 
 
-def _late_on(project_id: int, day: date, as_of: datetime) -> ColumnElement[bool]:
+def _late_on(project_id: int, day: date, as_of: datetime, through: date) -> ColumnElement[bool]:
     """Whether `day` of the project has data its judgment as of `as_of` missed
-    (late_data_since)."""
+    (late_data_since), looking for later calls up to the end of `through`."""
     start, end = day_bounds(day)
+    last_end = day_bounds(through)[1]
     on_day = (Event.project_id == project_id) & (Event.ts >= start) & (Event.ts < end)
     later = aliased(Event)
     return or_(
@@ -446,6 +455,7 @@ def _late_on(project_id: int, day: date, as_of: datetime) -> ColumnElement[bool]
             later.project_id == project_id,
             later.trace_id == Event.trace_id,
             later.ts >= end,
+            later.ts < last_end,
             later.feedback.is_not(None),
             later.shadow_of.is_(None),
             later.received_at > as_of,

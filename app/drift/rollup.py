@@ -519,14 +519,23 @@ def stored_day(session: Session, project_id: int, day: date) -> list[SignalRow]:
     ]
 
 
-def replace_day(session: Session, project_id: int, day: date, rows: Sequence[SignalRow]) -> None:
-    """The day's rows become exactly `rows` (in the caller's transaction)."""
+def replace_day(
+    session: Session,
+    project_id: int,
+    day: date,
+    rows: Sequence[SignalRow],
+    computed_at: datetime | None = None,
+) -> None:
+    """The day's rows become exactly `rows` (in the caller's transaction). `computed_at`: when
+    the rollup began reading the day (default now), which the late-data check compares with
+    the events' `received_at` (app/drift/job.late_data_since): stamped after the read, an
+    event committed during a long scan was in neither."""
     session.execute(
         delete(DailySignal).where(DailySignal.project_id == project_id, DailySignal.day == day)
     )
     if not rows:
         return
-    computed_at = utcnow()
+    computed_at = computed_at or utcnow()
     session.execute(
         insert(DailySignal),
         [

@@ -813,6 +813,14 @@ def record_feedback(
     _lock_feedback(session, project_id, exclusive=True)
     score = FEEDBACK_SCORES[value]
     rated_until = _rated_until(session, project_id, {trace_id}).get(trace_id)
+    before = session.execute(
+        select(Feedback.value, Feedback.created_at).where(
+            Feedback.project_id == project_id, Feedback.trace_id == trace_id
+        )
+    ).one_or_none()
+    # The same rating sent again (a client's retry) is not a new rating: it keeps the time
+    # that tells the calls the user saw (_rated_until) and dates the late-data check.
+    rated_at = before.created_at if before is not None and before.value == score else utcnow()
     upsert(
         session,
         FEEDBACK_TABLE,
@@ -822,7 +830,7 @@ def record_feedback(
                 "trace_id": trace_id,
                 "value": score,
                 "comment": comment,
-                "created_at": utcnow(),
+                "created_at": rated_at,
             }
         ],
         ["project_id", "trace_id"],

@@ -246,3 +246,19 @@ def test_a_trace_two_checkpoints_served_counts_once_on_each_at_its_last_rated_ca
     assert rows["v1", "all", "all"] == (1, 2)
     assert (rows["v1", "route", "/a"], rows["v1", "route", "/c"]) == ((0, 1), (1, 1))
     assert (rows["v2", "all", "all"], rows["v2", "route", "/b"]) == ((1, 1), (1, 1))
+
+
+def test_the_same_rating_sent_again_is_not_a_new_rating(client: TestClient, auth: Headers) -> None:
+    """Two traces rated down before their calls; one rating is sent again (a client's retry)
+    between the two batches of calls. A retry is not a new rating: both traces count on their
+    latest call. Before, the retry dated the rating after the first batch, so the second
+    batch's call took nothing and that trace counted on its first call ("/a")."""
+    checkpoints(client, auth, "m", ["v1"])
+    for trace in ("once", "retried"):
+        rate(client, auth, trace, "down")
+    post_events(client, auth, [call(t, "a", 3600, "/a") for t in ("once", "retried")])
+    rate(client, auth, "retried", "down")
+    post_events(client, auth, [call(t, "b", 7200, "/b") for t in ("once", "retried")])
+    rows = judge_yesterday(client, auth)
+    assert rows["v1", "route", "/b"] == (2, 2)
+    assert ("v1", "route", "/a") not in rows

@@ -9,12 +9,15 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from app.core.db import today_utc
 from app.core.links import Links
+from app.drift import job
 from app.drift.job import JUDGED_AS_OF_MARGIN, LATE_DATA_DAYS, run_scheduled_drift
 from app.models import ChampionHistory, DailySignal, Event, Project
 from tests.conftest import new_key
@@ -262,6 +265,47 @@ def test_an_event_stamped_before_the_rollup_wrote_its_rows_but_stored_after_it_r
     ran = schedule(app, day + timedelta(days=2))
 
     assert ran == [day, day + timedelta(days=1)]
+    with app.state.sessionmaker() as session:
+        refused = session.execute(
+            select(DailySignal.numerator, DailySignal.denominator).where(
+                DailySignal.day == day,
+                DailySignal.signal == "refusal_rate",
+                DailySignal.dimension == "all",
+            )
+        ).one()
+    assert tuple(refused) == (15, 110)
+
+
+def test_an_event_stored_while_the_rollup_read_the_day_is_late_without_any_margin(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day's rows are stamped with the time their rollup began reading it: an event
+    stored after that read, before the rows were written, is late however short the margin.
+    Before, the rows were stamped when written, after the event (10 refusals never counted
+    once the scan took longer than the margin). PostgreSQL: SQLite's drift run holds the one
+    write lock from its first statement, so no event is stored during its read."""
+    if not app.state.settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite stores nothing while a drift run reads")
+    monkeypatch.setattr(job, "JUDGED_AS_OF_MARGIN", timedelta(0))
+    day = today_utc() - timedelta(days=3)
+    model_since(app, client, auth, day - timedelta(days=1))
+    post_events(client, auth, calls(day, "A", refused=5, n=100))
+    sent_an_hour_ago(app, "acme")
+    read = job.compute_day
+    straggler = [{**e, "trace_id": f"{e['trace_id']}-scan"} for e in calls(day, "A", 10, n=10)]
+
+    def store_during_the_read(session: Session, project_id: int, when: date) -> Any:
+        rows = read(session, project_id, when)
+        if when == day and straggler:
+            post_events(client, auth, straggler)
+            straggler.clear()
+        return rows
+
+    monkeypatch.setattr(job, "compute_day", store_during_the_read)
+    assert schedule(app, day + timedelta(days=1)) == [day]
+    monkeypatch.setattr(job, "compute_day", read)
+
+    assert schedule(app, day + timedelta(days=2)) == [day, day + timedelta(days=1)]
     with app.state.sessionmaker() as session:
         refused = session.execute(
             select(DailySignal.numerator, DailySignal.denominator).where(
