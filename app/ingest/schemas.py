@@ -37,10 +37,10 @@ _EXACT_INTEGERS = 2.0**53
 def _scalar_as_text(value: Any) -> Any:
     """Labels and cohort values may arrive as numbers or flags (a class index, a tier). A
     whole number written as a float (pandas and numpy write 1.0 for a column that ever held
-    a NaN) is the integer's text: as a label, "1.0" would be no label the calibration
-    signals read (a flag's spellings, 1/true/t/yes/y/on and their negatives, or 1.0/0.0:
-    app/drift/rollup.py), and a whole float in any other spelling would drop out silently;
-    as a cohort value, one tier was two cohorts, "1" from a batch where no call lacked it
+    a NaN) is the integer's text: as a label, a whole float's text other than "1.0"/"0.0"
+    (1.00, 1e0) is no label the calibration signals read (a flag's spellings, or 1.0/0.0:
+    app/drift/rollup.py), and those events would drop out of them silently; as a cohort
+    value, one tier was two cohorts, "1" from a batch where no call lacked it
     and "1.0" from one where some did, each judged on its own days."""
     if isinstance(value, bool):
         return "true" if value else "false"
