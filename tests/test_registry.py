@@ -270,3 +270,28 @@ def test_a_gate_policy_change_counts_only_in_fields_that_decide_a_verdict() -> N
     }  # fmt: skip
     wider = GatePolicy(policy={**decided, "margin": 0.05, "allow_inconclusive": True})
     assert wider.changes_from(decided) == ["allow_inconclusive", "margin"]
+
+
+def test_a_rollback_goes_back_only_to_an_earlier_champion(
+    client: TestClient, auth: Headers, db: Session
+) -> None:
+    """`to` names a checkpoint that was the champion before: one that never was (never gated,
+    never served as champion) is a promotion, which needs a gate, a canary or force with a
+    written reason, and is recorded as forced. Until 2026-12-01 a rollback to v2, registered
+    and never promoted, made it the champion (200) with a history entry 'rollback', forced
+    false, and no standing blocks in its audit entry; v1, the champion it replaced, counted
+    as rolled back for cause."""
+    v1 = register(client, auth, version="v1").json()["id"]
+    v2 = register(client, auth, version="v2").json()["id"]
+    assert promote(client, auth, v1, reason="first").status_code == 200
+    sideways = client.post(
+        "/api/v1/models/support-bot/rollback", json={"to": "v2", "reason": "x"}, headers=auth
+    )
+    assert sideways.status_code == 409, sideways.text
+    assert sideways.headers["content-type"] == "application/problem+json"
+    assert "never the champion" in sideways.json()["detail"]
+    state = client.get("/api/v1/models/support-bot", headers=auth).json()
+    assert state["champion"]["id"] == v1 and len(state["history"]) == 1
+    assert client.get(f"/api/v1/checkpoints/{v2}", headers=auth).json()["status"] == ("registered")
+    entries = db.scalars(select(AuditLog).order_by(AuditLog.id)).all()
+    assert [e.action for e in entries][-1] == "champion.promote"

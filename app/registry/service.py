@@ -748,8 +748,8 @@ def rollback(
     reason: str,
     alert_id: int | None = None,
 ) -> ModelState:
-    """Makes the rollback target (or `to`) the champion again. The model is locked first, as
-    for a promotion."""
+    """Makes the rollback target (or `to`, an earlier champion) the champion again. The
+    model is locked first, as for a promotion."""
     model = get_model(session, principal.project_id, model_name, lock=True)
     history = _history(session, model)
     if not history:
@@ -777,6 +777,16 @@ def rollback(
         target = find_checkpoint(session, model, to)
         if target is None:
             raise NotFound(f"to: no checkpoint '{to}' in model '{model_name}'")
+        if all(entry.checkpoint_id != target.id for entry in history):
+            # Making it the champion is a promotion: a rollback would skip the gate and record
+            # no `forced`, nor the blocks standing on it.
+            raise Conflict(
+                f"to: checkpoint {target.id} ({target.version}) was never the champion of "
+                f"model '{model_name}'; a rollback goes back to an earlier champion: promote "
+                "it instead (a passing gate, a canary that decided 'promote', or force with a "
+                "written reason)",
+                field="to",
+            )
     assert current is not None
     if target.id == current.id:
         raise Conflict(f"checkpoint {target.id} is already the champion")
