@@ -121,13 +121,24 @@ def rollback(
     csrf_token: CsrfField,
     reason: Annotated[str, Form(max_length=2000)] = "",
     alert_id: Annotated[int | None, Form(ge=1)] = None,
+    champion_id: Annotated[int | None, Form(ge=1)] = None,
+    to: Annotated[int | None, Form(ge=1)] = None,
 ) -> HTMLResponse | RedirectResponse:
+    """Rolls back as the form showed it: from `champion_id` to `to` (both hidden fields),
+    409 when the champion changed since (the target shown was read from it)."""
     auth.check_csrf(request, csrf_token)
     require_role(viewer, Role.write)
     if not reason.strip():
         return _rollback_form(request, viewer, session, links, model, alert_id, "Write a reason.")
     registry.rollback(
-        session, viewer.principal, links, model, None, reason.strip(), alert_id=alert_id
+        session,
+        viewer.principal,
+        links,
+        model,
+        to,
+        reason.strip(),
+        alert_id=alert_id,
+        reviewed_champion=champion_id,
     )
     return redirect(f"/models/{quote(model, safe='')}?rolled_back=1")
 

@@ -747,14 +747,24 @@ def rollback(
     to: int | str | None,
     reason: str,
     alert_id: int | None = None,
+    reviewed_champion: int | None = None,
 ) -> ModelState:
     """Makes the rollback target (or `to`, an earlier champion) the champion again. The
-    model is locked first, as for a promotion."""
+    model is locked first, as for a promotion. `reviewed_champion`: the champion a person
+    confirmed leaving (the confirmation page's), 409 if another one serves now: the target
+    was read from that champion, and replacing one nobody reviewed is not what was
+    confirmed."""
     model = get_model(session, principal.project_id, model_name, lock=True)
     history = _history(session, model)
     if not history:
         raise Conflict(f"model '{model_name}' has no champion to roll back")
-    current = session.get(Checkpoint, history[-1].checkpoint_id)
+    current = session.get_one(Checkpoint, history[-1].checkpoint_id)
+    if reviewed_champion is not None and reviewed_champion != current.id:
+        raise Conflict(
+            f"the champion changed since the rollback was reviewed: checkpoint {current.id} "
+            f"({current.version}) serves now, not checkpoint {reviewed_champion}; review the "
+            "rollback again"
+        )
     alert = _check_alert(session, principal.project_id, alert_id, model) if alert_id else None
     if to is None:
         if alert is not None and alert.checkpoint_id != history[-1].checkpoint_id:
@@ -787,7 +797,6 @@ def rollback(
                 "written reason)",
                 field="to",
             )
-    assert current is not None
     if target.id == current.id:
         raise Conflict(f"checkpoint {target.id} is already the champion")
     _change_champion(
