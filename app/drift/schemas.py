@@ -221,8 +221,9 @@ class AlertOut(OrmModel):
         default=None,
         description="Where to roll back to from the alert's checkpoint, with the dashboard's "
         "link; null when there is none, when the target is the champion already (rolled back "
-        "to), or when the alert's checkpoint is not the champion (another was promoted since: "
-        "rolling back to the target would replace it).",
+        "to), when the alert's checkpoint is not the champion (another was promoted since: "
+        "rolling back to the target would replace it), or when the alert is resolved (its "
+        "regression is over, or was a data artifact).",
     )
 
     @computed_field  # type: ignore[prop-decorator]
@@ -271,9 +272,12 @@ class AlertOut(OrmModel):
         # Nor when another checkpoint became the champion since (a fix promoted while the
         # alert's statistic decays): going back to the target would replace that one.
         serving = self.checkpoint_status is CheckpointStatus.champion
+        # Nor once resolved: its alert.resolved webhook offered "roll back to A" beside
+        # `resolution: data_corrected` (no day of it fires) or `recovered`.
         if (
             target is not None
             and serving
+            and self.status is not AlertStatus.resolved
             and self.rollback_target_status is not CheckpointStatus.champion
         ):
             url = links.page("models", self.model, "rollback", alert_id=self.id)

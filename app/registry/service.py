@@ -340,10 +340,13 @@ def _rollback_target(
     history as it stood on the judged day); otherwise the most recent earlier champion not
     itself replaced for cause (`rollback_target_id`). Never the current champion, and none
     for an alert whose checkpoint is no longer the champion (a fix promoted since: going
-    back to the alert's target would replace the fix). The model's target moves with every
-    promotion: after one, it can be the very checkpoint that raised the alert."""
+    back to the alert's target would replace the fix), nor for a resolved one. The model's
+    target moves with every promotion: after one, it can be the very checkpoint that raised
+    the alert."""
     current = history[-1].checkpoint_id if history else None
-    if alert is not None and alert.checkpoint_id != current:
+    if alert is not None and (
+        alert.checkpoint_id != current or alert.status is AlertStatus.resolved
+    ):
         return None
     if alert is not None and alert.rollback_target_id is not None:
         target_id: int | None = alert.rollback_target_id
@@ -787,6 +790,12 @@ def rollback(
                 f"alert {alert_id} is about checkpoint {alert.checkpoint_id}, which is not "
                 f"the champion (checkpoint {history[-1].checkpoint_id} is): name the "
                 "checkpoint to roll back to with `to` if a rollback is still wanted"
+            )
+        if alert is not None and alert.status is AlertStatus.resolved:
+            raise Conflict(
+                f"alert {alert_id} is resolved ({alert.resolution}): there is nothing to roll "
+                "back for it; name the checkpoint to roll back to with `to` if a rollback is "
+                "still wanted"
             )
         target = _rollback_target(session, model, history, alert)
         if target is None:

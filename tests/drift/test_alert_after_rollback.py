@@ -129,3 +129,42 @@ def test_an_alert_whose_checkpoint_was_replaced_by_a_fix_offers_no_rollback(
     page = client.get(f"/models/m/rollback?alert_id={alert['id']}").text
     assert f"Alert #{alert['id']} is about B, which is not the champion (C is)" in page
     assert "Confirm rollback" not in page
+
+
+def test_a_resolved_alert_offers_no_rollback(
+    app: FastAPI, client: TestClient, auth: dict[str, str], admin_key: str
+) -> None:
+    """A from day 0, B from day 16 regresses from day 20; the alert opens on B and names A.
+    The team resolves it by hand (a false alarm, say) while B serves. Until 2026-12-01 the
+    resolved alert (and its alert.resolved webhook) still carried 'rollback: {target A,
+    url}', and a rollback made for it without `to` replaced B with A (200). Now the link is
+    null, that rollback answers 409 (naming `to` still rolls back), and the confirmation
+    page says why."""
+    day = days_ending_day_before_yesterday(24)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
+    events = []
+    for i in range(24):
+        events += calls(day[i], "B" if i >= 16 else "A", 100 if i >= 20 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[23], 24)
+    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert opened["rollback"]["target"]["checkpoint_id"] == ids["A"]
+    resolved = client.post(
+        f"/api/v1/alerts/{opened['id']}/resolve", json={"note": "false alarm"}, headers=auth
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["status"] == "resolved"
+    assert resolved.json()["rollback_target"]["checkpoint_id"] == ids["A"]
+    assert resolved.json()["rollback"] is None
+    r = client.post(
+        "/api/v1/models/m/rollback",
+        json={"alert_id": opened["id"], "reason": "from the alert"},
+        headers=auth,
+    )
+    assert r.status_code == 409, r.text
+    assert f"alert {opened['id']} is resolved (manual)" in r.json()["detail"]
+    assert client.get("/api/v1/models/m", headers=auth).json()["champion"]["id"] == ids["B"]
+    sign_in(client, admin_key)
+    page = client.get(f"/models/m/rollback?alert_id={opened['id']}").text
+    assert f"Alert #{opened['id']} is resolved (manual)" in page
+    assert "Confirm rollback" not in page
