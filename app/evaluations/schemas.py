@@ -35,10 +35,10 @@ class OutputIn(StrictModel):
     )
     output: Any = Field(
         default=None,
-        description="The answer. Null (or left out) with no trajectory: the call has no "
-        "output (it failed or timed out), as an endpoint's completion with neither content "
-        "nor tool calls: every evaluator fails it, and a gate leaves it out of the "
-        "baseline's side.",
+        description="The answer. Null (or left out) with no trajectory, probability nor "
+        "latency_ms: the call has no output (it failed or timed out), as an endpoint's "
+        "completion with neither content nor tool calls: every evaluator fails it, and a gate "
+        "leaves it out of the baseline's side.",
     )
     trajectory: Any = None
     probability: float | None = Field(default=None, ge=0, le=1)

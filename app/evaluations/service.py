@@ -44,12 +44,26 @@ ParsedOutputs = Iterable[tuple[str, Any]]
 
 OUTPUTS_TABLE = cast(Table, RunOutput.__table__)
 
-NO_ANSWER = "no output was uploaded (neither output nor trajectory)"
+NO_ANSWER = "nothing was uploaded for this call (no output, trajectory, probability or latency)"
 """The error of an uploaded call without an answer. An upload names every (key, repeat) and
 has no other way to say that a call failed: like an endpoint's completion with neither
 content nor tool calls (endpoint_client), it is a call without an output, which fails every
 evaluator (the worker) and which a gate leaves out of the baseline's side (its outage, not
 its verdicts: app.gates.pairs)."""
+
+
+def _nothing_measured(output: OutputIn) -> bool:
+    """An uploaded call carrying none of what an evaluator reads. A call with only a
+    `latency_ms` or a `probability` is an answer to `latency_budget` or a calibrated
+    classifier's evaluator (review R1, 2026-12-01: a latency-only suite uploaded as
+    `{key, latency_ms}` failed every row as unanswered)."""
+    return (
+        output.output is None
+        and output.trajectory is None
+        and output.probability is None
+        and output.latency_ms is None
+    )
+
 
 DIGEST_BLOCK_BYTES = 1 << 16
 
@@ -235,7 +249,7 @@ def _store_outputs(
 ) -> None:
     """Streamed into run_outputs in chunks; every (key, repeat) of the version's rows, once.
     With one call per row the repeat index may be left out (it is 0). A call uploaded with
-    neither output nor trajectory is stored as one without an output (NO_ANSWER)."""
+    nothing an evaluator reads is stored as one without an output (NO_ANSWER)."""
     expected = set(
         session.scalars(
             select(DatasetRow.key).where(
@@ -265,7 +279,7 @@ def _store_outputs(
                 "run_id": run.id,
                 **output.model_dump(),
                 "repeat": repeat,
-                "error": NO_ANSWER if output.output is None and output.trajectory is None else None,
+                "error": NO_ANSWER if _nothing_measured(output) else None,
             }
         )
         if len(chunk) >= OUTPUT_INSERT_CHUNK:

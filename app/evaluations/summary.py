@@ -4,7 +4,7 @@ dimension/value (the whole population included as all/all). `n` counts rows, `ca
 (rows x repeats), `errors` the results whose evaluator could not reach a verdict (an LLM judge
 without its key or unreachable); the rates are over the other calls, the verdicts (null when
 there is none). `output_errors` counts the calls without an output (the endpoint did not
-answer, or an upload had neither output nor trajectory): their results are fails, counted in
+answer, or an upload carried nothing an evaluator reads): their results are fails, counted in
 the rates. Cohort dimensions are read from the rows' cohort JSON, so
 any dimension works without configuration. With repeats, each evaluator's flip rate (how often
 two calls of the same row disagree, app.stats.planning.flip_rate) comes from its per-row pass

@@ -261,3 +261,33 @@ def test_uploaded_outputs_without_an_answer_are_calls_without_an_output(
     assert silent_gate["verdict"] == "block", silent_gate["reasons"]
     own = comparison(silent_gate, "risk", "high")
     assert (own["n"], own["unjudged"], own["lost"], own["candidate"]) == (140, 60, 60, 80 / 140)
+
+
+def test_an_upload_of_latencies_alone_is_answered_for_latency_budget(
+    client: TestClient, auth: Headers
+) -> None:
+    """A latency-only suite uploads `{key, latency_ms}`: `latency_budget` reads nothing else.
+    Review R1 found every row failed "no output" (10 output errors) once a call uploaded
+    without output and trajectory became a call without an output; a call carrying a latency
+    (or a probability) is an answer."""
+    rows = rows_of("safety", 10, "high")
+    champion, _newcomer = champion_and_candidate(client, auth)
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": champion,
+            "dataset_version": dataset_version(client, auth, "golden", rows),
+            "evaluators": [{"name": "latency_budget", "params": {"max_ms": 500}}],
+            "outputs": [
+                {"key": row["key"], "latency_ms": 100 if i else 900} for i, row in enumerate(rows)
+            ],
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    assert run["status"] == "succeeded", run
+    assert run["summary"]["output_errors"] == 0
+    [latency] = run["summary"]["by_evaluator"]
+    assert (latency["n"], latency["pass_rate"]) == (10, 0.9)
