@@ -192,9 +192,16 @@ def compare_runs(
     paired = load_pairs(
         session, candidate, baseline, spec.metric, lambda name: floor_of(spec, name) is not None
     )
-    in_progress = runs_not_pooled(
-        session, project_id, checkpoint.id, cand_version.id, paired.candidate_run_ids
-    )
+    # Each side pools all its runs on its version: a run of either still in progress is
+    # evidence the gate would not see (review R1: the baseline's were not waited for).
+    in_progress = [
+        *runs_not_pooled(
+            session, project_id, checkpoint.id, cand_version.id, paired.candidate_run_ids
+        ),
+        *runs_not_pooled(
+            session, project_id, baseline.checkpoint_id, base_version.id, paired.baseline_run_ids
+        ),
+    ]
     session.commit()  # ends the read transaction: the statistics run without holding a lock
 
     decision = decide(
@@ -224,10 +231,13 @@ def compare_runs(
             f"{attempt}), it spends none of it"
         )
     if in_progress:
-        listed = ", ".join(f"run {run.id} ('{run.status.value}')" for run in in_progress)
+        listed = ", ".join(
+            f"run {run.id} ('{run.status.value}', checkpoint {run.checkpoint_id})"
+            for run in in_progress
+        )
         notes.append(
-            f"not pooled, still in progress: {listed} of the candidate on this dataset "
-            "version; a real gate waits for them"
+            f"not pooled, still in progress: {listed} on the compared dataset versions; a real "
+            "gate waits for them"
         )
     return RunComparison(
         model,
@@ -257,12 +267,14 @@ def create_gate(session: Session, principal: Principal, links: Links, body: Gate
     )
     if compared.in_progress and not compared.exploratory:
         waiting = compared.in_progress[0]
+        side = "candidate" if waiting.checkpoint_id == compared.checkpoint.id else "baseline"
         raise Conflict(
-            f"run {waiting.id} of checkpoint {compared.checkpoint.id} on this dataset version is "
-            f"'{waiting.status.value}': a gate pools every run of the checkpoint there, so wait "
-            f"for it (decided now, this gate would spend attempt {compared.decision.attempt} on "
-            "part of the evidence, and could not promote)",
-            field="candidate_run_id",
+            f"run {waiting.id} of the {side}'s checkpoint {waiting.checkpoint_id} on the compared "
+            f"dataset version is '{waiting.status.value}': a gate pools every run of both "
+            f"checkpoints there, so wait for it (GET /api/v1/runs/{waiting.id}) and gate again "
+            f"(decided now, this gate would spend attempt {compared.decision.attempt} on part of "
+            "the evidence)",
+            field=f"{side}_run_id",
         )
     decision = compared.decision
     gate = Gate(

@@ -713,7 +713,7 @@ def test_a_gate_waits_for_the_candidates_runs_in_progress(
 
     early = client.post("/api/v1/gates", json={"candidate_run_id": first}, headers=auth)
     assert early.status_code == 409, early.text
-    assert f"run {second} of checkpoint {newcomer}" in early.json()["detail"]
+    assert f"run {second} of the candidate's checkpoint {newcomer}" in early.json()["detail"]
     assert "'queued'" in early.json()["detail"]
     what_if = gate(client, auth, first, policy={"margin": 0.05})
     assert what_if["exploratory"] and what_if["candidate_run_ids"] == [first]
@@ -729,3 +729,30 @@ def test_a_gate_waits_for_the_candidates_runs_in_progress(
         headers=auth,
     )
     assert promoted.status_code == 200, promoted.text
+
+
+def test_a_gate_waits_for_the_baselines_runs_in_progress_too(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Each side pools all its runs on its version, so a champion run still queued is
+    evidence the gate would not see: a real gate waits for it as for the candidate's
+    (review R1: only the candidate's were waited for), naming the baseline's run and field;
+    an exploratory gate notes it. Once it finished, the gate pools both of the champion's
+    runs."""
+    rows = rows_of("core", 170, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    cand = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    again = add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)}, finish=False)
+
+    early = client.post("/api/v1/gates", json={"candidate_run_id": cand}, headers=auth)
+    assert early.status_code == 409, early.text
+    problem = early.json()
+    assert f"run {again} of the baseline's checkpoint {champion}" in problem["detail"]
+    assert problem["field"] == "baseline_run_id"
+    what_if = gate(client, auth, cand, policy={"margin": 0.05})
+    assert any(f"run {again} ('queued', checkpoint {champion})" in n for n in what_if["notes"])
+
+    drain_worker(app)
+    decided = gate(client, auth, cand)
+    assert len(decided["baseline_run_ids"]) == 2 and again in decided["baseline_run_ids"]

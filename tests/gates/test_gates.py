@@ -951,7 +951,7 @@ def test_gate_requests_that_cannot_be_decided_get_clear_problems(
     assert status == 422 and "built-in cohort" in detail
     # A real gate waits for the candidate's run still queued, which it would pool.
     status, detail = problem({"candidate_run_id": cand_run, "baseline_run_id": base_run})
-    assert status == 409 and f"run {queued} of checkpoint {newcomer}" in detail
+    assert status == 409 and f"run {queued} of the candidate's checkpoint {newcomer}" in detail
     drain_worker(app)
     # Nothing was stored by a refused request: the first gate is attempt 1.
     decided = gate(client, auth, cand_run, baseline_run_id=base_run)
