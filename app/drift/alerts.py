@@ -386,21 +386,20 @@ def _refresh(
         # (it decays by about k a day from its cap) says nothing about the new checkpoint,
         # nor does one day's z > k lifting it: until 2026-12-01 the alert moved onto the
         # clean champion that was rolled back to, naming a rollback target for it.
-        # The annotation names the checkpoint left: replaced while the alert about it stood,
-        # it is no known-good target (registry.alert_spans), for this alert or later ones.
+        # The target is read while the alert is still about the checkpoint it leaves: that
+        # one was replaced while the alert stood, so it is no known-good target.
+        alert.rollback_target_id = _rollback_target(session, model, day, row.checkpoint_id)
+        alert.checkpoint_id = row.checkpoint_id
+        alert.sample_trace_ids = sample_trace_ids(
+            session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
+        )
         _annotate_once(
             alert,
             {
                 "kind": "checkpoint_changed",
                 "day": day.isoformat(),
                 "checkpoint_id": row.checkpoint_id,
-                "from_checkpoint_id": alert.checkpoint_id,
             },
-        )
-        alert.checkpoint_id = row.checkpoint_id
-        alert.rollback_target_id = _rollback_target(session, model, day, row.checkpoint_id)
-        alert.sample_trace_ids = sample_trace_ids(
-            session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
         )
     alert.last_day = max(alert.last_day, day)
     _show(alert, day, verdict)

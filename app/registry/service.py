@@ -238,31 +238,18 @@ class AlertSpan:
 
 def alert_spans(session: Session, model: Model) -> list[AlertSpan]:
     """The model's alerts that speak against their checkpoint: all but those resolved
-    `data_corrected` (no day of theirs fires on the complete data). An alert that moved to
-    another checkpoint (its `checkpoint_changed` annotations) spoke against each checkpoint
-    it was about, from its onset or the move to it through the move away (annotations of
-    moves before 2026-12-01 do not name the checkpoint left: that span is unknown)."""
+    `data_corrected` (no day of theirs fires on the complete data)."""
     rows = session.execute(
-        select(
-            Alert.checkpoint_id, Alert.day, Alert.last_day, Alert.status, Alert.annotations
-        ).where(
+        select(Alert.checkpoint_id, Alert.day, Alert.last_day, Alert.status).where(
             Alert.project_id == model.project_id,
             Alert.model_id == model.id,
             or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
         )
     ).all()
-    spans = []
-    for checkpoint_id, first_day, last_day, status, notes in rows:
-        for moved in notes:
-            if moved.get("kind") != "checkpoint_changed":
-                continue
-            moved_on = date.fromisoformat(moved["day"])
-            if moved.get("from_checkpoint_id") is not None:
-                spans.append(AlertSpan(moved["from_checkpoint_id"], first_day, moved_on))
-            first_day = moved_on
-        ended = last_day if status is AlertStatus.resolved else None
-        spans.append(AlertSpan(checkpoint_id, first_day, ended))
-    return spans
+    return [
+        AlertSpan(checkpoint_id, day, last_day if status is AlertStatus.resolved else None)
+        for checkpoint_id, day, last_day, status in rows
+    ]
 
 
 def rollback_target_id(

@@ -102,7 +102,6 @@ def test_an_alert_kept_open_by_the_rolled_back_to_checkpoint_names_it(
         "kind": "checkpoint_changed",
         "day": day[23].isoformat(),
         "checkpoint_id": ids["A"],
-        "from_checkpoint_id": ids["B"],
     } in (alert["annotations"])
 
 
