@@ -278,20 +278,7 @@ def rollback_target_id(
     if not history:
         return None
     leaving = history[-1].checkpoint_id if leaving is None else leaving
-    for_cause = replaced_for_cause(history, alerts)
-    for entry in reversed(history):
-        candidate = entry.checkpoint_id
-        if candidate != leaving and candidate not in for_cause:
-            return candidate
-    return None
-
-
-def replaced_for_cause(
-    history: Sequence[ChampionHistory], alerts: Sequence[AlertSpan] = ()
-) -> set[int]:
-    """The checkpoints of `history` replaced for cause and not promoted since (see
-    `rollback_target_id`): none of them is known-good."""
-    for_cause: set[int] = set()
+    replaced_for_cause: set[int] = set()
     for entry in history:
         replaced = entry.previous_checkpoint_id
         if replaced is not None and (
@@ -301,10 +288,14 @@ def replaced_for_cause(
                 for span in alerts
             )
         ):
-            for_cause.add(replaced)
+            replaced_for_cause.add(replaced)
         if entry.action is ChampionAction.promote:
-            for_cause.discard(entry.checkpoint_id)
-    return for_cause
+            replaced_for_cause.discard(entry.checkpoint_id)
+    for entry in reversed(history):
+        candidate = entry.checkpoint_id
+        if candidate != leaving and candidate not in replaced_for_cause:
+            return candidate
+    return None
 
 
 def model_state(
@@ -823,28 +814,6 @@ def rollback(
     return model_state(session, principal.project_id, model_name)
 
 
-def _retarget_alerts(session: Session, model: Model) -> None:
-    """The model's alerts whose known-good target a champion change just replaced for cause
-    (rolled back away from, or replaced while alerted) name the target from their checkpoint
-    under the history as it is now (none if there is none). An alert keeps the target it
-    named otherwise, but not one shown bad since: after A -> B (alert on B naming A), a
-    rollback to A and a rollback from A back to B, the alert on B still offered "roll back
-    to A" (link, confirmation page and a rollback made for it) where the model had no
-    known-good checkpoint left."""
-    history = _history(session, model)
-    spans = alert_spans(session, model)
-    for_cause = replaced_for_cause(history, spans)
-    stale = session.scalars(
-        select(Alert).where(
-            Alert.project_id == model.project_id,
-            Alert.model_id == model.id,
-            Alert.rollback_target_id.in_(for_cause),
-        )
-    ).all()
-    for alert in stale:
-        alert.rollback_target_id = rollback_target_id(history, alert.checkpoint_id, spans)
-
-
 def _check_alert(session: Session, project_id: int, alert_id: int, model: Model) -> Alert:
     """A rollback made for an alert names it in the history (the alert's page and API show
     the rollbacks made for it from there); the alert must be about this model."""
@@ -894,7 +863,6 @@ def _change_champion(
     )
     session.add(entry)
     session.flush()
-    _retarget_alerts(session, model)
     details: dict[str, Any] = {
         "model": model.name,
         "checkpoint_id": new.id,
