@@ -56,13 +56,14 @@ from app.drift.queries import cohort_judgements
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
 from app.models import Alert, ChampionHistory, DriftJudgement, Model, Monitor
-from app.models.drift import DATA_CORRECTED, AlertStatus
-from app.registry.service import alert_spans, rollback_target_id
+from app.models.drift import AlertStatus
+from app.registry.service import rollback_target_id
 from app.stats.alerting import OPEN, RESOLVE, STAY, alert_step
 from app.webhooks import outbox
 
 AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
 UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
+DATA_CORRECTED = "data_corrected"
 NO_DATA = "no_data"
 UNJUDGED = "unjudged"
 UNJUDGED_RESOLVE_DAYS = 14
@@ -322,9 +323,8 @@ def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: i
     stood at the end of the judged `day` (a backfill after later promotions must not name a
     checkpoint of later days, or the regressing one itself); the whole history when the
     registry knew no champion yet that day (traffic older than its first promotion). Never
-    `checkpoint_id` itself, nor a checkpoint replaced while an alert about it stood; the
-    champion of the day when `checkpoint_id` serves without having been promoted by then
-    (registry.rollback_target_id)."""
+    `checkpoint_id` itself; the champion of the day when `checkpoint_id` serves without
+    having been promoted by then (registry.rollback_target_id)."""
     history = session.scalars(
         select(ChampionHistory)
         .where(ChampionHistory.project_id == model.project_id, ChampionHistory.model_id == model.id)
@@ -332,8 +332,7 @@ def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: i
     ).all()
     end_of_day = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
     known_then = [entry for entry in history if entry.created_at < end_of_day]
-    spans = alert_spans(session, model)
-    return rollback_target_id(known_then or history, leaving=checkpoint_id, alerts=spans)
+    return rollback_target_id(known_then or history, leaving=checkpoint_id)
 
 
 def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:
@@ -386,10 +385,8 @@ def _refresh(
         # (it decays by about k a day from its cap) says nothing about the new checkpoint,
         # nor does one day's z > k lifting it: until 2026-12-01 the alert moved onto the
         # clean champion that was rolled back to, naming a rollback target for it.
-        # The target is read while the alert is still about the checkpoint it leaves: that
-        # one was replaced while the alert stood, so it is no known-good target.
-        alert.rollback_target_id = _rollback_target(session, model, day, row.checkpoint_id)
         alert.checkpoint_id = row.checkpoint_id
+        alert.rollback_target_id = _rollback_target(session, model, day, row.checkpoint_id)
         alert.sample_trace_ids = sample_trace_ids(
             session, model.project_id, day, row.checkpoint_id, row.signal, row.dimension, row.value
         )

@@ -37,11 +37,6 @@ class AlertStatus(StrEnum):
     resolved = "resolved"
 
 
-DATA_CORRECTED = "data_corrected"
-"""The resolution of an alert no day of whose span fires on the complete data (a rerun with
-late events): it never said anything about its checkpoint."""
-
-
 class DailySignal(TenantKeyed, Base):
     __tablename__ = "daily_signals"
 

@@ -6,10 +6,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from app.core.pagination import paginate
 from app.core.settings import key_variable_problem
 from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun, Gate, Model
 from app.models.canaries import CanaryDecision, CanaryStatus
-from app.models.drift import DATA_CORRECTED, AlertStatus
+from app.models.drift import AlertStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
 from app.models.runs import RunStatus
@@ -223,51 +223,14 @@ def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
     ).all()
 
 
-@dataclass(frozen=True)
-class AlertSpan:
-    """An alert about `checkpoint_id` (the checkpoint whose traffic showed the shift) from
-    its onset `first_day` through `last_day`, its last judged day (None while unresolved)."""
-
-    checkpoint_id: int
-    first_day: date
-    last_day: date | None
-
-    def stood_on(self, day: date) -> bool:
-        return self.first_day <= day and (self.last_day is None or day <= self.last_day)
-
-
-def alert_spans(session: Session, model: Model) -> list[AlertSpan]:
-    """The model's alerts that speak against their checkpoint: all but those resolved
-    `data_corrected` (no day of theirs fires on the complete data)."""
-    rows = session.execute(
-        select(Alert.checkpoint_id, Alert.day, Alert.last_day, Alert.status).where(
-            Alert.project_id == model.project_id,
-            Alert.model_id == model.id,
-            or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
-        )
-    ).all()
-    return [
-        AlertSpan(checkpoint_id, day, last_day if status is AlertStatus.resolved else None)
-        for checkpoint_id, day, last_day, status in rows
-    ]
-
-
 def rollback_target_id(
-    history: Sequence[ChampionHistory],
-    leaving: int | None = None,
-    alerts: Sequence[AlertSpan] = (),
+    history: Sequence[ChampionHistory], leaving: int | None = None
 ) -> int | None:
     """The latest champion in `history` other than `leaving` (default: the current champion)
-    that was not itself replaced for cause; never `leaving` itself.
+    that was not itself rolled back for cause; never `leaving` itself.
 
-    A checkpoint counts as replaced for cause from a rollback away from it, or from any
-    champion change away from it on a day an alert about it stood (`alerts`: onset to last
-    judged day, or still unresolved), until it is promoted again. A fix promoted over a
-    regressing checkpoint does not make that checkpoint known-good: until 2026-12-01 an
-    alert on the fix named the very checkpoint it had replaced, and rolling back brought the
-    first regression back.
-
-    `leaving` took over from the champion of the day (the history's last
+    A checkpoint counts as rolled back for cause from a rollback away from it until it is
+    promoted again. `leaving` took over from the champion of the day (the history's last
     entry) unless it is that champion: then it took over from the one before its own latest
     entry. Both are the latest entry naming another checkpoint. A checkpoint that serves
     without being the champion on record (deployed before its promotion, or a former
@@ -278,22 +241,15 @@ def rollback_target_id(
     if not history:
         return None
     leaving = history[-1].checkpoint_id if leaving is None else leaving
-    replaced_for_cause: set[int] = set()
+    rolled_back: set[int] = set()
     for entry in history:
-        replaced = entry.previous_checkpoint_id
-        if replaced is not None and (
-            entry.action is ChampionAction.rollback
-            or any(
-                span.checkpoint_id == replaced and span.stood_on(entry.created_at.date())
-                for span in alerts
-            )
-        ):
-            replaced_for_cause.add(replaced)
-        if entry.action is ChampionAction.promote:
-            replaced_for_cause.discard(entry.checkpoint_id)
+        if entry.action is ChampionAction.rollback and entry.previous_checkpoint_id is not None:
+            rolled_back.add(entry.previous_checkpoint_id)
+        elif entry.action is ChampionAction.promote:
+            rolled_back.discard(entry.checkpoint_id)
     for entry in reversed(history):
         candidate = entry.checkpoint_id
-        if candidate != leaving and candidate not in replaced_for_cause:
+        if candidate != leaving and candidate not in rolled_back:
             return candidate
     return None
 
@@ -307,20 +263,18 @@ def model_state(
     history = _history(session, model)
     champion = session.get(Checkpoint, history[-1].checkpoint_id) if history else None
     alert = _check_alert(session, project_id, alert_id, model) if alert_id else None
-    target = _rollback_target(session, model, history, alert)
-    return ModelState(model, champion, target, history)
+    return ModelState(model, champion, _rollback_target(session, history, alert), history)
 
 
 def _rollback_target(
-    session: Session, model: Model, history: Sequence[ChampionHistory], alert: Alert | None
+    session: Session, history: Sequence[ChampionHistory], alert: Alert | None
 ) -> Checkpoint | None:
     """For an alert, the known-good checkpoint the alert and its webhook named (the champion
     history as it stood on the judged day); otherwise the most recent earlier champion not
-    itself replaced for cause (`rollback_target_id`). Never the current champion, and none
-    for an alert whose checkpoint is no longer the champion (a fix promoted since: going
-    back to the alert's target would replace the fix), nor for a resolved one. The model's
-    target moves with every promotion: after one, it can be the very checkpoint that raised
-    the alert."""
+    itself rolled back. Never the current champion, and none for an alert whose checkpoint
+    is no longer the champion (a fix promoted since: going back to the alert's target would
+    replace the fix), nor for a resolved one. The model's target moves with every
+    promotion: after one, it can be the very checkpoint that raised the alert."""
     current = history[-1].checkpoint_id if history else None
     if alert is not None and (
         alert.checkpoint_id != current or alert.status is AlertStatus.resolved
@@ -329,7 +283,7 @@ def _rollback_target(
     if alert is not None and alert.rollback_target_id is not None:
         target_id: int | None = alert.rollback_target_id
     else:
-        target_id = rollback_target_id(history, alerts=alert_spans(session, model))
+        target_id = rollback_target_id(history)
     return session.get(Checkpoint, target_id) if target_id and target_id != current else None
 
 
@@ -775,7 +729,7 @@ def rollback(
                 "back for it; name the checkpoint to roll back to with `to` if a rollback is "
                 "still wanted"
             )
-        target = _rollback_target(session, model, history, alert)
+        target = _rollback_target(session, history, alert)
         if target is None:
             named = alert.rollback_target_id if alert is not None else None
             raise Conflict(
