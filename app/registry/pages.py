@@ -122,10 +122,10 @@ def rollback(
     reason: Annotated[str, Form(max_length=2000)] = "",
     alert_id: Annotated[int | None, Form(ge=1)] = None,
     champion_id: Annotated[int | None, Form(ge=1)] = None,
-    to: Annotated[int | None, Form(ge=1)] = None,
+    target_id: Annotated[int | None, Form(ge=1)] = None,
 ) -> HTMLResponse | RedirectResponse:
-    """Rolls back as the form showed it: from `champion_id` to `to` (both hidden fields),
-    409 when the champion changed since (the target shown was read from it)."""
+    """Rolls back as the form showed it: from `champion_id` to `target_id` (both hidden
+    fields), 409 when either changed since."""
     auth.check_csrf(request, csrf_token)
     require_role(viewer, Role.write)
     if not reason.strip():
@@ -135,10 +135,10 @@ def rollback(
         viewer.principal,
         links,
         model,
-        to,
+        None,
         reason.strip(),
         alert_id=alert_id,
-        reviewed_champion=champion_id,
+        reviewed=(champion_id, target_id) if champion_id and target_id else None,
     )
     return redirect(f"/models/{quote(model, safe='')}?rolled_back=1")
 

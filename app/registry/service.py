@@ -695,22 +695,24 @@ def rollback(
     to: int | str | None,
     reason: str,
     alert_id: int | None = None,
-    reviewed_champion: int | None = None,
+    reviewed: tuple[int, int] | None = None,
 ) -> ModelState:
     """Makes the rollback target (or `to`, an earlier champion) the champion again. The
-    model is locked first, as for a promotion. `reviewed_champion`: the champion a person
-    confirmed leaving (the confirmation page's), 409 if another one serves now: the target
-    was read from that champion, and replacing one nobody reviewed is not what was
-    confirmed."""
+    model is locked first, as for a promotion. `reviewed`: the (champion, target) a person
+    confirmed on the confirmation page, 409 unless the rollback is that one now: replacing a
+    champion nobody reviewed, or going to another target, is not what was confirmed. The
+    page sends them beside no `to`, so an alert's checks (its checkpoint still the champion,
+    the alert unresolved) hold for it as for the API (review R3: posted as `to`, the
+    confirmation of a rollback for an alert resolved meanwhile replaced the champion)."""
     model = get_model(session, principal.project_id, model_name, lock=True)
     history = _history(session, model)
     if not history:
         raise Conflict(f"model '{model_name}' has no champion to roll back")
     current = session.get_one(Checkpoint, history[-1].checkpoint_id)
-    if reviewed_champion is not None and reviewed_champion != current.id:
+    if reviewed is not None and reviewed[0] != current.id:
         raise Conflict(
             f"the champion changed since the rollback was reviewed: checkpoint {current.id} "
-            f"({current.version}) serves now, not checkpoint {reviewed_champion}; review the "
+            f"({current.version}) serves now, not checkpoint {reviewed[0]}; review the "
             "rollback again"
         )
     alert = _check_alert(session, principal.project_id, alert_id, model) if alert_id else None
@@ -753,6 +755,11 @@ def rollback(
             )
     if target.id == current.id:
         raise Conflict(f"checkpoint {target.id} is already the champion")
+    if reviewed is not None and reviewed[1] != target.id:
+        raise Conflict(
+            f"the rollback target changed since it was reviewed: checkpoint {target.id} "
+            f"({target.version}), not checkpoint {reviewed[1]}; review the rollback again"
+        )
     _change_champion(
         session,
         principal,

@@ -4,6 +4,8 @@ checkpoint's own evidence of the shift."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -168,3 +170,35 @@ def test_a_resolved_alert_offers_no_rollback(
     page = client.get(f"/models/m/rollback?alert_id={opened['id']}").text
     assert f"Alert #{opened['id']} is resolved (manual)" in page
     assert "Confirm rollback" not in page
+
+
+def test_a_rollback_confirmed_on_the_page_after_its_alert_resolved_is_refused(
+    app: FastAPI, client: TestClient, auth: dict[str, str], admin_key: str
+) -> None:
+    """The confirmation page of the alert's rollback is opened while the alert is open, and
+    confirmed after the team resolved it. Review R3: the form posted its target as `to`,
+    which skips the alert's checks, so the confirmation replaced B with A (303) where the
+    API refuses a rollback for a resolved alert. The form now posts what it reviewed beside
+    no `to`: 409, and B stays."""
+    day = days_ending_day_before_yesterday(24)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
+    events = []
+    for i in range(24):
+        events += calls(day[i], "B" if i >= 16 else "A", 100 if i >= 20 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[23], 24)
+    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    sign_in(client, admin_key)
+    page = client.get(f"/models/m/rollback?alert_id={opened['id']}").text
+    assert "Confirm rollback" in page
+    form = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', page))
+    resolved = client.post(
+        f"/api/v1/alerts/{opened['id']}/resolve", json={"note": "false alarm"}, headers=auth
+    )
+    assert resolved.status_code == 200, resolved.text
+    done = client.post(
+        "/models/m/rollback", data={**form, "reason": "from the alert"}, follow_redirects=False
+    )
+    assert done.status_code == 409, done.text
+    assert f"alert {opened['id']} is resolved (manual)" in done.text
+    assert client.get("/api/v1/models/m", headers=auth).json()["champion"]["id"] == ids["B"]
