@@ -5,6 +5,7 @@ checkpoint's own evidence of the shift."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -133,6 +134,23 @@ def test_an_alert_whose_checkpoint_was_replaced_by_a_fix_offers_no_rollback(
     assert "Confirm rollback" not in page
 
 
+def alert_open_on_b(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """A from day 0, B from day 16, regressing from day 20 (refusals 25 -> 100 of 500 a
+    day), judged through day 23 -> (checkpoint ids, the open all-traffic refusal alert on B,
+    naming A)."""
+    day = days_ending_day_before_yesterday(24)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
+    events = []
+    for i in range(24):
+        events += calls(day[i], "B" if i >= 16 else "A", 100 if i >= 20 else 25)
+    post_events(client, auth, events)
+    run_drift(client, auth, day[23], 24)
+    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    return ids, opened
+
+
 def test_a_resolved_alert_offers_no_rollback(
     app: FastAPI, client: TestClient, auth: dict[str, str], admin_key: str
 ) -> None:
@@ -142,14 +160,7 @@ def test_a_resolved_alert_offers_no_rollback(
     url}', and a rollback made for it without `to` replaced B with A (200). Now the link is
     null, that rollback answers 409 (naming `to` still rolls back), and the confirmation
     page says why."""
-    day = days_ending_day_before_yesterday(24)
-    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
-    events = []
-    for i in range(24):
-        events += calls(day[i], "B" if i >= 16 else "A", 100 if i >= 20 else 25)
-    post_events(client, auth, events)
-    run_drift(client, auth, day[23], 24)
-    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    ids, opened = alert_open_on_b(app, client, auth)
     assert opened["rollback"]["target"]["checkpoint_id"] == ids["A"]
     resolved = client.post(
         f"/api/v1/alerts/{opened['id']}/resolve", json={"note": "false alarm"}, headers=auth
@@ -180,14 +191,7 @@ def test_a_rollback_confirmed_on_the_page_after_its_alert_resolved_is_refused(
     which skips the alert's checks, so the confirmation replaced B with A (303) where the
     API refuses a rollback for a resolved alert. The form now posts what it reviewed beside
     no `to`: 409, and B stays."""
-    day = days_ending_day_before_yesterday(24)
-    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
-    events = []
-    for i in range(24):
-        events += calls(day[i], "B" if i >= 16 else "A", 100 if i >= 20 else 25)
-    post_events(client, auth, events)
-    run_drift(client, auth, day[23], 24)
-    [opened] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    ids, opened = alert_open_on_b(app, client, auth)
     sign_in(client, admin_key)
     page = client.get(f"/models/m/rollback?alert_id={opened['id']}").text
     assert "Confirm rollback" in page

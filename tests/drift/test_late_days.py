@@ -71,6 +71,19 @@ def computed_at(app: FastAPI, project: str) -> dict[date, datetime]:
     return dict(rows)
 
 
+def refusals_on(app: FastAPI, day: date) -> tuple[float, int]:
+    """(numerator, denominator) of the day's stored all-traffic refusal_rate row."""
+    with app.state.sessionmaker() as session:
+        row = session.execute(
+            select(DailySignal.numerator, DailySignal.denominator).where(
+                DailySignal.day == day,
+                DailySignal.signal == "refusal_rate",
+                DailySignal.dimension == "all",
+            )
+        ).one()
+    return row.numerator, row.denominator
+
+
 def thumbs_down(app: FastAPI) -> dict[date, tuple[float, int]]:
     """Day -> (numerator, denominator) of the project-wide thumbs_down_rate rows."""
     with app.state.sessionmaker() as session:
@@ -265,15 +278,7 @@ def test_an_event_stamped_before_the_rollup_wrote_its_rows_but_stored_after_it_r
     ran = schedule(app, day + timedelta(days=2))
 
     assert ran == [day, day + timedelta(days=1)]
-    with app.state.sessionmaker() as session:
-        refused = session.execute(
-            select(DailySignal.numerator, DailySignal.denominator).where(
-                DailySignal.day == day,
-                DailySignal.signal == "refusal_rate",
-                DailySignal.dimension == "all",
-            )
-        ).one()
-    assert tuple(refused) == (15, 110)
+    assert refusals_on(app, day) == (15, 110)
 
 
 def test_an_event_stored_while_the_rollup_read_the_day_is_late_without_any_margin(
@@ -306,12 +311,4 @@ def test_an_event_stored_while_the_rollup_read_the_day_is_late_without_any_margi
     monkeypatch.setattr(job, "compute_day", read)
 
     assert schedule(app, day + timedelta(days=2)) == [day, day + timedelta(days=1)]
-    with app.state.sessionmaker() as session:
-        refused = session.execute(
-            select(DailySignal.numerator, DailySignal.denominator).where(
-                DailySignal.day == day,
-                DailySignal.signal == "refusal_rate",
-                DailySignal.dimension == "all",
-            )
-        ).one()
-    assert tuple(refused) == (15, 110)
+    assert refusals_on(app, day) == (15, 110)
