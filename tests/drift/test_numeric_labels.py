@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,26 @@ from tests.drift.champions import checkpoints
 from tests.drift.traffic import at, post_events, run_drift
 
 Headers = dict[str, str]
+
+
+def assert_brier_counts_all(
+    client: TestClient, auth: Headers, day: date, events: list[dict[str, Any]], truth: list[bool]
+) -> None:
+    """Sends `events` (all labelled, `truth` their 0/1 values), judges `day`: its one
+    brier_score row counts every event, at the Brier score of the events as `truth` reads
+    them."""
+    post_events(client, auth, events)
+    run_drift(client, auth, day)
+    rows = client.get(
+        "/api/v1/signals",
+        params={"model": "m", "signal": "brier_score", "dimension": "all", "limit": 10},
+        headers=auth,
+    ).json()["items"]
+    assert len(rows) == 1
+    probs = np.array([e["probability"] for e in events])
+    assert rows[0]["denominator"] == len(events)
+    expected = calibration_summary(probs, np.array(truth)).decomposition.brier
+    assert rows[0]["rate"] == pytest.approx(expected)
 
 
 def test_float_labels_from_a_dataframe_are_counted_in_brier_and_calibration(
@@ -40,18 +60,7 @@ def test_float_labels_from_a_dataframe_are_counted_in_brier_and_calibration(
                 "label": label,
             }
         )
-    post_events(client, auth, events)
-    run_drift(client, auth, day)
-    rows = client.get(
-        "/api/v1/signals",
-        params={"model": "m", "signal": "brier_score", "dimension": "all", "limit": 10},
-        headers=auth,
-    ).json()["items"]
-    assert len(rows) == 1
-    probs = np.array([e["probability"] for e in events])
-    labels = np.array([bool(e["label"]) for e in events])
-    assert rows[0]["denominator"] == len(events)
-    assert rows[0]["rate"] == pytest.approx(calibration_summary(probs, labels).decomposition.brier)
+    assert_brier_counts_all(client, auth, day, events, [bool(e["label"]) for e in events])
 
 
 def test_labels_spelled_as_flags_are_counted_in_brier_and_calibration(
@@ -80,15 +89,4 @@ def test_labels_spelled_as_flags_are_counted_in_brier_and_calibration(
             }
         )
         truth.append(value)
-    post_events(client, auth, events)
-    run_drift(client, auth, day)
-    rows = client.get(
-        "/api/v1/signals",
-        params={"model": "m", "signal": "brier_score", "dimension": "all", "limit": 10},
-        headers=auth,
-    ).json()["items"]
-    assert len(rows) == 1
-    probs = np.array([e["probability"] for e in events])
-    assert rows[0]["denominator"] == len(events)
-    expected = calibration_summary(probs, np.array(truth)).decomposition.brier
-    assert rows[0]["rate"] == pytest.approx(expected)
+    assert_brier_counts_all(client, auth, day, events, truth)

@@ -106,19 +106,14 @@ def served_run(
             headers=auth,
         )
         assert promoted.status_code == 200, promoted.text
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={
-            "checkpoint_id": checkpoint_id,
-            "dataset_version": dataset_version(client, auth, "golden", rows),
-            "evaluators": [{"name": EVALUATOR}],
-            "repeats": repeats,
-        },
-        headers=auth,
+    run = evaluated(
+        client,
+        auth,
+        checkpoint_id,
+        rows,
+        evaluators=[{"name": EVALUATOR}],
+        repeats=repeats,
     )
-    assert created.status_code == 202, created.text
-    drain_worker(client.app)  # type: ignore[arg-type]
-    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
     assert run["status"] == "succeeded" and run["output_source"] == "endpoint", run
     assert run["summary"]["output_errors"] == len(down) * repeats + len(down_first)
     return int(run["id"])
@@ -200,6 +195,34 @@ def test_the_candidate_calls_its_endpoint_did_not_answer_are_its_fails(
     assert not any("without an output" in note for note in result["notes"])
 
 
+def evaluated(
+    client: TestClient,
+    auth: Headers,
+    checkpoint_id: int,
+    rows: list[dict[str, Any]],
+    evaluators: list[dict[str, Any]],
+    **body: Any,
+) -> dict[str, Any]:
+    """The run of `evaluators` on the golden dataset's version of `rows` for the checkpoint
+    (its endpoint's answers, or `outputs` in `body`), once the worker has finished it."""
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": dataset_version(client, auth, "golden", rows),
+            "evaluators": evaluators,
+            **body,
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    run: dict[str, Any] = client.get(
+        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
+    ).json()
+    return run
+
+
 def uploaded_run(
     client: TestClient,
     auth: Headers,
@@ -216,19 +239,7 @@ def uploaded_run(
         else {"key": row["key"], "output": "another answer" if row["key"] in wrong else EXPECTED}
         for row in rows
     ]
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={
-            "checkpoint_id": checkpoint_id,
-            "dataset_version": dataset_version(client, auth, "golden", rows),
-            "evaluators": [{"name": EVALUATOR}],
-            "outputs": outputs,
-        },
-        headers=auth,
-    )
-    assert created.status_code == 202, created.text
-    drain_worker(client.app)  # type: ignore[arg-type]
-    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
+    run = evaluated(client, auth, checkpoint_id, rows, [{"name": EVALUATOR}], outputs=outputs)
     assert run["status"] == "succeeded" and run["output_source"] == "uploaded", run
     assert run["summary"]["output_errors"] == len(unanswered)
     return int(run["id"])
@@ -272,21 +283,16 @@ def test_an_upload_of_latencies_alone_is_answered_for_latency_budget(
     (or a probability) is an answer."""
     rows = rows_of("safety", 10, "high")
     champion, _newcomer = champion_and_candidate(client, auth)
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={
-            "checkpoint_id": champion,
-            "dataset_version": dataset_version(client, auth, "golden", rows),
-            "evaluators": [{"name": "latency_budget", "params": {"max_ms": 500}}],
-            "outputs": [
-                {"key": row["key"], "latency_ms": 100 if i else 900} for i, row in enumerate(rows)
-            ],
-        },
-        headers=auth,
+    run = evaluated(
+        client,
+        auth,
+        champion,
+        rows,
+        [{"name": "latency_budget", "params": {"max_ms": 500}}],
+        outputs=[
+            {"key": row["key"], "latency_ms": 100 if i else 900} for i, row in enumerate(rows)
+        ],
     )
-    assert created.status_code == 202, created.text
-    drain_worker(client.app)  # type: ignore[arg-type]
-    run = client.get(f"/api/v1/runs/{created.json()['run_id']}", headers=auth).json()
     assert run["status"] == "succeeded", run
     assert run["summary"]["output_errors"] == 0
     [latency] = run["summary"]["by_evaluator"]
