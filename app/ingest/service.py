@@ -40,13 +40,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from psycopg.abc import AdaptContext
 from psycopg.types.json import JsonbBinaryDumper
 from pydantic import ValidationError
 from sqlalchemy import Table, bindparam, func, insert, select, text, true, update
@@ -97,7 +97,12 @@ EVENT_KEYS_TABLE = cast(Table, EventKey.__table__)
 EVENT_KEY = ("project_id", "trace_id", "span_id")
 EVENT_COLUMNS = tuple(column.name for column in EVENTS_TABLE.columns if column.name != "id")
 """Every column an ingested row fills, read from the table so a new column cannot be missed
-(a row without a value for it stores NULL)."""
+(`_row` fills every one of them, `assign_cohort_ids` adds cohort_id: the COPY reads them by
+name, `_copy_values`, and a column nobody fills fails every PostgreSQL ingest with KeyError
+instead of storing NULL unnoticed)."""
+_copy_values = operator.itemgetter(*EVENT_COLUMNS)
+"""A row's values in EVENT_COLUMNS order, for the COPY: one C call where
+tuple(map(row.get, EVENT_COLUMNS)) made one Python-level call per column."""
 _COPY_TYPES = tuple(
     EVENTS_TABLE.columns[name].type.compile(dialect=postgresql.dialect()).split("(")[0].lower()
     for name in EVENT_COLUMNS
@@ -399,6 +404,7 @@ def _row(
         "refusal": event.refusal,
         "should_refuse": event.should_refuse,
         "feedback": FEEDBACK_SCORES.get(event.feedback or ""),
+        "carried_feedback": None,  # placed after storing (_place_carriers)
         "latency_ms": event.latency_ms,
         "input_tokens": event.input_tokens,
         "output_tokens": event.output_tokens,
@@ -573,12 +579,16 @@ def _json_bytes(value: Any) -> bytes:
         return json.dumps(value).encode()
 
 
-class _EventJsonbDumper(JsonbBinaryDumper):
-    """Binary JSONB through `_json_bytes`, for the batch's COPY."""
+_JSONB_VERSION = b"\x01"
+"""Binary JSONB is this version byte, then the JSON text."""
 
-    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
-        super().__init__(cls, context)
-        self.dumps = _json_bytes
+
+class _EventJsonbDumper(JsonbBinaryDumper):
+    """Binary JSONB through `_json_bytes`, for the batch's COPY: one Python call per value
+    where the inherited `dump` made three (wrapper check, `dumps`, the version prefix)."""
+
+    def dump(self, obj: Any) -> bytes:
+        return _JSONB_VERSION + _json_bytes(obj)
 
 
 def _copy_new_rows(
@@ -605,7 +615,7 @@ def _copy_new_rows(
         with cursor.copy(f"COPY {_STAGING_TABLE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(list(_COPY_TYPES))
             for row in rows:
-                copy.write_row(tuple(map(row.get, EVENT_COLUMNS)))
+                copy.write_row(_copy_values(row))
     return _insert_staged_rows(session)
 
 
