@@ -1194,3 +1194,91 @@ def test_0020_redacts_webhook_urls_already_in_the_audit_log_and_downgrades_as_a_
             assert [as_json(d) for (d,) in conn.execute(details)] == redacted
     finally:
         engine.dispose()
+
+
+def test_0022_records_the_alerts_open_on_each_replaced_champion_and_comes_back(
+    empty_database_url: str,
+) -> None:
+    """Checkpoints 1 (v1), 3 (v2) and 4 (v3) of model 1 were champions in turn; an alert about
+    v2 opened before v3 replaced it and was resolved after, another was resolved before, and
+    one was opened only after. The backfill records the first alone on v3's entry (v2 was
+    replaced under it); the first entry replaced nothing. Project 2's alert is its own."""
+    migrate.upgrade(empty_database_url, "0021")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    t0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    hours = [t0 + timedelta(hours=h) for h in range(10)]
+    history = text(
+        "SELECT id, previous_open_alert_ids FROM champion_history ORDER BY project_id, id"
+    )
+    try:
+        with engine.begin() as conn:
+            for statement in SEED_0008[:3]:
+                conn.execute(text(statement), {"now": t0})
+            conn.execute(
+                text(
+                    "INSERT INTO checkpoints (id, project_id, model_id, version, kind, status, "
+                    "training, tags, spec_hash, created_at) VALUES "
+                    "(3, 1, 1, 'v2', 'full', 'retired', '{}', '[]', 'c', :now), "
+                    "(4, 1, 1, 'v3', 'full', 'champion', '{}', '[]', 'd', :now)"
+                ),
+                {"now": t0},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO champion_history (id, project_id, model_id, checkpoint_id, "
+                    "previous_checkpoint_id, action, forced, actor, created_at) VALUES "
+                    "(1, 1, 1, 1, NULL, 'promote', false, 'a', :h0), "
+                    "(2, 1, 1, 3, 1, 'promote', false, 'a', :h1), "
+                    "(3, 1, 1, 4, 3, 'promote', false, 'a', :h5), "
+                    "(4, 2, 2, 2, NULL, 'promote', false, 'a', :h0)"
+                ),
+                {"h0": hours[0], "h1": hours[1], "h5": hours[5]},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO monitors (id, project_id, model_id, signal, band, min_volume, "
+                    "cooldown_hours, resolve_after_days, enabled, is_default, updated_at, "
+                    "created_at) VALUES (1, 1, 1, 'refusal_rate', '{}', 1, 0, 3, true, true, "
+                    ":h0, :h0), (2, 2, 2, 'refusal_rate', '{}', 1, 0, 3, true, true, :h0, :h0)"
+                ),
+                {"h0": hours[0]},
+            )
+            alert = text(
+                "INSERT INTO alerts (id, project_id, monitor_id, model_id, checkpoint_id, signal, "
+                "dimension, value, day, last_day, status, observed, volume, sample_trace_ids, "
+                "days_in_band, opened_at, resolved_at, annotations) VALUES (:id, :project, "
+                ":project, :project, :checkpoint, 'refusal_rate', 'route', :route, '2026-11-01', "
+                "'2026-11-01', :status, 0.2, 100, '[]', 0, :opened, :resolved, '[]')"
+            )
+            for id_, project, checkpoint, opened, resolved in (
+                (1, 1, 3, hours[2], hours[7]),  # open at the change: recorded
+                (2, 1, 3, hours[2], hours[4]),  # resolved before it
+                (3, 1, 3, hours[6], None),  # opened after it
+                (4, 1, 1, hours[0], None),  # about v1, whose replacement was at h1: recorded
+                (5, 2, 2, hours[0], None),  # project 2's champion was never replaced
+            ):
+                conn.execute(
+                    alert,
+                    {
+                        "id": id_,
+                        "project": project,
+                        "checkpoint": checkpoint,
+                        "route": f"r{id_}",
+                        "status": "resolved" if resolved else "open",
+                        "opened": opened,
+                        "resolved": resolved,
+                    },
+                )
+        migrate.upgrade(empty_database_url, "0022")
+        with engine.begin() as conn:
+            rows = [(id_, as_json(ids)) for id_, ids in conn.execute(history)]
+            assert rows == [(1, []), (2, [4]), (3, [1]), (4, [])]
+        migrate.downgrade(empty_database_url, "0021")
+        with engine.begin() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("champion_history")}
+            assert "previous_open_alert_ids" not in columns
+        migrate.upgrade(empty_database_url)
+        with engine.begin() as conn:
+            assert [as_json(ids) for _, ids in conn.execute(history)] == [[], [4], [1], []]
+    finally:
+        engine.dispose()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, CreatedAt, JSONType, TenantKeyed, postgresql_primary_key, str_enum
@@ -115,6 +115,13 @@ class ChampionHistory(TenantKeyed, CreatedAt, Base):
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id", ondelete="SET NULL"))
     actor: Mapped[str] = mapped_column(String(100))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    # The alerts about `previous_checkpoint_id` that stood unresolved when it was replaced: a
+    # checkpoint replaced under an alert is no known-good rollback target, like one rolled
+    # back (registry.service.rollback_target_id). Taken at the change, so resolving the
+    # alert later ("fixed in the next version") does not make the old checkpoint good again.
+    previous_open_alert_ids: Mapped[list[int]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'")
+    )
 
     checkpoint: Mapped[Checkpoint] = relationship(foreign_keys=[checkpoint_id], lazy="selectin")
     previous_checkpoint: Mapped[Checkpoint | None] = relationship(

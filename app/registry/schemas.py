@@ -114,6 +114,10 @@ class HistoryEntryOut(OrmModel):
     forced: bool
     gate_id: int | None
     alert_id: int | None
+    previous_open_alert_ids: list[int] = Field(
+        description="Alerts about the replaced checkpoint that stood unresolved at the change: "
+        "it is no rollback target until promoted again."
+    )
     actor: str
     at: datetime = Field(validation_alias=AliasChoices("at", "created_at"))
 

@@ -226,30 +226,34 @@ def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
 def rollback_target_id(
     history: Sequence[ChampionHistory], leaving: int | None = None
 ) -> int | None:
-    """The latest champion in `history` other than `leaving` (default: the current champion)
-    that was not itself rolled back for cause; never `leaving` itself.
+    """The latest champion in `history` other than `leaving` (default: the current champion) that
+    was not itself replaced for cause; never `leaving` itself.
 
-    A checkpoint counts as rolled back for cause from a rollback away from it until it is
-    promoted again. `leaving` took over from the champion of the day (the history's last
-    entry) unless it is that champion: then it took over from the one before its own latest
-    entry. Both are the latest entry naming another checkpoint. A checkpoint that serves
-    without being the champion on record (deployed before its promotion, or a former
-    champion redeployed without one) replaced the current champion, so that is its target:
-    measured from `leaving`'s own promotion instead, "promote 1, 2, 3" with 2 serving again
-    named 1 (the champion before 2's old promotion) where 2 had replaced 3, and a checkpoint
-    deployed before its promotion named the champion two versions back."""
+    A checkpoint counts as replaced for cause from a rollback away from it, or from any change of
+    champion that replaced it while an alert about it stood unresolved (`previous_open_alert_ids`:
+    fixing forward, A then B regressing then a fix C promoted instead of a rollback, must not make B
+    the way back from C), until it is promoted again. `leaving` took over from the champion of the
+    day (the history's last entry) unless it is that champion: then it took over from the one before
+    its own latest entry. Both are the latest entry naming another checkpoint. A checkpoint that
+    serves without being the champion on record (deployed before its promotion, or a former champion
+    redeployed without one) replaced the current champion, so that is its target: measured from
+    `leaving`'s own promotion instead, "promote 1, 2, 3" with 2 serving again named 1 (the champion
+    before 2's old promotion) where 2 had replaced 3, and a checkpoint deployed before its promotion
+    named the champion two versions back."""
     if not history:
         return None
     leaving = history[-1].checkpoint_id if leaving is None else leaving
-    rolled_back: set[int] = set()
+    for_cause: set[int] = set()
     for entry in history:
-        if entry.action is ChampionAction.rollback and entry.previous_checkpoint_id is not None:
-            rolled_back.add(entry.previous_checkpoint_id)
-        elif entry.action is ChampionAction.promote:
-            rolled_back.discard(entry.checkpoint_id)
+        if entry.action is ChampionAction.promote:
+            for_cause.discard(entry.checkpoint_id)
+        if entry.previous_checkpoint_id is not None and (
+            entry.action is ChampionAction.rollback or entry.previous_open_alert_ids
+        ):
+            for_cause.add(entry.previous_checkpoint_id)
     for entry in reversed(history):
         candidate = entry.checkpoint_id
-        if candidate != leaving and candidate not in rolled_back:
+        if candidate != leaving and candidate not in for_cause:
             return candidate
     return None
 
@@ -737,7 +741,10 @@ def rollback(
             raise Conflict(
                 f"checkpoint {named} (alert {alert_id}'s known-good target) is already the champion"
                 if named is not None
-                else f"model '{model_name}' has no earlier known-good checkpoint"
+                else f"model '{model_name}' has no earlier known-good checkpoint (every "
+                "earlier champion was rolled back or replaced while an alert about it stood "
+                "open); name the checkpoint to roll back to with `to` if a rollback is still "
+                "wanted"
             )
     else:
         target = find_checkpoint(session, model, to)
@@ -809,6 +816,22 @@ def _change_champion(
             else CheckpointStatus.retired
         )
     new.status = CheckpointStatus.champion
+    open_alert_ids = (
+        list(
+            session.scalars(
+                select(Alert.id)
+                .where(
+                    Alert.project_id == principal.project_id,
+                    Alert.model_id == model.id,
+                    Alert.checkpoint_id == old.id,
+                    Alert.status != AlertStatus.resolved,
+                )
+                .order_by(Alert.id)
+            )
+        )
+        if old is not None
+        else []
+    )
     entry = ChampionHistory(
         project_id=principal.project_id,
         model_id=model.id,
@@ -821,6 +844,7 @@ def _change_champion(
         alert_id=alert_id,
         actor=principal.actor,
         api_key_id=principal.key_id,
+        previous_open_alert_ids=open_alert_ids,
     )
     session.add(entry)
     session.flush()
@@ -833,6 +857,7 @@ def _change_champion(
         "forced": forced,
         "alert_id": alert_id,
         "canary_id": canary_id,
+        "previous_open_alert_ids": open_alert_ids,
     }
     audit.record(
         session,

@@ -206,3 +206,45 @@ def test_a_rollback_confirmed_on_the_page_after_its_alert_resolved_is_refused(
     assert done.status_code == 409, done.text
     assert f"alert {opened['id']} is resolved (manual)" in done.text
     assert client.get("/api/v1/models/m", headers=auth).json()["champion"]["id"] == ids["B"]
+
+
+def test_a_checkpoint_replaced_by_a_fix_under_its_alert_is_no_later_rollback_target(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """Fixing forward: A from day 0, B from day 16 regresses from day 20 (refusals 5% ->
+    20%); the alert opens on B and names A. The team promotes a fix, C, on day 24 instead of
+    rolling back; C is clean until it regresses too from day 36. Until 2026-12-02 the way
+    back from C was B, the checkpoint whose regression C fixed: the model's rollback target
+    from the moment C was promoted, and the target C's alert named and its webhook sent. Now
+    B, replaced while its alert stood open, is passed over like a rolled-back checkpoint
+    (the history entry says so), also once B's alert has resolved: both name A."""
+    day = days_ending_day_before_yesterday(42)
+    ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
+    events = []
+    for i in range(42):
+        version = "A" if i < 16 else "B" if i < 24 else "C"
+        events += calls(day[i], version, 100 if 20 <= i < 24 or i >= 36 else 25)
+    [fix] = checkpoints(client, auth, "m", ["C"]).values()
+    post_events(client, auth, events)
+    run_drift(client, auth, day[23], 24)
+    [on_b] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert (on_b["checkpoint_id"], on_b["rollback_target"]["checkpoint_id"]) == (
+        ids["B"],
+        ids["A"],
+    )
+    promote(client, auth, "m", fix)
+    date_history(app, [day[0], day[16], day[24]])
+    model = client.get("/api/v1/models/m", headers=auth).json()
+    assert model["history"][0]["previous_open_alert_ids"] == [on_b["id"]]
+    assert model["rollback_target"]["checkpoint_id"] == ids["A"]
+    run_drift(client, auth, day[41], 18)
+    [b_alert] = [a for a in alerts(client, auth, signal="refusal_rate") if a["id"] == on_b["id"]]
+    assert b_alert["status"] == "resolved", b_alert
+    [on_c] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    assert on_c["checkpoint_id"] == fix
+    assert on_c["rollback_target"]["checkpoint_id"] == ids["A"]
+    assert on_c["rollback"]["target"]["checkpoint_id"] == ids["A"]
+    assert (
+        client.get("/api/v1/models/m", headers=auth).json()["rollback_target"]["checkpoint_id"]
+        == ids["A"]
+    )
