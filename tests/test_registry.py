@@ -157,6 +157,14 @@ def test_rollback_skips_champions_that_were_rolled_back_for_cause(
         "/api/v1/models/support-bot/rollback", json={"to": "v9", "reason": "x"}, headers=auth
     )
     assert unknown.status_code == 404
+    # Rolled back to by name, v3 is the champion again by a person's decision: no longer
+    # passed over (review R-M1: only a promotion cleared it, so after v5 the target was v2).
+    chosen = {"to": "v3", "reason": "v3's refusals were the new policy after all"}
+    assert client.post("/api/v1/models/support-bot/rollback", json=chosen, headers=auth).is_success
+    v5 = register(client, auth, version="v5").json()["id"]
+    promote(client, auth, v5, force=True, reason="ship v5")
+    state = client.get("/api/v1/models/support-bot", headers=auth).json()
+    assert state["rollback_target"]["version"] == "v3"
 
 
 def test_every_change_is_audited_with_the_acting_key(

@@ -56,14 +56,14 @@ from app.drift.queries import cohort_judgements
 from app.drift.rollup import sample_trace_ids
 from app.drift.schemas import AlertOut
 from app.models import Alert, ChampionHistory, DriftJudgement, Model, Monitor
-from app.models.drift import AlertStatus
+from app.models.drift import DATA_CORRECTED, AlertStatus
+from app.registry.queries import replaced_under_alert
 from app.registry.service import rollback_target_id
 from app.stats.alerting import OPEN, RESOLVE, STAY, alert_step
 from app.webhooks import outbox
 
 AlertKey = tuple[int, str, str, str]  # (monitor, signal, dimension, value)
 UNRESOLVED = (AlertStatus.open, AlertStatus.acknowledged)
-DATA_CORRECTED = "data_corrected"
 NO_DATA = "no_data"
 UNJUDGED = "unjudged"
 UNJUDGED_RESOLVE_DAYS = 14
@@ -331,8 +331,10 @@ def _rollback_target(session: Session, model: Model, day: date, checkpoint_id: i
         .order_by(ChampionHistory.id)
     ).all()
     end_of_day = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
-    known_then = [entry for entry in history if entry.created_at < end_of_day]
-    return rollback_target_id(known_then or history, leaving=checkpoint_id)
+    known_then = [entry for entry in history if entry.created_at < end_of_day] or history
+    return rollback_target_id(
+        known_then, replaced_under_alert(session, known_then), leaving=checkpoint_id
+    )
 
 
 def _open(session: Session, links: Links, model: Model, day: date, verdict: Verdict) -> Alert:

@@ -37,6 +37,11 @@ class AlertStatus(StrEnum):
     resolved = "resolved"
 
 
+DATA_CORRECTED = "data_corrected"
+"""The resolution of an alert none of whose days fires once late data is in: the regression it
+reported was never there (app.drift.alerts; it reopens if a later rerun fires again)."""
+
+
 class DailySignal(TenantKeyed, Base):
     __tablename__ = "daily_signals"
 

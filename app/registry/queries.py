@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app.models import (
+    Alert,
     ChampionHistory,
     Checkpoint,
     Dataset,
@@ -22,6 +23,7 @@ from app.models import (
     GatePolicy,
     Model,
 )
+from app.models.drift import DATA_CORRECTED
 from app.models.gates import GateVerdict
 from app.models.runs import RunStatus
 
@@ -114,6 +116,77 @@ def checkpoint_children(
         .where(Checkpoint.project_id == project_id, Checkpoint.parent_id == checkpoint_id)
         .order_by(Checkpoint.id)
     ).all()
+
+
+def replaced_under_alert(session: Session, history: Sequence[ChampionHistory]) -> set[int]:
+    """The entries of one model's champion `history` (in id order) that replaced a checkpoint
+    while it stood under an alert about it: one unresolved at the change (recorded then, in
+    `previous_open_alert_ids`, wherever the alert moved since), or one about it opened after
+    the change and before it was the champion again (the daily job caught the regression
+    only after the fix shipped: a catch-up run, late data, a team acting on complaints
+    first). An alert resolved `data_corrected` found that none of its days regressed, so it
+    counts for neither. Reads only the recorded alerts and those windows, never every alert of
+    the model."""
+    replacing = [entry for entry in history if entry.previous_checkpoint_id is not None]
+    if not replacing:
+        return set()
+    project_id, model_id = history[0].project_id, history[0].model_id
+    recorded = {alert_id for entry in replacing for alert_id in entry.previous_open_alert_ids}
+    corrected = (
+        set(
+            session.scalars(
+                select(Alert.id).where(
+                    Alert.project_id == project_id,
+                    Alert.id.in_(recorded),
+                    Alert.resolution == DATA_CORRECTED,
+                )
+            )
+        )
+        if recorded
+        else set()
+    )
+    found = {
+        entry.id
+        for entry in replacing
+        if any(alert_id not in corrected for alert_id in entry.previous_open_alert_ids)
+    }
+    windows = {}
+    for position, entry in enumerate(history):
+        if entry.previous_checkpoint_id is None or entry.id in found:
+            continue
+        returns = (
+            later.created_at
+            for later in history[position + 1 :]
+            if later.checkpoint_id == entry.previous_checkpoint_id
+        )
+        end = next(returns, None)
+        opened = and_(
+            Alert.checkpoint_id == entry.previous_checkpoint_id,
+            Alert.opened_at > entry.created_at,
+        )
+        windows[entry.id] = (
+            entry.previous_checkpoint_id,
+            entry.created_at,
+            end,
+            opened if end is None else and_(opened, Alert.opened_at < end),
+        )
+    if not windows:
+        return found
+    late = session.execute(
+        select(Alert.checkpoint_id, Alert.opened_at).where(
+            Alert.project_id == project_id,
+            Alert.model_id == model_id,
+            or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
+            or_(*(clause for *_, clause in windows.values())),
+        )
+    ).all()
+    for entry_id, (checkpoint_id, start, end, _) in windows.items():
+        if any(
+            about == checkpoint_id and start < opened and (end is None or opened < end)
+            for about, opened in late
+        ):
+            found.add(entry_id)
+    return found
 
 
 def champion_changes(

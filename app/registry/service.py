@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,13 +22,14 @@ from app.core.pagination import paginate
 from app.core.settings import key_variable_problem
 from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun, Gate, Model
 from app.models.canaries import CanaryDecision, CanaryStatus
-from app.models.drift import AlertStatus
+from app.models.drift import DATA_CORRECTED, AlertStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
 from app.models.runs import RunStatus
 from app.registry.queries import (
     latest_policy,
     newer_dataset_version,
+    replaced_under_alert,
     runs_not_pooled,
     standing_blocks,
 )
@@ -224,31 +225,34 @@ def _history(session: Session, model: Model) -> Sequence[ChampionHistory]:
 
 
 def rollback_target_id(
-    history: Sequence[ChampionHistory], leaving: int | None = None
+    history: Sequence[ChampionHistory], alerted: Set[int], leaving: int | None = None
 ) -> int | None:
-    """The latest champion in `history` other than `leaving` (default: the current champion) that
-    was not itself replaced for cause; never `leaving` itself.
+    """The latest champion in `history` other than `leaving` (default: the current champion)
+    that was not itself replaced for cause; never `leaving` itself.
 
-    A checkpoint counts as replaced for cause from a rollback away from it, or from any change of
-    champion that replaced it while an alert about it stood unresolved (`previous_open_alert_ids`:
-    fixing forward, A then B regressing then a fix C promoted instead of a rollback, must not make B
-    the way back from C), until it is promoted again. `leaving` took over from the champion of the
-    day (the history's last entry) unless it is that champion: then it took over from the one before
-    its own latest entry. Both are the latest entry naming another checkpoint. A checkpoint that
-    serves without being the champion on record (deployed before its promotion, or a former champion
-    redeployed without one) replaced the current champion, so that is its target: measured from
-    `leaving`'s own promotion instead, "promote 1, 2, 3" with 2 serving again named 1 (the champion
-    before 2's old promotion) where 2 had replaced 3, and a checkpoint deployed before its promotion
-    named the champion two versions back."""
+    A checkpoint counts as replaced for cause from a rollback away from it, or from an entry
+    in `alerted` (`replaced_under_alert`: it was replaced while an alert about it stood, or
+    one opened about it afterwards), until it is the champion again: fixing forward (A, then
+    B regressing, then a fix C promoted instead of a rollback) must not make B the way back
+    from C. Being made the champion again, promoted or rolled back to by name, is a person's
+    decision that it is good.
+
+    `leaving` took over from the champion of the day (the history's last entry) unless it is
+    that champion: then it took over from the one before its own latest entry. Both are the
+    latest entry naming another checkpoint. A checkpoint that serves without being the
+    champion on record (deployed before its promotion, or a former champion redeployed without
+    one) replaced the current champion, so that is its target: measured from `leaving`'s own
+    promotion instead, "promote 1, 2, 3" with 2 serving again named 1 (the champion before 2's
+    old promotion) where 2 had replaced 3, and a checkpoint deployed before its promotion named
+    the champion two versions back."""
     if not history:
         return None
     leaving = history[-1].checkpoint_id if leaving is None else leaving
     for_cause: set[int] = set()
     for entry in history:
-        if entry.action is ChampionAction.promote:
-            for_cause.discard(entry.checkpoint_id)
+        for_cause.discard(entry.checkpoint_id)
         if entry.previous_checkpoint_id is not None and (
-            entry.action is ChampionAction.rollback or entry.previous_open_alert_ids
+            entry.action is ChampionAction.rollback or entry.id in alerted
         ):
             for_cause.add(entry.previous_checkpoint_id)
     for entry in reversed(history):
@@ -275,10 +279,11 @@ def _rollback_target(
 ) -> Checkpoint | None:
     """For an alert, the known-good checkpoint the alert and its webhook named (the champion
     history as it stood on the judged day); otherwise the most recent earlier champion not
-    itself rolled back. Never the current champion, and none for an alert whose checkpoint
-    is no longer the champion (a fix promoted since: going back to the alert's target would
-    replace the fix), nor for a resolved one. The model's target moves with every
-    promotion: after one, it can be the very checkpoint that raised the alert."""
+    itself replaced for cause (`rollback_target_id`). Never the current champion, and none
+    for an alert whose checkpoint is no longer the champion (a fix promoted since: going back
+    to the alert's target would replace the fix), nor for a resolved one. The model's target
+    moves with every promotion: after one, it is the checkpoint that raised the alert if that
+    alert was resolved by then and none opened about it since."""
     current = history[-1].checkpoint_id if history else None
     if alert is not None and (
         alert.checkpoint_id != current or alert.status is AlertStatus.resolved
@@ -287,7 +292,7 @@ def _rollback_target(
     if alert is not None and alert.rollback_target_id is not None:
         target_id: int | None = alert.rollback_target_id
     else:
-        target_id = rollback_target_id(history)
+        target_id = rollback_target_id(history, replaced_under_alert(session, history))
     return session.get(Checkpoint, target_id) if target_id and target_id != current else None
 
 
@@ -574,8 +579,10 @@ def _newer_evidence_against(
     """What happened to `checkpoint` after the evidence decided at `since` (a gate's or a
     canary's) that outweighs it, if anything: a blocking gate (after `after_gate` by id, ids
     being the order gates were decided in), a canary that decided rollback (a rollback by
-    hand of a canary stopped earlier keeps its ended_at, hence the coalesce), or a rollback of
-    the model away from it."""
+    hand of a canary stopped earlier keeps its ended_at, hence the coalesce), a rollback of
+    the model away from it, or an alert about it opened since (unless resolved
+    `data_corrected`): a checkpoint replaced while regressing is no more promotable again on
+    its old gate than one rolled back."""
     later_gate = Gate.id > after_gate.id if after_gate is not None else Gate.created_at > since
     evidence = (
         (
@@ -605,6 +612,15 @@ def _newer_evidence_against(
                 ChampionHistory.created_at > since,
             ),
             "the model was rolled back from this checkpoint (history entry {})",
+        ),
+        (
+            select(Alert.id).where(
+                Alert.project_id == checkpoint.project_id,
+                Alert.checkpoint_id == checkpoint.id,
+                Alert.opened_at > since,
+                or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
+            ),
+            "alert {} was raised about this checkpoint",
         ),
     )
     for statement, message in evidence:

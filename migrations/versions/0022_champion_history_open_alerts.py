@@ -7,8 +7,10 @@ moment, and such a checkpoint is no rollback target until promoted again
 (app/registry/service.rollback_target_id).
 
 Upgrade backfills every existing change from the alerts' own times: an alert about the
-replaced checkpoint opened before the change and not resolved by then. Downgrade drops the
-column; targets then follow rollbacks alone again.
+replaced checkpoint opened before the change and not resolved by then. "About" is the
+alert's checkpoint now: an alert that stood on the replaced checkpoint and later moved to its
+successor (docs/statistics.md §8.5) is not found, where a change made now records it.
+Downgrade drops the column; targets then follow rollbacks alone again.
 
 Revision ID: 0022
 Revises: 0021

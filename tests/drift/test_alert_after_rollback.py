@@ -5,6 +5,7 @@ checkpoint's own evidence of the shift."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -208,16 +209,19 @@ def test_a_rollback_confirmed_on_the_page_after_its_alert_resolved_is_refused(
     assert client.get("/api/v1/models/m", headers=auth).json()["champion"]["id"] == ids["B"]
 
 
+@pytest.mark.parametrize("caught", ["before the fix", "after the fix"])
 def test_a_checkpoint_replaced_by_a_fix_under_its_alert_is_no_later_rollback_target(
-    app: FastAPI, client: TestClient, auth: dict[str, str]
+    app: FastAPI, client: TestClient, auth: dict[str, str], caught: str
 ) -> None:
     """Fixing forward: A from day 0, B from day 16 regresses from day 20 (refusals 5% ->
-    20%); the alert opens on B and names A. The team promotes a fix, C, on day 24 instead of
-    rolling back; C is clean until it regresses too from day 36. Until 2026-12-02 the way
-    back from C was B, the checkpoint whose regression C fixed: the model's rollback target
-    from the moment C was promoted, and the target C's alert named and its webhook sent. Now
-    B, replaced while its alert stood open, is passed over like a rolled-back checkpoint
-    (the history entry says so), also once B's alert has resolved: both name A."""
+    20%). The team promotes a fix, C, on day 24 instead of rolling back; C is clean until it
+    regresses too from day 36. The alert on B (naming A) opens before C's promotion, or only
+    after it (review R-M1: the job caught up on B's days once C served). Until 2026-12-02 the
+    way back from C was B, the checkpoint whose regression C fixed: the model's rollback
+    target from the moment C was promoted, and the target C's alert named and its webhook
+    sent. Now B, replaced under an alert about it, is passed over like a rolled-back
+    checkpoint (the history entry lists an alert open at the change), also once B's alert
+    has resolved: both name A."""
     day = days_ending_day_before_yesterday(42)
     ids = champions_since(app, client, auth, {"A": day[0], "B": day[16]})
     events = []
@@ -226,16 +230,19 @@ def test_a_checkpoint_replaced_by_a_fix_under_its_alert_is_no_later_rollback_tar
         events += calls(day[i], version, 100 if 20 <= i < 24 or i >= 36 else 25)
     [fix] = checkpoints(client, auth, "m", ["C"]).values()
     post_events(client, auth, events)
-    run_drift(client, auth, day[23], 24)
+    run_drift(client, auth, day[23] if caught == "before the fix" else day[19], 24)
+    promote(client, auth, "m", fix)
+    date_history(app, [day[0], day[16], day[24]])
+    if caught == "after the fix":
+        run_drift(client, auth, day[23], 4)
     [on_b] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
     assert (on_b["checkpoint_id"], on_b["rollback_target"]["checkpoint_id"]) == (
         ids["B"],
         ids["A"],
     )
-    promote(client, auth, "m", fix)
-    date_history(app, [day[0], day[16], day[24]])
     model = client.get("/api/v1/models/m", headers=auth).json()
-    assert model["history"][0]["previous_open_alert_ids"] == [on_b["id"]]
+    recorded = [on_b["id"]] if caught == "before the fix" else []
+    assert model["history"][0]["previous_open_alert_ids"] == recorded
     assert model["rollback_target"]["checkpoint_id"] == ids["A"]
     run_drift(client, auth, day[41], 18)
     [b_alert] = [a for a in alerts(client, auth, signal="refusal_rate") if a["id"] == on_b["id"]]
@@ -248,3 +255,32 @@ def test_a_checkpoint_replaced_by_a_fix_under_its_alert_is_no_later_rollback_tar
         client.get("/api/v1/models/m", headers=auth).json()["rollback_target"]["checkpoint_id"]
         == ids["A"]
     )
+
+
+def test_a_checkpoint_replaced_under_an_alert_the_data_then_corrected_is_a_target_again(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """Refusals capped at 10%. B (after A) serves on day 0: its first 100 calls, 30 refused,
+    open an alert, and the team promotes C at once. 300 late calls of B, none refused, then
+    put the day at 7.5%: the alert resolves `data_corrected`, B never regressed. Review R-M1:
+    recorded at C's promotion, the alert kept B out of C's rollback target for good (A);
+    now B is the way back from C again."""
+    [day] = days_ending_day_before_yesterday(1)
+    ids = champions_since(app, client, auth, {"A": day - timedelta(days=1), "B": day})
+    cap = {"model": "m", "signal": "refusal_rate", "band": {"type": "fixed", "high": 0.1}}
+    assert client.put("/api/v1/monitors", json=cap, headers=auth).is_success
+    post_events(client, auth, calls(day, "B", 30, n=100))
+    run_drift(client, auth, day)
+    [on_b] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    [fix] = checkpoints(client, auth, "m", ["C"]).values()
+    promote(client, auth, "m", fix)
+    model = client.get("/api/v1/models/m", headers=auth).json()
+    assert model["history"][0]["previous_open_alert_ids"] == [on_b["id"]]
+    assert model["rollback_target"]["checkpoint_id"] == ids["A"]
+    late = [{**e, "trace_id": f"{e['trace_id']}-late"} for e in calls(day, "B", 0, n=300)]
+    post_events(client, auth, late)
+    run_drift(client, auth, day)
+    [corrected] = alerts(client, auth, signal="refusal_rate", dimension="all")
+    assert (corrected["status"], corrected["resolution"]) == ("resolved", "data_corrected")
+    model = client.get("/api/v1/models/m", headers=auth).json()
+    assert model["rollback_target"]["checkpoint_id"] == ids["B"]

@@ -10,6 +10,7 @@ checkpoint on a version spends alpha / 2^(attempt-1), and a block stands until a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ from app.models import AuditLog, Gate
 from app.stats.cohorts import build_cohorts
 from app.stats.gate import DecisionPolicy, EvaluatorOutcomes, decide_gate
 from tests.datasets.support import drain_worker
+from tests.drift.champions import alerts, calls, date_history, days_ending_day_before_yesterday
+from tests.drift.traffic import post_events, run_drift
 from tests.gates.support import GRADED, add_run, outputs_scoring
 from tests.web.test_pages import sign_in
 
@@ -512,6 +515,41 @@ def test_a_rollback_in_production_after_the_gate_stops_promoting_again_with_it(
     assert client.post("/api/v1/models/bot/rollback", json=back, headers=auth).status_code == 200
     again = client.post("/api/v1/models/bot/promote", json=body, headers=auth)
     assert again.status_code == 409 and "rolled back from this checkpoint" in again.text
+    body["gate_id"] = gate(client, auth, candidate_run)["id"]
+    assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
+
+
+def test_an_alert_in_production_after_the_gate_stops_promoting_again_with_it(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The gate passed and promoted v2; in production an alert then opened about v2 (30 of
+    100 refused against a 10% cap), and the team shipped a fix, v3, instead of rolling back;
+    v3 was rolled back to v1 in turn. Review R-M1: v2, replaced while regressing, was
+    promotable again on its old gate (against v1, the champion again), where a v2 rolled back
+    for cause is not. Now the alert is newer evidence, as the rollback is: 409, and a later
+    gate promotes."""
+    rows = rows_of("general", 400, "low")
+    champion, newcomer = champion_and_candidate(client, auth)
+    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
+    candidate_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
+    passed = gate(client, auth, candidate_run)
+    body = {"checkpoint_id": newcomer, "gate_id": passed["id"]}
+    assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
+    [day] = days_ending_day_before_yesterday(1)
+    date_history(app, [day - timedelta(days=1), day])
+    cap = {"model": "bot", "signal": "refusal_rate", "band": {"type": "fixed", "high": 0.1}}
+    assert client.put("/api/v1/monitors", json=cap, headers=auth).is_success
+    post_events(client, auth, calls(day, "v2", 30, model="bot", n=100))
+    run_drift(client, auth, day)
+    [alert] = alerts(client, auth, signal="refusal_rate", dimension="all", status="open")
+    fix = checkpoint(client, auth, "v3")
+    forced = {"checkpoint_id": fix, "force": True, "reason": "fix for the refusals"}
+    assert client.post("/api/v1/models/bot/promote", json=forced, headers=auth).is_success
+    back = {"to": "v1", "reason": "v3 is worse"}
+    assert client.post("/api/v1/models/bot/rollback", json=back, headers=auth).is_success
+    again = client.post("/api/v1/models/bot/promote", json=body, headers=auth)
+    assert again.status_code == 409, again.text
+    assert f"alert {alert['id']} was raised about this checkpoint" in again.json()["detail"]
     body["gate_id"] = gate(client, auth, candidate_run)["id"]
     assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
 
