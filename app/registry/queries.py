@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app.models import (
@@ -119,14 +119,17 @@ def checkpoint_children(
 
 
 def replaced_under_alert(session: Session, history: Sequence[ChampionHistory]) -> set[int]:
-    """The entries of one model's champion `history` (in id order) that replaced a checkpoint
-    while it stood under an alert about it: one unresolved at the change (recorded then, in
+    """The entries of one model's champion `history` that replaced a checkpoint while it stood
+    under an alert about it: one unresolved at the change (recorded then, in
     `previous_open_alert_ids`, wherever the alert moved since), or one about it opened after
-    the change and before it was the champion again (the daily job caught the regression
-    only after the fix shipped: a catch-up run, late data, a team acting on complaints
-    first). An alert resolved `data_corrected` found that none of its days regressed, so it
-    counts for neither. Reads only the recorded alerts and those windows, never every alert of
-    the model."""
+    the change (the daily job caught the regression only after the fix shipped: a catch-up
+    run, late data, a team acting on complaints first; alerts of a later term as champion
+    count too, which matters only to changes before that term, and those it also makes
+    suspect). An alert resolved `data_corrected` found that none of its days regressed, so it
+    counts for neither. Two small reads: the recorded alerts' resolutions, and the newest
+    opening of an alert about each replaced checkpoint, grouped by the database. An alert
+    opened after the change that has since moved to another checkpoint (docs/statistics.md
+    §8.5) is matched on the checkpoint it is about now."""
     replacing = [entry for entry in history if entry.previous_checkpoint_id is not None]
     if not replacing:
         return set()
@@ -145,48 +148,27 @@ def replaced_under_alert(session: Session, history: Sequence[ChampionHistory]) -
         if recorded
         else set()
     )
-    found = {
+    newest_opening: dict[int | None, datetime] = dict(
+        session.execute(
+            select(Alert.checkpoint_id, func.max(Alert.opened_at))
+            .where(
+                Alert.project_id == project_id,
+                Alert.model_id == model_id,
+                Alert.checkpoint_id.in_({entry.previous_checkpoint_id for entry in replacing}),
+                or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
+            )
+            .group_by(Alert.checkpoint_id)
+        ).all()
+    )
+    return {
         entry.id
         for entry in replacing
         if any(alert_id not in corrected for alert_id in entry.previous_open_alert_ids)
+        or (
+            (opened := newest_opening.get(entry.previous_checkpoint_id)) is not None
+            and opened > entry.created_at
+        )
     }
-    windows = {}
-    for position, entry in enumerate(history):
-        if entry.previous_checkpoint_id is None or entry.id in found:
-            continue
-        returns = (
-            later.created_at
-            for later in history[position + 1 :]
-            if later.checkpoint_id == entry.previous_checkpoint_id
-        )
-        end = next(returns, None)
-        opened = and_(
-            Alert.checkpoint_id == entry.previous_checkpoint_id,
-            Alert.opened_at > entry.created_at,
-        )
-        windows[entry.id] = (
-            entry.previous_checkpoint_id,
-            entry.created_at,
-            end,
-            opened if end is None else and_(opened, Alert.opened_at < end),
-        )
-    if not windows:
-        return found
-    late = session.execute(
-        select(Alert.checkpoint_id, Alert.opened_at).where(
-            Alert.project_id == project_id,
-            Alert.model_id == model_id,
-            or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
-            or_(*(clause for *_, clause in windows.values())),
-        )
-    ).all()
-    for entry_id, (checkpoint_id, start, end, _) in windows.items():
-        if any(
-            about == checkpoint_id and start < opened and (end is None or opened < end)
-            for about, opened in late
-        ):
-            found.add(entry_id)
-    return found
 
 
 def champion_changes(

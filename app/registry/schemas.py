@@ -116,7 +116,7 @@ class HistoryEntryOut(OrmModel):
     alert_id: int | None
     previous_open_alert_ids: list[int] = Field(
         description="Alerts about the replaced checkpoint that stood unresolved at the change: "
-        "it is no rollback target until promoted again."
+        "it is no rollback target until it is the champion again."
     )
     actor: str
     at: datetime = Field(validation_alias=AliasChoices("at", "created_at"))

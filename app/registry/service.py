@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from app.core.pagination import paginate
 from app.core.settings import key_variable_problem
 from app.models import Alert, Canary, ChampionHistory, Checkpoint, EvaluationRun, Gate, Model
 from app.models.canaries import CanaryDecision, CanaryStatus
-from app.models.drift import DATA_CORRECTED, AlertStatus
+from app.models.drift import AlertStatus
 from app.models.gates import GateVerdict
 from app.models.registry import ChampionAction, CheckpointStatus
 from app.models.runs import RunStatus
@@ -580,9 +580,10 @@ def _newer_evidence_against(
     canary's) that outweighs it, if anything: a blocking gate (after `after_gate` by id, ids
     being the order gates were decided in), a canary that decided rollback (a rollback by
     hand of a canary stopped earlier keeps its ended_at, hence the coalesce), a rollback of
-    the model away from it, or an alert about it opened since (unless resolved
-    `data_corrected`): a checkpoint replaced while regressing is no more promotable again on
-    its old gate than one rolled back."""
+    the model away from it, or a change of champion that replaced it under an alert
+    (`replaced_under_alert`): a checkpoint replaced while regressing is no more promotable
+    again on its old evidence than one rolled back. An alert alone is not: one resolved as a
+    false alarm before any change leaves a first promotion to its gate (review R-M1b)."""
     later_gate = Gate.id > after_gate.id if after_gate is not None else Gate.created_at > since
     evidence = (
         (
@@ -613,20 +614,23 @@ def _newer_evidence_against(
             ),
             "the model was rolled back from this checkpoint (history entry {})",
         ),
-        (
-            select(Alert.id).where(
-                Alert.project_id == checkpoint.project_id,
-                Alert.checkpoint_id == checkpoint.id,
-                Alert.opened_at > since,
-                or_(Alert.resolution.is_(None), Alert.resolution != DATA_CORRECTED),
-            ),
-            "alert {} was raised about this checkpoint",
-        ),
     )
     for statement, message in evidence:
         found = session.scalar(statement.order_by(statement.selected_columns[0]).limit(1))
         if found is not None:
             return message.format(found)
+    history = _history(session, session.get_one(Model, checkpoint.model_id))
+    alerted = replaced_under_alert(session, history)
+    for entry in history:
+        if (
+            entry.previous_checkpoint_id == checkpoint.id
+            and entry.created_at > since
+            and entry.id in alerted
+        ):
+            return (
+                "the model replaced this checkpoint under an alert about it (history entry "
+                f"{entry.id}: alerts {entry.previous_open_alert_ids or 'opened after it'})"
+            )
     return None
 
 

@@ -284,3 +284,21 @@ def test_a_checkpoint_replaced_under_an_alert_the_data_then_corrected_is_a_targe
     assert (corrected["status"], corrected["resolution"]) == ("resolved", "data_corrected")
     model = client.get("/api/v1/models/m", headers=auth).json()
     assert model["rollback_target"]["checkpoint_id"] == ids["B"]
+
+
+def test_a_checkpoint_whose_false_alarm_was_resolved_before_the_fix_stays_a_target(
+    app: FastAPI, client: TestClient, auth: dict[str, str]
+) -> None:
+    """B's alert is resolved by hand as a false alarm, and only then is C promoted: B was
+    replaced under no alert, so it stays the way back from C (review R-M1b: an alert opened
+    and resolved before the change must not count as one opened after it)."""
+    ids, opened = alert_open_on_b(app, client, auth)
+    resolved = client.post(
+        f"/api/v1/alerts/{opened['id']}/resolve", json={"note": "false alarm"}, headers=auth
+    )
+    assert resolved.status_code == 200, resolved.text
+    [fix] = checkpoints(client, auth, "m", ["C"]).values()
+    promote(client, auth, "m", fix)
+    model = client.get("/api/v1/models/m", headers=auth).json()
+    assert model["history"][0]["previous_open_alert_ids"] == []
+    assert model["rollback_target"]["checkpoint_id"] == ids["B"]

@@ -526,8 +526,8 @@ def test_an_alert_in_production_after_the_gate_stops_promoting_again_with_it(
     100 refused against a 10% cap), and the team shipped a fix, v3, instead of rolling back;
     v3 was rolled back to v1 in turn. Review R-M1: v2, replaced while regressing, was
     promotable again on its old gate (against v1, the champion again), where a v2 rolled back
-    for cause is not. Now the alert is newer evidence, as the rollback is: 409, and a later
-    gate promotes."""
+    for cause is not. Now its replacement under the alert is newer evidence, as the rollback
+    is: 409, and a later gate promotes."""
     rows = rows_of("general", 400, "low")
     champion, newcomer = champion_and_candidate(client, auth)
     add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
@@ -549,7 +549,8 @@ def test_an_alert_in_production_after_the_gate_stops_promoting_again_with_it(
     assert client.post("/api/v1/models/bot/rollback", json=back, headers=auth).is_success
     again = client.post("/api/v1/models/bot/promote", json=body, headers=auth)
     assert again.status_code == 409, again.text
-    assert f"alert {alert['id']} was raised about this checkpoint" in again.json()["detail"]
+    assert "replaced this checkpoint under an alert about it" in again.json()["detail"]
+    assert f"alerts [{alert['id']}]" in again.json()["detail"]
     body["gate_id"] = gate(client, auth, candidate_run)["id"]
     assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
 
