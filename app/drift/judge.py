@@ -1,7 +1,8 @@
 """One model-day's verdicts: both rules, one error budget, the CUSUM state carried forward.
 
-For the day's served checkpoint (the one with the most all-traffic events), every signal row
-covered by an enabled monitor is judged:
+For the day's served checkpoint (the one with the most all-traffic events, a canary's
+candidate set aside: canary_candidates), every signal row covered by an enabled monitor is
+judged:
 
 - "baseline" monitors (every default) against the model's frozen reference
   (references.py): the predictive band (app/stats/bands for rates, continuous for Brier and
@@ -28,25 +29,27 @@ against (carry_forward_model); alerts.py turns the verdicts into alerts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.schemas import nfc
 from app.drift.queries import cohort_judgements
 from app.drift.references import (
     bin_arrays,
+    champion_periods,
     entries_for_day,
     log_signal_of,
     priced_entry,
     stats_key,
     to_reference,
 )
+from app.drift.rollup import day_bounds
 from app.drift.signals import (
     CONTINUOUS_SIGNALS,
     PRICED_SIGNALS,
@@ -54,7 +57,16 @@ from app.drift.signals import (
     SignalRow,
     shown_from_log,
 )
-from app.models import Alert, DatasetVersion, DriftJudgement, DriftReference, Model, Monitor
+from app.models import (
+    Alert,
+    Canary,
+    DatasetVersion,
+    DriftJudgement,
+    DriftReference,
+    Model,
+    Monitor,
+)
+from app.models.canaries import CanaryStatus
 from app.models.drift import AlertStatus
 from app.stats import budget
 from app.stats.bands import (
@@ -343,7 +355,7 @@ def judge_day(
         if reference is not None and carry_forward:
             carry_forward_model(session, model, day)
         return DayJudgement([], set(), monitors)
-    served = served_checkpoint(rows)
+    served = served_checkpoint(rows, canary_candidates(session, model, day))
     served_rows = [r for r in rows if r.checkpoint_id == served]
     verdicts = [
         Verdict(monitor, row, _side(monitor))
@@ -360,12 +372,14 @@ def judge_day(
     return DayJudgement(verdicts, {(r.signal, r.dimension, r.value) for r in served_rows}, monitors)
 
 
-def served_checkpoint(rows: Sequence[SignalRow]) -> int:
-    """The checkpoint with the most calls that day (ties: the newer id). A call counts once
-    per checkpoint, whichever signal it feeds: each whole-population rate row carries its
-    checkpoint's event count (extra["events"]); a row's own denominator counts only the calls
-    with that signal's fields (those with should_refuse for under-refusal, with latency for
-    latency), so taking the last row's denominator judged a canary over a larger champion."""
+def served_checkpoint(rows: Sequence[SignalRow], aside: Collection[int] = ()) -> int:
+    """The checkpoint with the most calls that day (ties: the newer id), of those not set
+    `aside` (a canary's candidates: canary_candidates) when any of those served; of all
+    otherwise. A call counts once per checkpoint, whichever signal it feeds: each
+    whole-population rate row carries its checkpoint's event count (extra["events"]); a row's
+    own denominator counts only the calls with that signal's fields (those with
+    should_refuse for under-refusal, with latency for latency), so taking the last row's
+    denominator judged a canary over a larger champion."""
     volumes: dict[int, int] = {}
     for row in rows:
         if row.dimension == "all":
@@ -373,7 +387,43 @@ def served_checkpoint(rows: Sequence[SignalRow]) -> int:
             volumes[row.checkpoint_id] = max(volumes.get(row.checkpoint_id, 0), events)
     if not volumes:
         return rows[0].checkpoint_id
-    return max(volumes, key=lambda checkpoint_id: (volumes[checkpoint_id], checkpoint_id))
+    kept = [checkpoint_id for checkpoint_id in volumes if checkpoint_id not in aside]
+    return max(kept or volumes, key=lambda checkpoint_id: (volumes[checkpoint_id], checkpoint_id))
+
+
+def canary_candidates(session: Session, model: Model, day: date) -> set[int]:
+    """The checkpoints that serve `day` as a canary's candidate only: a canary of the model
+    for them ran during the day (from its start until it was promoted, or until it ended
+    when it was not: stopped, rolled back, or promoted later) and they were not the
+    model's champion of record at any time of the day.
+
+    Their traffic is the canary's, which its own sequential test judges against the
+    champion's served calls; the drift job judges the champion. Taking the day's most-served
+    checkpoint whatever it was, a canary at 60% of the calls was judged in the champion's
+    place, on the champion's reference: a good canary hid the champion's regression (5% ->
+    20% refusals on the other 40%: no alert in six days), and a bad one opened the drift
+    alert and fed its shift into the cohort's CUSUM, which the champion's days carry on
+    (the state is per cohort x signal across checkpoints, judge._previous_state)."""
+    start, end = day_bounds(day)
+    until = case((Canary.status == CanaryStatus.promote, Canary.promoted_at), else_=Canary.ended_at)
+    candidates = set(
+        session.scalars(
+            select(Canary.checkpoint_id).where(
+                Canary.project_id == model.project_id,
+                Canary.model_id == model.id,
+                Canary.started_at < end,
+                or_(until.is_(None), until > start),
+            )
+        ).all()
+    )
+    if not candidates:
+        return candidates
+    champions = {
+        period.checkpoint_id
+        for period in champion_periods(session, model, day)
+        if period.end is None or period.end >= day
+    }
+    return candidates - champions
 
 
 def _side(monitor: Monitor) -> str:
