@@ -35,7 +35,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import case, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.schemas import nfc
@@ -66,7 +66,6 @@ from app.models import (
     Model,
     Monitor,
 )
-from app.models.canaries import CanaryStatus
 from app.models.drift import AlertStatus
 from app.stats import budget
 from app.stats.bands import (
@@ -394,8 +393,11 @@ def served_checkpoint(rows: Sequence[SignalRow], aside: Collection[int] = ()) ->
 def canary_candidates(session: Session, model: Model, day: date) -> set[int]:
     """The checkpoints that serve `day` as a canary's candidate only: a canary of the model
     for them ran during the day (from its start until it was promoted, or until it ended
-    when it was not: stopped, rolled back, or promoted later) and they were not the
-    model's champion of record at any time of the day.
+    when it was not: stopped, rolled back, decided and never promoted) and they were not the
+    model's champion of record at any time of the day. A canary decided 'promote' whose
+    promotion never came (refused, or left) ends at its decision (review R2: until its
+    promotion, that was for good, so a candidate left serving beside the champion was never
+    judged by anything again).
 
     Their traffic is the canary's, which its own sequential test judges against the
     champion's served calls; the drift job judges the champion. Taking the day's most-served
@@ -405,7 +407,7 @@ def canary_candidates(session: Session, model: Model, day: date) -> set[int]:
     alert and fed its shift into the cohort's CUSUM, which the champion's days carry on
     (the state is per cohort x signal across checkpoints, judge._previous_state)."""
     start, end = day_bounds(day)
-    until = case((Canary.status == CanaryStatus.promote, Canary.promoted_at), else_=Canary.ended_at)
+    until = func.coalesce(Canary.promoted_at, Canary.ended_at)
     candidates = set(
         session.scalars(
             select(Canary.checkpoint_id).where(

@@ -8,7 +8,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
+from app.drift.judge import canary_candidates
+from app.models import Canary, Model
+from app.models.canaries import CanaryDecision, CanaryStatus
 from tests.drift.champions import (
     alerts,
     calls,
@@ -78,3 +82,25 @@ def test_a_bad_canary_serving_most_of_the_traffic_opens_no_drift_alert(
     cohort, which A's next days then carried."""
     _canary_at_60_percent(app, client, auth, champion=50, canary=200)
     assert alerts(client, auth, signal="refusal_rate", dimension="all") == []
+
+
+def test_a_canary_decided_promote_and_never_promoted_ends_at_its_decision(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """Review R2: the window of a canary decided 'promote' ran until its promotion, so one
+    never promoted (the registry refused it, or nobody did) set its candidate aside for good:
+    left serving most of the calls beside the champion, it was judged by nothing, and the
+    champion's scraps were judged in its place. Now it ends at the decision."""
+    day = days_ending_day_before_yesterday(24)
+    ids = _canary_at_60_percent(app, client, auth, champion=50, canary=50)
+    decided = datetime.combine(day[20], time(6), tzinfo=UTC)
+    with app.state.sessionmaker() as session:
+        session.execute(
+            update(Canary).values(
+                status=CanaryStatus.promote, decision=CanaryDecision.promote, ended_at=decided
+            )
+        )
+        session.commit()
+        model = session.scalars(select(Model)).one()
+        assert canary_candidates(session, model, day[20]) == {ids["B"]}
+        assert canary_candidates(session, model, day[21]) == set()
