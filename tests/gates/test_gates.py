@@ -499,11 +499,9 @@ def test_promotion_needs_a_gate_against_the_champion_itself(
     assert gate(client, auth, weak_run)["verdict"] == "block"  # against the champion
 
 
-def test_a_rollback_in_production_after_the_gate_stops_promoting_again_with_it(
-    app: FastAPI, client: TestClient, auth: Headers
-) -> None:
-    """The gate passed and promoted v2; production then rolled v2 back for cause. That is
-    newer evidence than the gate, as a canary's rollback is: only a later gate promotes v2."""
+def promoted_on_a_passing_gate(client: TestClient, auth: Headers) -> tuple[int, dict[str, int]]:
+    """v1 the champion, v2 as good on 400 rows, gated and promoted on that pass -> (v2's run,
+    the promotion's body)."""
     rows = rows_of("general", 400, "low")
     champion, newcomer = champion_and_candidate(client, auth)
     add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
@@ -511,6 +509,15 @@ def test_a_rollback_in_production_after_the_gate_stops_promoting_again_with_it(
     passed = gate(client, auth, candidate_run)
     body = {"checkpoint_id": newcomer, "gate_id": passed["id"]}
     assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
+    return candidate_run, body
+
+
+def test_a_rollback_in_production_after_the_gate_stops_promoting_again_with_it(
+    app: FastAPI, client: TestClient, auth: Headers
+) -> None:
+    """The gate passed and promoted v2; production then rolled v2 back for cause. That is
+    newer evidence than the gate, as a canary's rollback is: only a later gate promotes v2."""
+    candidate_run, body = promoted_on_a_passing_gate(client, auth)
     back = {"to": "v1", "reason": "refusals doubled in production"}
     assert client.post("/api/v1/models/bot/rollback", json=back, headers=auth).status_code == 200
     again = client.post("/api/v1/models/bot/promote", json=body, headers=auth)
@@ -528,13 +535,7 @@ def test_an_alert_in_production_after_the_gate_stops_promoting_again_with_it(
     promotable again on its old gate (against v1, the champion again), where a v2 rolled back
     for cause is not. Now its replacement under the alert is newer evidence, as the rollback
     is: 409, and a later gate promotes."""
-    rows = rows_of("general", 400, "low")
-    champion, newcomer = champion_and_candidate(client, auth)
-    add_run(client, auth, champion, rows, {EVALUATOR: passing(rows)})
-    candidate_run = add_run(client, auth, newcomer, rows, {EVALUATOR: passing(rows)})
-    passed = gate(client, auth, candidate_run)
-    body = {"checkpoint_id": newcomer, "gate_id": passed["id"]}
-    assert client.post("/api/v1/models/bot/promote", json=body, headers=auth).status_code == 200
+    candidate_run, body = promoted_on_a_passing_gate(client, auth)
     [day] = days_ending_day_before_yesterday(1)
     date_history(app, [day - timedelta(days=1), day])
     cap = {"model": "bot", "signal": "refusal_rate", "band": {"type": "fixed", "high": 0.1}}
