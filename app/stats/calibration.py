@@ -307,17 +307,22 @@ def estimate_ece_reference(
     """Reference squared calibration error per row from (rows x days x bins) sums.
 
     Two passes: theta_0 = the row's row-weighted mean of the days' debiased values; then
-    every day's variance at theta_0 and DerSimonian-Laird over every observed day
-    (reference.robust_random_effects with no day screened out). ``center`` is theta (may be
-    slightly negative for a calibrated model; ece_predictive_pvalue floors it at 0) and
-    ``predictive_var()`` is the extra variance ece_predictive_pvalue takes.
+    every day's variance at theta_0, robust screening on the root (RMS) scale and
+    DerSimonian-Laird on the raw values (reference.robust_random_effects). ``center`` is
+    theta (may be slightly negative for a calibrated model; ece_predictive_pvalue floors it
+    at 0) and ``predictive_var()`` is the extra variance ece_predictive_pvalue takes.
 
-    No screening: a squared calibration error that wobbles from day to day is right-skewed
-    (the square of a roughly normal miscalibration), so the 4-SD screen, fitted to the
-    median, drops ordinary high days of a healthy window (most 28-day windows of a 2,400-row
-    cohort whose logit offset wobbles by 0.125), which biases theta and tau^2 low and gives
-    the monitoring days' scores a heavy right tail that drives the CUSUM. Incident and alert
-    days never reach a reference (the known-good days, docs/statistics.md section 8.10).
+    Screened on the root scale: a miscalibration that wobbles from day to day enters the
+    statistic squared, so the raw daily values are right-skewed and the 4-SD screen, fitted
+    to their median, dropped ordinary high days of most healthy windows (biasing theta and
+    tau^2 low and the monitoring scores' right tail heavy). Their roots, sqrt(max(value, 0)),
+    move with the miscalibration itself and are near-normal. Their delta-method variance,
+    var / (4 (theta_0 + sqrt(var))), is taken at the common theta_0 like ``var`` (at a day's
+    own value a high day's root would look surer and be dropped: small cohorts' windows lost
+    days again); the sqrt(var) keeps it finite near 0. The screen is the only automatic
+    protection of a champion's first window, which has no alert days to leave out: an
+    unmarked incident day kept there inflates tau^2 several-fold for the reference's life
+    (docs/statistics.md section 9.2).
     """
     value, _ = calibration_day_signal(count, sum_prob, sum_label, sum_prob_sq)
     rows = np.asarray(count, dtype=np.float64).sum(axis=-1)
@@ -327,8 +332,10 @@ def estimate_ece_reference(
     theta0 = np.broadcast_to(np.maximum(theta0, 0.0)[..., None], value.shape)
     value, var = calibration_day_signal(count, sum_prob, sum_label, sum_prob_sq, theta0)
     observed = np.isfinite(value) & np.isfinite(var)
+    root = np.sqrt(np.maximum(value, 0.0))
+    root_var = var / (4.0 * (theta0 + np.sqrt(var)))
     reference, _ = robust_random_effects(
-        value, var, observed, max_trim_fraction=0.0, min_days=min_days
+        value, var, observed, min_days=min_days, screen_on=(root, root_var)
     )
     return reference
 

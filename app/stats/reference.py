@@ -112,15 +112,22 @@ def robust_random_effects(
     trim_z: float = DEFAULT_TRIM_Z,
     max_trim_fraction: float = DEFAULT_MAX_TRIM_FRACTION,
     min_days: int = DEFAULT_MIN_DAYS,
+    screen_on: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
 ) -> tuple[Reference, BoolArray]:
     """Random-effects reference per row from (rows x days) estimates and within-day variances.
 
     Returns the reference and the (rows x days) mask of days kept. At most
     ``floor(max_trim_fraction * observed days)`` days are excluded per row (the most extreme
     ones), so a contaminated window cannot eat its own evidence.
+
+    ``screen_on`` = (estimates, variances) of the same days on another scale, for a
+    statistic whose daily values are skewed where they are fitted: the screen's normal tail
+    is judged there, the fit stays on ``y``. A day unobserved on either scale is unobserved.
     """
     yy, vv, obs = _matrix(y, v, observed)
-    kept = screen_days(yy, vv, obs, trim_z=trim_z, max_trim_fraction=max_trim_fraction)
+    sy, sv = (yy, vv) if screen_on is None else screen_on
+    sy, sv, obs = _matrix(sy, sv, obs)
+    kept = screen_days(sy, sv, obs, trim_z=trim_z, max_trim_fraction=max_trim_fraction)
     return dersimonian_laird(yy, vv, kept, min_days=min_days, observed=obs), kept
 
 
