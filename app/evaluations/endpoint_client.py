@@ -6,11 +6,22 @@ honouring Retry-After. A row whose call fails keeps the error in its output reco
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
 
 ENDPOINT_ATTEMPTS = 3
+
+REFUSED_STATUSES = frozenset({401, 403, 404, 405})
+"""What an endpoint answers a request it is not set up to take (a wrong key, model name or
+URL): every call of a misconfigured run alike, where a content filter refuses a few prompts."""
+
+MISCONFIGURED_SHARE = 0.05
+
+MISCONFIGURED_AT_LEAST = 3
+
+_HTTP_ERROR = "HTTP {status}: "
 
 
 def chat_messages(row_input: Any) -> list[dict[str, Any]]:
@@ -58,9 +69,44 @@ def call_endpoint(client: httpx.Client, endpoint: dict[str, Any], row_input: Any
                 problem += f" retry-after {retry_after}"
             continue
         if response.status_code >= 400:
-            return {**record, "error": f"HTTP {response.status_code}: {response.text[:300]}"}
+            error = _HTTP_ERROR.format(status=response.status_code) + response.text[:300]
+            return {**record, "error": error}
         return {**record, "latency_ms": latency_ms, **_parse_completion(response)}
     return {**record, "error": f"failed after {ENDPOINT_ATTEMPTS} attempts: {problem}"[:2000]}
+
+
+def refused_status(error: str | None) -> int | None:
+    """The status of REFUSED_STATUSES an output's stored `error` says the endpoint answered
+    (call_endpoint's own format), None for any other error or none."""
+    for status in REFUSED_STATUSES:
+        if error is not None and error.startswith(_HTTP_ERROR.format(status=status)):
+            return status
+    return None
+
+
+def misconfigured(refused: int, calls: int) -> bool:
+    """Whether `refused` answers of REFUSED_STATUSES among a run's `calls` calls to one
+    endpoint say it is misconfigured: more than MISCONFIGURED_SHARE of the calls, and at least
+    MISCONFIGURED_AT_LEAST (all of them, with fewer calls). Monotone in `refused`, so a run can
+    be failed as soon as its count gets there (docs/statistics.md §7.6)."""
+    return refused > MISCONFIGURED_SHARE * calls and refused >= min(MISCONFIGURED_AT_LEAST, calls)
+
+
+def refusal_problem(
+    who: str, statuses: Counter[int], made: int, calls: int, fix: str
+) -> str | None:
+    """Why a run fails when `who`'s answers `statuses` (REFUSED_STATUSES counted) among the
+    `made` of its `calls` calls made so far say it is misconfigured, None while they do
+    not."""
+    refused = sum(statuses.values())
+    if not misconfigured(refused, calls):
+        return None
+    answered = ", ".join(f"HTTP {status} x{count}" for status, count in sorted(statuses.items()))
+    return (
+        f"{who} answered {answered}: {refused} of the {made} calls made ({refused / made:.0%}), "
+        f"more than {MISCONFIGURED_SHARE:.0%} of the run's {calls} — not a few refused prompts "
+        f"but a misconfiguration; check {fix}"
+    )
 
 
 def _backoff(attempt: int, problem: str) -> float:

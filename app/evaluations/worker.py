@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import database_unavailable
 from app.core.settings import Settings, key_variable_problem
-from app.evaluations.endpoint_client import call_endpoint
+from app.evaluations.endpoint_client import call_endpoint, refusal_problem, refused_status
 from app.evaluations.service import OUTPUTS_TABLE
 from app.evaluations.suites import key_variables
 from app.evaluations.summary import compute_summary
@@ -81,6 +81,12 @@ RESULTS_TABLE = cast(Table, EvalResult.__table__)
 
 class LostLease(Exception):
     """Another worker re-queued or finished this run: stop without writing."""
+
+
+class Misconfigured(Exception):
+    """The run's checkpoint endpoint or judge is not set up to answer it (its key refused, its
+    model or URL unknown, its key variable missing): the run fails with the reason, never
+    pooled by a gate, rather than succeed with every row an error."""
 
 
 @dataclass(frozen=True)
@@ -469,7 +475,9 @@ def _produce_outputs(
     """Calls the checkpoint's OpenAI-compatible endpoint for every (row, repeat) without an
     output, ENDPOINT_CONCURRENCY at a time, one repeat after another; no transaction is open
     while requests are in flight, and the lease is looked at as each call's answer comes
-    in."""
+    in. Fails the run (Misconfigured) as soon as the answers of REFUSED_STATUSES among its
+    rows x repeats calls, a resumed run's stored ones included, say the endpoint is
+    misconfigured: below that they stay those rows' errors."""
     headers = {}
     key_env = endpoint.get("api_key_env")
     if key_env:
@@ -477,6 +485,7 @@ def _produce_outputs(
         if not api_key:
             raise RuntimeError(f"endpoint.api_key_env: {key_env} is not set for the worker")
         headers["Authorization"] = f"Bearer {api_key}"
+    calls, made, refused = _endpoint_calls(sessions, plan)
     with (
         httpx.Client(
             headers=headers,
@@ -531,6 +540,45 @@ def _produce_outputs(
                     )
                     _owned_update(session, plan, heartbeat_at=utcnow())
                     session.commit()
+                made += len(outputs)
+                refused.update(
+                    status
+                    for status in (refused_status(output["error"]) for output in outputs)
+                    if status is not None
+                )
+                problem = refusal_problem(
+                    "the checkpoint's endpoint",
+                    refused,
+                    made,
+                    calls,
+                    "the checkpoint's endpoint base_url, model and api_key_env",
+                )
+                if problem is not None:
+                    raise Misconfigured(problem)
+
+
+def _endpoint_calls(sessions: sessionmaker[Session], plan: _Plan) -> tuple[int, int, Counter[int]]:
+    """The run's calls to its checkpoint's endpoint (rows x repeats), those already made (a
+    resumed run's stored outputs) and their answers of REFUSED_STATUSES, by status."""
+    with sessions() as session:
+        rows = session.scalar(
+            select(func.count())
+            .select_from(DatasetRow)
+            .where(
+                DatasetRow.project_id == plan.project_id,
+                DatasetRow.version_id == plan.version_id,
+            )
+        )
+        stored = select(RunOutput.error).where(
+            RunOutput.project_id == plan.project_id, RunOutput.run_id == plan.run_id
+        )
+        made = session.scalar(select(func.count()).select_from(stored.subquery()))
+        errors = session.scalars(stored.where(RunOutput.error.like("HTTP 4%"))).all()
+        session.rollback()
+    refused = Counter(
+        status for status in (refused_status(error) for error in errors) if status is not None
+    )
+    return int(rows or 0) * plan.repeats, int(made or 0), refused
 
 
 def _beating(answers: Iterator[dict[str, Any]], heartbeat: _Heartbeat) -> Iterator[dict[str, Any]]:

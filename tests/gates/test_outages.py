@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS
-from tests.datasets.support import answer_chat, drain_worker, local_server
+from tests.datasets.support import all_pages, answer_chat, drain_worker, local_server
 from tests.gates.support import EXPECTED, dataset_version
 from tests.gates.test_gates import (
     EVALUATOR,
@@ -33,19 +33,32 @@ class ServedModels(BaseHTTPRequestHandler):
     """OpenAI-compatible chat completions for the models in `behaviour`: the expected answer
     to a row (its input is its key), another answer to the keys in the model's "wrong", and
     HTTP 500 (Retry-After: 0, so the worker's retries take no time) to those in "down", and
-    to those in "down_first" on their first call (every attempt of it) only. The worker
+    to those in "down_first" on their first call (every attempt of it) only; HTTP 403 (a
+    content filter) to those in "forbidden", and HTTP 401 to every call without the model's
+    key in `api_keys`, where it has one; HTTP 404 to a model it does not serve. The worker
     calls each key once at a time, so `attempts` counts without a lock."""
 
     protocol_version = "HTTP/1.1"  # one connection per worker thread, not one per call
     behaviour: ClassVar[dict[str, dict[str, set[str]]]] = {}
+    api_keys: ClassVar[dict[str, str]] = {}
     attempts: ClassVar[Counter[tuple[str, str]]] = Counter()
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         key = body["messages"][-1]["content"]
-        model = self.behaviour[body["model"]]
+        model = self.behaviour.get(body["model"])
         self.attempts[(body["model"], key)] += 1
+        if model is None:
+            self.refuse(404)
+            return
         first_call = self.attempts[(body["model"], key)] <= ENDPOINT_ATTEMPTS
+        api_key = self.api_keys.get(body["model"])
+        if api_key is not None and self.headers.get("authorization") != f"Bearer {api_key}":
+            self.refuse(401)
+            return
+        if key in model["forbidden"]:
+            self.refuse(403)
+            return
         if key in model["down"] or (key in model["down_first"] and first_call):
             self.send_response(500)
             self.send_header("retry-after", "0")
@@ -55,6 +68,14 @@ class ServedModels(BaseHTTPRequestHandler):
         answer = "another answer" if key in model["wrong"] else EXPECTED
         answer_chat(self, answer)
 
+    def refuse(self, status: int) -> None:
+        payload = json.dumps({"error": {"message": f"refused ({status})"}}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -62,6 +83,7 @@ class ServedModels(BaseHTTPRequestHandler):
 @pytest.fixture
 def served() -> Iterator[str]:
     ServedModels.behaviour = {}
+    ServedModels.api_keys = {}
     ServedModels.attempts = Counter()
     with local_server(ServedModels) as url:
         yield url
@@ -71,27 +93,30 @@ def keys(route: str, numbers: range) -> set[str]:
     return {f"{route}-{i}" for i in numbers}
 
 
-def served_run(
+def served_checkpoint(
     client: TestClient,
     auth: Headers,
     base_url: str,
     version: str,
-    rows: list[dict[str, Any]],
     down: set[str] = frozenset(),  # type: ignore[assignment]
     wrong: set[str] = frozenset(),  # type: ignore[assignment]
     champion: bool = False,
     down_first: set[str] = frozenset(),  # type: ignore[assignment]
-    repeats: int = 1,
+    forbidden: set[str] = frozenset(),  # type: ignore[assignment]
+    api_key_env: str | None = None,
 ) -> int:
-    """A checkpoint of model `bot` served at `base_url` (promoted with `champion`), evaluated
-    by exact_match on `rows` from its endpoint's answers, `repeats` calls per row: 500 on
-    `down`, and on `down_first` at the first call; wrong on `wrong`."""
+    """A checkpoint of model `bot` served at `base_url` (promoted with `champion`), its
+    endpoint's key read from `api_key_env`: 500 on `down`, and on `down_first` at the first
+    call; 403 on `forbidden`; wrong on `wrong`. Its id."""
     ServedModels.behaviour[version] = {
         "down": set(down),
         "down_first": set(down_first),
         "wrong": set(wrong),
+        "forbidden": set(forbidden),
     }
     endpoint = {"base_url": base_url, "model": version, "timeout_s": 5}
+    if api_key_env is not None:
+        endpoint["api_key_env"] = api_key_env
     registered = client.post(
         "/api/v1/checkpoints",
         json={"model": "bot", "version": version, "endpoint": endpoint},
@@ -106,6 +131,26 @@ def served_run(
             headers=auth,
         )
         assert promoted.status_code == 200, promoted.text
+    return checkpoint_id
+
+
+def served_run(
+    client: TestClient,
+    auth: Headers,
+    base_url: str,
+    version: str,
+    rows: list[dict[str, Any]],
+    down: set[str] = frozenset(),  # type: ignore[assignment]
+    wrong: set[str] = frozenset(),  # type: ignore[assignment]
+    champion: bool = False,
+    down_first: set[str] = frozenset(),  # type: ignore[assignment]
+    repeats: int = 1,
+) -> int:
+    """The succeeded run of exact_match on `rows` from the answers of a served_checkpoint,
+    `repeats` calls per row."""
+    checkpoint_id = served_checkpoint(
+        client, auth, base_url, version, down, wrong, champion, down_first
+    )
     run = evaluated(
         client,
         auth,
@@ -297,3 +342,74 @@ def test_an_upload_of_latencies_alone_is_answered_for_latency_budget(
     assert run["summary"]["output_errors"] == 0
     [latency] = run["summary"]["by_evaluator"]
     assert (latency["n"], latency["pass_rate"]) == (10, 0.9)
+
+
+def test_a_run_its_endpoint_refused_fails_and_a_rerun_with_the_key_fixed_passes_alone(
+    app: FastAPI,
+    client: TestClient,
+    auth: Headers,
+    served: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The champion answers all 400 high-risk rows right; the candidate, as good, is served
+    behind a key the worker held wrong: its endpoint answered HTTP 401 to every call. The run
+    succeeded with 400 calls without an output, the candidate's fails (0/400), the gate
+    blocked, and that run, pooled into every later gate on the version, blocked the re-run
+    with the key fixed too (0.5 per row). Now the run fails as soon as its refusals are more
+    than 5% of its 400 calls (after the first 64), naming the status, the count and the share;
+    no gate takes it, it spends no attempt, and the re-run passes alone at attempt 1."""
+    rows = rows_of("safety", 400, "high")
+    served_run(client, auth, served, "v1", rows, champion=True)
+    ServedModels.api_keys["v2"] = "right key"
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong key")
+    candidate = served_checkpoint(client, auth, served, "v2", api_key_env="OPENAI_API_KEY")
+    refused = evaluated(client, auth, candidate, rows, [{"name": EVALUATOR}])
+    assert refused["status"] == "failed", refused
+    assert "answered HTTP 401 x64: 64 of the 64 calls made (100%)" in refused["error"]
+    assert "more than 5% of the run's 400" in refused["error"]
+    assert "base_url, model and api_key_env" in refused["error"]
+    assert sum(ServedModels.attempts[("v2", row["key"])] for row in rows) == 64
+    not_gated = client.post("/api/v1/gates", json={"candidate_run_id": refused["id"]}, headers=auth)
+    assert not_gated.status_code == 409, not_gated.text
+
+    monkeypatch.setenv("OPENAI_API_KEY", "right key")
+    rerun = evaluated(client, auth, candidate, rows, [{"name": EVALUATOR}])
+    assert rerun["status"] == "succeeded", rerun
+    result = gate(client, auth, rerun["id"])
+    assert result["verdict"] == "pass", result["reasons"]
+    assert (result["attempt"], result["candidate_run_ids"]) == (1, [rerun["id"]])
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["baseline"], high["candidate"]) == (400, 1.0, 1.0)
+
+
+def test_a_few_prompts_the_endpoint_refused_are_those_rows_errors(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """A content filter answered HTTP 403 to 2 of the candidate's 400 calls (0.5%, not more
+    than 5%): no misconfiguration, the run succeeds and the two calls are those rows' errors
+    (calls without an output, the candidate's fails), as any other 4xx."""
+    rows = rows_of("safety", 400, "high")
+    served_run(client, auth, served, "v1", rows, champion=True)
+    filtered = keys("safety", range(2))
+    candidate = served_checkpoint(client, auth, served, "v2", forbidden=filtered)
+    run = evaluated(client, auth, candidate, rows, [{"name": EVALUATOR}])
+    assert run["status"] == "succeeded", run
+    assert run["summary"]["output_errors"] == 2
+    results = all_pages(client, auth, f"/api/v1/runs/{run['id']}/results")
+    failed = {r["key"]: r["reason"] for r in results if not r["passed"]}
+    assert sorted(failed) == sorted(filtered)
+    assert all(reason.startswith("no output: HTTP 403: ") for reason in failed.values())
+    high = comparison(gate(client, auth, run["id"]), "risk", "high")
+    assert (high["n"], high["unjudged"], high["lost"]) == (400, 0, 2)
+
+
+def test_a_run_of_two_calls_both_refused_fails(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """With fewer than 3 calls, all of them refused is a misconfiguration: a 2-row run whose
+    endpoint knows no such model (HTTP 404 to both) fails."""
+    candidate = served_checkpoint(client, auth, served, "v2")
+    ServedModels.behaviour.pop("v2")  # the endpoint serves no such model
+    run = evaluated(client, auth, candidate, rows_of("safety", 2, "high"), [{"name": EVALUATOR}])
+    assert run["status"] == "failed", run
+    assert "answered HTTP 404 x2: 2 of the 2 calls made (100%)" in run["error"]
