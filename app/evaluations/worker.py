@@ -51,7 +51,7 @@ from app.models import (
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
 from app.webhooks.delivery import GuardedTransport
-from plumbline.evals import Evaluator, build_suite, evaluate_row
+from plumbline.evals import EvaluationError, Evaluator, build_suite, evaluate_row
 from plumbline.evals.llm_judge import LLMJudge
 
 log = logging.getLogger("plumbline.runs")
@@ -264,6 +264,7 @@ def _execute(sessions: sessionmaker[Session], plan: _Plan, key_variables: frozen
     for evaluator in evaluators:
         if isinstance(evaluator, LLMJudge):  # its endpoint is the project's to choose
             evaluator.transport_factory = _guarded_transport
+            _require_judge_key(evaluator)
     with _Heartbeat(sessions, plan) as heartbeat:
         if plan.endpoint is not None:
             _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
@@ -467,6 +468,16 @@ def _refuse_key_variables(plan: _Plan, allowed: frozenset[str]) -> None:
         problem = key_variable_problem(name, allowed) if isinstance(name, str) else None
         if problem is not None:
             raise RuntimeError(f"api_key_env: {problem}")
+
+
+def _require_judge_key(judge: LLMJudge) -> None:
+    """Fails the run before any call (Misconfigured) when the judge's `api_key_env` is not set
+    on the worker: every row would be an evaluator error, and the run, pooled, would leave the
+    judge compared on no row in every later gate of its dataset version."""
+    try:
+        judge.api_key()
+    except EvaluationError as exc:
+        raise Misconfigured(f"evaluator {judge.name}: {exc.reason} on the worker") from None
 
 
 def _produce_outputs(

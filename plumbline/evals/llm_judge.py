@@ -84,7 +84,7 @@ class LLMJudge(Evaluator[LLMJudgeParams]):
 
     def _score(self, sample: Sample) -> Score:
         output = require_text("output", sample.output)
-        api_key = self._api_key()
+        api_key = self.api_key()
         payload = {
             "model": self.params.model,
             "temperature": 0,
@@ -97,7 +97,10 @@ class LLMJudge(Evaluator[LLMJudgeParams]):
         score, reason = parse_verdict(_message_content(response))
         return score, clip(reason, 500), {"model": self.params.model, "attempts": attempts}
 
-    def _api_key(self) -> str | None:
+    def api_key(self) -> str | None:
+        """The key from the variable `api_key_env` names (None when it names none); an
+        EvaluationError when that variable is not set. Read at each call; a server's worker
+        asks it once before a run too, and fails the run rather than every row."""
         name = self.params.api_key_env
         if name is None:
             return None

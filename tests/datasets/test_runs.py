@@ -552,20 +552,25 @@ def test_a_stale_run_with_repeats_resumes_after_its_last_finished_row(
     assert {r["reason"] for r in results if r["key"] == "k1"} == {"first"}
 
 
-JUDGE_KEY_ENV = "OPENAI_API_KEY"  # a name the operator allows by default, unset here
+JUDGE_KEY_ENV = "OPENAI_API_KEY"  # a name the operator allows by default
 
 
 def run_with_a_judge_that_cannot_judge(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
-    """ROWS scored by exact_match and an llm_judge whose key variable is unset on the worker
-    (no verdict on any row), k5's output not text (a fail): the succeeded run."""
-    monkeypatch.delenv(JUDGE_KEY_ENV, raising=False)
+    """ROWS scored by exact_match and an llm_judge nothing answers (connection refused, no
+    retry: no verdict on any row), k5's output not text (a fail): the succeeded run."""
+    monkeypatch.setenv(JUDGE_KEY_ENV, "sk-test")
     make_dataset(client, auth, "golden", ROWS)
     checkpoint_id = register(client, auth)
     judge = {
         "name": "llm_judge",
-        "params": {"base_url": "http://127.0.0.1:9/v1", "model": "j", "api_key_env": JUDGE_KEY_ENV},
+        "params": {
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "j",
+            "api_key_env": JUDGE_KEY_ENV,
+            "max_retries": 0,
+        },
     }
     outputs = [{**o, "output": {"not": "text"}} if o["key"] == "k5" else o for o in OUTPUTS]
     created = add_evaluation(
@@ -587,17 +592,17 @@ def run_with_a_judge_that_cannot_judge(
 def test_an_evaluator_that_cannot_judge_stores_errors_counted_apart_from_fails(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The judge's key variable is missing on the worker: every judge result is an error
-    (score 0, not passed, `error` true), the run still succeeds, and the summary counts the
-    errors apart instead of reporting a 0 % pass rate. A row's own bad input (k5's output is
-    not text) stays a fail, for the judge too."""
+    """The judge cannot be reached: every judge result is an error (score 0, not passed,
+    `error` true), the run still succeeds, and the summary counts the errors apart instead of
+    reporting a 0 % pass rate. A row's own bad input (k5's output is not text) stays a fail,
+    for the judge too."""
     run = run_with_a_judge_that_cannot_judge(app, client, auth, monkeypatch)
 
     results = all_pages(client, auth, f"/api/v1/runs/{run['id']}/results")
     judged = [r for r in results if r["evaluator"] == "llm_judge" and r["key"] != "k5"]
     assert len(judged) == 5
     assert all(r["error"] and (r["score"], r["passed"]) == (0.0, False) for r in judged)
-    assert all("is not set" in r["details"]["error"] for r in judged)
+    assert all("ConnectError" in r["details"]["error"] for r in judged)
     for k5 in (r for r in results if r["key"] == "k5"):
         assert k5["reason"].startswith("invalid input:") and k5["error"] is False
         assert (k5["score"], k5["passed"]) == (0.0, False)

@@ -588,11 +588,11 @@ def test_a_block_against_another_baseline_is_lifted_by_a_pass_against_the_champi
     assert promoted.status_code == 200, promoted.text
 
 
-def judged_run(
+def judge_run(
     client: TestClient, auth: Headers, checkpoint_id: int, rows: list[dict[str, Any]], **judge: Any
-) -> int:
-    """A succeeded run of `checkpoint_id` graded by an llm_judge (model "judge-1" unless
-    `judge` says otherwise, with `judge`'s other params) that gives every output 1."""
+) -> dict[str, Any]:
+    """The finished run of `checkpoint_id` graded by an llm_judge (model "judge-1" unless
+    `judge` says otherwise, with `judge`'s other params) on uploaded outputs."""
     params = {"base_url": "http://judge.test/v1", "model": "judge-1", **judge}
     version = dataset_version(client, auth, "golden", rows)
     created = client.post(
@@ -607,16 +607,64 @@ def judged_run(
     )
     assert created.status_code == 202, created.text
     drain_worker(client.app)  # type: ignore[arg-type]
-    run_id = int(created.json()["run_id"])
-    assert client.get(f"/api/v1/runs/{run_id}", headers=auth).json()["status"] == "succeeded"
-    return run_id
+    run: dict[str, Any] = client.get(
+        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
+    ).json()
+    return run
 
 
-def a_judge_that_passes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+def judged_run(
+    client: TestClient, auth: Headers, checkpoint_id: int, rows: list[dict[str, Any]], **judge: Any
+) -> int:
+    """A succeeded judge_run (by a judge that gives every output 1): its id."""
+    run = judge_run(client, auth, checkpoint_id, rows, **judge)
+    assert run["status"] == "succeeded", run
+    return int(run["id"])
+
+
+def a_judge_that_passes_everything(
+    monkeypatch: pytest.MonkeyPatch, key: str | None = None
+) -> list[httpx.Request]:
+    """The worker's judges answered by one that gives every output 1, and HTTP 401 to a call
+    without `key` as its Bearer token, where given: the calls it is sent."""
     verdict = json.dumps({"score": 1, "reason": "correct"})
     answer = {"choices": [{"message": {"content": verdict}}]}
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+    calls: list[httpx.Request] = []
+
+    def judge(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if key is not None and request.headers.get("authorization") != f"Bearer {key}":
+            return httpx.Response(401, json={"error": {"message": "invalid api key"}})
+        return httpx.Response(200, json=answer)
+
+    transport = httpx.MockTransport(judge)
     monkeypatch.setattr(worker, "_guarded_transport", lambda: transport)
+    return calls
+
+
+def test_a_judge_whose_key_variable_is_missing_fails_the_run_before_any_call(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The candidate's run names the judge's key variable, which is not set on the worker:
+    every one of its 400 rows was an evaluator error, the run succeeded and, pooled into every
+    later gate on the version, left the judge compared on no row (inconclusive) even after the
+    variable was set. Now the run fails before any call, naming the evaluator and the
+    variable, and no gate takes it."""
+    calls = a_judge_that_passes_everything(monkeypatch)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    judged_run(client, auth, champion, rows)
+    calls.clear()
+    run = judge_run(client, auth, newcomer, rows, api_key_env="OPENAI_API_KEY")
+    assert run["status"] == "failed", run
+    assert run["error"] == (
+        "Misconfigured: evaluator llm_judge: environment variable OPENAI_API_KEY (judge API "
+        "key) is not set on the worker"
+    )
+    assert calls == []
+    refused = client.post("/api/v1/gates", json={"candidate_run_id": run["id"]}, headers=auth)
+    assert refused.status_code == 409, refused.text
 
 
 def test_a_judge_called_with_other_timeouts_or_retries_is_still_one_measure(

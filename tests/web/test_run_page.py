@@ -27,7 +27,7 @@ def api_cells(summary: dict[str, Any], metric: str) -> dict[tuple[str, str], Any
 def test_the_run_heatmaps_leave_evaluator_errors_out_as_the_api_does(
     app: FastAPI, client: TestClient, admin_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The judge cannot reach a verdict (its key variable is unset) on five of six rows; the
+    """The judge cannot reach a verdict (nothing answers it) on five of six rows; the
     sixth (k5, output not text) is a fail. Its low-risk cohort has only errors: no pass rate,
     a blank cell, not a red 0 %; and every cell equals the API's summary."""
     auth = {"Authorization": f"Bearer {admin_key}"}
