@@ -37,7 +37,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.db import insert_ignoring_conflicts, is_postgres, utcnow
 from app.core.errors import database_unavailable
 from app.core.settings import Settings, key_variable_problem
-from app.evaluations.endpoint_client import call_endpoint, refusal_problem, refused_status
+from app.evaluations.endpoint_client import (
+    REFUSED_STATUSES,
+    call_endpoint,
+    refusal_problem,
+    refused_status,
+)
 from app.evaluations.service import OUTPUTS_TABLE
 from app.evaluations.suites import key_variables
 from app.evaluations.summary import compute_summary
@@ -51,6 +56,7 @@ from app.models import (
 from app.models.registry import CheckpointStatus
 from app.models.runs import RunStatus
 from app.webhooks.delivery import GuardedTransport
+from plumbline.evals import EvalResult as Verdict
 from plumbline.evals import EvaluationError, Evaluator, build_suite, evaluate_row
 from plumbline.evals.llm_judge import LLMJudge
 
@@ -258,6 +264,42 @@ class _Heartbeat:
                 log.warning("run %s: heartbeat not written; retrying", self._plan.run_id)
 
 
+class _JudgeCalls:
+    """Per llm_judge of a suite, the calls this execution asked it (rows with an output it
+    could read: a verdict or an error, not an invalid-input fail) and its answers of
+    REFUSED_STATUSES by status. Looked at once every row is evaluated, since how many calls
+    the judge will be asked is not known before."""
+
+    def __init__(self, evaluators: list[Evaluator[Any]]) -> None:
+        self._judges = [e for e in evaluators if isinstance(e, LLMJudge)]
+        self._asked: Counter[str] = Counter()
+        self._refused: dict[str, Counter[int]] = {j.name: Counter() for j in self._judges}
+
+    def count(self, evaluators: list[Evaluator[Any]], verdicts: list[Verdict]) -> None:
+        """Adds one row's `verdicts` of the suite `evaluators`: a judge's result was a call
+        when it is an error or carries the call's `attempts` (a verdict)."""
+        for evaluator, verdict in zip(evaluators, verdicts, strict=True):
+            if isinstance(evaluator, LLMJudge) and (verdict.error or "attempts" in verdict.details):
+                self._asked[evaluator.name] += 1
+                status = verdict.details.get("status") if verdict.error else None
+                if status in REFUSED_STATUSES:
+                    self._refused[evaluator.name][status] += 1
+
+    def check(self) -> None:
+        """Misconfigured when a judge's refusals say it is (endpoint_client.misconfigured)."""
+        for judge in self._judges:
+            asked = self._asked[judge.name]
+            problem = refusal_problem(
+                f"evaluator {judge.name}'s judge",
+                self._refused[judge.name],
+                asked,
+                asked,
+                f"evaluator {judge.name}'s params base_url, model and api_key_env",
+            )
+            if problem is not None:
+                raise Misconfigured(problem)
+
+
 def _execute(sessions: sessionmaker[Session], plan: _Plan, key_variables: frozenset[str]) -> None:
     _refuse_key_variables(plan, key_variables)
     evaluators = build_suite(plan.evaluators)
@@ -269,8 +311,10 @@ def _execute(sessions: sessionmaker[Session], plan: _Plan, key_variables: frozen
         if plan.endpoint is not None:
             _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
         after_id: int | None = _resume_after(sessions, plan)
+        judge_calls = _JudgeCalls(evaluators)
         while after_id is not None:
-            after_id = _evaluate_chunk(sessions, plan, evaluators, after_id, heartbeat)
+            after_id = _evaluate_chunk(sessions, plan, evaluators, after_id, heartbeat, judge_calls)
+        judge_calls.check()
         with sessions() as session:
             summary = compute_summary(
                 session, plan.project_id, plan.run_id, plan.version_id, plan.repeats
@@ -360,12 +404,14 @@ def _evaluate_chunk(
     evaluators: list[Evaluator[Any]],
     after_id: int,
     heartbeat: _Heartbeat,
+    judge_calls: _JudgeCalls,
 ) -> int | None:
     """Evaluates every repeat of the rows after row id `after_id`; the read and the write are
     separate short transactions, the lease looked at between rows. Returns the
     last row id done, None when there is nothing left. Two simple indexed reads, not a join:
     fresh tables have no planner statistics yet. An evaluator's error is stored as one
-    (`error`); a call without an output fails every evaluator (the checkpoint's failure)."""
+    (`error`); a call without an output fails every evaluator (the checkpoint's failure).
+    Each llm_judge's calls and refusals are counted in `judge_calls`."""
     with sessions() as session:
         rows = session.execute(
             select(
@@ -417,9 +463,11 @@ def _evaluate_chunk(
             output = outputs.get((row.key, repeat))
             error = "no output was produced" if output is None else output.error
             if output is not None and error is None:
+                verdicts = evaluate_row(evaluators, record, output._asdict())
+                judge_calls.count(evaluators, verdicts)
                 outcomes = [
                     (result.score, result.passed, result.reason, result.details, result.error)
-                    for result in evaluate_row(evaluators, record, output._asdict())
+                    for result in verdicts
                 ]
             else:
                 failed = (0.0, False, f"no output: {error}", {"error": error}, False)

@@ -667,6 +667,43 @@ def test_a_judge_whose_key_variable_is_missing_fails_the_run_before_any_call(
     assert refused.status_code == 409, refused.text
 
 
+def test_a_run_whose_judge_refused_its_key_fails_and_a_rerun_with_it_fixed_passes_alone(
+    app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The champion's and the candidate's outputs are judged alike (1 on every one of 400
+    high-risk rows); the candidate's run was judged with the key the worker held wrong, and
+    the judge answered HTTP 401 to each of its 400 calls. The run succeeded with 400 evaluator
+    errors and, pooled into every later gate on the version, left the judge compared on no
+    row (inconclusive) after the key was fixed too. Now the run fails, naming the evaluator,
+    the status, the count and the share; no gate takes it, it spends no attempt, and the
+    re-run with the key fixed passes alone at attempt 1."""
+    calls = a_judge_that_passes_everything(monkeypatch, key="right key")
+    rows = rows_of("core", 400, "high")
+    champion, newcomer = champion_and_candidate(client, auth)
+    monkeypatch.setenv("OPENAI_API_KEY", "right key")
+    judged_run(client, auth, champion, rows, api_key_env="OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong key")
+    calls.clear()
+    refused = judge_run(client, auth, newcomer, rows, api_key_env="OPENAI_API_KEY")
+    assert refused["status"] == "failed", refused
+    assert refused["error"].startswith(
+        "Misconfigured: evaluator llm_judge's judge answered HTTP 401 x400: 400 of the 400 "
+        "calls made (100%)"
+    )
+    assert "check evaluator llm_judge's params base_url, model and api_key_env" in refused["error"]
+    assert len(calls) == 400
+    not_gated = client.post("/api/v1/gates", json={"candidate_run_id": refused["id"]}, headers=auth)
+    assert not_gated.status_code == 409, not_gated.text
+
+    monkeypatch.setenv("OPENAI_API_KEY", "right key")
+    rerun = judged_run(client, auth, newcomer, rows, api_key_env="OPENAI_API_KEY")
+    result = gate(client, auth, rerun)
+    assert result["verdict"] == "pass", result["reasons"]
+    assert (result["attempt"], result["candidate_run_ids"]) == (1, [rerun])
+    judge = comparison(result, "risk", "high", "llm_judge")
+    assert (judge["n"], judge["baseline"], judge["candidate"]) == (400, 1.0, 1.0)
+
+
 def test_a_judge_called_with_other_timeouts_or_retries_is_still_one_measure(
     app: FastAPI, client: TestClient, auth: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
