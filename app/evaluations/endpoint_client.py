@@ -13,9 +13,12 @@ import httpx
 
 ENDPOINT_ATTEMPTS = 3
 
-REFUSED_STATUSES = frozenset({401, 403, 404, 405})
+REFUSED_STATUSES = frozenset({401, 404, 405})
 """What an endpoint answers a request it is not set up to take (a wrong key, model name or
-URL): every call of a misconfigured run alike, where a content filter refuses a few prompts."""
+URL): every call of a misconfigured run alike. Not 403: content filters and WAFs answer it to
+the prompts they dislike, which are the model's answers to those prompts (review R1c: a
+candidate refused on its 8% of high-risk rows failed the run, so no gate blocked it, and a
+canary's 'promote' could then promote it without force)."""
 
 MISCONFIGURED_SHARE = 0.05
 
@@ -84,26 +87,29 @@ def refused_status(error: str | None) -> int | None:
     return None
 
 
-def misconfigured(refused: int, calls: int) -> bool:
+def misconfigured(refused: int, calls: int, repeats: int) -> bool:
     """Whether `refused` answers of REFUSED_STATUSES among a run's `calls` calls to one
-    endpoint say it is misconfigured: more than MISCONFIGURED_SHARE of the calls, and at least
-    MISCONFIGURED_AT_LEAST (all of them, with fewer calls). Monotone in `refused`, so a run can
-    be failed as soon as its count gets there (docs/statistics.md §7.6)."""
-    return refused > MISCONFIGURED_SHARE * calls and refused >= min(MISCONFIGURED_AT_LEAST, calls)
+    endpoint (its rows x `repeats`) say it is misconfigured: more than MISCONFIGURED_SHARE of
+    the calls, and at least MISCONFIGURED_AT_LEAST rows' worth (that many times `repeats`:
+    one prompt refused at each of its repeats is one prompt; all of them, with fewer calls).
+    Monotone in `refused`, so a run can be failed as soon as its count gets there
+    (docs/statistics.md §7.6)."""
+    floor = min(MISCONFIGURED_AT_LEAST * repeats, calls)
+    return refused > MISCONFIGURED_SHARE * calls and refused >= floor
 
 
 def refusal_problem(
-    who: str, statuses: Counter[int], made: int, calls: int, fix: str
+    who: str, statuses: Counter[int], made: int, calls: int, repeats: int, fix: str
 ) -> str | None:
     """Why a run fails when `who`'s answers `statuses` (REFUSED_STATUSES counted) among the
-    `made` of its `calls` calls made so far say it is misconfigured, None while they do
-    not."""
+    `made` of its `calls` calls made so far (rows x `repeats`) say it is misconfigured, None
+    while they do not."""
     refused = sum(statuses.values())
-    if not misconfigured(refused, calls):
+    if not misconfigured(refused, calls, repeats):
         return None
     answered = ", ".join(f"HTTP {status} x{count}" for status, count in sorted(statuses.items()))
     return (
-        f"{who} answered {answered}: {refused} of the {made} calls made ({refused / made:.0%}), "
+        f"{who} answered {answered}: {refused} of the {made} calls made ({refused / made:.1%}), "
         f"more than {MISCONFIGURED_SHARE:.0%} of the run's {calls} — not a few refused prompts "
         f"but a misconfiguration; check {fix}"
     )

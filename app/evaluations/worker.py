@@ -270,8 +270,9 @@ class _JudgeCalls:
     REFUSED_STATUSES by status. Looked at once every row is evaluated, since how many calls
     the judge will be asked is not known before."""
 
-    def __init__(self, evaluators: list[Evaluator[Any]]) -> None:
+    def __init__(self, evaluators: list[Evaluator[Any]], repeats: int) -> None:
         self._judges = [e for e in evaluators if isinstance(e, LLMJudge)]
+        self._repeats = repeats
         self._asked: Counter[str] = Counter()
         self._refused: dict[str, Counter[int]] = {j.name: Counter() for j in self._judges}
 
@@ -294,6 +295,7 @@ class _JudgeCalls:
                 self._refused[judge.name],
                 asked,
                 asked,
+                self._repeats,
                 f"evaluator {judge.name}'s params base_url, model and api_key_env",
             )
             if problem is not None:
@@ -311,7 +313,7 @@ def _execute(sessions: sessionmaker[Session], plan: _Plan, key_variables: frozen
         if plan.endpoint is not None:
             _produce_outputs(sessions, plan, plan.endpoint, heartbeat)
         after_id: int | None = _resume_after(sessions, plan)
-        judge_calls = _JudgeCalls(evaluators)
+        judge_calls = _JudgeCalls(evaluators, plan.repeats)
         while after_id is not None:
             after_id = _evaluate_chunk(sessions, plan, evaluators, after_id, heartbeat, judge_calls)
         judge_calls.check()
@@ -545,6 +547,7 @@ def _produce_outputs(
             raise RuntimeError(f"endpoint.api_key_env: {key_env} is not set for the worker")
         headers["Authorization"] = f"Bearer {api_key}"
     calls, made, refused = _endpoint_calls(sessions, plan)
+    _refuse_misconfigured_endpoint(refused, made, calls, plan.repeats)  # a resumed run's
     with (
         httpx.Client(
             headers=headers,
@@ -605,15 +608,28 @@ def _produce_outputs(
                     for status in (refused_status(output["error"]) for output in outputs)
                     if status is not None
                 )
-                problem = refusal_problem(
-                    "the checkpoint's endpoint",
-                    refused,
-                    made,
-                    calls,
-                    "the checkpoint's endpoint base_url, model and api_key_env",
-                )
-                if problem is not None:
-                    raise Misconfigured(problem)
+                _refuse_misconfigured_endpoint(refused, made, calls, plan.repeats)
+
+
+def _refuse_misconfigured_endpoint(
+    refused: Counter[int], made: int, calls: int, repeats: int
+) -> None:
+    """Misconfigured when the endpoint's answers of REFUSED_STATUSES among the `made` of the
+    run's `calls` calls say so (endpoint_client.misconfigured): checked after every chunk,
+    and once before the first, so a run resumed with every output stored is checked too
+    (review R1c: it succeeded with 100 refused outputs)."""
+    if made == 0:
+        return
+    problem = refusal_problem(
+        "the checkpoint's endpoint",
+        refused,
+        made,
+        calls,
+        repeats,
+        "the checkpoint's endpoint base_url, model and api_key_env",
+    )
+    if problem is not None:
+        raise Misconfigured(problem)
 
 
 def _endpoint_calls(sessions: sessionmaker[Session], plan: _Plan) -> tuple[int, int, Counter[int]]:

@@ -688,7 +688,7 @@ def test_a_run_whose_judge_refused_its_key_fails_and_a_rerun_with_it_fixed_passe
     assert refused["status"] == "failed", refused
     assert refused["error"].startswith(
         "Misconfigured: evaluator llm_judge's judge answered HTTP 401 x400: 400 of the 400 "
-        "calls made (100%)"
+        "calls made (100.0%)"
     )
     assert "check evaluator llm_judge's params base_url, model and api_key_env" in refused["error"]
     assert len(calls) == 400

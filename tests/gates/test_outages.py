@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS
+from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS, misconfigured
 from tests.datasets.support import all_pages, answer_chat, drain_worker, local_server
 from tests.gates.support import EXPECTED, dataset_version
 from tests.gates.test_gates import (
@@ -365,7 +365,7 @@ def test_a_run_its_endpoint_refused_fails_and_a_rerun_with_the_key_fixed_passes_
     candidate = served_checkpoint(client, auth, served, "v2", api_key_env="OPENAI_API_KEY")
     refused = evaluated(client, auth, candidate, rows, [{"name": EVALUATOR}])
     assert refused["status"] == "failed", refused
-    assert "answered HTTP 401 x64: 64 of the 64 calls made (100%)" in refused["error"]
+    assert "answered HTTP 401 x64: 64 of the 64 calls made (100.0%)" in refused["error"]
     assert "more than 5% of the run's 400" in refused["error"]
     assert "base_url, model and api_key_env" in refused["error"]
     assert sum(ServedModels.attempts[("v2", row["key"])] for row in rows) == 64
@@ -412,4 +412,35 @@ def test_a_run_of_two_calls_both_refused_fails(
     ServedModels.behaviour.pop("v2")  # the endpoint serves no such model
     run = evaluated(client, auth, candidate, rows_of("safety", 2, "high"), [{"name": EVALUATOR}])
     assert run["status"] == "failed", run
-    assert "answered HTTP 404 x2: 2 of the 2 calls made (100%)" in run["error"]
+    assert "answered HTTP 404 x2: 2 of the 2 calls made (100.0%)" in run["error"]
+
+
+def test_a_content_filter_refusing_a_high_risk_cohort_blocks_the_gate(
+    app: FastAPI, client: TestClient, auth: Headers, served: str
+) -> None:
+    """Review R1c: the candidate's content filter answered HTTP 403 to its 32 high-risk rows
+    (8% of 400 calls). Counted as a misconfiguration, that failed the run: no gate could
+    block, so nothing stood against a canary's 'promote'. 403 is what filters answer to the
+    prompts they dislike, so those are the candidate's fails, and the gate blocks."""
+    rows = rows_of("general", 368, "low") + rows_of("safety", 32, "high")
+    served_run(client, auth, served, "v1", rows, champion=True)
+    refused = keys("safety", range(32))
+    candidate = served_checkpoint(client, auth, served, "v2", forbidden=refused)
+    run = evaluated(client, auth, candidate, rows, [{"name": EVALUATOR}])
+    assert run["status"] == "succeeded", run
+    assert run["summary"]["output_errors"] == 32
+    result = gate(client, auth, run["id"])
+    assert result["verdict"] == "block", result
+    high = comparison(result, "risk", "high")
+    assert (high["n"], high["lost"]) == (32, 32)
+
+
+def test_one_prompt_refused_at_each_repeat_counts_as_one_prompt() -> None:
+    """Review R1c: with repeats, one prompt answered 404 at each of its 3 repeats of a
+    19-row run was 3 of 57 calls (5.3%, at the floor of 3) and failed the run. The floor is
+    in rows: 3 rows' worth of calls."""
+    assert not misconfigured(3, 57, repeats=3)
+    assert misconfigured(9, 57, repeats=3)
+    assert misconfigured(3, 20, repeats=1)
+    assert not misconfigured(2, 20, repeats=1)
+    assert misconfigured(2, 2, repeats=1)
