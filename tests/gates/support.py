@@ -117,3 +117,31 @@ def add_run(
         run = client.get(f"/api/v1/runs/{run_id}", headers=auth).json()
         assert run["status"] == "succeeded", run
     return run_id
+
+
+def evaluated(
+    client: TestClient,
+    auth: dict[str, str],
+    checkpoint_id: int,
+    rows: list[dict[str, Any]],
+    evaluators: list[dict[str, Any]],
+    **body: Any,
+) -> dict[str, Any]:
+    """The run of `evaluators` on the golden dataset's version of `rows` for the checkpoint
+    (its endpoint's answers, or `outputs` in `body`), once the worker has finished it."""
+    created = client.post(
+        "/api/v1/datasets/golden/evaluations",
+        json={
+            "checkpoint_id": checkpoint_id,
+            "dataset_version": dataset_version(client, auth, "golden", rows),
+            "evaluators": evaluators,
+            **body,
+        },
+        headers=auth,
+    )
+    assert created.status_code == 202, created.text
+    drain_worker(client.app)  # type: ignore[arg-type]
+    run: dict[str, Any] = client.get(
+        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
+    ).json()
+    return run

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.evaluations import worker
 from tests.datasets.support import drain_worker
-from tests.gates.support import GRADED, add_run, dataset_version, outputs_scoring
+from tests.gates.support import GRADED, add_run, dataset_version, evaluated, outputs_scoring
 from tests.gates.test_gates import (
     EVALUATOR,
     champion_and_candidate,
@@ -594,23 +594,14 @@ def judge_run(
     """The finished run of `checkpoint_id` graded by an llm_judge (model "judge-1" unless
     `judge` says otherwise, with `judge`'s other params) on uploaded outputs."""
     params = {"base_url": "http://judge.test/v1", "model": "judge-1", **judge}
-    version = dataset_version(client, auth, "golden", rows)
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={
-            "checkpoint_id": checkpoint_id,
-            "dataset_version": version,
-            "evaluators": [{"name": "llm_judge", "params": params}],
-            "outputs": [{"key": row["key"], "output": "an answer"} for row in rows],
-        },
-        headers=auth,
+    return evaluated(
+        client,
+        auth,
+        checkpoint_id,
+        rows,
+        [{"name": "llm_judge", "params": params}],
+        outputs=[{"key": row["key"], "output": "an answer"} for row in rows],
     )
-    assert created.status_code == 202, created.text
-    drain_worker(client.app)  # type: ignore[arg-type]
-    run: dict[str, Any] = client.get(
-        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
-    ).json()
-    return run
 
 
 def judged_run(

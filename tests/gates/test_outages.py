@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.evaluations.endpoint_client import ENDPOINT_ATTEMPTS, misconfigured
-from tests.datasets.support import all_pages, answer_chat, drain_worker, local_server
-from tests.gates.support import EXPECTED, dataset_version
+from tests.datasets.support import all_pages, answer_chat, local_server
+from tests.gates.support import EXPECTED, evaluated
 from tests.gates.test_gates import (
     EVALUATOR,
     champion_and_candidate,
@@ -238,34 +238,6 @@ def test_the_candidate_calls_its_endpoint_did_not_answer_are_its_fails(
     assert (high["n"], high["unjudged"], high["lost"], high["won"]) == (200, 0, 60, 0)
     assert (high["baseline"], high["candidate"]) == (1.0, pytest.approx(0.7))
     assert not any("without an output" in note for note in result["notes"])
-
-
-def evaluated(
-    client: TestClient,
-    auth: Headers,
-    checkpoint_id: int,
-    rows: list[dict[str, Any]],
-    evaluators: list[dict[str, Any]],
-    **body: Any,
-) -> dict[str, Any]:
-    """The run of `evaluators` on the golden dataset's version of `rows` for the checkpoint
-    (its endpoint's answers, or `outputs` in `body`), once the worker has finished it."""
-    created = client.post(
-        "/api/v1/datasets/golden/evaluations",
-        json={
-            "checkpoint_id": checkpoint_id,
-            "dataset_version": dataset_version(client, auth, "golden", rows),
-            "evaluators": evaluators,
-            **body,
-        },
-        headers=auth,
-    )
-    assert created.status_code == 202, created.text
-    drain_worker(client.app)  # type: ignore[arg-type]
-    run: dict[str, Any] = client.get(
-        f"/api/v1/runs/{created.json()['run_id']}", headers=auth
-    ).json()
-    return run
 
 
 def uploaded_run(
